@@ -1,0 +1,55 @@
+"""Runs mlstream workers in one process: scorer, monitor, or both, plus the /metrics endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+
+from prometheus_client import start_http_server
+
+from stream.config import Settings
+from stream.domain import load_domain
+from stream.kafka import ensure_topics
+from stream.metrics import Metrics
+
+log = logging.getLogger(__name__)
+ROLES = ("scorer", "monitor")
+
+
+async def run_worker(settings: Settings, roles: Sequence[str] = ROLES, *,
+                     stop: asyncio.Event | None = None, metrics: Metrics | None = None,
+                     create_topics: bool = True) -> None:
+    """Run until ``stop`` is set or SIGINT/SIGTERM; any stage failing stops the others."""
+    stop = stop or asyncio.Event()
+    metrics = metrics or Metrics.create()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    if settings.metrics_port or settings.metrics_port == 0:
+        server, _ = start_http_server(settings.metrics_port, settings.metrics_host,
+                                      registry=metrics.registry)
+        log.info("metrics on http://%s:%s/metrics", settings.metrics_host, server.server_port)
+    if create_topics:
+        await ensure_topics(settings)
+    stages = []
+    if "scorer" in roles:
+        from stream.worker import ScoringWorker
+
+        stages.append(ScoringWorker(settings, load_domain(settings.domain), metrics).run(stop))
+    if "monitor" in roles and settings.monitor.enabled:
+        from stream.monitoring import MonitorWorker
+
+        stages.append(MonitorWorker(settings, metrics).run(stop))
+    tasks = [asyncio.ensure_future(s) for s in stages]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()  # re-raise the failing stage's error
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)

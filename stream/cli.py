@@ -1,0 +1,184 @@
+"""The ``mlstream`` command line. Errors print one line, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from stream.errors import StreamError
+
+
+def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from stream.config import load_settings
+
+    return load_settings(getattr(args, "config", None))
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from stream.app import ROLES, run_worker
+
+    settings = _settings(args)
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    roles = ROLES if args.role == "all" else (args.role,)
+    asyncio.run(run_worker(settings, roles))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from stream.simulate import PaymentSimulator
+    from stream.traffic import produce
+
+    settings = _settings(args)
+    sim = PaymentSimulator(seed=args.seed, n_users=args.users, scenario=args.scenario,
+                           drift_at=args.drift_at, invalid_rate=args.invalid_rate)
+    sent = asyncio.run(produce(settings, sim, args.events, rate=args.rate,
+                               label_delay=args.label_delay))
+    print(f"produced {sent} events to {settings.topics.events!r}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from stream.domain import load_domain
+    from stream.registry import ModelStore
+    from stream.simulate import WARMUP_EVENTS
+    from stream.training import read_jsonl, simulated, train
+
+    settings = _settings(args)
+    domain = load_domain(settings.domain)
+    if args.data:
+        data, warmup = read_jsonl(args.data, domain), args.warmup or 0
+    else:
+        data, warmup = simulated(args.events, args.seed), WARMUP_EVENTS if args.warmup is None else args.warmup
+    card = train(domain, data, ModelStore(args.store or settings.model_store),
+                 name=args.name or settings.model_name, version=args.version, seed=args.seed,
+                 warmup=warmup, promote=not args.no_promote)
+    print(f"trained {card['name']} version {card['version']}: {json.dumps(card['training']['metrics'])}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from stream.demo import DemoOptions, print_summary, run_demo
+
+    opts = DemoOptions(events=args.events, rate=args.rate, scenario=args.scenario,
+                       drift_at=args.drift_at, seed=args.seed, workers=args.workers,
+                       invalid_rate=args.invalid_rate, json_output=args.json,
+                       model_store=Path(args.store))
+    try:
+        result = asyncio.run(run_demo(opts, Path(args.workdir)))
+    except KeyboardInterrupt:
+        print("\nstopped")
+        return 0
+    if result is not None:
+        print_summary(result, args.json)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from stream.bench import main as bench_main
+
+    return bench_main(args)
+
+
+def cmd_replay(argv: list[str]) -> int:
+    from stream.replay import main as replay_main
+
+    return replay_main(argv)
+
+
+def cmd_bench_drift(argv: list[str]) -> int:
+    from stream.bench_drift import main as bench_drift_main
+
+    return bench_drift_main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from stream.simulate import SCENARIOS
+
+    parser = argparse.ArgumentParser(prog="mlstream", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", help="TOML settings file (else MLSTREAM_CONFIG); env vars override it")
+        return p
+
+    p = with_config(sub.add_parser("worker", help="run the pipeline against a Kafka cluster"))
+    p.add_argument("--role", choices=["all", "scorer", "monitor"], default="all")
+    p.set_defaults(func=cmd_worker)
+
+    p = with_config(sub.add_parser("simulate", help="produce simulated payments (and labels)"))
+    p.add_argument("--events", type=int, default=None, help="how many (default: until Ctrl-C)")
+    p.add_argument("--rate", type=float, default=1_000.0, help="events per second (0 = as fast as possible)")
+    p.add_argument("--scenario", choices=sorted(SCENARIOS), default="none")
+    p.add_argument("--drift-at", type=int, default=None, help="event index where the scenario starts")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--users", type=int, default=500)
+    p.add_argument("--invalid-rate", type=float, default=0.0)
+    p.add_argument("--label-delay", type=int, default=1_000, help="labels trail events by this many")
+    p.set_defaults(func=cmd_simulate)
+
+    p = with_config(sub.add_parser("train", help="train a model and write it to the model store"))
+    p.add_argument("--data", help="labelled events (JSONL); default: simulated")
+    p.add_argument("--events", type=int, default=60_000, help="simulated events when --data is not given")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--warmup", type=int, default=None, help="leading events that only build state")
+    p.add_argument("--name", default=None)
+    p.add_argument("--version", default=None)
+    p.add_argument("--store", default=None, help="model store folder (default: settings)")
+    p.add_argument("--no-promote", action="store_true", help="store without making it current")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("demo", help="the whole pipeline on an embedded broker with simulated traffic")
+    p.add_argument("--events", type=int, default=None, help="run N events, print a summary and exit")
+    p.add_argument("--rate", type=float, default=None, help="events per second")
+    p.add_argument("--scenario", choices=sorted(SCENARIOS), default="mean_shift")
+    p.add_argument("--drift-at", type=int, default=None)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--invalid-rate", type=float, default=0.01)
+    p.add_argument("--store", default="models")
+    p.add_argument("--workdir", default=".mlstream/demo", help="worker logs")
+    p.add_argument("--json", action="store_true", help="machine-readable summary (with --events)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="throughput/latency benchmark on the embedded broker")
+    p.add_argument("--events", type=int, default=100_000)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
+
+    sub.add_parser("replay", help="backtest the drift monitor on recorded JSONL (see replay --help)",
+                   add_help=False)
+    sub.add_parser("bench-drift", help="drift detection benchmark (see bench-drift --help)", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        # replay and bench-drift own their argument parsing
+        if argv and argv[0] == "replay":
+            return cmd_replay(argv[1:])
+        if argv and argv[0] == "bench-drift":
+            return cmd_bench_drift(argv[1:])
+        args = build_parser().parse_args(argv)
+        if getattr(args, "command", None) == "demo" and args.rate is None:
+            args.rate = 5_000.0 if args.events else 2_000.0
+        return int(args.func(args))
+    except StreamError as exc:
+        print(f"mlstream: error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"mlstream: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""One settings object for every mlstream process.
+
+Values come, highest priority first, from keyword arguments, environment variables
+(``MLSTREAM_`` prefix, ``__`` between nested names, e.g. ``MLSTREAM_KAFKA__BOOTSTRAP_SERVERS``),
+a TOML file named by ``MLSTREAM_CONFIG`` (or ``--config`` on the command line), then defaults.
+Secrets are ``SecretStr`` so they never print in reprs, logs or errors.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV_VAR = "MLSTREAM_CONFIG"
+
+
+class KafkaSettings(BaseModel, frozen=True):
+    """How to reach the cluster. Production is Apache Kafka; the demo uses the embedded broker."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "mlstream"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    # Short fetch long-polls keep latency low at low load (the embedded broker holds a fetch
+    # for the full wait even when data is there).
+    fetch_max_wait_ms: int = Field(default=50, ge=1, le=10_000)
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _check_servers(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"bad broker address {server.strip()!r}: expected host:port")
+        return value
+
+
+class TopicSettings(BaseModel, frozen=True):
+    events: str = "events"
+    labels: str = "labels"
+    predictions: str = "predictions"
+    dead_letter: str = "events.dlq"
+    features: str = "mlstream.features"
+    drift: str = "mlstream.drift"
+    retrain: str = "mlstream.retrain-requests"
+    changelog: str = "mlstream.entity-state-changelog"
+    partitions: int = Field(default=4, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+
+
+class ScoringSettings(BaseModel, frozen=True):
+    max_batch_size: int = Field(default=2_000, ge=1, le=100_000)
+    max_wait_ms: int = Field(default=20, ge=0, le=10_000)
+    # Bounds the rows waiting on the produce path before the consumer pauses.
+    max_in_flight_batches: int = Field(default=4, ge=1)
+    # Entities idle longer than this are evicted from state (and tombstoned in the changelog).
+    state_ttl_s: float = Field(default=7 * 86_400, gt=0)
+    max_entities_per_partition: int = Field(default=2_000_000, ge=1)
+
+
+class MonitorSettings(BaseModel, frozen=True):
+    enabled: bool = True
+    expected_run_length: int = Field(default=10_000_000, ge=1_000)
+    retrain_cooldown_s: float = Field(default=3_600.0, ge=0)
+    label_ttl_s: float = Field(default=7 * 86_400, gt=0)
+    max_pending_labels: int = Field(default=1_000_000, ge=1)
+    # Rows each monitor skips after start while entity state warms up. Only a stream that
+    # starts with empty state (the demo) needs it: a restarted worker recovers its state.
+    warmup_rows: int = Field(default=0, ge=0)
+
+
+class AlertSettings(BaseModel, frozen=True):
+    slack_webhook_url: SecretStr | None = None
+    generic_webhook_url: SecretStr | None = None
+    queue_size: int = Field(default=1_000, ge=1)
+    cooldown_s: float = Field(default=900.0, ge=0)
+    max_retries: int = Field(default=5, ge=0, le=20)
+    timeout_s: float = Field(default=5.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """Everything a worker needs; see README "Settings" for the full list."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MLSTREAM_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    app_id: str = "mlstream"
+    domain: str = "stream.domains.payments:DOMAIN"
+    model_store: Path = Path("models")
+    model_name: str = "fraud"
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    scoring: ScoringSettings = ScoringSettings()
+    monitor: MonitorSettings = MonitorSettings()
+    alerts: AlertSettings = AlertSettings()
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9_108, ge=0, le=65_535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_ENV_VAR)
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings, raising :class:`stream.errors.ConfigError` with one clear line."""
+    from pydantic import ValidationError
+
+    from stream.errors import ConfigError
+
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        os.environ[CONFIG_ENV_VAR] = str(path)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        # input values are left out on purpose: they may be secrets
+        raise ConfigError(f"bad setting {where}: {first['msg']}") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read settings: {exc}") from None

@@ -1,0 +1,175 @@
+"""The demo: embedded broker + worker processes + simulated traffic with drift, all on loopback.
+
+``mlstream demo`` runs until Ctrl-C with a live progress line; ``--events N`` runs N events,
+waits until every one is accounted for (a prediction or a dead letter) and prints a summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stream.broker import EmbeddedBroker, free_port
+from stream.config import Settings
+from stream.kafka import ensure_topics
+from stream.simulate import WARMUP_EVENTS, PaymentSimulator
+from stream.tally import Tally, follow, wait_until
+from stream.traffic import produce
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    events: int | None = None
+    rate: float = 2_000.0
+    scenario: str = "mean_shift"
+    drift_at: int | None = None
+    invalid_rate: float = 0.01
+    seed: int = 42
+    workers: int = 1
+    partitions: int = 4
+    timeout_s: float = 300.0
+    model_store: Path = Path("models")
+    json_output: bool = False
+
+
+def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "MLSTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "MLSTREAM_MODEL_STORE": str(settings.model_store),
+        "MLSTREAM_TOPICS__PARTITIONS": str(settings.topics.partitions),
+        "MLSTREAM_MONITOR__WARMUP_ROWS": str(settings.monitor.warmup_rows),
+        "MLSTREAM_MONITOR__RETRAIN_COOLDOWN_S": str(settings.monitor.retrain_cooldown_s),
+    })
+    env.update(extra or {})
+    return env
+
+
+def start_worker(settings: Settings, metrics_port: int, roles: str = "all",
+                 log_file: Path | None = None) -> subprocess.Popen[bytes]:
+    env = worker_env(settings, {"MLSTREAM_METRICS_PORT": str(metrics_port)})
+    out = open(log_file, "ab") if log_file else subprocess.DEVNULL
+    return subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", "--role", roles],
+                            env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]], timeout_s: float = 15.0) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def summary(tally: Tally, events: int, elapsed_s: float, first_prediction_s: float | None) -> dict[str, Any]:
+    lat = np.asarray(tally.latencies_ms) if tally.latencies_ms else np.zeros(1)
+    return {
+        "events": events,
+        "predictions": tally.predictions,
+        "dead_lettered": tally.dead_lettered,
+        "duplicate_predictions": tally.duplicate_predictions,
+        "drift_events": tally.drift_events,
+        "retrain_requests": tally.retrain_requests,
+        "drifted_features": sorted({f for d in tally.drift for f in d.get("features", [])}),
+        "dead_letter_reasons": dict(sorted(tally.dead_reasons.items())),
+        "elapsed_s": round(elapsed_s, 3),
+        "events_per_s": round(events / elapsed_s, 1) if elapsed_s > 0 else None,
+        "first_prediction_s": round(first_prediction_s, 3) if first_prediction_s else None,
+        "latency_ms": {q: round(float(np.percentile(lat, p)), 1)
+                       for q, p in (("p50", 50), ("p95", 95), ("p99", 99))},
+    }
+
+
+async def run_demo(opts: DemoOptions, workdir: Path) -> dict[str, Any] | None:
+    began, began_wall = time.monotonic(), time.time()
+    workdir.mkdir(parents=True, exist_ok=True)
+    with EmbeddedBroker() as broker:
+        settings = Settings(
+            kafka={"bootstrap_servers": broker.bootstrap},
+            model_store=opts.model_store,
+            topics={"partitions": opts.partitions},
+            monitor={"warmup_rows": WARMUP_EVENTS, "retrain_cooldown_s": 3_600.0},
+        )
+        await ensure_topics(settings)
+        ports = [free_port() for _ in range(opts.workers)]
+        procs = [start_worker(settings, port, log_file=workdir / f"worker-{i}.log")
+                 for i, port in enumerate(ports)]
+        stop = asyncio.Event()
+        tally = Tally()
+        follower = asyncio.create_task(follow(settings, tally, stop, track_ids=opts.events is not None))
+        n = opts.events
+        drift_at = opts.drift_at if opts.drift_at is not None else (
+            max(WARMUP_EVENTS, n // 2) if n else 20_000)
+        sim = PaymentSimulator(seed=opts.seed, scenario=opts.scenario, drift_at=drift_at,
+                               invalid_rate=opts.invalid_rate)
+        if not opts.json_output:
+            print(f"broker {broker.bootstrap} | workers {len(procs)} (metrics on "
+                  + ", ".join(f"http://127.0.0.1:{p}/metrics" for p in ports)
+                  + f") | scenario {opts.scenario} from event {drift_at} | logs in {workdir}",
+                  flush=True)
+        sent = [0]
+        producer = asyncio.create_task(produce(settings, sim, n, rate=opts.rate, stop=stop,
+                                               on_progress=lambda k: sent.__setitem__(0, k)))
+        progress = None if opts.json_output else asyncio.create_task(_progress(tally, sent, began, procs))
+        try:
+            if n is None:
+                await producer  # runs until Ctrl-C
+                return None
+            await producer
+            ok = await wait_until(lambda: tally.accounted >= n or any(p.poll() is not None for p in procs),
+                                  opts.timeout_s)
+            dead = [p for p in procs if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"a worker exited with code {dead[0].returncode}; see {workdir}")
+            if not ok:
+                raise RuntimeError(f"only {tally.accounted} of {n} events accounted for after "
+                                   f"{opts.timeout_s:.0f}s; see {workdir}")
+            if opts.scenario != "none":  # drift messages trail the last predictions
+                await wait_until(lambda: tally.retrain_requests > 0, 10.0)
+            first = tally.first_prediction_at - began_wall if tally.first_prediction_at else None
+            return summary(tally, n, time.monotonic() - began, first)
+        finally:
+            stop.set()
+            for task in (producer, follower, progress):
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(*(t for t in (producer, follower, progress) if t), return_exceptions=True)
+            stop_processes(procs)
+
+
+async def _progress(tally: Tally, sent: list[int], began: float, procs: list[Any]) -> None:
+    last, last_t = 0, time.monotonic()
+    while True:
+        await asyncio.sleep(1.0)  # a display refresh interval
+        now = time.monotonic()
+        rate = (tally.accounted - last) / (now - last_t)
+        last, last_t = tally.accounted, now
+        alive = sum(p.poll() is None for p in procs)
+        print(f"\r[{now - began:6.1f}s] sent {sent[0]:>8} | {rate:8.0f} ev/s | predictions "
+              f"{tally.predictions:>8} | dead-lettered {tally.dead_lettered:>6} | drift events "
+              f"{tally.drift_events:>3} | retrain requests {tally.retrain_requests:>3} | workers {alive}",
+              end="", flush=True)
+
+
+def print_summary(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, sort_keys=True))
+        return
+    print()
+    for key, value in result.items():
+        print(f"{key:>22}: {value}")

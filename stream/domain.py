@@ -1,0 +1,69 @@
+"""A domain is what a user brings: an event schema, a feature definition and a label spec.
+
+Point ``MLSTREAM_DOMAIN`` at ``package.module:NAME`` to use your own; see README
+"Bring your own domain and model" and ``stream/domains/payments.py`` for an example.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from stream.errors import DomainError
+from stream.features import FeatureSet, to_columns
+from stream.schema import Schema
+
+
+@dataclass(frozen=True)
+class Domain:
+    """Schema + features + label. ``task`` decides how scores and labels are compared."""
+
+    name: str
+    schema: Schema
+    features: FeatureSet
+    task: Literal["classification", "regression"] = "classification"
+    label_field: str = "label"
+    # Operating threshold for binary classifiers (precision/recall, alerts).
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        fields = set(self.schema.field_names())
+        if self.features.time_field not in fields:
+            raise DomainError(f"feature time field {self.features.time_field!r} not in schema")
+        for spec in (*self.features.one_hot, *self.features.rolling):
+            if spec.field not in fields:
+                raise DomainError(f"feature field {spec.field!r} not in schema {self.schema.name!r}")
+
+    def columns(self, events: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+        return to_columns(events, {f.name: f.kind for f in self.schema.fields})
+
+    def offline_features(self, events: list[dict[str, Any]]) -> np.ndarray:
+        """Training-side features, from the same code the scorer runs."""
+        cols = self.columns(events)
+        return self.features.compute_offline(cols, cols[self.schema.entity_field])
+
+    def monitored_columns(self, cols: dict[str, np.ndarray], X: np.ndarray) -> dict[str, Any]:
+        """The columns the drift monitor watches for one batch (score added by the caller)."""
+        index = {c: i for i, c in enumerate(self.features.columns)}
+        out: dict[str, Any] = {}
+        for name, kind in self.features.monitored.items():
+            out[name] = X[:, index[name]].astype(np.float64) if kind == "numeric" else cols[name]
+        return out
+
+
+def load_domain(path: str) -> Domain:
+    """Import ``module:ATTR`` and check it is a :class:`Domain`."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        raise DomainError(f"domain {path!r} must look like 'package.module:NAME'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise DomainError(f"cannot import domain module {module_name!r}: {exc}") from None
+    domain = getattr(module, attr, None)
+    if not isinstance(domain, Domain):
+        raise DomainError(f"{path!r} is not a stream.domain.Domain")
+    return domain

@@ -1,0 +1,35 @@
+"""Typed errors. Every error a user can cause says what is wrong in one line."""
+
+from __future__ import annotations
+
+
+class StreamError(Exception):
+    """Root of every mlstream error."""
+
+
+class ConfigError(StreamError):
+    """A setting or config file is wrong."""
+
+
+class BrokerError(StreamError):
+    """The Kafka cluster (or the embedded broker) cannot be reached or started."""
+
+
+class ValidationError(StreamError):
+    """An event does not match its schema. ``reason`` is a short fixed code (a metric label)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ModelLoadError(StreamError):
+    """A model file or card is missing, corrupt, or does not fit the feature definition."""
+
+    def __init__(self, path: object, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+class DomainError(StreamError):
+    """A domain (schema + features) definition is inconsistent."""

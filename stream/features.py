@@ -1,0 +1,226 @@
+"""Feature definitions: one declaration computes features for training (offline) and scoring (online).
+
+Features are computed on column batches with numpy. Per-entity rolling features read and
+write a float64 state matrix (one row per entity); the caller owns where that matrix lives
+(:class:`stream.state.EntityState` keeps it durable online, a plain in-memory one serves
+training). Rolling windows are exponentially decayed (time constant = window length), so an
+entity's state is a fixed number of floats however many events it has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from stream.errors import DomainError
+
+Columns = Mapping[str, np.ndarray]
+"""Event fields as columns: numbers as float64 arrays (NaN = missing), strings as object arrays."""
+
+
+@dataclass(frozen=True)
+class Numeric:
+    """A stateless numeric feature computed from event columns, e.g. ``np.log1p(c["amount"])``."""
+
+    name: str
+    fn: Callable[[Columns], np.ndarray]
+
+
+@dataclass(frozen=True)
+class OneHot:
+    """One column per known category of ``field`` (``field=value``); others are all zero.
+
+    The raw category is also monitored for drift (unseen categories, mix changes).
+    """
+
+    field: str
+    categories: tuple[str, ...]
+
+    @property
+    def columns(self) -> list[str]:
+        return [f"{self.field}={c}" for c in self.categories]
+
+
+@dataclass(frozen=True)
+class Rolling:
+    """Per-entity rolling aggregates of a numeric ``field``.
+
+    For each window: decayed event count and mean of the field (current event included);
+    plus seconds since the entity's previous event (capped at ``max_gap_s``) and the z-score
+    of the value against the entity's history before it.
+    """
+
+    field: str
+    windows: Mapping[str, float]  # label -> seconds, e.g. {"1h": 3600}
+    since_last: bool = True
+    zscore: bool = True
+    max_gap_s: float = 30 * 86_400.0
+
+    @property
+    def columns(self) -> list[str]:
+        cols: list[str] = []
+        for label in self.windows:
+            cols += [f"{self.field}_count_{label}", f"{self.field}_mean_{label}"]
+        if self.since_last:
+            cols.append(f"{self.field}_secs_since_last")
+        if self.zscore:
+            cols.append(f"{self.field}_zscore")
+        return cols
+
+    @property
+    def state_width(self) -> int:
+        # last_ts, n, mean, m2 (Welford), then (decayed count, decayed sum) per window
+        return 4 + 2 * len(self.windows)
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """The feature definition of a domain; ``columns`` is the model's input order."""
+
+    time_field: str
+    numeric: tuple[Numeric, ...] = ()
+    one_hot: tuple[OneHot, ...] = ()
+    rolling: tuple[Rolling, ...] = ()
+    _offsets: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = self.columns
+        if len(set(names)) != len(names):
+            raise DomainError("feature names must be unique")
+        offsets, at = [], 0
+        for spec in self.rolling:
+            offsets.append(at)
+            at += spec.state_width
+        object.__setattr__(self, "_offsets", tuple(offsets))
+
+    @property
+    def columns(self) -> list[str]:
+        cols = [n.name for n in self.numeric]
+        for spec in self.one_hot:
+            cols += spec.columns
+        for spec in self.rolling:
+            cols += spec.columns
+        return cols
+
+    @property
+    def state_width(self) -> int:
+        return sum(s.state_width for s in self.rolling)
+
+    @property
+    def monitored(self) -> dict[str, str]:
+        """Columns watched for drift: numeric features and the raw one-hot categories."""
+        kinds = {n.name: "numeric" for n in self.numeric}
+        kinds.update({s.field: "categorical" for s in self.one_hot})
+        for spec in self.rolling:
+            kinds.update({c: "numeric" for c in spec.columns})
+        return kinds
+
+    def new_state(self, rows: int = 0) -> np.ndarray:
+        return np.zeros((rows, self.state_width), dtype=np.float64)
+
+    def compute(self, cols: Columns, entity_rows: np.ndarray, state: np.ndarray) -> np.ndarray:
+        """Features for a batch as a float32 matrix ``[n, len(columns)]``.
+
+        ``entity_rows[i]`` is the row of ``state`` that holds event i's entity; ``state`` is
+        updated in place, in event order within each entity.
+        """
+        n = len(entity_rows)
+        out = np.empty((n, len(self.columns)), dtype=np.float32)
+        at = 0
+        for spec in self.numeric:
+            out[:, at] = np.asarray(spec.fn(cols), dtype=np.float64)
+            at += 1
+        for oh in self.one_hot:
+            values = cols[oh.field]
+            for category in oh.categories:
+                out[:, at] = values == category
+                at += 1
+        if self.rolling:
+            ts = np.asarray(cols[self.time_field], dtype=np.float64)
+            for spec, offset in zip(self.rolling, self._offsets):
+                width = len(spec.columns)
+                values = np.asarray(cols[spec.field], dtype=np.float64)
+                out[:, at : at + width] = _rolling(spec, values, ts, entity_rows, state, offset)
+                at += width
+        return out
+
+    def compute_offline(self, cols: Columns, entity_keys: Sequence[Any]) -> np.ndarray:
+        """Training-side entry point: the same :meth:`compute` on a fresh in-memory state."""
+        index: dict[Any, int] = {}
+        rows = np.fromiter((index.setdefault(k, len(index)) for k in entity_keys), np.int64,
+                           count=len(entity_keys))
+        return self.compute(cols, rows, self.new_state(len(index)))
+
+
+def occurrence_rank(rows: np.ndarray) -> np.ndarray:
+    """For each position, how many earlier positions hold the same value (0 for the first)."""
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    starts = np.r_[0, np.flatnonzero(sorted_rows[1:] != sorted_rows[:-1]) + 1]
+    group_start = np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
+    rank = np.empty(len(rows), dtype=np.int64)
+    rank[order] = np.arange(len(rows)) - group_start
+    return rank
+
+
+def _rolling(spec: Rolling, x: np.ndarray, ts: np.ndarray, rows: np.ndarray,
+             state: np.ndarray, offset: int) -> np.ndarray:
+    out = np.empty((len(x), len(spec.columns)), dtype=np.float64)
+    if len(x) == 0:
+        return out
+    taus = np.array(list(spec.windows.values()), dtype=np.float64)
+    rank = occurrence_rank(rows)
+    # Events of one entity are applied in order: round r takes every entity's r-th event of
+    # the batch, so each round touches each entity at most once and vectorises.
+    for r in range(int(rank.max()) + 1):
+        sel = np.flatnonzero(rank == r)
+        ent = rows[sel]
+        s = state[ent, offset : offset + spec.state_width]
+        last_ts, n, mean, m2 = s[:, 0], s[:, 1], s[:, 2], s[:, 3]
+        xv, tv = x[sel], ts[sel]
+        seen = n > 0
+        gap = np.where(seen, np.clip(tv - last_ts, 0.0, spec.max_gap_s), spec.max_gap_s)
+        decay = np.exp(-gap[:, None] / taus[None, :])
+        counts = s[:, 4::2] * decay + 1.0
+        sums = s[:, 5::2] * decay + xv[:, None]
+        col = 0
+        for w in range(len(taus)):
+            out[sel, col] = counts[:, w]
+            out[sel, col + 1] = sums[:, w] / counts[:, w]
+            col += 2
+        if spec.since_last:
+            out[sel, col] = gap
+            col += 1
+        if spec.zscore:
+            std = np.sqrt(np.where(n > 1, m2 / np.maximum(n - 1, 1), 0.0))
+            z = np.where(std > 0, (xv - mean) / np.where(std > 0, std, 1.0), 0.0)
+            out[sel, col] = np.clip(z, -50.0, 50.0)
+        # Welford update of the entity's full history
+        n_new = n + 1
+        delta = xv - mean
+        mean_new = mean + delta / n_new
+        m2_new = m2 + delta * (xv - mean_new)
+        new = np.empty_like(s)
+        new[:, 0] = np.where(seen, np.maximum(last_ts, tv), tv)
+        new[:, 1], new[:, 2], new[:, 3] = n_new, mean_new, m2_new
+        new[:, 4::2], new[:, 5::2] = counts, sums
+        state[ent, offset : offset + spec.state_width] = new
+    return out
+
+
+def to_columns(events: Sequence[Mapping[str, Any]], kinds: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """Turn parsed events into columns; ``kinds`` maps field name to schema kind."""
+    cols: dict[str, np.ndarray] = {}
+    for name, kind in kinds.items():
+        if kind in ("number", "integer", "timestamp"):
+            cols[name] = np.array([_num(e.get(name)) for e in events], dtype=np.float64)
+        else:
+            cols[name] = np.array([e.get(name) for e in events], dtype=object)
+    return cols
+
+
+def _num(v: Any) -> float:
+    return float("nan") if v is None else float(v)

@@ -1,0 +1,96 @@
+"""Every Prometheus metric mlstream exports, in one object built on an injected registry.
+
+Label values come from fixed sets (stage names, validation reasons, feature names of the
+model, partitions): never entity or event ids, so the series count stays bounded.
+The documented list is ``docs/metrics.md``; a test checks the two agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PREFIX = "mlstream"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
+SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 20)) + (1.0,)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    registry: CollectorRegistry
+    events_consumed: Counter
+    events_valid: Counter
+    events_dead_lettered: Counter
+    predictions: Counter
+    batch_size: Histogram
+    stage_latency: Histogram
+    end_to_end_latency: Histogram
+    score: Histogram
+    consumer_lag: Gauge
+    model_info: Gauge
+    model_loads: Counter
+    entities: Gauge
+    state_restored: Counter
+    processing_errors: Counter
+    drift_events: Counter
+    retrain_requests: Counter
+    monitor_rows: Counter
+    labels: Counter
+    alert_deliveries: Counter
+    worker_info: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None, prefix: str = PREFIX) -> "Metrics":
+        r = registry if registry is not None else CollectorRegistry()
+
+        def name(n: str) -> str:
+            return f"{prefix}_{n}"
+
+        return cls(
+            registry=r,
+            events_consumed=Counter(name("events_consumed"), "Events read from the events topic.",
+                                    ["topic"], registry=r),
+            events_valid=Counter(name("events_valid"), "Events that passed validation.", registry=r),
+            events_dead_lettered=Counter(name("events_dead_lettered"),
+                                         "Events sent to the dead-letter topic, by reason.",
+                                         ["reason"], registry=r),
+            predictions=Counter(name("predictions"), "Predictions produced, by model version.",
+                                ["model", "version"], registry=r),
+            batch_size=Histogram(name("batch_size_events"), "Events per micro-batch.",
+                                 buckets=BATCH_BUCKETS, registry=r),
+            stage_latency=Histogram(name("stage_duration_seconds"),
+                                    "Time spent per micro-batch in each stage.", ["stage"],
+                                    buckets=LATENCY_BUCKETS, registry=r),
+            end_to_end_latency=Histogram(name("end_to_end_latency_seconds"),
+                                         "From the event's Kafka timestamp to its prediction being sent.",
+                                         buckets=LATENCY_BUCKETS, registry=r),
+            score=Histogram(name("score"), "Distribution of model scores.", ["model"],
+                            buckets=SCORE_BUCKETS, registry=r),
+            consumer_lag=Gauge(name("consumer_lag_events"),
+                               "Events behind the partition's high watermark.",
+                               ["group", "topic", "partition"], registry=r),
+            model_info=Gauge(name("model_info"), "The model being served (value 1).",
+                             ["model", "version", "sha256"], registry=r),
+            model_loads=Counter(name("model_loads"), "Model load and swap attempts by outcome.",
+                                ["outcome"], registry=r),
+            entities=Gauge(name("state_entities"), "Entities held in feature state.",
+                           ["partition"], registry=r),
+            state_restored=Counter(name("state_restored_records"),
+                                   "Changelog records replayed into feature state.", registry=r),
+            processing_errors=Counter(name("processing_errors"),
+                                      "Batches that raised and were retried, by stage.", ["stage"],
+                                      registry=r),
+            drift_events=Counter(name("drift_events"), "Drift events published, by kind.", ["kind"],
+                                 registry=r),
+            retrain_requests=Counter(name("retrain_requests"), "Retraining requests published.",
+                                     registry=r),
+            monitor_rows=Counter(name("monitor_rows"), "Rows (predictions) seen by the drift monitor.",
+                                 registry=r),
+            labels=Counter(name("labels"), "Delayed labels by join outcome.", ["outcome"], registry=r),
+            alert_deliveries=Counter(name("alert_deliveries"), "Alert deliveries by channel and outcome.",
+                                     ["channel", "outcome"], registry=r),
+            worker_info=Gauge(name("worker_info"), "A running worker and its role (value 1).",
+                              ["role"], registry=r),
+        )

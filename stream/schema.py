@@ -1,0 +1,157 @@
+"""Event schemas: what a valid event looks like, and the one-line reason when it is not.
+
+A schema is declared once per domain; the same object validates events online (bad ones go
+to the dead-letter topic with ``ValidationError.reason``) and offline (training data).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from stream.errors import DomainError, ValidationError
+
+FieldKind = Literal["string", "number", "integer", "category", "timestamp"]
+
+# Fixed set: these are the values of the dead-letter metric's ``reason`` label.
+REASONS = (
+    "not_json",
+    "not_object",
+    "missing_field",
+    "wrong_type",
+    "not_finite",
+    "out_of_range",
+    "unknown_field",
+    "unknown_schema_version",
+    "too_large",
+)
+
+
+_NON_FINITE_LITERAL = re.compile(rb"[:\[,]\s*-?(NaN|Infinity)\b")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of an event.
+
+    ``min``/``max`` bound numbers; ``max_length`` bounds strings (ids and categories).
+    """
+
+    name: str
+    kind: FieldKind
+    required: bool = True
+    min: float | None = None
+    max: float | None = None
+    max_length: int = 256
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The shape of one domain's events.
+
+    Examples
+    --------
+    >>> s = Schema("demo", fields=(Field("id", "string"), Field("user", "string"),
+    ...     Field("x", "number", min=0), Field("ts", "timestamp")),
+    ...     id_field="id", entity_field="user", time_field="ts")
+    >>> s.parse(b'{"id": "e1", "user": "u1", "x": 2.5, "ts": 1700000000}')["x"]
+    2.5
+    >>> try:
+    ...     s.parse(b'{"id": "e1", "user": "u1", "x": -1, "ts": 1700000000}')
+    ... except ValidationError as e:
+    ...     print(e.reason, "|", e)
+    out_of_range | field 'x' = -1 is below the minimum 0
+    """
+
+    name: str
+    fields: tuple[Field, ...]
+    id_field: str
+    entity_field: str
+    time_field: str
+    versions: tuple[int, ...] = (1,)
+    version_field: str = "schema_version"
+    unknown_fields: Literal["reject", "ignore"] = "reject"
+    max_bytes: int = 64 * 1024
+    _by_name: dict[str, Field] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_name = {f.name: f for f in self.fields}
+        if len(by_name) != len(self.fields):
+            raise DomainError(f"schema {self.name!r} has duplicate field names")
+        for needed in (self.id_field, self.entity_field, self.time_field):
+            if needed not in by_name:
+                raise DomainError(f"schema {self.name!r} has no field {needed!r}")
+        object.__setattr__(self, "_by_name", by_name)
+
+    def field_names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    def parse(self, raw: bytes) -> dict[str, Any]:
+        """Decode and validate one event, raising :class:`ValidationError`."""
+        if len(raw) > self.max_bytes:
+            raise ValidationError("too_large", f"event is {len(raw)} bytes, limit {self.max_bytes}")
+        try:
+            event = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            # Python's json writes NaN/Infinity literals, which JSON does not allow.
+            if _NON_FINITE_LITERAL.search(raw):
+                raise ValidationError("not_finite", "NaN or Infinity is not a number") from None
+            raise ValidationError("not_json", f"not valid JSON: {exc}") from None
+        if not isinstance(event, dict):
+            raise ValidationError("not_object", f"expected a JSON object, got {type(event).__name__}")
+        self.validate(event)
+        return event
+
+    def validate(self, event: dict[str, Any]) -> None:
+        version = event.get(self.version_field, self.versions[-1])
+        if version not in self.versions or isinstance(version, bool):
+            raise ValidationError(
+                "unknown_schema_version",
+                f"schema version {version!r} is not one of {list(self.versions)}",
+            )
+        if self.unknown_fields == "reject":
+            for key in event:
+                if key not in self._by_name and key != self.version_field:
+                    raise ValidationError("unknown_field", f"unknown field {key[:64]!r}")
+        for spec in self.fields:
+            value = event.get(spec.name)
+            if value is None:
+                if spec.required:
+                    raise ValidationError("missing_field", f"missing field {spec.name!r}")
+                continue
+            _check(spec, value)
+
+
+def _check(spec: Field, value: Any) -> None:
+    kind = spec.kind
+    if kind in ("string", "category"):
+        if not isinstance(value, str):
+            raise ValidationError(
+                "wrong_type", f"field {spec.name!r} must be a string, got {type(value).__name__}"
+            )
+        if not value or len(value) > spec.max_length:
+            raise ValidationError(
+                "out_of_range", f"field {spec.name!r} must have 1..{spec.max_length} characters"
+            )
+        return
+    # JSON booleans are ints in Python: refuse them explicitly.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValidationError(
+            "wrong_type", f"field {spec.name!r} must be a number, got {type(value).__name__}"
+        )
+    if kind == "integer" and not isinstance(value, int):
+        raise ValidationError("wrong_type", f"field {spec.name!r} must be an integer")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValidationError("not_finite", f"field {spec.name!r} is {value}")
+    if spec.min is not None and value < spec.min:
+        raise ValidationError(
+            "out_of_range", f"field {spec.name!r} = {value} is below the minimum {spec.min:g}"
+        )
+    if spec.max is not None and value > spec.max:
+        raise ValidationError(
+            "out_of_range", f"field {spec.name!r} = {value} is above the maximum {spec.max:g}"
+        )

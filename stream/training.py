@@ -1,0 +1,154 @@
+"""Training: features from the same code the scorer runs, a scikit-learn model, an ONNX export,
+and a model card with the reference profile the drift monitor compares against.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from stream.domain import Domain
+from stream.errors import ValidationError
+from stream.profile import ReferenceProfile
+from stream.registry import ModelStore
+
+SCORE_COLUMN = "score"
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    events: list[dict[str, Any]]
+    labels: np.ndarray
+
+
+def read_jsonl(path: Path | str, domain: Domain) -> TrainingData:
+    """Labelled events, one JSON object per line with the domain's label field."""
+    events, labels = [], []
+    with Path(path).open("rb") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+                label = record.pop(domain.label_field)
+                domain.schema.validate(record)
+            except (orjson.JSONDecodeError, KeyError, ValidationError) as exc:
+                raise ValueError(f"{path}:{lineno}: bad training record: {exc}") from None
+            events.append(record)
+            labels.append(float(label))
+    return TrainingData(events, np.asarray(labels))
+
+
+def simulated(n: int, seed: int) -> TrainingData:
+    from stream.simulate import PaymentSimulator
+
+    sim = PaymentSimulator(seed=seed)
+    events, labels = [], []
+    for item in sim.events(n):
+        events.append(orjson.loads(item.value))
+        labels.append(float(item.label or 0))
+    return TrainingData(events, np.asarray(labels))
+
+
+def _fit(domain: Domain, X: np.ndarray, y: np.ndarray, seed: int) -> Any:
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if domain.task == "classification":
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1_000, random_state=seed))
+    else:
+        model = make_pipeline(StandardScaler(), Ridge(alpha=1.0))
+    return model.fit(X, y)
+
+
+def _to_onnx(domain: Domain, model: Any) -> tuple[bytes, str]:
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    width = len(domain.features.columns)
+    options = {id(model.steps[-1][1]): {"zipmap": False}} if domain.task == "classification" else None
+    onx = to_onnx(model, initial_types=[("features", FloatTensorType([None, width]))],
+                  options=options, target_opset=17)
+    output = "probabilities" if domain.task == "classification" else "variable"
+    return onx.SerializeToString(), output
+
+
+def _metrics(domain: Domain, y: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    from sklearn import metrics
+
+    if domain.task == "classification":
+        pred = score >= domain.threshold
+        return {
+            "auc": round(float(metrics.roc_auc_score(y, score)), 6),
+            "log_loss": round(float(metrics.log_loss(y, np.clip(score, 1e-7, 1 - 1e-7))), 6),
+            "precision": round(float(metrics.precision_score(y, pred, zero_division=0)), 6),
+            "recall": round(float(metrics.recall_score(y, pred, zero_division=0)), 6),
+            "positive_rate": round(float(y.mean()), 6),
+        }
+    return {"mae": round(float(np.mean(np.abs(y - score))), 6),
+            "rmse": round(float(np.sqrt(np.mean((y - score) ** 2))), 6)}
+
+
+def train(domain: Domain, data: TrainingData, store: ModelStore, *, name: str,
+          version: str | None = None, seed: int = 0, warmup: int = 0,
+          test_fraction: float = 0.3, promote: bool = True) -> dict[str, Any]:
+    """Train, export, profile and store a model; returns its card.
+
+    The first ``warmup`` events only build entity state (as a scorer's history would); the
+    rest is split in time order into training and test rows. The reference profile is the
+    test rows' monitored features and scores: what the monitor should see while nothing drifts.
+    """
+    import onnxruntime as ort
+
+    X_all = domain.offline_features(data.events)
+    X, y = X_all[warmup:], data.labels[warmup:]
+    if len(X) < 100:
+        raise ValueError(f"need at least 100 training rows after warm-up, got {len(X)}")
+    split = int(len(X) * (1 - test_fraction))
+    model = _fit(domain, X[:split], y[:split], seed)
+    blob, output = _to_onnx(domain, model)
+    session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
+    out = session.run([output], {"features": X[split:]})[0]
+    score = out[:, 1] if domain.task == "classification" else out.reshape(-1)
+    cols = domain.columns(data.events[warmup + split:])
+    monitored = domain.monitored_columns(cols, X[split:])
+    monitored[SCORE_COLUMN] = score.astype(np.float64)
+    kinds = {**domain.features.monitored, SCORE_COLUMN: "numeric"}
+    profile = ReferenceProfile.from_columns(monitored, kinds, seed=seed)
+    version = version or _next_version(store, name)
+    card = {
+        "name": name,
+        "version": version,
+        "domain": domain.name,
+        "task": domain.task,
+        "threshold": domain.threshold,
+        "features": domain.features.columns,
+        "input": {"name": "features", "dtype": "float32", "shape": [None, X.shape[1]]},
+        "output": output,
+        "training": {
+            "seed": seed, "rows_train": split, "rows_test": len(X) - split, "warmup": warmup,
+            "metrics": _metrics(domain, y[split:], score),
+            "estimator": " -> ".join(type(s).__name__ for _, s in model.steps),
+        },
+        "reference_profile": profile.to_dict(),
+    }
+    store.save(card, blob, promote=promote)
+    return card
+
+
+def _next_version(store: ModelStore, name: str) -> str:
+    numbers = [int(v) for v in store.versions(name) if v.isdigit()]
+    return str(max(numbers, default=0) + 1)
+
+
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    with path.open("w") as fh:
+        for r in records:
+            fh.write(json.dumps(r) + "\n")
