@@ -20,20 +20,19 @@ ROLES = ("scorer", "monitor")
 
 async def run_worker(settings: Settings, roles: Sequence[str] = ROLES, *,
                      stop: asyncio.Event | None = None, metrics: Metrics | None = None,
-                     create_topics: bool = True) -> None:
+                     create_topics: bool = True, handle_signals: bool = True) -> None:
     """Run until ``stop`` is set or SIGINT/SIGTERM; any stage failing stops the others."""
     stop = stop or asyncio.Event()
     metrics = metrics or Metrics.create()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM) if handle_signals else ():
         try:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
-    if settings.metrics_port or settings.metrics_port == 0:
-        server, _ = start_http_server(settings.metrics_port, settings.metrics_host,
-                                      registry=metrics.registry)
-        log.info("metrics on http://%s:%s/metrics", settings.metrics_host, server.server_port)
+    server, thread = start_http_server(settings.metrics_port, settings.metrics_host,
+                                       registry=metrics.registry)
+    log.info("metrics on http://%s:%s/metrics", settings.metrics_host, server.server_port)
     if create_topics:
         await ensure_topics(settings)
     stages = []
@@ -53,3 +52,5 @@ async def run_worker(settings: Settings, roles: Sequence[str] = ROLES, *,
     finally:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
+        server.shutdown()
+        server.server_close()

@@ -68,8 +68,10 @@ class TopicSettings(BaseModel, frozen=True):
 class ScoringSettings(BaseModel, frozen=True):
     max_batch_size: int = Field(default=2_000, ge=1, le=100_000)
     max_wait_ms: int = Field(default=20, ge=0, le=10_000)
-    # Bounds the rows waiting on the produce path before the consumer pauses.
-    max_in_flight_batches: int = Field(default=4, ge=1)
+    # Offsets are committed (after the changelog of the entities changed since the last
+    # commit and every output are acknowledged) this often, or after this many batches.
+    commit_interval_ms: int = Field(default=200, ge=1, le=60_000)
+    max_in_flight_batches: int = Field(default=8, ge=1, le=1_000)
     # Entities idle longer than this are evicted from state (and tombstoned in the changelog).
     state_ttl_s: float = Field(default=7 * 86_400, gt=0)
     max_entities_per_partition: int = Field(default=2_000_000, ge=1)

@@ -50,7 +50,9 @@ class Domain:
         index = {c: i for i, c in enumerate(self.features.columns)}
         out: dict[str, Any] = {}
         for name, kind in self.features.monitored.items():
-            out[name] = X[:, index[name]].astype(np.float64) if kind == "numeric" else cols[name]
+            # a contiguous copy: columns of X are strided views
+            out[name] = np.ascontiguousarray(X[:, index[name]], dtype=np.float64) \
+                if kind == "numeric" else cols[name]
         return out
 
 

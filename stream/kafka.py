@@ -99,6 +99,24 @@ async def ensure_topics(settings: Settings) -> None:
         await admin.close()
 
 
+async def send_records(producer: AIOKafkaProducer, topic: str, partition: int,
+                       keys: Sequence[bytes | None], values: Sequence[bytes | None]) -> list[asyncio.Future[Any]]:
+    """Like :func:`send_messages` for plain key/value pairs, without an object per record."""
+    futures = []
+    batch = producer.create_batch()
+    append = batch.append
+    for key, value in zip(keys, values):
+        if append(key=key, value=value, timestamp=None) is None:
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = producer.create_batch()
+            append = batch.append
+            if append(key=key, value=value, timestamp=None) is None:
+                raise BrokerError(f"a record of {len(value or b'')} bytes does not fit a produce batch")
+    if batch.record_count():
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+    return futures
+
+
 async def send_messages(producer: AIOKafkaProducer, topic: str, partition: int,
                         messages: Sequence[Message]) -> list[asyncio.Future[Any]]:
     """Append messages into as few produce batches as fit; returns the delivery futures."""

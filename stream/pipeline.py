@@ -19,7 +19,7 @@ from stream.domain import Domain
 from stream.errors import ValidationError
 from stream.metrics import Metrics
 from stream.scoring import Model
-from stream.state import EntityStore, encode_state
+from stream.state import EntityStore
 
 Headers = list[tuple[str, bytes]]
 
@@ -46,10 +46,15 @@ class Message:
 
 @dataclass
 class PartitionOutput:
-    predictions: list[Message] = field(default_factory=list)
+    """What one partition's share of a batch produces. Predictions are parallel key/value lists
+    (the hot path avoids an object per message); ``touched`` maps each entity whose state
+    changed to its state row, for the changelog the worker writes at commit time."""
+
+    prediction_keys: list[bytes] = field(default_factory=list)
+    prediction_values: list[bytes] = field(default_factory=list)
     dead_letters: list[Message] = field(default_factory=list)
-    changelog: list[Message] = field(default_factory=list)
-    features: Message | None = None
+    touched: dict[str, int] = field(default_factory=dict)
+    features: bytes | None = None
     last_offset: int = -1
 
 
@@ -58,11 +63,6 @@ class BatchOutput:
     partitions: dict[int, PartitionOutput]
     valid: int = 0
     dead_lettered: int = 0
-    max_event_ts_ms: int = 0
-
-    @property
-    def predictions(self) -> int:
-        return self.valid
 
 
 def dead_letter(record: Record, reason: str, message: str) -> Message:
@@ -82,15 +82,14 @@ def encode_feature_batch(partition: int, model: Model, ids: list[str], ingest_ms
                          monitored: Mapping[str, Any], scores: np.ndarray) -> bytes:
     """The monitor's input: one JSON object of columns per partition and batch.
 
-    Schema: ``schemas/feature-batch.schema.json``. Numeric columns use null for missing.
+    Schema: ``schemas/feature-batch.schema.json``. NaN (missing) serialises as null.
     """
-    columns = {k: (np.where(np.isnan(v), None, v).tolist() if isinstance(v, np.ndarray)
-                   and v.dtype.kind == "f" else list(v)) for k, v in monitored.items()}
+    columns = {k: v if isinstance(v, np.ndarray) and v.dtype.kind == "f" else list(v)
+               for k, v in monitored.items()}
     return orjson.dumps({
         "partition": partition, "model": model.name, "model_version": model.version,
-        "event_ids": ids, "ingest_ts_ms": ingest_ms.tolist(), "scores": scores.tolist(),
-        "columns": columns,
-    })
+        "event_ids": ids, "ingest_ts_ms": ingest_ms, "scores": scores, "columns": columns,
+    }, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 class BatchScorer:
@@ -115,39 +114,32 @@ class BatchScorer:
         now = time.time() if now is None else now
         model = self.model
         out = BatchOutput(partitions={})
+        entity_field, id_field = self.schema.entity_field, self.schema.id_field
         t0 = time.perf_counter()
-        parsed: dict[int, tuple[list[dict[str, Any]], list[Record]]] = {}
+        staged = []
         for partition, records in batches.items():
             part = out.partitions.setdefault(partition, PartitionOutput())
-            events, kept = [], []
-            parse = self.schema.parse
-            for rec in records:
-                try:
-                    events.append(parse(rec.value or b""))
-                    kept.append(rec)
-                except ValidationError as exc:
-                    part.dead_letters.append(dead_letter(rec, exc.reason, str(exc)))
-                    self._dl[exc.reason].inc()
             if records:
                 part.last_offset = records[-1].offset
-            out.dead_lettered += len(records) - len(kept)
-            parsed[partition] = (events, kept)
+            parsed = self.schema.parse_batch([r.value or b"" for r in records])
+            for i, exc in parsed.errors.items():
+                part.dead_letters.append(dead_letter(records[i], exc.reason, str(exc)))
+                self._dl[exc.reason].inc()
+            out.dead_lettered += len(parsed.errors)
+            if len(parsed.valid):
+                staged.append((partition, parsed.valid, parsed.columns, records))
         t1 = time.perf_counter()
         self._stage["validate"].observe(t1 - t0)
 
-        entity_field, id_field = self.schema.entity_field, self.schema.id_field
         blocks, per_part = [], []
-        for partition, (events, kept) in parsed.items():
-            if not events:
-                continue
+        for partition, valid, cols, records in staged:
             store = stores[partition]
-            cols = self.domain.columns(events)
             keys = cols[entity_field].tolist()
             rows = store.rows_for(keys)
             X = self.domain.features.compute(cols, rows, store.matrix)
             store.touch(rows, now)
             blocks.append(X)
-            per_part.append((partition, events, kept, cols, X, keys, rows))
+            per_part.append((partition, valid, cols, records, X, keys, rows))
         t2 = time.perf_counter()
         self._stage["features"].observe(t2 - t1)
         if not blocks:
@@ -159,29 +151,27 @@ class BatchScorer:
         at = 0
         scored_ms = int(now * 1000)
         name, version = model.name, model.version
-        for partition, events, kept, cols, X, keys, rows in per_part:
+        dumps = orjson.dumps
+        for partition, valid, cols, records, X, keys, rows in per_part:
             part = out.partitions[partition]
-            n = len(events)
-            s = scores[at : at + n]
+            n = len(valid)
+            s = scores[at : at + n].tolist()
             at += n
-            ingest = np.fromiter((r.timestamp for r in kept), dtype=np.int64, count=n)
-            ids = [e[id_field] for e in events]
-            for i in range(n):
-                part.predictions.append(Message(keys[i].encode(), orjson.dumps({
-                    "event_id": ids[i], "entity_id": keys[i], "score": float(s[i]),
-                    "model": name, "model_version": version,
-                    "ingest_ts_ms": int(ingest[i]), "scored_ts_ms": scored_ms,
-                })))
-            # last state per touched entity: the changelog only needs the latest value
-            store = stores[partition]
-            for key, row in dict(zip(keys, rows.tolist())).items():
-                part.changelog.append(Message(key.encode(), encode_state(store.matrix[row])))
+            ingest = [records[i].timestamp for i in valid.tolist()]
+            ids = cols[id_field].tolist()
+            part.prediction_keys = [k.encode() for k in keys]
+            part.prediction_values = [
+                dumps({"event_id": ids[i], "entity_id": keys[i], "score": s[i], "model": name,
+                       "model_version": version, "ingest_ts_ms": ingest[i],
+                       "scored_ts_ms": scored_ms})
+                for i in range(n)
+            ]
+            part.touched = dict(zip(keys, rows.tolist()))
             if self.emit_features:
                 monitored = self.domain.monitored_columns(cols, X)
-                part.features = Message(None, encode_feature_batch(partition, model, ids, ingest,
-                                                                   monitored, s))
-            out.max_event_ts_ms = max(out.max_event_ts_ms, int(ingest.max()))
-            self.metrics.end_to_end_latency.observe(max(0.0, now - float(ingest.min()) / 1000.0))
+                part.features = encode_feature_batch(partition, model, ids, np.asarray(ingest),
+                                                     monitored, scores[at - n : at])
+            self.metrics.end_to_end_latency.observe(max(0.0, now - min(ingest) / 1000.0))
             out.valid += n
         self._stage["serialize"].observe(time.perf_counter() - t3)
         self.metrics.events_valid.inc(out.valid)

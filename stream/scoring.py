@@ -31,7 +31,8 @@ class Model:
         out = self.session.run([self.card.output], {self.input_name: X})[0]
         out = np.asarray(out, dtype=np.float64)
         if self.card.task == "classification":
-            return out[:, 1] if out.ndim == 2 else out  # probability of the positive class
+            # probability of the positive class, contiguous for serialisation
+            return np.ascontiguousarray(out[:, 1]) if out.ndim == 2 else out
         return out.reshape(len(X))
 
 

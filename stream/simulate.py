@@ -24,6 +24,7 @@ SCENARIOS = {
 }
 
 START_TS = 1_750_000_000.0
+BLOCK = 5_000
 # Simulated event time runs ahead of the wall clock so that a short demo covers days: with
 # 500 users a user pays about every 8 hours and the 1-day windows settle within ~5,000 events.
 SECONDS_PER_EVENT = 60.0
@@ -65,13 +66,19 @@ class PaymentSimulator:
         users = np.random.default_rng(seed)
         self.user_log_mean = users.normal(3.4, 0.6, n_users)
         self.user_country = users.choice(len(COUNTRIES), n_users, p=[0.6, 0.1, 0.1, 0.1, 0.1])
+        self._cached: tuple[int, list[Simulated]] | None = None
 
-    def events(self, n: int, start: int = 0, chunk: int = 10_000) -> Iterator[Simulated]:
-        """Events ``start .. start+n-1``; the same index always gives the same event."""
-        for lo in range(start, start + n, chunk):
-            yield from self._chunk(lo, min(chunk, start + n - lo))
+    def events(self, n: int, start: int = 0) -> Iterator[Simulated]:
+        """Events ``start .. start+n-1``; the same index always gives the same event, however
+        the range is split (each aligned block of ``BLOCK`` events has its own seed)."""
+        end = start + n
+        for block_lo in range(start - start % BLOCK, end, BLOCK):
+            if self._cached is None or self._cached[0] != block_lo:
+                self._cached = (block_lo, list(self._block(block_lo, BLOCK)))
+            events = self._cached[1]
+            yield from events[max(start, block_lo) - block_lo : min(end, block_lo + BLOCK) - block_lo]
 
-    def _chunk(self, lo: int, n: int) -> Iterator[Simulated]:
+    def _block(self, lo: int, n: int) -> Iterator[Simulated]:
         rng = np.random.default_rng([self.seed, lo])
         idx = np.arange(lo, lo + n)
         drifted = np.zeros(n, dtype=bool) if self.drift_at is None else idx >= self.drift_at

@@ -10,7 +10,6 @@ processes that partition.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 from typing import Any
@@ -21,12 +20,12 @@ from aiokafka.structs import OffsetAndMetadata
 from stream.config import Settings
 from stream.domain import Domain
 from stream.errors import ModelLoadError
-from stream.kafka import make_consumer, make_producer, send_messages, start_client
+from stream.kafka import make_consumer, make_producer, send_messages, send_records, start_client
 from stream.metrics import Metrics
-from stream.pipeline import BatchOutput, BatchScorer, Message
+from stream.pipeline import BatchOutput, BatchScorer
 from stream.registry import ModelStore
 from stream.scoring import Model, load_model
-from stream.state import EntityStore, decode_state
+from stream.state import EntityStore, decode_state, encode_states
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +46,12 @@ class ScoringWorker:
         self.group_id = f"{settings.app_id}-scorer"
         self.stores: dict[int, EntityStore] = {}
         self._lock = asyncio.Lock()
-        self._inflight: collections.deque[tuple[list[asyncio.Future[Any]], dict[TopicPartition, int]]] = collections.deque()
-        self._committed: dict[TopicPartition, int] = {}
+        # since the last commit: delivery futures, entities changed, offsets reached
+        self._pending: list[asyncio.Future[Any]] = []
+        self._dirty: dict[int, dict[str, int]] = {}
+        self._offsets: dict[TopicPartition, int] = {}
+        self._batches_since_commit = 0
+        self._last_commit = time.monotonic()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.processed = 0
@@ -73,7 +76,7 @@ class ScoringWorker:
         finally:
             try:
                 async with self._lock:
-                    await self._settle(0)
+                    await self._commit()
             finally:
                 await self.consumer.stop()
                 await self.producer.stop()
@@ -100,7 +103,7 @@ class ScoringWorker:
                     await self._evict()
             if not batches:
                 async with self._lock:
-                    await self._settle(0)
+                    await self._commit()
 
     async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:
         assert self.consumer is not None and self.producer is not None
@@ -117,11 +120,13 @@ class ScoringWorker:
         self.metrics.events_consumed.labels(self.settings.topics.events).inc(n)
         out = self.scorer.process(by_part, self.stores)
         t0 = time.perf_counter()
-        futures = await self._send(out)
+        self._pending += await self._send(out)
         self.metrics.stage_latency.labels("produce").observe(time.perf_counter() - t0)
         topic = self.settings.topics.events
-        offsets = {TopicPartition(topic, p): po.last_offset + 1 for p, po in out.partitions.items()}
-        self._inflight.append((futures, offsets))
+        for p, po in out.partitions.items():
+            self._dirty.setdefault(p, {}).update(po.touched)
+            self._offsets[TopicPartition(topic, p)] = po.last_offset + 1
+        self._batches_since_commit += 1
         self.processed += n
         for p, recs in by_part.items():
             tp = TopicPartition(topic, p)
@@ -129,35 +134,55 @@ class ScoringWorker:
             if hw is not None:
                 self.metrics.consumer_lag.labels(self.group_id, topic, str(p)).set(
                     max(0, hw - recs[-1].offset - 1))
-        await self._settle(self.settings.scoring.max_in_flight_batches)
+        sc = self.settings.scoring
+        if (self._batches_since_commit >= sc.max_in_flight_batches
+                or time.monotonic() - self._last_commit >= sc.commit_interval_ms / 1000):
+            await self._commit()
 
     async def _send(self, out: BatchOutput) -> list[asyncio.Future[Any]]:
         assert self.producer is not None
         t = self.settings.topics
         futures: list[asyncio.Future[Any]] = []
         for p, po in out.partitions.items():
-            if po.predictions:
-                futures += await send_messages(self.producer, t.predictions, p, po.predictions)
+            if po.prediction_values:
+                futures += await send_records(self.producer, t.predictions, p, po.prediction_keys,
+                                              po.prediction_values)
             if po.dead_letters:
                 futures += await send_messages(self.producer, t.dead_letter, p, po.dead_letters)
-            if po.changelog:
-                futures += await send_messages(self.producer, t.changelog, p, po.changelog)
             if po.features is not None:
-                futures += await send_messages(self.producer, t.features, p, [po.features])
+                futures += await send_records(self.producer, t.features, p, [None], [po.features])
         return futures
 
-    async def _settle(self, keep: int) -> None:
-        """Wait for the oldest in-flight batches' acks and commit their offsets."""
-        assert self.consumer is not None
-        commit: dict[TopicPartition, int] = {}
-        while len(self._inflight) > keep:
-            futures, offsets = self._inflight.popleft()
-            if futures:
-                await asyncio.gather(*futures)
-            commit.update(offsets)
-        commit = {tp: o for tp, o in commit.items() if tp.partition in self.stores}
-        if commit:
-            await self.consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in commit.items()})
+    async def flush(self) -> None:
+        """Commit now: every output so far acknowledged, offsets committed."""
+        async with self._lock:
+            await self._commit()
+
+    async def _commit(self) -> None:
+        """Write the changelog of entities changed since the last commit, wait for every output
+        to be acknowledged, then commit the input offsets (at-least-once).
+
+        Like Kafka Streams' record cache, an entity updated many times between commits is
+        written once, with its latest state."""
+        assert self.consumer is not None and self.producer is not None
+        futures = self._pending
+        self._pending = []
+        for p, touched in self._dirty.items():
+            store = self.stores.get(p)
+            if store is None or not touched:
+                continue
+            keys = [k.encode() for k in touched]
+            values = encode_states(store.matrix[list(touched.values())])
+            futures += await send_records(self.producer, self.settings.topics.changelog, p, keys, values)
+        self._dirty = {}
+        if futures:
+            await asyncio.gather(*futures)
+        offsets = {tp: o for tp, o in self._offsets.items() if tp.partition in self.stores}
+        self._offsets = {}
+        if offsets:
+            await self.consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
+        self._batches_since_commit = 0
+        self._last_commit = time.monotonic()
 
     async def _maybe_swap_model(self) -> None:
         name = self.settings.model_name
@@ -180,13 +205,14 @@ class ScoringWorker:
 
     async def _evict(self) -> None:
         assert self.producer is not None
+        await self._commit()  # the changelog must hold every dirty row before rows are reused
         now = time.time()
         futures = []
         for p, store in self.stores.items():
             gone = store.evict(now, self.settings.scoring.state_ttl_s)
             if gone:
-                futures += await send_messages(self.producer, self.settings.topics.changelog, p,
-                                               [Message(k.encode(), b"") for k in gone])
+                futures += await send_records(self.producer, self.settings.topics.changelog, p,
+                                              [k.encode() for k in gone], [None] * len(gone))
             self.metrics.entities.labels(str(p)).set(len(store))
         if futures:
             await asyncio.gather(*futures)
@@ -194,7 +220,7 @@ class ScoringWorker:
     # -- rebalancing -------------------------------------------------------------------
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
-            await self._settle(0)
+            await self._commit()
             for tp in revoked:
                 self.stores.pop(tp.partition, None)
         log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))

@@ -1,0 +1,333 @@
+"""Drift benchmark: ``mlstream bench-drift`` / ``make bench-drift``.
+
+Seeded synthetic streams with known change points go through the same monitor
+code as the pipeline (:meth:`stream.drift.DriftMonitor.update_batch`,
+:meth:`stream.labels.PerformanceMonitor.update`) and, side by side, through
+river's ``ADWIN``, ``KSWIN`` and ``PageHinkley`` at their default parameters and
+a windowed Evidently-style baseline (KS for numeric, chi-square for categorical
+features, p < 0.05, tumbling windows of 1,000 events against the reference).
+
+Data streams have three features: ``x`` (numeric, N(0, 1), 2 % missing), ``y``
+(numeric, correlated 0.6 with ``x``) and ``c`` (categorical, 4 categories).
+The reference profile is built from 20,000 seeded rows of the pre-change
+distribution. River detectors are univariate: they watch ``x`` (data streams
+where ``x`` changes, and the stationary streams) or the 0/1 error indicator
+(label streams). Per stream the table gives the detection delay in events
+after the change (``miss`` if none within the stream), and false alarms
+(alarms before the change, or any alarm on a stationary stream).
+
+Examples
+--------
+>>> spec = STREAMS["mean+1.0sd"]
+>>> cols, change, kind = make_stream("mean+1.0sd", spec, seed=0, n=None)
+>>> change, kind, len(cols["x"])
+(10000, 'data', 20000)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from stream import drift_stats as ds
+from stream.drift import DriftMonitor
+from stream.labels import PerformanceMonitor
+from stream.profile import ReferenceProfile
+
+__all__ = ["STREAMS", "main", "make_stream"]
+
+CATS = np.array(["a", "b", "c", "d"], dtype=object)
+P_CATS = [0.4, 0.3, 0.2, 0.1]
+REF_ROWS = 20_000
+CHANGE = 10_000
+LENGTH = 20_000
+WINDOW = 1000  # Evidently-style tumbling window
+MAX_DELAY = 10_000
+DETECTORS = ("mlstream", "ADWIN", "KSWIN", "PageHinkley", "windowed-KS/chi2")
+
+# name -> (kind, parameters after the change); stationary streams use "stationary"
+STREAMS: dict[str, dict[str, Any]] = {
+    "mean+0.25sd": {"kind": "data", "after": {"shift": 0.25}, "target": None},
+    "mean+0.5sd": {"kind": "data", "after": {"shift": 0.5}, "target": 2000},
+    "mean+1.0sd": {"kind": "data", "after": {"shift": 1.0}, "target": 2000},
+    "variance x2": {"kind": "data", "after": {"scale": 2**0.5}, "target": 2000},
+    "shape (bimodal)": {"kind": "data", "after": {"bimodal": True}, "target": 2000},
+    "ramp 0->1sd/5k": {"kind": "data", "after": {"ramp": 5000}, "target": None},
+    "category mix": {"kind": "data", "after": {"p_cats": [0.25, 0.25, 0.25, 0.25]}, "target": 2000},
+    "new category 5%": {"kind": "data", "after": {"new_cat": 0.05}, "target": 2000},
+    "missing 2%->20%": {"kind": "data", "after": {"missing": 0.2}, "target": 2000},
+    "correlation 0.6->0": {"kind": "data", "after": {"corr": 0.0}, "target": None},
+    "errors 10%->15%": {"kind": "labels", "after": 0.15, "target": None},
+    "errors 10%->30%": {"kind": "labels", "after": 0.30, "target": 1000},
+    "stationary normal": {"kind": "stationary", "base": "normal"},
+    "stationary lognormal": {"kind": "stationary", "base": "lognormal"},
+    "stationary poisson": {"kind": "stationary", "base": "poisson"},
+    "stationary student-t3": {"kind": "stationary", "base": "t3"},
+    "stationary normal #2": {"kind": "stationary", "base": "normal"},
+    "stationary labels": {"kind": "stationary_labels"},
+}
+
+
+def _data(rng: np.random.Generator, n: int, *, base: str = "normal", shift: float = 0.0, scale: float = 1.0,
+          bimodal: bool = False, ramp: int = 0, p_cats: list[float] | None = None, new_cat: float = 0.0,
+          missing: float = 0.02, corr: float = 0.6) -> dict[str, Any]:
+    z = rng.normal(size=(n, 2))
+    if base == "lognormal":
+        x = rng.lognormal(size=n)
+    elif base == "poisson":
+        x = rng.poisson(3.0, size=n).astype(float)
+    elif base == "t3":
+        x = rng.standard_t(3, size=n)
+    elif bimodal:  # same mean and variance, two modes
+        x = np.where(rng.random(n) < 0.5, -0.8, 0.8) + 0.6 * rng.normal(size=n)
+    else:
+        x = z[:, 0].copy()
+    x = shift + scale * x
+    if ramp:
+        x += np.minimum(np.arange(n) / ramp, 1.0)
+    y = corr * z[:, 0] + np.sqrt(1 - corr**2) * z[:, 1]
+    x[rng.random(n) < missing] = np.nan
+    c = rng.choice(CATS, p=p_cats or P_CATS, size=n)
+    c[rng.random(n) < new_cat] = "new"
+    return {"x": x, "y": y, "c": c.tolist()}
+
+
+def make_stream(name: str, spec: dict[str, Any], seed: int, n: int | None) -> tuple[dict[str, Any], int | None, str]:
+    """Columns (or ``{"errors": ...}`` for label streams), change index and kind of a named stream."""
+    rng = np.random.default_rng([seed, sum(map(ord, name))])
+    kind = spec["kind"]
+    if kind == "data":
+        before, after = _data(rng, CHANGE), _data(rng, LENGTH - CHANGE, **spec["after"])
+        cols = {k: np.concatenate([before[k], after[k]]) if k != "c" else before[k] + after[k] for k in before}
+        return cols, CHANGE, kind
+    if kind == "labels":
+        half = 5000
+        err = np.concatenate([rng.random(half) < 0.1, rng.random(half) < spec["after"]])
+        return {"errors": err.astype(float)}, half, kind
+    if kind == "stationary_labels":
+        return {"errors": (rng.random(n or 200_000) < 0.1).astype(float)}, None, kind
+    return _data(rng, n or 200_000, base=spec["base"]), None, kind
+
+
+def _reference(name: str, spec: dict[str, Any], seed: int) -> dict[str, Any]:
+    rng = np.random.default_rng([seed, sum(map(ord, name)), 1])
+    return _data(rng, REF_ROWS, base=spec.get("base", "normal"))
+
+
+def _alarms_mlstream(cols: dict[str, Any], ref: dict[str, Any] | None, kind: str) -> list[int]:
+    if kind in ("labels", "stationary_labels"):
+        err = cols["errors"]
+        pm = PerformanceMonitor(task="classification", threshold=0.5)
+        # a classifier whose errors are exactly ``err``: label 1, score 0 when wrong, 1 when right
+        events = []
+        for s in range(0, err.size, 5000):
+            e = err[s : s + 5000]
+            events += pm.update(1.0 - e, np.ones_like(e))
+        return [ev.index for ev in events if ev.kind == "concept_drift"]
+    assert ref is not None
+    mon = DriftMonitor(ReferenceProfile.from_columns(ref, seed=0))
+    n, events = len(cols["x"]), []
+    for s in range(0, n, 10_000):
+        events += mon.update_batch({k: v[s : s + 10_000] for k, v in cols.items()})
+    return [ev.index for ev in events if ev.kind != "drift_resolved"]
+
+
+def _alarms_river(detector: str, values: np.ndarray, limit: int | None) -> list[int]:
+    from river import drift
+
+    det = {"ADWIN": drift.ADWIN, "KSWIN": drift.KSWIN, "PageHinkley": drift.PageHinkley}[detector]()
+    out = []
+    vals = values[:limit] if limit else values
+    for i, v in enumerate(vals.tolist()):
+        if v != v:  # missing: skipped
+            continue
+        det.update(v)
+        if det.drift_detected:
+            out.append(i)
+    return out
+
+
+def _alarms_windowed(cols: dict[str, Any], ref: dict[str, Any] | None, kind: str) -> list[int]:
+    out = []
+    if kind in ("labels", "stationary_labels"):
+        err = cols["errors"]
+        r = err[:2000]  # same reference as mlstream's PerformanceMonitor
+        for s in range(2000, err.size - WINDOW + 1, WINDOW):
+            w = err[s : s + WINDOW]
+            stat, dof = ds.chi2_homogeneity(np.array([w.sum(), WINDOW - w.sum()]), np.array([r.sum(), r.size - r.sum()]))
+            if ds.chi2_pvalue(float(stat), int(dof)) < 0.05:
+                out.append(s + WINDOW - 1)
+        return out
+    assert ref is not None
+    n = len(cols["x"])
+    ref_cats = {k: i for i, k in enumerate(sorted(set(ref["c"]) | {"new"}))}
+    rc = np.bincount([ref_cats[v] for v in ref["c"]], minlength=len(ref_cats))
+    refs = {k: ref[k][~np.isnan(ref[k])] for k in ("x", "y")}
+    codes = np.array([ref_cats.get(v, 0) for v in cols["c"]])
+    for s in range(0, n - WINDOW + 1, WINDOW):
+        ps = []
+        for k in ("x", "y"):
+            w = cols[k][s : s + WINDOW]
+            ps.append(ds.ks_2samp(w[~np.isnan(w)], refs[k])[1])
+        stat, dof = ds.chi2_homogeneity(np.bincount(codes[s : s + WINDOW], minlength=rc.size), rc)
+        ps.append(ds.chi2_pvalue(float(stat), int(dof)))
+        if min(ps) < 0.05:
+            out.append(s + WINDOW - 1)
+    return out
+
+
+def _run(task: tuple[str, str, int, int | None, int | None]) -> tuple[str, str, dict[str, Any]]:
+    name, detector, seed, n, limit = task
+    spec = STREAMS[name]
+    cols, change, kind = make_stream(name, spec, seed, n)
+    ref = _reference(name, spec, seed) if kind in ("data", "stationary") else None
+    t0 = time.perf_counter()
+    if detector == "mlstream":
+        alarms = _alarms_mlstream(cols, ref, kind)
+    elif detector == "windowed-KS/chi2":
+        alarms = _alarms_windowed(cols, ref, kind)
+    else:
+        values = cols["errors"] if "errors" in cols else cols["x"]
+        alarms = _alarms_river(detector, values, limit)
+    events = len(cols["errors"] if "errors" in cols else cols["x"])
+    seen = min(events, limit) if limit and detector in ("ADWIN", "KSWIN", "PageHinkley") else events
+    res: dict[str, Any] = {"events": seen, "seconds": round(time.perf_counter() - t0, 2)}
+    if change is None:
+        res.update(false_alarms=len(alarms), detected=None, delay=None)
+    else:
+        after = [a - change for a in alarms if a >= change]
+        delay = after[0] if after and after[0] <= MAX_DELAY else None
+        res.update(false_alarms=sum(a < change for a in alarms), detected=delay is not None, delay=delay)
+    return name, detector, res
+
+
+def _applies(name: str, detector: str) -> bool:
+    if detector in ("ADWIN", "KSWIN", "PageHinkley") and STREAMS[name]["kind"] == "data":
+        return not any(k in STREAMS[name]["after"] for k in ("p_cats", "new_cat", "corr", "missing"))
+    return True
+
+
+def run(quick: bool = False, seed: int = 0, workers: int | None = None) -> dict[str, Any]:
+    """Run every stream through every detector; return the results dict."""
+    n_stat = 40_000 if quick else 200_000
+    kswin_limit = 10_000 if quick else 40_000  # river's KSWIN costs ~0.3 ms per event
+    tasks = []
+    for name, spec in STREAMS.items():
+        for det in DETECTORS:
+            if not _applies(name, det):
+                continue
+            n = n_stat if spec["kind"].startswith("stationary") else None
+            limit = kswin_limit if det == "KSWIN" and spec["kind"].startswith("stationary") else None
+            tasks.append((name, det, seed, n, limit))
+    tasks.sort(key=lambda t: (t[1] != "KSWIN", t[0]))  # longest first
+    t0 = time.perf_counter()
+    workers = workers or min(2, os.cpu_count() or 1)
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(_run, tasks))
+    else:
+        results = [_run(t) for t in tasks]
+    table: dict[str, dict[str, Any]] = {name: {} for name in STREAMS}
+    for name, det, res in results:
+        table[name][det] = res
+    return {"seed": seed, "quick": quick, "streams": table, "summary": _summary(table),
+            "targets": _targets(table), "elapsed_s": round(time.perf_counter() - t0, 1)}
+
+
+def _summary(table: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for det in DETECTORS:
+        rows = [(n, r[det]) for n, r in table.items() if det in r]
+        change = [(n, r) for n, r in rows if r["detected"] is not None]
+        stat = [r for n, r in rows if r["detected"] is None]
+        delays = [r["delay"] for _, r in change if r["detected"]]
+        stat_events = sum(r["events"] for r in stat)
+        stat_fa = sum(r["false_alarms"] for r in stat)
+        out[det] = {
+            "detected": sum(bool(r["detected"]) for _, r in change), "streams": len(change),
+            "median_delay": statistics.median(delays) if delays else None,
+            "false_alarms_stationary": stat_fa, "stationary_events": stat_events,
+            "false_alarms_per_100k": round(stat_fa / stat_events * 1e5, 3) if stat_events else None,
+            "false_alarms_before_change": sum(r["false_alarms"] for _, r in change),
+        }
+    return out
+
+
+def _targets(table: dict[str, dict[str, Any]]) -> dict[str, bool]:
+    summ = _summary(table)
+    ml = {n: r["mlstream"] for n, r in table.items()}
+    within = all(ml[n]["detected"] and ml[n]["delay"] <= s["target"] for n, s in STREAMS.items() if s.get("target"))
+    # median over the streams each baseline is run on, against mlstream's median on the same streams
+    beats = True
+    for det in DETECTORS[1:]:
+        s = summ[det]
+        if s["false_alarms_per_100k"] is None or s["false_alarms_per_100k"] >= 1.0:
+            continue
+        common = [n for n, r in table.items() if det in r and r[det]["detected"] is not None]
+        mine = [ml[n]["delay"] if ml[n]["detected"] else MAX_DELAY for n in common]
+        theirs = [table[n][det]["delay"] if table[n][det]["detected"] else MAX_DELAY for n in common]
+        beats &= statistics.median(mine) < statistics.median(theirs)
+    return {
+        "at most 1 false alarm on stationary streams": summ["mlstream"]["false_alarms_stationary"] <= 1,
+        "targeted changes detected in time": within,
+        "median delay below every baseline with < 1 FA/100k": beats,
+    }
+
+
+def _cell(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return "-"
+    if r["detected"] is None:
+        return f"{r['false_alarms']} FA"
+    text = f"+{r['delay']}" if r["detected"] else "miss"
+    return text + (f" ({r['false_alarms']} FA)" if r["false_alarms"] else "")
+
+
+def format_table(res: dict[str, Any]) -> str:
+    """Readable fixed-width table of :func:`run`'s result."""
+    w0, w = 24, 17
+    lines = ["stream".ljust(w0) + "events".rjust(8) + "  " + "".join(d.ljust(w) for d in DETECTORS)]
+    for name, row in res["streams"].items():
+        events = max(r["events"] for r in row.values())
+        lines.append(name.ljust(w0) + str(events).rjust(8) + "  " + "".join(_cell(row.get(d)).ljust(w) for d in DETECTORS))
+    lines.append("")
+    lines.append("summary".ljust(w0) + " " * 10 + "".join(d.ljust(w) for d in DETECTORS))
+    for key, label in [("detected", "detected"), ("median_delay", "median delay"),
+                       ("false_alarms_stationary", "FA stationary"), ("stationary_events", "stationary events"),
+                       ("false_alarms_per_100k", "FA / 100k events"), ("false_alarms_before_change", "FA before change")]:
+        cells = []
+        for d in DETECTORS:
+            v = res["summary"][d][key]
+            cells.append((f"{v}/{res['summary'][d]['streams']}" if key == "detected" else str(v)).ljust(w))
+        lines.append(label.ljust(w0) + " " * 10 + "".join(cells))
+    lines.append("")
+    for target, ok in res["targets"].items():
+        lines.append(f"[{'ok' if ok else 'FAIL'}] {target}")
+    lines.append(f"elapsed {res['elapsed_s']} s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None, *, out: Callable[[str], Any] = print) -> int:
+    """Entry point of ``mlstream bench-drift``; exit code 0 when all targets hold, 1 otherwise."""
+    p = argparse.ArgumentParser(prog="mlstream bench-drift", description=__doc__.split("\n\n")[0])
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--quick", action="store_true", help="shorter stationary streams (smoke test)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
+    args = p.parse_args(argv)
+    res = run(quick=args.quick, seed=args.seed, workers=args.workers)
+    out(json.dumps(res, sort_keys=True) if args.json else format_table(res))
+    return 0 if all(res["targets"].values()) else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

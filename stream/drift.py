@@ -1,0 +1,602 @@
+"""Streaming drift monitor: calibrated, effect-size gated, multi-window, O(1) state.
+
+How it works
+------------
+Rows are grouped in blocks of ``block_size`` rows. Each finished block is reduced
+to fixed-size sufficient statistics (per numeric feature: counts and value sums
+in the reference quantile bins plus a missing count; per categorical feature:
+counts per reference category plus "other" and missing; for the numeric
+features together: pairwise-complete cross products) and written to a ring
+buffer holding the longest window. Every window length ``w`` in
+``DriftSettings.windows`` is tested every ``w / checks_per_window`` rows (a
+sliding window), by summing its last blocks.
+
+A feature drifts when a test is significant at its calibrated level (see
+:mod:`stream.calibration`) *and* an effect size passes its enter threshold:
+Wasserstein distance normalised by the reference standard deviation or PSI for
+numeric features, Jensen-Shannon distance for categorical ones, the absolute
+change of the missing rate, and the change of a correlation for pairs.
+Each feature then has an open drift state: one event when it opens, and one
+``drift_resolved`` event when every effect size of the ``resolve_window`` stayed
+below ``leave_ratio`` times its enter threshold for ``resolve_patience``
+consecutive checks; the feature's windows then restart from empty.
+
+Because all of this is computed per block, :meth:`DriftMonitor.update` (one
+row) and :meth:`DriftMonitor.update_batch` (vectorised) give identical events.
+
+Examples
+--------
+>>> import numpy as np
+>>> from stream.profile import ReferenceProfile
+>>> rng = np.random.default_rng(0)
+>>> ref = ReferenceProfile.from_columns({"x": rng.normal(size=20_000),
+...                                      "c": rng.choice(["a", "b", "c"], 20_000).tolist()})
+>>> mon = DriftMonitor(ref, model_name="m", model_version="3")
+>>> x = np.concatenate([rng.normal(size=5_000), rng.normal(1.0, 1.0, size=5_000)])
+>>> c = rng.choice(["a", "b", "c"], 10_000).tolist()
+>>> events = mon.update_batch({"x": x, "c": c})
+>>> [(e.index, e.kind, e.features) for e in events]
+[(5099, 'data_drift', ('x',))]
+>>> ev = events[0].evidence[0]
+>>> ev["test"], ev["window"], ev["effect_size"] > ev["effect_threshold"]
+('chi2', 500, True)
+>>> mon.snapshot()["x"]["drifting"], mon.rows_seen
+(True, 10000)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from itertools import repeat
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import special
+
+from stream import drift_stats as ds
+from stream.calibration import Calibration, calibrate
+from stream.profile import ReferenceProfile, is_missing
+
+__all__ = ["DriftEvent", "DriftMonitor", "DriftSettings"]
+
+MULTIVARIATE = "__multivariate__"
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """Settings of :class:`DriftMonitor`; all plain values with defaults.
+
+    Parameters
+    ----------
+    expected_run_length
+        Target mean number of rows between false alarms, all tests together.
+    block_size
+        Rows per block; checks happen at block ends, so detection delays are
+        rounded up to it.
+    windows
+        Sliding window lengths (multiples of ``block_size``), short ones for
+        sharp changes, long ones for slight ones.
+    checks_per_window
+        Each window is tested every ``window / checks_per_window`` rows.
+    wasserstein_threshold, psi_threshold, js_threshold, missing_threshold, correlation_threshold
+        Enter levels of the effect sizes.
+    leave_ratio
+        A drift closes when every effect size is below ``leave_ratio`` times its
+        enter level ...
+    resolve_window, resolve_patience
+        ... in window ``resolve_window`` for ``resolve_patience`` checks in a row.
+    multivariate
+        Run the pairwise correlation test over the numeric features.
+    score_feature
+        Name of the model score column; its drift is reported as ``score_drift``.
+    score_detector
+        ``None``, ``"page_hinkley"`` or ``"adwin"``: also run this river detector
+        (default parameters) on the score, row by row. Off by default because
+        its false-alarm rate is not calibrated.
+    emit_resolved
+        Emit ``drift_resolved`` events when a drift closes.
+    """
+
+    expected_run_length: int = 10_000_000
+    block_size: int = 100
+    windows: tuple[int, ...] = (500, 2000, 8000, 32000)
+    checks_per_window: int = 5
+    wasserstein_threshold: float = 0.1
+    psi_threshold: float = 0.1
+    js_threshold: float = 0.1
+    missing_threshold: float = 0.05
+    correlation_threshold: float = 0.2
+    leave_ratio: float = 0.5
+    resolve_window: int = 2000
+    resolve_patience: int = 3
+    multivariate: bool = True
+    score_feature: str = "score"
+    score_detector: str | None = None
+    emit_resolved: bool = True
+
+    def steps(self) -> tuple[int, ...]:
+        """Rows between two checks of each window (a multiple of ``block_size``)."""
+        b = self.block_size
+        return tuple(max(b, (w // self.checks_per_window) // b * b) for w in self.windows)
+
+    def validate(self) -> None:
+        if self.block_size < 1 or not self.windows:
+            raise ValueError("block_size must be >= 1 and windows non-empty")
+        if any(w % self.block_size or w <= 0 for w in self.windows):
+            raise ValueError("every window must be a positive multiple of block_size")
+        if list(self.windows) != sorted(set(self.windows)):
+            raise ValueError("windows must be strictly increasing")
+        if self.resolve_window not in self.windows:
+            raise ValueError("resolve_window must be one of windows")
+        if not 0 < self.leave_ratio <= 1 or self.resolve_patience < 1 or self.checks_per_window < 1:
+            raise ValueError("need 0 < leave_ratio <= 1, resolve_patience >= 1, checks_per_window >= 1")
+        if self.score_detector not in (None, "page_hinkley", "adwin"):
+            raise ValueError(f"unknown score_detector {self.score_detector!r}")
+
+
+@dataclass(frozen=True)
+class DriftEvent:
+    """A drift state opened (or closed) at row ``index``, with its evidence."""
+
+    index: int
+    kind: str
+    features: tuple[str, ...]
+    evidence: tuple[dict[str, Any], ...] = field(default=())
+    model_name: str | None = None
+    model_version: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable, deterministic representation."""
+        return {
+            "index": self.index,
+            "kind": self.kind,
+            "features": list(self.features),
+            "evidence": [dict(sorted(e.items())) for e in self.evidence],
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+        }
+
+
+def _f(x: Any) -> float:
+    v = float(x)
+    return v if math.isfinite(v) else (1e308 if v > 0 else -1e308)
+
+
+class DriftMonitor:
+    """Calibrated multi-window drift monitor over a :class:`ReferenceProfile` (see module docstring).
+
+    Attributes
+    ----------
+    rows_seen
+        Rows passed to :meth:`update` / :meth:`update_batch` so far.
+    calibration
+        The per-test levels and critical values in use.
+    """
+
+    def __init__(
+        self,
+        profile: ReferenceProfile,
+        settings: DriftSettings | None = None,
+        *,
+        model_name: str | None = None,
+        model_version: str | None = None,
+    ) -> None:
+        self.profile = profile
+        self.settings = s = settings or DriftSettings()
+        s.validate()
+        self.model_name, self.model_version = model_name, model_version
+        self.rows_seen = 0
+        self._num, self._cat = profile.numeric_names, profile.categorical_names
+        self._names = self._num + self._cat
+        fn, fc = len(self._num), len(self._cat)
+        self._mv = s.multivariate and fn >= 2
+        # numeric reference, padded to a common bin count K (index K = missing)
+        self._edges = [np.asarray(profile.numeric[k].edges, dtype=float) for k in self._num]
+        k = max([e.size + 1 for e in self._edges] + [1])
+        self._k = k
+        self._ref_num = np.zeros((fn, k))
+        self._ref_mean_bins = np.zeros((fn, k))
+        for j, name in enumerate(self._num):
+            r = profile.numeric[name]
+            self._ref_num[j, : len(r.counts)] = r.counts
+            self._ref_mean_bins[j, :] = r.bin_means[-1] if r.bin_means else 0.0
+            self._ref_mean_bins[j, : len(r.bin_means)] = r.bin_means
+        self._ref_num_miss = np.array([profile.numeric[n].n_missing for n in self._num], dtype=float)
+        self._mean = np.array([profile.numeric[n].mean for n in self._num])
+        self._std = np.array([profile.numeric[n].std if profile.numeric[n].std > 0 else 1.0 for n in self._num])
+        # categorical reference: categories, then "other" (rare + unseen); index kc = missing
+        kc = max([len(profile.categorical[n].categories) + 1 for n in self._cat] + [1])
+        self._kc = kc
+        self._ref_cat = np.zeros((fc, kc))
+        self._cat_maps: list[dict[Any, int]] = []
+        self._cat_other: list[int] = []
+        for j, name in enumerate(self._cat):
+            r = profile.categorical[name]
+            self._ref_cat[j, : len(r.counts)] = r.counts
+            self._ref_cat[j, len(r.counts)] = r.other_count
+            m: dict[Any, int] = {c: i for i, c in enumerate(r.categories)}
+            m[None] = kc
+            self._cat_maps.append(m)
+            self._cat_other.append(len(r.categories))
+        self._ref_cat_miss = np.array([profile.categorical[n].n_missing for n in self._cat], dtype=float)
+        if self._mv:
+            self._ref_r = np.asarray(profile.correlation, dtype=float)
+            self._ref_rn = np.asarray(profile.correlation_n, dtype=float)
+            self._pairs = np.triu_indices(fn, 1)
+        b = s.block_size
+        self._wblocks = [w // b for w in s.windows]
+        self._sblocks = [st // b for st in s.steps()]
+        self._resolve_w = s.windows.index(s.resolve_window)
+        self.calibration: Calibration = calibrate(
+            profile, windows=s.windows, steps=s.steps(), expected_run_length=s.expected_run_length,
+            multivariate=self._mv, max_dof=max(k, kc + 1),
+        )
+        # ring buffers over the longest window: fixed size, O(1) in the stream length
+        self._ring_len = r_len = self._wblocks[-1]
+        self._ring_num = np.zeros((r_len, fn, k + 1), dtype=np.int64)
+        self._ring_sum = np.zeros((r_len, fn, k))
+        self._ring_cat = np.zeros((r_len, fc, kc + 1), dtype=np.int64)
+        self._ring_corr = np.zeros((r_len, 4, fn, fn)) if self._mv else np.zeros((0,))
+        self._blocks = 0
+        self._reset_at = {n: 0 for n in self._names + [MULTIVARIATE]}
+        self._open = {n: False for n in self._names + [MULTIVARIATE]}
+        self._calm = {n: 0 for n in self._names + [MULTIVARIATE]}
+        self._stats: dict[str, dict[int, dict[str, np.ndarray]]] = {"num": {}, "cat": {}, "mv": {}}
+        self._raw: dict[str, dict[int, tuple[Any, tuple[np.ndarray, ...]]]] = {"num": {}, "cat": {}}
+        self._effects = {"num": {"wasserstein": s.wasserstein_threshold, "psi": s.psi_threshold},
+                         "cat": {"jensen_shannon": s.js_threshold}}
+        self._num_set = set(self._num)
+        self._open_features: dict[str, list[str]] = {}
+        self._buf_num = np.empty((b, fn))
+        self._buf_cat = np.empty((b, fc), dtype=np.int64)
+        self._buf_len = 0
+        self._score_j = self._num.index(s.score_feature) if s.score_feature in self._num else -1
+        self._detector: Any = None
+        if s.score_detector and self._score_j >= 0:
+            from river import drift as rdrift
+
+            self._detector = rdrift.PageHinkley() if s.score_detector == "page_hinkley" else rdrift.ADWIN()
+
+    # ------------------------------------------------------------------ input
+    def _code(self, j: int, v: Any) -> int:
+        if is_missing(v):
+            return self._kc
+        key = v if isinstance(v, str) else str(v)
+        return self._cat_maps[j].get(key, self._cat_other[j])
+
+    def update(self, row: Mapping[str, float | int | str | None]) -> list[DriftEvent]:
+        """Add one row; return the events that fired (at most at block ends)."""
+        i = self._buf_len
+        for j, name in enumerate(self._num):
+            v = row.get(name)
+            self._buf_num[i, j] = np.nan if v is None else float(v)
+        for j, name in enumerate(self._cat):
+            self._buf_cat[i, j] = self._code(j, row.get(name))
+        self._buf_len += 1
+        self.rows_seen += 1
+        if self._buf_len < self.settings.block_size:
+            return []
+        self._buf_len = 0
+        return self._process(self._buf_num, self._buf_cat, self.rows_seen - self.settings.block_size)
+
+    def update_batch(self, columns: Mapping[str, np.ndarray | list[Any]]) -> list[DriftEvent]:
+        """Add many rows given as columns; same events as :meth:`update` row by row."""
+        n = len(next(iter(columns.values()))) if columns else 0
+        if n == 0:
+            return []
+        num = np.empty((n, len(self._num)))
+        for j, name in enumerate(self._num):
+            col = columns.get(name)
+            num[:, j] = np.nan if col is None else np.asarray(col, dtype=float)
+        cat = np.empty((n, len(self._cat)), dtype=np.int64)
+        for j, name in enumerate(self._cat):
+            col = columns.get(name)
+            if col is None:
+                cat[:, j] = self._kc
+                continue
+            # fast path: dict look-up; anything not found (unseen, NaN, non-str) takes the slow path
+            codes = np.fromiter(map(self._cat_maps[j].get, col, repeat(-1)), np.int64, n)
+            for i in np.flatnonzero(codes < 0):
+                codes[i] = self._code(j, col[i])
+            cat[:, j] = codes
+        return self._ingest(num, cat)
+
+    def _ingest(self, num: np.ndarray, cat: np.ndarray) -> list[DriftEvent]:
+        b, n, pos, events = self.settings.block_size, num.shape[0], 0, []
+        if self._buf_len:
+            take = min(b - self._buf_len, n)
+            self._buf_num[self._buf_len : self._buf_len + take] = num[:take]
+            self._buf_cat[self._buf_len : self._buf_len + take] = cat[:take]
+            self._buf_len += take
+            pos = take
+            if self._buf_len == b:
+                self._buf_len = 0
+                events += self._process(self._buf_num, self._buf_cat, self.rows_seen + pos - b)
+        full = (n - pos) // b * b
+        if full:
+            events += self._process(num[pos : pos + full], cat[pos : pos + full], self.rows_seen + pos)
+            pos += full
+        rest = n - pos
+        if rest:
+            self._buf_num[:rest] = num[pos:]
+            self._buf_cat[:rest] = cat[pos:]
+            self._buf_len = rest
+        self.rows_seen += n
+        return events
+
+    # ------------------------------------------------------------ block stats
+    def _process(self, num: np.ndarray, cat: np.ndarray, start: int) -> list[DriftEvent]:
+        """Reduce whole blocks to sufficient statistics and run the due checks."""
+        b, k, kc = self.settings.block_size, self._k, self._kc
+        nb, fn, fc = num.shape[0] // b, len(self._num), len(self._cat)
+        blk = np.repeat(np.arange(nb), b)
+        counts = sums = ccounts = None
+        if fn:
+            bins = np.empty(num.shape, dtype=np.int64)
+            for j in range(fn):
+                bins[:, j] = np.searchsorted(self._edges[j], num[:, j], side="right")
+            missing = np.isnan(num)
+            bins[missing] = k
+            idx = (blk[:, None] * fn + np.arange(fn)) * (k + 1) + bins
+            counts = np.bincount(idx.ravel(), minlength=nb * fn * (k + 1)).reshape(nb, fn, k + 1)
+            sums = np.bincount(idx.ravel(), weights=np.where(missing, 0.0, num).ravel(), minlength=nb * fn * (k + 1))
+            sums = sums.reshape(nb, fn, k + 1)[:, :, :k]
+            z = np.where(missing, 0.0, (num - self._mean) / self._std)
+            present = (~missing).astype(float)
+        if fc:
+            cidx = (blk[:, None] * fc + np.arange(fc)) * (kc + 1) + cat
+            ccounts = np.bincount(cidx.ravel(), minlength=nb * fc * (kc + 1)).reshape(nb, fc, kc + 1)
+        events: list[DriftEvent] = []
+        for i in range(nb):
+            slot = self._blocks % self._ring_len
+            if fn:
+                self._ring_num[slot] = counts[i]  # type: ignore[index]
+                self._ring_sum[slot] = sums[i]  # type: ignore[index]
+            if fc:
+                self._ring_cat[slot] = ccounts[i]  # type: ignore[index]
+            if self._mv:
+                zi, mi = z[i * b : (i + 1) * b], present[i * b : (i + 1) * b]
+                self._ring_corr[slot, 0] = mi.T @ mi
+                self._ring_corr[slot, 1] = zi.T @ mi
+                self._ring_corr[slot, 2] = (zi * zi).T @ mi
+                self._ring_corr[slot, 3] = zi.T @ zi
+            self._blocks += 1
+            if self._detector is not None:
+                events += self._run_detector(num[i * b : (i + 1) * b, self._score_j], start + i * b)
+            events += self._check(start + (i + 1) * b - 1)
+        return events
+
+    def _run_detector(self, scores: np.ndarray, start: int) -> list[DriftEvent]:
+        out = []
+        for i, v in enumerate(scores.tolist()):
+            if v != v:  # NaN: missing score
+                continue
+            self._detector.update(v)
+            if self._detector.drift_detected:
+                ev = {"feature": self.settings.score_feature, "test": self.settings.score_detector,
+                      "statistic": None, "threshold": None, "window": None, "reference": "stream"}
+                out.append(self._event(start + i, "score_drift", (self.settings.score_feature,), (ev,)))
+        return out
+
+    def _window_sum(self, ring: np.ndarray, nblocks: int) -> np.ndarray:
+        end = self._blocks % self._ring_len
+        begin = end - nblocks
+        if begin >= 0:
+            return ring[begin:end].sum(axis=0)
+        return ring[begin:].sum(axis=0) + ring[:end].sum(axis=0)
+
+    # ----------------------------------------------------------------- checks
+    def _check(self, index: int) -> list[DriftEvent]:
+        fired: dict[str, list[dict[str, Any]]] = {}
+        for w, (nbk, step) in enumerate(zip(self._wblocks, self._sblocks, strict=True)):
+            if self._blocks % step or self._blocks < nbk:
+                continue
+            valid = np.array([self._blocks - self._reset_at[n] >= nbk and not self._open[n] for n in self._names])
+            if self._num:
+                k = self._k
+                win = self._window_sum(self._ring_num, nbk)
+                args = (win[:, :k], self._window_sum(self._ring_sum, nbk), win[:, k],
+                        self._ref_num, self._ref_num_miss, self._ref_mean_bins, self._std)
+                self._fire(w, "num", ds.numeric_window_stats, args, valid[: len(self._num)], fired)
+            if self._cat:
+                win = self._window_sum(self._ring_cat, nbk)
+                args = (win[:, : self._kc], win[:, self._kc], self._ref_cat, self._ref_cat_miss)
+                self._fire(w, "cat", ds.categorical_window_stats, args, valid[len(self._num) :], fired)
+            if self._mv:
+                self._check_multivariate(w, nbk, fired)
+        return self._transition(index, fired)
+
+    def _crit(self, w: int, group: str, st: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cal = self.calibration
+        off, n = (0, len(self._num)) if group == "num" else (len(self._num), len(self._cat))
+        crit = {"ks": cal.ks_crit[w], "mannwhitney": cal.z_crit[w, off : off + n]} if group == "num" else {}
+        crit["chi2"] = cal.chi2_crit[w, off + np.arange(n), st["dof"]]
+        crit["missing"] = cal.z_crit[w, off : off + n]
+        return crit
+
+    def _fire(self, w: int, group: str, stats_fn: Any, args: tuple[np.ndarray, ...], valid: np.ndarray,
+              fired: dict[str, list[dict[str, Any]]]) -> None:
+        # significance first; effect sizes only when something is significant, a
+        # drift is open (to decide when it resolves) or at snapshot time (lazily)
+        s = self.settings
+        st = stats_fn(*args, effects=False)
+        crit = self._crit(w, group, st)
+        names = self._num if group == "num" else self._cat
+        need = any(self._open[n] for n in names) or any(bool(np.any((st[t] > crit[t]) & valid)) for t in crit)
+        self._raw[group][w] = (stats_fn, args)
+        self._stats[group].pop(w, None)
+        if not need:
+            return
+        st = self._stats[group][w] = stats_fn(*args, effects=True)
+        effects = self._effects[group]
+        effect_ok = np.zeros(valid.shape, dtype=bool)
+        for metric, thr in effects.items():
+            effect_ok |= st[metric] >= thr
+        sig = {t: (st[t] > crit[t]) & (effect_ok if t != "missing" else st["missing_change"] >= s.missing_threshold)
+               for t in crit}
+        hit = np.zeros(valid.shape, dtype=bool)
+        for m in sig.values():
+            hit |= m
+        for j in np.flatnonzero(hit & valid):
+            for t in crit:
+                if not sig[t][j]:
+                    continue
+                if t == "missing":
+                    metric, thr = "missing_change", s.missing_threshold
+                else:
+                    metric, thr = max(effects.items(), key=lambda mt: st[mt[0]][j] / mt[1])
+                extra = {"psi": st["psi"][j]} if metric != "psi" and t != "missing" else {}
+                fired.setdefault(names[j], []).append(self._evidence(
+                    names[j], t, st[t][j], crit[t][j], w, metric, st[metric][j], thr,
+                    st["n_rows" if t == "missing" else "n"][j], st["n_rows_ref" if t == "missing" else "n_ref"][j],
+                    aux=st["d"][j] if t == "ks" else st["dof"][j] if t == "chi2" else None, **extra))
+
+    def _check_multivariate(self, w: int, nbk: int, fired: dict[str, list[dict[str, Any]]]) -> None:
+        s, cal = self.settings, self.calibration
+        n_, sx, qx, p = self._window_sum(self._ring_corr, nbk)
+        r = ds.correlation_from_sums(n_, sx, qx, p)
+        iu, ju = self._pairs
+        z = np.abs(ds.fisher_z(r[iu, ju], n_[iu, ju], self._ref_r[iu, ju], self._ref_rn[iu, ju]))
+        diff = np.abs(r[iu, ju] - self._ref_r[iu, ju])
+        self._stats["mv"][w] = {"correlation": z, "correlation_change": diff}
+        if self._blocks - self._reset_at[MULTIVARIATE] < nbk or self._open[MULTIVARIATE]:
+            return
+        for h in np.flatnonzero((z > cal.corr_crit[w]) & (diff >= s.correlation_threshold)):
+            name = f"{self._num[iu[h]]}|{self._num[ju[h]]}"
+            ev = self._evidence(name, "correlation", z[h], cal.corr_crit[w], w, "correlation_change", diff[h],
+                                s.correlation_threshold, n_[iu[h], ju[h]], self._ref_rn[iu[h], ju[h]],
+                                r=float(r[iu[h], ju[h]]), r_reference=float(self._ref_r[iu[h], ju[h]]))
+            fired.setdefault(MULTIVARIATE, []).append(ev)
+
+    def _evidence(self, feature: str, test: str, stat: float, crit: float, w: int, metric: str, effect: float,
+                  effect_thr: float, n: float, n_ref: float, aux: float | None = None, **extra: Any) -> dict[str, Any]:
+        ev = {"feature": feature, "test": test, "statistic": _f(stat), "threshold": _f(crit),
+              "p_value": self._p_value(test, float(stat), float(n), float(n_ref), aux),
+              "alpha": self._alpha(feature, w), "effect_metric": metric, "effect_size": _f(effect),
+              "effect_threshold": _f(effect_thr), "window": self.settings.windows[w], "n": int(n),
+              "reference": "profile", "n_reference": int(n_ref)}
+        ev.update({k: _f(v) for k, v in extra.items()})
+        return ev
+
+    def _alpha(self, feature: str, w: int) -> float:
+        cal = self.calibration
+        return cal.alpha_feature[feature][w] if feature in cal.alpha_feature else cal.alpha_pair[w]
+
+    @staticmethod
+    def _p_value(test: str, stat: float, n: float, n_ref: float, aux: float | None) -> float:
+        if test == "ks":
+            return ds.ks_pvalue(float(aux or 0.0), max(int(n), 1), max(int(n_ref), 1))
+        if test == "chi2":
+            return ds.chi2_pvalue(stat, int(aux or 0))
+        return float(2.0 * special.ndtr(-abs(stat)))
+
+    # ------------------------------------------------------------ hysteresis
+    def _calm_now(self, name: str) -> bool:
+        s, w = self.settings, self._resolve_w
+        if name == MULTIVARIATE:
+            st = self._stats["mv"].get(w)
+            return st is not None and bool(np.all(st["correlation_change"] < s.leave_ratio * s.correlation_threshold))
+        group, j = ("num", self._num.index(name)) if name in self._num_set else ("cat", self._cat.index(name))
+        st = self._full_stats(group, w)
+        if st is None:
+            return False
+        limits = dict(self._effects[group], missing_change=s.missing_threshold)
+        return all(st[m][j] < s.leave_ratio * thr for m, thr in limits.items())
+
+    def _full_stats(self, group: str, w: int) -> dict[str, np.ndarray] | None:
+        if group == "mv" or w in self._stats[group]:
+            return self._stats[group].get(w)
+        if w not in self._raw[group]:
+            return None
+        fn, args = self._raw[group][w]
+        st = self._stats[group][w] = fn(*args, effects=True)
+        return st
+
+    def _transition(self, index: int, fired: dict[str, list[dict[str, Any]]]) -> list[DriftEvent]:
+        opened: dict[str, list[str]] = {}
+        evidence: dict[str, list[dict[str, Any]]] = {}
+        for name in self._names + [MULTIVARIATE]:
+            if name in fired and not self._open[name]:
+                self._open[name], self._calm[name] = True, 0
+                kind = ("multivariate_drift" if name == MULTIVARIATE else
+                        "score_drift" if name == self.settings.score_feature else "data_drift")
+                feats = ([f for f in dict.fromkeys(p for e in fired[name] for p in e["feature"].split("|"))]
+                         if name == MULTIVARIATE else [name])
+                opened.setdefault(kind, []).extend(feats)
+                self._open_features[name] = feats
+                evidence.setdefault(kind, []).extend(fired[name])
+        closed = []
+        if self._blocks % self._sblocks[self._resolve_w] == 0:
+            for name in self._names + [MULTIVARIATE]:
+                if self._open[name] and name not in fired:
+                    self._calm[name] = self._calm[name] + 1 if self._calm_now(name) else 0
+                    if self._calm[name] >= self.settings.resolve_patience:
+                        self._open[name], self._calm[name], self._reset_at[name] = False, 0, self._blocks
+                        closed.append(name)
+        events = [self._event(index, kind, tuple(opened[kind]), tuple(evidence[kind]))
+                  for kind in ("data_drift", "score_drift", "multivariate_drift") if kind in opened]
+        if closed and self.settings.emit_resolved:
+            names = tuple(dict.fromkeys(f for n in closed for f in self._open_features.pop(n, [n])))
+            events.append(self._event(index, "drift_resolved", names, ()))
+        return events
+
+    def _event(self, index: int, kind: str, feats: tuple[str, ...], ev: tuple[dict[str, Any], ...]) -> DriftEvent:
+        return DriftEvent(index, kind, feats, ev, self.model_name, self.model_version)
+
+    # ---------------------------------------------------------------- export
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Latest statistics per feature (and ``"multivariate"``), for Prometheus export.
+
+        For each feature, the window and test whose statistic is closest to (or
+        furthest past) its critical value is reported at the top level
+        (``statistic``, ``threshold``, ``p_value``, ``test``, ``window``, and its
+        ``effect_size`` / ``effect_metric``), with ``drifting`` the open/closed
+        drift state; ``windows`` maps each window length to all its statistics.
+        """
+        out: dict[str, dict[str, Any]] = {}
+        groups = [("num", self._num), ("cat", self._cat)] + ([("mv", [MULTIVARIATE])] if self._mv else [])
+        for group, names in groups:
+            for j, name in enumerate(names):
+                best: dict[str, Any] = {"statistic": 0.0, "threshold": None, "p_value": 1.0, "test": None,
+                                        "window": None, "effect_size": 0.0, "effect_metric": None,
+                                        "drifting": self._open[name], "windows": {}}
+                ratio = -1.0
+                for w in range(len(self.settings.windows)):
+                    st = self._full_stats(group, w)
+                    if st is None:
+                        continue
+                    best["windows"][self.settings.windows[w]] = self._window_view(group, w, st, j)
+                    for t, (v, c, metric, eff) in self._tests_view(group, w, st, j).items():
+                        if v / c > ratio:
+                            ratio = v / c
+                            aux = st["d"][j] if t == "ks" else st["dof"][j] if t == "chi2" else None
+                            n_key = ("n_rows", "n_rows_ref") if t == "missing" else ("n", "n_ref")
+                            p = 1.0 if group == "mv" else self._p_value(t, v, st[n_key[0]][j], st[n_key[1]][j], aux)
+                            best.update(statistic=v, threshold=c, test=t, window=self.settings.windows[w],
+                                        effect_metric=metric, effect_size=eff, p_value=p)
+                out["multivariate" if name == MULTIVARIATE else name] = best
+        return out
+
+    def _tests_view(self, group: str, w: int, st: dict[str, np.ndarray], j: int) -> dict[str, tuple[float, float, str, float]]:
+        if group == "mv":
+            top = int(np.argmax(st["correlation"])) if st["correlation"].size else 0
+            z = float(st["correlation"][top]) if st["correlation"].size else 0.0
+            return {"correlation": (z, float(self.calibration.corr_crit[w]), "correlation_change",
+                                    float(st["correlation_change"].max(initial=0.0)))}
+        crit = self._crit(w, group, st)
+        metric = max(self._effects[group], key=lambda m: st[m][j] / self._effects[group][m])
+        return {t: (float(st[t][j]), _f(crit[t][j]), "missing_change" if t == "missing" else metric,
+                    float(st["missing_change" if t == "missing" else metric][j])) for t in crit}
+
+    def _window_view(self, group: str, w: int, st: dict[str, np.ndarray], j: int) -> dict[str, float]:
+        if group == "mv":
+            return {"correlation": float(st["correlation"].max(initial=0.0)),
+                    "correlation_change": float(st["correlation_change"].max(initial=0.0))}
+        return {k: float(v[j]) for k, v in st.items()}
+
+    def state_size(self) -> int:
+        """Number of array elements held (constant for a given profile and settings)."""
+        arrays = (self._ring_num, self._ring_sum, self._ring_cat, self._ring_corr, self._buf_num, self._buf_cat)
+        return int(sum(a.size for a in arrays))

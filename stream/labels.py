@@ -1,0 +1,339 @@
+"""Delayed labels: join to predictions, rolling performance, concept drift, label-free estimates.
+
+* :class:`LabelJoiner` joins labels to earlier predictions by event id, with
+  bounded state (time-to-live and a maximum number of pending predictions) and
+  counters for matched, late (prediction already expired), unmatched and
+  expired events.
+* :class:`PerformanceMonitor` keeps rolling performance over the last labelled
+  events (AUC, log loss, accuracy, precision and recall at an operating
+  threshold for classifiers; MAE and RMSE for regression) and detects concept
+  drift as a rise of the loss (error indicator or absolute error) against a
+  reference, with calibrated sliding-window tests and hysteresis, like
+  :class:`stream.drift.DriftMonitor`.
+* :func:`estimate_performance` estimates, from the scores alone, the
+  performance of a calibrated binary classifier while labels are missing
+  (confidence-based performance estimation, as NannyML's CBPE).
+
+Examples
+--------
+>>> import numpy as np
+>>> j = LabelJoiner(ttl_s=60.0, max_pending=1000)
+>>> j.add_predictions(["a", "b", "c"], np.array([0.9, 0.2, 0.7]), ts=0.0)
+>>> s, y = j.add_labels(["a", "c", "zz"], np.array([1.0, 0.0, 1.0]), ts=5.0)
+>>> s.tolist(), y.tolist(), j.counters()
+([0.9, 0.7], [1.0, 0.0], {'matched': 2, 'late': 0, 'unmatched': 1, 'expired': 0, 'evicted': 0, 'pending': 1})
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy import special, stats
+
+from stream.drift import DriftEvent
+
+__all__ = ["LabelJoiner", "PerformanceMonitor", "estimate_performance"]
+
+
+class LabelJoiner:
+    """Join delayed labels to predictions by event id, in bounded memory.
+
+    Parameters
+    ----------
+    ttl_s
+        A prediction waits at most this many seconds for its label.
+    max_pending
+        At most this many predictions wait; the oldest is evicted beyond it.
+        The ids of expired/evicted predictions are remembered (as many again)
+        to tell a late label from an unmatched one.
+    """
+
+    def __init__(self, ttl_s: float, max_pending: int = 100_000) -> None:
+        if ttl_s <= 0 or max_pending < 1:
+            raise ValueError("ttl_s must be > 0 and max_pending >= 1")
+        self.ttl_s, self.max_pending = float(ttl_s), int(max_pending)
+        self._pending: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._gone: OrderedDict[str, None] = OrderedDict()
+        self.matched = self.late = self.unmatched = self.expired = self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def _forget(self, event_id: str) -> None:
+        self._gone[event_id] = None
+        if len(self._gone) > self.max_pending:
+            self._gone.popitem(last=False)
+
+    def add_predictions(self, event_ids: Sequence[str], scores: np.ndarray | Sequence[float], ts: float) -> None:
+        """Register predictions made at time ``ts`` (seconds)."""
+        self.expire(ts)
+        for eid, score in zip(event_ids, np.asarray(scores, dtype=float).tolist(), strict=True):
+            self._pending[eid] = (score, float(ts))
+            self._pending.move_to_end(eid)
+        while len(self._pending) > self.max_pending:
+            eid, _ = self._pending.popitem(last=False)
+            self.evicted += 1
+            self._forget(eid)
+
+    def add_labels(self, event_ids: Sequence[str], labels: np.ndarray | Sequence[float], ts: float) -> tuple[np.ndarray, np.ndarray]:
+        """Join labels arriving at time ``ts``; return the matched ``(scores, labels)``."""
+        self.expire(ts)
+        scores, truth = [], []
+        for eid, label in zip(event_ids, np.asarray(labels, dtype=float).tolist(), strict=True):
+            hit = self._pending.pop(eid, None)
+            if hit is not None:
+                scores.append(hit[0])
+                truth.append(label)
+            elif eid in self._gone:
+                self.late += 1
+            else:
+                self.unmatched += 1
+        self.matched += len(scores)
+        return np.asarray(scores, dtype=float), np.asarray(truth, dtype=float)
+
+    def expire(self, now: float) -> int:
+        """Drop predictions older than the time-to-live; return how many."""
+        limit, n = now - self.ttl_s, 0
+        while self._pending:
+            eid, (_, t) = next(iter(self._pending.items()))
+            if t >= limit:
+                break
+            self._pending.popitem(last=False)
+            self._forget(eid)
+            n += 1
+        self.expired += n
+        return n
+
+    def counters(self) -> dict[str, int]:
+        return {"matched": self.matched, "late": self.late, "unmatched": self.unmatched,
+                "expired": self.expired, "evicted": self.evicted, "pending": len(self._pending)}
+
+
+def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    pos = labels > 0.5
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    ranks = stats.rankdata(scores)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def estimate_performance(scores: np.ndarray | Sequence[float], threshold: float = 0.5) -> dict[str, float]:
+    """Expected performance of a calibrated binary classifier from its scores alone.
+
+    If the model is calibrated, row i is positive with probability ``s_i``, so the
+    expected confusion matrix at ``threshold`` is ``TP = sum(s_i)`` over predicted
+    positives, ``FP = sum(1 - s_i)`` over them, and likewise for the negatives
+    (NannyML's CBPE). The expected ROC AUC weighs each pair (i, j) by
+    ``s_i (1 - s_j)``.
+
+    Examples
+    --------
+    >>> est = estimate_performance(np.array([0.9, 0.8, 0.3, 0.1]), threshold=0.5)
+    >>> {k: round(v, 3) for k, v in est.items()}
+    {'n': 4, 'accuracy': 0.825, 'precision': 0.85, 'recall': 0.81, 'f1': 0.829, 'positive_rate': 0.5, 'roc_auc': 0.922}
+    """
+    s = np.clip(np.asarray(scores, dtype=float), 0.0, 1.0)
+    s = s[~np.isnan(s)]
+    if s.size == 0:
+        return {"n": 0, "accuracy": math.nan, "precision": math.nan, "recall": math.nan, "f1": math.nan,
+                "positive_rate": math.nan, "roc_auc": math.nan}
+    pred = s >= threshold
+    tp, fp = s[pred].sum(), (1 - s[pred]).sum()
+    fn, tn = s[~pred].sum(), (1 - s[~pred]).sum()
+    precision = tp / (tp + fp) if tp + fp > 0 else math.nan
+    recall = tp / (tp + fn) if tp + fn > 0 else math.nan
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else math.nan
+    # expected AUC: sum over pairs i != j of s_i (1 - s_j) [s_i > s_j] (+ half on ties)
+    u, inv = np.unique(s, return_inverse=True)
+    p_k = np.bincount(inv, weights=s, minlength=u.size)
+    q_k = np.bincount(inv, weights=1 - s, minlength=u.size)
+    below = np.cumsum(q_k) - q_k
+    num = float(np.sum(p_k * (below + 0.5 * q_k)) - 0.5 * np.sum(s * (1 - s)))
+    den = float(s.sum() * (1 - s).sum() - np.sum(s * (1 - s)))
+    return {"n": int(s.size), "accuracy": float((tp + tn) / s.size), "precision": float(precision),
+            "recall": float(recall), "f1": float(f1), "positive_rate": float(pred.mean()),
+            "roc_auc": num / den if den > 0 else math.nan}
+
+
+class PerformanceMonitor:
+    """Rolling performance and concept-drift detection on joined labels.
+
+    The loss of each labelled event is its error indicator (classification:
+    ``(score >= threshold) != label``) or its absolute error (regression). The
+    first ``reference_size`` losses form the reference (unless
+    ``reference_loss`` is given). Then every window length in ``windows`` is
+    tested every ``window / checks_per_window`` labelled events for a *rise* of
+    the mean loss: one-sided Fisher exact test for error rates, z test for
+    absolute errors, at the Bonferroni level for ``expected_run_length``
+    labelled events between false alarms; and the rise must reach
+    ``min_increase`` (absolute error rate, or relative MAE). A drift opens once
+    (``concept_drift`` event) and closes when the rise in the middle window has
+    stayed below ``leave_ratio * min_increase`` for three checks.
+
+    Parameters
+    ----------
+    task
+        ``"classification"`` or ``"regression"``.
+    threshold
+        Operating threshold of the classifier.
+    window
+        Events in the rolling performance of :meth:`snapshot`.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> pm = PerformanceMonitor(reference_size=2000)
+    >>> y = rng.random(6000) < 0.5
+    >>> err = rng.random(6000) < np.where(np.arange(6000) < 4000, 0.1, 0.3)
+    >>> scores = np.where(y != err, 0.8, 0.2)
+    >>> [(e.index, e.kind) for e in pm.update(scores, y.astype(float))]
+    [(4149, 'concept_drift')]
+    """
+
+    def __init__(
+        self,
+        task: str = "classification",
+        threshold: float = 0.5,
+        window: int = 1000,
+        *,
+        windows: tuple[int, ...] = (200, 500, 2000, 5000),
+        checks_per_window: int = 4,
+        expected_run_length: int = 10_000_000,
+        reference_size: int = 2000,
+        reference_loss: float | None = None,
+        min_increase: float | None = None,
+        leave_ratio: float = 0.5,
+        model_name: str | None = None,
+        model_version: str | None = None,
+    ) -> None:
+        if task not in ("classification", "regression"):
+            raise ValueError(f"unknown task {task!r}")
+        if window < 1 or not windows or reference_size < 1:
+            raise ValueError("window, windows and reference_size must be positive")
+        self.task, self.threshold, self.window = task, float(threshold), int(window)
+        self.windows, self.checks_per_window = tuple(sorted(windows)), int(checks_per_window)
+        self.steps = tuple(max(1, w // self.checks_per_window) for w in self.windows)
+        self.expected_run_length = expected_run_length
+        self.reference_size = reference_size
+        self.min_increase = min_increase if min_increase is not None else (0.02 if task == "classification" else 0.1)
+        self.leave_ratio = leave_ratio
+        self.model_name, self.model_version = model_name, model_version
+        self.alpha = [s / (expected_run_length * len(self.windows)) for s in self.steps]
+        self.z_crit = [float(-special.ndtri(a)) for a in self.alpha]
+        size = max(self.window, self.windows[-1])
+        self._scores = np.zeros(size)
+        self._labels = np.zeros(size)
+        self._loss = np.zeros(size)
+        self.n = 0  # labelled events seen
+        self._since_reset = 0
+        self._ref_n = 0
+        self._ref_sum = self._ref_sq = 0.0
+        if reference_loss is not None:
+            self._ref_n, self._ref_sum = reference_size, reference_loss * reference_size
+            # second moment: Bernoulli for error rates; half-normal absolute errors for regression
+            self._ref_sq = (reference_loss if task == "classification" else reference_loss**2 * math.pi / 2) * reference_size
+        self.drifting = False
+        self._calm = 0
+        self.last_check: dict[int, dict[str, float]] = {}
+
+    def _losses(self, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        if self.task == "classification":
+            return ((scores >= self.threshold) != (labels > 0.5)).astype(float)
+        return np.abs(scores - labels)
+
+    def update(self, scores: np.ndarray | Sequence[float], labels: np.ndarray | Sequence[float]) -> list[DriftEvent]:
+        """Add labelled events; return ``concept_drift`` (and ``drift_resolved``) events."""
+        scores = np.asarray(scores, dtype=float)
+        labels = np.asarray(labels, dtype=float)
+        loss = self._losses(scores, labels)
+        size, events = self._loss.size, []
+        for s, y, lo in zip(scores.tolist(), labels.tolist(), loss.tolist(), strict=True):
+            i = self.n % size
+            self._scores[i], self._labels[i], self._loss[i] = s, y, lo
+            self.n += 1
+            if self._ref_n < self.reference_size:
+                self._ref_n += 1
+                self._ref_sum += lo
+                self._ref_sq += lo * lo
+                continue
+            self._since_reset += 1
+            events += self._check()
+        return events
+
+    def _window(self, w: int) -> np.ndarray:
+        end = self.n % self._loss.size
+        return self._loss[end - w : end] if end >= w else np.concatenate([self._loss[end - w :], self._loss[:end]])
+
+    def _check(self) -> list[DriftEvent]:
+        fired: list[dict[str, Any]] = []
+        for k, (w, step) in enumerate(zip(self.windows, self.steps, strict=True)):
+            if self._since_reset < w or self._since_reset % step:
+                continue
+            loss = self._window(w)
+            ref_mean = self._ref_sum / self._ref_n
+            mean = float(loss.mean())
+            if self.task == "classification":
+                k_w, k_r = int(round(loss.sum())), int(round(self._ref_sum))
+                # one-sided Fisher exact: P(X >= k_w), X ~ Hypergeom(total, errors, window)
+                p = float(stats.hypergeom.sf(k_w - 1, w + self._ref_n, k_w + k_r, w)) if mean > ref_mean else 1.0
+                stat, increase, metric = mean - ref_mean, mean - ref_mean, "error_rate_increase"
+                sig = p < self.alpha[k]
+            else:
+                var = max(self._ref_sq / self._ref_n - ref_mean**2, 1e-12)
+                stat = (mean - ref_mean) / math.sqrt(var / w + var / self._ref_n)
+                p = float(special.ndtr(-stat))
+                increase, metric = (mean - ref_mean) / max(ref_mean, 1e-12), "mae_relative_increase"
+                sig = stat > self.z_crit[k]
+            self.last_check[w] = {"loss": mean, "reference_loss": ref_mean, "increase": increase, "p_value": p}
+            if sig and increase >= self.min_increase and not self.drifting:
+                fired.append({"feature": "error_rate" if self.task == "classification" else "mae",
+                              "test": "fisher_exact" if self.task == "classification" else "z",
+                              "statistic": float(stat), "p_value": p, "alpha": self.alpha[k], "window": w,
+                              "effect_metric": metric, "effect_size": float(increase),
+                              "effect_threshold": self.min_increase, "reference": "first labelled events",
+                              "n_reference": self._ref_n, "loss": mean, "reference_loss": ref_mean})
+        index = self.n - 1
+        if fired:
+            self.drifting, self._calm = True, 0
+            return [DriftEvent(index, "concept_drift", (fired[0]["feature"],), tuple(fired),
+                               self.model_name, self.model_version)]
+        mid = self.windows[len(self.windows) // 2]
+        if self.drifting and self._since_reset >= mid and self._since_reset % self.steps[len(self.windows) // 2] == 0:
+            calm = self.last_check.get(mid, {}).get("increase", math.inf) < self.leave_ratio * self.min_increase
+            self._calm = self._calm + 1 if calm else 0
+            if self._calm >= 3:
+                self.drifting, self._calm, self._since_reset = False, 0, 0
+                return [DriftEvent(index, "drift_resolved", ("error_rate" if self.task == "classification" else "mae",),
+                                   (), self.model_name, self.model_version)]
+        return []
+
+    def snapshot(self) -> dict[str, float]:
+        """Rolling performance over the last ``window`` labelled events (NaN where undefined)."""
+        n = min(self.n, self.window)
+        end = self.n % self._loss.size
+        idx = (end - n + np.arange(n)) % self._loss.size
+        s, y = self._scores[idx], self._labels[idx]
+        out: dict[str, float] = {"labelled": float(self.n), "window": float(n), "drifting": float(self.drifting)}
+        if n == 0:
+            return out
+        if self.task == "regression":
+            err = s - y
+            out.update(mae=float(np.abs(err).mean()), rmse=float(np.sqrt((err**2).mean())))
+            return out
+        pred, pos = s >= self.threshold, y > 0.5
+        tp = float((pred & pos).sum())
+        p = np.clip(s, 1e-15, 1 - 1e-15)
+        out.update(
+            auc=_auc(s, y),
+            log_loss=float(-np.mean(np.where(pos, np.log(p), np.log(1 - p)))),
+            accuracy=float((pred == pos).mean()),
+            error_rate=float((pred != pos).mean()),
+            precision=tp / float(pred.sum()) if pred.any() else math.nan,
+            recall=tp / float(pos.sum()) if pos.any() else math.nan,
+        )
+        return out

@@ -1,0 +1,305 @@
+"""Reference profile of the training data, the baseline every drift test compares against.
+
+The profile is small, fixed-size and JSON-serialisable, so it lives inside the
+model card. Per numeric feature it keeps quantile bin edges with the reference
+counts and bin means (histograms, KS, PSI, Wasserstein), mean and standard
+deviation (scale for effect sizes) and a seeded subsample (evidence). Per
+categorical feature it keeps the frequent categories with their counts (rare
+ones are pooled into one "other" bucket). For all features it keeps the
+missing-value count, and for numeric ones the pairwise correlation matrix
+(multivariate test).
+
+Examples
+--------
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> prof = ReferenceProfile.from_columns(
+...     {"x": rng.normal(size=1000), "c": rng.choice(["a", "b"], size=1000).tolist()})
+>>> prof.features
+{'x': 'numeric', 'c': 'categorical'}
+>>> len(prof.numeric["x"].edges), prof.categorical["c"].categories
+(19, ['b', 'a'])
+>>> ReferenceProfile.from_dict(prof.to_dict()).to_dict() == prof.to_dict()
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from numbers import Number
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CategoricalReference", "NumericReference", "ProfileError", "ReferenceProfile"]
+
+NUMERIC = "numeric"
+CATEGORICAL = "categorical"
+PROFILE_VERSION = 1
+
+
+class ProfileError(ValueError):
+    """Raised for reference data or a profile dict that cannot be used."""
+
+
+@dataclass(frozen=True)
+class NumericReference:
+    """Reference summary of one numeric feature."""
+
+    n: int  # non-missing values
+    n_missing: int
+    mean: float
+    std: float
+    edges: list[float]  # sorted, unique; bin j holds [edges[j-1], edges[j])
+    counts: list[int]  # len(edges) + 1
+    bin_means: list[float]  # len(edges) + 1
+    sample: list[float] = field(default_factory=list)  # seeded subsample, for evidence
+
+
+@dataclass(frozen=True)
+class CategoricalReference:
+    """Reference summary of one categorical feature."""
+
+    n: int
+    n_missing: int
+    categories: list[str]  # frequent categories, most frequent first
+    counts: list[int]  # per category
+    other_count: int  # reference rows of rare categories pooled into "other"
+
+
+def is_missing(value: Any) -> bool:
+    """``None`` and float NaN are missing values."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _infer_kind(name: str, values: Sequence[Any] | np.ndarray) -> str:
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
+        return NUMERIC
+    if isinstance(values, np.ndarray) and values.dtype.kind in "US":
+        return CATEGORICAL
+    kinds = set()
+    for v in values:
+        if is_missing(v):
+            continue
+        if isinstance(v, str):
+            kinds.add(CATEGORICAL)
+        elif isinstance(v, Number | np.number):
+            kinds.add(NUMERIC)
+        else:
+            raise ProfileError(f"feature {name!r}: unsupported value type {type(v).__name__}")
+    if len(kinds) > 1:
+        raise ProfileError(f"feature {name!r} mixes numbers and strings")
+    return kinds.pop() if kinds else NUMERIC
+
+
+def _numeric(name: str, values: Sequence[Any] | np.ndarray, n_bins: int, sample_size: int, rng: np.random.Generator) -> NumericReference:
+    try:
+        x = np.asarray(values, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ProfileError(f"feature {name!r} is not numeric: {exc}") from exc
+    present = x[~np.isnan(x)]
+    n_missing = int(x.size - present.size)
+    if present.size == 0:
+        return NumericReference(0, n_missing, 0.0, 0.0, [], [0], [0.0], [])
+    qs = np.quantile(present, np.linspace(0.0, 1.0, n_bins + 1)[1:-1])
+    edges = np.unique(qs)
+    bins = np.searchsorted(edges, present, side="right")
+    counts = np.bincount(bins, minlength=edges.size + 1)
+    sums = np.bincount(bins, weights=present, minlength=edges.size + 1)
+    lo = np.concatenate([[present.min()], edges])
+    hi = np.concatenate([edges, [present.max()]])
+    means = np.where(counts > 0, sums / np.maximum(counts, 1), 0.5 * (lo + hi))
+    if present.size > sample_size:
+        sample = np.sort(rng.choice(present, size=sample_size, replace=False))
+    else:
+        sample = np.sort(present)
+    return NumericReference(
+        n=int(present.size),
+        n_missing=n_missing,
+        mean=float(present.mean()),
+        std=float(present.std()),
+        edges=[float(e) for e in edges],
+        counts=[int(c) for c in counts],
+        bin_means=[float(m) for m in means],
+        sample=[float(s) for s in sample],
+    )
+
+
+def _categorical(name: str, values: Sequence[Any] | np.ndarray, max_categories: int, min_share: float) -> CategoricalReference:
+    tally: dict[str, int] = {}
+    n_missing = 0
+    for v in values:
+        if is_missing(v):
+            n_missing += 1
+            continue
+        key = v if isinstance(v, str) else str(v)
+        tally[key] = tally.get(key, 0) + 1
+    n = sum(tally.values())
+    ranked = sorted(tally.items(), key=lambda kv: (-kv[1], kv[0]))
+    keep = [(k, c) for k, c in ranked[:max_categories] if c >= min_share * n]
+    other = n - sum(c for _, c in keep)
+    return CategoricalReference(
+        n=n, n_missing=n_missing, categories=[k for k, _ in keep], counts=[c for _, c in keep], other_count=other
+    )
+
+
+def _correlation(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairwise-complete Pearson correlation and pair counts of the columns of ``matrix``."""
+    mask = ~np.isnan(matrix)
+    z = np.where(mask, matrix, 0.0)
+    m = mask.astype(float)
+    n = m.T @ m
+    s = z.T @ m  # s[i, j] = sum of x_i over rows where i and j are present
+    q = (z * z).T @ m
+    p = z.T @ z
+    nn = np.maximum(n, 1.0)
+    cov = p / nn - (s / nn) * (s.T / nn)
+    var_i = q / nn - (s / nn) ** 2
+    var_j = var_i.T
+    den = np.sqrt(np.maximum(var_i * var_j, 0.0))
+    r = np.where((den > 1e-12) & (n > 2), cov / np.where(den > 0, den, 1.0), 0.0)
+    np.fill_diagonal(r, 1.0)
+    return np.clip(r, -1.0, 1.0), n
+
+
+@dataclass
+class ReferenceProfile:
+    """Reference profile of training data (see module docstring).
+
+    Attributes
+    ----------
+    features
+        Feature name to ``"numeric"`` or ``"categorical"``, in insertion order.
+    numeric, categorical
+        Per-feature summaries.
+    correlation, correlation_n
+        Pairwise correlation and pair counts of the numeric features, in order.
+    n_rows
+        Number of reference rows.
+    """
+
+    features: dict[str, str]
+    numeric: dict[str, NumericReference]
+    categorical: dict[str, CategoricalReference]
+    correlation: list[list[float]]
+    correlation_n: list[list[int]]
+    n_rows: int
+
+    @classmethod
+    def from_columns(
+        cls,
+        columns: Mapping[str, Sequence[Any] | np.ndarray],
+        kinds: Mapping[str, str] | None = None,
+        *,
+        seed: int = 0,
+        n_bins: int = 20,
+        max_categories: int = 50,
+        min_category_share: float = 0.005,
+        sample_size: int = 1000,
+    ) -> ReferenceProfile:
+        """Build a profile from equally long columns.
+
+        Parameters
+        ----------
+        columns
+            Feature name to values. Numeric values may hold ``None``/NaN for
+            missing, categorical ones ``None``.
+        kinds
+            Feature name to ``"numeric"``/``"categorical"``; inferred when None
+            (numbers are numeric, strings categorical).
+        seed
+            Seed of the evidence subsample.
+        n_bins
+            Quantile bins per numeric feature (fewer if values tie).
+        max_categories, min_category_share
+            Categories kept per categorical feature; the rest pool into "other".
+        sample_size
+            Size of the stored subsample per numeric feature.
+        """
+        if not columns:
+            raise ProfileError("no columns")
+        if n_bins < 2:
+            raise ProfileError("n_bins must be >= 2")
+        lengths = {len(v) for v in columns.values()}
+        if len(lengths) != 1:
+            raise ProfileError(f"columns have different lengths: {sorted(lengths)}")
+        rng = np.random.default_rng(seed)
+        features: dict[str, str] = {}
+        numeric: dict[str, NumericReference] = {}
+        categorical: dict[str, CategoricalReference] = {}
+        for name, values in columns.items():
+            kind = (kinds or {}).get(name) or _infer_kind(name, values)
+            if kind not in (NUMERIC, CATEGORICAL):
+                raise ProfileError(f"feature {name!r}: unknown kind {kind!r}")
+            features[name] = kind
+            if kind == NUMERIC:
+                numeric[name] = _numeric(name, values, n_bins, sample_size, rng)
+            else:
+                categorical[name] = _categorical(name, values, max_categories, min_category_share)
+        names = list(numeric)
+        if names:
+            mat = np.column_stack([np.asarray(columns[k], dtype=float) for k in names])
+            ref = numeric
+            std = np.array([ref[k].std if ref[k].std > 0 else 1.0 for k in names])
+            mean = np.array([ref[k].mean for k in names])
+            r, n = _correlation((mat - mean) / std)
+        else:
+            r, n = np.zeros((0, 0)), np.zeros((0, 0))
+        return cls(
+            features=features,
+            numeric=numeric,
+            categorical=categorical,
+            correlation=[[float(v) for v in row] for row in r],
+            correlation_n=[[int(v) for v in row] for row in n],
+            n_rows=int(lengths.pop()),
+        )
+
+    @property
+    def numeric_names(self) -> list[str]:
+        return [k for k, v in self.features.items() if v == NUMERIC]
+
+    @property
+    def categorical_names(self) -> list[str]:
+        return [k for k, v in self.features.items() if v == CATEGORICAL]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable, deterministic representation."""
+        # a list, not a dict, so the feature order survives JSON dumps with sorted keys
+        feats: list[dict[str, Any]] = []
+        for name, kind in self.features.items():
+            body = self.numeric[name].__dict__ if kind == NUMERIC else self.categorical[name].__dict__
+            feats.append({"name": name, "kind": kind, **body})
+        return {
+            "version": PROFILE_VERSION,
+            "n_rows": self.n_rows,
+            "features": feats,
+            "correlation": {"features": self.numeric_names, "r": self.correlation, "n": self.correlation_n},
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ReferenceProfile:
+        """Inverse of :meth:`to_dict`."""
+        try:
+            if d.get("version") != PROFILE_VERSION:
+                raise ProfileError(f"unsupported profile version {d.get('version')!r}")
+            features: dict[str, str] = {}
+            numeric: dict[str, NumericReference] = {}
+            categorical: dict[str, CategoricalReference] = {}
+            for fd in d["features"]:
+                name = fd["name"]
+                body = {k: v for k, v in fd.items() if k not in ("kind", "name")}
+                features[name] = fd["kind"]
+                if fd["kind"] == NUMERIC:
+                    numeric[name] = NumericReference(**body)
+                elif fd["kind"] == CATEGORICAL:
+                    categorical[name] = CategoricalReference(**body)
+                else:
+                    raise ProfileError(f"feature {name!r}: unknown kind {fd['kind']!r}")
+            corr = d["correlation"]
+            if list(corr["features"]) != [k for k, v in features.items() if v == NUMERIC]:
+                raise ProfileError("correlation features do not match numeric features")
+            return cls(features, numeric, categorical, corr["r"], corr["n"], int(d["n_rows"]))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ProfileError(f"malformed profile: {exc!r}") from exc

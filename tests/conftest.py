@@ -1,0 +1,90 @@
+"""Shared fixtures: one real embedded Kafka broker per test session, on a free loopback port."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream.broker import EmbeddedBroker
+from stream.config import Settings
+from stream.kafka import ensure_topics
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker() as b:
+        yield b
+
+
+@pytest.fixture()
+def model_store(tmp_path: Path) -> Path:
+    """A private copy of the shipped model store (tests may promote or break models)."""
+    dest = tmp_path / "models"
+    shutil.copytree(ROOT / "models", dest)
+    return dest
+
+
+@pytest.fixture()
+def make_settings(broker: EmbeddedBroker, model_store: Path) -> Callable[..., Settings]:
+    """Settings with topics and groups of their own, so tests never see each other's data."""
+    run = uuid.uuid4().hex[:8]
+
+    def make(**overrides: Any) -> Settings:
+        topics = {name: f"t{run}.{name}" for name in
+                  ("events", "labels", "predictions", "dead_letter", "features", "drift", "retrain", "changelog")}
+        topics.update(overrides.pop("topics", {}))
+        base: dict[str, Any] = dict(
+            app_id=f"test-{run}", kafka={"bootstrap_servers": broker.bootstrap},
+            topics=topics, model_store=model_store, metrics_port=0,
+        )
+        base.update(overrides)
+        return Settings(**base)
+
+    return make
+
+
+@pytest.fixture()
+async def settings(make_settings: Callable[..., Settings]) -> Settings:
+    s = make_settings()
+    await ensure_topics(s)
+    return s
+
+
+class RunningWorker:
+    def __init__(self, task: asyncio.Task[None], stop: asyncio.Event, metrics: Any):
+        self.task, self.stop, self.metrics = task, stop, metrics
+
+    async def close(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 30)
+
+
+@pytest.fixture()
+async def start_worker() -> AsyncIterator[Callable[..., RunningWorker]]:
+    """Run worker stages in this event loop; stopped at the end of the test."""
+    from stream.app import run_worker
+    from stream.metrics import Metrics
+
+    running: list[RunningWorker] = []
+
+    def start(settings: Settings, roles: tuple[str, ...] = ("scorer", "monitor")) -> RunningWorker:
+        stop = asyncio.Event()
+        metrics = Metrics.create()
+        task = asyncio.ensure_future(run_worker(settings, roles, stop=stop, metrics=metrics,
+                                                create_topics=False, handle_signals=False))
+        w = RunningWorker(task, stop, metrics)
+        running.append(w)
+        return w
+
+    yield start
+    for w in running:
+        if not w.task.done():
+            await w.close()

@@ -1,0 +1,192 @@
+"""DriftMonitor: false alarms, detection, batch == row by row, hysteresis, bounded state."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from stream.drift import DriftEvent, DriftMonitor, DriftSettings
+from stream.profile import ReferenceProfile
+
+CATS = ["a", "b", "c", "d"]
+P_CATS = [0.4, 0.3, 0.2, 0.1]
+
+
+def make(rng: np.random.Generator, n: int, *, shift: float = 0.0, scale: float = 1.0, corr: float = 0.6,
+         p_cats: list[float] | None = None, missing: float = 0.02, new_cat: float = 0.0) -> dict[str, Any]:
+    z = rng.normal(size=(n, 2))
+    x = shift + scale * rng.normal(size=n)
+    x[rng.random(n) < missing] = np.nan
+    cats = rng.choice(CATS, p=p_cats or P_CATS, size=n).astype(object)
+    cats[rng.random(n) < new_cat] = "new"
+    return {
+        "x": x,
+        "u": z[:, 0],
+        "v": corr * z[:, 0] + np.sqrt(1 - corr**2) * z[:, 1],
+        "c": cats.tolist(),
+        "score": 1 / (1 + np.exp(-rng.normal(-1.0, 1.0, size=n))),
+    }
+
+
+@pytest.fixture(scope="module")
+def profile() -> ReferenceProfile:
+    return ReferenceProfile.from_columns(make(np.random.default_rng(123), 20_000))
+
+
+def run(mon: DriftMonitor, cols: dict[str, Any], chunk: int = 5000) -> list[DriftEvent]:
+    n = len(cols["x"])
+    out: list[DriftEvent] = []
+    for s in range(0, n, chunk):
+        out += mon.update_batch({k: v[s : s + chunk] for k, v in cols.items()})
+    return out
+
+
+def concat(*parts: dict[str, Any]) -> dict[str, Any]:
+    return {k: (np.concatenate([p[k] for p in parts]) if isinstance(parts[0][k], np.ndarray)
+                else sum((p[k] for p in parts), [])) for k in parts[0]}
+
+
+def test_stationary_200k_rows_fire_nothing(profile: ReferenceProfile) -> None:
+    rng = np.random.default_rng(7)
+    mon = DriftMonitor(profile)
+    events = run(mon, make(rng, 200_000), chunk=20_000)
+    assert events == []
+    assert mon.rows_seen == 200_000
+    snap = mon.snapshot()
+    assert not any(s["drifting"] for s in snap.values())
+
+
+@pytest.mark.parametrize("change", [
+    {"shift": 1.0}, {"shift": 0.5}, {"scale": 2**0.5}, {"p_cats": [0.25, 0.25, 0.25, 0.25]},
+    {"new_cat": 0.05}, {"missing": 0.2},
+])
+def test_changes_detected_within_2000_rows(profile: ReferenceProfile, change: dict[str, Any]) -> None:
+    rng = np.random.default_rng(11)
+    mon = DriftMonitor(profile, model_name="fraud", model_version="7")
+    events = run(mon, concat(make(rng, 10_000), make(rng, 10_000, **change)))
+    drift = [e for e in events if e.kind == "data_drift"]
+    assert drift, change
+    assert 10_000 <= drift[0].index < 12_000, (change, drift[0].index)
+    feature = "c" if "p_cats" in change or "new_cat" in change else "x"
+    assert drift[0].features == (feature,)
+    assert len(drift) == 1  # one drift, one event
+    assert drift[0].model_version == "7"
+
+
+def test_score_drift_kind(profile: ReferenceProfile) -> None:
+    rng = np.random.default_rng(3)
+    cols = concat(make(rng, 5000), make(rng, 5000))
+    cols["score"] = np.concatenate([cols["score"][:5000], np.clip(cols["score"][5000:] + 0.3, 0, 1)])
+    events = DriftMonitor(profile).update_batch(cols)
+    assert [(e.kind, e.features) for e in events] == [("score_drift", ("score",))]
+
+
+def test_multivariate_sees_joint_change_only(profile: ReferenceProfile) -> None:
+    rng = np.random.default_rng(5)
+    events = run(DriftMonitor(profile), concat(make(rng, 10_000), make(rng, 20_000, corr=0.0)))
+    assert [e.kind for e in events] == ["multivariate_drift"]
+    assert events[0].features == ("u", "v")
+    ev = events[0].evidence[0]
+    assert ev["test"] == "correlation" and ev["r_reference"] == pytest.approx(0.6, abs=0.03)
+
+
+def test_evidence_is_complete_and_json(profile: ReferenceProfile) -> None:
+    rng = np.random.default_rng(9)
+    mon = DriftMonitor(profile, model_name="m", model_version="2")
+    events = mon.update_batch(concat(make(rng, 5000), make(rng, 5000, shift=1.0)))
+    d = events[0].to_dict()
+    assert json.loads(json.dumps(d)) == d
+    for ev in d["evidence"]:
+        assert {"feature", "test", "statistic", "threshold", "p_value", "alpha", "effect_size", "effect_threshold",
+                "effect_metric", "window", "reference", "n", "n_reference"} <= set(ev)
+        assert ev["statistic"] > ev["threshold"] and ev["effect_size"] >= ev["effect_threshold"]
+        assert ev["p_value"] < 1e-4
+    assert d["model_name"] == "m" and d["model_version"] == "2"
+
+
+def test_batch_chunks_equal_row_by_row(profile: ReferenceProfile) -> None:
+    rng = np.random.default_rng(21)
+    cols = concat(make(rng, 6000), make(rng, 4000, shift=1.0, new_cat=0.1), make(rng, 8000),
+                  make(rng, 6000, missing=0.3, corr=0.0))
+    cols["c"][5] = 3  # a non-string category
+    cols["c"][6] = float("nan")
+    batch_mon = DriftMonitor(profile)
+    batch: list[DriftEvent] = []
+    sizes = np.random.default_rng(0).integers(1, 3000, size=100)
+    s = 0
+    for size in sizes:
+        batch += batch_mon.update_batch({k: v[s : s + size] for k, v in cols.items()})
+        s += int(size)
+        if s >= len(cols["x"]):
+            break
+    row_mon = DriftMonitor(profile)
+    rows: list[DriftEvent] = []
+    names = list(cols)
+    for i in range(len(cols["x"])):
+        row = {k: cols[k][i] for k in names}
+        row["x"] = None if np.isnan(row["x"]) else float(row["x"])
+        rows += row_mon.update(row)
+    assert len(batch) >= 3
+    assert [e.to_dict() for e in batch] == [e.to_dict() for e in rows]
+    assert batch_mon.snapshot() == row_mon.snapshot()
+
+
+def test_hysteresis_one_event_per_drift_then_resolved(profile: ReferenceProfile) -> None:
+    rng = np.random.default_rng(31)
+    cols = concat(make(rng, 5000), make(rng, 6000, shift=1.0), make(rng, 60_000), make(rng, 6000, shift=1.0))
+    events = run(DriftMonitor(profile), cols)
+    seq = [(e.kind, e.features) for e in events]
+    assert seq == [("data_drift", ("x",)), ("drift_resolved", ("x",)), ("data_drift", ("x",))], seq
+    opened, resolved, again = (e.index for e in events)
+    assert 5000 <= opened < 6000 and 11_000 <= resolved < 16_000 and 71_000 <= again < 72_000
+
+
+def test_bounded_state_over_long_run(profile: ReferenceProfile) -> None:
+    rng = np.random.default_rng(8)
+    mon = DriftMonitor(profile)
+    size = mon.state_size()
+    run(mon, make(rng, 50_000), chunk=10_000)
+    raw = sum(len(v) for v in mon._raw.values())
+    for _ in range(3):
+        run(mon, make(rng, 50_000, shift=0.5), chunk=10_000)
+    assert mon.state_size() == size
+    assert sum(len(v) for v in mon._raw.values()) == raw
+    assert mon._ring_num.shape[0] == max(mon.settings.windows) // mon.settings.block_size
+    assert mon.rows_seen == 200_000
+
+
+def test_settings_validation(profile: ReferenceProfile) -> None:
+    for bad in [DriftSettings(windows=(550,)), DriftSettings(windows=(2000, 500)),
+                DriftSettings(resolve_window=700), DriftSettings(score_detector="x"), DriftSettings(leave_ratio=0.0)]:
+        with pytest.raises(ValueError):
+            DriftMonitor(profile, bad)
+    with pytest.raises(ValueError):
+        DriftMonitor(profile, DriftSettings(expected_run_length=1))
+
+
+def test_river_score_detector_same_in_batch_and_rows(profile: ReferenceProfile) -> None:
+    rng = np.random.default_rng(2)
+    cols = concat(make(rng, 3000), make(rng, 3000))
+    cols["score"] = np.concatenate([cols["score"][:3000], cols["score"][3000:] * 0.2 + 0.7])
+    settings = DriftSettings(score_detector="page_hinkley")
+    a = DriftMonitor(profile, settings)
+    ev_a = run(a, cols, chunk=777)
+    b = DriftMonitor(profile, settings)
+    ev_b = [e for i in range(6000) for e in b.update({k: v[i] for k, v in cols.items()})]
+    assert [e.to_dict() for e in ev_a] == [e.to_dict() for e in ev_b]
+    tests = [ev["test"] for e in ev_a for ev in e.evidence]
+    assert "page_hinkley" in tests
+
+
+def test_snapshot_shape(profile: ReferenceProfile) -> None:
+    mon = DriftMonitor(profile)
+    assert mon.snapshot()["x"]["drifting"] is False
+    mon.update_batch(make(np.random.default_rng(4), 3000))
+    snap = mon.snapshot()
+    assert set(snap) == {"x", "u", "v", "c", "score", "multivariate"}
+    for s in snap.values():
+        assert {"statistic", "effect_size", "threshold", "p_value", "drifting", "windows"} <= set(s)
+        assert 0.0 <= s["p_value"] <= 1.0 and s["statistic"] < s["threshold"]

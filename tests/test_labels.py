@@ -1,0 +1,137 @@
+"""Label join, rolling performance, concept drift, label-free estimates."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from stream.labels import LabelJoiner, PerformanceMonitor, estimate_performance
+
+
+def test_join_late_unmatched_expired() -> None:
+    j = LabelJoiner(ttl_s=10.0, max_pending=100)
+    j.add_predictions(["a", "b"], np.array([0.1, 0.9]), ts=0.0)
+    j.add_predictions(["c"], np.array([0.5]), ts=8.0)
+    s, y = j.add_labels(["b"], np.array([1.0]), ts=9.0)
+    assert s.tolist() == [0.9] and y.tolist() == [1.0]
+    # at t=15 "a" (t=0) has expired; its label is late, "zz" was never predicted
+    s, y = j.add_labels(["a", "zz", "c"], np.array([0.0, 1.0, 0.0]), ts=15.0)
+    assert s.tolist() == [0.5]
+    assert j.counters() == {"matched": 2, "late": 1, "unmatched": 1, "expired": 1, "evicted": 0, "pending": 0}
+    # a duplicate label after the match is unmatched
+    j.add_labels(["b"], np.array([1.0]), ts=16.0)
+    assert j.unmatched == 2
+
+
+def test_join_bounded_by_max_pending() -> None:
+    j = LabelJoiner(ttl_s=1e9, max_pending=1000)
+    ids = (f"e{i}" for i in itertools.count())
+    for t in range(200):
+        j.add_predictions([next(ids) for _ in range(100)], np.full(100, 0.5), ts=float(t))
+        assert len(j) <= 1000 and len(j._gone) <= 1000
+    assert j.evicted == 19_000
+    # the last max_pending evicted ids are remembered: their labels count as late
+    _, y = j.add_labels(["e18500", "e0", "e19999"], np.array([1.0, 1.0, 0.0]), ts=201.0)
+    assert y.tolist() == [0.0] and j.late == 1 and j.unmatched == 1
+
+
+def test_expire_returns_count() -> None:
+    j = LabelJoiner(ttl_s=5.0)
+    j.add_predictions(["a", "b", "c"], [0.1, 0.2, 0.3], ts=0.0)
+    j.add_predictions(["d"], [0.1], ts=4.0)
+    assert j.expire(6.0) == 3 and len(j) == 1
+    with pytest.raises(ValueError):
+        LabelJoiner(ttl_s=0)
+
+
+def _label_stream(rng: np.random.Generator, rates: list[tuple[int, float]]) -> tuple[np.ndarray, np.ndarray]:
+    y = np.concatenate([rng.random(n) < 0.3 for n, _ in rates])
+    err = np.concatenate([rng.random(n) < r for n, r in rates])
+    pred = y != err
+    scores = np.where(pred, rng.uniform(0.5, 1.0, y.size), rng.uniform(0.0, 0.5, y.size))
+    return scores, y.astype(float)
+
+
+def test_error_rate_rise_detected_within_1000_labels() -> None:
+    s, y = _label_stream(np.random.default_rng(1), [(5000, 0.1), (5000, 0.3)])
+    pm = PerformanceMonitor(model_name="m", model_version="1")
+    events = []
+    for i in range(0, s.size, 333):
+        events += pm.update(s[i : i + 333], y[i : i + 333])
+    assert [e.kind for e in events] == ["concept_drift"]
+    assert 5000 <= events[0].index < 6000
+    ev = events[0].evidence[0]
+    assert ev["test"] == "fisher_exact" and ev["p_value"] < ev["alpha"] and ev["effect_size"] >= 0.02
+    assert events[0].model_version == "1"
+
+
+def test_no_concept_drift_on_stationary_labels() -> None:
+    s, y = _label_stream(np.random.default_rng(2), [(200_000, 0.1)])
+    assert PerformanceMonitor().update(s, y) == []
+
+
+def test_concept_drift_resolves() -> None:
+    s, y = _label_stream(np.random.default_rng(3), [(4000, 0.1), (3000, 0.4), (30_000, 0.1)])
+    kinds = [(e.kind, e.index) for e in PerformanceMonitor().update(s, y)]
+    assert [k for k, _ in kinds] == ["concept_drift", "drift_resolved"]
+
+
+def test_regression_mae_rise() -> None:
+    rng = np.random.default_rng(4)
+    y = rng.normal(size=8000)
+    noise = rng.normal(size=8000) * np.where(np.arange(8000) < 4000, 1.0, 1.5)
+    events = PerformanceMonitor(task="regression").update(y + noise, y)
+    assert [e.kind for e in events] == ["concept_drift"] and 4000 <= events[0].index < 5000
+    snap = PerformanceMonitor(task="regression", window=100).snapshot()
+    assert snap["window"] == 0.0
+
+
+def test_rolling_snapshot_matches_definitions() -> None:
+    rng = np.random.default_rng(5)
+    y = (rng.random(3000) < 0.4).astype(float)
+    s = np.clip(0.4 * y + rng.uniform(0, 0.6, 3000), 1e-6, 1 - 1e-6)
+    pm = PerformanceMonitor(threshold=0.5, window=1000)
+    pm.update(s, y)
+    snap = pm.snapshot()
+    ys, ss = y[-1000:], s[-1000:]
+    pos, pred = ys > 0.5, ss >= 0.5
+    u = stats.mannwhitneyu(ss[pos], ss[~pos]).statistic / (pos.sum() * (~pos).sum())
+    assert snap["auc"] == pytest.approx(u)
+    assert snap["log_loss"] == pytest.approx(-np.mean(ys * np.log(ss) + (1 - ys) * np.log(1 - ss)))
+    assert snap["precision"] == pytest.approx((pred & pos).sum() / pred.sum())
+    assert snap["recall"] == pytest.approx((pred & pos).sum() / pos.sum())
+    assert snap["accuracy"] == pytest.approx((pred == pos).mean())
+    assert snap["labelled"] == 3000
+
+
+def test_estimate_performance_brute_force() -> None:
+    rng = np.random.default_rng(6)
+    s = np.round(rng.beta(2, 3, size=60), 2)  # ties on purpose
+    est = estimate_performance(s, threshold=0.4)
+    pred = s >= 0.4
+    tp, fp, fn, tn = s[pred].sum(), (1 - s[pred]).sum(), s[~pred].sum(), (1 - s[~pred]).sum()
+    assert est["accuracy"] == pytest.approx((tp + tn) / s.size)
+    assert est["precision"] == pytest.approx(tp / (tp + fp)) and est["recall"] == pytest.approx(tp / (tp + fn))
+    num = den = 0.0
+    for i in range(s.size):
+        for j in range(s.size):
+            if i != j:
+                w = s[i] * (1 - s[j])
+                den += w
+                num += w * (1.0 if s[i] > s[j] else 0.5 if s[i] == s[j] else 0.0)
+    assert est["roc_auc"] == pytest.approx(num / den)
+
+
+def test_estimate_matches_truth_when_calibrated() -> None:
+    rng = np.random.default_rng(7)
+    s = rng.beta(1, 3, size=200_000)
+    y = rng.random(s.size) < s
+    est = estimate_performance(s, 0.5)
+    pred = s >= 0.5
+    assert est["accuracy"] == pytest.approx((pred == y).mean(), abs=0.005)
+    assert est["precision"] == pytest.approx((pred & y).sum() / pred.sum(), abs=0.01)
+    assert est["roc_auc"] == pytest.approx(stats.mannwhitneyu(s[y], s[~y]).statistic / (y.sum() * (~y).sum()), abs=0.005)
+    assert np.isnan(estimate_performance([])["accuracy"])

@@ -1,0 +1,102 @@
+"""End to end on the embedded broker: every event accounted for, features online == offline."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+
+from stream.domains.payments import DOMAIN
+from stream.registry import ModelStore
+from stream.schema import REASONS
+from stream.scoring import load_model
+from stream.simulate import PaymentSimulator
+from stream.tally import wait_until
+from stream.traffic import produce
+from tests.helpers import read_topic
+
+
+async def _outputs(settings, expected: int, timeout_s: float = 60.0):
+    predictions, dead = [], []
+
+    async def refresh() -> int:
+        predictions[:] = await read_topic(settings, settings.topics.predictions)
+        dead[:] = await read_topic(settings, settings.topics.dead_letter)
+        return len(predictions) + len(dead)
+
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while await refresh() < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)  # re-reading the topics; the condition is checked each round
+    return predictions, dead
+
+
+async def test_every_event_gets_one_prediction_or_a_dead_letter(settings, start_worker):
+    sim = PaymentSimulator(seed=11, invalid_rate=0.05)
+    items = list(sim.events(3_000))
+    valid_ids = {i.event_id for i in items if i.event_id}
+    invalid_values = sorted(i.value for i in items if i.event_id is None)
+    assert len(invalid_values) > 50
+
+    worker = start_worker(settings, roles=("scorer",))
+    await produce(settings, sim, 3_000, rate=0)
+    predictions, dead = await _outputs(settings, len(items))
+
+    ids = [orjson.loads(r.value)["event_id"] for r in predictions]
+    assert len(ids) == len(set(ids)) == len(valid_ids)
+    assert set(ids) == valid_ids
+    first = orjson.loads(predictions[0].value)
+    assert first["model"] == "fraud" and first["model_version"] == "1"
+    assert 0.0 <= first["score"] <= 1.0 and first["scored_ts_ms"] >= first["ingest_ts_ms"]
+
+    assert sorted(r.value for r in dead) == invalid_values  # original bytes kept
+    for rec in dead:
+        headers = dict(rec.headers)
+        assert headers["mlstream.error.reason"].decode() in REASONS
+        assert headers["mlstream.error.message"]
+        assert headers["mlstream.source.topic"].decode() == settings.topics.events
+        assert int(headers["mlstream.source.offset"]) >= 0
+    reasons = {dict(r.headers)["mlstream.error.reason"].decode() for r in dead}
+    assert {"not_json", "missing_field", "not_finite", "out_of_range", "wrong_type", "unknown_field"} <= reasons
+
+    m = worker.metrics.registry.get_sample_value
+    assert m("mlstream_predictions_total", {"model": "fraud", "version": "1"}) == len(valid_ids)
+    assert sum(m("mlstream_events_dead_lettered_total", {"reason": r}) or 0 for r in REASONS) == len(dead)
+
+
+async def test_online_features_equal_offline_across_a_restart(settings, start_worker, model_store):
+    """State survives a worker restart through the changelog: features equal the offline ones."""
+    sim = PaymentSimulator(seed=5, n_users=50)
+    items = list(sim.events(4_000))
+    first = start_worker(settings, roles=("scorer",))
+    await produce(settings, sim, 2_000, rate=0)
+    await _outputs(settings, 2_000)
+    await first.close()
+
+    second = start_worker(settings, roles=("scorer",))
+    await produce(settings, sim, 2_000, rate=0, start=2_000)
+    predictions, _ = await _outputs(settings, 4_000)
+    assert len(predictions) == 4_000
+    assert second.metrics.registry.get_sample_value("mlstream_state_restored_records_total") > 0
+
+    batches = [orjson.loads(r.value) for r in await read_topic(settings, settings.topics.features)]
+    online: dict[str, dict[str, float]] = {}
+    for b in batches:
+        for j, event_id in enumerate(b["event_ids"]):
+            online.setdefault(event_id, {name: col[j] for name, col in b["columns"].items()})
+            online[event_id]["score"] = b["scores"][j]
+
+    events = [orjson.loads(i.value) for i in items]
+    X = DOMAIN.offline_features(events)
+    model = load_model(ModelStore(model_store), "fraud", DOMAIN.features.columns)
+    offline_scores = model.predict(X)
+    columns = DOMAIN.features.columns
+    numeric = [c for c, k in DOMAIN.features.monitored.items() if k == "numeric"]
+    assert len(online) == len(events)
+    for i, e in enumerate(events):
+        got = online[e["event_id"]]
+        for name in numeric:
+            assert np.isclose(got[name], X[i, columns.index(name)], rtol=1e-6, atol=1e-9), (i, name)
+        assert got["merchant_category"] == e["merchant_category"]
+        assert np.isclose(got["score"], offline_scores[i], rtol=1e-6)
