@@ -31,9 +31,9 @@ Examples
 >>> prof = ReferenceProfile.from_columns({"x": rng.normal(size=2000)})
 >>> cal = calibrate(prof, windows=(500, 2000), steps=(100, 400), expected_run_length=10_000_000)
 >>> [f"{a:.2e}" for a in cal.alpha_feature["x"]]
-['1.67e-06', '6.67e-06']
+['1.25e-06', '5.00e-06']
 >>> round(float(cal.ks_crit[0, 0]), 3)
-2.646
+2.673
 """
 
 from __future__ import annotations
@@ -46,7 +46,80 @@ from scipy import special, stats
 
 from stream.profile import NUMERIC, ReferenceProfile
 
-__all__ = ["Calibration", "calibrate", "simulate_reference"]
+__all__ = ["Calibration", "DriftSettings", "calibrate", "simulate_reference"]
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """Settings of :class:`stream.drift.DriftMonitor`; all plain values with defaults.
+
+    Parameters
+    ----------
+    expected_run_length
+        Target mean number of rows between false alarms, all tests together.
+    block_size
+        Rows per block; checks happen at block ends, so detection delays are
+        rounded up to it.
+    windows
+        Sliding window lengths (multiples of ``block_size``), short ones for
+        sharp changes, long ones for slight ones.
+    checks_per_window
+        Each window is tested every ``window / checks_per_window`` rows.
+    wasserstein_threshold, psi_threshold, js_threshold, missing_threshold, correlation_threshold
+        Enter levels of the effect sizes.
+    leave_ratio
+        A drift closes when every effect size is below ``leave_ratio`` times its
+        enter level ...
+    resolve_window, resolve_patience
+        ... in window ``resolve_window`` for ``resolve_patience`` checks in a row.
+    multivariate
+        Run the pairwise correlation test over the numeric features.
+    score_feature
+        Name of the model score column; its drift is reported as ``score_drift``.
+    score_detector
+        ``None``, ``"page_hinkley"`` or ``"adwin"``: also run this river detector
+        (default parameters) on the score, row by row. Off by default because
+        its false-alarm rate is not calibrated.
+    emit_resolved
+        Emit ``drift_resolved`` events when a drift closes.
+    """
+
+    expected_run_length: int = 10_000_000
+    block_size: int = 100
+    windows: tuple[int, ...] = (500, 2000, 8000, 32000)
+    checks_per_window: int = 5
+    wasserstein_threshold: float = 0.1
+    psi_threshold: float = 0.1
+    js_threshold: float = 0.1
+    missing_threshold: float = 0.05
+    correlation_threshold: float = 0.2
+    leave_ratio: float = 0.5
+    resolve_window: int = 2000
+    resolve_patience: int = 3
+    multivariate: bool = True
+    score_feature: str = "score"
+    score_detector: str | None = None
+    emit_resolved: bool = True
+
+    def steps(self) -> tuple[int, ...]:
+        """Rows between two checks of each window (a multiple of ``block_size``)."""
+        b = self.block_size
+        return tuple(max(b, (w // self.checks_per_window) // b * b) for w in self.windows)
+
+    def validate(self) -> None:
+        if self.block_size < 1 or not self.windows:
+            raise ValueError("block_size must be >= 1 and windows non-empty")
+        if any(w % self.block_size or w <= 0 for w in self.windows):
+            raise ValueError("every window must be a positive multiple of block_size")
+        if list(self.windows) != sorted(set(self.windows)):
+            raise ValueError("windows must be strictly increasing")
+        if self.resolve_window not in self.windows:
+            raise ValueError("resolve_window must be one of windows")
+        if not 0 < self.leave_ratio <= 1 or self.resolve_patience < 1 or self.checks_per_window < 1:
+            raise ValueError("need 0 < leave_ratio <= 1, resolve_patience >= 1, checks_per_window >= 1")
+        if self.score_detector not in (None, "page_hinkley", "adwin"):
+            raise ValueError(f"unknown score_detector {self.score_detector!r}")
+
+
 
 TESTS_NUMERIC = ("ks", "mannwhitney", "chi2", "missing")
 TESTS_CATEGORICAL = ("chi2", "missing")

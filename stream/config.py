@@ -95,6 +95,12 @@ class AlertSettings(BaseModel, frozen=True):
     cooldown_s: float = Field(default=900.0, ge=0)
     max_retries: int = Field(default=5, ge=0, le=20)
     timeout_s: float = Field(default=5.0, gt=0)
+    # Backoff after a 5xx or a timeout: base * 2**attempt with jitter, capped. A 429's
+    # Retry-After is honoured as given; one longer than max_backoff_s gives the alert up.
+    backoff_base_s: float = Field(default=0.5, gt=0)
+    max_backoff_s: float = Field(default=30.0, gt=0)
+    # How long stop() keeps delivering what is queued before it drops the rest.
+    drain_timeout_s: float = Field(default=10.0, ge=0)
 
 
 class Settings(BaseSettings):

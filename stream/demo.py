@@ -58,7 +58,7 @@ def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[
 def start_worker(settings: Settings, metrics_port: int, roles: str = "all",
                  log_file: Path | None = None) -> subprocess.Popen[bytes]:
     env = worker_env(settings, {"MLSTREAM_METRICS_PORT": str(metrics_port)})
-    out = open(log_file, "ab") if log_file else subprocess.DEVNULL
+    out = open(log_file, "wb") if log_file else subprocess.DEVNULL
     return subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", "--role", roles],
                             env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
 

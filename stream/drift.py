@@ -36,10 +36,10 @@ Examples
 >>> c = rng.choice(["a", "b", "c"], 10_000).tolist()
 >>> events = mon.update_batch({"x": x, "c": c})
 >>> [(e.index, e.kind, e.features) for e in events]
-[(5099, 'data_drift', ('x',))]
+[(5199, 'data_drift', ('x',))]
 >>> ev = events[0].evidence[0]
 >>> ev["test"], ev["window"], ev["effect_size"] > ev["effect_threshold"]
-('chi2', 500, True)
+('ks', 500, True)
 >>> mon.snapshot()["x"]["drifting"], mon.rows_seen
 (True, 10000)
 """
@@ -56,84 +56,12 @@ import numpy as np
 from scipy import special
 
 from stream import drift_stats as ds
-from stream.calibration import Calibration, calibrate
-from stream.profile import ReferenceProfile, is_missing
+from stream.calibration import Calibration, DriftSettings, calibrate
+from stream.profile import ReferenceProfile, is_missing, reference_arrays
 
 __all__ = ["DriftEvent", "DriftMonitor", "DriftSettings"]
 
 MULTIVARIATE = "__multivariate__"
-
-
-@dataclass(frozen=True)
-class DriftSettings:
-    """Settings of :class:`DriftMonitor`; all plain values with defaults.
-
-    Parameters
-    ----------
-    expected_run_length
-        Target mean number of rows between false alarms, all tests together.
-    block_size
-        Rows per block; checks happen at block ends, so detection delays are
-        rounded up to it.
-    windows
-        Sliding window lengths (multiples of ``block_size``), short ones for
-        sharp changes, long ones for slight ones.
-    checks_per_window
-        Each window is tested every ``window / checks_per_window`` rows.
-    wasserstein_threshold, psi_threshold, js_threshold, missing_threshold, correlation_threshold
-        Enter levels of the effect sizes.
-    leave_ratio
-        A drift closes when every effect size is below ``leave_ratio`` times its
-        enter level ...
-    resolve_window, resolve_patience
-        ... in window ``resolve_window`` for ``resolve_patience`` checks in a row.
-    multivariate
-        Run the pairwise correlation test over the numeric features.
-    score_feature
-        Name of the model score column; its drift is reported as ``score_drift``.
-    score_detector
-        ``None``, ``"page_hinkley"`` or ``"adwin"``: also run this river detector
-        (default parameters) on the score, row by row. Off by default because
-        its false-alarm rate is not calibrated.
-    emit_resolved
-        Emit ``drift_resolved`` events when a drift closes.
-    """
-
-    expected_run_length: int = 10_000_000
-    block_size: int = 100
-    windows: tuple[int, ...] = (500, 2000, 8000, 32000)
-    checks_per_window: int = 5
-    wasserstein_threshold: float = 0.1
-    psi_threshold: float = 0.1
-    js_threshold: float = 0.1
-    missing_threshold: float = 0.05
-    correlation_threshold: float = 0.2
-    leave_ratio: float = 0.5
-    resolve_window: int = 2000
-    resolve_patience: int = 3
-    multivariate: bool = True
-    score_feature: str = "score"
-    score_detector: str | None = None
-    emit_resolved: bool = True
-
-    def steps(self) -> tuple[int, ...]:
-        """Rows between two checks of each window (a multiple of ``block_size``)."""
-        b = self.block_size
-        return tuple(max(b, (w // self.checks_per_window) // b * b) for w in self.windows)
-
-    def validate(self) -> None:
-        if self.block_size < 1 or not self.windows:
-            raise ValueError("block_size must be >= 1 and windows non-empty")
-        if any(w % self.block_size or w <= 0 for w in self.windows):
-            raise ValueError("every window must be a positive multiple of block_size")
-        if list(self.windows) != sorted(set(self.windows)):
-            raise ValueError("windows must be strictly increasing")
-        if self.resolve_window not in self.windows:
-            raise ValueError("resolve_window must be one of windows")
-        if not 0 < self.leave_ratio <= 1 or self.resolve_patience < 1 or self.checks_per_window < 1:
-            raise ValueError("need 0 < leave_ratio <= 1, resolve_patience >= 1, checks_per_window >= 1")
-        if self.score_detector not in (None, "page_hinkley", "adwin"):
-            raise ValueError(f"unknown score_detector {self.score_detector!r}")
 
 
 @dataclass(frozen=True)
@@ -192,39 +120,15 @@ class DriftMonitor:
         self._names = self._num + self._cat
         fn, fc = len(self._num), len(self._cat)
         self._mv = s.multivariate and fn >= 2
-        # numeric reference, padded to a common bin count K (index K = missing)
-        self._edges = [np.asarray(profile.numeric[k].edges, dtype=float) for k in self._num]
-        k = max([e.size + 1 for e in self._edges] + [1])
-        self._k = k
-        self._ref_num = np.zeros((fn, k))
-        self._ref_mean_bins = np.zeros((fn, k))
-        for j, name in enumerate(self._num):
-            r = profile.numeric[name]
-            self._ref_num[j, : len(r.counts)] = r.counts
-            self._ref_mean_bins[j, :] = r.bin_means[-1] if r.bin_means else 0.0
-            self._ref_mean_bins[j, : len(r.bin_means)] = r.bin_means
-        self._ref_num_miss = np.array([profile.numeric[n].n_missing for n in self._num], dtype=float)
-        self._mean = np.array([profile.numeric[n].mean for n in self._num])
-        self._std = np.array([profile.numeric[n].std if profile.numeric[n].std > 0 else 1.0 for n in self._num])
-        # categorical reference: categories, then "other" (rare + unseen); index kc = missing
-        kc = max([len(profile.categorical[n].categories) + 1 for n in self._cat] + [1])
-        self._kc = kc
-        self._ref_cat = np.zeros((fc, kc))
-        self._cat_maps: list[dict[Any, int]] = []
-        self._cat_other: list[int] = []
-        for j, name in enumerate(self._cat):
-            r = profile.categorical[name]
-            self._ref_cat[j, : len(r.counts)] = r.counts
-            self._ref_cat[j, len(r.counts)] = r.other_count
-            m: dict[Any, int] = {c: i for i, c in enumerate(r.categories)}
-            m[None] = kc
-            self._cat_maps.append(m)
-            self._cat_other.append(len(r.categories))
-        self._ref_cat_miss = np.array([profile.categorical[n].n_missing for n in self._cat], dtype=float)
-        if self._mv:
-            self._ref_r = np.asarray(profile.correlation, dtype=float)
-            self._ref_rn = np.asarray(profile.correlation_n, dtype=float)
-            self._pairs = np.triu_indices(fn, 1)
+        ref = reference_arrays(profile)
+        self._edges, self._k, self._kc = ref.edges, ref.k, ref.kc
+        self._ref_num, self._ref_mean_bins, self._ref_num_miss = ref.num_counts, ref.num_bin_means, ref.num_missing
+        self._mean, self._std = ref.mean, ref.std
+        self._ref_cat, self._ref_cat_miss = ref.cat_counts, ref.cat_missing
+        self._cat_maps, self._cat_other = ref.cat_codes, ref.cat_other
+        self._ref_r, self._ref_rn = ref.corr, ref.corr_n
+        self._pairs = np.triu_indices(fn, 1)
+        k, kc = self._k, self._kc
         b = s.block_size
         self._wblocks = [w // b for w in s.windows]
         self._sblocks = [st // b for st in s.steps()]
@@ -473,7 +377,7 @@ class DriftMonitor:
     def _evidence(self, feature: str, test: str, stat: float, crit: float, w: int, metric: str, effect: float,
                   effect_thr: float, n: float, n_ref: float, aux: float | None = None, **extra: Any) -> dict[str, Any]:
         ev = {"feature": feature, "test": test, "statistic": _f(stat), "threshold": _f(crit),
-              "p_value": self._p_value(test, float(stat), float(n), float(n_ref), aux),
+              "p_value": ds.p_value(test, float(stat), float(n), float(n_ref), aux),
               "alpha": self._alpha(feature, w), "effect_metric": metric, "effect_size": _f(effect),
               "effect_threshold": _f(effect_thr), "window": self.settings.windows[w], "n": int(n),
               "reference": "profile", "n_reference": int(n_ref)}
@@ -483,14 +387,6 @@ class DriftMonitor:
     def _alpha(self, feature: str, w: int) -> float:
         cal = self.calibration
         return cal.alpha_feature[feature][w] if feature in cal.alpha_feature else cal.alpha_pair[w]
-
-    @staticmethod
-    def _p_value(test: str, stat: float, n: float, n_ref: float, aux: float | None) -> float:
-        if test == "ks":
-            return ds.ks_pvalue(float(aux or 0.0), max(int(n), 1), max(int(n_ref), 1))
-        if test == "chi2":
-            return ds.chi2_pvalue(stat, int(aux or 0))
-        return float(2.0 * special.ndtr(-abs(stat)))
 
     # ------------------------------------------------------------ hysteresis
     def _calm_now(self, name: str) -> bool:
@@ -573,7 +469,7 @@ class DriftMonitor:
                             ratio = v / c
                             aux = st["d"][j] if t == "ks" else st["dof"][j] if t == "chi2" else None
                             n_key = ("n_rows", "n_rows_ref") if t == "missing" else ("n", "n_ref")
-                            p = 1.0 if group == "mv" else self._p_value(t, v, st[n_key[0]][j], st[n_key[1]][j], aux)
+                            p = 1.0 if group == "mv" else ds.p_value(t, v, st[n_key[0]][j], st[n_key[1]][j], aux)
                             best.update(statistic=v, threshold=c, test=t, window=self.settings.windows[w],
                                         effect_metric=metric, effect_size=eff, p_value=p)
                 out["multivariate" if name == MULTIVARIATE else name] = best

@@ -44,6 +44,7 @@ __all__ = [
     "ks_pvalue",
     "missing_stats",
     "numeric_window_stats",
+    "p_value",
     "psi",
     "two_proportion_z",
     "wasserstein",
@@ -303,3 +304,16 @@ def correlation_from_sums(n: np.ndarray, sx: np.ndarray, qx: np.ndarray, pxy: np
     den = np.sqrt(np.maximum(var * var.T, 0.0))
     r = np.where((den > 1e-12) & (n > 2), cov / np.where(den > 0, den, 1.0), 0.0)
     return np.clip(r, -1.0, 1.0)
+
+
+def p_value(test: str, statistic: float, n: float, n_ref: float, aux: float | None = None) -> float:
+    """p-value of a monitor test from its statistic (``aux``: KS ``d`` or chi-square ``dof``).
+
+    ``"ks"`` (two-sample KS), ``"chi2"`` (upper tail), anything else a two-sided
+    standard normal |z| (missing rate, Mann-Whitney, correlation).
+    """
+    if test == "ks":
+        return ks_pvalue(float(aux or 0.0), max(int(n), 1), max(int(n_ref), 1))
+    if test == "chi2":
+        return chi2_pvalue(statistic, int(aux or 0))
+    return float(2.0 * special.ndtr(-abs(statistic)))

@@ -25,7 +25,7 @@ from stream.config import Settings
 from stream.drift import DriftMonitor, DriftSettings
 from stream.errors import ModelLoadError
 from stream.kafka import make_consumer, make_producer, send_messages, start_client
-from stream.labels import LabelJoiner, PerformanceMonitor
+from stream.labels import LabelJoiner, PerformanceMonitor, estimate_performance
 from stream.metrics import Metrics
 from stream.pipeline import Message
 from stream.profile import ReferenceProfile
@@ -36,39 +36,45 @@ from stream.training import SCORE_COLUMN
 log = logging.getLogger(__name__)
 
 
-def decode_feature_batch(value: bytes, kinds: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A feature batch message as (header fields, monitor columns including the score)."""
-    msg = orjson.loads(value)
+def decode_feature_batch(msg: dict[str, Any], kinds: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A decoded feature batch message as (message, monitor columns including the score)."""
     cols: dict[str, Any] = {}
     raw = msg["columns"]
     for name, kind in kinds.items():
         if name == SCORE_COLUMN:
             cols[name] = np.asarray(msg["scores"], dtype=np.float64)
         elif kind == "numeric":
-            cols[name] = np.array([np.nan if v is None else v for v in raw[name]], dtype=np.float64)
+            cols[name] = np.array(raw[name], dtype=np.float64)  # null -> NaN
         else:
             cols[name] = list(raw[name])
     return msg, cols
 
 
 class ModelMonitor:
-    """Drift, label join and performance for one model version (pure, no Kafka)."""
+    """Drift tests and performance for one model version (pure, no Kafka)."""
+
+    ESTIMATE_ROWS = 5_000  # recent scores behind the label-free performance estimate
 
     def __init__(self, card: dict[str, Any], settings: Settings):
         self.name, self.version = str(card["name"]), str(card["version"])
+        self.task = str(card.get("task", "classification"))
+        self.threshold = float(card.get("threshold", 0.5))
         self.profile = ReferenceProfile.from_dict(card["reference_profile"])
         self.kinds = dict(self.profile.features)
         m = settings.monitor
         self.drift = DriftMonitor(self.profile, DriftSettings(expected_run_length=m.expected_run_length),
                                   model_name=self.name, model_version=self.version)
-        self.joiner = LabelJoiner(ttl_s=m.label_ttl_s, max_pending=m.max_pending_labels)
-        self.performance = PerformanceMonitor(task=card.get("task", "classification"),
-                                              threshold=float(card.get("threshold", 0.5)))
+        self.performance = PerformanceMonitor(task=self.task, threshold=self.threshold)
         self.warmup_left = m.warmup_rows
+        self._recent = np.full(self.ESTIMATE_ROWS, np.nan)
+        self._recent_at = 0
 
-    def on_features(self, msg: dict[str, Any], cols: dict[str, Any], now: float) -> list[Any]:
-        n = len(msg["event_ids"])
-        self.joiner.add_predictions(msg["event_ids"], np.asarray(msg["scores"]), now)
+    def on_features(self, cols: dict[str, Any]) -> list[Any]:
+        scores = np.asarray(cols[SCORE_COLUMN])
+        idx = (self._recent_at + np.arange(len(scores))) % self.ESTIMATE_ROWS
+        self._recent[idx[-self.ESTIMATE_ROWS:]] = scores[-self.ESTIMATE_ROWS:]
+        self._recent_at += len(scores)
+        n = len(scores)
         if self.warmup_left >= n:
             self.warmup_left -= n
             return []
@@ -77,19 +83,49 @@ class ModelMonitor:
             self.warmup_left = 0
         return self.drift.update_batch(cols)
 
-    def on_labels(self, event_ids: list[str], labels: list[float], now: float) -> list[Any]:
-        scores, truth = self.joiner.add_labels(event_ids, np.asarray(labels, dtype=np.float64), now)
-        if len(scores) == 0:
-            return []
-        return self.performance.update(scores, truth)
+    def on_labels(self, scores: np.ndarray, labels: np.ndarray) -> list[Any]:
+        return self.performance.update(scores, labels) if len(scores) else []
+
+    def estimated_performance(self) -> dict[str, float]:
+        if self.task != "classification":
+            return {}
+        recent = self._recent[~np.isnan(self._recent)]
+        return estimate_performance(recent, self.threshold) if len(recent) else {}
+
+
+def merge_feature_batches(batches: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+    """Rows of several partitions' batches in ingest-time order.
+
+    Each partition holds a subset of entities; windows filled one partition at a time would be
+    biased samples, so rows are interleaved as they arrived before any window sees them.
+    """
+    if len(batches) == 1:
+        return batches[0][1]
+    ts = np.concatenate([np.asarray(m["ingest_ts_ms"], dtype=np.int64) for m, _ in batches])
+    order = np.argsort(ts, kind="stable")
+    merged: dict[str, Any] = {}
+    for name in batches[0][1]:
+        parts = [c[name] for _, c in batches]
+        if isinstance(parts[0], np.ndarray):
+            merged[name] = np.concatenate(parts)[order]
+        else:
+            flat = [v for p in parts for v in p]
+            merged[name] = [flat[i] for i in order]
+    return merged
 
 
 class MonitorWorker:
+    MIX_MESSAGES = 64  # feature batches collected before testing...
+    MIX_SECONDS = 0.5  # ...or this long, whichever comes first
+
     def __init__(self, settings: Settings, metrics: Metrics):
         self.settings = settings
         self.metrics = metrics
         self.store = ModelStore(settings.model_store)
         self.monitors: dict[str, ModelMonitor] = {}
+        self.joiner = LabelJoiner(ttl_s=settings.monitor.label_ttl_s,
+                                  max_pending=settings.monitor.max_pending_labels)
+        self._label_counts = dict.fromkeys(("matched", "late", "unmatched", "expired", "evicted"), 0)
         self.policy = RetrainPolicy(settings.monitor.retrain_cooldown_s)
         self.group_id = f"{settings.app_id}-monitor"
         metrics.registry.register(_DriftCollector(self))
@@ -121,67 +157,83 @@ class MonitorWorker:
         try:
             await start_client(consumer, s.kafka.bootstrap_servers)
             self.metrics.worker_info.labels("monitor").set(1)
+            pending: dict[TopicPartition, list[Any]] = {}
+            rows, since = 0, time.monotonic()
             while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=200, max_records=500)
-                if not batches:
-                    continue
-                out: list[Message] = []
-                retrain: list[Message] = []
+                batches = await consumer.getmany(timeout_ms=100, max_records=500)
                 for tp, records in batches.items():
-                    for rec in records:
-                        self._handle(tp.topic, rec.value or b"", out, retrain)
+                    pending.setdefault(tp, []).extend(records)
+                    if tp.topic == s.topics.features:
+                        rows += len(records)
+                # A fetch often holds one partition's batches only; collecting a round from
+                # every partition before testing keeps each window a mix of all entities.
+                if not pending or (rows < self.MIX_MESSAGES and time.monotonic() - since < self.MIX_SECONDS):
+                    continue
+                drift, retrain = self.handle(pending, time.time())
                 futures = []
-                if out:
-                    futures += await send_messages(producer, s.topics.drift, 0, out)
+                if drift:
+                    futures += await send_messages(producer, s.topics.drift, 0, drift)
                 if retrain:
                     futures += await send_messages(producer, s.topics.retrain, 0, retrain)
                 if futures:
                     await asyncio.gather(*futures)
                 await consumer.commit({tp: OffsetAndMetadata(recs[-1].offset + 1, "")
-                                       for tp, recs in batches.items() if recs})
+                                       for tp, recs in pending.items() if recs})
+                pending, rows, since = {}, 0, time.monotonic()
         finally:
             await consumer.stop()
             await producer.stop()
             self.metrics.worker_info.labels("monitor").set(0)
 
-    def _handle(self, topic: str, value: bytes, out: list[Message], retrain: list[Message]) -> None:
-        now = time.time()
-        try:
-            if topic == self.settings.topics.features:
-                head = orjson.loads(value)
-                mon = self.monitor_for(head["model"], head["model_version"])
-                if mon is None:
-                    return
-                msg, cols = decode_feature_batch(value, mon.kinds)
-                self.metrics.monitor_rows.inc(len(msg["event_ids"]))
-                events = mon.on_features(msg, cols, now)
-            else:
-                events = self._on_label(value, now)
-                mon = None
-        except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
-            self.metrics.processing_errors.labels("monitor").inc()
-            log.warning("skipping a malformed %s message: %s", topic, str(exc)[:200])
-            return
-        for ev in events:
-            self._publish(ev, now, out, retrain)
-
-    def _on_label(self, value: bytes, now: float) -> list[Any]:
-        label = orjson.loads(value)
-        found = False
+    def handle(self, batches: dict[TopicPartition, list[Any]], now: float) -> tuple[list[Message], list[Message]]:
+        """One fetch worth of feature batches and labels -> drift and retrain messages."""
+        features: dict[tuple[str, str], list[tuple[dict[str, Any], dict[str, Any]]]] = {}
+        label_ids: list[str] = []
+        label_values: list[float] = []
+        for tp, records in batches.items():
+            for rec in records:
+                try:
+                    if tp.topic == self.settings.topics.features:
+                        msg = orjson.loads(rec.value or b"")
+                        mon = self.monitor_for(msg["model"], msg["model_version"])
+                        if mon is not None:
+                            features.setdefault((mon.name, mon.version), []).append(
+                                decode_feature_batch(msg, mon.kinds))
+                    else:
+                        label = orjson.loads(rec.value or b"")
+                        label_ids.append(str(label["event_id"]))
+                        label_values.append(float(label["label"]))
+                except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
+                    self.metrics.processing_errors.labels("monitor").inc()
+                    log.warning("skipping a malformed %s message: %s", tp.topic, str(exc)[:200])
         events: list[Any] = []
-        for mon in list(self.monitors.values()):
-            if label["event_id"] in mon.joiner:
-                found = True
-                events += mon.on_labels([label["event_id"]], [float(label["label"])], now)
-                self.metrics.labels.labels("matched").inc()
-                break
-        if not found:
-            # not (yet) joined: park it with the newest model's joiner until its prediction comes
+        for (name, version), parts in features.items():
+            mon = self.monitors[f"{name}:{version}"]
+            cols = merge_feature_batches(parts)
+            self.metrics.monitor_rows.inc(len(cols[SCORE_COLUMN]))
+            for msg, _ in parts:
+                self.joiner.add_predictions(msg["event_ids"], np.asarray(msg["scores"]), now)
+            events += mon.on_features(cols)
+        if label_ids:
+            scores, truth = self.joiner.add_labels(label_ids, np.asarray(label_values), now)
             newest = next(reversed(self.monitors.values()), None)
             if newest is not None:
-                newest.joiner.add_labels([label["event_id"]], np.asarray([float(label["label"])]), now)
-            self.metrics.labels.labels("unmatched").inc()
-        return events
+                events += newest.on_labels(scores, truth)
+        self.joiner.expire(now)
+        self._count_labels()
+        drift: list[Message] = []
+        retrain: list[Message] = []
+        for ev in events:
+            self._publish(ev, now, drift, retrain)
+        return drift, retrain
+
+    def _count_labels(self) -> None:
+        counts = self.joiner.counters()
+        for outcome, before in self._label_counts.items():
+            now = counts.get(outcome, 0)
+            if now > before:
+                self.metrics.labels.labels(outcome).inc(now - before)
+                self._label_counts[outcome] = now
 
     def _publish(self, ev: Any, now: float, out: list[Message], retrain: list[Message]) -> None:
         drift = ev.to_dict()
@@ -221,6 +273,9 @@ class _DriftCollector(Collector):
         }
         perf = GaugeMetricFamily("mlstream_model_performance", "Rolling performance from joined labels.",
                                  labels=["model", "version", "metric"])
+        estimated = GaugeMetricFamily("mlstream_model_performance_estimated",
+                                      "Performance estimated from recent scores alone (CBPE), before labels.",
+                                      labels=["model", "version", "metric"])
         for mon in list(self.worker.monitors.values()):
             for feature, snap in mon.drift.snapshot().items():
                 for key, fam in fams.items():
@@ -230,5 +285,9 @@ class _DriftCollector(Collector):
             for metric, value in mon.performance.snapshot().items():
                 if isinstance(value, (int, float)) and value == value:
                     perf.add_metric([mon.name, mon.version, metric], float(value))
+            for metric, value in mon.estimated_performance().items():
+                if isinstance(value, (int, float)) and value == value:
+                    estimated.add_metric([mon.name, mon.version, metric], float(value))
         yield from fams.values()
         yield perf
+        yield estimated

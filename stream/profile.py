@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CategoricalReference", "NumericReference", "ProfileError", "ReferenceProfile"]
+__all__ = ["CategoricalReference", "NumericReference", "ProfileError", "ReferenceArrays", "ReferenceProfile", "reference_arrays"]
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
@@ -303,3 +303,59 @@ class ReferenceProfile:
             return cls(features, numeric, categorical, corr["r"], corr["n"], int(d["n_rows"]))
         except (KeyError, TypeError, AttributeError) as exc:
             raise ProfileError(f"malformed profile: {exc!r}") from exc
+
+
+@dataclass(frozen=True)
+class ReferenceArrays:
+    """A profile as padded arrays, the form the monitor computes with.
+
+    Numeric features share ``k`` bins (unused ones empty in the reference and
+    so in every window); categorical features have ``kc`` slots: their
+    categories, then "other" (rare in the reference, or unseen), then padding.
+    ``cat_codes`` maps a category (and ``None``, to the missing code ``kc``) to
+    its slot; ``cat_other`` is each feature's "other" slot.
+    """
+
+    edges: list[np.ndarray]
+    k: int
+    num_counts: np.ndarray
+    num_bin_means: np.ndarray
+    num_missing: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    kc: int
+    cat_counts: np.ndarray
+    cat_missing: np.ndarray
+    cat_codes: list[dict[Any, int]]
+    cat_other: list[int]
+    corr: np.ndarray
+    corr_n: np.ndarray
+
+
+def reference_arrays(profile: ReferenceProfile) -> ReferenceArrays:
+    """Pad a profile's per-feature summaries into arrays (see :class:`ReferenceArrays`)."""
+    num = [profile.numeric[n] for n in profile.numeric_names]
+    cat = [profile.categorical[n] for n in profile.categorical_names]
+    edges = [np.asarray(r.edges, dtype=float) for r in num]
+    k = max([e.size + 1 for e in edges] + [1])
+    counts, means = np.zeros((len(num), k)), np.zeros((len(num), k))
+    for j, r in enumerate(num):
+        counts[j, : len(r.counts)] = r.counts
+        means[j, :] = r.bin_means[-1] if r.bin_means else 0.0
+        means[j, : len(r.bin_means)] = r.bin_means
+    kc = max([len(r.categories) + 1 for r in cat] + [1])
+    ccounts = np.zeros((len(cat), kc))
+    codes: list[dict[Any, int]] = []
+    for j, r in enumerate(cat):
+        ccounts[j, : len(r.counts)] = r.counts
+        ccounts[j, len(r.counts)] = r.other_count
+        codes.append({**{c: i for i, c in enumerate(r.categories)}, None: kc})
+    return ReferenceArrays(
+        edges=edges, k=k, num_counts=counts, num_bin_means=means,
+        num_missing=np.array([r.n_missing for r in num], dtype=float),
+        mean=np.array([r.mean for r in num]), std=np.array([r.std if r.std > 0 else 1.0 for r in num]),
+        kc=kc, cat_counts=ccounts, cat_missing=np.array([r.n_missing for r in cat], dtype=float),
+        cat_codes=codes, cat_other=[len(r.categories) for r in cat],
+        corr=np.asarray(profile.correlation, dtype=float).reshape(len(num), len(num)),
+        corr_n=np.asarray(profile.correlation_n, dtype=float).reshape(len(num), len(num)),
+    )
