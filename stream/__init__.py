@@ -1,0 +1,31 @@
+"""mlstream: streaming online inference and drift monitoring on Kafka.
+
+The public API for bringing your own domain and model::
+
+    from stream import Domain, Schema, Field, FeatureSet, Numeric, OneHot, Rolling
+    from stream import ModelStore, TrainingData, train
+
+See README "Bring your own domain and model".
+"""
+
+from stream.config import Settings, load_settings
+from stream.domain import Domain
+from stream.features import FeatureSet, Numeric, OneHot, Rolling
+from stream.registry import ModelStore
+from stream.schema import Field, Schema
+from stream.training import TrainingData, train
+
+__all__ = [
+    "Domain",
+    "Field",
+    "FeatureSet",
+    "ModelStore",
+    "Numeric",
+    "OneHot",
+    "Rolling",
+    "Schema",
+    "Settings",
+    "TrainingData",
+    "load_settings",
+    "train",
+]

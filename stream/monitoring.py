@@ -206,25 +206,25 @@ class MonitorWorker:
                 except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
                     self.metrics.processing_errors.labels("monitor").inc()
                     log.warning("skipping a malformed %s message: %s", tp.topic, str(exc)[:200])
-        events: list[Any] = []
+        events: list[tuple[Any, ModelMonitor]] = []
         for (name, version), parts in features.items():
             mon = self.monitors[f"{name}:{version}"]
             cols = merge_feature_batches(parts)
             self.metrics.monitor_rows.inc(len(cols[SCORE_COLUMN]))
             for msg, _ in parts:
                 self.joiner.add_predictions(msg["event_ids"], np.asarray(msg["scores"]), now)
-            events += mon.on_features(cols)
+            events += [(ev, mon) for ev in mon.on_features(cols)]
         if label_ids:
             scores, truth = self.joiner.add_labels(label_ids, np.asarray(label_values), now)
             newest = next(reversed(self.monitors.values()), None)
             if newest is not None:
-                events += newest.on_labels(scores, truth)
+                events += [(ev, newest) for ev in newest.on_labels(scores, truth)]
         self.joiner.expire(now)
         self._count_labels()
         drift: list[Message] = []
         retrain: list[Message] = []
-        for ev in events:
-            self._publish(ev, now, drift, retrain)
+        for ev, mon in events:
+            self._publish(ev, mon, now, drift, retrain)
         return drift, retrain
 
     def _count_labels(self) -> None:
@@ -235,16 +235,17 @@ class MonitorWorker:
                 self.metrics.labels.labels(outcome).inc(now - before)
                 self._label_counts[outcome] = now
 
-    def _publish(self, ev: Any, now: float, out: list[Message], retrain: list[Message]) -> None:
+    def _publish(self, ev: Any, mon: ModelMonitor, now: float, out: list[Message],
+                 retrain: list[Message]) -> None:
         drift = ev.to_dict()
         drift["detected_at"] = now
+        drift["model_name"], drift["model_version"] = mon.name, mon.version
         out.append(Message(None, orjson.dumps(drift, option=orjson.OPT_SERIALIZE_NUMPY)))
         self.metrics.drift_events.labels(drift["kind"]).inc()
         self.drift_events += 1
         if drift["kind"] == "drift_resolved":
             return
-        request = self.policy.request(drift, model=drift.get("model_name") or "",
-                                      version=drift.get("model_version") or "", now=now)
+        request = self.policy.request(drift, model=mon.name, version=mon.version, now=now)
         if request is not None:
             retrain.append(Message(request["request_id"].encode(),
                                    orjson.dumps(request, option=orjson.OPT_SERIALIZE_NUMPY)))

@@ -1,0 +1,61 @@
+"""The command line: --help everywhere, one-line errors, the README's demo command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def mlstream(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stream.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("command", ["worker", "simulate", "train", "demo", "bench", "replay", "bench-drift"])
+def test_every_command_has_help(command):
+    result = mlstream(command, "--help")
+    assert result.returncode == 0 and "usage" in result.stdout.lower()
+
+
+def test_bad_broker_address_is_one_line():
+    result = mlstream("worker", env={"MLSTREAM_KAFKA__BOOTSTRAP_SERVERS": "nohostport"})
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "bad setting kafka.bootstrap_servers" in result.stderr
+
+
+def test_unreachable_broker_is_one_line():
+    result = mlstream("simulate", "--events", "1", env={"MLSTREAM_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"})
+    assert result.returncode == 2 and "cannot connect to Kafka at 127.0.0.1:1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_model_is_one_line(tmp_path, broker):
+    result = mlstream("worker", env={"MLSTREAM_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+                                     "MLSTREAM_MODEL_STORE": str(tmp_path), "MLSTREAM_METRICS_PORT": "0"})
+    assert result.returncode == 2 and "no model named 'fraud'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_secrets_do_not_show_in_setting_errors():
+    result = mlstream("worker", env={"MLSTREAM_KAFKA__SASL_PASSWORD": "hunter2-secret",
+                                     "MLSTREAM_KAFKA__SECURITY_PROTOCOL": "BOGUS"})
+    assert result.returncode == 2 and "hunter2-secret" not in result.stderr + result.stdout
+
+
+def test_demo_accounts_for_every_event(tmp_path):
+    """The README's demo command, shortened: every event is a prediction or a dead letter."""
+    result = mlstream("demo", "--events", "8000", "--json", "--workdir", str(tmp_path), timeout=240)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["predictions"] + summary["dead_lettered"] == summary["events"] == 8000
+    assert summary["duplicate_predictions"] == 0 and summary["dead_lettered"] > 0
+    for key in ("drift_events", "retrain_requests", "elapsed_s"):
+        assert key in summary

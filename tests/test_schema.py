@@ -1,0 +1,56 @@
+"""Validation: the columnar fast path and the per-event path give the same verdicts."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+import pytest
+
+from stream.domains.payments import SCHEMA
+from stream.errors import ValidationError
+from stream.simulate import PaymentSimulator
+
+GOOD = {"event_id": "e1", "user_id": "u1", "amount": 12.5, "merchant_category": "fuel",
+        "country": "DE", "channel": "web", "ts": 1_700_000_000.0}
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (b"{not json", "not_json"),
+    (b'[1, 2]', "not_object"),
+    (orjson.dumps({k: v for k, v in GOOD.items() if k != "amount"}), "missing_field"),
+    (orjson.dumps({**GOOD, "amount": "12.5"}), "wrong_type"),
+    (orjson.dumps({**GOOD, "amount": True}), "wrong_type"),
+    (orjson.dumps(GOOD).replace(b"12.5", b"NaN"), "not_finite"),
+    (orjson.dumps(GOOD).replace(b"12.5", b"Infinity"), "not_finite"),
+    (orjson.dumps({**GOOD, "amount": -1}), "out_of_range"),
+    (orjson.dumps({**GOOD, "country": ""}), "out_of_range"),
+    (orjson.dumps({**GOOD, "coupon": "x"}), "unknown_field"),
+    (orjson.dumps({**GOOD, "schema_version": 9}), "unknown_schema_version"),
+    (orjson.dumps({**GOOD, "user_id": "u" * 70_000}), "too_large"),
+])
+def test_each_kind_of_bad_event_has_its_reason(raw, reason):
+    with pytest.raises(ValidationError) as info:
+        SCHEMA.parse(raw)
+    assert info.value.reason == reason
+    assert "\n" not in str(info.value)
+    batch = SCHEMA.parse_batch([orjson.dumps(GOOD), raw, orjson.dumps(GOOD)])
+    assert batch.valid.tolist() == [0, 2]
+    assert batch.errors[1].reason == reason
+
+
+def test_batch_and_single_paths_agree_on_a_mixed_stream():
+    items = list(PaymentSimulator(seed=3, invalid_rate=0.2).events(3_000))
+    raws = [i.value for i in items] + [orjson.dumps({**GOOD, "schema_version": 1})]
+    batch = SCHEMA.parse_batch(raws)
+    single_valid, single_reasons = [], {}
+    for i, raw in enumerate(raws):
+        try:
+            SCHEMA.parse(raw)
+            single_valid.append(i)
+        except ValidationError as exc:
+            single_reasons[i] = exc.reason
+    assert batch.valid.tolist() == single_valid
+    assert {i: e.reason for i, e in batch.errors.items()} == single_reasons
+    assert batch.columns["event_id"].tolist() == [orjson.loads(raws[i])["event_id"] for i in single_valid]
+    assert np.array_equal(batch.columns["amount"],
+                          [orjson.loads(raws[i])["amount"] for i in single_valid])

@@ -1,0 +1,63 @@
+"""Entity state encoding and bounds; the model store's checksum and version handling."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from stream.domains.payments import DOMAIN
+from stream.errors import ModelLoadError
+from stream.registry import ModelStore
+from stream.scoring import load_model
+from stream.state import EntityStore, decode_state, encode_state, encode_states
+
+
+def test_state_round_trips_through_changelog_bytes():
+    rows = np.random.default_rng(1).normal(size=(5, 8))
+    encoded = encode_states(rows)
+    assert encoded[2] == encode_state(rows[2])
+    assert np.array_equal(decode_state(encoded[2], 8), rows[2])
+    assert decode_state(b"", 8) is None  # tombstone
+    with pytest.raises(ValueError, match="expected format"):
+        decode_state(encoded[0][:-1], 8)
+
+
+def test_entity_store_stays_bounded_and_reuses_rows():
+    store = EntityStore(4, max_entities=1_000, initial=16)
+    for i in range(50):
+        keys = [f"k{i}-{j}" for j in range(100)]
+        rows = store.rows_for(keys)
+        store.touch(rows, now=float(i))
+        store.evict(now=float(i), ttl_s=5.0)
+        assert len(store) <= 1_000
+    assert len(store.matrix) <= 2_048  # rows of evicted entities were reused
+    assert store.evict(now=1e9, ttl_s=5.0) and len(store) == 0
+
+
+def test_store_refuses_a_model_whose_sha256_differs_from_its_card(model_store):
+    store = ModelStore(model_store)
+    path = model_store / "fraud" / "1" / "model.onnx"
+    path.write_bytes(path.read_bytes() + b"tampered")
+    with pytest.raises(ModelLoadError, match="does not match the card"):
+        store.load("fraud")
+
+
+def test_loader_checks_the_model_against_the_feature_definition(model_store):
+    store = ModelStore(model_store)
+    model = load_model(store, "fraud", DOMAIN.features.columns)
+    assert model.version == "1" and model.predict(np.zeros((3, len(DOMAIN.features.columns)), np.float32)).shape == (3,)
+    with pytest.raises(ModelLoadError, match="do not match the feature definition"):
+        load_model(store, "fraud", DOMAIN.features.columns[:-1])
+    with pytest.raises(ModelLoadError, match="no model named"):
+        load_model(store, "nope", DOMAIN.features.columns)
+
+
+def test_a_corrupt_onnx_file_is_a_clear_error(model_store):
+    store = ModelStore(model_store)
+    card = json.loads((model_store / "fraud" / "1" / "card.json").read_text())
+    store.save({**card, "version": "2"}, b"not an onnx file")
+    with pytest.raises(ModelLoadError, match="onnxruntime cannot load the model"):
+        load_model(store, "fraud", DOMAIN.features.columns)
+    assert store.versions("fraud") == ["1", "2"]
