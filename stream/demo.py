@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -60,7 +61,8 @@ def start_worker(settings: Settings, metrics_port: int, roles: str = "all",
     env = worker_env(settings, {"MLSTREAM_METRICS_PORT": str(metrics_port)})
     out = open(log_file, "wb") if log_file else subprocess.DEVNULL
     return subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", "--role", roles],
-                            env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+                            env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                            start_new_session=True)  # stopped by us, after the traffic, before the broker
 
 
 def stop_processes(procs: list[subprocess.Popen[bytes]], timeout_s: float = 15.0) -> None:
@@ -96,6 +98,7 @@ def summary(tally: Tally, events: int, elapsed_s: float, first_prediction_s: flo
 
 
 async def run_demo(opts: DemoOptions, workdir: Path) -> dict[str, Any] | None:
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the summary says what went wrong
     began, began_wall = time.monotonic(), time.time()
     workdir.mkdir(parents=True, exist_ok=True)
     with EmbeddedBroker() as broker:
@@ -126,11 +129,18 @@ async def run_demo(opts: DemoOptions, workdir: Path) -> dict[str, Any] | None:
         producer = asyncio.create_task(produce(settings, sim, n, rate=opts.rate, stop=stop,
                                                on_progress=lambda k: sent.__setitem__(0, k)))
         progress = None if opts.json_output else asyncio.create_task(_progress(tally, sent, began, procs))
+        quit_ = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C: stop workers, then the broker
+            loop.add_signal_handler(sig, quit_.set)
         try:
-            if n is None:
-                await producer  # runs until Ctrl-C
+            await asyncio.wait([producer, asyncio.ensure_future(quit_.wait())],
+                               return_when=asyncio.FIRST_COMPLETED)
+            if quit_.is_set():
+                if not opts.json_output:
+                    print("\nstopping: workers, then the broker", flush=True)
                 return None
-            await producer
+            producer.result()  # re-raise a producer failure
             ok = await wait_until(lambda: tally.accounted >= n or any(p.poll() is not None for p in procs),
                                   opts.timeout_s)
             dead = [p for p in procs if p.poll() is not None]
@@ -145,6 +155,8 @@ async def run_demo(opts: DemoOptions, workdir: Path) -> dict[str, Any] | None:
             return summary(tally, n, time.monotonic() - began, first)
         finally:
             stop.set()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
             for task in (producer, follower, progress):
                 if task is not None:
                     task.cancel()
