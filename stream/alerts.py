@@ -34,12 +34,11 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from stream.config import AlertSettings
 from stream.errors import StreamError
-from stream.metrics import Metrics
+from stream.metrics import ALERT_OUTCOMES, Metrics
 
 log = logging.getLogger(__name__)
 
-CHANNELS = ("slack", "webhook")
-OUTCOMES = ("sent", "retried", "rejected", "failed", "rate_limited", "dropped", "suppressed")
+OUTCOMES = ALERT_OUTCOMES
 MAX_FEATURES_SHOWN = 10
 _SLACK_ERROR = re.compile(r"^[a-z_]{1,64}$")  # Slack's error bodies are short codes
 
@@ -85,11 +84,11 @@ class _Redact(logging.Filter):
 def _quiet_logger(secrets: Iterable[str]) -> logging.Logger:
     """slack_sdk logs ``url`` whenever its logger's own level is <= DEBUG (NOTSET included)."""
     logger = logging.getLogger("stream.alerts.slack_sdk")
-    logger.setLevel(logging.NOTSET)
+    logger.setLevel(logging.WARNING)
     for f in list(logger.filters):
         if isinstance(f, _Redact):
             logger.removeFilter(f)
-    pass
+    logger.addFilter(_Redact(secrets))
     return logger
 
 
@@ -305,12 +304,11 @@ class Notifier:
         self.metrics = metrics
         self.clock = clock
         self._urls: dict[str, str] = {}
-        if settings.slack_webhook_url is not None:
-            self._urls["slack"] = _check_url(settings.slack_webhook_url.get_secret_value(),
-                                             "slack_webhook_url")
-        if settings.generic_webhook_url is not None:
-            self._urls["webhook"] = _check_url(settings.generic_webhook_url.get_secret_value(),
-                                               "generic_webhook_url")
+        for channel, setting, secret in (("slack", "slack_webhook_url", settings.slack_webhook_url),
+                                         ("webhook", "generic_webhook_url", settings.generic_webhook_url)):
+            url = secret.get_secret_value().strip() if secret is not None else ""
+            if url:  # empty means off (docker-compose passes unset variables as "")
+                self._urls[channel] = _check_url(url, setting)
         self.channels = sorted(self._urls)
         self._queue: asyncio.Queue[Alert] = asyncio.Queue(maxsize=settings.queue_size)
         self._last: dict[tuple[str, str, str], float] = {}

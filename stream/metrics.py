@@ -8,13 +8,24 @@ The documented list is ``docs/metrics.md``; a test checks the two agree.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 PREFIX = "mlstream"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 20)) + (1.0,)
+# Fixed label sets. Their series are created at zero up front, so a dashboard or an alert
+# rule sees "none yet" as 0 rather than as a missing series.
+MODEL_LOAD_OUTCOMES = ("load_ok", "swap_ok", "swap_failed")
+LABEL_OUTCOMES = ("matched", "unmatched")
+ERROR_STAGES = ("monitor",)
+# stream.drift (data, score, multivariate), stream.labels (concept) and their resolution
+DRIFT_KINDS = ("data_drift", "score_drift", "multivariate_drift", "concept_drift", "drift_resolved")
+ALERT_CHANNELS = ("slack", "webhook")
+ALERT_OUTCOMES = ("sent", "retried", "rejected", "failed", "rate_limited", "dropped", "suppressed")
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,7 @@ class Metrics:
         def name(n: str) -> str:
             return f"{prefix}_{n}"
 
-        return cls(
+        m = cls(
             registry=r,
             events_consumed=Counter(name("events_consumed"), "Events read from the events topic.",
                                     ["topic"], registry=r),
@@ -94,3 +105,40 @@ class Metrics:
             worker_info=Gauge(name("worker_info"), "A running worker and its role (value 1).",
                               ["role"], registry=r),
         )
+        for outcome in MODEL_LOAD_OUTCOMES:
+            m.model_loads.labels(outcome)
+        for outcome in LABEL_OUTCOMES:
+            m.labels.labels(outcome)
+        for stage in ERROR_STAGES:
+            m.processing_errors.labels(stage)
+        for kind in DRIFT_KINDS:  # increase() then sees a first event (absent -> 1 would not)
+            m.drift_events.labels(kind)
+        for channel in ALERT_CHANNELS:
+            for outcome in ALERT_OUTCOMES:
+                m.alert_deliveries.labels(channel, outcome)
+        return m
+
+    def observe_scores(self, model: str, scores: Any) -> None:
+        """Add a batch of scores to the score histogram in one step (not one call per score).
+
+        Examples
+        --------
+        >>> m = Metrics.create()
+        >>> m.observe_scores("fraud", np.array([0.01, 0.5, 0.97]))
+        >>> m.registry.get_sample_value("mlstream_score_bucket", {"model": "fraud", "le": "0.5"})
+        2.0
+        >>> m.registry.get_sample_value("mlstream_score_count", {"model": "fraud"})
+        3.0
+        """
+        values = np.asarray(scores, dtype=np.float64).ravel()
+        if values.size == 0:
+            return
+        child = self.score.labels(model)
+        # prometheus_client keeps per-bucket (non-cumulative) counts in _buckets and the sum in
+        # _sum; bucket i counts values <= upper bound i and > bound i-1, as observe() does.
+        bounds = np.asarray(child._upper_bounds[:-1])  # the last bound is +Inf
+        counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds) + 1)
+        for bucket, n in zip(child._buckets, counts.tolist()):
+            if n:
+                bucket.inc(n)
+        child._sum.inc(float(values.sum()))

@@ -21,6 +21,7 @@ from aiokafka.structs import OffsetAndMetadata
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from stream.alerts import Notifier
 from stream.config import Settings
 from stream.drift import DriftMonitor, DriftSettings
 from stream.errors import ModelLoadError
@@ -129,6 +130,7 @@ class MonitorWorker:
         self.policy = RetrainPolicy(settings.monitor.retrain_cooldown_s)
         self.group_id = f"{settings.app_id}-monitor"
         metrics.registry.register(_DriftCollector(self))
+        self.notifier = Notifier(settings.alerts, metrics)
         self.drift_events = 0
         self.retrain_requests = 0
 
@@ -143,7 +145,11 @@ class MonitorWorker:
             if not card.reference_profile:
                 log.error("model %s has no reference profile; drift tests are off for it", key)
                 return None
+            previous = [m.version for m in self.monitors.values() if m.name == name]
             self.monitors[key] = ModelMonitor(card.data, self.settings)
+            if previous:  # a new version of a model we already watch: it was promoted
+                self.notifier.submit_promotion({"model": name, "version": version,
+                                                "previous_version": previous[-1]})
             while len(self.monitors) > 4:  # keep the newest versions only
                 self.monitors.pop(next(iter(self.monitors)))
         return self.monitors[key]
@@ -154,6 +160,7 @@ class MonitorWorker:
         await start_client(producer, s.kafka.bootstrap_servers)
         consumer = make_consumer(s, s.topics.features, s.topics.labels, group_id=self.group_id,
                                  max_partition_fetch_bytes=16 * 1024 * 1024)
+        await self.notifier.start()
         try:
             await start_client(consumer, s.kafka.bootstrap_servers)
             self.metrics.worker_info.labels("monitor").set(1)
@@ -181,6 +188,7 @@ class MonitorWorker:
                                        for tp, recs in pending.items() if recs})
                 pending, rows, since = {}, 0, time.monotonic()
         finally:
+            await self.notifier.stop()
             await consumer.stop()
             await producer.stop()
             self.metrics.worker_info.labels("monitor").set(0)
@@ -241,6 +249,7 @@ class MonitorWorker:
         drift["detected_at"] = now
         drift["model_name"], drift["model_version"] = mon.name, mon.version
         out.append(Message(None, orjson.dumps(drift, option=orjson.OPT_SERIALIZE_NUMPY)))
+        self.notifier.submit_drift(drift)
         self.metrics.drift_events.labels(drift["kind"]).inc()
         self.drift_events += 1
         if drift["kind"] == "drift_resolved":
@@ -250,6 +259,7 @@ class MonitorWorker:
             retrain.append(Message(request["request_id"].encode(),
                                    orjson.dumps(request, option=orjson.OPT_SERIALIZE_NUMPY)))
             self.metrics.retrain_requests.inc()
+            self.notifier.submit_retrain(request)
             self.retrain_requests += 1
 
 

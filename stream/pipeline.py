@@ -145,6 +145,7 @@ class BatchScorer:
         if not blocks:
             return out
         scores = model.predict(np.concatenate(blocks) if len(blocks) > 1 else blocks[0])
+        self.metrics.observe_scores(model.name, scores)
         t3 = time.perf_counter()
         self._stage["score"].observe(t3 - t2)
 

@@ -100,3 +100,31 @@ async def test_online_features_equal_offline_across_a_restart(settings, start_wo
             assert np.isclose(got[name], X[i, columns.index(name)], rtol=1e-6, atol=1e-9), (i, name)
         assert got["merchant_category"] == e["merchant_category"]
         assert np.isclose(got["score"], offline_scores[i], rtol=1e-6)
+
+
+async def test_a_promoted_model_is_swapped_in_without_losing_an_event(settings, start_worker, model_store):
+    import json
+    import shutil
+
+    from stream.registry import ModelStore
+
+    worker = start_worker(settings, roles=("scorer",))
+    sim = PaymentSimulator(seed=8)
+    await produce(settings, sim, 1_000, rate=0)
+    await _outputs(settings, 1_000)
+
+    # a challenger: same ONNX bytes, new version; promoting it flips CURRENT atomically
+    src = model_store / "fraud" / "1"
+    card = json.loads((src / "card.json").read_text())
+    ModelStore(model_store).save({**card, "version": "2"}, (src / "model.onnx").read_bytes())
+    await produce(settings, sim, 6_000, rate=2_000, start=1_000)
+    predictions, _ = await _outputs(settings, 7_000)
+
+    version_of = {p["event_id"]: p["model_version"] for p in (orjson.loads(r.value) for r in predictions)}
+    assert len(version_of) == len(predictions) == 7_000
+    assert all(version_of[f"e8-{i}"] == "1" for i in range(1_000))  # scored before the promotion
+    assert version_of["e8-6999"] == "2"
+    m = worker.metrics.registry.get_sample_value
+    assert m("mlstream_model_loads_total", {"outcome": "swap_ok"}) == 1
+    assert m("mlstream_model_info", {"model": "fraud", "version": "2", "sha256": card["sha256"]}) == 1
+    shutil.rmtree(src)  # the old version may go once nothing serves it

@@ -1,0 +1,297 @@
+"""One function per Grafana panel, plus the shared defaults they use.
+
+Every query uses the metrics of ``docs/metrics.md`` through one Prometheus data source with a
+fixed uid (provisioned by ``ops/grafana/provisioning/datasources/prometheus.yml``).
+``tests/test_prometheus_scrape.py`` runs each query against a real Prometheus scraping a
+pipeline, so a query that returns nothing fails the suite. ``docs/dashboards.md`` says what
+each panel is for.
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import (
+    dashboard,
+    heatmap,
+    prometheus,
+    stat,
+    statetimeline,
+    timeseries,
+)
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models.dashboard import (
+    DataSourceRef,
+    DynamicConfigValue,
+    Threshold,
+    ThresholdsMode,
+)
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
+DATASOURCE = DataSourceRef(type_val="prometheus", uid="mlstream-prometheus")
+RATE = "$__rate_interval"
+
+
+# -- shared defaults ----------------------------------------------------------------------
+
+
+def query(expr: str, legend: str = "", *, ref: str = "A", fmt: PromQueryFormat | None = None) -> prometheus.Dataquery:
+    q = prometheus.Dataquery().expr(expr).legend_format(legend or "__auto").ref_id(ref)
+    return q.format(fmt) if fmt is not None else q
+
+
+def default_timeseries(title: str, description: str, unit: str = "short") -> timeseries.Panel:
+    return (timeseries.Panel().title(title).description(description).datasource(DATASOURCE)
+            .unit(unit).height(8).span(12).fill_opacity(10).line_width(1)
+            .legend(cb.VizLegendOptions().show_legend(True)
+                    .display_mode(common.LegendDisplayMode.TABLE)
+                    .placement(common.LegendPlacement.BOTTOM).calcs(["lastNotNull", "max"])))
+
+
+def default_stat(title: str, description: str, unit: str = "short") -> stat.Panel:
+    return (stat.Panel().title(title).description(description).datasource(DATASOURCE)
+            .unit(unit).height(4).span(6))
+
+
+def red_above(value: float) -> dashboard.ThresholdsConfig:
+    return (dashboard.ThresholdsConfig().mode(ThresholdsMode.ABSOLUTE)
+            .steps([Threshold(value=None, color="green"),
+                    Threshold(value=value, color="red")]))
+
+
+def quantiles(metric: str, by: str = "") -> list[prometheus.Dataquery]:
+    group = f"le, {by}" if by else "le"
+    suffix = f" {{{{{by}}}}}" if by else ""
+    return [query(f"histogram_quantile({q}, sum by ({group}) (rate({metric}_bucket[{RATE}])))",
+                  f"p{int(q * 100)}{suffix}", ref=ref)
+            for q, ref in ((0.5, "A"), (0.95, "B"), (0.99, "C"))]
+
+
+# -- pipeline overview --------------------------------------------------------------------
+
+
+def throughput() -> timeseries.Panel:
+    return (default_timeseries("Throughput", "Events consumed, events valid and predictions "
+                               "produced per second, over all workers.", "ops")
+            .with_target(query(f"sum by (topic) (rate(mlstream_events_consumed_total[{RATE}]))",
+                               "consumed {{topic}}"))
+            .with_target(query(f"sum(rate(mlstream_events_valid_total[{RATE}]))", "valid", ref="B"))
+            .with_target(query(f"sum by (model, version) (rate(mlstream_predictions_total[{RATE}]))",
+                               "predictions {{model}} v{{version}}", ref="C")))
+
+
+def end_to_end_latency() -> timeseries.Panel:
+    return (default_timeseries("End-to-end latency", "From the event's Kafka timestamp to its "
+                               "prediction being sent: p50, p95, p99.", "s")
+            .targets(quantiles("mlstream_end_to_end_latency_seconds")))
+
+
+def stage_latency() -> timeseries.Panel:
+    return (default_timeseries("Stage latency p95", "Time per micro-batch in each stage "
+                               "(validate, features, score, serialize, produce).", "s")
+            .with_target(query("histogram_quantile(0.95, sum by (le, stage) "
+                               f"(rate(mlstream_stage_duration_seconds_bucket[{RATE}])))",
+                               "{{stage}}")))
+
+
+def batch_size() -> timeseries.Panel:
+    return (default_timeseries("Micro-batch size", "Events per micro-batch: p50 and p95. Large "
+                               "batches mean the worker is catching up.", "short")
+            .targets(quantiles("mlstream_batch_size_events")[:2]))
+
+
+def consumer_lag() -> timeseries.Panel:
+    return (default_timeseries("Consumer lag", "Events behind the high watermark, per partition "
+                               "of the events topic. A line that keeps rising means the workers "
+                               "do not keep up.", "short")
+            .with_target(query("sum by (topic, partition) (mlstream_consumer_lag_events)",
+                               "{{topic}}/{{partition}}")))
+
+
+def dead_letter_rate() -> timeseries.Panel:
+    return (default_timeseries("Dead letters", "Events sent to the dead-letter topic per second, "
+                               "by validation reason.", "ops")
+            .with_target(query(f"sum by (reason) (rate(mlstream_events_dead_lettered_total[{RATE}]))",
+                               "{{reason}}")))
+
+
+def dead_letter_ratio() -> stat.Panel:
+    return (default_stat("Dead-letter ratio", "Share of consumed events dead-lettered.",
+                         "percentunit")
+            .thresholds(red_above(0.05))
+            .with_target(query(f"sum(rate(mlstream_events_dead_lettered_total[{RATE}])) / "
+                               f"clamp_min(sum(rate(mlstream_events_consumed_total[{RATE}])), 1e-9)",
+                               "dead-letter ratio")))
+
+
+def errors() -> timeseries.Panel:
+    return (default_timeseries("Errors", "Batches that raised (by stage) and failed model "
+                               "loads or swaps.", "short")
+            .with_target(query(f"sum by (stage) (increase(mlstream_processing_errors_total[{RATE}]))",
+                               "processing error {{stage}}"))
+            .with_target(query("sum by (outcome) (increase(mlstream_model_loads_total"
+                               f"{{outcome=~\".*failed\"}}[{RATE}]))", "model {{outcome}}", ref="B")))
+
+
+def workers() -> stat.Panel:
+    return (default_stat("Workers", "Running worker stages by role (each process reports "
+                         "mlstream_worker_info).", "none")
+            .with_target(query("sum by (role) (mlstream_worker_info)", "{{role}}")))
+
+
+def entities() -> stat.Panel:
+    return (default_stat("Entities in state", "Entities held in feature state over all "
+                         "partitions (evicted after the state TTL).", "short")
+            .with_target(query("sum(mlstream_state_entities)", "entities")))
+
+
+# -- model ----------------------------------------------------------------------------------
+
+
+def score_distribution() -> heatmap.Panel:
+    return (heatmap.Panel().title("Score distribution").description(
+                "Scores per bucket over time; a shift of mass between buckets is a score drift.")
+            .datasource(DATASOURCE).height(8).span(12)
+            .with_target(query(f"sum by (le) (increase(mlstream_score_bucket[{RATE}]))", "{{le}}",
+                               fmt=PromQueryFormat.HEATMAP)))
+
+
+def model_version() -> statetimeline.Panel:
+    return (statetimeline.Panel().title("Model version served").description(
+                "Which model version each worker serves, over time (swaps show as a change).")
+            .datasource(DATASOURCE).height(6).span(12)
+            .with_target(query("max by (model, version) (mlstream_model_info)",
+                               "{{model}} v{{version}}")))
+
+
+def predictions_by_version() -> timeseries.Panel:
+    return (default_timeseries("Predictions by model version", "Predictions per second by "
+                               "model version; during a swap both appear briefly.", "ops")
+            .with_target(query(f"sum by (model, version) (rate(mlstream_predictions_total[{RATE}]))",
+                               "{{model}} v{{version}}")))
+
+
+def performance() -> timeseries.Panel:
+    return (default_timeseries("Performance (labelled)", "Rolling performance over the last "
+                               "labelled predictions, once delayed labels arrive and are joined.",
+                               "percentunit")
+            .min(0).max(1)
+            .with_target(query('mlstream_model_performance{metric=~"auc|precision|recall|accuracy"}',
+                               "{{metric}} {{model}} v{{version}}")))
+
+
+def estimated_performance() -> timeseries.Panel:
+    return (default_timeseries("Estimated performance (before labels)",
+                               "Performance expected from the scores alone (confidence-based "
+                               "performance estimation: right if the model is calibrated), "
+                               "available at once, long before labels arrive. Compare with the "
+                               "labelled panel: a gap means calibration has drifted.",
+                               "percentunit")
+            .min(0).max(1)
+            .with_target(query('mlstream_model_performance_estimated{metric=~"roc_auc|precision|recall|accuracy"}',
+                               "estimated {{metric}} {{model}} v{{version}}")))
+
+
+def label_joins() -> timeseries.Panel:
+    return (default_timeseries("Label joins", "Delayed labels per second by join outcome "
+                               "(matched to a prediction, or parked unmatched).", "ops")
+            .with_target(query(f"sum by (outcome) (rate(mlstream_labels_total[{RATE}]))",
+                               "{{outcome}}")))
+
+
+def model_loads() -> timeseries.Panel:
+    return (default_timeseries("Model loads and swaps", "Load and hot-swap attempts by outcome.",
+                               "short")
+            .with_target(query(f"sum by (outcome) (increase(mlstream_model_loads_total[{RATE}]))",
+                               "{{outcome}}")))
+
+
+# -- drift ----------------------------------------------------------------------------------
+
+
+def drift_ratio() -> timeseries.Panel:
+    return (default_timeseries("Drift statistic / threshold", "Each feature's latest test "
+                               "statistic divided by its calibrated threshold: above 1 (red) the "
+                               "test alarms.", "short")
+            .thresholds(red_above(1.0))
+            .thresholds_style(cb.GraphThresholdsStyleConfig()
+                              .mode(common.GraphTresholdsStyleMode.LINE))
+            .with_target(query("max by (model, version, feature) (mlstream_drift_statistic) / "
+                               "max by (model, version, feature) (mlstream_drift_threshold)",
+                               "{{feature}}")))
+
+
+def drift_statistic() -> timeseries.Panel:
+    return (default_timeseries("Drift statistic and threshold", "Raw statistic per feature (solid) "
+                               "and its threshold (dashed).", "short")
+            .with_target(query("max by (feature) (mlstream_drift_statistic)", "{{feature}}"))
+            .with_target(query("max by (feature) (mlstream_drift_threshold)",
+                               "threshold {{feature}}", ref="B"))
+            .override_by_regexp("^threshold .*", [
+                DynamicConfigValue(id_val="custom.lineStyle",
+                                   value={"fill": "dash", "dash": [10, 10]})]))
+
+
+def drift_state() -> statetimeline.Panel:
+    return (statetimeline.Panel().title("Drift state").description(
+                "Per feature: 1 (red) while its drift state is open, 0 (green) otherwise.")
+            .datasource(DATASOURCE).height(8).span(12)
+            .thresholds(red_above(1.0))
+            .with_target(query("max by (feature) (mlstream_drift_state)", "{{feature}}")))
+
+
+def drift_p_value() -> timeseries.Panel:
+    return (default_timeseries("p-value", "Latest p-value per feature, for the tests that define "
+                               "one (log scale).", "short")
+            .scale_distribution(cb.ScaleDistributionConfig()
+                                .type(common.ScaleDistribution.LOG).log(10))
+            .with_target(query("max by (feature) (mlstream_drift_p_value)", "{{feature}}")))
+
+
+def drift_effect_size() -> timeseries.Panel:
+    return (default_timeseries("Effect size", "Latest effect size per feature: how large the "
+                               "shift is, apart from how sure the test is.", "short")
+            .with_target(query("max by (feature) (mlstream_drift_effect_size)", "{{feature}}")))
+
+
+def drift_events() -> timeseries.Panel:
+    return (default_timeseries("Drift events and retraining requests", "Drift events by kind and "
+                               "retraining requests published.", "short")
+            .with_target(query(f"sum by (kind) (increase(mlstream_drift_events_total[{RATE}]))",
+                               "{{kind}}"))
+            .with_target(query(f"sum(increase(mlstream_retrain_requests_total[{RATE}]))",
+                               "retraining requests", ref="B")))
+
+
+def drift_annotation() -> dashboard.AnnotationQuery:
+    """Each drift event as an annotation across the dashboard's graphs."""
+    return (dashboard.AnnotationQuery().name("Drift events").datasource(DATASOURCE)
+            .enable(True).icon_color("red")
+            .expr("sum by (kind) (increase(mlstream_drift_events_total[1m])) > 0"))
+
+
+# -- alerts ---------------------------------------------------------------------------------
+
+
+def alerts_firing() -> timeseries.Panel:
+    return (default_timeseries("Prometheus alerts", "mlstream alert rules pending or firing, by "
+                               "alert and severity.", "short")
+            .with_target(query('sum by (alertname, alertstate, severity) (ALERTS{alertname=~"Mlstream.*"})',
+                               "{{alertname}} {{alertstate}} ({{severity}})")))
+
+
+def alert_deliveries() -> timeseries.Panel:
+    return (default_timeseries("Notification deliveries", "Direct Slack and webhook notifications "
+                               "by channel and outcome (sent, retried, rejected, failed, "
+                               "rate_limited, dropped, suppressed).", "short")
+            .with_target(query(f"sum by (channel, outcome) (increase(mlstream_alert_deliveries_total[{RATE}]))",
+                               "{{channel}} {{outcome}}")))
+
+
+def alert_failure_ratio() -> stat.Panel:
+    return (default_stat("Notification failure ratio", "Share of notifications that ended "
+                         "rejected, failed, rate limited or dropped over the last hour.",
+                         "percentunit")
+            .thresholds(red_above(0.01))
+            .with_target(query('sum(increase(mlstream_alert_deliveries_total{outcome=~"rejected|failed|rate_limited|dropped"}[1h])) / '
+                               'clamp_min(sum(increase(mlstream_alert_deliveries_total{outcome=~"sent|rejected|failed|rate_limited|dropped"}[1h])), 1)',
+                               "failure ratio")))

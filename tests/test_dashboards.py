@@ -1,0 +1,52 @@
+"""The committed dashboards are exactly what the code builds, and they are wired to the
+provisioned data source."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from dashboards import build
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_rebuilding_gives_the_committed_json_byte_for_byte(tmp_path):
+    assert build.main(["--out", str(tmp_path)]) == 0
+    for name in build.DASHBOARDS:
+        committed = (ROOT / "dashboards" / f"{name}.json").read_bytes()
+        assert (tmp_path / f"{name}.json").read_bytes() == committed, f"run `make dashboards` ({name})"
+    assert build.main(["--check"]) == 0
+
+
+def test_building_twice_is_stable():
+    assert all(build.render(n) == build.render(n) for n in build.DASHBOARDS)
+
+
+def test_every_panel_queries_the_provisioned_prometheus():
+    ds = yaml.safe_load((ROOT / "ops/grafana/provisioning/datasources/prometheus.yml").read_text())
+    uid = ds["datasources"][0]["uid"]
+    uids, ids = set(), []
+    for name in build.DASHBOARDS:
+        data = json.loads((ROOT / "dashboards" / f"{name}.json").read_text())
+        assert data["uid"] == f"mlstream-{name}" and "generated" in data["tags"]
+        ids = [p["id"] for p in data["panels"]]
+        assert len(ids) == len(set(ids))
+        for panel in data["panels"]:
+            if panel["type"] == "row":
+                continue
+            assert panel["title"] and panel["description"]
+            uids.add(panel["datasource"]["uid"])
+            assert panel["targets"] and all(t["expr"] for t in panel["targets"])
+        uids.update(a["datasource"]["uid"] for a in data["annotations"]["list"])
+    assert uids == {uid}
+
+
+def test_the_dashboard_provider_points_where_compose_mounts_the_json():
+    prov = yaml.safe_load((ROOT / "ops/grafana/provisioning/dashboards/mlstream.yml").read_text())
+    path = prov["providers"][0]["options"]["path"]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    mounts = [v for v in compose["services"]["grafana"]["volumes"]]
+    assert any(m.startswith("./dashboards:") and m.split(":")[1] == path for m in mounts)

@@ -1,0 +1,134 @@
+"""A real Prometheus (Debian package ``prometheus``) scrapes a pipeline running on the embedded
+broker with drift injected; then every query of every dashboard panel, and the drift
+annotation, must return data through Prometheus's HTTP API. The shipped alert rules are
+loaded too, so the alerts dashboard sees the drift alert go pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client import start_http_server
+
+from stream.kafka import ensure_topics
+from stream.simulate import PaymentSimulator
+from stream.tally import wait_until
+from stream.traffic import produce
+
+ROOT = Path(__file__).resolve().parent.parent
+DRIFT_AT = 12_000
+EVENTS = 30_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(base: str, path: str, **params: Any) -> Any:
+    url = f"{base}{path}?{urllib.parse.urlencode(params)}"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def panel_queries() -> list[tuple[str, str, str]]:
+    """(dashboard, panel title, expr) for every target and annotation of every dashboard."""
+    out = []
+    for path in sorted((ROOT / "dashboards").glob("*.json")):
+        data = json.loads(path.read_text())
+        for panel in data["panels"]:
+            for target in panel.get("targets", []):
+                out.append((path.stem, panel["title"], target["expr"]))
+        for ann in data["annotations"]["list"]:
+            out.append((path.stem, f"annotation {ann['name']}", ann["expr"]))
+    return out
+
+
+async def test_every_dashboard_query_returns_data(make_settings, start_worker, tmp_path):
+    exe = shutil.which("prometheus")
+    assert exe, "prometheus is missing: run scripts/install-system-deps.sh"
+    settings = make_settings(monitor={"warmup_rows": 5_000})
+    await ensure_topics(settings)
+    worker = start_worker(settings, roles=("scorer", "monitor"))
+    # the worker's own /metrics port is ephemeral and not exposed; serve its registry here
+    server, thread = start_http_server(0, "127.0.0.1", registry=worker.metrics.registry)
+    target = f"127.0.0.1:{server.server_port}"
+
+    (tmp_path / "rules.yml").write_text((ROOT / "ops" / "prometheus" / "rules.yml").read_text())
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": ["rules.yml"],
+        "scrape_configs": [{"job_name": "mlstream", "static_configs": [{"targets": [target]}]}],
+    }))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "prometheus.log").open("wb")
+    proc = subprocess.Popen([exe, f"--config.file={tmp_path / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        t0 = time.time()
+
+        def scraping() -> bool:
+            try:
+                r = get(base, "/api/v1/query", query='up{job="mlstream"} == 1')
+            except OSError:
+                return False
+            return bool(r["data"]["result"])
+
+        assert await wait_until(scraping, 60), "Prometheus never scraped the worker"
+        sim = PaymentSimulator(seed=21, scenario="mean_shift", drift_at=DRIFT_AT, invalid_rate=0.02)
+        await produce(settings, sim, EVENTS, rate=0, label_delay=1_000)
+        reg = worker.metrics.registry
+
+        def drifted() -> bool:
+            return worker.task.done() or (
+                (reg.get_sample_value("mlstream_monitor_rows_total") or 0) >= EVENTS * 0.9
+                and sum(s.value for f in reg.collect() if f.name == "mlstream_drift_events"
+                        for s in f.samples if s.name.endswith("_total")) > 0)
+
+        assert await wait_until(drifted, 120), "no drift event from the injected mean shift"
+        if worker.task.done():
+            worker.task.result()
+            raise AssertionError("the worker stopped early")
+
+        queries = panel_queries()
+        assert len(queries) > 20
+        missing: list[str] = []
+
+        def all_have_data() -> bool:
+            missing.clear()
+            for dash, title, expr in queries:
+                q = expr.replace("$__rate_interval", "15s").replace("$__interval", "1s")
+                r = get(base, "/api/v1/query_range", query=q, start=t0, end=time.time(), step=1)
+                assert r["status"] == "success", (dash, title, r)
+                if not any(series["values"] for series in r["data"]["result"]):
+                    missing.append(f"{dash} / {title}: {expr}")
+            return not missing
+
+        # scrapes and rule evaluations are every second; give them a few rounds to catch up
+        await wait_until(all_have_data, 60, poll_s=2.0)
+        assert missing == [], "panels without data:\n" + "\n".join(missing)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+        server.shutdown()
+        server.server_close()
+        await worker.close()
