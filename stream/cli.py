@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", choices=sorted(SCENARIOS), default="none")
     p.add_argument("--drift-at", type=int, default=None, help="event index where the scenario starts")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--users", type=int, default=100)
+    p.add_argument("--users", type=int, default=250)
     p.add_argument("--invalid-rate", type=float, default=0.0)
     p.add_argument("--label-delay", type=int, default=1_000, help="labels trail events by this many")
     p.set_defaults(func=cmd_simulate)

@@ -50,7 +50,8 @@ class Rolling:
 
     For each window: decayed event count and mean of the field (current event included);
     plus seconds since the entity's previous event (capped at ``max_gap_s``) and the z-score
-    of the value against the entity's history before it.
+    of the value against the entity's recent history before it (exponentially weighted over
+    about ``zscore_span`` events; 0 until ``min_history`` events).
     """
 
     field: str
@@ -58,6 +59,8 @@ class Rolling:
     since_last: bool = True
     zscore: bool = True
     max_gap_s: float = 30 * 86_400.0
+    min_history: int = 5
+    zscore_span: int = 10
 
     @property
     def columns(self) -> list[str]:
@@ -72,7 +75,7 @@ class Rolling:
 
     @property
     def state_width(self) -> int:
-        # last_ts, n, mean, m2 (Welford), then (decayed count, decayed sum) per window
+        # last_ts, n, EW mean, EW variance, then (decayed count, decayed sum) per window
         return 4 + 2 * len(self.windows)
 
 
@@ -179,7 +182,7 @@ def _rolling(spec: Rolling, x: np.ndarray, ts: np.ndarray, rows: np.ndarray,
         sel = np.flatnonzero(rank == r)
         ent = rows[sel]
         s = state[ent, offset : offset + spec.state_width]
-        last_ts, n, mean, m2 = s[:, 0], s[:, 1], s[:, 2], s[:, 3]
+        last_ts, n, mean, var = s[:, 0], s[:, 1], s[:, 2], s[:, 3]
         xv, tv = x[sel], ts[sel]
         seen = n > 0
         gap = np.where(seen, np.clip(tv - last_ts, 0.0, spec.max_gap_s), spec.max_gap_s)
@@ -195,17 +198,22 @@ def _rolling(spec: Rolling, x: np.ndarray, ts: np.ndarray, rows: np.ndarray,
             out[sel, col] = gap
             col += 1
         if spec.zscore:
-            std = np.sqrt(np.where(n > 1, m2 / np.maximum(n - 1, 1), 0.0))
+            # a spread estimated from a handful of events gives wild z-scores: 0 until there is
+            # enough history (min_history events)
+            std = np.sqrt(np.where(n >= max(spec.min_history, 2), var, 0.0))
             z = np.where(std > 0, (xv - mean) / np.where(std > 0, std, 1.0), 0.0)
             out[sel, col] = np.clip(z, -50.0, 50.0)
-        # Welford update of the entity's full history
+        # Exponentially weighted mean and variance over about the last ``zscore_span`` events
+        # (plain running moments until then): the z-score compares with recent behaviour and
+        # its distribution settles after a few spans, whatever the entity's age.
         n_new = n + 1
+        a = np.maximum(1.0 / n_new, 1.0 / spec.zscore_span)
         delta = xv - mean
-        mean_new = mean + delta / n_new
-        m2_new = m2 + delta * (xv - mean_new)
+        mean_new = mean + a * delta
+        var_new = (1.0 - a) * (var + a * delta * delta)
         new = np.empty_like(s)
         new[:, 0] = np.where(seen, np.maximum(last_ts, tv), tv)
-        new[:, 1], new[:, 2], new[:, 3] = n_new, mean_new, m2_new
+        new[:, 1], new[:, 2], new[:, 3] = n_new, mean_new, var_new
         new[:, 4::2], new[:, 5::2] = counts, sums
         state[ent, offset : offset + spec.state_width] = new
     return out

@@ -26,10 +26,10 @@ SCENARIOS = {
 START_TS = 1_750_000_000.0
 BLOCK = 5_000
 # Simulated event time runs ahead of the wall clock so that a short demo covers days: with
-# 100 users a user pays about every 100 minutes; after ~5,000 events (50 per user) the
-# rolling windows and the per-user z-score statistics have settled.
+# 250 users a user pays about every 4 hours. State starts empty, so the first WARMUP_EVENTS
+# (about 30 per user) only build history: per-user z-scores need ~10 events to mean anything.
 SECONDS_PER_EVENT = 60.0
-WARMUP_EVENTS = 5_000
+WARMUP_EVENTS = 8_000
 FRAUD_RATE = 0.03
 _MCC_P = np.array([0.35, 0.2, 0.1, 0.1, 0.2, 0.05])
 _CHANNEL_P = np.array([0.3, 0.55, 0.15])
@@ -55,7 +55,7 @@ class PaymentSimulator:
     ('e7-0', 0)
     """
 
-    def __init__(self, seed: int = 0, n_users: int = 500, scenario: str = "none",
+    def __init__(self, seed: int = 0, n_users: int = 250, scenario: str = "none",
                  drift_at: int | None = None, invalid_rate: float = 0.0, population_seed: int = 0):
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {scenario!r}; choose one of {sorted(SCENARIOS)}")

@@ -24,12 +24,13 @@ def reference_rolling(events, taus, max_gap):
         sums = [sm * math.exp(-gap / tau) + x for sm, tau in zip(sums, taus)]
         for c, sm in zip(counts, sums):
             row += [c, sm / c]
-        std = math.sqrt(m2 / (n - 1)) if n > 1 else 0.0
+        std = math.sqrt(m2) if n >= 5 else 0.0
         row += [gap, max(-50, min(50, (x - mean) / std)) if std > 0 else 0.0]
         n += 1
+        a = max(1 / n, 1 / 10)
         d = x - mean
-        mean += d / n
-        m2 += d * (x - mean)
+        mean += a * d
+        m2 = (1 - a) * (m2 + a * d * d)  # here: the exponentially weighted variance
         state[key] = (counts, sums, n, mean, m2, max(last, t))
         out.append(row)
     return np.array(out)
