@@ -187,7 +187,7 @@ def estimated_performance() -> timeseries.Panel:
                                "labelled panel: a gap means calibration has drifted.",
                                "percentunit")
             .min(0).max(1)
-            .with_target(query('mlstream_model_performance_estimated{metric=~"roc_auc|precision|recall|accuracy"}',
+            .with_target(query('mlstream_model_performance_estimated{metric=~"auc|precision|recall|accuracy"}',
                                "estimated {{metric}} {{model}} v{{version}}")))
 
 

@@ -297,6 +297,7 @@ class _DriftCollector(Collector):
                 if isinstance(value, (int, float)) and value == value:
                     perf.add_metric([mon.name, mon.version, metric], float(value))
             for metric, value in mon.estimated_performance().items():
+                metric = "auc" if metric == "roc_auc" else metric  # same name as the labelled one
                 if isinstance(value, (int, float)) and value == value:
                     estimated.add_metric([mon.name, mon.version, metric], float(value))
         yield from fams.values()
