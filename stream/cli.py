@@ -29,6 +29,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trainer(args: argparse.Namespace) -> int:
+    import signal
+
+    from stream.trainer import run_trainer
+
+    settings = _settings(args)
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_trainer(settings, stop)
+
+    asyncio.run(main())
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from stream.simulate import PaymentSimulator
     from stream.traffic import produce
@@ -66,7 +86,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     opts = DemoOptions(events=args.events, rate=args.rate, scenario=args.scenario,
                        drift_at=args.drift_at, seed=args.seed, workers=args.workers,
-                       invalid_rate=args.invalid_rate, json_output=args.json,
+                       invalid_rate=args.invalid_rate, json_output=args.json, trainer=not args.no_trainer,
                        model_store=Path(args.store))
     try:
         result = asyncio.run(run_demo(opts, Path(args.workdir)))
@@ -110,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--role", choices=["all", "scorer", "monitor"], default="all")
     p.set_defaults(func=cmd_worker)
 
+    p = with_config(sub.add_parser("trainer", help="answer retraining requests: train, check, promote"))
+    p.set_defaults(func=cmd_trainer)
+
     p = with_config(sub.add_parser("simulate", help="produce simulated payments (and labels)"))
     p.add_argument("--events", type=int, default=None, help="how many (default: until Ctrl-C)")
     p.add_argument("--rate", type=float, default=1_000.0, help="events per second (0 = as fast as possible)")
@@ -141,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--invalid-rate", type=float, default=0.01)
     p.add_argument("--store", default="models")
-    p.add_argument("--workdir", default=".mlstream/demo", help="worker logs")
+    p.add_argument("--workdir", default=".mlstream/demo", help="worker logs and the demo's model store")
+    p.add_argument("--no-trainer", action="store_true", help="do not answer retraining requests")
     p.add_argument("--json", action="store_true", help="machine-readable summary (with --events)")
     p.set_defaults(func=cmd_demo)
 

@@ -61,6 +61,7 @@ class TopicSettings(BaseModel, frozen=True):
     drift: str = "mlstream.drift"
     retrain: str = "mlstream.retrain-requests"
     changelog: str = "mlstream.entity-state-changelog"
+    model_updates: str = "mlstream.model-updates"
     partitions: int = Field(default=4, ge=1)
     replication_factor: int = Field(default=1, ge=1)
 
@@ -86,6 +87,17 @@ class MonitorSettings(BaseModel, frozen=True):
     # Rows each monitor skips after start while entity state warms up. Only a stream that
     # starts with empty state (the demo) needs it: a restarted worker recovers its state.
     warmup_rows: int = Field(default=0, ge=0)
+
+
+class TrainerSettings(BaseModel, frozen=True):
+    # Where challengers learn from: a JSONL file of labelled events, or "simulated:<scenario>"
+    # (the demo's payments, as they look after that scenario's change).
+    data: str = "simulated:none"
+    events: int = Field(default=40_000, ge=1_000)
+    warmup: int = Field(default=8_000, ge=0)
+    # A challenger is promoted when its holdout log loss (classifiers) or MAE (regression) is
+    # at most the champion's times (1 + this), on the same recent rows.
+    tolerance: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 class AlertSettings(BaseModel, frozen=True):
@@ -119,6 +131,7 @@ class Settings(BaseSettings):
     scoring: ScoringSettings = ScoringSettings()
     monitor: MonitorSettings = MonitorSettings()
     alerts: AlertSettings = AlertSettings()
+    trainer: TrainerSettings = TrainerSettings()
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9_108, ge=0, le=65_535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

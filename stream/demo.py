@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,6 +42,7 @@ class DemoOptions:
     timeout_s: float = 300.0
     model_store: Path = Path("models")
     json_output: bool = False
+    trainer: bool = True
 
 
 def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -57,10 +59,12 @@ def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[
 
 
 def start_worker(settings: Settings, metrics_port: int, roles: str = "all",
-                 log_file: Path | None = None) -> subprocess.Popen[bytes]:
-    env = worker_env(settings, {"MLSTREAM_METRICS_PORT": str(metrics_port)})
+                 log_file: Path | None = None, command: str = "worker",
+                 extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    env = worker_env(settings, {"MLSTREAM_METRICS_PORT": str(metrics_port), **(extra_env or {})})
     out = open(log_file, "wb") if log_file else subprocess.DEVNULL
-    return subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", "--role", roles],
+    args = ["worker", "--role", roles] if command == "worker" else [command]
+    return subprocess.Popen([sys.executable, "-m", "stream.cli", *args],
                             env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                             start_new_session=True)  # stopped by us, after the traffic, before the broker
 
@@ -88,9 +92,13 @@ def summary(tally: Tally, events: int, elapsed_s: float, first_prediction_s: flo
         "drift_events": tally.drift_events,
         "retrain_requests": tally.retrain_requests,
         "drifted_features": sorted({f for d in tally.drift for f in d.get("features", [])}),
+        "model_versions": dict(sorted(tally.model_versions.items())),
         "dead_letter_reasons": dict(sorted(tally.dead_reasons.items())),
         "elapsed_s": round(elapsed_s, 3),
         "events_per_s": round(events / elapsed_s, 1) if elapsed_s > 0 else None,
+        # after start-up: from the first prediction to the last event accounted for
+        "steady_events_per_s": round(events / (elapsed_s - first_prediction_s), 1)
+        if first_prediction_s and elapsed_s > first_prediction_s else None,
         "first_prediction_s": round(first_prediction_s, 3) if first_prediction_s else None,
         "latency_ms": {q: round(float(np.percentile(lat, p)), 1)
                        for q, p in (("p50", 50), ("p95", 95), ("p99", 99))},
@@ -102,9 +110,13 @@ async def run_demo(opts: DemoOptions, workdir: Path) -> dict[str, Any] | None:
     began, began_wall = time.monotonic(), time.time()
     workdir.mkdir(parents=True, exist_ok=True)
     with EmbeddedBroker() as broker:
+        # the loop may promote a challenger: work on a copy, never on the shipped store
+        store = workdir / "models"
+        shutil.rmtree(store, ignore_errors=True)
+        shutil.copytree(opts.model_store, store)
         settings = Settings(
             kafka={"bootstrap_servers": broker.bootstrap},
-            model_store=opts.model_store,
+            model_store=store,
             topics={"partitions": opts.partitions},
             monitor={"warmup_rows": WARMUP_EVENTS, "retrain_cooldown_s": 3_600.0},
         )
@@ -112,6 +124,9 @@ async def run_demo(opts: DemoOptions, workdir: Path) -> dict[str, Any] | None:
         ports = [free_port() for _ in range(opts.workers)]
         procs = [start_worker(settings, port, log_file=workdir / f"worker-{i}.log")
                  for i, port in enumerate(ports)]
+        if opts.trainer:
+            procs.append(start_worker(settings, 0, log_file=workdir / "trainer.log", command="trainer",
+                                      extra_env={"MLSTREAM_TRAINER__DATA": f"simulated:{opts.scenario}"}))
         stop = asyncio.Event()
         tally = Tally()
         follower = asyncio.create_task(follow(settings, tally, stop, track_ids=opts.events is not None))
@@ -126,8 +141,19 @@ async def run_demo(opts: DemoOptions, workdir: Path) -> dict[str, Any] | None:
                   + f") | scenario {opts.scenario} from event {drift_at} | logs in {workdir}",
                   flush=True)
         sent = [0]
-        producer = asyncio.create_task(produce(settings, sim, n, rate=opts.rate, stop=stop,
-                                               on_progress=lambda k: sent.__setitem__(0, k)))
+
+        async def traffic() -> None:
+            # a few events first, the rest once the workers have joined their group and
+            # answer: the latencies then describe the pipeline, not the start-up
+            probe = 10 if n is None else min(10, n)
+            await produce(settings, sim, probe, rate=0)
+            sent[0] = probe
+            if not await wait_until(lambda: tally.predictions > 0 or any(p.poll() is not None for p in procs), 120):
+                raise RuntimeError(f"no prediction within 120 s; see {workdir}")
+            await produce(settings, sim, None if n is None else n - probe, rate=opts.rate, stop=stop,
+                          start=probe, on_progress=lambda k: sent.__setitem__(0, probe + k))
+
+        producer = asyncio.create_task(traffic())
         progress = None if opts.json_output else asyncio.create_task(_progress(tally, sent, began, procs))
         quit_ = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -174,7 +200,8 @@ async def _progress(tally: Tally, sent: list[int], began: float, procs: list[Any
         alive = sum(p.poll() is None for p in procs)
         print(f"\r[{now - began:6.1f}s] sent {sent[0]:>8} | {rate:8.0f} ev/s | predictions "
               f"{tally.predictions:>8} | dead-lettered {tally.dead_lettered:>6} | drift events "
-              f"{tally.drift_events:>3} | retrain requests {tally.retrain_requests:>3} | workers {alive}",
+              f"{tally.drift_events:>3} | retrain requests {tally.retrain_requests:>3} | model versions "
+              f"{','.join(sorted(tally.model_versions)) or '-'} | processes {alive}",
               end="", flush=True)
 
 

@@ -78,7 +78,7 @@ def all_topics(settings: Settings) -> dict[str, int]:
     t = settings.topics
     same = t.partitions  # changelog, predictions and features are co-partitioned with events
     return {t.events: same, t.labels: same, t.predictions: same, t.dead_letter: same,
-            t.features: same, t.changelog: same, t.drift: 1, t.retrain: 1}
+            t.features: same, t.changelog: same, t.drift: 1, t.retrain: 1, t.model_updates: 1}
 
 
 async def ensure_topics(settings: Settings) -> None:

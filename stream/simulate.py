@@ -20,7 +20,7 @@ SCENARIOS = {
     "mean_shift": "amounts double for everyone (location shift of log amount)",
     "new_category": "a merchant category never seen in training ('crypto') takes 30% of payments",
     "channel_mix": "the channel mix flips from mostly pos to mostly web",
-    "concept_drift": "fraud starts to look like normal traffic (labels disagree with the model)",
+    "concept_drift": "fraud moves to a new signature the model has not seen (only labels show it)",
 }
 
 START_TS = 1_750_000_000.0
@@ -98,6 +98,11 @@ class PaymentSimulator:
         channel[looks_fraud] = np.where(rng.random(looks_fraud.sum()) < 0.8, 0, channel[looks_fraud])
         foreign = looks_fraud & (rng.random(n) < 0.7)
         country[foreign] = rng.integers(0, len(COUNTRIES), foreign.sum())
+        # Under concept drift fraud moves to a new signature: app payments to travel merchants,
+        # at usual amounts, from home. The champion misses it; a retrained model can learn it.
+        moved = fraud & drifted & (self.scenario == "concept_drift")
+        channel[moved] = CHANNELS.index("app")
+        mcc[moved] = MERCHANT_CATEGORIES.index("travel")
         mcc_names = np.array(MERCHANT_CATEGORIES, dtype=object)[mcc]
         channel_names = np.array(CHANNELS, dtype=object)[channel]
         if self.scenario == "mean_shift":

@@ -143,6 +143,16 @@ def train(domain: Domain, data: TrainingData, store: ModelStore, *, name: str,
     return card
 
 
+def holdout_metrics(domain: Domain, predict: Any, data: TrainingData, *, warmup: int = 0,
+                    test_fraction: float = 0.3) -> dict[str, float]:
+    """A model's metrics on the held-out rows :func:`train` would keep for testing, so a
+    champion and a challenger are compared on exactly the same recent rows."""
+    X = domain.offline_features(data.events)[warmup:]
+    y = data.labels[warmup:]
+    split = int(len(X) * (1 - test_fraction))
+    return _metrics(domain, y[split:], predict(X[split:]))
+
+
 def _next_version(store: ModelStore, name: str) -> str:
     numbers = [int(v) for v in store.versions(name) if v.isdigit()]
     return str(max(numbers, default=0) + 1)
