@@ -1,4 +1,5 @@
-"""Builds the Grafana dashboards and writes them as sorted, stable JSON next to this file.
+"""Builds the Grafana dashboards and writes them as sorted, stable JSON next to this file, and
+``docs/dashboards.md`` (every panel's title, type, description and queries) from the same build.
 
 Run ``python -m dashboards.build`` (``make dashboards``); ``--check`` exits 1 when a committed
 file differs from what the code builds. Grafana loads the files through
@@ -21,6 +22,7 @@ from grafana_foundation_sdk.models.dashboard import DashboardCursorSync
 from dashboards import panels as p
 
 HERE = Path(__file__).resolve().parent
+DOC = HERE.parent / "docs" / "dashboards.md"
 
 
 def _base(uid: str, title: str, description: str) -> dashboard.Dashboard:
@@ -71,6 +73,43 @@ DASHBOARDS: dict[str, Callable[[], dashboard.Dashboard]] = {
 }
 
 
+# The longer introduction of each dashboard in docs/dashboards.md (the panels' text there is
+# their Grafana description, from dashboards/panels.py).
+OVERVIEWS: dict[str, str] = {
+    "pipeline": "Is the stream flowing? The first dashboard to open: health at a glance (top row), "
+                "then the flow of events through the scorers.",
+    "model": "What the model does: which version serves, how its scores are distributed, and how "
+             "well it performs, estimated from scores at once and measured once delayed labels "
+             "arrive.",
+    "drift": "Per-feature drift detail: each feature's test statistic against its calibrated "
+             "threshold, the p-value and effect size, and which features are in an open drift "
+             "state.",
+    "alerts": "Alerting: the Prometheus alert rules that are pending or firing, and the direct "
+              "Slack/webhook notifications with their delivery outcomes.",
+}
+
+DOC_HEADER = """\
+# Dashboards
+
+Grafana dashboards are built from code (`dashboards/panels.py`: one function per panel, \
+`dashboards/build.py`: one function per dashboard) with grafana-foundation-sdk, and written as \
+sorted, stable JSON to `dashboards/*.json` by `make dashboards`. `tests/test_dashboards.py` \
+checks the committed JSON is what the code builds, byte for byte; \
+`tests/test_prometheus_scrape.py` runs every panel's query against a real Prometheus scraping a \
+pipeline with drift injected and requires data from each.
+
+Grafana loads them at start through `ops/grafana/provisioning/` (data source uid \
+`mlstream-prometheus`, dashboards in the `mlstream` folder); with `docker compose up` they are \
+at http://localhost:3000 (anonymous viewer). Every dashboard shows drift events as red \
+annotations (`increase(mlstream_drift_events_total[1m]) > 0`, titled by kind).
+
+No screenshot can be made here, so each panel is described below: what it shows (its title and \
+description in Grafana are the same text) and the query behind it. This page is written by \
+`make dashboards` from the same code, and `tests/test_dashboards.py` checks it is current: edit \
+a panel's description in `dashboards/panels.py`, not this file.
+"""
+
+
 def _finish(data: dict[str, Any]) -> dict[str, Any]:
     """What the SDK leaves to us: unique panel ids in layout order (links to a panel use
     them), and the Prometheus annotation's title and tags (absent from its model)."""
@@ -84,22 +123,51 @@ def _finish(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _data(name: str) -> dict[str, Any]:
+    built = DASHBOARDS[name]().build()
+    return _finish(json.loads(json.dumps(built, cls=JSONEncoder)))
+
+
 def render(name: str) -> str:
     """The dashboard's JSON text: sorted keys, two-space indent, trailing newline."""
-    built = DASHBOARDS[name]().build()
-    data = _finish(json.loads(json.dumps(built, cls=JSONEncoder)))
-    return json.dumps(data, sort_keys=True, indent=2) + "\n"
+    return json.dumps(_data(name), sort_keys=True, indent=2) + "\n"
+
+
+def _cell(text: str) -> str:
+    """Text for one Markdown table cell: one line, pipes escaped."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def render_doc() -> str:
+    """docs/dashboards.md: per dashboard its overview, then per panel (rows left out) its
+    title, type, description and queries, in layout order."""
+    out = [DOC_HEADER]
+    for name in DASHBOARDS:
+        data = _data(name)
+        out += [f"## {data['title']} (`{data['uid']}`)", "", OVERVIEWS[name], "",
+                "| panel | type | what it shows, what it is for | query |",
+                "| --- | --- | --- | --- |"]
+        for panel in data.get("panels", []):
+            if panel["type"] == "row":
+                continue
+            queries = "<br>".join(f"`{_cell(t['expr'])}`" for t in panel.get("targets", []))
+            out.append(f"| {_cell(panel['title'])} | {panel['type']} | "
+                       f"{_cell(panel.get('description', ''))} | {queries} |")
+        out.append("")
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dashboards.build", description=__doc__)
     ap.add_argument("--check", action="store_true", help="fail if a committed file is stale")
-    ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--out", type=Path, default=HERE, help="directory for the dashboard JSON")
+    ap.add_argument("--doc", type=Path, default=DOC, help="path of the Markdown panel reference")
     args = ap.parse_args(argv)
     stale = []
-    for name in DASHBOARDS:
-        path = args.out / f"{name}.json"
-        text = render(name)
+    files = [(args.out / f"{name}.json", lambda name=name: render(name)) for name in DASHBOARDS]
+    files.append((args.doc, render_doc))
+    for path, make in files:
+        text = make()
         if args.check:
             if not path.is_file() or path.read_text() != text:
                 stale.append(path.name)
@@ -107,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(text)
             print(f"wrote {path}")
     if stale:
-        print(f"stale dashboards (run `make dashboards`): {', '.join(stale)}", file=sys.stderr)
+        print(f"stale dashboard files (run `make dashboards`): {', '.join(stale)}", file=sys.stderr)
         return 1
     return 0
 

@@ -3,8 +3,9 @@
 Every query uses the metrics of ``docs/metrics.md`` through one Prometheus data source with a
 fixed uid (provisioned by ``ops/grafana/provisioning/datasources/prometheus.yml``).
 ``tests/test_prometheus_scrape.py`` runs each query against a real Prometheus scraping a
-pipeline, so a query that returns nothing fails the suite. ``docs/dashboards.md`` says what
-each panel is for.
+pipeline, so a query that returns nothing fails the suite. Each panel's description says what
+it shows and what it is for: Grafana shows it as the panel's tooltip, and ``dashboards.build``
+writes it, with the title, type and queries, to ``docs/dashboards.md``.
 """
 
 from __future__ import annotations

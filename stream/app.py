@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from prometheus_client import start_http_server
 
@@ -20,7 +20,8 @@ ROLES = ("scorer", "monitor")
 
 async def run_worker(settings: Settings, roles: Sequence[str] = ROLES, *,
                      stop: asyncio.Event | None = None, metrics: Metrics | None = None,
-                     create_topics: bool = True, handle_signals: bool = True) -> None:
+                     create_topics: bool = True, handle_signals: bool = True,
+                     on_metrics_port: Callable[[int], None] | None = None) -> None:
     """Run until ``stop`` is set or SIGINT/SIGTERM; any stage failing stops the others."""
     stop = stop or asyncio.Event()
     metrics = metrics or Metrics.create()
@@ -33,6 +34,8 @@ async def run_worker(settings: Settings, roles: Sequence[str] = ROLES, *,
     server, thread = start_http_server(settings.metrics_port, settings.metrics_host,
                                        registry=metrics.registry)
     log.info("metrics on http://%s:%s/metrics", settings.metrics_host, server.server_port)
+    if on_metrics_port is not None:
+        on_metrics_port(server.server_port)
     if create_topics:
         await ensure_topics(settings)
     stages = []

@@ -61,6 +61,7 @@ async def settings(make_settings: Callable[..., Settings]) -> Settings:
 class RunningWorker:
     def __init__(self, task: asyncio.Task[None], stop: asyncio.Event, metrics: Any):
         self.task, self.stop, self.metrics = task, stop, metrics
+        self.metrics_port: int | None = None  # the worker's /metrics port, once it listens
 
     async def close(self) -> None:
         self.stop.set()
@@ -78,8 +79,13 @@ async def start_worker() -> AsyncIterator[Callable[..., RunningWorker]]:
     def start(settings: Settings, roles: tuple[str, ...] = ("scorer", "monitor")) -> RunningWorker:
         stop = asyncio.Event()
         metrics = Metrics.create()
+
+        def on_metrics_port(port: int) -> None:  # runs inside the task, after ``w`` is bound
+            w.metrics_port = port
+
         task = asyncio.ensure_future(run_worker(settings, roles, stop=stop, metrics=metrics,
-                                                create_topics=False, handle_signals=False))
+                                                create_topics=False, handle_signals=False,
+                                                on_metrics_port=on_metrics_port))
         w = RunningWorker(task, stop, metrics)
         running.append(w)
         return w

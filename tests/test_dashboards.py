@@ -13,12 +13,35 @@ from dashboards import build
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_rebuilding_gives_the_committed_json_byte_for_byte(tmp_path):
-    assert build.main(["--out", str(tmp_path)]) == 0
+def test_rebuilding_gives_the_committed_json_and_doc_byte_for_byte(tmp_path):
+    doc = tmp_path / "dashboards.md"
+    assert build.main(["--out", str(tmp_path), "--doc", str(doc)]) == 0
     for name in build.DASHBOARDS:
         committed = (ROOT / "dashboards" / f"{name}.json").read_bytes()
         assert (tmp_path / f"{name}.json").read_bytes() == committed, f"run `make dashboards` ({name})"
+    assert doc.read_bytes() == (ROOT / "docs" / "dashboards.md").read_bytes(), \
+        "run `make dashboards` (docs/dashboards.md)"
     assert build.main(["--check"]) == 0
+
+
+def test_the_doc_lists_every_panel_with_its_description_and_queries():
+    doc = (ROOT / "docs" / "dashboards.md").read_text()
+    for name in build.DASHBOARDS:
+        data = json.loads((ROOT / "dashboards" / f"{name}.json").read_text())
+        assert f"## {data['title']} (`{data['uid']}`)" in doc
+        for panel in data["panels"]:
+            if panel["type"] == "row":
+                continue
+            assert f"| {panel['title']} | {panel['type']} | {panel['description']} |" in doc
+            for target in panel["targets"]:
+                assert f"`{target['expr'].replace('|', chr(92) + '|')}`" in doc
+
+
+def test_check_reports_a_stale_doc(tmp_path, capsys):
+    stale = tmp_path / "dashboards.md"
+    stale.write_text("# Dashboards\n")
+    assert build.main(["--check", "--doc", str(stale)]) == 1
+    assert "dashboards.md" in capsys.readouterr().err
 
 
 def test_building_twice_is_stable():

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from prometheus_client import start_http_server
 
 from stream.kafka import ensure_topics
 from stream.simulate import PaymentSimulator
@@ -61,9 +60,13 @@ async def test_every_dashboard_query_returns_data(make_settings, start_worker, t
     settings = make_settings(monitor={"warmup_rows": 5_000})
     await ensure_topics(settings)
     worker = start_worker(settings, roles=("scorer", "monitor"))
-    # the worker's own /metrics port is ephemeral and not exposed; serve its registry here
-    server, thread = start_http_server(0, "127.0.0.1", registry=worker.metrics.registry)
-    target = f"127.0.0.1:{server.server_port}"
+    # Prometheus scrapes the worker's own /metrics endpoint (ephemeral port, reported on start)
+    assert await wait_until(lambda: worker.metrics_port is not None or worker.task.done(), 30), \
+        "the worker never reported its /metrics port"
+    if worker.task.done():
+        worker.task.result()
+        raise AssertionError("the worker stopped before serving /metrics")
+    target = f"{settings.metrics_host}:{worker.metrics_port}"
 
     (tmp_path / "rules.yml").write_text((ROOT / "ops" / "prometheus" / "rules.yml").read_text())
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
@@ -129,6 +132,4 @@ async def test_every_dashboard_query_returns_data(make_settings, start_worker, t
             proc.kill()
             proc.wait(5)
         log.close()
-        server.shutdown()
-        server.server_close()
         await worker.close()
