@@ -9,7 +9,15 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka import TopicPartition
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalStateError,
+    KafkaConnectionError,
+    KafkaError,
+    TopicAlreadyExistsError,
+)
+from aiokafka.structs import OffsetAndMetadata
 from aiokafka.helpers import create_ssl_context
 
 from stream.config import KafkaSettings, Settings
@@ -97,6 +105,20 @@ async def ensure_topics(settings: Settings) -> None:
                 pass  # another worker won the race
     finally:
         await admin.close()
+
+
+async def commit_or_redeliver(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> bool:
+    """Commit offsets; if the group rebalanced meanwhile, the records are redelivered to the
+    partitions' new owners (at-least-once), which is not an error of this worker."""
+    if not offsets:
+        return True
+    try:
+        await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
+        return True
+    except (CommitFailedError, IllegalStateError) as exc:
+        log.warning("offsets not committed (%s); those records will be processed again",
+                    type(exc).__name__)
+        return False
 
 
 async def send_records(producer: AIOKafkaProducer, topic: str, partition: int,

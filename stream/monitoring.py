@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import orjson
 from aiokafka import TopicPartition
-from aiokafka.structs import OffsetAndMetadata
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -25,7 +24,7 @@ from stream.alerts import Notifier
 from stream.config import Settings
 from stream.drift import DriftMonitor, DriftSettings
 from stream.errors import ModelLoadError
-from stream.kafka import make_consumer, make_producer, send_messages, start_client
+from stream.kafka import commit_or_redeliver, make_consumer, make_producer, send_messages, start_client
 from stream.labels import LabelJoiner, PerformanceMonitor, estimate_performance
 from stream.metrics import Metrics
 from stream.pipeline import Message
@@ -184,14 +183,16 @@ class MonitorWorker:
                     futures += await send_messages(producer, s.topics.retrain, 0, retrain)
                 if futures:
                     await asyncio.gather(*futures)
-                await consumer.commit({tp: OffsetAndMetadata(recs[-1].offset + 1, "")
-                                       for tp, recs in pending.items() if recs})
+                await commit_or_redeliver(consumer, {tp: recs[-1].offset + 1
+                                                     for tp, recs in pending.items() if recs})
                 pending, rows, since = {}, 0, time.monotonic()
         finally:
-            await self.notifier.stop()
-            await consumer.stop()
-            await producer.stop()
             self.metrics.worker_info.labels("monitor").set(0)
+            try:
+                await self.notifier.stop()
+                await consumer.stop()
+            finally:
+                await producer.stop()
 
     def handle(self, batches: dict[TopicPartition, list[Any]], now: float) -> tuple[list[Message], list[Message]]:
         """One fetch worth of feature batches and labels -> drift and retrain messages."""

@@ -15,12 +15,11 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.structs import OffsetAndMetadata
 
 from stream.config import Settings
 from stream.domain import Domain
 from stream.errors import ModelLoadError
-from stream.kafka import make_consumer, make_producer, send_messages, send_records, start_client
+from stream.kafka import commit_or_redeliver, make_consumer, make_producer, send_messages, send_records, start_client
 from stream.metrics import Metrics
 from stream.pipeline import BatchOutput, BatchScorer
 from stream.registry import ModelStore
@@ -78,9 +77,11 @@ class ScoringWorker:
                 async with self._lock:
                     await self._commit()
             finally:
-                await self.consumer.stop()
-                await self.producer.stop()
                 self.metrics.worker_info.labels("scorer").set(0)
+                try:
+                    await self.consumer.stop()
+                finally:
+                    await self.producer.stop()
 
     async def _loop(self, stop: asyncio.Event) -> None:
         assert self.consumer is not None
@@ -179,8 +180,7 @@ class ScoringWorker:
             await asyncio.gather(*futures)
         offsets = {tp: o for tp, o in self._offsets.items() if tp.partition in self.stores}
         self._offsets = {}
-        if offsets:
-            await self.consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
+        await commit_or_redeliver(self.consumer, offsets)
         self._batches_since_commit = 0
         self._last_commit = time.monotonic()
 
