@@ -3,7 +3,8 @@
 The monitor runs a fixed set of tests: per window length ``w`` (checked every
 ``step_w`` rows) and per feature, a KS and a chi-square test on the binned
 distribution and a Mann-Whitney location test (numeric) or a chi-square test
-(categorical), plus a missing-rate test; and, for the numeric features, one Fisher-z test per pair of features.
+(categorical), plus a missing-rate test; and, for the numeric features, one
+Fisher-z test per pair of features.
 
 The false-alarm budget is one alarm per ``expected_run_length`` rows, for all
 tests together. It is split equally over the windows, then equally over the
@@ -20,8 +21,14 @@ large-sample null distributions of each statistic: Kolmogorov for ``sqrt(n_e) D`
 (conservative on binned data, where D can only be smaller), chi-square with the
 table's degrees of freedom, and the standard normal for the z tests (missing
 rate, Mann-Whitney with tie correction, Fisher z).
+These distributions assume independent rows. Rolling-aggregate features are
+serially dependent; the profile measures that dependence on the reference in
+its own order (``dispersion``, see :func:`stream.profile._dispersion`) and the
+monitor scales its statistics to the effective number of rows before comparing
+them with these critical values.
 :func:`simulate_reference` draws streams from a profile so the resulting false
-alarm rate can be checked by simulation (see ``stream/bench_drift.py``).
+alarm rate can be checked by simulation (``tests/test_drift.py``; the bench
+``stream/bench_drift.py`` reports the same check on its stationary streams).
 
 Examples
 --------
@@ -65,14 +72,20 @@ class DriftSettings:
     checks_per_window
         Each window is tested every ``window / checks_per_window`` rows.
     wasserstein_threshold, psi_threshold, js_threshold, missing_threshold, correlation_threshold
-        Enter levels of the effect sizes.
+        Enter levels of the effect sizes. Each test is gated by its own: KS and
+        Mann-Whitney by the Wasserstein distance (normalised by the reference
+        standard deviation), numeric chi-square by PSI, categorical chi-square
+        by the Jensen-Shannon distance, the missing-rate test by the absolute
+        change of the rate, the correlation test by the change of the correlation.
     leave_ratio
         A drift closes when every effect size is below ``leave_ratio`` times its
         enter level ...
     resolve_window, resolve_patience
         ... in window ``resolve_window`` for ``resolve_patience`` checks in a row.
-    multivariate
-        Run the pairwise correlation test over the numeric features.
+    multivariate, multivariate_min_window
+        Run the pairwise correlation test over the numeric features, in the
+        windows at least this long (correlations need samples; skipping the
+        short windows only lowers the false-alarm rate).
     score_feature
         Name of the model score column; its drift is reported as ``score_drift``.
     score_detector
@@ -96,6 +109,7 @@ class DriftSettings:
     resolve_window: int = 2000
     resolve_patience: int = 3
     multivariate: bool = True
+    multivariate_min_window: int = 0
     score_feature: str = "score"
     score_detector: str | None = None
     emit_resolved: bool = True
@@ -182,7 +196,8 @@ def calibrate(
         alpha_feature[name] = [s / (expected_run_length * n_win * max(n_families, 1) * k) for s in steps]
     alpha_pair = [s / (expected_run_length * n_win * max(n_families, 1) * max(n_pairs, 1)) for s in steps]
     names = num + cat
-    ks_crit = np.array([[stats.kstwobign.isf(alpha_feature[f][w]) for f in num] for w in range(n_win)]).reshape(n_win, len(num))
+    ks_crit = np.array([[stats.kstwobign.isf(alpha_feature[f][w]) for f in num] for w in range(n_win)])
+    ks_crit = ks_crit.reshape(n_win, len(num))
     chi2_crit = np.full((n_win, len(names), max_dof + 1), np.inf)
     z_crit = np.zeros((n_win, len(names)))
     for w in range(n_win):
@@ -198,7 +213,8 @@ def simulate_reference(profile: ReferenceProfile, n: int, seed: int = 0) -> dict
     """Draw ``n`` rows from the reference profile (the null hypothesis of every test).
 
     Numeric values are drawn bin by bin with the reference proportions, then
-    uniformly within the bin (outer bins symmetric around their reference mean),
+    uniformly within the bin (outer bins symmetric around their reference mean;
+    a bin holding a single value, as in discrete features, gives that value),
     with the numeric features coupled through a Gaussian copula with the
     reference correlation. Categorical values follow the reference frequencies
     (the pooled rare ones as ``"__other__"``); missing values follow the
@@ -239,6 +255,8 @@ def simulate_reference(profile: ReferenceProfile, n: int, seed: int = 0) -> dict
             else:
                 lo = hi = means
             x = lo[b] + np.clip(pos, 0.0, 1.0) * (hi[b] - lo[b])
+            x = np.minimum(x, np.nextafter(np.maximum(hi[b], lo[b]), -np.inf))  # stay inside [lo, hi)
+            x = np.where(means[b] == lo[b], means[b], x)  # a bin whose mean is its lower edge is one value
             miss = rng.random(n) < ref.n_missing / max(ref.n + ref.n_missing, 1)
             x[miss] = np.nan
             out[name] = x

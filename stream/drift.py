@@ -6,12 +6,16 @@ Rows are grouped in blocks of ``block_size`` rows. Each finished block is reduce
 to fixed-size sufficient statistics (per numeric feature: counts and value sums
 in the reference quantile bins plus a missing count; per categorical feature:
 counts per reference category plus "other" and missing; for the numeric
-features together: pairwise-complete cross products) and written to a ring
-buffer holding the longest window. Every window length ``w`` in
+features together: pairwise-complete cross products of the bins' normal scores)
+and written to a ring buffer holding the longest window. Every window length ``w`` in
 ``DriftSettings.windows`` is tested every ``w / checks_per_window`` rows (a
 sliding window), by summing its last blocks.
 
-A feature drifts when a test is significant at its calibrated level (see
+The tests are, per numeric feature, two-sample KS, Mann-Whitney and chi-square
+on the bins; per categorical feature, chi-square on the categories (unseen ones
+count as "other"); per feature, a two-proportion z test of the missing rate;
+per pair of numeric features, a Fisher z test of their correlation. A feature
+drifts when a test is significant at its calibrated level (see
 :mod:`stream.calibration`) *and* an effect size passes its enter threshold:
 Wasserstein distance normalised by the reference standard deviation or PSI for
 numeric features, Jensen-Shannon distance for categorical ones, the absolute
@@ -21,8 +25,8 @@ Each feature then has an open drift state: one event when it opens, and one
 below ``leave_ratio`` times its enter threshold for ``resolve_patience``
 consecutive checks; the feature's windows then restart from empty.
 
-Because all of this is computed per block, :meth:`DriftMonitor.update` (one
-row) and :meth:`DriftMonitor.update_batch` (vectorised) give identical events.
+All of it is computed per block, so :meth:`DriftMonitor.update` (one row) and
+:meth:`DriftMonitor.update_batch` (vectorised) give identical events.
 
 Examples
 --------
@@ -48,16 +52,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from itertools import repeat
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import numpy as np
-from scipy import special
 
 from stream import drift_stats as ds
 from stream.calibration import Calibration, DriftSettings, calibrate
-from stream.profile import ReferenceProfile, is_missing, reference_arrays
+from stream.profile import CORRELATION_METHOD, ReferenceProfile, is_missing, reference_arrays
 
 __all__ = ["DriftEvent", "DriftMonitor", "DriftSettings"]
 
@@ -119,15 +122,16 @@ class DriftMonitor:
         self._num, self._cat = profile.numeric_names, profile.categorical_names
         self._names = self._num + self._cat
         fn, fc = len(self._num), len(self._cat)
-        self._mv = s.multivariate and fn >= 2
+        self._mv = s.multivariate and fn >= 2 and profile.correlation_method == CORRELATION_METHOD
         ref = reference_arrays(profile)
         self._edges, self._k, self._kc = ref.edges, ref.k, ref.kc
         self._ref_num, self._ref_mean_bins, self._ref_num_miss = ref.num_counts, ref.num_bin_means, ref.num_missing
-        self._mean, self._std = ref.mean, ref.std
+        self._std, self._scores = ref.std, ref.num_scores
         self._ref_cat, self._ref_cat_miss = ref.cat_counts, ref.cat_missing
         self._cat_maps, self._cat_other = ref.cat_codes, ref.cat_other
         self._ref_r, self._ref_rn = ref.corr, ref.corr_n
         self._pairs = np.triu_indices(fn, 1)
+        self._phi_num, self._phi_cat = ref.dispersion(s.windows)  # serial dependence, per window and feature
         k, kc = self._k, self._kc
         b = s.block_size
         self._wblocks = [w // b for w in s.windows]
@@ -151,7 +155,6 @@ class DriftMonitor:
         self._raw: dict[str, dict[int, tuple[Any, tuple[np.ndarray, ...]]]] = {"num": {}, "cat": {}}
         self._effects = {"num": {"wasserstein": s.wasserstein_threshold, "psi": s.psi_threshold},
                          "cat": {"jensen_shannon": s.js_threshold}}
-        self._num_set = set(self._num)
         self._open_features: dict[str, list[str]] = {}
         self._buf_num = np.empty((b, fn))
         self._buf_cat = np.empty((b, fc), dtype=np.int64)
@@ -163,7 +166,6 @@ class DriftMonitor:
 
             self._detector = rdrift.PageHinkley() if s.score_detector == "page_hinkley" else rdrift.ADWIN()
 
-    # ------------------------------------------------------------------ input
     def _code(self, j: int, v: Any) -> int:
         if is_missing(v):
             return self._kc
@@ -230,7 +232,6 @@ class DriftMonitor:
         self.rows_seen += n
         return events
 
-    # ------------------------------------------------------------ block stats
     def _process(self, num: np.ndarray, cat: np.ndarray, start: int) -> list[DriftEvent]:
         """Reduce whole blocks to sufficient statistics and run the due checks."""
         b, k, kc = self.settings.block_size, self._k, self._kc
@@ -247,7 +248,8 @@ class DriftMonitor:
             counts = np.bincount(idx.ravel(), minlength=nb * fn * (k + 1)).reshape(nb, fn, k + 1)
             sums = np.bincount(idx.ravel(), weights=np.where(missing, 0.0, num).ravel(), minlength=nb * fn * (k + 1))
             sums = sums.reshape(nb, fn, k + 1)[:, :, :k]
-            z = np.where(missing, 0.0, (num - self._mean) / self._std)
+            # normal scores of the bins, as the profile's correlation (0 where missing)
+            z = np.where(missing, 0.0, self._scores[np.arange(fn), np.where(missing, 0, bins)])
             present = (~missing).astype(float)
         if fc:
             cidx = (blk[:, None] * fc + np.arange(fc)) * (kc + 1) + cat
@@ -262,10 +264,8 @@ class DriftMonitor:
                 self._ring_cat[slot] = ccounts[i]  # type: ignore[index]
             if self._mv:
                 zi, mi = z[i * b : (i + 1) * b], present[i * b : (i + 1) * b]
-                self._ring_corr[slot, 0] = mi.T @ mi
-                self._ring_corr[slot, 1] = zi.T @ mi
-                self._ring_corr[slot, 2] = (zi * zi).T @ mi
-                self._ring_corr[slot, 3] = zi.T @ zi
+                rc = self._ring_corr[slot]
+                rc[0], rc[1], rc[2], rc[3] = mi.T @ mi, zi.T @ mi, (zi * zi).T @ mi, zi.T @ zi
             self._blocks += 1
             if self._detector is not None:
                 events += self._run_detector(num[i * b : (i + 1) * b, self._score_j], start + i * b)
@@ -279,19 +279,18 @@ class DriftMonitor:
                 continue
             self._detector.update(v)
             if self._detector.drift_detected:
-                ev = {"feature": self.settings.score_feature, "test": self.settings.score_detector,
-                      "statistic": None, "threshold": None, "window": None, "reference": "stream"}
+                adwin = self.settings.score_detector == "adwin"  # ADWIN: mean after the cut; PH: the value
+                ev = {"feature": self.settings.score_feature, "test": self.settings.score_detector, "window": None,
+                      "statistic": float(self._detector.estimation if adwin else v), "reference": "stream",
+                      "threshold": float(self._detector.delta if adwin else self._detector.threshold)}
                 out.append(self._event(start + i, "score_drift", (self.settings.score_feature,), (ev,)))
         return out
 
     def _window_sum(self, ring: np.ndarray, nblocks: int) -> np.ndarray:
         end = self._blocks % self._ring_len
         begin = end - nblocks
-        if begin >= 0:
-            return ring[begin:end].sum(axis=0)
-        return ring[begin:].sum(axis=0) + ring[:end].sum(axis=0)
+        return ring[begin:end].sum(axis=0) if begin >= 0 else ring[begin:].sum(axis=0) + ring[:end].sum(axis=0)
 
-    # ----------------------------------------------------------------- checks
     def _check(self, index: int) -> list[DriftEvent]:
         fired: dict[str, list[dict[str, Any]]] = {}
         for w, (nbk, step) in enumerate(zip(self._wblocks, self._sblocks, strict=True)):
@@ -302,13 +301,13 @@ class DriftMonitor:
                 k = self._k
                 win = self._window_sum(self._ring_num, nbk)
                 args = (win[:, :k], self._window_sum(self._ring_sum, nbk), win[:, k],
-                        self._ref_num, self._ref_num_miss, self._ref_mean_bins, self._std)
+                        self._ref_num, self._ref_num_miss, self._ref_mean_bins, self._std, self._phi_num[w])
                 self._fire(w, "num", ds.numeric_window_stats, args, valid[: len(self._num)], fired)
             if self._cat:
                 win = self._window_sum(self._ring_cat, nbk)
-                args = (win[:, : self._kc], win[:, self._kc], self._ref_cat, self._ref_cat_miss)
+                args = (win[:, : self._kc], win[:, self._kc], self._ref_cat, self._ref_cat_miss, self._phi_cat[w])
                 self._fire(w, "cat", ds.categorical_window_stats, args, valid[len(self._num) :], fired)
-            if self._mv:
+            if self._mv and self.settings.windows[w] >= self.settings.multivariate_min_window:
                 self._check_multivariate(w, nbk, fired)
         return self._transition(index, fired)
 
@@ -334,12 +333,10 @@ class DriftMonitor:
         if not need:
             return
         st = self._stats[group][w] = stats_fn(*args, effects=True)
-        effects = self._effects[group]
-        effect_ok = np.zeros(valid.shape, dtype=bool)
-        for metric, thr in effects.items():
-            effect_ok |= st[metric] >= thr
-        sig = {t: (st[t] > crit[t]) & (effect_ok if t != "missing" else st["missing_change"] >= s.missing_threshold)
-               for t in crit}
+        # each test is gated by its own effect size (a chi-square test fired by a few
+        # rare values must not pass on an unrelated Wasserstein fluctuation)
+        gate = {t: self._gate(group, t) for t in crit}
+        sig = {t: (st[t] > crit[t]) & (st[gate[t][0]] >= gate[t][1]) for t in crit}
         hit = np.zeros(valid.shape, dtype=bool)
         for m in sig.values():
             hit |= m
@@ -347,22 +344,28 @@ class DriftMonitor:
             for t in crit:
                 if not sig[t][j]:
                     continue
-                if t == "missing":
-                    metric, thr = "missing_change", s.missing_threshold
-                else:
-                    metric, thr = max(effects.items(), key=lambda mt: st[mt[0]][j] / mt[1])
+                metric, thr = gate[t]
                 extra = {"psi": st["psi"][j]} if metric != "psi" and t != "missing" else {}
                 fired.setdefault(names[j], []).append(self._evidence(
                     names[j], t, st[t][j], crit[t][j], w, metric, st[metric][j], thr,
                     st["n_rows" if t == "missing" else "n"][j], st["n_rows_ref" if t == "missing" else "n_ref"][j],
-                    aux=st["d"][j] if t == "ks" else st["dof"][j] if t == "chi2" else None, **extra))
+                    aux=st["dof"][j] if t == "chi2" else None, **extra))
+
+    def _gate(self, group: str, test: str) -> tuple[str, float]:
+        s = self.settings
+        if test == "missing":
+            return "missing_change", s.missing_threshold
+        if group == "cat":
+            return "jensen_shannon", s.js_threshold
+        return ("psi", s.psi_threshold) if test == "chi2" else ("wasserstein", s.wasserstein_threshold)
 
     def _check_multivariate(self, w: int, nbk: int, fired: dict[str, list[dict[str, Any]]]) -> None:
         s, cal = self.settings, self.calibration
         n_, sx, qx, p = self._window_sum(self._ring_corr, nbk)
         r = ds.correlation_from_sums(n_, sx, qx, p)
         iu, ju = self._pairs
-        z = np.abs(ds.fisher_z(r[iu, ju], n_[iu, ju], self._ref_r[iu, ju], self._ref_rn[iu, ju]))
+        phi = np.sqrt(self._phi_num[w][iu, 1] * self._phi_num[w][ju, 1])  # serial dependence of the pair
+        z = np.abs(ds.fisher_z(r[iu, ju], n_[iu, ju], self._ref_r[iu, ju], self._ref_rn[iu, ju])) / np.sqrt(phi)
         diff = np.abs(r[iu, ju] - self._ref_r[iu, ju])
         self._stats["mv"][w] = {"correlation": z, "correlation_change": diff}
         if self._blocks - self._reset_at[MULTIVARIATE] < nbk or self._open[MULTIVARIATE]:
@@ -376,25 +379,20 @@ class DriftMonitor:
 
     def _evidence(self, feature: str, test: str, stat: float, crit: float, w: int, metric: str, effect: float,
                   effect_thr: float, n: float, n_ref: float, aux: float | None = None, **extra: Any) -> dict[str, Any]:
-        ev = {"feature": feature, "test": test, "statistic": _f(stat), "threshold": _f(crit),
-              "p_value": ds.p_value(test, float(stat), float(n), float(n_ref), aux),
-              "alpha": self._alpha(feature, w), "effect_metric": metric, "effect_size": _f(effect),
-              "effect_threshold": _f(effect_thr), "window": self.settings.windows[w], "n": int(n),
-              "reference": "profile", "n_reference": int(n_ref)}
+        alpha = self.calibration.alpha_feature.get(feature, self.calibration.alpha_pair)[w]
+        ev = {"feature": feature, "test": test, "statistic": _f(stat), "threshold": _f(crit), "alpha": alpha,
+              "p_value": ds.p_value(test, float(stat), float(n), float(n_ref), aux), "effect_metric": metric,
+              "effect_size": _f(effect), "effect_threshold": _f(effect_thr), "window": self.settings.windows[w],
+              "n": int(n), "reference": "profile", "n_reference": int(n_ref)}
         ev.update({k: _f(v) for k, v in extra.items()})
         return ev
 
-    def _alpha(self, feature: str, w: int) -> float:
-        cal = self.calibration
-        return cal.alpha_feature[feature][w] if feature in cal.alpha_feature else cal.alpha_pair[w]
-
-    # ------------------------------------------------------------ hysteresis
     def _calm_now(self, name: str) -> bool:
         s, w = self.settings, self._resolve_w
         if name == MULTIVARIATE:
             st = self._stats["mv"].get(w)
             return st is not None and bool(np.all(st["correlation_change"] < s.leave_ratio * s.correlation_threshold))
-        group, j = ("num", self._num.index(name)) if name in self._num_set else ("cat", self._cat.index(name))
+        group, j = ("num", self._num.index(name)) if name in self.profile.numeric else ("cat", self._cat.index(name))
         st = self._full_stats(group, w)
         if st is None:
             return False
@@ -441,7 +439,6 @@ class DriftMonitor:
     def _event(self, index: int, kind: str, feats: tuple[str, ...], ev: tuple[dict[str, Any], ...]) -> DriftEvent:
         return DriftEvent(index, kind, feats, ev, self.model_name, self.model_version)
 
-    # ---------------------------------------------------------------- export
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Latest statistics per feature (and ``"multivariate"``), for Prometheus export.
 
@@ -467,7 +464,7 @@ class DriftMonitor:
                     for t, (v, c, metric, eff) in self._tests_view(group, w, st, j).items():
                         if v / c > ratio:
                             ratio = v / c
-                            aux = st["d"][j] if t == "ks" else st["dof"][j] if t == "chi2" else None
+                            aux = st["dof"][j] if t == "chi2" else None
                             n_key = ("n_rows", "n_rows_ref") if t == "missing" else ("n", "n_ref")
                             p = 1.0 if group == "mv" else ds.p_value(t, v, st[n_key[0]][j], st[n_key[1]][j], aux)
                             best.update(statistic=v, threshold=c, test=t, window=self.settings.windows[w],
@@ -475,16 +472,17 @@ class DriftMonitor:
                 out["multivariate" if name == MULTIVARIATE else name] = best
         return out
 
-    def _tests_view(self, group: str, w: int, st: dict[str, np.ndarray], j: int) -> dict[str, tuple[float, float, str, float]]:
+    def _tests_view(
+        self, group: str, w: int, st: dict[str, np.ndarray], j: int
+    ) -> dict[str, tuple[float, float, str, float]]:
         if group == "mv":
             top = int(np.argmax(st["correlation"])) if st["correlation"].size else 0
             z = float(st["correlation"][top]) if st["correlation"].size else 0.0
             return {"correlation": (z, float(self.calibration.corr_crit[w]), "correlation_change",
                                     float(st["correlation_change"].max(initial=0.0)))}
         crit = self._crit(w, group, st)
-        metric = max(self._effects[group], key=lambda m: st[m][j] / self._effects[group][m])
-        return {t: (float(st[t][j]), _f(crit[t][j]), "missing_change" if t == "missing" else metric,
-                    float(st["missing_change" if t == "missing" else metric][j])) for t in crit}
+        return {t: (float(st[t][j]), _f(crit[t][j]), self._gate(group, t)[0], float(st[self._gate(group, t)[0]][j]))
+                for t in crit}
 
     def _window_view(self, group: str, w: int, st: dict[str, np.ndarray], j: int) -> dict[str, float]:
         if group == "mv":

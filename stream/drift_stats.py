@@ -170,8 +170,9 @@ def chi2_homogeneity(counts_a: np.ndarray, counts_b: np.ndarray) -> tuple[np.nda
     t = a + b
     used = t > 0
     num = (nb * a - na * b) ** 2
-    den = np.where(used, t * na * nb, 1.0)
-    stat = np.sum(np.where(used, num / den, 0.0), axis=-1)
+    den = t * na * nb
+    ok = used & (den > 0)
+    stat = np.sum(np.where(ok, num / np.where(ok, den, 1.0), 0.0), axis=-1)
     dof = np.maximum(used.sum(axis=-1) - 1, 0)
     return stat, dof
 
@@ -233,22 +234,30 @@ def fisher_z(r_a: np.ndarray, n_a: np.ndarray, r_b: np.ndarray, n_b: np.ndarray)
     """z statistic for the difference of two Pearson correlations (Fisher transform)."""
     r_a = np.clip(np.asarray(r_a, dtype=float), -0.999999, 0.999999)
     r_b = np.clip(np.asarray(r_b, dtype=float), -0.999999, 0.999999)
-    se = np.sqrt(1.0 / np.maximum(np.asarray(n_a, float) - 3.0, 1.0) + 1.0 / np.maximum(np.asarray(n_b, float) - 3.0, 1.0))
+    na, nb = np.asarray(n_a, float), np.asarray(n_b, float)
+    se = np.sqrt(1.0 / np.maximum(na - 3.0, 1.0) + 1.0 / np.maximum(nb - 3.0, 1.0))
     return (np.arctanh(r_a) - np.arctanh(r_b)) / se
 
 
 def numeric_window_stats(
     counts: np.ndarray, sums: np.ndarray, missing: np.ndarray, ref_counts: np.ndarray, ref_missing: np.ndarray,
-    ref_bin_means: np.ndarray, ref_std: np.ndarray, *, effects: bool = True,
+    ref_bin_means: np.ndarray, ref_std: np.ndarray, dispersion: np.ndarray | float = 1.0, *,
+    effects: bool = True,
 ) -> dict[str, np.ndarray]:
     """All statistics of numeric windows against their reference, one row per feature.
 
     ``counts``/``sums`` are ``[feature, bin]`` window counts and value sums in the
     reference bins, ``missing`` the window missing counts. Returns the binned KS
     statistic ``d`` and its scaled form ``ks = sqrt(n_e) d``, the chi-square
-    statistic with its ``dof``, the Mann-Whitney |z| (``mannwhitney``) and ``auc``, and the missing-rate ``missing`` (|z|) and
+    statistic with its ``dof``, the Mann-Whitney |z| (``mannwhitney``) and ``auc``,
+    and the missing-rate ``missing`` (|z|) and
     ``missing_change``; with ``effects`` also ``psi`` and the Wasserstein distance
-    of the bin means normalised by ``ref_std`` (``wasserstein``).
+    of the bin means normalised by ``ref_std`` (``wasserstein``). ``dispersion``
+    (``[feature, (phi_bins, phi_location)]``) corrects for serially dependent rows:
+    the missing-rate test counts ``n / phi_bins`` effective rows, KS and
+    Mann-Whitney ``n / phi_location``, chi-square ``n / max(phi_bins,
+    phi_location)`` (its smooth, location-like components inflate the most);
+    z-like statistics are divided by the square root.
     """
     c = counts.astype(float)
     ref_n = ref_counts.sum(axis=-1)
@@ -256,9 +265,12 @@ def numeric_window_stats(
     d = binned_ks(ref_counts, c)
     chi2, dof = chi2_homogeneity(c, ref_counts)
     mw, auc = binned_mannwhitney(c, ref_counts)
-    out = {"d": d, "ks": d * np.sqrt(n * ref_n / np.maximum(n + ref_n, 1.0)), "chi2": chi2, "dof": dof,
-           "mannwhitney": np.abs(mw), "auc": auc, "n": n, "n_ref": ref_n}
+    phi_bins, phi_loc = _phis(dispersion, c.shape[0])
+    root = np.sqrt(phi_loc)
+    out = {"d": d, "ks": d * np.sqrt(n * ref_n / np.maximum(n + ref_n, 1.0)) / root, "chi2": chi2 / np.maximum(phi_bins, phi_loc),
+           "dof": dof, "mannwhitney": np.abs(mw) / root, "auc": auc, "n": n, "n_ref": ref_n}
     out.update(missing_stats(missing, n, ref_missing, ref_n))
+    out["missing"] = out["missing"] / np.sqrt(phi_bins)
     if effects:
         means = np.where(c > 0, sums / np.maximum(c, 1.0), ref_bin_means)
         out["psi"] = psi(ref_counts, c)
@@ -267,7 +279,8 @@ def numeric_window_stats(
 
 
 def categorical_window_stats(
-    counts: np.ndarray, missing: np.ndarray, ref_counts: np.ndarray, ref_missing: np.ndarray, *, effects: bool = True
+    counts: np.ndarray, missing: np.ndarray, ref_counts: np.ndarray, ref_missing: np.ndarray,
+    dispersion: np.ndarray | float = 1.0, *, effects: bool = True,
 ) -> dict[str, np.ndarray]:
     """Chi-square and missing-rate statistics of categorical windows; with ``effects``
     also the Jensen-Shannon distance and PSI."""
@@ -275,15 +288,25 @@ def categorical_window_stats(
     ref_n = ref_counts.sum(axis=-1)
     n = c.sum(axis=-1)
     chi2, dof = chi2_homogeneity(c, ref_counts)
-    out = {"chi2": chi2, "dof": dof, "n": n, "n_ref": ref_n}
+    phi_bins, _ = _phis(dispersion, c.shape[0])
+    out = {"chi2": chi2 / phi_bins, "dof": dof, "n": n, "n_ref": ref_n}
     out.update(missing_stats(missing, n, ref_missing, ref_n))
+    out["missing"] = out["missing"] / np.sqrt(phi_bins)
     if effects:
         out["jensen_shannon"] = js_distance(ref_counts, c)
         out["psi"] = psi(ref_counts, c)
     return out
 
 
-def missing_stats(missing: np.ndarray, present: np.ndarray, ref_missing: np.ndarray, ref_present: np.ndarray) -> dict[str, np.ndarray]:
+def _phis(dispersion: np.ndarray | float, n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    d = np.broadcast_to(np.asarray(dispersion, dtype=float).reshape(-1, 2) if np.ndim(dispersion) else
+                        np.full((1, 2), float(dispersion)), (n_features, 2))
+    return d[:, 0], d[:, 1]
+
+
+def missing_stats(
+    missing: np.ndarray, present: np.ndarray, ref_missing: np.ndarray, ref_present: np.ndarray
+) -> dict[str, np.ndarray]:
     """Two-proportion |z| and absolute change of the missing rate (window vs reference)."""
     n_w = missing + present
     n_r = ref_missing + ref_present
@@ -307,13 +330,13 @@ def correlation_from_sums(n: np.ndarray, sx: np.ndarray, qx: np.ndarray, pxy: np
 
 
 def p_value(test: str, statistic: float, n: float, n_ref: float, aux: float | None = None) -> float:
-    """p-value of a monitor test from its statistic (``aux``: KS ``d`` or chi-square ``dof``).
+    """p-value of a monitor test from its statistic (``aux``: chi-square ``dof``).
 
-    ``"ks"`` (two-sample KS), ``"chi2"`` (upper tail), anything else a two-sided
+    ``"ks"`` (scaled two-sample KS, Kolmogorov), ``"chi2"`` (upper tail), anything else a two-sided
     standard normal |z| (missing rate, Mann-Whitney, correlation).
     """
-    if test == "ks":
-        return ks_pvalue(float(aux or 0.0), max(int(n), 1), max(int(n_ref), 1))
+    if test == "ks":  # statistic: sqrt(n_e) D, against the Kolmogorov distribution as calibrated
+        return float(stats.kstwobign.sf(statistic))
     if test == "chi2":
         return chi2_pvalue(statistic, int(aux or 0))
     return float(2.0 * special.ndtr(-abs(statistic)))

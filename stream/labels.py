@@ -22,6 +22,8 @@ Examples
 >>> s, y = j.add_labels(["a", "c", "zz"], np.array([1.0, 0.0, 1.0]), ts=5.0)
 >>> s.tolist(), y.tolist(), j.counters()
 ([0.9, 0.7], [1.0, 0.0], {'matched': 2, 'late': 0, 'unmatched': 1, 'expired': 0, 'evicted': 0, 'pending': 1})
+>>> estimate_performance(j.pending_scores(), threshold=0.5)["accuracy"]  # "b" (0.2) still unlabelled
+0.8
 """
 
 from __future__ import annotations
@@ -79,7 +81,9 @@ class LabelJoiner:
             self.evicted += 1
             self._forget(eid)
 
-    def add_labels(self, event_ids: Sequence[str], labels: np.ndarray | Sequence[float], ts: float) -> tuple[np.ndarray, np.ndarray]:
+    def add_labels(
+        self, event_ids: Sequence[str], labels: np.ndarray | Sequence[float], ts: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Join labels arriving at time ``ts``; return the matched ``(scores, labels)``."""
         self.expire(ts)
         scores, truth = [], []
@@ -107,6 +111,10 @@ class LabelJoiner:
             n += 1
         self.expired += n
         return n
+
+    def pending_scores(self) -> np.ndarray:
+        """Scores of the predictions still waiting for a label (for :func:`estimate_performance`)."""
+        return np.fromiter((score for score, _ in self._pending.values()), float, len(self._pending))
 
     def counters(self) -> dict[str, int]:
         return {"matched": self.matched, "late": self.late, "unmatched": self.unmatched,
@@ -236,7 +244,8 @@ class PerformanceMonitor:
         if reference_loss is not None:
             self._ref_n, self._ref_sum = reference_size, reference_loss * reference_size
             # second moment: Bernoulli for error rates; half-normal absolute errors for regression
-            self._ref_sq = (reference_loss if task == "classification" else reference_loss**2 * math.pi / 2) * reference_size
+            second = reference_loss if task == "classification" else reference_loss**2 * math.pi / 2
+            self._ref_sq = second * reference_size
         self.drifting = False
         self._calm = 0
         self.last_check: dict[int, dict[str, float]] = {}
@@ -251,19 +260,29 @@ class PerformanceMonitor:
         scores = np.asarray(scores, dtype=float)
         labels = np.asarray(labels, dtype=float)
         loss = self._losses(scores, labels)
-        size, events = self._loss.size, []
-        for s, y, lo in zip(scores.tolist(), labels.tolist(), loss.tolist(), strict=True):
-            i = self.n % size
-            self._scores[i], self._labels[i], self._loss[i] = s, y, lo
-            self.n += 1
-            if self._ref_n < self.reference_size:
-                self._ref_n += 1
-                self._ref_sum += lo
-                self._ref_sq += lo * lo
-                continue
-            self._since_reset += 1
-            events += self._check()
+        events: list[DriftEvent] = []
+        pos, total = 0, loss.size
+        while pos < total:
+            if self._ref_n < self.reference_size:  # still building the reference
+                take = min(self.reference_size - self._ref_n, total - pos)
+                seg = loss[pos : pos + take]
+                self._ref_n += take
+                self._ref_sum += float(seg.sum())
+                self._ref_sq += float((seg * seg).sum())
+            else:  # up to the next event count at which some window is checked
+                nxt = min((self._since_reset // st + 1) * st for st in self.steps)
+                take = min(nxt - self._since_reset, total - pos)
+                self._since_reset += take
+            self._store(scores[pos : pos + take], labels[pos : pos + take], loss[pos : pos + take])
+            pos += take
+            if self._ref_n >= self.reference_size and take and any(self._since_reset % st == 0 for st in self.steps):
+                events += self._check()
         return events
+
+    def _store(self, scores: np.ndarray, labels: np.ndarray, loss: np.ndarray) -> None:
+        idx = (self.n + np.arange(loss.size)) % self._loss.size
+        self._scores[idx], self._labels[idx], self._loss[idx] = scores, labels, loss
+        self.n += loss.size
 
     def _window(self, w: int) -> np.ndarray:
         end = self.n % self._loss.size

@@ -6,8 +6,8 @@ counts and bin means (histograms, KS, PSI, Wasserstein), mean and standard
 deviation (scale for effect sizes) and a seeded subsample (evidence). Per
 categorical feature it keeps the frequent categories with their counts (rare
 ones are pooled into one "other" bucket). For all features it keeps the
-missing-value count, and for numeric ones the pairwise correlation matrix
-(multivariate test).
+missing-value count, and for numeric ones the pairwise correlation matrix of
+their normal scores (multivariate test).
 
 Examples
 --------
@@ -32,12 +32,23 @@ from numbers import Number
 from typing import Any
 
 import numpy as np
+from scipy import special
 
-__all__ = ["CategoricalReference", "NumericReference", "ProfileError", "ReferenceArrays", "ReferenceProfile", "reference_arrays"]
+__all__ = [
+    "CategoricalReference",
+    "NumericReference",
+    "ProfileError",
+    "ReferenceArrays",
+    "ReferenceProfile",
+    "bin_normal_scores",
+    "dispersion_for",
+    "reference_arrays",
+]
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
 PROFILE_VERSION = 1
+CORRELATION_METHOD = "bin_normal_scores"
 
 
 class ProfileError(ValueError):
@@ -56,6 +67,7 @@ class NumericReference:
     counts: list[int]  # len(edges) + 1
     bin_means: list[float]  # len(edges) + 1
     sample: list[float] = field(default_factory=list)  # seeded subsample, for evidence
+    dispersion: list[list[float]] = field(default_factory=list)  # [[block, phi], ...], see _dispersion
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,7 @@ class CategoricalReference:
     categories: list[str]  # frequent categories, most frequent first
     counts: list[int]  # per category
     other_count: int  # reference rows of rare categories pooled into "other"
+    dispersion: list[list[float]] = field(default_factory=list)
 
 
 def is_missing(value: Any) -> bool:
@@ -94,7 +107,9 @@ def _infer_kind(name: str, values: Sequence[Any] | np.ndarray) -> str:
     return kinds.pop() if kinds else NUMERIC
 
 
-def _numeric(name: str, values: Sequence[Any] | np.ndarray, n_bins: int, sample_size: int, rng: np.random.Generator) -> NumericReference:
+def _numeric(
+    name: str, values: Sequence[Any] | np.ndarray, n_bins: int, sample_size: int, rng: np.random.Generator
+) -> NumericReference:
     try:
         x = np.asarray(values, dtype=float)
     except (TypeError, ValueError) as exc:
@@ -103,14 +118,24 @@ def _numeric(name: str, values: Sequence[Any] | np.ndarray, n_bins: int, sample_
     n_missing = int(x.size - present.size)
     if present.size == 0:
         return NumericReference(0, n_missing, 0.0, 0.0, [], [0], [0.0], [])
-    qs = np.quantile(present, np.linspace(0.0, 1.0, n_bins + 1)[1:-1])
-    edges = np.unique(qs)
+    edges = np.unique(np.quantile(present, np.linspace(0.0, 1.0, n_bins + 1)[1:-1]))
+    if edges.size < n_bins - 1:
+        # discrete feature (tied quantiles): values below the reference minimum or
+        # above its maximum get bins of their own, empty in the reference, so a
+        # constant or discrete feature leaving its range is seen by the bin tests.
+        # Not for continuous features: there the outer quantile bins already move,
+        # and empty outer bins would make the chi-square test fire on single
+        # extreme values.
+        edges = np.unique(np.concatenate([[present.min()], edges, [np.nextafter(present.max(), np.inf)]]))
     bins = np.searchsorted(edges, present, side="right")
     counts = np.bincount(bins, minlength=edges.size + 1)
     sums = np.bincount(bins, weights=present, minlength=edges.size + 1)
-    lo = np.concatenate([[present.min()], edges])
+    lo = np.concatenate([[min(edges[0], present.min())], edges])
     hi = np.concatenate([edges, [present.max()]])
+    hi = np.minimum(hi, present.max())
     means = np.where(counts > 0, sums / np.maximum(counts, 1), 0.5 * (lo + hi))
+    codes = np.where(np.isnan(x), edges.size + 1, np.searchsorted(edges, x, side="right"))
+    scores = bin_normal_scores(counts)
     if present.size > sample_size:
         sample = np.sort(rng.choice(present, size=sample_size, replace=False))
     else:
@@ -124,10 +149,13 @@ def _numeric(name: str, values: Sequence[Any] | np.ndarray, n_bins: int, sample_
         counts=[int(c) for c in counts],
         bin_means=[float(m) for m in means],
         sample=[float(s) for s in sample],
+        dispersion=_dispersion(codes, edges.size + 2, np.where(codes <= edges.size, scores[np.minimum(codes, edges.size)], 0.0)),
     )
 
 
-def _categorical(name: str, values: Sequence[Any] | np.ndarray, max_categories: int, min_share: float) -> CategoricalReference:
+def _categorical(
+    name: str, values: Sequence[Any] | np.ndarray, max_categories: int, min_share: float
+) -> CategoricalReference:
     tally: dict[str, int] = {}
     n_missing = 0
     for v in values:
@@ -140,9 +168,63 @@ def _categorical(name: str, values: Sequence[Any] | np.ndarray, max_categories: 
     ranked = sorted(tally.items(), key=lambda kv: (-kv[1], kv[0]))
     keep = [(k, c) for k, c in ranked[:max_categories] if c >= min_share * n]
     other = n - sum(c for _, c in keep)
+    index = {k: i for i, (k, _) in enumerate(keep)}
+    codes = np.fromiter((len(keep) + 1 if is_missing(v) else index.get(v if isinstance(v, str) else str(v), len(keep))
+                         for v in values), np.int64)
     return CategoricalReference(
-        n=n, n_missing=n_missing, categories=[k for k, _ in keep], counts=[c for _, c in keep], other_count=other
+        n=n, n_missing=n_missing, categories=[k for k, _ in keep], counts=[c for _, c in keep], other_count=other,
+        dispersion=_dispersion(codes, len(keep) + 2),
     )
+
+
+DISPERSION_BLOCKS = (500, 2000, 8000)
+
+
+def _dispersion(codes: np.ndarray, n_codes: int, scores: np.ndarray | None = None,
+                min_blocks: int = 5) -> list[list[float]]:
+    """Serial-dependence factors of a feature in its reference order, per block length.
+
+    Rows of a stream are not independent when features are rolling aggregates or
+    slowly moving: statistics of consecutive blocks of ``B`` rows then vary more
+    than for ``B`` independent rows. Returns ``[[B, phi_bins, phi_location], ...]``:
+    ``phi_bins`` is the variance ratio of the blocks' bin (or category, or missing)
+    proportions against a multinomial sample, averaged over bins; ``phi_location``
+    that of the blocks' mean normal score (numeric features; else ``phi_bins``).
+    Both lie in [1, 50]; independent rows give about 1. The monitor then counts
+    ``n / phi`` effective rows in a window of ``n`` (see :func:`dispersion_for`
+    and :func:`stream.drift_stats.numeric_window_stats`).
+    """
+    out: list[list[float]] = []
+    for block in DISPERSION_BLOCKS:
+        nb = codes.size // block
+        if nb < min_blocks:
+            break
+        idx = np.repeat(np.arange(nb), block) * n_codes + codes[: nb * block]
+        prop = np.bincount(idx, minlength=nb * n_codes).reshape(nb, n_codes) / block
+        p = prop.mean(axis=0)
+        ok = (p > 0) & (p < 1)
+        phi = float(np.mean(prop[:, ok].var(axis=0, ddof=1) / (p[ok] * (1 - p[ok]) / block))) if ok.any() else 1.0
+        phi_loc = phi
+        if scores is not None and scores[: nb * block].var() > 0:
+            means = scores[: nb * block].reshape(nb, block).mean(axis=1)
+            phi_loc = float(means.var(ddof=1) / (scores[: nb * block].var() / block))
+        out.append([float(block), float(np.clip(phi, 1.0, 50.0)), float(np.clip(phi_loc, 1.0, 50.0))])
+    return out
+
+
+def bin_normal_scores(counts: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Normal score of each reference bin: ``Phi^-1`` of the bin's mid-rank.
+
+    The multivariate test correlates these scores rather than raw values: a
+    rank (Gaussian copula) correlation that heavy tails cannot dominate, so
+    the Fisher-z null distribution holds on short windows too.
+    """
+    c = np.asarray(counts, dtype=float)
+    n = c.sum()
+    if n == 0:
+        return np.zeros(c.size)
+    mid = np.clip((np.cumsum(c) - c / 2) / n, 0.5 / n, 1 - 0.5 / n)
+    return np.asarray(special.ndtri(mid))
 
 
 def _correlation(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -186,6 +268,9 @@ class ReferenceProfile:
     correlation: list[list[float]]
     correlation_n: list[list[int]]
     n_rows: int
+    # "bin_normal_scores" (this version); profiles written before it hold Pearson
+    # correlations of raw values, which the monitor cannot compare its windows to
+    correlation_method: str = CORRELATION_METHOD
 
     @classmethod
     def from_columns(
@@ -240,11 +325,12 @@ class ReferenceProfile:
                 categorical[name] = _categorical(name, values, max_categories, min_category_share)
         names = list(numeric)
         if names:
-            mat = np.column_stack([np.asarray(columns[k], dtype=float) for k in names])
-            ref = numeric
-            std = np.array([ref[k].std if ref[k].std > 0 else 1.0 for k in names])
-            mean = np.array([ref[k].mean for k in names])
-            r, n = _correlation((mat - mean) / std)
+            scores = []
+            for k in names:
+                x = np.asarray(columns[k], dtype=float)
+                bins = np.searchsorted(np.asarray(numeric[k].edges), x, side="right")
+                scores.append(np.where(np.isnan(x), np.nan, bin_normal_scores(numeric[k].counts)[bins]))
+            r, n = _correlation(np.column_stack(scores))
         else:
             r, n = np.zeros((0, 0)), np.zeros((0, 0))
         return cls(
@@ -275,7 +361,8 @@ class ReferenceProfile:
             "version": PROFILE_VERSION,
             "n_rows": self.n_rows,
             "features": feats,
-            "correlation": {"features": self.numeric_names, "r": self.correlation, "n": self.correlation_n},
+            "correlation": {"features": self.numeric_names, "r": self.correlation, "n": self.correlation_n,
+                            "method": self.correlation_method},
         }
 
     @classmethod
@@ -300,7 +387,8 @@ class ReferenceProfile:
             corr = d["correlation"]
             if list(corr["features"]) != [k for k, v in features.items() if v == NUMERIC]:
                 raise ProfileError("correlation features do not match numeric features")
-            return cls(features, numeric, categorical, corr["r"], corr["n"], int(d["n_rows"]))
+            return cls(features, numeric, categorical, corr["r"], corr["n"], int(d["n_rows"]),
+                       correlation_method=corr.get("method", "pearson"))
         except (KeyError, TypeError, AttributeError) as exc:
             raise ProfileError(f"malformed profile: {exc!r}") from exc
 
@@ -323,6 +411,7 @@ class ReferenceArrays:
     num_missing: np.ndarray
     mean: np.ndarray
     std: np.ndarray
+    num_scores: np.ndarray
     kc: int
     cat_counts: np.ndarray
     cat_missing: np.ndarray
@@ -330,6 +419,28 @@ class ReferenceArrays:
     cat_other: list[int]
     corr: np.ndarray
     corr_n: np.ndarray
+    num_dispersion: list[list[list[float]]] = field(default_factory=list)
+    cat_dispersion: list[list[list[float]]] = field(default_factory=list)
+
+    def dispersion(self, windows: Sequence[int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per window, ``[feature, (phi_bins, phi_location)]`` of numeric and categorical features."""
+        num = [np.array([dispersion_for(d, w) for d in self.num_dispersion]).reshape(-1, 2) for w in windows]
+        cat = [np.array([dispersion_for(d, w) for d in self.cat_dispersion]).reshape(-1, 2) for w in windows]
+        return num, cat
+
+
+def dispersion_for(dispersion: list[list[float]], window: int) -> tuple[float, float]:
+    """``(phi_bins, phi_location)`` for a window: the largest measured on blocks up to its length.
+
+    Positive serial dependence inflates variances more the longer the block, so
+    the maximum over the shorter blocks (fewer blocks, noisier estimates, on the
+    long ones) errs on the safe side. The shortest block's factors serve shorter
+    windows; ``(1.0, 1.0)`` if nothing was measured.
+    """
+    usable = [e for e in dispersion if e[0] <= window] or dispersion[:1]
+    if not usable:
+        return 1.0, 1.0
+    return max(float(e[1]) for e in usable), max(float(e[-1]) for e in usable)
 
 
 def reference_arrays(profile: ReferenceProfile) -> ReferenceArrays:
@@ -343,6 +454,9 @@ def reference_arrays(profile: ReferenceProfile) -> ReferenceArrays:
         counts[j, : len(r.counts)] = r.counts
         means[j, :] = r.bin_means[-1] if r.bin_means else 0.0
         means[j, : len(r.bin_means)] = r.bin_means
+    scores = np.zeros((len(num), k))
+    for j, r in enumerate(num):
+        scores[j, : len(r.counts)] = bin_normal_scores(r.counts)
     kc = max([len(r.categories) + 1 for r in cat] + [1])
     ccounts = np.zeros((len(cat), kc))
     codes: list[dict[Any, int]] = []
@@ -354,8 +468,10 @@ def reference_arrays(profile: ReferenceProfile) -> ReferenceArrays:
         edges=edges, k=k, num_counts=counts, num_bin_means=means,
         num_missing=np.array([r.n_missing for r in num], dtype=float),
         mean=np.array([r.mean for r in num]), std=np.array([r.std if r.std > 0 else 1.0 for r in num]),
+        num_scores=scores,
         kc=kc, cat_counts=ccounts, cat_missing=np.array([r.n_missing for r in cat], dtype=float),
         cat_codes=codes, cat_other=[len(r.categories) for r in cat],
         corr=np.asarray(profile.correlation, dtype=float).reshape(len(num), len(num)),
         corr_n=np.asarray(profile.correlation_n, dtype=float).reshape(len(num), len(num)),
+        num_dispersion=[r.dispersion for r in num], cat_dispersion=[r.dispersion for r in cat],
     )

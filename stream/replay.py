@@ -85,7 +85,8 @@ def replay_rows(monitor: DriftMonitor, rows: Iterator[dict[str, Any]]) -> Iterat
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mlstream replay", description="Replay a JSON-lines stream through the drift monitor.")
+    p = argparse.ArgumentParser(prog="mlstream replay",
+                                description="Replay a JSON-lines stream through the drift monitor.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--reference", help="reference data, JSON lines")
     src.add_argument("--model-card", help="model card JSON with a reference_profile")

@@ -190,3 +190,77 @@ def test_snapshot_shape(profile: ReferenceProfile) -> None:
     for s in snap.values():
         assert {"statistic", "effect_size", "threshold", "p_value", "drifting", "windows"} <= set(s)
         assert 0.0 <= s["p_value"] <= 1.0 and s["statistic"] < s["threshold"]
+
+
+def test_constant_and_out_of_range_values_detected() -> None:
+    rng = np.random.default_rng(12)
+    prof = ReferenceProfile.from_columns({"flag": np.ones(5000), "n": rng.integers(0, 3, 5000).astype(float)})
+    mon = DriftMonitor(prof)
+    assert mon.update_batch({"flag": np.ones(3000), "n": rng.integers(0, 3, 3000).astype(float)}) == []
+    events = mon.update_batch({"flag": np.full(3000, 2.0), "n": rng.integers(0, 3, 3000).astype(float)})
+    assert [(e.index, e.features) for e in events] == [(3099, ("flag",))]
+
+
+def test_bench_streams_run_through_the_monitor() -> None:
+    from stream.bench_drift import _combine, _run, format_table
+
+    name, det, res = _run(("mean+1.0sd", "mlstream", 0, None, None))
+    assert res["detected"] and res["false_alarms"] == 0 and res["delay"] <= 500
+    _, _, base = _run(("mean+1.0sd", "windowed-KS/chi2", 0, None, None))
+    assert base["detected"]
+    combined = _combine([res, {**res, "detected": False, "delay": None}])
+    assert combined["detected_runs"] == 1 and combined["max_delay"] == 10_000
+    assert "mean+1.0sd" not in format_table({
+        "streams": {}, "summary": {d: {"detected": 0, "streams": 0, "median_delay": None, "false_alarms_stationary": 0,
+                                       "stationary_events": 0, "false_alarms_per_100k": None,
+                                       "false_alarms_before_change": 0, "mlstream_median_delay_same_streams": None}
+                                   for d in ("mlstream", "ADWIN", "KSWIN", "PageHinkley", "windowed-KS/chi2")},
+        "calibration_check": {"expected_run_length": 1, "rows": 0, "false_alarms": 0, "budget": 0},
+        "targets": {}, "elapsed_s": 0.0})
+
+
+def test_false_alarms_within_budget_on_simulated_reference(profile: ReferenceProfile) -> None:
+    from stream.calibration import simulate_reference
+
+    sim = simulate_reference(profile, 200_000, seed=1)
+    assert [e for e in DriftMonitor(profile).update_batch(sim) if e.kind != "drift_resolved"] == []
+    # a 1000x shorter target run length: the realised false-alarm count stays under its budget (Bonferroni)
+    fast = DriftMonitor(profile, DriftSettings(expected_run_length=10_000, emit_resolved=False))
+    assert len(fast.update_batch(sim)) <= 200_000 / 10_000
+
+
+@pytest.mark.parametrize("detector", [None, "page_hinkley", "adwin"])
+def test_events_match_the_drift_event_schema(profile: ReferenceProfile, detector: str | None) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from pathlib import Path
+
+    from stream.labels import PerformanceMonitor
+
+    schema = json.loads((Path(__file__).resolve().parent.parent / "schemas" / "drift-event.schema.json").read_text())
+    rng = np.random.default_rng(17)
+    cols = concat(make(rng, 5000), make(rng, 8000, shift=1.0, corr=0.0, new_cat=0.2), make(rng, 30_000))
+    cols["score"] = np.concatenate([cols["score"][:5000], cols["score"][5000:] * 0.2 + 0.7])
+    events = run(DriftMonitor(profile, DriftSettings(score_detector=detector), model_name="m", model_version="1"), cols)
+    y = (rng.random(8000) < 0.5).astype(float)
+    err = rng.random(8000) < np.where(np.arange(8000) < 4000, 0.1, 0.4)
+    events += PerformanceMonitor().update(np.where(err, 1 - y, y), y)
+    kinds = {e.kind for e in events}
+    assert {"data_drift", "score_drift", "multivariate_drift", "drift_resolved", "concept_drift"} <= kinds
+    for e in events:
+        jsonschema.validate({**e.to_dict(), "detected_at": 0.0}, schema)
+
+
+def test_serially_dependent_stream_calibrated_by_the_reference_order() -> None:
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(14)
+
+    def ar1(n: int) -> np.ndarray:
+        return lfilter([1.0], [1.0, -0.7], rng.normal(size=n) * np.sqrt(1 - 0.49))
+
+    prof = ReferenceProfile.from_columns({"x": ar1(50_000)})
+    stream = ar1(150_000)
+    assert DriftMonitor(prof).update_batch({"x": stream}) == []
+    shifted = np.concatenate([stream[:20_000], stream[20_000:40_000] + 1.0])
+    events = DriftMonitor(prof).update_batch({"x": shifted})
+    assert events[0].kind == "data_drift" and 20_000 <= events[0].index < 21_000

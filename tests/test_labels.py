@@ -135,3 +135,15 @@ def test_estimate_matches_truth_when_calibrated() -> None:
     assert est["precision"] == pytest.approx((pred & y).sum() / pred.sum(), abs=0.01)
     assert est["roc_auc"] == pytest.approx(stats.mannwhitneyu(s[y], s[~y]).statistic / (y.sum() * (~y).sum()), abs=0.005)
     assert np.isnan(estimate_performance([])["accuracy"])
+
+
+def test_chunking_does_not_change_events() -> None:
+    s, y = _label_stream(np.random.default_rng(8), [(3000, 0.1), (3000, 0.35), (20_000, 0.1), (2000, 0.3)])
+    whole = [e.to_dict() for e in PerformanceMonitor().update(s, y)]
+    pm, parts, i = PerformanceMonitor(), [], 0
+    for size in np.random.default_rng(0).integers(1, 700, size=1000):
+        parts += [e.to_dict() for e in pm.update(s[i : i + size], y[i : i + size])]
+        i += int(size)
+        if i >= s.size:
+            break
+    assert len(whole) == 3 and parts == whole

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from stream.profile import ProfileError, ReferenceProfile
+from stream.profile import ProfileError, ReferenceProfile, bin_normal_scores, dispersion_for
 
 
 def _cols(n: int = 2000, seed: int = 0) -> dict[str, object]:
@@ -34,8 +34,9 @@ def test_numeric_summary() -> None:
     assert len(x.edges) == 19 and len(x.counts) == 20 == len(x.bin_means)
     assert sum(x.counts) == 1900 and max(x.counts) - min(x.counts) <= 2
     assert x.mean == pytest.approx(np.nanmean(cols["x"])) and x.std == pytest.approx(np.nanstd(cols["x"]))
-    k = prof.numeric["k"]  # discrete: ties collapse the quantile edges
-    assert k.edges == [0.0, 1.0, 2.0] and sum(k.counts) == 2000 and k.counts[0] == 0
+    k = prof.numeric["k"]  # discrete: ties collapse the quantile edges; empty bins past min and max
+    assert k.edges == [0.0, 1.0, 2.0, float(np.nextafter(2.0, 3.0))] and k.counts[0] == k.counts[-1] == 0
+    assert sum(k.counts) == 2000
 
 
 def test_categorical_summary_pools_rare() -> None:
@@ -64,7 +65,11 @@ def test_correlation_matrix() -> None:
     a = rng.normal(size=5000)
     b = 0.8 * a + 0.6 * rng.normal(size=5000)
     prof = ReferenceProfile.from_columns({"a": a, "b": b})
-    assert prof.correlation[0][1] == pytest.approx(np.corrcoef(a, b)[0, 1], abs=1e-9)
+    # correlation of the bins' normal scores: close to Pearson's for Gaussian data
+    assert prof.correlation[0][1] == pytest.approx(np.corrcoef(a, b)[0, 1], abs=0.03)
+    scores = [bin_normal_scores(prof.numeric[k].counts)[np.searchsorted(prof.numeric[k].edges, v, side="right")]
+              for k, v in (("a", a), ("b", b))]
+    assert prof.correlation[0][1] == pytest.approx(np.corrcoef(*scores)[0, 1], abs=1e-9)
     assert prof.correlation_n[0][1] == 5000
 
 
@@ -88,3 +93,36 @@ def test_bad_dict_raises() -> None:
         ReferenceProfile.from_dict({"version": 99})
     with pytest.raises(ProfileError):
         ReferenceProfile.from_dict({"version": 1, "features": [{"name": "a"}]})
+
+
+def test_old_profiles_without_correlation_method_load_as_pearson() -> None:
+    d = ReferenceProfile.from_columns(_cols()).to_dict()
+    assert d["correlation"]["method"] == "bin_normal_scores"
+    del d["correlation"]["method"]
+    old = ReferenceProfile.from_dict(d)
+    assert old.correlation_method == "pearson"
+    from stream.drift import DriftMonitor
+
+    assert "multivariate" not in DriftMonitor(old).snapshot()  # not comparable: the test is off
+
+
+def _ar1(rng: np.random.Generator, n: int, rho: float) -> np.ndarray:
+    x = np.empty(n)
+    e = rng.normal(size=n) * np.sqrt(1 - rho**2)
+    x[0] = rng.normal()
+    for i in range(1, n):
+        x[i] = rho * x[i - 1] + e[i]
+    return x
+
+
+def test_dispersion_near_one_for_independent_rows_and_large_for_serial_dependence() -> None:
+    rng = np.random.default_rng(3)
+    iid = ReferenceProfile.from_columns({"x": rng.normal(size=40_000), "c": rng.choice(["a", "b"], 40_000).tolist()})
+    for entry in iid.numeric["x"].dispersion + iid.categorical["c"].dispersion:
+        assert 1.0 <= entry[1] < 1.5 and 1.0 <= entry[2] < 1.5
+    assert [e[0] for e in iid.numeric["x"].dispersion] == [500.0, 2000.0, 8000.0]
+    ar = ReferenceProfile.from_columns({"x": _ar1(rng, 40_000, 0.7)}).numeric["x"].dispersion
+    assert ar[0][2] > 3.0  # block means of an AR(1) with rho 0.7 vary ~(1 + rho) / (1 - rho) times more
+    assert dispersion_for(ar, 500) == (ar[0][1], ar[0][2]) and dispersion_for([], 500) == (1.0, 1.0)
+    assert dispersion_for(ar, 100) == (ar[0][1], ar[0][2])
+    assert dispersion_for(ar, 10_000)[1] == max(e[2] for e in ar)
