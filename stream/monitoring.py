@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from aiokafka import TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -27,6 +27,7 @@ from stream.errors import ModelLoadError
 from stream.kafka import commit_or_redeliver, make_consumer, make_producer, send_messages, start_client
 from stream.labels import LabelJoiner, PerformanceMonitor, estimate_performance
 from stream.metrics import Metrics
+from stream.ordering import PartitionMerger
 from stream.pipeline import Message
 from stream.profile import ReferenceProfile
 from stream.registry import ModelStore
@@ -34,6 +35,7 @@ from stream.retrain import RetrainPolicy
 from stream.training import SCORE_COLUMN
 
 log = logging.getLogger(__name__)
+EVENT_IDS = "__event_ids"  # rides along with the monitored columns through the merger
 
 
 def decode_feature_batch(msg: dict[str, Any], kinds: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -93,19 +95,14 @@ class ModelMonitor:
         return estimate_performance(recent, self.threshold) if len(recent) else {}
 
 
-def merge_feature_batches(batches: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
-    """Rows of several partitions' batches in ingest-time order.
-
-    Each partition holds a subset of entities; windows filled one partition at a time would be
-    biased samples, so rows are interleaved as they arrived before any window sees them.
-    """
-    if len(batches) == 1:
-        return batches[0][1]
-    ts = np.concatenate([np.asarray(m["ingest_ts_ms"], dtype=np.int64) for m, _ in batches])
-    order = np.argsort(ts, kind="stable")
+def merge_slices(slices: list[tuple[np.ndarray, dict[str, Any]]]) -> dict[str, Any]:
+    """Released rows of several partitions as one set of columns, in event-time order."""
+    if len(slices) == 1:
+        return slices[0][1]
+    order = np.argsort(np.concatenate([ts for ts, _ in slices]), kind="stable")
     merged: dict[str, Any] = {}
-    for name in batches[0][1]:
-        parts = [c[name] for _, c in batches]
+    for name in slices[0][1]:
+        parts = [c[name] for _, c in slices]
         if isinstance(parts[0], np.ndarray):
             merged[name] = np.concatenate(parts)[order]
         else:
@@ -115,9 +112,6 @@ def merge_feature_batches(batches: list[tuple[dict[str, Any], dict[str, Any]]]) 
 
 
 class MonitorWorker:
-    MIX_MESSAGES = 64  # feature batches collected before testing...
-    MIX_SECONDS = 0.5  # ...or this long, whichever comes first
-
     def __init__(self, settings: Settings, metrics: Metrics):
         self.settings = settings
         self.metrics = metrics
@@ -130,6 +124,7 @@ class MonitorWorker:
         self.group_id = f"{settings.app_id}-monitor"
         metrics.registry.register(_DriftCollector(self))
         self.notifier = Notifier(settings.alerts, metrics)
+        self.merger = PartitionMerger(idle_s=2.0, max_rows=200_000)
         self.drift_events = 0
         self.retrain_requests = 0
 
@@ -157,25 +152,22 @@ class MonitorWorker:
         s = self.settings
         producer = make_producer(s)
         await start_client(producer, s.kafka.bootstrap_servers)
-        consumer = make_consumer(s, s.topics.features, s.topics.labels, group_id=self.group_id,
-                                 max_partition_fetch_bytes=16 * 1024 * 1024)
+        consumer = make_consumer(s, group_id=self.group_id, max_partition_fetch_bytes=16 * 1024 * 1024)
+        consumer.subscribe([s.topics.features, s.topics.labels], listener=_ForgetRevoked(self.merger, s.topics.features))
         await self.notifier.start()
         try:
             await start_client(consumer, s.kafka.bootstrap_servers)
             self.metrics.worker_info.labels("monitor").set(1)
-            pending: dict[TopicPartition, list[Any]] = {}
-            rows, since = 0, time.monotonic()
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=100, max_records=500)
-                for tp, records in batches.items():
-                    pending.setdefault(tp, []).extend(records)
-                    if tp.topic == s.topics.features:
-                        rows += len(records)
-                # A fetch often holds one partition's batches only; collecting a round from
-                # every partition before testing keeps each window a mix of all entities.
-                if not pending or (rows < self.MIX_MESSAGES and time.monotonic() - since < self.MIX_SECONDS):
+                labels = {tp: recs for tp, recs in batches.items() if tp.topic == s.topics.labels}
+                self.hold({tp: recs for tp, recs in batches.items() if tp.topic == s.topics.features},
+                          time.monotonic())
+                released, offsets = self.merger.release(time.monotonic())
+                if not released and not labels:
                     continue
-                drift, retrain = self.handle(pending, time.time())
+                drift, retrain = self.handle(released, [r for recs in labels.values() for r in recs],
+                                             time.time())
                 futures = []
                 if drift:
                     futures += await send_messages(producer, s.topics.drift, 0, drift)
@@ -183,9 +175,8 @@ class MonitorWorker:
                     futures += await send_messages(producer, s.topics.retrain, 0, retrain)
                 if futures:
                     await asyncio.gather(*futures)
-                await commit_or_redeliver(consumer, {tp: recs[-1].offset + 1
-                                                     for tp, recs in pending.items() if recs})
-                pending, rows, since = {}, 0, time.monotonic()
+                offsets.update({tp: recs[-1].offset + 1 for tp, recs in labels.items() if recs})
+                await commit_or_redeliver(consumer, offsets)
         finally:
             self.metrics.worker_info.labels("monitor").set(0)
             try:
@@ -194,35 +185,49 @@ class MonitorWorker:
             finally:
                 await producer.stop()
 
-    def handle(self, batches: dict[TopicPartition, list[Any]], now: float) -> tuple[list[Message], list[Message]]:
-        """One fetch worth of feature batches and labels -> drift and retrain messages."""
-        features: dict[tuple[str, str], list[tuple[dict[str, Any], dict[str, Any]]]] = {}
-        label_ids: list[str] = []
-        label_values: list[float] = []
+    def hold(self, batches: dict[TopicPartition, list[Any]], now: float) -> None:
+        """Decode feature batches and park their rows until the partitions are in step."""
         for tp, records in batches.items():
             for rec in records:
+                ts, cols, mon = np.empty(0), {}, None  # a malformed batch is skipped, still committed
                 try:
-                    if tp.topic == self.settings.topics.features:
-                        msg = orjson.loads(rec.value or b"")
-                        mon = self.monitor_for(msg["model"], msg["model_version"])
-                        if mon is not None:
-                            features.setdefault((mon.name, mon.version), []).append(
-                                decode_feature_batch(msg, mon.kinds))
-                    else:
-                        label = orjson.loads(rec.value or b"")
-                        label_ids.append(str(label["event_id"]))
-                        label_values.append(float(label["label"]))
+                    msg = orjson.loads(rec.value or b"")
+                    mon = self.monitor_for(msg["model"], msg["model_version"])
+                    ts = np.asarray(msg["event_ts"], dtype=np.float64)
+                    if mon is not None:
+                        _, cols = decode_feature_batch(msg, mon.kinds)
+                        cols[EVENT_IDS] = msg["event_ids"]
                 except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
                     self.metrics.processing_errors.labels("monitor").inc()
-                    log.warning("skipping a malformed %s message: %s", tp.topic, str(exc)[:200])
+                    log.warning("skipping a malformed feature batch: %s", str(exc)[:200])
+                    ts, cols, mon = np.empty(0), {}, None
+                self.merger.add(tp, offset=rec.offset, ts=ts if mon is not None else np.empty(0),
+                                columns=cols, meta=mon, now=now)
+
+    def handle(self, released: list[Any], label_records: list[Any],
+               now: float) -> tuple[list[Message], list[Message]]:
+        """Rows released in event-time order, and labels -> drift and retrain messages."""
         events: list[tuple[Any, ModelMonitor]] = []
-        for (name, version), parts in features.items():
-            mon = self.monitors[f"{name}:{version}"]
-            cols = merge_feature_batches(parts)
-            self.metrics.monitor_rows.inc(len(cols[SCORE_COLUMN]))
-            for msg, _ in parts:
-                self.joiner.add_predictions(msg["event_ids"], np.asarray(msg["scores"]), now)
+        by_model: dict[str, tuple[ModelMonitor, list[tuple[np.ndarray, dict[str, Any]]]]] = {}
+        for ts, cols, mon in released:
+            if mon is not None and len(ts):
+                by_model.setdefault(f"{mon.name}:{mon.version}", (mon, []))[1].append((ts, cols))
+        for mon, slices in by_model.values():
+            cols = merge_slices(slices)
+            ids = cols.pop(EVENT_IDS)
+            self.metrics.monitor_rows.inc(len(ids))
+            self.joiner.add_predictions(ids, np.asarray(cols[SCORE_COLUMN]), now)
             events += [(ev, mon) for ev in mon.on_features(cols)]
+        label_ids: list[str] = []
+        label_values: list[float] = []
+        for rec in label_records:
+            try:
+                label = orjson.loads(rec.value or b"")
+                label_ids.append(str(label["event_id"]))
+                label_values.append(float(label["label"]))
+            except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
+                self.metrics.processing_errors.labels("monitor").inc()
+                log.warning("skipping a malformed label: %s", str(exc)[:200])
         if label_ids:
             scores, truth = self.joiner.add_labels(label_ids, np.asarray(label_values), now)
             newest = next(reversed(self.monitors.values()), None)
@@ -262,6 +267,24 @@ class MonitorWorker:
             self.metrics.retrain_requests.inc()
             self.notifier.submit_retrain(request)
             self.retrain_requests += 1
+
+
+class _ForgetRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Held feature batches of a revoked partition belong to its new owner."""
+
+    def __init__(self, merger: PartitionMerger, topic: str):
+        self.merger = merger
+        self.topic = topic
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        for tp in revoked:
+            self.merger.forget(tp)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        now = time.monotonic()
+        for tp in assigned:
+            if tp.topic == self.topic:
+                self.merger.track(tp, now)
 
 
 class _DriftCollector(Collector):

@@ -79,7 +79,7 @@ def dead_letter(record: Record, reason: str, message: str) -> Message:
 
 
 def encode_feature_batch(partition: int, model: Model, ids: list[str], ingest_ms: np.ndarray,
-                         monitored: Mapping[str, Any], scores: np.ndarray) -> bytes:
+                         event_ts: np.ndarray, monitored: Mapping[str, Any], scores: np.ndarray) -> bytes:
     """The monitor's input: one JSON object of columns per partition and batch.
 
     Schema: ``schemas/feature-batch.schema.json``. NaN (missing) serialises as null.
@@ -88,7 +88,8 @@ def encode_feature_batch(partition: int, model: Model, ids: list[str], ingest_ms
                for k, v in monitored.items()}
     return orjson.dumps({
         "partition": partition, "model": model.name, "model_version": model.version,
-        "event_ids": ids, "ingest_ts_ms": ingest_ms, "scores": scores, "columns": columns,
+        "event_ids": ids, "ingest_ts_ms": ingest_ms, "event_ts": event_ts, "scores": scores,
+        "columns": columns,
     }, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
@@ -171,6 +172,7 @@ class BatchScorer:
             if self.emit_features:
                 monitored = self.domain.monitored_columns(cols, X)
                 part.features = encode_feature_batch(partition, model, ids, np.asarray(ingest),
+                                                     cols[self.domain.features.time_field],
                                                      monitored, scores[at - n : at])
             self.metrics.end_to_end_latency.observe(max(0.0, now - min(ingest) / 1000.0))
             out.valid += n
