@@ -2,8 +2,9 @@
 
 * :class:`LabelJoiner` joins labels to earlier predictions by event id, with
   bounded state (time-to-live and a maximum number of pending predictions) and
-  counters for matched, late (prediction already expired), unmatched and
-  expired events.
+  counters for matched, late (prediction already expired), unmatched (a label
+  whose prediction never came within the time-to-live) and expired events; a label
+  that arrives before its prediction waits for it.
 * :class:`PerformanceMonitor` keeps rolling performance over the last labelled
   events (AUC, log loss, accuracy, precision and recall at an operating
   threshold for classifiers; MAE and RMSE for regression) and detects concept
@@ -18,10 +19,12 @@ Examples
 --------
 >>> import numpy as np
 >>> j = LabelJoiner(ttl_s=60.0, max_pending=1000)
->>> j.add_predictions(["a", "b", "c"], np.array([0.9, 0.2, 0.7]), ts=0.0)
+>>> _ = j.add_predictions(["a", "b", "c"], np.array([0.9, 0.2, 0.7]), ts=0.0)
 >>> s, y = j.add_labels(["a", "c", "zz"], np.array([1.0, 0.0, 1.0]), ts=5.0)
 >>> s.tolist(), y.tolist(), j.counters()
-([0.9, 0.7], [1.0, 0.0], {'matched': 2, 'late': 0, 'unmatched': 1, 'expired': 0, 'evicted': 0, 'pending': 1})
+([0.9, 0.7], [1.0, 0.0], {'matched': 2, 'late': 0, 'unmatched': 0, 'expired': 0, 'evicted': 0, 'pending': 1, 'waiting_labels': 1})
+>>> j.add_predictions(["zz"], np.array([0.4]), ts=6.0)   # its label was waiting
+(array([0.4]), array([1.]))
 >>> estimate_performance(j.pending_scores(), threshold=0.5)["accuracy"]  # "b" (0.2) still unlabelled
 0.8
 """
@@ -60,6 +63,8 @@ class LabelJoiner:
         self.ttl_s, self.max_pending = float(ttl_s), int(max_pending)
         self._pending: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._gone: OrderedDict[str, None] = OrderedDict()
+        # labels that came before their prediction (a lagging scorer): they wait, bounded too
+        self._early: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self.matched = self.late = self.unmatched = self.expired = self.evicted = 0
 
     def __len__(self) -> int:
@@ -70,16 +75,27 @@ class LabelJoiner:
         if len(self._gone) > self.max_pending:
             self._gone.popitem(last=False)
 
-    def add_predictions(self, event_ids: Sequence[str], scores: np.ndarray | Sequence[float], ts: float) -> None:
-        """Register predictions made at time ``ts`` (seconds)."""
+    def add_predictions(
+        self, event_ids: Sequence[str], scores: np.ndarray | Sequence[float], ts: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Register predictions made at time ``ts`` (seconds); return the ``(scores, labels)``
+        of those whose label was already waiting."""
         self.expire(ts)
+        got_s, got_y = [], []
         for eid, score in zip(event_ids, np.asarray(scores, dtype=float).tolist(), strict=True):
+            early = self._early.pop(eid, None) if self._early else None
+            if early is not None:
+                got_s.append(score)
+                got_y.append(early[0])
+                continue
             self._pending[eid] = (score, float(ts))
             self._pending.move_to_end(eid)
+        self.matched += len(got_s)
         while len(self._pending) > self.max_pending:
             eid, _ = self._pending.popitem(last=False)
             self.evicted += 1
             self._forget(eid)
+        return np.asarray(got_s, dtype=float), np.asarray(got_y, dtype=float)
 
     def add_labels(
         self, event_ids: Sequence[str], labels: np.ndarray | Sequence[float], ts: float
@@ -94,14 +110,22 @@ class LabelJoiner:
                 truth.append(label)
             elif eid in self._gone:
                 self.late += 1
-            else:
-                self.unmatched += 1
+            else:  # no prediction yet: wait for it (unmatched if it never comes)
+                self._early[eid] = (label, float(ts))
+                self._early.move_to_end(eid)
+                if len(self._early) > self.max_pending:
+                    self._early.popitem(last=False)
+                    self.unmatched += 1
         self.matched += len(scores)
         return np.asarray(scores, dtype=float), np.asarray(truth, dtype=float)
 
     def expire(self, now: float) -> int:
-        """Drop predictions older than the time-to-live; return how many."""
+        """Drop predictions older than the time-to-live; return how many. Labels that waited
+        as long for a prediction are counted unmatched."""
         limit, n = now - self.ttl_s, 0
+        while self._early and next(iter(self._early.values()))[1] < limit:
+            self._early.popitem(last=False)
+            self.unmatched += 1
         while self._pending:
             eid, (_, t) = next(iter(self._pending.items()))
             if t >= limit:
@@ -118,7 +142,8 @@ class LabelJoiner:
 
     def counters(self) -> dict[str, int]:
         return {"matched": self.matched, "late": self.late, "unmatched": self.unmatched,
-                "expired": self.expired, "evicted": self.evicted, "pending": len(self._pending)}
+                "expired": self.expired, "evicted": self.evicted, "pending": len(self._pending),
+                "waiting_labels": len(self._early)}
 
 
 def _auc(scores: np.ndarray, labels: np.ndarray) -> float:

@@ -125,6 +125,7 @@ class MonitorWorker:
         metrics.registry.register(_DriftCollector(self))
         self.notifier = Notifier(settings.alerts, metrics)
         self.merger = PartitionMerger(idle_s=2.0, max_rows=200_000)
+        self._early_matches: list[tuple[ModelMonitor, np.ndarray, np.ndarray]] = []
         self.drift_events = 0
         self.retrain_requests = 0
 
@@ -164,7 +165,7 @@ class MonitorWorker:
                 self.hold({tp: recs for tp, recs in batches.items() if tp.topic == s.topics.features},
                           time.monotonic())
                 released, offsets = self.merger.release(time.monotonic())
-                if not released and not labels:
+                if not released and not labels and not self._early_matches:
                     continue
                 drift, retrain = self.handle(released, [r for recs in labels.values() for r in recs],
                                              time.time())
@@ -197,6 +198,11 @@ class MonitorWorker:
                     if mon is not None:
                         _, cols = decode_feature_batch(msg, mon.kinds)
                         cols[EVENT_IDS] = msg["event_ids"]
+                        # the label join needs no ordering: predictions join it on arrival
+                        early = self.joiner.add_predictions(msg["event_ids"], np.asarray(msg["scores"]),
+                                                            time.time())
+                        if len(early[0]):
+                            self._early_matches.append((mon, *early))
                 except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
                     self.metrics.processing_errors.labels("monitor").inc()
                     log.warning("skipping a malformed feature batch: %s", str(exc)[:200])
@@ -216,7 +222,6 @@ class MonitorWorker:
             cols = merge_slices(slices)
             ids = cols.pop(EVENT_IDS)
             self.metrics.monitor_rows.inc(len(ids))
-            self.joiner.add_predictions(ids, np.asarray(cols[SCORE_COLUMN]), now)
             events += [(ev, mon) for ev in mon.on_features(cols)]
         label_ids: list[str] = []
         label_values: list[float] = []
@@ -233,6 +238,9 @@ class MonitorWorker:
             newest = next(reversed(self.monitors.values()), None)
             if newest is not None:
                 events += [(ev, newest) for ev in newest.on_labels(scores, truth)]
+        for mon, scores, truth in self._early_matches:  # labels that waited for their prediction
+            events += [(ev, mon) for ev in mon.on_labels(scores, truth)]
+        self._early_matches = []
         self.joiner.expire(now)
         self._count_labels()
         drift: list[Message] = []

@@ -17,13 +17,23 @@ def test_join_late_unmatched_expired() -> None:
     j.add_predictions(["c"], np.array([0.5]), ts=8.0)
     s, y = j.add_labels(["b"], np.array([1.0]), ts=9.0)
     assert s.tolist() == [0.9] and y.tolist() == [1.0]
-    # at t=15 "a" (t=0) has expired; its label is late, "zz" was never predicted
+    # at t=15 "a" (t=0) has expired; its label is late, "zz" was never predicted: it waits
     s, y = j.add_labels(["a", "zz", "c"], np.array([0.0, 1.0, 0.0]), ts=15.0)
     assert s.tolist() == [0.5]
-    assert j.counters() == {"matched": 2, "late": 1, "unmatched": 1, "expired": 1, "evicted": 0, "pending": 0}
-    # a duplicate label after the match is unmatched
+    assert j.counters() == {"matched": 2, "late": 1, "unmatched": 0, "expired": 1, "evicted": 0,
+                            "pending": 0, "waiting_labels": 1}
+    # a duplicate label after the match waits too; both are unmatched once the TTL passes
     j.add_labels(["b"], np.array([1.0]), ts=16.0)
-    assert j.unmatched == 2
+    j.expire(30.0)
+    assert j.unmatched == 2 and j.counters()["waiting_labels"] == 0
+
+
+def test_a_label_before_its_prediction_is_matched_when_the_prediction_comes() -> None:
+    j = LabelJoiner(ttl_s=10.0, max_pending=100)
+    s, _ = j.add_labels(["x"], np.array([1.0]), ts=0.0)
+    assert len(s) == 0 and j.counters()["waiting_labels"] == 1
+    s, y = j.add_predictions(["x", "y"], np.array([0.8, 0.1]), ts=1.0)
+    assert s.tolist() == [0.8] and y.tolist() == [1.0] and j.matched == 1 and len(j) == 1
 
 
 def test_join_bounded_by_max_pending() -> None:
@@ -35,7 +45,7 @@ def test_join_bounded_by_max_pending() -> None:
     assert j.evicted == 19_000
     # the last max_pending evicted ids are remembered: their labels count as late
     _, y = j.add_labels(["e18500", "e0", "e19999"], np.array([1.0, 1.0, 0.0]), ts=201.0)
-    assert y.tolist() == [0.0] and j.late == 1 and j.unmatched == 1
+    assert y.tolist() == [0.0] and j.late == 1 and j.counters()["waiting_labels"] == 1
 
 
 def test_expire_returns_count() -> None:

@@ -46,7 +46,11 @@ async def test_documented_metrics_equal_the_exported_ones(settings, start_worker
         return {"mlstream_drift_statistic", "mlstream_model_performance"} <= names and (
             reg.get_sample_value("mlstream_labels_total", {"outcome": "matched"}) or 0) > 0
 
-    assert await wait_until(ready, 90), "the monitor exported no drift or performance metrics"
+    assert await wait_until(ready, 90), (
+        "the monitor exported no drift or performance metrics: "
+        f"{sorted(f.name for f in reg.collect() if f.samples and 'drift' in f.name or 'perf' in f.name)}, "
+        f"labels {[(s.labels, s.value) for f in reg.collect() if f.name == 'mlstream_labels' for s in f.samples]}, "
+        f"rows {reg.get_sample_value('mlstream_monitor_rows_total')}")
     if worker.task.done():
         worker.task.result()  # the worker's own error
         raise AssertionError("the worker stopped early")
