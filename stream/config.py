@@ -87,6 +87,9 @@ class MonitorSettings(BaseModel, frozen=True):
     # Rows each monitor skips after start while entity state warms up. Only a stream that
     # starts with empty state (the demo) needs it: a restarted worker recovers its state.
     warmup_rows: int = Field(default=0, ge=0)
+    # river's PageHinkley or ADWIN on the score, beside the calibrated tests. Off by default:
+    # their false-alarm rate is not calibrated (see `make bench-drift`).
+    score_detector: Literal["page_hinkley", "adwin"] | None = None
 
 
 class TrainerSettings(BaseModel, frozen=True):

@@ -64,7 +64,8 @@ class ModelMonitor:
         self.profile = ReferenceProfile.from_dict(card["reference_profile"])
         self.kinds = dict(self.profile.features)
         m = settings.monitor
-        self.drift = DriftMonitor(self.profile, DriftSettings(expected_run_length=m.expected_run_length),
+        self.drift = DriftMonitor(self.profile, DriftSettings(expected_run_length=m.expected_run_length,
+                                                              score_detector=m.score_detector),
                                   model_name=self.name, model_version=self.version)
         self.performance = PerformanceMonitor(task=self.task, threshold=self.threshold)
         self.warmup_left = m.warmup_rows

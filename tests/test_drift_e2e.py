@@ -69,3 +69,22 @@ async def test_injected_drift_gives_a_drift_event_and_one_retrain_request(make_s
 async def test_a_stationary_run_of_the_same_length_gives_no_drift(make_settings, start_worker):
     tally = await _run(make_settings, start_worker, "none")
     assert tally.drift == [] and tally.retrain_requests == 0
+
+
+def test_the_score_can_also_be_watched_by_a_river_detector(model_store):
+    """MLSTREAM_MONITOR__SCORE_DETECTOR runs river's PageHinkley on the score beside the tests."""
+    import json
+
+    import numpy as np
+
+    from stream.config import Settings
+    from stream.monitoring import ModelMonitor
+
+    card = json.loads((model_store / "fraud" / "1" / "card.json").read_text())
+    settings = Settings(model_store=model_store, monitor={"score_detector": "page_hinkley"})
+    mon = ModelMonitor(card, settings)
+    rng = np.random.default_rng(0)
+    names = [n for n in mon.kinds if n != "score"]
+    ref = {n: (np.full(4_000, np.nan) if mon.kinds[n] == "numeric" else [None] * 4_000) for n in names}
+    events = mon.on_features({**ref, "score": np.r_[rng.uniform(0, 0.05, 2_000), rng.uniform(0.6, 1, 2_000)]})
+    assert any(e.kind == "score_drift" and ev["test"] == "page_hinkley" for e in events for ev in e.evidence)
