@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tests.slack_standin import SlackStandIn
+from tests.helpers import stop_process
 
 CONFIG = Path(__file__).resolve().parent.parent / "ops" / "alertmanager" / "alertmanager.yml"
 
@@ -92,12 +93,7 @@ def alertmanager(tmp_path: Path) -> Iterator[tuple[str, SlackStandIn]]:
             wait_for(lambda: proc.poll() is None and api(base, "/api/v2/status"), 30, "Alertmanager")
             yield base, slack
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop_process(proc)
 
 
 def alert(name: str, severity: str, **labels: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from stream.kafka import ensure_topics
 from stream.simulate import PaymentSimulator
 from stream.tally import wait_until
 from stream.traffic import produce
+from tests.helpers import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 DRIFT_AT = 12_000
@@ -125,11 +126,6 @@ async def test_every_dashboard_query_returns_data(make_settings, start_worker, t
         await wait_until(all_have_data, 60, poll_s=2.0)
         assert missing == [], "panels without data:\n" + "\n".join(missing)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
         log.close()
         await worker.close()
