@@ -13,7 +13,7 @@ from stream.domain import Domain
 from stream.features import FeatureSet, Numeric, OneHot, Rolling
 from stream.registry import ModelStore
 from stream.schema import Field, Schema
-from stream.training import TrainingData, train
+from stream.training.train import TrainingData, train
 
 __all__ = [
     "Domain",

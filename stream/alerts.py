@@ -323,11 +323,11 @@ class Notifier:
 
     # -- submitting (never blocks) ---------------------------------------------------------
     def submit_drift(self, drift: Mapping[str, Any]) -> bool:
-        """Queue a drift event (``stream.drift.DriftEvent.to_dict()`` plus ``detected_at``)."""
+        """Queue a drift event (``stream.monitoring.drift.DriftEvent.to_dict()`` plus ``detected_at``)."""
         return self._submit(Alert("drift", dict(drift)))
 
     def submit_retrain(self, request: Mapping[str, Any]) -> bool:
-        """Queue a retraining request (``stream.retrain.RetrainPolicy.request``)."""
+        """Queue a retraining request (``stream.monitoring.retrain.RetrainPolicy.request``)."""
         return self._submit(Alert("retrain", dict(request)))
 
     def submit_promotion(self, info: Mapping[str, Any]) -> bool:

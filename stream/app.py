@@ -40,11 +40,11 @@ async def run_worker(settings: Settings, roles: Sequence[str] = ROLES, *,
         await ensure_topics(settings)
     stages = []
     if "scorer" in roles:
-        from stream.worker import ScoringWorker
+        from stream.scoring.worker import ScoringWorker
 
         stages.append(ScoringWorker(settings, load_domain(settings.domain), metrics).run(stop))
     if "monitor" in roles and settings.monitor.enabled:
-        from stream.monitoring import MonitorWorker
+        from stream.monitoring.worker import MonitorWorker
 
         stages.append(MonitorWorker(settings, metrics).run(stop))
     tasks = [asyncio.ensure_future(s) for s in stages]

@@ -32,7 +32,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_trainer(args: argparse.Namespace) -> int:
     import signal
 
-    from stream.trainer import run_trainer
+    from stream.training.trainer import run_trainer
 
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level,
@@ -50,8 +50,8 @@ def cmd_trainer(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from stream.simulate import PaymentSimulator
-    from stream.traffic import produce
+    from stream.examples.simulate import PaymentSimulator
+    from stream.tools.traffic import produce
 
     settings = _settings(args)
     sim = PaymentSimulator(seed=args.seed, n_users=args.users, scenario=args.scenario,
@@ -65,8 +65,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from stream.domain import load_domain
     from stream.registry import ModelStore
-    from stream.simulate import WARMUP_EVENTS
-    from stream.training import read_jsonl, simulated, train
+    from stream.examples.simulate import WARMUP_EVENTS
+    from stream.training.train import read_jsonl, simulated, train
 
     settings = _settings(args)
     domain = load_domain(settings.domain)
@@ -82,7 +82,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from stream.demo import DemoOptions, print_summary, run_demo
+    from stream.tools.demo import DemoOptions, print_summary, run_demo
 
     opts = DemoOptions(events=args.events, rate=args.rate, scenario=args.scenario,
                        drift_at=args.drift_at, seed=args.seed, workers=args.workers,
@@ -99,25 +99,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from stream.bench import main as bench_main
+    from stream.tools.bench import main as bench_main
 
     return bench_main(args)
 
 
 def cmd_replay(argv: list[str]) -> int:
-    from stream.replay import main as replay_main
+    from stream.monitoring.replay import main as replay_main
 
     return replay_main(argv)
 
 
 def cmd_bench_drift(argv: list[str]) -> int:
-    from stream.bench_drift import main as bench_drift_main
+    from stream.tools.bench_drift import main as bench_drift_main
 
     return bench_drift_main(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stream.simulate import SCENARIOS
+    from stream.examples.simulate import SCENARIOS
 
     parser = argparse.ArgumentParser(prog="mlstream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

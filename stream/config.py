@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     )
 
     app_id: str = "mlstream"
-    domain: str = "stream.domains.payments:DOMAIN"
+    domain: str = "stream.examples.payments:DOMAIN"
     model_store: Path = Path("models")
     model_name: str = "fraud"
     kafka: KafkaSettings = KafkaSettings()

@@ -1,7 +1,7 @@
 """A domain is what a user brings: an event schema, a feature definition and a label spec.
 
 Point ``MLSTREAM_DOMAIN`` at ``package.module:NAME`` to use your own; see README
-"Bring your own domain and model" and ``stream/domains/payments.py`` for an example.
+"Bring your own domain and model" and ``stream/examples/payments.py`` for an example.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Features are computed on column batches with numpy. Per-entity rolling features read and
 write a float64 state matrix (one row per entity); the caller owns where that matrix lives
-(:class:`stream.state.EntityState` keeps it durable online, a plain in-memory one serves
+(:class:`stream.scoring.state.EntityState` keeps it durable online, a plain in-memory one serves
 training). Rolling windows are exponentially decayed (time constant = window length), so an
 entity's state is a fixed number of floats however many events it has.
 """

@@ -22,7 +22,7 @@ SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 20)) + (1.0,)
 MODEL_LOAD_OUTCOMES = ("load_ok", "swap_ok", "swap_failed")
 LABEL_OUTCOMES = ("matched", "unmatched")
 ERROR_STAGES = ("monitor",)
-# stream.drift (data, score, multivariate), stream.labels (concept) and their resolution
+# stream.monitoring.drift (data, score, multivariate), stream.monitoring.labels (concept) and their resolution
 DRIFT_KINDS = ("data_drift", "score_drift", "multivariate_drift", "concept_drift", "drift_resolved")
 ALERT_CHANNELS = ("slack", "webhook")
 ALERT_OUTCOMES = ("sent", "retried", "rejected", "failed", "rate_limited", "dropped", "suppressed")

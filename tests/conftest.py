@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from stream.broker import EmbeddedBroker
+from stream.tools.broker import EmbeddedBroker
 from stream.config import Settings
 from stream.kafka import ensure_topics
 

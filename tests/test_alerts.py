@@ -15,7 +15,7 @@ from prometheus_client import generate_latest
 from stream.alerts import AlertError, Notifier
 from stream.config import AlertSettings
 from stream.metrics import Metrics
-from stream.tally import wait_until
+from stream.tools.tally import wait_until
 from tests.slack_standin import SlackStandIn, bad, rate_limited, server_error, slow
 
 # the fixtures run in the session's event loop (pyproject); so do these tests

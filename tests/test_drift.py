@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stream.drift import DriftEvent, DriftMonitor, DriftSettings
-from stream.profile import ReferenceProfile
+from stream.monitoring.drift import DriftEvent, DriftMonitor, DriftSettings
+from stream.monitoring.profile import ReferenceProfile
 
 CATS = ["a", "b", "c", "d"]
 P_CATS = [0.4, 0.3, 0.2, 0.1]
@@ -202,7 +202,7 @@ def test_constant_and_out_of_range_values_detected() -> None:
 
 
 def test_bench_streams_run_through_the_monitor() -> None:
-    from stream.bench_drift import _combine, _run, format_table
+    from stream.tools.bench_drift import _combine, _run, format_table
 
     name, det, res = _run(("mean+1.0sd", "mlstream", 0, None, None))
     assert res["detected"] and res["false_alarms"] == 0 and res["delay"] <= 500
@@ -220,7 +220,7 @@ def test_bench_streams_run_through_the_monitor() -> None:
 
 
 def test_false_alarms_within_budget_on_simulated_reference(profile: ReferenceProfile) -> None:
-    from stream.calibration import simulate_reference
+    from stream.monitoring.calibration import simulate_reference
 
     sim = simulate_reference(profile, 200_000, seed=1)
     assert [e for e in DriftMonitor(profile).update_batch(sim) if e.kind != "drift_resolved"] == []
@@ -234,7 +234,7 @@ def test_events_match_the_drift_event_schema(profile: ReferenceProfile, detector
     jsonschema = pytest.importorskip("jsonschema")
     from pathlib import Path
 
-    from stream.labels import PerformanceMonitor
+    from stream.monitoring.labels import PerformanceMonitor
 
     schema = json.loads((Path(__file__).resolve().parent.parent / "schemas" / "drift-event.schema.json").read_text())
     rng = np.random.default_rng(17)

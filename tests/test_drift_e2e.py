@@ -10,9 +10,9 @@ import jsonschema
 import orjson
 import pytest
 
-from stream.simulate import WARMUP_EVENTS, PaymentSimulator
-from stream.tally import Tally, follow, wait_until
-from stream.traffic import produce
+from stream.examples.simulate import WARMUP_EVENTS, PaymentSimulator
+from stream.tools.tally import Tally, follow, wait_until
+from stream.tools.traffic import produce
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 EVENTS = 20_000
@@ -78,7 +78,7 @@ def test_the_score_can_also_be_watched_by_a_river_detector(model_store):
     import numpy as np
 
     from stream.config import Settings
-    from stream.monitoring import ModelMonitor
+    from stream.monitoring.worker import ModelMonitor
 
     card = json.loads((model_store / "fraud" / "1" / "card.json").read_text())
     settings = Settings(model_store=model_store, monitor={"score_detector": "page_hinkley"})

@@ -1,4 +1,4 @@
-"""Every pure statistic of stream.drift_stats against scipy on the same samples."""
+"""Every pure statistic of stream.monitoring.drift_stats against scipy on the same samples."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from scipy import special, stats
 from scipy.spatial.distance import jensenshannon
 
-from stream import drift_stats as ds
+from stream.monitoring import drift_stats as ds
 
 
 @pytest.fixture

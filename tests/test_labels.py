@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from stream.labels import LabelJoiner, PerformanceMonitor, estimate_performance
+from stream.monitoring.labels import LabelJoiner, PerformanceMonitor, estimate_performance
 
 
 def test_join_late_unmatched_expired() -> None:

@@ -9,13 +9,13 @@ import numpy as np
 import orjson
 from prometheus_client import CollectorRegistry
 
-from stream.domains.payments import DOMAIN
+from stream.examples.payments import DOMAIN
 from stream.metrics import SCORE_BUCKETS, Metrics
-from stream.pipeline import BatchScorer
+from stream.scoring.pipeline import BatchScorer
 from stream.registry import ModelStore
-from stream.scoring import load_model
-from stream.simulate import PaymentSimulator
-from stream.state import EntityStore
+from stream.scoring.model import load_model
+from stream.examples.simulate import PaymentSimulator
+from stream.scoring.state import EntityStore
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 4

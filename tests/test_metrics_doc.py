@@ -7,9 +7,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from stream.simulate import PaymentSimulator
-from stream.tally import wait_until
-from stream.traffic import produce
+from stream.examples.simulate import PaymentSimulator
+from stream.tools.tally import wait_until
+from stream.tools.traffic import produce
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 ROW = re.compile(r"^\|\s*`(mlstream_\w+)`\s*\|\s*(\w+)\s*\|\s*([^|]*)\|", re.M)

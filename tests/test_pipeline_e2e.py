@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
-from stream.domains.payments import DOMAIN
+from stream.examples.payments import DOMAIN
 from stream.registry import ModelStore
 from stream.schema import REASONS
-from stream.scoring import load_model
-from stream.simulate import PaymentSimulator
-from stream.tally import wait_until
-from stream.traffic import produce
+from stream.scoring.model import load_model
+from stream.examples.simulate import PaymentSimulator
+from stream.tools.tally import wait_until
+from stream.tools.traffic import produce
 from tests.helpers import read_topic
 
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from stream.profile import ProfileError, ReferenceProfile, bin_normal_scores, dispersion_for
+from stream.monitoring.profile import ProfileError, ReferenceProfile, bin_normal_scores, dispersion_for
 
 
 def _cols(n: int = 2000, seed: int = 0) -> dict[str, object]:
@@ -101,7 +101,7 @@ def test_old_profiles_without_correlation_method_load_as_pearson() -> None:
     del d["correlation"]["method"]
     old = ReferenceProfile.from_dict(d)
     assert old.correlation_method == "pearson"
-    from stream.drift import DriftMonitor
+    from stream.monitoring.drift import DriftMonitor
 
     assert "multivariate" not in DriftMonitor(old).snapshot()  # not comparable: the test is off
 

@@ -20,9 +20,9 @@ from typing import Any
 import yaml
 
 from stream.kafka import ensure_topics
-from stream.simulate import PaymentSimulator
-from stream.tally import wait_until
-from stream.traffic import produce
+from stream.examples.simulate import PaymentSimulator
+from stream.tools.tally import wait_until
+from stream.tools.traffic import produce
 from tests.helpers import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream.drift import DriftMonitor, DriftSettings
-from stream.profile import ReferenceProfile
-from stream.replay import load_columns, main
+from stream.monitoring.drift import DriftMonitor, DriftSettings
+from stream.monitoring.profile import ReferenceProfile
+from stream.monitoring.replay import load_columns, main
 
 
 def _rows(rng: np.random.Generator, n: int, shift: float = 0.0, p: tuple[float, ...] = (0.5, 0.3, 0.2)) -> list[dict]:

@@ -6,9 +6,9 @@ import numpy as np
 import orjson
 import pytest
 
-from stream.domains.payments import SCHEMA
+from stream.examples.payments import SCHEMA
 from stream.errors import ValidationError
-from stream.simulate import PaymentSimulator
+from stream.examples.simulate import PaymentSimulator
 
 GOOD = {"event_id": "e1", "user_id": "u1", "amount": 12.5, "merchant_category": "fuel",
         "country": "DE", "channel": "web", "ts": 1_700_000_000.0}

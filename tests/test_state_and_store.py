@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from stream.domains.payments import DOMAIN
+from stream.examples.payments import DOMAIN
 from stream.errors import ModelLoadError
 from stream.registry import ModelStore
-from stream.scoring import load_model
-from stream.state import EntityStore, decode_state, encode_state, encode_states
+from stream.scoring.model import load_model
+from stream.scoring.state import EntityStore, decode_state, encode_state, encode_states
 
 
 def test_state_round_trips_through_changelog_bytes():

@@ -9,9 +9,9 @@ import orjson
 
 from stream.kafka import ensure_topics, make_producer, start_client
 from stream.registry import ModelStore
-from stream.retrain import RetrainPolicy
-from stream.tally import wait_until
-from stream.trainer import run_trainer
+from stream.monitoring.retrain import RetrainPolicy
+from stream.tools.tally import wait_until
+from stream.training.trainer import run_trainer
 from tests.helpers import read_topic
 
 

@@ -8,7 +8,7 @@ Two flavours are provided:
 * *sample* statistics on raw values (``ks_2samp``, ``wasserstein``), used for
   evidence and as the ground truth in tests;
 * *binned* statistics on histogram counts, vectorised over a leading axis
-  (features), which is what :class:`stream.drift.DriftMonitor` evaluates on its
+  (features), which is what :class:`stream.monitoring.drift.DriftMonitor` evaluates on its
   fixed-size window histograms.
 
 Examples

@@ -26,11 +26,11 @@ import numpy as np
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
-from stream.broker import EmbeddedBroker
+from stream.tools.broker import EmbeddedBroker
 from stream.config import Settings
 from stream.kafka import ensure_topics, make_consumer, make_producer, send_messages, start_client
-from stream.pipeline import Message
-from stream.simulate import PaymentSimulator
+from stream.scoring.pipeline import Message
+from stream.examples.simulate import PaymentSimulator
 
 
 def _settings(bootstrap: str, run: str, partitions: int, events_topic: str = "bench.events") -> Settings:
@@ -92,7 +92,7 @@ async def _ceiling(settings: Settings, n: int) -> dict[str, Any]:
 async def _pipeline(settings: Settings, n: int) -> dict[str, Any]:
     from stream.domain import load_domain
     from stream.metrics import Metrics
-    from stream.worker import ScoringWorker
+    from stream.scoring.worker import ScoringWorker
 
     worker = ScoringWorker(settings, load_domain(settings.domain), Metrics.create())
     stop = asyncio.Event()
@@ -113,7 +113,7 @@ async def _pipeline(settings: Settings, n: int) -> dict[str, Any]:
 async def _monitor(settings: Settings, n: int) -> dict[str, Any]:
     """A monitor worker beside the pipeline: runs until it has tested ``n`` rows."""
     from stream.metrics import Metrics
-    from stream.monitoring import MonitorWorker
+    from stream.monitoring.worker import MonitorWorker
 
     metrics = Metrics.create()
     rows = lambda: metrics.registry.get_sample_value("mlstream_monitor_rows_total") or 0  # noqa: E731
@@ -150,7 +150,7 @@ def child_main(argv: list[str]) -> int:
 
 
 def _child(role: str, bootstrap: str, run: str, partitions: int, n: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "stream.bench", role, bootstrap, run, str(partitions),
+    return subprocess.Popen([sys.executable, "-m", "stream.tools.bench", role, bootstrap, run, str(partitions),
                              str(n)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             env={**os.environ, "MLSTREAM_LOG_LEVEL": "WARNING"})
 
@@ -164,8 +164,8 @@ def _result(proc: subprocess.Popen[bytes], timeout: float = 600) -> dict[str, An
 
 async def _latency(bootstrap: str, partitions: int, rate: float, seconds: float) -> dict[str, Any]:
     """Produce at ``rate`` to a pipeline child and read end-to-end latency from its predictions."""
-    from stream.tally import Tally, follow, wait_until
-    from stream.traffic import produce
+    from stream.tools.tally import Tally, follow, wait_until
+    from stream.tools.traffic import produce
 
     run = f"lat{uuid.uuid4().hex[:6]}"
     settings = _settings(bootstrap, run, partitions, events_topic=f"bench.{run}.events")

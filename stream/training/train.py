@@ -15,7 +15,7 @@ import orjson
 
 from stream.domain import Domain
 from stream.errors import ValidationError
-from stream.profile import ReferenceProfile
+from stream.monitoring.profile import ReferenceProfile
 from stream.registry import ModelStore
 
 SCORE_COLUMN = "score"
@@ -46,7 +46,7 @@ def read_jsonl(path: Path | str, domain: Domain) -> TrainingData:
 
 
 def simulated(n: int, seed: int) -> TrainingData:
-    from stream.simulate import PaymentSimulator
+    from stream.examples.simulate import PaymentSimulator
 
     sim = PaymentSimulator(seed=seed)
     events, labels = [], []

@@ -2,7 +2,7 @@
 requests out. It runs beside the scorers in its own consumer group (``<app_id>-monitor``), so
 monitoring never slows scoring; several monitor workers split the partitions between them.
 
-The drift logic itself is pure (:mod:`stream.drift`, :mod:`stream.labels`); this module only
+The drift logic itself is pure (:mod:`stream.monitoring.drift`, :mod:`stream.monitoring.labels`); this module only
 decodes messages, keeps one monitor per model version, and publishes what they return.
 """
 
@@ -22,17 +22,17 @@ from prometheus_client.registry import Collector
 
 from stream.alerts import Notifier
 from stream.config import Settings
-from stream.drift import DriftMonitor, DriftSettings
+from stream.monitoring.drift import DriftMonitor, DriftSettings
 from stream.errors import ModelLoadError
 from stream.kafka import commit_or_redeliver, make_consumer, make_producer, send_messages, start_client
-from stream.labels import LabelJoiner, PerformanceMonitor, estimate_performance
+from stream.monitoring.labels import LabelJoiner, PerformanceMonitor, estimate_performance
 from stream.metrics import Metrics
-from stream.ordering import PartitionMerger
-from stream.pipeline import Message
-from stream.profile import ReferenceProfile
+from stream.monitoring.ordering import PartitionMerger
+from stream.scoring.pipeline import Message
+from stream.monitoring.profile import ReferenceProfile
 from stream.registry import ModelStore
-from stream.retrain import RetrainPolicy
-from stream.training import SCORE_COLUMN
+from stream.monitoring.retrain import RetrainPolicy
+from stream.training.train import SCORE_COLUMN
 
 log = logging.getLogger(__name__)
 EVENT_IDS = "__event_ids"  # rides along with the monitored columns through the merger

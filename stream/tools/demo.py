@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from stream.broker import EmbeddedBroker, free_port
+from stream.tools.broker import EmbeddedBroker, free_port
 from stream.config import Settings
 from stream.kafka import ensure_topics
-from stream.simulate import WARMUP_EVENTS, PaymentSimulator
-from stream.tally import Tally, follow, wait_until
-from stream.traffic import produce
+from stream.examples.simulate import WARMUP_EVENTS, PaymentSimulator
+from stream.tools.tally import Tally, follow, wait_until
+from stream.tools.traffic import produce
 
 
 @dataclass(frozen=True)

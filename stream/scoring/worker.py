@@ -1,4 +1,4 @@
-"""The scoring worker: Kafka in, :class:`stream.pipeline.BatchScorer`, Kafka out.
+"""The scoring worker: Kafka in, :class:`stream.scoring.pipeline.BatchScorer`, Kafka out.
 
 Scale-out is Kafka's: every worker joins the consumer group ``<app_id>-scorer`` and owns some
 partitions of the events topic. At-least-once: input offsets are committed only after every
@@ -21,10 +21,10 @@ from stream.domain import Domain
 from stream.errors import ModelLoadError
 from stream.kafka import commit_or_redeliver, make_consumer, make_producer, send_messages, send_records, start_client
 from stream.metrics import Metrics
-from stream.pipeline import BatchOutput, BatchScorer
+from stream.scoring.pipeline import BatchOutput, BatchScorer
 from stream.registry import ModelStore
-from stream.scoring import Model, load_model
-from stream.state import EntityStore, decode_state, encode_states
+from stream.scoring.model import Model, load_model
+from stream.scoring.state import EntityStore, decode_state, encode_states
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@
   threshold for classifiers; MAE and RMSE for regression) and detects concept
   drift as a rise of the loss (error indicator or absolute error) against a
   reference, with calibrated sliding-window tests and hysteresis, like
-  :class:`stream.drift.DriftMonitor`.
+  :class:`stream.monitoring.drift.DriftMonitor`.
 * :func:`estimate_performance` estimates, from the scores alone, the
   performance of a calibrated binary classifier while labels are missing
   (confidence-based performance estimation, as NannyML's CBPE).
@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from scipy import special, stats
 
-from stream.drift import DriftEvent
+from stream.monitoring.drift import DriftEvent
 
 __all__ = ["LabelJoiner", "PerformanceMonitor", "estimate_performance"]
 

@@ -192,7 +192,7 @@ def _dispersion(codes: np.ndarray, n_codes: int, scores: np.ndarray | None = Non
     that of the blocks' mean normal score (numeric features; else ``phi_bins``).
     Both lie in [1, 50]; independent rows give about 1. The monitor then counts
     ``n / phi`` effective rows in a window of ``n`` (see :func:`dispersion_for`
-    and :func:`stream.drift_stats.numeric_window_stats`).
+    and :func:`stream.monitoring.drift_stats.numeric_window_stats`).
     """
     out: list[list[float]] = []
     for block in DISPERSION_BLOCKS:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from stream.domains.payments import CHANNELS, COUNTRIES, MERCHANT_CATEGORIES
+from stream.examples.payments import CHANNELS, COUNTRIES, MERCHANT_CATEGORIES
 
 SCENARIOS = {
     "none": "stationary traffic",

@@ -23,7 +23,7 @@ table's degrees of freedom, and the standard normal for the z tests (missing
 rate, Mann-Whitney with tie correction, Fisher z).
 These distributions assume independent rows. Rolling-aggregate features are
 serially dependent; the profile measures that dependence on the reference in
-its own order (``dispersion``, see :func:`stream.profile._dispersion`) and the
+its own order (``dispersion``, see :func:`stream.monitoring.profile._dispersion`) and the
 monitor scales its statistics to the effective number of rows before comparing
 them with these critical values.
 :func:`simulate_reference` draws streams from a profile so the resulting false
@@ -32,7 +32,7 @@ alarm rate can be checked by simulation (``tests/test_drift.py``; the bench
 
 Examples
 --------
->>> from stream.profile import ReferenceProfile
+>>> from stream.monitoring.profile import ReferenceProfile
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
 >>> prof = ReferenceProfile.from_columns({"x": rng.normal(size=2000)})
@@ -51,13 +51,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special, stats
 
-from stream.profile import NUMERIC, ReferenceProfile
+from stream.monitoring.profile import NUMERIC, ReferenceProfile
 
 __all__ = ["Calibration", "DriftSettings", "calibrate", "simulate_reference"]
 
 @dataclass(frozen=True)
 class DriftSettings:
-    """Settings of :class:`stream.drift.DriftMonitor`; all plain values with defaults.
+    """Settings of :class:`stream.monitoring.drift.DriftMonitor`; all plain values with defaults.
 
     Parameters
     ----------
@@ -222,7 +222,7 @@ def simulate_reference(profile: ReferenceProfile, n: int, seed: int = 0) -> dict
 
     Examples
     --------
-    >>> from stream.profile import ReferenceProfile
+    >>> from stream.monitoring.profile import ReferenceProfile
     >>> rng = np.random.default_rng(1)
     >>> prof = ReferenceProfile.from_columns({"x": rng.normal(size=500), "c": ["a", "b"] * 250})
     >>> sim = simulate_reference(prof, 4, seed=0)

@@ -21,8 +21,8 @@ from stream.config import Settings
 from stream.domain import Domain, load_domain
 from stream.errors import ModelLoadError
 from stream.registry import ModelStore
-from stream.scoring import load_model
-from stream.training import TrainingData, holdout_metrics, read_jsonl, train
+from stream.scoring.model import load_model
+from stream.training.train import TrainingData, holdout_metrics, read_jsonl, train
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 def training_data(settings: Settings, domain: Domain) -> TrainingData:
     source = settings.trainer.data
     if source.startswith("simulated:"):
-        from stream.simulate import PaymentSimulator
+        from stream.examples.simulate import PaymentSimulator
 
         scenario = source.split(":", 1)[1]
         # the world as it is now: the scenario's change already in force from the first event

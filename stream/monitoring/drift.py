@@ -16,7 +16,7 @@ on the bins; per categorical feature, chi-square on the categories (unseen ones
 count as "other"); per feature, a two-proportion z test of the missing rate;
 per pair of numeric features, a Fisher z test of their correlation. A feature
 drifts when a test is significant at its calibrated level (see
-:mod:`stream.calibration`) *and* an effect size passes its enter threshold:
+:mod:`stream.monitoring.calibration`) *and* an effect size passes its enter threshold:
 Wasserstein distance normalised by the reference standard deviation or PSI for
 numeric features, Jensen-Shannon distance for categorical ones, the absolute
 change of the missing rate, and the change of a correlation for pairs.
@@ -31,7 +31,7 @@ All of it is computed per block, so :meth:`DriftMonitor.update` (one row) and
 Examples
 --------
 >>> import numpy as np
->>> from stream.profile import ReferenceProfile
+>>> from stream.monitoring.profile import ReferenceProfile
 >>> rng = np.random.default_rng(0)
 >>> ref = ReferenceProfile.from_columns({"x": rng.normal(size=20_000),
 ...                                      "c": rng.choice(["a", "b", "c"], 20_000).tolist()})
@@ -58,9 +58,9 @@ from typing import Any
 
 import numpy as np
 
-from stream import drift_stats as ds
-from stream.calibration import Calibration, DriftSettings, calibrate
-from stream.profile import CORRELATION_METHOD, ReferenceProfile, is_missing, reference_arrays
+from stream.monitoring import drift_stats as ds
+from stream.monitoring.calibration import Calibration, DriftSettings, calibrate
+from stream.monitoring.profile import CORRELATION_METHOD, ReferenceProfile, is_missing, reference_arrays
 
 __all__ = ["DriftEvent", "DriftMonitor", "DriftSettings"]
 

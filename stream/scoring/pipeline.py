@@ -2,7 +2,7 @@
 
 validate -> features (per-entity state) -> one ONNX call -> predictions, dead letters,
 changelog records and one columnar feature batch per partition for the monitor. No Kafka
-here: :mod:`stream.worker` feeds it consumer records and sends what it returns.
+here: :mod:`stream.scoring.worker` feeds it consumer records and sends what it returns.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import orjson
 from stream.domain import Domain
 from stream.errors import ValidationError
 from stream.metrics import Metrics
-from stream.scoring import Model
-from stream.state import EntityStore
+from stream.scoring.model import Model
+from stream.scoring.state import EntityStore
 
 Headers = list[tuple[str, bytes]]
 

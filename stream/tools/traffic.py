@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from stream.config import Settings
 from stream.kafka import make_producer, start_client
-from stream.simulate import PaymentSimulator, label_record
+from stream.examples.simulate import PaymentSimulator, label_record
 
 
 async def produce(settings: Settings, sim: PaymentSimulator, n: int | None, *, rate: float,

@@ -10,7 +10,7 @@ Each line of REF.jsonl and FILE.jsonl is a flat JSON object of feature values
 inferred from the reference or given by ``--schema`` (``{"name": "numeric" |
 "categorical"}``). With ``--model-card`` the profile is the card's
 ``reference_profile`` and only its features are read from each line. The stream
-is fed row by row to :meth:`stream.drift.DriftMonitor.update`, the same code the
+is fed row by row to :meth:`stream.monitoring.drift.DriftMonitor.update`, the same code the
 pipeline runs, and each drift event is written as one JSON line.
 
 Examples
@@ -40,8 +40,8 @@ import sys
 from collections.abc import Iterator
 from typing import IO, Any
 
-from stream.drift import DriftEvent, DriftMonitor, DriftSettings
-from stream.profile import ProfileError, ReferenceProfile
+from stream.monitoring.drift import DriftEvent, DriftMonitor, DriftSettings
+from stream.monitoring.profile import ProfileError, ReferenceProfile
 
 __all__ = ["load_columns", "main", "replay_rows"]
 

@@ -1,8 +1,8 @@
 """Drift benchmark: ``mlstream bench-drift`` / ``make bench-drift``.
 
 Seeded synthetic streams with known change points go through the same monitor
-code as the pipeline (:meth:`stream.drift.DriftMonitor.update_batch`,
-:meth:`stream.labels.PerformanceMonitor.update`) and, side by side, through
+code as the pipeline (:meth:`stream.monitoring.drift.DriftMonitor.update_batch`,
+:meth:`stream.monitoring.labels.PerformanceMonitor.update`) and, side by side, through
 river's ``ADWIN``, ``KSWIN`` and ``PageHinkley`` at their default parameters and
 a windowed Evidently-style baseline (KS for numeric, chi-square for categorical
 features, p < 0.05, tumbling windows of 1,000 events against the reference).
@@ -40,10 +40,10 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from stream import drift_stats as ds
-from stream.drift import DriftMonitor, DriftSettings
-from stream.labels import PerformanceMonitor
-from stream.profile import ReferenceProfile
+from stream.monitoring import drift_stats as ds
+from stream.monitoring.drift import DriftMonitor, DriftSettings
+from stream.monitoring.labels import PerformanceMonitor
+from stream.monitoring.profile import ReferenceProfile
 
 __all__ = ["STREAMS", "main", "make_stream"]
 

@@ -1,0 +1,1 @@
+"""Example domains: the payments domain the demo runs, and its traffic simulator."""
