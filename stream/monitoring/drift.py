@@ -1,32 +1,46 @@
-"""Streaming drift monitor: calibrated, effect-size gated, multi-window, O(1) state.
+"""Streaming drift monitor for real traffic: dependence-aware, calibrated, effect-size gated, O(1) state.
 
 How it works
 ------------
-Rows are grouped in blocks of ``block_size`` rows. Each finished block is reduced
-to fixed-size sufficient statistics (per numeric feature: counts and value sums
-in the reference quantile bins plus a missing count; per categorical feature:
-counts per reference category plus "other" and missing; for the numeric
-features together: pairwise-complete cross products of the bins' normal scores)
-and written to a ring buffer holding the longest window. Every window length ``w`` in
-``DriftSettings.windows`` is tested every ``w / checks_per_window`` rows (a
-sliding window), by summing its last blocks.
+Rows are grouped in blocks of ``block_size`` rows; each block is reduced to fixed-size
+sufficient statistics (numeric features: counts and value sums in the reference
+quantile bins, a missing count, a sum of squares; categorical features: counts per
+reference category, "other" and missing; numeric pairs: sums of the bins' normal
+scores and their products). Running totals and a ring of their past values give the
+sum over any sliding window in ``DriftSettings.windows`` in O(1); each window length
+``w`` is tested every ``w / checks_per_window`` rows.
 
-The tests are, per numeric feature, two-sample KS, Mann-Whitney and chi-square
-on the bins; per categorical feature, chi-square on the categories (unseen ones
-count as "other"); per feature, a two-proportion z test of the missing rate;
-per pair of numeric features, a Fisher z test of their correlation. A feature
-drifts when a test is significant at its calibrated level (see
-:mod:`stream.monitoring.calibration`) *and* an effect size passes its enter threshold:
-Wasserstein distance normalised by the reference standard deviation or PSI for
-numeric features, Jensen-Shannon distance for categorical ones, the absolute
-change of the missing rate, and the change of a correlation for pairs.
-Each feature then has an open drift state: one event when it opens, and one
-``drift_resolved`` event when every effect size of the ``resolve_window`` stayed
-below ``leave_ratio`` times its enter threshold for ``resolve_patience``
-consecutive checks; the feature's windows then restart from empty.
+Every test compares a window mean of per-row scores with the reference
+(:func:`stream.monitoring.drift_stats.channel_means`): bin and cumulative-bin
+indicators (chi-square, KS), the reference mid-rank (Mann-Whitney), the missing
+indicator, category indicators, the linearised correlation of each numeric pair.
+On real traffic those window means vary far more than i.i.d. formulas say, so each
+difference ``theta_w - theta_ref`` is studentised with
 
-All of it is computed per block, so :meth:`DriftMonitor.update` (one row) and
-:meth:`DriftMonitor.update_batch` (vectorised) give identical events.
+    var = s2_lr / n + g0 / m + s2_slow (+ the seasonal profile's own error)
+
+where ``g0 / m`` is the i.i.d. reference's sampling error, ``s2_lr`` the score's
+long-run variance and ``s2_slow`` its slow stationary wander, both learned from the
+live stream (:class:`stream.monitoring.dependence.DependenceTracker`), and a daily
+profile learned from event times is taken out when the hours differ
+(:class:`stream.monitoring.dependence.SeasonalProfile`). Tests: studentised
+Mann-Whitney and missing-rate z; KS as the largest studentised cumulative
+difference (Bonferroni over the bins); chi-square as the sum of studentised squared
+bin differences (a first-order Rao-Scott correction, one design effect per bin);
+correlation z from the linearised correlation's own long-run variance (Bartlett's
+correction, measured rather than modelled). Critical values come from
+:mod:`stream.monitoring.calibration` (Bonferroni split of one false alarm per
+``expected_run_length`` rows).
+
+A feature drifts when a test passes its critical value *and* its effect size its
+enter level. Its state then stays open (one event) and its dependence and seasonal
+estimators are frozen, so the drift is not learned as normal; it closes
+(``drift_resolved``) when every test of ``resolve_window`` has a p-value above
+``leave_p`` for ``resolve_patience`` checks in a row. Until the shortest dependence
+scale has ``dependence_min_batches`` batches the monitor is *warming up*: no test runs.
+
+:meth:`DriftMonitor.update` (one row) and :meth:`DriftMonitor.update_batch` (vectorised)
+give identical events.
 
 Examples
 --------
@@ -40,10 +54,10 @@ Examples
 >>> c = rng.choice(["a", "b", "c"], 10_000).tolist()
 >>> events = mon.update_batch({"x": x, "c": c})
 >>> [(e.index, e.kind, e.features) for e in events]
-[(5199, 'data_drift', ('x',))]
+[(5099, 'data_drift', ('x',))]
 >>> ev = events[0].evidence[0]
->>> ev["test"], ev["window"], ev["effect_size"] > ev["effect_threshold"]
-('ks', 500, True)
+>>> ev["window"], ev["effect_size"] > ev["effect_threshold"], ev["design_effect"] < 2
+(500, True, True)
 >>> mon.snapshot()["x"]["drifting"], mon.rows_seen
 (True, 10000)
 """
@@ -57,14 +71,18 @@ from itertools import repeat
 from typing import Any
 
 import numpy as np
+from scipy import special, stats
 
 from stream.monitoring import drift_stats as ds
 from stream.monitoring.calibration import Calibration, DriftSettings, calibrate
+from stream.monitoring.dependence import DependenceTracker, SeasonalProfile
+from stream.monitoring.drift_view import snapshot, summary
 from stream.monitoring.profile import CORRELATION_METHOD, ReferenceProfile, is_missing, reference_arrays
 
 __all__ = ["DriftEvent", "DriftMonitor", "DriftSettings"]
 
 MULTIVARIATE = "__multivariate__"
+DAY_S, HOUR_S = 86_400.0, 3_600.0
 
 
 @dataclass(frozen=True)
@@ -90,13 +108,28 @@ class DriftEvent:
         }
 
 
+def _chi2_equivalent(x2: np.ndarray, dof: np.ndarray, df: np.ndarray) -> np.ndarray:
+    """A studentised chi-square with ``df`` effective rows behind its variances, as the chi-square
+    value of the same p-value: ``X2 / dof`` is referred to F(dof, df)."""
+    dof = np.maximum(dof, 1)
+    with np.errstate(all="ignore"):
+        p = special.fdtrc(dof, df, x2 / dof)
+        return np.where(p < 1.0, special.chdtri(dof, np.maximum(p, 1e-300)), 0.0)
+
+
+def _z_equivalent(t: np.ndarray, df: np.ndarray) -> np.ndarray:
+    """|t| with ``df`` effective rows as the |z| of the same two-sided p-value."""
+    with np.errstate(all="ignore"):
+        return np.nan_to_num(-special.ndtri(special.stdtr(np.clip(df, 1.0, 1e7), -np.abs(t))), posinf=1e308)
+
+
 def _f(x: Any) -> float:
     v = float(x)
     return v if math.isfinite(v) else (1e308 if v > 0 else -1e308)
 
 
 class DriftMonitor:
-    """Calibrated multi-window drift monitor over a :class:`ReferenceProfile` (see module docstring).
+    """Dependence-aware multi-window drift monitor over a :class:`ReferenceProfile` (see module docstring).
 
     Attributes
     ----------
@@ -106,14 +139,8 @@ class DriftMonitor:
         The per-test levels and critical values in use.
     """
 
-    def __init__(
-        self,
-        profile: ReferenceProfile,
-        settings: DriftSettings | None = None,
-        *,
-        model_name: str | None = None,
-        model_version: str | None = None,
-    ) -> None:
+    def __init__(self, profile: ReferenceProfile, settings: DriftSettings | None = None, *,
+                 model_name: str | None = None, model_version: str | None = None) -> None:
         self.profile = profile
         self.settings = s = settings or DriftSettings()
         s.validate()
@@ -123,41 +150,48 @@ class DriftMonitor:
         self._names = self._num + self._cat
         fn, fc = len(self._num), len(self._cat)
         self._mv = s.multivariate and fn >= 2 and profile.correlation_method == CORRELATION_METHOD
-        ref = reference_arrays(profile)
+        ref = self.ref = reference_arrays(profile)
         self._edges, self._k, self._kc = ref.edges, ref.k, ref.kc
-        self._ref_num, self._ref_mean_bins, self._ref_num_miss = ref.num_counts, ref.num_bin_means, ref.num_missing
-        self._std, self._scores = ref.std, ref.num_scores
-        self._ref_cat, self._ref_cat_miss = ref.cat_counts, ref.cat_missing
+        k, kc, b = ref.k, ref.kc, s.block_size
+        self._scores = ref.num_scores
         self._cat_maps, self._cat_other = ref.cat_codes, ref.cat_other
-        self._ref_r, self._ref_rn = ref.corr, ref.corr_n
-        self._pairs = np.triu_indices(fn, 1)
-        self._phi_num, self._phi_cat = ref.dispersion(s.windows)  # serial dependence, per window and feature
-        k, kc = self._k, self._kc
-        b = s.block_size
+        self._pairs = np.triu_indices(fn, 1) if self._mv else (np.zeros(0, int), np.zeros(0, int))
+        self._rho = ref.corr if self._mv else np.zeros((fn, fn))
         self._wblocks = [w // b for w in s.windows]
         self._sblocks = [st // b for st in s.steps()]
         self._resolve_w = s.windows.index(s.resolve_window)
         self.calibration: Calibration = calibrate(
             profile, windows=s.windows, steps=s.steps(), expected_run_length=s.expected_run_length,
-            multivariate=self._mv, max_dof=max(k, kc + 1),
-        )
-        # ring buffers over the longest window: fixed size, O(1) in the stream length
-        self._ring_len = r_len = self._wblocks[-1]
-        self._ring_num = np.zeros((r_len, fn, k + 1), dtype=np.int64)
-        self._ring_sum = np.zeros((r_len, fn, k))
-        self._ring_cat = np.zeros((r_len, fc, kc + 1), dtype=np.int64)
-        self._ring_corr = np.zeros((r_len, 4, fn, fn)) if self._mv else np.zeros((0,))
+            multivariate=self._mv, max_dof=max(k, kc + 1))
+        self._init_reference(fn, fc, k, kc)
+        # running totals and a ring of their past values: any window's sums in O(1)
+        self._ring_len = r = self._wblocks[-1] + 1
+        self._tot = {"num": np.zeros((fn, k + 1), np.int64), "sum": np.zeros((fn, k)), "sq": np.zeros(fn),
+                     "cat": np.zeros((fc, kc + 1), np.int64), "corr": np.zeros((4, fn, fn) if self._mv else (4, 0, 0))}
+        self._ring = {key: np.zeros((r,) + v.shape, v.dtype) for key, v in self._tot.items()}
+        self._ring_num = self._ring["num"]
+        self._hours = np.full(r, -1, dtype=np.int64)
         self._blocks = 0
-        self._reset_at = {n: 0 for n in self._names + [MULTIVARIATE]}
-        self._open = {n: False for n in self._names + [MULTIVARIATE]}
-        self._calm = {n: 0 for n in self._names + [MULTIVARIATE]}
-        self._stats: dict[str, dict[int, dict[str, np.ndarray]]] = {"num": {}, "cat": {}, "mv": {}}
-        self._raw: dict[str, dict[int, tuple[Any, tuple[np.ndarray, ...]]]] = {"num": {}, "cat": {}}
+        n_ch = self._theta.size
+        self.tracker = DependenceTracker(n_ch, b, s.dependence_scales, s.dependence_history,
+                                         s.dependence_min_batches, s.dependence_confidence)
+        self.seasonal = SeasonalProfile(n_ch, s.seasonal_min_rows, s.seasonal_memory_rows, s.seasonal_alpha) \
+            if s.seasonal else None
+        self._est_at = -1
+        self._lr = self._g0.copy()
+        self._slow = np.zeros(n_ch)
+        all_names = self._names + [MULTIVARIATE]
+        self._reset_at = dict.fromkeys(all_names, 0)
+        self._open = dict.fromkeys(all_names, False)
+        self._open_arr = np.zeros(len(all_names), dtype=bool)
+        self._calm = dict.fromkeys(all_names, 0)
+        self._last: dict[int, dict[str, Any]] = {}
+        self._open_features: dict[str, list[str]] = {}
         self._effects = {"num": {"wasserstein": s.wasserstein_threshold, "psi": s.psi_threshold},
                          "cat": {"jensen_shannon": s.js_threshold}}
-        self._open_features: dict[str, list[str]] = {}
         self._buf_num = np.empty((b, fn))
         self._buf_cat = np.empty((b, fc), dtype=np.int64)
+        self._buf_ts = np.full(b, np.nan)
         self._buf_len = 0
         self._score_j = self._num.index(s.score_feature) if s.score_feature in self._num else -1
         self._detector: Any = None
@@ -166,29 +200,62 @@ class DriftMonitor:
 
             self._detector = rdrift.PageHinkley() if s.score_detector == "page_hinkley" else rdrift.ADWIN()
 
+    def _init_reference(self, fn: int, fc: int, k: int, kc: int) -> None:
+        """Reference mean ``theta``, per-row variance ``g0`` and size ``m`` of every score channel."""
+        ref = self.ref
+        self._ref_num = np.concatenate([ref.num_counts, ref.num_missing[:, None]], axis=1)
+        self._ref_cat = np.concatenate([ref.cat_counts, ref.cat_missing[:, None]], axis=1)
+        p = ref.num_counts / np.maximum(ref.num_counts.sum(axis=1, keepdims=True), 1.0)
+        self._uref = np.cumsum(p, axis=1) - p / 2
+        theta, m = ds.channel_means(self._ref_num[None].astype(float), self._ref_cat[None].astype(float), None,
+                                    self._uref, self._rho, self._pairs)
+        theta, m = np.nan_to_num(theta[0]), m[0].copy()
+        npairs = self._pairs[0].size
+        sizes = [fn * k, fn * (k - 1), fn, fn, fc * kc, fc, npairs]
+        edges = np.cumsum([0] + sizes)
+        self._sl = {key: slice(int(a), int(z)) for key, a, z in
+                    zip(("props", "cum", "u", "miss", "cprops", "cmiss", "psi"), edges[:-1], edges[1:], strict=True)}
+        owner = np.concatenate([np.repeat(np.arange(fn), k), np.repeat(np.arange(fn), k - 1), np.arange(fn),
+                                np.arange(fn), fn + np.repeat(np.arange(fc), kc), fn + np.arange(fc),
+                                np.full(npairs, fn + fc)])
+        self._owner = owner.astype(np.int64)
+        m[self._sl["psi"]] = ref.corr_n[self._pairs] if npairs else m[self._sl["psi"]]
+        self._m = np.maximum(m, 1.0)
+        floor = 0.5 / self._m  # a share never seen in the reference: as if half a row had it
+        pp = np.clip(theta, floor, 1 - floor)
+        g0 = pp * (1 - pp)
+        ju = self._sl["u"]
+        g0[ju] = np.maximum((p * (self._uref - 0.5) ** 2).sum(axis=1), 1e-12)
+        if npairs:
+            g0[self._sl["psi"]] = (1 - self._rho[self._pairs] ** 2) ** 2
+        theta[self._sl["psi"]] = 0.0
+        self._theta, self._g0 = theta, g0
+
+    # ---------------------------------------------------------------- ingestion
     def _code(self, j: int, v: Any) -> int:
         if is_missing(v):
             return self._kc
         key = v if isinstance(v, str) else str(v)
         return self._cat_maps[j].get(key, self._cat_other[j])
 
-    def update(self, row: Mapping[str, float | int | str | None]) -> list[DriftEvent]:
-        """Add one row; return the events that fired (at most at block ends)."""
+    def update(self, row: Mapping[str, float | int | str | None], ts: float | None = None) -> list[DriftEvent]:
+        """Add one row (``ts``: its event time in seconds, for the daily profile); return the events that fired."""
         i = self._buf_len
         for j, name in enumerate(self._num):
             v = row.get(name)
             self._buf_num[i, j] = np.nan if v is None else float(v)
         for j, name in enumerate(self._cat):
             self._buf_cat[i, j] = self._code(j, row.get(name))
+        self._buf_ts[i] = np.nan if ts is None else float(ts)
         self._buf_len += 1
         self.rows_seen += 1
         if self._buf_len < self.settings.block_size:
             return []
         self._buf_len = 0
-        return self._process(self._buf_num, self._buf_cat, self.rows_seen - self.settings.block_size)
+        return self._process(self._buf_num, self._buf_cat, self._buf_ts, self.rows_seen - self.settings.block_size)
 
-    def update_batch(self, columns: Mapping[str, np.ndarray | list[Any]]) -> list[DriftEvent]:
-        """Add many rows given as columns; same events as :meth:`update` row by row."""
+    def update_batch(self, columns: Mapping[str, np.ndarray | list[Any]], ts: np.ndarray | None = None) -> list[DriftEvent]:
+        """Add many rows given as columns (``ts``: event times in seconds); same events as :meth:`update`."""
         n = len(next(iter(columns.values()))) if columns else 0
         if n == 0:
             return []
@@ -207,66 +274,77 @@ class DriftMonitor:
             for i in np.flatnonzero(codes < 0):
                 codes[i] = self._code(j, col[i])
             cat[:, j] = codes
-        return self._ingest(num, cat)
+        t = np.full(n, np.nan) if ts is None else np.asarray(ts, dtype=float)
+        return self._ingest(num, cat, t)
 
-    def _ingest(self, num: np.ndarray, cat: np.ndarray) -> list[DriftEvent]:
+    def _ingest(self, num: np.ndarray, cat: np.ndarray, ts: np.ndarray) -> list[DriftEvent]:
         b, n, pos, events = self.settings.block_size, num.shape[0], 0, []
         if self._buf_len:
             take = min(b - self._buf_len, n)
-            self._buf_num[self._buf_len : self._buf_len + take] = num[:take]
-            self._buf_cat[self._buf_len : self._buf_len + take] = cat[:take]
+            sl = slice(self._buf_len, self._buf_len + take)
+            self._buf_num[sl], self._buf_cat[sl], self._buf_ts[sl] = num[:take], cat[:take], ts[:take]
             self._buf_len += take
             pos = take
             if self._buf_len == b:
                 self._buf_len = 0
-                events += self._process(self._buf_num, self._buf_cat, self.rows_seen + pos - b)
+                events += self._process(self._buf_num, self._buf_cat, self._buf_ts, self.rows_seen + pos - b)
         full = (n - pos) // b * b
         if full:
-            events += self._process(num[pos : pos + full], cat[pos : pos + full], self.rows_seen + pos)
+            sl = slice(pos, pos + full)
+            events += self._process(num[sl], cat[sl], ts[sl], self.rows_seen + pos)
             pos += full
         rest = n - pos
         if rest:
-            self._buf_num[:rest] = num[pos:]
-            self._buf_cat[:rest] = cat[pos:]
+            self._buf_num[:rest], self._buf_cat[:rest], self._buf_ts[:rest] = num[pos:], cat[pos:], ts[pos:]
             self._buf_len = rest
         self.rows_seen += n
         return events
 
-    def _process(self, num: np.ndarray, cat: np.ndarray, start: int) -> list[DriftEvent]:
-        """Reduce whole blocks to sufficient statistics and run the due checks."""
+    def _process(self, num: np.ndarray, cat: np.ndarray, ts: np.ndarray, start: int) -> list[DriftEvent]:
+        """Reduce whole blocks to sufficient statistics, learn the stream's structure, run the due checks."""
         b, k, kc = self.settings.block_size, self._k, self._kc
         nb, fn, fc = num.shape[0] // b, len(self._num), len(self._cat)
         blk = np.repeat(np.arange(nb), b)
-        counts = sums = ccounts = None
-        if fn:
-            bins = np.empty(num.shape, dtype=np.int64)
-            for j in range(fn):
-                bins[:, j] = np.searchsorted(self._edges[j], num[:, j], side="right")
-            missing = np.isnan(num)
-            bins[missing] = k
-            idx = (blk[:, None] * fn + np.arange(fn)) * (k + 1) + bins
-            counts = np.bincount(idx.ravel(), minlength=nb * fn * (k + 1)).reshape(nb, fn, k + 1)
-            sums = np.bincount(idx.ravel(), weights=np.where(missing, 0.0, num).ravel(), minlength=nb * fn * (k + 1))
-            sums = sums.reshape(nb, fn, k + 1)[:, :, :k]
-            # normal scores of the bins, as the profile's correlation (0 where missing)
-            z = np.where(missing, 0.0, self._scores[np.arange(fn), np.where(missing, 0, bins)])
-            present = (~missing).astype(float)
-        if fc:
-            cidx = (blk[:, None] * fc + np.arange(fc)) * (kc + 1) + cat
-            ccounts = np.bincount(cidx.ravel(), minlength=nb * fc * (kc + 1)).reshape(nb, fc, kc + 1)
+        missing = np.isnan(num)
+        bins = np.empty(num.shape, dtype=np.int64)
+        for j in range(fn):
+            bins[:, j] = np.searchsorted(self._edges[j], num[:, j], side="right")
+        bins[missing] = k
+        idx = ((blk[:, None] * fn + np.arange(fn)) * (k + 1) + bins).ravel()
+        counts = np.bincount(idx, minlength=nb * fn * (k + 1)).reshape(nb, fn, k + 1)
+        val = np.where(missing, 0.0, num)
+        sums = np.bincount(idx, weights=val.ravel(), minlength=nb * fn * (k + 1)).reshape(nb, fn, k + 1)[:, :, :k]
+        sq = (val * val).reshape(nb, b, fn).sum(axis=1)
+        cidx = ((blk[:, None] * fc + np.arange(fc)) * (kc + 1) + cat).ravel()
+        ccounts = np.bincount(cidx, minlength=nb * fc * (kc + 1)).reshape(nb, fc, kc + 1)
+        corr = None
+        if self._mv:  # normal scores of the bins, as the profile's correlation (0 where missing)
+            z = np.where(missing, 0.0, self._scores[np.arange(fn), np.where(missing, 0, bins)]).reshape(nb, b, fn)
+            pr = (~missing).astype(float).reshape(nb, b, fn)
+            corr = np.stack([np.einsum("bri,brj->bij", pr, pr), np.einsum("bri,brj->bij", z, pr),
+                             np.einsum("bri,brj->bij", z * z, pr), np.einsum("bri,brj->bij", z, z)], axis=1)
+        means, weights = ds.channel_means(counts, ccounts, corr, self._uref, self._rho, self._pairs)
+        mid = ts[b // 2 :: b][:nb]
+        hours = np.where(np.isnan(mid), -1, (np.nan_to_num(mid) % DAY_S) // HOUR_S).astype(np.int64)
         events: list[DriftEvent] = []
         for i in range(nb):
-            slot = self._blocks % self._ring_len
-            if fn:
-                self._ring_num[slot] = counts[i]  # type: ignore[index]
-                self._ring_sum[slot] = sums[i]  # type: ignore[index]
-            if fc:
-                self._ring_cat[slot] = ccounts[i]  # type: ignore[index]
-            if self._mv:
-                zi, mi = z[i * b : (i + 1) * b], present[i * b : (i + 1) * b]
-                rc = self._ring_corr[slot]
-                rc[0], rc[1], rc[2], rc[3] = mi.T @ mi, zi.T @ mi, (zi * zi).T @ mi, zi.T @ zi
+            tot = self._tot
+            tot["num"] += counts[i]
+            tot["sum"] += sums[i]
+            tot["sq"] += sq[i]
+            tot["cat"] += ccounts[i]
+            if corr is not None:
+                tot["corr"] += corr[i]
             self._blocks += 1
+            slot = self._blocks % self._ring_len
+            for key, ring in self._ring.items():
+                ring[slot] = tot[key]
+            h = int(hours[i])
+            self._hours[slot] = h
+            frozen = self._open_arr[self._owner]
+            if h >= 0 and self.seasonal is not None:
+                self.seasonal.add(h, means[i], weights[i], frozen)
+            self.tracker.add(means[i], weights[i], frozen, h)
             if self._detector is not None:
                 events += self._run_detector(num[i * b : (i + 1) * b, self._score_j], start + i * b)
             events += self._check(start + (i + 1) * b - 1)
@@ -286,134 +364,276 @@ class DriftMonitor:
                 out.append(self._event(start + i, "score_drift", (self.settings.score_feature,), (ev,)))
         return out
 
-    def _window_sum(self, ring: np.ndarray, nblocks: int) -> np.ndarray:
-        end = self._blocks % self._ring_len
-        begin = end - nblocks
-        return ring[begin:end].sum(axis=0) if begin >= 0 else ring[begin:].sum(axis=0) + ring[:end].sum(axis=0)
+    # ---------------------------------------------------------------- tests
+    @property
+    def warming_up(self) -> bool:
+        """True until the stream's dependence can be estimated (no test runs before)."""
+        return not self.tracker.ready()
+
+    def _estimates(self) -> None:
+        if self._est_at == self.tracker.version:
+            return
+        self._est_at = self.tracker.version
+        if self.seasonal is not None:  # the daily profile, from the previous dependence estimate
+            dev, use = self.seasonal.centred(self.tracker.short_range(self._g0))
+            self.tracker.set_seasonal(dev if use.any() else None)
+        self._lr, self._slow = self.tracker.estimate(self._theta, self._g0, self._m)
+        self._slow[self._sl["psi"]] = 0.0  # the reference holds no psi level
+        self._coherent_slow()
+
+    def _coherent_slow(self) -> None:
+        """A slow movement moves all bins of a feature together: give every score of a feature the same
+        slow variance relative to its own variance (the larger of the mid-rank's and the bins' mean)."""
+        sl, fn, fc, k, kc = self._sl, len(self._num), len(self._cat), self._k, self._kc
+        rel = np.where(self._g0 > 0, self._slow / self._g0, 0.0)
+        if fn:
+            used = (self._theta[sl["props"]] > 0).reshape(fn, k)
+            bins = np.where(used, rel[sl["props"]].reshape(fn, k), 0.0).sum(axis=1) / np.maximum(used.sum(axis=1), 1)
+            r = np.maximum(rel[sl["u"]], bins)
+            for key, size in (("props", k), ("cum", k - 1)):
+                self._slow[sl[key]] = (np.repeat(r, size) * self._g0[sl[key]])
+            self._slow[sl["u"]] = r * self._g0[sl["u"]]
+        if fc:
+            used = (self._theta[sl["cprops"]] > 0).reshape(fc, kc)
+            r = np.where(used, rel[sl["cprops"]].reshape(fc, kc), 0.0).sum(axis=1) / np.maximum(used.sum(axis=1), 1)
+            self._slow[sl["cprops"]] = np.repeat(r, kc) * self._g0[sl["cprops"]]
+
+    def window_sums(self, nblocks: int) -> dict[str, np.ndarray]:
+        """Sufficient statistics of the last ``nblocks`` blocks (plus their hour-of-day histogram)."""
+        past = (self._blocks - nblocks) % self._ring_len
+        out = {key: self._tot[key] - ring[past] for key, ring in self._ring.items()}
+        slots = (self._blocks - np.arange(nblocks)) % self._ring_len
+        hrs = self._hours[slots]
+        out["hours"] = np.bincount(hrs[hrs >= 0], minlength=24).astype(float) * self.settings.block_size
+        return out
 
     def _check(self, index: int) -> list[DriftEvent]:
+        due = [w for w, (nbk, st) in enumerate(zip(self._wblocks, self._sblocks, strict=True))
+               if self._blocks % st == 0 and self._blocks >= nbk]
         fired: dict[str, list[dict[str, Any]]] = {}
-        for w, (nbk, step) in enumerate(zip(self._wblocks, self._sblocks, strict=True)):
-            if self._blocks % step or self._blocks < nbk:
-                continue
-            valid = np.array([self._blocks - self._reset_at[n] >= nbk and not self._open[n] for n in self._names])
-            if self._num:
-                k = self._k
-                win = self._window_sum(self._ring_num, nbk)
-                args = (win[:, :k], self._window_sum(self._ring_sum, nbk), win[:, k],
-                        self._ref_num, self._ref_num_miss, self._ref_mean_bins, self._std, self._phi_num[w])
-                self._fire(w, "num", ds.numeric_window_stats, args, valid[: len(self._num)], fired)
-            if self._cat:
-                win = self._window_sum(self._ring_cat, nbk)
-                args = (win[:, : self._kc], win[:, self._kc], self._ref_cat, self._ref_cat_miss, self._phi_cat[w])
-                self._fire(w, "cat", ds.categorical_window_stats, args, valid[len(self._num) :], fired)
-            if self._mv and self.settings.windows[w] >= self.settings.multivariate_min_window:
-                self._check_multivariate(w, nbk, fired)
+        if due and self.tracker.ready():
+            self._estimates()
+            for w in due:
+                self._last[w] = self._test_window(w)
+                self._fire(w, self._last[w], fired)
         return self._transition(index, fired)
 
-    def _crit(self, w: int, group: str, st: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _test_window(self, w: int) -> dict[str, Any]:
+        """Studentised statistics of window ``w`` against the reference, per feature and test."""
+        win = self.window_sums(self._wblocks[w])
+        means, weights = ds.channel_means(win["num"], win["cat"], win["corr"] if self._mv else None,
+                                          self._uref, self._rho, self._pairs)
+        adj = noise = 0.0
+        if self.seasonal is not None and win["hours"].any():
+            adj, noise = self.seasonal.adjustment(win["hours"], self._lr)
+        delta = np.nan_to_num(means - adj - self._theta)
+        sl, fn, fc, k, kc = self._sl, len(self._num), len(self._cat), self._k, self._kc
+        r = None
+        if self._mv:
+            r = ds.correlation_from_sums(*win["corr"])
+            delta[sl["psi"]] = r[self._pairs] - self._rho[self._pairs]
+        n = np.maximum(weights, 1e-12)
+        design = self._lr / self._g0
+        var = self._lr / n + self._g0 / self._m + self._slow + noise
+        out: dict[str, Any] = {"sums": win, "r": r, "num": {}, "cat": {}, "mv": {}}
+        min_eff = self.settings.min_effective_rows
+        if fn:
+            p = self._theta[sl["props"]].reshape(fn, k)
+            counts = win["num"][:, :k]
+            present = counts.sum(axis=1)
+            used = (p > 0) | (counts > 0)
+            dp, dc = design[sl["props"]].reshape(fn, k), design[sl["cum"]].reshape(fn, k - 1)
+            d_feat = np.maximum(np.where(used, dp, 1.0).max(axis=1), np.maximum(dc.max(axis=1, initial=1.0), design[sl["u"]]))
+            neff = present / d_feat
+            x2 = self._rao_scott(delta[sl["props"]].reshape(fn, k), p, dp, used, present, sl["props"], noise)
+            # KS as Weiss (1978): the unweighted largest cumulative difference, rows scaled by the
+            # largest design effect of the cumulative indicators (tails must not weigh more: a burst
+            # of one entity lands in them)
+            dcum = delta[sl["cum"]].reshape(fn, k - 1)
+            slow_c = (self._slow[sl["cum"]] + (noise[sl["cum"]] if np.ndim(noise) else 0.0)).reshape(fn, k - 1)
+            den = np.sqrt(dc.max(axis=1, initial=1.0)[:, None] / np.maximum(present, 1.0)[:, None]
+                          + 1.0 / self._m[sl["cum"]].reshape(fn, k - 1) + 4.0 * slow_c)
+            ks = (np.abs(dcum) / den).max(axis=1, initial=0.0)
+            mw = _z_equivalent(delta[sl["u"]] / np.sqrt(var[sl["u"]]), neff)
+            miss_df = weights[sl["miss"]] / design[sl["miss"]]
+            miss = _z_equivalent(delta[sl["miss"]] / np.sqrt(var[sl["miss"]]), miss_df)
+            thin = (neff < min_eff) | (present == 0)
+            out["num"] = {"thin": thin, "ks": np.where(thin, 0.0, ks), "mannwhitney": np.where(thin, 0.0, mw),
+                          "chi2": np.where(thin, 0.0, _chi2_equivalent(x2, used.sum(axis=1) - 1, neff)),
+                          "dof": np.maximum(used.sum(axis=1) - 1, 0),
+                          "missing": np.where(miss_df < min_eff, 0.0, miss),
+                          "n": present, "n_rows": present + win["num"][:, k], "design_effect": d_feat,
+                          "slow_sd": np.sqrt(self._slow[sl["u"]] / self._g0[sl["u"]])}
+        if fc:
+            p = self._theta[sl["cprops"]].reshape(fc, kc)
+            counts = win["cat"][:, :kc]
+            present = counts.sum(axis=1)
+            used = (p > 0) | (counts > 0)
+            dp = design[sl["cprops"]].reshape(fc, kc)
+            d_feat = np.where(used, dp, 1.0).max(axis=1)
+            neff = present / d_feat
+            x2 = self._rao_scott(delta[sl["cprops"]].reshape(fc, kc), p, dp, used, present, sl["cprops"], noise)
+            miss_df = weights[sl["cmiss"]] / design[sl["cmiss"]]
+            miss = _z_equivalent(delta[sl["cmiss"]] / np.sqrt(var[sl["cmiss"]]), miss_df)
+            thin = (neff < min_eff) | (present == 0)
+            out["cat"] = {"thin": thin, "chi2": np.where(thin, 0.0, _chi2_equivalent(x2, used.sum(axis=1) - 1, neff)),
+                          "dof": np.maximum(used.sum(axis=1) - 1, 0),
+                          "missing": np.where(miss_df < min_eff, 0.0, miss), "n": present,
+                          "n_rows": present + win["cat"][:, kc], "design_effect": d_feat,
+                          "slow_sd": np.sqrt((self._slow[sl["cprops"]].reshape(fc, kc) * p).sum(axis=1)
+                                             / np.maximum((self._g0[sl["cprops"]].reshape(fc, kc) * p).sum(axis=1), 1e-12))}
+        if self._mv:
+            dfp = weights[sl["psi"]] / design[sl["psi"]]
+            z = _z_equivalent(delta[sl["psi"]] / np.sqrt(var[sl["psi"]]), dfp)
+            out["mv"] = {"correlation": np.where(dfp < min_eff, 0.0, z), "correlation_change": np.abs(delta[sl["psi"]]),
+                         "design_effect": design[sl["psi"]], "n": weights[sl["psi"]]}
+        return out
+
+    def _rao_scott(self, delta: np.ndarray, p: np.ndarray, design: np.ndarray, used: np.ndarray,
+                   present: np.ndarray, sl: slice, noise: Any) -> np.ndarray:
+        """Pearson chi-square of the bin (category) shares with each share's variance from its own
+        design effect, at least the variance-weighted mean design effect of the feature (first-order
+        Rao-Scott; a rare bin's few clusters do not make it count more)."""
+        g0 = self._g0[sl].reshape(p.shape)
+        w = np.where(used, g0, 0.0)
+        mean_d = (w * design).sum(axis=1) / np.maximum(w.sum(axis=1), 1e-12)
+        d = np.maximum(design, mean_d[:, None])
+        extra = self._slow[sl] + (noise[sl] if np.ndim(noise) else 0.0)
+        var = g0 * (d / np.maximum(present, 1.0)[:, None] + 1.0 / self._m[sl].reshape(p.shape)) + extra.reshape(p.shape)
+        return np.where(used, delta**2 / var * (1 - p).clip(0.5), 0.0).sum(axis=1)
+
+    def crit(self, w: int, group: str, st: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Critical value of every test of ``group`` in window ``w``."""
         cal = self.calibration
+        if group == "mv":
+            return {"correlation": np.full(st["correlation"].shape, cal.corr_crit[w])}
         off, n = (0, len(self._num)) if group == "num" else (len(self._num), len(self._cat))
-        crit = {"ks": cal.ks_crit[w], "mannwhitney": cal.z_crit[w, off : off + n]} if group == "num" else {}
-        crit["chi2"] = cal.chi2_crit[w, off + np.arange(n), st["dof"]]
-        crit["missing"] = cal.z_crit[w, off : off + n]
-        return crit
+        out = {"ks": cal.ks_crit[w], "mannwhitney": cal.z_crit[w, off : off + n]} if group == "num" else {}
+        out["chi2"] = cal.chi2_crit[w, off + np.arange(n), st["dof"]]
+        out["missing"] = cal.z_crit[w, off : off + n]
+        return out
 
-    def _fire(self, w: int, group: str, stats_fn: Any, args: tuple[np.ndarray, ...], valid: np.ndarray,
-              fired: dict[str, list[dict[str, Any]]]) -> None:
-        # significance first; effect sizes only when something is significant, a
-        # drift is open (to decide when it resolves) or at snapshot time (lazily)
-        s = self.settings
-        st = stats_fn(*args, effects=False)
-        crit = self._crit(w, group, st)
-        names = self._num if group == "num" else self._cat
-        need = any(self._open[n] for n in names) or any(bool(np.any((st[t] > crit[t]) & valid)) for t in crit)
-        self._raw[group][w] = (stats_fn, args)
-        self._stats[group].pop(w, None)
-        if not need:
-            return
-        st = self._stats[group][w] = stats_fn(*args, effects=True)
-        # each test is gated by its own effect size (a chi-square test fired by a few
-        # rare values must not pass on an unrelated Wasserstein fluctuation)
-        gate = {t: self._gate(group, t) for t in crit}
-        sig = {t: (st[t] > crit[t]) & (st[gate[t][0]] >= gate[t][1]) for t in crit}
-        hit = np.zeros(valid.shape, dtype=bool)
-        for m in sig.values():
-            hit |= m
-        for j in np.flatnonzero(hit & valid):
-            for t in crit:
-                if not sig[t][j]:
-                    continue
-                metric, thr = gate[t]
-                extra = {"psi": st["psi"][j]} if metric != "psi" and t != "missing" else {}
-                fired.setdefault(names[j], []).append(self._evidence(
-                    names[j], t, st[t][j], crit[t][j], w, metric, st[metric][j], thr,
-                    st["n_rows" if t == "missing" else "n"][j], st["n_rows_ref" if t == "missing" else "n_ref"][j],
-                    aux=st["dof"][j] if t == "chi2" else None, **extra))
+    def effects(self, w: int, group: str) -> dict[str, np.ndarray]:
+        """Effect sizes of window ``w`` (computed on demand, cached with the window's statistics)."""
+        last = self._last[w]
+        if "effects" not in last[group]:
+            win, k, kc = last["sums"], self._k, self._kc
+            if group == "num":
+                c = win["num"][:, :k].astype(float)
+                bm = np.where(c > 0, win["sum"] / np.maximum(c, 1.0), self.ref.num_bin_means)
+                e = {"psi": ds.psi(self.ref.num_counts, c),
+                     "wasserstein": ds.binned_wasserstein(self.ref.num_bin_means, self.ref.num_counts, bm, c) / self.ref.std}
+                miss = ds.missing_stats(win["num"][:, k], c.sum(axis=1), self.ref.num_missing, self.ref.num_counts.sum(axis=1))
+            elif group == "cat":
+                c = win["cat"][:, :kc].astype(float)
+                e = {"jensen_shannon": ds.js_distance(self.ref.cat_counts, c), "psi": ds.psi(self.ref.cat_counts, c)}
+                miss = ds.missing_stats(win["cat"][:, kc], c.sum(axis=1), self.ref.cat_missing, self.ref.cat_counts.sum(axis=1))
+            else:
+                return {"correlation_change": last["mv"]["correlation_change"]}
+            e["missing_change"] = miss["missing_change"]
+            last[group]["effects"] = e
+        return last[group]["effects"]
 
-    def _gate(self, group: str, test: str) -> tuple[str, float]:
+    def gate(self, group: str, test: str) -> tuple[str, float]:
+        """The effect size gating ``test`` and its enter level."""
         s = self.settings
+        if group == "mv":
+            return "correlation_change", s.correlation_threshold
         if test == "missing":
             return "missing_change", s.missing_threshold
         if group == "cat":
             return "jensen_shannon", s.js_threshold
         return ("psi", s.psi_threshold) if test == "chi2" else ("wasserstein", s.wasserstein_threshold)
 
-    def _check_multivariate(self, w: int, nbk: int, fired: dict[str, list[dict[str, Any]]]) -> None:
-        s, cal = self.settings, self.calibration
-        n_, sx, qx, p = self._window_sum(self._ring_corr, nbk)
-        r = ds.correlation_from_sums(n_, sx, qx, p)
-        iu, ju = self._pairs
-        phi = np.sqrt(self._phi_num[w][iu, 1] * self._phi_num[w][ju, 1])  # serial dependence of the pair
-        z = np.abs(ds.fisher_z(r[iu, ju], n_[iu, ju], self._ref_r[iu, ju], self._ref_rn[iu, ju])) / np.sqrt(phi)
-        diff = np.abs(r[iu, ju] - self._ref_r[iu, ju])
-        self._stats["mv"][w] = {"correlation": z, "correlation_change": diff}
-        if self._blocks - self._reset_at[MULTIVARIATE] < nbk or self._open[MULTIVARIATE]:
-            return
-        for h in np.flatnonzero((z > cal.corr_crit[w]) & (diff >= s.correlation_threshold)):
-            name = f"{self._num[iu[h]]}|{self._num[ju[h]]}"
-            ev = self._evidence(name, "correlation", z[h], cal.corr_crit[w], w, "correlation_change", diff[h],
-                                s.correlation_threshold, n_[iu[h], ju[h]], self._ref_rn[iu[h], ju[h]],
-                                r=float(r[iu[h], ju[h]]), r_reference=float(self._ref_r[iu[h], ju[h]]))
-            fired.setdefault(MULTIVARIATE, []).append(ev)
+    def _groups(self) -> list[tuple[str, list[str], int]]:
+        out = [("num", self._num, 0), ("cat", self._cat, len(self._num))]
+        return out + ([("mv", [f"{self._num[i]}|{self._num[j]}" for i, j in zip(*self._pairs, strict=True)], -1)]
+                      if self._mv else [])
 
-    def _evidence(self, feature: str, test: str, stat: float, crit: float, w: int, metric: str, effect: float,
-                  effect_thr: float, n: float, n_ref: float, aux: float | None = None, **extra: Any) -> dict[str, Any]:
-        alpha = self.calibration.alpha_feature.get(feature, self.calibration.alpha_pair)[w]
-        ev = {"feature": feature, "test": test, "statistic": _f(stat), "threshold": _f(crit), "alpha": alpha,
-              "p_value": ds.p_value(test, float(stat), float(n), float(n_ref), aux), "effect_metric": metric,
-              "effect_size": _f(effect), "effect_threshold": _f(effect_thr), "window": self.settings.windows[w],
-              "n": int(n), "reference": "profile", "n_reference": int(n_ref)}
-        ev.update({k: _f(v) for k, v in extra.items()})
+    def _fire(self, w: int, last: dict[str, Any], fired: dict[str, list[dict[str, Any]]]) -> None:
+        for group, names, off in self._groups():
+            st = last[group]
+            if not names or not st:
+                continue
+            crit = self.crit(w, group, st)
+            owners = [MULTIVARIATE] * len(names) if group == "mv" else names
+            valid = np.array([self._blocks - self._reset_at[o] >= self._wblocks[w] and not self._open[o] for o in owners])
+            sig = {t: (st[t] > crit[t]) & valid for t in crit}
+            if not any(m.any() for m in sig.values()):
+                continue
+            eff = self.effects(w, group)
+            for t, m in sig.items():
+                metric, thr = self.gate(group, t)
+                for j in np.flatnonzero(m & (eff[metric] >= thr)):
+                    fired.setdefault(owners[j], []).append(self._evidence(w, group, t, j, names[j], st, crit, eff))
+
+    def _evidence(self, w: int, group: str, test: str, j: int, name: str, st: dict[str, Any],
+                  crit: dict[str, np.ndarray], eff: dict[str, np.ndarray]) -> dict[str, Any]:
+        metric, thr = self.gate(group, test)
+        stat, c = float(st[test][j]), float(crit[test][j])
+        n_key = "n_rows" if test == "missing" else "n"
+        ev = {"feature": name, "test": test, "statistic": _f(stat), "threshold": _f(c),
+              "alpha": self.calibration.alpha_pair[w] if group == "mv" else self.calibration.alpha_feature[name][w],
+              "p_value": self.p_value(group, test, stat, st, j), "effect_metric": metric,
+              "effect_size": _f(eff[metric][j]), "effect_threshold": thr, "window": self.settings.windows[w],
+              "n": int(st[n_key][j]), "reference": "profile", "n_reference": int(self._n_reference(group, test, j)),
+              "design_effect": _f(st["design_effect"][j])}
+        if group == "mv":
+            i1, i2 = self._pairs[0][j], self._pairs[1][j]
+            ev.update(r=_f(self._last[w]["r"][i1, i2]), r_reference=_f(self._rho[i1, i2]))
+        elif metric != "psi" and test != "missing":
+            ev["psi"] = _f(eff["psi"][j])
         return ev
 
-    def _calm_now(self, name: str) -> bool:
-        s, w = self.settings, self._resolve_w
-        if name == MULTIVARIATE:
-            st = self._stats["mv"].get(w)
-            return st is not None and bool(np.all(st["correlation_change"] < s.leave_ratio * s.correlation_threshold))
-        group, j = ("num", self._num.index(name)) if name in self.profile.numeric else ("cat", self._cat.index(name))
-        st = self._full_stats(group, w)
-        if st is None:
-            return False
-        limits = dict(self._effects[group], missing_change=s.missing_threshold)
-        return all(st[m][j] < s.leave_ratio * thr for m, thr in limits.items())
+    def _n_reference(self, group: str, test: str, j: int) -> float:
+        if group == "mv":
+            return float(self.ref.corr_n[self._pairs[0][j], self._pairs[1][j]])
+        counts, miss = (self.ref.num_counts, self.ref.num_missing) if group == "num" else (self.ref.cat_counts, self.ref.cat_missing)
+        return float(counts[j].sum() + (miss[j] if test == "missing" else 0))
 
-    def _full_stats(self, group: str, w: int) -> dict[str, np.ndarray] | None:
-        if group == "mv" or w in self._stats[group]:
-            return self._stats[group].get(w)
-        if w not in self._raw[group]:
-            return None
-        fn, args = self._raw[group][w]
-        st = self._stats[group][w] = fn(*args, effects=True)
-        return st
+    def p_value(self, group: str, test: str, stat: float, st: dict[str, Any], j: int) -> float:
+        """p-value of a studentised statistic (KS: Bonferroni over the bins' cumulative differences)."""
+        if test == "chi2":
+            return ds.chi2_pvalue(stat, int(st["dof"][j]))
+        if test == "ks":
+            return float(stats.kstwobign.sf(stat))
+        return float(2.0 * special.ndtr(-abs(stat)))
+
+    def _calm_window(self, name: str) -> int:
+        """The window that decides whether ``name``'s drift is over: ``resolve_window``, or the
+        shortest longer one with enough effectively independent rows."""
+        group, j = self._locate(name)
+        for w in range(self._resolve_w, len(self.settings.windows)):
+            st = self._last.get(w, {}).get(group)
+            if st and (group == "mv" or not st["thin"][j]):
+                return w
+        return len(self.settings.windows) - 1
+
+    def _locate(self, name: str) -> tuple[str, int]:
+        if name == MULTIVARIATE:
+            return "mv", 0
+        return ("num", self._num.index(name)) if name in self.profile.numeric else ("cat", self._cat.index(name))
+
+    def _calm_now(self, name: str, w: int) -> bool:
+        leave = self.settings.leave_p
+        group, j = self._locate(name)
+        st = self._last.get(w, {}).get(group)
+        if not st:
+            return False
+        if group == "mv":
+            return bool(np.all(2.0 * special.ndtr(-st["correlation"]) > leave))
+        if st["thin"][j]:
+            return False
+        tests = ("ks", "mannwhitney", "chi2", "missing") if group == "num" else ("chi2", "missing")
+        return all(self.p_value(group, t, float(st[t][j]), st, j) > leave for t in tests)
 
     def _transition(self, index: int, fired: dict[str, list[dict[str, Any]]]) -> list[DriftEvent]:
         opened: dict[str, list[str]] = {}
         evidence: dict[str, list[dict[str, Any]]] = {}
-        for name in self._names + [MULTIVARIATE]:
+        all_names = self._names + [MULTIVARIATE]
+        for name in all_names:
             if name in fired and not self._open[name]:
-                self._open[name], self._calm[name] = True, 0
+                self._set_open(name, True)
                 kind = ("multivariate_drift" if name == MULTIVARIATE else
                         "score_drift" if name == self.settings.score_feature else "data_drift")
                 feats = ([f for f in dict.fromkeys(p for e in fired[name] for p in e["feature"].split("|"))]
@@ -422,13 +642,17 @@ class DriftMonitor:
                 self._open_features[name] = feats
                 evidence.setdefault(kind, []).extend(fired[name])
         closed = []
-        if self._blocks % self._sblocks[self._resolve_w] == 0:
-            for name in self._names + [MULTIVARIATE]:
-                if self._open[name] and name not in fired:
-                    self._calm[name] = self._calm[name] + 1 if self._calm_now(name) else 0
-                    if self._calm[name] >= self.settings.resolve_patience:
-                        self._open[name], self._calm[name], self._reset_at[name] = False, 0, self._blocks
-                        closed.append(name)
+        for name in all_names:
+            if not self._open[name] or name in fired:
+                continue
+            rw = self._calm_window(name)
+            if self._blocks % self._sblocks[rw] or self._blocks < self._wblocks[rw] or not self.tracker.ready():
+                continue
+            self._calm[name] = self._calm[name] + 1 if self._calm_now(name, rw) else 0
+            if self._calm[name] >= self.settings.resolve_patience:
+                self._set_open(name, False)
+                self._reset_at[name] = self._blocks
+                closed.append(name)
         events = [self._event(index, kind, tuple(opened[kind]), tuple(evidence[kind]))
                   for kind in ("data_drift", "score_drift", "multivariate_drift") if kind in opened]
         if closed and self.settings.emit_resolved:
@@ -436,61 +660,25 @@ class DriftMonitor:
             events.append(self._event(index, "drift_resolved", names, ()))
         return events
 
+    def _set_open(self, name: str, state: bool) -> None:
+        self._open[name], self._calm[name] = state, 0
+        self._open_arr[(self._names + [MULTIVARIATE]).index(name)] = state
+
     def _event(self, index: int, kind: str, feats: tuple[str, ...], ev: tuple[dict[str, Any], ...]) -> DriftEvent:
         return DriftEvent(index, kind, feats, ev, self.model_name, self.model_version)
 
+    # ---------------------------------------------------------------- views
     def snapshot(self) -> dict[str, dict[str, Any]]:
-        """Latest statistics per feature (and ``"multivariate"``), for Prometheus export.
+        """Latest statistics per feature (and ``"multivariate"``), for Prometheus export; see
+        :func:`stream.monitoring.drift_view.snapshot`."""
+        return snapshot(self)
 
-        For each feature, the window and test whose statistic is closest to (or
-        furthest past) its critical value is reported at the top level
-        (``statistic``, ``threshold``, ``p_value``, ``test``, ``window``, and its
-        ``effect_size`` / ``effect_metric``), with ``drifting`` the open/closed
-        drift state; ``windows`` maps each window length to all its statistics.
-        """
-        out: dict[str, dict[str, Any]] = {}
-        groups = [("num", self._num), ("cat", self._cat)] + ([("mv", [MULTIVARIATE])] if self._mv else [])
-        for group, names in groups:
-            for j, name in enumerate(names):
-                best: dict[str, Any] = {"statistic": 0.0, "threshold": None, "p_value": 1.0, "test": None,
-                                        "window": None, "effect_size": 0.0, "effect_metric": None,
-                                        "drifting": self._open[name], "windows": {}}
-                ratio = -1.0
-                for w in range(len(self.settings.windows)):
-                    st = self._full_stats(group, w)
-                    if st is None:
-                        continue
-                    best["windows"][self.settings.windows[w]] = self._window_view(group, w, st, j)
-                    for t, (v, c, metric, eff) in self._tests_view(group, w, st, j).items():
-                        if v / c > ratio:
-                            ratio = v / c
-                            aux = st["dof"][j] if t == "chi2" else None
-                            n_key = ("n_rows", "n_rows_ref") if t == "missing" else ("n", "n_ref")
-                            p = 1.0 if group == "mv" else ds.p_value(t, v, st[n_key[0]][j], st[n_key[1]][j], aux)
-                            best.update(statistic=v, threshold=c, test=t, window=self.settings.windows[w],
-                                        effect_metric=metric, effect_size=eff, p_value=p)
-                out["multivariate" if name == MULTIVARIATE else name] = best
-        return out
-
-    def _tests_view(
-        self, group: str, w: int, st: dict[str, np.ndarray], j: int
-    ) -> dict[str, tuple[float, float, str, float]]:
-        if group == "mv":
-            top = int(np.argmax(st["correlation"])) if st["correlation"].size else 0
-            z = float(st["correlation"][top]) if st["correlation"].size else 0.0
-            return {"correlation": (z, float(self.calibration.corr_crit[w]), "correlation_change",
-                                    float(st["correlation_change"].max(initial=0.0)))}
-        crit = self._crit(w, group, st)
-        return {t: (float(st[t][j]), _f(crit[t][j]), self._gate(group, t)[0], float(st[self._gate(group, t)[0]][j]))
-                for t in crit}
-
-    def _window_view(self, group: str, w: int, st: dict[str, np.ndarray], j: int) -> dict[str, float]:
-        if group == "mv":
-            return {"correlation": float(st["correlation"].max(initial=0.0)),
-                    "correlation_change": float(st["correlation_change"].max(initial=0.0))}
-        return {k: float(v[j]) for k, v in st.items()}
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Rolling summary statistics per feature, current window vs reference; see
+        :func:`stream.monitoring.drift_view.summary`."""
+        return summary(self)
 
     def state_size(self) -> int:
         """Number of array elements held (constant for a given profile and settings)."""
-        arrays = (self._ring_num, self._ring_sum, self._ring_cat, self._ring_corr, self._buf_num, self._buf_cat)
+        arrays = [*self._ring.values(), *self._tot.values(), self._hours, self._buf_num, self._buf_cat, self._buf_ts]
         return int(sum(a.size for a in arrays))
