@@ -90,6 +90,9 @@ class DriftSettings:
         batch lengths in blocks, batch means kept per scale, batches a scale needs before
         it counts (the monitor is warming up until the shortest has them), and the quantile
         of the long-run variance's sampling distribution used as its upper bound.
+    refresh_blocks
+        The dependence, slow and seasonal estimates are refreshed every this many blocks
+        (between refreshes the checks of many blocks are computed at once).
     min_effective_rows
         A score is tested in a window only when the window holds at least this many
         effectively independent rows (rows / design effect): a 500-row window filled by
@@ -130,6 +133,7 @@ class DriftSettings:
     dependence_min_batches: int = 16
     dependence_confidence: float = 0.25
     min_effective_rows: int = 200
+    refresh_blocks: int = 32
     seasonal: bool = True
     seasonal_min_rows: int = 2000
     seasonal_memory_rows: int = 5_000_000
@@ -163,6 +167,8 @@ class DriftSettings:
             raise ValueError("dependence_scales must be >= 1 and 0 < dependence_confidence < 1")
         if not 4 <= self.dependence_min_batches <= self.dependence_history:
             raise ValueError("need 4 <= dependence_min_batches <= dependence_history")
+        if self.refresh_blocks < 1 or self.min_effective_rows < 1:
+            raise ValueError("refresh_blocks and min_effective_rows must be >= 1")
         if self.summary_window < self.block_size or not all(0 < q < 1 for q in self.summary_quantiles):
             raise ValueError("summary_window must be >= block_size and quantiles in (0, 1)")
 

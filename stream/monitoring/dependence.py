@@ -54,6 +54,17 @@ __all__ = ["DependenceTracker"]
 _MEDIAN_CHI2_1 = 0.4549  # median of chi-square(1): median((m-ref)^2) / this estimates E (m-ref)^2
 
 
+def _nanmedian(a: np.ndarray) -> np.ndarray:
+    """Column medians ignoring NaN (NaN for an all-NaN column); faster than ``np.nanmedian``."""
+    if a.shape[0] == 0:
+        return np.full(a.shape[1:], np.nan)
+    srt = np.sort(a, axis=0)  # NaN sort last
+    cnt = (~np.isnan(a)).sum(axis=0)
+    lo = np.take_along_axis(srt, np.maximum((cnt - 1) // 2, 0)[None], axis=0)[0]
+    hi = np.take_along_axis(srt, np.maximum(cnt // 2, 0)[None], axis=0)[0]
+    return np.where(cnt > 0, (lo + np.where(cnt > 1, hi, lo)) / 2, np.nan)
+
+
 class DependenceTracker:
     """Long-run and slow-component variances of ``n_channels`` per-row scores (see module docstring).
 
@@ -134,7 +145,7 @@ class DependenceTracker:
             a = np.abs(np.where(good, d, np.nan))
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                med = np.nanmedian(a, axis=0) if a.shape[0] else np.zeros(self.c)
+                med = _nanmedian(a) if a.shape[0] else np.zeros(self.c)
                 cap = 2.5 * 1.4826 * np.nan_to_num(med)
                 # winsorised mean square: one step-sized difference counts as 2.5 sigma at most
                 ms = np.nanmean(np.minimum(a, cap) ** 2, axis=0) / 0.96 if a.shape[0] else np.zeros(self.c)
@@ -167,7 +178,7 @@ class DependenceTracker:
         cnt = (~np.isnan(dev2)).sum(axis=0)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            level = np.nanmedian(dev2, axis=0) / _MEDIAN_CHI2_1
+            level = _nanmedian(dev2) / _MEDIAN_CHI2_1
         return np.nan_to_num(level), cnt
 
     def estimate(self, ref_mean: np.ndarray, g0: np.ndarray, m_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -266,6 +277,14 @@ class SeasonalProfile:
         chi2 = (dev**2 / (np.maximum(lr, 1e-12) / np.maximum(self._w, 1.0))).sum(axis=0)
         use = full & (chi2 > self.crit)
         return np.where(use, dev, 0.0), use
+
+    def centred_with_noise(self, lr: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The centred profile and its estimation variance per hour (``lr / rows``), or ``(None, None)``
+        when no channel uses it."""
+        dev, use = self.centred(lr)
+        if not use.any():
+            return None, None
+        return dev, np.where(use, lr / np.maximum(self._w, 1.0), 0.0)
 
     def adjustment(self, rows_per_hour: np.ndarray, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """For a window with ``rows_per_hour`` rows in each hour: the seasonal part of its mean per

@@ -120,7 +120,19 @@ def _chi2_equivalent(x2: np.ndarray, dof: np.ndarray, df: np.ndarray) -> np.ndar
 def _z_equivalent(t: np.ndarray, df: np.ndarray) -> np.ndarray:
     """|t| with ``df`` effective rows as the |z| of the same two-sided p-value."""
     with np.errstate(all="ignore"):
-        return np.nan_to_num(-special.ndtri(special.stdtr(np.clip(df, 1.0, 1e7), -np.abs(t))), posinf=1e308)
+        z = -special.ndtri(special.stdtr(np.clip(df, 1.0, 1e7), -np.abs(t)))
+    return np.where(z == z, np.minimum(z, 1e308), 0.0)
+
+
+def _pick(st: dict[str, Any], i: int) -> dict[str, Any]:
+    """Check point ``i`` of statistics computed for several check points at once."""
+    out: dict[str, Any] = {}
+    for key, v in st.items():
+        if isinstance(v, dict):
+            out[key] = _pick(v, i)
+        else:
+            out[key] = None if v is None else v[i]
+    return out
 
 
 def _f(x: Any) -> float:
@@ -165,19 +177,22 @@ class DriftMonitor:
             multivariate=self._mv, max_dof=max(k, kc + 1))
         self._init_reference(fn, fc, k, kc)
         # running totals and a ring of their past values: any window's sums in O(1)
-        self._ring_len = r = self._wblocks[-1] + 1
+        self._ring_len = r = self._wblocks[-1] + s.refresh_blocks + 1
         self._tot = {"num": np.zeros((fn, k + 1), np.int64), "sum": np.zeros((fn, k)), "sq": np.zeros(fn),
-                     "cat": np.zeros((fc, kc + 1), np.int64), "corr": np.zeros((4, fn, fn) if self._mv else (4, 0, 0))}
+                     "cat": np.zeros((fc, kc + 1), np.int64), "hours": np.zeros(24)}
+        if self._mv:
+            self._tot["corr"] = np.zeros((4, fn, fn))
         self._ring = {key: np.zeros((r,) + v.shape, v.dtype) for key, v in self._tot.items()}
         self._ring_num = self._ring["num"]
-        self._hours = np.full(r, -1, dtype=np.int64)
         self._blocks = 0
         n_ch = self._theta.size
         self.tracker = DependenceTracker(n_ch, b, s.dependence_scales, s.dependence_history,
                                          s.dependence_min_batches, s.dependence_confidence)
         self.seasonal = SeasonalProfile(n_ch, s.seasonal_min_rows, s.seasonal_memory_rows, s.seasonal_alpha) \
             if s.seasonal else None
-        self._est_at = -1
+        self._ready = False
+        self._season_dev: np.ndarray | None = None
+        self._season_var: np.ndarray | None = None
         self._lr = self._g0.copy()
         self._slow = np.zeros(n_ch)
         all_names = self._names + [MULTIVARIATE]
@@ -326,29 +341,78 @@ class DriftMonitor:
         means, weights = ds.channel_means(counts, ccounts, corr, self._uref, self._rho, self._pairs)
         mid = ts[b // 2 :: b][:nb]
         hours = np.where(np.isnan(mid), -1, (np.nan_to_num(mid) % DAY_S) // HOUR_S).astype(np.int64)
+        hour_hot = np.zeros((nb, 24))
+        hour_hot[np.flatnonzero(hours >= 0), hours[hours >= 0]] = b
+        per_block = {"num": counts, "sum": sums, "sq": sq, "cat": ccounts, "hours": hour_hot}
+        if corr is not None:
+            per_block["corr"] = corr
         events: list[DriftEvent] = []
-        for i in range(nb):
-            tot = self._tot
-            tot["num"] += counts[i]
-            tot["sum"] += sums[i]
-            tot["sq"] += sq[i]
-            tot["cat"] += ccounts[i]
-            if corr is not None:
-                tot["corr"] += corr[i]
-            self._blocks += 1
-            slot = self._blocks % self._ring_len
-            for key, ring in self._ring.items():
-                ring[slot] = tot[key]
-            h = int(hours[i])
-            self._hours[slot] = h
+        i, refresh = 0, self.settings.refresh_blocks
+        while i < nb:  # segments end where the estimates are refreshed, so any batching gives the same events
+            seg = min(nb - i, refresh - self._blocks % refresh)
+            events += self._segment(i, seg, per_block, means, weights, hours, num, start)
+            i += seg
+        return events
+
+    def _segment(self, i0: int, seg: int, per_block: dict[str, np.ndarray], means: np.ndarray, weights: np.ndarray,
+                 hours: np.ndarray, num: np.ndarray, start: int) -> list[DriftEvent]:
+        """Blocks ``i0 .. i0+seg`` of a batch: totals, vectorised tests at every check point, then
+        the state machine block by block."""
+        b, c0 = self.settings.block_size, self._blocks
+        slots = (c0 + 1 + np.arange(seg)) % self._ring_len
+        for key, arr in per_block.items():
+            cum = self._tot[key] + np.cumsum(arr[i0 : i0 + seg], axis=0)
+            self._ring[key][slots] = cum
+            self._tot[key] = cum[-1].copy()
+        pre: dict[int, tuple[list[int], dict[str, Any], np.ndarray]] = {}
+        if self._ready:
+            for w, (nbk, step) in enumerate(zip(self._wblocks, self._sblocks, strict=True)):
+                at = [c for c in range(c0 + 1, c0 + seg + 1) if c % step == 0 and c >= nbk]
+                if at:
+                    st = self._test_window(w, np.array(at))
+                    pre[w] = (at, st, self._any_significant(w, st))
+        events: list[DriftEvent] = []
+        for j in range(seg):
+            i = i0 + j
             frozen = self._open_arr[self._owner]
+            h = int(hours[i])
             if h >= 0 and self.seasonal is not None:
                 self.seasonal.add(h, means[i], weights[i], frozen)
             self.tracker.add(means[i], weights[i], frozen, h)
+            self._blocks += 1
             if self._detector is not None:
                 events += self._run_detector(num[i * b : (i + 1) * b, self._score_j], start + i * b)
-            events += self._check(start + (i + 1) * b - 1)
+            fired: dict[str, list[dict[str, Any]]] = {}
+            watching = self._open_arr.any()
+            for w, (at, st, sig) in pre.items():
+                if self._blocks in at:
+                    pos = at.index(self._blocks)
+                    if sig[pos] or watching:  # the state machine needs this check point's statistics
+                        self._last[w] = _pick(st, pos)
+                        self._fire(w, self._last[w], fired)
+            events += self._transition(start + (i + 1) * b - 1, fired)
+        for w, (at, st, _) in pre.items():  # the latest statistics, for snapshots
+            self._last[w] = _pick(st, len(at) - 1)
+        if self._blocks % self.settings.refresh_blocks == 0:
+            self._estimates()
         return events
+
+    def _any_significant(self, w: int, st: dict[str, Any]) -> np.ndarray:
+        """Per check point: does any test pass its critical value (before effect gates and state)?"""
+        cal, fn = self.calibration, len(self._num)
+        hit = np.zeros(len(next(iter(st["sums"].values()))), dtype=bool)
+        if st["num"]:
+            g = st["num"]
+            hit |= (g["ks"] > cal.ks_crit[w]).any(axis=-1) | (g["mannwhitney"] > cal.z_crit[w, :fn]).any(axis=-1)
+            hit |= (g["missing"] > cal.z_crit[w, :fn]).any(axis=-1)
+            hit |= (g["chi2"] > cal.chi2_crit[w, np.arange(fn), g["dof"]]).any(axis=-1)
+        if st["cat"]:
+            g, fc = st["cat"], len(self._cat)
+            hit |= (g["missing"] > cal.z_crit[w, fn:]).any(axis=-1)
+            hit |= (g["chi2"] > cal.chi2_crit[w, fn + np.arange(fc), g["dof"]]).any(axis=-1)
+        if st["mv"]:
+            hit |= (st["mv"]["correlation"] > cal.corr_crit[w]).any(axis=-1)
+        return hit
 
     def _run_detector(self, scores: np.ndarray, start: int) -> list[DriftEvent]:
         out = []
@@ -371,15 +435,16 @@ class DriftMonitor:
         return not self.tracker.ready()
 
     def _estimates(self) -> None:
-        if self._est_at == self.tracker.version:
-            return
-        self._est_at = self.tracker.version
-        if self.seasonal is not None:  # the daily profile, from the previous dependence estimate
+        """Refresh the dependence, slow and seasonal estimates (every ``refresh_blocks`` blocks)."""
+        self._ready = self.tracker.ready()
+        if self.seasonal is not None:  # the daily profile, judged on short-range noise (blind to the cycle)
             dev, use = self.seasonal.centred(self.tracker.short_range(self._g0))
             self.tracker.set_seasonal(dev if use.any() else None)
         self._lr, self._slow = self.tracker.estimate(self._theta, self._g0, self._m)
         self._slow[self._sl["psi"]] = 0.0  # the reference holds no psi level
         self._coherent_slow()
+        if self.seasonal is not None:
+            self._season_dev, self._season_var = self.seasonal.centred_with_noise(self._lr)
 
     def _coherent_slow(self) -> None:
         """A slow movement moves all bins of a feature together: give every score of a feature the same
@@ -398,109 +463,99 @@ class DriftMonitor:
             r = np.where(used, rel[sl["cprops"]].reshape(fc, kc), 0.0).sum(axis=1) / np.maximum(used.sum(axis=1), 1)
             self._slow[sl["cprops"]] = np.repeat(r, kc) * self._g0[sl["cprops"]]
 
-    def window_sums(self, nblocks: int) -> dict[str, np.ndarray]:
-        """Sufficient statistics of the last ``nblocks`` blocks (plus their hour-of-day histogram)."""
-        past = (self._blocks - nblocks) % self._ring_len
-        out = {key: self._tot[key] - ring[past] for key, ring in self._ring.items()}
-        slots = (self._blocks - np.arange(nblocks)) % self._ring_len
-        hrs = self._hours[slots]
-        out["hours"] = np.bincount(hrs[hrs >= 0], minlength=24).astype(float) * self.settings.block_size
-        return out
+    def window_sums(self, nblocks: int, at: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Sufficient statistics of the ``nblocks`` blocks ending at block count ``at`` (an array of
+        counts: a leading axis; default: now), with their hour-of-day row histogram."""
+        end = np.asarray(self._blocks if at is None else at)
+        now, past = end % self._ring_len, (end - nblocks) % self._ring_len
+        return {key: ring[now] - ring[past] for key, ring in self._ring.items()}
 
-    def _check(self, index: int) -> list[DriftEvent]:
-        due = [w for w, (nbk, st) in enumerate(zip(self._wblocks, self._sblocks, strict=True))
-               if self._blocks % st == 0 and self._blocks >= nbk]
-        fired: dict[str, list[dict[str, Any]]] = {}
-        if due and self.tracker.ready():
-            self._estimates()
-            for w in due:
-                self._last[w] = self._test_window(w)
-                self._fire(w, self._last[w], fired)
-        return self._transition(index, fired)
-
-    def _test_window(self, w: int) -> dict[str, Any]:
-        """Studentised statistics of window ``w`` against the reference, per feature and test."""
-        win = self.window_sums(self._wblocks[w])
+    def _test_window(self, w: int, at: np.ndarray) -> dict[str, Any]:
+        """Studentised statistics of window ``w`` against the reference at block counts ``at``
+        (leading axis), per feature and test."""
+        win = self.window_sums(self._wblocks[w], at)
         means, weights = ds.channel_means(win["num"], win["cat"], win["corr"] if self._mv else None,
                                           self._uref, self._rho, self._pairs)
         adj = noise = 0.0
-        if self.seasonal is not None and win["hours"].any():
-            adj, noise = self.seasonal.adjustment(win["hours"], self._lr)
+        if self._season_dev is not None:
+            share = win["hours"] / np.maximum(win["hours"].sum(axis=-1, keepdims=True), 1.0)
+            adj, noise = share @ self._season_dev, (share * share) @ self._season_var
         delta = np.nan_to_num(means - adj - self._theta)
-        sl, fn, fc, k, kc = self._sl, len(self._num), len(self._cat), self._k, self._kc
+        sl, fn, fc, k, kc, L = self._sl, len(self._num), len(self._cat), self._k, self._kc, len(at)
         r = None
         if self._mv:
-            r = ds.correlation_from_sums(*win["corr"])
-            delta[sl["psi"]] = r[self._pairs] - self._rho[self._pairs]
+            r = ds.correlation_from_sums(win["corr"][:, 0], win["corr"][:, 1], win["corr"][:, 2], win["corr"][:, 3])
+            delta[:, sl["psi"]] = r[:, self._pairs[0], self._pairs[1]] - self._rho[self._pairs]
         n = np.maximum(weights, 1e-12)
         design = self._lr / self._g0
-        var = self._lr / n + self._g0 / self._m + self._slow + noise
+        extra = self._slow + noise  # [L, C] or [C]
+        var = self._lr / n + self._g0 / self._m + extra
         out: dict[str, Any] = {"sums": win, "r": r, "num": {}, "cat": {}, "mv": {}}
         min_eff = self.settings.min_effective_rows
+
+        def z(key: str, df: np.ndarray) -> np.ndarray:
+            return np.where(df < min_eff, 0.0, _z_equivalent(delta[:, sl[key]] / np.sqrt(var[:, sl[key]]), df))
+
         if fn:
             p = self._theta[sl["props"]].reshape(fn, k)
-            counts = win["num"][:, :k]
-            present = counts.sum(axis=1)
+            counts = win["num"][:, :, :k]
+            present = counts.sum(axis=-1)
             used = (p > 0) | (counts > 0)
             dp, dc = design[sl["props"]].reshape(fn, k), design[sl["cum"]].reshape(fn, k - 1)
-            d_feat = np.maximum(np.where(used, dp, 1.0).max(axis=1), np.maximum(dc.max(axis=1, initial=1.0), design[sl["u"]]))
+            d_feat = np.maximum(np.where(used, dp, 1.0).max(axis=-1), np.maximum(dc.max(axis=-1, initial=1.0), design[sl["u"]]))
             neff = present / d_feat
-            x2 = self._rao_scott(delta[sl["props"]].reshape(fn, k), p, dp, used, present, sl["props"], noise)
+            x2 = self._rao_scott(delta[:, sl["props"]].reshape(L, fn, k), p, dp, used, present, sl["props"], noise)
             # KS as Weiss (1978): the unweighted largest cumulative difference, rows scaled by the
             # largest design effect of the cumulative indicators (tails must not weigh more: a burst
             # of one entity lands in them)
-            dcum = delta[sl["cum"]].reshape(fn, k - 1)
-            slow_c = (self._slow[sl["cum"]] + (noise[sl["cum"]] if np.ndim(noise) else 0.0)).reshape(fn, k - 1)
-            den = np.sqrt(dc.max(axis=1, initial=1.0)[:, None] / np.maximum(present, 1.0)[:, None]
+            dcum = delta[:, sl["cum"]].reshape(L, fn, k - 1)
+            slow_c = np.broadcast_to(extra, (L, extra.shape[-1]))[:, sl["cum"]].reshape(L, fn, k - 1)
+            den = np.sqrt(dc.max(axis=-1, initial=1.0)[:, None] / np.maximum(present, 1.0)[..., None]
                           + 1.0 / self._m[sl["cum"]].reshape(fn, k - 1) + 4.0 * slow_c)
-            ks = (np.abs(dcum) / den).max(axis=1, initial=0.0)
-            mw = _z_equivalent(delta[sl["u"]] / np.sqrt(var[sl["u"]]), neff)
-            miss_df = weights[sl["miss"]] / design[sl["miss"]]
-            miss = _z_equivalent(delta[sl["miss"]] / np.sqrt(var[sl["miss"]]), miss_df)
+            ks = (np.abs(dcum) / den).max(axis=-1, initial=0.0)
             thin = (neff < min_eff) | (present == 0)
-            out["num"] = {"thin": thin, "ks": np.where(thin, 0.0, ks), "mannwhitney": np.where(thin, 0.0, mw),
-                          "chi2": np.where(thin, 0.0, _chi2_equivalent(x2, used.sum(axis=1) - 1, neff)),
-                          "dof": np.maximum(used.sum(axis=1) - 1, 0),
-                          "missing": np.where(miss_df < min_eff, 0.0, miss),
-                          "n": present, "n_rows": present + win["num"][:, k], "design_effect": d_feat,
-                          "slow_sd": np.sqrt(self._slow[sl["u"]] / self._g0[sl["u"]])}
+            out["num"] = {"thin": thin, "ks": np.where(thin, 0.0, ks), "mannwhitney": np.where(thin, 0.0, z("u", neff)),
+                          "chi2": np.where(thin, 0.0, _chi2_equivalent(x2, used.sum(axis=-1) - 1, neff)),
+                          "dof": np.maximum(used.sum(axis=-1) - 1, 0),
+                          "missing": z("miss", weights[:, sl["miss"]] / design[sl["miss"]]),
+                          "n": present, "n_rows": present + win["num"][:, :, k], "design_effect": d_feat,
+                          "slow_sd": np.broadcast_to(np.sqrt(self._slow[sl["u"]] / self._g0[sl["u"]]), (L, fn))}
         if fc:
             p = self._theta[sl["cprops"]].reshape(fc, kc)
-            counts = win["cat"][:, :kc]
-            present = counts.sum(axis=1)
+            counts = win["cat"][:, :, :kc]
+            present = counts.sum(axis=-1)
             used = (p > 0) | (counts > 0)
             dp = design[sl["cprops"]].reshape(fc, kc)
-            d_feat = np.where(used, dp, 1.0).max(axis=1)
+            d_feat = np.where(used, dp, 1.0).max(axis=-1)
             neff = present / d_feat
-            x2 = self._rao_scott(delta[sl["cprops"]].reshape(fc, kc), p, dp, used, present, sl["cprops"], noise)
-            miss_df = weights[sl["cmiss"]] / design[sl["cmiss"]]
-            miss = _z_equivalent(delta[sl["cmiss"]] / np.sqrt(var[sl["cmiss"]]), miss_df)
+            x2 = self._rao_scott(delta[:, sl["cprops"]].reshape(L, fc, kc), p, dp, used, present, sl["cprops"], noise)
             thin = (neff < min_eff) | (present == 0)
-            out["cat"] = {"thin": thin, "chi2": np.where(thin, 0.0, _chi2_equivalent(x2, used.sum(axis=1) - 1, neff)),
-                          "dof": np.maximum(used.sum(axis=1) - 1, 0),
-                          "missing": np.where(miss_df < min_eff, 0.0, miss), "n": present,
-                          "n_rows": present + win["cat"][:, kc], "design_effect": d_feat,
-                          "slow_sd": np.sqrt((self._slow[sl["cprops"]].reshape(fc, kc) * p).sum(axis=1)
-                                             / np.maximum((self._g0[sl["cprops"]].reshape(fc, kc) * p).sum(axis=1), 1e-12))}
+            slow_rel = (self._slow[sl["cprops"]].reshape(fc, kc) * p).sum(axis=-1) / np.maximum(
+                (self._g0[sl["cprops"]].reshape(fc, kc) * p).sum(axis=-1), 1e-12)
+            out["cat"] = {"thin": thin, "chi2": np.where(thin, 0.0, _chi2_equivalent(x2, used.sum(axis=-1) - 1, neff)),
+                          "dof": np.maximum(used.sum(axis=-1) - 1, 0),
+                          "missing": z("cmiss", weights[:, sl["cmiss"]] / design[sl["cmiss"]]), "n": present,
+                          "n_rows": present + win["cat"][:, :, kc], "design_effect": d_feat,
+                          "slow_sd": np.broadcast_to(np.sqrt(slow_rel), (L, fc))}
         if self._mv:
-            dfp = weights[sl["psi"]] / design[sl["psi"]]
-            z = _z_equivalent(delta[sl["psi"]] / np.sqrt(var[sl["psi"]]), dfp)
-            out["mv"] = {"correlation": np.where(dfp < min_eff, 0.0, z), "correlation_change": np.abs(delta[sl["psi"]]),
-                         "design_effect": design[sl["psi"]], "n": weights[sl["psi"]]}
+            out["mv"] = {"correlation": z("psi", weights[:, sl["psi"]] / design[sl["psi"]]),
+                         "correlation_change": np.abs(delta[:, sl["psi"]]),
+                         "design_effect": np.broadcast_to(design[sl["psi"]], (L, sl["psi"].stop - sl["psi"].start)),
+                         "n": weights[:, sl["psi"]]}
         return out
 
     def _rao_scott(self, delta: np.ndarray, p: np.ndarray, design: np.ndarray, used: np.ndarray,
                    present: np.ndarray, sl: slice, noise: Any) -> np.ndarray:
         """Pearson chi-square of the bin (category) shares with each share's variance from its own
         design effect, at least the variance-weighted mean design effect of the feature (first-order
-        Rao-Scott; a rare bin's few clusters do not make it count more)."""
+        Rao-Scott; a rare bin's few clusters do not make it count more). Leading axis: check points."""
         g0 = self._g0[sl].reshape(p.shape)
         w = np.where(used, g0, 0.0)
-        mean_d = (w * design).sum(axis=1) / np.maximum(w.sum(axis=1), 1e-12)
-        d = np.maximum(design, mean_d[:, None])
-        extra = self._slow[sl] + (noise[sl] if np.ndim(noise) else 0.0)
-        var = g0 * (d / np.maximum(present, 1.0)[:, None] + 1.0 / self._m[sl].reshape(p.shape)) + extra.reshape(p.shape)
-        return np.where(used, delta**2 / var * (1 - p).clip(0.5), 0.0).sum(axis=1)
+        mean_d = (w * design).sum(axis=-1) / np.maximum(w.sum(axis=-1), 1e-12)
+        d = np.maximum(design, mean_d[..., None])
+        extra = (self._slow[sl] + (noise[:, sl] if np.ndim(noise) else 0.0)).reshape((-1,) + p.shape)
+        var = g0 * (d / np.maximum(present, 1.0)[..., None] + 1.0 / self._m[sl].reshape(p.shape)) + extra
+        return np.where(used, delta**2 / var * (1 - p).clip(0.5), 0.0).sum(axis=-1)
 
     def crit(self, w: int, group: str, st: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Critical value of every test of ``group`` in window ``w``."""
@@ -680,5 +735,5 @@ class DriftMonitor:
 
     def state_size(self) -> int:
         """Number of array elements held (constant for a given profile and settings)."""
-        arrays = [*self._ring.values(), *self._tot.values(), self._hours, self._buf_num, self._buf_cat, self._buf_ts]
+        arrays = [*self._ring.values(), *self._tot.values(), self._buf_num, self._buf_cat, self._buf_ts]
         return int(sum(a.size for a in arrays))

@@ -320,12 +320,12 @@ def correlation_from_sums(n: np.ndarray, sx: np.ndarray, qx: np.ndarray, pxy: np
     """Pairwise-complete Pearson correlations from cross-product sums.
 
     ``n[i, j]`` counts rows where both i and j are present, ``sx[i, j]`` sums x_i
-    over them, ``qx[i, j]`` sums x_i squared, ``pxy[i, j]`` sums x_i x_j.
+    over them, ``qx[i, j]`` sums x_i squared, ``pxy[i, j]`` sums x_i x_j (leading axes broadcast).
     """
     nn = np.maximum(n, 1.0)
-    cov = pxy / nn - (sx / nn) * (sx.T / nn)
+    cov = pxy / nn - (sx / nn) * (np.swapaxes(sx, -1, -2) / nn)
     var = qx / nn - (sx / nn) ** 2
-    den = np.sqrt(np.maximum(var * var.T, 0.0))
+    den = np.sqrt(np.maximum(var * np.swapaxes(var, -1, -2), 0.0))
     r = np.where((den > 1e-12) & (n > 2), cov / np.where(den > 0, den, 1.0), 0.0)
     return np.clip(r, -1.0, 1.0)
 
