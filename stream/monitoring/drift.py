@@ -117,6 +117,13 @@ def _chi2_equivalent(x2: np.ndarray, dof: np.ndarray, df: np.ndarray) -> np.ndar
         return np.where(p < 1.0, special.chdtri(dof, np.maximum(p, 1e-300)), 0.0)
 
 
+def _cell_df(neff: np.ndarray, present: np.ndarray, p: np.ndarray, design: np.ndarray, used: np.ndarray) -> np.ndarray:
+    """Degrees of freedom behind a chi-square: the effective rows, but at most twice the smallest
+    bin's effective expected count (a bin filled by two bursts is far from normal)."""
+    cell = np.where(used & (p > 0), present[..., None] * p / np.maximum(design, 1.0), np.inf).min(axis=-1)
+    return np.minimum(neff, 2.0 * cell)
+
+
 def _z_equivalent(t: np.ndarray, df: np.ndarray) -> np.ndarray:
     """|t| with ``df`` effective rows as the |z| of the same two-sided p-value."""
     with np.errstate(all="ignore"):
@@ -515,7 +522,8 @@ class DriftMonitor:
             ks = (np.abs(dcum) / den).max(axis=-1, initial=0.0)
             thin = (neff < min_eff) | (present == 0)
             out["num"] = {"thin": thin, "ks": np.where(thin, 0.0, ks), "mannwhitney": np.where(thin, 0.0, z("u", neff)),
-                          "chi2": np.where(thin, 0.0, _chi2_equivalent(x2, used.sum(axis=-1) - 1, neff)),
+                          "chi2": np.where(thin, 0.0, _chi2_equivalent(x2, used.sum(axis=-1) - 1,
+                                                                        _cell_df(neff, present, p, dp, used))),
                           "dof": np.maximum(used.sum(axis=-1) - 1, 0),
                           "missing": z("miss", weights[:, sl["miss"]] / design[sl["miss"]]),
                           "n": present, "n_rows": present + win["num"][:, :, k], "design_effect": d_feat,
@@ -532,7 +540,8 @@ class DriftMonitor:
             thin = (neff < min_eff) | (present == 0)
             slow_rel = (self._slow[sl["cprops"]].reshape(fc, kc) * p).sum(axis=-1) / np.maximum(
                 (self._g0[sl["cprops"]].reshape(fc, kc) * p).sum(axis=-1), 1e-12)
-            out["cat"] = {"thin": thin, "chi2": np.where(thin, 0.0, _chi2_equivalent(x2, used.sum(axis=-1) - 1, neff)),
+            chi2 = _chi2_equivalent(x2, used.sum(axis=-1) - 1, _cell_df(neff, present, p, dp, used))
+            out["cat"] = {"thin": thin, "chi2": np.where(thin, 0.0, chi2),
                           "dof": np.maximum(used.sum(axis=-1) - 1, 0),
                           "missing": z("cmiss", weights[:, sl["cmiss"]] / design[sl["cmiss"]]), "n": present,
                           "n_rows": present + win["cat"][:, :, kc], "design_effect": d_feat,
