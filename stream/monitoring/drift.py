@@ -368,7 +368,8 @@ class DriftMonitor:
         b, c0 = self.settings.block_size, self._blocks
         slots = (c0 + 1 + np.arange(seg)) % self._ring_len
         for key, arr in per_block.items():
-            cum = self._tot[key] + np.cumsum(arr[i0 : i0 + seg], axis=0)
+            # cumsum from the running total: the same additions in the same order however rows are batched
+            cum = np.cumsum(np.concatenate([self._tot[key][None], arr[i0 : i0 + seg]]), axis=0)[1:]
             self._ring[key][slots] = cum
             self._tot[key] = cum[-1].copy()
         pre: dict[int, tuple[list[int], dict[str, Any], np.ndarray]] = {}
