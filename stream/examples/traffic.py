@@ -36,12 +36,13 @@ True
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
 from scipy import signal, special
 
-__all__ = ["DRIFTS", "FEATURES", "SCENARIOS", "generate"]
+__all__ = ["DRIFTS", "FEATURES", "SCENARIOS", "generate", "write_jsonl"]
 
 SCENARIOS = {
     "iid": (),
@@ -142,3 +143,25 @@ def generate(scenario: str, n: int, seed: int = 0, *, iid: bool = False, drift: 
     error = (rng.random(n) < err_p).astype(float)
     entity = np.where(in_burst, np.char.add("h", who.astype(str)), "u").tolist()
     return {"x": x, "y": y, "amount": amount, "c": CATS[code].tolist(), "ts": ts, "entity": entity, "error": error}
+
+
+def write_jsonl(scenario: str, n: int, path: str | None = None, **kwargs: Any) -> int:
+    """Write :func:`generate`'s events as JSON lines (features, ``ts``, ``entity``, ``error``) to
+    ``path`` or stdout; replay them with ``mlstream replay --time-field ts --schema ...``. Returns 0."""
+    import orjson
+
+    cols = generate(scenario, n, **kwargs)
+    keys = list(cols)
+    out = open(path, "wb") if path else sys.stdout.buffer
+    try:
+        for start in range(0, n, 10_000):
+            part = {k: (cols[k][start : start + 10_000].tolist() if isinstance(cols[k], np.ndarray)
+                        else cols[k][start : start + 10_000]) for k in keys}
+            out.write(b"".join(orjson.dumps(dict(zip(keys, row, strict=True))) + b"\n"
+                               for row in zip(*(part[k] for k in keys), strict=True)))
+    finally:
+        if path:
+            out.close()
+        else:
+            out.flush()
+    return 0

@@ -133,7 +133,7 @@ class DriftSettings:
     dependence_min_batches: int = 16
     dependence_confidence: float = 0.25
     min_effective_rows: int = 200
-    refresh_blocks: int = 32
+    refresh_blocks: int = 64
     seasonal: bool = True
     seasonal_min_rows: int = 2000
     seasonal_memory_rows: int = 5_000_000

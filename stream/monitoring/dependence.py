@@ -103,6 +103,11 @@ class DependenceTracker:
         self._count = np.zeros(len(scales), dtype=np.int64)  # batches written per scale
         self._cache: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(scales)
         self.version = 0  # bumped whenever a batch is written (estimates may change)
+        # upper-confidence factor per number of differences (chi-square with ~0.6 df per difference)
+        df = np.maximum(0.6 * np.arange(self.history + 1), 1.0)
+        self._inflate = df / stats.chi2.ppf(self.confidence, df)
+        df0 = np.maximum(0.3 * np.arange(self.history + 1), 1.0)
+        self._inflate_level = df0 / stats.chi2.ppf(self.confidence, df0)
 
     def add(self, means: np.ndarray, weights: np.ndarray, frozen: np.ndarray, hour: int = -1) -> None:
         """One block: per channel its mean score, weight (rows behind it) and whether it is frozen;
@@ -129,6 +134,41 @@ class DependenceTracker:
             self._nblk[i] = 0
             self._cache[i] = None
             self.version += 1
+
+    def add_many(self, means: np.ndarray, weights: np.ndarray, frozen: np.ndarray, hours: np.ndarray) -> None:
+        """Several blocks at once (``[block, channel]``); the same batches as :meth:`add` one by one."""
+        n = means.shape[0]
+        if n == 0:
+            return
+        contrib = np.where(weights > 0, means * weights, 0.0)
+        hot = np.zeros((n, 24))
+        known = np.flatnonzero(hours >= 0)
+        hot[known, hours[known]] = 1.0
+        for i, s in enumerate(self.scales):
+            pos = self._nblk[i] + np.arange(n)  # place of each block in the running batch sequence
+            bid = pos // s
+            starts = np.flatnonzero(np.r_[True, bid[1:] != bid[:-1]])
+            sums, ws = np.add.reduceat(contrib, starts, axis=0), np.add.reduceat(weights, starts, axis=0)
+            bad, hrs = np.logical_or.reduceat(frozen, starts, axis=0), np.add.reduceat(hot, starts, axis=0)
+            sums[0] += self._sum[i]
+            ws[0] += self._w[i]
+            bad[0] |= self._bad[i]
+            hrs[0] += self._hacc[i]
+            ends = pos[np.r_[starts[1:], n] - 1]
+            complete = ends % s == s - 1
+            for g in np.flatnonzero(complete):
+                slot = self._count[i] % self.history
+                self._hist[i, slot] = np.where((ws[g] > 0) & ~bad[g], sums[g] / np.where(ws[g] > 0, ws[g], 1), np.nan)
+                self._hours[i, slot] = hrs[g] / s
+                self._count[i] += 1
+                self._cache[i] = None
+                self.version += 1
+            last = len(starts) - 1
+            if complete[last]:
+                self._sum[i], self._w[i], self._bad[i], self._hacc[i], self._nblk[i] = 0.0, 0.0, False, 0.0, 0
+            else:
+                self._sum[i], self._w[i], self._bad[i], self._hacc[i] = sums[last], ws[last], bad[last], hrs[last]
+                self._nblk[i] = ends[last] % s + 1
 
     def ready(self) -> bool:
         """Enough batches at the shortest scale for any estimate."""
@@ -170,7 +210,7 @@ class DependenceTracker:
         order = np.arange(n) if self._count[i] <= self.history else \
             (np.arange(self.history) + int(self._count[i])) % self.history
         h = self._hist[i, order]
-        return h if self._dev is None else h - self._hours[i, order] @ self._dev
+        return h if self._dev is None else h - np.einsum("bh,hc->bc", self._hours[i, order], self._dev)  # no BLAS
 
     def _level(self, i: int, ref_mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Robust mean square of scale ``i``'s batch means around the reference, and their count."""
@@ -194,9 +234,7 @@ class DependenceTracker:
             if self._count[i] < self.min_batches:
                 continue
             est, nd = self._scale_estimate(i)
-            df = np.maximum(0.6 * nd, 1.0)
-            inflate = df / stats.chi2.ppf(self.confidence, df)
-            lr = np.maximum(lr, np.where(nd >= self.min_batches - 1, est * inflate, 0.0))
+            lr = np.maximum(lr, np.where(nd >= self.min_batches - 1, est * self._inflate[nd], 0.0))
             best = i
         if best is None:
             return lr, slow
@@ -209,8 +247,7 @@ class DependenceTracker:
         lvl, cnt0 = self._level(0, ref_mean)
         rows0 = self.scales[0] * self.block_rows
         lvl_lr = (lvl - g0 / np.maximum(m_ref, 1.0)) * rows0
-        df0 = np.maximum(0.3 * cnt0, 1.0)
-        lr = np.maximum(lr, np.where(cnt0 >= self.min_batches, lvl_lr * df0 / stats.chi2.ppf(self.confidence, df0), 0.0))
+        lr = np.maximum(lr, np.where(cnt0 >= self.min_batches, lvl_lr * self._inflate_level[cnt0], 0.0))
         return lr, self._slow_part(best, lr, ref_mean, g0, m_ref)
 
     def _slow_part(self, best: int, lr: np.ndarray, ref_mean: np.ndarray, g0: np.ndarray,
@@ -266,6 +303,20 @@ class SeasonalProfile:
         self._w[hour] = new
         self.version += 1
 
+    def add_many(self, hours: np.ndarray, means: np.ndarray, weights: np.ndarray, frozen: np.ndarray) -> None:
+        """Several blocks at once, one update per hour of day (blocks ``[n, channel]``)."""
+        w = np.where(frozen | ~(weights > 0), 0.0, weights)
+        x = w * np.nan_to_num(means)
+        for h in np.unique(hours[hours >= 0]):
+            sel = hours == h
+            wh, xh = w[sel].sum(axis=0), x[sel].sum(axis=0)
+            new = np.minimum(self._w[h] + wh, self.memory_rows)
+            ok = wh > 0
+            step = np.where(ok & (new > 0), wh / np.where(new > 0, new, 1.0), 0.0)
+            self._mean[h] += step * (np.where(ok, xh / np.where(ok, wh, 1.0), 0.0) - self._mean[h])
+            self._w[h] = new
+        self.version += 1
+
     def centred(self, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(s_h - s_bar)`` per hour and channel (zero where not used), and the use mask per channel."""
         full = (self._w >= self.min_rows).all(axis=0)
@@ -291,6 +342,6 @@ class SeasonalProfile:
         channel, and the variance the profile's own estimation error adds."""
         dev, use = self.centred(lr)
         share = rows_per_hour / max(float(rows_per_hour.sum()), 1.0)
-        adj = share @ dev
+        adj = np.einsum("h,hc->c", share, dev)
         noise = np.where(use, (share[:, None] ** 2 * lr / np.maximum(self._w, 1.0)).sum(axis=0), 0.0)
         return adj, noise

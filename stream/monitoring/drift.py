@@ -251,7 +251,7 @@ class DriftMonitor:
         if npairs:
             g0[self._sl["psi"]] = (1 - self._rho[self._pairs] ** 2) ** 2
         theta[self._sl["psi"]] = 0.0
-        self._theta, self._g0 = theta, g0
+        self._theta, self._g0 = theta, np.maximum(g0, 1e-9)  # a perfect reference correlation has no spread
 
     # ---------------------------------------------------------------- ingestion
     def _code(self, j: int, v: Any) -> int:
@@ -343,8 +343,9 @@ class DriftMonitor:
         if self._mv:  # normal scores of the bins, as the profile's correlation (0 where missing)
             z = np.where(missing, 0.0, self._scores[np.arange(fn), np.where(missing, 0, bins)]).reshape(nb, b, fn)
             pr = (~missing).astype(float).reshape(nb, b, fn)
-            corr = np.stack([np.einsum("bri,brj->bij", pr, pr), np.einsum("bri,brj->bij", z, pr),
-                             np.einsum("bri,brj->bij", z * z, pr), np.einsum("bri,brj->bij", z, z)], axis=1)
+            zz, pp = z[:, :, :, None], pr[:, :, None, :]  # broadcast sums: tiny products, no BLAS threads
+            corr = np.stack([(pr[:, :, :, None] * pp).sum(axis=1), (zz * pp).sum(axis=1),
+                             (zz * zz * pp).sum(axis=1), (zz * z[:, :, None, :]).sum(axis=1)], axis=1)
         means, weights = ds.channel_means(counts, ccounts, corr, self._uref, self._rho, self._pairs)
         mid = ts[b // 2 :: b][:nb]
         hours = np.where(np.isnan(mid), -1, (np.nan_to_num(mid) % DAY_S) // HOUR_S).astype(np.int64)
@@ -380,13 +381,10 @@ class DriftMonitor:
                     st = self._test_window(w, np.array(at))
                     pre[w] = (at, st, self._any_significant(w, st))
         events: list[DriftEvent] = []
+        frozen = np.empty((seg, self._owner.size), dtype=bool)
         for j in range(seg):
             i = i0 + j
-            frozen = self._open_arr[self._owner]
-            h = int(hours[i])
-            if h >= 0 and self.seasonal is not None:
-                self.seasonal.add(h, means[i], weights[i], frozen)
-            self.tracker.add(means[i], weights[i], frozen, h)
+            frozen[j] = self._open_arr[self._owner]  # the state each block is learned under
             self._blocks += 1
             if self._detector is not None:
                 events += self._run_detector(num[i * b : (i + 1) * b, self._score_j], start + i * b)
@@ -401,6 +399,11 @@ class DriftMonitor:
             events += self._transition(start + (i + 1) * b - 1, fired)
         for w, (at, st, _) in pre.items():  # the latest statistics, for snapshots
             self._last[w] = _pick(st, len(at) - 1)
+        # the stream's structure is learned once per segment (estimates are only read at refreshes)
+        sl = slice(i0, i0 + seg)
+        if self.seasonal is not None:
+            self.seasonal.add_many(hours[sl], means[sl], weights[sl], frozen)
+        self.tracker.add_many(means[sl], weights[sl], frozen, hours[sl])
         if self._blocks % self.settings.refresh_blocks == 0:
             self._estimates()
         return events
@@ -487,7 +490,9 @@ class DriftMonitor:
         adj = noise = 0.0
         if self._season_dev is not None:
             share = win["hours"] / np.maximum(win["hours"].sum(axis=-1, keepdims=True), 1.0)
-            adj, noise = share @ self._season_dev, (share * share) @ self._season_var
+            # einsum, not BLAS: tiny products, and BLAS threads stall on a busy machine
+            adj = np.einsum("lh,hc->lc", share, self._season_dev)
+            noise = np.einsum("lh,hc->lc", share * share, self._season_var)
         delta = np.nan_to_num(means - adj - self._theta)
         sl, fn, fc, k, kc, L = self._sl, len(self._num), len(self._cat), self._k, self._kc, len(at)
         r = None
