@@ -325,7 +325,7 @@ class PerformanceMonitor:
         self.steps = tuple(max(1, w // self.checks_per_window) for w in self.windows)
         self.expected_run_length = expected_run_length
         self.reference_size = reference_size
-        self.min_increase = min_increase if min_increase is not None else (0.02 if task == "classification" else 0.1)
+        self.min_increase = min_increase if min_increase is not None else (0.01 if task == "classification" else 0.1)
         self.min_relative_increase = float(min_relative_increase)
         self.leave_ratio = leave_ratio
         self.model_name, self.model_version = model_name, model_version
@@ -346,7 +346,7 @@ class PerformanceMonitor:
             second = reference_loss if task == "classification" else reference_loss**2 * math.pi / 2
             self._ref_sq = second * reference_size
             self.reference_source = "model card holdout"
-        self.tracker = DependenceTracker(1, self.BLOCK, scales=(2, 8, 32), history=64, min_batches=8)
+        self.tracker = DependenceTracker(1, self.BLOCK, scales=(2, 8, 32), history=64, min_batches=16, confidence=0.5)
         self._block_sum, self._block_n = 0.0, 0
         self.drifting = False
         self._calm = 0
