@@ -97,6 +97,13 @@ class DriftSettings:
         A score is tested in a window only when the window holds at least this many
         effectively independent rows (rows / design effect): a 500-row window filled by
         two bursts of one entity is not a sample of the traffic.
+    cusum, cusum_blocks, cusum_k, cusum_clip, cusum_min_shift
+        Two-sided CUSUM (:mod:`stream.monitoring.cusum`) on batch means of ``cusum_blocks``
+        blocks of each feature's mid-rank, category shares and missing rates, standardised with
+        the measured variances and clipped at +-``cusum_clip`` (one burst moves it a bounded step);
+        reference value ``cusum_k`` (sd of a batch mean); an alarm also
+        needs the run's mean shift to reach ``cusum_min_shift`` score sd. Windows and CUSUM
+        share the false-alarm budget half and half.
     seasonal, seasonal_min_rows, seasonal_memory_rows, seasonal_alpha
         Learn a daily profile from event times (:class:`stream.monitoring.dependence.SeasonalProfile`):
         rows every hour of the day needs before it is used, rows of memory per hour, and
@@ -134,6 +141,11 @@ class DriftSettings:
     dependence_confidence: float = 0.25
     min_effective_rows: int = 200
     refresh_blocks: int = 64
+    cusum: bool = True
+    cusum_blocks: int = 8
+    cusum_k: float = 1.0
+    cusum_clip: float = 3.0
+    cusum_min_shift: float = 0.1
     seasonal: bool = True
     seasonal_min_rows: int = 2000
     seasonal_memory_rows: int = 5_000_000
@@ -167,6 +179,8 @@ class DriftSettings:
             raise ValueError("dependence_scales must be >= 1 and 0 < dependence_confidence < 1")
         if not 4 <= self.dependence_min_batches <= self.dependence_history:
             raise ValueError("need 4 <= dependence_min_batches <= dependence_history")
+        if self.cusum_blocks < 1 or self.cusum_k <= 0 or self.cusum_min_shift < 0:
+            raise ValueError("need cusum_blocks >= 1, cusum_k > 0, cusum_min_shift >= 0")
         if self.refresh_blocks < 1 or self.min_effective_rows < 1:
             raise ValueError("refresh_blocks and min_effective_rows must be >= 1")
         if self.summary_window < self.block_size or not all(0 < q < 1 for q in self.summary_quantiles):

@@ -106,7 +106,7 @@ class DependenceTracker:
         # upper-confidence factor per number of differences (chi-square with ~0.6 df per difference)
         df = np.maximum(0.6 * np.arange(self.history + 1), 1.0)
         self._inflate = df / stats.chi2.ppf(self.confidence, df)
-        df0 = np.maximum(0.3 * np.arange(self.history + 1), 1.0)
+        df0 = np.maximum(0.9 * np.arange(self.history + 1), 1.0)
         self._inflate_level = df0 / stats.chi2.ppf(self.confidence, df0)
 
     def add(self, means: np.ndarray, weights: np.ndarray, frozen: np.ndarray, hour: int = -1) -> None:
@@ -170,9 +170,9 @@ class DependenceTracker:
                 self._sum[i], self._w[i], self._bad[i], self._hacc[i] = sums[last], ws[last], bad[last], hrs[last]
                 self._nblk[i] = ends[last] % s + 1
 
-    def ready(self) -> bool:
-        """Enough batches at the shortest scale for any estimate."""
-        return bool(self._count[0] >= self.min_batches)
+    def ready(self, all_scales: bool = False) -> bool:
+        """Enough batches at the shortest scale for any estimate (at every scale: ``all_scales``)."""
+        return bool(self._count[-1 if all_scales else 0] >= self.min_batches)
 
     def _scale_estimate(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(long-run variance per row, number of usable differences) at scale ``i``."""
@@ -244,11 +244,21 @@ class DependenceTracker:
         # longer scale can take over
         if best > 0:
             return lr, self._slow_part(best, lr, ref_mean, g0, m_ref)
-        lvl, cnt0 = self._level(0, ref_mean)
+        dev2 = (self._series(0) - ref_mean) ** 2
+        cnt0 = (~np.isnan(dev2)).sum(axis=0)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lvl = np.nan_to_num(np.nanmean(dev2, axis=0))  # the mean square: efficient (the median is not)
         rows0 = self.scales[0] * self.block_rows
         lvl_lr = (lvl - g0 / np.maximum(m_ref, 1.0)) * rows0
-        lr = np.maximum(lr, np.where(cnt0 >= self.min_batches, lvl_lr * self._inflate_level[cnt0], 0.0))
-        return lr, self._slow_part(best, lr, ref_mean, g0, m_ref)
+        diff_lr, _ = self._scale_estimate(0)
+        # used only where it clearly exceeds the differences' estimate (dependence across batches)
+        clear = lvl_lr > np.maximum(diff_lr, g0) * (1.0 + 2.5 * np.sqrt(2.0 / np.maximum(cnt0, 1)))
+        # a batch level beyond the differences is either dependence (shrinks with the window) or slow
+        # wander (does not): unknown this early, so it counts as both until a longer scale is filled
+        slow = self._slow_part(best, lr, ref_mean, g0, m_ref)
+        lr = np.maximum(lr, np.where((cnt0 >= self.min_batches) & clear, lvl_lr * self._inflate_level[cnt0], 0.0))
+        return lr, slow
 
     def _slow_part(self, best: int, lr: np.ndarray, ref_mean: np.ndarray, g0: np.ndarray,
                    m_ref: np.ndarray) -> np.ndarray:

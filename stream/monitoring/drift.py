@@ -75,6 +75,7 @@ from scipy import special, stats
 
 from stream.monitoring import drift_stats as ds
 from stream.monitoring.calibration import Calibration, DriftSettings, calibrate
+from stream.monitoring.cusum import Cusum, alarm_level
 from stream.monitoring.dependence import DependenceTracker, SeasonalProfile
 from stream.monitoring.drift_view import snapshot, summary
 from stream.monitoring.profile import CORRELATION_METHOD, ReferenceProfile, is_missing, reference_arrays
@@ -179,10 +180,13 @@ class DriftMonitor:
         self._wblocks = [w // b for w in s.windows]
         self._sblocks = [st // b for st in s.steps()]
         self._resolve_w = s.windows.index(s.resolve_window)
+        # with the CUSUM on, windows and CUSUM each get half of the false-alarm budget
+        erl = s.expected_run_length * (2 if s.cusum else 1)
         self.calibration: Calibration = calibrate(
-            profile, windows=s.windows, steps=s.steps(), expected_run_length=s.expected_run_length,
+            profile, windows=s.windows, steps=s.steps(), expected_run_length=erl,
             multivariate=self._mv, max_dof=max(k, kc + 1))
         self._init_reference(fn, fc, k, kc)
+        self._init_cusum(erl)
         # running totals and a ring of their past values: any window's sums in O(1)
         self._ring_len = r = self._wblocks[-1] + s.refresh_blocks + 1
         self._tot = {"num": np.zeros((fn, k + 1), np.int64), "sum": np.zeros((fn, k)), "sq": np.zeros(fn),
@@ -197,7 +201,7 @@ class DriftMonitor:
                                          s.dependence_min_batches, s.dependence_confidence)
         self.seasonal = SeasonalProfile(n_ch, s.seasonal_min_rows, s.seasonal_memory_rows, s.seasonal_alpha) \
             if s.seasonal else None
-        self._ready = False
+        self._ready = self._cusum_ready = False
         self._season_dev: np.ndarray | None = None
         self._season_var: np.ndarray | None = None
         self._lr = self._g0.copy()
@@ -252,6 +256,20 @@ class DriftMonitor:
             g0[self._sl["psi"]] = (1 - self._rho[self._pairs] ** 2) ** 2
         theta[self._sl["psi"]] = 0.0
         self._theta, self._g0 = theta, np.maximum(g0, 1e-9)  # a perfect reference correlation has no spread
+
+    def _init_cusum(self, erl: float) -> None:
+        """CUSUM channels: each numeric feature's mid-rank (location), each category's share, missing rates."""
+        s, sl = self.settings, self._sl
+        mask = np.zeros(self._theta.size, dtype=bool)
+        for key in ("u", "miss", "cprops", "cmiss"):
+            mask[sl[key]] = True
+        mask &= self._theta > 0  # shares the reference never saw are the window tests' job
+        self._cus_mask = mask
+        rows = s.cusum_blocks * s.block_size
+        arl = erl * max(2 * int(mask.sum()), 1) / rows  # per channel and side, in batches
+        self._cusum = Cusum(self._theta.size, s.cusum_k, alarm_level(arl, s.cusum_k)) if s.cusum else None
+        self._cus_sum, self._cus_w = np.zeros(self._theta.size), np.zeros(self._theta.size)
+        self._cus_hours, self._cus_nblk = np.zeros(24), 0
 
     # ---------------------------------------------------------------- ingestion
     def _code(self, j: int, v: Any) -> int:
@@ -380,6 +398,7 @@ class DriftMonitor:
                 if at:
                     st = self._test_window(w, np.array(at))
                     pre[w] = (at, st, self._any_significant(w, st))
+        cus = self._cusum_segment(i0, seg, means, weights, hours) if self._cusum is not None else {}
         events: list[DriftEvent] = []
         frozen = np.empty((seg, self._owner.size), dtype=bool)
         for j in range(seg):
@@ -396,6 +415,8 @@ class DriftMonitor:
                     if sig[pos] or watching:  # the state machine needs this check point's statistics
                         self._last[w] = _pick(st, pos)
                         self._fire(w, self._last[w], fired)
+            if self._blocks in cus:
+                self._cusum_step(*cus[self._blocks], fired)
             events += self._transition(start + (i + 1) * b - 1, fired)
         for w, (at, st, _) in pre.items():  # the latest statistics, for snapshots
             self._last[w] = _pick(st, len(at) - 1)
@@ -407,6 +428,86 @@ class DriftMonitor:
         if self._blocks % self.settings.refresh_blocks == 0:
             self._estimates()
         return events
+
+    def _cusum_segment(self, i0: int, seg: int, means: np.ndarray, weights: np.ndarray,
+                       hours: np.ndarray) -> dict[int, tuple[np.ndarray, ...]]:
+        """Sums of the batches of ``cusum_blocks`` blocks completed in this segment, by the block
+        count that completes them (the open batch carries over)."""
+        cb, sl, c0 = self.settings.cusum_blocks, slice(i0, i0 + seg), self._blocks
+        w = weights[sl]
+        contrib = np.where(w > 0, np.nan_to_num(means[sl]) * w, 0.0)
+        hot = np.zeros((seg, 24))
+        known = np.flatnonzero(hours[sl] >= 0)
+        hot[known, hours[sl][known]] = self.settings.block_size
+        pos = self._cus_nblk + np.arange(seg)
+        bid = pos // cb
+        starts = np.flatnonzero(np.r_[True, bid[1:] != bid[:-1]])
+        sums, ws = np.add.reduceat(contrib, starts, axis=0), np.add.reduceat(w, starts, axis=0)
+        hrs = np.add.reduceat(hot, starts, axis=0)
+        sums[0] += self._cus_sum
+        ws[0] += self._cus_w
+        hrs[0] += self._cus_hours
+        last_block = np.r_[starts[1:], seg] - 1
+        complete = pos[last_block] % cb == cb - 1
+        out: dict[int, tuple[np.ndarray, ...]] = {}
+        for g in np.flatnonzero(complete):  # the CUSUM steps themselves run in block order (they see the state)
+            out[c0 + int(last_block[g]) + 1] = (sums[g], ws[g], hrs[g])
+        tail = len(starts) - 1
+        if complete[tail]:
+            self._cus_sum, self._cus_w, self._cus_hours, self._cus_nblk = 0.0 * sums[0], 0.0 * ws[0], 0.0 * hrs[0], 0
+        else:
+            self._cus_sum, self._cus_w, self._cus_hours = sums[tail], ws[tail], hrs[tail]
+            self._cus_nblk = int(pos[last_block[tail]] % cb) + 1
+        return out
+
+    def _cusum_step(self, sums: np.ndarray, ws: np.ndarray, hrs: np.ndarray,
+                    fired: dict[str, list[dict[str, Any]]]) -> None:
+        """One CUSUM batch, standardised with the current estimates (features in drift sit out).
+        It starts once every dependence scale has its batches: a CUSUM sums small biases, so an
+        underestimated variance during the warm-up would add up to an alarm."""
+        if not self._cusum_ready:
+            return
+        ok = ws > 0
+        m = np.where(ok, sums / np.where(ok, ws, 1.0), self._theta)
+        adj = noise = 0.0
+        if self._season_dev is not None and hrs.any():
+            share = hrs / hrs.sum()
+            adj = np.einsum("h,hc->c", share, self._season_dev)
+            noise = np.einsum("h,hc->c", share * share, self._season_var)
+        dev = m - adj - self._theta
+        var = self._lr / np.where(ok, ws, 1.0) + self._g0 / self._m + self._slow + noise
+        c = self.settings.cusum_clip  # one burst moves the statistic by a bounded step
+        z = np.clip(dev / np.sqrt(var), -c, c)
+        cus = self._cusum
+        hit = cus.step(z, dev / np.sqrt(self._g0), self._cus_mask & ~self._open_arr[self._owner] & ok)  # type: ignore[union-attr]
+        if hit.any():
+            self._fire_cusum(hit, cus.statistic(), cus.mean_shift(), cus.run, fired)  # type: ignore[union-attr]
+
+    def _fire_cusum(self, hit: np.ndarray, stat: np.ndarray, shift: np.ndarray, run: np.ndarray,
+                    fired: dict[str, list[dict[str, Any]]]) -> None:
+        """CUSUM alarms of features not in drift whose run's mean shift passes ``cusum_min_shift``."""
+        s, names = self.settings, self._names
+        for ch in np.flatnonzero(hit & (shift >= s.cusum_min_shift)):
+            name = names[self._owner[ch]]
+            if self._open[name] or self._blocks - self._reset_at[name] < self._wblocks[0]:
+                continue
+            fired.setdefault(name, []).append({
+                "feature": name, "test": "cusum", "statistic": _f(stat[ch]), "threshold": _f(self._cusum.h),  # type: ignore[union-attr]
+                "p_value": None, "effect_metric": "mean_shift_sd", "effect_size": _f(shift[ch]),
+                "effect_threshold": s.cusum_min_shift, "window": int(run[ch]) * s.cusum_blocks * s.block_size,
+                "n": int(run[ch]) * s.cusum_blocks * s.block_size, "reference": "profile",
+                "n_reference": int(self._m[ch]), "design_effect": _f(self._lr[ch] / self._g0[ch]),
+                "score": self._channel_name(ch)})
+
+    def _channel_name(self, ch: int) -> str:
+        for key, part in self._sl.items():
+            if part.start <= ch < part.stop:
+                if key == "cprops":
+                    j, slot = divmod(ch - part.start, self._kc)
+                    cats = self.profile.categorical[self._cat[j]].categories
+                    return f"share:{cats[slot]}" if slot < len(cats) else "share:__other__"
+                return {"u": "location", "miss": "missing", "cmiss": "missing"}.get(key, key)
+        return "?"
 
     def _any_significant(self, w: int, st: dict[str, Any]) -> np.ndarray:
         """Per check point: does any test pass its critical value (before effect gates and state)?"""
@@ -448,6 +549,7 @@ class DriftMonitor:
     def _estimates(self) -> None:
         """Refresh the dependence, slow and seasonal estimates (every ``refresh_blocks`` blocks)."""
         self._ready = self.tracker.ready()
+        self._cusum_ready = self.tracker.ready(all_scales=True)
         if self.seasonal is not None:  # the daily profile, judged on short-range noise (blind to the cycle)
             dev, use = self.seasonal.centred(self.tracker.short_range(self._g0))
             self.tracker.set_seasonal(dev if use.any() else None)
@@ -515,15 +617,19 @@ class DriftMonitor:
             present = counts.sum(axis=-1)
             used = (p > 0) | (counts > 0)
             dp, dc = design[sl["props"]].reshape(fn, k), design[sl["cum"]].reshape(fn, k - 1)
-            d_feat = np.maximum(np.where(used, dp, 1.0).max(axis=-1), np.maximum(dc.max(axis=-1, initial=1.0), design[sl["u"]]))
+            # the feature's design effect: its location score's, or the bins' median if larger (a max over
+            # 20 noisy per-bin estimates would make every short window look thin)
+            d_feat = np.maximum(design[sl["u"]], np.median(dp, axis=-1))
             neff = present / d_feat
             x2 = self._rao_scott(delta[:, sl["props"]].reshape(L, fn, k), p, dp, used, present, sl["props"], noise)
             # KS as Weiss (1978): the unweighted largest cumulative difference, rows scaled by the
-            # largest design effect of the cumulative indicators (tails must not weigh more: a burst
-            # of one entity lands in them)
+            # cumulative indicators' (variance-weighted) design effect; unweighted, so the tails do
+            # not weigh more (a burst of one entity lands in them)
             dcum = delta[:, sl["cum"]].reshape(L, fn, k - 1)
             slow_c = np.broadcast_to(extra, (L, extra.shape[-1]))[:, sl["cum"]].reshape(L, fn, k - 1)
-            den = np.sqrt(dc.max(axis=-1, initial=1.0)[:, None] / np.maximum(present, 1.0)[..., None]
+            g0c = self._g0[sl["cum"]].reshape(fn, k - 1)
+            d_ks = np.maximum((g0c * dc).sum(axis=-1) / np.maximum(g0c.sum(axis=-1), 1e-12), 1.0)
+            den = np.sqrt(d_ks[:, None] / np.maximum(present, 1.0)[..., None]
                           + 1.0 / self._m[sl["cum"]].reshape(fn, k - 1) + 4.0 * slow_c)
             ks = (np.abs(dcum) / den).max(axis=-1, initial=0.0)
             thin = (neff < min_eff) | (present == 0)
@@ -532,7 +638,7 @@ class DriftMonitor:
                                                                         _cell_df(neff, present, p, dp, used))),
                           "dof": np.maximum(used.sum(axis=-1) - 1, 0),
                           "missing": z("miss", weights[:, sl["miss"]] / design[sl["miss"]]),
-                          "n": present, "n_rows": present + win["num"][:, :, k], "design_effect": d_feat,
+                          "n": present, "n_rows": present + win["num"][:, :, k], "design_effect": np.broadcast_to(d_feat, (L, fn)),
                           "slow_sd": np.broadcast_to(np.sqrt(self._slow[sl["u"]] / self._g0[sl["u"]]), (L, fn))}
         if fc:
             p = self._theta[sl["cprops"]].reshape(fc, kc)
@@ -540,7 +646,8 @@ class DriftMonitor:
             present = counts.sum(axis=-1)
             used = (p > 0) | (counts > 0)
             dp = design[sl["cprops"]].reshape(fc, kc)
-            d_feat = np.where(used, dp, 1.0).max(axis=-1)
+            gp = np.where(used, self._g0[sl["cprops"]].reshape(fc, kc), 0.0)
+            d_feat = np.maximum((gp * dp).sum(axis=-1) / np.maximum(gp.sum(axis=-1), 1e-12), 1.0)
             neff = present / d_feat
             x2 = self._rao_scott(delta[:, sl["cprops"]].reshape(L, fc, kc), p, dp, used, present, sl["cprops"], noise)
             thin = (neff < min_eff) | (present == 0)
@@ -550,7 +657,7 @@ class DriftMonitor:
             out["cat"] = {"thin": thin, "chi2": np.where(thin, 0.0, chi2),
                           "dof": np.maximum(used.sum(axis=-1) - 1, 0),
                           "missing": z("cmiss", weights[:, sl["cmiss"]] / design[sl["cmiss"]]), "n": present,
-                          "n_rows": present + win["cat"][:, :, kc], "design_effect": d_feat,
+                          "n_rows": present + win["cat"][:, :, kc], "design_effect": np.broadcast_to(d_feat, (L, fc)),
                           "slow_sd": np.broadcast_to(np.sqrt(slow_rel), (L, fc))}
         if self._mv:
             out["mv"] = {"correlation": z("psi", weights[:, sl["psi"]] / design[sl["psi"]]),
@@ -732,7 +839,10 @@ class DriftMonitor:
 
     def _set_open(self, name: str, state: bool) -> None:
         self._open[name], self._calm[name] = state, 0
-        self._open_arr[(self._names + [MULTIVARIATE]).index(name)] = state
+        j = (self._names + [MULTIVARIATE]).index(name)
+        self._open_arr[j] = state
+        if self._cusum is not None:  # its CUSUM starts afresh
+            self._cusum.reset(self._owner == j)
 
     def _event(self, index: int, kind: str, feats: tuple[str, ...], ev: tuple[dict[str, Any], ...]) -> DriftEvent:
         return DriftEvent(index, kind, feats, ev, self.model_name, self.model_version)
