@@ -110,7 +110,8 @@ def generate(scenario: str, n: int, seed: int = 0, *, iid: bool = False, drift: 
         ts = START_TS + np.arange(n) * (DAY / events_per_day)
     phase = 2 * np.pi * ((ts - START_TS) % DAY) / DAY
     p = phi if "ar" in on and not iid else 0.0
-    zx, zy, za, zc = (_ar(rng, n, p) for _ in range(4))
+    zx, zy, za = (_ar(rng, n, p) for _ in range(3))  # AR(1) on the numeric features only
+    zc = rng.standard_normal(n)
     who = _bursts(rng, n, burst_share if "bursts" in on else 0.0, n_entities, iid)
     in_burst = who >= 0
     # ``x``/``y``: entity level inside bursts, unit-variance noise around it
@@ -122,7 +123,7 @@ def generate(scenario: str, n: int, seed: int = 0, *, iid: bool = False, drift: 
         x = x + season_sd * np.sin(phase)
     u = special.ndtr(za)  # amount through a copula: marginal fixed, dependence from ``za``
     amount = 10.0 * (1 - u) ** (-1 / 1.5) if "pareto" in on else np.exp(3.4 + 0.8 * za)
-    # category: from a latent uniform (autocorrelated under "ar"), shares follow the day
+    # category: from a latent uniform, shares follow the day
     shares = np.broadcast_to(P_CATS, (n, len(CATS))).copy()
     if "seasonal" in on:
         shares *= 1 + 0.25 * np.sin(phase[:, None] + 2 * np.pi * np.arange(len(CATS)) / len(CATS))

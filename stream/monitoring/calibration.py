@@ -163,6 +163,8 @@ class DriftSettings:
         return tuple(max(b, (w // self.checks_per_window) // b * b) for w in self.windows)
 
     def validate(self) -> None:
+        if self.expected_run_length <= 1:
+            raise ValueError("expected_run_length must be > 1")
         if self.block_size < 1 or not self.windows:
             raise ValueError("block_size must be >= 1 and windows non-empty")
         if any(w % self.block_size or w <= 0 for w in self.windows):

@@ -51,7 +51,20 @@ from scipy import stats
 
 __all__ = ["DependenceTracker"]
 
-_MEDIAN_CHI2_1 = 0.4549  # median of chi-square(1): median((m-ref)^2) / this estimates E (m-ref)^2
+_MEDIAN_CHI2_1 = 0.4549  # median of chi-square(1): median((m - ref)^2) / this estimates E (m - ref)^2
+# mean of chi-square(1) below its 80 % quantile: the lower 80 % of n squared normal deviations average this
+_TRIMMED_CHI2_1 = float(stats.chi2.expect(lambda x: x, args=(1,), ub=stats.chi2.ppf(0.8, 1)) / 0.8)
+
+
+def _group_sums(x: np.ndarray, starts: np.ndarray, carry: np.ndarray) -> np.ndarray:
+    """Sums of consecutive groups of rows (starting at ``starts``), the first one on top of ``carry``,
+    added one row at a time in order: bit for bit what adding block by block gives."""
+    ends = np.r_[starts[1:], x.shape[0]]
+    out = np.empty((starts.size,) + x.shape[1:])
+    for g, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        first = carry if g == 0 else np.zeros(x.shape[1:])
+        out[g] = np.cumsum(np.concatenate([first[None], x[a:b]]), axis=0)[-1]
+    return out
 
 
 def _nanmedian(a: np.ndarray) -> np.ndarray:
@@ -106,7 +119,7 @@ class DependenceTracker:
         # upper-confidence factor per number of differences (chi-square with ~0.6 df per difference)
         df = np.maximum(0.6 * np.arange(self.history + 1), 1.0)
         self._inflate = df / stats.chi2.ppf(self.confidence, df)
-        df0 = np.maximum(0.9 * np.arange(self.history + 1), 1.0)
+        df0 = np.maximum(0.7 * np.arange(self.history + 1), 1.0)
         self._inflate_level = df0 / stats.chi2.ppf(self.confidence, df0)
 
     def add(self, means: np.ndarray, weights: np.ndarray, frozen: np.ndarray, hour: int = -1) -> None:
@@ -148,12 +161,11 @@ class DependenceTracker:
             pos = self._nblk[i] + np.arange(n)  # place of each block in the running batch sequence
             bid = pos // s
             starts = np.flatnonzero(np.r_[True, bid[1:] != bid[:-1]])
-            sums, ws = np.add.reduceat(contrib, starts, axis=0), np.add.reduceat(weights, starts, axis=0)
-            bad, hrs = np.logical_or.reduceat(frozen, starts, axis=0), np.add.reduceat(hot, starts, axis=0)
-            sums[0] += self._sum[i]
-            ws[0] += self._w[i]
+            sums = _group_sums(contrib, starts, self._sum[i])
+            ws = _group_sums(weights, starts, self._w[i])
+            hrs = _group_sums(hot, starts, self._hacc[i])
+            bad = np.logical_or.reduceat(frozen, starts, axis=0)
             bad[0] |= self._bad[i]
-            hrs[0] += self._hacc[i]
             ends = pos[np.r_[starts[1:], n] - 1]
             complete = ends % s == s - 1
             for g in np.flatnonzero(complete):
@@ -244,16 +256,18 @@ class DependenceTracker:
         # longer scale can take over
         if best > 0:
             return lr, self._slow_part(best, lr, ref_mean, g0, m_ref)
-        dev2 = (self._series(0) - ref_mean) ** 2
+        # the batch means' mean square around the reference, without its top 20 % (a step during the
+        # warm-up is not "dependence"; nearly as efficient as the mean, unlike the median)
+        dev2 = np.sort((self._series(0) - ref_mean) ** 2, axis=0)  # NaN last
         cnt0 = (~np.isnan(dev2)).sum(axis=0)
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            lvl = np.nan_to_num(np.nanmean(dev2, axis=0))  # the mean square: efficient (the median is not)
+        keep = np.maximum((0.8 * cnt0).astype(int), 1)
+        csum = np.nancumsum(dev2, axis=0)
+        lvl = np.take_along_axis(csum, (keep - 1)[None], axis=0)[0] / keep / _TRIMMED_CHI2_1
         rows0 = self.scales[0] * self.block_rows
         lvl_lr = (lvl - g0 / np.maximum(m_ref, 1.0)) * rows0
         diff_lr, _ = self._scale_estimate(0)
         # used only where it clearly exceeds the differences' estimate (dependence across batches)
-        clear = lvl_lr > np.maximum(diff_lr, g0) * (1.0 + 2.5 * np.sqrt(2.0 / np.maximum(cnt0, 1)))
+        clear = lvl_lr > np.maximum(diff_lr, g0) * (1.0 + 3.0 * np.sqrt(2.0 / np.maximum(cnt0, 1)))
         # a batch level beyond the differences is either dependence (shrinks with the window) or slow
         # wander (does not): unknown this early, so it counts as both until a longer scale is filled
         slow = self._slow_part(best, lr, ref_mean, g0, m_ref)
@@ -314,18 +328,9 @@ class SeasonalProfile:
         self.version += 1
 
     def add_many(self, hours: np.ndarray, means: np.ndarray, weights: np.ndarray, frozen: np.ndarray) -> None:
-        """Several blocks at once, one update per hour of day (blocks ``[n, channel]``)."""
-        w = np.where(frozen | ~(weights > 0), 0.0, weights)
-        x = w * np.nan_to_num(means)
-        for h in np.unique(hours[hours >= 0]):
-            sel = hours == h
-            wh, xh = w[sel].sum(axis=0), x[sel].sum(axis=0)
-            new = np.minimum(self._w[h] + wh, self.memory_rows)
-            ok = wh > 0
-            step = np.where(ok & (new > 0), wh / np.where(new > 0, new, 1.0), 0.0)
-            self._mean[h] += step * (np.where(ok, xh / np.where(ok, wh, 1.0), 0.0) - self._mean[h])
-            self._w[h] = new
-        self.version += 1
+        """Several blocks (``[n, channel]``) with their hours."""
+        for i in np.flatnonzero(hours >= 0):  # block by block: the same arithmetic however rows are batched
+            self.add(int(hours[i]), means[i], weights[i], frozen[i])
 
     def centred(self, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(s_h - s_bar)`` per hour and channel (zero where not used), and the use mask per channel."""

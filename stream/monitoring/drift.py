@@ -76,7 +76,7 @@ from scipy import special, stats
 from stream.monitoring import drift_stats as ds
 from stream.monitoring.calibration import Calibration, DriftSettings, calibrate
 from stream.monitoring.cusum import Cusum, alarm_level
-from stream.monitoring.dependence import DependenceTracker, SeasonalProfile
+from stream.monitoring.dependence import DependenceTracker, SeasonalProfile, _group_sums
 from stream.monitoring.drift_view import snapshot, summary
 from stream.monitoring.profile import CORRELATION_METHOD, ReferenceProfile, is_missing, reference_arrays
 
@@ -251,7 +251,8 @@ class DriftMonitor:
         pp = np.clip(theta, floor, 1 - floor)
         g0 = pp * (1 - pp)
         ju = self._sl["u"]
-        g0[ju] = np.maximum((p * (self._uref - 0.5) ** 2).sum(axis=1), 1e-12)
+        # a constant reference feature has no spread: floor it as a share seen in half a row
+        g0[ju] = np.maximum((p * (self._uref - 0.5) ** 2).sum(axis=1), 0.25 / self._m[ju])
         if npairs:
             g0[self._sl["psi"]] = (1 - self._rho[self._pairs] ** 2) ** 2
         theta[self._sl["psi"]] = 0.0
@@ -373,8 +374,9 @@ class DriftMonitor:
         if corr is not None:
             per_block["corr"] = corr
         events: list[DriftEvent] = []
-        i, refresh = 0, self.settings.refresh_blocks
+        i = 0
         while i < nb:  # segments end where the estimates are refreshed, so any batching gives the same events
+            refresh = self._refresh_period()
             seg = min(nb - i, refresh - self._blocks % refresh)
             events += self._segment(i, seg, per_block, means, weights, hours, num, start)
             i += seg
@@ -425,9 +427,14 @@ class DriftMonitor:
         if self.seasonal is not None:
             self.seasonal.add_many(hours[sl], means[sl], weights[sl], frozen)
         self.tracker.add_many(means[sl], weights[sl], frozen, hours[sl])
-        if self._blocks % self.settings.refresh_blocks == 0:
+        if self._blocks % self._refresh_period() == 0:
             self._estimates()
         return events
+
+    def _refresh_period(self) -> int:
+        """Blocks between estimate refreshes: short while warming up, so tests start as soon as they can."""
+        s = self.settings
+        return s.refresh_blocks if self._cusum_ready else min(s.refresh_blocks, 2 * s.dependence_scales[0])
 
     def _cusum_segment(self, i0: int, seg: int, means: np.ndarray, weights: np.ndarray,
                        hours: np.ndarray) -> dict[int, tuple[np.ndarray, ...]]:
@@ -442,11 +449,8 @@ class DriftMonitor:
         pos = self._cus_nblk + np.arange(seg)
         bid = pos // cb
         starts = np.flatnonzero(np.r_[True, bid[1:] != bid[:-1]])
-        sums, ws = np.add.reduceat(contrib, starts, axis=0), np.add.reduceat(w, starts, axis=0)
-        hrs = np.add.reduceat(hot, starts, axis=0)
-        sums[0] += self._cus_sum
-        ws[0] += self._cus_w
-        hrs[0] += self._cus_hours
+        sums, ws = _group_sums(contrib, starts, self._cus_sum), _group_sums(w, starts, self._cus_w)
+        hrs = _group_sums(hot, starts, self._cus_hours)
         last_block = np.r_[starts[1:], seg] - 1
         complete = pos[last_block] % cb == cb - 1
         out: dict[int, tuple[np.ndarray, ...]] = {}
