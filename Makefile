@@ -3,8 +3,11 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Apache Kafka's jars (ops/kafka/pom.xml), fetched by Maven once, again only when the pom changes.
+KAFKA_LIB := .mlstream/kafka/lib
+KAFKA_STAMP := $(KAFKA_LIB)/.installed
 
-.PHONY: env demo test bench bench-drift train dashboards clean
+.PHONY: env kafka demo test bench bench-drift train dashboards clean
 
 env: $(STAMP)
 
@@ -14,10 +17,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+kafka: $(KAFKA_STAMP)
+
+$(KAFKA_STAMP): ops/kafka/pom.xml
+	@command -v java >/dev/null || { echo "make kafka: java not found: install OpenJDK 17 (Apache Kafka 4 needs it)" >&2; exit 1; }
+	@command -v mvn >/dev/null || { echo "make kafka: mvn not found: install Maven (it fetches Apache Kafka's jars)" >&2; exit 1; }
+	rm -rf $(KAFKA_LIB)  # no jars of an older pin left on the class path
+	mvn -q -B -Dstyle.color=never -f ops/kafka/pom.xml dependency:copy-dependencies
+	touch $(KAFKA_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/mlstream demo
 
-test: $(STAMP)
+test: $(STAMP) $(KAFKA_STAMP)
 	bash scripts/install-system-deps.sh
 	$(BIN)/python -m pytest -q
 
