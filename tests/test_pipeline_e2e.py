@@ -1,9 +1,11 @@
-"""End to end on the embedded broker: every event accounted for, features online == offline."""
+"""End to end on Apache Kafka (and the first test on the embedded broker too): every event
+accounted for, features online == offline across a restart, a model hot-swap."""
 
 from __future__ import annotations
 
 import numpy as np
 import orjson
+import pytest
 
 from stream.examples.payments import DOMAIN
 from stream.registry import ModelStore
@@ -13,6 +15,8 @@ from stream.examples.simulate import PaymentSimulator
 from stream.tools.tally import wait_until
 from stream.tools.traffic import produce
 from tests.helpers import read_topic
+
+pytestmark = pytest.mark.parametrize("broker_kind", ["kafka"])
 
 
 async def _outputs(settings, expected: int, timeout_s: float = 60.0):
