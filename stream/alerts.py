@@ -33,7 +33,7 @@ import orjson
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from stream.config import AlertSettings
-from stream.errors import StreamError
+from stream.errors import AlertError, StreamError
 from stream.metrics import ALERT_OUTCOMES, Metrics
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,6 @@ log = logging.getLogger(__name__)
 OUTCOMES = ALERT_OUTCOMES
 MAX_FEATURES_SHOWN = 10
 _SLACK_ERROR = re.compile(r"^[a-z_]{1,64}$")  # Slack's error bodies are short codes
-
-
-class AlertError(StreamError):
-    """An alert channel is misconfigured. The message names the setting, never its value."""
 
 
 @dataclass(frozen=True)
