@@ -1,17 +1,21 @@
-# The environment lives in .venv and is rebuilt only when pyproject.toml changes.
+# The environment lives in .venv and is rebuilt only when pyproject.toml or requirements.lock change.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: env demo test bench bench-drift train dashboards clean
+.PHONY: env demo test lint bench bench-drift train dashboards clean
+
+lint: $(STAMP)
+	$(BIN)/ruff check stream
+	$(BIN)/mypy
 
 env: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
