@@ -319,7 +319,11 @@ class Notifier:
 
     # -- submitting (never blocks) ---------------------------------------------------------
     def submit_drift(self, drift: Mapping[str, Any]) -> bool:
-        """Queue a drift event (``stream.monitoring.drift.DriftEvent.to_dict()`` plus ``detected_at``)."""
+        """Queue a drift event (``stream.monitoring.drift.DriftEvent.to_dict()`` plus ``detected_at``).
+
+        Not sent when ``alerts.send_drift`` is off: Alertmanager routes drift instead (one path)."""
+        if not self.settings.send_drift:
+            return False
         return self._submit(Alert("drift", dict(drift)))
 
     def submit_retrain(self, request: Mapping[str, Any]) -> bool:

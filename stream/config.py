@@ -116,6 +116,10 @@ class TrainerSettings(Section):
 class AlertSettings(Section):
     slack_webhook_url: SecretStr | None = None
     generic_webhook_url: SecretStr | None = None
+    # Drift events sent directly. Turn off where Prometheus + Alertmanager route the
+    # MlstreamFeatureDrift alert (docker-compose.yml does), so each drift reaches Slack once.
+    # Retraining requests and promotions are only ever sent directly.
+    send_drift: bool = True
     queue_size: int = Field(default=1_000, ge=1)
     cooldown_s: float = Field(default=900.0, ge=0)
     max_retries: int = Field(default=5, ge=0, le=20)
