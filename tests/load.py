@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,7 +70,7 @@ class Seen:
     def gap_after(self, t0: float) -> float:
         """Longest time without a new output, from ``t0`` on (0 if none after it)."""
         times = [t0] + [t for t, _ in self.arrivals if t > t0]
-        return max((b - a for a, b in zip(times, times[1:])), default=0.0)
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
     def first_of(self, ids: list[str]) -> float | None:
         """When the first prediction of any of ``ids`` was seen (None: not yet)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import os
 import random
 import shutil
@@ -157,8 +158,7 @@ class KafkaNode:
             raise BrokerError(f"kafka storage format failed: {out.stderr.decode()[-300:].strip()}")
 
     def launch(self) -> None:
-        log = open(self.data_dir / "server.log", "ab")
-        with log:
+        with open(self.data_dir / "server.log", "ab") as log:
             self.process = subprocess.Popen(
                 [*java_command(), "kafka.Kafka", str(self.data_dir / "server.properties")],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -186,10 +186,8 @@ class KafkaNode:
     def wait_stopped(self, deadline: float) -> None:
         if self.process is None:
             return
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
         self.kill()
 
     def log_tail(self, n: int = 400) -> str:
@@ -221,7 +219,7 @@ class KafkaServer:
     def bootstrap(self) -> str:
         return ",".join(n.bootstrap for n in self.nodes)
 
-    def start(self) -> "KafkaServer":
+    def start(self) -> KafkaServer:
         voters = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in self.nodes)
         try:
             for node in self.nodes:
@@ -283,7 +281,7 @@ class KafkaServer:
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
-    def __enter__(self) -> "KafkaServer":
+    def __enter__(self) -> KafkaServer:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
