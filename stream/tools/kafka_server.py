@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 from stream.errors import BrokerError
-from stream.tools.broker import free_port
+from stream.tools.broker import EmbeddedBroker, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 LIB = Path(os.environ.get("MLSTREAM_KAFKA_LIB", ROOT / ".mlstream" / "kafka" / "lib"))
@@ -287,6 +287,24 @@ class KafkaServer:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+BROKER_KINDS = ("auto", "kafka", "embedded")
+
+
+def open_broker(kind: str = "auto") -> KafkaServer | EmbeddedBroker:
+    """A started-on-enter broker: Apache Kafka (``kafka``), the embedded one (``embedded``),
+    or Apache Kafka when Java and its jars are present and the embedded one otherwise."""
+    if kind not in BROKER_KINDS:
+        raise BrokerError(f"unknown broker {kind!r}: choose one of {', '.join(BROKER_KINDS)}")
+    if kind == "kafka" or (kind == "auto" and available()):
+        java_command()  # a clear error now rather than inside the context manager
+        return KafkaServer()
+    return EmbeddedBroker()
+
+
+def broker_name(broker: KafkaServer | EmbeddedBroker) -> str:
+    return "kafka" if isinstance(broker, KafkaServer) else "embedded"
 
 
 @atexit.register
