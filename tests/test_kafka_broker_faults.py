@@ -63,7 +63,8 @@ async def test_a_broker_killed_and_restarted_on_its_data_loses_no_event(make_set
         restart_s = await asyncio.to_thread(server.restart)
         t_ready = time.monotonic()
         assert await wait_until(lambda: seen.first_of(after_kill) is not None, 60), "no resume"
-        return {"fault": "broker SIGKILL + restart", "startup_s": round(server.startup_s or 0, 1),
+        return {"fault": "broker SIGKILL + restart", "format_s": round(server.format_s or 0, 1),
+                "startup_s": round(server.startup_s or 0, 1),
                 "restart_s": round(restart_s, 1), "down_s": round(t_ready - t_kill, 1),
                 "resume_after_ready_s": round(seen.first_of(after_kill) - t_ready, 1)}
 
@@ -82,7 +83,8 @@ async def test_a_three_node_cluster_losing_a_node_under_load_loses_no_event(make
     async def kill_one(sent: Sent, seen: Seen) -> dict:
         pid = cluster.kill(0)
         assert await wait_until(lambda: len(seen.ids) >= KILL_AFTER + 2 * RATE, 60), "no progress"
-        return {"fault": f"1 of 3 nodes SIGKILLed (pid {pid})", "startup_s": round(cluster.startup_s or 0, 1)}
+        return {"fault": f"1 of 3 nodes SIGKILLed (pid {pid})", "format_s": round(cluster.format_s or 0, 1),
+                "startup_s": round(cluster.startup_s or 0, 1)}
 
     try:
         figures = await _run_with_fault(make_settings, start_worker, cluster, kill_one,
