@@ -10,9 +10,11 @@ import json
 import time
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from stream.examples.simulate import PaymentSimulator
-from stream.kafka import ensure_topics
+from stream.kafka import client_options, ensure_topics
 from stream.tools.kafka_server import KafkaServer
 from stream.tools.tally import wait_until
 from tests.load import Seen, Sent, follow_outputs, send_steadily
@@ -24,8 +26,8 @@ KILL_AFTER = 2_000  # predictions seen before the fault
 
 
 async def _run_with_fault(make_settings, start_worker, server: KafkaServer, fault, **settings_kw):
-    """Load + worker + follower on ``server``; ``fault()`` runs once KILL_AFTER predictions
-    are out and returns its figures. Returns (figures, seen, sent)."""
+    """Load + worker + follower on ``server``; ``fault(settings, sent, seen)`` runs once
+    KILL_AFTER predictions are out and returns its figures; returns them with the accounting."""
     settings = make_settings(kafka={"bootstrap_servers": server.bootstrap}, **settings_kw)
     await ensure_topics(settings)
     worker = start_worker(settings, roles=("scorer",))
@@ -36,7 +38,7 @@ async def _run_with_fault(make_settings, start_worker, server: KafkaServer, faul
     try:
         assert await wait_until(lambda: len(seen.ids) >= KILL_AFTER, 90), "no predictions before the fault"
         t_fault = time.monotonic()
-        figures = await fault(sent, seen)
+        figures = await fault(settings, sent, seen)
         await asyncio.wait_for(load, 240)
         accounted = await wait_until(lambda: seen.accounts_for(sent), 120)
         figures["longest_output_gap_s"] = round(seen.gap_after(t_fault), 1)
@@ -53,10 +55,26 @@ async def _run_with_fault(make_settings, start_worker, server: KafkaServer, faul
         await asyncio.wait_for(asyncio.gather(follower, return_exceptions=True), 30)
 
 
+async def _replication(settings) -> dict:
+    """What the cluster says of the events topic: replicas and ISR per partition, min ISR."""
+    admin = AIOKafkaAdminClient(**client_options(settings.kafka))
+    await admin.start()
+    try:
+        topic = settings.topics.events
+        parts = (await admin.describe_topics([topic]))[0]["partitions"]
+        [resp] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        entries = resp.to_object()["resources"][0]["config_entries"]
+        min_isr = next(e["config_value"] for e in entries if e["config_names"] == "min.insync.replicas")
+        return {"replicas": sorted({len(p["replicas"]) for p in parts}),
+                "isr": sorted({len(p["isr"]) for p in parts}), "min_insync_replicas": int(min_isr)}
+    finally:
+        await admin.close()
+
+
 async def test_a_broker_killed_and_restarted_on_its_data_loses_no_event(make_settings, start_worker, tmp_path):
     server = await asyncio.to_thread(KafkaServer(data_dir=tmp_path / "kafka").start)
 
-    async def kill_and_restart(sent: Sent, seen: Seen) -> dict:
+    async def kill_and_restart(settings, sent: Sent, seen: Seen) -> dict:
         after_kill = [f"e31-{i}" for i in range(sent.attempted, EVENTS)]  # sent from now on
         t_kill = time.monotonic()
         server.kill()
@@ -80,7 +98,9 @@ async def test_a_broker_killed_and_restarted_on_its_data_loses_no_event(make_set
 async def test_a_three_node_cluster_losing_a_node_under_load_loses_no_event(make_settings, start_worker, tmp_path):
     cluster = await asyncio.to_thread(KafkaServer(nodes=3, data_dir=tmp_path / "kafka").start)
 
-    async def kill_one(sent: Sent, seen: Seen) -> dict:
+    async def kill_one(settings, sent: Sent, seen: Seen) -> dict:
+        replication = await _replication(settings)
+        assert replication == {"replicas": [3], "isr": [3], "min_insync_replicas": 2}, replication
         pid = cluster.kill(0)
         assert await wait_until(lambda: len(seen.ids) >= KILL_AFTER + 2 * RATE, 60), "no progress"
         return {"fault": f"1 of 3 nodes SIGKILLed (pid {pid})", "format_s": round(cluster.format_s or 0, 1),
