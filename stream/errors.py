@@ -33,3 +33,11 @@ class ModelLoadError(StreamError):
 
 class DomainError(StreamError):
     """A domain (schema + features) definition is inconsistent."""
+
+
+class MessageError(StreamError):
+    """A message on the bus is not the record it should be (``stream.messages.decode``)."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(f"malformed {kind}: {' '.join(reason.split())[:300]}")
+        self.kind = kind
