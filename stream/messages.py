@@ -55,7 +55,7 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 import numpy as np
@@ -71,7 +71,7 @@ __all__ = [
 ]
 
 SCORE_COLUMN = "score"  # the model's output among the monitored columns and in reference profiles
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 # Dead-letter headers (UTF-8 values); the original record's headers follow them.
 REASON_HEADER = "mlstream.error.reason"

@@ -29,7 +29,7 @@ def drift_event(feature: str = "amount_zscore", kind: str = "data_drift", index:
         "index": index, "kind": kind, "features": [feature],
         "evidence": [{"feature": feature, "test": "ks", "statistic": 0.31, "p_value": 1.2e-7,
                       "threshold": 0.12, "effect_size": 0.84}],
-        "model_name": "fraud", "model_version": "1", "detected_at": 1_750_000_000.0,
+        "model": "fraud", "model_version": "1", "detected_at": 1_750_000_000.0,
     }
 
 
@@ -91,7 +91,7 @@ async def test_retrain_and_promotion_messages(notifier, slack):
     assert n.submit_retrain({"request_id": "abc", "model": "fraud", "model_version": "1",
                              "reason": "data_drift", "features": ["amount_zscore"],
                              "evidence": drift_event()["evidence"], "requested_at": 0.0})
-    assert n.submit_promotion({"model": "fraud", "version": "2", "previous_version": "1"})
+    assert n.submit_promotion({"model": "fraud", "model_version": "2", "previous_version": "1"})
     await settle(n, "slack", 2)
     texts = sorted(r.json()["text"] for r in slack.received)
     assert texts == ["Model fraud version 2 promoted", "Retraining requested: fraud v1"]
@@ -228,7 +228,7 @@ async def test_the_webhook_url_never_shows_in_logs_metrics_or_errors(notifier, s
     n.submit_drift(drift_event("a"))
     n.submit_retrain({"request_id": "r", "model": "fraud", "model_version": "1", "reason": "x",
                       "features": ["b"], "evidence": []})
-    n.submit_promotion({"model": "fraud", "version": "3"})
+    n.submit_promotion({"model": "fraud", "model_version": "3"})
     await settle(n, "slack", 3, timeout_s=20)
     await settle(n, "webhook", 3, timeout_s=20)
     await n.stop()
