@@ -34,7 +34,7 @@ import orjson
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from stream.config import AlertSettings
-from stream.errors import StreamError
+from stream.errors import AlertError
 from stream.messages import DriftEvent, ModelUpdate, RetrainRequest, to_dict
 from stream.metrics import ALERT_OUTCOMES, Metrics
 
@@ -43,10 +43,6 @@ log = logging.getLogger(__name__)
 OUTCOMES = ALERT_OUTCOMES
 MAX_FEATURES_SHOWN = 10
 _SLACK_ERROR = re.compile(r"^[a-z_]{1,64}$")  # Slack's error bodies are short codes
-
-
-class AlertError(StreamError):
-    """An alert channel is misconfigured. The message names the setting, never its value."""
 
 
 @dataclass(frozen=True)
@@ -327,7 +323,11 @@ class Notifier:
 
     # -- submitting (never blocks) ---------------------------------------------------------
     def submit_drift(self, drift: DriftEvent | Mapping[str, Any]) -> bool:
-        """Queue a drift event (:class:`stream.messages.DriftEvent` or its fields)."""
+        """Queue a drift event (:class:`stream.messages.DriftEvent` or its fields).
+
+        Not sent when ``alerts.send_drift`` is off: Alertmanager routes drift instead (one path)."""
+        if not self.settings.send_drift:
+            return False
         return self._submit(Alert("drift", _fields_of(drift)))
 
     def submit_retrain(self, request: RetrainRequest | Mapping[str, Any]) -> bool:

@@ -5,7 +5,7 @@ Kafka. One vocabulary of keys on every topic: ``model`` (the name), ``model_vers
 ``event_id``, ``entity_id``, ``schema_version``. :func:`encode` turns a record into bytes,
 :func:`decode` bytes into a record of the asked type, or raises :class:`MessageError` with a
 one-line reason (the workers count and skip those; they never stop on a bad message).
-``python -m stream.messages`` writes the JSON Schemas in ``schemas/`` from these records
+``python -m stream.tools.schemas`` writes the JSON Schemas in ``schemas/`` from these records
 (``--check`` only compares; ``tests/test_messages.py`` fails when they differ).
 
 Why msgspec
@@ -50,11 +50,8 @@ stream.errors.MessageError: malformed Label: Expected `bool | float`, got `str` 
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence, Sized
 from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
@@ -65,9 +62,21 @@ from stream.errors import MessageError
 from stream.schema import REASONS
 
 __all__ = [
-    "SCORE_COLUMN", "Message", "Prediction", "DeadLetter", "DeadLetterHeaders", "FeatureBatch",
-    "Label", "DriftEvent", "RetrainRequest", "ModelUpdate", "MessageError", "encode", "decode",
-    "to_dict", "json_schemas",
+    "SCORE_COLUMN",
+    "DeadLetter",
+    "DeadLetterHeaders",
+    "DriftEvent",
+    "FeatureBatch",
+    "Label",
+    "Message",
+    "MessageError",
+    "ModelUpdate",
+    "Prediction",
+    "RetrainRequest",
+    "decode",
+    "encode",
+    "json_schemas",
+    "to_dict",
 ]
 
 SCORE_COLUMN = "score"  # the model's output among the monitored columns and in reference profiles
@@ -217,8 +226,9 @@ class FeatureBatch(msgspec.Struct, kw_only=True):
 
     def __post_init__(self) -> None:
         n = len(self.event_ids)
-        for name, col in (("ingest times", self.ingest_ts_ms), ("event times", self.event_ts),
-                          ("scores", self.scores), *self.columns.items()):
+        lengths: list[tuple[str, Sized]] = [("ingest times", self.ingest_ts_ms),
+                                            ("event times", self.event_ts), ("scores", self.scores)]
+        for name, col in [*lengths, *self.columns.items()]:
             if len(col) != n:
                 raise ValueError(f"{n} event ids but {len(col)} {name}")
 
@@ -322,7 +332,7 @@ class ModelUpdate(msgspec.Struct, kw_only=True):
     challenger_version: str | None = None
     previous_version: str | None = None
     sha256: str | None = None
-    metrics: dict[str, dict[str, float | None]] = {}
+    metrics: dict[str, dict[str, float | None]] = {}  # per compared role; NaN travels as null
     decided_at: float | None = None
 
 
@@ -353,7 +363,8 @@ def decode(raw: bytes | None, kind: type[T]) -> T:
     if decoder is None:
         decoder = _decoders[kind] = msgspec.json.Decoder(kind)
     try:
-        return decoder.decode(raw or b"")  # type: ignore[no-any-return]
+        record: T = decoder.decode(raw or b"")
+        return record
     except msgspec.DecodeError as exc:
         raise MessageError(kind.__name__, str(exc)) from None
 
@@ -410,27 +421,3 @@ def json_schemas() -> dict[str, str]:
             doc["$defs"] = defs
         out[f"{stem}.schema.json"] = json.dumps(doc, indent=2, sort_keys=True) + "\n"
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m stream.messages [--check] [DIR]``: write (or compare) the schemas."""
-    p = argparse.ArgumentParser(prog="python -m stream.messages", description=main.__doc__)
-    p.add_argument("directory", nargs="?", default="schemas", type=Path)
-    p.add_argument("--check", action="store_true", help="only report files that differ; exit 1 if any")
-    args = p.parse_args(argv)
-    stale = []
-    for name, text in json_schemas().items():
-        path = args.directory / name
-        current = path.read_text(encoding="utf-8") if path.exists() else None
-        if current == text:
-            continue
-        stale.append(name)
-        if not args.check:
-            path.write_text(text, encoding="utf-8")
-    verb = "differ" if args.check else "written"
-    print(f"{len(stale)} schema(s) {verb}: {', '.join(stale) or '-'}")
-    return 1 if args.check and stale else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,8 +11,20 @@ import numpy as np
 import pytest
 
 from stream.errors import MessageError, StreamError
-from stream.messages import (DeadLetter, DeadLetterHeaders, DriftEvent, FeatureBatch, Label,
-                             ModelUpdate, Prediction, RetrainRequest, decode, encode, json_schemas, main)
+from stream.messages import (
+    DeadLetter,
+    DeadLetterHeaders,
+    DriftEvent,
+    FeatureBatch,
+    Label,
+    ModelUpdate,
+    Prediction,
+    RetrainRequest,
+    decode,
+    encode,
+    json_schemas,
+)
+from stream.tools.schemas import main
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 EVIDENCE = [{"feature": "amount", "test": "ks", "statistic": 0.3, "threshold": 0.1, "p_value": float("nan"),
@@ -23,7 +35,7 @@ def test_committed_schemas_are_the_generated_ones() -> None:
     generated = json_schemas()
     stale = [name for name, text in generated.items()
              if not (SCHEMAS / name).exists() or (SCHEMAS / name).read_text() != text]
-    assert stale == [], f"run `python -m stream.messages` to regenerate {stale}"
+    assert stale == [], f"run `python -m stream.tools.schemas` to regenerate {stale}"
     assert main(["--check", str(SCHEMAS)]) == 0
 
 

@@ -21,17 +21,16 @@ from prometheus_client.registry import Collector
 
 from stream.alerts import Notifier
 from stream.config import Settings
-from stream.monitoring.drift import DriftMonitor, DriftSettings
 from stream.errors import MessageError, ModelLoadError
 from stream.kafka import commit_or_redeliver, make_consumer, make_producer, send_messages, start_client
-from stream.monitoring.labels import LabelJoiner, PerformanceMonitor, estimate_performance
+from stream.messages import SCORE_COLUMN, DriftEvent, FeatureBatch, Label, Message, ModelUpdate, decode, encode
 from stream.metrics import Metrics
+from stream.monitoring.drift import DriftMonitor, DriftSettings
+from stream.monitoring.labels import LabelJoiner, PerformanceMonitor, estimate_performance
 from stream.monitoring.ordering import PartitionMerger
-from stream.messages import (SCORE_COLUMN, DriftEvent, FeatureBatch, Label, Message, ModelUpdate,
-                             decode, encode)
 from stream.monitoring.profile import ReferenceProfile
-from stream.registry import ModelStore
 from stream.monitoring.retrain import RetrainPolicy
+from stream.registry import ModelStore
 
 log = logging.getLogger(__name__)
 EVENT_IDS = "__event_ids"  # rides along with the monitored columns through the merger
@@ -141,7 +140,8 @@ class MonitorWorker:
         producer = make_producer(s)
         await start_client(producer, s.kafka.bootstrap_servers)
         consumer = make_consumer(s, group_id=self.group_id, max_partition_fetch_bytes=16 * 1024 * 1024)
-        consumer.subscribe([s.topics.features, s.topics.labels], listener=_ForgetRevoked(self.merger, s.topics.features))
+        consumer.subscribe([s.topics.features, s.topics.labels], listener=_ForgetRevoked(self.merger, s.topics.features,
+                                                                                    self.metrics))
         await self.notifier.start()
         try:
             await start_client(consumer, s.kafka.bootstrap_servers)
@@ -267,19 +267,22 @@ class MonitorWorker:
 class _ForgetRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
     """Held feature batches of a revoked partition belong to its new owner."""
 
-    def __init__(self, merger: PartitionMerger, topic: str):
+    def __init__(self, merger: PartitionMerger, topic: str, metrics: Metrics):
         self.merger = merger
         self.topic = topic
+        self.metrics = metrics
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         for tp in revoked:
             self.merger.forget(tp)
+        self.metrics.health.set("monitor", False, "rebalancing")
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         now = time.monotonic()
         for tp in assigned:
             if tp.topic == self.topic:
                 self.merger.track(tp, now)
+        self.metrics.health.set("monitor", True, f"{len(assigned)} partitions assigned")
 
 
 class _DriftCollector(Collector):

@@ -20,6 +20,7 @@ from stream.metrics import Metrics
 from stream.scoring.model import Model
 from stream.scoring.state import EntityStore
 
+
 class Record(Protocol):
     """The fields of a consumer record we use (aiokafka's ConsumerRecord has them)."""
 

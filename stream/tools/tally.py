@@ -92,10 +92,10 @@ async def follow(settings: Settings, tally: Tally, stop: asyncio.Event, *,
         await consumer.stop()
 
 
-def _keep(tally: Tally, kept: list[Any], records: list[Any], kind: type, limit: int) -> None:
+def _keep(tally: Tally, kept: list[Any], records: list[Any], kind: type[Any], limit: int) -> None:
     for rec in records:
         try:
-            message = decode(rec.value, kind)
+            message: Any = decode(rec.value, kind)
         except MessageError:
             tally.malformed += 1
             continue

@@ -74,12 +74,14 @@ def challenge(settings: Settings, request: RetrainRequest) -> ModelUpdate:
         store.promote(name, card["version"])
     log.info("challenger %s version %s %s: %s", name, card["version"],
              "promoted" if better else "rejected", why)
+    metrics: dict[str, dict[str, float | None]] = {"challenger": {k: v for k, v in ours.items()},
+                                                   "champion": {k: v for k, v in theirs.items()}}
     return ModelUpdate(
         request_id=request.request_id, model=name,
         model_version=card["version"] if better else champion.version,
         decision="promote" if better else "reject", promoted=better, reason=why, reasons=[why],
         champion_version=champion.version, challenger_version=card["version"],
-        previous_version=champion.version, metrics={"challenger": ours, "champion": theirs},
+        previous_version=champion.version, metrics=metrics,
         decided_at=time.time(),
     )
 
