@@ -22,9 +22,8 @@ from stream.messages import (
     RetrainRequest,
     decode,
     encode,
-    json_schemas,
 )
-from stream.tools.schemas import main
+from stream.tools.schemas import json_schemas, main
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 EVIDENCE = [{"feature": "amount", "test": "ks", "statistic": 0.3, "threshold": 0.1, "p_value": float("nan"),
