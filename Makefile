@@ -34,7 +34,7 @@ $(KAFKA_STAMP): ops/kafka/pom.xml
 	@command -v java >/dev/null || { echo "make kafka: java not found: install OpenJDK 17 (Apache Kafka 4 needs it)" >&2; exit 1; }
 	@command -v mvn >/dev/null || { echo "make kafka: mvn not found: install Maven (it fetches Apache Kafka's jars)" >&2; exit 1; }
 	rm -rf $(KAFKA_LIB)  # no jars of an older pin left on the class path
-	mvn -q -B -Dstyle.color=never -f ops/kafka/pom.xml dependency:copy-dependencies
+	mvn -q -B -Dstyle.color=never -f ops/kafka/pom.xml -Dkafka.lib=$(abspath $(KAFKA_LIB)) dependency:copy-dependencies
 	touch $(KAFKA_STAMP)
 
 $(STAMP_ALT): pyproject.toml requirements.lock

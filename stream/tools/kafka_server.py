@@ -38,7 +38,8 @@ _RUNNING: set[subprocess.Popen[bytes]] = set()  # killed at exit if a caller for
 
 def java_command() -> list[str]:
     """``java -cp <jars>`` plus the JVM options, or a BrokerError naming what is missing."""
-    java = shutil.which("java", path=os.path.join(os.environ.get("JAVA_HOME", ""), "bin")) or shutil.which("java")
+    home = os.environ.get("JAVA_HOME")
+    java = (shutil.which("java", path=os.path.join(home, "bin")) if home else None) or shutil.which("java")
     if java is None:
         raise BrokerError("Apache Kafka needs Java 17+: java not found (install OpenJDK 17)")
     if not any(LIB.glob("kafka_2.13-*.jar")):
