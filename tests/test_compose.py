@@ -61,6 +61,17 @@ def test_the_stack_has_every_part():
     assert services["worker"]["command"] == ["mlstream", "worker"]
 
 
+def test_kafka_is_the_version_the_tests_run_on_with_its_data_on_the_volume():
+    pinned = re.search(r"<kafka.version>([^<]+)</kafka.version>", (ROOT / "ops/kafka/pom.xml").read_text())[1]
+    services = compose()["services"]
+    for name in ("kafka", "kafka-init"):
+        assert services[name]["image"] == f"apache/kafka:{pinned}", name
+    kafka = services["kafka"]
+    log_dirs = kafka["environment"]["KAFKA_LOG_DIRS"]
+    volumes = {v.split(":")[1]: v.split(":")[0] for v in kafka["volumes"]}
+    assert volumes.get(log_dirs) in compose()["volumes"], f"{log_dirs} is not on a named volume"
+
+
 def test_every_mounted_or_built_file_exists():
     mounts = bind_mounts()
     assert mounts
@@ -144,3 +155,19 @@ def test_prometheus_scrapes_every_worker_replica():
     job = next(j for j in config["scrape_configs"] if j["job_name"] == "mlstream")
     assert job["dns_sd_configs"][0]["names"] == ["worker"]
     assert job["dns_sd_configs"][0]["port"] == int(compose()["services"]["worker"]["expose"][0])
+
+
+def test_every_server_has_a_healthcheck():
+    """Every long-running service that serves a port is probed; the workers on /ready."""
+    services = compose()["services"]
+    for name in ("kafka", "worker", "prometheus", "alertmanager", "grafana"):
+        assert "healthcheck" in services[name], name
+    assert "/ready" in " ".join(services["worker"]["healthcheck"]["test"])
+
+
+def test_each_drift_reaches_slack_once():
+    """Alertmanager routes drift to Slack, so the workers must not send drift directly too."""
+    env = compose()["x-mlstream"]["environment"]
+    assert env["MLSTREAM_ALERTS__SEND_DRIFT"] == "false"
+    rules = (ROOT / "ops" / "prometheus" / "rules.yml").read_text()
+    assert "MlstreamFeatureDrift" in rules

@@ -1,9 +1,15 @@
-"""End to end on the embedded broker: every event accounted for, features online == offline."""
+"""End to end on Apache Kafka (and the first test on the embedded broker too): every event
+accounted for, features online == offline across a restart, a model hot-swap."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import jsonschema
 import numpy as np
 import orjson
+import pytest
 
 from stream.examples.payments import DOMAIN
 from stream.registry import ModelStore
@@ -13,6 +19,8 @@ from stream.examples.simulate import PaymentSimulator
 from stream.tools.tally import wait_until
 from stream.tools.traffic import produce
 from tests.helpers import read_topic
+
+ON_KAFKA = pytest.mark.parametrize("broker_kind", ["kafka"])
 
 
 async def _outputs(settings, expected: int, timeout_s: float = 60.0):
@@ -32,6 +40,7 @@ async def _outputs(settings, expected: int, timeout_s: float = 60.0):
     return predictions, dead
 
 
+@pytest.mark.parametrize("broker_kind", ["embedded", "kafka"])
 async def test_every_event_gets_one_prediction_or_a_dead_letter(settings, start_worker):
     sim = PaymentSimulator(seed=11, invalid_rate=0.05)
     items = list(sim.events(3_000))
@@ -48,6 +57,9 @@ async def test_every_event_gets_one_prediction_or_a_dead_letter(settings, start_
     assert set(ids) == valid_ids
     first = orjson.loads(predictions[0].value)
     assert first["model"] == "fraud" and first["model_version"] == "1"
+    schema = json.loads((Path(__file__).resolve().parent.parent / "schemas" / "prediction.schema.json").read_text())
+    for rec in predictions[:200]:  # what a consumer of the topic reads matches the published schema
+        jsonschema.validate(orjson.loads(rec.value), schema)
     assert 0.0 <= first["score"] <= 1.0 and first["scored_ts_ms"] >= first["ingest_ts_ms"]
 
     assert sorted(r.value for r in dead) == invalid_values  # original bytes kept
@@ -65,6 +77,7 @@ async def test_every_event_gets_one_prediction_or_a_dead_letter(settings, start_
     assert sum(m("mlstream_events_dead_lettered_total", {"reason": r}) or 0 for r in REASONS) == len(dead)
 
 
+@ON_KAFKA
 async def test_online_features_equal_offline_across_a_restart(settings, start_worker, model_store):
     """State survives a worker restart through the changelog: features equal the offline ones."""
     sim = PaymentSimulator(seed=5, n_users=50)
@@ -81,6 +94,9 @@ async def test_online_features_equal_offline_across_a_restart(settings, start_wo
     assert second.metrics.registry.get_sample_value("mlstream_state_restored_records_total") > 0
 
     batches = [orjson.loads(r.value) for r in await read_topic(settings, settings.topics.features)]
+    schema = json.loads((Path(__file__).resolve().parent.parent / "schemas" / "feature-batch.schema.json").read_text())
+    for b in batches[:20]:
+        jsonschema.validate(b, schema)
     online: dict[str, dict[str, float]] = {}
     for b in batches:
         for j, event_id in enumerate(b["event_ids"]):
@@ -102,6 +118,7 @@ async def test_online_features_equal_offline_across_a_restart(settings, start_wo
         assert np.isclose(got["score"], offline_scores[i], rtol=1e-6)
 
 
+@ON_KAFKA
 async def test_a_promoted_model_is_swapped_in_without_losing_an_event(settings, start_worker, model_store):
     import json
     import shutil
