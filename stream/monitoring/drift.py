@@ -435,7 +435,7 @@ class DriftMonitor:
     def _refresh_period(self) -> int:
         """Blocks between estimate refreshes: short while warming up, so tests start as soon as they can."""
         s = self.settings
-        return s.refresh_blocks if self._cusum_ready else min(s.refresh_blocks, 2 * s.dependence_scales[0])
+        return s.refresh_blocks if self._ready else min(s.refresh_blocks, 2 * s.dependence_scales[0])
 
     def _cusum_segment(self, i0: int, seg: int, means: np.ndarray, weights: np.ndarray,
                        hours: np.ndarray) -> dict[int, tuple[np.ndarray, ...]]:
