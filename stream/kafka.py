@@ -151,7 +151,7 @@ async def send_messages(producer: AIOKafkaProducer, topic: str, partition: int,
             batch = producer.create_batch()
             if batch.append(key=m.key, value=m.value, timestamp=m.timestamp_ms,
                             headers=m.headers or []) is None:
-                raise BrokerError(f"a message of {len(m.value)} bytes does not fit a produce batch")
+                raise BrokerError(f"a message of {len(m.value or b'')} bytes does not fit a produce batch")
     if batch.record_count():
         futures.append(await producer.send_batch(batch, topic, partition=partition))
     return futures

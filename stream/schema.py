@@ -32,6 +32,9 @@ REASONS = (
     "unknown_schema_version",
     "too_large",
 )
+# Every dead-letter reason: the validation ones, plus a record whose processing raised
+# (stream.error_policy) and a score that is not finite or out of range.
+DEAD_LETTER_REASONS = REASONS + ("processing_error", "invalid_score")
 
 
 _NON_FINITE_LITERAL = re.compile(rb"[:\[,]\s*-?(NaN|Infinity)\b")

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 
 from stream.config import Settings
 from stream.domain import Domain
+from stream.error_policy import ErrorPolicy
 from stream.errors import ModelLoadError
 from stream.kafka import commit_or_redeliver, make_consumer, make_producer, send_messages, send_records, start_client
 from stream.metrics import Metrics
@@ -41,7 +42,9 @@ class ScoringWorker:
         self.store = ModelStore(settings.model_store)
         model = load_model(self.store, settings.model_name, domain.features.columns)
         self._announce(model, "load_ok")
-        self.scorer = BatchScorer(domain, model, metrics, emit_features=emit_features)
+        self.policy = ErrorPolicy.from_settings(settings, metrics)
+        self.scorer = BatchScorer(domain, model, metrics, emit_features=emit_features,
+                                  policy=self.policy, max_future_s=settings.scoring.max_future_s)
         self.group_id = f"{settings.app_id}-scorer"
         self.stores: dict[int, EntityStore] = {}
         self._lock = asyncio.Lock()
