@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -89,13 +89,22 @@ class ErrorPolicy:
         self.metrics.processing_errors.labels(stage).inc(n)
         log.warning("%s: %s failed (%s); set aside, the stream goes on", stage, what, self.describe(exc))
 
-    def call(self, stage: str, what: str, fn: Callable[..., T], *args: Any) -> tuple[bool, T | None]:
-        """Run ``fn(*args)``; a failure is counted, logged and returned as ``(False, None)``."""
+    def call(self, stage: str, what: str, fn: Callable[..., T], *args: Any) -> tuple[T | None, Exception | None]:
+        """``(fn(*args), None)``, or ``(None, exception)`` counted and logged."""
         try:
-            return True, fn(*args)
+            return fn(*args), None
         except Exception as exc:  # the policy: whatever a stage raises never stops the loop
             self.failed(stage, exc, what)
-            return False, None
+            return None, exc
+
+    async def call_async(self, stage: str, what: str, fn: Callable[..., Awaitable[T]],
+                         *args: Any) -> tuple[T | None, Exception | None]:
+        """:meth:`call` for a coroutine function."""
+        try:
+            return await fn(*args), None
+        except Exception as exc:  # see call()
+            self.failed(stage, exc, what)
+            return None, exc
 
     def split(self, items: np.ndarray, attempt: Callable[[np.ndarray], T], *,
               stage: str) -> tuple[list[tuple[np.ndarray, T]], dict[int, Exception]]:

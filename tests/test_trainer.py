@@ -49,3 +49,37 @@ async def test_a_retraining_request_is_answered_once_with_a_promoted_challenger(
     finally:
         stop.set()
         await asyncio.wait_for(trainer, 60)
+
+
+async def test_a_failing_or_malformed_request_is_answered_as_failed_and_the_trainer_goes_on(make_settings):
+    import uuid
+
+    # the domain's feature function raises on some training events: training fails
+    settings = make_settings(domain="tests.poison_domain:DOMAIN", trainer={"events": 2_000, "warmup": 0},
+                             topics={"model_updates": f"updates-{uuid.uuid4().hex[:8]}"})
+    await ensure_topics(settings)
+    stop = asyncio.Event()
+    trainer = asyncio.create_task(run_trainer(settings, stop))
+    try:
+        drift = {"kind": "data_drift", "features": ["log_amount"], "evidence": [], "index": 1}
+        request = RetrainPolicy(3_600).request(drift, model="fraud", version="1", now=7_200.0)
+        producer = make_producer(settings)
+        await start_client(producer, settings.kafka.bootstrap_servers)
+        for value in (b"\x00 not a request", orjson.dumps(request)):
+            await producer.send_and_wait(settings.topics.retrain, value)
+        await producer.stop()
+
+        updates: list = []
+        deadline = asyncio.get_running_loop().time() + 120
+        while len(updates) < 2 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.5)  # re-reading the topic until the answers are there
+            updates[:] = [orjson.loads(r.value) for r in await read_topic(settings, settings.topics.model_updates)]
+        malformed, failed = updates
+        assert malformed["request_id"] is None and malformed["promoted"] is False
+        assert malformed["reason"].startswith("malformed request: JSONDecodeError")
+        assert failed["request_id"] == request["request_id"] and failed["promoted"] is False
+        assert failed["reason"].startswith("failed: PoisonError: cannot featurize"), failed["reason"]
+        assert not trainer.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(trainer, 60)

@@ -23,12 +23,13 @@ from prometheus_client.registry import Collector
 from stream.alerts import Notifier
 from stream.config import Settings
 from stream.monitoring.drift import DriftMonitor, DriftSettings
+from stream.error_policy import ErrorPolicy
 from stream.errors import ModelLoadError
 from stream.kafka import commit_or_redeliver, make_consumer, make_producer, send_messages, start_client
 from stream.monitoring.labels import LabelJoiner, PerformanceMonitor, estimate_performance
 from stream.metrics import Metrics
 from stream.monitoring.ordering import PartitionMerger
-from stream.scoring.pipeline import Message
+from stream.scoring.pipeline import Message, dead_letter
 from stream.monitoring.profile import ReferenceProfile
 from stream.registry import ModelStore
 from stream.monitoring.retrain import RetrainPolicy
@@ -129,6 +130,8 @@ class MonitorWorker:
         self._early_matches: list[tuple[ModelMonitor, np.ndarray, np.ndarray]] = []
         self.drift_events = 0
         self.retrain_requests = 0
+        self.errors = ErrorPolicy.from_settings(settings, metrics)
+        self._dead: list[tuple[int, Message]] = []  # inputs set aside, to the dead-letter topic
 
     def monitor_for(self, name: str, version: str) -> ModelMonitor | None:
         key = f"{name}:{version}"
@@ -166,11 +169,14 @@ class MonitorWorker:
                 self.hold({tp: recs for tp, recs in batches.items() if tp.topic == s.topics.features},
                           time.monotonic())
                 released, offsets = self.merger.release(time.monotonic())
-                if not released and not labels and not self._early_matches:
+                if not released and not labels and not self._early_matches and not self._dead:
                     continue
                 drift, retrain = self.handle(released, [r for recs in labels.values() for r in recs],
                                              time.time())
                 futures = []
+                dead, self._dead = self._dead, []
+                for partition, message in dead:
+                    futures += await send_messages(producer, s.topics.dead_letter, partition, [message])
                 if drift:
                     futures += await send_messages(producer, s.topics.drift, 0, drift)
                 if retrain:
@@ -188,28 +194,50 @@ class MonitorWorker:
                 await producer.stop()
 
     def hold(self, batches: dict[TopicPartition, list[Any]], now: float) -> None:
-        """Decode feature batches and park their rows until the partitions are in step."""
+        """Decode feature batches and park their rows until the partitions are in step.
+
+        A batch that cannot be decoded goes through the error policy: counted, logged,
+        dead-lettered, and its offset still committed once the rows before it are out."""
         for tp, records in batches.items():
             for rec in records:
-                ts, cols, mon = np.empty(0), {}, None  # a malformed batch is skipped, still committed
-                try:
-                    msg = orjson.loads(rec.value or b"")
-                    mon = self.monitor_for(msg["model"], msg["model_version"])
-                    ts = np.asarray(msg["event_ts"], dtype=np.float64)
-                    if mon is not None:
-                        _, cols = decode_feature_batch(msg, mon.kinds)
-                        cols[EVENT_IDS] = msg["event_ids"]
-                        # the label join needs no ordering: predictions join it on arrival
-                        early = self.joiner.add_predictions(msg["event_ids"], np.asarray(msg["scores"]),
-                                                            time.time())
-                        if len(early[0]):
-                            self._early_matches.append((mon, *early))
-                except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
-                    self.metrics.processing_errors.labels("monitor").inc()
-                    log.warning("skipping a malformed feature batch: %s", str(exc)[:200])
-                    ts, cols, mon = np.empty(0), {}, None
+                held, exc = self.errors.call("monitor", "a feature batch", self._decode, rec)
+                ts, cols, mon = held if held is not None else (np.empty(0), {}, None)
+                if exc is not None:
+                    self._dead_letter(rec, exc)
                 self.merger.add(tp, offset=rec.offset, ts=ts if mon is not None else np.empty(0),
                                 columns=cols, meta=mon, now=now)
+
+    def _decode(self, rec: Any) -> tuple[np.ndarray, dict[str, Any], ModelMonitor | None]:
+        msg = orjson.loads(rec.value or b"")
+        mon = self.monitor_for(str(msg["model"]), str(msg["model_version"]))
+        ts = np.asarray(msg["event_ts"], dtype=np.float64)
+        ids = msg["event_ids"]
+        if mon is None:
+            return ts, {}, None
+        _, cols = decode_feature_batch(msg, mon.kinds)
+        cols[EVENT_IDS] = list(ids)
+        n = len(ids)
+        lengths = {k: len(v) for k, v in cols.items()}
+        if ts.ndim != 1 or len(ts) != n or any(v != n for v in lengths.values()):
+            raise ValueError(f"columns of unequal lengths: {n} event ids, {len(ts)} times, {lengths}")
+        # rows timed in the future (or not at all) would hold the event-time merge back for good
+        bad = ~(ts <= time.time() + self.settings.scoring.max_future_s)
+        if bad.any():
+            self.errors.failed("monitor", ValueError(f"{int(bad.sum())} event time(s) out of range"),
+                               "rows of a feature batch", int(bad.sum()))
+            keep = ~bad
+            ts = ts[keep]
+            cols = {k: (v[keep] if isinstance(v, np.ndarray) else [x for x, k_ in zip(v, keep) if k_])
+                    for k, v in cols.items()}
+        # the label join needs no ordering: predictions join it on arrival
+        early = self.joiner.add_predictions(cols[EVENT_IDS], np.asarray(cols[SCORE_COLUMN]), time.time())
+        if len(early[0]):
+            self._early_matches.append((mon, *early))
+        return ts, cols, mon
+
+    def _dead_letter(self, rec: Any, exc: Exception) -> None:
+        self._dead.append((rec.partition, dead_letter(rec, "processing_error", self.errors.describe(exc),
+                                                      self.errors.headers(exc))))
 
     def handle(self, released: list[Any], label_records: list[Any],
                now: float) -> tuple[list[Message], list[Message]]:
@@ -220,20 +248,20 @@ class MonitorWorker:
             if mon is not None and len(ts):
                 by_model.setdefault(f"{mon.name}:{mon.version}", (mon, []))[1].append((ts, cols))
         for mon, slices in by_model.values():
-            cols = merge_slices(slices)
-            ids = cols.pop(EVENT_IDS)
-            self.metrics.monitor_rows.inc(len(ids))
-            events += [(ev, mon) for ev in mon.on_features(cols)]
+            merged, _ = self.errors.call("monitor", f"rows of {mon.name}:{mon.version}",
+                                         _merge_and_test, mon, slices)
+            if merged is not None:
+                self.metrics.monitor_rows.inc(merged[0])
+                events += [(ev, mon) for ev in merged[1]]
         label_ids: list[str] = []
         label_values: list[float] = []
         for rec in label_records:
-            try:
-                label = orjson.loads(rec.value or b"")
-                label_ids.append(str(label["event_id"]))
-                label_values.append(float(label["label"]))
-            except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
-                self.metrics.processing_errors.labels("monitor").inc()
-                log.warning("skipping a malformed label: %s", str(exc)[:200])
+            parsed, exc = self.errors.call("labels", "a label", _parse_label, rec)
+            if parsed is not None:
+                label_ids.append(parsed[0])
+                label_values.append(parsed[1])
+            elif exc is not None:
+                self._dead_letter(rec, exc)
         if label_ids:
             scores, truth = self.joiner.add_labels(label_ids, np.asarray(label_values), now)
             newest = next(reversed(self.monitors.values()), None)
@@ -276,6 +304,20 @@ class MonitorWorker:
             self.metrics.retrain_requests.inc()
             self.notifier.submit_retrain(request)
             self.retrain_requests += 1
+
+
+def _merge_and_test(mon: ModelMonitor, slices: list[tuple[np.ndarray, dict[str, Any]]]) -> tuple[int, list[Any]]:
+    cols = merge_slices(slices)
+    ids = cols.pop(EVENT_IDS)
+    return len(ids), mon.on_features(cols)
+
+
+def _parse_label(rec: Any) -> tuple[str, float]:
+    label = orjson.loads(rec.value or b"")
+    value = float(label["label"])
+    if not np.isfinite(value):
+        raise ValueError(f"label {value} is not finite")
+    return str(label["event_id"]), value
 
 
 class _ForgetRevoked(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -19,7 +19,8 @@ import orjson
 
 from stream.config import Settings
 from stream.domain import Domain, load_domain
-from stream.errors import ModelLoadError
+from stream.error_policy import ErrorPolicy
+from stream.metrics import Metrics
 from stream.registry import ModelStore
 from stream.scoring.model import load_model
 from stream.training.train import TrainingData, holdout_metrics, read_jsonl, train
@@ -101,25 +102,36 @@ def build_trainer(settings: Settings) -> faust.App:
     updates = app.topic(t.model_updates, value_serializer="raw", partitions=1)
     answered = app.Table("answered-requests", default=str, partitions=1)
 
+    policy = ErrorPolicy.from_settings(settings, Metrics.create())
+
     @app.agent(requests)
     async def answer(stream: faust.StreamT[bytes]) -> None:
         async for value in stream:
-            try:
-                request = orjson.loads(value)
-                request_id = str(request["request_id"])
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                log.warning("ignoring a malformed retraining request")
+            request, exc = policy.call("trainer", "a retraining request", _parse_request, value)
+            if request is None:  # answered, so whoever sent it is not left waiting
+                update: dict[str, Any] = {"request_id": None, "promoted": False,
+                                          "reason": f"malformed request: {policy.describe(exc or ValueError())}"}
+                await updates.send(key=None, value=orjson.dumps(update))
                 continue
+            request_id = str(request["request_id"])
             if answered[request_id]:
                 continue  # a repeat: same drift, already answered
-            try:
-                update = await asyncio.to_thread(challenge, settings, request)
-            except (ModelLoadError, ValueError, OSError) as exc:
-                update = {"request_id": request_id, "promoted": False, "reason": f"failed: {exc}"}
+            result, exc = await policy.call_async("trainer", f"request {request_id}",
+                                                  asyncio.to_thread, challenge, settings, request)
+            update = result if result is not None else {
+                "request_id": request_id, "promoted": False,
+                "reason": f"failed: {policy.describe(exc or ValueError())}"}
             answered[request_id] = "promoted" if update["promoted"] else "rejected"
             await updates.send(key=request_id.encode(), value=orjson.dumps(update))
 
     return app
+
+
+def _parse_request(value: bytes) -> dict[str, Any]:
+    request = orjson.loads(value)
+    if not isinstance(request, dict) or not request.get("request_id"):
+        raise ValueError("a retraining request is a JSON object with a request_id")
+    return request
 
 
 def _credentials(settings: Settings) -> Any:
