@@ -51,7 +51,7 @@ class AlertError(StreamError):
 class Alert:
     """One notification as queued: what happened (``type``) and its payload."""
 
-    type: str  # "drift", "retrain" or "promotion"
+    type: str  # "drift", "retrain", "promotion" or "rollback"
     payload: Mapping[str, Any]
 
 
@@ -195,6 +195,13 @@ def slack_message(alert: Alert) -> dict[str, Any]:
                 ("Features", ", ".join(map(str, p.get("features", [])))[:500] or "n/a")]
         lines = _evidence_lines(p.get("evidence", []))
         context = f"request {p.get('request_id', '?')} · mlstream"
+    elif alert.type == "rollback":
+        model, version = p.get("model") or "?", p.get("version") or "?"
+        title = f"Model {model} version {version} rolled back to {p.get('previous_version') or '?'}"
+        head = [("Model", model), ("Bad version", version),
+                ("Serving now", p.get("previous_version") or "n/a"), ("Reason", p.get("reason", "?"))]
+        lines = []
+        context = "mlstream scorer"
     else:
         model, version = p.get("model") or "?", p.get("version") or "?"
         title = f"Model {model} version {version} promoted"
@@ -232,8 +239,8 @@ def dedup_keys(alert: Alert) -> list[tuple[str, str, str]]:
     [('fraud', '3', 'promotion')]
     """
     p = alert.payload
-    if alert.type == "promotion":
-        return [(str(p.get("model")), str(p.get("version")), "promotion")]
+    if alert.type in ("promotion", "rollback"):
+        return [(str(p.get("model")), str(p.get("version")), alert.type)]
     model = str(p.get("model_name") if alert.type == "drift" else p.get("model"))
     kind = str(p.get("kind")) if alert.type == "drift" else "retrain"
     features = sorted({str(f) for f in p.get("features", [])}) or ["*"]
@@ -333,6 +340,10 @@ class Notifier:
     def submit_promotion(self, info: Mapping[str, Any]) -> bool:
         """Queue a promotion: ``{"model", "version", "previous_version"?, "sha256"?}``."""
         return self._submit(Alert("promotion", dict(info)))
+
+    def submit_rollback(self, info: Mapping[str, Any]) -> bool:
+        """Queue a rollback: ``{"model", "version", "previous_version", "reason"}``."""
+        return self._submit(Alert("rollback", dict(info)))
 
     def _count(self, outcome: str, channels: Iterable[str] | None = None) -> None:
         for c in self.channels if channels is None else channels:

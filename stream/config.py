@@ -92,6 +92,8 @@ class ScoringSettings(BaseModel, frozen=True):
     # the previous version (and alerted); each such event is dead-lettered as invalid_score.
     max_invalid_score_share: float = Field(default=0.01, ge=0, le=1)
     invalid_score_window: int = Field(default=1_000, ge=1)
+    # How often a scorer looks for a newly promoted model version in the store.
+    model_poll_interval_s: float = Field(default=2.0, gt=0, le=3_600)
 
 
 class MonitorSettings(BaseModel, frozen=True):

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
+from stream.alerts import Notifier
 from stream.config import Settings
 from stream.domain import Domain
 from stream.error_policy import ErrorPolicy
@@ -23,13 +24,12 @@ from stream.errors import ModelLoadError
 from stream.kafka import commit_or_redeliver, make_consumer, make_producer, send_messages, send_records, start_client
 from stream.metrics import Metrics
 from stream.scoring.pipeline import BatchOutput, BatchScorer
-from stream.registry import ModelStore
+from stream.registry import CARD_FILE, MODEL_FILE, ModelStore
 from stream.scoring.model import Model, load_model
 from stream.scoring.state import EntityStore, decode_state, encode_states
 
 log = logging.getLogger(__name__)
 
-MODEL_POLL_S = 2.0
 EVICT_EVERY_S = 60.0
 
 
@@ -57,6 +57,30 @@ class ScoringWorker:
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.processed = 0
+        self.notifier = Notifier(settings.alerts, metrics)
+        self._previous: Model | None = None  # what a rollback returns to
+        # versions refused (at swap or by rollback), with the store's state when refused:
+        # retried only once that state changes
+        self._refused: dict[str, tuple[Any, ...]] = {}
+        self._window_scored = 0
+        self._window_invalid = 0
+
+    def _store_state(self, version: str) -> tuple[Any, ...]:
+        """What identifies the store's content for a version: CURRENT, card and file stats."""
+        base = self.store.root / self.settings.model_name
+        out: list[Any] = []
+        for path in (base / "CURRENT", base / version / CARD_FILE, base / version / MODEL_FILE):
+            try:
+                st = path.stat()
+                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def _refuse(self, version: str) -> None:
+        self._refused[version] = self._store_state(version)
+        while len(self._refused) > 100:  # bounded
+            self._refused.pop(next(iter(self._refused)))
 
     def _announce(self, model: Model, outcome: str) -> None:
         self.metrics.model_info.clear()
@@ -71,6 +95,7 @@ class ScoringWorker:
         self.consumer = make_consumer(s, group_id=self.group_id,
                                       max_poll_interval_ms=300_000)
         self.consumer.subscribe([s.topics.events], listener=_Rebalance(self))
+        await self.notifier.start()
         try:
             await start_client(self.consumer, s.kafka.bootstrap_servers)
             self.metrics.worker_info.labels("scorer").set(1)
@@ -82,6 +107,7 @@ class ScoringWorker:
             finally:
                 self.metrics.worker_info.labels("scorer").set(0)
                 try:
+                    await self.notifier.stop()
                     await self.consumer.stop()
                 finally:
                     await self.producer.stop()
@@ -89,7 +115,7 @@ class ScoringWorker:
     async def _loop(self, stop: asyncio.Event) -> None:
         assert self.consumer is not None
         sc = self.settings.scoring
-        next_model_check = time.monotonic() + MODEL_POLL_S
+        next_model_check = time.monotonic() + sc.model_poll_interval_s
         next_evict = time.monotonic() + EVICT_EVERY_S
         while not stop.is_set():
             batches = await self.consumer.getmany(timeout_ms=max(sc.max_wait_ms, 1),
@@ -99,7 +125,7 @@ class ScoringWorker:
                     await self._process(batches)
             now = time.monotonic()
             if now >= next_model_check:
-                next_model_check = now + MODEL_POLL_S
+                next_model_check = now + sc.model_poll_interval_s
                 await self._maybe_swap_model()
             if now >= next_evict:
                 next_evict = now + EVICT_EVERY_S
@@ -123,6 +149,7 @@ class ScoringWorker:
         self.metrics.batch_size.observe(n)
         self.metrics.events_consumed.labels(self.settings.topics.events).inc(n)
         out = self.scorer.process(by_part, self.stores)
+        self._watch_scores(out)
         t0 = time.perf_counter()
         self._pending += await self._send(out)
         self.metrics.stage_latency.labels("produce").observe(time.perf_counter() - t0)
@@ -188,6 +215,8 @@ class ScoringWorker:
         self._last_commit = time.monotonic()
 
     async def _maybe_swap_model(self) -> None:
+        """Serve the store's current version if it passes the checks. A version refused is
+        counted and logged once, and tried again only when the store changes."""
         name = self.settings.model_name
         try:
             current = self.store.current_version(name)
@@ -195,16 +224,56 @@ class ScoringWorker:
             return
         if current == self.scorer.model.version:
             return
+        if current in self._refused and self._refused[current] == self._store_state(current):
+            return
+        state = self._store_state(current)
         try:
             model = await asyncio.to_thread(load_model, self.store, name,
                                             self.domain.features.columns, current)
         except ModelLoadError as exc:
+            self._refused[current] = state
             self.metrics.model_loads.labels("swap_failed").inc()
-            log.error("keeping model version %s: %s", self.scorer.model.version, exc)
+            log.error("keeping model version %s, refusing version %s until the store changes: %s",
+                      self.scorer.model.version, current, exc)
             return
+        self._refused.pop(current, None)
         async with self._lock:
+            self._previous = self.scorer.model
             self.scorer.swap_model(model)
+            self._window_scored = self._window_invalid = 0
         self._announce(model, "swap_ok")
+
+    def _watch_scores(self, out: BatchOutput) -> None:
+        """Swap a model back when its scores are invalid on more than the configured share
+        of a window of scored events (each of them was dead-lettered as invalid_score)."""
+        sc = self.settings.scoring
+        self._window_scored += out.scored
+        self._window_invalid += out.invalid_scores
+        window = max(self._window_scored, sc.invalid_score_window)
+        if self._window_invalid > sc.max_invalid_score_share * window:
+            bad, scored, invalid = self.scorer.model, self._window_scored, self._window_invalid
+            self._window_scored = self._window_invalid = 0
+            reason = (f"{invalid} of {scored} scores ({invalid / max(scored, 1):.1%}) were not finite "
+                      f"or out of range (limit {sc.max_invalid_score_share:.1%})")
+            previous = self._previous
+            if bad.version in self._refused:
+                return  # already reported, nothing to go back to
+            self._refuse(bad.version)
+            if previous is None:
+                log.error("model %s version %s: %s; no previous version to go back to, its invalid "
+                          "scores keep going to the dead-letter topic", bad.name, bad.version, reason)
+                self.notifier.submit_rollback({"model": bad.name, "version": bad.version,
+                                               "previous_version": None, "reason": reason})
+                return
+            self.scorer.swap_model(previous)
+            self._previous = None
+            self._announce(previous, "rolled_back")
+            log.error("model %s version %s rolled back to version %s: %s", bad.name, bad.version,
+                      previous.version, reason)
+            self.notifier.submit_rollback({"model": bad.name, "version": bad.version,
+                                           "previous_version": previous.version, "reason": reason})
+        elif self._window_scored >= sc.invalid_score_window:
+            self._window_scored = self._window_invalid = 0
 
     async def _evict(self) -> None:
         assert self.producer is not None
