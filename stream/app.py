@@ -11,7 +11,8 @@ from prometheus_client import start_http_server
 
 from stream.config import Settings
 from stream.domain import load_domain
-from stream.kafka import ensure_topics
+from stream.errors import ConfigError
+from stream.kafka import ensure_topics, wait_for_broker
 from stream.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -31,13 +32,24 @@ async def run_worker(settings: Settings, roles: Sequence[str] = ROLES, *,
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
-    server, thread = start_http_server(settings.metrics_port, settings.metrics_host,
-                                       registry=metrics.registry)
+    try:
+        server, thread = start_http_server(settings.metrics_port, settings.metrics_host,
+                                           registry=metrics.registry)
+    except OSError as exc:
+        raise ConfigError(f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} "
+                          f"({exc.strerror or exc}): set MLSTREAM_METRICS_PORT to a free port, "
+                          "or 0 for any free port") from None
     log.info("metrics on http://%s:%s/metrics", settings.metrics_host, server.server_port)
     if on_metrics_port is not None:
         on_metrics_port(server.server_port)
-    if create_topics:
-        await ensure_topics(settings)
+    try:
+        await wait_for_broker(settings, stop)
+        if create_topics:
+            await ensure_topics(settings)
+    except BaseException:
+        server.shutdown()
+        server.server_close()
+        raise
     stages = []
     if "scorer" in roles:
         from stream.scoring.worker import ScoringWorker

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,6 +74,40 @@ async def start_client(client: AIOKafkaConsumer | AIOKafkaProducer | AIOKafkaAdm
     except (KafkaConnectionError, KafkaError, OSError) as exc:
         await _close_quietly(client)
         raise BrokerError(f"cannot connect to Kafka at {servers}: {type(exc).__name__}") from None
+
+
+async def wait_for_broker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Wait for the cluster at start: retry with doubling backoff (up to
+    ``kafka.connect_backoff_max_s``) for ``kafka.connect_timeout_s``, logging "not ready"
+    meanwhile, then give up with one line naming the setting."""
+    k = settings.kafka
+    began = time.monotonic()
+    delay = min(0.2, k.connect_backoff_max_s)
+    while True:
+        admin = AIOKafkaAdminClient(**client_options(k))
+        try:
+            await start_client(admin, k.bootstrap_servers)
+        except BrokerError:
+            waited = time.monotonic() - began
+            if waited >= k.connect_timeout_s or (stop is not None and stop.is_set()):
+                raise BrokerError(f"Kafka at {k.bootstrap_servers} not reachable after {waited:.0f}s "
+                                  "(MLSTREAM_KAFKA__CONNECT_TIMEOUT_S)") from None
+            log.warning("Kafka at %s not ready; waiting (up to %ss)", k.bootstrap_servers,
+                        f"{k.connect_timeout_s:g}")
+            delay = min(delay, k.connect_timeout_s - waited)
+            if stop is not None:
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep(delay)  # backoff between connection attempts
+            delay = min(max(delay, 0.1) * 2, k.connect_backoff_max_s)
+            continue
+        await admin.close()
+        if time.monotonic() - began > 1:
+            log.info("Kafka at %s is ready", k.bootstrap_servers)
+        return
 
 
 async def _close_quietly(client: Any) -> None:
