@@ -48,6 +48,9 @@ class KafkaSettings(BaseModel, frozen=True):
     # Deadline on a Kafka call the client would otherwise retry forever (offset commit,
     # waiting for produce acknowledgements).
     request_deadline_s: float = Field(default=30.0, gt=0)
+    # A worker that has read nothing for this long checks that its topics still exist (a
+    # broker restarted without its data): it recreates them if it creates topics, else stops.
+    topic_check_interval_s: float = Field(default=10.0, gt=0)
 
     @field_validator("bootstrap_servers")
     @classmethod

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -22,10 +22,11 @@ from aiokafka.structs import OffsetAndMetadata
 from aiokafka.helpers import create_ssl_context
 
 from stream.config import KafkaSettings, Settings
-from stream.errors import BrokerError
+from stream.errors import BrokerError, KafkaCallError
 from stream.scoring.pipeline import Message
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def client_options(kafka: KafkaSettings) -> dict[str, Any]:
@@ -142,18 +143,69 @@ async def ensure_topics(settings: Settings) -> None:
         await admin.close()
 
 
-async def commit_or_redeliver(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> bool:
+async def within(aw: Awaitable[T], deadline_s: float, what: str) -> T:
+    """Await a Kafka call the client would retry forever, for at most ``deadline_s``."""
+    try:
+        return await asyncio.wait_for(aw, deadline_s)
+    except asyncio.TimeoutError:
+        raise KafkaCallError(f"{what} not answered within {deadline_s:g}s "
+                                 "(MLSTREAM_KAFKA__REQUEST_DEADLINE_S)") from None
+
+
+async def missing_topics(settings: Settings) -> list[str]:
+    """mlstream's topics that the cluster does not have (any more)."""
+    admin = AIOKafkaAdminClient(**client_options(settings.kafka))
+    await start_client(admin, settings.kafka.bootstrap_servers)
+    try:
+        existing = set(await within(admin.list_topics(), settings.kafka.request_deadline_s,
+                                    "listing topics"))
+    finally:
+        await admin.close()
+    return [name for name in all_topics(settings) if name not in existing]
+
+
+_recreated = [0]  # topic recreations by this process: every stage in it starts over
+
+
+def recreations() -> int:
+    """How many times this process recreated lost topics (a stage that sees the number
+    change starts over: its read positions belong to topics that no longer exist)."""
+    return _recreated[0]
+
+
+async def check_topics(settings: Settings, *, recreate: bool) -> bool:
+    """Are our topics still there? A worker that creates topics recreates missing ones
+    (True); one that does not stops with one line (BrokerError)."""
+    missing = await missing_topics(settings)
+    if not missing:
+        return False
+    if not recreate:
+        raise BrokerError(f"topic(s) {', '.join(sorted(missing))} no longer exist on the cluster "
+                          "and this worker does not create topics; stopping")
+    log.error("topic(s) %s disappeared from the cluster (a broker restarted without its data?); "
+              "recreating them", ", ".join(sorted(missing)))
+    await ensure_topics(settings)
+    _recreated[0] += 1
+    return True
+
+
+async def commit_or_redeliver(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int],
+                              deadline_s: float = 30.0) -> bool:
     """Commit offsets; if the group rebalanced meanwhile, the records are redelivered to the
-    partitions' new owners (at-least-once), which is not an error of this worker."""
+    partitions' new owners (at-least-once), which is not an error of this worker. A commit
+    not answered within ``deadline_s`` raises :class:`KafkaCallError`."""
     if not offsets:
         return True
     try:
-        await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
+        await within(consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}),
+                     deadline_s, "offset commit")
         return True
     except (CommitFailedError, IllegalStateError) as exc:
         log.warning("offsets not committed (%s); those records will be processed again",
                     type(exc).__name__)
         return False
+    except KafkaError as exc:
+        raise KafkaCallError(f"offset commit failed: {type(exc).__name__}") from None
 
 
 async def send_records(producer: AIOKafkaProducer, topic: str, partition: int,

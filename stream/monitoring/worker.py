@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -24,8 +25,17 @@ from stream.alerts import Notifier
 from stream.config import Settings
 from stream.monitoring.drift import DriftMonitor, DriftSettings
 from stream.error_policy import ErrorPolicy
-from stream.errors import ModelLoadError
-from stream.kafka import commit_or_redeliver, make_consumer, make_producer, send_messages, start_client
+from stream.errors import BrokerError, KafkaCallError, ModelLoadError
+from stream.kafka import (
+    check_topics,
+    commit_or_redeliver,
+    make_consumer,
+    make_producer,
+    recreations,
+    send_messages,
+    start_client,
+    within,
+)
 from stream.monitoring.labels import LabelJoiner, PerformanceMonitor, estimate_performance
 from stream.metrics import Metrics
 from stream.monitoring.ordering import PartitionMerger
@@ -114,8 +124,9 @@ def merge_slices(slices: list[tuple[np.ndarray, dict[str, Any]]]) -> dict[str, A
 
 
 class MonitorWorker:
-    def __init__(self, settings: Settings, metrics: Metrics):
+    def __init__(self, settings: Settings, metrics: Metrics, *, create_topics: bool = True):
         self.settings = settings
+        self.create_topics = create_topics  # recreate topics that disappear (else stop)
         self.metrics = metrics
         self.store = ModelStore(settings.model_store)
         self.monitors: dict[str, ModelMonitor] = {}
@@ -157,41 +168,87 @@ class MonitorWorker:
         s = self.settings
         producer = make_producer(s)
         await start_client(producer, s.kafka.bootstrap_servers)
-        consumer = make_consumer(s, group_id=self.group_id, max_partition_fetch_bytes=16 * 1024 * 1024)
-        consumer.subscribe([s.topics.features, s.topics.labels], listener=_ForgetRevoked(self.merger, s.topics.features))
         await self.notifier.start()
+        consumer = None
+        from_beginning = False
         try:
-            await start_client(consumer, s.kafka.bootstrap_servers)
-            self.metrics.worker_info.labels("monitor").set(1)
             while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=100, max_records=500)
-                labels = {tp: recs for tp, recs in batches.items() if tp.topic == s.topics.labels}
-                self.hold({tp: recs for tp, recs in batches.items() if tp.topic == s.topics.features},
-                          time.monotonic())
-                released, offsets = self.merger.release(time.monotonic())
-                if not released and not labels and not self._early_matches and not self._dead:
-                    continue
-                drift, retrain = self.handle(released, [r for recs in labels.values() for r in recs],
-                                             time.time())
-                futures = []
-                dead, self._dead = self._dead, []
-                for partition, message in dead:
-                    futures += await send_messages(producer, s.topics.dead_letter, partition, [message])
-                if drift:
-                    futures += await send_messages(producer, s.topics.drift, 0, drift)
-                if retrain:
-                    futures += await send_messages(producer, s.topics.retrain, 0, retrain)
-                if futures:
-                    await asyncio.gather(*futures)
-                offsets.update({tp: recs[-1].offset + 1 for tp, recs in labels.items() if recs})
-                await commit_or_redeliver(consumer, offsets)
+                consumer = make_consumer(s, group_id=self.group_id, max_partition_fetch_bytes=16 * 1024 * 1024)
+                listener = _ForgetRevoked(self.merger, s.topics.features, consumer, from_beginning)
+                consumer.subscribe([s.topics.features, s.topics.labels], listener=listener)
+                await start_client(consumer, s.kafka.bootstrap_servers)
+                self.metrics.worker_info.labels("monitor").set(1)
+                if not await self._loop(consumer, producer, stop):
+                    break
+                # the broker lost its data: start over on the new topics with a new consumer
+                self.merger.forget_all()
+                self._dead = []
+                from_beginning = True  # offsets committed meanwhile may be old-topic positions
+                await _stop_quietly(consumer, s.kafka.request_deadline_s)
         finally:
             self.metrics.worker_info.labels("monitor").set(0)
             try:
                 await self.notifier.stop()
-                await consumer.stop()
+                if consumer is not None:
+                    await _stop_quietly(consumer, s.kafka.request_deadline_s)
             finally:
                 await producer.stop()
+
+    async def _loop(self, consumer: Any, producer: Any, stop: asyncio.Event) -> bool:
+        """Poll until stopped (False) or until the topics were recreated (True)."""
+        s = self.settings
+        next_check = time.monotonic() + s.kafka.topic_check_interval_s
+        seen = recreations()
+        failures = 0
+        while not stop.is_set():
+            try:
+                await self._step(consumer, producer)
+                if time.monotonic() >= next_check:  # are the topics still there?
+                    next_check = time.monotonic() + s.kafka.topic_check_interval_s
+                    if await check_topics(s, recreate=self.create_topics) or recreations() != seen:
+                        return True
+                failures = 0
+            except KafkaCallError as exc:
+                failures += 1
+                if await check_topics(s, recreate=self.create_topics) or recreations() != seen:
+                    return True
+                if exc.outputs_lost or failures >= 3:
+                    raise BrokerError(f"{exc}; stopping so that the uncommitted records are "
+                                      "processed again after a restart") from None
+                log.warning("%s; retrying", exc)
+        return False
+
+    async def _step(self, consumer: Any, producer: Any) -> bool:
+        """One poll: hold feature batches, handle what the merger releases and the labels,
+        publish, commit. True if records came in."""
+        s = self.settings
+        deadline = s.kafka.request_deadline_s
+        batches = await consumer.getmany(timeout_ms=100, max_records=500)
+        labels = {tp: recs for tp, recs in batches.items() if tp.topic == s.topics.labels}
+        self.hold({tp: recs for tp, recs in batches.items() if tp.topic == s.topics.features},
+                  time.monotonic())
+        released, offsets = self.merger.release(time.monotonic())
+        if not released and not labels and not self._early_matches and not self._dead:
+            return bool(batches)
+        drift, retrain = self.handle(released, [r for recs in labels.values() for r in recs],
+                                     time.time())
+        futures = []
+        dead, self._dead = self._dead, []
+        for partition, message in dead:
+            futures += await send_messages(producer, s.topics.dead_letter, partition, [message])
+        if drift:
+            futures += await send_messages(producer, s.topics.drift, 0, drift)
+        if retrain:
+            futures += await send_messages(producer, s.topics.retrain, 0, retrain)
+        if futures:
+            try:
+                await within(asyncio.gather(*futures), deadline, "produce acknowledgements")
+            except KafkaCallError as exc:
+                exc.outputs_lost = True
+                raise
+        offsets.update({tp: recs[-1].offset + 1 for tp, recs in labels.items() if recs})
+        await commit_or_redeliver(consumer, offsets, deadline)
+        return bool(batches)
 
     def hold(self, batches: dict[TopicPartition, list[Any]], now: float) -> None:
         """Decode feature batches and park their rows until the partitions are in step.
@@ -320,18 +377,32 @@ def _parse_label(rec: Any) -> tuple[str, float]:
     return str(label["event_id"]), value
 
 
+async def _stop_quietly(consumer: Any, deadline_s: float) -> None:
+    try:
+        await asyncio.wait_for(consumer.stop(), deadline_s)
+    except (asyncio.TimeoutError, KafkaError) as exc:
+        log.warning("consumer did not close cleanly: %s", type(exc).__name__)
+
+
 class _ForgetRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
     """Held feature batches of a revoked partition belong to its new owner."""
 
-    def __init__(self, merger: PartitionMerger, topic: str):
+    def __init__(self, merger: PartitionMerger, topic: str, consumer: Any = None,
+                 from_beginning: bool = False):
         self.merger = merger
         self.topic = topic
+        self.consumer = consumer
+        self.from_beginning = from_beginning
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         for tp in revoked:
             self.merger.forget(tp)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self.from_beginning and self.consumer is not None and assigned:
+            self.from_beginning = False
+            for tp in assigned:  # a plain seek: committed offsets may be old-topic positions
+                self.consumer.seek(tp, 0)
         now = time.monotonic()
         for tp in assigned:
             if tp.topic == self.topic:

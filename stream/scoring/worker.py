@@ -15,13 +15,24 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 
 from stream.alerts import Notifier
 from stream.config import Settings
 from stream.domain import Domain
 from stream.error_policy import ErrorPolicy
-from stream.errors import ModelLoadError
-from stream.kafka import commit_or_redeliver, make_consumer, make_producer, send_messages, send_records, start_client
+from stream.errors import BrokerError, KafkaCallError, ModelLoadError
+from stream.kafka import (
+    check_topics,
+    commit_or_redeliver,
+    make_consumer,
+    make_producer,
+    recreations,
+    send_messages,
+    send_records,
+    start_client,
+    within,
+)
 from stream.metrics import Metrics
 from stream.scoring.pipeline import BatchOutput, BatchScorer
 from stream.registry import CARD_FILE, MODEL_FILE, ModelStore
@@ -35,8 +46,9 @@ EVICT_EVERY_S = 60.0
 
 class ScoringWorker:
     def __init__(self, settings: Settings, domain: Domain, metrics: Metrics, *,
-                 emit_features: bool = True):
+                 emit_features: bool = True, create_topics: bool = True):
         self.settings = settings
+        self.create_topics = create_topics  # recreate topics that disappear (else stop)
         self.domain = domain
         self.metrics = metrics
         self.store = ModelStore(settings.model_store)
@@ -64,6 +76,7 @@ class ScoringWorker:
         self._refused: dict[str, tuple[Any, ...]] = {}
         self._window_scored = 0
         self._window_invalid = 0
+        self._from_beginning = False  # after the broker lost its data: read the new topics whole
 
     def _store_state(self, version: str) -> tuple[Any, ...]:
         """What identifies the store's content for a version: CURRENT, card and file stats."""
@@ -92,23 +105,37 @@ class ScoringWorker:
         s = self.settings
         self.producer = make_producer(s)
         await start_client(self.producer, s.kafka.bootstrap_servers)
-        self.consumer = make_consumer(s, group_id=self.group_id,
-                                      max_poll_interval_ms=300_000)
-        self.consumer.subscribe([s.topics.events], listener=_Rebalance(self))
         await self.notifier.start()
         try:
-            await start_client(self.consumer, s.kafka.bootstrap_servers)
-            self.metrics.worker_info.labels("scorer").set(1)
-            await self._loop(stop)
+            while not stop.is_set():
+                self.consumer = make_consumer(s, group_id=self.group_id, max_poll_interval_ms=300_000)
+                self.consumer.subscribe([s.topics.events], listener=_Rebalance(self))
+                await start_client(self.consumer, s.kafka.bootstrap_servers)
+                self.metrics.worker_info.labels("scorer").set(1)
+                try:
+                    await self._loop(stop)
+                except _StartOver:
+                    log.warning("the topics were recreated: reading them again with a new consumer")
+                    # the broker lost its data: what was not committed is gone with it, and a
+                    # new consumer reads the new topics from their committed offsets (none)
+                    self._pending, self._dirty, self._offsets = [], {}, {}
+                    self.stores.clear()
+                    # offsets committed meanwhile may be positions in the old topics
+                    self._from_beginning = True
+                    await _stop_quietly(self.consumer, s.kafka.request_deadline_s)
         finally:
             try:
                 async with self._lock:
                     await self._commit()
+            except BrokerError as exc:  # bounded by the deadline; the records are redelivered
+                log.warning("last commit at shutdown failed (%s); uncommitted records will be "
+                            "processed again", exc)
             finally:
                 self.metrics.worker_info.labels("scorer").set(0)
                 try:
                     await self.notifier.stop()
-                    await self.consumer.stop()
+                    if self.consumer is not None:
+                        await _stop_quietly(self.consumer, s.kafka.request_deadline_s)
                 finally:
                     await self.producer.stop()
 
@@ -117,23 +144,40 @@ class ScoringWorker:
         sc = self.settings.scoring
         next_model_check = time.monotonic() + sc.model_poll_interval_s
         next_evict = time.monotonic() + EVICT_EVERY_S
+        next_topic_check = time.monotonic() + self.settings.kafka.topic_check_interval_s
+        seen = recreations()
+        failures = 0
         while not stop.is_set():
-            batches = await self.consumer.getmany(timeout_ms=max(sc.max_wait_ms, 1),
-                                                  max_records=sc.max_batch_size)
-            if batches:
-                async with self._lock:
-                    await self._process(batches)
-            now = time.monotonic()
-            if now >= next_model_check:
-                next_model_check = now + sc.model_poll_interval_s
-                await self._maybe_swap_model()
-            if now >= next_evict:
-                next_evict = now + EVICT_EVERY_S
-                async with self._lock:
-                    await self._evict()
-            if not batches:
-                async with self._lock:
-                    await self._commit()
+            try:
+                batches = await self.consumer.getmany(timeout_ms=max(sc.max_wait_ms, 1),
+                                                      max_records=sc.max_batch_size)
+                if batches:
+                    async with self._lock:
+                        await self._process(batches)
+                now = time.monotonic()
+                if now >= next_model_check:
+                    next_model_check = now + sc.model_poll_interval_s
+                    await self._maybe_swap_model()
+                if now >= next_evict:
+                    next_evict = now + EVICT_EVERY_S
+                    async with self._lock:
+                        await self._evict()
+                if not batches:
+                    async with self._lock:
+                        await self._commit()
+                if now >= next_topic_check:  # are the topics still there?
+                    next_topic_check = now + self.settings.kafka.topic_check_interval_s
+                    if await check_topics(self.settings, recreate=self.create_topics) or recreations() != seen:
+                        raise _StartOver
+                failures = 0
+            except KafkaCallError as exc:
+                failures += 1
+                if await check_topics(self.settings, recreate=self.create_topics) or recreations() != seen:
+                    raise _StartOver from None
+                if exc.outputs_lost or failures >= 3:
+                    raise BrokerError(f"{exc}; stopping so that the uncommitted records are "
+                                      "processed again after a restart") from None
+                log.warning("%s; retrying", exc)
 
     async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:
         assert self.consumer is not None and self.producer is not None
@@ -206,11 +250,23 @@ class ScoringWorker:
             values = encode_states(store.matrix[list(touched.values())])
             futures += await send_records(self.producer, self.settings.topics.changelog, p, keys, values)
         self._dirty = {}
+        deadline = self.settings.kafka.request_deadline_s
         if futures:
-            await asyncio.gather(*futures)
+            try:
+                await within(asyncio.gather(*futures), deadline, "produce acknowledgements")
+            except KafkaCallError as exc:
+                exc.outputs_lost = True  # their offsets must never be committed now
+                raise
+            except KafkaError as exc:
+                raise KafkaCallError(f"produce failed: {type(exc).__name__}", outputs_lost=True) from None
         offsets = {tp: o for tp, o in self._offsets.items() if tp.partition in self.stores}
         self._offsets = {}
-        await commit_or_redeliver(self.consumer, offsets)
+        try:
+            await commit_or_redeliver(self.consumer, offsets, deadline)
+        except KafkaCallError:
+            for tp, o in offsets.items():  # outputs are delivered: commit them next time
+                self._offsets.setdefault(tp, o)
+            raise
         self._batches_since_commit = 0
         self._last_commit = time.monotonic()
 
@@ -287,17 +343,25 @@ class ScoringWorker:
                                               [k.encode() for k in gone], [None] * len(gone))
             self.metrics.entities.labels(str(p)).set(len(store))
         if futures:
-            await asyncio.gather(*futures)
+            await within(asyncio.gather(*futures), self.settings.kafka.request_deadline_s,
+                         "changelog tombstones")
 
     # -- rebalancing -------------------------------------------------------------------
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
-            await self._commit()
+            try:
+                await self._commit()
+            except BrokerError as exc:  # the new owners process the uncommitted records again
+                log.warning("commit before giving partitions up failed: %s", exc)
             for tp in revoked:
                 self.stores.pop(tp.partition, None)
         log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self._from_beginning and self.consumer is not None and assigned:
+            self._from_beginning = False
+            for tp in assigned:  # a plain seek: committed offsets may be old-topic positions
+                self.consumer.seek(tp, 0)
         async with self._lock:
             new = sorted(tp.partition for tp in assigned if tp.partition not in self.stores)
             if new:
@@ -312,6 +376,17 @@ class ScoringWorker:
             self.stores[p] = store
             self.metrics.entities.labels(str(p)).set(len(store))
         self.metrics.state_restored.inc(sum(s.restored for s in restored.values()))
+
+
+class _StartOver(Exception):
+    """The broker lost its data and the topics were recreated: read them with a new consumer."""
+
+
+async def _stop_quietly(consumer: AIOKafkaConsumer, deadline_s: float) -> None:
+    try:
+        await asyncio.wait_for(consumer.stop(), deadline_s)
+    except (asyncio.TimeoutError, KafkaError) as exc:
+        log.warning("consumer did not close cleanly: %s", type(exc).__name__)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -342,8 +417,14 @@ async def restore_state(settings: Settings, width: int, partitions: list[int],
         await consumer.seek_to_beginning(*tps)
         pending = set(tps)
         now = time.time()
+        progress = time.monotonic()
         while pending:
+            if time.monotonic() - progress > settings.kafka.request_deadline_s:
+                raise KafkaCallError(f"restoring state from {topic} made no progress for "
+                                     f"{settings.kafka.request_deadline_s:g}s (MLSTREAM_KAFKA__REQUEST_DEADLINE_S)")
             batches = await consumer.getmany(*pending, timeout_ms=200, max_records=50_000)
+            if batches:
+                progress = time.monotonic()
             for tp, records in batches.items():
                 store = stores[tp.partition]
                 for rec in records:
