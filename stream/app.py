@@ -10,11 +10,9 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
-from prometheus_client import start_http_server
-
 from stream.config import Settings
 from stream.domain import load_domain
-from stream.errors import ConfigError
+from stream.http import serve
 from stream.kafka import ensure_topics, wait_for_broker
 from stream.metrics import Metrics
 
@@ -40,18 +38,16 @@ async def run_worker(settings: Settings, roles: Sequence[str] = ROLES, *,
             loop.add_signal_handler(sig, _on_signal, stop, grace)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
-    try:
-        server, thread = start_http_server(settings.metrics_port, settings.metrics_host,
-                                           registry=metrics.registry)
-    except OSError as exc:
-        raise ConfigError(f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} "
-                          f"({exc.strerror or exc}): set MLSTREAM_METRICS_PORT to a free port, "
-                          "or 0 for any free port") from None
-    log.info("metrics on http://%s:%s/metrics", settings.metrics_host, server.server_port)
+    server = serve(metrics.registry, metrics.health, settings.metrics_host, settings.metrics_port)
+    log.info("metrics on http://%s:%s/metrics (health: /healthz, /ready)", settings.metrics_host,
+             server.server_port)
     if on_metrics_port is not None:
         on_metrics_port(server.server_port)
     tasks: list[asyncio.Future[None]] = []
     try:
+        for role in roles:  # not ready while waiting for the broker
+            if role == "scorer" or (role == "monitor" and settings.monitor.enabled):
+                metrics.health.register(role)
         await wait_for_broker(settings, stop)
         if stop.is_set():
             return

@@ -43,3 +43,23 @@ class ModelLoadError(StreamError):
 
 class DomainError(StreamError):
     """A domain (schema + features) definition is inconsistent."""
+
+
+class AlertError(StreamError):
+    """An alert channel is misconfigured. The message names the setting, never its value."""
+
+
+class ProfileError(StreamError, ValueError):
+    """Reference data or a profile dict that cannot be used (also a ValueError, as before)."""
+
+
+class ReplayError(StreamError, ValueError):
+    """Bad replay input (unreadable line, unknown schema kind, ...)."""
+
+
+class MessageError(StreamError):
+    """A message on the bus is not the record it should be (``stream.messages.decode``)."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(f"malformed {kind}: {' '.join(reason.split())[:300]}")
+        self.kind = kind

@@ -100,9 +100,9 @@ async def test_malformed_feature_batches_and_labels_never_stop_the_monitor(setti
     await produce(settings, sim, 1_000, rate=0, start=2_000)
 
     assert await wait_until(lambda: m("mlstream_monitor_rows_total") == 3_000, 60)
-    assert await wait_until(lambda: m("mlstream_processing_errors_total", {"stage": "labels"}) == 4, 20)
-    # three undecodable batches, and the future batch's rows
-    assert m("mlstream_processing_errors_total", {"stage": "monitor"}) == 3 + len(real["event_ids"])
+    # three undecodable batches, the future batch's rows and four bad labels
+    expected = 3 + len(real["event_ids"]) + 4
+    assert await wait_until(lambda: m("mlstream_processing_errors_total", {"stage": "monitor"}) == expected, 20)
     assert not worker.task.done()
 
     async def dead_letters() -> list:

@@ -1,10 +1,10 @@
-"""A worker process at start: a busy metrics port and an absent broker are one line and exit 2;
-a broker that comes up within the budget is waited for."""
+"""A worker process at start: an absent broker is waited for with bounded backoff, then one
+line and exit 2; a broker that comes up within the budget is waited for. (A busy metrics port:
+tests/test_health.py.)"""
 
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import orjson
@@ -16,20 +16,6 @@ from stream.tools.tally import wait_until
 from stream.tools.traffic import produce
 from tests.helpers import read_topic
 from tests.test_cli import mlstream
-
-
-def test_a_metrics_port_in_use_is_one_line_naming_the_setting(broker, model_store):
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        result = mlstream("worker", timeout=60, env={
-            "MLSTREAM_METRICS_PORT": str(port), "MLSTREAM_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
-            "MLSTREAM_MODEL_STORE": str(model_store)})
-    assert result.returncode == 2, result.stderr
-    assert result.stderr.strip().count("\n") == 0, result.stderr
-    assert f"cannot serve metrics on 127.0.0.1:{port}" in result.stderr
-    assert "MLSTREAM_METRICS_PORT" in result.stderr and "0 for any free port" in result.stderr
 
 
 def test_an_absent_broker_is_waited_for_then_one_line_and_exit_2(model_store):

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import orjson
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client.core import GaugeMetricFamily
@@ -36,31 +35,28 @@ from stream.kafka import (
     start_client,
     within,
 )
+from stream.messages import (
+    SCORE_COLUMN,
+    DeadLetter,
+    DriftEvent,
+    FeatureBatch,
+    Label,
+    Message,
+    ModelUpdate,
+    decode,
+    encode,
+)
 from stream.monitoring.labels import LabelJoiner, PerformanceMonitor, estimate_performance
 from stream.metrics import Metrics
+from stream.monitoring.drift import DriftMonitor, DriftSettings
+from stream.monitoring.labels import LabelJoiner, PerformanceMonitor, estimate_performance
 from stream.monitoring.ordering import PartitionMerger
-from stream.scoring.pipeline import Message, dead_letter
 from stream.monitoring.profile import ReferenceProfile
-from stream.registry import ModelStore
 from stream.monitoring.retrain import RetrainPolicy
-from stream.training.train import SCORE_COLUMN
+from stream.registry import ModelStore
 
 log = logging.getLogger(__name__)
 EVENT_IDS = "__event_ids"  # rides along with the monitored columns through the merger
-
-
-def decode_feature_batch(msg: dict[str, Any], kinds: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A decoded feature batch message as (message, monitor columns including the score)."""
-    cols: dict[str, Any] = {}
-    raw = msg["columns"]
-    for name, kind in kinds.items():
-        if name == SCORE_COLUMN:
-            cols[name] = np.asarray(msg["scores"], dtype=np.float64)
-        elif kind == "numeric":
-            cols[name] = np.array(raw[name], dtype=np.float64)  # null -> NaN
-        else:
-            cols[name] = list(raw[name])
-    return msg, cols
 
 
 class ModelMonitor:
@@ -158,8 +154,9 @@ class MonitorWorker:
             previous = [m.version for m in self.monitors.values() if m.name == name]
             self.monitors[key] = ModelMonitor(card.data, self.settings)
             if previous:  # a new version of a model we already watch: it was promoted
-                self.notifier.submit_promotion({"model": name, "version": version,
-                                                "previous_version": previous[-1]})
+                self.notifier.submit_promotion(ModelUpdate(
+                    model=name, model_version=version, decision="promote", promoted=True,
+                    previous_version=previous[-1], decided_at=time.time()))
             while len(self.monitors) > 4:  # keep the newest versions only
                 self.monitors.pop(next(iter(self.monitors)))
         return self.monitors[key]
@@ -174,7 +171,7 @@ class MonitorWorker:
         try:
             while not stop.is_set():
                 consumer = make_consumer(s, group_id=self.group_id, max_partition_fetch_bytes=16 * 1024 * 1024)
-                listener = _ForgetRevoked(self.merger, s.topics.features, consumer, from_beginning)
+                listener = _ForgetRevoked(self.merger, s.topics.features, self.metrics, consumer, from_beginning)
                 consumer.subscribe([s.topics.features, s.topics.labels], listener=listener)
                 await start_client(consumer, s.kafka.bootstrap_servers)
                 self.metrics.worker_info.labels("monitor").set(1)
@@ -265,18 +262,13 @@ class MonitorWorker:
                                 columns=cols, meta=mon, now=now)
 
     def _decode(self, rec: Any) -> tuple[np.ndarray, dict[str, Any], ModelMonitor | None]:
-        msg = orjson.loads(rec.value or b"")
-        mon = self.monitor_for(str(msg["model"]), str(msg["model_version"]))
-        ts = np.asarray(msg["event_ts"], dtype=np.float64)
-        ids = msg["event_ids"]
+        batch = decode(rec.value, FeatureBatch)  # MessageError names what is malformed
+        mon = self.monitor_for(batch.model, batch.model_version)
+        ts = np.asarray(batch.event_ts, dtype=np.float64)
         if mon is None:
             return ts, {}, None
-        _, cols = decode_feature_batch(msg, mon.kinds)
-        cols[EVENT_IDS] = list(ids)
-        n = len(ids)
-        lengths = {k: len(v) for k, v in cols.items()}
-        if ts.ndim != 1 or len(ts) != n or any(v != n for v in lengths.values()):
-            raise ValueError(f"columns of unequal lengths: {n} event ids, {len(ts)} times, {lengths}")
+        cols = batch.monitor_columns(mon.kinds)
+        cols[EVENT_IDS] = batch.event_ids
         # rows timed in the future (or not at all) would hold the event-time merge back for good
         bad = ~(ts <= time.time() + self.settings.scoring.max_future_s)
         if bad.any():
@@ -287,14 +279,20 @@ class MonitorWorker:
             cols = {k: (v[keep] if isinstance(v, np.ndarray) else [x for x, k_ in zip(v, keep) if k_])
                     for k, v in cols.items()}
         # the label join needs no ordering: predictions join it on arrival
-        early = self.joiner.add_predictions(cols[EVENT_IDS], np.asarray(cols[SCORE_COLUMN]), time.time())
+        early = self.joiner.add_predictions(cols[EVENT_IDS], np.asarray(cols[SCORE_COLUMN], dtype=np.float64),
+                                            time.time())
         if len(early[0]):
             self._early_matches.append((mon, *early))
         return ts, cols, mon
 
     def _dead_letter(self, rec: Any, exc: Exception) -> None:
-        self._dead.append((rec.partition, dead_letter(rec, "processing_error", self.errors.describe(exc),
-                                                      self.errors.headers(exc))))
+        """An input the policy set aside, to the dead-letter topic (same partition number)."""
+        dl = DeadLetter(key=rec.key, value=rec.value, reason="processing_error",
+                        message=self.errors.describe(exc), source_topic=rec.topic,
+                        source_partition=rec.partition, source_offset=rec.offset,
+                        headers=list(rec.headers or ()), timestamp_ms=rec.timestamp,
+                        error_class=type(exc).__name__)
+        self._dead.append((rec.partition, dl.to_message()))
 
     def handle(self, released: list[Any], label_records: list[Any],
                now: float) -> tuple[list[Message], list[Message]]:
@@ -313,7 +311,7 @@ class MonitorWorker:
         label_ids: list[str] = []
         label_values: list[float] = []
         for rec in label_records:
-            parsed, exc = self.errors.call("labels", "a label", _parse_label, rec)
+            parsed, exc = self.errors.call("monitor", "a label", _parse_label, rec)
             if parsed is not None:
                 label_ids.append(parsed[0])
                 label_values.append(parsed[1])
@@ -345,19 +343,18 @@ class MonitorWorker:
 
     def _publish(self, ev: Any, mon: ModelMonitor, now: float, out: list[Message],
                  retrain: list[Message]) -> None:
-        drift = ev.to_dict()
-        drift["detected_at"] = now
-        drift["model_name"], drift["model_version"] = mon.name, mon.version
-        out.append(Message(None, orjson.dumps(drift, option=orjson.OPT_SERIALIZE_NUMPY)))
+        # the performance monitor's events carry no model: the monitor that made them knows it
+        drift = DriftEvent(**{**ev.to_dict(), "model": mon.name, "model_version": mon.version},
+                           detected_at=now)
+        out.append(Message(None, encode(drift)))
         self.notifier.submit_drift(drift)
-        self.metrics.drift_events.labels(drift["kind"]).inc()
+        self.metrics.drift_events.labels(drift.kind).inc()
         self.drift_events += 1
-        if drift["kind"] == "drift_resolved":
+        if drift.kind == "drift_resolved":
             return
-        request = self.policy.request(drift, model=mon.name, version=mon.version, now=now)
+        request = self.policy.request(drift, now=now)
         if request is not None:
-            retrain.append(Message(request["request_id"].encode(),
-                                   orjson.dumps(request, option=orjson.OPT_SERIALIZE_NUMPY)))
+            retrain.append(Message(request.request_id.encode(), encode(request)))
             self.metrics.retrain_requests.inc()
             self.notifier.submit_retrain(request)
             self.retrain_requests += 1
@@ -370,11 +367,11 @@ def _merge_and_test(mon: ModelMonitor, slices: list[tuple[np.ndarray, dict[str, 
 
 
 def _parse_label(rec: Any) -> tuple[str, float]:
-    label = orjson.loads(rec.value or b"")
-    value = float(label["label"])
+    label = decode(rec.value, Label)
+    value = float(label.label)
     if not np.isfinite(value):
         raise ValueError(f"label {value} is not finite")
-    return str(label["event_id"]), value
+    return label.event_id, value
 
 
 async def _stop_quietly(consumer: Any, deadline_s: float) -> None:
@@ -387,16 +384,18 @@ async def _stop_quietly(consumer: Any, deadline_s: float) -> None:
 class _ForgetRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
     """Held feature batches of a revoked partition belong to its new owner."""
 
-    def __init__(self, merger: PartitionMerger, topic: str, consumer: Any = None,
+    def __init__(self, merger: PartitionMerger, topic: str, metrics: Metrics, consumer: Any = None,
                  from_beginning: bool = False):
         self.merger = merger
         self.topic = topic
+        self.metrics = metrics
         self.consumer = consumer
         self.from_beginning = from_beginning
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         for tp in revoked:
             self.merger.forget(tp)
+        self.metrics.health.set("monitor", False, "rebalancing")
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         if self.from_beginning and self.consumer is not None and assigned:
@@ -407,6 +406,7 @@ class _ForgetRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
         for tp in assigned:
             if tp.topic == self.topic:
                 self.merger.track(tp, now)
+        self.metrics.health.set("monitor", True, f"{len(assigned)} partitions assigned")
 
 
 class _DriftCollector(Collector):

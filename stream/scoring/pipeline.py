@@ -11,20 +11,18 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
-import orjson
 
 from stream.domain import Domain
 from stream.error_policy import ErrorPolicy, index_runs
 from stream.errors import ValidationError
+from stream.messages import DeadLetter, FeatureBatch, Message, Prediction, encode
 from stream.metrics import Metrics
 from stream.scoring.model import Model
 from stream.schema import DEAD_LETTER_REASONS
 from stream.scoring.state import EntityStore
-
-Headers = list[tuple[str, bytes]]
 
 
 class Record(Protocol):
@@ -37,14 +35,6 @@ class Record(Protocol):
     value: bytes | None
     timestamp: int
     headers: Sequence[tuple[str, bytes]]
-
-
-@dataclass(frozen=True)
-class Message:
-    key: bytes | None
-    value: bytes | None  # None: a tombstone
-    headers: Headers | None = None
-    timestamp_ms: int | None = None
 
 
 @dataclass
@@ -70,54 +60,13 @@ class BatchOutput:
     invalid_scores: int = 0
 
 
-PRODUCER_HEADER_PREFIX = "producer."
-
-
-def dead_letter(record: Record, reason: str, message: str,
-                extra: Headers | None = None) -> Message:
-    """The original bytes (a tombstone stays one), with headers saying why and where from.
-
-    mlstream's headers come first and win: an incoming header of the same name is kept
-    renamed ``producer.<name>``, so a consumer reading headers into a dict sees ours.
-
-    Examples
-    --------
-    >>> from types import SimpleNamespace as R
-    >>> rec = R(topic="events", partition=0, offset=7, key=b"u1", value=None, timestamp=1,
-    ...         headers=[("mlstream.error.reason", b"spoofed"), ("trace", b"abc")])
-    >>> m = dead_letter(rec, "not_json", "tombstone")
-    >>> dict(m.headers)["mlstream.error.reason"], dict(m.headers)["producer.mlstream.error.reason"]
-    (b'not_json', b'spoofed')
-    >>> m.value is None, dict(m.headers)["trace"]
-    (True, b'abc')
-    """
-    headers = [
-        ("mlstream.error.reason", reason.encode()),
-        ("mlstream.error.message", message[:1_000].encode(errors="replace")),
-        *(extra or []),
-        ("mlstream.source.topic", record.topic.encode()),
-        ("mlstream.source.partition", str(record.partition).encode()),
-        ("mlstream.source.offset", str(record.offset).encode()),
-    ]
-    ours = {name for name, _ in headers}
-    for name, value in record.headers or ():
-        headers.append((PRODUCER_HEADER_PREFIX + name if name in ours else name, value))
-    return Message(record.key, record.value, headers, record.timestamp)
-
-
-def encode_feature_batch(partition: int, model: Model, ids: list[str], ingest_ms: np.ndarray,
-                         event_ts: np.ndarray, monitored: Mapping[str, Any], scores: np.ndarray) -> bytes:
-    """The monitor's input: one JSON object of columns per partition and batch.
-
-    Schema: ``schemas/feature-batch.schema.json``. NaN (missing) serialises as null.
-    """
-    columns = {k: v if isinstance(v, np.ndarray) and v.dtype.kind == "f" else list(v)
-               for k, v in monitored.items()}
-    return orjson.dumps({
-        "partition": partition, "model": model.name, "model_version": model.version,
-        "event_ids": ids, "ingest_ts_ms": ingest_ms, "event_ts": event_ts, "scores": scores,
-        "columns": columns,
-    }, option=orjson.OPT_SERIALIZE_NUMPY)
+def dead_letter(record: Record, reason: str, message: str, error_class: str | None = None) -> Message:
+    """The original bytes (a tombstone stays one), with headers saying why and where from
+    (mlstream's replace a producer's of the same name: :class:`stream.messages.DeadLetter`)."""
+    return DeadLetter(key=record.key, value=record.value, reason=reason, message=message,
+                      source_topic=record.topic, source_partition=record.partition,
+                      source_offset=record.offset, headers=list(record.headers or ()),
+                      timestamp_ms=record.timestamp, error_class=error_class).to_message()
 
 
 @dataclass
@@ -201,14 +150,13 @@ class BatchScorer:
 
         scored_ms = int(now * 1000)
         name, version = model.name, model.version
-        dumps = orjson.dumps
         low, high = (0.0, 1.0) if model.card.task == "classification" else (-math.inf, math.inf)
         at = 0
         for p in parts:
             part = out.partitions[p.partition]
             for i, exc in p.failed.items():
                 self._dead_letter(part, out, p.records[int(p.valid[i])], "processing_error",
-                                  self.policy.describe(exc), self.policy.headers(exc))
+                                  self.policy.describe(exc), type(exc).__name__)
             n_kept = len(p.keep)
             s_all = scores[at : at + n_kept]
             at += n_kept
@@ -235,18 +183,19 @@ class BatchScorer:
             keys = [p.keys[i] for i in good.tolist()]
             part.prediction_keys = [k.encode() for k in keys]
             part.prediction_values = [
-                dumps({"event_id": ids[i], "entity_id": keys[i], "score": sl[i], "model": name,
-                       "model_version": version, "ingest_ts_ms": ingest[i],
-                       "scored_ts_ms": scored_ms})
+                encode(Prediction(event_id=ids[i], entity_id=keys[i], score=sl[i], model=name,
+                                  model_version=version, ingest_ts_ms=ingest[i],
+                                  scored_ts_ms=scored_ms))
                 for i in range(n)
             ]
             if self.emit_features:
                 assert p.X is not None
                 X = p.X if n == n_kept else p.X[ok]
                 monitored = self.domain.monitored_columns(cols, X)
-                part.features = encode_feature_batch(p.partition, model, ids, np.asarray(ingest),
-                                                     cols[self.domain.features.time_field],
-                                                     monitored, s)
+                part.features = encode(FeatureBatch.from_arrays(
+                    partition=p.partition, model=name, model_version=version, event_ids=ids,
+                    ingest_ts_ms=np.asarray(ingest), event_ts=cols[self.domain.features.time_field],
+                    scores=s, columns=monitored))
             self.metrics.observe_scores(name, s)
             self.metrics.end_to_end_latency.observe(max(0.0, now - min(ingest) / 1000.0))
             out.valid += n
@@ -256,8 +205,8 @@ class BatchScorer:
         return out
 
     def _dead_letter(self, part: PartitionOutput, out: BatchOutput, record: Record, reason: str,
-                     message: str, extra: Headers | None = None) -> None:
-        part.dead_letters.append(dead_letter(record, reason, message, extra))
+                     message: str, error_class: str | None = None) -> None:
+        part.dead_letters.append(dead_letter(record, reason, message, error_class))
         self._dl[reason].inc()
         out.dead_lettered += 1
 

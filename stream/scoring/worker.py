@@ -318,7 +318,7 @@ class ScoringWorker:
             if previous is None:
                 log.error("model %s version %s: %s; no previous version to go back to, its invalid "
                           "scores keep going to the dead-letter topic", bad.name, bad.version, reason)
-                self.notifier.submit_rollback({"model": bad.name, "version": bad.version,
+                self.notifier.submit_rollback({"model": bad.name, "model_version": bad.version,
                                                "previous_version": None, "reason": reason})
                 return
             self.scorer.swap_model(previous)
@@ -326,7 +326,7 @@ class ScoringWorker:
             self._announce(previous, "rolled_back")
             log.error("model %s version %s rolled back to version %s: %s", bad.name, bad.version,
                       previous.version, reason)
-            self.notifier.submit_rollback({"model": bad.name, "version": bad.version,
+            self.notifier.submit_rollback({"model": bad.name, "model_version": bad.version,
                                            "previous_version": previous.version, "reason": reason})
         elif self._window_scored >= sc.invalid_score_window:
             self._window_scored = self._window_invalid = 0
@@ -355,6 +355,7 @@ class ScoringWorker:
                 log.warning("commit before giving partitions up failed: %s", exc)
             for tp in revoked:
                 self.stores.pop(tp.partition, None)
+        self.metrics.health.set("scorer", False, "rebalancing")
         log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -366,6 +367,8 @@ class ScoringWorker:
             new = sorted(tp.partition for tp in assigned if tp.partition not in self.stores)
             if new:
                 await self._restore(new)
+        self.metrics.health.set("scorer", True, f"model {self.scorer.model.version}, "
+                                f"{len(assigned)} partitions assigned, state restored")
         log.info("partitions assigned: %s (state restored for %s)",
                  sorted(tp.partition for tp in assigned), new)
 

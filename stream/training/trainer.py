@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import orjson
 from stream.config import Settings
 from stream.domain import Domain, load_domain
 from stream.error_policy import ErrorPolicy
+from stream.messages import ModelUpdate, RetrainRequest, decode, encode
 from stream.metrics import Metrics
 from stream.registry import ModelStore
 from stream.scoring.model import load_model
@@ -46,7 +48,7 @@ def training_data(settings: Settings, domain: Domain) -> TrainingData:
     return read_jsonl(Path(source), domain)
 
 
-def challenge(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
+def challenge(settings: Settings, request: RetrainRequest) -> ModelUpdate:
     """Train a challenger for a request, compare it with the champion on the same recent
     holdout, promote it if it is at least as good. Returns the model-update message."""
     domain = load_domain(settings.domain)
@@ -73,12 +75,16 @@ def challenge(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
         store.promote(name, card["version"])
     log.info("challenger %s version %s %s: %s", name, card["version"],
              "promoted" if better else "rejected", why)
-    return {
-        "request_id": request.get("request_id"), "model": name,
-        "champion_version": champion.version, "challenger_version": card["version"],
-        "promoted": better, "reason": why,
-        "metrics": {"challenger": ours, "champion": theirs},
-    }
+    metrics: dict[str, dict[str, float | None]] = {"challenger": {k: v for k, v in ours.items()},
+                                                   "champion": {k: v for k, v in theirs.items()}}
+    return ModelUpdate(
+        request_id=request.request_id, model=name,
+        model_version=card["version"] if better else champion.version,
+        decision="promote" if better else "reject", promoted=better, reason=why, reasons=[why],
+        champion_version=champion.version, challenger_version=card["version"],
+        previous_version=champion.version, metrics=metrics,
+        decided_at=time.time(),
+    )
 
 
 def build_trainer(settings: Settings) -> faust.App:
@@ -107,31 +113,25 @@ def build_trainer(settings: Settings) -> faust.App:
     @app.agent(requests)
     async def answer(stream: faust.StreamT[bytes]) -> None:
         async for value in stream:
-            request, exc = policy.call("trainer", "a retraining request", _parse_request, value)
+            request, exc = policy.call("trainer", "a retraining request", decode, value, RetrainRequest)
             if request is None:  # answered, so whoever sent it is not left waiting
-                update: dict[str, Any] = {"request_id": None, "promoted": False,
-                                          "reason": f"malformed request: {policy.describe(exc or ValueError())}"}
-                await updates.send(key=None, value=orjson.dumps(update))
+                await updates.send(key=None, value=encode(ModelUpdate(
+                    model=settings.model_name, decision="failed", decided_at=time.time(),
+                    reason=f"malformed request: {policy.describe(exc or ValueError())}")))
                 continue
-            request_id = str(request["request_id"])
+            request_id = request.request_id
             if answered[request_id]:
                 continue  # a repeat: same drift, already answered
             result, exc = await policy.call_async("trainer", f"request {request_id}",
                                                   asyncio.to_thread, challenge, settings, request)
-            update = result if result is not None else {
-                "request_id": request_id, "promoted": False,
-                "reason": f"failed: {policy.describe(exc or ValueError())}"}
-            answered[request_id] = "promoted" if update["promoted"] else "rejected"
-            await updates.send(key=request_id.encode(), value=orjson.dumps(update))
+            update = result if result is not None else ModelUpdate(
+                request_id=request_id, model=settings.model_name, model_version=request.model_version,
+                decision="failed", reason=f"failed: {policy.describe(exc or ValueError())}",
+                decided_at=time.time())
+            answered[request_id] = "promoted" if update.promoted else "rejected"
+            await updates.send(key=request_id.encode(), value=encode(update))
 
     return app
-
-
-def _parse_request(value: bytes) -> dict[str, Any]:
-    request = orjson.loads(value)
-    if not isinstance(request, dict) or not request.get("request_id"):
-        raise ValueError("a retraining request is a JSON object with a request_id")
-    return request
 
 
 def _credentials(settings: Settings) -> Any:
