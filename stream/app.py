@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from stream.config import Settings
 from stream.domain import load_domain
@@ -63,9 +64,10 @@ async def run_worker(settings: Settings, roles: Sequence[str] = ROLES, *,
 
             tasks.append(asyncio.ensure_future(
                 MonitorWorker(settings, metrics, create_topics=create_topics).run(stop)))
-        stopping = asyncio.ensure_future(stop.wait())
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        waiting: list[asyncio.Future[Any]] = [*tasks, stopping]
         try:
-            done, _ = await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()
         for task in done:

@@ -9,8 +9,8 @@ Secrets are ``SecretStr`` so they never print in reprs, logs or errors.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator

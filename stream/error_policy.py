@@ -61,7 +61,7 @@ class ErrorPolicy:
         self.max_message_chars = max_message_chars
 
     @classmethod
-    def from_settings(cls, settings: Any, metrics: Metrics) -> "ErrorPolicy":
+    def from_settings(cls, settings: Any, metrics: Metrics) -> ErrorPolicy:
         return cls(metrics, secrets=secret_values(settings),
                    max_message_chars=settings.errors.max_message_chars)
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka import TopicPartition
 from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
@@ -18,8 +18,8 @@ from aiokafka.errors import (
     KafkaError,
     TopicAlreadyExistsError,
 )
-from aiokafka.structs import OffsetAndMetadata
 from aiokafka.helpers import create_ssl_context
+from aiokafka.structs import OffsetAndMetadata
 
 from stream.config import KafkaSettings, Settings
 from stream.errors import BrokerError, KafkaCallError
@@ -97,10 +97,8 @@ async def wait_for_broker(settings: Settings, stop: asyncio.Event | None = None)
                         f"{k.connect_timeout_s:g}")
             delay = min(delay, k.connect_timeout_s - waited)
             if stop is not None:
-                try:
+                with contextlib.suppress(TimeoutError):  # the backoff, cut short by a stop
                     await asyncio.wait_for(stop.wait(), delay)
-                except asyncio.TimeoutError:
-                    pass
             else:
                 await asyncio.sleep(delay)  # backoff between connection attempts
             delay = min(max(delay, 0.1) * 2, k.connect_backoff_max_s)
@@ -147,7 +145,7 @@ async def within(aw: Awaitable[T], deadline_s: float, what: str) -> T:
     """Await a Kafka call the client would retry forever, for at most ``deadline_s``."""
     try:
         return await asyncio.wait_for(aw, deadline_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise KafkaCallError(f"{what} not answered within {deadline_s:g}s "
                                  "(MLSTREAM_KAFKA__REQUEST_DEADLINE_S)") from None
 

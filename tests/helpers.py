@@ -42,7 +42,7 @@ async def read_topic(settings: Settings, topic: str, *, max_wait_s: float = 2.0)
         await consumer.stop()
 
 
-def stop_process(proc: "subprocess.Popen[bytes]", timeout_s: float = 10.0) -> None:
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
     """Stop a server a test started: SIGTERM, then SIGKILL if it does not exit in time."""
     import subprocess
 

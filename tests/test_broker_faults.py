@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 
-import orjson
 import pytest
 
 from stream.errors import BrokerError
@@ -20,7 +19,7 @@ from stream.metrics import Metrics
 from stream.tools.broker import EmbeddedBroker, free_port
 from stream.tools.tally import wait_until
 from stream.tools.traffic import produce
-from tests.helpers import read_topic, stop_process
+from tests.helpers import stop_process
 from tests.test_cli import ROOT
 
 

@@ -7,9 +7,8 @@ import asyncio
 
 from stream.kafka import ensure_topics, make_producer, start_client
 from stream.messages import DriftEvent, ModelUpdate, decode, encode
-from stream.registry import ModelStore
 from stream.monitoring.retrain import RetrainPolicy
-from stream.tools.tally import wait_until
+from stream.registry import ModelStore
 from stream.training.trainer import run_trainer
 from tests.helpers import read_topic
 

@@ -9,9 +9,9 @@ import time
 
 import orjson
 
-from stream.tools.broker import EmbeddedBroker, free_port
 from stream.examples.simulate import PaymentSimulator
 from stream.kafka import ensure_topics
+from stream.tools.broker import EmbeddedBroker, free_port
 from stream.tools.tally import wait_until
 from stream.tools.traffic import produce
 from tests.helpers import read_topic

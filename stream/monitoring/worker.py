@@ -22,7 +22,6 @@ from prometheus_client.registry import Collector
 
 from stream.alerts import Notifier
 from stream.config import Settings
-from stream.monitoring.drift import DriftMonitor, DriftSettings
 from stream.error_policy import ErrorPolicy
 from stream.errors import BrokerError, KafkaCallError, ModelLoadError
 from stream.kafka import (
@@ -46,7 +45,6 @@ from stream.messages import (
     decode,
     encode,
 )
-from stream.monitoring.labels import LabelJoiner, PerformanceMonitor, estimate_performance
 from stream.metrics import Metrics
 from stream.monitoring.drift import DriftMonitor, DriftSettings
 from stream.monitoring.labels import LabelJoiner, PerformanceMonitor, estimate_performance
@@ -377,7 +375,7 @@ def _parse_label(rec: Any) -> tuple[str, float]:
 async def _stop_quietly(consumer: Any, deadline_s: float) -> None:
     try:
         await asyncio.wait_for(consumer.stop(), deadline_s)
-    except (asyncio.TimeoutError, KafkaError) as exc:
+    except (TimeoutError, KafkaError) as exc:
         log.warning("consumer did not close cleanly: %s", type(exc).__name__)
 
 

@@ -20,8 +20,8 @@ from stream.error_policy import ErrorPolicy, index_runs
 from stream.errors import ValidationError
 from stream.messages import DeadLetter, FeatureBatch, Message, Prediction, encode
 from stream.metrics import Metrics
-from stream.scoring.model import Model
 from stream.schema import DEAD_LETTER_REASONS
+from stream.scoring.model import Model
 from stream.scoring.state import EntityStore
 
 
@@ -154,9 +154,9 @@ class BatchScorer:
         at = 0
         for p in parts:
             part = out.partitions[p.partition]
-            for i, exc in p.failed.items():
+            for i, err in p.failed.items():
                 self._dead_letter(part, out, p.records[int(p.valid[i])], "processing_error",
-                                  self.policy.describe(exc), type(exc).__name__)
+                                  self.policy.describe(err), type(err).__name__)
             n_kept = len(p.keep)
             s_all = scores[at : at + n_kept]
             at += n_kept
@@ -245,8 +245,10 @@ class BatchScorer:
                 if any(p.X is not None and len(p.X) for p in parts) else np.empty((0, 0), np.float32)
             if not len(X):
                 return np.empty(0)
-            ok, failed = self.policy.split(np.arange(len(X)), lambda idx: model.predict(X[idx]),
-                                           stage="score")
+            def predict(idx: np.ndarray, X: np.ndarray = X) -> np.ndarray:
+                return model.predict(X[idx])
+
+            ok, failed = self.policy.split(np.arange(len(X)), predict, stage="score")
             scores = np.full(len(X), np.nan)
             for idx, s in ok:
                 scores[idx] = s

@@ -34,9 +34,9 @@ from stream.kafka import (
     within,
 )
 from stream.metrics import Metrics
-from stream.scoring.pipeline import BatchOutput, BatchScorer
 from stream.registry import CARD_FILE, MODEL_FILE, ModelStore
 from stream.scoring.model import Model, load_model
+from stream.scoring.pipeline import BatchOutput, BatchScorer
 from stream.scoring.state import EntityStore, decode_state, encode_states
 
 log = logging.getLogger(__name__)
@@ -388,7 +388,7 @@ class _StartOver(Exception):
 async def _stop_quietly(consumer: AIOKafkaConsumer, deadline_s: float) -> None:
     try:
         await asyncio.wait_for(consumer.stop(), deadline_s)
-    except (asyncio.TimeoutError, KafkaError) as exc:
+    except (TimeoutError, KafkaError) as exc:
         log.warning("consumer did not close cleanly: %s", type(exc).__name__)
 
 
