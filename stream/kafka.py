@@ -109,6 +109,14 @@ async def wait_for_broker(settings: Settings, stop: asyncio.Event | None = None)
         return
 
 
+async def stop_quietly(consumer: AIOKafkaConsumer, deadline_s: float) -> None:
+    """Stop a consumer, giving up after ``deadline_s`` (a broker that stopped answering)."""
+    try:
+        await asyncio.wait_for(consumer.stop(), deadline_s)
+    except (TimeoutError, KafkaError) as exc:
+        log.warning("consumer did not close cleanly: %s", type(exc).__name__)
+
+
 async def _close_quietly(client: Any) -> None:
     try:
         await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 from aiokafka import ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -32,6 +31,7 @@ from stream.kafka import (
     recreations,
     send_messages,
     start_client,
+    stop_quietly,
     within,
 )
 from stream.messages import (
@@ -179,13 +179,13 @@ class MonitorWorker:
                 self.merger.forget_all()
                 self._dead = []
                 from_beginning = True  # offsets committed meanwhile may be old-topic positions
-                await _stop_quietly(consumer, s.kafka.request_deadline_s)
+                await stop_quietly(consumer, s.kafka.request_deadline_s)
         finally:
             self.metrics.worker_info.labels("monitor").set(0)
             try:
                 await self.notifier.stop()
                 if consumer is not None:
-                    await _stop_quietly(consumer, s.kafka.request_deadline_s)
+                    await stop_quietly(consumer, s.kafka.request_deadline_s)
             finally:
                 await producer.stop()
 
@@ -370,13 +370,6 @@ def _parse_label(rec: Any) -> tuple[str, float]:
     if not np.isfinite(value):
         raise ValueError(f"label {value} is not finite")
     return label.event_id, value
-
-
-async def _stop_quietly(consumer: Any, deadline_s: float) -> None:
-    try:
-        await asyncio.wait_for(consumer.stop(), deadline_s)
-    except (TimeoutError, KafkaError) as exc:
-        log.warning("consumer did not close cleanly: %s", type(exc).__name__)
 
 
 class _ForgetRevoked(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -31,10 +31,12 @@ from stream.kafka import (
     send_messages,
     send_records,
     start_client,
+    stop_quietly,
     within,
 )
 from stream.metrics import Metrics
-from stream.registry import CARD_FILE, MODEL_FILE, ModelStore
+from stream.registry import ModelStore
+from stream.scoring.guard import ModelGuard
 from stream.scoring.model import Model, load_model
 from stream.scoring.pipeline import BatchOutput, BatchScorer
 from stream.scoring.state import EntityStore, decode_state, encode_states
@@ -70,30 +72,10 @@ class ScoringWorker:
         self.producer: AIOKafkaProducer | None = None
         self.processed = 0
         self.notifier = Notifier(settings.alerts, metrics)
-        self._previous: Model | None = None  # what a rollback returns to
-        # versions refused (at swap or by rollback), with the store's state when refused:
-        # retried only once that state changes
-        self._refused: dict[str, tuple[Any, ...]] = {}
-        self._window_scored = 0
-        self._window_invalid = 0
+        self.guard = ModelGuard(self.store, settings.model_name,
+                                max_invalid_share=settings.scoring.max_invalid_score_share,
+                                window=settings.scoring.invalid_score_window)
         self._from_beginning = False  # after the broker lost its data: read the new topics whole
-
-    def _store_state(self, version: str) -> tuple[Any, ...]:
-        """What identifies the store's content for a version: CURRENT, card and file stats."""
-        base = self.store.root / self.settings.model_name
-        out: list[Any] = []
-        for path in (base / "CURRENT", base / version / CARD_FILE, base / version / MODEL_FILE):
-            try:
-                st = path.stat()
-                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-            except OSError:
-                out.append(None)
-        return tuple(out)
-
-    def _refuse(self, version: str) -> None:
-        self._refused[version] = self._store_state(version)
-        while len(self._refused) > 100:  # bounded
-            self._refused.pop(next(iter(self._refused)))
 
     def _announce(self, model: Model, outcome: str) -> None:
         self.metrics.model_info.clear()
@@ -122,7 +104,7 @@ class ScoringWorker:
                     self.stores.clear()
                     # offsets committed meanwhile may be positions in the old topics
                     self._from_beginning = True
-                    await _stop_quietly(self.consumer, s.kafka.request_deadline_s)
+                    await stop_quietly(self.consumer, s.kafka.request_deadline_s)
         finally:
             try:
                 async with self._lock:
@@ -135,7 +117,7 @@ class ScoringWorker:
                 try:
                     await self.notifier.stop()
                     if self.consumer is not None:
-                        await _stop_quietly(self.consumer, s.kafka.request_deadline_s)
+                        await stop_quietly(self.consumer, s.kafka.request_deadline_s)
                 finally:
                     await self.producer.stop()
 
@@ -278,58 +260,41 @@ class ScoringWorker:
             current = self.store.current_version(name)
         except ModelLoadError:
             return
-        if current == self.scorer.model.version:
+        if current == self.scorer.model.version or self.guard.is_refused(current):
             return
-        if current in self._refused and self._refused[current] == self._store_state(current):
-            return
-        state = self._store_state(current)
+        state = self.guard.store_state(current)
         try:
             model = await asyncio.to_thread(load_model, self.store, name,
                                             self.domain.features.columns, current)
         except ModelLoadError as exc:
-            self._refused[current] = state
+            self.guard.refuse(current, state)
             self.metrics.model_loads.labels("swap_failed").inc()
             log.error("keeping model version %s, refusing version %s until the store changes: %s",
                       self.scorer.model.version, current, exc)
             return
-        self._refused.pop(current, None)
         async with self._lock:
-            self._previous = self.scorer.model
+            self.guard.swapped(self.scorer.model, model)
             self.scorer.swap_model(model)
-            self._window_scored = self._window_invalid = 0
         self._announce(model, "swap_ok")
 
     def _watch_scores(self, out: BatchOutput) -> None:
         """Swap a model back when its scores are invalid on more than the configured share
         of a window of scored events (each of them was dead-lettered as invalid_score)."""
-        sc = self.settings.scoring
-        self._window_scored += out.scored
-        self._window_invalid += out.invalid_scores
-        window = max(self._window_scored, sc.invalid_score_window)
-        if self._window_invalid > sc.max_invalid_score_share * window:
-            bad, scored, invalid = self.scorer.model, self._window_scored, self._window_invalid
-            self._window_scored = self._window_invalid = 0
-            reason = (f"{invalid} of {scored} scores ({invalid / max(scored, 1):.1%}) were not finite "
-                      f"or out of range (limit {sc.max_invalid_score_share:.1%})")
-            previous = self._previous
-            if bad.version in self._refused:
-                return  # already reported, nothing to go back to
-            self._refuse(bad.version)
-            if previous is None:
-                log.error("model %s version %s: %s; no previous version to go back to, its invalid "
-                          "scores keep going to the dead-letter topic", bad.name, bad.version, reason)
-                self.notifier.submit_rollback({"model": bad.name, "model_version": bad.version,
-                                               "previous_version": None, "reason": reason})
-                return
-            self.scorer.swap_model(previous)
-            self._previous = None
-            self._announce(previous, "rolled_back")
-            log.error("model %s version %s rolled back to version %s: %s", bad.name, bad.version,
-                      previous.version, reason)
-            self.notifier.submit_rollback({"model": bad.name, "model_version": bad.version,
-                                           "previous_version": previous.version, "reason": reason})
-        elif self._window_scored >= sc.invalid_score_window:
-            self._window_scored = self._window_invalid = 0
+        rollback = self.guard.watch(self.scorer.model, out.scored, out.invalid_scores)
+        if rollback is None:
+            return
+        bad = rollback.bad
+        self.notifier.submit_rollback({"model": bad.name, "model_version": bad.version,
+                                       "previous_version": rollback.to.version if rollback.to else None,
+                                       "reason": rollback.reason})
+        if rollback.to is None:
+            log.error("model %s version %s: %s; no previous version to go back to, its invalid "
+                      "scores keep going to the dead-letter topic", bad.name, bad.version, rollback.reason)
+            return
+        self.scorer.swap_model(rollback.to)
+        self._announce(rollback.to, "rolled_back")
+        log.error("model %s version %s rolled back to version %s: %s", bad.name, bad.version,
+                  rollback.to.version, rollback.reason)
 
     async def _evict(self) -> None:
         assert self.producer is not None
@@ -383,13 +348,6 @@ class ScoringWorker:
 
 class _StartOver(Exception):
     """The broker lost its data and the topics were recreated: read them with a new consumer."""
-
-
-async def _stop_quietly(consumer: AIOKafkaConsumer, deadline_s: float) -> None:
-    try:
-        await asyncio.wait_for(consumer.stop(), deadline_s)
-    except (TimeoutError, KafkaError) as exc:
-        log.warning("consumer did not close cleanly: %s", type(exc).__name__)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
