@@ -319,6 +319,7 @@ class Notifier:
         self.channels = sorted(self._urls)
         self._queue: asyncio.Queue[Alert] = asyncio.Queue(maxsize=settings.queue_size)
         self._last: dict[tuple[str, str, str], float] = {}
+        self._not_before: dict[str, float] = {}  # channel -> monotonic time a 429 asked to wait for
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._senders: list[_SlackChannel | _WebhookChannel] = []
@@ -428,6 +429,10 @@ class Notifier:
         s = self.settings
         attempt = 0
         while True:
+            # a 429's Retry-After holds for every alert to that channel, not just its own retries
+            hold = self._not_before.get(channel.name, 0.0) - time.monotonic()
+            if hold > 0:
+                await asyncio.sleep(min(hold, s.max_backoff_s))  # the channel's rate limit
             try:
                 result = await channel.send(alert)
             except asyncio.CancelledError:
@@ -446,6 +451,7 @@ class Notifier:
                 break
             if status == 429 and result.retry_after_s is not None:
                 wait = result.retry_after_s
+                self._not_before[channel.name] = time.monotonic() + min(wait, s.max_backoff_s)
                 if wait > s.max_backoff_s:
                     log.error("%s alert to %s given up: rate limited for %.0fs", alert.type,
                               channel.name, wait)

@@ -59,3 +59,12 @@ async def test_a_worker_started_before_its_broker_waits_for_it(make_settings):
         stop.set()
         if not task.done():
             task.cancel()
+
+
+def test_a_bad_webhook_url_is_one_line_and_nothing_else(broker, model_store):
+    result = mlstream("worker", timeout=60, env={
+        "MLSTREAM_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap, "MLSTREAM_METRICS_PORT": "0",
+        "MLSTREAM_MODEL_STORE": str(model_store), "MLSTREAM_ALERTS__SLACK_WEBHOOK_URL": "not-a-url",
+        "MLSTREAM_LOG_LEVEL": "WARNING"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["mlstream: error: alerts.slack_webhook_url is not an http(s) URL"]
