@@ -50,7 +50,12 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
     return opts
 
 
-def make_producer(settings: Settings, **extra: Any) -> AIOKafkaProducer:
+def make_producer(settings: Settings, *, transactional_id: str | None = None, **extra: Any) -> AIOKafkaProducer:
+    """A producer that waits for every in-sync replica; transactional when given an id
+    (exactly-once processing, see :mod:`stream.scoring.transactions`)."""
+    if transactional_id is not None:
+        extra.update(transactional_id=transactional_id, enable_idempotence=True,
+                     transaction_timeout_ms=settings.scoring.transaction_timeout_ms)
     return AIOKafkaProducer(**client_options(settings.kafka), acks="all", linger_ms=2,
                             max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024, **extra)
 
@@ -62,6 +67,9 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, **extr
         session_timeout_ms=settings.kafka.session_timeout_ms,
         heartbeat_interval_ms=settings.kafka.heartbeat_interval_ms,
         max_partition_fetch_bytes=4 * 1024 * 1024,
+        # under exactly-once, outputs of aborted transactions (a crash cut short) are never read
+        isolation_level=("read_committed" if settings.processing_guarantee == "exactly_once"
+                         else "read_uncommitted"),
     )
     opts.update(extra)
     return AIOKafkaConsumer(*topics, **client_options(settings.kafka), **opts)
