@@ -305,6 +305,7 @@ async def restore_state(settings: Settings, width: int, partitions: list[int],
     Kafka and on the embedded broker, whose ListOffsets is wrong for multi-record batches.
     """
     topic = settings.topics.changelog
+    exactly_once = settings.processing_guarantee == "exactly_once"
     stores = {p: EntityStore(width, max_entities=max_entities) for p in partitions}
     consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=50)
     await start_client(consumer, settings.kafka.bootstrap_servers)
@@ -323,7 +324,9 @@ async def restore_state(settings: Settings, width: int, partitions: list[int],
                     store.put(key, decode_state(rec.value or b"", width), now)
                 store.restored += len(records)
             for tp in list(pending):
-                hw = consumer.highwater(tp)
+                # exactly-once: up to the last stable offset, since records past it belong to
+                # a transaction that never commits (its worker crashed) or is not ours to read
+                hw = consumer.last_stable_offset(tp) if exactly_once else consumer.highwater(tp)
                 if hw is not None and await consumer.position(tp) >= hw:
                     pending.discard(tp)
     finally:
