@@ -3,7 +3,7 @@
 The public API for bringing your own domain and model::
 
     from stream import Domain, Schema, Field, FeatureSet, Numeric, OneHot, Rolling
-    from stream import ModelStore, TrainingData, train
+    from stream import ModelStore, TrainingData, train, ReferenceProfile
 
 See README "Bring your own domain and model".
 """
@@ -11,6 +11,7 @@ See README "Bring your own domain and model".
 from stream.config import Settings, load_settings
 from stream.domain import Domain
 from stream.features import FeatureSet, Numeric, OneHot, Rolling
+from stream.monitoring.profile import ReferenceProfile
 from stream.registry import ModelStore
 from stream.schema import Field, Schema
 from stream.training.train import TrainingData, train
@@ -22,6 +23,7 @@ __all__ = [
     "ModelStore",
     "Numeric",
     "OneHot",
+    "ReferenceProfile",
     "Rolling",
     "Schema",
     "Settings",

@@ -79,6 +79,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_add(args: argparse.Namespace) -> int:
+    from stream.domain import load_domain
+    from stream.registry import ModelStore
+    from stream.training.register import register
+
+    settings = _settings(args)
+    domain = load_domain(args.domain or settings.domain)
+    order = None
+    if args.feature_order:
+        # a comma-separated list, or a file with one column per line
+        text = args.feature_order if "," in args.feature_order else Path(args.feature_order).read_text()
+        order = [c.strip() for c in text.replace("\n", ",").split(",") if c.strip()]
+    card = register(domain, ModelStore(args.store or settings.model_store), args.onnx, args.reference,
+                    name=args.name or settings.model_name, version=args.version, feature_order=order,
+                    input_name=args.input_name, output=args.output, warmup=args.warmup, seed=args.seed,
+                    promote=args.promote)
+    state = "promoted to current" if args.promote else "not current (use --promote)"
+    print(f"registered {card['name']} version {card['version']} (sha256 {card['sha256'][:12]}…, "
+          f"{card['training']['rows_reference']} reference rows, {state}): "
+          f"{json.dumps(card['training']['metrics'])}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from stream.tools.demo import DemoOptions, print_summary, run_demo
 
@@ -152,6 +175,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default=None, help="model store folder (default: settings)")
     p.add_argument("--no-promote", action="store_true", help="store without making it current")
     p.set_defaults(func=cmd_train)
+
+    models = sub.add_parser("models", help="the model store: register outside models")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    p = with_config(models_sub.add_parser(
+        "add", help="register an ONNX model trained elsewhere: check it on reference events, write its card"))
+    p.add_argument("--onnx", required=True, help="the model (one float32 input [batch, n_features])")
+    p.add_argument("--reference", required=True,
+                   help="reference events (JSONL, the domain's schema; a label field adds metrics)")
+    p.add_argument("--name", default=None, help="model name (default: settings model_name)")
+    p.add_argument("--version", default=None, help="default: next number")
+    p.add_argument("--promote", action="store_true", help="make it the current version")
+    p.add_argument("--domain", default=None, help="package.module:NAME (default: settings domain)")
+    p.add_argument("--feature-order", default=None,
+                   help="the model's input columns, comma-separated or a file with one per line "
+                        "(default: the domain's order)")
+    p.add_argument("--input-name", default=None, help="expected ONNX input name")
+    p.add_argument("--output", default=None, help="ONNX output holding the score (default: detected)")
+    p.add_argument("--warmup", type=int, default=0, help="leading events that only build entity state")
+    p.add_argument("--seed", type=int, default=0, help="seed of the profile's subsample")
+    p.add_argument("--store", default=None, help="model store folder (default: settings)")
+    p.set_defaults(func=cmd_models_add)
 
     p = sub.add_parser("demo", help="the whole pipeline on an embedded broker with simulated traffic")
     p.add_argument("--events", type=int, default=None, help="run N events, print a summary and exit")
