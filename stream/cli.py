@@ -131,6 +131,12 @@ def cmd_replay(argv: list[str]) -> int:
     return replay_main(argv)
 
 
+def cmd_report(argv: list[str]) -> int:
+    from stream.monitoring.report import main as report_main
+
+    return report_main(argv)
+
+
 def cmd_bench_drift(argv: list[str]) -> int:
     from stream.tools.bench_drift import main as bench_drift_main
 
@@ -220,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("replay", help="backtest the drift monitor on recorded JSONL (see replay --help)",
                    add_help=False)
+    sub.add_parser("report", help="self-contained HTML drift report from a file or a live deployment "
+                   "(see report --help)", add_help=False)
     sub.add_parser("bench-drift", help="drift detection benchmark (see bench-drift --help)", add_help=False)
     return parser
 
@@ -230,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         # replay and bench-drift own their argument parsing
         if argv and argv[0] == "replay":
             return cmd_replay(argv[1:])
+        if argv and argv[0] == "report":
+            return cmd_report(argv[1:])
         if argv and argv[0] == "bench-drift":
             return cmd_bench_drift(argv[1:])
         args = build_parser().parse_args(argv)

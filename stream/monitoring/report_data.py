@@ -36,7 +36,7 @@ from stream.monitoring.drift import DriftMonitor, DriftSettings
 from stream.monitoring.labels import estimate_performance
 from stream.monitoring.profile import ReferenceProfile, is_missing
 
-__all__ = ["ReportData", "build_report", "OPENING_KINDS"]
+__all__ = ["OPENING_KINDS", "ReportData", "build_report"]
 
 OPENING_KINDS = ("data_drift", "score_drift", "multivariate_drift", "concept_drift")
 MAX_VALUES = 5_000  # current values kept per numeric feature for the histogram (a seeded subsample)

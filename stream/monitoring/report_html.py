@@ -24,12 +24,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from stream.errors import StreamError
 from stream.monitoring.report_data import OPENING_KINDS, ReportData
 
 REF, CUR, RECENT, ALERT = "#7f8c8d", "#1f77b4", "#ff7f0e", "#d62728"
-_BASE = {"margin": {"l": 55, "r": 20, "t": 40, "b": 40}, "height": 260, "legend": {"orientation": "h", "y": -0.25},
-         "hovermode": "x unified", "template": None}
+_BASE = {"margin": {"l": 55, "r": 20, "t": 40, "b": 30}, "height": 260, "legend": {"orientation": "h", "y": -0.12},
+         "hovermode": "x unified"}
 
 
 def plotly_js() -> str:
@@ -41,7 +43,7 @@ def plotly_js() -> str:
 
 
 def _layout(title: str, **extra: Any) -> dict[str, Any]:
-    return {**_BASE, "title": {"text": title, "font": {"size": 14}}, **extra}
+    return {**_BASE, "title": {"text": title, "font": {"size": 13}, "x": 0.01, "xanchor": "left"}, **extra}
 
 
 def _event_marks(events: list[dict[str, Any]], feature: str | None) -> list[dict[str, Any]]:
@@ -76,25 +78,27 @@ def _drift_figure(name: str, ser: dict[str, list[Any]], events: list[dict[str, A
                            "fillcolor": ALERT, "opacity": 0.08, "line": {"width": 0}})
             start = None
     return {"data": data, "layout": _layout(f"{name}: drift statistics vs threshold (1 = threshold)", shapes=shapes,
-                                            xaxis={"title": {"text": "row"}}, yaxis={"rangemode": "tozero"})}
+                                            yaxis={"rangemode": "tozero"})}
 
 
-def _distribution_figure(name: str, d: dict[str, Any], recent_rows: int) -> dict[str, Any]:
+def _distribution_figure(name: str, d: dict[str, Any], recent_rows: int, rows: int) -> dict[str, Any]:
+    traces = [("reference", "reference", REF), ("current (all rows)", "current", CUR)]
+    if rows > recent_rows:  # else the latest rows are all rows
+        traces.append((f"latest {recent_rows} rows", "recent", RECENT))
     if d["kind"] == "numeric":
-        values = [v for v in (*d["reference"], *d["current"], *d["recent"])]
-        lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+        values = [v for _, key, _ in traces for v in d[key]]
+        # the central 99% of all values: one extreme value must not squash the histogram
+        lo, hi = (float(np.quantile(values, 0.005)), float(np.quantile(values, 0.995))) if values else (0.0, 1.0)
         bins = {"start": lo, "end": hi + (hi - lo) * 1e-6 + 1e-12, "size": (hi - lo) / 40 or 1.0}
-        data = [{"type": "histogram", "name": name_, "x": xs, "histnorm": "probability density", "xbins": bins,
-                 "autobinx": False, "opacity": 0.55, "marker": {"color": color}}
-                for name_, xs, color in (("reference", d["reference"], REF), ("current (all rows)", d["current"], CUR),
-                                         (f"latest {recent_rows} rows", d["recent"], RECENT)) if xs]
+        data = [{"type": "histogram", "name": label, "x": d[key], "histnorm": "probability density", "xbins": bins,
+                 "autobinx": False, "opacity": 0.5, "marker": {"color": color}}
+                for label, key, color in traces if d[key]]
         miss = d["missing"]
-        title = f"{name}: reference vs current (missing {miss['reference']:.1%} → {miss['current']:.1%})"
-        return {"data": data, "layout": _layout(title, barmode="overlay")}
-    data = [{"type": "bar", "name": name_, "x": d["categories"], "y": ys, "marker": {"color": color}}
-            for name_, ys, color in (("reference", d["reference"], REF), ("current (all rows)", d["current"], CUR),
-                                     (f"latest {recent_rows} rows", d["recent"], RECENT))]
-    return {"data": data, "layout": _layout(f"{name}: reference vs current (share of rows)", barmode="group")}
+        title = f"{name} (central 99%; missing {miss['reference']:.1%} → {miss['current']:.1%})"
+        return {"data": data, "layout": _layout(title, barmode="overlay", xaxis={"range": [lo, hi]})}
+    data = [{"type": "bar", "name": label, "x": d["categories"], "y": d[key], "marker": {"color": color}}
+            for label, key, color in traces]
+    return {"data": data, "layout": _layout(f"{name} (share of rows)", barmode="group")}
 
 
 def _performance_figure(perf: dict[str, dict[str, list[Any]]], events: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -114,7 +118,7 @@ def _performance_figure(perf: dict[str, dict[str, list[Any]]], events: list[dict
     shapes = [{"type": "line", "xref": "x", "yref": "paper", "x0": e["index"], "x1": e["index"], "y0": 0, "y1": 1,
                "line": {"color": ALERT, "dash": "dot"}} for e in concept]
     return {"data": data, "layout": _layout("Performance over time: labelled (solid) and estimated from scores "
-                                            "(dotted, CBPE)", shapes=shapes, xaxis={"title": {"text": "row"}})}
+                                            "(dotted, CBPE)", shapes=shapes)}
 
 
 def _timeline_figure(data_: ReportData) -> dict[str, Any] | None:
@@ -138,8 +142,9 @@ def _timeline_figure(data_: ReportData) -> dict[str, Any] | None:
                          "marker": {"size": 11, "color": colors.get(lane, CUR), "symbol": "diamond"},
                          "hovertemplate": "row %{x}: %{text}<extra></extra>"})
     return {"data": data, "layout": _layout("Drift, retraining and promotion timeline",
-                                            height=120 + 40 * len(data), xaxis={"title": {"text": "row"}},
-                                            yaxis={"automargin": True}, hovermode="closest")}
+                                            height=120 + 40 * len(data), yaxis={"automargin": True},
+                                            xaxis={"range": [0, max(data_.rows - 1, 1)]},
+                                            hovermode="closest", showlegend=False)}
 
 
 def figures(data: ReportData) -> list[dict[str, Any]]:
@@ -150,7 +155,7 @@ def figures(data: ReportData) -> list[dict[str, Any]]:
     for name in order:
         out.append({"id": f"drift-{len(out)}", "section": "drift", **_drift_figure(name, data.series[name], data.events)})
     for name in sorted(data.distributions, key=lambda f: (f not in drifted, f != "score", f)):
-        fig = _distribution_figure(name, data.distributions[name], data.settings["recent_rows"])
+        fig = _distribution_figure(name, data.distributions[name], data.settings["recent_rows"], data.rows)
         out.append({"id": f"dist-{len(out)}", "section": "distributions", **fig})
     perf = _performance_figure(data.performance, data.events)
     if perf:
@@ -180,8 +185,10 @@ SECTIONS = (("drift", "Drift statistics over time",
              "Per feature: the test statistic closest to its critical value and that test's effect size, each "
              "divided by its threshold. A drift opens when both pass 1 (dashed line); red triangles mark openings, "
              "shading the rows while it stays open."),
-            ("distributions", "Reference vs current distributions", ""),
-            ("performance", "Performance", ""),
+            ("distributions", "Reference vs current distributions",
+             "The reference profile's sample against the rows read, and against the latest rows (the longest "
+             "drift window) when there are more."),
+            ("performance", "Performance", "The horizontal axis of every plot is the monitored row."),
             ("timeline", "Retraining and promotion", ""))
 
 

@@ -1,0 +1,241 @@
+"""``mlstream report``: one self-contained HTML drift report, from a recorded stream or a live deployment.
+
+Usage::
+
+    mlstream report --events rows.jsonl --model-card card.json [--output report.html]
+    mlstream report --events rows.jsonl --reference ref.jsonl [--output report.html]
+    mlstream report --live [--config mlstream.toml] [--max-rows 200000] [--output report.html]
+
+From a file, each line is a flat JSON object of monitored feature values and ``score``
+(what ``mlstream replay`` reads); a ``label`` field (``--label-field``) adds labelled
+performance. Live, the report reads the deployment's topics up to their current end, bounded
+by ``--max-rows`` feature rows and ``--timeout`` seconds: feature batches (features, scores,
+event ids), labels (joined on ``event_id``), drift events, retraining requests and model
+updates. Either way the rows go through the same drift monitor the pipeline runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from stream.errors import ProfileError, ReplayError, StreamError
+from stream.monitoring.drift import DriftSettings
+from stream.monitoring.profile import ReferenceProfile
+from stream.monitoring.replay import _profile, load_columns, restrict_to_present
+from stream.monitoring.report_data import ReportData, build_report
+from stream.monitoring.report_html import summary_lines, write_report
+
+__all__ = ["main", "report_from_file", "report_from_topics"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mlstream report", description="Write a self-contained HTML drift report.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--events", help="monitored feature rows with scores, JSON lines (as replay reads)")
+    src.add_argument("--live", action="store_true", help="read the deployment's topics (settings' broker)")
+    p.add_argument("--model-card", help="model card JSON with a reference_profile (with --events)")
+    p.add_argument("--reference", help="reference rows, JSON lines (with --events, instead of a card)")
+    p.add_argument("--label-field", default="label", help="label field of the rows (with --events)")
+    p.add_argument("--config", help="TOML settings file (with --live)")
+    p.add_argument("--model-version", help="reference profile of this version (with --live; default: newest seen)")
+    p.add_argument("--max-rows", type=int, default=200_000, help="newest feature rows read (with --live)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to spend reading topics (with --live)")
+    p.add_argument("--output", default="mlstream-report.html")
+    p.add_argument("--title", default=None)
+    return p
+
+
+def report_from_file(args: argparse.Namespace) -> ReportData:
+    if not (args.model_card or args.reference):
+        raise ReplayError("--events needs --model-card or --reference")
+    args.schema, args.seed = None, 0
+    profile, name, version = _profile(args)
+    model: dict[str, Any] = {"name": name, "version": version}
+    if args.model_card:
+        card = orjson.loads(Path(args.model_card).read_bytes())
+        model.update(task=card.get("task", "classification"), threshold=card.get("threshold", 0.5))
+        profile = restrict_to_present(profile, args.events, f"model card {args.model_card}")
+    cols = load_columns(args.events)
+    n = len(next(iter(cols.values()), []))
+    columns = {f: cols.get(f, [None] * n) for f in profile.features}
+    columns = {f: np.asarray(v, dtype=np.float64) if kind == "numeric" else v
+               for (f, v), kind in zip(columns.items(), profile.features.values())}
+    labels = None
+    if args.label_field in cols:
+        labels = np.array([np.nan if v is None else float(v) for v in cols[args.label_field]])
+    return build_report(profile, columns, labels=labels, model=model,
+                        title=args.title or f"Drift report: {Path(args.events).name}")
+
+
+async def _read(settings: Any, topics: list[str], max_records: dict[str, int], deadline: float) -> dict[str, list[Any]]:
+    """Records of each topic up to its end offsets at start; the newest ``max_records[topic]`` of each."""
+    from aiokafka import TopicPartition
+
+    from stream.kafka import make_consumer, start_client
+
+    consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=50,
+                             max_partition_fetch_bytes=16 * 1024 * 1024)
+    await start_client(consumer, settings.kafka.bootstrap_servers)
+    out: dict[str, list[Any]] = {t: [] for t in topics}
+    try:
+        tps = []
+        for topic in topics:
+            parts = consumer.partitions_for_topic(topic)
+            if parts is None:
+                await consumer._client.force_metadata_update()
+                parts = consumer.partitions_for_topic(topic) or set()
+            tps += [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return out
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+        for tp in tps:  # start late enough to read at most the newest max_records per partition
+            per_part = max_records[tp.topic] // max(sum(1 for t in tps if t.topic == tp.topic), 1)
+            consumer.seek(tp, max(starts[tp], ends[tp] - per_part))
+        pending = {tp for tp in tps if ends[tp] > starts[tp]}
+        while pending and time.monotonic() < deadline:
+            batches = await consumer.getmany(*pending, timeout_ms=200, max_records=5_000)
+            for tp, recs in batches.items():
+                out[tp.topic] += [r for r in recs if r.offset < ends[tp]]
+            for tp in list(pending):
+                if await consumer.position(tp) >= ends[tp]:
+                    pending.discard(tp)
+        if pending:
+            print(f"report: warning: stopped reading after --timeout; {len(pending)} partition(s) not read to "
+                  "their end", file=sys.stderr)
+        return out
+    finally:
+        await consumer.stop()
+
+
+def _json(records: list[Any]) -> list[tuple[int, dict[str, Any]]]:
+    out = []
+    for r in records:
+        try:
+            value = orjson.loads(r.value or b"")
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            out.append((int(r.timestamp), value))
+    return out
+
+
+def report_from_topics(settings: Any, *, model_version: str | None, max_rows: int, timeout: float,
+                       title: str | None = None) -> ReportData:
+    from stream.registry import ModelStore
+
+    t = settings.topics
+    # feature batches hold up to max_batch_size rows each: enough batches for max_rows
+    per_batch = max(settings.scoring.max_batch_size // max(t.partitions, 1), 1)
+    limits = {t.features: max(max_rows // per_batch, 1) * 4, t.labels: max_rows, t.drift: 10_000,
+              t.retrain: 10_000, t.model_updates: 10_000}
+    topics = asyncio.run(_read(settings, list(limits), limits, time.monotonic() + timeout))
+    batches = [(ts, b) for ts, b in _json(topics[t.features]) if b.get("model") == settings.model_name]
+    if not batches:
+        raise ReplayError(f"no feature batches of model {settings.model_name!r} in topic {t.features!r} "
+                          f"at {settings.kafka.bootstrap_servers} (is a worker running with the monitor on?)")
+    versions = sorted({str(b["model_version"]) for _, b in batches}, key=_version_key)
+    version = model_version or versions[-1]
+    card, _ = ModelStore(settings.model_store).load(settings.model_name, version)
+    if card.reference_profile is None:
+        raise ProfileError(f"model {card.name} version {card.version} has no reference_profile")
+    profile = ReferenceProfile.from_dict(card.reference_profile)
+    # rows in event-time order, as the monitor merges partitions
+    event_ts = np.concatenate([np.asarray(b["event_ts"], dtype=np.float64) for _, b in batches])
+    kafka_ts = np.concatenate([np.full(len(b["event_ids"]), ts / 1000.0) for ts, b in batches])
+    served = [str(b["model_version"]) for _, b in batches for _ in b["event_ids"]]
+    order = np.argsort(event_ts, kind="stable")[-max_rows:]
+    ids = [i for _, b in batches for i in b["event_ids"]]
+    ids = [ids[i] for i in order]
+    columns: dict[str, Any] = {}
+    for name, kind in profile.features.items():
+        if name == "score":
+            vals: list[Any] = [v for _, b in batches for v in b["scores"]]
+        else:
+            vals = [v for _, b in batches for v in b["columns"].get(name, [None] * len(b["event_ids"]))]
+        columns[name] = (np.array([np.nan if v is None else v for v in vals], dtype=np.float64)[order]
+                         if kind == "numeric" else [vals[i] for i in order])
+    label_of = {str(v["event_id"]): float(v["label"]) for _, v in _json(topics[t.labels])
+                if "event_id" in v and isinstance(v.get("label"), (int, float))}
+    labels = np.array([label_of.get(str(i), np.nan) for i in ids]) if label_of else None
+    s = DriftSettings(expected_run_length=settings.monitor.expected_run_length)
+    skip = min(settings.monitor.warmup_rows, len(order))
+    if skip:  # the deployment's monitor skips these too
+        columns = {k: v[skip:] for k, v in columns.items()}
+        labels = labels[skip:] if labels is not None else None
+    # wall-clock moments -> the (tested) row the monitor had reached by then
+    reached = np.sort(kafka_ts[order][skip:])
+
+    def row_at(seconds: float) -> int:
+        return int(max(np.searchsorted(reached, seconds, side="right") - 1, 0))
+
+    timeline = _timeline(topics, t, row_at, [served[i] for i in order][skip:])
+    data = build_report(profile, columns, labels=labels, settings=s, timeline=timeline,
+                        model={"name": card.name, "version": card.version, "task": card.task,
+                               "threshold": card.data.get("threshold", 0.5)},
+                        title=title or f"Drift report: {card.name} on {settings.kafka.bootstrap_servers}")
+    if len(versions) > 1:
+        data.notes.append(f"rows were scored by versions {', '.join(versions)}; the reference profile is version "
+                          f"{card.version}'s")
+    if skip:
+        data.notes.append(f"the first {skip} rows only build entity state (monitor.warmup_rows) and are not tested")
+    return data
+
+
+def _timeline(topics: dict[str, list[Any]], t: Any, row_at: Any, served: list[str]) -> list[dict[str, Any]]:
+    """Drift alerts, retraining requests and model updates placed on the row axis: by the row index
+    the deployment's monitor gave them (the same count of tested rows), else by their time."""
+    out: list[dict[str, Any]] = []
+    for i, v in enumerate(served):
+        if i == 0 or v != served[i - 1]:
+            out.append({"index": i, "lane": "serving version", "text": f"version {v} serving"})
+    for ts, d in _json(topics[t.drift]):
+        at = d["index"] if isinstance(d.get("index"), int) else row_at(d.get("detected_at", ts / 1000.0))
+        out.append({"index": at, "lane": "drift alert (deployment)",
+                    "text": f"{d.get('kind')}: {', '.join(d.get('features', []))} (version {d.get('model_version')})"})
+    request_row = {}
+    for ts, r in _json(topics[t.retrain]):
+        at = r["drift_index"] if isinstance(r.get("drift_index"), int) else row_at(r.get("requested_at", ts / 1000.0))
+        request_row[r.get("request_id")] = at
+        out.append({"index": at, "lane": "retraining requested",
+                    "text": f"{r.get('reason')} on {', '.join(r.get('features', []))} (version {r.get('model_version')})"})
+    for ts, u in _json(topics[t.model_updates]):
+        lane = "challenger promoted" if u.get("promoted") else "challenger rejected"
+        # an update answers a request: drawn at that request's row when it is known
+        out.append({"index": request_row.get(u.get("request_id"), row_at(ts / 1000.0)), "lane": lane,
+                    "text": f"version {u.get('challenger_version')} vs {u.get('champion_version')}: {u.get('reason')}"})
+    return out
+
+
+def _version_key(v: str) -> tuple[int, Any]:
+    return (0, int(v)) if v.isdigit() else (1, v)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``mlstream report``; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.live:
+            from stream.config import load_settings
+
+            settings = load_settings(args.config)
+            data = report_from_topics(settings, model_version=args.model_version, max_rows=args.max_rows,
+                                      timeout=args.timeout, title=args.title)
+        else:
+            data = report_from_file(args)
+        path = write_report(data, args.output)
+    except (OSError, StreamError, ValueError) as exc:
+        print(f"report: error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(summary_lines(data)))
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, opens offline)")
+    return 0
