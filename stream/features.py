@@ -205,9 +205,10 @@ class FeatureSet:
 
     @property
     def monitored(self) -> dict[str, str]:
-        """Columns watched for drift: numeric features and the raw one-hot categories."""
+        """Columns watched for drift: numeric features and the raw categories (one-hot or indexed)."""
         kinds = {n.name: "numeric" for n in self.numeric}
-        kinds.update({s.field: "categorical" for s in (*self.one_hot, *self.indexed)})
+        kinds.update({s.field: "categorical" for s in self.one_hot})
+        kinds.update({s.field: "categorical" for s in self.indexed})
         for spec in self.rolling:
             kinds.update({c: "numeric" for c in spec.columns})
         return kinds

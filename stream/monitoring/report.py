@@ -65,9 +65,8 @@ def report_from_file(args: argparse.Namespace) -> ReportData:
         profile = restrict_to_present(profile, args.events, f"model card {args.model_card}")
     cols = load_columns(args.events)
     n = len(next(iter(cols.values()), []))
-    columns = {f: cols.get(f, [None] * n) for f in profile.features}
-    columns = {f: np.asarray(v, dtype=np.float64) if kind == "numeric" else v
-               for (f, v), kind in zip(columns.items(), profile.features.values())}
+    columns: dict[str, Any] = {f: np.asarray(cols.get(f, [None] * n), dtype=np.float64) if kind == "numeric"
+                               else cols.get(f, [None] * n) for f, kind in profile.features.items()}
     labels = None
     if args.label_field in cols:
         labels = np.array([np.nan if v is None else float(v) for v in cols[args.label_field]])
@@ -176,7 +175,7 @@ def report_from_topics(settings: Any, *, model_version: str | None, max_rows: in
     reached = np.sort(kafka_ts[order][skip:])
 
     def row_at(seconds: float) -> int:
-        return int(max(np.searchsorted(reached, seconds, side="right") - 1, 0))
+        return max(int(np.searchsorted(reached, seconds, side="right")) - 1, 0)
 
     timeline = _timeline(topics, t, row_at, [served[i] for i in order][skip:])
     data = build_report(profile, columns, labels=labels, settings=s, timeline=timeline,

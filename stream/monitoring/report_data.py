@@ -164,7 +164,7 @@ def build_report(profile: ReferenceProfile, columns: Mapping[str, Sequence[Any] 
         for f in [*profile.features, *(["multivariate"] if len(profile.numeric_names) >= 2 else [])]}
     events: list[dict[str, Any]] = []
     for start in range(0, n, step):
-        chunk = {k: v[start : start + step] for k, v in columns.items()}
+        chunk: dict[str, Any] = {k: v[start : start + step] for k, v in columns.items()}
         events += [e.to_dict() for e in mon.update_batch(chunk)]
         if start + step > n and (n - start) % s.block_size:
             continue  # a partial last block is not tested yet
