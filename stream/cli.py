@@ -102,6 +102,25 @@ def cmd_models_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_broker(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from stream.tools.broker import EmbeddedBroker
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with EmbeddedBroker(host=args.host, port=args.port) as broker:
+        print(f"embedded Kafka broker listening on {broker.bootstrap} (in memory: its topics go when it stops); "
+              f"point MLSTREAM_KAFKA__BOOTSTRAP_SERVERS={broker.bootstrap} at it; Ctrl-C stops it", flush=True)
+        while not stop.wait(0.5):
+            if broker.process is None or broker.process.poll() is not None:
+                print("mlstream: error: the embedded broker exited", file=sys.stderr)
+                return 2
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from stream.tools.demo import DemoOptions, print_summary, run_demo
 
@@ -216,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-trainer", action="store_true", help="do not answer retraining requests")
     p.add_argument("--json", action="store_true", help="machine-readable summary (with --events)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("broker", help="run the embedded Kafka broker alone (development, tutorials)")
+    p.add_argument("--host", default="127.0.0.1", help="loopback by default")
+    p.add_argument("--port", type=int, default=9092, help="default: the settings' default broker port")
+    p.set_defaults(func=cmd_broker)
 
     p = sub.add_parser("bench", help="throughput/latency benchmark on the embedded broker")
     p.add_argument("--events", type=int, default=100_000)
