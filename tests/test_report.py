@@ -100,8 +100,9 @@ async def test_the_browser_check_fails_on_a_broken_page(tmp_path: Path) -> None:
 
 
 async def test_report_from_a_live_deployment(make_settings, start_worker, tmp_path: Path) -> None:
-    from stream.kafka import ensure_topics
+    from stream.kafka import ensure_topics, make_producer, start_client
     from stream.tools.tally import wait_until
+    from tests.helpers import read_topic
     from stream.tools.traffic import produce
 
     settings = make_settings(monitor={"warmup_rows": WARMUP_EVENTS},
@@ -115,11 +116,28 @@ async def test_report_from_a_live_deployment(make_settings, start_worker, tmp_pa
     requests = lambda: worker.metrics.registry.get_sample_value("mlstream_retrain_requests_total") or 0
     assert await wait_until(lambda: requests() >= 1, 15)
 
+    # the trainer's answer, as `mlstream trainer` publishes it (its own test runs the real one)
+    request = orjson.loads((await read_topic(settings, settings.topics.retrain))[0].value)
+    update = {"request_id": request["request_id"], "model": "fraud", "champion_version": "1",
+              "challenger_version": "2", "promoted": True, "reason": "holdout log loss 0.0400 vs champion 0.0500"}
+    producer = make_producer(settings)
+    await start_client(producer, settings.kafka.bootstrap_servers)
+    try:
+        await producer.send_and_wait(settings.topics.model_updates, orjson.dumps(update))
+    finally:
+        await producer.stop()
+
     data = await asyncio.to_thread(report_from_topics, settings, model_version=None, max_rows=50_000, timeout=60)
     assert data.rows == EVENTS - WARMUP_EVENTS
     assert "log_amount" in data.summary()["drift_openings"]
-    lanes = {t["lane"] for t in data.timeline}
-    assert {"serving version", "drift alert (deployment)", "retraining requested"} <= lanes
+    lanes = {t["lane"]: t for t in data.timeline}
+    assert {"serving version", "drift alert (deployment)", "retraining requested", "challenger promoted"} <= set(lanes)
+    # the report runs the deployment's monitor code on the same rows: the same drift events
+    published = [orjson.loads(r.value) for r in await read_topic(settings, settings.topics.drift)]
+    assert sorted((d["index"], d["kind"], d["features"]) for d in published) == \
+        sorted((e["index"], e["kind"], e["features"]) for e in data.events)
+    # the promotion answers the request: drawn at the row of the drift that asked for it
+    assert lanes["challenger promoted"]["index"] == lanes["retraining requested"]["index"] == request["drift_index"]
     assert data.performance["labelled"]["roc_auc"] and data.performance["estimated"]["roc_auc"]
     html = write_report(data, tmp_path / "live.html")
     await assert_renders(html, tmp_path / "live.png", min_plots=PLOTS)
