@@ -90,12 +90,12 @@ def test_register_lightgbm_in_its_own_column_order(data: dict, tmp_path: Path, c
     assert np.quantile(profile.numeric["score"].sample, 0.5) == pytest.approx(np.median(expected), abs=0.05)
 
 
-def _graph_model(tmp_path: Path, elem_type: int, nan: bool = False) -> Path:
+def _graph_model(tmp_path: Path, elem_type: int, nan: bool = False, sigmoid: bool = True) -> Path:
     """A hand-built ONNX classifier: input [batch, n] of ``elem_type``, output [batch] scores."""
     x = helper.make_tensor_value_info("input", elem_type, [None, len(COLUMNS)])
     y = helper.make_tensor_value_info("probabilities", elem_type, [None])
     nodes = [helper.make_node("ReduceMean", ["input"], ["m"], keepdims=0, axes=[1]),
-             helper.make_node("Sigmoid", ["m"], ["s"])]
+             helper.make_node("Sigmoid" if sigmoid else "Identity", ["m"], ["s"])]
     # sqrt(-sigmoid) is NaN on every row
     nodes += [helper.make_node("Neg", ["s"], ["n"]), helper.make_node("Sqrt", ["n"], ["probabilities"])] if nan \
         else [helper.make_node("Identity", ["s"], ["probabilities"])]
@@ -112,6 +112,7 @@ def _graph_model(tmp_path: Path, elem_type: int, nan: bool = False) -> Path:
     ("dtype", "is tensor(double); expected tensor(float)"),
     ("non_finite", "is not finite on 3000 of 3000 reference rows"),
     ("order", "--feature-order: must list each of the domain's 21 features once"),
+    ("not_probability", "a classifier's score must be a probability in [0, 1]"),
 ])
 def test_mismatched_model_is_refused_in_one_line(case: str, expected: str, data: dict, tmp_path: Path,
                                                  capsys) -> None:
@@ -126,6 +127,8 @@ def test_mismatched_model_is_refused_in_one_line(case: str, expected: str, data:
     elif case == "order":
         onnx_path = _graph_model(tmp_path, TensorProto.FLOAT)
         args = ["--feature-order", ",".join(COLUMNS[:-1])]
+    elif case == "not_probability":
+        onnx_path = _graph_model(tmp_path, TensorProto.FLOAT, sigmoid=False)
     else:
         onnx_path = _graph_model(tmp_path, TensorProto.DOUBLE if case == "dtype" else TensorProto.FLOAT,
                                  nan=case == "non_finite")
@@ -145,3 +148,7 @@ def test_a_model_that_fits_registers_without_labels(data: dict, tmp_path: Path) 
                  "--store", str(tmp_path / "store"), "--version", "7"]) == 0
     card = json.loads((tmp_path / "store" / "fraud" / "7" / "card.json").read_text())
     assert card["training"]["metrics"] == {} and not (tmp_path / "store" / "fraud" / "CURRENT").exists()
+    # the scorer takes its one-score-per-row output as the positive-class probability
+    X = DOMAIN.offline_features(data["ref"].events[:50])
+    scores = load_model(ModelStore(tmp_path / "store"), "fraud", COLUMNS, "7").predict(X)
+    np.testing.assert_allclose(scores, 1 / (1 + np.exp(-X.astype(np.float64).mean(axis=1))), rtol=1e-5)

@@ -37,7 +37,8 @@ class Model:
         out = np.asarray(out, dtype=np.float64)
         if self.card.task == "classification":
             # probability of the positive class, contiguous for serialisation
-            return np.ascontiguousarray(out[:, 1]) if out.ndim == 2 else out
+            # [batch, 2] class probabilities, or one positive-class probability per row
+            return np.ascontiguousarray(out[:, 1]) if out.ndim == 2 and out.shape[1] == 2 else out.reshape(len(X))
         return out.reshape(len(X))
 
 

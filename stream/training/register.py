@@ -152,7 +152,7 @@ def register(domain: Domain, store: ModelStore, onnx_path: Path | str, reference
              input_name: str | None = None, output: str | None = None, warmup: int = 0,
              seed: int = 0, promote: bool = False) -> dict[str, Any]:
     """Check an outside ONNX model against ``domain`` on reference events and store it; returns its card."""
-    from stream.training.train import _metrics, _next_version
+    from stream.training.train import _next_version
 
     onnx_path = Path(onnx_path)
     try:
@@ -193,12 +193,22 @@ def register(domain: Domain, store: ModelStore, onnx_path: Path | str, reference
             "rows_reference": len(X_domain), "warmup": warmup, "seed": seed,
             "estimator": f"external ONNX ({meta})" if meta else "external ONNX",
             # metrics on the reference rows: the holdout as far as this store knows
-            "metrics": _metrics(domain, labels[warmup:], score) if labels is not None else {},
+            "metrics": _reference_metrics(domain, labels[warmup:] if labels is not None else None, score),
         },
         "reference_profile": profile.to_dict(),
     }
     store.save(card, blob, promote=promote)
     return {**card, "sha256": store.load(name, version)[0].sha256}
+
+
+def _reference_metrics(domain: Domain, labels: np.ndarray | None, score: np.ndarray) -> dict[str, float]:
+    from stream.training.train import _metrics
+
+    if labels is None:
+        return {}
+    if domain.task == "classification" and len(np.unique(labels)) < 2:
+        return {}  # AUC and log loss need both classes among the reference labels
+    return _metrics(domain, labels, score)
 
 
 def _producer(blob: bytes) -> str:
