@@ -139,5 +139,8 @@ async def test_report_from_a_live_deployment(make_settings, start_worker, tmp_pa
     # the promotion answers the request: drawn at the row of the drift that asked for it
     assert lanes["challenger promoted"]["index"] == lanes["retraining requested"]["index"] == request["drift_index"]
     assert data.performance["labelled"]["roc_auc"] and data.performance["estimated"]["roc_auc"]
+    # bounded: only the newest rows, the deployment's alerts then placed by time
+    newest = await asyncio.to_thread(report_from_topics, settings, model_version=None, max_rows=5_000, timeout=60)
+    assert 5_000 <= newest.rows < 5_000 + settings.scoring.max_batch_size and "--max-rows" in newest.notes[-1]
     html = write_report(data, tmp_path / "live.html")
     await assert_renders(html, tmp_path / "live.png", min_plots=PLOTS)

@@ -74,8 +74,14 @@ def report_from_file(args: argparse.Namespace) -> ReportData:
                         title=args.title or f"Drift report: {Path(args.events).name}")
 
 
-async def _read(settings: Any, topics: list[str], max_records: dict[str, int], deadline: float) -> dict[str, list[Any]]:
-    """Records of each topic up to its end offsets at start; the newest ``max_records[topic]`` of each."""
+async def _read(settings: Any, limits: dict[str, int], deadline: float, *, rows_topic: str,
+                model: str) -> tuple[dict[str, list[tuple[int, dict[str, Any]]]], bool]:
+    """Decoded JSON messages of each topic: at most the newest ``limits[topic]`` per partition, up to the
+    high watermark seen at the first fetch. In ``rows_topic`` only ``model``'s feature batches are kept,
+    the oldest dropped beyond ``limits[rows_topic]`` rows: memory stays bounded however big the batches.
+    Also says whether ``rows_topic`` was read from its beginning (nothing skipped or dropped)."""
+    from collections import deque
+
     from aiokafka import TopicPartition
 
     from stream.kafka import make_consumer, start_client
@@ -83,49 +89,63 @@ async def _read(settings: Any, topics: list[str], max_records: dict[str, int], d
     consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=50,
                              max_partition_fetch_bytes=16 * 1024 * 1024)
     await start_client(consumer, settings.kafka.bootstrap_servers)
-    out: dict[str, list[Any]] = {t: [] for t in topics}
+    out: dict[str, deque[tuple[int, dict[str, Any]]]] = {t: deque() for t in limits}
+    rows, complete = 0, True
     try:
         tps = []
-        for topic in topics:
+        for topic in limits:
             parts = consumer.partitions_for_topic(topic)
             if parts is None:
                 await consumer._client.force_metadata_update()
                 parts = consumer.partitions_for_topic(topic) or set()
             tps += [TopicPartition(topic, p) for p in sorted(parts)]
         if not tps:
-            return out
+            return {t: list(v) for t, v in out.items()}, complete
         consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        starts = await consumer.beginning_offsets(tps)
-        for tp in tps:  # start late enough to read at most the newest max_records per partition
-            per_part = max_records[tp.topic] // max(sum(1 for t in tps if t.topic == tp.topic), 1)
-            consumer.seek(tp, max(starts[tp], ends[tp] - per_part))
-        pending = {tp for tp in tps if ends[tp] > starts[tp]}
+        await consumer.seek_to_beginning(*tps)
+        # End offsets come from fetch responses' high watermarks, not ListOffsets (which the
+        # embedded broker answers wrongly for batched produces; see README "The embedded broker").
+        end: dict[TopicPartition, int] = {}
+        pending = set(tps)
         while pending and time.monotonic() < deadline:
             batches = await consumer.getmany(*pending, timeout_ms=200, max_records=5_000)
-            for tp, recs in batches.items():
-                out[tp.topic] += [r for r in recs if r.offset < ends[tp]]
             for tp in list(pending):
-                if await consumer.position(tp) >= ends[tp]:
+                hw = consumer.highwater(tp)
+                if tp not in end and hw is not None:
+                    end[tp] = hw
+                    first = max(hw - limits[tp.topic], await consumer.position(tp))
+                    if first > await consumer.position(tp):  # skip to the newest messages
+                        consumer.seek(tp, first)
+                        batches.pop(tp, None)
+                        complete = complete and tp.topic != rows_topic
+            for tp, recs in batches.items():
+                for r in recs:
+                    if tp not in end or r.offset >= end[tp]:
+                        continue
+                    try:
+                        value = orjson.loads(r.value or b"")
+                    except orjson.JSONDecodeError:
+                        continue
+                    if not isinstance(value, dict):
+                        continue
+                    if tp.topic == rows_topic:
+                        if value.get("model") != model or not isinstance(value.get("event_ids"), list):
+                            continue
+                        rows += len(value["event_ids"])
+                    out[tp.topic].append((int(r.timestamp), value))
+            rq = out[rows_topic]
+            while rq and rows - len(rq[0][1]["event_ids"]) >= limits[rows_topic]:
+                rows -= len(rq.popleft()[1]["event_ids"])
+                complete = False
+            for tp in list(pending):
+                if tp in end and await consumer.position(tp) >= end[tp]:
                     pending.discard(tp)
         if pending:
             print(f"report: warning: stopped reading after --timeout; {len(pending)} partition(s) not read to "
                   "their end", file=sys.stderr)
-        return out
+        return {t: list(v) for t, v in out.items()}, complete
     finally:
         await consumer.stop()
-
-
-def _json(records: list[Any]) -> list[tuple[int, dict[str, Any]]]:
-    out = []
-    for r in records:
-        try:
-            value = orjson.loads(r.value or b"")
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(value, dict):
-            out.append((int(r.timestamp), value))
-    return out
 
 
 def report_from_topics(settings: Any, *, model_version: str | None, max_rows: int, timeout: float,
@@ -133,12 +153,12 @@ def report_from_topics(settings: Any, *, model_version: str | None, max_rows: in
     from stream.registry import ModelStore
 
     t = settings.topics
-    # feature batches hold up to max_batch_size rows each: enough batches for max_rows
-    per_batch = max(settings.scoring.max_batch_size // max(t.partitions, 1), 1)
-    limits = {t.features: max(max_rows // per_batch, 1) * 4, t.labels: max_rows, t.drift: 10_000,
-              t.retrain: 10_000, t.model_updates: 10_000}
-    topics = asyncio.run(_read(settings, list(limits), limits, time.monotonic() + timeout))
-    batches = [(ts, b) for ts, b in _json(topics[t.features]) if b.get("model") == settings.model_name]
+    # a feature batch holds at least one row: max_rows batches always hold the newest max_rows rows
+    limits = {t.features: max_rows, t.labels: 2 * max_rows, t.drift: 10_000, t.retrain: 10_000,
+              t.model_updates: 10_000}
+    topics, complete = asyncio.run(_read(settings, limits, time.monotonic() + timeout, rows_topic=t.features,
+                                         model=settings.model_name))
+    batches = topics[t.features]
     if not batches:
         raise ReplayError(f"no feature batches of model {settings.model_name!r} in topic {t.features!r} "
                           f"at {settings.kafka.bootstrap_servers} (is a worker running with the monitor on?)")
@@ -163,12 +183,14 @@ def report_from_topics(settings: Any, *, model_version: str | None, max_rows: in
             vals = [v for _, b in batches for v in b["columns"].get(name, [None] * len(b["event_ids"]))]
         columns[name] = (np.array([np.nan if v is None else v for v in vals], dtype=np.float64)[order]
                          if kind == "numeric" else [vals[i] for i in order])
-    label_of = {str(v["event_id"]): float(v["label"]) for _, v in _json(topics[t.labels])
+    label_of = {str(v["event_id"]): float(v["label"]) for _, v in topics[t.labels]
                 if "event_id" in v and isinstance(v.get("label"), (int, float))}
     labels = np.array([label_of.get(str(i), np.nan) for i in ids]) if label_of else None
     s = DriftSettings(expected_run_length=settings.monitor.expected_run_length)
-    skip = min(settings.monitor.warmup_rows, len(order))
-    if skip:  # the deployment's monitor skips these too
+    # the deployment's monitor skipped its first warmup_rows rows: so does the report, when it read
+    # the stream from its start (the row axes then match and its events carry the same indices)
+    skip = min(settings.monitor.warmup_rows, len(order)) if complete else 0
+    if skip:
         columns = {k: v[skip:] for k, v in columns.items()}
         labels = labels[skip:] if labels is not None else None
     # wall-clock moments -> the (tested) row the monitor had reached by then
@@ -177,7 +199,7 @@ def report_from_topics(settings: Any, *, model_version: str | None, max_rows: in
     def row_at(seconds: float) -> int:
         return max(int(np.searchsorted(reached, seconds, side="right")) - 1, 0)
 
-    timeline = _timeline(topics, t, row_at, [served[i] for i in order][skip:])
+    timeline = _timeline(topics, t, row_at, [served[i] for i in order][skip:], by_index=complete)
     data = build_report(profile, columns, labels=labels, settings=s, timeline=timeline,
                         model={"name": card.name, "version": card.version, "task": card.task,
                                "threshold": card.data.get("threshold", 0.5)},
@@ -187,27 +209,33 @@ def report_from_topics(settings: Any, *, model_version: str | None, max_rows: in
                           f"{card.version}'s")
     if skip:
         data.notes.append(f"the first {skip} rows only build entity state (monitor.warmup_rows) and are not tested")
+    if not complete:
+        data.notes.append(f"the newest {len(order):,} rows (--max-rows); row 0 is the first of them, and the "
+                          "deployment's alerts are placed by their time")
     return data
 
 
-def _timeline(topics: dict[str, list[Any]], t: Any, row_at: Any, served: list[str]) -> list[dict[str, Any]]:
+def _timeline(topics: dict[str, list[tuple[int, dict[str, Any]]]], t: Any, row_at: Any, served: list[str], *,
+              by_index: bool) -> list[dict[str, Any]]:
     """Drift alerts, retraining requests and model updates placed on the row axis: by the row index
-    the deployment's monitor gave them (the same count of tested rows), else by their time."""
+    the deployment's monitor gave them when the report read the stream from its start (the same
+    count of tested rows), else by their time."""
     out: list[dict[str, Any]] = []
     for i, v in enumerate(served):
         if i == 0 or v != served[i - 1]:
             out.append({"index": i, "lane": "serving version", "text": f"version {v} serving"})
-    for ts, d in _json(topics[t.drift]):
-        at = d["index"] if isinstance(d.get("index"), int) else row_at(d.get("detected_at", ts / 1000.0))
+    for ts, d in topics[t.drift]:
+        at = d["index"] if by_index and isinstance(d.get("index"), int) else row_at(d.get("detected_at", ts / 1000.0))
         out.append({"index": at, "lane": "drift alert (deployment)",
                     "text": f"{d.get('kind')}: {', '.join(d.get('features', []))} (version {d.get('model_version')})"})
     request_row = {}
-    for ts, r in _json(topics[t.retrain]):
-        at = r["drift_index"] if isinstance(r.get("drift_index"), int) else row_at(r.get("requested_at", ts / 1000.0))
+    for ts, r in topics[t.retrain]:
+        at = (r["drift_index"] if by_index and isinstance(r.get("drift_index"), int)
+              else row_at(r.get("requested_at", ts / 1000.0)))
         request_row[r.get("request_id")] = at
         out.append({"index": at, "lane": "retraining requested",
                     "text": f"{r.get('reason')} on {', '.join(r.get('features', []))} (version {r.get('model_version')})"})
-    for ts, u in _json(topics[t.model_updates]):
+    for ts, u in topics[t.model_updates]:
         lane = "challenger promoted" if u.get("promoted") else "challenger rejected"
         # an update answers a request: drawn at that request's row when it is known
         out.append({"index": request_row.get(u.get("request_id"), row_at(ts / 1000.0)), "lane": lane,
