@@ -79,29 +79,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_models_add(args: argparse.Namespace) -> int:
-    from stream.domain import load_domain
-    from stream.registry import ModelStore
-    from stream.training.register import register
-
-    settings = _settings(args)
-    domain = load_domain(args.domain or settings.domain)
-    order = None
-    if args.feature_order:
-        # a comma-separated list, or a file with one column per line
-        text = args.feature_order if "," in args.feature_order else Path(args.feature_order).read_text()
-        order = [c.strip() for c in text.replace("\n", ",").split(",") if c.strip()]
-    card = register(domain, ModelStore(args.store or settings.model_store), args.onnx, args.reference,
-                    name=args.name or settings.model_name, version=args.version, feature_order=order,
-                    input_name=args.input_name, output=args.output, warmup=args.warmup, seed=args.seed,
-                    promote=args.promote)
-    state = "promoted to current" if args.promote else "not current (use --promote)"
-    print(f"registered {card['name']} version {card['version']} (sha256 {card['sha256'][:12]}…, "
-          f"{card['training']['rows_reference']} reference rows, {state}): "
-          f"{json.dumps(card['training']['metrics'])}")
-    return 0
-
-
 def cmd_broker(args: argparse.Namespace) -> int:
     import signal
     import threading
@@ -201,40 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-promote", action="store_true", help="store without making it current")
     p.set_defaults(func=cmd_train)
 
-    models = sub.add_parser("models", help="the model store: register outside models")
-    models_sub = models.add_subparsers(dest="models_command", required=True)
-    p = with_config(models_sub.add_parser(
-        "add", help="register an ONNX model trained elsewhere: check it on reference events, write its card"))
-    p.add_argument("--onnx", required=True, help="the model (one float32 input [batch, n_features])")
-    p.add_argument("--reference", required=True,
-                   help="reference events (JSONL, the domain's schema; a label field adds metrics)")
-    p.add_argument("--name", default=None, help="model name (default: settings model_name)")
-    p.add_argument("--version", default=None, help="default: next number")
-    p.add_argument("--promote", action="store_true", help="make it the current version")
-    p.add_argument("--domain", default=None, help="package.module:NAME (default: settings domain)")
-    p.add_argument("--feature-order", default=None,
-                   help="the model's input columns, comma-separated or a file with one per line "
-                        "(default: the domain's order)")
-    p.add_argument("--input-name", default=None, help="expected ONNX input name")
-    p.add_argument("--output", default=None, help="ONNX output holding the score (default: detected)")
-    p.add_argument("--warmup", type=int, default=0, help="leading events that only build entity state")
-    p.add_argument("--seed", type=int, default=0, help="seed of the profile's subsample")
-    p.add_argument("--store", default=None, help="model store folder (default: settings)")
-    p.set_defaults(func=cmd_models_add)
+    # the `models` group: its verbs live with their logic (`add` in stream/training/register.py)
+    from stream.training.register import add_verb as add_models_add
 
-    p = sub.add_parser("demo", help="the whole pipeline on an embedded broker with simulated traffic")
-    p.add_argument("--events", type=int, default=None, help="run N events, print a summary and exit")
-    p.add_argument("--rate", type=float, default=None, help="events per second")
-    p.add_argument("--scenario", choices=sorted(SCENARIOS), default="mean_shift")
-    p.add_argument("--drift-at", type=int, default=None)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--invalid-rate", type=float, default=0.01)
-    p.add_argument("--store", default="models")
-    p.add_argument("--workdir", default=".mlstream/demo", help="worker logs and the demo's model store")
-    p.add_argument("--no-trainer", action="store_true", help="do not answer retraining requests")
-    p.add_argument("--json", action="store_true", help="machine-readable summary (with --events)")
-    p.set_defaults(func=cmd_demo)
+    models = with_config(sub.add_parser("models", help="the model store: register outside models"))
+    models.add_argument("--store", default=None, help="model store folder (default: settings)")
+    models.add_argument("--name", default=None, help="model name (default: settings)")
+    verbs = models.add_subparsers(dest="verb", required=True)
+    add_models_add(verbs)
 
     p = sub.add_parser("broker", help="run the embedded Kafka broker alone (development, tutorials)")
     p.add_argument("--host", default="127.0.0.1", help="loopback by default")

@@ -144,8 +144,9 @@ def test_mismatched_model_is_refused_in_one_line(case: str, expected: str, data:
 def test_a_model_that_fits_registers_without_labels(data: dict, tmp_path: Path) -> None:
     onnx_path = _graph_model(tmp_path, TensorProto.FLOAT)
     reference = _write_reference(tmp_path / "reference.jsonl", data["ref"], labels=False)
-    assert main(["models", "add", "--onnx", str(onnx_path), "--reference", str(reference),
-                 "--store", str(tmp_path / "store"), "--version", "7"]) == 0
+    # --store given to the `models` group, as the other verbs take it
+    assert main(["models", "--store", str(tmp_path / "store"), "add", "--onnx", str(onnx_path),
+                 "--reference", str(reference), "--version", "7"]) == 0
     card = json.loads((tmp_path / "store" / "fraud" / "7" / "card.json").read_text())
     assert card["training"]["metrics"] == {} and not (tmp_path / "store" / "fraud" / "CURRENT").exists()
     # the scorer takes its one-score-per-row output as the positive-class probability

@@ -15,6 +15,8 @@ model's order and the scorer reorders its feature matrix to it.
 
 from __future__ import annotations
 
+import argparse
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -218,3 +220,52 @@ def _producer(blob: bytes) -> str:
         return ""
     model = onnx.load_from_string(blob)
     return f"{model.producer_name} {model.producer_version}".strip()
+
+
+def add_verb(verbs: Any) -> None:
+    """``mlstream models add``: a verb of the ``models`` group (which may carry ``--store``/``--name``).
+
+    Options given after ``add`` win; ones left out do not hide the group's (``SUPPRESS``).
+    """
+    keep = argparse.SUPPRESS
+    p = verbs.add_parser("add", help="register an ONNX model trained elsewhere: check it on reference events, "
+                         "write its card")
+    p.add_argument("--onnx", required=True, help="the model (one float32 input [batch, n_features])")
+    p.add_argument("--reference", required=True,
+                   help="reference events (JSONL, the domain's schema; its label field adds holdout metrics)")
+    p.add_argument("--name", default=keep, help="model name (default: settings model_name)")
+    p.add_argument("--version", default=None, help="default: the next number")
+    p.add_argument("--promote", action="store_true", help="make it the current (served) version")
+    p.add_argument("--domain", default=None, help="package.module:NAME (default: settings domain)")
+    p.add_argument("--feature-order", default=None,
+                   help="the model's input columns: comma-separated, or a file with one per line "
+                        "(default: the domain's order)")
+    p.add_argument("--input-name", default=None, help="the ONNX input name the model must have")
+    p.add_argument("--output", default=None, help="the ONNX output holding the score (default: detected)")
+    p.add_argument("--warmup", type=int, default=0, help="leading events that only build entity state")
+    p.add_argument("--seed", type=int, default=0, help="seed of the reference profile's subsample")
+    p.add_argument("--store", default=keep, help="model store folder (default: settings)")
+    p.add_argument("--config", default=keep, help="TOML settings file (else MLSTREAM_CONFIG)")
+    p.set_defaults(func=run_add)
+
+
+def run_add(args: argparse.Namespace) -> int:
+    from stream.config import load_settings
+    from stream.domain import load_domain
+
+    settings = load_settings(getattr(args, "config", None))
+    domain = load_domain(args.domain or settings.domain)
+    order = None
+    if args.feature_order:
+        # a comma-separated list, or a file with one column per line
+        text = args.feature_order if "," in args.feature_order else Path(args.feature_order).read_text()
+        order = [c.strip() for c in text.replace("\n", ",").split(",") if c.strip()]
+    store = ModelStore(getattr(args, "store", None) or settings.model_store)
+    card = register(domain, store, args.onnx, args.reference, name=getattr(args, "name", None) or settings.model_name,
+                    version=args.version, feature_order=order, input_name=args.input_name, output=args.output,
+                    warmup=args.warmup, seed=args.seed, promote=args.promote)
+    state = "promoted to current" if args.promote else "not current (use --promote)"
+    print(f"registered {card['name']} version {card['version']} (sha256 {card['sha256'][:12]}…, "
+          f"{card['training']['rows_reference']} reference rows, {state}): "
+          f"{json.dumps(card['training']['metrics'])}")
+    return 0
