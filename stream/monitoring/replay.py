@@ -129,10 +129,11 @@ def _profile(args: argparse.Namespace) -> tuple[ReferenceProfile, str | None, st
 
 
 def event_json(event: DriftEvent) -> str:
-    """One event as a JSON line, ``index`` and ``kind`` first, the evidence last."""
+    """One event as a JSON line, ``index``, ``kind`` and ``features`` first, the evidence last."""
     d = event.to_dict()
-    head = {k: d.pop(k) for k in ("index", "kind", "features", "model_name", "model_version")}
-    return json.dumps({**head, **dict(sorted(d.items()))})
+    head = {k: d.pop(k) for k in ("index", "kind", "features")}
+    evidence = d.pop("evidence", [])
+    return json.dumps({**head, **dict(sorted(d.items())), "evidence": evidence})
 
 
 def present_features(path: str, features: list[str], probe_rows: int = 1_000) -> tuple[list[str], int]:
