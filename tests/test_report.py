@@ -89,6 +89,24 @@ async def test_report_from_a_recorded_stream_opens_in_chromium(tmp_path: Path, c
     assert "performance" in ids and "timeline" in ids
 
 
+def test_report_from_raw_events_equals_the_one_from_feature_rows(tmp_path: Path, capsys) -> None:
+    """A recording of the events topic: features and scores computed with the scorer's code first."""
+    sim = PaymentSimulator(seed=5, scenario="mean_shift", drift_at=WARMUP_EVENTS + (EVENTS - WARMUP_EVENTS) // 2)
+    raw = tmp_path / "events.jsonl"
+    with raw.open("w") as fh:
+        for item in sim.events(EVENTS):
+            fh.write(json.dumps({**orjson.loads(item.value), "label": int(item.label or 0)}) + "\n")
+        fh.write('{"event_id": "bad"}\n')  # fails the schema: left out, counted
+    assert main(["--events", str(raw), "--model-card", str(CARD), "--warmup", str(WARMUP_EVENTS),
+                 "--output", str(tmp_path / "raw.html")]) == 0
+    from_raw = capsys.readouterr().out.splitlines()
+    assert main(["--events", str(feature_rows(tmp_path / "rows.jsonl", "mean_shift")), "--model-card", str(CARD),
+                 "--output", str(tmp_path / "rows.html")]) == 0
+    from_rows = capsys.readouterr().out.splitlines()
+    assert from_raw[:-1] == from_rows[:-1] and any(line.startswith("drift opened on log_amount") for line in from_raw)
+    assert "1 events failed the schema" in (tmp_path / "raw.html").read_text()
+
+
 async def test_the_browser_check_fails_on_a_broken_page(tmp_path: Path) -> None:
     page = tmp_path / "broken.html"
     page.write_text("<html><body><ul id='summary'></ul><div class='plot' id='p'></div>"

@@ -3,12 +3,15 @@
 Usage::
 
     mlstream report --events rows.jsonl --model-card card.json [--output report.html]
+    mlstream report --events events.jsonl --model-card models/fraud/1/card.json [--warmup 8000]
     mlstream report --events rows.jsonl --reference ref.jsonl [--output report.html]
     mlstream report --live [--config mlstream.toml] [--max-rows 200000] [--output report.html]
 
 From a file, each line is a flat JSON object of monitored feature values and ``score``
 (what ``mlstream replay`` reads); a ``label`` field (``--label-field``) adds labelled
-performance. Live, the report reads the deployment's topics up to their current end, bounded
+performance. Or each line is a raw event, as on the events topic: then the domain's features and
+the model's scores are computed first (:mod:`stream.monitoring.report_raw`), with the ONNX file
+beside the card. Live, the report reads the deployment's topics up to their current end, bounded
 by ``--max-rows`` feature rows and ``--timeout`` seconds: feature batches (features, scores,
 event ids), labels (joined on ``event_id``), drift events, retraining requests and model
 updates. Either way the rows go through the same drift monitor the pipeline runs.
@@ -32,6 +35,7 @@ from stream.monitoring.profile import ReferenceProfile
 from stream.monitoring.replay import _profile, load_columns, restrict_to_present
 from stream.monitoring.report_data import ReportData, build_report
 from stream.monitoring.report_html import summary_lines, write_report
+from stream.monitoring.report_raw import first_row, looks_raw, rows_from_events
 
 __all__ = ["main", "report_from_file", "report_from_topics"]
 
@@ -39,11 +43,15 @@ __all__ = ["main", "report_from_file", "report_from_topics"]
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlstream report", description="Write a self-contained HTML drift report.")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--events", help="monitored feature rows with scores, JSON lines (as replay reads)")
+    src.add_argument("--events", help="JSON lines: raw events (as on the events topic; needs --model-card) "
+                     "or monitored feature rows with scores (as replay reads)")
     src.add_argument("--live", action="store_true", help="read the deployment's topics (settings' broker)")
     p.add_argument("--model-card", help="model card JSON with a reference_profile (with --events)")
     p.add_argument("--reference", help="reference rows, JSON lines (with --events, instead of a card)")
-    p.add_argument("--label-field", default="label", help="label field of the rows (with --events)")
+    p.add_argument("--label-field", default="label", help="label field of feature rows (with --events)")
+    p.add_argument("--domain", help="package.module:NAME of raw events (default: settings domain)")
+    p.add_argument("--warmup", type=int, default=0,
+                   help="leading raw events that only build entity state (with --events)")
     p.add_argument("--config", help="TOML settings file (with --live)")
     p.add_argument("--model-version", help="reference profile of this version (with --live; default: newest seen)")
     p.add_argument("--max-rows", type=int, default=200_000, help="newest feature rows read (with --live)")
@@ -59,19 +67,32 @@ def report_from_file(args: argparse.Namespace) -> ReportData:
     args.schema, args.seed = None, 0
     profile, name, version = _profile(args)
     model: dict[str, Any] = {"name": name, "version": version}
+    title = args.title or f"Drift report: {Path(args.events).name}"
+    notes = []
     if args.model_card:
+        from stream.config import load_settings
+        from stream.domain import load_domain
+
         card = orjson.loads(Path(args.model_card).read_bytes())
         model.update(task=card.get("task", "classification"), threshold=card.get("threshold", 0.5))
+        domain = load_domain(args.domain or load_settings(args.config).domain)
+        if looks_raw(first_row(args.events), domain):
+            columns, labels, invalid = rows_from_events(args.events, args.model_card, domain, warmup=args.warmup)
+            notes.append(f"raw events: features computed with domain {domain.name!r}, scored by the model"
+                         + (f"; {invalid} events failed the schema and are left out" if invalid else "")
+                         + (f"; the first {args.warmup} only build entity state" if args.warmup else ""))
+            data = build_report(profile, columns, labels=labels, model=model, title=title)
+            data.notes += notes
+            return data
         profile = restrict_to_present(profile, args.events, f"model card {args.model_card}")
     cols = load_columns(args.events)
     n = len(next(iter(cols.values()), []))
-    columns: dict[str, Any] = {f: np.asarray(cols.get(f, [None] * n), dtype=np.float64) if kind == "numeric"
-                               else cols.get(f, [None] * n) for f, kind in profile.features.items()}
+    columns = {f: np.asarray(cols.get(f, [None] * n), dtype=np.float64) if kind == "numeric"
+               else cols.get(f, [None] * n) for f, kind in profile.features.items()}
     labels = None
     if args.label_field in cols:
         labels = np.array([np.nan if v is None else float(v) for v in cols[args.label_field]])
-    return build_report(profile, columns, labels=labels, model=model,
-                        title=args.title or f"Drift report: {Path(args.events).name}")
+    return build_report(profile, columns, labels=labels, model=model, title=title)
 
 
 async def _read(settings: Any, limits: dict[str, int], deadline: float, *, rows_topic: str,
