@@ -90,9 +90,10 @@ def test_register_lightgbm_in_its_own_column_order(data: dict, tmp_path: Path, c
     assert np.quantile(profile.numeric["score"].sample, 0.5) == pytest.approx(np.median(expected), abs=0.05)
 
 
-def _graph_model(tmp_path: Path, elem_type: int, nan: bool = False, sigmoid: bool = True) -> Path:
+def _graph_model(tmp_path: Path, elem_type: int, nan: bool = False, sigmoid: bool = True,
+                 batch: int | None = None) -> Path:
     """A hand-built ONNX classifier: input [batch, n] of ``elem_type``, output [batch] scores."""
-    x = helper.make_tensor_value_info("input", elem_type, [None, len(COLUMNS)])
+    x = helper.make_tensor_value_info("input", elem_type, [batch, len(COLUMNS)])
     y = helper.make_tensor_value_info("probabilities", elem_type, [None])
     nodes = [helper.make_node("ReduceMean", ["input"], ["m"], keepdims=0, axes=[1]),
              helper.make_node("Sigmoid" if sigmoid else "Identity", ["m"], ["s"])]
@@ -113,6 +114,7 @@ def _graph_model(tmp_path: Path, elem_type: int, nan: bool = False, sigmoid: boo
     ("non_finite", "is not finite on 3000 of 3000 reference rows"),
     ("order", "--feature-order: must list each of the domain's 21 features once"),
     ("not_probability", "a classifier's score must be a probability in [0, 1]"),
+    ("fixed_batch", "has a fixed batch size 1; export it with a dynamic first dimension"),
 ])
 def test_mismatched_model_is_refused_in_one_line(case: str, expected: str, data: dict, tmp_path: Path,
                                                  capsys) -> None:
@@ -129,6 +131,8 @@ def test_mismatched_model_is_refused_in_one_line(case: str, expected: str, data:
         args = ["--feature-order", ",".join(COLUMNS[:-1])]
     elif case == "not_probability":
         onnx_path = _graph_model(tmp_path, TensorProto.FLOAT, sigmoid=False)
+    elif case == "fixed_batch":
+        onnx_path = _graph_model(tmp_path, TensorProto.FLOAT, batch=1)
     else:
         onnx_path = _graph_model(tmp_path, TensorProto.DOUBLE if case == "dtype" else TensorProto.FLOAT,
                                  nan=case == "non_finite")
@@ -147,6 +151,9 @@ def test_a_model_that_fits_registers_without_labels(data: dict, tmp_path: Path) 
     # --store given to the `models` group, as the other verbs take it
     assert main(["models", "--store", str(tmp_path / "store"), "add", "--onnx", str(onnx_path),
                  "--reference", str(reference), "--version", "7"]) == 0
+    # an existing version is never overwritten
+    assert main(["models", "--store", str(tmp_path / "store"), "add", "--onnx", str(onnx_path),
+                 "--reference", str(reference), "--version", "7"]) == 2
     card = json.loads((tmp_path / "store" / "fraud" / "7" / "card.json").read_text())
     assert card["training"]["metrics"] == {} and not (tmp_path / "store" / "fraud" / "CURRENT").exists()
     # the scorer takes its one-score-per-row output as the positive-class probability

@@ -104,6 +104,9 @@ def _check_input(session: Any, width: int, input_name: str | None, where: object
     if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != width):
         raise RegistrationError(where, f"model input {inp.name!r} has shape {shape}; the domain has "
                                 f"{width} features, expected [batch, {width}]")
+    if isinstance(shape[0], int):  # the scorer sends micro-batches of any size
+        raise RegistrationError(where, f"model input {inp.name!r} has a fixed batch size {shape[0]}; export it "
+                                f"with a dynamic first dimension, [None, {width}]")
     return str(inp.name)
 
 
@@ -181,6 +184,8 @@ def register(domain: Domain, store: ModelStore, onnx_path: Path | str, reference
     profile = ReferenceProfile.from_columns(monitored, kinds, seed=seed)
     meta = _producer(blob)
     version = version or _next_version(store, name)
+    if version in store.versions(name):
+        raise RegistrationError(store.root / name / version, "this version exists; choose another --version")
     card: dict[str, Any] = {
         "name": name,
         "version": version,
