@@ -49,7 +49,7 @@ from typing import IO, Any
 from stream.errors import ProfileError, ReplayError
 from stream.monitoring.drift import DriftEvent, DriftMonitor, DriftSettings
 from stream.monitoring.profile import ReferenceProfile
-from stream.monitoring.report_data import OPENING_KINDS
+from stream.monitoring.report_data import opened_on
 
 __all__ = ["load_columns", "main", "replay_rows"]
 
@@ -173,9 +173,8 @@ def summary(rows: int, settings: DriftSettings, events: list[DriftEvent]) -> lis
              f"tested every {', '.join(map(str, settings.steps()))} rows"]
     opened: dict[str, list[int]] = {}
     for e in events:
-        if e.kind in OPENING_KINDS:
-            for f in e.features:
-                opened.setdefault(f, []).append(e.index)
+        for f in opened_on(e.kind, e.features):
+            opened.setdefault(f, []).append(e.index)
     if not opened:
         return lines + ["no drift: every test stayed within its threshold"]
     for f, at in sorted(opened.items()):

@@ -36,9 +36,17 @@ from stream.monitoring.drift import DriftMonitor, DriftSettings
 from stream.monitoring.labels import estimate_performance
 from stream.monitoring.profile import ReferenceProfile, is_missing
 
-__all__ = ["OPENING_KINDS", "ReportData", "build_report"]
+__all__ = ["OPENING_KINDS", "ReportData", "build_report", "opened_on"]
 
 OPENING_KINDS = ("data_drift", "score_drift", "multivariate_drift", "concept_drift")
+
+
+def opened_on(kind: str, features: Sequence[str]) -> list[str]:
+    """What a drift opening is about: its features, or ``multivariate`` for a correlation change
+    (whose features are the pairs' members, each of which may show no drift of its own)."""
+    if kind not in OPENING_KINDS:
+        return []
+    return ["multivariate"] if kind == "multivariate_drift" else list(features)
 MAX_VALUES = 5_000  # current values kept per numeric feature for the histogram (a seeded subsample)
 
 
@@ -59,7 +67,7 @@ class ReportData:
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        openings = Counter(f for e in self.events if e["kind"] in OPENING_KINDS for f in e["features"])
+        openings = Counter(f for e in self.events for f in opened_on(e["kind"], e["features"]))
         return {"rows": self.rows, "windows": self.settings["windows"],
                 "drift_openings": dict(sorted(openings.items())),
                 "resolved": sum(1 for e in self.events if e["kind"] == "drift_resolved")}

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from stream.errors import StreamError
-from stream.monitoring.report_data import OPENING_KINDS, ReportData
+from stream.monitoring.report_data import OPENING_KINDS, ReportData, opened_on
 
 REF, CUR, RECENT, ALERT = "#7f8c8d", "#1f77b4", "#ff7f0e", "#d62728"
 _BASE = {"margin": {"l": 55, "r": 20, "t": 40, "b": 30}, "height": 260, "legend": {"orientation": "h", "y": -0.12},
@@ -59,9 +59,7 @@ def _drift_figure(name: str, ser: dict[str, list[Any]], events: list[dict[str, A
         {"type": "scatter", "mode": "lines", "name": "effect size ÷ enter threshold", "x": x, "y": ser["effect"],
          "line": {"color": RECENT}, "hovertemplate": "%{y:.2f}<extra></extra>"},
     ]
-    marks = _event_marks(events, None if name == "multivariate" else name)
-    if name == "multivariate":
-        marks = [e for e in marks if e["kind"] == "multivariate_drift"]
+    marks = [e for e in events if name in opened_on(e["kind"], e["features"])]
     top = max([*ser["significance"], *ser["effect"], 1.5])
     if marks:
         data.append({"type": "scatter", "mode": "markers", "name": "drift opened", "x": [e["index"] for e in marks],
@@ -77,7 +75,7 @@ def _drift_figure(name: str, ser: dict[str, list[Any]], events: list[dict[str, A
             shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": start, "x1": x[i - 1], "y0": 0, "y1": 1,
                            "fillcolor": ALERT, "opacity": 0.08, "line": {"width": 0}})
             start = None
-    return {"data": data, "layout": _layout(f"{name}: drift statistics vs threshold (1 = threshold)", shapes=shapes,
+    return {"data": data, "layout": _layout(f"<b>{html.escape(name)}</b>", shapes=shapes,
                                             yaxis={"rangemode": "tozero"})}
 
 
@@ -94,11 +92,11 @@ def _distribution_figure(name: str, d: dict[str, Any], recent_rows: int, rows: i
                  "autobinx": False, "opacity": 0.5, "marker": {"color": color}}
                 for label, key, color in traces if d[key]]
         miss = d["missing"]
-        title = f"{name} (central 99%; missing {miss['reference']:.1%} → {miss['current']:.1%})"
+        title = f"<b>{html.escape(name)}</b> (central 99%; missing {miss['reference']:.1%} → {miss['current']:.1%})"
         return {"data": data, "layout": _layout(title, barmode="overlay", xaxis={"range": [lo, hi]})}
     data = [{"type": "bar", "name": label, "x": d["categories"], "y": d[key], "marker": {"color": color}}
             for label, key, color in traces]
-    return {"data": data, "layout": _layout(f"{name} (share of rows)", barmode="group")}
+    return {"data": data, "layout": _layout(f"<b>{html.escape(name)}</b> (share of rows)", barmode="group")}
 
 
 def _performance_figure(perf: dict[str, dict[str, list[Any]]], events: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -117,8 +115,7 @@ def _performance_figure(perf: dict[str, dict[str, list[Any]]], events: list[dict
     concept = [e for e in events if e["kind"] == "concept_drift"]
     shapes = [{"type": "line", "xref": "x", "yref": "paper", "x0": e["index"], "x1": e["index"], "y0": 0, "y1": 1,
                "line": {"color": ALERT, "dash": "dot"}} for e in concept]
-    return {"data": data, "layout": _layout("Performance over time: labelled (solid) and estimated from scores "
-                                            "(dotted, CBPE)", shapes=shapes)}
+    return {"data": data, "layout": _layout("labelled (solid), estimated from scores (dotted)", shapes=shapes)}
 
 
 def _timeline_figure(data_: ReportData) -> dict[str, Any] | None:
@@ -141,7 +138,7 @@ def _timeline_figure(data_: ReportData) -> dict[str, Any] | None:
                          "y": [lane] * len(pts), "text": [p["text"] for p in pts],
                          "marker": {"size": 11, "color": colors.get(lane, CUR), "symbol": "diamond"},
                          "hovertemplate": "row %{x}: %{text}<extra></extra>"})
-    return {"data": data, "layout": _layout("Drift, retraining and promotion timeline",
+    return {"data": data, "layout": _layout("drift, retraining and promotion",
                                             height=120 + 40 * len(data), yaxis={"automargin": True},
                                             xaxis={"range": [0, max(data_.rows - 1, 1)]},
                                             hovermode="closest", showlegend=False)}
@@ -150,7 +147,7 @@ def _timeline_figure(data_: ReportData) -> dict[str, Any] | None:
 def figures(data: ReportData) -> list[dict[str, Any]]:
     """Every figure of the report with its section, in page order."""
     out: list[dict[str, Any]] = []
-    drifted = {f for e in _event_marks(data.events, None) for f in e["features"]}
+    drifted = {f for e in data.events for f in opened_on(e["kind"], e["features"])}
     order = sorted(data.series, key=lambda f: (f not in drifted, f != "score", f))
     for name in order:
         out.append({"id": f"drift-{len(out)}", "section": "drift", **_drift_figure(name, data.series[name], data.events)})
@@ -175,7 +172,8 @@ def summary_lines(data: ReportData) -> list[str]:
     lines = [head + f"; drift windows {', '.join(str(w) for w in s['windows'])} rows"]
     if s["drift_openings"]:
         lines += [f"drift opened on {f}: {n}×" for f, n in s["drift_openings"].items()]
-        lines.append(f"{s['resolved']} drift state(s) resolved")
+        if s["resolved"]:
+            lines.append(f"{s['resolved']} drift state(s) resolved")
     else:
         lines.append("No drift detected: every test stayed within its threshold.")
     return lines
@@ -188,7 +186,10 @@ SECTIONS = (("drift", "Drift statistics over time",
             ("distributions", "Reference vs current distributions",
              "The reference profile's sample against the rows read, and against the latest rows (the longest "
              "drift window) when there are more."),
-            ("performance", "Performance", "The horizontal axis of every plot is the monitored row."),
+            ("performance", "Performance",
+             "Labelled: on windows of rows whose label arrived. Estimated: from the scores alone (CBPE, valid "
+             "for a calibrated classifier), on windows of all rows. The horizontal axis of every plot is the "
+             "monitored row."),
             ("timeline", "Retraining and promotion", ""))
 
 
@@ -234,7 +235,7 @@ _PAGE = """<!DOCTYPE html>
 body {{ font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }}
 h1 {{ font-size: 1.4em; }} h2 {{ font-size: 1.15em; margin-top: 1.5em; border-bottom: 1px solid #ddd; }}
 .grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 8px; }}
-.plot {{ min-height: 200px; }} .note {{ color: #a15c00; }} .help, .empty {{ color: #555; font-size: .9em; }}
+.plot {{ min-width: 0; }} .note {{ color: #a15c00; }} .help, .empty {{ color: #555; font-size: .9em; }}
 </style>
 <script>{plotly}</script>
 </head><body>
@@ -243,7 +244,9 @@ h1 {{ font-size: 1.4em; }} h2 {{ font-size: 1.15em; margin-top: 1.5em; border-bo
 (function () {{
   var figures = {figures};
   figures.forEach(function (f) {{
-    Plotly.newPlot(document.getElementById(f.id), f.data, f.layout, {{displaylogo: false, responsive: true}});
+    var div = document.getElementById(f.id);
+    div.style.height = f.layout.height + "px";  // the grid row then fits the plot, whatever resizes later
+    Plotly.newPlot(div, f.data, f.layout, {{displaylogo: false, responsive: true}});
   }});
 }})();
 </script>
