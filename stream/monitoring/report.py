@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--domain", help="package.module:NAME of raw events (default: settings domain)")
     p.add_argument("--warmup", type=int, default=0,
                    help="leading raw events that only build entity state (with --events)")
-    p.add_argument("--config", help="TOML settings file (with --live)")
+    p.add_argument("--config", help="TOML settings file (broker, topics, domain, monitor settings)")
     p.add_argument("--model-version", help="reference profile of this version (with --live; default: newest seen)")
     p.add_argument("--max-rows", type=int, default=200_000, help="newest feature rows read (with --live)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to spend reading topics (with --live)")
@@ -64,24 +64,27 @@ def _parser() -> argparse.ArgumentParser:
 def report_from_file(args: argparse.Namespace) -> ReportData:
     if not (args.model_card or args.reference):
         raise ReplayError("--events needs --model-card or --reference")
+    from stream.config import load_settings
+
     args.schema, args.seed = None, 0
     profile, name, version = _profile(args)
     model: dict[str, Any] = {"name": name, "version": version}
     title = args.title or f"Drift report: {Path(args.events).name}"
     notes = []
+    settings = load_settings(args.config)
+    drift = DriftSettings(expected_run_length=settings.monitor.expected_run_length)  # as the deployment's
     if args.model_card:
-        from stream.config import load_settings
         from stream.domain import load_domain
 
         card = orjson.loads(Path(args.model_card).read_bytes())
         model.update(task=card.get("task", "classification"), threshold=card.get("threshold", 0.5))
-        domain = load_domain(args.domain or load_settings(args.config).domain)
+        domain = load_domain(args.domain or settings.domain)
         if looks_raw(first_row(args.events), domain):
             columns, labels, invalid = rows_from_events(args.events, args.model_card, domain, warmup=args.warmup)
             notes.append(f"raw events: features computed with domain {domain.name!r}, scored by the model"
                          + (f"; {invalid} events failed the schema and are left out" if invalid else "")
                          + (f"; the first {args.warmup} only build entity state" if args.warmup else ""))
-            data = build_report(profile, columns, labels=labels, model=model, title=title)
+            data = build_report(profile, columns, labels=labels, model=model, title=title, settings=drift)
             data.notes += notes
             return data
         profile = restrict_to_present(profile, args.events, f"model card {args.model_card}")
@@ -92,7 +95,7 @@ def report_from_file(args: argparse.Namespace) -> ReportData:
     labels = None
     if args.label_field in cols:
         labels = np.array([np.nan if v is None else float(v) for v in cols[args.label_field]])
-    return build_report(profile, columns, labels=labels, model=model, title=title)
+    return build_report(profile, columns, labels=labels, model=model, title=title, settings=drift)
 
 
 async def _read(settings: Any, limits: dict[str, int], deadline: float, *, rows_topic: str,
