@@ -120,6 +120,7 @@ async def test_the_browser_check_fails_on_a_broken_page(tmp_path: Path) -> None:
 async def test_report_from_a_live_deployment(make_settings, start_worker, tmp_path: Path) -> None:
     from stream.kafka import ensure_topics, make_producer, start_client
     from stream.tools.tally import wait_until
+    from stream.messages import ModelUpdate, encode
     from tests.helpers import read_topic
     from stream.tools.traffic import produce
 
@@ -136,12 +137,13 @@ async def test_report_from_a_live_deployment(make_settings, start_worker, tmp_pa
 
     # the trainer's answer, as `mlstream trainer` publishes it (its own test runs the real one)
     request = orjson.loads((await read_topic(settings, settings.topics.retrain))[0].value)
-    update = {"request_id": request["request_id"], "model": "fraud", "champion_version": "1",
-              "challenger_version": "2", "promoted": True, "reason": "holdout log loss 0.0400 vs champion 0.0500"}
+    update = ModelUpdate(request_id=request["request_id"], model="fraud", model_version="2", decision="promote",
+                         promoted=True, champion_version="1", challenger_version="2",
+                         reason="holdout log loss 0.0400 vs champion 0.0500")
     producer = make_producer(settings)
     await start_client(producer, settings.kafka.bootstrap_servers)
     try:
-        await producer.send_and_wait(settings.topics.model_updates, orjson.dumps(update))
+        await producer.send_and_wait(settings.topics.model_updates, encode(update))
     finally:
         await producer.stop()
 

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from stream.errors import ProfileError, ReplayError, StreamError
+from stream.errors import MessageError, ProfileError, ReplayError, StreamError
+from stream.messages import SCORE_COLUMN, DriftEvent, FeatureBatch, Label, ModelUpdate, RetrainRequest, decode
 from stream.monitoring.drift import DriftSettings
 from stream.monitoring.profile import ReferenceProfile
 from stream.monitoring.replay import _profile, load_columns, restrict_to_present
@@ -98,9 +99,10 @@ def report_from_file(args: argparse.Namespace) -> ReportData:
     return build_report(profile, columns, labels=labels, model=model, title=title, settings=drift)
 
 
-async def _read(settings: Any, limits: dict[str, int], deadline: float, *, rows_topic: str,
-                model: str) -> tuple[dict[str, list[tuple[int, dict[str, Any]]]], bool]:
-    """Decoded JSON messages of each topic: at most the newest ``limits[topic]`` per partition, up to the
+async def _read(settings: Any, limits: dict[str, tuple[int, type[Any]]], deadline: float, *, rows_topic: str,
+                model: str) -> tuple[dict[str, list[tuple[int, Any]]], bool]:
+    """Records of each topic, decoded as the type given with its limit (malformed ones skipped, as the
+    monitor skips them): at most the newest ``limits[topic][0]`` per partition, up to the
     high watermark seen at the first fetch. In ``rows_topic`` only ``model``'s feature batches are kept,
     the oldest dropped beyond ``limits[rows_topic]`` rows: memory stays bounded however big the batches.
     Also says whether ``rows_topic`` was read from its beginning (nothing skipped or dropped)."""
@@ -113,7 +115,7 @@ async def _read(settings: Any, limits: dict[str, int], deadline: float, *, rows_
     consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=50,
                              max_partition_fetch_bytes=16 * 1024 * 1024)
     await start_client(consumer, settings.kafka.bootstrap_servers)
-    out: dict[str, deque[tuple[int, dict[str, Any]]]] = {t: deque() for t in limits}
+    out: dict[str, deque[tuple[int, Any]]] = {t: deque() for t in limits}
     rows, complete = 0, True
     try:
         tps = []
@@ -137,7 +139,7 @@ async def _read(settings: Any, limits: dict[str, int], deadline: float, *, rows_
                 hw = consumer.highwater(tp)
                 if tp not in end and hw is not None:
                     end[tp] = hw
-                    first = max(hw - limits[tp.topic], await consumer.position(tp))
+                    first = max(hw - limits[tp.topic][0], await consumer.position(tp))
                     if first > await consumer.position(tp):  # skip to the newest messages
                         consumer.seek(tp, first)
                         batches.pop(tp, None)
@@ -147,19 +149,17 @@ async def _read(settings: Any, limits: dict[str, int], deadline: float, *, rows_
                     if tp not in end or r.offset >= end[tp]:
                         continue
                     try:
-                        value = orjson.loads(r.value or b"")
-                    except orjson.JSONDecodeError:
-                        continue
-                    if not isinstance(value, dict):
+                        value = decode(r.value, limits[tp.topic][1])
+                    except MessageError:
                         continue
                     if tp.topic == rows_topic:
-                        if value.get("model") != model or not isinstance(value.get("event_ids"), list):
+                        if value.model != model:
                             continue
-                        rows += len(value["event_ids"])
+                        rows += len(value.event_ids)
                     out[tp.topic].append((int(r.timestamp), value))
             rq = out[rows_topic]
-            while rq and rows - len(rq[0][1]["event_ids"]) >= limits[rows_topic]:
-                rows -= len(rq.popleft()[1]["event_ids"])
+            while rq and rows - len(rq[0][1].event_ids) >= limits[rows_topic][0]:
+                rows -= len(rq.popleft()[1].event_ids)
                 complete = False
             for tp in list(pending):
                 if tp in end and await consumer.position(tp) >= end[tp]:
@@ -178,37 +178,37 @@ def report_from_topics(settings: Any, *, model_version: str | None, max_rows: in
 
     t = settings.topics
     # a feature batch holds at least one row: max_rows batches always hold the newest max_rows rows
-    limits = {t.features: max_rows, t.labels: 2 * max_rows, t.drift: 10_000, t.retrain: 10_000,
-              t.model_updates: 10_000}
+    limits: dict[str, tuple[int, type[Any]]] = {
+        t.features: (max_rows, FeatureBatch), t.labels: (2 * max_rows, Label), t.drift: (10_000, DriftEvent),
+        t.retrain: (10_000, RetrainRequest), t.model_updates: (10_000, ModelUpdate)}
     topics, complete = asyncio.run(_read(settings, limits, time.monotonic() + timeout, rows_topic=t.features,
                                          model=settings.model_name))
     batches = topics[t.features]
     if not batches:
         raise ReplayError(f"no feature batches of model {settings.model_name!r} in topic {t.features!r} "
                           f"at {settings.kafka.bootstrap_servers} (is a worker running with the monitor on?)")
-    versions = sorted({str(b["model_version"]) for _, b in batches}, key=_version_key)
+    versions = sorted({b.model_version for _, b in batches}, key=_version_key)
     version = model_version or versions[-1]
     card, _ = ModelStore(settings.model_store).load(settings.model_name, version)
     if card.reference_profile is None:
         raise ProfileError(f"model {card.name} version {card.version} has no reference_profile")
     profile = ReferenceProfile.from_dict(card.reference_profile)
     # rows in event-time order, as the monitor merges partitions
-    event_ts = np.concatenate([np.asarray(b["event_ts"], dtype=np.float64) for _, b in batches])
-    kafka_ts = np.concatenate([np.full(len(b["event_ids"]), ts / 1000.0) for ts, b in batches])
-    served = [str(b["model_version"]) for _, b in batches for _ in b["event_ids"]]
+    event_ts = np.concatenate([np.array(b.event_ts, dtype=np.float64) for _, b in batches])  # null -> NaN
+    kafka_ts = np.concatenate([np.full(len(b.event_ids), ts / 1000.0) for ts, b in batches])
+    served = [b.model_version for _, b in batches for _ in b.event_ids]
     order = np.argsort(event_ts, kind="stable")[-max_rows:]
-    ids = [i for _, b in batches for i in b["event_ids"]]
+    ids = [i for _, b in batches for i in b.event_ids]
     ids = [ids[i] for i in order]
     columns: dict[str, Any] = {}
     for name, kind in profile.features.items():
-        if name == "score":
-            vals: list[Any] = [v for _, b in batches for v in b["scores"]]
-        else:
-            vals = [v for _, b in batches for v in b["columns"].get(name, [None] * len(b["event_ids"]))]
+        if name == SCORE_COLUMN:
+            vals: list[Any] = [v for _, b in batches for v in b.scores]
+        else:  # a column a batch lacks (another model version's features) reads as missing
+            vals = [v for _, b in batches for v in b.columns.get(name, [None] * len(b.event_ids))]
         columns[name] = (np.array([np.nan if v is None else v for v in vals], dtype=np.float64)[order]
                          if kind == "numeric" else [vals[i] for i in order])
-    label_of = {str(v["event_id"]): float(v["label"]) for _, v in topics[t.labels]
-                if "event_id" in v and isinstance(v.get("label"), (int, float))}
+    label_of = {v.event_id: float(v.label) for _, v in topics[t.labels]}
     labels = np.array([label_of.get(str(i), np.nan) for i in ids]) if label_of else None
     s = DriftSettings(expected_run_length=settings.monitor.expected_run_length)
     # the deployment's monitor skipped its first warmup_rows rows: so does the report, when it read
@@ -239,7 +239,7 @@ def report_from_topics(settings: Any, *, model_version: str | None, max_rows: in
     return data
 
 
-def _timeline(topics: dict[str, list[tuple[int, dict[str, Any]]]], t: Any, row_at: Any, served: list[str], *,
+def _timeline(topics: dict[str, list[tuple[int, Any]]], t: Any, row_at: Any, served: list[str], *,
               by_index: bool) -> list[dict[str, Any]]:
     """Drift alerts, retraining requests and model updates placed on the row axis: by the row index
     the deployment's monitor gave them when the report read the stream from its start (the same
@@ -248,22 +248,21 @@ def _timeline(topics: dict[str, list[tuple[int, dict[str, Any]]]], t: Any, row_a
     for i, v in enumerate(served):
         if i == 0 or v != served[i - 1]:
             out.append({"index": i, "lane": "serving version", "text": f"version {v} serving"})
-    for ts, d in topics[t.drift]:
-        at = d["index"] if by_index and isinstance(d.get("index"), int) else row_at(d.get("detected_at", ts / 1000.0))
-        out.append({"index": at, "lane": "drift alert (deployment)",
-                    "text": f"{d.get('kind')}: {', '.join(d.get('features', []))} (version {d.get('model_version')})"})
+    for _, d in topics[t.drift]:
+        out.append({"index": d.index if by_index else row_at(d.detected_at), "lane": "drift alert (deployment)",
+                    "text": f"{d.kind}: {', '.join(d.features)} (version {d.model_version})"})
     request_row = {}
-    for ts, r in topics[t.retrain]:
-        at = (r["drift_index"] if by_index and isinstance(r.get("drift_index"), int)
-              else row_at(r.get("requested_at", ts / 1000.0)))
-        request_row[r.get("request_id")] = at
+    for _, r in topics[t.retrain]:
+        at = r.drift_index if by_index and r.drift_index is not None else row_at(r.requested_at)
+        request_row[r.request_id] = at
         out.append({"index": at, "lane": "retraining requested",
-                    "text": f"{r.get('reason')} on {', '.join(r.get('features', []))} (version {r.get('model_version')})"})
+                    "text": f"{r.reason} on {', '.join(r.features)} (version {r.model_version})"})
+    lanes = {"promote": "challenger promoted", "reject": "challenger rejected"}
     for ts, u in topics[t.model_updates]:
-        lane = "challenger promoted" if u.get("promoted") else "challenger rejected"
         # an update answers a request: drawn at that request's row when it is known
-        out.append({"index": request_row.get(u.get("request_id"), row_at(ts / 1000.0)), "lane": lane,
-                    "text": f"version {u.get('challenger_version')} vs {u.get('champion_version')}: {u.get('reason')}"})
+        at = request_row.get(u.request_id, row_at(u.decided_at or ts / 1000.0))
+        out.append({"index": at, "lane": lanes.get(u.decision, "model update"),
+                    "text": f"{u.decision}: version {u.challenger_version} vs {u.champion_version}: {u.reason}"})
     return out
 
 

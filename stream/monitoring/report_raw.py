@@ -18,9 +18,8 @@ import orjson
 
 from stream.domain import Domain
 from stream.errors import ReplayError, ValidationError
+from stream.messages import SCORE_COLUMN
 from stream.registry import ModelStore
-
-SCORE_COLUMN = "score"
 
 
 def looks_raw(first_row: dict[str, Any], domain: Domain) -> bool:

@@ -26,10 +26,9 @@ import orjson
 
 from stream.domain import Domain
 from stream.errors import ModelLoadError, ValidationError
+from stream.messages import SCORE_COLUMN
 from stream.monitoring.profile import ReferenceProfile
 from stream.registry import ModelStore
-
-SCORE_COLUMN = "score"
 
 
 class RegistrationError(ModelLoadError):
