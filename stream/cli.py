@@ -187,6 +187,20 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = models.add_subparsers(dest="verb", required=True)
     add_models_add(verbs)
 
+    p = sub.add_parser("demo", help="the whole pipeline on an embedded broker with simulated traffic")
+    p.add_argument("--events", type=int, default=None, help="run N events, print a summary and exit")
+    p.add_argument("--rate", type=float, default=None, help="events per second")
+    p.add_argument("--scenario", choices=sorted(SCENARIOS), default="mean_shift")
+    p.add_argument("--drift-at", type=int, default=None)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--invalid-rate", type=float, default=0.01)
+    p.add_argument("--store", default="models")
+    p.add_argument("--workdir", default=".mlstream/demo", help="worker logs and the demo's model store")
+    p.add_argument("--no-trainer", action="store_true", help="do not answer retraining requests")
+    p.add_argument("--json", action="store_true", help="machine-readable summary (with --events)")
+    p.set_defaults(func=cmd_demo)
+
     p = sub.add_parser("broker", help="run the embedded Kafka broker alone (development, tutorials)")
     p.add_argument("--host", default="127.0.0.1", help="loopback by default")
     p.add_argument("--port", type=int, default=9092, help="default: the settings' default broker port")
@@ -210,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        # replay and bench-drift own their argument parsing
+        # replay, report and bench-drift own their argument parsing
         if argv and argv[0] == "replay":
             return cmd_replay(argv[1:])
         if argv and argv[0] == "report":
