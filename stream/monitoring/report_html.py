@@ -140,7 +140,8 @@ def _timeline_figure(data_: ReportData) -> dict[str, Any] | None:
                          "hovertemplate": "row %{x}: %{text}<extra></extra>"})
     return {"data": data, "layout": _layout("drift, retraining and promotion",
                                             height=120 + 40 * len(data), yaxis={"automargin": True},
-                                            xaxis={"range": [0, max(data_.rows - 1, 1)]},
+                                            # a margin, so markers on the first and last row show whole
+                                            xaxis={"range": [-0.02 * data_.rows, 1.02 * max(data_.rows - 1, 1)]},
                                             hovermode="closest", showlegend=False)}
 
 
