@@ -104,6 +104,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     opts = DemoOptions(events=args.events, rate=args.rate, scenario=args.scenario,
                        drift_at=args.drift_at, seed=args.seed, workers=args.workers,
                        invalid_rate=args.invalid_rate, json_output=args.json, trainer=not args.no_trainer,
+                       broker=args.broker,
                        model_store=Path(args.store))
     try:
         result = asyncio.run(run_demo(opts, Path(args.workdir)))
@@ -187,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = models.add_subparsers(dest="verb", required=True)
     add_models_add(verbs)
 
-    p = sub.add_parser("demo", help="the whole pipeline on an embedded broker with simulated traffic")
+    p = sub.add_parser("demo", help="the whole pipeline on a local broker (Apache Kafka or embedded) with simulated traffic")
     p.add_argument("--events", type=int, default=None, help="run N events, print a summary and exit")
     p.add_argument("--rate", type=float, default=None, help="events per second")
     p.add_argument("--scenario", choices=sorted(SCENARIOS), default="mean_shift")
@@ -198,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default="models")
     p.add_argument("--workdir", default=".mlstream/demo", help="worker logs and the demo's model store")
     p.add_argument("--no-trainer", action="store_true", help="do not answer retraining requests")
+    p.add_argument("--broker", choices=("auto", "kafka", "embedded"), default="auto",
+                   help="Apache Kafka (needs Java and `make kafka`), the embedded broker, or auto: Kafka if present")
     p.add_argument("--json", action="store_true", help="machine-readable summary (with --events)")
     p.set_defaults(func=cmd_demo)
 
@@ -206,8 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=9092, help="default: the settings' default broker port")
     p.set_defaults(func=cmd_broker)
 
-    p = sub.add_parser("bench", help="throughput/latency benchmark on the embedded broker")
+    p = sub.add_parser("bench", help="throughput/latency benchmark (Apache Kafka or the embedded broker)")
     p.add_argument("--events", type=int, default=100_000)
+    p.add_argument("--broker", choices=("auto", "kafka", "embedded"), default="auto",
+                   help="Apache Kafka (needs Java and `make kafka`), the embedded broker, or auto: Kafka if present")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--json", action="store_true")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -103,8 +104,26 @@ async def ensure_topics(settings: Settings) -> None:
                 await admin.create_topics(wanted)
             except TopicAlreadyExistsError:
                 pass  # another worker won the race
+            await _wait_for_leaders(admin, {t.name: t.num_partitions for t in wanted})
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, partitions: dict[str, int],
+                            timeout_s: float = 30.0) -> None:
+    """Apache Kafka answers CreateTopics before every partition has a leader; a client that
+    starts then gets NotLeaderForPartition and its group may rebalance. Wait for the leaders."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        topics = await admin.describe_topics(list(partitions))
+        led = {t["topic"]: sum(1 for p in t["partitions"] if p["leader"] >= 0 and not p["error_code"])
+               for t in topics if not t["error_code"]}
+        if all(led.get(name, 0) >= n for name, n in partitions.items()):
+            return
+        if time.monotonic() > deadline:
+            raise BrokerError(f"topics have no leader after {timeout_s:.0f} s: "
+                              f"{sorted(n for n in partitions if led.get(n, 0) < partitions[n])}")
+        await asyncio.sleep(0.1)  # polling the cluster's metadata: there is nothing to wait on
 
 
 async def commit_or_redeliver(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> bool:
