@@ -107,6 +107,9 @@ class ScoringSettings(Section):
     invalid_score_window: int = Field(default=1_000, ge=1)
     # How often a scorer looks for a newly promoted model version in the store.
     model_poll_interval_s: float = Field(default=2.0, gt=0, le=3_600)
+    # exactly_once only: how long the broker keeps a crashed worker's transaction open (and
+    # read_committed readers wait behind it) before aborting it
+    transaction_timeout_ms: int = Field(default=10_000, ge=1_000, le=900_000)
 
 
 class MonitorSettings(Section):
@@ -168,6 +171,9 @@ class Settings(BaseSettings):
     )
 
     app_id: str = "mlstream"
+    # at_least_once: outputs acknowledged before offsets are committed (duplicates after a
+    # crash, de-duplicable by event id); exactly_once: one Kafka transaction per commit interval
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     domain: str = "stream.examples.payments:DOMAIN"
     model_store: Path = Path("models")
     model_name: str = "fraud"

@@ -40,6 +40,7 @@ from stream.scoring.guard import ModelGuard
 from stream.scoring.model import Model, load_model
 from stream.scoring.pipeline import BatchOutput, BatchScorer
 from stream.scoring.state import EntityStore, decode_state, encode_states
+from stream.scoring.transactions import OutputTransaction, transactional_id
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ class ScoringWorker:
         self._last_commit = time.monotonic()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        self.txn: OutputTransaction | None = None  # exactly-once only
         self.processed = 0
         self.notifier = Notifier(settings.alerts, metrics)
         self.guard = ModelGuard(self.store, settings.model_name,
@@ -85,8 +87,11 @@ class ScoringWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        self.producer = make_producer(s)
+        exactly_once = s.processing_guarantee == "exactly_once"
+        self.producer = make_producer(s, transactional_id=transactional_id(s.app_id) if exactly_once else None)
         await start_client(self.producer, s.kafka.bootstrap_servers)
+        if exactly_once:
+            self.txn = OutputTransaction(self.producer, self.group_id)
         await self.notifier.start()
         try:
             while not stop.is_set():
@@ -200,6 +205,8 @@ class ScoringWorker:
         assert self.producer is not None
         t = self.settings.topics
         futures: list[asyncio.Future[Any]] = []
+        if self.txn is not None:
+            await self.txn.ensure_open()
         for p, po in out.partitions.items():
             if po.prediction_values:
                 futures += await send_records(self.producer, t.predictions, p, po.prediction_keys,
@@ -224,6 +231,8 @@ class ScoringWorker:
         assert self.consumer is not None and self.producer is not None
         futures = self._pending
         self._pending = []
+        if self.txn is not None and any(self._dirty.values()):
+            await self.txn.ensure_open()
         for p, touched in self._dirty.items():
             store = self.stores.get(p)
             if store is None or not touched:
@@ -244,13 +253,40 @@ class ScoringWorker:
         offsets = {tp: o for tp, o in self._offsets.items() if tp.partition in self.stores}
         self._offsets = {}
         try:
-            await commit_or_redeliver(self.consumer, offsets, deadline)
+            if self.txn is None:
+                await commit_or_redeliver(self.consumer, offsets, deadline)
+            else:
+                await within(self._commit_transaction(offsets), deadline, "transaction commit")
         except KafkaCallError:
             for tp, o in offsets.items():  # outputs are delivered: commit them next time
                 self._offsets.setdefault(tp, o)
             raise
         self._batches_since_commit = 0
         self._last_commit = time.monotonic()
+
+    async def _commit_transaction(self, offsets: dict[TopicPartition, int]) -> None:
+        """Exactly-once commit. If the transaction cannot commit (a rebalance took the group
+        generation, a broker error), its outputs are aborted and the worker rewinds to the
+        committed offsets with state rebuilt from the committed changelog, as a restart would."""
+        assert self.txn is not None and self.consumer is not None
+        try:
+            await self.txn.commit(offsets)
+        except KafkaError as exc:
+            log.warning("transaction aborted (%s): rewinding to the committed offsets",
+                        type(exc).__name__)
+            await self.txn.abort()
+            await self._rewind()
+
+    async def _rewind(self) -> None:
+        assert self.consumer is not None
+        self.stores.clear()  # rebuilt from the changelog (read_committed) before the next batch
+        self._dirty = {}
+        for tp in self.consumer.assignment():
+            committed = await self.consumer.committed(tp)
+            if committed is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, committed)
 
     async def _maybe_swap_model(self) -> None:
         """Serve the store's current version if it passes the checks. A version refused is
@@ -304,10 +340,14 @@ class ScoringWorker:
         for p, store in self.stores.items():
             gone = store.evict(now, self.settings.scoring.state_ttl_s)
             if gone:
+                if self.txn is not None:  # tombstones commit with the next transaction
+                    await self.txn.ensure_open()
                 futures += await send_records(self.producer, self.settings.topics.changelog, p,
                                               [k.encode() for k in gone], [None] * len(gone))
             self.metrics.entities.labels(str(p)).set(len(store))
-        if futures:
+        if self.txn is not None:
+            self._pending += futures
+        elif futures:
             await within(asyncio.gather(*futures), self.settings.kafka.request_deadline_s,
                          "changelog tombstones")
 
@@ -369,6 +409,7 @@ async def restore_state(settings: Settings, width: int, partitions: list[int],
     Kafka and on the embedded broker, whose ListOffsets is wrong for multi-record batches.
     """
     topic = settings.topics.changelog
+    exactly_once = settings.processing_guarantee == "exactly_once"
     stores = {p: EntityStore(width, max_entities=max_entities) for p in partitions}
     consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=50)
     await start_client(consumer, settings.kafka.bootstrap_servers)
@@ -393,7 +434,9 @@ async def restore_state(settings: Settings, width: int, partitions: list[int],
                     store.put(key, decode_state(rec.value or b"", width), now)
                 store.restored += len(records)
             for tp in list(pending):
-                hw = consumer.highwater(tp)
+                # exactly-once: up to the last stable offset, since records past it belong to
+                # a transaction that never commits (its worker crashed) or is not ours to read
+                hw = consumer.last_stable_offset(tp) if exactly_once else consumer.highwater(tp)
                 if hw is not None and await consumer.position(tp) >= hw:
                     pending.discard(tp)
     finally:
