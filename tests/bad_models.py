@@ -53,3 +53,34 @@ def save_version(store_root: Path, version: str, blob: bytes, *, promote: bool =
 def point_current_at(store_root: Path, version: str, name: str = "fraud") -> None:
     """What an operator editing CURRENT by hand does: no checks at all."""
     (store_root / name / "CURRENT").write_text(f"{version}\n")
+
+
+def raising_model(width: int, *, raise_at: float = 10.0) -> bytes:
+    """A classifier whose ONNX call raises (an index out of bounds inside onnxruntime) on any
+    batch holding a row whose first feature is at least ``raise_at``."""
+    w = numpy_helper.from_array(np.full((width, 1), 0.01, np.float32), "w")
+    table = numpy_helper.from_array(np.zeros(int(raise_at), np.float32), "table")
+    idx = numpy_helper.from_array(np.array([0], np.int64), "idx")
+    one = numpy_helper.from_array(np.array([1.0], np.float32), "one")
+    axes = numpy_helper.from_array(np.array([1], np.int64), "axes")
+    nodes = [
+        helper.make_node("MatMul", ["features", "w"], ["z"]),
+        helper.make_node("Gather", ["features", "idx"], ["x0"], axis=1),  # [N, 1]
+        helper.make_node("Squeeze", ["x0", "axes"], ["x0_flat"]),
+        helper.make_node("Floor", ["x0_flat"], ["x0_floor"]),
+        helper.make_node("Cast", ["x0_floor"], ["i"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["table", "i"], ["bias"], axis=0),  # raises past the table
+        helper.make_node("Unsqueeze", ["bias", "axes"], ["bias_col"]),
+        helper.make_node("Add", ["z", "bias_col"], ["zb"]),
+        helper.make_node("Sigmoid", ["zb"], ["p"]),
+        helper.make_node("Sub", ["one", "p"], ["q"]),
+        helper.make_node("Concat", ["q", "p"], ["probabilities"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "raising", [helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, width])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 2])],
+        initializer=[w, table, idx, one, axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()

@@ -48,3 +48,36 @@ def test_a_tombstone_is_dead_lettered_as_a_tombstone(model_store):
     assert dl.value is None
     assert dict(dl.headers)["mlstream.error.message"] == b"tombstone (null value)"
     assert out.valid == 1
+
+
+def test_an_onnx_call_that_raises_dead_letters_only_the_rows_it_fails_on_and_moves_no_state(model_store):
+    """The model raises on any batch holding a huge amount: those events are found by bisection,
+    dead-lettered as processing_error, and entity state is as if they never came."""
+    import numpy as np
+
+    from tests.bad_models import raising_model, save_version
+
+    width = len(DOMAIN.features.columns)
+    save_version(model_store, "2", raising_model(width))  # passes the checks: reference amounts are small
+    model = load_model(ModelStore(model_store), "fraud", DOMAIN.features.columns)
+    assert model.version == "2"
+    scorer = BatchScorer(DOMAIN, model, Metrics.create(), max_future_s=86_400)
+    events = [{**GOOD, "event_id": f"e{i}", "user_id": f"u{i % 3}", "ts": 1_750_000_000.0 + 60 * i,
+               "amount": 900_000.0 if i in (4, 11) else 10.0 + i} for i in range(16)]
+    records = [_record(i, orjson.dumps(e)) for i, e in enumerate(events)]
+    store = EntityStore(DOMAIN.features.state_width)
+    out = scorer.process({0: records}, {0: store}, now=1_750_001_000.0)
+
+    dead = out.partitions[0].dead_letters
+    assert sorted(int(dict(d.headers)["mlstream.source.offset"]) for d in dead) == [4, 11]
+    assert {dict(d.headers)["mlstream.error.reason"] for d in dead} == {b"processing_error"}
+    assert out.valid == 14 and scorer.metrics.registry.get_sample_value(
+        "mlstream_processing_errors_total", {"stage": "score"}) == 2
+    # state equals the offline state of the 14 other events
+    good = [e for i, e in enumerate(events) if i not in (4, 11)]
+    offline = EntityStore(DOMAIN.features.state_width)
+    cols = DOMAIN.columns(good)
+    rows = offline.rows_for(cols["user_id"].tolist())
+    DOMAIN.features.compute(cols, rows, offline.matrix)
+    for user in ("u0", "u1", "u2"):
+        assert np.allclose(store.matrix[store.rows[user]], offline.matrix[offline.rows[user]])
