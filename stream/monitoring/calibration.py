@@ -23,7 +23,7 @@ table's degrees of freedom, and the standard normal for the z tests (missing
 rate, Mann-Whitney with tie correction, Fisher z).
 These distributions assume independent rows. Rolling-aggregate features are
 serially dependent; the profile measures that dependence on the reference in
-its own order (``dispersion``, see :func:`stream.monitoring.profile._dispersion`) and the
+its own order (``dispersion``, see :func:`stream.monitoring.profile_scores.dispersion_factors`) and the
 monitor scales its statistics to the effective number of rows before comparing
 them with these critical values.
 :func:`simulate_reference` draws streams from a profile so the resulting false
