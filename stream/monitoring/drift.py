@@ -60,7 +60,7 @@ Examples
 >>> c = rng.choice(["a", "b", "c"], 10_000).tolist()
 >>> events = mon.update_batch({"x": x, "c": c})
 >>> [(e.index, e.kind, e.features) for e in events]
-[(5099, 'data_drift', ('x',))]
+[(5199, 'data_drift', ('x',))]
 >>> ev = events[0].evidence[0]
 >>> ev["window"], ev["effect_size"] > ev["effect_threshold"], ev["design_effect"] < 2
 (500, True, True)

@@ -35,7 +35,7 @@ Examples
 drift on x: opened 1× (row 3299)
 0
 >>> [(e["index"], e["kind"], e["features"]) for e in map(json.loads, open(os.path.join(d, "out.jsonl")))]
-[(3099, 'data_drift', ['x'])]
+[(3299, 'data_drift', ['x'])]
 """
 
 from __future__ import annotations
