@@ -25,8 +25,9 @@ test: $(STAMP)
 	bash scripts/install-system-deps.sh
 	$(BIN)/python -m pytest -q
 
+# make bench ARGS="--json" (or --profile /tmp/batch.prof, --runs 5, ...)
 bench: $(STAMP)
-	$(BIN)/mlstream bench
+	$(BIN)/mlstream bench $(ARGS)
 
 bench-drift: $(STAMP)
 	$(BIN)/mlstream bench-drift

@@ -172,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--profile", metavar="FILE", default=None,
+                   help="cProfile the one-event batches into FILE and print where their CPU goes")
     p.set_defaults(func=cmd_bench)
 
     sub.add_parser("replay", help="backtest the drift monitor on recorded JSONL (see replay --help)",
