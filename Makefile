@@ -3,8 +3,14 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The second supported Python the tests run on (broker-free tests and every doctest).
+PYTHON_ALT ?= python3.13
+VENV_ALT := .venv-alt
+STAMP_ALT := $(VENV_ALT)/.installed
+QUICK_TESTS := stream tests/test_features.py tests/test_schema.py tests/test_drift.py tests/test_labels.py \
+	tests/test_profile.py tests/test_drift_stats.py tests/test_replay.py tests/test_metrics_doc.py
 
-.PHONY: env demo test lint bench bench-drift train dashboards clean
+.PHONY: env demo test test-alt-python lint bench bench-drift train dashboards clean
 
 lint: $(STAMP)
 	$(BIN)/ruff check stream
@@ -18,12 +24,23 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
 
+$(STAMP_ALT): pyproject.toml requirements.lock
+	test -x $(VENV_ALT)/bin/python || $(PYTHON_ALT) -m venv $(VENV_ALT)
+	$(VENV_ALT)/bin/pip install -q --upgrade pip
+	$(VENV_ALT)/bin/pip install -q -c requirements.lock -e '.[dev]'
+	touch $(STAMP_ALT)
+
+# Python 3.11 (the full suite) and 3.13 (the quick tests) are both supported.
+test-alt-python: $(STAMP_ALT)
+	$(VENV_ALT)/bin/python -m pytest -q $(QUICK_TESTS)
+
 demo: $(STAMP)
 	$(BIN)/mlstream demo
 
 test: $(STAMP)
 	bash scripts/install-system-deps.sh
 	$(BIN)/python -m pytest -q
+	$(MAKE) test-alt-python
 
 # make bench ARGS="--json" (or --profile /tmp/batch.prof, --runs 5, ...)
 bench: $(STAMP)
@@ -39,4 +56,4 @@ dashboards: $(STAMP)
 	$(BIN)/python -m dashboards.build
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VENV_ALT)
