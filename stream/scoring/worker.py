@@ -51,6 +51,7 @@ class ScoringWorker:
         self._offsets: dict[TopicPartition, int] = {}
         self._batches_since_commit = 0
         self._last_commit = time.monotonic()
+        self._committing: asyncio.Future[None] | None = None  # the commit in flight, if any
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.processed = 0
@@ -104,7 +105,7 @@ class ScoringWorker:
                     await self._evict()
             if not batches:
                 async with self._lock:
-                    await self._commit()
+                    await self._commit_in_background()
 
     async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:
         assert self.consumer is not None and self.producer is not None
@@ -138,7 +139,7 @@ class ScoringWorker:
         sc = self.settings.scoring
         if (self._batches_since_commit >= sc.max_in_flight_batches
                 or time.monotonic() - self._last_commit >= sc.commit_interval_ms / 1000):
-            await self._commit()
+            await self._commit_in_background()
 
     async def _send(self, out: BatchOutput) -> list[asyncio.Future[Any]]:
         assert self.producer is not None
@@ -165,7 +166,28 @@ class ScoringWorker:
 
         Like Kafka Streams' record cache, an entity updated many times between commits is
         written once, with its latest state."""
-        assert self.consumer is not None and self.producer is not None
+        task, self._committing = self._committing, None
+        if task is not None:
+            await task  # offsets only move forward: the earlier commit first
+        await self._finish_commit(*await self._stage_commit())
+
+    async def _commit_in_background(self) -> None:
+        """The commit cadence without stalling the loop: a task waits for the acknowledgements
+        and commits while the next batches are scored (waiting inline cost a produce round
+        trip of latency every commit interval). One commit in flight at a time."""
+        task = self._committing
+        if task is not None:
+            if not task.done():
+                return  # the next cadence check starts the next one
+            self._committing = None
+            task.result()  # a failed commit fails the worker, as an awaited one does
+        if not (self._pending or self._dirty or self._offsets):
+            return
+        self._committing = asyncio.ensure_future(self._finish_commit(*await self._stage_commit()))
+
+    async def _stage_commit(self) -> tuple[list[asyncio.Future[Any]], dict[TopicPartition, int]]:
+        """Send the changelog and take what the next commit covers: its outputs and offsets."""
+        assert self.producer is not None
         futures = self._pending
         self._pending = []
         for p, touched in self._dirty.items():
@@ -176,13 +198,18 @@ class ScoringWorker:
             values = encode_states(store.matrix[list(touched.values())])
             futures += await send_records(self.producer, self.settings.topics.changelog, p, keys, values)
         self._dirty = {}
-        if futures:
-            await asyncio.gather(*futures)
         offsets = {tp: o for tp, o in self._offsets.items() if tp.partition in self.stores}
         self._offsets = {}
-        await commit_or_redeliver(self.consumer, offsets)
         self._batches_since_commit = 0
         self._last_commit = time.monotonic()
+        return futures, offsets
+
+    async def _finish_commit(self, futures: list[asyncio.Future[Any]],
+                             offsets: dict[TopicPartition, int]) -> None:
+        assert self.consumer is not None
+        if futures:
+            await asyncio.gather(*futures)
+        await commit_or_redeliver(self.consumer, offsets)
 
     async def _maybe_swap_model(self) -> None:
         name = self.settings.model_name
