@@ -12,7 +12,8 @@ import concurrent.futures
 import logging
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, TypeVar
 
 from stream.config import Settings
 from stream.domain import load_domain
@@ -22,6 +23,27 @@ from stream.metrics import Metrics
 
 log = logging.getLogger(__name__)
 ROLES = ("scorer", "monitor")
+T = TypeVar("T")
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on uvloop's event loop when uvloop is installed, else on the standard one.
+
+    A micro-batch is a dozen loop iterations (fetch, produce request and response, futures);
+    uvloop runs them for about half the CPU of the pure-Python loop, which is most of the fixed
+    cost of a batch at low rates.
+
+    >>> async def answer() -> int:
+    ...     return 42
+    >>> run(answer())
+    42
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 async def run_worker(settings: Settings, roles: Sequence[str] = ROLES, *,
@@ -105,7 +127,7 @@ async def in_own_thread(name: str, work: Callable[[asyncio.Event], Awaitable[Non
 
     def main() -> None:
         try:
-            asyncio.run(body())
+            run(body())
         except BaseException as exc:  # handed to the caller's loop, raised there
             done.set_exception(exc)
         else:

@@ -19,12 +19,12 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from stream.app import ROLES, run_worker
+    from stream.app import ROLES, run, run_worker
 
     settings = _settings(args)
     configure_logging(settings.log_level, settings.log_format)
     roles = ROLES if args.role == "all" else (args.role,)
-    asyncio.run(run_worker(settings, roles))
+    run(run_worker(settings, roles))
     return 0
 
 

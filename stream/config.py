@@ -49,6 +49,9 @@ class KafkaSettings(Section):
     # Short fetch long-polls keep latency low at low load (the embedded broker holds a fetch
     # for the full wait even when data is there).
     fetch_max_wait_ms: int = Field(default=50, ge=1, le=10_000)
+    # Producers send as soon as the loop yields: mlstream appends whole produce batches itself,
+    # so lingering only delays them (and splits a micro-batch's outputs into more requests).
+    linger_ms: int = Field(default=0, ge=0, le=1_000)
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
 

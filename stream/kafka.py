@@ -50,7 +50,7 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
 
 
 def make_producer(settings: Settings, **extra: Any) -> AIOKafkaProducer:
-    return AIOKafkaProducer(**client_options(settings.kafka), acks="all", linger_ms=2,
+    return AIOKafkaProducer(**client_options(settings.kafka), acks="all", linger_ms=settings.kafka.linger_ms,
                             max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024, **extra)
 
 

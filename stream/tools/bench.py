@@ -233,8 +233,10 @@ CHILDREN = {
 
 
 def child_main(argv: list[str]) -> int:
+    from stream.app import run as run_loop
+
     role, bootstrap, run, partitions, n = argv[0], argv[1], argv[2], int(argv[3]), int(argv[4])
-    result = asyncio.run(CHILDREN[role](bench_settings(bootstrap, run, partitions), n))
+    result = run_loop(CHILDREN[role](bench_settings(bootstrap, run, partitions), n))
     result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result), flush=True)
     return 0
