@@ -35,7 +35,10 @@ _WHERE = {
     "train": "stream.training.train",
 }
 
-__all__ = sorted(_WHERE)
+__all__ = [
+    "Domain", "FeatureSet", "Field", "ModelStore", "Numeric", "OneHot", "Rolling", "Schema",
+    "Settings", "TrainingData", "load_settings", "train",
+]
 
 if TYPE_CHECKING:
     from stream.config import Settings, load_settings

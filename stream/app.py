@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import signal
 import threading
@@ -134,8 +135,8 @@ async def in_own_thread(name: str, work: Callable[[asyncio.Event], Awaitable[Non
             done.set_result(None)
 
     threading.Thread(target=main, name=name, daemon=True).start()
-    finished = asyncio.wrap_future(done)
-    stopped = asyncio.ensure_future(stop.wait())
+    finished: asyncio.Future[Any] = asyncio.wrap_future(done)
+    stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait({finished, stopped}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -143,8 +144,6 @@ async def in_own_thread(name: str, work: Callable[[asyncio.Event], Awaitable[Non
         stopping.set()
         loop, own_stop = own.get("loop"), own.get("stop")
         if isinstance(loop, asyncio.AbstractEventLoop) and isinstance(own_stop, asyncio.Event):
-            try:
+            with contextlib.suppress(RuntimeError):  # that loop already closed: the work is over
                 loop.call_soon_threadsafe(own_stop.set)
-            except RuntimeError:  # that loop already closed: the work is over
-                pass
         await asyncio.shield(finished)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -62,12 +63,13 @@ class Rolling:
     min_history: int = 5
     zscore_span: int = 10
     # derived once: a micro-batch of a few events must not rebuild them (see _rolling)
-    _taus: np.ndarray = field(init=False, repr=False, compare=False)
-    _width: int = field(init=False, repr=False, compare=False)
+    @cached_property
+    def _taus(self) -> np.ndarray:
+        return np.array(list(self.windows.values()), dtype=np.float64)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_taus", np.array(list(self.windows.values()), dtype=np.float64))
-        object.__setattr__(self, "_width", len(self.columns))
+    @cached_property
+    def _width(self) -> int:
+        return len(self.columns)
 
     @property
     def columns(self) -> list[str]:

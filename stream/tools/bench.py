@@ -121,7 +121,7 @@ def _scoring_worker(settings: Settings) -> Any:
         await on_assigned(assigned)
 
     worker.on_assigned = timed  # type: ignore[method-assign]
-    worker.joined_at = joined
+    worker.joined_at = joined  # type: ignore[attr-defined]
     return worker
 
 
@@ -131,12 +131,12 @@ async def _drain(settings: Settings, n: int, *, with_monitor: bool) -> dict[str,
     worker = _scoring_worker(settings)
     stop = asyncio.Event()
     tasks = [asyncio.create_task(worker.run(stop))]
-    rows = lambda: 0.0  # noqa: E731
+    rows = lambda: 0.0
     if with_monitor:  # as run_worker places it: its own thread and event loop
         from stream.monitoring.worker import MonitorWorker
 
         tasks.append(asyncio.create_task(in_own_thread("monitor", MonitorWorker(settings, worker.metrics).run, stop)))
-        rows = lambda: worker.metrics.registry.get_sample_value("mlstream_monitor_rows_total") or 0.0  # noqa: E731
+        rows = lambda: worker.metrics.registry.get_sample_value("mlstream_monitor_rows_total") or 0.0
     first, first_wall = None, 0.0
     while worker.processed < n and not any(t.done() for t in tasks):
         if first is None and worker.processed:
@@ -164,7 +164,7 @@ async def _monitor(settings: Settings, n: int) -> dict[str, Any]:
     from stream.monitoring.worker import MonitorWorker
 
     metrics = Metrics.create()
-    rows = lambda: metrics.registry.get_sample_value("mlstream_monitor_rows_total") or 0  # noqa: E731
+    rows = lambda: metrics.registry.get_sample_value("mlstream_monitor_rows_total") or 0
     stop = asyncio.Event()
     task = asyncio.create_task(MonitorWorker(settings, metrics).run(stop))
     # from the group join (the monitor's readiness): it fetches whole feature batches, so its
@@ -186,7 +186,7 @@ async def _fixed(settings: Settings, n: int) -> dict[str, Any]:
     # CPU time, not wall time: waiting on the broker is not a cost of the batch
     profile = cProfile.Profile(time.process_time) if os.environ.get("BENCH_PROFILE") else None
     for size, count in FIXED_EVENTS.items():
-        count = min(count, n // 2)  # both drains start from the first event
+        count = min(count, n // 4)  # both drains start from the first event
         s = settings.model_copy(update={
             "app_id": f"{settings.app_id}-b{size}",
             "scoring": settings.scoring.model_copy(update={"max_batch_size": size})})
@@ -197,14 +197,17 @@ async def _fixed(settings: Settings, n: int) -> dict[str, Any]:
         while worker.processed == 0 and not task.done() and time.monotonic() < deadline:
             await asyncio.sleep(0.005)
         cpu0, done0 = time.process_time(), worker.processed
-        if profile is not None and size == 1:
-            profile.enable()
         while worker.processed < done0 + count and not task.done() and time.monotonic() < deadline:
             await asyncio.sleep(0.005)  # polling a counter in-process
-        if profile is not None and size == 1:
-            profile.disable()
         cpu, done = time.process_time() - cpu0, worker.processed - done0
         out[f"cpu_us_per_event_batch_{size}"] = cpu / max(done, 1) * 1e6
+        if profile is not None and size == 1:  # profiled apart: the profiler's own cost is not counted
+            done0 = worker.processed
+            profile.enable()
+            while worker.processed < done0 + count and not task.done() and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            profile.disable()
+            out["profiled_batches"] = worker.processed - done0
         stop.set()
         await task
     out["fixed_cost_us_per_batch"] = out["cpu_us_per_event_batch_1"] - out["cpu_us_per_event_batch_1000"]
@@ -245,7 +248,7 @@ def child_main(argv: list[str]) -> int:
 def run_child(role: str, bootstrap: str, run: str, partitions: int, n: int, timeout: float = 300,
               **env: str) -> dict[str, Any]:
     proc = subprocess.run([sys.executable, "-m", "stream.tools.bench", role, bootstrap, run, str(partitions), str(n)],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+                          capture_output=True, timeout=timeout,
                           env={**os.environ, "MLSTREAM_LOG_LEVEL": "WARNING", "BENCH_SPAWNED_AT": str(time.time()),
                                **env})
     if proc.returncode != 0:
@@ -263,7 +266,7 @@ def main(args: argparse.Namespace) -> int:
     from stream.tools.bench_low_rate import low_rate
 
     n, runs, partitions = args.events, args.runs, args.partitions
-    say = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))  # noqa: E731
+    say = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
     rows: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
     began = time.perf_counter()
     with EmbeddedBroker() as broker:
@@ -297,10 +300,8 @@ def main(args: argparse.Namespace) -> int:
         "pipeline_monitored_events_per_s": round(med["all"]),
         "ratio_broker_limit": round(med["pipeline"] / med["broker"], 3),
         "ratio": round(med["pipeline"] / med["json"], 3),
-        "ratios_per_run": {
-            "pipeline/broker": [round(p["events_per_s"] / c["events_per_s"], 3) for p, c in zip(rows["pipeline"], rows["broker"])],
-            "pipeline/json": [round(p["events_per_s"] / c["events_per_s"], 3) for p, c in zip(rows["pipeline"], rows["json"])],
-            "all/pipeline": [round(a["events_per_s"] / p["events_per_s"], 3) for a, p in zip(rows["all"], rows["pipeline"])]},
+        "ratios_per_run": {f"{a}/{b}": [round(x["events_per_s"] / y["events_per_s"], 3) for x, y in zip(rows[a], rows[b])]
+                           for a, b in (("pipeline", "broker"), ("pipeline", "json"), ("all", "pipeline"))},
         "monitoring_cost": round(1 - med["all"] / med["pipeline"], 3),
         "monitor_rows_per_s": round(med["monitor"]),
         "startup_s": {"join_to_first_prediction": round(_median(rows["pipeline"], "startup_s"), 3),
@@ -310,6 +311,7 @@ def main(args: argparse.Namespace) -> int:
         "cpu_us_per_event_batch_1": round(fixed["cpu_us_per_event_batch_1"], 1),
         "cpu_us_per_event_batch_1000": round(fixed["cpu_us_per_event_batch_1000"], 1),
         **low,
+        **({"fixed_cost_profile_pct": _shares(args.profile, fixed.get("profiled_batches", 0))} if args.profile else {}),
         "peak_rss_mb": round(max(r["peak_rss_mb"] for v in rows.values() for r in v), 1),
         "bench_seconds": round(time.perf_counter() - began),
     }
@@ -325,7 +327,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"pipeline/broker limit {result['ratio_broker_limit']} (goal >= 0.5), pipeline/JSON loop {result['ratio']} "
           f"(goal >= 0.8); per run {result['ratios_per_run']}")
     print(f"fixed cost of a micro-batch: {result['fixed_cost_us_per_batch']} µs CPU "
-          f"({result['cpu_us_per_event_batch_1']} µs for a 1-event batch, {result['cpu_us_per_event_batch_1000']} µs/event at 1,000)")
+          f"({result['cpu_us_per_event_batch_1']} µs for a 1-event batch, "
+          f"{result['cpu_us_per_event_batch_1000']} µs/event at 1,000)")
     cpu = result["cpu_us_per_event_at_500"]
     print(f"CPU at {low['low_rate']} events/s, µs/event: " + ", ".join(f"{k} {v}" for k, v in cpu.items()))
     for rate, by in lat.items():
@@ -335,9 +338,21 @@ def main(args: argparse.Namespace) -> int:
           f"(with monitor {result['startup_s']['join_to_first_prediction_with_monitor']} s)")
     print(f"peak RSS: {result['peak_rss_mb']} MB; bench took {result['bench_seconds']} s")
     if args.profile:
-        print(f"\nwhere a one-event batch's CPU goes (cProfile, {args.profile}):")
-        pstats.Stats(args.profile).sort_stats("tottime").print_stats(25)
+        print(f"\nwhere a one-event batch's CPU goes (% of its profiled CPU; cProfile in {args.profile}):")
+        for part, pct in result["fixed_cost_profile_pct"].items():
+            print(f"  {pct:5.1f}%  {part}")
+        pstats.Stats(args.profile).sort_stats("tottime").print_stats(20)
     return 0
+
+
+def _shares(path: str, batches: int) -> dict[str, float]:
+    """Each part's share of a profiled one-event batch, in %: the profiler slows every call,
+    so shares are what a profile tells reliably, not absolute times."""
+    from stream.tools.bench_profile import where_it_went
+
+    parts = where_it_went(path, max(batches, 1))
+    total = parts.pop("total") or 1.0
+    return {k: round(100 * v / total, 1) for k, v in parts.items()}
 
 
 if __name__ == "__main__":

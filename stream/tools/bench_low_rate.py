@@ -168,8 +168,8 @@ async def _phases(settings: Settings, argv: list[str], rates: tuple[float, ...])
 
 async def low_rate(bootstrap: str, partitions: int, say: Callable[[str], None]) -> dict[str, Any]:
     latency: dict[str, dict[str, Any]] = {str(r): {} for r in RATES}
-    cpu: dict[str, float] = {}
-    core: dict[str, float] = {}
+    cpu: dict[str, Any] = {}
+    core: dict[str, Any] = {}
     for rate in RATES:
         latency[str(rate)]["floor"] = await _floor(_settings(bootstrap, partitions, "floor"), rate)
     raw = await _phases(_settings(bootstrap, partitions, "raw"), ["-m", "stream.tools.bench_low_rate", "raw"],
@@ -179,11 +179,11 @@ async def low_rate(bootstrap: str, partitions: int, say: Callable[[str], None]) 
         phases = await _phases(_settings(bootstrap, partitions, role),
                                ["-m", "stream.cli", "worker", "--role", role], RATES)
         cpu[role], core[role] = phases[LOW_RATE]["cpu_us_per_event"], phases[LOW_RATE]["cpu_core_pct"]
-        for rate, phase in phases.items():
-            latency[str(int(rate))][role] = phase["latency"]
+        for phase_rate, phase in phases.items():
+            latency[str(int(phase_rate))][role] = phase["latency"]
         say(f"  {role}: " + ", ".join(f"{int(r)}/s p99 {p['latency']['p99']} ms" for r, p in phases.items()))
     hi, lo = latency[str(RATES[-1])], latency[str(LOW_RATE)]
-    ratio = lambda a, b: round(a / b, 2) if b else None  # noqa: E731
+    ratio = lambda a, b: round(a / b, 2) if b else None
     return {
         "low_rate": LOW_RATE,
         "cpu_us_per_event_at_500": cpu, "cpu_core_pct_at_500": core,
