@@ -55,6 +55,10 @@ class ScoringWorker:
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.processed = 0
+        # labelled series looked up once, not per micro-batch
+        self._consumed = metrics.events_consumed.labels(settings.topics.events)
+        self._produce_stage = metrics.stage_latency.labels("produce")
+        self._lag: dict[int, Any] = {}
 
     def _announce(self, model: Model, outcome: str) -> None:
         self.metrics.model_info.clear()
@@ -119,11 +123,11 @@ class ScoringWorker:
             await self._restore(missing)
         n = sum(len(r) for r in by_part.values())
         self.metrics.batch_size.observe(n)
-        self.metrics.events_consumed.labels(self.settings.topics.events).inc(n)
+        self._consumed.inc(n)
         out = self.scorer.process(by_part, self.stores)
         t0 = time.perf_counter()
         self._pending += await self._send(out)
-        self.metrics.stage_latency.labels("produce").observe(time.perf_counter() - t0)
+        self._produce_stage.observe(time.perf_counter() - t0)
         topic = self.settings.topics.events
         for p, po in out.partitions.items():
             self._dirty.setdefault(p, {}).update(po.touched)
@@ -134,8 +138,10 @@ class ScoringWorker:
             tp = TopicPartition(topic, p)
             hw = self.consumer.highwater(tp)
             if hw is not None:
-                self.metrics.consumer_lag.labels(self.group_id, topic, str(p)).set(
-                    max(0, hw - recs[-1].offset - 1))
+                lag = self._lag.get(p)
+                if lag is None:
+                    lag = self._lag[p] = self.metrics.consumer_lag.labels(self.group_id, topic, str(p))
+                lag.set(max(0, hw - recs[-1].offset - 1))
         sc = self.settings.scoring
         if (self._batches_since_commit >= sc.max_in_flight_batches
                 or time.monotonic() - self._last_commit >= sc.commit_interval_ms / 1000):
