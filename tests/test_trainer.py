@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-import orjson
-
 from stream.kafka import ensure_topics, make_producer, start_client
+from stream.messages import DriftEvent, ModelUpdate, decode, encode
 from stream.registry import ModelStore
 from stream.monitoring.retrain import RetrainPolicy
 from stream.tools.tally import wait_until
@@ -21,30 +20,34 @@ async def test_a_retraining_request_is_answered_once_with_a_promoted_challenger(
     stop = asyncio.Event()
     trainer = asyncio.create_task(run_trainer(settings, stop))
     try:
-        drift = {"kind": "data_drift", "features": ["log_amount"], "evidence": [], "index": 1}
-        first = RetrainPolicy(3_600).request(drift, model="fraud", version="1", now=7_200.0)
-        other = RetrainPolicy(3_600).request(drift, model="fraud", version="1", now=99_000.0)
+        drift = DriftEvent(index=1, kind="data_drift", features=["log_amount"], evidence=[],
+                           model="fraud", model_version="1", detected_at=7_200.0)
+        first = RetrainPolicy(3_600).request(drift, now=7_200.0)
+        other = RetrainPolicy(3_600).request(drift, now=99_000.0)
+        assert first is not None and other is not None
         producer = make_producer(settings)
         await start_client(producer, settings.kafka.bootstrap_servers)
         for request in (first, first, other):  # the repeat must not be answered
-            await producer.send_and_wait(settings.topics.retrain, orjson.dumps(request),
-                                         key=request["request_id"].encode())
+            await producer.send_and_wait(settings.topics.retrain, encode(request),
+                                         key=request.request_id.encode())
         await producer.stop()
 
         updates: list = []
 
         async def two_answers() -> bool:
-            updates[:] = [orjson.loads(r.value) for r in await read_topic(settings, settings.topics.model_updates)]
+            updates[:] = [decode(r.value, ModelUpdate)
+                          for r in await read_topic(settings, settings.topics.model_updates)]
             return len(updates) >= 2
 
         deadline = asyncio.get_running_loop().time() + 120
         while not await two_answers() and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.5)  # re-reading the topic until the answers are there
-        assert [u["request_id"] for u in updates] == [first["request_id"], other["request_id"]]
+        assert [u.request_id for u in updates] == [first.request_id, other.request_id]
         answer = updates[0]
-        assert answer["promoted"] is True, answer["reason"]
-        assert answer["champion_version"] == "1" and answer["challenger_version"] == "2"
-        assert answer["metrics"]["challenger"]["log_loss"] <= answer["metrics"]["champion"]["log_loss"]
+        assert answer.promoted is True and answer.decision == "promote", answer.reason
+        assert answer.champion_version == "1" and answer.challenger_version == "2"
+        assert answer.model == "fraud" and answer.model_version == "2"
+        assert answer.metrics["challenger"]["log_loss"] <= answer.metrics["champion"]["log_loss"]
         assert ModelStore(model_store).current_version("fraud") in ("2", "3")
     finally:
         stop.set()

@@ -39,7 +39,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from stream.config import Settings
 from stream.examples.simulate import PaymentSimulator
 from stream.kafka import ensure_topics, make_consumer, make_producer, send_messages, send_records, start_client
-from stream.scoring.pipeline import Message
+from stream.messages import Message
 from stream.tools.broker import EmbeddedBroker
 
 KINDS = ("broker", "json", "pipeline", "all", "monitor")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ import orjson
 
 from stream.config import Settings
 from stream.domain import Domain, load_domain
-from stream.errors import ModelLoadError
+from stream.errors import MessageError, ModelLoadError
+from stream.messages import ModelUpdate, RetrainRequest, decode, encode
 from stream.registry import ModelStore
 from stream.scoring.model import load_model
 from stream.training.train import TrainingData, holdout_metrics, read_jsonl, train
@@ -45,7 +47,7 @@ def training_data(settings: Settings, domain: Domain) -> TrainingData:
     return read_jsonl(Path(source), domain)
 
 
-def challenge(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
+def challenge(settings: Settings, request: RetrainRequest) -> ModelUpdate:
     """Train a challenger for a request, compare it with the champion on the same recent
     holdout, promote it if it is at least as good. Returns the model-update message."""
     domain = load_domain(settings.domain)
@@ -72,12 +74,16 @@ def challenge(settings: Settings, request: dict[str, Any]) -> dict[str, Any]:
         store.promote(name, card["version"])
     log.info("challenger %s version %s %s: %s", name, card["version"],
              "promoted" if better else "rejected", why)
-    return {
-        "request_id": request.get("request_id"), "model": name,
-        "champion_version": champion.version, "challenger_version": card["version"],
-        "promoted": better, "reason": why,
-        "metrics": {"challenger": ours, "champion": theirs},
-    }
+    metrics: dict[str, dict[str, float | None]] = {"challenger": {k: v for k, v in ours.items()},
+                                                   "champion": {k: v for k, v in theirs.items()}}
+    return ModelUpdate(
+        request_id=request.request_id, model=name,
+        model_version=card["version"] if better else champion.version,
+        decision="promote" if better else "reject", promoted=better, reason=why, reasons=[why],
+        champion_version=champion.version, challenger_version=card["version"],
+        previous_version=champion.version, metrics=metrics,
+        decided_at=time.time(),
+    )
 
 
 def build_trainer(settings: Settings) -> faust.App:
@@ -105,19 +111,21 @@ def build_trainer(settings: Settings) -> faust.App:
     async def answer(stream: faust.StreamT[bytes]) -> None:
         async for value in stream:
             try:
-                request = orjson.loads(value)
-                request_id = str(request["request_id"])
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                log.warning("ignoring a malformed retraining request")
+                request = decode(value, RetrainRequest)
+            except MessageError as exc:
+                log.warning("ignoring a retraining request: %s", exc)
                 continue
+            request_id = request.request_id
             if answered[request_id]:
                 continue  # a repeat: same drift, already answered
             try:
                 update = await asyncio.to_thread(challenge, settings, request)
             except (ModelLoadError, ValueError, OSError) as exc:
-                update = {"request_id": request_id, "promoted": False, "reason": f"failed: {exc}"}
-            answered[request_id] = "promoted" if update["promoted"] else "rejected"
-            await updates.send(key=request_id.encode(), value=orjson.dumps(update))
+                update = ModelUpdate(request_id=request_id, model=settings.model_name,
+                                     model_version=request.model_version, decision="failed",
+                                     reason=f"failed: {exc}", decided_at=time.time())
+            answered[request_id] = "promoted" if update.promoted else "rejected"
+            await updates.send(key=request_id.encode(), value=encode(update))
 
     return app
 
