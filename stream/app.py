@@ -1,8 +1,9 @@
 """Runs mlstream workers in one process: scorer, monitor, or both, plus the /metrics endpoint.
 
-With both roles the monitor gets its own thread and its own event loop, so the scorer's loop
-never waits behind a drift test or a feature-batch decode (``--role all`` used to halve the
-scorer's throughput and multiply its p50 latency at low rates by sharing one loop).
+With both roles the monitor runs in a process of its own (``monitor.isolation = "process"``,
+see :mod:`stream.stage_process`) or on a thread with its own event loop (``"thread"``), so the
+scorer's loop never waits behind a drift test or a feature-batch decode (``--role all`` used to
+halve the scorer's throughput and multiply its p50 latency at low rates by sharing one loop).
 """
 
 from __future__ import annotations
@@ -78,10 +79,15 @@ async def run_worker(settings: Settings, roles: Sequence[str] = ROLES, *,
             from stream.monitoring.worker import MonitorWorker
 
             metrics.health.register("monitor")
-            monitor = MonitorWorker(settings, metrics)
-            # alone, the monitor owns the main loop; beside a scorer, a loop of its own
-            stages.append(in_own_thread("mlstream-monitor", monitor.run, stop) if stages
-                          else monitor.run(stop))
+            # alone, the monitor owns the main loop; beside a scorer, a process or a loop of its own
+            if not stages:
+                stages.append(MonitorWorker(settings, metrics).run(stop))
+            elif settings.monitor.isolation == "process":
+                from stream.stage_process import run_in_process
+
+                stages.append(run_in_process(settings, metrics, stop, interval_s=settings.monitor.relay_interval_s))
+            else:
+                stages.append(in_own_thread("mlstream-monitor", MonitorWorker(settings, metrics).run, stop))
         tasks = [asyncio.ensure_future(s) for s in stages]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

@@ -103,6 +103,12 @@ class MonitorSettings(Section):
     # river's PageHinkley or ADWIN on the score, beside the calibrated tests. Off by default:
     # their false-alarm rate is not calibrated (see `make bench-drift`).
     score_detector: Literal["page_hinkley", "adwin"] | None = None
+    # Beside a scorer (worker --role all) the monitor runs in a process of its own, so the
+    # scorer never shares an interpreter lock or an event loop with it; "thread" keeps it in
+    # the scorer's process on its own event loop. Its metrics reach the parent's /metrics
+    # every relay interval.
+    isolation: Literal["process", "thread"] = "process"
+    relay_interval_s: float = Field(default=0.5, gt=0, le=60)
 
 
 class TrainerSettings(Section):
