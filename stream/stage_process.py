@@ -15,7 +15,6 @@ import logging
 import multiprocessing
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
@@ -189,17 +188,16 @@ async def run_in_process(settings: Settings, metrics: Metrics, stop: asyncio.Eve
     reader = threading.Thread(target=receive, name="mlstream-monitor-relay", daemon=True)
     reader.start()
     loop = asyncio.get_running_loop()
-    exited = loop.run_in_executor(None, proc.join)
-    stopped = asyncio.ensure_future(stop.wait())
+    exited: asyncio.Future[Any] = loop.run_in_executor(None, proc.join)
+    stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait({exited, stopped}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopped.cancel()
         if proc.is_alive():
             proc.terminate()  # SIGTERM: the child stops its worker and sends its last counts
-            deadline = time.monotonic() + stop_timeout_s
-            while proc.is_alive() and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)  # waiting for a process to exit: nothing to await
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(exited), stop_timeout_s)
             if proc.is_alive():
                 proc.kill()
         await exited

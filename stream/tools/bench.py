@@ -132,10 +132,16 @@ async def _drain(settings: Settings, n: int, *, with_monitor: bool) -> dict[str,
     stop = asyncio.Event()
     tasks = [asyncio.create_task(worker.run(stop))]
     rows = lambda: 0.0
-    if with_monitor:  # as run_worker places it: its own thread and event loop
+    if with_monitor and settings.monitor.isolation == "process":  # as run_worker places it
+        from stream.stage_process import run_in_process
+
+        tasks.append(asyncio.create_task(run_in_process(settings, worker.metrics, stop,
+                                                        interval_s=settings.monitor.relay_interval_s)))
+    elif with_monitor:
         from stream.monitoring.worker import MonitorWorker
 
         tasks.append(asyncio.create_task(in_own_thread("monitor", MonitorWorker(settings, worker.metrics).run, stop)))
+    if with_monitor:
         rows = lambda: worker.metrics.registry.get_sample_value("mlstream_monitor_rows_total") or 0.0
     first, first_wall = None, 0.0
     while worker.processed < n and not any(t.done() for t in tasks):

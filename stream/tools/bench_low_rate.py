@@ -36,10 +36,21 @@ PROBE = 10  # events that prove a processor is up before a phase starts
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process, all its threads (``/proc/<pid>/stat`` fields 14, 15)."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU of a process and its live descendants (a monitor process beside the
+    scorer counts), all threads: ``/proc/<pid>/stat`` fields 14 and 15."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo += [int(c) for c in fh.read().split()]
+        except (FileNotFoundError, ProcessLookupError):  # exited meanwhile
+            continue
+    return total
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
