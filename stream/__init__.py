@@ -2,8 +2,8 @@
 
 The public API for bringing your own domain and model::
 
-    from stream import Domain, Schema, Field, FeatureSet, Numeric, OneHot, Rolling
-    from stream import ModelStore, TrainingData, train
+    from stream import Domain, Schema, Field, FeatureSet, Numeric, OneHot, CategoryIndex, Rolling, CUMULATIVE
+    from stream import ModelStore, TrainingData, train, ReferenceProfile
 
 See README "Bring your own domain and model".
 
@@ -21,12 +21,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _WHERE = {
+    "CUMULATIVE": "stream.features",
+    "CategoryIndex": "stream.features",
     "Domain": "stream.domain",
     "Field": "stream.schema",
     "FeatureSet": "stream.features",
     "ModelStore": "stream.registry",
     "Numeric": "stream.features",
     "OneHot": "stream.features",
+    "ReferenceProfile": "stream.monitoring.profile",
     "Rolling": "stream.features",
     "Schema": "stream.schema",
     "Settings": "stream.config",
@@ -36,14 +39,15 @@ _WHERE = {
 }
 
 __all__ = [
-    "Domain", "FeatureSet", "Field", "ModelStore", "Numeric", "OneHot", "Rolling", "Schema",
-    "Settings", "TrainingData", "load_settings", "train",
+    "CUMULATIVE", "CategoryIndex", "Domain", "FeatureSet", "Field", "ModelStore", "Numeric", "OneHot",
+    "ReferenceProfile", "Rolling", "Schema", "Settings", "TrainingData", "load_settings", "train",
 ]
 
 if TYPE_CHECKING:
     from stream.config import Settings, load_settings
     from stream.domain import Domain
-    from stream.features import FeatureSet, Numeric, OneHot, Rolling
+    from stream.features import CUMULATIVE, CategoryIndex, FeatureSet, Numeric, OneHot, Rolling
+    from stream.monitoring.profile import ReferenceProfile
     from stream.registry import ModelStore
     from stream.schema import Field, Schema
     from stream.training.train import TrainingData, train

@@ -89,6 +89,9 @@ class ScoringSettings(Section):
     # Entities idle longer than this are evicted from state (and tombstoned in the changelog).
     state_ttl_s: float = Field(default=7 * 86_400, gt=0)
     max_entities_per_partition: int = Field(default=2_000_000, ge=1)
+    # exactly_once only: how long the broker keeps a crashed worker's transaction open (and
+    # read_committed readers wait behind it) before aborting it
+    transaction_timeout_ms: int = Field(default=10_000, ge=1_000, le=900_000)
 
 
 class MonitorSettings(Section):
@@ -149,6 +152,9 @@ class Settings(BaseSettings):
     )
 
     app_id: str = "mlstream"
+    # at_least_once: outputs acknowledged before offsets are committed (duplicates after a
+    # crash, de-duplicable by event id); exactly_once: one Kafka transaction per commit interval
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     domain: str = "stream.examples.payments:DOMAIN"
     model_store: Path = Path("models")
     model_name: str = "fraud"

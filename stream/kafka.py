@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,7 +50,12 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
     return opts
 
 
-def make_producer(settings: Settings, **extra: Any) -> AIOKafkaProducer:
+def make_producer(settings: Settings, *, transactional_id: str | None = None, **extra: Any) -> AIOKafkaProducer:
+    """A producer that waits for every in-sync replica; transactional when given an id
+    (exactly-once processing, see :mod:`stream.scoring.transactions`)."""
+    if transactional_id is not None:
+        extra.update(transactional_id=transactional_id, enable_idempotence=True,
+                     transaction_timeout_ms=settings.scoring.transaction_timeout_ms)
     return AIOKafkaProducer(**client_options(settings.kafka), acks="all", linger_ms=settings.kafka.linger_ms,
                             max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024, **extra)
 
@@ -61,6 +67,9 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, **extr
         session_timeout_ms=settings.kafka.session_timeout_ms,
         heartbeat_interval_ms=settings.kafka.heartbeat_interval_ms,
         max_partition_fetch_bytes=4 * 1024 * 1024,
+        # under exactly-once, outputs of aborted transactions (a crash cut short) are never read
+        isolation_level=("read_committed" if settings.processing_guarantee == "exactly_once"
+                         else "read_uncommitted"),
     )
     opts.update(extra)
     return AIOKafkaConsumer(*topics, **client_options(settings.kafka), **opts)
@@ -103,8 +112,26 @@ async def ensure_topics(settings: Settings) -> None:
                 await admin.create_topics(wanted)
             except TopicAlreadyExistsError:
                 pass  # another worker won the race
+            await _wait_for_leaders(admin, {t.name: t.num_partitions for t in wanted})
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, partitions: dict[str, int],
+                            timeout_s: float = 30.0) -> None:
+    """Apache Kafka answers CreateTopics before every partition has a leader; a client that
+    starts then gets NotLeaderForPartition and its group may rebalance. Wait for the leaders."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        topics = await admin.describe_topics(list(partitions))
+        led = {t["topic"]: sum(1 for p in t["partitions"] if p["leader"] >= 0 and not p["error_code"])
+               for t in topics if not t["error_code"]}
+        if all(led.get(name, 0) >= n for name, n in partitions.items()):
+            return
+        if time.monotonic() > deadline:
+            raise BrokerError(f"topics have no leader after {timeout_s:.0f} s: "
+                              f"{sorted(n for n in partitions if led.get(n, 0) < partitions[n])}")
+        await asyncio.sleep(0.1)  # polling the cluster's metadata: there is nothing to wait on
 
 
 async def commit_or_redeliver(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> bool:

@@ -71,3 +71,20 @@ def test_small_batches_give_the_verdicts_and_columns_of_one_big_batch():
         assert valid == whole.valid.tolist()
         assert reasons == {i: e.reason for i, e in whole.errors.items()}
         assert amounts == whole.columns["amount"].tolist() and ids == whole.columns["event_id"].tolist()
+
+
+def test_allowed_values_are_dead_lettered_as_out_of_range_on_both_paths():
+    from stream import Field, Schema
+
+    schema = Schema("s", fields=(Field("id", "string"), Field("user", "string"), Field("ts", "timestamp"),
+                                 Field("channel", "category", allowed=("web", "pos")),
+                                 Field("tier", "integer", allowed=(1, 2, 3))),
+                    id_field="id", entity_field="user", time_field="ts")
+    raws = [orjson.dumps({"id": str(i), "user": "u", "ts": i, "channel": c, "tier": t})
+            for i, (c, t) in enumerate([("web", 1), ("fax", 1), ("pos", 7), ("pos", 3)])]
+    parsed = schema.parse_batch(raws)
+    assert parsed.valid.tolist() == [0, 3]
+    assert {i: (e.reason, str(e)) for i, e in parsed.errors.items()} == {
+        1: ("out_of_range", "field 'channel' = 'fax' is not one of ['web', 'pos']"),
+        2: ("out_of_range", "field 'tier' = 7 is not one of [1, 2, 3]")}
+    assert parsed.columns["channel"].tolist() == ["web", "pos"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from stream.kafka import ensure_topics, make_producer, start_client
 from stream.messages import DriftEvent, ModelUpdate, decode, encode
 from stream.registry import ModelStore
@@ -12,6 +14,8 @@ from stream.monitoring.retrain import RetrainPolicy
 from stream.tools.tally import wait_until
 from stream.training.trainer import run_trainer
 from tests.helpers import read_topic
+
+pytestmark = pytest.mark.parametrize("broker_kind", ["kafka"])
 
 
 async def test_a_retraining_request_is_answered_once_with_a_promoted_challenger(make_settings, model_store):

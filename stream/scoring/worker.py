@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 
 from stream.config import Settings
 from stream.domain import Domain
@@ -25,6 +26,7 @@ from stream.scoring.pipeline import BatchOutput, BatchScorer
 from stream.registry import ModelStore
 from stream.scoring.model import Model, load_model
 from stream.scoring.state import EntityStore, decode_state, encode_states
+from stream.scoring.transactions import OutputTransaction, transactional_id
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class ScoringWorker:
         self._committing: asyncio.Future[None] | None = None  # the commit in flight, if any
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        self.txn: OutputTransaction | None = None  # exactly-once only
         self.processed = 0
         # labelled series looked up once, not per micro-batch
         self._consumed = metrics.events_consumed.labels(settings.topics.events)
@@ -68,8 +71,11 @@ class ScoringWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        self.producer = make_producer(s)
+        exactly_once = s.processing_guarantee == "exactly_once"
+        self.producer = make_producer(s, transactional_id=transactional_id(s.app_id) if exactly_once else None)
         await start_client(self.producer, s.kafka.bootstrap_servers)
+        if exactly_once:
+            self.txn = OutputTransaction(self.producer, self.group_id)
         self.consumer = make_consumer(s, group_id=self.group_id,
                                       max_poll_interval_ms=300_000)
         self.consumer.subscribe([s.topics.events], listener=_Rebalance(self))
@@ -151,6 +157,8 @@ class ScoringWorker:
         assert self.producer is not None
         t = self.settings.topics
         futures: list[asyncio.Future[Any]] = []
+        if self.txn is not None:
+            await self.txn.ensure_open()
         for p, po in out.partitions.items():
             if po.prediction_values:
                 futures += await send_records(self.producer, t.predictions, p, po.prediction_keys,
@@ -181,6 +189,9 @@ class ScoringWorker:
         """The commit cadence without stalling the loop: a task waits for the acknowledgements
         and commits while the next batches are scored (waiting inline cost a produce round
         trip of latency every commit interval). One commit in flight at a time."""
+        if self.txn is not None:  # a transaction commits before the next batch writes
+            await self._commit()
+            return
         task = self._committing
         if task is not None:
             if not task.done():
@@ -196,6 +207,8 @@ class ScoringWorker:
         assert self.producer is not None
         futures = self._pending
         self._pending = []
+        if self.txn is not None and any(self._dirty.values()):
+            await self.txn.ensure_open()
         for p, touched in self._dirty.items():
             store = self.stores.get(p)
             if store is None or not touched:
@@ -215,7 +228,34 @@ class ScoringWorker:
         assert self.consumer is not None
         if futures:
             await asyncio.gather(*futures)
-        await commit_or_redeliver(self.consumer, offsets)
+        if self.txn is None:
+            await commit_or_redeliver(self.consumer, offsets)
+        else:
+            await self._commit_transaction(offsets)
+
+    async def _commit_transaction(self, offsets: dict[TopicPartition, int]) -> None:
+        """Exactly-once commit. If the transaction cannot commit (a rebalance took the group
+        generation, a broker error), its outputs are aborted and the worker rewinds to the
+        committed offsets with state rebuilt from the committed changelog, as a restart would."""
+        assert self.txn is not None and self.consumer is not None
+        try:
+            await self.txn.commit(offsets)
+        except KafkaError as exc:
+            log.warning("transaction aborted (%s): rewinding to the committed offsets",
+                        type(exc).__name__)
+            await self.txn.abort()
+            await self._rewind()
+
+    async def _rewind(self) -> None:
+        assert self.consumer is not None
+        self.stores.clear()  # rebuilt from the changelog (read_committed) before the next batch
+        self._dirty = {}
+        for tp in self.consumer.assignment():
+            committed = await self.consumer.committed(tp)
+            if committed is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, committed)
 
     async def _maybe_swap_model(self) -> None:
         name = self.settings.model_name
@@ -244,10 +284,14 @@ class ScoringWorker:
         for p, store in self.stores.items():
             gone = store.evict(now, self.settings.scoring.state_ttl_s)
             if gone:
+                if self.txn is not None:  # tombstones commit with the next transaction
+                    await self.txn.ensure_open()
                 futures += await send_records(self.producer, self.settings.topics.changelog, p,
                                               [k.encode() for k in gone], [None] * len(gone))
             self.metrics.entities.labels(str(p)).set(len(store))
-        if futures:
+        if self.txn is not None:
+            self._pending += futures
+        elif futures:
             await asyncio.gather(*futures)
 
     # -- rebalancing -------------------------------------------------------------------
@@ -297,6 +341,7 @@ async def restore_state(settings: Settings, width: int, partitions: list[int],
     Kafka and on the embedded broker, whose ListOffsets is wrong for multi-record batches.
     """
     topic = settings.topics.changelog
+    exactly_once = settings.processing_guarantee == "exactly_once"
     stores = {p: EntityStore(width, max_entities=max_entities) for p in partitions}
     consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=50)
     await start_client(consumer, settings.kafka.bootstrap_servers)
@@ -315,7 +360,9 @@ async def restore_state(settings: Settings, width: int, partitions: list[int],
                     store.put(key, decode_state(rec.value or b"", width), now)
                 store.restored += len(records)
             for tp in list(pending):
-                hw = consumer.highwater(tp)
+                # exactly-once: up to the last stable offset, since records past it belong to
+                # a transaction that never commits (its worker crashed) or is not ours to read
+                hw = consumer.last_stable_offset(tp) if exactly_once else consumer.highwater(tp)
                 if hw is not None and await consumer.position(tp) >= hw:
                     pending.discard(tp)
     finally:

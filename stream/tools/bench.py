@@ -1,6 +1,7 @@
 """``mlstream bench``: the full pipeline against two ceilings, on the same events, in one run.
 
-One process tree on the embedded broker: the parent pre-loads N events, then child processes
+One process tree on one broker (``--broker kafka|embedded``; by default Apache Kafka when Java
+and its jars are there): the parent pre-loads N events, then child processes
 drain them, each with a fresh consumer group:
 
 - ``broker``: the broker's own limit, raw bytes consumed and produced in whole batches, no parsing;
@@ -40,7 +41,7 @@ from stream.config import Settings
 from stream.examples.simulate import PaymentSimulator
 from stream.kafka import ensure_topics, make_consumer, make_producer, send_messages, send_records, start_client
 from stream.messages import Message
-from stream.tools.broker import EmbeddedBroker
+from stream.tools.kafka_server import broker_name, open_broker
 
 KINDS = ("broker", "json", "pipeline", "all", "monitor")
 MONITOR_SHARE = 0.9  # the monitor's merger holds the last rows for its idle timeout: rate over 90%
@@ -275,8 +276,10 @@ def main(args: argparse.Namespace) -> int:
     say = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
     rows: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
     began = time.perf_counter()
-    with EmbeddedBroker() as broker:
+    with open_broker(getattr(args, "broker", "auto")) as broker:
         boot = broker.bootstrap
+        broker_kind = broker_name(broker)
+        say(f"broker: {broker_kind} on {boot}")
         asyncio.run(ensure_topics(bench_settings(boot, "base", partitions)))
         asyncio.run(preload(bench_settings(boot, "base", partitions), n))
         say(f"pre-loaded {n} events; {runs} runs")
@@ -299,7 +302,7 @@ def main(args: argparse.Namespace) -> int:
     med = {k: _median(v, "events_per_s") for k, v in rows.items()}
     lat = low["latency_ms"]
     result = {
-        "events": n, "runs": runs, "partitions": partitions,
+        "broker": broker_kind, "events": n, "runs": runs, "partitions": partitions,
         "broker_limit_events_per_s": round(med["broker"]),
         "ceiling_events_per_s": round(med["json"]),  # the JSON loop
         "pipeline_events_per_s": round(med["pipeline"]),
