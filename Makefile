@@ -15,7 +15,7 @@ STAMP_ALT := $(VENV_ALT)/.installed
 QUICK_TESTS := stream tests/test_features.py tests/test_schema.py tests/test_drift.py tests/test_labels.py \
 	tests/test_profile.py tests/test_drift_stats.py tests/test_replay.py tests/test_metrics_doc.py
 
-.PHONY: env kafka demo test test-alt-python lint bench bench-drift train dashboards clean
+.PHONY: env kafka demo test test-faults test-alt-python lint bench bench-drift train dashboards clean
 
 lint: $(STAMP)
 	$(BIN)/ruff check stream
@@ -48,6 +48,11 @@ $(STAMP_ALT): pyproject.toml requirements.lock
 # Python 3.11 (the full suite) and 3.13 (the quick tests) are both supported.
 test-alt-python: $(STAMP_ALT)
 	$(VENV_ALT)/bin/python -m pytest -q $(QUICK_TESTS)
+
+# Worker SIGKILLs and scaling under traffic, checked from the output topics; prints the matrix.
+# About 3 minutes; MLSTREAM_FAULTS_SCALE=0.5 halves it.
+test-faults: $(STAMP)
+	$(BIN)/python -m pytest -q -s -m faults tests/faults --timeout 600
 
 demo: $(STAMP)
 	$(BIN)/mlstream demo

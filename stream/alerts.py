@@ -49,7 +49,7 @@ _SLACK_ERROR = re.compile(r"^[a-z_]{1,64}$")  # Slack's error bodies are short c
 class Alert:
     """One notification as queued: what happened (``type``) and its payload."""
 
-    type: str  # "drift", "retrain" or "promotion"
+    type: str  # "drift", "retrain", "promotion" or "rollback"
     payload: Mapping[str, Any]  # the message's fields: ``model``, ``model_version``, ...
 
 
@@ -192,6 +192,13 @@ def slack_message(alert: Alert) -> dict[str, Any]:
                 ("Features", ", ".join(map(str, p.get("features", [])))[:500] or "n/a")]
         lines = _evidence_lines(p.get("evidence", []))
         context = f"request {p.get('request_id', '?')} · mlstream"
+    elif alert.type == "rollback":
+        model, version = p.get("model") or "?", p.get("model_version") or "?"
+        title = f"Model {model} version {version} rolled back to {p.get('previous_version') or '?'}"
+        head = [("Model", model), ("Bad version", version),
+                ("Serving now", p.get("previous_version") or "n/a"), ("Reason", p.get("reason", "?"))]
+        lines = []
+        context = "mlstream scorer"
     else:
         title = f"Model {model} version {version} promoted"
         head = [("Model", model), ("Version", version),
@@ -229,8 +236,8 @@ def dedup_keys(alert: Alert) -> list[tuple[str, str, str]]:
     """
     p = alert.payload
     model = str(p.get("model"))
-    if alert.type == "promotion":
-        return [(model, str(p.get("model_version")), "promotion")]
+    if alert.type in ("promotion", "rollback"):
+        return [(model, str(p.get("model_version")), alert.type)]
     kind = str(p.get("kind")) if alert.type == "drift" else "retrain"
     features = sorted({str(f) for f in p.get("features", [])}) or ["*"]
     return [(model, f, kind) for f in features]
@@ -312,6 +319,7 @@ class Notifier:
         self.channels = sorted(self._urls)
         self._queue: asyncio.Queue[Alert] = asyncio.Queue(maxsize=settings.queue_size)
         self._last: dict[tuple[str, str, str], float] = {}
+        self._not_before: dict[str, float] = {}  # channel -> monotonic time a 429 asked to wait for
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._senders: list[_SlackChannel | _WebhookChannel] = []
@@ -338,6 +346,10 @@ class Notifier:
         """Queue a promotion (:class:`stream.messages.ModelUpdate` or its fields: ``model``,
         ``model_version``, ``previous_version``?, ``sha256``?)."""
         return self._submit(Alert("promotion", _fields_of(update)))
+
+    def submit_rollback(self, info: Mapping[str, Any]) -> bool:
+        """Queue a rollback: ``{"model", "model_version", "previous_version", "reason"}``."""
+        return self._submit(Alert("rollback", dict(info)))
 
     def _count(self, outcome: str, channels: Iterable[str] | None = None) -> None:
         for c in self.channels if channels is None else channels:
@@ -417,6 +429,10 @@ class Notifier:
         s = self.settings
         attempt = 0
         while True:
+            # a 429's Retry-After holds for every alert to that channel, not just its own retries
+            hold = self._not_before.get(channel.name, 0.0) - time.monotonic()
+            if hold > 0:
+                await asyncio.sleep(min(hold, s.max_backoff_s))  # the channel's rate limit
             try:
                 result = await channel.send(alert)
             except asyncio.CancelledError:
@@ -435,6 +451,7 @@ class Notifier:
                 break
             if status == 429 and result.retry_after_s is not None:
                 wait = result.retry_after_s
+                self._not_before[channel.name] = time.monotonic() + min(wait, s.max_backoff_s)
                 if wait > s.max_backoff_s:
                     log.error("%s alert to %s given up: rate limited for %.0fs", alert.type,
                               channel.name, wait)

@@ -22,7 +22,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from stream.app import ROLES, run, run_worker
 
     settings = _settings(args)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.errors.log_repeat_interval_s)
     roles = ROLES if args.role == "all" else (args.role,)
     run(run_worker(settings, roles))
     return 0
@@ -34,7 +34,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     from stream.training.trainer import run_trainer
 
     settings = _settings(args)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.errors.log_repeat_interval_s)
 
     async def main() -> None:
         stop = asyncio.Event()

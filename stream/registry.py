@@ -114,7 +114,13 @@ class ModelStore:
         return folder
 
     def promote(self, name: str, version: str) -> None:
-        self.load(name, version)  # never point CURRENT at a broken version
+        """Make ``version`` current, after the checks a worker runs when it loads a model
+        (checksum, ONNX input and output, a finite warm-up inference): never point CURRENT at
+        a version that would be refused or would serve invalid scores."""
+        from stream.scoring.model import check_model  # onnxruntime only when promoting
+
+        card, blob = self.load(name, version)
+        check_model(card, blob, self.root / name / version)
         _write_atomic(self.root / name / "CURRENT", f"{version}\n".encode())
 
 

@@ -32,6 +32,9 @@ REASONS = (
     "unknown_schema_version",
     "too_large",
 )
+# Every dead-letter reason: the validation ones, plus a record whose processing raised
+# (stream.error_policy) and a score that is not finite or out of range.
+DEAD_LETTER_REASONS = REASONS + ("processing_error", "invalid_score")
 
 
 SMALL_BATCH = 16  # up to this many events, row-wise validation is the cheaper path
@@ -232,6 +235,8 @@ class Schema:
             # Python's json writes NaN/Infinity literals, which JSON does not allow.
             if _NON_FINITE_LITERAL.search(raw):
                 raise ValidationError("not_finite", "NaN or Infinity is not a number") from None
+            if "infinity when parsed" in str(exc):  # 1e309: a number beyond float64
+                raise ValidationError("not_finite", f"a number overflows to infinity: {exc}") from None
             raise ValidationError("not_json", f"not valid JSON: {exc}") from None
         if not isinstance(event, dict):
             raise ValidationError("not_object", f"expected a JSON object, got {type(event).__name__}")

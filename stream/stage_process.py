@@ -125,17 +125,17 @@ class MetricsRelay(Collector):
                 child._sum.inc(s["sum"])
 
 
-def _child_main(settings: Settings, conn: Connection, interval_s: float) -> None:
+def _child_main(settings: Settings, conn: Connection, interval_s: float, create_topics: bool) -> None:
     """The child: a monitor worker on its own loop, sending snapshots until it stops."""
     from stream.app import run
     from stream.logs import configure_logging
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop (SIGTERM)
     configure_logging(settings.log_level, settings.log_format)
-    run(_child_run(settings, conn, interval_s))
+    run(_child_run(settings, conn, interval_s, create_topics))
 
 
-async def _child_run(settings: Settings, conn: Connection, interval_s: float) -> None:
+async def _child_run(settings: Settings, conn: Connection, interval_s: float, create_topics: bool) -> None:
     from stream.monitoring.worker import MonitorWorker
 
     metrics = Metrics.create()
@@ -159,7 +159,7 @@ async def _child_run(settings: Settings, conn: Connection, interval_s: float) ->
 
     relaying = asyncio.create_task(relay())
     try:
-        await MonitorWorker(settings, metrics).run(stop)
+        await MonitorWorker(settings, metrics, create_topics=create_topics).run(stop)
     finally:
         stop.set()
         await relaying
@@ -168,11 +168,11 @@ async def _child_run(settings: Settings, conn: Connection, interval_s: float) ->
 
 
 async def run_in_process(settings: Settings, metrics: Metrics, stop: asyncio.Event, *,
-                         interval_s: float = 0.5, stop_timeout_s: float = 30.0) -> None:
+                         interval_s: float = 0.5, stop_timeout_s: float = 30.0, create_topics: bool = True) -> None:
     """Run the monitor in a child process until ``stop``; its failure is raised here."""
     ctx = multiprocessing.get_context("spawn")
     receiver, sender = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child_main, args=(settings, sender, interval_s), name="mlstream-monitor",
+    proc = ctx.Process(target=_child_main, args=(settings, sender, interval_s, create_topics), name="mlstream-monitor",
                        daemon=True)
     proc.start()
     sender.close()

@@ -22,6 +22,8 @@ GOOD = {"event_id": "e1", "user_id": "u1", "amount": 12.5, "merchant_category": 
     (orjson.dumps({**GOOD, "amount": True}), "wrong_type"),
     (orjson.dumps(GOOD).replace(b"12.5", b"NaN"), "not_finite"),
     (orjson.dumps(GOOD).replace(b"12.5", b"Infinity"), "not_finite"),
+    (orjson.dumps(GOOD).replace(b"12.5", b"1e309"), "not_finite"),  # overflows float64
+    (orjson.dumps(GOOD).replace(b"12.5", b"-1e999"), "not_finite"),
     (orjson.dumps({**GOOD, "amount": -1}), "out_of_range"),
     (orjson.dumps({**GOOD, "country": ""}), "out_of_range"),
     (orjson.dumps({**GOOD, "coupon": "x"}), "unknown_field"),

@@ -17,33 +17,49 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from stream.alerts import Notifier
 from stream.config import Settings
 from stream.domain import Domain
-from stream.errors import ModelLoadError
-from stream.kafka import commit_or_redeliver, make_consumer, make_producer, send_messages, send_records, start_client
+from stream.error_policy import ErrorPolicy
+from stream.errors import BrokerError, KafkaCallError, ModelLoadError
+from stream.kafka import (
+    check_topics,
+    commit_or_redeliver,
+    make_consumer,
+    make_producer,
+    recreations,
+    send_messages,
+    send_records,
+    start_client,
+    stop_quietly,
+    within,
+)
 from stream.metrics import Metrics
-from stream.scoring.pipeline import BatchOutput, BatchScorer
 from stream.registry import ModelStore
+from stream.scoring.guard import ModelGuard
 from stream.scoring.model import Model, load_model
+from stream.scoring.pipeline import BatchOutput, BatchScorer
 from stream.scoring.state import EntityStore, decode_state, encode_states
 from stream.scoring.transactions import OutputTransaction, transactional_id
 
 log = logging.getLogger(__name__)
 
-MODEL_POLL_S = 2.0
 EVICT_EVERY_S = 60.0
 
 
 class ScoringWorker:
     def __init__(self, settings: Settings, domain: Domain, metrics: Metrics, *,
-                 emit_features: bool = True):
+                 emit_features: bool = True, create_topics: bool = True):
         self.settings = settings
+        self.create_topics = create_topics  # recreate topics that disappear (else stop)
         self.domain = domain
         self.metrics = metrics
         self.store = ModelStore(settings.model_store)
         model = load_model(self.store, settings.model_name, domain.features.columns)
         self._announce(model, "load_ok")
-        self.scorer = BatchScorer(domain, model, metrics, emit_features=emit_features)
+        self.policy = ErrorPolicy.from_settings(settings, metrics)
+        self.scorer = BatchScorer(domain, model, metrics, emit_features=emit_features,
+                                  policy=self.policy, max_future_s=settings.scoring.max_future_s)
         self.group_id = f"{settings.app_id}-scorer"
         self.stores: dict[int, EntityStore] = {}
         self._lock = asyncio.Lock()
@@ -54,14 +70,19 @@ class ScoringWorker:
         self._batches_since_commit = 0
         self._last_commit = time.monotonic()
         self._committing: asyncio.Future[None] | None = None  # the commit in flight, if any
-        self.consumer: AIOKafkaConsumer | None = None
-        self.producer: AIOKafkaProducer | None = None
-        self.txn: OutputTransaction | None = None  # exactly-once only
-        self.processed = 0
         # labelled series looked up once, not per micro-batch
         self._consumed = metrics.events_consumed.labels(settings.topics.events)
         self._produce_stage = metrics.stage_latency.labels("produce")
         self._lag: dict[int, Any] = {}
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.txn: OutputTransaction | None = None  # exactly-once only
+        self.processed = 0
+        self.notifier = Notifier(settings.alerts, metrics)
+        self.guard = ModelGuard(self.store, settings.model_name,
+                                max_invalid_share=settings.scoring.max_invalid_score_share,
+                                window=settings.scoring.invalid_score_window)
+        self._from_beginning = False  # after the broker lost its data: read the new topics whole
 
     def _announce(self, model: Model, outcome: str) -> None:
         self.metrics.model_info.clear()
@@ -76,46 +97,79 @@ class ScoringWorker:
         await start_client(self.producer, s.kafka.bootstrap_servers)
         if exactly_once:
             self.txn = OutputTransaction(self.producer, self.group_id)
-        self.consumer = make_consumer(s, group_id=self.group_id,
-                                      max_poll_interval_ms=300_000)
-        self.consumer.subscribe([s.topics.events], listener=_Rebalance(self))
+        await self.notifier.start()
         try:
-            await start_client(self.consumer, s.kafka.bootstrap_servers)
-            self.metrics.worker_info.labels("scorer").set(1)
-            await self._loop(stop)
+            while not stop.is_set():
+                self.consumer = make_consumer(s, group_id=self.group_id, max_poll_interval_ms=300_000)
+                self.consumer.subscribe([s.topics.events], listener=_Rebalance(self))
+                await start_client(self.consumer, s.kafka.bootstrap_servers)
+                self.metrics.worker_info.labels("scorer").set(1)
+                try:
+                    await self._loop(stop)
+                except _StartOver:
+                    log.warning("the topics were recreated: reading them again with a new consumer")
+                    # the broker lost its data: what was not committed is gone with it, and a
+                    # new consumer reads the new topics from their committed offsets (none)
+                    self._pending, self._dirty, self._offsets = [], {}, {}
+                    self.stores.clear()
+                    # offsets committed meanwhile may be positions in the old topics
+                    self._from_beginning = True
+                    await stop_quietly(self.consumer, s.kafka.request_deadline_s)
         finally:
             try:
                 async with self._lock:
                     await self._commit()
+            except BrokerError as exc:  # bounded by the deadline; the records are redelivered
+                log.warning("last commit at shutdown failed (%s); uncommitted records will be "
+                            "processed again", exc)
             finally:
                 self.metrics.worker_info.labels("scorer").set(0)
                 try:
-                    await self.consumer.stop()
+                    await self.notifier.stop()
+                    if self.consumer is not None:
+                        await stop_quietly(self.consumer, s.kafka.request_deadline_s)
                 finally:
                     await self.producer.stop()
 
     async def _loop(self, stop: asyncio.Event) -> None:
         assert self.consumer is not None
         sc = self.settings.scoring
-        next_model_check = time.monotonic() + MODEL_POLL_S
+        next_model_check = time.monotonic() + sc.model_poll_interval_s
         next_evict = time.monotonic() + EVICT_EVERY_S
+        next_topic_check = time.monotonic() + self.settings.kafka.topic_check_interval_s
+        seen = recreations()
+        failures = 0
         while not stop.is_set():
-            batches = await self.consumer.getmany(timeout_ms=max(sc.max_wait_ms, 1),
-                                                  max_records=sc.max_batch_size)
-            if batches:
-                async with self._lock:
-                    await self._process(batches)
-            now = time.monotonic()
-            if now >= next_model_check:
-                next_model_check = now + MODEL_POLL_S
-                await self._maybe_swap_model()
-            if now >= next_evict:
-                next_evict = now + EVICT_EVERY_S
-                async with self._lock:
-                    await self._evict()
-            if not batches:
-                async with self._lock:
-                    await self._commit_in_background()
+            try:
+                batches = await self.consumer.getmany(timeout_ms=max(sc.max_wait_ms, 1),
+                                                      max_records=sc.max_batch_size)
+                if batches:
+                    async with self._lock:
+                        await self._process(batches)
+                now = time.monotonic()
+                if now >= next_model_check:
+                    next_model_check = now + sc.model_poll_interval_s
+                    await self._maybe_swap_model()
+                if now >= next_evict:
+                    next_evict = now + EVICT_EVERY_S
+                    async with self._lock:
+                        await self._evict()
+                if not batches:
+                    async with self._lock:
+                        await self._commit_in_background()
+                if now >= next_topic_check:  # are the topics still there?
+                    next_topic_check = now + self.settings.kafka.topic_check_interval_s
+                    if await check_topics(self.settings, recreate=self.create_topics) or recreations() != seen:
+                        raise _StartOver
+                failures = 0
+            except KafkaCallError as exc:
+                failures += 1
+                if await check_topics(self.settings, recreate=self.create_topics) or recreations() != seen:
+                    raise _StartOver from None
+                if exc.outputs_lost or failures >= 3:
+                    raise BrokerError(f"{exc}; stopping so that the uncommitted records are "
+                                      "processed again after a restart") from None
+                log.warning("%s; retrying", exc)
 
     async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:
         assert self.consumer is not None and self.producer is not None
@@ -131,6 +185,7 @@ class ScoringWorker:
         self.metrics.batch_size.observe(n)
         self._consumed.inc(n)
         out = self.scorer.process(by_part, self.stores)
+        self._watch_scores(out)
         t0 = time.perf_counter()
         self._pending += await self._send(out)
         self._produce_stage.observe(time.perf_counter() - t0)
@@ -188,7 +243,8 @@ class ScoringWorker:
     async def _commit_in_background(self) -> None:
         """The commit cadence without stalling the loop: a task waits for the acknowledgements
         and commits while the next batches are scored (waiting inline cost a produce round
-        trip of latency every commit interval). One commit in flight at a time."""
+        trip of latency every commit interval). One commit in flight at a time; its error is
+        raised here, at the next cadence check, as an inline commit's would be."""
         if self.txn is not None:  # a transaction commits before the next batch writes
             await self._commit()
             return
@@ -197,14 +253,14 @@ class ScoringWorker:
             if not task.done():
                 return  # the next cadence check starts the next one
             self._committing = None
-            task.result()  # a failed commit fails the worker, as an awaited one does
+            task.result()
         if not (self._pending or self._dirty or self._offsets):
             return
         self._committing = asyncio.ensure_future(self._finish_commit(*await self._stage_commit()))
 
     async def _stage_commit(self) -> tuple[list[asyncio.Future[Any]], dict[TopicPartition, int]]:
         """Send the changelog and take what the next commit covers: its outputs and offsets."""
-        assert self.producer is not None
+        assert self.consumer is not None and self.producer is not None
         futures = self._pending
         self._pending = []
         if self.txn is not None and any(self._dirty.values()):
@@ -226,12 +282,24 @@ class ScoringWorker:
     async def _finish_commit(self, futures: list[asyncio.Future[Any]],
                              offsets: dict[TopicPartition, int]) -> None:
         assert self.consumer is not None
+        deadline = self.settings.kafka.request_deadline_s
         if futures:
-            await asyncio.gather(*futures)
-        if self.txn is None:
-            await commit_or_redeliver(self.consumer, offsets)
-        else:
-            await self._commit_transaction(offsets)
+            try:
+                await within(asyncio.gather(*futures), deadline, "produce acknowledgements")
+            except KafkaCallError as exc:
+                exc.outputs_lost = True  # their offsets must never be committed now
+                raise
+            except KafkaError as exc:
+                raise KafkaCallError(f"produce failed: {type(exc).__name__}", outputs_lost=True) from None
+        try:
+            if self.txn is None:
+                await commit_or_redeliver(self.consumer, offsets, deadline)
+            else:
+                await within(self._commit_transaction(offsets), deadline, "transaction commit")
+        except KafkaCallError:
+            for tp, o in offsets.items():  # outputs are delivered: commit them next time
+                self._offsets.setdefault(tp, o)
+            raise
 
     async def _commit_transaction(self, offsets: dict[TopicPartition, int]) -> None:
         """Exactly-once commit. If the transaction cannot commit (a rebalance took the group
@@ -258,23 +326,48 @@ class ScoringWorker:
                 self.consumer.seek(tp, committed)
 
     async def _maybe_swap_model(self) -> None:
+        """Serve the store's current version if it passes the checks. A version refused is
+        counted and logged once, and tried again only when the store changes."""
         name = self.settings.model_name
         try:
             current = self.store.current_version(name)
         except ModelLoadError:
             return
-        if current == self.scorer.model.version:
+        if current == self.scorer.model.version or self.guard.is_refused(current):
             return
+        state = self.guard.store_state(current)
         try:
             model = await asyncio.to_thread(load_model, self.store, name,
                                             self.domain.features.columns, current)
         except ModelLoadError as exc:
+            self.guard.refuse(current, state)
             self.metrics.model_loads.labels("swap_failed").inc()
-            log.error("keeping model version %s: %s", self.scorer.model.version, exc)
+            log.error("keeping model version %s, refusing version %s until the store changes: %s",
+                      self.scorer.model.version, current, exc)
             return
         async with self._lock:
+            self.guard.swapped(self.scorer.model, model)
             self.scorer.swap_model(model)
         self._announce(model, "swap_ok")
+
+    def _watch_scores(self, out: BatchOutput) -> None:
+        """Swap a model back when its scores are invalid on more than the configured share
+        of a window of scored events (each of them was dead-lettered as invalid_score)."""
+        rollback = self.guard.watch(self.scorer.model, out.scored, out.invalid_scores)
+        if rollback is None:
+            return
+        bad = rollback.bad
+        self.notifier.submit_rollback({"model": bad.name, "model_version": bad.version,
+                                       "previous_version": rollback.to.version if rollback.to else None,
+                                       "reason": rollback.reason})
+        if rollback.to is None:
+            log.error("model %s version %s: %s; no previous version to go back to, its invalid "
+                      "scores keep going to the dead-letter topic", bad.name, bad.version, rollback.reason)
+            return
+        self.scorer.swap_model(rollback.to)
+        self._announce(rollback.to, "rolled_back")
+        log.error("model %s version %s rolled back to version %s: %s", bad.name, bad.version,
+                  rollback.to.version, rollback.reason)
 
     async def _evict(self) -> None:
         assert self.producer is not None
@@ -292,18 +385,26 @@ class ScoringWorker:
         if self.txn is not None:
             self._pending += futures
         elif futures:
-            await asyncio.gather(*futures)
+            await within(asyncio.gather(*futures), self.settings.kafka.request_deadline_s,
+                         "changelog tombstones")
 
     # -- rebalancing -------------------------------------------------------------------
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
-            await self._commit()
+            try:
+                await self._commit()
+            except BrokerError as exc:  # the new owners process the uncommitted records again
+                log.warning("commit before giving partitions up failed: %s", exc)
             for tp in revoked:
                 self.stores.pop(tp.partition, None)
         self.metrics.health.set("scorer", False, "rebalancing")
         log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self._from_beginning and self.consumer is not None and assigned:
+            self._from_beginning = False
+            for tp in assigned:  # a plain seek: committed offsets may be old-topic positions
+                self.consumer.seek(tp, 0)
         async with self._lock:
             new = sorted(tp.partition for tp in assigned if tp.partition not in self.stores)
             if new:
@@ -320,6 +421,10 @@ class ScoringWorker:
             self.stores[p] = store
             self.metrics.entities.labels(str(p)).set(len(store))
         self.metrics.state_restored.inc(sum(s.restored for s in restored.values()))
+
+
+class _StartOver(Exception):
+    """The broker lost its data and the topics were recreated: read them with a new consumer."""
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -351,8 +456,14 @@ async def restore_state(settings: Settings, width: int, partitions: list[int],
         await consumer.seek_to_beginning(*tps)
         pending = set(tps)
         now = time.time()
+        progress = time.monotonic()
         while pending:
+            if time.monotonic() - progress > settings.kafka.request_deadline_s:
+                raise KafkaCallError(f"restoring state from {topic} made no progress for "
+                                     f"{settings.kafka.request_deadline_s:g}s (MLSTREAM_KAFKA__REQUEST_DEADLINE_S)")
             batches = await consumer.getmany(*pending, timeout_ms=200, max_records=50_000)
+            if batches:
+                progress = time.monotonic()
             for tp, records in batches.items():
                 store = stores[tp.partition]
                 for rec in records:

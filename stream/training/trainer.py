@@ -20,8 +20,9 @@ import orjson
 
 from stream.config import Settings
 from stream.domain import Domain, load_domain
-from stream.errors import MessageError, ModelLoadError
+from stream.error_policy import ErrorPolicy
 from stream.messages import ModelUpdate, RetrainRequest, decode, encode
+from stream.metrics import Metrics
 from stream.registry import ModelStore
 from stream.scoring.model import load_model
 from stream.training.train import TrainingData, holdout_metrics, read_jsonl, train
@@ -107,23 +108,26 @@ def build_trainer(settings: Settings) -> faust.App:
     updates = app.topic(t.model_updates, value_serializer="raw", partitions=1)
     answered = app.Table("answered-requests", default=str, partitions=1)
 
+    policy = ErrorPolicy.from_settings(settings, Metrics.create())
+
     @app.agent(requests)
     async def answer(stream: faust.StreamT[bytes]) -> None:
         async for value in stream:
-            try:
-                request = decode(value, RetrainRequest)
-            except MessageError as exc:
-                log.warning("ignoring a retraining request: %s", exc)
+            request, exc = policy.call("trainer", "a retraining request", decode, value, RetrainRequest)
+            if request is None:  # answered, so whoever sent it is not left waiting
+                await updates.send(key=None, value=encode(ModelUpdate(
+                    model=settings.model_name, decision="failed", decided_at=time.time(),
+                    reason=f"malformed request: {policy.describe(exc or ValueError())}")))
                 continue
             request_id = request.request_id
             if answered[request_id]:
                 continue  # a repeat: same drift, already answered
-            try:
-                update = await asyncio.to_thread(challenge, settings, request)
-            except (ModelLoadError, ValueError, OSError) as exc:
-                update = ModelUpdate(request_id=request_id, model=settings.model_name,
-                                     model_version=request.model_version, decision="failed",
-                                     reason=f"failed: {exc}", decided_at=time.time())
+            result, exc = await policy.call_async("trainer", f"request {request_id}",
+                                                  asyncio.to_thread, challenge, settings, request)
+            update = result if result is not None else ModelUpdate(
+                request_id=request_id, model=settings.model_name, model_version=request.model_version,
+                decision="failed", reason=f"failed: {policy.describe(exc or ValueError())}",
+                decided_at=time.time())
             answered[request_id] = "promoted" if update.promoted else "rejected"
             await updates.send(key=request_id.encode(), value=encode(update))
 
