@@ -136,6 +136,7 @@ def _child_main(settings: Settings, conn: Connection, interval_s: float, create_
 
 
 async def _child_run(settings: Settings, conn: Connection, interval_s: float, create_topics: bool) -> None:
+    from stream.kafka import wait_for_broker
     from stream.monitoring.worker import MonitorWorker
 
     metrics = Metrics.create()
@@ -159,7 +160,11 @@ async def _child_run(settings: Settings, conn: Connection, interval_s: float, cr
 
     relaying = asyncio.create_task(relay())
     try:
-        await MonitorWorker(settings, metrics, create_topics=create_topics).run(stop)
+        # as run_worker does before its stages: the broker may be restarting while this
+        # process starts
+        await wait_for_broker(settings, stop)
+        if not stop.is_set():
+            await MonitorWorker(settings, metrics, create_topics=create_topics).run(stop)
     finally:
         stop.set()
         await relaying
