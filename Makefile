@@ -62,8 +62,9 @@ test: $(STAMP) $(KAFKA_STAMP)
 	$(BIN)/python -m pytest -q
 	$(MAKE) test-alt-python
 
+# make bench ARGS="--json" (or --profile /tmp/batch.prof, --runs 5, ...)
 bench: $(STAMP)
-	$(BIN)/mlstream bench
+	$(BIN)/mlstream bench $(ARGS)
 
 bench-drift: $(STAMP)
 	$(BIN)/mlstream bench-drift

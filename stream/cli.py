@@ -19,12 +19,12 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from stream.app import ROLES, run_worker
+    from stream.app import ROLES, run, run_worker
 
     settings = _settings(args)
     configure_logging(settings.log_level, settings.log_format, settings.errors.log_repeat_interval_s)
     roles = ROLES if args.role == "all" else (args.role,)
-    asyncio.run(run_worker(settings, roles))
+    run(run_worker(settings, roles))
     return 0
 
 
@@ -229,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--profile", metavar="FILE", default=None,
+                   help="cProfile the one-event batches into FILE and print where their CPU goes")
     p.set_defaults(func=cmd_bench)
 
     sub.add_parser("replay", help="backtest the drift monitor on recorded JSONL (see replay --help)",

@@ -49,6 +49,9 @@ class KafkaSettings(Section):
     # Short fetch long-polls keep latency low at low load (the embedded broker holds a fetch
     # for the full wait even when data is there).
     fetch_max_wait_ms: int = Field(default=50, ge=1, le=10_000)
+    # Producers send as soon as the loop yields: mlstream appends whole produce batches itself,
+    # so lingering only delays them (and splits a micro-batch's outputs into more requests).
+    linger_ms: int = Field(default=0, ge=0, le=1_000)
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     # At start a worker waits this long for the brokers (backoff doubling up to the max
@@ -172,6 +175,12 @@ class MonitorSettings(Section):
     score_detector: Literal["page_hinkley", "adwin"] | None = None
     drift: DriftConfig = DriftConfig()  # type: ignore[valid-type]
     performance: PerformanceSettings = PerformanceSettings()
+    # Beside a scorer (worker --role all) the monitor runs in a process of its own, so the
+    # scorer never shares an interpreter lock or an event loop with it; "thread" keeps it in
+    # the scorer's process on its own event loop. Its metrics reach the parent's /metrics
+    # every relay interval.
+    isolation: Literal["process", "thread"] = "process"
+    relay_interval_s: float = Field(default=0.5, gt=0, le=60)
 
     def drift_settings(self) -> Any:
         """The ``DriftSettings`` these settings describe."""

@@ -7,7 +7,7 @@ Point ``MLSTREAM_DOMAIN`` at ``package.module:NAME`` to use your own; see README
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -28,8 +28,13 @@ class Domain:
     label_field: str = "label"
     # Operating threshold for binary classifiers (precision/recall, alerts).
     threshold: float = 0.5
+    # (name, kind, column of X) per monitored column, derived once rather than per batch
+    _monitored: tuple[tuple[str, str, int], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        index = {c: i for i, c in enumerate(self.features.columns)}
+        object.__setattr__(self, "_monitored", tuple(
+            (name, kind, index.get(name, -1)) for name, kind in self.features.monitored.items()))
         fields = set(self.schema.field_names())
         if self.features.time_field not in fields:
             raise DomainError(f"feature time field {self.features.time_field!r} not in schema")
@@ -47,12 +52,10 @@ class Domain:
 
     def monitored_columns(self, cols: dict[str, np.ndarray], X: np.ndarray) -> dict[str, Any]:
         """The columns the drift monitor watches for one batch (score added by the caller)."""
-        index = {c: i for i, c in enumerate(self.features.columns)}
         out: dict[str, Any] = {}
-        for name, kind in self.features.monitored.items():
+        for name, kind, at in self._monitored:
             # a contiguous copy: columns of X are strided views
-            out[name] = np.ascontiguousarray(X[:, index[name]], dtype=np.float64) \
-                if kind == "numeric" else cols[name]
+            out[name] = np.ascontiguousarray(X[:, at], dtype=np.float64) if kind == "numeric" else cols[name]
         return out
 
 

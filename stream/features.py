@@ -18,6 +18,7 @@ import math
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -167,6 +168,15 @@ class Rolling:
         # last_ts, n, EW mean, EW variance, then (decayed count, decayed sum) per window
         return 4 + 2 * len(self.windows)
 
+    # derived once: a micro-batch of a few events must not rebuild them (see _rolling)
+    @cached_property
+    def _taus(self) -> np.ndarray:
+        return np.array(list(self.windows.values()), dtype=np.float64)
+
+    @cached_property
+    def _width(self) -> int:
+        return len(self.columns)
+
 
 @dataclass(frozen=True)
 class FeatureSet:
@@ -178,9 +188,16 @@ class FeatureSet:
     rolling: tuple[Rolling, ...] = ()
     indexed: tuple[CategoryIndex, ...] = ()  # columns after the one-hot ones, before the rolling ones
     _offsets: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _columns: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _one_hot_index: tuple[dict[Any, int], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        names = self.columns
+        names = [n.name for n in self.numeric]
+        for oh in self.one_hot:
+            names += oh.columns
+        names += [ix.column for ix in self.indexed]
+        for spec in self.rolling:
+            names += spec.columns
         if len(set(names)) != len(names):
             raise DomainError("feature names must be unique")
         offsets, at = [], 0
@@ -188,16 +205,14 @@ class FeatureSet:
             offsets.append(at)
             at += spec.state_width
         object.__setattr__(self, "_offsets", tuple(offsets))
+        # derived once, not per micro-batch
+        object.__setattr__(self, "_columns", tuple(names))
+        object.__setattr__(self, "_one_hot_index",
+                           tuple({c: i for i, c in enumerate(oh.categories)} for oh in self.one_hot))
 
     @property
     def columns(self) -> list[str]:
-        cols = [n.name for n in self.numeric]
-        for spec in self.one_hot:
-            cols += spec.columns
-        cols += [spec.column for spec in self.indexed]
-        for spec in self.rolling:
-            cols += spec.columns
-        return cols
+        return list(self._columns)
 
     @property
     def state_width(self) -> int:
@@ -223,23 +238,26 @@ class FeatureSet:
         updated in place, in event order within each entity.
         """
         n = len(entity_rows)
-        out = np.empty((n, len(self.columns)), dtype=np.float32)
+        out = np.empty((n, len(self._columns)), dtype=np.float32)
         at = 0
         for spec in self.numeric:
             out[:, at] = np.asarray(spec.fn(cols), dtype=np.float64)
             at += 1
-        for oh in self.one_hot:
-            values = cols[oh.field]
-            for category in oh.categories:
-                out[:, at] = values == category
-                at += 1
+        for oh, index in zip(self.one_hot, self._one_hot_index):
+            # one pass over the values per field, not one comparison per category
+            width = len(oh.categories)
+            hot = np.fromiter((index.get(v, width) for v in cols[oh.field]), dtype=np.int64, count=n)
+            block = np.zeros((n, width + 1), dtype=np.float32)  # the last column: unknown category
+            block[np.arange(n), hot] = 1.0
+            out[:, at : at + width] = block[:, :width]
+            at += width
         for ix in self.indexed:
             out[:, at] = ix.compute(cols)
             at += 1
         if self.rolling:
             ts = np.asarray(cols[self.time_field], dtype=np.float64)
             for spec, offset in zip(self.rolling, self._offsets):
-                width = len(spec.columns)
+                width = spec._width
                 values = np.asarray(cols[spec.field], dtype=np.float64)
                 out[:, at : at + width] = _rolling(spec, values, ts, entity_rows, state, offset)
                 at += width
@@ -264,17 +282,35 @@ def occurrence_rank(rows: np.ndarray) -> np.ndarray:
     return rank
 
 
+SMALL_BATCH = 64  # below this, checking for repeated entities in Python beats ranking them
+
+
+def _rounds(rows: np.ndarray) -> list[Any]:
+    """Selections of the batch that touch each entity at most once, in event order.
+
+    Round r takes every entity's r-th event of the batch. A small batch of distinct entities
+    (the usual low-rate case) is one round, taken whole, without ranking.
+
+    >>> _rounds(np.array([4, 2, 7]))
+    [slice(None, None, None)]
+    >>> [r.tolist() for r in _rounds(np.array([4, 2, 4]))]
+    [[0, 1], [2]]
+    """
+    if len(rows) <= SMALL_BATCH and len(set(rows.tolist())) == len(rows):
+        return [slice(None)]
+    rank = occurrence_rank(rows)
+    return [np.flatnonzero(rank == r) for r in range(int(rank.max()) + 1)]
+
+
 def _rolling(spec: Rolling, x: np.ndarray, ts: np.ndarray, rows: np.ndarray,
              state: np.ndarray, offset: int) -> np.ndarray:
-    out = np.empty((len(x), len(spec.columns)), dtype=np.float64)
+    out = np.empty((len(x), spec._width), dtype=np.float64)
     if len(x) == 0:
         return out
-    taus = np.array(list(spec.windows.values()), dtype=np.float64)
-    rank = occurrence_rank(rows)
-    # Events of one entity are applied in order: round r takes every entity's r-th event of
-    # the batch, so each round touches each entity at most once and vectorises.
-    for r in range(int(rank.max()) + 1):
-        sel = np.flatnonzero(rank == r)
+    taus = spec._taus
+    # Events of one entity are applied in order: each round touches each entity at most once
+    # and vectorises.
+    for sel in _rounds(rows):
         ent = rows[sel]
         s = state[ent, offset : offset + spec.state_width]
         last_ts, n, mean, var = s[:, 0], s[:, 1], s[:, 2], s[:, 3]

@@ -57,7 +57,7 @@ def make_producer(settings: Settings, *, transactional_id: str | None = None, **
     if transactional_id is not None:
         extra.update(transactional_id=transactional_id, enable_idempotence=True,
                      transaction_timeout_ms=settings.scoring.transaction_timeout_ms)
-    return AIOKafkaProducer(**client_options(settings.kafka), acks="all", linger_ms=2,
+    return AIOKafkaProducer(**client_options(settings.kafka), acks="all", linger_ms=settings.kafka.linger_ms,
                             max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024, **extra)
 
 

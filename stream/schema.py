@@ -37,6 +37,7 @@ REASONS = (
 DEAD_LETTER_REASONS = REASONS + ("processing_error", "invalid_score")
 
 
+SMALL_BATCH = 16  # up to this many events, row-wise validation is the cheaper path
 _NON_FINITE_LITERAL = re.compile(rb"[:\[,]\s*-?(NaN|Infinity)\b")
 
 
@@ -108,6 +109,7 @@ class Schema:
     unknown_fields: Literal["reject", "ignore"] = "reject"
     max_bytes: int = 64 * 1024
     _by_name: dict[str, Field] = field(init=False, repr=False, compare=False)
+    _kinds: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_name = {f.name: f for f in self.fields}
@@ -117,6 +119,7 @@ class Schema:
             if needed not in by_name:
                 raise DomainError(f"schema {self.name!r} has no field {needed!r}")
         object.__setattr__(self, "_by_name", by_name)
+        object.__setattr__(self, "_kinds", {f.name: f.kind for f in self.fields})
 
     def field_names(self) -> list[str]:
         return [f.name for f in self.fields]
@@ -129,6 +132,8 @@ class Schema:
         both paths give the same verdict and the same one-line reason.
         """
         n = len(raws)
+        if n <= SMALL_BATCH:
+            return self._parse_rows(raws)
         events: list[Any] = [None] * n
         errors: dict[int, ValidationError] = {}
         loads = orjson.loads
@@ -191,8 +196,20 @@ class Schema:
             keep = ~flagged
             cols = {k: v[keep] for k, v in fast_cols.items()}
         else:
-            cols = to_columns([events[i] for i in index], {f.name: f.kind for f in self.fields})
+            cols = to_columns([events[i] for i in index], self._kinds)
         return ParsedBatch(index, cols, errors)
+
+    def _parse_rows(self, raws: Sequence[bytes]) -> ParsedBatch:
+        """A few events: row by row through :meth:`parse` costs less than a numpy pass per field
+        (the same verdicts and columns, see ``tests/test_schema.py``)."""
+        events, valid, errors = [], [], {}
+        for i, raw in enumerate(raws):
+            try:
+                events.append(self.parse(raw))
+                valid.append(i)
+            except ValidationError as exc:
+                errors[i] = exc
+        return ParsedBatch(np.asarray(valid, dtype=np.int64), to_columns(events, self._kinds), errors)
 
     def _error(self, raw: bytes) -> ValidationError:
         try:

@@ -58,6 +58,23 @@ def test_batch_and_single_paths_agree_on_a_mixed_stream():
                           [orjson.loads(raws[i])["amount"] for i in single_valid])
 
 
+def test_small_batches_give_the_verdicts_and_columns_of_one_big_batch():
+    items = list(PaymentSimulator(seed=4, invalid_rate=0.3).events(400))
+    raws = [i.value for i in items]
+    whole = SCHEMA.parse_batch(raws)
+    for size in (1, 3, 16, 17):
+        valid, reasons, amounts, ids = [], {}, [], []
+        for lo in range(0, len(raws), size):
+            part = SCHEMA.parse_batch(raws[lo:lo + size])
+            valid += [lo + int(i) for i in part.valid]
+            reasons.update({lo + i: e.reason for i, e in part.errors.items()})
+            amounts += part.columns["amount"].tolist()
+            ids += part.columns["event_id"].tolist()
+        assert valid == whole.valid.tolist()
+        assert reasons == {i: e.reason for i, e in whole.errors.items()}
+        assert amounts == whole.columns["amount"].tolist() and ids == whole.columns["event_id"].tolist()
+
+
 def test_allowed_values_are_dead_lettered_as_out_of_range_on_both_paths():
     from stream import Field, Schema
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import special
 
 __all__ = ["DISPERSION_BLOCKS", "bin_normal_scores", "dispersion_factors", "dispersion_for", "pairwise_correlation"]
 
@@ -68,6 +67,8 @@ def bin_normal_scores(counts: Sequence[int] | np.ndarray) -> np.ndarray:
     if n == 0:
         return np.zeros(c.size)
     mid = np.clip((np.cumsum(c) - c / 2) / n, 0.5 / n, 1 - 0.5 / n)
+    from scipy import special  # here, not at import: the CLI and the scorer never need scipy
+
     return np.asarray(special.ndtri(mid))
 
 

@@ -220,12 +220,21 @@ class MonitorWorker:
                 await self._step(consumer, producer)
                 if time.monotonic() >= next_check:  # are the topics still there?
                     next_check = time.monotonic() + s.kafka.topic_check_interval_s
-                    if await check_topics(s, recreate=self.create_topics) or recreations() != seen:
-                        return True
+                    try:
+                        if await check_topics(s, recreate=self.create_topics) or recreations() != seen:
+                            return True
+                    except BrokerError as exc:
+                        # the broker restarting: in a process of its own (worker --role all) this
+                        # monitor does not see the scorer recreate the topics, so it retries
+                        raise KafkaCallError(str(exc)) from None
                 failures = 0
             except KafkaCallError as exc:
                 failures += 1
-                if await check_topics(s, recreate=self.create_topics) or recreations() != seen:
+                try:
+                    recreated = await check_topics(s, recreate=self.create_topics)
+                except BrokerError:  # still restarting: counted as one more failure
+                    recreated = False
+                if recreated or recreations() != seen:
                     return True
                 if exc.outputs_lost or failures >= 3:
                     raise BrokerError(f"{exc}; stopping so that the uncommitted records are "

@@ -69,6 +69,11 @@ class ScoringWorker:
         self._offsets: dict[TopicPartition, int] = {}
         self._batches_since_commit = 0
         self._last_commit = time.monotonic()
+        self._committing: asyncio.Future[None] | None = None  # the commit in flight, if any
+        # labelled series looked up once, not per micro-batch
+        self._consumed = metrics.events_consumed.labels(settings.topics.events)
+        self._produce_stage = metrics.stage_latency.labels("produce")
+        self._lag: dict[int, Any] = {}
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.txn: OutputTransaction | None = None  # exactly-once only
@@ -151,7 +156,7 @@ class ScoringWorker:
                         await self._evict()
                 if not batches:
                     async with self._lock:
-                        await self._commit()
+                        await self._commit_in_background()
                 if now >= next_topic_check:  # are the topics still there?
                     next_topic_check = now + self.settings.kafka.topic_check_interval_s
                     if await check_topics(self.settings, recreate=self.create_topics) or recreations() != seen:
@@ -178,12 +183,12 @@ class ScoringWorker:
             await self._restore(missing)
         n = sum(len(r) for r in by_part.values())
         self.metrics.batch_size.observe(n)
-        self.metrics.events_consumed.labels(self.settings.topics.events).inc(n)
+        self._consumed.inc(n)
         out = self.scorer.process(by_part, self.stores)
         self._watch_scores(out)
         t0 = time.perf_counter()
         self._pending += await self._send(out)
-        self.metrics.stage_latency.labels("produce").observe(time.perf_counter() - t0)
+        self._produce_stage.observe(time.perf_counter() - t0)
         topic = self.settings.topics.events
         for p, po in out.partitions.items():
             self._dirty.setdefault(p, {}).update(po.touched)
@@ -194,12 +199,14 @@ class ScoringWorker:
             tp = TopicPartition(topic, p)
             hw = self.consumer.highwater(tp)
             if hw is not None:
-                self.metrics.consumer_lag.labels(self.group_id, topic, str(p)).set(
-                    max(0, hw - recs[-1].offset - 1))
+                lag = self._lag.get(p)
+                if lag is None:
+                    lag = self._lag[p] = self.metrics.consumer_lag.labels(self.group_id, topic, str(p))
+                lag.set(max(0, hw - recs[-1].offset - 1))
         sc = self.settings.scoring
         if (self._batches_since_commit >= sc.max_in_flight_batches
                 or time.monotonic() - self._last_commit >= sc.commit_interval_ms / 1000):
-            await self._commit()
+            await self._commit_in_background()
 
     async def _send(self, out: BatchOutput) -> list[asyncio.Future[Any]]:
         assert self.producer is not None
@@ -228,6 +235,31 @@ class ScoringWorker:
 
         Like Kafka Streams' record cache, an entity updated many times between commits is
         written once, with its latest state."""
+        task, self._committing = self._committing, None
+        if task is not None:
+            await task  # offsets only move forward: the earlier commit first
+        await self._finish_commit(*await self._stage_commit())
+
+    async def _commit_in_background(self) -> None:
+        """The commit cadence without stalling the loop: a task waits for the acknowledgements
+        and commits while the next batches are scored (waiting inline cost a produce round
+        trip of latency every commit interval). One commit in flight at a time; its error is
+        raised here, at the next cadence check, as an inline commit's would be."""
+        if self.txn is not None:  # a transaction commits before the next batch writes
+            await self._commit()
+            return
+        task = self._committing
+        if task is not None:
+            if not task.done():
+                return  # the next cadence check starts the next one
+            self._committing = None
+            task.result()
+        if not (self._pending or self._dirty or self._offsets):
+            return
+        self._committing = asyncio.ensure_future(self._finish_commit(*await self._stage_commit()))
+
+    async def _stage_commit(self) -> tuple[list[asyncio.Future[Any]], dict[TopicPartition, int]]:
+        """Send the changelog and take what the next commit covers: its outputs and offsets."""
         assert self.consumer is not None and self.producer is not None
         futures = self._pending
         self._pending = []
@@ -241,6 +273,15 @@ class ScoringWorker:
             values = encode_states(store.matrix[list(touched.values())])
             futures += await send_records(self.producer, self.settings.topics.changelog, p, keys, values)
         self._dirty = {}
+        offsets = {tp: o for tp, o in self._offsets.items() if tp.partition in self.stores}
+        self._offsets = {}
+        self._batches_since_commit = 0
+        self._last_commit = time.monotonic()
+        return futures, offsets
+
+    async def _finish_commit(self, futures: list[asyncio.Future[Any]],
+                             offsets: dict[TopicPartition, int]) -> None:
+        assert self.consumer is not None
         deadline = self.settings.kafka.request_deadline_s
         if futures:
             try:
@@ -250,8 +291,6 @@ class ScoringWorker:
                 raise
             except KafkaError as exc:
                 raise KafkaCallError(f"produce failed: {type(exc).__name__}", outputs_lost=True) from None
-        offsets = {tp: o for tp, o in self._offsets.items() if tp.partition in self.stores}
-        self._offsets = {}
         try:
             if self.txn is None:
                 await commit_or_redeliver(self.consumer, offsets, deadline)
@@ -261,8 +300,6 @@ class ScoringWorker:
             for tp, o in offsets.items():  # outputs are delivered: commit them next time
                 self._offsets.setdefault(tp, o)
             raise
-        self._batches_since_commit = 0
-        self._last_commit = time.monotonic()
 
     async def _commit_transaction(self, offsets: dict[TopicPartition, int]) -> None:
         """Exactly-once commit. If the transaction cannot commit (a rebalance took the group

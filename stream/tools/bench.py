@@ -1,20 +1,31 @@
-"""``mlstream bench``: the full pipeline against a raw aiokafka ceiling, on the same events.
+"""``mlstream bench``: the full pipeline against two ceilings, on the same events, in one run.
 
 One process tree on one broker (``--broker kafka|embedded``; by default Apache Kafka when Java
 and its jars are there): the parent pre-loads N events, then child processes
-drain them, each with a fresh consumer group: (1) the ceiling, a raw consume -> JSON parse ->
-produce loop; (2) the pipeline with every stage on (validation, stateful features with the
-changelog, ONNX, predictions and feature batches); (3) the same with a monitor worker running
-beside it. Rates are measured from the first record fetched to the last one acknowledged, so
-group joins are not counted. Then latency is measured at half the measured capacity.
+drain them, each with a fresh consumer group:
+
+- ``broker``: the broker's own limit, raw bytes consumed and produced in whole batches, no parsing;
+- ``json``: the classic ceiling, a raw aiokafka consume -> JSON parse -> produce loop;
+- ``pipeline``: the scorer with every stage on (validation, stateful features with the
+  changelog, ONNX, predictions and feature batches);
+- ``all``: scorer and monitor in one process, as ``worker --role all`` runs them;
+- ``monitor``: a monitor alone, draining the feature batches the pipeline wrote.
+
+Rates run from the first record fetched to the last one acknowledged, so group joins are not
+counted; the scorer's start-up (group join -> first prediction) is measured on the way. Then a
+``fixed`` child drains with one-event batches and with 1,000-event batches: the difference is
+the fixed cost of a micro-batch. Low-rate CPU and latency against the broker floor are in
+:mod:`stream.tools.bench_low_rate`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import os
+import pstats
 import resource
 import statistics
 import subprocess
@@ -23,18 +34,22 @@ import time
 import uuid
 from typing import Any
 
-import numpy as np
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
-from stream.tools.kafka_server import broker_name, open_broker
 from stream.config import Settings
-from stream.kafka import ensure_topics, make_consumer, make_producer, send_messages, start_client
-from stream.messages import Message
 from stream.examples.simulate import PaymentSimulator
+from stream.kafka import ensure_topics, make_consumer, make_producer, send_messages, send_records, start_client
+from stream.messages import Message
+from stream.tools.kafka_server import broker_name, open_broker
+
+KINDS = ("broker", "json", "pipeline", "all", "monitor")
+MONITOR_SHARE = 0.9  # the monitor's merger holds the last rows for its idle timeout: rate over 90%
+FIXED_EVENTS = {1: 1_000, 1_000: 20_000}  # batch size -> events drained at that size
 
 
-def _settings(bootstrap: str, run: str, partitions: int, events_topic: str = "bench.events") -> Settings:
+def bench_settings(bootstrap: str, run: str, partitions: int, events_topic: str = "bench.events",
+                   **scoring: Any) -> Settings:
     return Settings(
         app_id=f"bench-{run}", kafka={"bootstrap_servers": bootstrap},
         topics={"events": events_topic, "predictions": f"bench.{run}.predictions",
@@ -42,7 +57,7 @@ def _settings(bootstrap: str, run: str, partitions: int, events_topic: str = "be
                 "changelog": f"bench.{run}.changelog", "labels": f"bench.{run}.labels",
                 "drift": f"bench.{run}.drift", "retrain": f"bench.{run}.retrain",
                 "partitions": partitions},
-        metrics_port=0,
+        scoring=scoring, metrics_port=0,
     )
 
 
@@ -64,22 +79,25 @@ async def preload(settings: Settings, n: int, seed: int = 1) -> None:
 
 
 # -- child processes -------------------------------------------------------------------------
-async def _ceiling(settings: Settings, n: int) -> dict[str, Any]:
-    consumer = make_consumer(settings, settings.topics.events, group_id=f"{settings.app_id}-ceiling")
+async def raw_loop(settings: Settings, n: int | None, *, parse: bool,
+                   stop: asyncio.Event | None = None) -> dict[str, Any]:
+    """Consume -> (JSON parse and re-encode, or nothing) -> produce in batches -> commit."""
+    consumer = make_consumer(settings, settings.topics.events, group_id=f"{settings.app_id}-raw")
     producer = make_producer(settings)
     await start_client(consumer, settings.kafka.bootstrap_servers)
     await start_client(producer, settings.kafka.bootstrap_servers)
+    loads, dumps, out_topic = orjson.loads, orjson.dumps, settings.topics.predictions
     done, first = 0, None
     try:
-        while done < n:
+        while (n is None or done < n) and not (stop is not None and stop.is_set()):
             batches = await consumer.getmany(timeout_ms=20, max_records=settings.scoring.max_batch_size)
             if not batches:
                 continue
             first = first or time.perf_counter()
             futures = []
             for tp, records in batches.items():
-                out = [Message(r.key, orjson.dumps(orjson.loads(r.value))) for r in records]
-                futures += await send_messages(producer, settings.topics.predictions, tp.partition, out)
+                values = [dumps(loads(r.value)) for r in records] if parse else [r.value for r in records]
+                futures += await send_records(producer, out_topic, tp.partition, [r.key for r in records], values)
                 done += len(records)
             await asyncio.gather(*futures)
             await consumer.commit()
@@ -90,45 +108,119 @@ async def _ceiling(settings: Settings, n: int) -> dict[str, Any]:
     return {"events": done, "elapsed_s": elapsed}
 
 
-async def _pipeline(settings: Settings, n: int) -> dict[str, Any]:
+def _scoring_worker(settings: Settings) -> Any:
     from stream.domain import load_domain
     from stream.metrics import Metrics
     from stream.scoring.worker import ScoringWorker
 
     worker = ScoringWorker(settings, load_domain(settings.domain), Metrics.create())
+    joined: list[float] = []
+    on_assigned = worker.on_assigned
+
+    async def timed(assigned: Any) -> None:  # the group join ends when partitions arrive
+        joined.append(time.perf_counter())
+        await on_assigned(assigned)
+
+    worker.on_assigned = timed  # type: ignore[method-assign]
+    worker.joined_at = joined  # type: ignore[attr-defined]
+    return worker
+
+
+async def _drain(settings: Settings, n: int, *, with_monitor: bool) -> dict[str, Any]:
+    from stream.app import in_own_thread
+
+    worker = _scoring_worker(settings)
     stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    first = None
-    while worker.processed < n and not task.done():
+    tasks = [asyncio.create_task(worker.run(stop))]
+    rows = lambda: 0.0
+    if with_monitor and settings.monitor.isolation == "process":  # as run_worker places it
+        from stream.stage_process import run_in_process
+
+        tasks.append(asyncio.create_task(run_in_process(settings, worker.metrics, stop,
+                                                        interval_s=settings.monitor.relay_interval_s)))
+    elif with_monitor:
+        from stream.monitoring.worker import MonitorWorker
+
+        tasks.append(asyncio.create_task(in_own_thread("monitor", MonitorWorker(settings, worker.metrics).run, stop)))
+    if with_monitor:
+        rows = lambda: worker.metrics.registry.get_sample_value("mlstream_monitor_rows_total") or 0.0
+    first, first_wall = None, 0.0
+    while worker.processed < n and not any(t.done() for t in tasks):
         if first is None and worker.processed:
-            first = time.perf_counter()
-        await asyncio.sleep(0.002)  # polling a counter in-process; resolution 2 ms
-    # every output acknowledged: the same end point as the ceiling's
-    await worker.flush()
+            first, first_wall = time.perf_counter(), time.time()
+        await asyncio.sleep(0.001)  # polling a counter in-process; resolution 1 ms
+    await worker.flush()  # every output acknowledged: the same end point as the ceilings'
     elapsed = time.perf_counter() - (first or time.perf_counter())
+    result: dict[str, Any] = {
+        "events": worker.processed, "elapsed_s": elapsed,
+        "startup_s": (first - worker.joined_at[0]) if first and worker.joined_at else None,
+        "spawn_to_first_s": first_wall - float(os.environ.get("BENCH_SPAWNED_AT", first_wall))}
+    if with_monitor:  # the monitor may trail the scorer: wait (bounded) for its rows
+        deadline = time.monotonic() + 60
+        while rows() < MONITOR_SHARE * n and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        result["monitor_rows"] = rows()
     stop.set()
-    await task
-    return {"events": worker.processed, "elapsed_s": elapsed}
+    await asyncio.gather(*tasks)
+    return result
 
 
 async def _monitor(settings: Settings, n: int) -> dict[str, Any]:
-    """A monitor worker beside the pipeline: runs until it has tested ``n`` rows."""
+    """A monitor alone on the pipeline's feature batches: rows tested per second."""
     from stream.metrics import Metrics
     from stream.monitoring.worker import MonitorWorker
 
     metrics = Metrics.create()
-    rows = lambda: metrics.registry.get_sample_value("mlstream_monitor_rows_total") or 0  # noqa: E731
+    rows = lambda: metrics.registry.get_sample_value("mlstream_monitor_rows_total") or 0
     stop = asyncio.Event()
     task = asyncio.create_task(MonitorWorker(settings, metrics).run(stop))
-    first, deadline = None, time.monotonic() + 600
-    while rows() < n and not task.done() and time.monotonic() < deadline:
-        if first is None and rows():
-            first = time.perf_counter()
-        await asyncio.sleep(0.01)  # polling a counter in-process
-    elapsed = time.perf_counter() - (first or time.perf_counter())
+    # from the group join (the monitor's readiness): it fetches whole feature batches, so its
+    # row counter moves in big steps and "first row seen" would be too coarse a start
+    joined, deadline = None, time.monotonic() + 120
+    while rows() < MONITOR_SHARE * n and not task.done() and time.monotonic() < deadline:
+        if joined is None and metrics.health.ready()[0]:
+            joined = time.perf_counter()
+        await asyncio.sleep(0.001)  # polling in-process
+    end = time.perf_counter()
     stop.set()
     await task
-    return {"events": int(rows()), "elapsed_s": elapsed}
+    return {"events": int(rows()), "elapsed_s": end - joined if joined else 0.0}
+
+
+async def _fixed(settings: Settings, n: int) -> dict[str, Any]:
+    """CPU per batch with one-event batches and per event with 1,000-event batches."""
+    out: dict[str, Any] = {}
+    # CPU time, not wall time: waiting on the broker is not a cost of the batch
+    profile = cProfile.Profile(time.process_time) if os.environ.get("BENCH_PROFILE") else None
+    for size, count in FIXED_EVENTS.items():
+        count = min(count, n // 4)  # both drains start from the first event
+        s = settings.model_copy(update={
+            "app_id": f"{settings.app_id}-b{size}",
+            "scoring": settings.scoring.model_copy(update={"max_batch_size": size})})
+        worker = _scoring_worker(s)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        deadline = time.monotonic() + 120
+        while worker.processed == 0 and not task.done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        cpu0, done0 = time.process_time(), worker.processed
+        while worker.processed < done0 + count and not task.done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)  # polling a counter in-process
+        cpu, done = time.process_time() - cpu0, worker.processed - done0
+        out[f"cpu_us_per_event_batch_{size}"] = cpu / max(done, 1) * 1e6
+        if profile is not None and size == 1:  # profiled apart: the profiler's own cost is not counted
+            done0 = worker.processed
+            profile.enable()
+            while worker.processed < done0 + count and not task.done() and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            profile.disable()
+            out["profiled_batches"] = worker.processed - done0
+        stop.set()
+        await task
+    out["fixed_cost_us_per_batch"] = out["cpu_us_per_event_batch_1"] - out["cpu_us_per_event_batch_1000"]
+    if profile is not None:
+        profile.dump_stats(os.environ["BENCH_PROFILE"])
+    return out
 
 
 def peak_rss_mb() -> float:
@@ -140,123 +232,136 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+CHILDREN = {
+    "broker": lambda s, n: raw_loop(s, n, parse=False),
+    "json": lambda s, n: raw_loop(s, n, parse=True),
+    "pipeline": lambda s, n: _drain(s, n, with_monitor=False),
+    "all": lambda s, n: _drain(s, n, with_monitor=True),
+    "monitor": _monitor,
+    "fixed": _fixed,
+}
+
+
 def child_main(argv: list[str]) -> int:
+    from stream.app import run as run_loop
+
     role, bootstrap, run, partitions, n = argv[0], argv[1], argv[2], int(argv[3]), int(argv[4])
-    settings = _settings(bootstrap, run, partitions)
-    fn = {"ceiling": _ceiling, "pipeline": _pipeline, "monitor": _monitor}[role]
-    result = asyncio.run(fn(settings, n))
+    result = run_loop(CHILDREN[role](bench_settings(bootstrap, run, partitions), n))
     result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result), flush=True)
     return 0
 
 
-def _child(role: str, bootstrap: str, run: str, partitions: int, n: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "stream.tools.bench", role, bootstrap, run, str(partitions),
-                             str(n)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "MLSTREAM_LOG_LEVEL": "WARNING"})
-
-
-def _result(proc: subprocess.Popen[bytes], timeout: float = 600) -> dict[str, Any]:
-    out, _ = proc.communicate(timeout=timeout)
+def run_child(role: str, bootstrap: str, run: str, partitions: int, n: int, timeout: float = 300,
+              **env: str) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "stream.tools.bench", role, bootstrap, run, str(partitions), str(n)],
+                          capture_output=True, timeout=timeout,
+                          env={**os.environ, "MLSTREAM_LOG_LEVEL": "WARNING", "BENCH_SPAWNED_AT": str(time.time()),
+                               **env})
     if proc.returncode != 0:
-        raise RuntimeError(f"bench child failed with code {proc.returncode}")
-    return json.loads(out.decode().strip().splitlines()[-1])
+        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
+        raise RuntimeError(f"bench child {role} failed with code {proc.returncode}: {tail[0][:300]}")
+    return dict(json.loads(proc.stdout.decode().strip().splitlines()[-1]))
 
 
-async def _latency(bootstrap: str, partitions: int, rate: float, seconds: float) -> dict[str, Any]:
-    """Produce at ``rate`` to a pipeline child and read end-to-end latency from its predictions."""
-    from stream.tools.tally import Tally, follow, wait_until
-    from stream.tools.traffic import produce
-
-    run = f"lat{uuid.uuid4().hex[:6]}"
-    settings = _settings(bootstrap, run, partitions, events_topic=f"bench.{run}.events")
-    await ensure_topics(settings)
-    env = {**os.environ, "MLSTREAM_LOG_LEVEL": "WARNING", "MLSTREAM_APP_ID": settings.app_id,
-           "MLSTREAM_METRICS_PORT": "0", "MLSTREAM_KAFKA__BOOTSTRAP_SERVERS": bootstrap}
-    env.update({f"MLSTREAM_TOPICS__{k.upper()}": str(v) for k, v in settings.topics.model_dump().items()})
-    proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", "--role", "all"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    tally, stop = Tally(), asyncio.Event()
-    follower = asyncio.create_task(follow(settings, tally, stop))
-    try:
-        sim = PaymentSimulator(seed=3)
-        await produce(settings, sim, 10, rate=0)  # probe: wait until the worker has joined
-        if not await wait_until(lambda: tally.predictions >= 10, 60):
-            raise RuntimeError("latency run: the worker produced no prediction within 60 s")
-        tally.latencies_ms.clear()
-        n = int(rate * seconds)
-        await produce(settings, sim, n, rate=rate, start=10)
-        await wait_until(lambda: tally.predictions >= n + 10, 60)
-        lat = np.asarray(tally.latencies_ms)
-        return {"rate": round(rate), "events": int(len(lat)),
-                **{q: round(float(np.percentile(lat, p)), 1) for q, p in (("p50", 50), ("p95", 95), ("p99", 99))}}
-    finally:
-        stop.set()
-        follower.cancel()
-        proc.terminate()
-        proc.wait(timeout=30)
+def _median(rows: list[dict[str, Any]], key: str) -> float:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return float(statistics.median(values)) if values else 0.0
 
 
 def main(args: argparse.Namespace) -> int:
+    from stream.tools.bench_low_rate import low_rate
+
     n, runs, partitions = args.events, args.runs, args.partitions
-    rows: dict[str, list[dict[str, Any]]] = {"ceiling": [], "pipeline": [], "pipeline_monitored": []}
+    say = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
+    rows: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
+    began = time.perf_counter()
     with open_broker(getattr(args, "broker", "auto")) as broker:
-        kind = broker_name(broker)
-        if not args.json:
-            print(f"broker: {kind} on {broker.bootstrap}", flush=True)
-        base = _settings(broker.bootstrap, "base", partitions)
-        asyncio.run(ensure_topics(base))
-        t0 = time.perf_counter()
-        asyncio.run(preload(base, n))
-        if not args.json:
-            print(f"pre-loaded {n} events in {time.perf_counter() - t0:.1f}s; {runs} runs", flush=True)
+        boot = broker.bootstrap
+        broker_kind = broker_name(broker)
+        say(f"broker: {broker_kind} on {boot}")
+        asyncio.run(ensure_topics(bench_settings(boot, "base", partitions)))
+        asyncio.run(preload(bench_settings(boot, "base", partitions), n))
+        say(f"pre-loaded {n} events; {runs} runs")
         for i in range(runs):
-            for kind in rows:
-                run = f"{kind[:4]}{i}{uuid.uuid4().hex[:4]}"
-                asyncio.run(ensure_topics(_settings(broker.bootstrap, run, partitions)))
-                monitor = _child("monitor", broker.bootstrap, run, partitions, n) \
-                    if kind == "pipeline_monitored" else None
-                role = "ceiling" if kind == "ceiling" else "pipeline"
-                r = _result(_child(role, broker.bootstrap, run, partitions, n))
-                if monitor is not None:
-                    m = _result(monitor)
-                    r["monitor_events_per_s"] = m["events"] / m["elapsed_s"] if m["elapsed_s"] else 0.0
-                    r["peak_rss_mb"] = max(r["peak_rss_mb"], m["peak_rss_mb"])
-                r["events_per_s"] = r["events"] / r["elapsed_s"]
+            tag = f"{i}{uuid.uuid4().hex[:4]}"
+            for kind in KINDS:
+                run = f"pipeline{tag}" if kind == "monitor" else f"{kind}{tag}"  # on the pipeline's features
+                if kind != "monitor":
+                    asyncio.run(ensure_topics(bench_settings(boot, run, partitions)))
+                r = run_child(kind, boot, run, partitions, n)
+                r["events_per_s"] = r["events"] / r["elapsed_s"] if r["elapsed_s"] else 0.0
                 rows[kind].append(r)
-                if not args.json:
-                    extra = f", monitor {r['monitor_events_per_s']:.0f} rows/s" if "monitor_events_per_s" in r else ""
-                    print(f"  run {i + 1} {kind:>18}: {r['events_per_s']:9.0f} events/s{extra} "
-                          f"(peak RSS {r['peak_rss_mb']:.0f} MB)", flush=True)
-        med = {k: statistics.median(r["events_per_s"] for r in v) for k, v in rows.items()}
-        latency = asyncio.run(_latency(broker.bootstrap, partitions, med["pipeline"] / 2, 10.0))
+                say(f"  run {i + 1} {kind:>8}: {r['events_per_s']:9.0f} events/s (peak RSS {r['peak_rss_mb']:.0f} MB)")
+        run = f"fixed{uuid.uuid4().hex[:4]}"
+        asyncio.run(ensure_topics(bench_settings(boot, run, partitions)))
+        fixed = run_child("fixed", boot, run, partitions, n,
+                          **({"BENCH_PROFILE": args.profile} if args.profile else {}))
+        say(f"  fixed cost of a micro-batch: {fixed['fixed_cost_us_per_batch']:.0f} µs")
+        low = asyncio.run(low_rate(boot, partitions, say))
+    med = {k: _median(v, "events_per_s") for k, v in rows.items()}
+    lat = low["latency_ms"]
     result = {
-        "broker": kind, "events": n, "runs": runs, "partitions": partitions,
-        "ceiling_events_per_s": round(med["ceiling"]),
+        "broker": broker_kind, "events": n, "runs": runs, "partitions": partitions,
+        "broker_limit_events_per_s": round(med["broker"]),
+        "ceiling_events_per_s": round(med["json"]),  # the JSON loop
         "pipeline_events_per_s": round(med["pipeline"]),
-        "pipeline_monitored_events_per_s": round(med["pipeline_monitored"]),
-        "ratio": round(med["pipeline"] / med["ceiling"], 3),
-        "ratios_per_run": [round(p["events_per_s"] / c["events_per_s"], 3)
-                           for p, c in zip(rows["pipeline"], rows["ceiling"])],
-        "monitoring_cost": round(1 - med["pipeline_monitored"] / med["pipeline"], 3),
-        "monitor_events_per_s": round(statistics.median(
-            r["monitor_events_per_s"] for r in rows["pipeline_monitored"])),
-        "latency_ms": latency,
+        "pipeline_monitored_events_per_s": round(med["all"]),
+        "ratio_broker_limit": round(med["pipeline"] / med["broker"], 3),
+        "ratio": round(med["pipeline"] / med["json"], 3),
+        "ratios_per_run": {f"{a}/{b}": [round(x["events_per_s"] / y["events_per_s"], 3) for x, y in zip(rows[a], rows[b])]
+                           for a, b in (("pipeline", "broker"), ("pipeline", "json"), ("all", "pipeline"))},
+        "monitoring_cost": round(1 - med["all"] / med["pipeline"], 3),
+        "monitor_rows_per_s": round(med["monitor"]),
+        "startup_s": {"join_to_first_prediction": round(_median(rows["pipeline"], "startup_s"), 3),
+                      "spawn_to_first_prediction": round(_median(rows["pipeline"], "spawn_to_first_s"), 3),
+                      "join_to_first_prediction_with_monitor": round(_median(rows["all"], "startup_s"), 3)},
+        "fixed_cost_us_per_batch": round(fixed["fixed_cost_us_per_batch"], 1),
+        "cpu_us_per_event_batch_1": round(fixed["cpu_us_per_event_batch_1"], 1),
+        "cpu_us_per_event_batch_1000": round(fixed["cpu_us_per_event_batch_1000"], 1),
+        **low,
+        **({"fixed_cost_profile_pct": _shares(args.profile, fixed.get("profiled_batches", 0))} if args.profile else {}),
         "peak_rss_mb": round(max(r["peak_rss_mb"] for v in rows.values() for r in v), 1),
+        "bench_seconds": round(time.perf_counter() - began),
     }
     if args.json:
         print(json.dumps(result, sort_keys=True))
-    else:
-        print(f"ceiling  (raw aiokafka consume-parse-produce): {result['ceiling_events_per_s']:>8} events/s")
-        print(f"pipeline (all stages):                         {result['pipeline_events_per_s']:>8} events/s")
-        print(f"pipeline with monitor worker beside it:        {result['pipeline_monitored_events_per_s']:>8} events/s")
-        print(f"ratio pipeline/ceiling (median of {runs}):        {result['ratio']}  per run {result['ratios_per_run']}")
-        print(f"monitoring cost:                               {result['monitoring_cost']:.1%} "
-              f"(the monitor itself tested {result['monitor_events_per_s']} rows/s)")
-        print(f"latency at {latency['rate']} events/s (half capacity): p50 {latency['p50']} ms, "
-              f"p95 {latency['p95']} ms, p99 {latency['p99']} ms")
-        print(f"peak RSS: {result['peak_rss_mb']} MB")
+        return 0
+    print(f"broker limit (raw bytes in -> out, batched):   {result['broker_limit_events_per_s']:>8} events/s")
+    print(f"JSON loop (consume -> parse -> produce):       {result['ceiling_events_per_s']:>8} events/s")
+    print(f"pipeline (all stages):                         {result['pipeline_events_per_s']:>8} events/s")
+    print(f"pipeline + monitor in one process (role all):  {result['pipeline_monitored_events_per_s']:>8} events/s "
+          f"(monitoring cost {result['monitoring_cost']:.1%})")
+    print(f"monitor alone:                                 {result['monitor_rows_per_s']:>8} rows/s")
+    print(f"pipeline/broker limit {result['ratio_broker_limit']} (goal >= 0.5), pipeline/JSON loop {result['ratio']} "
+          f"(goal >= 0.8); per run {result['ratios_per_run']}")
+    print(f"fixed cost of a micro-batch: {result['fixed_cost_us_per_batch']} µs CPU "
+          f"({result['cpu_us_per_event_batch_1']} µs for a 1-event batch, "
+          f"{result['cpu_us_per_event_batch_1000']} µs/event at 1,000)")
+    cpu = result["cpu_us_per_event_at_500"]
+    print(f"CPU at {low['low_rate']} events/s, µs/event: " + ", ".join(f"{k} {v}" for k, v in cpu.items()))
+    for rate, by in lat.items():
+        print(f"latency at {rate} events/s, p50/p99 ms: " + ", ".join(f"{k} {v['p50']}/{v['p99']}" for k, v in by.items()))
+    print(f"p99 at 2000/s vs broker floor: {result['p99_vs_floor_at_2000']}x (goal <= 2)")
+    print(f"start-up: group join -> first prediction {result['startup_s']['join_to_first_prediction']} s "
+          f"(with monitor {result['startup_s']['join_to_first_prediction_with_monitor']} s)")
+    print(f"peak RSS: {result['peak_rss_mb']} MB; bench took {result['bench_seconds']} s")
+    if args.profile:
+        print(f"\nwhere a one-event batch's CPU goes (% of its profiled CPU; cProfile in {args.profile}):")
+        for part, pct in result["fixed_cost_profile_pct"].items():
+            print(f"  {pct:5.1f}%  {part}")
+        pstats.Stats(args.profile).sort_stats("tottime").print_stats(20)
     return 0
+
+
+def _shares(path: str, batches: int) -> dict[str, float]:
+    """Each part's share of a profiled one-event batch, in %: the profiler slows every call,
+    so shares are what a profile tells reliably, not absolute times."""
+    from stream.tools.bench_profile import where_it_went
+
+    parts = where_it_went(path, max(batches, 1))
+    total = parts.pop("total") or 1.0
+    return {k: round(100 * v / total, 1) for k, v in parts.items()}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,54 @@
+"""The monitor's process relays its metrics and readiness into the worker's one registry."""
+
+from __future__ import annotations
+
+from prometheus_client.core import GaugeMetricFamily
+
+from stream.metrics import Metrics
+from stream.stage_process import MetricsRelay, snapshot
+
+
+class _Drift:
+    def collect(self):
+        fam = GaugeMetricFamily("mlstream_drift_statistic", "x", labels=["feature"])
+        fam.add_metric(["amount"], 3.5)
+        yield fam
+
+
+def test_counters_gauges_histograms_foreign_families_and_readiness_reach_the_parent():
+    parent, child = Metrics.create(), Metrics.create()
+    child.registry.register(_Drift())
+    child.health.register("monitor")
+    relay = MetricsRelay(parent, "monitor")
+    parent.health.register("monitor")
+
+    child.drift_events.labels("data_drift").inc(2)
+    child.worker_info.labels("monitor").set(1)
+    for v in (0.003, 0.2, 7.0):
+        child.stage_latency.labels("monitor").observe(v)
+    relay.apply(*snapshot(child))
+    child.drift_events.labels("data_drift").inc(1)
+    child.health.set("monitor", True, "4 partitions assigned")
+    relay.apply(*snapshot(child))
+    relay.apply(*snapshot(child))  # an unchanged snapshot adds nothing
+
+    got = parent.registry.get_sample_value
+    assert got("mlstream_drift_events_total", {"kind": "data_drift"}) == 3
+    assert got("mlstream_worker_info", {"role": "monitor"}) == 1
+    assert got("mlstream_stage_duration_seconds_count", {"stage": "monitor"}) == 3
+    assert got("mlstream_stage_duration_seconds_bucket", {"stage": "monitor", "le": "0.25"}) == 2
+    assert abs(got("mlstream_stage_duration_seconds_sum", {"stage": "monitor"}) - 7.203) < 1e-9
+    assert got("mlstream_drift_statistic", {"feature": "amount"}) == 3.5
+    assert parent.health.ready() == (True, {"monitor": "4 partitions assigned"})
+
+
+def test_a_restarted_child_counts_from_zero_again():
+    parent = Metrics.create()
+    relay = MetricsRelay(parent, "monitor")
+    first = Metrics.create()
+    first.monitor_rows.inc(100)
+    relay.apply(*snapshot(first))
+    second = Metrics.create()  # a new process: its counters start at 0
+    second.monitor_rows.inc(30)
+    relay.apply(*snapshot(second))
+    assert parent.registry.get_sample_value("mlstream_monitor_rows_total") == 130
