@@ -123,7 +123,7 @@ def _drift_config() -> type[BaseModel]:
 
     from pydantic import create_model, model_validator
 
-    from stream.monitoring.calibration import DriftSettings
+    from stream.monitoring.drift_settings import DriftSettings
 
     hints = typing.get_type_hints(DriftSettings)
     own = {"expected_run_length", "score_detector"}  # kept one level up, in MonitorSettings
@@ -184,7 +184,7 @@ class MonitorSettings(Section):
 
     def drift_settings(self) -> Any:
         """The ``DriftSettings`` these settings describe."""
-        from stream.monitoring.calibration import DriftSettings
+        from stream.monitoring.drift_settings import DriftSettings
 
         return DriftSettings(expected_run_length=self.expected_run_length, score_detector=self.score_detector,
                              **self.drift.model_dump())

@@ -40,7 +40,6 @@ import sys
 from typing import Any
 
 import numpy as np
-from scipy import signal, special
 
 __all__ = ["DRIFTS", "FEATURES", "SCENARIOS", "generate", "write_jsonl"]
 
@@ -62,6 +61,8 @@ ERROR_RATE = 0.10
 
 
 def _ar(rng: np.random.Generator, n: int, phi: float) -> np.ndarray:
+    from scipy import signal  # here: the command line lists the scenarios without scipy
+
     """Stationary AR(1) with unit marginal variance (started in its stationary law)."""
     if phi <= 0:
         return rng.standard_normal(n)
@@ -95,6 +96,8 @@ def generate(scenario: str, n: int, seed: int = 0, *, iid: bool = False, drift: 
              population_seed: int = 0) -> dict[str, Any]:
     """``n`` events of ``scenario`` (see module docstring); ``iid=True`` gives independent rows
     of the same process at random times (a training set)."""
+    from scipy import special
+
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose one of {sorted(SCENARIOS)}")
     if drift is not None and drift not in DRIFTS:

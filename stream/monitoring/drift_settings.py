@@ -1,0 +1,142 @@
+"""The drift monitor's settings as a plain dataclass, apart from the statistics that use them,
+so the settings object (:mod:`stream.config`) reads them without loading scipy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DriftSettings"]
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """Settings of :class:`stream.monitoring.drift.DriftMonitor`; all plain values with defaults.
+
+    Parameters
+    ----------
+    expected_run_length
+        Target mean number of rows between false alarms, all tests together.
+    block_size
+        Rows per block; checks happen at block ends, so detection delays are
+        rounded up to it.
+    windows
+        Sliding window lengths (multiples of ``block_size``), short ones for
+        sharp changes, long ones for slight ones.
+    checks_per_window
+        Each window is tested every ``window / checks_per_window`` rows.
+    wasserstein_threshold, psi_threshold, js_threshold, missing_threshold, correlation_threshold
+        Enter levels of the effect sizes. Each test is gated by its own: KS and
+        Mann-Whitney by the Wasserstein distance (normalised by the reference
+        standard deviation), numeric chi-square by PSI, categorical chi-square
+        by the Jensen-Shannon distance, the missing-rate test by the absolute
+        change of the rate, the correlation test by the change of the correlation.
+    leave_p
+        A drift closes when every test of ``resolve_window`` has a p-value (on the same
+        dependence-corrected scale as the enter tests) above this ...
+    resolve_window, resolve_patience
+        ... in window ``resolve_window`` for ``resolve_patience`` checks in a row.
+    multivariate, multivariate_min_window
+        Run the pairwise correlation test over the numeric features, in the
+        windows at least this long.
+    dependence_scales, dependence_history, dependence_min_batches, dependence_confidence
+        The stream's own dependence (:class:`stream.monitoring.dependence.DependenceTracker`):
+        batch lengths in blocks, batch means kept per scale, batches a scale needs before
+        it counts (the monitor is warming up until the shortest has them), and the quantile
+        of the long-run variance's sampling distribution used as its upper bound.
+    refresh_blocks
+        The dependence, slow and seasonal estimates are refreshed every this many blocks
+        (between refreshes the checks of many blocks are computed at once).
+    min_effective_rows
+        A score is tested in a window only when the window holds at least this many
+        effectively independent rows (rows / design effect): a 500-row window filled by
+        two bursts of one entity is not a sample of the traffic.
+    cusum, cusum_blocks, cusum_k, cusum_clip, cusum_min_shift
+        Two-sided CUSUM (:mod:`stream.monitoring.cusum`) on batch means of ``cusum_blocks``
+        blocks of each feature's mid-rank, category shares and missing rates, standardised with
+        the measured variances and clipped at +-``cusum_clip`` (one burst moves it a bounded step);
+        reference value ``cusum_k`` (sd of a batch mean); an alarm also
+        needs the run's mean shift to reach ``cusum_min_shift`` score sd. Windows and CUSUM
+        share the false-alarm budget half and half.
+    seasonal, seasonal_min_rows, seasonal_memory_rows, seasonal_alpha
+        Learn a daily profile from event times (:class:`stream.monitoring.dependence.SeasonalProfile`):
+        rows every hour of the day needs before it is used, rows of memory per hour, and
+        the level at which hours must differ for the profile to be taken out.
+    summary_window, summary_quantiles, summary_top_categories
+        Rolling summary statistics (:func:`stream.monitoring.drift_view.summary`): rows,
+        quantiles of numeric features, categories shown.
+    score_feature
+        Name of the model score column; its drift is reported as ``score_drift``.
+    score_detector
+        ``None``, ``"page_hinkley"`` or ``"adwin"``: also run this river detector
+        (default parameters) on the score, row by row. Off by default because
+        its false-alarm rate is not calibrated.
+    emit_resolved
+        Emit ``drift_resolved`` events when a drift closes.
+    """
+
+    expected_run_length: int = 10_000_000
+    block_size: int = 100
+    windows: tuple[int, ...] = (500, 2000, 8000, 32000)
+    checks_per_window: int = 5
+    wasserstein_threshold: float = 0.1
+    psi_threshold: float = 0.1
+    js_threshold: float = 0.1
+    missing_threshold: float = 0.05
+    correlation_threshold: float = 0.2
+    leave_p: float = 0.01
+    resolve_window: int = 2000
+    resolve_patience: int = 3
+    multivariate: bool = True
+    multivariate_min_window: int = 0
+    dependence_scales: tuple[int, ...] = (2, 8, 32)
+    dependence_history: int = 128
+    dependence_min_batches: int = 16
+    dependence_confidence: float = 0.25
+    min_effective_rows: int = 200
+    refresh_blocks: int = 64
+    cusum: bool = True
+    cusum_blocks: int = 8
+    cusum_k: float = 1.0
+    cusum_clip: float = 3.0
+    cusum_min_shift: float = 0.1
+    seasonal: bool = True
+    seasonal_min_rows: int = 2000
+    seasonal_memory_rows: int = 5_000_000
+    seasonal_alpha: float = 0.01
+    summary_window: int = 8000
+    summary_quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)
+    summary_top_categories: int = 5
+    score_feature: str = "score"
+    score_detector: str | None = None
+    emit_resolved: bool = True
+
+    def steps(self) -> tuple[int, ...]:
+        """Rows between two checks of each window (a multiple of ``block_size``)."""
+        b = self.block_size
+        return tuple(max(b, (w // self.checks_per_window) // b * b) for w in self.windows)
+
+    def validate(self) -> None:
+        if self.expected_run_length <= 1:
+            raise ValueError("expected_run_length must be > 1")
+        if self.block_size < 1 or not self.windows:
+            raise ValueError("block_size must be >= 1 and windows non-empty")
+        if any(w % self.block_size or w <= 0 for w in self.windows):
+            raise ValueError("every window must be a positive multiple of block_size")
+        if list(self.windows) != sorted(set(self.windows)):
+            raise ValueError("windows must be strictly increasing")
+        if self.resolve_window not in self.windows:
+            raise ValueError("resolve_window must be one of windows")
+        if not 0 < self.leave_p < 1 or self.resolve_patience < 1 or self.checks_per_window < 1:
+            raise ValueError("need 0 < leave_p < 1, resolve_patience >= 1, checks_per_window >= 1")
+        if self.score_detector not in (None, "page_hinkley", "adwin"):
+            raise ValueError(f"unknown score_detector {self.score_detector!r}")
+        if not self.dependence_scales or min(self.dependence_scales) < 1 or not 0 < self.dependence_confidence < 1:
+            raise ValueError("dependence_scales must be >= 1 and 0 < dependence_confidence < 1")
+        if not 4 <= self.dependence_min_batches <= self.dependence_history:
+            raise ValueError("need 4 <= dependence_min_batches <= dependence_history")
+        if self.cusum_blocks < 1 or self.cusum_k <= 0 or self.cusum_min_shift < 0:
+            raise ValueError("need cusum_blocks >= 1, cusum_k > 0, cusum_min_shift >= 0")
+        if self.refresh_blocks < 1 or self.min_effective_rows < 1:
+            raise ValueError("refresh_blocks and min_effective_rows must be >= 1")
+        if self.summary_window < self.block_size or not all(0 < q < 1 for q in self.summary_quantiles):
+            raise ValueError("summary_window must be >= block_size and quantiles in (0, 1)")
