@@ -8,6 +8,13 @@ The public API for bringing your own domain and model::
 See README "Bring your own domain and model".
 """
 
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:
+    __version__ = _version("mlstream")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
 from stream.config import Settings, load_settings
 from stream.domain import Domain
 from stream.features import FeatureSet, Numeric, OneHot, Rolling

@@ -155,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-promote", action="store_true", help="store without making it current")
     p.set_defaults(func=cmd_train)
 
+    from stream.registry_cli import add_parser as add_models_parser
+
+    add_models_parser(sub, with_config)
+
     p = sub.add_parser("demo", help="the whole pipeline on an embedded broker with simulated traffic")
     p.add_argument("--events", type=int, default=None, help="run N events, print a summary and exit")
     p.add_argument("--rate", type=float, default=None, help="events per second")
