@@ -195,6 +195,14 @@ def slack_message(alert: Alert) -> dict[str, Any]:
                 ("Features", ", ".join(map(str, p.get("features", [])))[:500] or "n/a")]
         lines = _evidence_lines(p.get("evidence", []))
         context = f"request {p.get('request_id', '?')} · mlstream"
+    elif alert.type == "decision":
+        model, version = p.get("model") or "?", p.get("challenger_version") or "-"
+        title = f"Challenger {model} v{version}: {p.get('decision', '?')}"
+        head = [("Model", model), ("Champion", p.get("champion_version") or "?"),
+                ("Challenger", version), ("Decision", p.get("decision", "?")),
+                ("Trained on", f"{p.get('training_window', {}).get('rows', 0)} labelled rows")]
+        lines = [f"• {r}" for r in p.get("reasons", [])][:10]
+        context = f"request {p.get('request_id', '?')} · mlstream trainer"
     else:
         model, version = p.get("model") or "?", p.get("version") or "?"
         title = f"Model {model} version {version} promoted"
@@ -234,6 +242,8 @@ def dedup_keys(alert: Alert) -> list[tuple[str, str, str]]:
     p = alert.payload
     if alert.type == "promotion":
         return [(str(p.get("model")), str(p.get("version")), "promotion")]
+    if alert.type == "decision":  # one per request and outcome: a wait, then its verdict
+        return [(str(p.get("model")), str(p.get("request_id")), f"decision:{p.get('decision')}")]
     model = str(p.get("model_name") if alert.type == "drift" else p.get("model"))
     kind = str(p.get("kind")) if alert.type == "drift" else "retrain"
     features = sorted({str(f) for f in p.get("features", [])}) or ["*"]
@@ -333,6 +343,10 @@ class Notifier:
     def submit_promotion(self, info: Mapping[str, Any]) -> bool:
         """Queue a promotion: ``{"model", "version", "previous_version"?, "sha256"?}``."""
         return self._submit(Alert("promotion", dict(info)))
+
+    def submit_decision(self, update: Mapping[str, Any]) -> bool:
+        """Queue a trainer's decision (promote, shadow, reject, wait, rollback: the model-update message)."""
+        return self._submit(Alert("decision", dict(update)))
 
     def _count(self, outcome: str, channels: Iterable[str] | None = None) -> None:
         for c in self.channels if channels is None else channels:

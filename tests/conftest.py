@@ -39,7 +39,8 @@ def make_settings(broker: EmbeddedBroker, model_store: Path) -> Callable[..., Se
 
     def make(**overrides: Any) -> Settings:
         topics = {name: f"t{run}.{name}" for name in
-                  ("events", "labels", "predictions", "dead_letter", "features", "drift", "retrain", "changelog")}
+                  ("events", "labels", "predictions", "dead_letter", "features", "drift", "retrain", "changelog",
+                   "model_updates", "labelled_examples")}
         topics.update(overrides.pop("topics", {}))
         base: dict[str, Any] = dict(
             app_id=f"test-{run}", kafka={"bootstrap_servers": broker.bootstrap},

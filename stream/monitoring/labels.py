@@ -32,7 +32,7 @@ Examples
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,11 +61,14 @@ class LabelJoiner:
         if ttl_s <= 0 or max_pending < 1:
             raise ValueError("ttl_s must be > 0 and max_pending >= 1")
         self.ttl_s, self.max_pending = float(ttl_s), int(max_pending)
-        self._pending: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._pending: OrderedDict[str, tuple[float, float, Any]] = OrderedDict()
+        # seconds from prediction to label of the joins since the caller last cleared it
+        self.delays: deque[float] = deque(maxlen=100_000)
         self._gone: OrderedDict[str, None] = OrderedDict()
         # labels that came before their prediction (a lagging scorer): they wait, bounded too
         self._early: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self.matched = self.late = self.unmatched = self.expired = self.evicted = 0
+        self.predictions = 0  # registered, for coverage (labelled / scored)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -76,19 +79,30 @@ class LabelJoiner:
             self._gone.popitem(last=False)
 
     def add_predictions(
-        self, event_ids: Sequence[str], scores: np.ndarray | Sequence[float], ts: float
+        self, event_ids: Sequence[str], scores: np.ndarray | Sequence[float], ts: float,
+        tags: Sequence[Any] | None = None, joined: list[Any] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Register predictions made at time ``ts`` (seconds); return the ``(scores, labels)``
-        of those whose label was already waiting."""
+        of those whose label was already waiting.
+
+        ``tags`` (one per prediction, e.g. the model version and inputs behind it) ride along
+        with the prediction; the tags of the predictions joined now are appended to ``joined``,
+        in the order of the returned arrays."""
         self.expire(ts)
+        self.predictions += len(event_ids)
         got_s, got_y = [], []
-        for eid, score in zip(event_ids, np.asarray(scores, dtype=float).tolist(), strict=True):
+        tag_list = list(tags) if tags is not None else None
+        for i, (eid, score) in enumerate(zip(event_ids, np.asarray(scores, dtype=float).tolist(), strict=True)):
+            tag = tag_list[i] if tag_list is not None else None
             early = self._early.pop(eid, None) if self._early else None
             if early is not None:
                 got_s.append(score)
                 got_y.append(early[0])
+                if joined is not None:
+                    joined.append(tag)
+                self.delays.append(0.0)  # the label was there first
                 continue
-            self._pending[eid] = (score, float(ts))
+            self._pending[eid] = (score, float(ts), tag)
             self._pending.move_to_end(eid)
         self.matched += len(got_s)
         while len(self._pending) > self.max_pending:
@@ -98,9 +112,11 @@ class LabelJoiner:
         return np.asarray(got_s, dtype=float), np.asarray(got_y, dtype=float)
 
     def add_labels(
-        self, event_ids: Sequence[str], labels: np.ndarray | Sequence[float], ts: float
+        self, event_ids: Sequence[str], labels: np.ndarray | Sequence[float], ts: float,
+        joined: list[Any] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Join labels arriving at time ``ts``; return the matched ``(scores, labels)``."""
+        """Join labels arriving at time ``ts``; return the matched ``(scores, labels)`` (and
+        append their predictions' tags to ``joined``)."""
         self.expire(ts)
         scores, truth = [], []
         for eid, label in zip(event_ids, np.asarray(labels, dtype=float).tolist(), strict=True):
@@ -108,6 +124,9 @@ class LabelJoiner:
             if hit is not None:
                 scores.append(hit[0])
                 truth.append(label)
+                self.delays.append(max(0.0, ts - hit[1]))
+                if joined is not None:
+                    joined.append(hit[2])
             elif eid in self._gone:
                 self.late += 1
             else:  # no prediction yet: wait for it (unmatched if it never comes)
@@ -127,7 +146,7 @@ class LabelJoiner:
             self._early.popitem(last=False)
             self.unmatched += 1
         while self._pending:
-            eid, (_, t) = next(iter(self._pending.items()))
+            eid, (_, t, _) = next(iter(self._pending.items()))
             if t >= limit:
                 break
             self._pending.popitem(last=False)
@@ -138,7 +157,7 @@ class LabelJoiner:
 
     def pending_scores(self) -> np.ndarray:
         """Scores of the predictions still waiting for a label (for :func:`estimate_performance`)."""
-        return np.fromiter((score for score, _ in self._pending.values()), float, len(self._pending))
+        return np.fromiter((p[0] for p in self._pending.values()), float, len(self._pending))
 
     def counters(self) -> dict[str, int]:
         return {"matched": self.matched, "late": self.late, "unmatched": self.unmatched,

@@ -56,6 +56,8 @@ class RetrainPolicy:
             "features": features,
             "evidence": list(drift.get("evidence", [])),
             "drift_index": drift.get("index"),
+            # event time the drift is in force from, when the monitor can date it
+            **({"onset_event_ts": drift["onset_event_ts"]} if drift.get("onset_event_ts") is not None else {}),
             "requested_at": now,
             "cooldown_s": self.cooldown_s,
         }

@@ -25,10 +25,11 @@ from stream.config import Settings
 from stream.monitoring.drift import DriftMonitor, DriftSettings
 from stream.errors import ModelLoadError
 from stream.kafka import commit_or_redeliver, make_consumer, make_producer, send_messages, start_client
+from stream.monitoring.examples import ScoredRows, encode_example
 from stream.monitoring.labels import LabelJoiner, PerformanceMonitor, estimate_performance
 from stream.metrics import Metrics
 from stream.monitoring.ordering import PartitionMerger
-from stream.scoring.pipeline import Message
+from stream.scoring.pipeline import Message, decode_inputs
 from stream.monitoring.profile import ReferenceProfile
 from stream.registry import ModelStore
 from stream.monitoring.retrain import RetrainPolicy
@@ -69,6 +70,9 @@ class ModelMonitor:
                                   model_name=self.name, model_version=self.version)
         self.performance = PerformanceMonitor(task=self.task, threshold=self.threshold)
         self.warmup_left = m.warmup_rows
+        # event times of the rows and of the labelled rows tested, to date a drift's onset
+        self.row_times = RecentTimes(self.ESTIMATE_ROWS)
+        self.label_times = RecentTimes(self.ESTIMATE_ROWS)
         self._recent = np.full(self.ESTIMATE_ROWS, np.nan)
         self._recent_at = 0
 
@@ -88,6 +92,40 @@ class ModelMonitor:
 
     def on_labels(self, scores: np.ndarray, labels: np.ndarray) -> list[Any]:
         return self.performance.update(scores, labels) if len(scores) else []
+
+    def onset_event_ts(self, drift: dict[str, Any]) -> float | None:
+        """Event time where the smallest window that fired begins: the drift is in force from
+        there at least (the trainer's "onset" window starts there)."""
+        windows = [int(e["window"]) for e in drift.get("evidence", []) if e.get("window")]
+        if not windows:
+            return None
+        times = self.label_times if drift.get("kind") == "concept_drift" else self.row_times
+        return times.back(min(windows))
+
+
+class RecentTimes:
+    """The last ``size`` event times, to look ``k`` rows back.
+
+    >>> t = RecentTimes(3); t.add(np.array([1.0, 2.0, 3.0, 4.0])); t.back(2), t.back(9)
+    (3.0, 2.0)
+    """
+
+    def __init__(self, size: int):
+        self._ts = np.full(size, np.nan)
+        self._n = 0
+
+    def add(self, ts: np.ndarray) -> None:
+        ts = np.asarray(ts, dtype=np.float64)[-len(self._ts):]
+        idx = (self._n + np.arange(len(ts))) % len(self._ts)
+        self._ts[idx] = ts
+        self._n += len(ts)
+
+    def back(self, k: int) -> float | None:
+        if self._n == 0:
+            return None
+        k = min(k, self._n, len(self._ts))
+        value = self._ts[(self._n - k) % len(self._ts)]
+        return float(value) if value == value else None
 
     def estimated_performance(self) -> dict[str, float]:
         if self.task != "classification":
@@ -126,7 +164,10 @@ class MonitorWorker:
         metrics.registry.register(_DriftCollector(self))
         self.notifier = Notifier(settings.alerts, metrics)
         self.merger = PartitionMerger(idle_s=2.0, max_rows=200_000)
-        self._early_matches: list[tuple[ModelMonitor, np.ndarray, np.ndarray]] = []
+        self._early_matches: list[tuple[np.ndarray, np.ndarray, list[Any]]] = []
+        # labelled examples to write (drained by run) and the version each model serves now
+        self.examples_out: list[Message] = []
+        self.serving: dict[str, str] = {}
         self.drift_events = 0
         self.retrain_requests = 0
 
@@ -166,7 +207,7 @@ class MonitorWorker:
                 self.hold({tp: recs for tp, recs in batches.items() if tp.topic == s.topics.features},
                           time.monotonic())
                 released, offsets = self.merger.release(time.monotonic())
-                if not released and not labels and not self._early_matches:
+                if not released and not labels and not self._early_matches and not self.examples_out:
                     continue
                 drift, retrain = self.handle(released, [r for recs in labels.values() for r in recs],
                                              time.time())
@@ -175,6 +216,10 @@ class MonitorWorker:
                     futures += await send_messages(producer, s.topics.drift, 0, drift)
                 if retrain:
                     futures += await send_messages(producer, s.topics.retrain, 0, retrain)
+                if self.examples_out:  # labelled examples, for the trainer
+                    futures += await send_messages(producer, s.topics.labelled_examples, 0, self.examples_out)
+                    self.metrics.labelled_examples.inc(len(self.examples_out))
+                    self.examples_out = []
                 if futures:
                     await asyncio.gather(*futures)
                 offsets.update({tp: recs[-1].offset + 1 for tp, recs in labels.items() if recs})
@@ -199,11 +244,14 @@ class MonitorWorker:
                     if mon is not None:
                         _, cols = decode_feature_batch(msg, mon.kinds)
                         cols[EVENT_IDS] = msg["event_ids"]
+                        self.serving[mon.name] = mon.version
+                        tags = self._scored_rows(msg, mon, cols, ts)
                         # the label join needs no ordering: predictions join it on arrival
+                        joined: list[Any] = []
                         early = self.joiner.add_predictions(msg["event_ids"], np.asarray(msg["scores"]),
-                                                            time.time())
+                                                            time.time(), tags=tags, joined=joined)
                         if len(early[0]):
-                            self._early_matches.append((mon, *early))
+                            self._early_matches.append((*early, joined))
                 except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
                     self.metrics.processing_errors.labels("monitor").inc()
                     log.warning("skipping a malformed feature batch: %s", str(exc)[:200])
@@ -220,6 +268,7 @@ class MonitorWorker:
             if mon is not None and len(ts):
                 by_model.setdefault(f"{mon.name}:{mon.version}", (mon, []))[1].append((ts, cols))
         for mon, slices in by_model.values():
+            mon.row_times.add(np.sort(np.concatenate([ts for ts, _ in slices])))
             cols = merge_slices(slices)
             ids = cols.pop(EVENT_IDS)
             self.metrics.monitor_rows.inc(len(ids))
@@ -234,14 +283,14 @@ class MonitorWorker:
             except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
                 self.metrics.processing_errors.labels("monitor").inc()
                 log.warning("skipping a malformed label: %s", str(exc)[:200])
-        if label_ids:
-            scores, truth = self.joiner.add_labels(label_ids, np.asarray(label_values), now)
-            newest = next(reversed(self.monitors.values()), None)
-            if newest is not None:
-                events += [(ev, newest) for ev in newest.on_labels(scores, truth)]
-        for mon, scores, truth in self._early_matches:  # labels that waited for their prediction
-            events += [(ev, mon) for ev in mon.on_labels(scores, truth)]
+        matches = self._early_matches  # labels that waited for their prediction, then new ones
         self._early_matches = []
+        if label_ids:
+            joined: list[Any] = []
+            matches.append((*self.joiner.add_labels(label_ids, np.asarray(label_values), now,
+                                                    joined=joined), joined))
+        for scores, truth, tags in matches:
+            events += self._credit(scores, truth, tags, now)
         self.joiner.expire(now)
         self._count_labels()
         drift: list[Message] = []
@@ -250,7 +299,44 @@ class MonitorWorker:
             self._publish(ev, mon, now, drift, retrain)
         return drift, retrain
 
+    def _scored_rows(self, msg: dict[str, Any], mon: "ModelMonitor", cols: dict[str, Any],
+                     ts: np.ndarray) -> list[Any] | None:
+        """Tags pointing each prediction at its model inputs, when the batch carries them."""
+        if "inputs" not in msg:
+            return None
+        X = decode_inputs(msg["inputs"])
+        if len(X) != len(msg["event_ids"]):
+            raise ValueError(f"{len(X)} input rows for {len(msg['event_ids'])} events")
+        cats = {k: list(v) for k, v in cols.items() if k != EVENT_IDS and mon.kinds.get(k) == "categorical"}
+        rows = ScoredRows(mon.name, mon.version, list(msg["event_ids"]), X, ts, cats)
+        return [(rows, i) for i in range(len(X))]
+
+    def _credit(self, scores: np.ndarray, truth: np.ndarray, tags: list[Any], now: float) -> list[Any]:
+        """Joined labels go to the version that made each prediction, and become examples."""
+        events: list[Any] = []
+        if not len(scores):
+            return events
+        keys = [(t[0].model, t[0].version) if t is not None else None for t in tags]
+        for key in dict.fromkeys(keys):
+            mon = self.monitor_for(*key) if key is not None else next(reversed(self.monitors.values()), None)
+            if mon is not None:
+                mask = np.fromiter((k == key for k in keys), bool, len(keys))
+                if key is not None:
+                    mon.label_times.add(np.sort([t[0].event_ts[t[1]] for t, m in zip(tags, mask) if m]))
+                events += [(ev, mon) for ev in mon.on_labels(scores[mask], truth[mask])]
+        for tag, score, label in zip(tags, scores.tolist(), truth.tolist()):
+            if tag is not None:
+                self.examples_out.append(Message(tag[0].event_ids[tag[1]].encode(),
+                                                 encode_example(tag, score, label, now)))
+        return events
+
     def _count_labels(self) -> None:
+        if self.joiner.delays:
+            for delay in self.joiner.delays:
+                self.metrics.label_delay.observe(delay)
+            self.joiner.delays.clear()
+        if self.joiner.predictions:
+            self.metrics.label_coverage.set(self.joiner.matched / self.joiner.predictions)
         counts = self.joiner.counters()
         for outcome, before in self._label_counts.items():
             now = counts.get(outcome, 0)
@@ -263,6 +349,9 @@ class MonitorWorker:
         drift = ev.to_dict()
         drift["detected_at"] = now
         drift["model_name"], drift["model_version"] = mon.name, mon.version
+        onset = mon.onset_event_ts(drift)
+        if onset is not None:
+            drift["onset_event_ts"] = onset
         out.append(Message(None, orjson.dumps(drift, option=orjson.OPT_SERIALIZE_NUMPY)))
         self.notifier.submit_drift(drift)
         self.metrics.drift_events.labels(drift["kind"]).inc()
@@ -326,7 +415,9 @@ class _DriftCollector(Collector):
                     value = snap.get(key)
                     if value is not None:
                         fam.add_metric([mon.name, mon.version, feature], float(value))
-            for metric, value in mon.performance.snapshot().items():
+            # a retired version's labels still join for a while; its performance is not exported
+            serving = self.worker.serving.get(mon.name) == mon.version
+            for metric, value in mon.performance.snapshot().items() if serving else ():
                 if isinstance(value, (int, float)) and value == value:
                     perf.add_metric([mon.name, mon.version, metric], float(value))
             for metric, value in mon.estimated_performance().items():

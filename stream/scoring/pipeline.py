@@ -7,6 +7,7 @@ here: :mod:`stream.scoring.worker` feeds it consumer records and sends what it r
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -78,11 +79,32 @@ def dead_letter(record: Record, reason: str, message: str) -> Message:
                    record.timestamp)
 
 
+def encode_inputs(X: np.ndarray) -> dict[str, Any]:
+    """The model input matrix exactly as scored: little-endian float32 bytes, base64.
+
+    >>> decode_inputs(encode_inputs(np.array([[1.5, -2.0]], np.float32))).tolist()
+    [[1.5, -2.0]]
+    """
+    X = np.ascontiguousarray(X, dtype="<f4")
+    return {"dtype": "float32", "shape": list(X.shape), "b64": base64.b64encode(X.tobytes()).decode()}
+
+
+def decode_inputs(obj: Mapping[str, Any]) -> np.ndarray:
+    shape = tuple(int(n) for n in obj["shape"])
+    X = np.frombuffer(base64.b64decode(obj["b64"]), dtype="<f4")
+    if len(shape) != 2 or X.size != shape[0] * shape[1]:
+        raise ValueError(f"inputs of {X.size} values do not fill shape {shape}")
+    return X.reshape(shape)
+
+
 def encode_feature_batch(partition: int, model: Model, ids: list[str], ingest_ms: np.ndarray,
-                         event_ts: np.ndarray, monitored: Mapping[str, Any], scores: np.ndarray) -> bytes:
+                         event_ts: np.ndarray, monitored: Mapping[str, Any], scores: np.ndarray,
+                         inputs: np.ndarray | None = None) -> bytes:
     """The monitor's input: one JSON object of columns per partition and batch.
 
     Schema: ``schemas/feature-batch.schema.json``. NaN (missing) serialises as null.
+    ``inputs`` (the model input rows, see :func:`encode_inputs`) become the labelled
+    examples the trainer learns from once their labels join.
     """
     columns = {k: v if isinstance(v, np.ndarray) and v.dtype.kind == "f" else list(v)
                for k, v in monitored.items()}
@@ -90,6 +112,7 @@ def encode_feature_batch(partition: int, model: Model, ids: list[str], ingest_ms
         "partition": partition, "model": model.name, "model_version": model.version,
         "event_ids": ids, "ingest_ts_ms": ingest_ms, "event_ts": event_ts, "scores": scores,
         "columns": columns,
+        **({"inputs": encode_inputs(inputs)} if inputs is not None else {}),
     }, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
@@ -173,7 +196,7 @@ class BatchScorer:
                 monitored = self.domain.monitored_columns(cols, X)
                 part.features = encode_feature_batch(partition, model, ids, np.asarray(ingest),
                                                      cols[self.domain.features.time_field],
-                                                     monitored, scores[at - n : at])
+                                                     monitored, scores[at - n : at], X)
             self.metrics.end_to_end_latency.observe(max(0.0, now - min(ingest) / 1000.0))
             out.valid += n
         self._stage["serialize"].observe(time.perf_counter() - t3)

@@ -119,6 +119,17 @@ def summary(task: str, y: np.ndarray, score: np.ndarray, threshold: float = 0.5)
     return out
 
 
+def shortfall(policy: PromotionPolicy, task: str, y: np.ndarray) -> list[str]:
+    """Why a holdout is too small to decide on (empty when it is big enough)."""
+    short = []
+    if len(y) < policy.min_holdout:
+        short.append(f"holdout has {len(y)} labelled rows, {policy.min_holdout} needed")
+    positives = int((np.asarray(y) > 0.5).sum())
+    if task == "classification" and positives < policy.min_positives:
+        short.append(f"holdout has {positives} positives, {policy.min_positives} needed")
+    return short
+
+
 def decide(policy: PromotionPolicy, task: str, y: np.ndarray, *, champion: np.ndarray,
            challenger: np.ndarray, latency_ms: tuple[float, float] | None = None,
            threshold: float = 0.5) -> Decision:
@@ -128,11 +139,7 @@ def decide(policy: PromotionPolicy, task: str, y: np.ndarray, *, champion: np.nd
     positives = int((y > 0.5).sum()) if task == "classification" else None
     if task == "classification":
         metrics["holdout_positives"] = positives
-    short = []
-    if len(y) < policy.min_holdout:
-        short.append(f"holdout has {len(y)} labelled rows, {policy.min_holdout} needed")
-    if positives is not None and positives < policy.min_positives:
-        short.append(f"holdout has {positives} positives, {policy.min_positives} needed")
+    short = shortfall(policy, task, y)
     if short:
         return Decision("wait", short, metrics)
     metrics["champion"] = summary(task, y, champion, threshold)
