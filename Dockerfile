@@ -2,9 +2,10 @@
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE requirements.lock ./
 COPY stream ./stream
-RUN pip install .
+# exact versions from the lock; [train] so the image runs every CLI command (trainer included)
+RUN pip install -c requirements.lock '.[train]' 
 # the shipped model store (settings.model_store defaults to ./models) and the message schemas
 COPY models ./models
 COPY schemas ./schemas

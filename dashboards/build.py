@@ -17,7 +17,12 @@ from typing import Any
 
 from grafana_foundation_sdk.builders import dashboard
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models.dashboard import DashboardCursorSync
+from grafana_foundation_sdk.models.dashboard import (
+    DashboardCursorSync,
+    VariableOption,
+    VariableRefresh,
+    VariableSort,
+)
 
 from dashboards import panels as p
 
@@ -25,11 +30,30 @@ HERE = Path(__file__).resolve().parent
 DOC = HERE.parent / "docs" / "dashboards.md"
 
 
+def _variables() -> list[Any]:
+    """$datasource (any Prometheus, the provisioned one by default), then $model and $instance
+    read from the metrics themselves; multi-value with "All" as ``.*``."""
+    ds = (dashboard.DatasourceVariable("datasource").label("Data source").type("prometheus")
+          .current(VariableOption(text=p.PROVISIONED_UID, value=p.PROVISIONED_UID)))
+
+    def from_label(name: str, label: str, metric: str) -> dashboard.QueryVariable:
+        return (dashboard.QueryVariable(name).label(label).datasource(p.DATASOURCE)
+                .query(f"label_values({metric}, {name})").refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+                .multi(True).include_all(True).all_value(".*").sort(VariableSort.ALPHABETICAL_ASC)
+                .current(VariableOption(text="All", value="$__all")))
+
+    return [ds, from_label("model", "Model", "mlstream_model_info"),
+            from_label("instance", "Instance", "mlstream_worker_info")]
+
+
 def _base(uid: str, title: str, description: str) -> dashboard.Dashboard:
-    return (dashboard.Dashboard(title).uid(uid).description(description)
-            .tags(["mlstream", "generated"]).refresh("30s").time("now-1h", "now")
-            .timezone("browser").tooltip(DashboardCursorSync.CROSSHAIR).editable()
-            .annotation(p.drift_annotation()))
+    board = (dashboard.Dashboard(title).uid(uid).description(description)
+             .tags(["mlstream", "generated"]).refresh("30s").time("now-1h", "now")
+             .timezone("browser").tooltip(DashboardCursorSync.CROSSHAIR).editable()
+             .annotation(p.drift_annotation()))
+    for var in _variables():
+        board = board.with_variable(var)
+    return board
 
 
 def pipeline() -> dashboard.Dashboard:

@@ -1,7 +1,9 @@
 """One function per Grafana panel, plus the shared defaults they use.
 
-Every query uses the metrics of ``docs/metrics.md`` through one Prometheus data source with a
-fixed uid (provisioned by ``ops/grafana/provisioning/datasources/prometheus.yml``).
+Every query uses the metrics of ``docs/metrics.md`` through the ``$datasource`` variable (by
+default the Prometheus provisioned by ``ops/grafana/provisioning/datasources/prometheus.yml``)
+and is narrowed by the ``$model`` and ``$instance`` variables; model panels repeat per model, so
+no panel mixes two models.
 ``tests/test_prometheus_scrape.py`` runs each query against a real Prometheus scraping a
 pipeline, so a query that returns nothing fails the suite. Each panel's description says what
 it shows and what it is for: Grafana shows it as the panel's tooltip, and ``dashboards.build``
@@ -9,6 +11,8 @@ writes it, with the title, type and queries, to ``docs/dashboards.md``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import (
@@ -28,8 +32,13 @@ from grafana_foundation_sdk.models.dashboard import (
 )
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-DATASOURCE = DataSourceRef(type_val="prometheus", uid="mlstream-prometheus")
+PROVISIONED_UID = "mlstream-prometheus"
+DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 RATE = "$__rate_interval"
+# label matchers of the dashboard variables (multi-value, "All" = ".*")
+INST = 'instance=~"$instance"'
+MODEL = 'model=~"$model"'
+BOTH = f"{MODEL}, {INST}"
 
 
 # -- shared defaults ----------------------------------------------------------------------
@@ -62,9 +71,14 @@ def red_above(value: float) -> dashboard.ThresholdsConfig:
 def quantiles(metric: str, by: str = "") -> list[prometheus.Dataquery]:
     group = f"le, {by}" if by else "le"
     suffix = f" {{{{{by}}}}}" if by else ""
-    return [query(f"histogram_quantile({q}, sum by ({group}) (rate({metric}_bucket[{RATE}])))",
+    return [query(f"histogram_quantile({q}, sum by ({group}) (rate({metric}_bucket{{{INST}}}[{RATE}])))",
                   f"p{int(q * 100)}{suffix}", ref=ref)
             for q, ref in ((0.5, "A"), (0.95, "B"), (0.99, "C"))]
+
+
+def per_model(panel: Any) -> Any:
+    """One panel per model selected in ``$model`` (Grafana repeats it), so no panel mixes models."""
+    return panel.repeat("model").repeat_direction("h")
 
 
 # -- pipeline overview --------------------------------------------------------------------
@@ -73,10 +87,10 @@ def quantiles(metric: str, by: str = "") -> list[prometheus.Dataquery]:
 def throughput() -> timeseries.Panel:
     return (default_timeseries("Throughput", "Events consumed, events valid and predictions "
                                "produced per second, over all workers.", "ops")
-            .with_target(query(f"sum by (topic) (rate(mlstream_events_consumed_total[{RATE}]))",
+            .with_target(query(f"sum by (topic) (rate(mlstream_events_consumed_total{{{INST}}}[{RATE}]))",
                                "consumed {{topic}}"))
-            .with_target(query(f"sum(rate(mlstream_events_valid_total[{RATE}]))", "valid", ref="B"))
-            .with_target(query(f"sum by (model, version) (rate(mlstream_predictions_total[{RATE}]))",
+            .with_target(query(f"sum(rate(mlstream_events_valid_total{{{INST}}}[{RATE}]))", "valid", ref="B"))
+            .with_target(query(f"sum by (model, version) (rate(mlstream_predictions_total{{{BOTH}}}[{RATE}]))",
                                "predictions {{model}} v{{version}}", ref="C")))
 
 
@@ -90,7 +104,7 @@ def stage_latency() -> timeseries.Panel:
     return (default_timeseries("Stage latency p95", "Time per micro-batch in each stage "
                                "(validate, features, score, serialize, produce).", "s")
             .with_target(query("histogram_quantile(0.95, sum by (le, stage) "
-                               f"(rate(mlstream_stage_duration_seconds_bucket[{RATE}])))",
+                               f"(rate(mlstream_stage_duration_seconds_bucket{{{INST}}}[{RATE}])))",
                                "{{stage}}")))
 
 
@@ -104,14 +118,14 @@ def consumer_lag() -> timeseries.Panel:
     return (default_timeseries("Consumer lag", "Events behind the high watermark, per partition "
                                "of the events topic. A line that keeps rising means the workers "
                                "do not keep up.", "short")
-            .with_target(query("sum by (topic, partition) (mlstream_consumer_lag_events)",
+            .with_target(query(f"sum by (topic, partition) (mlstream_consumer_lag_events{{{INST}}})",
                                "{{topic}}/{{partition}}")))
 
 
 def dead_letter_rate() -> timeseries.Panel:
     return (default_timeseries("Dead letters", "Events sent to the dead-letter topic per second, "
                                "by validation reason.", "ops")
-            .with_target(query(f"sum by (reason) (rate(mlstream_events_dead_lettered_total[{RATE}]))",
+            .with_target(query(f"sum by (reason) (rate(mlstream_events_dead_lettered_total{{{INST}}}[{RATE}]))",
                                "{{reason}}")))
 
 
@@ -119,90 +133,90 @@ def dead_letter_ratio() -> stat.Panel:
     return (default_stat("Dead-letter ratio", "Share of consumed events dead-lettered.",
                          "percentunit")
             .thresholds(red_above(0.05))
-            .with_target(query(f"sum(rate(mlstream_events_dead_lettered_total[{RATE}])) / "
-                               f"clamp_min(sum(rate(mlstream_events_consumed_total[{RATE}])), 1e-9)",
+            .with_target(query(f"sum(rate(mlstream_events_dead_lettered_total{{{INST}}}[{RATE}])) / "
+                               f"clamp_min(sum(rate(mlstream_events_consumed_total{{{INST}}}[{RATE}])), 1e-9)",
                                "dead-letter ratio")))
 
 
 def errors() -> timeseries.Panel:
     return (default_timeseries("Errors", "Batches that raised (by stage) and failed model "
                                "loads or swaps.", "short")
-            .with_target(query(f"sum by (stage) (increase(mlstream_processing_errors_total[{RATE}]))",
+            .with_target(query(f"sum by (stage) (increase(mlstream_processing_errors_total{{{INST}}}[{RATE}]))",
                                "processing error {{stage}}"))
             .with_target(query("sum by (outcome) (increase(mlstream_model_loads_total"
-                               f"{{outcome=~\".*failed\"}}[{RATE}]))", "model {{outcome}}", ref="B")))
+                               f"{{outcome=~\".*failed\", {INST}}}[{RATE}]))", "model {{outcome}}", ref="B")))
 
 
 def workers() -> stat.Panel:
     return (default_stat("Workers", "Running worker stages by role (each process reports "
                          "mlstream_worker_info).", "none")
-            .with_target(query("sum by (role) (mlstream_worker_info)", "{{role}}")))
+            .with_target(query(f"sum by (role) (mlstream_worker_info{{{INST}}})", "{{role}}")))
 
 
 def entities() -> stat.Panel:
     return (default_stat("Entities in state", "Entities held in feature state over all "
                          "partitions (evicted after the state TTL).", "short")
-            .with_target(query("sum(mlstream_state_entities)", "entities")))
+            .with_target(query(f"sum(mlstream_state_entities{{{INST}}})", "entities")))
 
 
 # -- model ----------------------------------------------------------------------------------
 
 
 def score_distribution() -> heatmap.Panel:
-    return (heatmap.Panel().title("Score distribution").description(
+    return per_model(heatmap.Panel().title("Score distribution").description(
                 "Scores per bucket over time; a shift of mass between buckets is a score drift.")
             .datasource(DATASOURCE).height(8).span(12)
-            .with_target(query(f"sum by (le) (increase(mlstream_score_bucket[{RATE}]))", "{{le}}",
+            .with_target(query(f"sum by (le) (increase(mlstream_score_bucket{{{BOTH}}}[{RATE}]))", "{{le}}",
                                fmt=PromQueryFormat.HEATMAP)))
 
 
 def model_version() -> statetimeline.Panel:
-    return (statetimeline.Panel().title("Model version served").description(
+    return per_model(statetimeline.Panel().title("Model version served").description(
                 "Which model version each worker serves, over time (swaps show as a change).")
             .datasource(DATASOURCE).height(6).span(12)
-            .with_target(query("max by (model, version) (mlstream_model_info)",
+            .with_target(query(f"max by (model, version) (mlstream_model_info{{{BOTH}}})",
                                "{{model}} v{{version}}")))
 
 
 def predictions_by_version() -> timeseries.Panel:
-    return (default_timeseries("Predictions by model version", "Predictions per second by "
+    return per_model(default_timeseries("Predictions by model version", "Predictions per second by "
                                "model version; during a swap both appear briefly.", "ops")
-            .with_target(query(f"sum by (model, version) (rate(mlstream_predictions_total[{RATE}]))",
+            .with_target(query(f"sum by (model, version) (rate(mlstream_predictions_total{{{BOTH}}}[{RATE}]))",
                                "{{model}} v{{version}}")))
 
 
 def performance() -> timeseries.Panel:
-    return (default_timeseries("Performance (labelled)", "Rolling performance over the last "
+    return per_model(default_timeseries("Performance (labelled)", "Rolling performance over the last "
                                "labelled predictions, once delayed labels arrive and are joined.",
                                "percentunit")
             .min(0).max(1)
-            .with_target(query('mlstream_model_performance{metric=~"auc|precision|recall|accuracy"}',
+            .with_target(query(f'mlstream_model_performance{{metric=~"auc|precision|recall|accuracy", {BOTH}}}',
                                "{{metric}} {{model}} v{{version}}")))
 
 
 def estimated_performance() -> timeseries.Panel:
-    return (default_timeseries("Estimated performance (before labels)",
+    return per_model(default_timeseries("Estimated performance (before labels)",
                                "Performance expected from the scores alone (confidence-based "
                                "performance estimation: right if the model is calibrated), "
                                "available at once, long before labels arrive. Compare with the "
                                "labelled panel: a gap means calibration has drifted.",
                                "percentunit")
             .min(0).max(1)
-            .with_target(query('mlstream_model_performance_estimated{metric=~"auc|precision|recall|accuracy"}',
+            .with_target(query(f'mlstream_model_performance_estimated{{metric=~"auc|precision|recall|accuracy", {BOTH}}}',
                                "estimated {{metric}} {{model}} v{{version}}")))
 
 
 def label_joins() -> timeseries.Panel:
     return (default_timeseries("Label joins", "Delayed labels per second by join outcome "
                                "(matched to a prediction, or parked unmatched).", "ops")
-            .with_target(query(f"sum by (outcome) (rate(mlstream_labels_total[{RATE}]))",
+            .with_target(query(f"sum by (outcome) (rate(mlstream_labels_total{{{INST}}}[{RATE}]))",
                                "{{outcome}}")))
 
 
 def model_loads() -> timeseries.Panel:
     return (default_timeseries("Model loads and swaps", "Load and hot-swap attempts by outcome.",
                                "short")
-            .with_target(query(f"sum by (outcome) (increase(mlstream_model_loads_total[{RATE}]))",
+            .with_target(query(f"sum by (outcome) (increase(mlstream_model_loads_total{{{INST}}}[{RATE}]))",
                                "{{outcome}}")))
 
 
@@ -210,22 +224,22 @@ def model_loads() -> timeseries.Panel:
 
 
 def drift_ratio() -> timeseries.Panel:
-    return (default_timeseries("Drift statistic / threshold", "Each feature's latest test "
+    return per_model(default_timeseries("Drift statistic / threshold", "Each feature's latest test "
                                "statistic divided by its calibrated threshold: above 1 (red) the "
                                "test alarms.", "short")
             .thresholds(red_above(1.0))
             .thresholds_style(cb.GraphThresholdsStyleConfig()
                               .mode(common.GraphTresholdsStyleMode.LINE))
-            .with_target(query("max by (model, version, feature) (mlstream_drift_statistic) / "
-                               "max by (model, version, feature) (mlstream_drift_threshold)",
+            .with_target(query(f"max by (model, version, feature) (mlstream_drift_statistic{{{BOTH}}}) / "
+                               f"max by (model, version, feature) (mlstream_drift_threshold{{{BOTH}}})",
                                "{{feature}}")))
 
 
 def drift_statistic() -> timeseries.Panel:
-    return (default_timeseries("Drift statistic and threshold", "Raw statistic per feature (solid) "
+    return per_model(default_timeseries("Drift statistic and threshold", "Raw statistic per feature (solid) "
                                "and its threshold (dashed).", "short")
-            .with_target(query("max by (feature) (mlstream_drift_statistic)", "{{feature}}"))
-            .with_target(query("max by (feature) (mlstream_drift_threshold)",
+            .with_target(query(f"max by (feature) (mlstream_drift_statistic{{{BOTH}}})", "{{feature}}"))
+            .with_target(query(f"max by (feature) (mlstream_drift_threshold{{{BOTH}}})",
                                "threshold {{feature}}", ref="B"))
             .override_by_regexp("^threshold .*", [
                 DynamicConfigValue(id_val="custom.lineStyle",
@@ -233,33 +247,33 @@ def drift_statistic() -> timeseries.Panel:
 
 
 def drift_state() -> statetimeline.Panel:
-    return (statetimeline.Panel().title("Drift state").description(
+    return per_model(statetimeline.Panel().title("Drift state").description(
                 "Per feature: 1 (red) while its drift state is open, 0 (green) otherwise.")
             .datasource(DATASOURCE).height(8).span(12)
             .thresholds(red_above(1.0))
-            .with_target(query("max by (feature) (mlstream_drift_state)", "{{feature}}")))
+            .with_target(query(f"max by (feature) (mlstream_drift_state{{{BOTH}}})", "{{feature}}")))
 
 
 def drift_p_value() -> timeseries.Panel:
-    return (default_timeseries("p-value", "Latest p-value per feature, for the tests that define "
+    return per_model(default_timeseries("p-value", "Latest p-value per feature, for the tests that define "
                                "one (log scale).", "short")
             .scale_distribution(cb.ScaleDistributionConfig()
                                 .type(common.ScaleDistribution.LOG).log(10))
-            .with_target(query("max by (feature) (mlstream_drift_p_value)", "{{feature}}")))
+            .with_target(query(f"max by (feature) (mlstream_drift_p_value{{{BOTH}}})", "{{feature}}")))
 
 
 def drift_effect_size() -> timeseries.Panel:
-    return (default_timeseries("Effect size", "Latest effect size per feature: how large the "
+    return per_model(default_timeseries("Effect size", "Latest effect size per feature: how large the "
                                "shift is, apart from how sure the test is.", "short")
-            .with_target(query("max by (feature) (mlstream_drift_effect_size)", "{{feature}}")))
+            .with_target(query(f"max by (feature) (mlstream_drift_effect_size{{{BOTH}}})", "{{feature}}")))
 
 
 def drift_events() -> timeseries.Panel:
     return (default_timeseries("Drift events and retraining requests", "Drift events by kind and "
                                "retraining requests published.", "short")
-            .with_target(query(f"sum by (kind) (increase(mlstream_drift_events_total[{RATE}]))",
+            .with_target(query(f"sum by (kind) (increase(mlstream_drift_events_total{{{INST}}}[{RATE}]))",
                                "{{kind}}"))
-            .with_target(query(f"sum(increase(mlstream_retrain_requests_total[{RATE}]))",
+            .with_target(query(f"sum(increase(mlstream_retrain_requests_total{{{INST}}}[{RATE}]))",
                                "retraining requests", ref="B")))
 
 
@@ -267,7 +281,7 @@ def drift_annotation() -> dashboard.AnnotationQuery:
     """Each drift event as an annotation across the dashboard's graphs."""
     return (dashboard.AnnotationQuery().name("Drift events").datasource(DATASOURCE)
             .enable(True).icon_color("red")
-            .expr("sum by (kind) (increase(mlstream_drift_events_total[1m])) > 0"))
+            .expr(f"sum by (kind) (increase(mlstream_drift_events_total{{{INST}}}[1m])) > 0"))
 
 
 # -- alerts ---------------------------------------------------------------------------------
@@ -284,7 +298,7 @@ def alert_deliveries() -> timeseries.Panel:
     return (default_timeseries("Notification deliveries", "Direct Slack and webhook notifications "
                                "by channel and outcome (sent, retried, rejected, failed, "
                                "rate_limited, dropped, suppressed).", "short")
-            .with_target(query(f"sum by (channel, outcome) (increase(mlstream_alert_deliveries_total[{RATE}]))",
+            .with_target(query(f"sum by (channel, outcome) (increase(mlstream_alert_deliveries_total{{{INST}}}[{RATE}]))",
                                "{{channel}} {{outcome}}")))
 
 
@@ -293,6 +307,6 @@ def alert_failure_ratio() -> stat.Panel:
                          "rejected, failed, rate limited or dropped over the last hour.",
                          "percentunit")
             .thresholds(red_above(0.01))
-            .with_target(query('sum(increase(mlstream_alert_deliveries_total{outcome=~"rejected|failed|rate_limited|dropped"}[1h])) / '
-                               'clamp_min(sum(increase(mlstream_alert_deliveries_total{outcome=~"sent|rejected|failed|rate_limited|dropped"}[1h])), 1)',
+            .with_target(query(f'sum(increase(mlstream_alert_deliveries_total{{outcome=~"rejected|failed|rate_limited|dropped", {INST}}}[1h])) / '
+                               f'clamp_min(sum(increase(mlstream_alert_deliveries_total{{outcome=~"sent|rejected|failed|rate_limited|dropped", {INST}}}[1h])), 1)',
                                "failure ratio")))

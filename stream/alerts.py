@@ -33,7 +33,7 @@ import orjson
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from stream.config import AlertSettings
-from stream.errors import StreamError
+from stream.errors import AlertError, StreamError
 from stream.metrics import ALERT_OUTCOMES, Metrics
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,6 @@ log = logging.getLogger(__name__)
 OUTCOMES = ALERT_OUTCOMES
 MAX_FEATURES_SHOWN = 10
 _SLACK_ERROR = re.compile(r"^[a-z_]{1,64}$")  # Slack's error bodies are short codes
-
-
-class AlertError(StreamError):
-    """An alert channel is misconfigured. The message names the setting, never its value."""
 
 
 @dataclass(frozen=True)
@@ -333,7 +329,11 @@ class Notifier:
 
     # -- submitting (never blocks) ---------------------------------------------------------
     def submit_drift(self, drift: Mapping[str, Any]) -> bool:
-        """Queue a drift event (``stream.monitoring.drift.DriftEvent.to_dict()`` plus ``detected_at``)."""
+        """Queue a drift event (``stream.monitoring.drift.DriftEvent.to_dict()`` plus ``detected_at``).
+
+        Not sent when ``alerts.send_drift`` is off: Alertmanager routes drift instead (one path)."""
+        if not self.settings.send_drift:
+            return False
         return self._submit(Alert("drift", dict(drift)))
 
     def submit_retrain(self, request: Mapping[str, Any]) -> bool:

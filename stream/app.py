@@ -7,10 +7,10 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 
-from prometheus_client import start_http_server
 
 from stream.config import Settings
 from stream.domain import load_domain
+from stream.http import serve
 from stream.kafka import ensure_topics
 from stream.metrics import Metrics
 
@@ -31,29 +31,33 @@ async def run_worker(settings: Settings, roles: Sequence[str] = ROLES, *,
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
-    server, thread = start_http_server(settings.metrics_port, settings.metrics_host,
-                                       registry=metrics.registry)
-    log.info("metrics on http://%s:%s/metrics", settings.metrics_host, server.server_port)
+    server = serve(metrics.registry, metrics.health, settings.metrics_host, settings.metrics_port)
+    log.info("metrics on http://%s:%s/metrics (health: /healthz, /ready)", settings.metrics_host,
+             server.server_port)
     if on_metrics_port is not None:
         on_metrics_port(server.server_port)
-    if create_topics:
-        await ensure_topics(settings)
-    stages = []
-    if "scorer" in roles:
-        from stream.scoring.worker import ScoringWorker
-
-        stages.append(ScoringWorker(settings, load_domain(settings.domain), metrics).run(stop))
-    if "monitor" in roles and settings.monitor.enabled:
-        from stream.monitoring.worker import MonitorWorker
-
-        stages.append(MonitorWorker(settings, metrics).run(stop))
-    tasks = [asyncio.ensure_future(s) for s in stages]
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            task.result()  # re-raise the failing stage's error
+        if create_topics:
+            await ensure_topics(settings)
+        stages = []
+        if "scorer" in roles:
+            from stream.scoring.worker import ScoringWorker
+
+            metrics.health.register("scorer")
+            stages.append(ScoringWorker(settings, load_domain(settings.domain), metrics).run(stop))
+        if "monitor" in roles and settings.monitor.enabled:
+            from stream.monitoring.worker import MonitorWorker
+
+            metrics.health.register("monitor")
+            stages.append(MonitorWorker(settings, metrics).run(stop))
+        tasks = [asyncio.ensure_future(s) for s in stages]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # re-raise the failing stage's error
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
     finally:
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
         server.shutdown()
         server.server_close()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from pathlib import Path
 
 from stream.errors import StreamError
+from stream.logs import configure_logging
 
 
 def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -22,8 +22,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from stream.app import ROLES, run_worker
 
     settings = _settings(args)
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     roles = ROLES if args.role == "all" else (args.role,)
     asyncio.run(run_worker(settings, roles))
     return 0
@@ -35,8 +34,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     from stream.training.trainer import run_trainer
 
     settings = _settings(args)
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
 
     async def main() -> None:
         stop = asyncio.Event()

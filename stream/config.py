@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,9 +22,18 @@ from pydantic_settings import (
 )
 
 CONFIG_ENV_VAR = "MLSTREAM_CONFIG"
+ENV_PREFIX = "MLSTREAM_"
+# MLSTREAM_* variables that are not settings: read by tools, never by the Settings object
+NOT_SETTINGS = frozenset({CONFIG_ENV_VAR, "MLSTREAM_TANSU_BIN", "MLSTREAM_KAFKA_HOME"})
 
 
-class KafkaSettings(BaseModel, frozen=True):
+class Section(BaseModel):
+    """A settings section: immutable, and a misspelt key is an error rather than a silent default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(Section):
     """How to reach the cluster. Production is Apache Kafka; the demo uses the embedded broker."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -52,7 +62,7 @@ class KafkaSettings(BaseModel, frozen=True):
         return value
 
 
-class TopicSettings(BaseModel, frozen=True):
+class TopicSettings(Section):
     events: str = "events"
     labels: str = "labels"
     predictions: str = "predictions"
@@ -71,7 +81,7 @@ class TopicSettings(BaseModel, frozen=True):
     replication_factor: int = Field(default=1, ge=1)
 
 
-class ScoringSettings(BaseModel, frozen=True):
+class ScoringSettings(Section):
     max_batch_size: int = Field(default=2_000, ge=1, le=100_000)
     max_wait_ms: int = Field(default=20, ge=0, le=10_000)
     # Offsets are committed (after the changelog of the entities changed since the last
@@ -83,7 +93,7 @@ class ScoringSettings(BaseModel, frozen=True):
     max_entities_per_partition: int = Field(default=2_000_000, ge=1)
 
 
-class MonitorSettings(BaseModel, frozen=True):
+class MonitorSettings(Section):
     enabled: bool = True
     expected_run_length: int = Field(default=10_000_000, ge=1_000)
     retrain_cooldown_s: float = Field(default=3_600.0, ge=0)
@@ -97,7 +107,7 @@ class MonitorSettings(BaseModel, frozen=True):
     score_detector: Literal["page_hinkley", "adwin"] | None = None
 
 
-class TrainerSettings(BaseModel, frozen=True):
+class TrainerSettings(Section):
     # Where challengers learn from. None (default): the labelled-examples topic, i.e. the
     # stream's own scored events and their delayed labels. A JSONL file of labelled events
     # is the bootstrap option (as `mlstream train --data`).
@@ -134,9 +144,13 @@ class TrainerSettings(BaseModel, frozen=True):
     seed: int = 0
 
 
-class AlertSettings(BaseModel, frozen=True):
+class AlertSettings(Section):
     slack_webhook_url: SecretStr | None = None
     generic_webhook_url: SecretStr | None = None
+    # Drift events sent directly. Turn off where Prometheus + Alertmanager route the
+    # MlstreamFeatureDrift alert (docker-compose.yml does), so each drift reaches Slack once.
+    # Retraining requests and promotions are only ever sent directly.
+    send_drift: bool = True
     queue_size: int = Field(default=1_000, ge=1)
     cooldown_s: float = Field(default=900.0, ge=0)
     max_retries: int = Field(default=5, ge=0, le=20)
@@ -169,6 +183,8 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9_108, ge=0, le=65_535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "json": one JSON object per line (for log shippers); "text": human-readable lines
+    log_format: Literal["text", "json"] = "text"
 
     @classmethod
     def settings_customise_sources(
@@ -197,12 +213,56 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         os.environ[CONFIG_ENV_VAR] = str(path)
+    unknown = unknown_env_vars(os.environ)
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]} (not an mlstream setting; see README \"Settings\")")
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
+        loc = [str(p) for p in first["loc"]]
         # input values are left out on purpose: they may be secrets
-        raise ConfigError(f"bad setting {where}: {first['msg']}") from None
+        raise ConfigError(f"bad setting {_where(loc, overrides)}: {first['msg']}") from None
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read settings: {exc}") from None
+
+
+def _where(loc: list[str], overrides: dict[str, Any]) -> str:
+    """Name a setting as the user wrote it: dotted name, then the environment variable or the
+    config file that set it.
+
+    >>> _where(["scoring", "max_batch_size"], {"scoring": {}})
+    'scoring.max_batch_size'
+    """
+    dotted = ".".join(loc)
+    if loc and loc[0] in overrides:
+        return dotted
+    env = ENV_PREFIX + "__".join(loc).upper()
+    if env in os.environ:
+        return f"{dotted} ({env})"
+    config_file = os.environ.get(CONFIG_ENV_VAR)
+    return f"{dotted} (in {config_file})" if config_file else dotted
+
+
+def unknown_env_vars(environ: Mapping[str, str]) -> list[str]:
+    """``MLSTREAM_*`` variables that name no setting, so a typo is an error, not a default.
+
+    >>> unknown_env_vars({"MLSTREAM_KAFKA__BOOTSTRAP_SERVERS": "k:9092", "MLSTREAM_LOG_LEVL": "DEBUG",
+    ...                   "MLSTREAM_CONFIG": "x.toml", "HOME": "/root"})
+    ['MLSTREAM_LOG_LEVL']
+    >>> unknown_env_vars({"MLSTREAM_SCORING__MAX_BATCH": "10"})
+    ['MLSTREAM_SCORING__MAX_BATCH']
+    """
+    bad = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS:
+            continue
+        path = name[len(ENV_PREFIX):].lower().split("__")
+        model: Any = Settings
+        for part in path:
+            fields = getattr(model, "model_fields", None)
+            if fields is None or part not in fields:
+                bad.append(name)
+                break
+            model = fields[part].annotation
+    return bad

@@ -33,3 +33,15 @@ class ModelLoadError(StreamError):
 
 class DomainError(StreamError):
     """A domain (schema + features) definition is inconsistent."""
+
+
+class AlertError(StreamError):
+    """An alert channel is misconfigured. The message names the setting, never its value."""
+
+
+class ProfileError(StreamError, ValueError):
+    """Reference data or a profile dict that cannot be used (also a ValueError, as before)."""
+
+
+class ReplayError(StreamError, ValueError):
+    """Bad replay input (unreadable line, unknown schema kind, ...)."""

@@ -7,11 +7,13 @@ The documented list is ``docs/metrics.md``; a test checks the two agree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from stream.http import Health
 
 PREFIX = "mlstream"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -55,6 +57,8 @@ class Metrics:
     labelled_examples: Counter
     alert_deliveries: Counter
     worker_info: Gauge
+    # readiness of the roles running in this process, served on /ready (not a Prometheus metric)
+    health: Health = field(default_factory=Health)
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None, prefix: str = PREFIX) -> "Metrics":

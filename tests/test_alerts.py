@@ -85,6 +85,17 @@ async def test_drift_event_arrives_as_block_kit_with_the_evidence(notifier, slac
     assert outcome(n, "slack", "sent") == 1
 
 
+async def test_drift_not_sent_directly_when_alertmanager_routes_it(notifier, slack):
+    n = notifier(send_drift=False)
+    await n.start()
+    assert not n.submit_drift(drift_event())
+    assert n.submit_retrain({"request_id": "abc", "model": "fraud", "model_version": "1",
+                             "reason": "data_drift", "features": ["amount_zscore"],
+                             "evidence": drift_event()["evidence"], "requested_at": 0.0})
+    await settle(n, "slack", 1)
+    assert [r.json()["text"] for r in slack.received] == ["Retraining requested: fraud v1"]
+
+
 async def test_retrain_and_promotion_messages(notifier, slack):
     n = notifier()
     await n.start()

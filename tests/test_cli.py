@@ -59,3 +59,35 @@ def test_demo_accounts_for_every_event(tmp_path):
     assert summary["duplicate_predictions"] == 0 and summary["dead_lettered"] > 0
     for key in ("drift_events", "retrain_requests", "elapsed_s"):
         assert key in summary
+
+
+def test_env_typo_is_one_line_naming_the_variable():
+    result = mlstream("worker", env={"MLSTREAM_KAFKA__BOOTSTRAP_SERVER": "127.0.0.1:9092"})
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert "unknown setting MLSTREAM_KAFKA__BOOTSTRAP_SERVER" in result.stderr
+
+
+def test_bad_env_value_names_the_variable():
+    result = mlstream("worker", env={"MLSTREAM_SCORING__MAX_BATCH_SIZE": "0"})
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert "scoring.max_batch_size (MLSTREAM_SCORING__MAX_BATCH_SIZE)" in result.stderr
+
+
+def test_nested_toml_typo_is_one_line(tmp_path):
+    config = tmp_path / "mlstream.toml"
+    config.write_text('[kafka]\nbootstrap_server = "127.0.0.1:9092"\n')
+    result = mlstream("worker", "--config", str(config))
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert "kafka.bootstrap_server" in result.stderr and str(config) in result.stderr
+
+
+def test_json_logs(tmp_path):
+    """MLSTREAM_LOG_FORMAT=json: every log line a JSON object (here the worker's broker error path)."""
+    result = mlstream("trainer", env={"MLSTREAM_LOG_FORMAT": "json", "MLSTREAM_LOG_LEVEL": "INFO",
+                                      "MLSTREAM_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1",
+                                      "MLSTREAM_MODEL_STORE": str(tmp_path)}, timeout=60)
+    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("{")]
+    assert lines, result.stderr[-2000:]
+    for line in lines:
+        doc = json.loads(line)
+        assert {"ts", "level", "logger", "message"} <= doc.keys()

@@ -144,3 +144,19 @@ def test_prometheus_scrapes_every_worker_replica():
     job = next(j for j in config["scrape_configs"] if j["job_name"] == "mlstream")
     assert job["dns_sd_configs"][0]["names"] == ["worker"]
     assert job["dns_sd_configs"][0]["port"] == int(compose()["services"]["worker"]["expose"][0])
+
+
+def test_every_server_has_a_healthcheck():
+    """Every long-running service that serves a port is probed; the workers on /ready."""
+    services = compose()["services"]
+    for name in ("kafka", "worker", "prometheus", "alertmanager", "grafana"):
+        assert "healthcheck" in services[name], name
+    assert "/ready" in " ".join(services["worker"]["healthcheck"]["test"])
+
+
+def test_each_drift_reaches_slack_once():
+    """Alertmanager routes drift to Slack, so the workers must not send drift directly too."""
+    env = compose()["x-mlstream"]["environment"]
+    assert env["MLSTREAM_ALERTS__SEND_DRIFT"] == "false"
+    rules = (ROOT / "ops" / "prometheus" / "rules.yml").read_text()
+    assert "MlstreamFeatureDrift" in rules

@@ -64,7 +64,25 @@ def test_every_panel_queries_the_provisioned_prometheus():
             uids.add(panel["datasource"]["uid"])
             assert panel["targets"] and all(t["expr"] for t in panel["targets"])
         uids.update(a["datasource"]["uid"] for a in data["annotations"]["list"])
-    assert uids == {uid}
+        variables = {v["name"]: v for v in data["templating"]["list"]}
+        assert variables["datasource"]["current"]["value"] == uid  # the provisioned one by default
+    assert uids == {"${datasource}"}
+
+
+def test_panels_follow_the_model_and_instance_variables():
+    """Every query is narrowed by $instance (except Prometheus' own ALERTS), every query of a
+    metric with a model label by $model, and panels about a model repeat per model."""
+    for name in build.DASHBOARDS:
+        data = json.loads((ROOT / "dashboards" / f"{name}.json").read_text())
+        assert {v["name"] for v in data["templating"]["list"]} == {"datasource", "model", "instance"}
+        for panel in data["panels"]:
+            for target in panel.get("targets", []):
+                expr = target["expr"]
+                assert "$instance" in expr or expr.startswith("sum by (alertname"), expr
+                if any(m in expr for m in ("mlstream_drift_statistic", "mlstream_model_info",
+                                           "mlstream_score_bucket", "mlstream_model_performance")):
+                    assert "$model" in expr, expr
+                    assert panel.get("repeat") == "model", panel["title"]
 
 
 def test_the_dashboard_provider_points_where_compose_mounts_the_json():

@@ -115,7 +115,9 @@ async def test_every_dashboard_query_returns_data(make_settings, start_worker, t
         def all_have_data() -> bool:
             missing.clear()
             for dash, title, expr in queries:
-                q = expr.replace("$__rate_interval", "15s").replace("$__interval", "1s")
+                # Grafana's interpolation with every variable at "All"
+                q = (expr.replace("$__rate_interval", "15s").replace("$__interval", "1s")
+                     .replace("$model", ".*").replace("$instance", ".*"))
                 r = get(base, "/api/v1/query_range", query=q, start=t0, end=time.time(), step=1)
                 assert r["status"] == "success", (dash, title, r)
                 if not any(series["values"] for series in r["data"]["result"]):

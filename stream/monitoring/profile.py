@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 from scipy import special
 
+from stream.errors import ProfileError
+
 __all__ = [
     "CategoricalReference",
     "NumericReference",
@@ -49,10 +51,6 @@ NUMERIC = "numeric"
 CATEGORICAL = "categorical"
 PROFILE_VERSION = 1
 CORRELATION_METHOD = "bin_normal_scores"
-
-
-class ProfileError(ValueError):
-    """Raised for reference data or a profile dict that cannot be used."""
 
 
 @dataclass(frozen=True)

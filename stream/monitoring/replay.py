@@ -41,13 +41,10 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from stream.monitoring.drift import DriftEvent, DriftMonitor, DriftSettings
-from stream.monitoring.profile import ProfileError, ReferenceProfile
+from stream.errors import ProfileError, ReplayError
+from stream.monitoring.profile import ReferenceProfile
 
 __all__ = ["load_columns", "main", "replay_rows"]
-
-
-class ReplayError(ValueError):
-    """Bad replay input (unreadable line, unknown schema kind, ...)."""
 
 
 def _read_jsonl(path: str) -> Iterator[dict[str, Any]]:

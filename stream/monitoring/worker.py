@@ -196,7 +196,8 @@ class MonitorWorker:
         producer = make_producer(s)
         await start_client(producer, s.kafka.bootstrap_servers)
         consumer = make_consumer(s, group_id=self.group_id, max_partition_fetch_bytes=16 * 1024 * 1024)
-        consumer.subscribe([s.topics.features, s.topics.labels], listener=_ForgetRevoked(self.merger, s.topics.features))
+        consumer.subscribe([s.topics.features, s.topics.labels], listener=_ForgetRevoked(self.merger, s.topics.features,
+                                                                                    self.metrics))
         await self.notifier.start()
         try:
             await start_client(consumer, s.kafka.bootstrap_servers)
@@ -370,19 +371,22 @@ class MonitorWorker:
 class _ForgetRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
     """Held feature batches of a revoked partition belong to its new owner."""
 
-    def __init__(self, merger: PartitionMerger, topic: str):
+    def __init__(self, merger: PartitionMerger, topic: str, metrics: Metrics):
         self.merger = merger
         self.topic = topic
+        self.metrics = metrics
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         for tp in revoked:
             self.merger.forget(tp)
+        self.metrics.health.set("monitor", False, "rebalancing")
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         now = time.monotonic()
         for tp in assigned:
             if tp.topic == self.topic:
                 self.merger.track(tp, now)
+        self.metrics.health.set("monitor", True, f"{len(assigned)} partitions assigned")
 
 
 class _DriftCollector(Collector):

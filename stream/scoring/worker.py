@@ -223,6 +223,7 @@ class ScoringWorker:
             await self._commit()
             for tp in revoked:
                 self.stores.pop(tp.partition, None)
+        self.metrics.health.set("scorer", False, "rebalancing")
         log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -230,6 +231,8 @@ class ScoringWorker:
             new = sorted(tp.partition for tp in assigned if tp.partition not in self.stores)
             if new:
                 await self._restore(new)
+        self.metrics.health.set("scorer", True, f"model {self.scorer.model.version}, "
+                                f"{len(assigned)} partitions assigned, state restored")
         log.info("partitions assigned: %s (state restored for %s)",
                  sorted(tp.partition for tp in assigned), new)
 

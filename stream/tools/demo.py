@@ -125,8 +125,8 @@ async def run_demo(opts: DemoOptions, workdir: Path) -> dict[str, Any] | None:
         procs = [start_worker(settings, port, log_file=workdir / f"worker-{i}.log")
                  for i, port in enumerate(ports)]
         if opts.trainer:
-            procs.append(start_worker(settings, 0, log_file=workdir / "trainer.log", command="trainer",
-                                      extra_env={"MLSTREAM_TRAINER__DATA": f"simulated:{opts.scenario}"}))
+            # the trainer learns only from the stream's labelled examples: no oracle
+            procs.append(start_worker(settings, 0, log_file=workdir / "trainer.log", command="trainer"))
         stop = asyncio.Event()
         tally = Tally()
         follower = asyncio.create_task(follow(settings, tally, stop, track_ids=opts.events is not None))
