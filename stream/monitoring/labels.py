@@ -328,6 +328,13 @@ class PerformanceMonitor:
         self._scores[idx], self._labels[idx], self._loss[idx] = scores, labels, loss
         self.n += loss.size
 
+    def losses(self, lo: int, hi: int) -> np.ndarray:
+        """Per-event losses of labelled events ``lo .. hi-1`` (counted from the first), as far
+        as they are still kept."""
+        lo = max(lo, self.n - self._loss.size, 0)
+        hi = min(hi, self.n)
+        return self._loss[np.arange(lo, hi) % self._loss.size].copy() if hi > lo else np.empty(0)
+
     def _window(self, w: int) -> np.ndarray:
         end = self.n % self._loss.size
         return self._loss[end - w : end] if end >= w else np.concatenate([self._loss[end - w :], self._loss[:end]])

@@ -37,6 +37,7 @@ from stream.training.train import SCORE_COLUMN
 
 log = logging.getLogger(__name__)
 EVENT_IDS = "__event_ids"  # rides along with the monitored columns through the merger
+EVENT_TS = "__event_ts"
 
 
 def decode_feature_batch(msg: dict[str, Any], kinds: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -57,6 +58,7 @@ class ModelMonitor:
     """Drift tests and performance for one model version (pure, no Kafka)."""
 
     ESTIMATE_ROWS = 5_000  # recent scores behind the label-free performance estimate
+    ONSET_ROWS = 100_000  # event times kept to date a data drift's onset (a release can be large)
 
     def __init__(self, card: dict[str, Any], settings: Settings):
         self.name, self.version = str(card["name"]), str(card["version"])
@@ -71,12 +73,13 @@ class ModelMonitor:
         self.performance = PerformanceMonitor(task=self.task, threshold=self.threshold)
         self.warmup_left = m.warmup_rows
         # event times of the rows and of the labelled rows tested, to date a drift's onset
-        self.row_times = RecentTimes(self.ESTIMATE_ROWS)
+        self.row_times = RecentTimes(self.ONSET_ROWS)
         self.label_times = RecentTimes(self.ESTIMATE_ROWS)
         self._recent = np.full(self.ESTIMATE_ROWS, np.nan)
         self._recent_at = 0
 
     def on_features(self, cols: dict[str, Any]) -> list[Any]:
+        ts = cols.pop(EVENT_TS, None)
         scores = np.asarray(cols[SCORE_COLUMN])
         idx = (self._recent_at + np.arange(len(scores))) % self.ESTIMATE_ROWS
         self._recent[idx[-self.ESTIMATE_ROWS:]] = scores[-self.ESTIMATE_ROWS:]
@@ -87,27 +90,58 @@ class ModelMonitor:
             return []
         if self.warmup_left:
             cols = {k: v[self.warmup_left:] for k, v in cols.items()}
+            ts = ts[self.warmup_left:] if ts is not None else None
             self.warmup_left = 0
+        self.row_times.add(ts if ts is not None else np.full(len(cols[SCORE_COLUMN]), np.nan))
         return self.drift.update_batch(cols)
 
     def on_labels(self, scores: np.ndarray, labels: np.ndarray) -> list[Any]:
         return self.performance.update(scores, labels) if len(scores) else []
 
     def onset_event_ts(self, drift: dict[str, Any]) -> float | None:
-        """Event time where the smallest window that fired begins: the drift is in force from
-        there at least (the trainer's "onset" window starts there)."""
+        """Event time the drift is in force from (the trainer's "onset" window starts there).
+
+        Concept drift: the most likely change point of the loss in the largest window that
+        fired (:func:`change_point`). Other drift: the start of the largest window that fired."""
         windows = [int(e["window"]) for e in drift.get("evidence", []) if e.get("window")]
-        if not windows:
+        index = drift.get("index")
+        if not windows or not isinstance(index, int):
             return None
-        times = self.label_times if drift.get("kind") == "concept_drift" else self.row_times
-        return times.back(min(windows))
+        lo = max(0, index + 1 - max(windows))  # the window's first row (index is its last)
+        if drift.get("kind") == "concept_drift":
+            if self.label_times.n != self.performance.n:  # labels without inputs: times unknown
+                return None
+            loss = self.performance.losses(lo, index + 1)
+            return self.label_times.at(lo + change_point(loss)) if len(loss) > 1 else None
+        return self.row_times.at(lo)
+
+    def estimated_performance(self) -> dict[str, float]:
+        if self.task != "classification":
+            return {}
+        recent = self._recent[~np.isnan(self._recent)]
+        return estimate_performance(recent, self.threshold) if len(recent) else {}
+
+
+def change_point(loss: np.ndarray) -> int:
+    """Index where the mean of ``loss`` most likely rose (least squares, two segments).
+
+    >>> change_point(np.r_[np.zeros(300), np.ones(100)] * 0.5 + np.tile([0, 0.1], 200))
+    300
+    """
+    loss = np.asarray(loss, dtype=np.float64)
+    n = len(loss)
+    c = np.cumsum(loss)
+    k = np.arange(1, n)
+    before, after = c[:-1] / k, (c[-1] - c[:-1]) / (n - k)
+    gain = k * (n - k) / n * (after - before) ** 2 * (after > before)
+    return int(k[np.argmax(gain)]) if n > 1 else 0
 
 
 class RecentTimes:
-    """The last ``size`` event times, to look ``k`` rows back.
+    """The last ``size`` event times, by the count of rows added (a drift event's index).
 
-    >>> t = RecentTimes(3); t.add(np.array([1.0, 2.0, 3.0, 4.0])); t.back(2), t.back(9)
-    (3.0, 2.0)
+    >>> t = RecentTimes(3); t.add(np.array([1.0, 2.0, 3.0, 4.0])); t.at(2), t.at(0), t.at(9)
+    (3.0, 2.0, 4.0)
     """
 
     def __init__(self, size: int):
@@ -115,23 +149,23 @@ class RecentTimes:
         self._n = 0
 
     def add(self, ts: np.ndarray) -> None:
-        ts = np.asarray(ts, dtype=np.float64)[-len(self._ts):]
-        idx = (self._n + np.arange(len(ts))) % len(self._ts)
-        self._ts[idx] = ts
+        ts = np.asarray(ts, dtype=np.float64)
+        kept = ts[-len(self._ts):]
+        idx = (self._n + len(ts) - len(kept) + np.arange(len(kept))) % len(self._ts)
+        self._ts[idx] = kept
         self._n += len(ts)
 
-    def back(self, k: int) -> float | None:
+    @property
+    def n(self) -> int:
+        return self._n
+
+    def at(self, i: int) -> float | None:
+        """The time of the ``i``-th row ever added, or the oldest kept if it is gone."""
         if self._n == 0:
             return None
-        k = min(k, self._n, len(self._ts))
-        value = self._ts[(self._n - k) % len(self._ts)]
+        i = min(max(i, self._n - len(self._ts), 0), self._n - 1)
+        value = self._ts[i % len(self._ts)]
         return float(value) if value == value else None
-
-    def estimated_performance(self) -> dict[str, float]:
-        if self.task != "classification":
-            return {}
-        recent = self._recent[~np.isnan(self._recent)]
-        return estimate_performance(recent, self.threshold) if len(recent) else {}
 
 
 def merge_slices(slices: list[tuple[np.ndarray, dict[str, Any]]]) -> dict[str, Any]:
@@ -269,8 +303,8 @@ class MonitorWorker:
             if mon is not None and len(ts):
                 by_model.setdefault(f"{mon.name}:{mon.version}", (mon, []))[1].append((ts, cols))
         for mon, slices in by_model.values():
-            mon.row_times.add(np.sort(np.concatenate([ts for ts, _ in slices])))
             cols = merge_slices(slices)
+            cols[EVENT_TS] = np.sort(np.concatenate([ts for ts, _ in slices]))
             ids = cols.pop(EVENT_IDS)
             self.metrics.monitor_rows.inc(len(ids))
             events += [(ev, mon) for ev in mon.on_features(cols)]

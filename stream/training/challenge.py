@@ -89,7 +89,9 @@ def challenge(settings: Settings, domain: Domain, store: ModelStore, request: di
     policy = promotion_policy(settings)
     short = shortfall(policy, domain.task, y_hold)  # the cheap checks first: no fit without a verdict
     if len(train_idx) < settings.trainer.min_train_rows:
-        short.append(f"{len(train_idx)} labelled rows to train on, {settings.trainer.min_train_rows} needed")
+        since = f" since the drift onset (event time {onset:.0f})" if onset is not None else ""
+        short.append(f"{len(train_idx)} labelled rows to train on{since} before the newest "
+                     f"{len(hold_idx)} held out, {settings.trainer.min_train_rows} needed")
     if domain.task == "classification" and len(np.unique(y_train)) < 2:
         short.append("training rows hold one class only")
     if short:
