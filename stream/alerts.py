@@ -29,11 +29,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
+import msgspec
 import orjson
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from stream.config import AlertSettings
-from stream.errors import AlertError, StreamError
+from stream.errors import AlertError
+from stream.messages import DriftEvent, ModelUpdate, RetrainRequest, to_dict
 from stream.metrics import ALERT_OUTCOMES, Metrics
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ class Alert:
     """One notification as queued: what happened (``type``) and its payload."""
 
     type: str  # "drift", "retrain" or "promotion"
-    payload: Mapping[str, Any]
+    payload: Mapping[str, Any]  # the message's fields: ``model``, ``model_version``, ...
 
 
 @dataclass(frozen=True)
@@ -167,15 +169,15 @@ def slack_message(alert: Alert) -> dict[str, Any]:
 
     Examples
     --------
-    >>> msg = slack_message(Alert("promotion", {"model": "fraud", "version": "2"}))
+    >>> msg = slack_message(Alert("promotion", {"model": "fraud", "model_version": "2"}))
     >>> msg["text"]
     'Model fraud version 2 promoted'
     >>> [b["type"] for b in msg["blocks"]]
     ['header', 'section', 'context']
     """
     p = alert.payload
+    model, version = p.get("model") or "?", p.get("model_version") or "?"
     if alert.type == "drift":
-        model, version = p.get("model_name") or "?", p.get("model_version") or "?"
         resolved = p.get("kind") == "drift_resolved"
         title = f"{'Drift resolved' if resolved else 'Drift detected'}: {model} v{version}"
         head = [("Model", model), ("Version", version), ("Kind", p.get("kind", "?")),
@@ -184,7 +186,6 @@ def slack_message(alert: Alert) -> dict[str, Any]:
         lines = _evidence_lines(p.get("evidence", []))
         context = f"stream index {p.get('index', '?')} · mlstream"
     elif alert.type == "retrain":
-        model, version = p.get("model") or "?", p.get("model_version") or "?"
         title = f"Retraining requested: {model} v{version}"
         head = [("Model", model), ("Version", version), ("Reason", p.get("reason", "?")),
                 ("Requested at", _when(p.get("requested_at"))),
@@ -200,7 +201,6 @@ def slack_message(alert: Alert) -> dict[str, Any]:
         lines = [f"• {r}" for r in p.get("reasons", [])][:10]
         context = f"request {p.get('request_id', '?')} · mlstream trainer"
     else:
-        model, version = p.get("model") or "?", p.get("version") or "?"
         title = f"Model {model} version {version} promoted"
         head = [("Model", model), ("Version", version),
                 ("Previous version", p.get("previous_version") or "n/a")]
@@ -229,21 +229,25 @@ def dedup_keys(alert: Alert) -> list[tuple[str, str, str]]:
 
     Examples
     --------
-    >>> dedup_keys(Alert("drift", {"model_name": "fraud", "kind": "data_drift",
+    >>> dedup_keys(Alert("drift", {"model": "fraud", "kind": "data_drift",
     ...                            "features": ["amount", "hour"]}))
     [('fraud', 'amount', 'data_drift'), ('fraud', 'hour', 'data_drift')]
-    >>> dedup_keys(Alert("promotion", {"model": "fraud", "version": "3"}))
+    >>> dedup_keys(Alert("promotion", {"model": "fraud", "model_version": "3"}))
     [('fraud', '3', 'promotion')]
     """
     p = alert.payload
+    model = str(p.get("model"))
     if alert.type == "promotion":
-        return [(str(p.get("model")), str(p.get("version")), "promotion")]
+        return [(model, str(p.get("model_version")), "promotion")]
     if alert.type == "decision":  # one per request and outcome: a wait, then its verdict
-        return [(str(p.get("model")), str(p.get("request_id")), f"decision:{p.get('decision')}")]
-    model = str(p.get("model_name") if alert.type == "drift" else p.get("model"))
+        return [(model, str(p.get("request_id")), f"decision:{p.get('decision')}")]
     kind = str(p.get("kind")) if alert.type == "drift" else "retrain"
     features = sorted({str(f) for f in p.get("features", [])}) or ["*"]
     return [(model, f, kind) for f in features]
+
+
+def _fields_of(message: msgspec.Struct | Mapping[str, Any]) -> dict[str, Any]:
+    return to_dict(message) if isinstance(message, msgspec.Struct) else dict(message)
 
 
 # -- channels -----------------------------------------------------------------------------
@@ -300,7 +304,7 @@ class Notifier:
     --------
     >>> from stream.config import AlertSettings
     >>> n = Notifier(AlertSettings(), Metrics.create())
-    >>> n.channels, n.submit_promotion({"model": "fraud", "version": "2"})
+    >>> n.channels, n.submit_promotion({"model": "fraud", "model_version": "2"})
     ([], False)
     """
 
@@ -328,25 +332,26 @@ class Notifier:
         return f"Notifier(channels={self.channels})"
 
     # -- submitting (never blocks) ---------------------------------------------------------
-    def submit_drift(self, drift: Mapping[str, Any]) -> bool:
-        """Queue a drift event (``stream.monitoring.drift.DriftEvent.to_dict()`` plus ``detected_at``).
+    def submit_drift(self, drift: DriftEvent | Mapping[str, Any]) -> bool:
+        """Queue a drift event (:class:`stream.messages.DriftEvent` or its fields).
 
         Not sent when ``alerts.send_drift`` is off: Alertmanager routes drift instead (one path)."""
         if not self.settings.send_drift:
             return False
-        return self._submit(Alert("drift", dict(drift)))
+        return self._submit(Alert("drift", _fields_of(drift)))
 
-    def submit_retrain(self, request: Mapping[str, Any]) -> bool:
-        """Queue a retraining request (``stream.monitoring.retrain.RetrainPolicy.request``)."""
-        return self._submit(Alert("retrain", dict(request)))
+    def submit_retrain(self, request: RetrainRequest | Mapping[str, Any]) -> bool:
+        """Queue a retraining request (:class:`stream.messages.RetrainRequest` or its fields)."""
+        return self._submit(Alert("retrain", _fields_of(request)))
 
-    def submit_promotion(self, info: Mapping[str, Any]) -> bool:
-        """Queue a promotion: ``{"model", "version", "previous_version"?, "sha256"?}``."""
-        return self._submit(Alert("promotion", dict(info)))
+    def submit_promotion(self, update: ModelUpdate | Mapping[str, Any]) -> bool:
+        """Queue a promotion (:class:`stream.messages.ModelUpdate` or its fields: ``model``,
+        ``model_version``, ``previous_version``?, ``sha256``?)."""
+        return self._submit(Alert("promotion", _fields_of(update)))
 
-    def submit_decision(self, update: Mapping[str, Any]) -> bool:
-        """Queue a trainer's decision (promote, shadow, reject, wait, rollback: the model-update message)."""
-        return self._submit(Alert("decision", dict(update)))
+    def submit_decision(self, update: ModelUpdate | Mapping[str, Any]) -> bool:
+        """Queue a trainer's decision (promote, shadow, reject, wait: the model-update message)."""
+        return self._submit(Alert("decision", _fields_of(update)))
 
     def _count(self, outcome: str, channels: Iterable[str] | None = None) -> None:
         for c in self.channels if channels is None else channels:

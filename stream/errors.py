@@ -45,3 +45,11 @@ class ProfileError(StreamError, ValueError):
 
 class ReplayError(StreamError, ValueError):
     """Bad replay input (unreadable line, unknown schema kind, ...)."""
+
+
+class MessageError(StreamError):
+    """A message on the bus is not the record it should be (``stream.messages.decode``)."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(f"malformed {kind}: {' '.join(reason.split())[:300]}")
+        self.kind = kind

@@ -22,7 +22,7 @@ from aiokafka.helpers import create_ssl_context
 
 from stream.config import KafkaSettings, Settings
 from stream.errors import BrokerError
-from stream.scoring.pipeline import Message
+from stream.messages import Message
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from prometheus_client import generate_latest
 
 from stream.alerts import AlertError, Notifier
 from stream.config import AlertSettings
+from stream.messages import DriftEvent, ModelUpdate, RetrainRequest
 from stream.metrics import Metrics
 from stream.tools.tally import wait_until
 from tests.slack_standin import SlackStandIn, bad, rate_limited, server_error, slow
@@ -29,7 +30,7 @@ def drift_event(feature: str = "amount_zscore", kind: str = "data_drift", index:
         "index": index, "kind": kind, "features": [feature],
         "evidence": [{"feature": feature, "test": "ks", "statistic": 0.31, "p_value": 1.2e-7,
                       "threshold": 0.12, "effect_size": 0.84}],
-        "model_name": "fraud", "model_version": "1", "detected_at": 1_750_000_000.0,
+        "model": "fraud", "model_version": "1", "detected_at": 1_750_000_000.0,
     }
 
 
@@ -102,10 +103,32 @@ async def test_retrain_and_promotion_messages(notifier, slack):
     assert n.submit_retrain({"request_id": "abc", "model": "fraud", "model_version": "1",
                              "reason": "data_drift", "features": ["amount_zscore"],
                              "evidence": drift_event()["evidence"], "requested_at": 0.0})
-    assert n.submit_promotion({"model": "fraud", "version": "2", "previous_version": "1"})
+    assert n.submit_promotion({"model": "fraud", "model_version": "2", "previous_version": "1"})
     await settle(n, "slack", 2)
     texts = sorted(r.json()["text"] for r in slack.received)
     assert texts == ["Model fraud version 2 promoted", "Retraining requested: fraud v1"]
+
+
+async def test_the_bus_records_themselves_can_be_submitted(notifier, slack):
+    """The monitor hands over its typed records: same keys, same texts, NaN still null."""
+    n = notifier(generic_webhook_url=slack.url("/hooks/generic"))
+    await n.start()
+    ev = drift_event()
+    ev["evidence"][0]["p_value"] = float("nan")
+    assert n.submit_drift(DriftEvent(**ev))
+    assert n.submit_retrain(RetrainRequest(
+        schema_version=1, request_id="0" * 32, model="fraud", model_version="1", reason="data_drift",
+        features=["hour"], evidence=[], drift_index=7, requested_at=0.0, cooldown_s=3600.0))
+    assert n.submit_promotion(ModelUpdate(model="fraud", model_version="2", decision="promote",
+                                          promoted=True, previous_version="1"))
+    await settle(n, "slack", 3)
+    await settle(n, "webhook", 3)
+    texts = sorted(r.json()["text"] for r in slack.received if "text" in r.json())
+    assert texts == ["Drift detected: fraud v1", "Model fraud version 2 promoted",
+                     "Retraining requested: fraud v1"]
+    bodies = {r.json()["type"]: r.json()["payload"] for r in slack.received if "type" in r.json()}
+    assert bodies["drift"]["evidence"][0]["p_value"] is None
+    assert bodies["promotion"]["previous_version"] == "1" and bodies["retrain"]["model_version"] == "1"
 
 
 async def test_429_waits_for_retry_after_then_delivers(notifier, slack):
@@ -239,7 +262,7 @@ async def test_the_webhook_url_never_shows_in_logs_metrics_or_errors(notifier, s
     n.submit_drift(drift_event("a"))
     n.submit_retrain({"request_id": "r", "model": "fraud", "model_version": "1", "reason": "x",
                       "features": ["b"], "evidence": []})
-    n.submit_promotion({"model": "fraud", "version": "3"})
+    n.submit_promotion({"model": "fraud", "model_version": "3"})
     await settle(n, "slack", 3, timeout_s=20)
     await settle(n, "webhook", 3, timeout_s=20)
     await n.stop()

@@ -104,7 +104,7 @@ def test_evidence_is_complete_and_json(profile: ReferenceProfile) -> None:
                 "effect_metric", "window", "reference", "n", "n_reference"} <= set(ev)
         assert ev["statistic"] > ev["threshold"] and ev["effect_size"] >= ev["effect_threshold"]
         assert ev["p_value"] < 1e-4
-    assert d["model_name"] == "m" and d["model_version"] == "2"
+    assert d["model"] == "m" and d["model_version"] == "2"
 
 
 def test_batch_chunks_equal_row_by_row(profile: ReferenceProfile) -> None:

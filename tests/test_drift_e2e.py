@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import jsonschema
-import orjson
 import pytest
 
 from stream.examples.simulate import WARMUP_EVENTS, PaymentSimulator
+from stream.messages import to_dict
 from stream.tools.tally import Tally, follow, wait_until
 from stream.tools.traffic import produce
 
@@ -54,16 +54,18 @@ async def _run(make_settings, start_worker, scenario: str) -> Tally:
 async def test_injected_drift_gives_a_drift_event_and_one_retrain_request(make_settings, start_worker, scenario):
     tally = await _run(make_settings, start_worker, scenario)
     assert tally.drift_events >= 1
-    drifted = {f for d in tally.drift if d["kind"] != "drift_resolved" for f in d["features"]}
+    assert tally.malformed == 0
+    drifted = {f for d in tally.drift if d.kind != "drift_resolved" for f in d.features}
     expected = {"mean_shift": "log_amount", "new_category": "merchant_category"}[scenario]
     assert expected in drifted
     for d in tally.drift:
-        jsonschema.validate(d, _schema("drift-event.schema.json"))
+        jsonschema.validate(to_dict(d), _schema("drift-event.schema.json"))
     assert tally.retrain_requests == 1  # cooldown: one drift, one request
     request = tally.retrain[0]
-    jsonschema.validate(request, _schema("retrain-request.schema.json"))
-    assert request["model"] == "fraud" and request["model_version"] == "1"
-    assert request["evidence"]
+    jsonschema.validate(to_dict(request), _schema("retrain-request.schema.json"))
+    assert request.model == "fraud" and request.model_version == "1"
+    assert request.evidence
+    assert {d.model for d in tally.drift} == {"fraud"} and {d.model_version for d in tally.drift} == {"1"}
 
 
 async def test_a_stationary_run_of_the_same_length_gives_no_drift(make_settings, start_worker):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import jsonschema
 import numpy as np
 import orjson
 
@@ -48,6 +52,9 @@ async def test_every_event_gets_one_prediction_or_a_dead_letter(settings, start_
     assert set(ids) == valid_ids
     first = orjson.loads(predictions[0].value)
     assert first["model"] == "fraud" and first["model_version"] == "1"
+    schema = json.loads((Path(__file__).resolve().parent.parent / "schemas" / "prediction.schema.json").read_text())
+    for rec in predictions[:200]:  # what a consumer of the topic reads matches the published schema
+        jsonschema.validate(orjson.loads(rec.value), schema)
     assert 0.0 <= first["score"] <= 1.0 and first["scored_ts_ms"] >= first["ingest_ts_ms"]
 
     assert sorted(r.value for r in dead) == invalid_values  # original bytes kept
@@ -81,6 +88,9 @@ async def test_online_features_equal_offline_across_a_restart(settings, start_wo
     assert second.metrics.registry.get_sample_value("mlstream_state_restored_records_total") > 0
 
     batches = [orjson.loads(r.value) for r in await read_topic(settings, settings.topics.features)]
+    schema = json.loads((Path(__file__).resolve().parent.parent / "schemas" / "feature-batch.schema.json").read_text())
+    for b in batches[:20]:
+        jsonschema.validate(b, schema)
     online: dict[str, dict[str, float]] = {}
     for b in batches:
         for j, event_id in enumerate(b["event_ids"]):

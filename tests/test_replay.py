@@ -62,7 +62,7 @@ def test_replay_model_card_and_stdout(files: tuple[Path, Path], tmp_path: Path, 
     card.write_text(json.dumps({"name": "fraud", "version": 4, "reference_profile": profile.to_dict()}, sort_keys=True))
     assert main(["--model-card", str(card), str(live)]) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert events and all(e["model_name"] == "fraud" and e["model_version"] == "4" for e in events)
+    assert events and all(e["model"] == "fraud" and e["model_version"] == "4" for e in events)
     assert {f for e in events for f in e["features"]} == {"x", "c"}
 
 

@@ -14,10 +14,10 @@ import orjson
 from stream.examples.payments import DOMAIN
 from stream.examples.simulate import WARMUP_EVENTS, PaymentSimulator
 from stream.kafka import ensure_topics, make_producer, send_messages, start_client
-from stream.monitoring.examples import ScoredRows, encode_example
+from stream.messages import DriftEvent, Message, encode
+from stream.monitoring.examples import ScoredRows, labelled_example
 from stream.monitoring.retrain import RetrainPolicy
 from stream.registry import ModelStore
-from stream.scoring.pipeline import Message
 from stream.tools.tally import wait_until
 from stream.training.trainer import TrainerMetrics, run_trainer
 from tests.helpers import read_topic
@@ -35,7 +35,7 @@ def labelled_examples(n: int, start: int, seed: int = 5) -> list[Message]:
     rows = ScoredRows("fraud", "1", [e["event_id"] for e in events], X,
                       np.array([e["ts"] for e in events]),
                       {c: list(cols[c]) for c, k in DOMAIN.features.monitored.items() if k == "categorical"})
-    return [Message(None, encode_example((rows, i), 0.5, float(labels[i]), 0.0)) for i in range(n)]
+    return [Message(None, encode(labelled_example((rows, i), 0.5, float(labels[i]), 0.0))) for i in range(n)]
 
 
 async def send(settings, topic: str, messages: list[Message]) -> None:
@@ -61,9 +61,10 @@ async def test_too_few_labels_wait_then_a_challenger_not_shown_better_is_rejecte
     stop = asyncio.Event()
     trainer = asyncio.create_task(run_trainer(settings, stop, metrics=metrics))
     try:
-        drift = {"kind": "data_drift", "features": ["log_amount"], "evidence": [], "index": 1}
-        request = RetrainPolicy(3_600).request(drift, model="fraud", version="1", now=7_200.0)
-        await send(settings, settings.topics.retrain, [Message(request["request_id"].encode(), orjson.dumps(request))] * 2)
+        drift = DriftEvent(index=1, kind="data_drift", features=["log_amount"], evidence=[], model="fraud",
+                           model_version="1", detected_at=7_200.0)
+        request = RetrainPolicy(3_600).request(drift, now=7_200.0)
+        await send(settings, settings.topics.retrain, [Message(request.request_id.encode(), encode(request))] * 2)
         got: list[dict] = []
 
         async def decided(n: int) -> bool:
@@ -80,7 +81,7 @@ async def test_too_few_labels_wait_then_a_challenger_not_shown_better_is_rejecte
         assert await wait_until(lambda: metrics.decisions.labels("fraud", "reject")._value.get() >= 1, 180)
         assert await decided(2)
         verdict = got[-1]
-        assert verdict["request_id"] == request["request_id"] and verdict["decision"] == "reject"
+        assert verdict["request_id"] == request.request_id and verdict["decision"] == "reject"
         assert verdict["promoted"] is False and verdict["challenger_version"] == "2"
         assert verdict["training_window"]["rows"] >= 2_000 and verdict["holdout_window"]["rows"] == 2_500
         # the holdout is newer than every training row (time-ordered, unseen in training)
@@ -93,7 +94,7 @@ async def test_too_few_labels_wait_then_a_challenger_not_shown_better_is_rejecte
         assert store.state("fraud", "2") == "rejected" and store.current_version("fraud") == "1"
         card, _ = store.load("fraud", "2")
         lineage = card.data["lineage"]
-        assert lineage["parent_version"] == "1" and lineage["request_id"] == request["request_id"]
+        assert lineage["parent_version"] == "1" and lineage["request_id"] == request.request_id
         assert lineage["training_window"]["offsets"]["0"][0] >= 0 and lineage["mlstream_version"]
         assert metrics.requests.labels("duplicate")._value.get() == 1
         assert metrics.registry.get_sample_value("mlstream_trainer_training_rows", {"model": "fraud"}) >= 2_000

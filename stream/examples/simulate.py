@@ -14,6 +14,7 @@ import numpy as np
 import orjson
 
 from stream.examples.payments import CHANNELS, COUNTRIES, MERCHANT_CATEGORIES
+from stream.messages import Label, encode
 
 SCENARIOS = {
     "none": "stationary traffic",
@@ -157,4 +158,4 @@ _BAD_EVENTS = (_not_json, _missing, _nan, _negative, _wrong_type, _unknown)
 
 
 def label_record(event_id: str, label: int, ts: float) -> bytes:
-    return orjson.dumps({"event_id": event_id, "label": label, "ts": ts})
+    return encode(Label(event_id=event_id, label=label, ts=ts))

@@ -75,17 +75,18 @@ class DriftEvent:
     kind: str
     features: tuple[str, ...]
     evidence: tuple[dict[str, Any], ...] = field(default=())
-    model_name: str | None = None
+    model: str | None = None
     model_version: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable, deterministic representation."""
+        """JSON-serialisable, deterministic representation; with ``detected_at`` added, the
+        fields of :class:`stream.messages.DriftEvent` (the message on the drift topic)."""
         return {
             "index": self.index,
             "kind": self.kind,
             "features": list(self.features),
             "evidence": [dict(sorted(e.items())) for e in self.evidence],
-            "model_name": self.model_name,
+            "model": self.model,
             "model_version": self.model_version,
         }
 

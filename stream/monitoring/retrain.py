@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any
 
-SCHEMA_VERSION = 1
+from stream.messages import SCHEMA_VERSION, DriftEvent, RetrainRequest
 
 
 class RetrainPolicy:
@@ -20,11 +19,14 @@ class RetrainPolicy:
     Examples
     --------
     >>> policy = RetrainPolicy(cooldown_s=3600)
-    >>> drift = {"kind": "data_drift", "features": ["amount_zscore"], "evidence": [], "index": 10}
-    >>> first = policy.request(drift, model="fraud", version="1", now=7200.0)
-    >>> first["request_id"] == policy.request_id("fraud", "1", "data_drift", ["amount_zscore"], 7200.0)
+    >>> drift = DriftEvent(index=10, kind="data_drift", features=["amount_zscore"], evidence=[],
+    ...                    model="fraud", model_version="1", detected_at=7200.0)
+    >>> first = policy.request(drift, now=7200.0)
+    >>> first.request_id == policy.request_id("fraud", "1", "data_drift", ["amount_zscore"], 7200.0)
     True
-    >>> policy.request(drift, model="fraud", version="1", now=7300.0) is None
+    >>> first.model, first.model_version, first.reason, first.drift_index
+    ('fraud', '1', 'data_drift', 10)
+    >>> policy.request(drift, now=7300.0) is None
     True
     """
 
@@ -38,26 +40,26 @@ class RetrainPolicy:
         text = "|".join([model, version, kind, ",".join(sorted(features)), str(period)])
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
-    def request(self, drift: dict[str, Any], *, model: str, version: str,
-                now: float) -> dict[str, Any] | None:
+    def request(self, drift: DriftEvent, *, now: float) -> RetrainRequest | None:
+        """The request for the drift event's model version, or None within the cooldown."""
+        model, version = str(drift.model), str(drift.model_version)
         last = self._last.get((model, version))
         if last is not None and now - last < self.cooldown_s:
             return None
         if len(self._last) >= self.max_models:
             self._last.pop(next(iter(self._last)))
         self._last[(model, version)] = now
-        features = list(drift.get("features", []))
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "request_id": self.request_id(model, version, drift["kind"], features, now),
-            "model": model,
-            "model_version": version,
-            "reason": drift["kind"],
-            "features": features,
-            "evidence": list(drift.get("evidence", [])),
-            "drift_index": drift.get("index"),
-            # event time the drift is in force from, when the monitor can date it
-            **({"onset_event_ts": drift["onset_event_ts"]} if drift.get("onset_event_ts") is not None else {}),
-            "requested_at": now,
-            "cooldown_s": self.cooldown_s,
-        }
+        features = list(drift.features)
+        return RetrainRequest(
+            schema_version=SCHEMA_VERSION,
+            request_id=self.request_id(model, version, drift.kind, features, now),
+            model=model,
+            model_version=version,
+            reason=drift.kind,
+            features=features,
+            evidence=list(drift.evidence),
+            drift_index=drift.index,
+            onset_event_ts=drift.onset_event_ts,
+            requested_at=now,
+            cooldown_s=self.cooldown_s,
+        )

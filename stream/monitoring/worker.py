@@ -15,43 +15,27 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import orjson
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from stream.alerts import Notifier
 from stream.config import Settings
-from stream.monitoring.drift import DriftMonitor, DriftSettings
-from stream.errors import ModelLoadError
+from stream.errors import MessageError, ModelLoadError
 from stream.kafka import commit_or_redeliver, make_consumer, make_producer, send_messages, start_client
-from stream.monitoring.examples import ScoredRows, encode_example
-from stream.monitoring.labels import LabelJoiner, PerformanceMonitor, estimate_performance
+from stream.messages import SCORE_COLUMN, DriftEvent, FeatureBatch, Label, Message, ModelUpdate, decode, encode
+from stream.monitoring.examples import ScoredRows, labelled_example
 from stream.metrics import Metrics
+from stream.monitoring.drift import DriftMonitor, DriftSettings
+from stream.monitoring.labels import LabelJoiner, PerformanceMonitor, estimate_performance
 from stream.monitoring.ordering import PartitionMerger
-from stream.scoring.pipeline import Message, decode_inputs
 from stream.monitoring.profile import ReferenceProfile
-from stream.registry import ModelStore
 from stream.monitoring.retrain import RetrainPolicy
-from stream.training.train import SCORE_COLUMN
+from stream.registry import ModelStore
 
 log = logging.getLogger(__name__)
 EVENT_IDS = "__event_ids"  # rides along with the monitored columns through the merger
 EVENT_TS = "__event_ts"
-
-
-def decode_feature_batch(msg: dict[str, Any], kinds: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A decoded feature batch message as (message, monitor columns including the score)."""
-    cols: dict[str, Any] = {}
-    raw = msg["columns"]
-    for name, kind in kinds.items():
-        if name == SCORE_COLUMN:
-            cols[name] = np.asarray(msg["scores"], dtype=np.float64)
-        elif kind == "numeric":
-            cols[name] = np.array(raw[name], dtype=np.float64)  # null -> NaN
-        else:
-            cols[name] = list(raw[name])
-    return msg, cols
 
 
 class ModelMonitor:
@@ -219,8 +203,9 @@ class MonitorWorker:
             previous = [m.version for m in self.monitors.values() if m.name == name]
             self.monitors[key] = ModelMonitor(card.data, self.settings)
             if previous:  # a new version of a model we already watch: it was promoted
-                self.notifier.submit_promotion({"model": name, "version": version,
-                                                "previous_version": previous[-1]})
+                self.notifier.submit_promotion(ModelUpdate(
+                    model=name, model_version=version, decision="promote", promoted=True,
+                    previous_version=previous[-1], decided_at=time.time()))
             while len(self.monitors) > 4:  # keep the newest versions only
                 self.monitors.pop(next(iter(self.monitors)))
         return self.monitors[key]
@@ -273,21 +258,22 @@ class MonitorWorker:
             for rec in records:
                 ts, cols, mon = np.empty(0), {}, None  # a malformed batch is skipped, still committed
                 try:
-                    msg = orjson.loads(rec.value or b"")
-                    mon = self.monitor_for(msg["model"], msg["model_version"])
-                    ts = np.asarray(msg["event_ts"], dtype=np.float64)
+                    batch = decode(rec.value, FeatureBatch)
+                    mon = self.monitor_for(batch.model, batch.model_version)
+                    ts = np.asarray(batch.event_ts, dtype=np.float64)
                     if mon is not None:
-                        _, cols = decode_feature_batch(msg, mon.kinds)
-                        cols[EVENT_IDS] = msg["event_ids"]
+                        cols = batch.monitor_columns(mon.kinds)
+                        cols[EVENT_IDS] = batch.event_ids
                         self.serving[mon.name] = mon.version
-                        tags = self._scored_rows(msg, mon, cols, ts)
+                        tags = self._scored_rows(batch, mon, cols, ts)
                         # the label join needs no ordering: predictions join it on arrival
                         joined: list[Any] = []
-                        early = self.joiner.add_predictions(msg["event_ids"], np.asarray(msg["scores"]),
-                                                            time.time(), tags=tags, joined=joined)
+                        early = self.joiner.add_predictions(
+                            batch.event_ids, np.asarray(batch.scores, dtype=np.float64), time.time(),
+                            tags=tags, joined=joined)
                         if len(early[0]):
                             self._early_matches.append((*early, joined))
-                except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
+                except (MessageError, KeyError, TypeError, ValueError) as exc:
                     self.metrics.processing_errors.labels("monitor").inc()
                     log.warning("skipping a malformed feature batch: %s", str(exc)[:200])
                     ts, cols, mon = np.empty(0), {}, None
@@ -312,12 +298,13 @@ class MonitorWorker:
         label_values: list[float] = []
         for rec in label_records:
             try:
-                label = orjson.loads(rec.value or b"")
-                label_ids.append(str(label["event_id"]))
-                label_values.append(float(label["label"]))
-            except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
+                label = decode(rec.value, Label)
+            except MessageError as exc:
                 self.metrics.processing_errors.labels("monitor").inc()
                 log.warning("skipping a malformed label: %s", str(exc)[:200])
+                continue
+            label_ids.append(label.event_id)
+            label_values.append(float(label.label))
         matches = self._early_matches  # labels that waited for their prediction, then new ones
         self._early_matches = []
         if label_ids:
@@ -334,16 +321,16 @@ class MonitorWorker:
             self._publish(ev, mon, now, drift, retrain)
         return drift, retrain
 
-    def _scored_rows(self, msg: dict[str, Any], mon: "ModelMonitor", cols: dict[str, Any],
+    def _scored_rows(self, batch: FeatureBatch, mon: "ModelMonitor", cols: dict[str, Any],
                      ts: np.ndarray) -> list[Any] | None:
         """Tags pointing each prediction at its model inputs, when the batch carries them."""
-        if "inputs" not in msg:
+        if batch.inputs is None:
             return None
-        X = decode_inputs(msg["inputs"])
-        if len(X) != len(msg["event_ids"]):
-            raise ValueError(f"{len(X)} input rows for {len(msg['event_ids'])} events")
+        X = batch.inputs.to_array()
+        if len(X) != len(batch.event_ids):
+            raise ValueError(f"{len(X)} input rows for {len(batch.event_ids)} events")
         cats = {k: list(v) for k, v in cols.items() if k != EVENT_IDS and mon.kinds.get(k) == "categorical"}
-        rows = ScoredRows(mon.name, mon.version, list(msg["event_ids"]), X, ts, cats)
+        rows = ScoredRows(mon.name, mon.version, list(batch.event_ids), X, ts, cats)
         return [(rows, i) for i in range(len(X))]
 
     def _credit(self, scores: np.ndarray, truth: np.ndarray, tags: list[Any], now: float) -> list[Any]:
@@ -362,7 +349,7 @@ class MonitorWorker:
         for tag, score, label in zip(tags, scores.tolist(), truth.tolist()):
             if tag is not None:
                 self.examples_out.append(Message(tag[0].event_ids[tag[1]].encode(),
-                                                 encode_example(tag, score, label, now)))
+                                                 encode(labelled_example(tag, score, label, now))))
         return events
 
     def _count_labels(self) -> None:
@@ -381,22 +368,18 @@ class MonitorWorker:
 
     def _publish(self, ev: Any, mon: ModelMonitor, now: float, out: list[Message],
                  retrain: list[Message]) -> None:
-        drift = ev.to_dict()
-        drift["detected_at"] = now
-        drift["model_name"], drift["model_version"] = mon.name, mon.version
-        onset = mon.onset_event_ts(drift)
-        if onset is not None:
-            drift["onset_event_ts"] = onset
-        out.append(Message(None, orjson.dumps(drift, option=orjson.OPT_SERIALIZE_NUMPY)))
+        # the performance monitor's events carry no model: the monitor that made them knows it
+        fields = {**ev.to_dict(), "model": mon.name, "model_version": mon.version}
+        drift = DriftEvent(**fields, detected_at=now, onset_event_ts=mon.onset_event_ts(fields))
+        out.append(Message(None, encode(drift)))
         self.notifier.submit_drift(drift)
-        self.metrics.drift_events.labels(drift["kind"]).inc()
+        self.metrics.drift_events.labels(drift.kind).inc()
         self.drift_events += 1
-        if drift["kind"] == "drift_resolved":
+        if drift.kind == "drift_resolved":
             return
-        request = self.policy.request(drift, model=mon.name, version=mon.version, now=now)
+        request = self.policy.request(drift, now=now)
         if request is not None:
-            retrain.append(Message(request["request_id"].encode(),
-                                   orjson.dumps(request, option=orjson.OPT_SERIALIZE_NUMPY)))
+            retrain.append(Message(request.request_id.encode(), encode(request)))
             self.metrics.retrain_requests.inc()
             self.notifier.submit_retrain(request)
             self.retrain_requests += 1

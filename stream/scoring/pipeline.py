@@ -7,22 +7,18 @@ here: :mod:`stream.scoring.worker` feeds it consumer records and sends what it r
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
-import orjson
 
 from stream.domain import Domain
-from stream.errors import ValidationError
+from stream.messages import DeadLetter, FeatureBatch, Message, Prediction, encode
 from stream.metrics import Metrics
 from stream.scoring.model import Model
 from stream.scoring.state import EntityStore
-
-Headers = list[tuple[str, bytes]]
 
 
 class Record(Protocol):
@@ -35,14 +31,6 @@ class Record(Protocol):
     value: bytes | None
     timestamp: int
     headers: Sequence[tuple[str, bytes]]
-
-
-@dataclass(frozen=True)
-class Message:
-    key: bytes | None
-    value: bytes
-    headers: Headers | None = None
-    timestamp_ms: int | None = None
 
 
 @dataclass
@@ -68,52 +56,10 @@ class BatchOutput:
 
 def dead_letter(record: Record, reason: str, message: str) -> Message:
     """The original bytes, with headers saying why and where from."""
-    headers = [
-        ("mlstream.error.reason", reason.encode()),
-        ("mlstream.error.message", message[:1_000].encode(errors="replace")),
-        ("mlstream.source.topic", record.topic.encode()),
-        ("mlstream.source.partition", str(record.partition).encode()),
-        ("mlstream.source.offset", str(record.offset).encode()),
-    ]
-    return Message(record.key, record.value or b"", headers + list(record.headers or ()),
-                   record.timestamp)
-
-
-def encode_inputs(X: np.ndarray) -> dict[str, Any]:
-    """The model input matrix exactly as scored: little-endian float32 bytes, base64.
-
-    >>> decode_inputs(encode_inputs(np.array([[1.5, -2.0]], np.float32))).tolist()
-    [[1.5, -2.0]]
-    """
-    X = np.ascontiguousarray(X, dtype="<f4")
-    return {"dtype": "float32", "shape": list(X.shape), "b64": base64.b64encode(X.tobytes()).decode()}
-
-
-def decode_inputs(obj: Mapping[str, Any]) -> np.ndarray:
-    shape = tuple(int(n) for n in obj["shape"])
-    X = np.frombuffer(base64.b64decode(obj["b64"]), dtype="<f4")
-    if len(shape) != 2 or X.size != shape[0] * shape[1]:
-        raise ValueError(f"inputs of {X.size} values do not fill shape {shape}")
-    return X.reshape(shape)
-
-
-def encode_feature_batch(partition: int, model: Model, ids: list[str], ingest_ms: np.ndarray,
-                         event_ts: np.ndarray, monitored: Mapping[str, Any], scores: np.ndarray,
-                         inputs: np.ndarray | None = None) -> bytes:
-    """The monitor's input: one JSON object of columns per partition and batch.
-
-    Schema: ``schemas/feature-batch.schema.json``. NaN (missing) serialises as null.
-    ``inputs`` (the model input rows, see :func:`encode_inputs`) become the labelled
-    examples the trainer learns from once their labels join.
-    """
-    columns = {k: v if isinstance(v, np.ndarray) and v.dtype.kind == "f" else list(v)
-               for k, v in monitored.items()}
-    return orjson.dumps({
-        "partition": partition, "model": model.name, "model_version": model.version,
-        "event_ids": ids, "ingest_ts_ms": ingest_ms, "event_ts": event_ts, "scores": scores,
-        "columns": columns,
-        **({"inputs": encode_inputs(inputs)} if inputs is not None else {}),
-    }, option=orjson.OPT_SERIALIZE_NUMPY)
+    return DeadLetter(key=record.key, value=record.value or b"", reason=reason, message=message,
+                      source_topic=record.topic, source_partition=record.partition,
+                      source_offset=record.offset, headers=list(record.headers or ()),
+                      timestamp_ms=record.timestamp).to_message()
 
 
 class BatchScorer:
@@ -176,7 +122,6 @@ class BatchScorer:
         at = 0
         scored_ms = int(now * 1000)
         name, version = model.name, model.version
-        dumps = orjson.dumps
         for partition, valid, cols, records, X, keys, rows in per_part:
             part = out.partitions[partition]
             n = len(valid)
@@ -186,17 +131,19 @@ class BatchScorer:
             ids = cols[id_field].tolist()
             part.prediction_keys = [k.encode() for k in keys]
             part.prediction_values = [
-                dumps({"event_id": ids[i], "entity_id": keys[i], "score": s[i], "model": name,
-                       "model_version": version, "ingest_ts_ms": ingest[i],
-                       "scored_ts_ms": scored_ms})
+                encode(Prediction(event_id=ids[i], entity_id=keys[i], score=s[i], model=name,
+                                  model_version=version, ingest_ts_ms=ingest[i],
+                                  scored_ts_ms=scored_ms))
                 for i in range(n)
             ]
             part.touched = dict(zip(keys, rows.tolist()))
             if self.emit_features:
                 monitored = self.domain.monitored_columns(cols, X)
-                part.features = encode_feature_batch(partition, model, ids, np.asarray(ingest),
-                                                     cols[self.domain.features.time_field],
-                                                     monitored, scores[at - n : at], X)
+                part.features = encode(FeatureBatch.from_arrays(
+                    partition=partition, model=name, model_version=version, event_ids=ids,
+                    ingest_ts_ms=np.asarray(ingest), event_ts=cols[self.domain.features.time_field],
+                    scores=scores[at - n : at], columns=monitored,
+                    inputs=X))
             self.metrics.end_to_end_latency.observe(max(0.0, now - min(ingest) / 1000.0))
             out.valid += n
         self._stage["serialize"].observe(time.perf_counter() - t3)

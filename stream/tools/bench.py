@@ -29,7 +29,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from stream.tools.broker import EmbeddedBroker
 from stream.config import Settings
 from stream.kafka import ensure_topics, make_consumer, make_producer, send_messages, start_client
-from stream.scoring.pipeline import Message
+from stream.messages import Message
 from stream.examples.simulate import PaymentSimulator
 
 

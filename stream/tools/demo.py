@@ -91,7 +91,7 @@ def summary(tally: Tally, events: int, elapsed_s: float, first_prediction_s: flo
         "duplicate_predictions": tally.duplicate_predictions,
         "drift_events": tally.drift_events,
         "retrain_requests": tally.retrain_requests,
-        "drifted_features": sorted({f for d in tally.drift for f in d.get("features", [])}),
+        "drifted_features": sorted({f for d in tally.drift for f in d.features}),
         "model_versions": dict(sorted(tally.model_versions.items())),
         "dead_letter_reasons": dict(sorted(tally.dead_reasons.items())),
         "elapsed_s": round(elapsed_s, 3),

@@ -7,11 +7,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from aiokafka import TopicPartition
 
 from stream.config import Settings
+from stream.errors import MessageError
 from stream.kafka import make_consumer, start_client
+from stream.messages import DeadLetter, DriftEvent, Prediction, RetrainRequest, decode
 
 MAX_LATENCIES = 200_000  # bounded sample of end-to-end latencies
 
@@ -25,8 +26,9 @@ class Tally:
     retrain_requests: int = 0
     first_prediction_at: float | None = None
     latencies_ms: list[float] = field(default_factory=list)
-    drift: list[dict[str, Any]] = field(default_factory=list)
-    retrain: list[dict[str, Any]] = field(default_factory=list)
+    malformed: int = 0  # messages on these topics that are not their record type
+    drift: list[DriftEvent] = field(default_factory=list)
+    retrain: list[RetrainRequest] = field(default_factory=list)
     dead_reasons: dict[str, int] = field(default_factory=dict)
     model_versions: dict[str, int] = field(default_factory=dict)
     _ids: set[str] = field(default_factory=set)
@@ -58,32 +60,47 @@ async def follow(settings: Settings, tally: Tally, stop: asyncio.Event, *,
             for tp, records in batches.items():
                 if tp.topic == t.predictions:
                     for rec in records:
-                        p = orjson.loads(rec.value)
+                        try:
+                            p = decode(rec.value, Prediction)
+                        except MessageError:
+                            tally.malformed += 1
+                            continue
                         if track_ids:
-                            if p["event_id"] in tally._ids:
+                            if p.event_id in tally._ids:
                                 tally.duplicate_predictions += 1
                                 continue
-                            tally._ids.add(p["event_id"])
+                            tally._ids.add(p.event_id)
                         tally.predictions += 1
-                        v = p["model_version"]
+                        v = p.model_version
                         tally.model_versions[v] = tally.model_versions.get(v, 0) + 1
                         if len(tally.latencies_ms) < MAX_LATENCIES:
-                            tally.latencies_ms.append(p["scored_ts_ms"] - p["ingest_ts_ms"])
+                            tally.latencies_ms.append(p.scored_ts_ms - p.ingest_ts_ms)
                     if tally.first_prediction_at is None and records:
                         tally.first_prediction_at = now_ms / 1000
                 elif tp.topic == t.dead_letter:
                     tally.dead_lettered += len(records)
                     for rec in records:
-                        reason = dict(rec.headers).get("mlstream.error.reason", b"?").decode()
+                        reason = DeadLetter.from_kafka(rec.key, rec.value, rec.headers).reason
                         tally.dead_reasons[reason] = tally.dead_reasons.get(reason, 0) + 1
                 elif tp.topic == t.drift:
                     tally.drift_events += len(records)
-                    tally.drift += [orjson.loads(r.value) for r in records][:keep_messages]
+                    _keep(tally, tally.drift, records, DriftEvent, keep_messages)
                 else:
                     tally.retrain_requests += len(records)
-                    tally.retrain += [orjson.loads(r.value) for r in records][:keep_messages]
+                    _keep(tally, tally.retrain, records, RetrainRequest, keep_messages)
     finally:
         await consumer.stop()
+
+
+def _keep(tally: Tally, kept: list[Any], records: list[Any], kind: type[Any], limit: int) -> None:
+    for rec in records:
+        try:
+            message: Any = decode(rec.value, kind)
+        except MessageError:
+            tally.malformed += 1
+            continue
+        if len(kept) < limit:
+            kept.append(message)
 
 
 async def wait_until(predicate: Any, timeout_s: float, poll_s: float = 0.05) -> bool:

@@ -15,6 +15,7 @@ import numpy as np
 
 from stream.config import Settings
 from stream.domain import Domain
+from stream.messages import LabelledExample, ModelUpdate, RetrainRequest
 from stream.registry import ModelStore
 from stream.scoring.model import Model, load_model
 from stream.training.labelled import LabelledExamples, WindowPolicy, choose_window, describe_window
@@ -22,7 +23,6 @@ from stream.training.promotion import Decision, PromotionPolicy, decide, shortfa
 from stream.training.train import read_jsonl, train_arrays
 
 log = logging.getLogger(__name__)
-SCHEMA_VERSION = 1
 
 
 def window_policy(settings: Settings) -> WindowPolicy:
@@ -46,10 +46,10 @@ def examples_from_file(domain: Domain, path: Path | str, warmup: int) -> Labelle
     events = data.events[warmup:]
     cols = domain.columns(events)
     cats = [n for n, k in domain.features.monitored.items() if k == "categorical"]
-    records = [{"event_id": str(e[domain.schema.id_field]), "event_ts": float(e[domain.features.time_field]),
-                "model_version": "file", "inputs": X[i], "score": float("nan"),
-                "label": float(data.labels[warmup + i]),
-                "categories": {c: cols[c][i] for c in cats}} for i, e in enumerate(events)]
+    records = [LabelledExample(event_id=str(e[domain.schema.id_field]), event_ts=float(e[domain.features.time_field]),
+                               model="", model_version="file", inputs=X[i].tolist(), score=None,
+                               label=float(data.labels[warmup + i]), labelled_at=0.0,
+                               categories={c: cols[c][i] for c in cats}) for i, e in enumerate(events)]
     return LabelledExamples.from_records(records, [(0, warmup + i) for i in range(len(events))])
 
 
@@ -63,25 +63,19 @@ def _timed(model: Model, X: np.ndarray) -> tuple[np.ndarray, float]:
     return scores, best * 1000 * 1000 / max(len(X), 1)
 
 
-def onset_of(request: dict[str, Any]) -> float | None:
-    """The drift onset (event time) a request names, if any."""
-    value = request.get("onset_event_ts")
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-def challenge(settings: Settings, domain: Domain, store: ModelStore, request: dict[str, Any],
-              examples: LabelledExamples) -> dict[str, Any]:
+def challenge(settings: Settings, domain: Domain, store: ModelStore, request: RetrainRequest,
+              examples: LabelledExamples) -> ModelUpdate:
     """Train, judge and decide; returns the model-update message (``decision`` is ``promote``,
     ``shadow``, ``reject`` or ``wait``). A promoted challenger is champion when this returns;
     a shadow one waits for the monitor's live comparison."""
     name = settings.model_name
     champion = load_model(store, name, domain.features.columns)
     update: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION, "request_id": request.get("request_id"), "model": name,
+        "request_id": request.request_id, "model": name, "model_version": champion.version,
         "champion_version": champion.version, "challenger_version": None, "promoted": False,
-        "decided_at": time.time(), "examples": len(examples),
+        "examples": len(examples),
     }
-    onset = onset_of(request) if settings.trainer.window == "onset" else None
+    onset = request.onset_event_ts if settings.trainer.window == "onset" else None
     train_idx, hold_idx = choose_window(examples, window_policy(settings), onset)
     update["training_window"] = describe_window(examples, train_idx)
     update["holdout_window"] = describe_window(examples, hold_idx)
@@ -97,9 +91,10 @@ def challenge(settings: Settings, domain: Domain, store: ModelStore, request: di
     if short:
         return _finish(update, Decision("wait", short))
     X_hold = examples.X[hold_idx]
-    lineage = {"parent_version": champion.version, "request_id": request.get("request_id"),
-               "request": {k: request.get(k) for k in ("reason", "features", "evidence", "model_version",
-                                                       "requested_at", "onset_event_ts") if k in request},
+    lineage = {"parent_version": champion.version, "request_id": request.request_id,
+               "request": {"reason": request.reason, "features": request.features,
+                           "evidence": request.evidence, "model_version": request.model_version,
+                           "requested_at": request.requested_at, "onset_event_ts": request.onset_event_ts},
                "source": settings.trainer.data or settings.topics.labelled_examples,
                "window_policy": settings.trainer.window,
                "training_window": update["training_window"], "holdout_window": update["holdout_window"]}
@@ -107,7 +102,7 @@ def challenge(settings: Settings, domain: Domain, store: ModelStore, request: di
                         {k: v[hold_idx] for k, v in examples.categories.items()}, store, name=name,
                         seed=settings.trainer.seed, lineage=lineage, promote=False)
     version = str(card["version"])
-    update["challenger_version"] = update["model_version"] = version
+    update["challenger_version"] = version
     challenger = load_model(store, name, domain.features.columns, version)  # the scorer's own checks
     theirs, t_champ = _timed(champion, X_hold)
     ours, t_chal = _timed(challenger, X_hold)
@@ -117,17 +112,18 @@ def challenge(settings: Settings, domain: Domain, store: ModelStore, request: di
     if decision.outcome == "promote":
         if settings.trainer.shadow_labels > 0:
             store.set_state(name, version, "shadow", reason)
-            decision = Decision("shadow", decision.reasons, decision.metrics)
+            decision = Decision("shadow", decision.reasons, decision.metrics, decision.primary_metric)
         else:
             store.promote(name, version, reason=reason)
-            update["promoted"] = True
+            update.update(promoted=True, model_version=version, previous_version=champion.version,
+                          sha256=challenger.card.sha256)
     else:
         store.set_state(name, version, "rejected", reason)
     return _finish(update, decision)
 
 
-def _finish(update: dict[str, Any], decision: Decision) -> dict[str, Any]:
-    update.update(decision=decision.outcome, reasons=decision.reasons,
-                  reason="; ".join(decision.reasons), metrics=decision.metrics)
-    log.info("request %s: %s (%s)", update["request_id"], decision.outcome, update["reason"])
-    return update
+def _finish(update: dict[str, Any], decision: Decision) -> ModelUpdate:
+    log.info("request %s: %s (%s)", update["request_id"], decision.outcome, "; ".join(decision.reasons))
+    return ModelUpdate(**update, decision=decision.outcome, reasons=decision.reasons,
+                       reason="; ".join(decision.reasons), metrics=decision.metrics,
+                       primary_metric=decision.primary_metric, decided_at=time.time())

@@ -9,8 +9,8 @@ holdout on which champion and challenger are compared; the rows before it train 
 Examples
 --------
 >>> ex = LabelledExamples.from_records([
-...     {"event_id": f"e{i}", "event_ts": float(i), "model": "m", "model_version": "1",
-...      "inputs": [i, 1.0], "categories": {"c": "x"}, "score": 0.5, "label": i % 2}
+...     LabelledExample(event_id=f"e{i}", event_ts=float(i), model="m", model_version="1",
+...                     inputs=[i, 1.0], categories={"c": "x"}, score=0.5, label=i % 2, labelled_at=0.0)
 ...     for i in range(10)], offsets=[(0, i) for i in range(10)])
 >>> train, hold = choose_window(ex, WindowPolicy(holdout_rows=3, max_train_rows=4))
 >>> train.tolist(), hold.tolist()
@@ -32,7 +32,9 @@ import numpy as np
 from aiokafka import TopicPartition
 
 from stream.config import Settings
+from stream.errors import MessageError
 from stream.kafka import make_consumer, start_client
+from stream.messages import LabelledExample, decode
 
 
 @dataclass(frozen=True)
@@ -52,20 +54,21 @@ class LabelledExamples:
         return len(self.event_ids)
 
     @classmethod
-    def from_records(cls, records: list[dict[str, Any]], offsets: list[tuple[int, int]]) -> "LabelledExamples":
-        order = sorted(range(len(records)), key=lambda i: (float(records[i]["event_ts"]), i))
+    def from_records(cls, records: list[LabelledExample], offsets: list[tuple[int, int]]) -> "LabelledExamples":
+        order = sorted(range(len(records)), key=lambda i: (records[i].event_ts, i))
         recs = [records[i] for i in order]
-        names = sorted({k for r in recs for k in r.get("categories", {})})
-        width = len(recs[0]["inputs"]) if recs else 0
+        names = sorted({k for r in recs for k in r.categories})
+        width = len(recs[0].inputs) if recs else 0
+        if any(len(r.inputs) != width for r in recs):
+            raise ValueError("labelled examples of different input widths (the features changed?)")
         return cls(
-            event_ids=[str(r["event_id"]) for r in recs],
-            event_ts=np.array([float(r["event_ts"]) for r in recs]),
-            X=np.array([r["inputs"] for r in recs], dtype=np.float32).reshape(len(recs), width),
-            y=np.array([float(r["label"]) for r in recs]),
-            scores=np.array([float(r["score"]) for r in recs]),
-            versions=[str(r["model_version"]) for r in recs],
-            categories={n: np.array([r.get("categories", {}).get(n) for r in recs], dtype=object)
-                        for n in names},
+            event_ids=[r.event_id for r in recs],
+            event_ts=np.array([r.event_ts for r in recs]),
+            X=np.array([r.inputs for r in recs], dtype=np.float32).reshape(len(recs), width),
+            y=np.array([float(r.label) for r in recs]),
+            scores=np.array([np.nan if r.score is None else r.score for r in recs]),
+            versions=[r.model_version for r in recs],
+            categories={n: np.array([r.categories.get(n) for r in recs], dtype=object) for n in names},
             offsets=np.array([offsets[i] for i in order], dtype=np.int64).reshape(len(recs), 2),
         )
 
@@ -108,14 +111,14 @@ def describe_window(ex: LabelledExamples, idx: np.ndarray) -> dict[str, Any]:
             "offsets": offsets, "scored_by": sorted(set(ex.versions[i] for i in idx.tolist()))}
 
 
-async def read_examples(settings: Settings, max_rows: int, *, decode: Any) -> LabelledExamples:
+async def read_examples(settings: Settings, max_rows: int) -> LabelledExamples:
     """The newest ``max_rows`` labelled examples in the topic (read up to its high watermarks).
 
-    ``decode(bytes) -> dict`` parses one record; records it rejects (ValueError/KeyError) are
-    skipped. High watermarks come from fetch responses, as in the scorer's state restore.
+    Malformed records are skipped. High watermarks come from fetch responses, as in the
+    scorer's state restore.
     """
     topic = settings.topics.labelled_examples
-    keep: deque[tuple[dict[str, Any], tuple[int, int]]] = deque(maxlen=max_rows)
+    keep: deque[tuple[LabelledExample, tuple[int, int]]] = deque(maxlen=max_rows)
     consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=50)
     await start_client(consumer, settings.kafka.bootstrap_servers)
     try:
@@ -134,8 +137,8 @@ async def read_examples(settings: Settings, max_rows: int, *, decode: Any) -> La
             for tp, records in batches.items():
                 for rec in records:
                     try:
-                        keep.append((decode(rec.value or b""), (tp.partition, rec.offset)))
-                    except (ValueError, KeyError, TypeError):
+                        keep.append((decode(rec.value, LabelledExample), (tp.partition, rec.offset)))
+                    except MessageError:
                         continue  # a malformed example is not worth failing a retraining for
             for tp in list(pending):
                 hw = consumer.highwater(tp)

@@ -57,7 +57,9 @@ class PromotionPolicy:
 class Decision:
     outcome: str  # "promote", "reject" or "wait"
     reasons: list[str]
-    metrics: dict[str, Any] = field(default_factory=dict)
+    # {"holdout", "champion", "challenger", "difference", "latency_ms_per_1k"}: numbers by role
+    metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    primary_metric: str | None = None
 
 
 def row_losses(task: str, y: np.ndarray, score: np.ndarray) -> np.ndarray:
@@ -135,10 +137,9 @@ def decide(policy: PromotionPolicy, task: str, y: np.ndarray, *, champion: np.nd
            threshold: float = 0.5) -> Decision:
     """Promote, reject or wait, with reasons; ``latency_ms`` is (champion, challenger) per 1,000 rows."""
     y = np.asarray(y, dtype=np.float64)
-    metrics: dict[str, Any] = {"holdout_rows": int(len(y))}
-    positives = int((y > 0.5).sum()) if task == "classification" else None
+    metrics: dict[str, dict[str, float | None]] = {"holdout": {"rows": len(y)}}
     if task == "classification":
-        metrics["holdout_positives"] = positives
+        metrics["holdout"]["positives"] = int((y > 0.5).sum())
     short = shortfall(policy, task, y)
     if short:
         return Decision("wait", short, metrics)
@@ -149,8 +150,8 @@ def decide(policy: PromotionPolicy, task: str, y: np.ndarray, *, champion: np.nd
                                     seed=policy.seed)
     metric = "log_loss" if task == "classification" else "mae"
     label = metric.replace("_", " ")
-    margin = policy.tolerance * metrics["champion"][metric]
-    metrics["difference"] = {"metric": metric, "mean": round(mean, 6), "ci_low": round(lo, 6),
+    margin = policy.tolerance * float(metrics["champion"][metric] or 0.0)
+    metrics["difference"] = {"mean": round(mean, 6), "ci_low": round(lo, 6),
                              "ci_high": round(hi, 6), "confidence": policy.confidence,
                              "margin": round(margin, 6)}
     headline = (f"{label} {metrics['challenger'][metric]:.4f} vs champion "
@@ -172,4 +173,4 @@ def decide(policy: PromotionPolicy, task: str, y: np.ndarray, *, champion: np.nd
             ok = False
             reasons.append(f"scoring latency {latency_ms[1]:.2f} ms per 1k rows is over "
                            f"{policy.max_latency_ratio}x the champion's {latency_ms[0]:.2f}")
-    return Decision("promote" if ok else "reject", reasons, metrics)
+    return Decision("promote" if ok else "reject", reasons, metrics, metric)

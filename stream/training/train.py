@@ -15,10 +15,9 @@ import orjson
 
 from stream.domain import Domain, Fitted
 from stream.errors import ValidationError
+from stream.messages import SCORE_COLUMN
 from stream.monitoring.profile import ReferenceProfile
 from stream.registry import ModelStore
-
-SCORE_COLUMN = "score"
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from stream.alerts import Notifier
 from stream.config import Settings
 from stream.domain import Domain, load_domain
-from stream.errors import StreamError
+from stream.errors import MessageError, StreamError
 from stream.kafka import ensure_topics
+from stream.messages import ModelUpdate, RetrainRequest, decode, encode
 from stream.metrics import ALERT_CHANNELS, ALERT_OUTCOMES, LATENCY_BUCKETS
 from stream.registry import ModelStore
 from stream.training.challenge import challenge, examples_from_file
@@ -65,16 +66,17 @@ class TrainerMetrics:
             for outcome in ALERT_OUTCOMES:
                 self.alert_deliveries.labels(channel, outcome)
 
-    def record(self, update: dict[str, Any]) -> None:
-        model = str(update.get("model"))
-        self.decisions.labels(model, update["decision"]).inc()
-        rows = update.get("training_window", {}).get("rows")
-        if rows and update.get("challenger_version"):
+    def record(self, update: ModelUpdate) -> None:
+        model = str(update.model)
+        self.decisions.labels(model, update.decision).inc()
+        rows = update.training_window.get("rows")
+        if rows and update.challenger_version:
             self.training_rows.labels(model).set(rows)
-        diff = update.get("metrics", {}).get("difference")
-        if diff:
+        if update.primary_metric and "difference" in update.metrics:
             for role in ("champion", "challenger"):
-                self.holdout_loss.labels(model, role).set(update["metrics"][role][diff["metric"]])
+                value = update.metrics[role].get(update.primary_metric)
+                if value is not None:
+                    self.holdout_loss.labels(model, role).set(value)
 
 
 class Trainer:
@@ -92,11 +94,9 @@ class Trainer:
         t = self.settings.trainer
         if t.data:  # the bootstrap option: a file of labelled events
             return await asyncio.to_thread(examples_from_file, self.domain, t.data, t.warmup)
-        from stream.monitoring.examples import decode_example
+        return await read_examples(self.settings, t.max_rows)
 
-        return await read_examples(self.settings, t.max_rows, decode=decode_example)
-
-    async def answer(self, request: dict[str, Any], first_seen: float) -> dict[str, Any]:
+    async def answer(self, request: RetrainRequest, first_seen: float) -> ModelUpdate:
         """The decision for a request (published by the caller)."""
         async with self._lock:
             t0 = time.perf_counter()
@@ -105,15 +105,15 @@ class Trainer:
                 update = await asyncio.to_thread(challenge, self.settings, self.domain, self.store,
                                                  request, examples)
             except (StreamError, ValueError, OSError) as exc:
-                update = {"request_id": request.get("request_id"), "model": self.settings.model_name,
-                          "decision": "failed", "promoted": False, "reasons": [f"failed: {exc}"],
-                          "reason": f"failed: {exc}", "decided_at": time.time()}
-                log.error("request %s failed: %s", request.get("request_id"), exc)
-            if update["decision"] == "wait" and time.time() - first_seen > self.settings.trainer.max_wait_s:
-                update["decision"] = "expired"
-                update["reasons"] = [*update["reasons"], "gave up waiting for labels after "
-                                     f"{self.settings.trainer.max_wait_s:.0f}s"]
-                update["reason"] = "; ".join(update["reasons"])
+                update = ModelUpdate(request_id=request.request_id, model=self.settings.model_name,
+                                     decision="failed", reasons=[f"failed: {exc}"],
+                                     reason=f"failed: {exc}", decided_at=time.time())
+                log.error("request %s failed: %s", request.request_id, exc)
+            if update.decision == "wait" and time.time() - first_seen > self.settings.trainer.max_wait_s:
+                update.decision = "expired"
+                update.reasons = [*update.reasons, "gave up waiting for labels after "
+                                  f"{self.settings.trainer.max_wait_s:.0f}s"]
+                update.reason = "; ".join(update.reasons)
             self.metrics.duration.observe(time.perf_counter() - t0)
             self.metrics.record(update)
             self.notifier.submit_decision(update)
@@ -146,12 +146,12 @@ def build_trainer(settings: Settings, trainer: Trainer) -> faust.App:
     # request id -> {"state": decision, "request": ..., "first_seen": ...} (JSON)
     answered = app.Table("answered-requests", default=str, partitions=1)
 
-    async def settle(request: dict[str, Any], first_seen: float) -> None:
-        rid = str(request["request_id"])
+    async def settle(request: RetrainRequest, first_seen: float) -> None:
+        rid = request.request_id
         update = await trainer.answer(request, first_seen)
-        answered[rid] = orjson.dumps({"state": update["decision"], "request": request,
+        answered[rid] = orjson.dumps({"state": update.decision, "request": orjson.Fragment(encode(request)),
                                       "first_seen": first_seen}).decode()
-        await updates.send(key=rid.encode(), value=orjson.dumps(update, option=orjson.OPT_SERIALIZE_NUMPY))
+        await updates.send(key=rid.encode(), value=encode(update))
         trainer.metrics.waiting.set(sum(1 for v in answered.values() if _state(v) == "wait"))
 
     @app.agent(requests)
@@ -159,12 +159,12 @@ def build_trainer(settings: Settings, trainer: Trainer) -> faust.App:
         async for value in stream:
             try:
                 message = orjson.loads(value)
-                retry = bool(message.get("retry")) if isinstance(message, dict) else False
-                request = message["request"] if retry else message
-                request_id = str(request["request_id"])
-            except (orjson.JSONDecodeError, KeyError, TypeError):
+                retry = isinstance(message, dict) and bool(message.get("retry"))
+                request = decode(orjson.dumps(message["request"]) if retry else value, RetrainRequest)
+                request_id = request.request_id
+            except (orjson.JSONDecodeError, KeyError, TypeError, MessageError) as exc:
                 trainer.metrics.requests.labels("malformed").inc()
-                log.warning("ignoring a malformed retraining request")
+                log.warning("ignoring a malformed retraining request: %s", str(exc)[:200])
                 continue
             state = _state(answered[request_id])
             if retry:

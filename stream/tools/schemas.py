@@ -1,0 +1,102 @@
+"""Writes (or checks) the JSON Schemas in ``schemas/`` from the records in :mod:`stream.messages`.
+
+``python -m stream.tools.schemas [--check] [DIR]``; ``tests/test_messages.py`` runs the check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import msgspec
+
+from stream.messages import (
+    MESSAGE_HEADER,
+    REASON_HEADER,
+    SOURCE_OFFSET_HEADER,
+    SOURCE_PARTITION_HEADER,
+    SOURCE_TOPIC_HEADER,
+    DeadLetterHeaders,
+    DriftEvent,
+    FeatureBatch,
+    Label,
+    LabelledExample,
+    ModelUpdate,
+    Prediction,
+    RetrainRequest,
+)
+
+# file stem -> (record, title, description)
+SCHEMAS: dict[str, tuple[type, str, str | None]] = {
+    "prediction": (Prediction, "Prediction (topic `predictions`, keyed by entity)", None),
+    "dead-letter": (DeadLetterHeaders, "Dead letter (topic `events.dlq`)",
+                    "The record value and key are the original event's bytes, unchanged. These headers "
+                    "(UTF-8) say why: " + ", ".join((REASON_HEADER + " (one of the listed codes)",
+                                                     MESSAGE_HEADER, SOURCE_TOPIC_HEADER,
+                                                     SOURCE_PARTITION_HEADER, SOURCE_OFFSET_HEADER))
+                    + "; the original headers follow. This schema describes the headers as an object."),
+    "feature-batch": (FeatureBatch, "Feature batch (internal topic `mlstream.features`, one message "
+                      "per partition and micro-batch)",
+                      "The monitor's input: columns of monitored features for the rows of one "
+                      "micro-batch of one partition. Numeric columns use null for missing."),
+    "label": (Label, "Delayed label (topic `labels`)",
+              "Produce keyed by the same entity key as the event, so the label lands in the "
+              "partition of its prediction."),
+    "drift-event": (DriftEvent, "Drift event (topic `mlstream.drift`)", None),
+    "retrain-request": (RetrainRequest, "Retraining request (topic `mlstream.retrain-requests`, "
+                        "keyed by request_id)",
+                        "request_id is deterministic (model, version, reason, features, cooldown "
+                        "period), so repeats can be de-duplicated; at most one request per model "
+                        "version per cooldown."),
+    "labelled-example": (LabelledExample, "Labelled example (topic `mlstream.labelled-examples`, keyed by event_id)",
+                         "A scored event's model inputs exactly as scored, joined with its delayed label "
+                         "by the monitor; the trainer learns from these. Bounded by time and size retention."),
+    "model-update": (ModelUpdate, "Model update (topic `mlstream.model-updates`, keyed by request_id)",
+                     "The trainer's decision on a retraining request (promote, shadow, reject, wait, "
+                     "expired, failed) with the compared versions, the paired-bootstrap holdout "
+                     "metrics, the reasons and the training and holdout windows."),
+}
+
+
+def json_schemas() -> dict[str, str]:
+    """File name -> JSON Schema text, generated from the records (sorted keys, stable)."""
+    out = {}
+    for stem, (record, title, description) in SCHEMAS.items():
+        generated = msgspec.json.schema(record)
+        defs = generated.pop("$defs", {})
+        top = defs.pop(record.__name__)
+        top.pop("description", None)  # the class docstring is for Python readers
+        if description:
+            top["description"] = description
+        doc = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+               "$id": f"https://mlstream.dev/schemas/{stem}.schema.json", **top, "title": title}
+        if defs:
+            doc["$defs"] = defs
+        out[f"{stem}.schema.json"] = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stream.tools.schemas [--check] [DIR]``: write (or compare) the schemas."""
+    p = argparse.ArgumentParser(prog="python -m stream.tools.schemas", description=main.__doc__)
+    p.add_argument("directory", nargs="?", default="schemas", type=Path)
+    p.add_argument("--check", action="store_true", help="only report files that differ; exit 1 if any")
+    args = p.parse_args(argv)
+    stale = []
+    for name, text in json_schemas().items():
+        path = args.directory / name
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current == text:
+            continue
+        stale.append(name)
+        if not args.check:
+            path.write_text(text, encoding="utf-8")
+    verb = "differ" if args.check else "written"
+    print(f"{len(stale)} schema(s) {verb}: {', '.join(stale) or '-'}")
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The monitor reads the scorer's feature batches and users' labels through the message records:
+a bad message is counted in mlstream_processing_errors_total{stage="monitor"} and skipped, the
+good ones around it are monitored, and nothing stops the worker. No broker needed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import TopicPartition
+
+from stream.config import Settings
+from stream.examples.payments import DOMAIN
+from stream.examples.simulate import PaymentSimulator, label_record
+from stream.metrics import Metrics
+from stream.monitoring.worker import MonitorWorker
+from stream.registry import ModelStore
+from stream.scoring.model import load_model
+from stream.scoring.pipeline import BatchScorer
+from stream.scoring.state import EntityStore
+
+
+@dataclass
+class Rec:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int = 1_750_000_000_000
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+
+def feature_batches(model_store: Path, n: int) -> tuple[list[bytes], list[str]]:
+    """Real feature-batch messages from the scorer, and the event ids they carry."""
+    model = load_model(ModelStore(model_store), "fraud", DOMAIN.features.columns)
+    items = list(PaymentSimulator(seed=11, invalid_rate=0.0).events(n))
+    records = [Rec("events", 0, i, it.key, it.value) for i, it in enumerate(items)]
+    scorer = BatchScorer(DOMAIN, model, Metrics.create())
+    stores = {0: EntityStore(DOMAIN.features.state_width)}
+    half = n // 2
+    out = [scorer.process({0: chunk}, stores, now=1_750_000_000.0).partitions[0].features
+           for chunk in (records[:half], records[half:])]
+    return [b for b in out if b is not None], [str(it.event_id) for it in items]
+
+
+def test_bad_feature_batches_and_labels_are_counted_and_skipped(model_store: Path) -> None:
+    metrics = Metrics.create()
+    worker = MonitorWorker(Settings(model_store=model_store), metrics)
+    (first, second), ids = feature_batches(model_store, 400)
+    bad_batches = [b"{not json", b"", b'{"model": "fraud"}',  # not JSON, empty, fields missing
+                   first.replace(b'"event_ids":["', b'"event_ids":["extra","', 1)]  # lengths differ
+    tp = TopicPartition("features", 0)
+    worker.merger.track(tp, 0.0)
+    values = [first, *bad_batches, second]
+    worker.hold({tp: [Rec("features", 0, i, None, v) for i, v in enumerate(values)]}, now=0.0)
+    errors = lambda: metrics.registry.get_sample_value(
+        "mlstream_processing_errors_total", {"stage": "monitor"})
+    assert errors() == len(bad_batches)
+
+    labels = [label_record(ids[0], 1, 0.0), b'{"event_id": "x"}', b"\xff", label_record(ids[1], 0, 0.0),
+              b'{"event_id": "' + ids[2].encode() + b'", "label": true}']
+    released, offsets = worker.merger.release(now=10.0)
+    drift, retrain = worker.handle(released, [Rec("labels", 0, i, None, v) for i, v in enumerate(labels)],
+                                   now=10.0)
+    assert errors() == len(bad_batches) + 2
+    assert metrics.registry.get_sample_value("mlstream_monitor_rows_total") == 400  # both good batches
+    assert metrics.registry.get_sample_value("mlstream_labels_total", {"outcome": "matched"}) == 3
+    assert offsets[tp] == len(values)  # the bad ones are committed with the rest, never replayed
+    assert drift == [] and retrain == []
