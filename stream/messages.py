@@ -259,7 +259,8 @@ class FeatureBatch(msgspec.Struct, kw_only=True):
 
     def __post_init__(self) -> None:
         n = len(self.event_ids)
-        if self.inputs is not None and self.inputs.shape and self.inputs.shape[0] != n:
+        # (from_arrays passes the inputs as the dict orjson encodes: checked there)
+        if isinstance(self.inputs, ModelInputs) and self.inputs.shape and self.inputs.shape[0] != n:
             raise ValueError(f"{n} event ids but {self.inputs.shape[0]} input rows")
         lengths: list[tuple[str, Sized]] = [("ingest times", self.ingest_ts_ms),
                                             ("event times", self.event_ts), ("scores", self.scores)]

@@ -35,8 +35,13 @@ async def test_the_loop_learns_concept_drift_from_the_stream(make_settings, mode
     try:
         sim = PaymentSimulator(seed=11, scenario="concept_drift", drift_at=DRIFT_AT)
         await produce(settings, sim, 20_000, rate=0, label_delay=500)
+        sent = 20_000
         promoted = lambda: metrics.decisions.labels("fraud", "promote")._value.get() >= 1  # noqa: E731
-        await wait_until(lambda: promoted() or trainer.done() or worker.task.done(), 200)
+        for _ in range(6):  # the stream goes on while the trainer waits for post-onset labels
+            if await wait_until(lambda: promoted() or trainer.done() or worker.task.done(), 40):
+                break
+            await produce(settings, sim, 2_000, rate=0, label_delay=500, start=sent)
+            sent += 2_000
         updates = [orjson.loads(r.value) for r in await read_topic(settings, settings.topics.model_updates)]
         requests = [orjson.loads(r.value) for r in await read_topic(settings, settings.topics.retrain)]
         assert promoted(), [(r["reason"], r.get("onset_event_ts"), r["drift_index"], [e.get("window") for e in r["evidence"]],
@@ -45,6 +50,7 @@ async def test_the_loop_learns_concept_drift_from_the_stream(make_settings, mode
         assert update["decision"] == "promote" and update["challenger_version"] == "2", update["reasons"]
         requests = [orjson.loads(r.value) for r in await read_topic(settings, settings.topics.retrain)]
         onset = requests[0]["onset_event_ts"]
+        assert onset is not None, [(r["reason"], r["drift_index"], [(e.get("window"), e.get("feature")) for e in r["evidence"]]) for r in requests]
         assert update["training_window"]["event_ts"][0] >= onset
         assert update["training_window"]["rows"] >= 3_000
         assert update["metrics"]["difference"]["ci_high"] < 0
@@ -67,12 +73,15 @@ async def test_the_loop_learns_concept_drift_from_the_stream(make_settings, mode
         assert 0.5 < reg.get_sample_value("mlstream_label_coverage_ratio") <= 1.0
 
         # the new champion serves; its labels are credited to it, the retired version stops exporting
-        await produce(settings, sim, 4_000, rate=0, label_delay=500, start=20_000)
+        await produce(settings, sim, 4_000, rate=0, label_delay=500, start=sent)
 
         def v2_performance() -> float | None:
             return reg.get_sample_value("mlstream_model_performance", {"model": "fraud", "version": "2", "metric": "auc"})
 
-        assert await wait_until(lambda: v2_performance() is not None, 120)
+        assert await wait_until(lambda: v2_performance() is not None, 120), (
+            [(s.labels, s.value) for f in reg.collect() if f.name in ("mlstream_predictions", "mlstream_model_loads")
+             for s in f.samples if s.name.endswith("_total")],
+            [(s.labels, s.value) for f in reg.collect() if f.name == "mlstream_model_performance" for s in f.samples][:3])
         assert reg.get_sample_value("mlstream_model_performance",
                                     {"model": "fraud", "version": "1", "metric": "auc"}) is None
         later = [orjson.loads(r.value) for r in await read_topic(settings, settings.topics.labelled_examples)]

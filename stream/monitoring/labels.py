@@ -165,6 +165,22 @@ class LabelJoiner:
                 "waiting_labels": len(self._early)}
 
 
+def change_point(loss: np.ndarray) -> int:
+    """Index where the mean of ``loss`` most likely rose: the CUSUM estimate, argmax of
+    ``S_k - k/n S_n`` (less drawn to the ends than the least-squares split on sparse errors).
+
+    >>> change_point(np.r_[np.zeros(300), np.ones(100)] * 0.5 + np.tile([0, 0.1], 200))
+    300
+    """
+    loss = np.asarray(loss, dtype=np.float64)
+    n = len(loss)
+    if n < 2:
+        return 0
+    c = np.cumsum(loss)
+    k = np.arange(1, n)
+    return int(k[np.argmax(k / n * c[-1] - c[:-1])])  # a rise: the partial sum lags most there
+
+
 def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
     pos = labels > 0.5
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
@@ -279,6 +295,7 @@ class PerformanceMonitor:
         self.z_crit = [float(-special.ndtri(a)) for a in self.alpha]
         size = max(self.window, self.windows[-1])
         self._scores = np.zeros(size)
+        self._times = np.full(size, np.nan)  # event times, when the caller knows them
         self._labels = np.zeros(size)
         self._loss = np.zeros(size)
         self.n = 0  # labelled events seen
@@ -299,8 +316,12 @@ class PerformanceMonitor:
             return ((scores >= self.threshold) != (labels > 0.5)).astype(float)
         return np.abs(scores - labels)
 
-    def update(self, scores: np.ndarray | Sequence[float], labels: np.ndarray | Sequence[float]) -> list[DriftEvent]:
-        """Add labelled events; return ``concept_drift`` (and ``drift_resolved``) events."""
+    def update(self, scores: np.ndarray | Sequence[float], labels: np.ndarray | Sequence[float],
+               event_ts: np.ndarray | Sequence[float] | None = None) -> list[DriftEvent]:
+        """Add labelled events; return ``concept_drift`` (and ``drift_resolved``) events.
+
+        With ``event_ts``, a concept drift's evidence dates its onset (``change_event_ts``)."""
+        times = np.full(len(scores), np.nan) if event_ts is None else np.asarray(event_ts, dtype=float)
         scores = np.asarray(scores, dtype=float)
         labels = np.asarray(labels, dtype=float)
         loss = self._losses(scores, labels)
@@ -317,23 +338,28 @@ class PerformanceMonitor:
                 nxt = min((self._since_reset // st + 1) * st for st in self.steps)
                 take = min(nxt - self._since_reset, total - pos)
                 self._since_reset += take
-            self._store(scores[pos : pos + take], labels[pos : pos + take], loss[pos : pos + take])
+            self._store(scores[pos : pos + take], labels[pos : pos + take], loss[pos : pos + take],
+                        times[pos : pos + take])
             pos += take
             if self._ref_n >= self.reference_size and take and any(self._since_reset % st == 0 for st in self.steps):
                 events += self._check()
         return events
 
-    def _store(self, scores: np.ndarray, labels: np.ndarray, loss: np.ndarray) -> None:
+    def _store(self, scores: np.ndarray, labels: np.ndarray, loss: np.ndarray, times: np.ndarray) -> None:
         idx = (self.n + np.arange(loss.size)) % self._loss.size
         self._scores[idx], self._labels[idx], self._loss[idx] = scores, labels, loss
+        self._times[idx] = times
         self.n += loss.size
 
-    def losses(self, lo: int, hi: int) -> np.ndarray:
-        """Per-event losses of labelled events ``lo .. hi-1`` (counted from the first), as far
-        as they are still kept."""
-        lo = max(lo, self.n - self._loss.size, 0)
-        hi = min(hi, self.n)
-        return self._loss[np.arange(lo, hi) % self._loss.size].copy() if hi > lo else np.empty(0)
+    def _change_event_ts(self, w: int) -> float | None:
+        end = self.n % self._loss.size
+        idx = np.arange(end - w, end) % self._loss.size
+        times, loss = self._times[idx], self._loss[idx]
+        known = ~np.isnan(times)
+        if known.sum() < 2:
+            return None
+        order = np.argsort(times[known], kind="stable")
+        return float(times[known][order][change_point(loss[known][order])])
 
     def _window(self, w: int) -> np.ndarray:
         end = self.n % self._loss.size
@@ -370,6 +396,12 @@ class PerformanceMonitor:
         index = self.n - 1
         if fired:
             self.drifting, self._calm = True, 0
+            # when the loss most likely rose, in event time, within the largest window that
+            # fired (labels join out of event order; the trainer's onset window starts there)
+            onset = self._change_event_ts(max(f["window"] for f in fired))
+            for f in fired:
+                if onset is not None:
+                    f["change_event_ts"] = onset
             return [DriftEvent(index, "concept_drift", (fired[0]["feature"],), tuple(fired),
                                self.model_name, self.model_version)]
         mid = self.windows[len(self.windows) // 2]

@@ -56,9 +56,8 @@ class ModelMonitor:
                                   model_name=self.name, model_version=self.version)
         self.performance = PerformanceMonitor(task=self.task, threshold=self.threshold)
         self.warmup_left = m.warmup_rows
-        # event times of the rows and of the labelled rows tested, to date a drift's onset
+        # event times of the rows tested, to date a data drift's onset
         self.row_times = RecentTimes(self.ONSET_ROWS)
-        self.label_times = RecentTimes(self.ESTIMATE_ROWS)
         self._recent = np.full(self.ESTIMATE_ROWS, np.nan)
         self._recent_at = 0
 
@@ -79,46 +78,30 @@ class ModelMonitor:
         self.row_times.add(ts if ts is not None else np.full(len(cols[SCORE_COLUMN]), np.nan))
         return self.drift.update_batch(cols)
 
-    def on_labels(self, scores: np.ndarray, labels: np.ndarray) -> list[Any]:
-        return self.performance.update(scores, labels) if len(scores) else []
+    def on_labels(self, scores: np.ndarray, labels: np.ndarray,
+                  event_ts: np.ndarray | None = None) -> list[Any]:
+        return self.performance.update(scores, labels, event_ts) if len(scores) else []
 
     def onset_event_ts(self, drift: dict[str, Any]) -> float | None:
         """Event time the drift is in force from (the trainer's "onset" window starts there).
 
-        Concept drift: the most likely change point of the loss in the largest window that
-        fired (:func:`change_point`). Other drift: the start of the largest window that fired."""
-        windows = [int(e["window"]) for e in drift.get("evidence", []) if e.get("window")]
+        Concept drift: the change point the performance monitor found in the loss
+        (``change_event_ts`` in its evidence). Other drift: the start of the largest window that fired."""
+        evidence = drift.get("evidence", [])
+        windows = [int(e["window"]) for e in evidence if e.get("window")]
         index = drift.get("index")
         if not windows or not isinstance(index, int):
             return None
-        lo = max(0, index + 1 - max(windows))  # the window's first row (index is its last)
         if drift.get("kind") == "concept_drift":
-            if self.label_times.n != self.performance.n:  # labels without inputs: times unknown
-                return None
-            loss = self.performance.losses(lo, index + 1)
-            return self.label_times.at(lo + change_point(loss)) if len(loss) > 1 else None
-        return self.row_times.at(lo)
+            changes = [float(e["change_event_ts"]) for e in evidence if e.get("change_event_ts") is not None]
+            return min(changes) if changes else None
+        return self.row_times.at(max(0, index + 1 - max(windows)))  # index is the window's last row
 
     def estimated_performance(self) -> dict[str, float]:
         if self.task != "classification":
             return {}
         recent = self._recent[~np.isnan(self._recent)]
         return estimate_performance(recent, self.threshold) if len(recent) else {}
-
-
-def change_point(loss: np.ndarray) -> int:
-    """Index where the mean of ``loss`` most likely rose (least squares, two segments).
-
-    >>> change_point(np.r_[np.zeros(300), np.ones(100)] * 0.5 + np.tile([0, 0.1], 200))
-    300
-    """
-    loss = np.asarray(loss, dtype=np.float64)
-    n = len(loss)
-    c = np.cumsum(loss)
-    k = np.arange(1, n)
-    before, after = c[:-1] / k, (c[-1] - c[:-1]) / (n - k)
-    gain = k * (n - k) / n * (after - before) ** 2 * (after > before)
-    return int(k[np.argmax(gain)]) if n > 1 else 0
 
 
 class RecentTimes:
@@ -343,9 +326,8 @@ class MonitorWorker:
             mon = self.monitor_for(*key) if key is not None else next(reversed(self.monitors.values()), None)
             if mon is not None:
                 mask = np.fromiter((k == key for k in keys), bool, len(keys))
-                if key is not None:
-                    mon.label_times.add(np.sort([t[0].event_ts[t[1]] for t, m in zip(tags, mask) if m]))
-                events += [(ev, mon) for ev in mon.on_labels(scores[mask], truth[mask])]
+                ts = np.array([t[0].event_ts[t[1]] for t, m in zip(tags, mask) if m]) if key is not None else None
+                events += [(ev, mon) for ev in mon.on_labels(scores[mask], truth[mask], ts)]
         for tag, score, label in zip(tags, scores.tolist(), truth.tolist()):
             if tag is not None:
                 self.examples_out.append(Message(tag[0].event_ids[tag[1]].encode(),
