@@ -168,7 +168,7 @@ class MonitorWorker:
         self._early_matches: list[tuple[np.ndarray, np.ndarray, list[Any]]] = []
         # labelled examples to write (drained by run) and the version each model serves now
         self.examples_out: list[Message] = []
-        self.serving: dict[str, str] = {}
+        self.serving: dict[str, tuple[int, str]] = {}  # model -> (newest ingest ms, version)
         self.drift_events = 0
         self.retrain_requests = 0
 
@@ -247,7 +247,10 @@ class MonitorWorker:
                     if mon is not None:
                         cols = batch.monitor_columns(mon.kinds)
                         cols[EVENT_IDS] = batch.event_ids
-                        self.serving[mon.name] = mon.version
+                        # the version serving now scored the newest events (partitions lag apart)
+                        newest = max(batch.ingest_ts_ms, default=0)
+                        if newest >= self.serving.get(mon.name, (0, ""))[0]:
+                            self.serving[mon.name] = (newest, mon.version)
                         tags = self._scored_rows(batch, mon, cols, ts)
                         # the label join needs no ordering: predictions join it on arrival
                         joined: list[Any] = []
@@ -419,7 +422,7 @@ class _DriftCollector(Collector):
                     if value is not None:
                         fam.add_metric([mon.name, mon.version, feature], float(value))
             # a retired version's labels still join for a while; its performance is not exported
-            serving = self.worker.serving.get(mon.name) == mon.version
+            serving = self.worker.serving.get(mon.name, (0, None))[1] == mon.version
             for metric, value in mon.performance.snapshot().items() if serving else ():
                 if isinstance(value, (int, float)) and value == value:
                     perf.add_metric([mon.name, mon.version, metric], float(value))

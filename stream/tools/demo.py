@@ -126,7 +126,8 @@ async def run_demo(opts: DemoOptions, workdir: Path) -> dict[str, Any] | None:
                  for i, port in enumerate(ports)]
         if opts.trainer:
             # the trainer learns only from the stream's labelled examples: no oracle
-            procs.append(start_worker(settings, 0, log_file=workdir / "trainer.log", command="trainer"))
+            procs.append(start_worker(settings, 0, log_file=workdir / "trainer.log", command="trainer",
+                                      extra_env={"MLSTREAM_TRAINER__RETRY_INTERVAL_S": "5"}))
         stop = asyncio.Event()
         tally = Tally()
         follower = asyncio.create_task(follow(settings, tally, stop, track_ids=opts.events is not None))
@@ -178,7 +179,12 @@ async def run_demo(opts: DemoOptions, workdir: Path) -> dict[str, Any] | None:
             if opts.scenario != "none":  # drift messages trail the last predictions
                 await wait_until(lambda: tally.retrain_requests > 0, 10.0)
             first = tally.first_prediction_at - began_wall if tally.first_prediction_at else None
-            return summary(tally, n, time.monotonic() - began, first)
+            result = summary(tally, n, time.monotonic() - began, first)
+            if opts.trainer and opts.scenario != "none":
+                from stream.tools.timeline import loop_timeline
+
+                result["timeline"] = await loop_timeline(settings, drift_at, WARMUP_EVENTS)
+            return result
         finally:
             stop.set()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -211,4 +217,11 @@ def print_summary(result: dict[str, Any], as_json: bool) -> None:
         return
     print()
     for key, value in result.items():
-        print(f"{key:>22}: {value}")
+        if key != "timeline":
+            print(f"{key:>22}: {value}")
+    timeline = result.get("timeline")
+    if timeline:
+        print("\nretraining loop (the trainer learned only from the stream):")
+        for key, value in timeline.items():
+            for item in value if key == "decisions" else [value]:
+                print(f"{key:>22}: {json.dumps(item)}")
