@@ -181,8 +181,19 @@ async def run_demo(opts: DemoOptions, workdir: Path) -> dict[str, Any] | None:
             first = tally.first_prediction_at - began_wall if tally.first_prediction_at else None
             result = summary(tally, n, time.monotonic() - began, first)
             if opts.trainer and opts.scenario != "none":
-                from stream.tools.timeline import loop_timeline
+                from stream.tools.timeline import final_decision, loop_timeline
 
+                # the trainer answers after the traffic: wait for its verdict, then send as many
+                # events again for the promoted model to be judged on
+                verdict = await final_decision(settings, timeout_s=opts.timeout_s)
+                if verdict is not None and verdict.promoted:
+                    await produce(settings, sim, n, rate=opts.rate, stop=stop, start=n)
+                    await wait_until(lambda: tally.accounted >= 2 * n, opts.timeout_s)
+                    result.update(events=2 * n, predictions=tally.predictions,
+                                  dead_lettered=tally.dead_lettered,
+                                  duplicate_predictions=tally.duplicate_predictions,
+                                  model_versions=dict(sorted(tally.model_versions.items())))
+                await asyncio.sleep(3.0)  # the last labels' examples trail the predictions
                 result["timeline"] = await loop_timeline(settings, drift_at, WARMUP_EVENTS)
             return result
         finally:

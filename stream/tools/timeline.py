@@ -45,6 +45,20 @@ def _perf(rows: list[LabelledExample]) -> dict[str, float | int]:
             "log_loss": round(float(-np.mean(y * np.log(s) + (1 - y) * np.log(1 - s))), 4)}
 
 
+async def final_decision(settings: Settings, timeout_s: float) -> ModelUpdate | None:
+    """The trainer's first verdict (not a wait) on the model-updates topic, within ``timeout_s``."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for u in await _read(settings, settings.topics.model_updates, ModelUpdate):
+            if u.decision not in ("wait",):
+                return u
+        await asyncio.sleep(2.0)  # re-reading a control topic a few messages long
+    return None
+
+
 async def loop_timeline(settings: Settings, drift_at: int, warmup: int) -> dict[str, Any]:
     t = settings.topics
     drift = [d for d in await _read(settings, t.drift, DriftEvent) if d.kind != "drift_resolved"]
@@ -73,11 +87,9 @@ async def loop_timeline(settings: Settings, drift_at: int, warmup: int) -> dict[
             "rows_trained_on": tw.get("rows", 0),
             "trained_on_events": [_event_of(x) for x in tw.get("event_ts", [])],
             "holdout_rows": hw.get("rows", 0),
-            "holdout": {k: u.metrics.get(role, {}).get(k) for role in ("champion", "challenger")
-                        for k in ("log_loss", "auc")} if d else None,
-            "holdout_log_loss": {"champion": u.metrics.get("champion", {}).get("log_loss"),
-                                 "challenger": u.metrics.get("challenger", {}).get("log_loss"),
-                                 "diff_ci": [d.get("ci_low"), d.get("ci_high")]} if d else None,
+            "holdout": {role: {k: u.metrics.get(role, {}).get(k) for k in ("log_loss", "auc")}
+                        for role in ("champion", "challenger")} if d else None,
+            "log_loss_diff_ci": [d.get("ci_low"), d.get("ci_high")] if d else None,
             "reasons": u.reasons})
     promoted = next((u for u in updates if u.promoted), None)
     first_new = None
