@@ -29,6 +29,9 @@ from stream.tools.tally import Tally, follow, wait_until
 from stream.tools.traffic import produce
 
 
+VERDICT_WAIT_S = 120.0  # how long the demo waits for the trainer's answer after the traffic
+
+
 @dataclass(frozen=True)
 class DemoOptions:
     events: int | None = None
@@ -180,12 +183,12 @@ async def run_demo(opts: DemoOptions, workdir: Path) -> dict[str, Any] | None:
                 await wait_until(lambda: tally.retrain_requests > 0, 10.0)
             first = tally.first_prediction_at - began_wall if tally.first_prediction_at else None
             result = summary(tally, n, time.monotonic() - began, first)
-            if opts.trainer and opts.scenario != "none":
+            if opts.trainer and opts.scenario != "none" and tally.retrain_requests:
                 from stream.tools.timeline import final_decision, loop_timeline
 
                 # the trainer answers after the traffic: wait for its verdict, then send as many
                 # events again for the promoted model to be judged on
-                verdict = await final_decision(settings, timeout_s=opts.timeout_s)
+                verdict = await final_decision(settings, timeout_s=min(opts.timeout_s, VERDICT_WAIT_S))
                 if verdict is not None and verdict.promoted:
                     await produce(settings, sim, n, rate=opts.rate, stop=stop, start=n)
                     await wait_until(lambda: tally.accounted >= 2 * n, opts.timeout_s)
