@@ -2,8 +2,8 @@
 
 The public API for bringing your own domain and model::
 
-    from stream import Domain, Schema, Field, FeatureSet, Numeric, OneHot, Rolling
-    from stream import ModelStore, TrainingData, train
+    from stream import Domain, Schema, Field, FeatureSet, Numeric, OneHot, CategoryIndex, Rolling, CUMULATIVE
+    from stream import ModelStore, TrainingData, train, ReferenceProfile
 
 See README "Bring your own domain and model".
 """
@@ -17,18 +17,22 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 from stream.config import Settings, load_settings
 from stream.domain import Domain
-from stream.features import FeatureSet, Numeric, OneHot, Rolling
+from stream.features import CUMULATIVE, CategoryIndex, FeatureSet, Numeric, OneHot, Rolling
+from stream.monitoring.profile import ReferenceProfile
 from stream.registry import ModelStore
 from stream.schema import Field, Schema
 from stream.training.train import TrainingData, train
 
 __all__ = [
+    "CUMULATIVE",
+    "CategoryIndex",
     "Domain",
     "Field",
     "FeatureSet",
     "ModelStore",
     "Numeric",
     "OneHot",
+    "ReferenceProfile",
     "Rolling",
     "Schema",
     "Settings",

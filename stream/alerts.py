@@ -49,7 +49,7 @@ _SLACK_ERROR = re.compile(r"^[a-z_]{1,64}$")  # Slack's error bodies are short c
 class Alert:
     """One notification as queued: what happened (``type``) and its payload."""
 
-    type: str  # "drift", "retrain" or "promotion"
+    type: str  # "drift", "retrain", "promotion" or "rollback"
     payload: Mapping[str, Any]  # the message's fields: ``model``, ``model_version``, ...
 
 
@@ -200,6 +200,13 @@ def slack_message(alert: Alert) -> dict[str, Any]:
                 ("Trained on", f"{p.get('training_window', {}).get('rows', 0)} labelled rows")]
         lines = [f"• {r}" for r in p.get("reasons", [])][:10]
         context = f"request {p.get('request_id', '?')} · mlstream trainer"
+    elif alert.type == "rollback":
+        model, version = p.get("model") or "?", p.get("model_version") or "?"
+        title = f"Model {model} version {version} rolled back to {p.get('previous_version') or '?'}"
+        head = [("Model", model), ("Bad version", version),
+                ("Serving now", p.get("previous_version") or "n/a"), ("Reason", p.get("reason", "?"))]
+        lines = []
+        context = "mlstream scorer"
     else:
         title = f"Model {model} version {version} promoted"
         head = [("Model", model), ("Version", version),
@@ -237,8 +244,8 @@ def dedup_keys(alert: Alert) -> list[tuple[str, str, str]]:
     """
     p = alert.payload
     model = str(p.get("model"))
-    if alert.type == "promotion":
-        return [(model, str(p.get("model_version")), "promotion")]
+    if alert.type in ("promotion", "rollback"):
+        return [(model, str(p.get("model_version")), alert.type)]
     if alert.type == "decision":  # one per request and outcome: a wait, then its verdict
         return [(model, str(p.get("request_id")), f"decision:{p.get('decision')}")]
     kind = str(p.get("kind")) if alert.type == "drift" else "retrain"
@@ -322,6 +329,7 @@ class Notifier:
         self.channels = sorted(self._urls)
         self._queue: asyncio.Queue[Alert] = asyncio.Queue(maxsize=settings.queue_size)
         self._last: dict[tuple[str, str, str], float] = {}
+        self._not_before: dict[str, float] = {}  # channel -> monotonic time a 429 asked to wait for
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
         self._senders: list[_SlackChannel | _WebhookChannel] = []
@@ -352,6 +360,9 @@ class Notifier:
     def submit_decision(self, update: ModelUpdate | Mapping[str, Any]) -> bool:
         """Queue a trainer's decision (promote, shadow, reject, wait: the model-update message)."""
         return self._submit(Alert("decision", _fields_of(update)))
+    def submit_rollback(self, info: Mapping[str, Any]) -> bool:
+        """Queue a rollback: ``{"model", "model_version", "previous_version", "reason"}``."""
+        return self._submit(Alert("rollback", dict(info)))
 
     def _count(self, outcome: str, channels: Iterable[str] | None = None) -> None:
         for c in self.channels if channels is None else channels:
@@ -431,6 +442,10 @@ class Notifier:
         s = self.settings
         attempt = 0
         while True:
+            # a 429's Retry-After holds for every alert to that channel, not just its own retries
+            hold = self._not_before.get(channel.name, 0.0) - time.monotonic()
+            if hold > 0:
+                await asyncio.sleep(min(hold, s.max_backoff_s))  # the channel's rate limit
             try:
                 result = await channel.send(alert)
             except asyncio.CancelledError:
@@ -449,6 +464,7 @@ class Notifier:
                 break
             if status == 429 and result.retry_after_s is not None:
                 wait = result.retry_after_s
+                self._not_before[channel.name] = time.monotonic() + min(wait, s.max_backoff_s)
                 if wait > s.max_backoff_s:
                     log.error("%s alert to %s given up: rate limited for %.0fs", alert.type,
                               channel.name, wait)

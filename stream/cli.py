@@ -22,7 +22,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from stream.app import ROLES, run_worker
 
     settings = _settings(args)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.errors.log_repeat_interval_s)
     roles = ROLES if args.role == "all" else (args.role,)
     asyncio.run(run_worker(settings, roles))
     return 0
@@ -34,7 +34,7 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     from stream.training.trainer import run_trainer
 
     settings = _settings(args)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.errors.log_repeat_interval_s)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -79,12 +79,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_broker(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from stream.tools.broker import EmbeddedBroker
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with EmbeddedBroker(host=args.host, port=args.port) as broker:
+        print(f"embedded Kafka broker listening on {broker.bootstrap} (in memory: its topics go when it stops); "
+              f"point MLSTREAM_KAFKA__BOOTSTRAP_SERVERS={broker.bootstrap} at it; Ctrl-C stops it", flush=True)
+        while not stop.wait(0.5):
+            if broker.process is None or broker.process.poll() is not None:
+                print("mlstream: error: the embedded broker exited", file=sys.stderr)
+                return 2
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from stream.tools.demo import DemoOptions, print_summary, run_demo
 
     opts = DemoOptions(events=args.events, rate=args.rate, scenario=args.scenario,
                        drift_at=args.drift_at, seed=args.seed, workers=args.workers,
                        invalid_rate=args.invalid_rate, json_output=args.json, trainer=not args.no_trainer,
+                       broker=args.broker,
                        model_store=Path(args.store))
     try:
         result = asyncio.run(run_demo(opts, Path(args.workdir)))
@@ -106,6 +126,12 @@ def cmd_replay(argv: list[str]) -> int:
     from stream.monitoring.replay import main as replay_main
 
     return replay_main(argv)
+
+
+def cmd_report(argv: list[str]) -> int:
+    from stream.monitoring.report import main as report_main
+
+    return report_main(argv)
 
 
 def cmd_bench_drift(argv: list[str]) -> int:
@@ -153,11 +179,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-promote", action="store_true", help="store without making it current")
     p.set_defaults(func=cmd_train)
 
-    from stream.registry_cli import add_parser as add_models_parser
+    # the `models` group: its verbs live with their logic (`add` in stream/training/register.py)
+    from stream.training.register import add_verb as add_models_add
 
-    add_models_parser(sub, with_config)
+    models = with_config(sub.add_parser("models", help="the model store: list, show, diff, promote, roll back, register outside models"))
+    models.add_argument("--store", default=None, help="model store folder (default: settings)")
+    models.add_argument("--name", default=None, help="model name (default: settings)")
+    verbs = models.add_subparsers(dest="verb", required=True)
+    add_models_add(verbs)
+    from stream.registry_cli import add_verbs as add_registry_verbs
 
-    p = sub.add_parser("demo", help="the whole pipeline on an embedded broker with simulated traffic")
+    add_registry_verbs(verbs)  # list, show, diff, promote, rollback
+
+    p = sub.add_parser("demo", help="the whole pipeline on a local broker (Apache Kafka or embedded) with simulated traffic")
     p.add_argument("--events", type=int, default=None, help="run N events, print a summary and exit")
     p.add_argument("--rate", type=float, default=None, help="events per second")
     p.add_argument("--scenario", choices=sorted(SCENARIOS), default="mean_shift")
@@ -168,11 +202,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default="models")
     p.add_argument("--workdir", default=".mlstream/demo", help="worker logs and the demo's model store")
     p.add_argument("--no-trainer", action="store_true", help="do not answer retraining requests")
+    p.add_argument("--broker", choices=("auto", "kafka", "embedded"), default="auto",
+                   help="Apache Kafka (needs Java and `make kafka`), the embedded broker, or auto: Kafka if present")
     p.add_argument("--json", action="store_true", help="machine-readable summary (with --events)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("bench", help="throughput/latency benchmark on the embedded broker")
+    p = sub.add_parser("broker", help="run the embedded Kafka broker alone (development, tutorials)")
+    p.add_argument("--host", default="127.0.0.1", help="loopback by default")
+    p.add_argument("--port", type=int, default=9092, help="default: the settings' default broker port")
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("bench", help="throughput/latency benchmark (Apache Kafka or the embedded broker)")
     p.add_argument("--events", type=int, default=100_000)
+    p.add_argument("--broker", choices=("auto", "kafka", "embedded"), default="auto",
+                   help="Apache Kafka (needs Java and `make kafka`), the embedded broker, or auto: Kafka if present")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--json", action="store_true")
@@ -180,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("replay", help="backtest the drift monitor on recorded JSONL (see replay --help)",
                    add_help=False)
+    sub.add_parser("report", help="self-contained HTML drift report from a file or a live deployment "
+                   "(see report --help)", add_help=False)
     sub.add_parser("bench-drift", help="drift detection benchmark (see bench-drift --help)", add_help=False)
     return parser
 
@@ -187,9 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        # replay and bench-drift own their argument parsing
+        # replay, report and bench-drift own their argument parsing
         if argv and argv[0] == "replay":
             return cmd_replay(argv[1:])
+        if argv and argv[0] == "report":
+            return cmd_report(argv[1:])
         if argv and argv[0] == "bench-drift":
             return cmd_bench_drift(argv[1:])
         args = build_parser().parse_args(argv)

@@ -9,8 +9,8 @@ Secrets are ``SecretStr`` so they never print in reprs, logs or errors.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -51,6 +51,16 @@ class KafkaSettings(Section):
     fetch_max_wait_ms: int = Field(default=50, ge=1, le=10_000)
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    # At start a worker waits this long for the brokers (backoff doubling up to the max
+    # between tries), reporting "not ready", before it gives up with one line.
+    connect_timeout_s: float = Field(default=60.0, ge=0)
+    connect_backoff_max_s: float = Field(default=5.0, gt=0)
+    # Deadline on a Kafka call the client would otherwise retry forever (offset commit,
+    # waiting for produce acknowledgements).
+    request_deadline_s: float = Field(default=30.0, gt=0)
+    # A worker that has read nothing for this long checks that its topics still exist (a
+    # broker restarted without its data): it recreates them if it creates topics, else stops.
+    topic_check_interval_s: float = Field(default=10.0, gt=0)
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -91,6 +101,20 @@ class ScoringSettings(Section):
     # Entities idle longer than this are evicted from state (and tombstoned in the changelog).
     state_ttl_s: float = Field(default=7 * 86_400, gt=0)
     max_entities_per_partition: int = Field(default=2_000_000, ge=1)
+    # Events timed further than this in the future (wall clock) are dead-lettered as
+    # out_of_range (a milliseconds-for-seconds time is caught too): they would move entity
+    # state and hold back the monitor's event-time merge.
+    max_future_s: float = Field(default=86_400.0, ge=0)
+    # A model whose scores are non-finite or out of range (classifier outside [0, 1]) on more
+    # than this share of the last ``invalid_score_window`` scored events is swapped back to
+    # the previous version (and alerted); each such event is dead-lettered as invalid_score.
+    max_invalid_score_share: float = Field(default=0.01, ge=0, le=1)
+    invalid_score_window: int = Field(default=1_000, ge=1)
+    # How often a scorer looks for a newly promoted model version in the store.
+    model_poll_interval_s: float = Field(default=2.0, gt=0, le=3_600)
+    # exactly_once only: how long the broker keeps a crashed worker's transaction open (and
+    # read_committed readers wait behind it) before aborting it
+    transaction_timeout_ms: int = Field(default=10_000, ge=1_000, le=900_000)
 
 
 class MonitorSettings(Section):
@@ -163,6 +187,13 @@ class AlertSettings(Section):
     drain_timeout_s: float = Field(default=10.0, ge=0)
 
 
+class ErrorSettings(BaseModel, frozen=True):
+    # Bound on an exception message in dead-letter headers and logs.
+    max_message_chars: int = Field(default=300, ge=20, le=10_000)
+    # A log line repeated identically is shown once, then as a count every this many seconds.
+    log_repeat_interval_s: float = Field(default=30.0, ge=0)
+
+
 class Settings(BaseSettings):
     """Everything a worker needs; see README "Settings" for the full list."""
 
@@ -171,6 +202,9 @@ class Settings(BaseSettings):
     )
 
     app_id: str = "mlstream"
+    # at_least_once: outputs acknowledged before offsets are committed (duplicates after a
+    # crash, de-duplicable by event id); exactly_once: one Kafka transaction per commit interval
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     domain: str = "stream.examples.payments:DOMAIN"
     model_store: Path = Path("models")
     model_name: str = "fraud"
@@ -180,6 +214,9 @@ class Settings(BaseSettings):
     monitor: MonitorSettings = MonitorSettings()
     alerts: AlertSettings = AlertSettings()
     trainer: TrainerSettings = TrainerSettings()
+    errors: ErrorSettings = ErrorSettings()
+    # SIGTERM (or Ctrl-C) stops a worker within this many seconds, whatever it is waiting on.
+    shutdown_grace_s: float = Field(default=15.0, gt=0, le=600)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9_108, ge=0, le=65_535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

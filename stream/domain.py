@@ -54,7 +54,7 @@ class Domain:
         fields = set(self.schema.field_names())
         if self.features.time_field not in fields:
             raise DomainError(f"feature time field {self.features.time_field!r} not in schema")
-        for spec in (*self.features.one_hot, *self.features.rolling):
+        for spec in (*self.features.one_hot, *self.features.indexed, *self.features.rolling):
             if spec.field not in fields:
                 raise DomainError(f"feature field {spec.field!r} not in schema {self.schema.name!r}")
 

@@ -15,6 +15,16 @@ class BrokerError(StreamError):
     """The Kafka cluster (or the embedded broker) cannot be reached or started."""
 
 
+class KafkaCallError(BrokerError):
+    """A Kafka call (commit, produce acknowledgement, metadata) failed or did not answer in time;
+    the worker checks its topics and goes on, or stops. ``outputs_lost``: outputs of processed
+    records may not have reached the brokers, so no later offset may be committed."""
+
+    def __init__(self, message: str, *, outputs_lost: bool = False) -> None:
+        super().__init__(message)
+        self.outputs_lost = outputs_lost
+
+
 class ValidationError(StreamError):
     """An event does not match its schema. ``reason`` is a short fixed code (a metric label)."""
 

@@ -4,14 +4,21 @@ Features are computed on column batches with numpy. Per-entity rolling features 
 write a float64 state matrix (one row per entity); the caller owns where that matrix lives
 (:class:`stream.scoring.state.EntityState` keeps it durable online, a plain in-memory one serves
 training). Rolling windows are exponentially decayed (time constant = window length), so an
-entity's state is a fixed number of floats however many events it has.
+entity's state is a fixed number of floats however many events it has; a window of
+:data:`CUMULATIVE` (infinite) never decays: the entity's lifetime count and mean.
+
+The model's input columns come in this order: numeric, one-hot, category index, rolling.
+A model trained elsewhere with its own column order says so in its card (``features``), and
+the scorer reorders to it (see ``mlstream models add --feature-order``).
 """
 
 from __future__ import annotations
 
+import math
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -19,6 +26,10 @@ from stream.errors import DomainError
 
 Columns = Mapping[str, np.ndarray]
 """Event fields as columns: numbers as float64 arrays (NaN = missing), strings as object arrays."""
+
+CUMULATIVE = math.inf
+"""A :class:`Rolling` window that never decays: ``windows={"all": CUMULATIVE}`` gives the
+entity's lifetime event count and the mean of all its values."""
 
 
 @dataclass(frozen=True)
@@ -45,22 +56,100 @@ class OneHot:
 
 
 @dataclass(frozen=True)
-class Rolling:
-    """Per-entity rolling aggregates of a numeric ``field``.
+class CategoryIndex:
+    """One column holding an index for the category in ``field``, for models that take categories
+    as integers (tree ensembles) rather than one-hot columns.
 
-    For each window: decayed event count and mean of the field (current event included);
-    plus seconds since the entity's previous event (capped at ``max_gap_s``) and the z-score
-    of the value against the entity's recent history before it (exponentially weighted over
-    about ``zscore_span`` events; 0 until ``min_history`` events).
+    ``encoding="ordinal"``: the position in ``categories``; any other value gets
+    ``len(categories)``. ``encoding="hashed"``: a stable hash (CRC-32, the same in every process)
+    modulo ``buckets``, no list needed. A missing value is -1. The drift monitor watches the raw
+    field as a category (new values, mix changes), never the index as a number.
+
+    Examples
+    --------
+    >>> cols = {"channel": np.array(["web", "pos", "fax", None], dtype=object)}
+    >>> CategoryIndex("channel", ("web", "pos", "app")).compute(cols).tolist()
+    [0.0, 1.0, 3.0, -1.0]
+    >>> CategoryIndex("channel", encoding="hashed", buckets=8).compute(cols).tolist()
+    [1.0, 4.0, 0.0, -1.0]
     """
 
     field: str
-    windows: Mapping[str, float]  # label -> seconds, e.g. {"1h": 3600}
+    categories: tuple[str, ...] = ()
+    encoding: Literal["ordinal", "hashed"] = "ordinal"
+    buckets: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.encoding not in ("ordinal", "hashed"):
+            raise DomainError(f"{self.field}: encoding must be 'ordinal' or 'hashed', not {self.encoding!r}")
+        if self.encoding == "ordinal" and not self.categories:
+            raise DomainError(f"{self.field}: an ordinal index needs its categories")
+        if self.buckets < 1:
+            raise DomainError(f"{self.field}: buckets must be >= 1")
+
+    @property
+    def column(self) -> str:
+        return f"{self.field}_index"
+
+    def compute(self, cols: Columns) -> np.ndarray:
+        values = cols[self.field]
+        uniq, inverse = np.unique(np.asarray(values, dtype=object).astype(str), return_inverse=True)
+        if self.encoding == "ordinal":
+            known = {c: float(i) for i, c in enumerate(self.categories)}
+            codes = np.array([known.get(u, float(len(self.categories))) for u in uniq])
+        else:
+            codes = np.array([float(zlib.crc32(u.encode()) % self.buckets) for u in uniq])
+        out = codes[inverse] if len(uniq) else np.empty(0)
+        missing = np.fromiter((v is None or v != v for v in values), bool, len(values))
+        return np.where(missing, -1.0, out)
+
+
+@dataclass(frozen=True)
+class Rolling:
+    """Per-entity rolling aggregates of a numeric ``field``.
+
+    For each window: decayed event count and mean of the field, the current event included
+    (``include_current=False``: prior events only, the leakage-safe form: a label that depends
+    on this event cannot leak into its own features; mean 0 without prior events). A window of
+    :data:`CUMULATIVE` never decays. Then seconds since the entity's previous event (capped at
+    ``max_gap_s``; an entity's first event gets ``first_gap``, by default ``max_gap_s``), and the
+    z-score of the value against the entity's history before it: ``zscore_spread="recent"``
+    weighs about the last ``zscore_span`` events (exponentially), ``"all"`` every event equally
+    (plain running mean and population spread); 0 until ``min_history`` events, clipped to
+    ±``zscore_clip`` (``None``: not clipped).
+
+    Examples
+    --------
+    >>> fs = FeatureSet(time_field="ts", rolling=(Rolling("x", {"1h": 3_600.0, "all": CUMULATIVE},
+    ...     include_current=False, first_gap=-1.0, zscore_spread="all", min_history=2, zscore_clip=None),))
+    >>> fs.columns
+    ['x_count_1h', 'x_mean_1h', 'x_count_all', 'x_mean_all', 'x_secs_since_last', 'x_zscore']
+    >>> cols = {"x": np.array([10.0, 20.0, 30.0, 60.0]), "ts": np.array([0.0, 3_600.0, 7_200.0, 7_200.0])}
+    >>> for row in fs.compute_offline(cols, ["u"] * 4).astype(float).round(3).tolist():
+    ...     print(row)
+    [0.0, 0.0, 0.0, 0.0, -1.0, 0.0]
+    [0.368, 10.0, 1.0, 10.0, 3600.0, 0.0]
+    [0.503, 17.311, 2.0, 15.0, 3600.0, 3.0]
+    [1.503, 25.752, 3.0, 20.0, 0.0, 4.899]
+    """
+
+    field: str
+    windows: Mapping[str, float]  # label -> seconds, e.g. {"1h": 3600}; CUMULATIVE never decays
     since_last: bool = True
     zscore: bool = True
     max_gap_s: float = 30 * 86_400.0
     min_history: int = 5
     zscore_span: int = 10
+    include_current: bool = True
+    first_gap: float | None = None  # secs_since_last of an entity's first event (None: max_gap_s)
+    zscore_spread: Literal["recent", "all"] = "recent"
+    zscore_clip: float | None = 50.0
+
+    def __post_init__(self) -> None:
+        if self.zscore_spread not in ("recent", "all"):
+            raise DomainError(f"{self.field}: zscore_spread must be 'recent' or 'all', not {self.zscore_spread!r}")
+        if any(not (w > 0) for w in self.windows.values()):
+            raise DomainError(f"{self.field}: window lengths must be positive seconds (or CUMULATIVE)")
 
     @property
     def columns(self) -> list[str]:
@@ -87,6 +176,7 @@ class FeatureSet:
     numeric: tuple[Numeric, ...] = ()
     one_hot: tuple[OneHot, ...] = ()
     rolling: tuple[Rolling, ...] = ()
+    indexed: tuple[CategoryIndex, ...] = ()  # columns after the one-hot ones, before the rolling ones
     _offsets: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -104,6 +194,7 @@ class FeatureSet:
         cols = [n.name for n in self.numeric]
         for spec in self.one_hot:
             cols += spec.columns
+        cols += [spec.column for spec in self.indexed]
         for spec in self.rolling:
             cols += spec.columns
         return cols
@@ -114,9 +205,10 @@ class FeatureSet:
 
     @property
     def monitored(self) -> dict[str, str]:
-        """Columns watched for drift: numeric features and the raw one-hot categories."""
+        """Columns watched for drift: numeric features and the raw categories (one-hot or indexed)."""
         kinds = {n.name: "numeric" for n in self.numeric}
         kinds.update({s.field: "categorical" for s in self.one_hot})
+        kinds.update({s.field: "categorical" for s in self.indexed})
         for spec in self.rolling:
             kinds.update({c: "numeric" for c in spec.columns})
         return kinds
@@ -141,6 +233,9 @@ class FeatureSet:
             for category in oh.categories:
                 out[:, at] = values == category
                 at += 1
+        for ix in self.indexed:
+            out[:, at] = ix.compute(cols)
+            at += 1
         if self.rolling:
             ts = np.asarray(cols[self.time_field], dtype=np.float64)
             for spec, offset in zip(self.rolling, self._offsets):
@@ -186,28 +281,32 @@ def _rolling(spec: Rolling, x: np.ndarray, ts: np.ndarray, rows: np.ndarray,
         xv, tv = x[sel], ts[sel]
         seen = n > 0
         gap = np.where(seen, np.clip(tv - last_ts, 0.0, spec.max_gap_s), spec.max_gap_s)
-        decay = np.exp(-gap[:, None] / taus[None, :])
-        counts = s[:, 4::2] * decay + 1.0
-        sums = s[:, 5::2] * decay + xv[:, None]
+        decay = np.exp(-gap[:, None] / taus[None, :])  # 1 for a CUMULATIVE (infinite) window
+        prior_counts, prior_sums = s[:, 4::2] * decay, s[:, 5::2] * decay
+        counts, sums = prior_counts + 1.0, prior_sums + xv[:, None]
+        shown_counts, shown_sums = (counts, sums) if spec.include_current else (prior_counts, prior_sums)
         col = 0
         for w in range(len(taus)):
-            out[sel, col] = counts[:, w]
-            out[sel, col + 1] = sums[:, w] / counts[:, w]
+            c = shown_counts[:, w]
+            out[sel, col] = c
+            out[sel, col + 1] = np.divide(shown_sums[:, w], c, out=np.zeros_like(c), where=c > 0)
             col += 2
         if spec.since_last:
-            out[sel, col] = gap
+            first = spec.max_gap_s if spec.first_gap is None else spec.first_gap
+            out[sel, col] = np.where(seen, gap, first)
             col += 1
         if spec.zscore:
             # a spread estimated from a handful of events gives wild z-scores: 0 until there is
             # enough history (min_history events)
             std = np.sqrt(np.where(n >= max(spec.min_history, 2), var, 0.0))
             z = np.where(std > 0, (xv - mean) / np.where(std > 0, std, 1.0), 0.0)
-            out[sel, col] = np.clip(z, -50.0, 50.0)
+            out[sel, col] = z if spec.zscore_clip is None else np.clip(z, -spec.zscore_clip, spec.zscore_clip)
         # Exponentially weighted mean and variance over about the last ``zscore_span`` events
         # (plain running moments until then): the z-score compares with recent behaviour and
-        # its distribution settles after a few spans, whatever the entity's age.
+        # its distribution settles after a few spans, whatever the entity's age. With
+        # zscore_spread="all" the weight stays 1/n: the running mean and population variance.
         n_new = n + 1
-        a = np.maximum(1.0 / n_new, 1.0 / spec.zscore_span)
+        a = 1.0 / n_new if spec.zscore_spread == "all" else np.maximum(1.0 / n_new, 1.0 / spec.zscore_span)
         delta = xv - mean
         mean_new = mean + a * delta
         var_new = (1.0 - a) * (var + a * delta * delta)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka import TopicPartition
 from aiokafka.errors import (
     CommitFailedError,
     IllegalStateError,
@@ -17,14 +18,15 @@ from aiokafka.errors import (
     KafkaError,
     TopicAlreadyExistsError,
 )
-from aiokafka.structs import OffsetAndMetadata
 from aiokafka.helpers import create_ssl_context
+from aiokafka.structs import OffsetAndMetadata
 
 from stream.config import KafkaSettings, Settings
-from stream.errors import BrokerError
+from stream.errors import BrokerError, KafkaCallError
 from stream.messages import Message
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def client_options(kafka: KafkaSettings) -> dict[str, Any]:
@@ -49,7 +51,12 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
     return opts
 
 
-def make_producer(settings: Settings, **extra: Any) -> AIOKafkaProducer:
+def make_producer(settings: Settings, *, transactional_id: str | None = None, **extra: Any) -> AIOKafkaProducer:
+    """A producer that waits for every in-sync replica; transactional when given an id
+    (exactly-once processing, see :mod:`stream.scoring.transactions`)."""
+    if transactional_id is not None:
+        extra.update(transactional_id=transactional_id, enable_idempotence=True,
+                     transaction_timeout_ms=settings.scoring.transaction_timeout_ms)
     return AIOKafkaProducer(**client_options(settings.kafka), acks="all", linger_ms=2,
                             max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024, **extra)
 
@@ -61,6 +68,9 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, **extr
         session_timeout_ms=settings.kafka.session_timeout_ms,
         heartbeat_interval_ms=settings.kafka.heartbeat_interval_ms,
         max_partition_fetch_bytes=4 * 1024 * 1024,
+        # under exactly-once, outputs of aborted transactions (a crash cut short) are never read
+        isolation_level=("read_committed" if settings.processing_guarantee == "exactly_once"
+                         else "read_uncommitted"),
     )
     opts.update(extra)
     return AIOKafkaConsumer(*topics, **client_options(settings.kafka), **opts)
@@ -73,6 +83,46 @@ async def start_client(client: AIOKafkaConsumer | AIOKafkaProducer | AIOKafkaAdm
     except (KafkaConnectionError, KafkaError, OSError) as exc:
         await _close_quietly(client)
         raise BrokerError(f"cannot connect to Kafka at {servers}: {type(exc).__name__}") from None
+
+
+async def wait_for_broker(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Wait for the cluster at start: retry with doubling backoff (up to
+    ``kafka.connect_backoff_max_s``) for ``kafka.connect_timeout_s``, logging "not ready"
+    meanwhile, then give up with one line naming the setting."""
+    k = settings.kafka
+    began = time.monotonic()
+    delay = min(0.2, k.connect_backoff_max_s)
+    while True:
+        admin = AIOKafkaAdminClient(**client_options(k))
+        try:
+            await start_client(admin, k.bootstrap_servers)
+        except BrokerError:
+            waited = time.monotonic() - began
+            if waited >= k.connect_timeout_s or (stop is not None and stop.is_set()):
+                raise BrokerError(f"Kafka at {k.bootstrap_servers} not reachable after {waited:.0f}s "
+                                  "(MLSTREAM_KAFKA__CONNECT_TIMEOUT_S)") from None
+            log.warning("Kafka at %s not ready; waiting (up to %ss)", k.bootstrap_servers,
+                        f"{k.connect_timeout_s:g}")
+            delay = min(delay, k.connect_timeout_s - waited)
+            if stop is not None:
+                with contextlib.suppress(TimeoutError):  # the backoff, cut short by a stop
+                    await asyncio.wait_for(stop.wait(), delay)
+            else:
+                await asyncio.sleep(delay)  # backoff between connection attempts
+            delay = min(max(delay, 0.1) * 2, k.connect_backoff_max_s)
+            continue
+        await admin.close()
+        if time.monotonic() - began > 1:
+            log.info("Kafka at %s is ready", k.bootstrap_servers)
+        return
+
+
+async def stop_quietly(consumer: AIOKafkaConsumer, deadline_s: float) -> None:
+    """Stop a consumer, giving up after ``deadline_s`` (a broker that stopped answering)."""
+    try:
+        await asyncio.wait_for(consumer.stop(), deadline_s)
+    except (TimeoutError, KafkaError) as exc:
+        log.warning("consumer did not close cleanly: %s", type(exc).__name__)
 
 
 async def _close_quietly(client: Any) -> None:
@@ -116,22 +166,91 @@ async def ensure_topics(settings: Settings, extra: dict[str, int] | None = None)
                 await admin.create_topics(wanted)
             except TopicAlreadyExistsError:
                 pass  # another worker won the race
+            await _wait_for_leaders(admin, {t.name: t.num_partitions for t in wanted})
     finally:
         await admin.close()
 
 
-async def commit_or_redeliver(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> bool:
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, partitions: dict[str, int],
+                            timeout_s: float = 30.0) -> None:
+    """Apache Kafka answers CreateTopics before every partition has a leader; a client that
+    starts then gets NotLeaderForPartition and its group may rebalance. Wait for the leaders."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        topics = await admin.describe_topics(list(partitions))
+        led = {t["topic"]: sum(1 for p in t["partitions"] if p["leader"] >= 0 and not p["error_code"])
+               for t in topics if not t["error_code"]}
+        if all(led.get(name, 0) >= n for name, n in partitions.items()):
+            return
+        if time.monotonic() > deadline:
+            raise BrokerError(f"topics have no leader after {timeout_s:.0f} s: "
+                              f"{sorted(n for n in partitions if led.get(n, 0) < partitions[n])}")
+        await asyncio.sleep(0.1)  # polling the cluster's metadata: there is nothing to wait on
+
+
+async def within(aw: Awaitable[T], deadline_s: float, what: str) -> T:
+    """Await a Kafka call the client would retry forever, for at most ``deadline_s``."""
+    try:
+        return await asyncio.wait_for(aw, deadline_s)
+    except TimeoutError:
+        raise KafkaCallError(f"{what} not answered within {deadline_s:g}s "
+                                 "(MLSTREAM_KAFKA__REQUEST_DEADLINE_S)") from None
+
+
+async def missing_topics(settings: Settings) -> list[str]:
+    """mlstream's topics that the cluster does not have (any more)."""
+    admin = AIOKafkaAdminClient(**client_options(settings.kafka))
+    await start_client(admin, settings.kafka.bootstrap_servers)
+    try:
+        existing = set(await within(admin.list_topics(), settings.kafka.request_deadline_s,
+                                    "listing topics"))
+    finally:
+        await admin.close()
+    return [name for name in all_topics(settings) if name not in existing]
+
+
+_recreated = [0]  # topic recreations by this process: every stage in it starts over
+
+
+def recreations() -> int:
+    """How many times this process recreated lost topics (a stage that sees the number
+    change starts over: its read positions belong to topics that no longer exist)."""
+    return _recreated[0]
+
+
+async def check_topics(settings: Settings, *, recreate: bool) -> bool:
+    """Are our topics still there? A worker that creates topics recreates missing ones
+    (True); one that does not stops with one line (BrokerError)."""
+    missing = await missing_topics(settings)
+    if not missing:
+        return False
+    if not recreate:
+        raise BrokerError(f"topic(s) {', '.join(sorted(missing))} no longer exist on the cluster "
+                          "and this worker does not create topics; stopping")
+    log.error("topic(s) %s disappeared from the cluster (a broker restarted without its data?); "
+              "recreating them", ", ".join(sorted(missing)))
+    await ensure_topics(settings)
+    _recreated[0] += 1
+    return True
+
+
+async def commit_or_redeliver(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int],
+                              deadline_s: float = 30.0) -> bool:
     """Commit offsets; if the group rebalanced meanwhile, the records are redelivered to the
-    partitions' new owners (at-least-once), which is not an error of this worker."""
+    partitions' new owners (at-least-once), which is not an error of this worker. A commit
+    not answered within ``deadline_s`` raises :class:`KafkaCallError`."""
     if not offsets:
         return True
     try:
-        await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
+        await within(consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()}),
+                     deadline_s, "offset commit")
         return True
     except (CommitFailedError, IllegalStateError) as exc:
         log.warning("offsets not committed (%s); those records will be processed again",
                     type(exc).__name__)
         return False
+    except KafkaError as exc:
+        raise KafkaCallError(f"offset commit failed: {type(exc).__name__}") from None
 
 
 async def send_records(producer: AIOKafkaProducer, topic: str, partition: int,
@@ -164,7 +283,7 @@ async def send_messages(producer: AIOKafkaProducer, topic: str, partition: int,
             batch = producer.create_batch()
             if batch.append(key=m.key, value=m.value, timestamp=m.timestamp_ms,
                             headers=m.headers or []) is None:
-                raise BrokerError(f"a message of {len(m.value)} bytes does not fit a produce batch")
+                raise BrokerError(f"a message of {len(m.value or b'')} bytes does not fit a produce batch")
     if batch.record_count():
         futures.append(await producer.send_batch(batch, topic, partition=partition))
     return futures

@@ -22,9 +22,10 @@ DELAY_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3_600.0, 4 * 3_60
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 20)) + (1.0,)
 # Fixed label sets. Their series are created at zero up front, so a dashboard or an alert
 # rule sees "none yet" as 0 rather than as a missing series.
-MODEL_LOAD_OUTCOMES = ("load_ok", "swap_ok", "swap_failed")
+MODEL_LOAD_OUTCOMES = ("load_ok", "swap_ok", "swap_failed", "rolled_back")
 LABEL_OUTCOMES = ("matched", "unmatched")
-ERROR_STAGES = ("monitor",)
+# where a record or batch raised and was set aside by stream.error_policy
+ERROR_STAGES = ("features", "score", "monitor", "trainer")
 # stream.monitoring.drift (data, score, multivariate), stream.monitoring.labels (concept) and their resolution
 DRIFT_KINDS = ("data_drift", "score_drift", "multivariate_drift", "concept_drift", "drift_resolved")
 ALERT_CHANNELS = ("slack", "webhook")
@@ -99,7 +100,7 @@ class Metrics:
             state_restored=Counter(name("state_restored_records"),
                                    "Changelog records replayed into feature state.", registry=r),
             processing_errors=Counter(name("processing_errors"),
-                                      "Batches that raised and were retried, by stage.", ["stage"],
+                                      "Records or messages that raised and were set aside, by stage.", ["stage"],
                                       registry=r),
             drift_events=Counter(name("drift_events"), "Drift events published, by kind.", ["kind"],
                                  registry=r),

@@ -132,8 +132,14 @@ class ModelStore:
 
     def promote(self, name: str, version: str, *, reason: str = "promoted",
                 previous_to: str = "retired") -> None:
-        """Make a version the champion; the previous champion is retired (or ``previous_to``)."""
-        self.load(name, version)  # never point CURRENT at a broken version
+        """Make ``version`` the champion (the previous one is retired, or ``previous_to``), after
+        the checks a worker runs when it loads a model (checksum, ONNX input and output, a finite
+        warm-up inference): never point CURRENT at a version that would be refused or would
+        serve invalid scores."""
+        from stream.scoring.model import check_model  # onnxruntime only when promoting
+
+        card, blob = self.load(name, version)
+        check_model(card, blob, self.root / name / version)
         try:
             previous: str | None = self.current_version(name)
         except ModelLoadError:

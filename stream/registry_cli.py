@@ -15,12 +15,10 @@ from stream.registry import ModelStore
 HIDDEN = ("reference_profile",)  # large and for machines; `show --full` prints it
 
 
-def add_parser(sub: Any, with_config: Any) -> None:
-    p = with_config(sub.add_parser("models", help="list, inspect, promote and roll back model versions"))
-    p.add_argument("--store", default=None, help="model store folder (default: settings)")
-    p.add_argument("--name", default=None, help="model name (default: settings)")
-    verbs = p.add_subparsers(dest="verb", required=True)
-    verbs.add_parser("list", help="every version with its state, lineage and primary metric")
+def add_verbs(verbs: Any) -> None:
+    """list, show, diff, promote, rollback: verbs of the ``models`` group (which carries
+    ``--store`` and ``--name``)."""
+    ls = verbs.add_parser("list", help="every version with its state, lineage and primary metric")
     s = verbs.add_parser("show", help="one version's card, state and history")
     s.add_argument("version", nargs="?", default=None, help="default: the current version")
     s.add_argument("--full", action="store_true", help="include the reference profile")
@@ -32,15 +30,16 @@ def add_parser(sub: Any, with_config: Any) -> None:
     pr.add_argument("--reason", default="promoted by an operator")
     rb = verbs.add_parser("rollback", help="reject the champion and serve the one before it again")
     rb.add_argument("--reason", default="rolled back by an operator")
-    p.set_defaults(func=run)
+    for p in (ls, s, d, pr, rb):
+        p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from stream.config import load_settings
 
     settings = load_settings(getattr(args, "config", None))
-    store = ModelStore(args.store or settings.model_store)
-    name = args.name or settings.model_name
+    store = ModelStore(getattr(args, "store", None) or settings.model_store)
+    name = getattr(args, "name", None) or settings.model_name
     if args.verb == "list":
         print(render_list(store, name))
     elif args.verb == "show":

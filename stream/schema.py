@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -32,6 +32,9 @@ REASONS = (
     "unknown_schema_version",
     "too_large",
 )
+# Every dead-letter reason: the validation ones, plus a record whose processing raised
+# (stream.error_policy) and a score that is not finite or out of range.
+DEAD_LETTER_REASONS = REASONS + ("processing_error", "invalid_score")
 
 
 _NON_FINITE_LITERAL = re.compile(rb"[:\[,]\s*-?(NaN|Infinity)\b")
@@ -47,7 +50,21 @@ class ParsedBatch(NamedTuple):
 class Field:
     """One field of an event.
 
-    ``min``/``max`` bound numbers; ``max_length`` bounds strings (ids and categories).
+    ``min``/``max`` bound numbers; ``max_length`` bounds strings (ids and categories);
+    ``allowed`` lists the only values accepted (any other is dead-lettered as ``out_of_range``).
+
+    Examples
+    --------
+    >>> s = Schema("demo", fields=(Field("id", "string"), Field("user", "string"), Field("ts", "timestamp"),
+    ...     Field("channel", "category", allowed=("web", "pos"))), id_field="id", entity_field="user", time_field="ts")
+    >>> try:
+    ...     s.parse(b'{"id": "e1", "user": "u1", "ts": 1, "channel": "fax"}')
+    ... except ValidationError as e:
+    ...     print(e.reason, "|", e)
+    out_of_range | field 'channel' = 'fax' is not one of ['web', 'pos']
+    >>> s.parse_batch([b'{"id": "e1", "user": "u1", "ts": 1, "channel": "fax"}',
+    ...                b'{"id": "e2", "user": "u1", "ts": 2, "channel": "pos"}']).valid.tolist()
+    [1]
     """
 
     name: str
@@ -56,6 +73,11 @@ class Field:
     min: float | None = None
     max: float | None = None
     max_length: int = 256
+    allowed: tuple[str | float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.allowed is not None and not self.allowed:
+            raise DomainError(f"field {self.name!r}: allowed values must not be empty (None: any value)")
 
 
 @dataclass(frozen=True)
@@ -131,6 +153,9 @@ class Schema:
                     lens = np.fromiter((len(v) if type(v) is str else -1 for v in values),
                                        dtype=np.int64, count=len(values))
                 flagged |= (lens < 1) | (lens > spec.max_length)
+                if spec.allowed is not None:
+                    ok = set(spec.allowed)
+                    flagged |= np.fromiter((v not in ok for v in values), bool, len(values))
                 fast_cols[spec.name] = np.array(values, dtype=object)
                 continue
             allowed = {int} if spec.kind == "integer" else {int, float}
@@ -144,6 +169,8 @@ class Schema:
                 flagged |= arr < spec.min
             if spec.max is not None:
                 flagged |= arr > spec.max
+            if spec.allowed is not None:
+                flagged |= ~np.isin(arr, np.asarray(spec.allowed, dtype=np.float64))
             fast_cols[spec.name] = arr
         valid = np.ones(n, dtype=bool)
         slow = np.ones(n, dtype=bool)
@@ -191,6 +218,8 @@ class Schema:
             # Python's json writes NaN/Infinity literals, which JSON does not allow.
             if _NON_FINITE_LITERAL.search(raw):
                 raise ValidationError("not_finite", "NaN or Infinity is not a number") from None
+            if "infinity when parsed" in str(exc):  # 1e309: a number beyond float64
+                raise ValidationError("not_finite", f"a number overflows to infinity: {exc}") from None
             raise ValidationError("not_json", f"not valid JSON: {exc}") from None
         if not isinstance(event, dict):
             raise ValidationError("not_object", f"expected a JSON object, got {type(event).__name__}")
@@ -228,6 +257,7 @@ def _check(spec: Field, value: Any) -> None:
             raise ValidationError(
                 "out_of_range", f"field {spec.name!r} must have 1..{spec.max_length} characters"
             )
+        _check_allowed(spec, value)
         return
     # JSON booleans are ints in Python: refuse them explicitly.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -246,3 +276,11 @@ def _check(spec: Field, value: Any) -> None:
         raise ValidationError(
             "out_of_range", f"field {spec.name!r} = {value} is above the maximum {spec.max:g}"
         )
+    _check_allowed(spec, value)
+
+
+def _check_allowed(spec: Field, value: Any) -> None:
+    if spec.allowed is not None and value not in spec.allowed:
+        shown = list(spec.allowed[:10]) + (["…"] if len(spec.allowed) > 10 else [])
+        shown_value = repr(value[:64]) if isinstance(value, str) else f"{value:g}"
+        raise ValidationError("out_of_range", f"field {spec.name!r} = {shown_value} is not one of {shown}")

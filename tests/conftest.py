@@ -1,4 +1,8 @@
-"""Shared fixtures: one real embedded Kafka broker per test session, on a free loopback port."""
+"""Shared fixtures: real brokers on free loopback ports, one of each kind per test session.
+
+Tests run on the embedded broker unless they ask for Apache Kafka, per test or per module:
+``pytest.mark.parametrize("broker_kind", ["kafka"])`` (or ``["embedded", "kafka"]`` for both).
+Apache Kafka starts only if a test asks for it; ``make kafka`` fetches its jars."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from typing import Any
 import pytest
 
 from stream.tools.broker import EmbeddedBroker
+from stream.tools.kafka_server import KafkaServer
 from stream.config import Settings
 from stream.kafka import ensure_topics
 
@@ -24,6 +29,26 @@ def broker() -> Iterator[EmbeddedBroker]:
         yield b
 
 
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[KafkaServer]:
+    """Apache Kafka 4 (KRaft, one combined node); its start-up time is in ``kafka.startup_s``."""
+    with KafkaServer() as k:
+        yield k
+
+
+@pytest.fixture()
+def broker_kind() -> str:
+    return "embedded"
+
+
+@pytest.fixture()
+def bootstrap(request: pytest.FixtureRequest, broker_kind: str) -> str:
+    """The bootstrap servers of the broker this test runs on (see ``broker_kind``)."""
+    if broker_kind not in ("embedded", "kafka"):
+        raise ValueError(f"broker_kind must be embedded or kafka, not {broker_kind!r}")
+    return request.getfixturevalue("broker" if broker_kind == "embedded" else "kafka").bootstrap
+
+
 @pytest.fixture()
 def model_store(tmp_path: Path) -> Path:
     """A private copy of the shipped model store (tests may promote or break models)."""
@@ -33,7 +58,7 @@ def model_store(tmp_path: Path) -> Path:
 
 
 @pytest.fixture()
-def make_settings(broker: EmbeddedBroker, model_store: Path) -> Callable[..., Settings]:
+def make_settings(bootstrap: str, model_store: Path) -> Callable[..., Settings]:
     """Settings with topics and groups of their own, so tests never see each other's data."""
     run = uuid.uuid4().hex[:8]
 
@@ -43,7 +68,7 @@ def make_settings(broker: EmbeddedBroker, model_store: Path) -> Callable[..., Se
                    "model_updates", "labelled_examples")}
         topics.update(overrides.pop("topics", {}))
         base: dict[str, Any] = dict(
-            app_id=f"test-{run}", kafka={"bootstrap_servers": broker.bootstrap},
+            app_id=f"test-{run}", kafka={"bootstrap_servers": bootstrap},
             topics=topics, model_store=model_store, metrics_port=0,
         )
         base.update(overrides)

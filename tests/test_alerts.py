@@ -142,6 +142,19 @@ async def test_429_waits_for_retry_after_then_delivers(notifier, slack):
     assert (outcome(n, "slack", "retried"), outcome(n, "slack", "sent")) == (1, 1)
 
 
+async def test_a_persistent_429_holds_back_the_next_alert_too(notifier, slack):
+    slack.queue(rate_limited(1), rate_limited(1), rate_limited(1))
+    n = notifier(max_retries=1)
+    await n.start()
+    n.submit_drift(drift_event("amount"))
+    await settle(n, "slack", 1)
+    assert outcome(n, "slack", "rate_limited") == 1
+    n.submit_drift(drift_event("country"))  # another subject: not a cooled-down repeat
+    await settle(n, "slack", 2)
+    first, last_retry, next_alert = slack.received[:3]
+    assert next_alert.at - last_retry.at >= 0.95  # the channel's Retry-After held for it too
+
+
 async def test_retry_after_longer_than_allowed_gives_up(notifier, slack):
     slack.queue(rate_limited(3600))
     n = notifier()

@@ -18,7 +18,8 @@ def mlstream(*args: str, env: dict | None = None, timeout: float = 120) -> subpr
                           cwd=ROOT, timeout=timeout, env={**os.environ, **(env or {})})
 
 
-@pytest.mark.parametrize("command", ["worker", "trainer", "simulate", "train", "demo", "bench", "replay", "bench-drift"])
+@pytest.mark.parametrize("command", ["worker", "trainer", "simulate", "train", "demo", "bench", "replay", "bench-drift",
+                                     "report", "models", "broker"])
 def test_every_command_has_help(command):
     result = mlstream(command, "--help")
     assert result.returncode == 0 and "usage" in result.stdout.lower()
@@ -91,3 +92,39 @@ def test_json_logs(tmp_path):
     for line in lines:
         doc = json.loads(line)
         assert {"ts", "level", "logger", "message"} <= doc.keys()
+
+
+def test_broker_command_runs_the_embedded_broker_alone():
+    """`mlstream broker` serves Kafka clients until SIGTERM, then exits 0 and frees its port."""
+    import asyncio
+    import socket
+
+    from stream.config import Settings
+    from stream.kafka import make_producer, start_client
+    from stream.tools.broker import free_port
+    from tests.helpers import stop_process
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "broker", "--port", str(port)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # printed once the broker accepts connections
+        assert f"listening on 127.0.0.1:{port}" in line, proc.stderr.read() if proc.poll() is not None else line
+
+        async def send() -> None:
+            settings = Settings(kafka={"bootstrap_servers": f"127.0.0.1:{port}"})
+            producer = make_producer(settings)
+            await start_client(producer, settings.kafka.bootstrap_servers)
+            try:
+                await producer.send_and_wait("hello", b"world")
+            finally:
+                await producer.stop()
+
+        asyncio.run(send())
+        proc.terminate()
+        assert proc.wait(15) == 0
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    finally:
+        if proc.poll() is None:
+            stop_process(proc)

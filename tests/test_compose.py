@@ -64,6 +64,17 @@ def test_the_stack_has_every_part():
     assert set(services["trainer"]["volumes"]) & set(services["worker"]["volumes"])
 
 
+def test_kafka_is_the_version_the_tests_run_on_with_its_data_on_the_volume():
+    pinned = re.search(r"<kafka.version>([^<]+)</kafka.version>", (ROOT / "ops/kafka/pom.xml").read_text())[1]
+    services = compose()["services"]
+    for name in ("kafka", "kafka-init"):
+        assert services[name]["image"] == f"apache/kafka:{pinned}", name
+    kafka = services["kafka"]
+    log_dirs = kafka["environment"]["KAFKA_LOG_DIRS"]
+    volumes = {v.split(":")[1]: v.split(":")[0] for v in kafka["volumes"]}
+    assert volumes.get(log_dirs) in compose()["volumes"], f"{log_dirs} is not on a named volume"
+
+
 def test_every_mounted_or_built_file_exists():
     mounts = bind_mounts()
     assert mounts

@@ -1,4 +1,4 @@
-"""Drift on the embedded broker: an injected shift gives a drift event and one retraining
+"""Drift on Apache Kafka: an injected shift gives a drift event and one retraining
 request that match their JSON Schemas; a stationary run of the same length gives none."""
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from stream.examples.simulate import WARMUP_EVENTS, PaymentSimulator
 from stream.messages import to_dict
 from stream.tools.tally import Tally, follow, wait_until
 from stream.tools.traffic import produce
+
+ON_KAFKA = pytest.mark.parametrize("broker_kind", ["kafka"])
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 EVENTS = 20_000
@@ -50,6 +52,7 @@ async def _run(make_settings, start_worker, scenario: str) -> Tally:
         follower.cancel()
 
 
+@ON_KAFKA
 @pytest.mark.parametrize("scenario", ["mean_shift", "new_category"])
 async def test_injected_drift_gives_a_drift_event_and_one_retrain_request(make_settings, start_worker, scenario):
     tally = await _run(make_settings, start_worker, scenario)
@@ -68,6 +71,7 @@ async def test_injected_drift_gives_a_drift_event_and_one_retrain_request(make_s
     assert {d.model for d in tally.drift} == {"fraud"} and {d.model_version for d in tally.drift} == {"1"}
 
 
+@ON_KAFKA
 async def test_a_stationary_run_of_the_same_length_gives_no_drift(make_settings, start_worker):
     tally = await _run(make_settings, start_worker, "none")
     assert tally.drift == [] and tally.retrain_requests == 0

@@ -1,4 +1,5 @@
-"""End to end on the embedded broker: every event accounted for, features online == offline."""
+"""End to end on Apache Kafka (and the first test on the embedded broker too): every event
+accounted for, features online == offline across a restart, a model hot-swap."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import orjson
+import pytest
 
 from stream.examples.payments import DOMAIN
 from stream.registry import ModelStore
@@ -17,6 +19,8 @@ from stream.examples.simulate import PaymentSimulator
 from stream.tools.tally import wait_until
 from stream.tools.traffic import produce
 from tests.helpers import read_topic
+
+ON_KAFKA = pytest.mark.parametrize("broker_kind", ["kafka"])
 
 
 async def _outputs(settings, expected: int, timeout_s: float = 60.0):
@@ -36,6 +40,7 @@ async def _outputs(settings, expected: int, timeout_s: float = 60.0):
     return predictions, dead
 
 
+@pytest.mark.parametrize("broker_kind", ["embedded", "kafka"])
 async def test_every_event_gets_one_prediction_or_a_dead_letter(settings, start_worker):
     sim = PaymentSimulator(seed=11, invalid_rate=0.05)
     items = list(sim.events(3_000))
@@ -72,6 +77,7 @@ async def test_every_event_gets_one_prediction_or_a_dead_letter(settings, start_
     assert sum(m("mlstream_events_dead_lettered_total", {"reason": r}) or 0 for r in REASONS) == len(dead)
 
 
+@ON_KAFKA
 async def test_online_features_equal_offline_across_a_restart(settings, start_worker, model_store):
     """State survives a worker restart through the changelog: features equal the offline ones."""
     sim = PaymentSimulator(seed=5, n_users=50)
@@ -112,6 +118,7 @@ async def test_online_features_equal_offline_across_a_restart(settings, start_wo
         assert np.isclose(got["score"], offline_scores[i], rtol=1e-6)
 
 
+@ON_KAFKA
 async def test_a_promoted_model_is_swapped_in_without_losing_an_event(settings, start_worker, model_store):
     import json
     import shutil

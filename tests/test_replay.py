@@ -60,7 +60,7 @@ def test_replay_model_card_and_stdout(files: tuple[Path, Path], tmp_path: Path, 
     profile = ReferenceProfile.from_columns({k: cols[k] for k in ("x", "c")}, {"x": "numeric", "c": "categorical"})
     card = tmp_path / "card.json"
     card.write_text(json.dumps({"name": "fraud", "version": 4, "reference_profile": profile.to_dict()}, sort_keys=True))
-    assert main(["--model-card", str(card), str(live)]) == 0
+    assert main(["--model-card", str(card), str(live), "--json"]) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert events and all(e["model"] == "fraud" and e["model_version"] == "4" for e in events)
     assert {f for e in events for f in e["features"]} == {"x", "c"}
@@ -83,3 +83,30 @@ def test_replay_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["--reference", str(bad), str(bad)]) == 2
     assert "invalid JSON" in capsys.readouterr().err
     assert main(["--model-card", str(tmp_path / "missing.json"), str(bad)]) == 2
+
+
+def test_replay_summary_json_and_absent_columns(files: tuple[Path, Path], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    ref, live = files
+    # default: a human summary naming the drifted features
+    assert main(["--reference", str(ref), str(live)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("35,000 rows replayed; drift windows 500, 2000, 8000, 32000 rows")
+    assert any(line.startswith("drift on x: opened") for line in out) and any("drift on c" in line for line in out)
+    # --json: one event per line, index and kind first
+    assert main(["--reference", str(ref), str(live), "--json"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and all(list(json.loads(line))[:2] == ["index", "kind"] for line in lines)
+    # a card whose columns the rows do not hold: a warning naming them, no false "missing" drift
+    cols = load_columns(str(ref))
+    profile = ReferenceProfile.from_columns({"x": cols["x"], "c": cols["c"], "log_amount": cols["x"]})
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"name": "fraud", "version": 1, "reference_profile": profile.to_dict()}))
+    assert main(["--model-card", str(card), str(ref)]) == 0
+    captured = capsys.readouterr()
+    assert "warning: 1 of 3 features of model card" in captured.err and "log_amount" in captured.err
+    # the reference against itself: no drift, said in so many words, and nothing reported missing
+    assert captured.out.splitlines()[-1] == "no drift: every test stayed within its threshold"
+    raw = _write(tmp_path / "raw.jsonl", [{"event_id": str(i), "amount": 3.0} for i in range(200)])
+    assert main(["--model-card", str(card), str(raw)]) == 2
+    assert "none of the 3 features of model card" in capsys.readouterr().err

@@ -22,6 +22,8 @@ GOOD = {"event_id": "e1", "user_id": "u1", "amount": 12.5, "merchant_category": 
     (orjson.dumps({**GOOD, "amount": True}), "wrong_type"),
     (orjson.dumps(GOOD).replace(b"12.5", b"NaN"), "not_finite"),
     (orjson.dumps(GOOD).replace(b"12.5", b"Infinity"), "not_finite"),
+    (orjson.dumps(GOOD).replace(b"12.5", b"1e309"), "not_finite"),  # overflows float64
+    (orjson.dumps(GOOD).replace(b"12.5", b"-1e999"), "not_finite"),
     (orjson.dumps({**GOOD, "amount": -1}), "out_of_range"),
     (orjson.dumps({**GOOD, "country": ""}), "out_of_range"),
     (orjson.dumps({**GOOD, "coupon": "x"}), "unknown_field"),
@@ -54,3 +56,20 @@ def test_batch_and_single_paths_agree_on_a_mixed_stream():
     assert batch.columns["event_id"].tolist() == [orjson.loads(raws[i])["event_id"] for i in single_valid]
     assert np.array_equal(batch.columns["amount"],
                           [orjson.loads(raws[i])["amount"] for i in single_valid])
+
+
+def test_allowed_values_are_dead_lettered_as_out_of_range_on_both_paths():
+    from stream import Field, Schema
+
+    schema = Schema("s", fields=(Field("id", "string"), Field("user", "string"), Field("ts", "timestamp"),
+                                 Field("channel", "category", allowed=("web", "pos")),
+                                 Field("tier", "integer", allowed=(1, 2, 3))),
+                    id_field="id", entity_field="user", time_field="ts")
+    raws = [orjson.dumps({"id": str(i), "user": "u", "ts": i, "channel": c, "tier": t})
+            for i, (c, t) in enumerate([("web", 1), ("fax", 1), ("pos", 7), ("pos", 3)])]
+    parsed = schema.parse_batch(raws)
+    assert parsed.valid.tolist() == [0, 3]
+    assert {i: (e.reason, str(e)) for i, e in parsed.errors.items()} == {
+        1: ("out_of_range", "field 'channel' = 'fax' is not one of ['web', 'pos']"),
+        2: ("out_of_range", "field 'tier' = 7 is not one of [1, 2, 3]")}
+    assert parsed.columns["channel"].tolist() == ["web", "pos"]

@@ -57,7 +57,9 @@ def test_loader_checks_the_model_against_the_feature_definition(model_store):
 def test_a_corrupt_onnx_file_is_a_clear_error(model_store):
     store = ModelStore(model_store)
     card = json.loads((model_store / "fraud" / "1" / "card.json").read_text())
-    store.save({**card, "version": "2"}, b"not an onnx file")
     with pytest.raises(ModelLoadError, match="onnxruntime cannot load the model"):
-        load_model(store, "fraud", DOMAIN.features.columns)
+        store.save({**card, "version": "2"}, b"not an onnx file")  # promotion refuses it
+    assert store.current_version("fraud") == "1"
+    with pytest.raises(ModelLoadError, match="onnxruntime cannot load the model"):
+        load_model(store, "fraud", DOMAIN.features.columns, "2")
     assert store.versions("fraud") == ["1", "2"]

@@ -14,7 +14,7 @@ import orjson
 from stream.examples.payments import DOMAIN
 from stream.examples.simulate import WARMUP_EVENTS, PaymentSimulator
 from stream.kafka import ensure_topics, make_producer, send_messages, start_client
-from stream.messages import DriftEvent, Message, encode
+from stream.messages import DriftEvent, Message, ModelUpdate, decode, encode
 from stream.monitoring.examples import ScoredRows, labelled_example
 from stream.monitoring.retrain import RetrainPolicy
 from stream.registry import ModelStore
@@ -107,3 +107,39 @@ def test_the_trainer_never_imports_the_simulator():
     code = ("import sys, stream.training.trainer, stream.training.challenge; "
             "sys.exit(any(m.startswith('stream.examples.simulate') for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+async def test_a_failing_or_malformed_request_is_answered_as_failed_and_the_trainer_goes_on(make_settings, tmp_path):
+    # the bootstrap file through a domain whose feature function raises on some events
+    data = tmp_path / "labelled.jsonl"
+    with data.open("wb") as fh:
+        for item in PaymentSimulator(seed=3).events(2_000):
+            fh.write(orjson.dumps({**orjson.loads(item.value), "label": item.label}) + b"\n")
+    settings = make_settings(domain="tests.poison_domain:DOMAIN", trainer={"data": str(data), "warmup": 0})
+    await ensure_topics(settings)
+    stop = asyncio.Event()
+    trainer = asyncio.create_task(run_trainer(settings, stop))
+    try:
+        drift = DriftEvent(index=1, kind="data_drift", features=["log_amount"], evidence=[], model="fraud",
+                           model_version="1", detected_at=7_200.0)
+        request = RetrainPolicy(3_600).request(drift, now=7_200.0)
+        await send(settings, settings.topics.retrain, [Message(None, b"\x00 not a request"),
+                                                       Message(request.request_id.encode(), encode(request))])
+        got: list = []
+
+        async def two() -> bool:
+            got[:] = [decode(r.value, ModelUpdate) for r in await read_topic(settings, settings.topics.model_updates)]
+            return len(got) >= 2
+
+        deadline = asyncio.get_running_loop().time() + 120
+        while not await two() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.5)  # re-reading the topic until the answers are there
+        malformed, failed = got
+        assert malformed.request_id is None and malformed.decision == "failed" and not malformed.promoted
+        assert malformed.reason.startswith("malformed request: MessageError"), malformed.reason
+        assert failed.request_id == request.request_id and failed.decision == "failed"
+        assert failed.reason.startswith("failed: PoisonError: cannot featurize"), failed.reason
+        assert not trainer.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(trainer, 60)

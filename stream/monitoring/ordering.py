@@ -72,6 +72,10 @@ class PartitionMerger:
         self._latest.pop(part, None)
         self._last_add.pop(part, None)
 
+    def forget_all(self) -> None:
+        for part in list(self._held):
+            self.forget(part)
+
     def add(self, part: Hashable, *, offset: int, ts: np.ndarray, columns: Mapping[str, Any],
             meta: Any, now: float) -> None:
         ts = np.asarray(ts, dtype=np.float64)

@@ -363,6 +363,23 @@ class ReferenceProfile:
                             "method": self.correlation_method},
         }
 
+    def subset(self, names: Sequence[str]) -> ReferenceProfile:
+        """The profile of some of its features (correlations restricted to them), in its order.
+
+        >>> rng = np.random.default_rng(0)
+        >>> p = ReferenceProfile.from_columns({"a": rng.normal(size=50), "b": rng.normal(size=50), "c": ["x"] * 50})
+        >>> list(p.subset(["c", "a"]).features), len(p.subset(["c", "a"]).correlation)
+        (['a', 'c'], 1)
+        """
+        keep = [n for n in self.features if n in set(names)]
+        num = [n for n in self.numeric_names if n in keep]
+        idx = [self.numeric_names.index(n) for n in num]
+        return ReferenceProfile(
+            {n: self.features[n] for n in keep}, {n: self.numeric[n] for n in num},
+            {n: self.categorical[n] for n in keep if n in self.categorical},
+            [[self.correlation[i][j] for j in idx] for i in idx], [[self.correlation_n[i][j] for j in idx] for i in idx],
+            self.n_rows, correlation_method=self.correlation_method)
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ReferenceProfile:
         """Inverse of :meth:`to_dict`."""

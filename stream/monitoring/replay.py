@@ -2,8 +2,8 @@
 
 Usage::
 
-    mlstream replay --reference REF.jsonl FILE.jsonl [--schema SCHEMA.json] [--output OUT.jsonl]
-    mlstream replay --model-card card.json FILE.jsonl [--output OUT.jsonl]
+    mlstream replay --reference REF.jsonl FILE.jsonl [--schema SCHEMA.json] [--output OUT.jsonl] [--json]
+    mlstream replay --model-card card.json FILE.jsonl [--output OUT.jsonl] [--json]
 
 Each line of REF.jsonl and FILE.jsonl is a flat JSON object of feature values
 (numbers, strings for categories, ``null`` for missing). Feature kinds are
@@ -11,7 +11,11 @@ inferred from the reference or given by ``--schema`` (``{"name": "numeric" |
 "categorical"}``). With ``--model-card`` the profile is the card's
 ``reference_profile`` and only its features are read from each line. The stream
 is fed row by row to :meth:`stream.monitoring.drift.DriftMonitor.update`, the same code the
-pipeline runs, and each drift event is written as one JSON line.
+pipeline runs. stdout gets a short summary (rows, drift windows, drift openings
+per feature, or "no drift"); ``--json`` prints each drift event as one JSON line
+instead (``index`` and ``kind`` first), and ``--output`` writes them to a file.
+Features of the card that no row of FILE holds (raw events instead of feature
+rows, say) are left out with a warning, rather than reported as "missing" drift.
 
 Examples
 --------
@@ -27,6 +31,8 @@ Examples
 ...         _ = f.write(json.dumps({"x": float(v)}) + "\\n")
 >>> main(["--reference", os.path.join(d, "ref.jsonl"), os.path.join(d, "live.jsonl"),
 ...       "--output", os.path.join(d, "out.jsonl")])
+5,000 rows replayed; drift windows 500, 2000, 8000, 32000 rows, tested every 100, 400, 1600, 6400 rows
+drift on x: opened 1× (row 3099)
 0
 >>> [(e["index"], e["kind"], e["features"]) for e in map(json.loads, open(os.path.join(d, "out.jsonl")))]
 [(3099, 'data_drift', ['x'])]
@@ -40,9 +46,10 @@ import sys
 from collections.abc import Iterator
 from typing import IO, Any
 
-from stream.monitoring.drift import DriftEvent, DriftMonitor, DriftSettings
 from stream.errors import ProfileError, ReplayError
+from stream.monitoring.drift import DriftEvent, DriftMonitor, DriftSettings
 from stream.monitoring.profile import ReferenceProfile
+from stream.monitoring.report_data import opened_on
 
 __all__ = ["load_columns", "main", "replay_rows"]
 
@@ -89,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--model-card", help="model card JSON with a reference_profile")
     p.add_argument("file", help="stream to replay, JSON lines")
     p.add_argument("--schema", help='JSON object {"feature": "numeric" | "categorical"}')
-    p.add_argument("--output", help="write events here (JSON lines) instead of stdout")
+    p.add_argument("--output", help="also write the events here (JSON lines)")
+    p.add_argument("--json", action="store_true", help="print events as JSON lines instead of a summary")
     p.add_argument("--expected-run-length", type=int, default=DriftSettings.expected_run_length,
                    help="target rows between false alarms (default %(default)s)")
     p.add_argument("--no-resolved", action="store_true", help="do not emit drift_resolved events")
@@ -120,23 +128,89 @@ def _profile(args: argparse.Namespace) -> tuple[ReferenceProfile, str | None, st
     return ReferenceProfile.from_columns(cols, kinds, seed=args.seed), None, None
 
 
+def event_json(event: DriftEvent) -> str:
+    """One event as a JSON line, ``index``, ``kind`` and ``features`` first, the evidence last."""
+    d = event.to_dict()
+    head = {k: d.pop(k) for k in ("index", "kind", "features")}
+    evidence = d.pop("evidence", [])
+    return json.dumps({**head, **dict(sorted(d.items())), "evidence": evidence})
+
+
+def present_features(path: str, features: list[str], probe_rows: int = 1_000) -> tuple[list[str], int]:
+    """The features that occur in the first ``probe_rows`` rows of ``path``, and the rows read."""
+    seen: set[str] = set()
+    n = 0
+    for row in _read_jsonl(path):
+        seen.update(k for k in row if row[k] is not None)
+        n += 1
+        if n >= probe_rows:
+            break
+    return [f for f in features if f in seen], n
+
+
+def restrict_to_present(profile: ReferenceProfile, path: str, source: str) -> ReferenceProfile:
+    """Leave out (with a warning) profile features absent from the stream, instead of reporting them missing."""
+    features = list(profile.features)
+    present, probed = present_features(path, features)
+    if not probed:
+        return profile
+    absent = [f for f in features if f not in present]
+    if not present:
+        raise ReplayError(f"{path}: none of the {len(features)} features of {source} ({', '.join(features[:4])}, …) "
+                          "occurs in its rows; replay reads feature rows (a deployment's feature batches, "
+                          "or training features), not raw events")
+    if absent:
+        print(f"replay: warning: {len(absent)} of {len(features)} features of {source} are absent from the first "
+              f"{probed} rows of {path} and are not tested: {', '.join(absent[:8])}"
+              f"{', …' if len(absent) > 8 else ''} (raw events instead of feature rows?)", file=sys.stderr)
+        return profile.subset(present)
+    return profile
+
+
+def summary(rows: int, settings: DriftSettings, events: list[DriftEvent]) -> list[str]:
+    """The human summary: rows, windows, drift openings per feature (or no drift)."""
+    lines = [f"{rows:,} rows replayed; drift windows {', '.join(map(str, settings.windows))} rows, "
+             f"tested every {', '.join(map(str, settings.steps()))} rows"]
+    opened: dict[str, list[int]] = {}
+    for e in events:
+        for f in opened_on(e.kind, e.features):
+            opened.setdefault(f, []).append(e.index)
+    if not opened:
+        return lines + ["no drift: every test stayed within its threshold"]
+    for f, at in sorted(opened.items()):
+        rows_at = ", ".join(str(i) for i in at[:5]) + (", …" if len(at) > 5 else "")
+        lines.append(f"drift on {f}: opened {len(at)}× (row {rows_at})")
+    resolved = sum(1 for e in events if e.kind == "drift_resolved")
+    return lines + ([f"{resolved} drift state(s) resolved"] if resolved else [])
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mlstream replay``; returns the process exit code."""
     args = _parser().parse_args(argv)
     try:
         profile, name, version = _profile(args)
+        if args.model_card:
+            profile = restrict_to_present(profile, args.file, f"model card {args.model_card}")
         settings = DriftSettings(expected_run_length=args.expected_run_length, emit_resolved=not args.no_resolved)
         monitor = DriftMonitor(profile, settings, model_name=name, model_version=version)
         features = list(profile.features)
         rows = ({k: row.get(k) for k in features} for row in _read_jsonl(args.file))
-        out: IO[str] = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+        out: IO[str] | None = open(args.output, "w", encoding="utf-8") if args.output else None  # noqa: SIM115
+        events: list[DriftEvent] = []
         try:
             for event in replay_rows(monitor, rows):
-                out.write(json.dumps(event.to_dict(), sort_keys=True) + "\n")
+                events.append(event)
+                line = event_json(event) + "\n"
+                if out is not None:
+                    out.write(line)
+                if args.json:
+                    sys.stdout.write(line)
         finally:
-            if args.output:
+            if out is not None:
                 out.close()
     except (OSError, ReplayError, ProfileError, ValueError) as exc:
         print(f"replay: error: {exc}", file=sys.stderr)
         return 2
+    if not args.json:
+        print("\n".join(summary(monitor.rows_seen, settings, events)))
     return 0

@@ -21,9 +21,30 @@ from prometheus_client.registry import Collector
 
 from stream.alerts import Notifier
 from stream.config import Settings
-from stream.errors import MessageError, ModelLoadError
-from stream.kafka import commit_or_redeliver, make_consumer, make_producer, send_messages, start_client
-from stream.messages import SCORE_COLUMN, DriftEvent, FeatureBatch, Label, Message, ModelUpdate, decode, encode
+from stream.error_policy import ErrorPolicy
+from stream.errors import BrokerError, KafkaCallError, ModelLoadError
+from stream.kafka import (
+    check_topics,
+    commit_or_redeliver,
+    make_consumer,
+    make_producer,
+    recreations,
+    send_messages,
+    start_client,
+    stop_quietly,
+    within,
+)
+from stream.messages import (
+    SCORE_COLUMN,
+    DeadLetter,
+    DriftEvent,
+    FeatureBatch,
+    Label,
+    Message,
+    ModelUpdate,
+    decode,
+    encode,
+)
 from stream.monitoring.examples import ScoredRows, labelled_example
 from stream.metrics import Metrics
 from stream.monitoring.drift import DriftMonitor, DriftSettings
@@ -152,8 +173,9 @@ def merge_slices(slices: list[tuple[np.ndarray, dict[str, Any]]]) -> dict[str, A
 
 
 class MonitorWorker:
-    def __init__(self, settings: Settings, metrics: Metrics):
+    def __init__(self, settings: Settings, metrics: Metrics, *, create_topics: bool = True):
         self.settings = settings
+        self.create_topics = create_topics  # recreate topics that disappear (else stop)
         self.metrics = metrics
         self.store = ModelStore(settings.model_store)
         self.monitors: dict[str, ModelMonitor] = {}
@@ -171,6 +193,8 @@ class MonitorWorker:
         self.serving: dict[str, tuple[int, str]] = {}  # model -> (newest ingest ms, version)
         self.drift_events = 0
         self.retrain_requests = 0
+        self.errors = ErrorPolicy.from_settings(settings, metrics)
+        self._dead: list[tuple[int, Message]] = []  # inputs set aside, to the dead-letter topic
 
     def monitor_for(self, name: str, version: str) -> ModelMonitor | None:
         key = f"{name}:{version}"
@@ -197,74 +221,148 @@ class MonitorWorker:
         s = self.settings
         producer = make_producer(s)
         await start_client(producer, s.kafka.bootstrap_servers)
-        consumer = make_consumer(s, group_id=self.group_id, max_partition_fetch_bytes=16 * 1024 * 1024)
-        consumer.subscribe([s.topics.features, s.topics.labels], listener=_ForgetRevoked(self.merger, s.topics.features,
-                                                                                    self.metrics))
         await self.notifier.start()
+        consumer = None
+        from_beginning = False
         try:
-            await start_client(consumer, s.kafka.bootstrap_servers)
-            self.metrics.worker_info.labels("monitor").set(1)
             while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=100, max_records=500)
-                labels = {tp: recs for tp, recs in batches.items() if tp.topic == s.topics.labels}
-                self.hold({tp: recs for tp, recs in batches.items() if tp.topic == s.topics.features},
-                          time.monotonic())
-                released, offsets = self.merger.release(time.monotonic())
-                if not released and not labels and not self._early_matches and not self.examples_out:
-                    continue
-                drift, retrain = self.handle(released, [r for recs in labels.values() for r in recs],
-                                             time.time())
-                futures = []
-                if drift:
-                    futures += await send_messages(producer, s.topics.drift, 0, drift)
-                if retrain:
-                    futures += await send_messages(producer, s.topics.retrain, 0, retrain)
-                if self.examples_out:  # labelled examples, for the trainer
-                    futures += await send_messages(producer, s.topics.labelled_examples, 0, self.examples_out)
-                    self.metrics.labelled_examples.inc(len(self.examples_out))
-                    self.examples_out = []
-                if futures:
-                    await asyncio.gather(*futures)
-                offsets.update({tp: recs[-1].offset + 1 for tp, recs in labels.items() if recs})
-                await commit_or_redeliver(consumer, offsets)
+                consumer = make_consumer(s, group_id=self.group_id, max_partition_fetch_bytes=16 * 1024 * 1024)
+                listener = _ForgetRevoked(self.merger, s.topics.features, self.metrics, consumer, from_beginning)
+                consumer.subscribe([s.topics.features, s.topics.labels], listener=listener)
+                await start_client(consumer, s.kafka.bootstrap_servers)
+                self.metrics.worker_info.labels("monitor").set(1)
+                if not await self._loop(consumer, producer, stop):
+                    break
+                # the broker lost its data: start over on the new topics with a new consumer
+                self.merger.forget_all()
+                self._dead = []
+                from_beginning = True  # offsets committed meanwhile may be old-topic positions
+                await stop_quietly(consumer, s.kafka.request_deadline_s)
         finally:
             self.metrics.worker_info.labels("monitor").set(0)
             try:
                 await self.notifier.stop()
-                await consumer.stop()
+                if consumer is not None:
+                    await stop_quietly(consumer, s.kafka.request_deadline_s)
             finally:
                 await producer.stop()
 
+    async def _loop(self, consumer: Any, producer: Any, stop: asyncio.Event) -> bool:
+        """Poll until stopped (False) or until the topics were recreated (True)."""
+        s = self.settings
+        next_check = time.monotonic() + s.kafka.topic_check_interval_s
+        seen = recreations()
+        failures = 0
+        while not stop.is_set():
+            try:
+                await self._step(consumer, producer)
+                if time.monotonic() >= next_check:  # are the topics still there?
+                    next_check = time.monotonic() + s.kafka.topic_check_interval_s
+                    if await check_topics(s, recreate=self.create_topics) or recreations() != seen:
+                        return True
+                failures = 0
+            except KafkaCallError as exc:
+                failures += 1
+                if await check_topics(s, recreate=self.create_topics) or recreations() != seen:
+                    return True
+                if exc.outputs_lost or failures >= 3:
+                    raise BrokerError(f"{exc}; stopping so that the uncommitted records are "
+                                      "processed again after a restart") from None
+                log.warning("%s; retrying", exc)
+        return False
+
+    async def _step(self, consumer: Any, producer: Any) -> bool:
+        """One poll: hold feature batches, handle what the merger releases and the labels,
+        publish, commit. True if records came in."""
+        s = self.settings
+        deadline = s.kafka.request_deadline_s
+        batches = await consumer.getmany(timeout_ms=100, max_records=500)
+        labels = {tp: recs for tp, recs in batches.items() if tp.topic == s.topics.labels}
+        self.hold({tp: recs for tp, recs in batches.items() if tp.topic == s.topics.features},
+                  time.monotonic())
+        released, offsets = self.merger.release(time.monotonic())
+        if not released and not labels and not self._early_matches and not self._dead and not self.examples_out:
+            return bool(batches)
+        drift, retrain = self.handle(released, [r for recs in labels.values() for r in recs],
+                                     time.time())
+        futures = []
+        dead, self._dead = self._dead, []
+        for partition, message in dead:
+            futures += await send_messages(producer, s.topics.dead_letter, partition, [message])
+        if drift:
+            futures += await send_messages(producer, s.topics.drift, 0, drift)
+        if retrain:
+            futures += await send_messages(producer, s.topics.retrain, 0, retrain)
+        examples, self.examples_out = self.examples_out, []
+        if examples:  # labelled examples, for the trainer
+            futures += await send_messages(producer, s.topics.labelled_examples, 0, examples)
+            self.metrics.labelled_examples.inc(len(examples))
+        if futures:
+            try:
+                await within(asyncio.gather(*futures), deadline, "produce acknowledgements")
+            except KafkaCallError as exc:
+                exc.outputs_lost = True
+                raise
+        offsets.update({tp: recs[-1].offset + 1 for tp, recs in labels.items() if recs})
+        await commit_or_redeliver(consumer, offsets, deadline)
+        return bool(batches)
+
     def hold(self, batches: dict[TopicPartition, list[Any]], now: float) -> None:
-        """Decode feature batches and park their rows until the partitions are in step."""
+        """Decode feature batches and park their rows until the partitions are in step.
+
+        A batch that cannot be decoded goes through the error policy: counted, logged,
+        dead-lettered, and its offset still committed once the rows before it are out."""
         for tp, records in batches.items():
             for rec in records:
-                ts, cols, mon = np.empty(0), {}, None  # a malformed batch is skipped, still committed
-                try:
-                    batch = decode(rec.value, FeatureBatch)
-                    mon = self.monitor_for(batch.model, batch.model_version)
-                    ts = np.asarray(batch.event_ts, dtype=np.float64)
-                    if mon is not None:
-                        cols = batch.monitor_columns(mon.kinds)
-                        cols[EVENT_IDS] = batch.event_ids
-                        # the version serving now scored the newest events (partitions lag apart)
-                        newest = max(batch.ingest_ts_ms, default=0)
-                        if newest >= self.serving.get(mon.name, (0, ""))[0]:
-                            self.serving[mon.name] = (newest, mon.version)
-                        tags = self._scored_rows(batch, mon, cols, ts)
-                        # the label join needs no ordering: predictions join it on arrival
-                        joined: list[Any] = []
-                        early = self.joiner.add_predictions(
-                            batch.event_ids, np.asarray(batch.scores, dtype=np.float64), time.time(),
-                            tags=tags, joined=joined)
-                        if len(early[0]):
-                            self._early_matches.append((*early, joined))
-                except (MessageError, KeyError, TypeError, ValueError) as exc:
-                    self.metrics.processing_errors.labels("monitor").inc()
-                    log.warning("skipping a malformed feature batch: %s", str(exc)[:200])
-                    ts, cols, mon = np.empty(0), {}, None
+                held, exc = self.errors.call("monitor", "a feature batch", self._decode, rec)
+                ts, cols, mon = held if held is not None else (np.empty(0), {}, None)
+                if exc is not None:
+                    self._dead_letter(rec, exc)
                 self.merger.add(tp, offset=rec.offset, ts=ts if mon is not None else np.empty(0),
                                 columns=cols, meta=mon, now=now)
+
+    def _decode(self, rec: Any) -> tuple[np.ndarray, dict[str, Any], ModelMonitor | None]:
+        batch = decode(rec.value, FeatureBatch)  # MessageError names what is malformed
+        mon = self.monitor_for(batch.model, batch.model_version)
+        ts = np.asarray(batch.event_ts, dtype=np.float64)
+        if mon is None:
+            return ts, {}, None
+        cols = batch.monitor_columns(mon.kinds)
+        cols[EVENT_IDS] = batch.event_ids
+        X = batch.inputs.to_array() if batch.inputs is not None else None
+        if X is not None and len(X) != len(ts):
+            raise ValueError(f"{len(X)} input rows for {len(ts)} events")
+        # rows timed in the future (or not at all) would hold the event-time merge back for good
+        bad = ~(ts <= time.time() + self.settings.scoring.max_future_s)
+        if bad.any():
+            self.errors.failed("monitor", ValueError(f"{int(bad.sum())} event time(s) out of range"),
+                               "rows of a feature batch", int(bad.sum()))
+            keep = ~bad
+            ts = ts[keep]
+            cols = {k: (v[keep] if isinstance(v, np.ndarray) else [x for x, k_ in zip(v, keep) if k_])
+                    for k, v in cols.items()}
+            X = X[keep] if X is not None else None
+        # the version serving now scored the newest events (partitions lag apart)
+        newest = max(batch.ingest_ts_ms, default=0)
+        if newest >= self.serving.get(mon.name, (0, ""))[0]:
+            self.serving[mon.name] = (newest, mon.version)
+        tags = self._scored_rows(mon, cols, ts, X)
+        # the label join needs no ordering: predictions join it on arrival
+        joined: list[Any] = []
+        early = self.joiner.add_predictions(cols[EVENT_IDS], np.asarray(cols[SCORE_COLUMN], dtype=np.float64),
+                                            time.time(), tags=tags, joined=joined)
+        if len(early[0]):
+            self._early_matches.append((*early, joined))
+        return ts, cols, mon
+
+    def _dead_letter(self, rec: Any, exc: Exception) -> None:
+        """An input the policy set aside, to the dead-letter topic (same partition number)."""
+        dl = DeadLetter(key=rec.key, value=rec.value, reason="processing_error",
+                        message=self.errors.describe(exc), source_topic=rec.topic,
+                        source_partition=rec.partition, source_offset=rec.offset,
+                        headers=list(rec.headers or ()), timestamp_ms=rec.timestamp,
+                        error_class=type(exc).__name__)
+        self._dead.append((rec.partition, dl.to_message()))
 
     def handle(self, released: list[Any], label_records: list[Any],
                now: float) -> tuple[list[Message], list[Message]]:
@@ -275,22 +373,20 @@ class MonitorWorker:
             if mon is not None and len(ts):
                 by_model.setdefault(f"{mon.name}:{mon.version}", (mon, []))[1].append((ts, cols))
         for mon, slices in by_model.values():
-            cols = merge_slices(slices)
-            cols[EVENT_TS] = np.sort(np.concatenate([ts for ts, _ in slices]))
-            ids = cols.pop(EVENT_IDS)
-            self.metrics.monitor_rows.inc(len(ids))
-            events += [(ev, mon) for ev in mon.on_features(cols)]
+            merged, _ = self.errors.call("monitor", f"rows of {mon.name}:{mon.version}",
+                                         _merge_and_test, mon, slices)
+            if merged is not None:
+                self.metrics.monitor_rows.inc(merged[0])
+                events += [(ev, mon) for ev in merged[1]]
         label_ids: list[str] = []
         label_values: list[float] = []
         for rec in label_records:
-            try:
-                label = decode(rec.value, Label)
-            except MessageError as exc:
-                self.metrics.processing_errors.labels("monitor").inc()
-                log.warning("skipping a malformed label: %s", str(exc)[:200])
-                continue
-            label_ids.append(label.event_id)
-            label_values.append(float(label.label))
+            parsed, exc = self.errors.call("monitor", "a label", _parse_label, rec)
+            if parsed is not None:
+                label_ids.append(parsed[0])
+                label_values.append(parsed[1])
+            elif exc is not None:
+                self._dead_letter(rec, exc)
         matches = self._early_matches  # labels that waited for their prediction, then new ones
         self._early_matches = []
         if label_ids:
@@ -307,16 +403,13 @@ class MonitorWorker:
             self._publish(ev, mon, now, drift, retrain)
         return drift, retrain
 
-    def _scored_rows(self, batch: FeatureBatch, mon: "ModelMonitor", cols: dict[str, Any],
-                     ts: np.ndarray) -> list[Any] | None:
+    def _scored_rows(self, mon: "ModelMonitor", cols: dict[str, Any], ts: np.ndarray,
+                     X: np.ndarray | None) -> list[Any] | None:
         """Tags pointing each prediction at its model inputs, when the batch carries them."""
-        if batch.inputs is None:
+        if X is None:
             return None
-        X = batch.inputs.to_array()
-        if len(X) != len(batch.event_ids):
-            raise ValueError(f"{len(X)} input rows for {len(batch.event_ids)} events")
         cats = {k: list(v) for k, v in cols.items() if k != EVENT_IDS and mon.kinds.get(k) == "categorical"}
-        rows = ScoredRows(mon.name, mon.version, list(batch.event_ids), X, ts, cats)
+        rows = ScoredRows(mon.name, mon.version, list(cols[EVENT_IDS]), X, ts, cats)
         return [(rows, i) for i in range(len(X))]
 
     def _credit(self, scores: np.ndarray, truth: np.ndarray, tags: list[Any], now: float) -> list[Any]:
@@ -370,13 +463,31 @@ class MonitorWorker:
             self.retrain_requests += 1
 
 
+def _merge_and_test(mon: ModelMonitor, slices: list[tuple[np.ndarray, dict[str, Any]]]) -> tuple[int, list[Any]]:
+    cols = merge_slices(slices)
+    cols[EVENT_TS] = np.sort(np.concatenate([ts for ts, _ in slices]))
+    ids = cols.pop(EVENT_IDS)
+    return len(ids), mon.on_features(cols)
+
+
+def _parse_label(rec: Any) -> tuple[str, float]:
+    label = decode(rec.value, Label)
+    value = float(label.label)
+    if not np.isfinite(value):
+        raise ValueError(f"label {value} is not finite")
+    return label.event_id, value
+
+
 class _ForgetRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
     """Held feature batches of a revoked partition belong to its new owner."""
 
-    def __init__(self, merger: PartitionMerger, topic: str, metrics: Metrics):
+    def __init__(self, merger: PartitionMerger, topic: str, metrics: Metrics, consumer: Any = None,
+                 from_beginning: bool = False):
         self.merger = merger
         self.topic = topic
         self.metrics = metrics
+        self.consumer = consumer
+        self.from_beginning = from_beginning
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         for tp in revoked:
@@ -384,6 +495,10 @@ class _ForgetRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
         self.metrics.health.set("monitor", False, "rebalancing")
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self.from_beginning and self.consumer is not None and assigned:
+            self.from_beginning = False
+            for tp in assigned:  # a plain seek: committed offsets may be old-topic positions
+                self.consumer.seek(tp, 0)
         now = time.monotonic()
         for tp in assigned:
             if tp.topic == self.topic:

@@ -7,6 +7,7 @@ here: :mod:`stream.scoring.worker` feeds it consumer records and sends what it r
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,8 +16,11 @@ from typing import Protocol
 import numpy as np
 
 from stream.domain import Domain
+from stream.error_policy import ErrorPolicy, index_runs
+from stream.errors import ValidationError
 from stream.messages import DeadLetter, FeatureBatch, Message, Prediction, encode
 from stream.metrics import Metrics
+from stream.schema import DEAD_LETTER_REASONS
 from stream.scoring.model import Model
 from stream.scoring.state import EntityStore
 
@@ -52,26 +56,57 @@ class BatchOutput:
     partitions: dict[int, PartitionOutput]
     valid: int = 0
     dead_lettered: int = 0
+    scored: int = 0  # rows the model scored (valid or not)
+    invalid_scores: int = 0
 
 
-def dead_letter(record: Record, reason: str, message: str) -> Message:
-    """The original bytes, with headers saying why and where from."""
-    return DeadLetter(key=record.key, value=record.value or b"", reason=reason, message=message,
+def dead_letter(record: Record, reason: str, message: str, error_class: str | None = None) -> Message:
+    """The original bytes (a tombstone stays one), with headers saying why and where from
+    (mlstream's replace a producer's of the same name: :class:`stream.messages.DeadLetter`)."""
+    return DeadLetter(key=record.key, value=record.value, reason=reason, message=message,
                       source_topic=record.topic, source_partition=record.partition,
                       source_offset=record.offset, headers=list(record.headers or ()),
-                      timestamp_ms=record.timestamp).to_message()
+                      timestamp_ms=record.timestamp, error_class=error_class).to_message()
+
+
+@dataclass
+class _Part:
+    """One partition's valid events while a batch is being scored."""
+
+    partition: int
+    records: Sequence[Record]
+    valid: np.ndarray  # positions in ``records``
+    cols: dict[str, np.ndarray]
+    keys: list[str]
+    rows: np.ndarray  # entity state rows, parallel to ``valid``
+    snapshot: np.ndarray  # those rows' state before this batch
+    failed: dict[int, Exception] = field(default_factory=dict)  # position in valid -> why
+    keep: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    X: np.ndarray | None = None
 
 
 class BatchScorer:
-    """Turns one micro-batch of records (grouped by partition) into output messages."""
+    """Turns one micro-batch of records (grouped by partition) into output messages.
 
-    def __init__(self, domain: Domain, model: Model, metrics: Metrics, *, emit_features: bool = True):
+    Records whose features or score raise are found by the injected
+    :class:`stream.error_policy.ErrorPolicy` and dead-lettered as ``processing_error``
+    without moving entity state; non-finite or out-of-range scores are dead-lettered as
+    ``invalid_score``; event times beyond ``max_future_s`` as ``out_of_range``.
+    """
+
+    MAX_RESCORE_ROUNDS = 3  # rounds of "drop the rows the model fails on, recompute features"
+
+    def __init__(self, domain: Domain, model: Model, metrics: Metrics, *, emit_features: bool = True,
+                 policy: ErrorPolicy | None = None, max_future_s: float = math.inf):
         self.domain = domain
         self.model = model
         self.metrics = metrics
         self.emit_features = emit_features
+        self.policy = policy or ErrorPolicy(metrics)
+        self.max_future_s = max_future_s
+        self._now = 0.0
         self.schema = domain.schema
-        self._dl = {r: metrics.events_dead_lettered.labels(r) for r in _reasons()}
+        self._dl = {r: metrics.events_dead_lettered.labels(r) for r in DEAD_LETTER_REASONS}
         self._stage = {s: metrics.stage_latency.labels(s)
                        for s in ("validate", "features", "score", "serialize")}
 
@@ -82,68 +117,86 @@ class BatchScorer:
     def process(self, batches: Mapping[int, Sequence[Record]], stores: Mapping[int, EntityStore],
                 now: float | None = None) -> BatchOutput:
         now = time.time() if now is None else now
+        self._now = now
         model = self.model
         out = BatchOutput(partitions={})
         entity_field, id_field = self.schema.entity_field, self.schema.id_field
         t0 = time.perf_counter()
-        staged = []
+        parts: list[_Part] = []
         for partition, records in batches.items():
             part = out.partitions.setdefault(partition, PartitionOutput())
             if records:
                 part.last_offset = records[-1].offset
             parsed = self.schema.parse_batch([r.value or b"" for r in records])
-            for i, exc in parsed.errors.items():
-                part.dead_letters.append(dead_letter(records[i], exc.reason, str(exc)))
-                self._dl[exc.reason].inc()
-            out.dead_lettered += len(parsed.errors)
-            if len(parsed.valid):
-                staged.append((partition, parsed.valid, parsed.columns, records))
+            errors = dict(parsed.errors)
+            valid, cols = self._time_bounds(parsed.valid, parsed.columns, errors, now)
+            for i in sorted(errors):
+                exc = errors[i]
+                message = "tombstone (null value)" if records[i].value is None else str(exc)
+                self._dead_letter(part, out, records[i], exc.reason, message)
+            if len(valid):
+                store = stores[partition]
+                keys = cols[entity_field].tolist()
+                rows = store.rows_for(keys)
+                parts.append(_Part(partition, records, valid, cols, keys, rows, store.matrix[rows].copy()))
         t1 = time.perf_counter()
         self._stage["validate"].observe(t1 - t0)
-
-        blocks, per_part = [], []
-        for partition, valid, cols, records in staged:
-            store = stores[partition]
-            keys = cols[entity_field].tolist()
-            rows = store.rows_for(keys)
-            X = self.domain.features.compute(cols, rows, store.matrix)
-            store.touch(rows, now)
-            blocks.append(X)
-            per_part.append((partition, valid, cols, records, X, keys, rows))
-        t2 = time.perf_counter()
-        self._stage["features"].observe(t2 - t1)
-        if not blocks:
+        if not parts:
             return out
-        scores = model.predict(np.concatenate(blocks) if len(blocks) > 1 else blocks[0])
-        self.metrics.observe_scores(model.name, scores)
-        t3 = time.perf_counter()
-        self._stage["score"].observe(t3 - t2)
 
-        at = 0
+        scores = self._features_and_scores(parts, stores, model)
+        t3 = time.perf_counter()
+        self._stage["score"].observe(t3 - t1)
+
         scored_ms = int(now * 1000)
         name, version = model.name, model.version
-        for partition, valid, cols, records, X, keys, rows in per_part:
-            part = out.partitions[partition]
-            n = len(valid)
-            s = scores[at : at + n].tolist()
-            at += n
-            ingest = [records[i].timestamp for i in valid.tolist()]
+        low, high = (0.0, 1.0) if model.card.task == "classification" else (-math.inf, math.inf)
+        at = 0
+        for p in parts:
+            part = out.partitions[p.partition]
+            for i, err in p.failed.items():
+                self._dead_letter(part, out, p.records[int(p.valid[i])], "processing_error",
+                                  self.policy.describe(err), type(err).__name__)
+            n_kept = len(p.keep)
+            s_all = scores[at : at + n_kept]
+            at += n_kept
+            keys_kept = [p.keys[i] for i in p.keep.tolist()]
+            # state moved for every row whose features were computed (invalid scores included:
+            # the event happened, the model is what is wrong)
+            part.touched = dict(zip(keys_kept, p.rows[p.keep].tolist()))
+            ok = np.isfinite(s_all) & (s_all >= low) & (s_all <= high)
+            for j in np.flatnonzero(~ok).tolist():
+                self._dead_letter(part, out, p.records[int(p.valid[p.keep[j]])], "invalid_score",
+                                  f"model {name} version {version} scored {s_all[j]!r}")
+            out.invalid_scores += int((~ok).sum())
+            out.scored += n_kept
+            if not ok.any():
+                continue
+            good = p.keep[ok] if not ok.all() else p.keep
+            s = s_all[ok] if not ok.all() else s_all
+            sl = s.tolist()
+            n = len(good)
+            cols = p.cols if n == len(p.valid) else {k: v[good] for k, v in p.cols.items()}
+            rec_index = p.valid[good].tolist()
+            ingest = [p.records[i].timestamp for i in rec_index]
             ids = cols[id_field].tolist()
+            keys = [p.keys[i] for i in good.tolist()]
             part.prediction_keys = [k.encode() for k in keys]
             part.prediction_values = [
-                encode(Prediction(event_id=ids[i], entity_id=keys[i], score=s[i], model=name,
+                encode(Prediction(event_id=ids[i], entity_id=keys[i], score=sl[i], model=name,
                                   model_version=version, ingest_ts_ms=ingest[i],
                                   scored_ts_ms=scored_ms))
                 for i in range(n)
             ]
-            part.touched = dict(zip(keys, rows.tolist()))
             if self.emit_features:
+                assert p.X is not None
+                X = p.X if n == n_kept else p.X[ok]
                 monitored = self.domain.monitored_columns(cols, X)
                 part.features = encode(FeatureBatch.from_arrays(
-                    partition=partition, model=name, model_version=version, event_ids=ids,
+                    partition=p.partition, model=name, model_version=version, event_ids=ids,
                     ingest_ts_ms=np.asarray(ingest), event_ts=cols[self.domain.features.time_field],
-                    scores=scores[at - n : at], columns=monitored,
-                    inputs=X))
+                    scores=s, columns=monitored, inputs=X))
+            self.metrics.observe_scores(name, s)
             self.metrics.end_to_end_latency.observe(max(0.0, now - min(ingest) / 1000.0))
             out.valid += n
         self._stage["serialize"].observe(time.perf_counter() - t3)
@@ -151,8 +204,98 @@ class BatchScorer:
         self.metrics.predictions.labels(name, version).inc(out.valid)
         return out
 
+    def _dead_letter(self, part: PartitionOutput, out: BatchOutput, record: Record, reason: str,
+                     message: str, error_class: str | None = None) -> None:
+        part.dead_letters.append(dead_letter(record, reason, message, error_class))
+        self._dl[reason].inc()
+        out.dead_lettered += 1
 
-def _reasons() -> tuple[str, ...]:
-    from stream.schema import REASONS
+    def _time_bounds(self, valid: np.ndarray, cols: dict[str, np.ndarray],
+                     errors: dict[int, ValidationError], now: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Move events timed beyond ``now + max_future_s`` to ``errors`` (out_of_range)."""
+        if not len(valid) or math.isinf(self.max_future_s):
+            return valid, cols
+        ts = np.asarray(cols[self.domain.features.time_field], dtype=np.float64)
+        limit = now + self.max_future_s
+        late = ts > limit
+        if not late.any():
+            return valid, cols
+        for i in np.flatnonzero(late).tolist():
+            t = float(ts[i])
+            hint = (" (milliseconds? event times are seconds since the epoch)"
+                    if t / 1000.0 <= limit else "")
+            errors[int(valid[i])] = ValidationError(
+                "out_of_range", f"event time {t:.6g} is more than {self.max_future_s:g}s in the future{hint}")
+        keep = ~late
+        return valid[keep], {k: v[keep] for k, v in cols.items()}
 
-    return REASONS
+    def _features_and_scores(self, parts: list[_Part], stores: Mapping[int, EntityStore],
+                             model: Model) -> np.ndarray:
+        """Features of every partition, then one ONNX call; rows that raise are set aside.
+
+        If the model raises, the rows it fails on are found, the partitions' state is put back
+        and their features recomputed without those rows, so a failed event never moves state.
+        """
+        t0 = time.perf_counter()
+        for p in parts:
+            self._features(p, stores[p.partition])
+        self._stage["features"].observe(time.perf_counter() - t0)
+        for round_ in range(self.MAX_RESCORE_ROUNDS):
+            X = np.concatenate([p.X for p in parts if p.X is not None and len(p.X)]) \
+                if any(p.X is not None and len(p.X) for p in parts) else np.empty((0, 0), np.float32)
+            if not len(X):
+                return np.empty(0)
+            def predict(idx: np.ndarray, X: np.ndarray = X) -> np.ndarray:
+                return model.predict(X[idx])
+
+            ok, failed = self.policy.split(np.arange(len(X)), predict, stage="score")
+            scores = np.full(len(X), np.nan)
+            for idx, s in ok:
+                scores[idx] = s
+            if not failed:
+                return scores
+            last = round_ == self.MAX_RESCORE_ROUNDS - 1
+            at = 0
+            for p in parts:
+                n = len(p.keep)
+                mine = [i - at for i in failed if at <= i < at + n]
+                for j in mine:
+                    p.failed[int(p.keep[j])] = failed[at + j]
+                at += n
+                if not mine:
+                    continue
+                if last:  # stop recomputing: drop the failed rows, their state stays moved
+                    keep = np.ones(n, dtype=bool)
+                    keep[mine] = False
+                    p.keep = p.keep[keep]
+                    p.X = p.X[keep] if p.X is not None else None
+                    continue
+                store = stores[p.partition]
+                store.matrix[p.rows] = p.snapshot
+                self._features(p, store)
+            if last:
+                return np.delete(scores, list(failed))
+        raise AssertionError("unreachable")
+
+    def _features(self, p: _Part, store: EntityStore) -> None:
+        """Features of the partition's valid rows except ``p.failed``, through the policy."""
+        todo = np.setdiff1d(np.arange(len(p.valid)), np.fromiter(p.failed, np.int64, len(p.failed)))
+        compute = self.domain.features.compute
+
+        def attempt(idx: np.ndarray) -> np.ndarray:
+            whole = len(idx) == len(p.valid)
+            cols = p.cols if whole else {k: v[idx] for k, v in p.cols.items()}
+            rows = p.rows if whole else p.rows[idx]
+            before = store.matrix[rows]  # fancy indexing copies
+            try:
+                return compute(cols, rows, store.matrix)
+            except BaseException:
+                store.matrix[rows] = before  # leave no trace: the rows are retried or set aside
+                raise
+
+        ok, failed = self.policy.split(todo, attempt, stage="features")
+        p.failed.update(failed)
+        p.keep = index_runs(ok)
+        p.X = np.concatenate([x for _, x in ok]) if len(ok) > 1 else (ok[0][1] if ok else None)
+        if ok:
+            store.touch(p.rows[p.keep], self._now)

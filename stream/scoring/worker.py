@@ -15,33 +15,51 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 
+from stream.alerts import Notifier
 from stream.config import Settings
 from stream.domain import Domain
-from stream.errors import ModelLoadError
-from stream.kafka import commit_or_redeliver, make_consumer, make_producer, send_messages, send_records, start_client
+from stream.error_policy import ErrorPolicy
+from stream.errors import BrokerError, KafkaCallError, ModelLoadError
+from stream.kafka import (
+    check_topics,
+    commit_or_redeliver,
+    make_consumer,
+    make_producer,
+    recreations,
+    send_messages,
+    send_records,
+    start_client,
+    stop_quietly,
+    within,
+)
 from stream.metrics import Metrics
-from stream.scoring.pipeline import BatchOutput, BatchScorer
 from stream.registry import ModelStore
+from stream.scoring.guard import ModelGuard
 from stream.scoring.model import Model, load_model
+from stream.scoring.pipeline import BatchOutput, BatchScorer
 from stream.scoring.state import EntityStore, decode_state, encode_states
+from stream.scoring.transactions import OutputTransaction, transactional_id
 
 log = logging.getLogger(__name__)
 
-MODEL_POLL_S = 2.0
 EVICT_EVERY_S = 60.0
 
 
 class ScoringWorker:
     def __init__(self, settings: Settings, domain: Domain, metrics: Metrics, *,
-                 emit_features: bool = True):
+                 emit_features: bool = True, create_topics: bool = True):
         self.settings = settings
+        self.create_topics = create_topics  # recreate topics that disappear (else stop)
         self.domain = domain
         self.metrics = metrics
         self.store = ModelStore(settings.model_store)
         model = load_model(self.store, settings.model_name, domain.features.columns)
         self._announce(model, "load_ok")
-        self.scorer = BatchScorer(domain, model, metrics, emit_features=emit_features)
+        self.policy = ErrorPolicy.from_settings(settings, metrics)
+        self.scorer = BatchScorer(domain, model, metrics, emit_features=emit_features,
+                                  policy=self.policy, max_future_s=settings.scoring.max_future_s)
         self.group_id = f"{settings.app_id}-scorer"
         self.stores: dict[int, EntityStore] = {}
         self._lock = asyncio.Lock()
@@ -53,7 +71,13 @@ class ScoringWorker:
         self._last_commit = time.monotonic()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        self.txn: OutputTransaction | None = None  # exactly-once only
         self.processed = 0
+        self.notifier = Notifier(settings.alerts, metrics)
+        self.guard = ModelGuard(self.store, settings.model_name,
+                                max_invalid_share=settings.scoring.max_invalid_score_share,
+                                window=settings.scoring.invalid_score_window)
+        self._from_beginning = False  # after the broker lost its data: read the new topics whole
 
     def _announce(self, model: Model, outcome: str) -> None:
         self.metrics.model_info.clear()
@@ -63,48 +87,84 @@ class ScoringWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        self.producer = make_producer(s)
+        exactly_once = s.processing_guarantee == "exactly_once"
+        self.producer = make_producer(s, transactional_id=transactional_id(s.app_id) if exactly_once else None)
         await start_client(self.producer, s.kafka.bootstrap_servers)
-        self.consumer = make_consumer(s, group_id=self.group_id,
-                                      max_poll_interval_ms=300_000)
-        self.consumer.subscribe([s.topics.events], listener=_Rebalance(self))
+        if exactly_once:
+            self.txn = OutputTransaction(self.producer, self.group_id)
+        await self.notifier.start()
         try:
-            await start_client(self.consumer, s.kafka.bootstrap_servers)
-            self.metrics.worker_info.labels("scorer").set(1)
-            await self._loop(stop)
+            while not stop.is_set():
+                self.consumer = make_consumer(s, group_id=self.group_id, max_poll_interval_ms=300_000)
+                self.consumer.subscribe([s.topics.events], listener=_Rebalance(self))
+                await start_client(self.consumer, s.kafka.bootstrap_servers)
+                self.metrics.worker_info.labels("scorer").set(1)
+                try:
+                    await self._loop(stop)
+                except _StartOver:
+                    log.warning("the topics were recreated: reading them again with a new consumer")
+                    # the broker lost its data: what was not committed is gone with it, and a
+                    # new consumer reads the new topics from their committed offsets (none)
+                    self._pending, self._dirty, self._offsets = [], {}, {}
+                    self.stores.clear()
+                    # offsets committed meanwhile may be positions in the old topics
+                    self._from_beginning = True
+                    await stop_quietly(self.consumer, s.kafka.request_deadline_s)
         finally:
             try:
                 async with self._lock:
                     await self._commit()
+            except BrokerError as exc:  # bounded by the deadline; the records are redelivered
+                log.warning("last commit at shutdown failed (%s); uncommitted records will be "
+                            "processed again", exc)
             finally:
                 self.metrics.worker_info.labels("scorer").set(0)
                 try:
-                    await self.consumer.stop()
+                    await self.notifier.stop()
+                    if self.consumer is not None:
+                        await stop_quietly(self.consumer, s.kafka.request_deadline_s)
                 finally:
                     await self.producer.stop()
 
     async def _loop(self, stop: asyncio.Event) -> None:
         assert self.consumer is not None
         sc = self.settings.scoring
-        next_model_check = time.monotonic() + MODEL_POLL_S
+        next_model_check = time.monotonic() + sc.model_poll_interval_s
         next_evict = time.monotonic() + EVICT_EVERY_S
+        next_topic_check = time.monotonic() + self.settings.kafka.topic_check_interval_s
+        seen = recreations()
+        failures = 0
         while not stop.is_set():
-            batches = await self.consumer.getmany(timeout_ms=max(sc.max_wait_ms, 1),
-                                                  max_records=sc.max_batch_size)
-            if batches:
-                async with self._lock:
-                    await self._process(batches)
-            now = time.monotonic()
-            if now >= next_model_check:
-                next_model_check = now + MODEL_POLL_S
-                await self._maybe_swap_model()
-            if now >= next_evict:
-                next_evict = now + EVICT_EVERY_S
-                async with self._lock:
-                    await self._evict()
-            if not batches:
-                async with self._lock:
-                    await self._commit()
+            try:
+                batches = await self.consumer.getmany(timeout_ms=max(sc.max_wait_ms, 1),
+                                                      max_records=sc.max_batch_size)
+                if batches:
+                    async with self._lock:
+                        await self._process(batches)
+                now = time.monotonic()
+                if now >= next_model_check:
+                    next_model_check = now + sc.model_poll_interval_s
+                    await self._maybe_swap_model()
+                if now >= next_evict:
+                    next_evict = now + EVICT_EVERY_S
+                    async with self._lock:
+                        await self._evict()
+                if not batches:
+                    async with self._lock:
+                        await self._commit()
+                if now >= next_topic_check:  # are the topics still there?
+                    next_topic_check = now + self.settings.kafka.topic_check_interval_s
+                    if await check_topics(self.settings, recreate=self.create_topics) or recreations() != seen:
+                        raise _StartOver
+                failures = 0
+            except KafkaCallError as exc:
+                failures += 1
+                if await check_topics(self.settings, recreate=self.create_topics) or recreations() != seen:
+                    raise _StartOver from None
+                if exc.outputs_lost or failures >= 3:
+                    raise BrokerError(f"{exc}; stopping so that the uncommitted records are "
+                                      "processed again after a restart") from None
+                log.warning("%s; retrying", exc)
 
     async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:
         assert self.consumer is not None and self.producer is not None
@@ -120,6 +180,7 @@ class ScoringWorker:
         self.metrics.batch_size.observe(n)
         self.metrics.events_consumed.labels(self.settings.topics.events).inc(n)
         out = self.scorer.process(by_part, self.stores)
+        self._watch_scores(out)
         t0 = time.perf_counter()
         self._pending += await self._send(out)
         self.metrics.stage_latency.labels("produce").observe(time.perf_counter() - t0)
@@ -144,6 +205,8 @@ class ScoringWorker:
         assert self.producer is not None
         t = self.settings.topics
         futures: list[asyncio.Future[Any]] = []
+        if self.txn is not None:
+            await self.txn.ensure_open()
         for p, po in out.partitions.items():
             if po.prediction_values:
                 futures += await send_records(self.producer, t.predictions, p, po.prediction_keys,
@@ -168,6 +231,8 @@ class ScoringWorker:
         assert self.consumer is not None and self.producer is not None
         futures = self._pending
         self._pending = []
+        if self.txn is not None and any(self._dirty.values()):
+            await self.txn.ensure_open()
         for p, touched in self._dirty.items():
             store = self.stores.get(p)
             if store is None or not touched:
@@ -176,32 +241,96 @@ class ScoringWorker:
             values = encode_states(store.matrix[list(touched.values())])
             futures += await send_records(self.producer, self.settings.topics.changelog, p, keys, values)
         self._dirty = {}
+        deadline = self.settings.kafka.request_deadline_s
         if futures:
-            await asyncio.gather(*futures)
+            try:
+                await within(asyncio.gather(*futures), deadline, "produce acknowledgements")
+            except KafkaCallError as exc:
+                exc.outputs_lost = True  # their offsets must never be committed now
+                raise
+            except KafkaError as exc:
+                raise KafkaCallError(f"produce failed: {type(exc).__name__}", outputs_lost=True) from None
         offsets = {tp: o for tp, o in self._offsets.items() if tp.partition in self.stores}
         self._offsets = {}
-        await commit_or_redeliver(self.consumer, offsets)
+        try:
+            if self.txn is None:
+                await commit_or_redeliver(self.consumer, offsets, deadline)
+            else:
+                await within(self._commit_transaction(offsets), deadline, "transaction commit")
+        except KafkaCallError:
+            for tp, o in offsets.items():  # outputs are delivered: commit them next time
+                self._offsets.setdefault(tp, o)
+            raise
         self._batches_since_commit = 0
         self._last_commit = time.monotonic()
 
+    async def _commit_transaction(self, offsets: dict[TopicPartition, int]) -> None:
+        """Exactly-once commit. If the transaction cannot commit (a rebalance took the group
+        generation, a broker error), its outputs are aborted and the worker rewinds to the
+        committed offsets with state rebuilt from the committed changelog, as a restart would."""
+        assert self.txn is not None and self.consumer is not None
+        try:
+            await self.txn.commit(offsets)
+        except KafkaError as exc:
+            log.warning("transaction aborted (%s): rewinding to the committed offsets",
+                        type(exc).__name__)
+            await self.txn.abort()
+            await self._rewind()
+
+    async def _rewind(self) -> None:
+        assert self.consumer is not None
+        self.stores.clear()  # rebuilt from the changelog (read_committed) before the next batch
+        self._dirty = {}
+        for tp in self.consumer.assignment():
+            committed = await self.consumer.committed(tp)
+            if committed is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, committed)
+
     async def _maybe_swap_model(self) -> None:
+        """Serve the store's current version if it passes the checks. A version refused is
+        counted and logged once, and tried again only when the store changes."""
         name = self.settings.model_name
         try:
             current = self.store.current_version(name)
         except ModelLoadError:
             return
-        if current == self.scorer.model.version:
+        if current == self.scorer.model.version or self.guard.is_refused(current):
             return
+        state = self.guard.store_state(current)
         try:
             model = await asyncio.to_thread(load_model, self.store, name,
                                             self.domain.features.columns, current)
         except ModelLoadError as exc:
+            self.guard.refuse(current, state)
             self.metrics.model_loads.labels("swap_failed").inc()
-            log.error("keeping model version %s: %s", self.scorer.model.version, exc)
+            log.error("keeping model version %s, refusing version %s until the store changes: %s",
+                      self.scorer.model.version, current, exc)
             return
         async with self._lock:
+            self.guard.swapped(self.scorer.model, model)
             self.scorer.swap_model(model)
         self._announce(model, "swap_ok")
+
+    def _watch_scores(self, out: BatchOutput) -> None:
+        """Swap a model back when its scores are invalid on more than the configured share
+        of a window of scored events (each of them was dead-lettered as invalid_score)."""
+        rollback = self.guard.watch(self.scorer.model, out.scored, out.invalid_scores)
+        if rollback is None:
+            return
+        bad = rollback.bad
+        self.notifier.submit_rollback({"model": bad.name, "model_version": bad.version,
+                                       "previous_version": rollback.to.version if rollback.to else None,
+                                       "reason": rollback.reason})
+        if rollback.to is None:
+            log.error("model %s version %s: %s; no previous version to go back to, its invalid "
+                      "scores keep going to the dead-letter topic", bad.name, bad.version, rollback.reason)
+            return
+        self.scorer.swap_model(rollback.to)
+        self._announce(rollback.to, "rolled_back")
+        log.error("model %s version %s rolled back to version %s: %s", bad.name, bad.version,
+                  rollback.to.version, rollback.reason)
 
     async def _evict(self) -> None:
         assert self.producer is not None
@@ -211,22 +340,34 @@ class ScoringWorker:
         for p, store in self.stores.items():
             gone = store.evict(now, self.settings.scoring.state_ttl_s)
             if gone:
+                if self.txn is not None:  # tombstones commit with the next transaction
+                    await self.txn.ensure_open()
                 futures += await send_records(self.producer, self.settings.topics.changelog, p,
                                               [k.encode() for k in gone], [None] * len(gone))
             self.metrics.entities.labels(str(p)).set(len(store))
-        if futures:
-            await asyncio.gather(*futures)
+        if self.txn is not None:
+            self._pending += futures
+        elif futures:
+            await within(asyncio.gather(*futures), self.settings.kafka.request_deadline_s,
+                         "changelog tombstones")
 
     # -- rebalancing -------------------------------------------------------------------
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
-            await self._commit()
+            try:
+                await self._commit()
+            except BrokerError as exc:  # the new owners process the uncommitted records again
+                log.warning("commit before giving partitions up failed: %s", exc)
             for tp in revoked:
                 self.stores.pop(tp.partition, None)
         self.metrics.health.set("scorer", False, "rebalancing")
         log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self._from_beginning and self.consumer is not None and assigned:
+            self._from_beginning = False
+            for tp in assigned:  # a plain seek: committed offsets may be old-topic positions
+                self.consumer.seek(tp, 0)
         async with self._lock:
             new = sorted(tp.partition for tp in assigned if tp.partition not in self.stores)
             if new:
@@ -243,6 +384,10 @@ class ScoringWorker:
             self.stores[p] = store
             self.metrics.entities.labels(str(p)).set(len(store))
         self.metrics.state_restored.inc(sum(s.restored for s in restored.values()))
+
+
+class _StartOver(Exception):
+    """The broker lost its data and the topics were recreated: read them with a new consumer."""
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -264,6 +409,7 @@ async def restore_state(settings: Settings, width: int, partitions: list[int],
     Kafka and on the embedded broker, whose ListOffsets is wrong for multi-record batches.
     """
     topic = settings.topics.changelog
+    exactly_once = settings.processing_guarantee == "exactly_once"
     stores = {p: EntityStore(width, max_entities=max_entities) for p in partitions}
     consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=50)
     await start_client(consumer, settings.kafka.bootstrap_servers)
@@ -273,8 +419,14 @@ async def restore_state(settings: Settings, width: int, partitions: list[int],
         await consumer.seek_to_beginning(*tps)
         pending = set(tps)
         now = time.time()
+        progress = time.monotonic()
         while pending:
+            if time.monotonic() - progress > settings.kafka.request_deadline_s:
+                raise KafkaCallError(f"restoring state from {topic} made no progress for "
+                                     f"{settings.kafka.request_deadline_s:g}s (MLSTREAM_KAFKA__REQUEST_DEADLINE_S)")
             batches = await consumer.getmany(*pending, timeout_ms=200, max_records=50_000)
+            if batches:
+                progress = time.monotonic()
             for tp, records in batches.items():
                 store = stores[tp.partition]
                 for rec in records:
@@ -282,7 +434,9 @@ async def restore_state(settings: Settings, width: int, partitions: list[int],
                     store.put(key, decode_state(rec.value or b"", width), now)
                 store.restored += len(records)
             for tp in list(pending):
-                hw = consumer.highwater(tp)
+                # exactly-once: up to the last stable offset, since records past it belong to
+                # a transaction that never commits (its worker crashed) or is not ours to read
+                hw = consumer.last_stable_offset(tp) if exactly_once else consumer.highwater(tp)
                 if hw is not None and await consumer.position(tp) >= hw:
                     pending.discard(tp)
     finally:

@@ -1,6 +1,7 @@
 """``mlstream bench``: the full pipeline against a raw aiokafka ceiling, on the same events.
 
-One process tree on the embedded broker: the parent pre-loads N events, then child processes
+One process tree on one broker (``--broker kafka|embedded``; by default Apache Kafka when Java
+and its jars are there): the parent pre-loads N events, then child processes
 drain them, each with a fresh consumer group: (1) the ceiling, a raw consume -> JSON parse ->
 produce loop; (2) the pipeline with every stage on (validation, stateful features with the
 changelog, ONNX, predictions and feature batches); (3) the same with a monitor worker running
@@ -26,7 +27,7 @@ import numpy as np
 import orjson
 from aiokafka.partitioner import DefaultPartitioner
 
-from stream.tools.broker import EmbeddedBroker
+from stream.tools.kafka_server import broker_name, open_broker
 from stream.config import Settings
 from stream.kafka import ensure_topics, make_consumer, make_producer, send_messages, start_client
 from stream.messages import Message
@@ -199,7 +200,10 @@ async def _latency(bootstrap: str, partitions: int, rate: float, seconds: float)
 def main(args: argparse.Namespace) -> int:
     n, runs, partitions = args.events, args.runs, args.partitions
     rows: dict[str, list[dict[str, Any]]] = {"ceiling": [], "pipeline": [], "pipeline_monitored": []}
-    with EmbeddedBroker() as broker:
+    with open_broker(getattr(args, "broker", "auto")) as broker:
+        kind = broker_name(broker)
+        if not args.json:
+            print(f"broker: {kind} on {broker.bootstrap}", flush=True)
         base = _settings(broker.bootstrap, "base", partitions)
         asyncio.run(ensure_topics(base))
         t0 = time.perf_counter()
@@ -227,7 +231,7 @@ def main(args: argparse.Namespace) -> int:
         med = {k: statistics.median(r["events_per_s"] for r in v) for k, v in rows.items()}
         latency = asyncio.run(_latency(broker.bootstrap, partitions, med["pipeline"] / 2, 10.0))
     result = {
-        "events": n, "runs": runs, "partitions": partitions,
+        "broker": kind, "events": n, "runs": runs, "partitions": partitions,
         "ceiling_events_per_s": round(med["ceiling"]),
         "pipeline_events_per_s": round(med["pipeline"]),
         "pipeline_monitored_events_per_s": round(med["pipeline_monitored"]),

@@ -13,7 +13,9 @@ from pathlib import Path
 import msgspec
 
 from stream.messages import (
+    ERROR_CLASS_HEADER,
     MESSAGE_HEADER,
+    PRODUCER_HEADER_PREFIX,
     REASON_HEADER,
     SOURCE_OFFSET_HEADER,
     SOURCE_PARTITION_HEADER,
@@ -32,11 +34,13 @@ from stream.messages import (
 SCHEMAS: dict[str, tuple[type, str, str | None]] = {
     "prediction": (Prediction, "Prediction (topic `predictions`, keyed by entity)", None),
     "dead-letter": (DeadLetterHeaders, "Dead letter (topic `events.dlq`)",
-                    "The record value and key are the original event's bytes, unchanged. These headers "
-                    "(UTF-8) say why: " + ", ".join((REASON_HEADER + " (one of the listed codes)",
-                                                     MESSAGE_HEADER, SOURCE_TOPIC_HEADER,
-                                                     SOURCE_PARTITION_HEADER, SOURCE_OFFSET_HEADER))
-                    + "; the original headers follow. This schema describes the headers as an object."),
+                    "The record value and key are the original event's bytes, unchanged (a tombstone "
+                    "stays one). These headers (UTF-8) say why: " + ", ".join((
+                        REASON_HEADER + " (one of the listed codes)", MESSAGE_HEADER,
+                        ERROR_CLASS_HEADER + " (processing_error only)", SOURCE_TOPIC_HEADER,
+                        SOURCE_PARTITION_HEADER, SOURCE_OFFSET_HEADER))
+                    + "; the original headers follow, a header named like one of these renamed "
+                    + PRODUCER_HEADER_PREFIX + "<name>. This schema describes the headers as an object."),
     "feature-batch": (FeatureBatch, "Feature batch (internal topic `mlstream.features`, one message "
                       "per partition and micro-batch)",
                       "The monitor's input: columns of monitored features for the rows of one "

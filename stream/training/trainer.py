@@ -24,10 +24,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from stream.alerts import Notifier
 from stream.config import Settings
 from stream.domain import Domain, load_domain
-from stream.errors import MessageError, StreamError
+from stream.error_policy import ErrorPolicy
 from stream.kafka import ensure_topics
 from stream.messages import ModelUpdate, RetrainRequest, decode, encode
-from stream.metrics import ALERT_CHANNELS, ALERT_OUTCOMES, LATENCY_BUCKETS
+from stream.metrics import ALERT_CHANNELS, ALERT_OUTCOMES, LATENCY_BUCKETS, Metrics
 from stream.registry import ModelStore
 from stream.training.challenge import challenge, examples_from_file
 from stream.training.labelled import LabelledExamples, read_examples
@@ -84,6 +84,8 @@ class Trainer:
 
     def __init__(self, settings: Settings, metrics: TrainerMetrics, notifier: Notifier):
         self.settings = settings
+        # whatever a request makes training raise is answered "failed"; the trainer goes on
+        self.policy = ErrorPolicy.from_settings(settings, Metrics.create())
         self.metrics = metrics
         self.notifier = notifier
         self.domain: Domain = load_domain(settings.domain)
@@ -96,19 +98,23 @@ class Trainer:
             return await asyncio.to_thread(examples_from_file, self.domain, t.data, t.warmup)
         return await read_examples(self.settings, t.max_rows)
 
+    async def _challenge(self, request: RetrainRequest) -> ModelUpdate:
+        examples = await self.examples()
+        return await asyncio.to_thread(challenge, self.settings, self.domain, self.store, request, examples)
+
     async def answer(self, request: RetrainRequest, first_seen: float) -> ModelUpdate:
         """The decision for a request (published by the caller)."""
         async with self._lock:
             t0 = time.perf_counter()
-            try:
-                examples = await self.examples()
-                update = await asyncio.to_thread(challenge, self.settings, self.domain, self.store,
-                                                 request, examples)
-            except (StreamError, ValueError, OSError) as exc:
+            result, exc = await self.policy.call_async(
+                "trainer", f"request {request.request_id}", self._challenge, request)
+            if result is None:
+                why = f"failed: {self.policy.describe(exc or ValueError())}"
                 update = ModelUpdate(request_id=request.request_id, model=self.settings.model_name,
-                                     decision="failed", reasons=[f"failed: {exc}"],
-                                     reason=f"failed: {exc}", decided_at=time.time())
-                log.error("request %s failed: %s", request.request_id, exc)
+                                     model_version=request.model_version, decision="failed",
+                                     reasons=[why], reason=why, decided_at=time.time())
+            else:
+                update = result
             if update.decision == "wait" and time.time() - first_seen > self.settings.trainer.max_wait_s:
                 update.decision = "expired"
                 update.reasons = [*update.reasons, "gave up waiting for labels after "
@@ -157,19 +163,21 @@ def build_trainer(settings: Settings, trainer: Trainer) -> faust.App:
     @app.agent(requests)
     async def answer(stream: faust.StreamT[bytes]) -> None:
         async for value in stream:
-            try:
-                message = orjson.loads(value)
-                retry = isinstance(message, dict) and bool(message.get("retry"))
-                request = decode(orjson.dumps(message["request"]) if retry else value, RetrainRequest)
-                request_id = request.request_id
-            except (orjson.JSONDecodeError, KeyError, TypeError, MessageError) as exc:
+            retry = value.startswith(RETRY_PREFIX)
+            raw = value[len(RETRY_PREFIX):] if retry else value
+            parsed, exc = trainer.policy.call("trainer", "a retraining request", _parse, raw, retry)
+            if parsed is None:  # answered, so whoever sent it is not left waiting
                 trainer.metrics.requests.labels("malformed").inc()
-                log.warning("ignoring a malformed retraining request: %s", str(exc)[:200])
+                await updates.send(key=None, value=encode(ModelUpdate(
+                    model=settings.model_name, decision="failed", decided_at=time.time(),
+                    reason=f"malformed request: {trainer.policy.describe(exc or ValueError())}")))
                 continue
+            request, first_seen = parsed
+            request_id = request.request_id
             state = _state(answered[request_id])
             if retry:
                 if state == "wait":
-                    await settle(request, float(message["first_seen"]))
+                    await settle(request, first_seen)
                 continue
             if state is not None:  # a repeat: same drift, already answered or waiting
                 trainer.metrics.requests.labels("duplicate").inc()
@@ -182,10 +190,20 @@ def build_trainer(settings: Settings, trainer: Trainer) -> faust.App:
         waiting = [(rid, v) for rid, v in list(answered.items()) if _state(v) == "wait"]
         for rid, value in waiting[: settings.trainer.max_waiting]:
             entry = orjson.loads(value)
-            await retries.send(key=rid.encode(), value=orjson.dumps(
-                {"retry": True, "request": entry["request"], "first_seen": entry["first_seen"]}))
+            await retries.send(key=rid.encode(), value=RETRY_PREFIX + orjson.dumps(
+                {"request": entry["request"], "first_seen": entry["first_seen"]}))
 
     return app
+
+
+RETRY_PREFIX = b"retry:"  # a waiting request coming back: the stored request and when it came
+
+
+def _parse(raw: bytes, retry: bool) -> tuple[RetrainRequest, float]:
+    if not retry:
+        return decode(raw, RetrainRequest), time.time()
+    entry = orjson.loads(raw)
+    return decode(orjson.dumps(entry["request"]), RetrainRequest), float(entry["first_seen"])
 
 
 def retry_topic_name(settings: Settings) -> str:

@@ -1,0 +1,83 @@
+"""Dead letters as a consumer reads them: our headers win, tombstones stay tombstones."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import orjson
+
+from stream.examples.payments import DOMAIN
+from stream.metrics import Metrics
+from stream.registry import ModelStore
+from stream.scoring.model import load_model
+from stream.scoring.pipeline import BatchScorer
+from stream.scoring.state import EntityStore
+
+GOOD = {"event_id": "e1", "user_id": "u1", "amount": 12.5, "merchant_category": "fuel",
+        "country": "DE", "channel": "web", "ts": 1_750_000_000.0}
+
+
+def _record(offset: int, value: bytes | None, headers=()):
+    return SimpleNamespace(topic="events", partition=0, offset=offset, key=b"u1", value=value,
+                           timestamp=1_750_000_000_000, headers=list(headers))
+
+
+def _scorer(model_store) -> BatchScorer:
+    model = load_model(ModelStore(model_store), "fraud", DOMAIN.features.columns)
+    return BatchScorer(DOMAIN, model, Metrics.create(), max_future_s=86_400)
+
+
+def test_a_producers_reason_header_cannot_spoof_ours(model_store):
+    spoof = [("mlstream.error.reason", b"all_good"), ("mlstream.source.offset", b"999"), ("trace-id", b"t1")]
+    out = _scorer(model_store).process({0: [_record(5, b"{oops", spoof)]}, {0: EntityStore(8)},
+                                       now=1_750_000_000.0)
+    (dl,) = out.partitions[0].dead_letters
+    headers = dict(dl.headers)  # what a consumer reading headers into a dict sees
+    assert headers["mlstream.error.reason"] == b"not_json"
+    assert headers["mlstream.source.offset"] == b"5"
+    assert headers["producer.mlstream.error.reason"] == b"all_good"
+    assert headers["producer.mlstream.source.offset"] == b"999"
+    assert headers["trace-id"] == b"t1"
+    assert [n for n, _ in dl.headers].count("mlstream.error.reason") == 1
+
+
+def test_a_tombstone_is_dead_lettered_as_a_tombstone(model_store):
+    out = _scorer(model_store).process({0: [_record(0, None), _record(1, orjson.dumps(GOOD))]},
+                                       {0: EntityStore(8)}, now=1_750_000_000.0)
+    (dl,) = out.partitions[0].dead_letters
+    assert dl.value is None
+    assert dict(dl.headers)["mlstream.error.message"] == b"tombstone (null value)"
+    assert out.valid == 1
+
+
+def test_an_onnx_call_that_raises_dead_letters_only_the_rows_it_fails_on_and_moves_no_state(model_store):
+    """The model raises on any batch holding a huge amount: those events are found by bisection,
+    dead-lettered as processing_error, and entity state is as if they never came."""
+    import numpy as np
+
+    from tests.bad_models import raising_model, save_version
+
+    width = len(DOMAIN.features.columns)
+    save_version(model_store, "2", raising_model(width))  # passes the checks: reference amounts are small
+    model = load_model(ModelStore(model_store), "fraud", DOMAIN.features.columns)
+    assert model.version == "2"
+    scorer = BatchScorer(DOMAIN, model, Metrics.create(), max_future_s=86_400)
+    events = [{**GOOD, "event_id": f"e{i}", "user_id": f"u{i % 3}", "ts": 1_750_000_000.0 + 60 * i,
+               "amount": 900_000.0 if i in (4, 11) else 10.0 + i} for i in range(16)]
+    records = [_record(i, orjson.dumps(e)) for i, e in enumerate(events)]
+    store = EntityStore(DOMAIN.features.state_width)
+    out = scorer.process({0: records}, {0: store}, now=1_750_001_000.0)
+
+    dead = out.partitions[0].dead_letters
+    assert sorted(int(dict(d.headers)["mlstream.source.offset"]) for d in dead) == [4, 11]
+    assert {dict(d.headers)["mlstream.error.reason"] for d in dead} == {b"processing_error"}
+    assert out.valid == 14 and scorer.metrics.registry.get_sample_value(
+        "mlstream_processing_errors_total", {"stage": "score"}) == 2
+    # state equals the offline state of the 14 other events
+    good = [e for i, e in enumerate(events) if i not in (4, 11)]
+    offline = EntityStore(DOMAIN.features.state_width)
+    cols = DOMAIN.columns(good)
+    rows = offline.rows_for(cols["user_id"].tolist())
+    DOMAIN.features.compute(cols, rows, offline.matrix)
+    for user in ("u0", "u1", "u2"):
+        assert np.allclose(store.matrix[store.rows[user]], offline.matrix[offline.rows[user]])

@@ -1,0 +1,117 @@
+"""Exactly-once on Apache Kafka: a scorer SIGKILLed ten times under load, restarted each time,
+gives every event exactly one committed prediction, and every score equals the offline one (the
+entity state saw each event once). Figures are printed (``pytest -s``)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orjson
+import pytest
+
+from stream.config import Settings
+from stream.examples.payments import DOMAIN
+from stream.examples.simulate import PaymentSimulator
+from stream.kafka import ensure_topics
+from stream.registry import ModelStore
+from stream.scoring.model import load_model
+from stream.tools.tally import wait_until
+from tests.helpers import read_topic
+from tests.load import Seen, Sent, follow_outputs, send_steadily
+
+pytestmark = [pytest.mark.timeout(900), pytest.mark.parametrize("broker_kind", ["kafka"])]
+KILLS = 10
+EVENTS = 12_000
+RATE = 300  # events/s, 40 s of load: most kills happen under it
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLSTREAM_")}
+    env.update({
+        "MLSTREAM_APP_ID": settings.app_id,
+        "MLSTREAM_PROCESSING_GUARANTEE": settings.processing_guarantee,
+        "MLSTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "MLSTREAM_KAFKA__SESSION_TIMEOUT_MS": str(settings.kafka.session_timeout_ms),
+        "MLSTREAM_KAFKA__HEARTBEAT_INTERVAL_MS": str(settings.kafka.heartbeat_interval_ms),
+        "MLSTREAM_MODEL_STORE": str(settings.model_store),
+        "MLSTREAM_METRICS_PORT": "0",
+        "MLSTREAM_MONITOR__ENABLED": "false",
+    })
+    for name, value in settings.topics.model_dump().items():
+        env[f"MLSTREAM_TOPICS__{name.upper()}"] = str(value)
+    return env
+
+
+def start_scorer(settings: Settings, log_path) -> subprocess.Popen[bytes]:
+    out = open(log_path, "ab")
+    return subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", "--role", "scorer"],
+                            env=worker_env(settings), stdin=subprocess.DEVNULL, stdout=out,
+                            stderr=out, start_new_session=True)
+
+
+async def test_ten_sigkills_give_no_duplicate_and_online_equals_offline(make_settings, bootstrap,
+                                                                         model_store, tmp_path):
+    settings = make_settings(kafka={"bootstrap_servers": bootstrap, "session_timeout_ms": 6_000,
+                                    "heartbeat_interval_ms": 1_000},
+                             processing_guarantee="exactly_once",
+                             scoring={"transaction_timeout_ms": 5_000})
+    await ensure_topics(settings)
+    sim = PaymentSimulator(seed=17, n_users=80)
+    sent, seen, stop = Sent(), Seen(), asyncio.Event()
+    follower = asyncio.create_task(follow_outputs(settings, seen, stop))  # read_committed
+    load = asyncio.create_task(send_steadily(settings, sim, EVENTS, RATE, sent))
+    log_path = tmp_path / "workers.log"
+    procs: list[subprocess.Popen[bytes]] = []
+    began = time.monotonic()
+    try:
+        for _ in range(KILLS):
+            before = len(seen.ids)
+            proc = start_scorer(settings, log_path)
+            procs.append(proc)
+            # kill it once it has committed some work (or after a bounded wait)
+            await wait_until(lambda b=before: len(seen.ids) >= b + 300 or proc.poll() is not None, 60)
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        final = start_scorer(settings, log_path)
+        procs.append(final)
+        await asyncio.wait_for(load, 300)
+        accounted = await wait_until(lambda: seen.accounts_for(sent), 180)
+        summary = seen.summary(sent)
+        summary.update(kills=KILLS, elapsed_s=round(time.monotonic() - began, 1))
+        print(json.dumps(summary))
+        assert accounted, (summary, log_path.read_text()[-3000:])
+    finally:
+        load.cancel()
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(10)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(follower, return_exceptions=True), 30)
+
+    predictions = [orjson.loads(r.value) for r in await read_topic(settings, settings.topics.predictions)]
+    counts = collections.Counter(p["event_id"] for p in predictions)
+    assert sum(c - 1 for c in counts.values()) == 0, "duplicated predictions under exactly-once"
+    assert set(counts) == sent.acked_ids
+
+    # online == offline: each score is what the model gives on features computed offline over
+    # the same events once, in order (a replayed event would have moved its entity's state)
+    events = [orjson.loads(i.value) for i in sim.events(EVENTS, start=0) if i.event_id in sent.acked_ids]
+    X = DOMAIN.offline_features(events)
+    offline = load_model(ModelStore(model_store), "fraud", DOMAIN.features.columns).predict(X)
+    online = {p["event_id"]: p["score"] for p in predictions}
+    got = np.array([online[e["event_id"]] for e in events])
+    assert np.allclose(got, offline, rtol=1e-6, atol=1e-9)

@@ -1,0 +1,118 @@
+"""Broker faults on Apache Kafka, under load: a broker SIGKILLed and restarted on its data,
+and a 3-node KRaft cluster (replication factor 3, min.insync.replicas 2) losing a node.
+Every acknowledged event must come out as a prediction or a dead letter; figures are printed
+(``pytest -s``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from stream.examples.simulate import PaymentSimulator
+from stream.kafka import client_options, ensure_topics
+from stream.tools.kafka_server import KafkaServer
+from stream.tools.tally import wait_until
+from tests.load import Seen, Sent, follow_outputs, send_steadily
+
+pytestmark = pytest.mark.timeout(600)
+RATE = 400  # events/s: steady load a 2-core machine sustains beside a JVM or three
+EVENTS = 12_000  # 30 s of load
+KILL_AFTER = 2_000  # predictions seen before the fault
+
+
+async def _run_with_fault(make_settings, start_worker, server: KafkaServer, fault, **settings_kw):
+    """Load + worker + follower on ``server``; ``fault(settings, sent, seen)`` runs once
+    KILL_AFTER predictions are out and returns its figures; returns them with the accounting."""
+    settings = make_settings(kafka={"bootstrap_servers": server.bootstrap}, **settings_kw)
+    await ensure_topics(settings)
+    worker = start_worker(settings, roles=("scorer",))
+    sent, seen, stop = Sent(), Seen(), asyncio.Event()
+    follower = asyncio.create_task(follow_outputs(settings, seen, stop))
+    sim = PaymentSimulator(seed=31, invalid_rate=0.01)
+    load = asyncio.create_task(send_steadily(settings, sim, EVENTS, RATE, sent))
+    try:
+        assert await wait_until(lambda: len(seen.ids) >= KILL_AFTER, 90), "no predictions before the fault"
+        t_fault = time.monotonic()
+        figures = await fault(settings, sent, seen)
+        await asyncio.wait_for(load, 240)
+        accounted = await wait_until(lambda: seen.accounts_for(sent), 120)
+        figures["longest_output_gap_s"] = round(seen.gap_after(t_fault), 1)
+        figures.update(seen.summary(sent))
+        figures["worker_alive"] = not worker.task.done()
+        print(json.dumps(figures))
+        assert accounted, figures
+        return figures
+    finally:
+        load.cancel()
+        if not worker.task.done():
+            await worker.close()
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(follower, return_exceptions=True), 30)
+
+
+async def _replication(settings) -> dict:
+    """What the cluster says of the events topic: replicas and ISR per partition, min ISR."""
+    admin = AIOKafkaAdminClient(**client_options(settings.kafka))
+    await admin.start()
+    try:
+        topic = settings.topics.events
+        parts = (await admin.describe_topics([topic]))[0]["partitions"]
+        [resp] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        entries = resp.to_object()["resources"][0]["config_entries"]
+        min_isr = next(e["config_value"] for e in entries if e["config_names"] == "min.insync.replicas")
+        return {"replicas": sorted({len(p["replicas"]) for p in parts}),
+                "isr": sorted({len(p["isr"]) for p in parts}), "min_insync_replicas": int(min_isr)}
+    finally:
+        await admin.close()
+
+
+async def test_a_broker_killed_and_restarted_on_its_data_loses_no_event(make_settings, start_worker, tmp_path):
+    server = await asyncio.to_thread(KafkaServer(data_dir=tmp_path / "kafka").start)
+
+    async def kill_and_restart(settings, sent: Sent, seen: Seen) -> dict:
+        after_kill = [f"e31-{i}" for i in range(sent.attempted, EVENTS)]  # sent from now on
+        t_kill = time.monotonic()
+        server.kill()
+        restart_s = await asyncio.to_thread(server.restart)
+        t_ready = time.monotonic()
+        assert await wait_until(lambda: seen.first_of(after_kill) is not None, 60), "no resume"
+        return {"fault": "broker SIGKILL + restart", "format_s": round(server.format_s or 0, 1),
+                "startup_s": round(server.startup_s or 0, 1),
+                "restart_s": round(restart_s, 1), "down_s": round(t_ready - t_kill, 1),
+                "resume_after_ready_s": round(seen.first_of(after_kill) - t_ready, 1)}
+
+    try:
+        figures = await _run_with_fault(make_settings, start_worker, server, kill_and_restart)
+    finally:
+        await asyncio.to_thread(server.stop)
+    assert figures["lost"] == 0 and figures["send_failed"] == 0, figures
+    assert figures["resume_after_ready_s"] <= 30, figures
+    assert figures["worker_alive"], figures
+
+
+async def test_a_three_node_cluster_losing_a_node_under_load_loses_no_event(make_settings, start_worker, tmp_path):
+    cluster = await asyncio.to_thread(KafkaServer(nodes=3, data_dir=tmp_path / "kafka").start)
+
+    async def kill_one(settings, sent: Sent, seen: Seen) -> dict:
+        replication = await _replication(settings)
+        assert replication == {"replicas": [3], "isr": [3], "min_insync_replicas": 2}, replication
+        pid = cluster.kill(0)
+        assert await wait_until(lambda: len(seen.ids) >= KILL_AFTER + 2 * RATE, 60), "no progress"
+        return {"fault": f"1 of 3 nodes SIGKILLed (pid {pid})", "format_s": round(cluster.format_s or 0, 1),
+                "startup_s": round(cluster.startup_s or 0, 1)}
+
+    try:
+        figures = await _run_with_fault(make_settings, start_worker, cluster, kill_one,
+                                        topics={"replication_factor": 3})
+    finally:
+        await asyncio.to_thread(cluster.stop)
+    assert figures["lost"] == 0 and figures["send_failed"] == 0, figures
+    # the pause is the dead node's fencing (broker.session.timeout.ms 4 s), the elections that
+    # follow and the clients finding the new leaders and group coordinator; nothing waits longer
+    assert figures["longest_output_gap_s"] <= 20, figures
+    assert figures["worker_alive"], figures
