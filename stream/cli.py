@@ -48,6 +48,11 @@ def cmd_trainer(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    from stream.examples import traffic
+
+    if args.scenario in traffic.SCENARIOS:  # monitored columns of realistic traffic, as JSON lines
+        return traffic.write_jsonl(args.scenario, args.events or 200_000, args.output, seed=args.seed,
+                                   iid=args.iid, drift=args.drift, drift_at=args.drift_at)
     from stream.examples.simulate import PaymentSimulator
     from stream.tools.traffic import produce
 
@@ -142,6 +147,8 @@ def cmd_bench_drift(argv: list[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from stream.examples.simulate import SCENARIOS
+    from stream.examples.traffic import DRIFTS
+    from stream.examples.traffic import SCENARIOS as TRAFFIC
 
     parser = argparse.ArgumentParser(prog="mlstream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -157,10 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(sub.add_parser("trainer", help="answer retraining requests: train, check, promote"))
     p.set_defaults(func=cmd_trainer)
 
-    p = with_config(sub.add_parser("simulate", help="produce simulated payments (and labels)"))
-    p.add_argument("--events", type=int, default=None, help="how many (default: until Ctrl-C)")
+    p = with_config(sub.add_parser(
+        "simulate", help="produce simulated payments (and labels) to Kafka, or write realistic traffic "
+                         f"({'|'.join(TRAFFIC)}) as JSON lines"))
+    p.add_argument("--events", type=int, default=None, help="how many (default: until Ctrl-C; 200,000 for traffic)")
     p.add_argument("--rate", type=float, default=1_000.0, help="events per second (0 = as fast as possible)")
-    p.add_argument("--scenario", choices=sorted(SCENARIOS), default="none")
+    p.add_argument("--scenario", choices=sorted(SCENARIOS) + [t for t in TRAFFIC if t not in SCENARIOS],
+                   default="none", help="payment scenario (to Kafka) or realistic traffic (JSON lines)")
+    p.add_argument("--output", default=None, help="traffic: write here instead of stdout")
+    p.add_argument("--iid", action="store_true", help="traffic: i.i.d. rows of the process (a training set)")
+    p.add_argument("--drift", choices=DRIFTS, default=None, help="traffic: inject this drift at --drift-at")
     p.add_argument("--drift-at", type=int, default=None, help="event index where the scenario starts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--users", type=int, default=250)

@@ -117,6 +117,52 @@ class ScoringSettings(Section):
     transaction_timeout_ms: int = Field(default=10_000, ge=1_000, le=900_000)
 
 
+def _drift_config() -> type[BaseModel]:
+    """Every tunable of the drift monitor (``DriftSettings``), as a settings section with the same
+    names and defaults (README "Settings" lists them); checked by ``DriftSettings.validate``."""
+    import dataclasses
+    import typing
+
+    from pydantic import create_model, model_validator
+
+    from stream.monitoring.calibration import DriftSettings
+
+    hints = typing.get_type_hints(DriftSettings)
+    own = {"expected_run_length", "score_detector"}  # kept one level up, in MonitorSettings
+    fields = {f.name: (hints[f.name], f.default) for f in dataclasses.fields(DriftSettings) if f.name not in own}
+
+    def _check(self: BaseModel) -> BaseModel:
+        try:
+            DriftSettings(**self.model_dump()).validate()
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    return create_model("DriftConfig", __config__=ConfigDict(frozen=True, extra="forbid"),
+                        __validators__={"check": model_validator(mode="after")(_check)}, **fields)
+
+
+DriftConfig = _drift_config()
+
+
+class PerformanceSettings(Section):
+    """Concept drift from joined labels (``PerformanceMonitor``) and the label-free estimate."""
+
+    window: int = Field(default=1_000, ge=1)  # labelled events behind the rolling performance gauges
+    windows: tuple[int, ...] = (200, 500, 2000, 5000)
+    checks_per_window: int = Field(default=4, ge=1)
+    # fallback reference when the model card has no holdout metrics: the first labelled events
+    reference_size: int = Field(default=2_000, ge=1)
+    # a rise counts when it passes both: absolute (error-rate points; relative MAE for regression)
+    min_increase: float | None = Field(default=None, gt=0)
+    min_relative_increase: float = Field(default=0.5, gt=0)
+    leave_ratio: float = Field(default=0.5, gt=0, le=1)
+    estimate_rows: int = Field(default=5_000, ge=100)  # recent scores behind the label-free estimate
+    estimate_tolerance: float = Field(default=0.05, gt=0, lt=1)
+    estimate_window: int = Field(default=2_000, ge=1)
+    estimate_min_labels: int = Field(default=500, ge=1)
+
+
 class MonitorSettings(Section):
     enabled: bool = True
     expected_run_length: int = Field(default=10_000_000, ge=1_000)
@@ -129,6 +175,15 @@ class MonitorSettings(Section):
     # river's PageHinkley or ADWIN on the score, beside the calibrated tests. Off by default:
     # their false-alarm rate is not calibrated (see `make bench-drift`).
     score_detector: Literal["page_hinkley", "adwin"] | None = None
+    drift: DriftConfig = DriftConfig()  # type: ignore[valid-type]
+    performance: PerformanceSettings = PerformanceSettings()
+
+    def drift_settings(self) -> Any:
+        """The ``DriftSettings`` these settings describe."""
+        from stream.monitoring.calibration import DriftSettings
+
+        return DriftSettings(expected_run_length=self.expected_run_length, score_detector=self.score_detector,
+                             **self.drift.model_dump())
 
 
 class TrainerSettings(Section):

@@ -74,7 +74,7 @@ def test_error_rate_rise_detected_within_1000_labels() -> None:
     assert [e.kind for e in events] == ["concept_drift"]
     assert 5000 <= events[0].index < 6000
     ev = events[0].evidence[0]
-    assert ev["test"] == "fisher_exact" and ev["p_value"] < ev["alpha"] and ev["effect_size"] >= 0.02
+    assert ev["test"] == "z" and ev["p_value"] < ev["alpha"] and ev["effect_size"] >= 0.02
     assert events[0].model_version == "1"
 
 

@@ -23,7 +23,7 @@ table's degrees of freedom, and the standard normal for the z tests (missing
 rate, Mann-Whitney with tie correction, Fisher z).
 These distributions assume independent rows. Rolling-aggregate features are
 serially dependent; the profile measures that dependence on the reference in
-its own order (``dispersion``, see :func:`stream.monitoring.profile._dispersion`) and the
+its own order (``dispersion``, see :func:`stream.monitoring.profile_scores.dispersion_factors`) and the
 monitor scales its statistics to the effective number of rows before comparing
 them with these critical values.
 :func:`simulate_reference` draws streams from a profile so the resulting false
@@ -77,15 +77,40 @@ class DriftSettings:
         standard deviation), numeric chi-square by PSI, categorical chi-square
         by the Jensen-Shannon distance, the missing-rate test by the absolute
         change of the rate, the correlation test by the change of the correlation.
-    leave_ratio
-        A drift closes when every effect size is below ``leave_ratio`` times its
-        enter level ...
+    leave_p
+        A drift closes when every test of ``resolve_window`` has a p-value (on the same
+        dependence-corrected scale as the enter tests) above this ...
     resolve_window, resolve_patience
         ... in window ``resolve_window`` for ``resolve_patience`` checks in a row.
     multivariate, multivariate_min_window
         Run the pairwise correlation test over the numeric features, in the
-        windows at least this long (correlations need samples; skipping the
-        short windows only lowers the false-alarm rate).
+        windows at least this long.
+    dependence_scales, dependence_history, dependence_min_batches, dependence_confidence
+        The stream's own dependence (:class:`stream.monitoring.dependence.DependenceTracker`):
+        batch lengths in blocks, batch means kept per scale, batches a scale needs before
+        it counts (the monitor is warming up until the shortest has them), and the quantile
+        of the long-run variance's sampling distribution used as its upper bound.
+    refresh_blocks
+        The dependence, slow and seasonal estimates are refreshed every this many blocks
+        (between refreshes the checks of many blocks are computed at once).
+    min_effective_rows
+        A score is tested in a window only when the window holds at least this many
+        effectively independent rows (rows / design effect): a 500-row window filled by
+        two bursts of one entity is not a sample of the traffic.
+    cusum, cusum_blocks, cusum_k, cusum_clip, cusum_min_shift
+        Two-sided CUSUM (:mod:`stream.monitoring.cusum`) on batch means of ``cusum_blocks``
+        blocks of each feature's mid-rank, category shares and missing rates, standardised with
+        the measured variances and clipped at +-``cusum_clip`` (one burst moves it a bounded step);
+        reference value ``cusum_k`` (sd of a batch mean); an alarm also
+        needs the run's mean shift to reach ``cusum_min_shift`` score sd. Windows and CUSUM
+        share the false-alarm budget half and half.
+    seasonal, seasonal_min_rows, seasonal_memory_rows, seasonal_alpha
+        Learn a daily profile from event times (:class:`stream.monitoring.dependence.SeasonalProfile`):
+        rows every hour of the day needs before it is used, rows of memory per hour, and
+        the level at which hours must differ for the profile to be taken out.
+    summary_window, summary_quantiles, summary_top_categories
+        Rolling summary statistics (:func:`stream.monitoring.drift_view.summary`): rows,
+        quantiles of numeric features, categories shown.
     score_feature
         Name of the model score column; its drift is reported as ``score_drift``.
     score_detector
@@ -105,11 +130,29 @@ class DriftSettings:
     js_threshold: float = 0.1
     missing_threshold: float = 0.05
     correlation_threshold: float = 0.2
-    leave_ratio: float = 0.5
+    leave_p: float = 0.01
     resolve_window: int = 2000
     resolve_patience: int = 3
     multivariate: bool = True
     multivariate_min_window: int = 0
+    dependence_scales: tuple[int, ...] = (2, 8, 32)
+    dependence_history: int = 128
+    dependence_min_batches: int = 16
+    dependence_confidence: float = 0.25
+    min_effective_rows: int = 200
+    refresh_blocks: int = 64
+    cusum: bool = True
+    cusum_blocks: int = 8
+    cusum_k: float = 1.0
+    cusum_clip: float = 3.0
+    cusum_min_shift: float = 0.1
+    seasonal: bool = True
+    seasonal_min_rows: int = 2000
+    seasonal_memory_rows: int = 5_000_000
+    seasonal_alpha: float = 0.01
+    summary_window: int = 8000
+    summary_quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)
+    summary_top_categories: int = 5
     score_feature: str = "score"
     score_detector: str | None = None
     emit_resolved: bool = True
@@ -120,6 +163,8 @@ class DriftSettings:
         return tuple(max(b, (w // self.checks_per_window) // b * b) for w in self.windows)
 
     def validate(self) -> None:
+        if self.expected_run_length <= 1:
+            raise ValueError("expected_run_length must be > 1")
         if self.block_size < 1 or not self.windows:
             raise ValueError("block_size must be >= 1 and windows non-empty")
         if any(w % self.block_size or w <= 0 for w in self.windows):
@@ -128,11 +173,20 @@ class DriftSettings:
             raise ValueError("windows must be strictly increasing")
         if self.resolve_window not in self.windows:
             raise ValueError("resolve_window must be one of windows")
-        if not 0 < self.leave_ratio <= 1 or self.resolve_patience < 1 or self.checks_per_window < 1:
-            raise ValueError("need 0 < leave_ratio <= 1, resolve_patience >= 1, checks_per_window >= 1")
+        if not 0 < self.leave_p < 1 or self.resolve_patience < 1 or self.checks_per_window < 1:
+            raise ValueError("need 0 < leave_p < 1, resolve_patience >= 1, checks_per_window >= 1")
         if self.score_detector not in (None, "page_hinkley", "adwin"):
             raise ValueError(f"unknown score_detector {self.score_detector!r}")
-
+        if not self.dependence_scales or min(self.dependence_scales) < 1 or not 0 < self.dependence_confidence < 1:
+            raise ValueError("dependence_scales must be >= 1 and 0 < dependence_confidence < 1")
+        if not 4 <= self.dependence_min_batches <= self.dependence_history:
+            raise ValueError("need 4 <= dependence_min_batches <= dependence_history")
+        if self.cusum_blocks < 1 or self.cusum_k <= 0 or self.cusum_min_shift < 0:
+            raise ValueError("need cusum_blocks >= 1, cusum_k > 0, cusum_min_shift >= 0")
+        if self.refresh_blocks < 1 or self.min_effective_rows < 1:
+            raise ValueError("refresh_blocks and min_effective_rows must be >= 1")
+        if self.summary_window < self.block_size or not all(0 < q < 1 for q in self.summary_quantiles):
+            raise ValueError("summary_window must be >= block_size and quantiles in (0, 1)")
 
 
 TESTS_NUMERIC = ("ks", "mannwhitney", "chi2", "missing")

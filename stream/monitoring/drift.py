@@ -1,32 +1,52 @@
-"""Streaming drift monitor: calibrated, effect-size gated, multi-window, O(1) state.
+"""Streaming drift monitor for real traffic: dependence-aware, calibrated, effect-size gated, O(1) state.
 
 How it works
 ------------
-Rows are grouped in blocks of ``block_size`` rows. Each finished block is reduced
-to fixed-size sufficient statistics (per numeric feature: counts and value sums
-in the reference quantile bins plus a missing count; per categorical feature:
-counts per reference category plus "other" and missing; for the numeric
-features together: pairwise-complete cross products of the bins' normal scores)
-and written to a ring buffer holding the longest window. Every window length ``w`` in
-``DriftSettings.windows`` is tested every ``w / checks_per_window`` rows (a
-sliding window), by summing its last blocks.
+Rows are grouped in blocks of ``block_size`` rows; each block is reduced to fixed-size
+sufficient statistics (numeric features: counts and value sums in the reference
+quantile bins, a missing count, a sum of squares; categorical features: counts per
+reference category, "other" and missing; numeric pairs: sums of the bins' normal
+scores and their products). Running totals and a ring of their past values give the
+sum over any sliding window in ``DriftSettings.windows`` in O(1); each window length
+``w`` is tested every ``w / checks_per_window`` rows.
 
-The tests are, per numeric feature, two-sample KS, Mann-Whitney and chi-square
-on the bins; per categorical feature, chi-square on the categories (unseen ones
-count as "other"); per feature, a two-proportion z test of the missing rate;
-per pair of numeric features, a Fisher z test of their correlation. A feature
-drifts when a test is significant at its calibrated level (see
-:mod:`stream.monitoring.calibration`) *and* an effect size passes its enter threshold:
-Wasserstein distance normalised by the reference standard deviation or PSI for
-numeric features, Jensen-Shannon distance for categorical ones, the absolute
-change of the missing rate, and the change of a correlation for pairs.
-Each feature then has an open drift state: one event when it opens, and one
-``drift_resolved`` event when every effect size of the ``resolve_window`` stayed
-below ``leave_ratio`` times its enter threshold for ``resolve_patience``
-consecutive checks; the feature's windows then restart from empty.
+Every test compares a window mean of per-row scores with the reference
+(:func:`stream.monitoring.drift_stats.channel_means`): bin and cumulative-bin
+indicators (chi-square, KS), the reference mid-rank (Mann-Whitney), the missing
+indicator, category indicators, the linearised correlation of each numeric pair.
+On real traffic those window means vary far more than i.i.d. formulas say, so each
+difference ``theta_w - theta_ref`` is studentised with
 
-All of it is computed per block, so :meth:`DriftMonitor.update` (one row) and
-:meth:`DriftMonitor.update_batch` (vectorised) give identical events.
+    var = s2_lr / n + g0 / m + s2_slow (+ the seasonal profile's own error)
+
+where ``g0 / m`` is the i.i.d. reference's sampling error, ``s2_lr`` the score's
+long-run variance and ``s2_slow`` its slow stationary wander, both learned from the
+live stream (:class:`stream.monitoring.dependence.DependenceTracker`), and a daily
+profile learned from event times is taken out when the hours differ
+(:class:`stream.monitoring.dependence.SeasonalProfile`). Tests: studentised
+Mann-Whitney and missing-rate z; KS as the largest studentised cumulative
+difference (Bonferroni over the bins); chi-square as the sum of studentised squared
+bin differences (a first-order Rao-Scott correction, one design effect per bin);
+correlation z from the linearised correlation's own long-run variance (Bartlett's
+correction, measured rather than modelled). Critical values come from
+:mod:`stream.monitoring.calibration` (Bonferroni split of one false alarm per
+``expected_run_length`` rows).
+
+A feature drifts when a test passes its critical value *and* its effect size its
+enter level. Its state then stays open (one event) and its dependence and seasonal
+estimators are frozen, so the drift is not learned as normal; it closes
+(``drift_resolved``) when every test of ``resolve_window`` has a p-value above
+``leave_p`` for ``resolve_patience`` checks in a row. Until the shortest dependence
+scale has ``dependence_min_batches`` batches the monitor is *warming up*: no test runs.
+
+:meth:`DriftMonitor.update` (one row) and :meth:`DriftMonitor.update_batch` (vectorised)
+give identical events.
+
+The parts live in their own modules: the window tests (:mod:`stream.monitoring.drift_windows`),
+the per-feature state machine (:mod:`stream.monitoring.drift_states`), the CUSUM and score detector
+(:mod:`stream.monitoring.drift_sequential`), row ingestion (:mod:`stream.monitoring.drift_ingest`) and
+the event record (:mod:`stream.monitoring.drift_event`); this module assembles them and runs a block's
+checks in order.
 
 Examples
 --------
@@ -42,62 +62,44 @@ Examples
 >>> [(e.index, e.kind, e.features) for e in events]
 [(5199, 'data_drift', ('x',))]
 >>> ev = events[0].evidence[0]
->>> ev["test"], ev["window"], ev["effect_size"] > ev["effect_threshold"]
-('ks', 500, True)
+>>> ev["window"], ev["effect_size"] > ev["effect_threshold"], ev["design_effect"] < 2
+(500, True, True)
 >>> mon.snapshot()["x"]["drifting"], mon.rows_seen
 (True, 10000)
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from itertools import repeat
 from typing import Any
 
 import numpy as np
 
 from stream.monitoring import drift_stats as ds
 from stream.monitoring.calibration import Calibration, DriftSettings, calibrate
-from stream.monitoring.profile import CORRELATION_METHOD, ReferenceProfile, is_missing, reference_arrays
+from stream.monitoring.dependence import DependenceTracker, SeasonalProfile
+from stream.monitoring.drift_event import MULTIVARIATE, DriftEvent
+from stream.monitoring.drift_ingest import RowIngest
+from stream.monitoring.drift_view import snapshot, summary
+from stream.monitoring.profile import CORRELATION_METHOD, ReferenceProfile, reference_arrays
 
 __all__ = ["DriftEvent", "DriftMonitor", "DriftSettings"]
 
-MULTIVARIATE = "__multivariate__"
+DAY_S, HOUR_S = 86_400.0, 3_600.0
 
 
-@dataclass(frozen=True)
-class DriftEvent:
-    """A drift state opened (or closed) at row ``index``, with its evidence."""
-
-    index: int
-    kind: str
-    features: tuple[str, ...]
-    evidence: tuple[dict[str, Any], ...] = field(default=())
-    model: str | None = None
-    model_version: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable, deterministic representation; with ``detected_at`` added, the
-        fields of :class:`stream.messages.DriftEvent` (the message on the drift topic)."""
-        return {
-            "index": self.index,
-            "kind": self.kind,
-            "features": list(self.features),
-            "evidence": [dict(sorted(e.items())) for e in self.evidence],
-            "model": self.model,
-            "model_version": self.model_version,
-        }
+def _pick(st: dict[str, Any], i: int) -> dict[str, Any]:
+    """Check point ``i`` of statistics computed for several check points at once."""
+    out: dict[str, Any] = {}
+    for key, v in st.items():
+        if isinstance(v, dict):
+            out[key] = _pick(v, i)
+        else:
+            out[key] = None if v is None else v[i]
+    return out
 
 
-def _f(x: Any) -> float:
-    v = float(x)
-    return v if math.isfinite(v) else (1e308 if v > 0 else -1e308)
-
-
-class DriftMonitor:
-    """Calibrated multi-window drift monitor over a :class:`ReferenceProfile` (see module docstring).
+class DriftMonitor(RowIngest):
+    """Dependence-aware multi-window drift monitor over a :class:`ReferenceProfile` (see module docstring).
 
     Attributes
     ----------
@@ -107,14 +109,8 @@ class DriftMonitor:
         The per-test levels and critical values in use.
     """
 
-    def __init__(
-        self,
-        profile: ReferenceProfile,
-        settings: DriftSettings | None = None,
-        *,
-        model_name: str | None = None,
-        model_version: str | None = None,
-    ) -> None:
+    def __init__(self, profile: ReferenceProfile, settings: DriftSettings | None = None, *,
+                 model_name: str | None = None, model_version: str | None = None) -> None:
         self.profile = profile
         self.settings = s = settings or DriftSettings()
         s.validate()
@@ -124,41 +120,54 @@ class DriftMonitor:
         self._names = self._num + self._cat
         fn, fc = len(self._num), len(self._cat)
         self._mv = s.multivariate and fn >= 2 and profile.correlation_method == CORRELATION_METHOD
-        ref = reference_arrays(profile)
+        ref = self.ref = reference_arrays(profile)
         self._edges, self._k, self._kc = ref.edges, ref.k, ref.kc
-        self._ref_num, self._ref_mean_bins, self._ref_num_miss = ref.num_counts, ref.num_bin_means, ref.num_missing
-        self._std, self._scores = ref.std, ref.num_scores
-        self._ref_cat, self._ref_cat_miss = ref.cat_counts, ref.cat_missing
+        k, kc, b = ref.k, ref.kc, s.block_size
+        self._scores = ref.num_scores
         self._cat_maps, self._cat_other = ref.cat_codes, ref.cat_other
-        self._ref_r, self._ref_rn = ref.corr, ref.corr_n
-        self._pairs = np.triu_indices(fn, 1)
-        self._phi_num, self._phi_cat = ref.dispersion(s.windows)  # serial dependence, per window and feature
-        k, kc = self._k, self._kc
-        b = s.block_size
+        self._pairs = np.triu_indices(fn, 1) if self._mv else (np.zeros(0, int), np.zeros(0, int))
+        self._rho = ref.corr if self._mv else np.zeros((fn, fn))
         self._wblocks = [w // b for w in s.windows]
         self._sblocks = [st // b for st in s.steps()]
         self._resolve_w = s.windows.index(s.resolve_window)
+        # with the CUSUM on, windows and CUSUM each get half of the false-alarm budget
+        erl = s.expected_run_length * (2 if s.cusum else 1)
         self.calibration: Calibration = calibrate(
-            profile, windows=s.windows, steps=s.steps(), expected_run_length=s.expected_run_length,
-            multivariate=self._mv, max_dof=max(k, kc + 1),
-        )
-        # ring buffers over the longest window: fixed size, O(1) in the stream length
-        self._ring_len = r_len = self._wblocks[-1]
-        self._ring_num = np.zeros((r_len, fn, k + 1), dtype=np.int64)
-        self._ring_sum = np.zeros((r_len, fn, k))
-        self._ring_cat = np.zeros((r_len, fc, kc + 1), dtype=np.int64)
-        self._ring_corr = np.zeros((r_len, 4, fn, fn)) if self._mv else np.zeros((0,))
+            profile, windows=s.windows, steps=s.steps(), expected_run_length=erl,
+            multivariate=self._mv, max_dof=max(k, kc + 1))
+        self._init_reference(fn, fc, k, kc)
+        self._init_cusum(erl)
+        # running totals and a ring of their past values: any window's sums in O(1)
+        self._ring_len = r = self._wblocks[-1] + s.refresh_blocks + 1
+        self._tot = {"num": np.zeros((fn, k + 1), np.int64), "sum": np.zeros((fn, k)), "sq": np.zeros(fn),
+                     "cat": np.zeros((fc, kc + 1), np.int64), "hours": np.zeros(24)}
+        if self._mv:
+            self._tot["corr"] = np.zeros((4, fn, fn))
+        self._ring = {key: np.zeros((r,) + v.shape, v.dtype) for key, v in self._tot.items()}
+        self._ring_num = self._ring["num"]
         self._blocks = 0
-        self._reset_at = {n: 0 for n in self._names + [MULTIVARIATE]}
-        self._open = {n: False for n in self._names + [MULTIVARIATE]}
-        self._calm = {n: 0 for n in self._names + [MULTIVARIATE]}
-        self._stats: dict[str, dict[int, dict[str, np.ndarray]]] = {"num": {}, "cat": {}, "mv": {}}
-        self._raw: dict[str, dict[int, tuple[Any, tuple[np.ndarray, ...]]]] = {"num": {}, "cat": {}}
+        n_ch = self._theta.size
+        self.tracker = DependenceTracker(n_ch, b, s.dependence_scales, s.dependence_history,
+                                         s.dependence_min_batches, s.dependence_confidence)
+        self.seasonal = SeasonalProfile(n_ch, s.seasonal_min_rows, s.seasonal_memory_rows, s.seasonal_alpha) \
+            if s.seasonal else None
+        self._ready = self._cusum_ready = False
+        self._season_dev: np.ndarray | None = None
+        self._season_var: np.ndarray | None = None
+        self._lr = self._g0.copy()
+        self._slow = np.zeros(n_ch)
+        all_names = self._names + [MULTIVARIATE]
+        self._reset_at = dict.fromkeys(all_names, 0)
+        self._open = dict.fromkeys(all_names, False)
+        self._open_arr = np.zeros(len(all_names), dtype=bool)
+        self._calm = dict.fromkeys(all_names, 0)
+        self._last: dict[int, dict[str, Any]] = {}
+        self._open_features: dict[str, list[str]] = {}
         self._effects = {"num": {"wasserstein": s.wasserstein_threshold, "psi": s.psi_threshold},
                          "cat": {"jensen_shannon": s.js_threshold}}
-        self._open_features: dict[str, list[str]] = {}
         self._buf_num = np.empty((b, fn))
         self._buf_cat = np.empty((b, fc), dtype=np.int64)
+        self._buf_ts = np.full(b, np.nan)
         self._buf_len = 0
         self._score_j = self._num.index(s.score_feature) if s.score_feature in self._num else -1
         self._detector: Any = None
@@ -167,331 +176,182 @@ class DriftMonitor:
 
             self._detector = rdrift.PageHinkley() if s.score_detector == "page_hinkley" else rdrift.ADWIN()
 
-    def _code(self, j: int, v: Any) -> int:
-        if is_missing(v):
-            return self._kc
-        key = v if isinstance(v, str) else str(v)
-        return self._cat_maps[j].get(key, self._cat_other[j])
+    def _init_reference(self, fn: int, fc: int, k: int, kc: int) -> None:
+        """Reference mean ``theta``, per-row variance ``g0`` and size ``m`` of every score channel."""
+        ref = self.ref
+        self._ref_num = np.concatenate([ref.num_counts, ref.num_missing[:, None]], axis=1)
+        self._ref_cat = np.concatenate([ref.cat_counts, ref.cat_missing[:, None]], axis=1)
+        p = ref.num_counts / np.maximum(ref.num_counts.sum(axis=1, keepdims=True), 1.0)
+        self._uref = np.cumsum(p, axis=1) - p / 2
+        theta, m = ds.channel_means(self._ref_num[None].astype(float), self._ref_cat[None].astype(float), None,
+                                    self._uref, self._rho, self._pairs)
+        theta, m = np.nan_to_num(theta[0]), m[0].copy()
+        npairs = self._pairs[0].size
+        sizes = [fn * k, fn * (k - 1), fn, fn, fc * kc, fc, npairs]
+        edges = np.cumsum([0] + sizes)
+        self._sl = {key: slice(int(a), int(z)) for key, a, z in
+                    zip(("props", "cum", "u", "miss", "cprops", "cmiss", "psi"), edges[:-1], edges[1:], strict=True)}
+        owner = np.concatenate([np.repeat(np.arange(fn), k), np.repeat(np.arange(fn), k - 1), np.arange(fn),
+                                np.arange(fn), fn + np.repeat(np.arange(fc), kc), fn + np.arange(fc),
+                                np.full(npairs, fn + fc)])
+        self._owner = owner.astype(np.int64)
+        m[self._sl["psi"]] = ref.corr_n[self._pairs] if npairs else m[self._sl["psi"]]
+        self._m = np.maximum(m, 1.0)
+        floor = 0.5 / self._m  # a share never seen in the reference: as if half a row had it
+        pp = np.clip(theta, floor, 1 - floor)
+        g0 = pp * (1 - pp)
+        ju = self._sl["u"]
+        # a constant reference feature has no spread: floor it as a share seen in half a row
+        g0[ju] = np.maximum((p * (self._uref - 0.5) ** 2).sum(axis=1), 0.25 / self._m[ju])
+        if npairs:
+            g0[self._sl["psi"]] = (1 - self._rho[self._pairs] ** 2) ** 2
+        theta[self._sl["psi"]] = 0.0
+        self._theta, self._g0 = theta, np.maximum(g0, 1e-9)  # a perfect reference correlation has no spread
 
-    def update(self, row: Mapping[str, float | int | str | None]) -> list[DriftEvent]:
-        """Add one row; return the events that fired (at most at block ends)."""
-        i = self._buf_len
-        for j, name in enumerate(self._num):
-            v = row.get(name)
-            self._buf_num[i, j] = np.nan if v is None else float(v)
-        for j, name in enumerate(self._cat):
-            self._buf_cat[i, j] = self._code(j, row.get(name))
-        self._buf_len += 1
-        self.rows_seen += 1
-        if self._buf_len < self.settings.block_size:
-            return []
-        self._buf_len = 0
-        return self._process(self._buf_num, self._buf_cat, self.rows_seen - self.settings.block_size)
 
-    def update_batch(self, columns: Mapping[str, np.ndarray | list[Any]]) -> list[DriftEvent]:
-        """Add many rows given as columns; same events as :meth:`update` row by row."""
-        n = len(next(iter(columns.values()))) if columns else 0
-        if n == 0:
-            return []
-        num = np.empty((n, len(self._num)))
-        for j, name in enumerate(self._num):
-            col = columns.get(name)
-            num[:, j] = np.nan if col is None else np.asarray(col, dtype=float)
-        cat = np.empty((n, len(self._cat)), dtype=np.int64)
-        for j, name in enumerate(self._cat):
-            col = columns.get(name)
-            if col is None:
-                cat[:, j] = self._kc
-                continue
-            # fast path: dict look-up; anything not found (unseen, NaN, non-str) takes the slow path
-            codes = np.fromiter(map(self._cat_maps[j].get, col, repeat(-1)), np.int64, n)
-            for i in np.flatnonzero(codes < 0):
-                codes[i] = self._code(j, col[i])
-            cat[:, j] = codes
-        return self._ingest(num, cat)
-
-    def _ingest(self, num: np.ndarray, cat: np.ndarray) -> list[DriftEvent]:
-        b, n, pos, events = self.settings.block_size, num.shape[0], 0, []
-        if self._buf_len:
-            take = min(b - self._buf_len, n)
-            self._buf_num[self._buf_len : self._buf_len + take] = num[:take]
-            self._buf_cat[self._buf_len : self._buf_len + take] = cat[:take]
-            self._buf_len += take
-            pos = take
-            if self._buf_len == b:
-                self._buf_len = 0
-                events += self._process(self._buf_num, self._buf_cat, self.rows_seen + pos - b)
-        full = (n - pos) // b * b
-        if full:
-            events += self._process(num[pos : pos + full], cat[pos : pos + full], self.rows_seen + pos)
-            pos += full
-        rest = n - pos
-        if rest:
-            self._buf_num[:rest] = num[pos:]
-            self._buf_cat[:rest] = cat[pos:]
-            self._buf_len = rest
-        self.rows_seen += n
-        return events
-
-    def _process(self, num: np.ndarray, cat: np.ndarray, start: int) -> list[DriftEvent]:
-        """Reduce whole blocks to sufficient statistics and run the due checks."""
+    def _process(self, num: np.ndarray, cat: np.ndarray, ts: np.ndarray, start: int) -> list[DriftEvent]:
+        """Reduce whole blocks to sufficient statistics, learn the stream's structure, run the due checks."""
         b, k, kc = self.settings.block_size, self._k, self._kc
         nb, fn, fc = num.shape[0] // b, len(self._num), len(self._cat)
         blk = np.repeat(np.arange(nb), b)
-        counts = sums = ccounts = None
-        if fn:
-            bins = np.empty(num.shape, dtype=np.int64)
-            for j in range(fn):
-                bins[:, j] = np.searchsorted(self._edges[j], num[:, j], side="right")
-            missing = np.isnan(num)
-            bins[missing] = k
-            idx = (blk[:, None] * fn + np.arange(fn)) * (k + 1) + bins
-            counts = np.bincount(idx.ravel(), minlength=nb * fn * (k + 1)).reshape(nb, fn, k + 1)
-            sums = np.bincount(idx.ravel(), weights=np.where(missing, 0.0, num).ravel(), minlength=nb * fn * (k + 1))
-            sums = sums.reshape(nb, fn, k + 1)[:, :, :k]
-            # normal scores of the bins, as the profile's correlation (0 where missing)
-            z = np.where(missing, 0.0, self._scores[np.arange(fn), np.where(missing, 0, bins)])
-            present = (~missing).astype(float)
-        if fc:
-            cidx = (blk[:, None] * fc + np.arange(fc)) * (kc + 1) + cat
-            ccounts = np.bincount(cidx.ravel(), minlength=nb * fc * (kc + 1)).reshape(nb, fc, kc + 1)
+        missing = np.isnan(num)
+        bins = np.empty(num.shape, dtype=np.int64)
+        for j in range(fn):
+            bins[:, j] = np.searchsorted(self._edges[j], num[:, j], side="right")
+        bins[missing] = k
+        idx = ((blk[:, None] * fn + np.arange(fn)) * (k + 1) + bins).ravel()
+        counts = np.bincount(idx, minlength=nb * fn * (k + 1)).reshape(nb, fn, k + 1)
+        val = np.where(missing, 0.0, num)
+        sums = np.bincount(idx, weights=val.ravel(), minlength=nb * fn * (k + 1)).reshape(nb, fn, k + 1)[:, :, :k]
+        sq = (val * val).reshape(nb, b, fn).sum(axis=1)
+        cidx = ((blk[:, None] * fc + np.arange(fc)) * (kc + 1) + cat).ravel()
+        ccounts = np.bincount(cidx, minlength=nb * fc * (kc + 1)).reshape(nb, fc, kc + 1)
+        corr = None
+        if self._mv:  # normal scores of the bins, as the profile's correlation (0 where missing)
+            z = np.where(missing, 0.0, self._scores[np.arange(fn), np.where(missing, 0, bins)]).reshape(nb, b, fn)
+            pr = (~missing).astype(float).reshape(nb, b, fn)
+            zz, pp = z[:, :, :, None], pr[:, :, None, :]  # broadcast sums: tiny products, no BLAS threads
+            corr = np.stack([(pr[:, :, :, None] * pp).sum(axis=1), (zz * pp).sum(axis=1),
+                             (zz * zz * pp).sum(axis=1), (zz * z[:, :, None, :]).sum(axis=1)], axis=1)
+        means, weights = ds.channel_means(counts, ccounts, corr, self._uref, self._rho, self._pairs)
+        mid = ts[b // 2 :: b][:nb]
+        hours = np.where(np.isnan(mid), -1, (np.nan_to_num(mid) % DAY_S) // HOUR_S).astype(np.int64)
+        hour_hot = np.zeros((nb, 24))
+        hour_hot[np.flatnonzero(hours >= 0), hours[hours >= 0]] = b
+        per_block = {"num": counts, "sum": sums, "sq": sq, "cat": ccounts, "hours": hour_hot}
+        if corr is not None:
+            per_block["corr"] = corr
         events: list[DriftEvent] = []
-        for i in range(nb):
-            slot = self._blocks % self._ring_len
-            if fn:
-                self._ring_num[slot] = counts[i]  # type: ignore[index]
-                self._ring_sum[slot] = sums[i]  # type: ignore[index]
-            if fc:
-                self._ring_cat[slot] = ccounts[i]  # type: ignore[index]
-            if self._mv:
-                zi, mi = z[i * b : (i + 1) * b], present[i * b : (i + 1) * b]
-                rc = self._ring_corr[slot]
-                rc[0], rc[1], rc[2], rc[3] = mi.T @ mi, zi.T @ mi, (zi * zi).T @ mi, zi.T @ zi
+        i = 0
+        while i < nb:  # segments end where the estimates are refreshed, so any batching gives the same events
+            refresh = self._refresh_period()
+            seg = min(nb - i, refresh - self._blocks % refresh)
+            events += self._segment(i, seg, per_block, means, weights, hours, num, start)
+            i += seg
+        return events
+
+    def _segment(self, i0: int, seg: int, per_block: dict[str, np.ndarray], means: np.ndarray, weights: np.ndarray,
+                 hours: np.ndarray, num: np.ndarray, start: int) -> list[DriftEvent]:
+        """Blocks ``i0 .. i0+seg`` of a batch: totals, vectorised tests at every check point, then
+        the state machine block by block."""
+        b, c0 = self.settings.block_size, self._blocks
+        slots = (c0 + 1 + np.arange(seg)) % self._ring_len
+        for key, arr in per_block.items():
+            # cumsum from the running total: the same additions in the same order however rows are batched
+            cum = np.cumsum(np.concatenate([self._tot[key][None], arr[i0 : i0 + seg]]), axis=0)[1:]
+            self._ring[key][slots] = cum
+            self._tot[key] = cum[-1].copy()
+        pre: dict[int, tuple[list[int], dict[str, Any], np.ndarray]] = {}
+        if self._ready:
+            for w, (nbk, step) in enumerate(zip(self._wblocks, self._sblocks, strict=True)):
+                at = [c for c in range(c0 + 1, c0 + seg + 1) if c % step == 0 and c >= nbk]
+                if at:
+                    st = self._test_window(w, np.array(at))
+                    pre[w] = (at, st, self._any_significant(w, st))
+        cus = self._cusum_segment(i0, seg, means, weights, hours) if self._cusum is not None else {}
+        events: list[DriftEvent] = []
+        frozen = np.empty((seg, self._owner.size), dtype=bool)
+        for j in range(seg):
+            i = i0 + j
+            frozen[j] = self._open_arr[self._owner]  # the state each block is learned under
             self._blocks += 1
             if self._detector is not None:
                 events += self._run_detector(num[i * b : (i + 1) * b, self._score_j], start + i * b)
-            events += self._check(start + (i + 1) * b - 1)
+            fired: dict[str, list[dict[str, Any]]] = {}
+            watching = self._open_arr.any()
+            for w, (at, st, sig) in pre.items():
+                if self._blocks in at:
+                    pos = at.index(self._blocks)
+                    if sig[pos] or watching:  # the state machine needs this check point's statistics
+                        self._last[w] = _pick(st, pos)
+                        self._fire(w, self._last[w], fired)
+            if self._blocks in cus:
+                self._cusum_step(*cus[self._blocks], fired)
+            events += self._transition(start + (i + 1) * b - 1, fired)
+        for w, (at, st, _) in pre.items():  # the latest statistics, for snapshots
+            self._last[w] = _pick(st, len(at) - 1)
+        # the stream's structure is learned once per segment (estimates are only read at refreshes)
+        sl = slice(i0, i0 + seg)
+        if self.seasonal is not None:
+            self.seasonal.add_many(hours[sl], means[sl], weights[sl], frozen)
+        self.tracker.add_many(means[sl], weights[sl], frozen, hours[sl])
+        if self._blocks % self._refresh_period() == 0:
+            self._estimates()
         return events
 
-    def _run_detector(self, scores: np.ndarray, start: int) -> list[DriftEvent]:
-        out = []
-        for i, v in enumerate(scores.tolist()):
-            if v != v:  # NaN: missing score
-                continue
-            self._detector.update(v)
-            if self._detector.drift_detected:
-                adwin = self.settings.score_detector == "adwin"  # ADWIN: mean after the cut; PH: the value
-                ev = {"feature": self.settings.score_feature, "test": self.settings.score_detector, "window": None,
-                      "statistic": float(self._detector.estimation if adwin else v), "reference": "stream",
-                      "threshold": float(self._detector.delta if adwin else self._detector.threshold)}
-                out.append(self._event(start + i, "score_drift", (self.settings.score_feature,), (ev,)))
-        return out
-
-    def _window_sum(self, ring: np.ndarray, nblocks: int) -> np.ndarray:
-        end = self._blocks % self._ring_len
-        begin = end - nblocks
-        return ring[begin:end].sum(axis=0) if begin >= 0 else ring[begin:].sum(axis=0) + ring[:end].sum(axis=0)
-
-    def _check(self, index: int) -> list[DriftEvent]:
-        fired: dict[str, list[dict[str, Any]]] = {}
-        for w, (nbk, step) in enumerate(zip(self._wblocks, self._sblocks, strict=True)):
-            if self._blocks % step or self._blocks < nbk:
-                continue
-            valid = np.array([self._blocks - self._reset_at[n] >= nbk and not self._open[n] for n in self._names])
-            if self._num:
-                k = self._k
-                win = self._window_sum(self._ring_num, nbk)
-                args = (win[:, :k], self._window_sum(self._ring_sum, nbk), win[:, k],
-                        self._ref_num, self._ref_num_miss, self._ref_mean_bins, self._std, self._phi_num[w])
-                self._fire(w, "num", ds.numeric_window_stats, args, valid[: len(self._num)], fired)
-            if self._cat:
-                win = self._window_sum(self._ring_cat, nbk)
-                args = (win[:, : self._kc], win[:, self._kc], self._ref_cat, self._ref_cat_miss, self._phi_cat[w])
-                self._fire(w, "cat", ds.categorical_window_stats, args, valid[len(self._num) :], fired)
-            if self._mv and self.settings.windows[w] >= self.settings.multivariate_min_window:
-                self._check_multivariate(w, nbk, fired)
-        return self._transition(index, fired)
-
-    def _crit(self, w: int, group: str, st: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        cal = self.calibration
-        off, n = (0, len(self._num)) if group == "num" else (len(self._num), len(self._cat))
-        crit = {"ks": cal.ks_crit[w], "mannwhitney": cal.z_crit[w, off : off + n]} if group == "num" else {}
-        crit["chi2"] = cal.chi2_crit[w, off + np.arange(n), st["dof"]]
-        crit["missing"] = cal.z_crit[w, off : off + n]
-        return crit
-
-    def _fire(self, w: int, group: str, stats_fn: Any, args: tuple[np.ndarray, ...], valid: np.ndarray,
-              fired: dict[str, list[dict[str, Any]]]) -> None:
-        # significance first; effect sizes only when something is significant, a
-        # drift is open (to decide when it resolves) or at snapshot time (lazily)
+    def _refresh_period(self) -> int:
+        """Blocks between estimate refreshes: short while warming up, so tests start as soon as they can."""
         s = self.settings
-        st = stats_fn(*args, effects=False)
-        crit = self._crit(w, group, st)
-        names = self._num if group == "num" else self._cat
-        need = any(self._open[n] for n in names) or any(bool(np.any((st[t] > crit[t]) & valid)) for t in crit)
-        self._raw[group][w] = (stats_fn, args)
-        self._stats[group].pop(w, None)
-        if not need:
-            return
-        st = self._stats[group][w] = stats_fn(*args, effects=True)
-        # each test is gated by its own effect size (a chi-square test fired by a few
-        # rare values must not pass on an unrelated Wasserstein fluctuation)
-        gate = {t: self._gate(group, t) for t in crit}
-        sig = {t: (st[t] > crit[t]) & (st[gate[t][0]] >= gate[t][1]) for t in crit}
-        hit = np.zeros(valid.shape, dtype=bool)
-        for m in sig.values():
-            hit |= m
-        for j in np.flatnonzero(hit & valid):
-            for t in crit:
-                if not sig[t][j]:
-                    continue
-                metric, thr = gate[t]
-                extra = {"psi": st["psi"][j]} if metric != "psi" and t != "missing" else {}
-                fired.setdefault(names[j], []).append(self._evidence(
-                    names[j], t, st[t][j], crit[t][j], w, metric, st[metric][j], thr,
-                    st["n_rows" if t == "missing" else "n"][j], st["n_rows_ref" if t == "missing" else "n_ref"][j],
-                    aux=st["dof"][j] if t == "chi2" else None, **extra))
+        return s.refresh_blocks if self._ready else min(s.refresh_blocks, 2 * s.dependence_scales[0])
 
-    def _gate(self, group: str, test: str) -> tuple[str, float]:
-        s = self.settings
-        if test == "missing":
-            return "missing_change", s.missing_threshold
-        if group == "cat":
-            return "jensen_shannon", s.js_threshold
-        return ("psi", s.psi_threshold) if test == "chi2" else ("wasserstein", s.wasserstein_threshold)
+    # ---------------------------------------------------------------- estimates
+    @property
+    def warming_up(self) -> bool:
+        """True until the stream's dependence can be estimated (no test runs before)."""
+        return not self.tracker.ready()
 
-    def _check_multivariate(self, w: int, nbk: int, fired: dict[str, list[dict[str, Any]]]) -> None:
-        s, cal = self.settings, self.calibration
-        n_, sx, qx, p = self._window_sum(self._ring_corr, nbk)
-        r = ds.correlation_from_sums(n_, sx, qx, p)
-        iu, ju = self._pairs
-        phi = np.sqrt(self._phi_num[w][iu, 1] * self._phi_num[w][ju, 1])  # serial dependence of the pair
-        z = np.abs(ds.fisher_z(r[iu, ju], n_[iu, ju], self._ref_r[iu, ju], self._ref_rn[iu, ju])) / np.sqrt(phi)
-        diff = np.abs(r[iu, ju] - self._ref_r[iu, ju])
-        self._stats["mv"][w] = {"correlation": z, "correlation_change": diff}
-        if self._blocks - self._reset_at[MULTIVARIATE] < nbk or self._open[MULTIVARIATE]:
-            return
-        for h in np.flatnonzero((z > cal.corr_crit[w]) & (diff >= s.correlation_threshold)):
-            name = f"{self._num[iu[h]]}|{self._num[ju[h]]}"
-            ev = self._evidence(name, "correlation", z[h], cal.corr_crit[w], w, "correlation_change", diff[h],
-                                s.correlation_threshold, n_[iu[h], ju[h]], self._ref_rn[iu[h], ju[h]],
-                                r=float(r[iu[h], ju[h]]), r_reference=float(self._ref_r[iu[h], ju[h]]))
-            fired.setdefault(MULTIVARIATE, []).append(ev)
+    def _estimates(self) -> None:
+        """Refresh the dependence, slow and seasonal estimates (every ``refresh_blocks`` blocks)."""
+        self._ready = self.tracker.ready()
+        self._cusum_ready = self.tracker.ready(all_scales=True)
+        if self.seasonal is not None:  # the daily profile, judged on short-range noise (blind to the cycle)
+            dev, use = self.seasonal.centred(self.tracker.short_range(self._g0))
+            self.tracker.set_seasonal(dev if use.any() else None)
+        self._lr, self._slow = self.tracker.estimate(self._theta, self._g0, self._m)
+        self._slow[self._sl["psi"]] = 0.0  # the reference holds no psi level
+        self._coherent_slow()
+        if self.seasonal is not None:
+            self._season_dev, self._season_var = self.seasonal.centred_with_noise(self._lr)
 
-    def _evidence(self, feature: str, test: str, stat: float, crit: float, w: int, metric: str, effect: float,
-                  effect_thr: float, n: float, n_ref: float, aux: float | None = None, **extra: Any) -> dict[str, Any]:
-        alpha = self.calibration.alpha_feature.get(feature, self.calibration.alpha_pair)[w]
-        ev = {"feature": feature, "test": test, "statistic": _f(stat), "threshold": _f(crit), "alpha": alpha,
-              "p_value": ds.p_value(test, float(stat), float(n), float(n_ref), aux), "effect_metric": metric,
-              "effect_size": _f(effect), "effect_threshold": _f(effect_thr), "window": self.settings.windows[w],
-              "n": int(n), "reference": "profile", "n_reference": int(n_ref)}
-        ev.update({k: _f(v) for k, v in extra.items()})
-        return ev
+    def _coherent_slow(self) -> None:
+        """A slow movement moves all bins of a feature together: give every score of a feature the same
+        slow variance relative to its own variance (the larger of the mid-rank's and the bins' mean)."""
+        sl, fn, fc, k, kc = self._sl, len(self._num), len(self._cat), self._k, self._kc
+        rel = np.where(self._g0 > 0, self._slow / self._g0, 0.0)
+        if fn:
+            used = (self._theta[sl["props"]] > 0).reshape(fn, k)
+            bins = np.where(used, rel[sl["props"]].reshape(fn, k), 0.0).sum(axis=1) / np.maximum(used.sum(axis=1), 1)
+            r = np.maximum(rel[sl["u"]], bins)
+            for key, size in (("props", k), ("cum", k - 1)):
+                self._slow[sl[key]] = (np.repeat(r, size) * self._g0[sl[key]])
+            self._slow[sl["u"]] = r * self._g0[sl["u"]]
+        if fc:
+            used = (self._theta[sl["cprops"]] > 0).reshape(fc, kc)
+            r = np.where(used, rel[sl["cprops"]].reshape(fc, kc), 0.0).sum(axis=1) / np.maximum(used.sum(axis=1), 1)
+            self._slow[sl["cprops"]] = np.repeat(r, kc) * self._g0[sl["cprops"]]
 
-    def _calm_now(self, name: str) -> bool:
-        s, w = self.settings, self._resolve_w
-        if name == MULTIVARIATE:
-            st = self._stats["mv"].get(w)
-            return st is not None and bool(np.all(st["correlation_change"] < s.leave_ratio * s.correlation_threshold))
-        group, j = ("num", self._num.index(name)) if name in self.profile.numeric else ("cat", self._cat.index(name))
-        st = self._full_stats(group, w)
-        if st is None:
-            return False
-        limits = dict(self._effects[group], missing_change=s.missing_threshold)
-        return all(st[m][j] < s.leave_ratio * thr for m, thr in limits.items())
-
-    def _full_stats(self, group: str, w: int) -> dict[str, np.ndarray] | None:
-        if group == "mv" or w in self._stats[group]:
-            return self._stats[group].get(w)
-        if w not in self._raw[group]:
-            return None
-        fn, args = self._raw[group][w]
-        st = self._stats[group][w] = fn(*args, effects=True)
-        return st
-
-    def _transition(self, index: int, fired: dict[str, list[dict[str, Any]]]) -> list[DriftEvent]:
-        opened: dict[str, list[str]] = {}
-        evidence: dict[str, list[dict[str, Any]]] = {}
-        for name in self._names + [MULTIVARIATE]:
-            if name in fired and not self._open[name]:
-                self._open[name], self._calm[name] = True, 0
-                kind = ("multivariate_drift" if name == MULTIVARIATE else
-                        "score_drift" if name == self.settings.score_feature else "data_drift")
-                feats = ([f for f in dict.fromkeys(p for e in fired[name] for p in e["feature"].split("|"))]
-                         if name == MULTIVARIATE else [name])
-                opened.setdefault(kind, []).extend(feats)
-                self._open_features[name] = feats
-                evidence.setdefault(kind, []).extend(fired[name])
-        closed = []
-        if self._blocks % self._sblocks[self._resolve_w] == 0:
-            for name in self._names + [MULTIVARIATE]:
-                if self._open[name] and name not in fired:
-                    self._calm[name] = self._calm[name] + 1 if self._calm_now(name) else 0
-                    if self._calm[name] >= self.settings.resolve_patience:
-                        self._open[name], self._calm[name], self._reset_at[name] = False, 0, self._blocks
-                        closed.append(name)
-        events = [self._event(index, kind, tuple(opened[kind]), tuple(evidence[kind]))
-                  for kind in ("data_drift", "score_drift", "multivariate_drift") if kind in opened]
-        if closed and self.settings.emit_resolved:
-            names = tuple(dict.fromkeys(f for n in closed for f in self._open_features.pop(n, [n])))
-            events.append(self._event(index, "drift_resolved", names, ()))
-        return events
-
-    def _event(self, index: int, kind: str, feats: tuple[str, ...], ev: tuple[dict[str, Any], ...]) -> DriftEvent:
-        return DriftEvent(index, kind, feats, ev, self.model_name, self.model_version)
-
+    # ---------------------------------------------------------------- views
     def snapshot(self) -> dict[str, dict[str, Any]]:
-        """Latest statistics per feature (and ``"multivariate"``), for Prometheus export.
+        """Latest statistics per feature (and ``"multivariate"``), for Prometheus export; see
+        :func:`stream.monitoring.drift_view.snapshot`."""
+        return snapshot(self)
 
-        For each feature, the window and test whose statistic is closest to (or
-        furthest past) its critical value is reported at the top level
-        (``statistic``, ``threshold``, ``p_value``, ``test``, ``window``, and its
-        ``effect_size`` / ``effect_metric``), with ``drifting`` the open/closed
-        drift state; ``windows`` maps each window length to all its statistics.
-        """
-        out: dict[str, dict[str, Any]] = {}
-        groups = [("num", self._num), ("cat", self._cat)] + ([("mv", [MULTIVARIATE])] if self._mv else [])
-        for group, names in groups:
-            for j, name in enumerate(names):
-                best: dict[str, Any] = {"statistic": 0.0, "threshold": None, "p_value": 1.0, "test": None,
-                                        "window": None, "effect_size": 0.0, "effect_metric": None,
-                                        "drifting": self._open[name], "windows": {}}
-                ratio = -1.0
-                for w in range(len(self.settings.windows)):
-                    st = self._full_stats(group, w)
-                    if st is None:
-                        continue
-                    best["windows"][self.settings.windows[w]] = self._window_view(group, w, st, j)
-                    for t, (v, c, metric, eff) in self._tests_view(group, w, st, j).items():
-                        if v / c > ratio:
-                            ratio = v / c
-                            aux = st["dof"][j] if t == "chi2" else None
-                            n_key = ("n_rows", "n_rows_ref") if t == "missing" else ("n", "n_ref")
-                            p = 1.0 if group == "mv" else ds.p_value(t, v, st[n_key[0]][j], st[n_key[1]][j], aux)
-                            best.update(statistic=v, threshold=c, test=t, window=self.settings.windows[w],
-                                        effect_metric=metric, effect_size=eff, p_value=p)
-                out["multivariate" if name == MULTIVARIATE else name] = best
-        return out
-
-    def _tests_view(
-        self, group: str, w: int, st: dict[str, np.ndarray], j: int
-    ) -> dict[str, tuple[float, float, str, float]]:
-        if group == "mv":
-            top = int(np.argmax(st["correlation"])) if st["correlation"].size else 0
-            z = float(st["correlation"][top]) if st["correlation"].size else 0.0
-            return {"correlation": (z, float(self.calibration.corr_crit[w]), "correlation_change",
-                                    float(st["correlation_change"].max(initial=0.0)))}
-        crit = self._crit(w, group, st)
-        return {t: (float(st[t][j]), _f(crit[t][j]), self._gate(group, t)[0], float(st[self._gate(group, t)[0]][j]))
-                for t in crit}
-
-    def _window_view(self, group: str, w: int, st: dict[str, np.ndarray], j: int) -> dict[str, float]:
-        if group == "mv":
-            return {"correlation": float(st["correlation"].max(initial=0.0)),
-                    "correlation_change": float(st["correlation_change"].max(initial=0.0))}
-        return {k: float(v[j]) for k, v in st.items()}
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Rolling summary statistics per feature, current window vs reference; see
+        :func:`stream.monitoring.drift_view.summary`."""
+        return summary(self)
 
     def state_size(self) -> int:
         """Number of array elements held (constant for a given profile and settings)."""
-        arrays = (self._ring_num, self._ring_sum, self._ring_cat, self._ring_corr, self._buf_num, self._buf_cat)
+        arrays = [*self._ring.values(), *self._tot.values(), self._buf_num, self._buf_cat, self._buf_ts]
         return int(sum(a.size for a in arrays))

@@ -35,6 +35,7 @@ __all__ = [
     "binned_mannwhitney",
     "binned_wasserstein",
     "categorical_window_stats",
+    "channel_means",
     "chi2_homogeneity",
     "chi2_pvalue",
     "correlation_from_sums",
@@ -319,12 +320,12 @@ def correlation_from_sums(n: np.ndarray, sx: np.ndarray, qx: np.ndarray, pxy: np
     """Pairwise-complete Pearson correlations from cross-product sums.
 
     ``n[i, j]`` counts rows where both i and j are present, ``sx[i, j]`` sums x_i
-    over them, ``qx[i, j]`` sums x_i squared, ``pxy[i, j]`` sums x_i x_j.
+    over them, ``qx[i, j]`` sums x_i squared, ``pxy[i, j]`` sums x_i x_j (leading axes broadcast).
     """
     nn = np.maximum(n, 1.0)
-    cov = pxy / nn - (sx / nn) * (sx.T / nn)
+    cov = pxy / nn - (sx / nn) * (np.swapaxes(sx, -1, -2) / nn)
     var = qx / nn - (sx / nn) ** 2
-    den = np.sqrt(np.maximum(var * var.T, 0.0))
+    den = np.sqrt(np.maximum(var * np.swapaxes(var, -1, -2), 0.0))
     r = np.where((den > 1e-12) & (n > 2), cov / np.where(den > 0, den, 1.0), 0.0)
     return np.clip(r, -1.0, 1.0)
 
@@ -340,3 +341,53 @@ def p_value(test: str, statistic: float, n: float, n_ref: float, aux: float | No
     if test == "chi2":
         return chi2_pvalue(statistic, int(aux or 0))
     return float(2.0 * special.ndtr(-abs(statistic)))
+
+
+def channel_means(num: np.ndarray, cat: np.ndarray, corr: np.ndarray | None, uref: np.ndarray, rho: np.ndarray,
+                  pairs: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Window (or block) means of every per-row score the tests use, and their weights.
+
+    ``num``: ``[..., numeric feature, bin + missing]`` counts; ``cat``: ``[..., categorical
+    feature, slot + missing]`` counts; ``corr``: ``[..., 4, f, f]`` pairwise-complete sums
+    (rows, sum, sum of squares, cross products) of the bins' normal scores, or None.
+    The scores, in this order along the last axis: numeric bin indicators, cumulative bin
+    indicators (all but the last bin), mid-rank ``u`` (``uref`` per bin), missing indicator;
+    categorical slot indicators, missing indicator; per pair ``psi = zx zy - rho (zx^2 + zy^2) / 2``
+    (the linearised correlation). Empty groups give NaN means with weight 0.
+
+    Examples
+    --------
+    >>> num = np.array([[[3, 1, 0]]])        # one window, one numeric feature: 2 bins + missing
+    >>> cat = np.zeros((1, 0, 2))
+    >>> m, w = channel_means(num, cat, None, np.array([[0.25, 0.75]]), np.zeros((1, 1)), (np.array([], int),) * 2)
+    >>> m.round(3).tolist(), w.tolist()
+    ([[0.75, 0.25, 0.75, 0.375, 0.0]], [[4.0, 4.0, 4.0, 4.0, 4.0]])
+    """
+    k = num.shape[-1] - 1
+    lead = num.shape[:-2]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        present = num[..., :k].sum(axis=-1).astype(float)
+        props = num[..., :k] / present[..., None]
+        cum = np.cumsum(props, axis=-1)[..., : k - 1]
+        u = (props * uref).sum(axis=-1)
+        rows = present + num[..., k]
+        miss = num[..., k] / rows
+        kc = cat.shape[-1] - 1
+        cpresent = cat[..., :kc].sum(axis=-1).astype(float)
+        cprops = cat[..., :kc] / cpresent[..., None]
+        crows = cpresent + cat[..., kc]
+        cmiss = cat[..., kc] / crows
+        iu, ju = pairs
+        if corr is not None and iu.size:
+            n_ = corr[..., 0, iu, ju]
+            psi = (corr[..., 3, iu, ju] - rho[iu, ju] / 2 * (corr[..., 2, iu, ju] + corr[..., 2, ju, iu])) / n_
+        else:
+            n_ = psi = np.zeros(lead + (iu.size,))
+    fn, fc = num.shape[-2], cat.shape[-2]
+    pw = np.broadcast_to(present[..., None], lead + (fn, k))
+    means = np.concatenate([props.reshape(lead + (-1,)), cum.reshape(lead + (-1,)), u, miss,
+                            cprops.reshape(lead + (-1,)), cmiss, psi], axis=-1)
+    weights = np.concatenate([pw.reshape(lead + (-1,)), pw[..., : k - 1].reshape(lead + (-1,)), present, rows,
+                              np.broadcast_to(cpresent[..., None], lead + (fc, kc)).reshape(lead + (-1,)), crows,
+                              np.asarray(n_, float)], axis=-1)
+    return means, weights

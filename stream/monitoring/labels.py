@@ -39,9 +39,10 @@ from typing import Any
 import numpy as np
 from scipy import special, stats
 
+from stream.monitoring.dependence import DependenceTracker
 from stream.monitoring.drift import DriftEvent
 
-__all__ = ["LabelJoiner", "PerformanceMonitor", "estimate_performance"]
+__all__ = ["EstimateValidity", "LabelJoiner", "PerformanceMonitor", "estimate_performance", "holdout_reference"]
 
 
 class LabelJoiner:
@@ -228,40 +229,110 @@ def estimate_performance(scores: np.ndarray | Sequence[float], threshold: float 
             "roc_auc": num / den if den > 0 else math.nan}
 
 
+def holdout_reference(card: dict[str, Any]) -> tuple[float, int] | None:
+    """Reference loss and its sample size from a model card's holdout metrics, or None.
+
+    Classifiers: the error rate at the operating threshold, ``FN + FP`` from the holdout's
+    recall ``R``, precision ``P`` and positive rate ``pi``: ``(1 - R) pi + R pi (1 / P - 1)``.
+    Regression: the holdout MAE.
+
+    Examples
+    --------
+    >>> card = {"task": "classification", "training": {"rows_test": 9000, "metrics":
+    ...         {"recall": 0.8, "precision": 0.9, "positive_rate": 0.05}}}
+    >>> ref, n = holdout_reference(card)
+    >>> round(ref, 4), n
+    (0.0144, 9000)
+    """
+    training = card.get("training") or {}
+    metrics, n = training.get("metrics") or {}, int(training.get("rows_test") or 0)
+    try:
+        if card.get("task", "classification") == "regression":
+            loss = float(metrics["mae"])
+        else:
+            r, p, pi = float(metrics["recall"]), float(metrics["precision"]), float(metrics["positive_rate"])
+            loss = (1 - r) * pi + (r * pi * (1 / p - 1) if p > 0 else 0.0)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (loss, n) if n > 0 and math.isfinite(loss) else None
+
+
+class EstimateValidity:
+    """Does the label-free estimate still hold? Checked on the predictions whose labels joined.
+
+    The estimate (:func:`estimate_performance`) assumes a calibrated model: under concept drift
+    it keeps reading "fine" while the model fails. So the estimate of the last ``window`` joined
+    predictions is compared with their realised AUC and accuracy; ``valid`` turns False when
+    either differs by more than ``tolerance`` (None until ``min_labels`` have joined).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> s = rng.random(3000)
+    >>> v = EstimateValidity(tolerance=0.05, window=2000, min_labels=500)
+    >>> v.update(s, (rng.random(3000) < s).astype(float)); v.valid     # calibrated: holds
+    True
+    >>> v.update(s, (rng.random(3000) < 0.5).astype(float)); v.valid   # labels unrelated to scores
+    False
+    """
+
+    def __init__(self, tolerance: float = 0.05, window: int = 2000, min_labels: int = 500) -> None:
+        if not 0 < tolerance < 1 or window < 1 or not 1 <= min_labels <= window:
+            raise ValueError("need 0 < tolerance < 1 and 1 <= min_labels <= window")
+        self.tolerance, self.window, self.min_labels = float(tolerance), int(window), int(min_labels)
+        self._s = np.zeros(window)
+        self._y = np.zeros(window)
+        self.n = 0
+        self.valid: bool | None = None
+        self.gap: dict[str, float] = {}
+
+    def update(self, scores: np.ndarray, labels: np.ndarray) -> None:
+        """Add joined ``(score, label)`` pairs and re-judge the estimate."""
+        scores, labels = np.asarray(scores, float)[-self.window :], np.asarray(labels, float)[-self.window :]
+        idx = (self.n + np.arange(scores.size)) % self.window
+        self._s[idx], self._y[idx] = scores, labels
+        self.n += scores.size
+        if self.n < self.min_labels or scores.size == 0:
+            return
+        n = min(self.n, self.window)
+        s, y = self._s[:n] if self.n < self.window else self._s, self._y[:n] if self.n < self.window else self._y
+        est = estimate_performance(s)
+        pred = s >= 0.5
+        actual = {"roc_auc": _auc(s, y), "accuracy": float((pred == (y > 0.5)).mean())}
+        self.gap = {k: abs(est[k] - v) for k, v in actual.items() if v == v and est[k] == est[k]}
+        self.valid = all(g <= self.tolerance for g in self.gap.values())
+
+
 class PerformanceMonitor:
     """Rolling performance and concept-drift detection on joined labels.
 
     The loss of each labelled event is its error indicator (classification:
     ``(score >= threshold) != label``) or its absolute error (regression). The
-    first ``reference_size`` losses form the reference (unless
-    ``reference_loss`` is given). Then every window length in ``windows`` is
-    tested every ``window / checks_per_window`` labelled events for a *rise* of
-    the mean loss: one-sided Fisher exact test for error rates, z test for
-    absolute errors, at the Bonferroni level for ``expected_run_length``
-    labelled events between false alarms; and the rise must reach
-    ``min_increase`` (absolute error rate, or relative MAE). A drift opens once
-    (``concept_drift`` event) and closes when the rise in the middle window has
-    stayed below ``leave_ratio * min_increase`` for three checks.
-
-    Parameters
-    ----------
-    task
-        ``"classification"`` or ``"regression"``.
-    threshold
-        Operating threshold of the classifier.
-    window
-        Events in the rolling performance of :meth:`snapshot`.
+    reference is the model card's holdout (``reference_loss`` on ``reference_size``
+    rows, see :func:`holdout_reference`); without one, the first ``reference_size``
+    losses (a cold start the report names). Every window length in ``windows`` is
+    tested every ``window / checks_per_window`` labelled events for a *rise* of the
+    mean loss, studentised with the loss's long-run and slow variances learned from
+    the labelled stream itself (:class:`stream.monitoring.dependence.DependenceTracker`:
+    errors come in bursts and follow the day, like features), one-sided at the
+    Bonferroni level for ``expected_run_length`` labelled events between false alarms.
+    The rise must also pass both gates: ``min_increase`` (absolute: error rate points,
+    or MAE relative to the reference) and ``min_relative_increase`` (relative to the
+    reference loss). A drift opens once (``concept_drift`` event) and closes when the
+    rise in the middle window has stayed below ``leave_ratio`` times the gate for three checks.
 
     Examples
     --------
     >>> rng = np.random.default_rng(0)
-    >>> pm = PerformanceMonitor(reference_size=2000)
+    >>> pm = PerformanceMonitor(reference_loss=0.1, reference_size=10_000)
     >>> y = rng.random(6000) < 0.5
     >>> err = rng.random(6000) < np.where(np.arange(6000) < 4000, 0.1, 0.3)
     >>> scores = np.where(y != err, 0.8, 0.2)
     >>> [(e.index, e.kind) for e in pm.update(scores, y.astype(float))]
     [(4149, 'concept_drift')]
     """
+
+    BLOCK = 50  # labelled events per block of the dependence tracker
 
     def __init__(
         self,
@@ -275,6 +346,7 @@ class PerformanceMonitor:
         reference_size: int = 2000,
         reference_loss: float | None = None,
         min_increase: float | None = None,
+        min_relative_increase: float = 0.5,
         leave_ratio: float = 0.5,
         model_name: str | None = None,
         model_version: str | None = None,
@@ -288,7 +360,8 @@ class PerformanceMonitor:
         self.steps = tuple(max(1, w // self.checks_per_window) for w in self.windows)
         self.expected_run_length = expected_run_length
         self.reference_size = reference_size
-        self.min_increase = min_increase if min_increase is not None else (0.02 if task == "classification" else 0.1)
+        self.min_increase = min_increase if min_increase is not None else (0.01 if task == "classification" else 0.1)
+        self.min_relative_increase = float(min_relative_increase)
         self.leave_ratio = leave_ratio
         self.model_name, self.model_version = model_name, model_version
         self.alpha = [s / (expected_run_length * len(self.windows)) for s in self.steps]
@@ -302,11 +375,15 @@ class PerformanceMonitor:
         self._since_reset = 0
         self._ref_n = 0
         self._ref_sum = self._ref_sq = 0.0
+        self.reference_source = "first labelled events"
         if reference_loss is not None:
             self._ref_n, self._ref_sum = reference_size, reference_loss * reference_size
             # second moment: Bernoulli for error rates; half-normal absolute errors for regression
             second = reference_loss if task == "classification" else reference_loss**2 * math.pi / 2
             self._ref_sq = second * reference_size
+            self.reference_source = "model card holdout"
+        self.tracker = DependenceTracker(1, self.BLOCK, scales=(2, 8, 32), history=64, min_batches=16, confidence=0.5)
+        self._block_sum, self._block_n = 0.0, 0
         self.drifting = False
         self._calm = 0
         self.last_check: dict[int, dict[str, float]] = {}
@@ -350,6 +427,13 @@ class PerformanceMonitor:
         self._scores[idx], self._labels[idx], self._loss[idx] = scores, labels, loss
         self._times[idx] = times
         self.n += loss.size
+        for v in loss.tolist():  # blocks of the dependence tracker (frozen while a drift is open)
+            self._block_sum += v
+            self._block_n += 1
+            if self._block_n == self.BLOCK:
+                self.tracker.add(np.array([self._block_sum / self.BLOCK]), np.array([float(self.BLOCK)]),
+                                 np.array([self.drifting]))
+                self._block_sum, self._block_n = 0.0, 0
 
     def _change_event_ts(self, w: int) -> float | None:
         end = self.n % self._loss.size
@@ -365,34 +449,40 @@ class PerformanceMonitor:
         end = self.n % self._loss.size
         return self._loss[end - w : end] if end >= w else np.concatenate([self._loss[end - w :], self._loss[:end]])
 
+    def _gate(self, ref_mean: float) -> float:
+        """The smallest rise that counts: absolute and relative gates together."""
+        if self.task == "classification":
+            return max(self.min_increase, self.min_relative_increase * ref_mean)
+        return self.min_increase  # regression: the MAE rise is relative already
+
     def _check(self) -> list[DriftEvent]:
         fired: list[dict[str, Any]] = []
+        ref_mean = self._ref_sum / self._ref_n
+        g0 = max(self._ref_sq / self._ref_n - ref_mean**2, 1e-12)
+        ready = self.tracker.ready()
+        lr, slow = self.tracker.estimate(np.array([ref_mean]), np.array([g0]), np.array([float(self._ref_n)]))
         for k, (w, step) in enumerate(zip(self.windows, self.steps, strict=True)):
             if self._since_reset < w or self._since_reset % step:
                 continue
-            loss = self._window(w)
-            ref_mean = self._ref_sum / self._ref_n
-            mean = float(loss.mean())
+            mean = float(self._window(w).mean())
+            var = float(lr[0]) / w + g0 / self._ref_n + float(slow[0])
+            stat = (mean - ref_mean) / math.sqrt(var)
+            p = float(special.ndtr(-stat))
             if self.task == "classification":
-                k_w, k_r = int(round(loss.sum())), int(round(self._ref_sum))
-                # one-sided Fisher exact: P(X >= k_w), X ~ Hypergeom(total, errors, window)
-                p = float(stats.hypergeom.sf(k_w - 1, w + self._ref_n, k_w + k_r, w)) if mean > ref_mean else 1.0
-                stat, increase, metric = mean - ref_mean, mean - ref_mean, "error_rate_increase"
-                sig = p < self.alpha[k]
+                increase, metric = mean - ref_mean, "error_rate_increase"
             else:
-                var = max(self._ref_sq / self._ref_n - ref_mean**2, 1e-12)
-                stat = (mean - ref_mean) / math.sqrt(var / w + var / self._ref_n)
-                p = float(special.ndtr(-stat))
                 increase, metric = (mean - ref_mean) / max(ref_mean, 1e-12), "mae_relative_increase"
-                sig = stat > self.z_crit[k]
-            self.last_check[w] = {"loss": mean, "reference_loss": ref_mean, "increase": increase, "p_value": p}
-            if sig and increase >= self.min_increase and not self.drifting:
+            gate = self._gate(ref_mean)
+            self.last_check[w] = {"loss": mean, "reference_loss": ref_mean, "increase": increase, "p_value": p,
+                                  "design_effect": float(lr[0]) / g0}
+            if ready and stat > self.z_crit[k] and increase >= gate and not self.drifting:
                 fired.append({"feature": "error_rate" if self.task == "classification" else "mae",
-                              "test": "fisher_exact" if self.task == "classification" else "z",
-                              "statistic": float(stat), "p_value": p, "alpha": self.alpha[k], "window": w,
+                              "test": "z", "statistic": float(stat), "threshold": self.z_crit[k],
+                              "p_value": p, "alpha": self.alpha[k], "window": w,
                               "effect_metric": metric, "effect_size": float(increase),
-                              "effect_threshold": self.min_increase, "reference": "first labelled events",
-                              "n_reference": self._ref_n, "loss": mean, "reference_loss": ref_mean})
+                              "effect_threshold": gate, "reference": self.reference_source,
+                              "n_reference": self._ref_n, "loss": mean, "reference_loss": ref_mean,
+                              "design_effect": float(lr[0]) / g0})
         index = self.n - 1
         if fired:
             self.drifting, self._calm = True, 0
@@ -406,7 +496,8 @@ class PerformanceMonitor:
                                self.model_name, self.model_version)]
         mid = self.windows[len(self.windows) // 2]
         if self.drifting and self._since_reset >= mid and self._since_reset % self.steps[len(self.windows) // 2] == 0:
-            calm = self.last_check.get(mid, {}).get("increase", math.inf) < self.leave_ratio * self.min_increase
+            gate = self._gate(ref_mean)
+            calm = self.last_check.get(mid, {}).get("increase", math.inf) < self.leave_ratio * gate
             self._calm = self._calm + 1 if calm else 0
             if self._calm >= 3:
                 self.drifting, self._calm, self._since_reset = False, 0, 0

@@ -32,10 +32,10 @@ Examples
 >>> main(["--reference", os.path.join(d, "ref.jsonl"), os.path.join(d, "live.jsonl"),
 ...       "--output", os.path.join(d, "out.jsonl")])
 5,000 rows replayed; drift windows 500, 2000, 8000, 32000 rows, tested every 100, 400, 1600, 6400 rows
-drift on x: opened 1× (row 3099)
+drift on x: opened 1× (row 3299)
 0
 >>> [(e["index"], e["kind"], e["features"]) for e in map(json.loads, open(os.path.join(d, "out.jsonl")))]
-[(3099, 'data_drift', ['x'])]
+[(3299, 'data_drift', ['x'])]
 """
 
 from __future__ import annotations
@@ -82,10 +82,12 @@ def load_columns(path: str) -> dict[str, list[Any]]:
     return cols
 
 
-def replay_rows(monitor: DriftMonitor, rows: Iterator[dict[str, Any]]) -> Iterator[DriftEvent]:
-    """Feed rows one by one to ``monitor``; yield its events as they fire."""
+def replay_rows(monitor: DriftMonitor, rows: Iterator[dict[str, Any]],
+                time_field: str | None = None) -> Iterator[DriftEvent]:
+    """Feed rows one by one to ``monitor`` (with their event time from ``time_field``); yield its events."""
     for row in rows:
-        yield from monitor.update(row)
+        ts = row.pop(time_field, None) if time_field else None
+        yield from monitor.update(row, ts=None if ts is None else float(ts))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="target rows between false alarms (default %(default)s)")
     p.add_argument("--no-resolved", action="store_true", help="do not emit drift_resolved events")
     p.add_argument("--seed", type=int, default=0, help="seed of the reference profile subsample")
+    p.add_argument("--time-field", default=None,
+                   help="column of event times (seconds): not a feature, feeds the monitor's daily profile")
+    p.add_argument("--ignore", default="", help="comma-separated columns that are not features (ids, labels)")
     return p
 
 
@@ -121,6 +126,8 @@ def _profile(args: argparse.Namespace) -> tuple[ReferenceProfile, str | None, st
         if not isinstance(kinds, dict):
             raise ReplayError(f"{args.schema}: expected a JSON object of feature kinds")
     cols = load_columns(args.reference)
+    for skip in [args.time_field, *filter(None, args.ignore.split(","))]:
+        cols.pop(skip, None)
     if kinds:
         cols = {k: cols.get(k, [None] * len(next(iter(cols.values()), []))) for k in kinds}
     if not cols or not next(iter(cols.values())):
@@ -194,11 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         settings = DriftSettings(expected_run_length=args.expected_run_length, emit_resolved=not args.no_resolved)
         monitor = DriftMonitor(profile, settings, model_name=name, model_version=version)
         features = list(profile.features)
-        rows = ({k: row.get(k) for k in features} for row in _read_jsonl(args.file))
+        keep = features + ([args.time_field] if args.time_field else [])
+        rows = ({k: row.get(k) for k in keep} for row in _read_jsonl(args.file))
         out: IO[str] | None = open(args.output, "w", encoding="utf-8") if args.output else None  # noqa: SIM115
         events: list[DriftEvent] = []
         try:
-            for event in replay_rows(monitor, rows):
+            for event in replay_rows(monitor, rows, args.time_field):
                 events.append(event)
                 line = event_json(event) + "\n"
                 if out is not None:

@@ -47,8 +47,14 @@ from stream.messages import (
 )
 from stream.monitoring.examples import ScoredRows, labelled_example
 from stream.metrics import Metrics
-from stream.monitoring.drift import DriftMonitor, DriftSettings
-from stream.monitoring.labels import LabelJoiner, PerformanceMonitor, estimate_performance
+from stream.monitoring.drift import DriftMonitor
+from stream.monitoring.labels import (
+    EstimateValidity,
+    LabelJoiner,
+    PerformanceMonitor,
+    estimate_performance,
+    holdout_reference,
+)
 from stream.monitoring.ordering import PartitionMerger
 from stream.monitoring.profile import ReferenceProfile
 from stream.monitoring.retrain import RetrainPolicy
@@ -56,13 +62,12 @@ from stream.registry import ModelStore
 
 log = logging.getLogger(__name__)
 EVENT_IDS = "__event_ids"  # rides along with the monitored columns through the merger
-EVENT_TS = "__event_ts"
+EVENT_TS = "__event_ts"  # event times, for the monitor's daily profile
 
 
 class ModelMonitor:
     """Drift tests and performance for one model version (pure, no Kafka)."""
 
-    ESTIMATE_ROWS = 5_000  # recent scores behind the label-free performance estimate
     ONSET_ROWS = 100_000  # event times kept to date a data drift's onset (a release can be large)
 
     def __init__(self, card: dict[str, Any], settings: Settings):
@@ -71,22 +76,31 @@ class ModelMonitor:
         self.threshold = float(card.get("threshold", 0.5))
         self.profile = ReferenceProfile.from_dict(card["reference_profile"])
         self.kinds = dict(self.profile.features)
-        m = settings.monitor
-        self.drift = DriftMonitor(self.profile, DriftSettings(expected_run_length=m.expected_run_length,
-                                                              score_detector=m.score_detector),
-                                  model_name=self.name, model_version=self.version)
-        self.performance = PerformanceMonitor(task=self.task, threshold=self.threshold)
+        m, p = settings.monitor, settings.monitor.performance
+        self.drift = DriftMonitor(self.profile, m.drift_settings(), model_name=self.name, model_version=self.version)
+        # the reference error rate is the model card's holdout, not the first live labels
+        holdout = holdout_reference(card)
+        self.performance = PerformanceMonitor(
+            task=self.task, threshold=self.threshold, window=p.window, windows=p.windows,
+            checks_per_window=p.checks_per_window, expected_run_length=m.expected_run_length,
+            reference_size=holdout[1] if holdout else p.reference_size,
+            reference_loss=holdout[0] if holdout else None, min_increase=p.min_increase,
+            min_relative_increase=p.min_relative_increase, leave_ratio=p.leave_ratio,
+            model_name=self.name, model_version=self.version)
+        self.estimate_validity = EstimateValidity(p.estimate_tolerance, p.estimate_window,
+                                                  min(p.estimate_min_labels, p.estimate_window))
         self.warmup_left = m.warmup_rows
         # event times of the rows tested, to date a data drift's onset
         self.row_times = RecentTimes(self.ONSET_ROWS)
-        self._recent = np.full(self.ESTIMATE_ROWS, np.nan)
+        self._estimate_rows = p.estimate_rows
+        self._recent = np.full(p.estimate_rows, np.nan)
         self._recent_at = 0
 
-    def on_features(self, cols: dict[str, Any]) -> list[Any]:
-        ts = cols.pop(EVENT_TS, None)
+    def on_features(self, cols: dict[str, Any], ts: np.ndarray | None = None) -> list[Any]:
         scores = np.asarray(cols[SCORE_COLUMN])
-        idx = (self._recent_at + np.arange(len(scores))) % self.ESTIMATE_ROWS
-        self._recent[idx[-self.ESTIMATE_ROWS:]] = scores[-self.ESTIMATE_ROWS:]
+        rows = self._estimate_rows
+        idx = (self._recent_at + np.arange(len(scores))) % rows
+        self._recent[idx[-rows:]] = scores[-rows:]
         self._recent_at += len(scores)
         n = len(scores)
         if self.warmup_left >= n:
@@ -94,14 +108,18 @@ class ModelMonitor:
             return []
         if self.warmup_left:
             cols = {k: v[self.warmup_left:] for k, v in cols.items()}
-            ts = ts[self.warmup_left:] if ts is not None else None
+            ts = None if ts is None else ts[self.warmup_left:]
             self.warmup_left = 0
         self.row_times.add(ts if ts is not None else np.full(len(cols[SCORE_COLUMN]), np.nan))
-        return self.drift.update_batch(cols)
+        return self.drift.update_batch(cols, ts=ts)
 
     def on_labels(self, scores: np.ndarray, labels: np.ndarray,
                   event_ts: np.ndarray | None = None) -> list[Any]:
-        return self.performance.update(scores, labels, event_ts) if len(scores) else []
+        if not len(scores):
+            return []
+        if self.task == "classification":
+            self.estimate_validity.update(scores, labels)
+        return self.performance.update(scores, labels, event_ts)
 
     def onset_event_ts(self, drift: dict[str, Any]) -> float | None:
         """Event time the drift is in force from (the trainer's "onset" window starts there).
@@ -332,6 +350,7 @@ class MonitorWorker:
         X = batch.inputs.to_array() if batch.inputs is not None else None
         if X is not None and len(X) != len(ts):
             raise ValueError(f"{len(X)} input rows for {len(ts)} events")
+        cols[EVENT_TS] = ts  # event times ride along: the monitor's daily profile reads them
         # rows timed in the future (or not at all) would hold the event-time merge back for good
         bad = ~(ts <= time.time() + self.settings.scoring.max_future_s)
         if bad.any():
@@ -465,9 +484,9 @@ class MonitorWorker:
 
 def _merge_and_test(mon: ModelMonitor, slices: list[tuple[np.ndarray, dict[str, Any]]]) -> tuple[int, list[Any]]:
     cols = merge_slices(slices)
-    cols[EVENT_TS] = np.sort(np.concatenate([ts for ts, _ in slices]))
     ids = cols.pop(EVENT_IDS)
-    return len(ids), mon.on_features(cols)
+    ts = cols.pop(EVENT_TS, None)
+    return len(ids), mon.on_features(cols, None if ts is None else np.asarray(ts, dtype=np.float64))
 
 
 def _parse_label(rec: Any) -> tuple[str, float]:
@@ -524,18 +543,46 @@ class _DriftCollector(Collector):
                                          labels=["model", "version", "feature"]),
             "drifting": GaugeMetricFamily("mlstream_drift_state", "1 while a feature's drift state is open.",
                                           labels=["model", "version", "feature"]),
+            "design_effect": GaugeMetricFamily("mlstream_drift_design_effect",
+                                               "Measured design effect (long-run / i.i.d. variance) per feature.",
+                                               labels=["model", "version", "feature"]),
         }
         perf = GaugeMetricFamily("mlstream_model_performance", "Rolling performance from joined labels.",
                                  labels=["model", "version", "metric"])
         estimated = GaugeMetricFamily("mlstream_model_performance_estimated",
                                       "Performance estimated from recent scores alone (CBPE), before labels.",
                                       labels=["model", "version", "metric"])
+        valid = GaugeMetricFamily("mlstream_model_performance_estimate_valid",
+                                  "1 while the label-free estimate agrees with the joined labels, 0 when not.",
+                                  labels=["model", "version"])
+        warming = GaugeMetricFamily("mlstream_drift_warming_up",
+                                    "1 while the monitor still learns the stream's dependence (no test runs).",
+                                    labels=["model", "version"])
+        summary = GaugeMetricFamily("mlstream_feature_summary",
+                                    "Rolling summary statistic per feature, current window or reference.",
+                                    labels=["model", "version", "feature", "stat", "source"])
+        shares = GaugeMetricFamily("mlstream_feature_category_share",
+                                   "Share of the top reference categories (and __other__), current or reference.",
+                                   labels=["model", "version", "feature", "category", "source"])
         for mon in list(self.worker.monitors.values()):
             for feature, snap in mon.drift.snapshot().items():
                 for key, fam in fams.items():
                     value = snap.get(key)
                     if value is not None:
                         fam.add_metric([mon.name, mon.version, feature], float(value))
+            warming.add_metric([mon.name, mon.version], float(mon.drift.warming_up))
+            if mon.estimate_validity.valid is not None:
+                valid.add_metric([mon.name, mon.version], float(mon.estimate_validity.valid))
+            for feature, summ in mon.drift.summary().items():
+                for source in ("current", "reference"):
+                    part = summ[source]
+                    stats = {k: part.get(k) for k in ("mean", "std", "missing_rate")}
+                    stats.update({f"q{q}": v for q, v in (part.get("quantiles") or {}).items()})
+                    for stat, value in stats.items():
+                        if isinstance(value, float) and value == value:
+                            summary.add_metric([mon.name, mon.version, feature, stat, source], value)
+                    for cat, value in (part.get("share") or {}).items():
+                        shares.add_metric([mon.name, mon.version, feature, cat, source], float(value))
             # a retired version's labels still join for a while; its performance is not exported
             serving = self.worker.serving.get(mon.name, (0, None))[1] == mon.version
             for metric, value in mon.performance.snapshot().items() if serving else ():
@@ -548,3 +595,4 @@ class _DriftCollector(Collector):
         yield from fams.values()
         yield perf
         yield estimated
+        yield from (valid, warming, summary, shares)

@@ -1,0 +1,362 @@
+"""How much a live stream's window statistics really vary: learned from the stream itself.
+
+Every drift test compares a window mean of per-row *scores* (a bin or category
+indicator, the reference mid-rank ``u`` of a value, a missing indicator, a
+cross-product) with the reference. For i.i.d. rows its variance is ``g0 / n``
+(``g0`` the score's variance); on real traffic rows are dependent (rolling features,
+bursts of one entity) and it is ``s2_lr / n`` with the long-run variance
+``s2_lr = g0 * D``, ``D`` the design effect. Slow stationary movements (the daily
+cycle, a slowly wandering mix) add a nuisance variance ``s2_slow`` to every window.
+The reference is an i.i.d. training sample, so it cannot tell either; the stream can.
+
+:class:`DependenceTracker` keeps, per score ("channel"), the means of consecutive
+batches of ``scale`` blocks, for a few scales, over a long history, and estimates
+
+* ``s2_lr`` from *differences* of consecutive batch means: ``E d^2 = 2 s2_lr / B``
+  when ``B`` is much longer than the dependence, and a step change touches one
+  difference only, so a drift barely moves the estimate (a winsorised mean of
+  ``d^2`` keeps the one large difference from counting). Slow cycles cancel in
+  differences too. The largest estimate over the scales with enough batches is
+  used (short scales miss long-range dependence, long ones take long to fill),
+  times an upper-confidence factor for the number of differences behind it;
+* ``s2_slow`` from the *level* of the batch means against the reference:
+  ``median((m - ref)^2) / 0.455`` minus what ``s2_lr`` and the reference's own
+  sampling error explain, when the excess is significant (0 otherwise).
+
+Channels of a feature whose drift state is open are frozen (their batches are
+not recorded), so a drift is not learned as "dependence".
+
+Examples
+--------
+>>> import numpy as np
+>>> from scipy import signal
+>>> rng = np.random.default_rng(0)
+>>> x = signal.lfilter([1.0], [1.0, -0.9], rng.normal(size=200_000) * np.sqrt(1 - 0.81))
+>>> tr = DependenceTracker(1, block_rows=100, scales=(2, 8, 32), history=128)
+>>> blocks = x.reshape(-1, 100).mean(axis=1)
+>>> for m in blocks:
+...     tr.add(np.array([m]), np.array([100.0]), np.zeros(1, bool))
+>>> lr, slow = tr.estimate(np.array([0.0]), np.array([1.0]), np.array([20_000.0]))
+>>> bool(15 < lr[0] < 26), float(slow[0])   # AR(1) phi 0.9: D = 19; no slow component
+(True, 0.0)
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+__all__ = ["DependenceTracker"]
+
+_MEDIAN_CHI2_1 = 0.4549  # median of chi-square(1): median((m - ref)^2) / this estimates E (m - ref)^2
+# mean of chi-square(1) below its 80 % quantile: the lower 80 % of n squared normal deviations average this
+_TRIMMED_CHI2_1 = float(stats.chi2.expect(lambda x: x, args=(1,), ub=stats.chi2.ppf(0.8, 1)) / 0.8)
+
+
+def _group_sums(x: np.ndarray, starts: np.ndarray, carry: np.ndarray) -> np.ndarray:
+    """Sums of consecutive groups of rows (starting at ``starts``), the first one on top of ``carry``,
+    added one row at a time in order: bit for bit what adding block by block gives."""
+    ends = np.r_[starts[1:], x.shape[0]]
+    out = np.empty((starts.size,) + x.shape[1:])
+    for g, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        first = carry if g == 0 else np.zeros(x.shape[1:])
+        out[g] = np.cumsum(np.concatenate([first[None], x[a:b]]), axis=0)[-1]
+    return out
+
+
+def _nanmedian(a: np.ndarray) -> np.ndarray:
+    """Column medians ignoring NaN (NaN for an all-NaN column); faster than ``np.nanmedian``."""
+    if a.shape[0] == 0:
+        return np.full(a.shape[1:], np.nan)
+    srt = np.sort(a, axis=0)  # NaN sort last
+    cnt = (~np.isnan(a)).sum(axis=0)
+    lo = np.take_along_axis(srt, np.maximum((cnt - 1) // 2, 0)[None], axis=0)[0]
+    hi = np.take_along_axis(srt, np.maximum(cnt // 2, 0)[None], axis=0)[0]
+    return np.where(cnt > 0, (lo + np.where(cnt > 1, hi, lo)) / 2, np.nan)
+
+
+class DependenceTracker:
+    """Long-run and slow-component variances of ``n_channels`` per-row scores (see module docstring).
+
+    Parameters
+    ----------
+    n_channels
+        Number of scores.
+    block_rows
+        Rows per block (the unit :meth:`add` receives).
+    scales
+        Blocks per batch, one history per scale.
+    history
+        Batch means kept per scale (the estimation span is ``history * scale`` blocks).
+    min_batches
+        Batches a scale needs before its estimate counts.
+    confidence
+        The long-run variance is divided by the ``confidence`` quantile of its sampling
+        distribution (chi-square with ~0.6 df per difference), an upper bound that shrinks as history grows.
+    """
+
+    def __init__(self, n_channels: int, block_rows: int, scales: Sequence[int] = (2, 8, 32), history: int = 128,
+                 min_batches: int = 16, confidence: float = 0.25) -> None:
+        if not scales or min(scales) < 1 or history < 4 or not 4 <= min_batches <= history:
+            raise ValueError("need scales >= 1, history >= 4, 4 <= min_batches <= history")
+        self.c, self.block_rows = int(n_channels), int(block_rows)
+        self.scales, self.history, self.min_batches = tuple(scales), int(history), int(min_batches)
+        self.confidence = float(confidence)
+        self._sum = np.zeros((len(scales), self.c))  # current batch: weighted sums and weights
+        self._w = np.zeros((len(scales), self.c))
+        self._bad = np.zeros((len(scales), self.c), dtype=bool)  # a frozen block in the batch
+        self._nblk = np.zeros(len(scales), dtype=np.int64)
+        self._hist = np.full((len(scales), self.history, self.c), np.nan)
+        self._hours = np.zeros((len(scales), self.history, 24))  # hour-of-day shares of each batch
+        self._hacc = np.zeros((len(scales), 24))
+        self._dev: np.ndarray | None = None  # seasonal profile taken out of the batch means
+        self._count = np.zeros(len(scales), dtype=np.int64)  # batches written per scale
+        self._cache: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(scales)
+        self.version = 0  # bumped whenever a batch is written (estimates may change)
+        # upper-confidence factor per number of differences (chi-square with ~0.6 df per difference)
+        df = np.maximum(0.6 * np.arange(self.history + 1), 1.0)
+        self._inflate = df / stats.chi2.ppf(self.confidence, df)
+        df0 = np.maximum(0.7 * np.arange(self.history + 1), 1.0)
+        self._inflate_level = df0 / stats.chi2.ppf(self.confidence, df0)
+
+    def add(self, means: np.ndarray, weights: np.ndarray, frozen: np.ndarray, hour: int = -1) -> None:
+        """One block: per channel its mean score, weight (rows behind it) and whether it is frozen;
+        ``hour``: its hour of day (event time), -1 if unknown."""
+        if hour >= 0:
+            self._hacc[:, hour] += 1.0
+        ok = weights > 0
+        contrib = np.where(ok, means * weights, 0.0)
+        self._sum += contrib
+        self._w += weights
+        self._bad |= frozen
+        self._nblk += 1
+        for i, s in enumerate(self.scales):
+            if self._nblk[i] < s:
+                continue
+            m = np.where((self._w[i] > 0) & ~self._bad[i], self._sum[i] / np.where(self._w[i] > 0, self._w[i], 1), np.nan)
+            self._hist[i, self._count[i] % self.history] = m
+            self._hours[i, self._count[i] % self.history] = self._hacc[i] / s
+            self._hacc[i] = 0.0
+            self._count[i] += 1
+            self._sum[i] = 0.0
+            self._w[i] = 0.0
+            self._bad[i] = False
+            self._nblk[i] = 0
+            self._cache[i] = None
+            self.version += 1
+
+    def add_many(self, means: np.ndarray, weights: np.ndarray, frozen: np.ndarray, hours: np.ndarray) -> None:
+        """Several blocks at once (``[block, channel]``); the same batches as :meth:`add` one by one."""
+        n = means.shape[0]
+        if n == 0:
+            return
+        contrib = np.where(weights > 0, means * weights, 0.0)
+        hot = np.zeros((n, 24))
+        known = np.flatnonzero(hours >= 0)
+        hot[known, hours[known]] = 1.0
+        for i, s in enumerate(self.scales):
+            pos = self._nblk[i] + np.arange(n)  # place of each block in the running batch sequence
+            bid = pos // s
+            starts = np.flatnonzero(np.r_[True, bid[1:] != bid[:-1]])
+            sums = _group_sums(contrib, starts, self._sum[i])
+            ws = _group_sums(weights, starts, self._w[i])
+            hrs = _group_sums(hot, starts, self._hacc[i])
+            bad = np.logical_or.reduceat(frozen, starts, axis=0)
+            bad[0] |= self._bad[i]
+            ends = pos[np.r_[starts[1:], n] - 1]
+            complete = ends % s == s - 1
+            for g in np.flatnonzero(complete):
+                slot = self._count[i] % self.history
+                self._hist[i, slot] = np.where((ws[g] > 0) & ~bad[g], sums[g] / np.where(ws[g] > 0, ws[g], 1), np.nan)
+                self._hours[i, slot] = hrs[g] / s
+                self._count[i] += 1
+                self._cache[i] = None
+                self.version += 1
+            last = len(starts) - 1
+            if complete[last]:
+                self._sum[i], self._w[i], self._bad[i], self._hacc[i], self._nblk[i] = 0.0, 0.0, False, 0.0, 0
+            else:
+                self._sum[i], self._w[i], self._bad[i], self._hacc[i] = sums[last], ws[last], bad[last], hrs[last]
+                self._nblk[i] = ends[last] % s + 1
+
+    def ready(self, all_scales: bool = False) -> bool:
+        """Enough batches at the shortest scale for any estimate (at every scale: ``all_scales``)."""
+        return bool(self._count[-1 if all_scales else 0] >= self.min_batches)
+
+    def _scale_estimate(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(long-run variance per row, number of usable differences) at scale ``i``."""
+        if self._cache[i] is None:
+            n = min(int(self._count[i]), self.history)
+            h = self._series(i)
+            d = np.diff(h, axis=0)
+            good = ~np.isnan(d)
+            nd = good.sum(axis=0)
+            a = np.abs(np.where(good, d, np.nan))
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                med = _nanmedian(a) if a.shape[0] else np.zeros(self.c)
+                cap = 2.5 * 1.4826 * np.nan_to_num(med)
+                # winsorised mean square: one step-sized difference counts as 2.5 sigma at most
+                ms = np.nanmean(np.minimum(a, cap) ** 2, axis=0) / 0.96 if a.shape[0] else np.zeros(self.c)
+            rows = self.scales[i] * self.block_rows
+            self._cache[i] = (np.nan_to_num(ms) * rows / 2.0, nd)
+        return self._cache[i]  # type: ignore[return-value]
+
+    def short_range(self, g0: np.ndarray) -> np.ndarray:
+        """Long-run variance from the shortest scale alone (blind to slow cycles, unlike long scales)."""
+        if self._count[0] < self.min_batches:
+            return g0
+        return np.maximum(g0, self._scale_estimate(0)[0])
+
+    def set_seasonal(self, dev: np.ndarray | None) -> None:
+        """Take this hour-of-day profile (``[24, channel]``, centred) out of every batch mean."""
+        self._dev = dev
+        self._cache = [None] * len(self.scales)
+
+    def _series(self, i: int) -> np.ndarray:
+        """Scale ``i``'s batch means in time order, deseasonalised."""
+        n = min(int(self._count[i]), self.history)
+        order = np.arange(n) if self._count[i] <= self.history else \
+            (np.arange(self.history) + int(self._count[i])) % self.history
+        h = self._hist[i, order]
+        return h if self._dev is None else h - np.einsum("bh,hc->bc", self._hours[i, order], self._dev)  # no BLAS
+
+    def _level(self, i: int, ref_mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Robust mean square of scale ``i``'s batch means around the reference, and their count."""
+        dev2 = (self._series(i) - ref_mean) ** 2
+        cnt = (~np.isnan(dev2)).sum(axis=0)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            level = _nanmedian(dev2) / _MEDIAN_CHI2_1
+        return np.nan_to_num(level), cnt
+
+    def estimate(self, ref_mean: np.ndarray, g0: np.ndarray, m_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(s2_lr, s2_slow)`` per channel: long-run variance per row (at least ``g0``) and slow variance.
+
+        ``ref_mean``, ``g0``, ``m_ref``: the reference mean, per-row variance and size of each score.
+        Channels with ``g0 == 0`` (empty reference bins) get ``g0`` and no slow term.
+        """
+        lr = g0.astype(float).copy()
+        slow = np.zeros(self.c)
+        best = None
+        for i, s in enumerate(self.scales):
+            if self._count[i] < self.min_batches:
+                continue
+            est, nd = self._scale_estimate(i)
+            lr = np.maximum(lr, np.where(nd >= self.min_batches - 1, est * self._inflate[nd], 0.0))
+            best = i
+        if best is None:
+            return lr, slow
+        # cold start (only the shortest scale filled): also from its batch means' level around
+        # the reference. Differences miss dependence that spans neighbouring batches (bursts as
+        # long as a batch), levels do not; they also count slow movements, hence only until a
+        # longer scale can take over
+        if best > 0:
+            return lr, self._slow_part(best, lr, ref_mean, g0, m_ref)
+        # the batch means' mean square around the reference, without its top 20 % (a step during the
+        # warm-up is not "dependence"; nearly as efficient as the mean, unlike the median)
+        dev2 = np.sort((self._series(0) - ref_mean) ** 2, axis=0)  # NaN last
+        cnt0 = (~np.isnan(dev2)).sum(axis=0)
+        keep = np.maximum((0.8 * cnt0).astype(int), 1)
+        csum = np.nancumsum(dev2, axis=0)
+        lvl = np.take_along_axis(csum, (keep - 1)[None], axis=0)[0] / keep / _TRIMMED_CHI2_1
+        rows0 = self.scales[0] * self.block_rows
+        lvl_lr = (lvl - g0 / np.maximum(m_ref, 1.0)) * rows0
+        diff_lr, _ = self._scale_estimate(0)
+        # used only where it clearly exceeds the differences' estimate (dependence across batches)
+        clear = lvl_lr > np.maximum(diff_lr, g0) * (1.0 + 3.0 * np.sqrt(2.0 / np.maximum(cnt0, 1)))
+        # a batch level beyond the differences is either dependence (shrinks with the window) or slow
+        # wander (does not): unknown this early, so it counts as both until a longer scale is filled
+        slow = self._slow_part(best, lr, ref_mean, g0, m_ref)
+        lr = np.maximum(lr, np.where((cnt0 >= self.min_batches) & clear, lvl_lr * self._inflate_level[cnt0], 0.0))
+        return lr, slow
+
+    def _slow_part(self, best: int, lr: np.ndarray, ref_mean: np.ndarray, g0: np.ndarray,
+                   m_ref: np.ndarray) -> np.ndarray:
+        """Slow variance at scale ``best``: the batch means' level variance beyond ``lr`` and the reference's error."""
+        level, cnt = self._level(best, ref_mean)
+        rows = self.scales[best] * self.block_rows
+        noise = lr / rows + g0 / np.maximum(m_ref, 1.0)
+        # the median of n chi-square(1) values has relative sd ~ 1.9 / sqrt(n): keep 3 of them
+        excess = np.nan_to_num(level) - noise * (1.0 + 5.7 / np.sqrt(np.maximum(cnt, 1)))
+        return np.where((cnt >= self.min_batches) & (g0 > 0), np.maximum(excess, 0.0), 0.0)
+
+
+class SeasonalProfile:
+    """Hour-of-day profile of every channel, learned from the live stream (event time, UTC).
+
+    ``s_h`` is a running mean of the block means in hour ``h`` (weights capped at
+    ``memory_rows`` per hour, so it follows slow changes over weeks). Centred on the
+    traffic-weighted mean over the day it absorbs a daily *shape*, not a level: a
+    step that lasts shifts every hour alike and stays visible. It is used for a
+    channel only once every hour has at least ``min_rows`` rows and the hours differ
+    significantly (chi-square of the hour means at level ``alpha``).
+
+    Examples
+    --------
+    >>> sp = SeasonalProfile(1, min_rows=200)
+    >>> for day in range(3):
+    ...     for h in range(24):
+    ...         for _ in range(3):
+    ...             sp.add(h, np.array([0.5 + 0.1 * np.sin(2 * np.pi * h / 24)]), np.array([100.0]), np.zeros(1, bool))
+    >>> adj, noise = sp.adjustment(np.bincount([6, 6, 7], minlength=24) * 100.0, np.array([1e-4]))
+    >>> round(float(adj[0]), 3)   # hours 6-7 sit ~0.1 above the daily mean
+    0.099
+    """
+
+    HOURS = 24
+
+    def __init__(self, n_channels: int, min_rows: float = 2_000.0, memory_rows: float = 5_000_000.0,
+                 alpha: float = 1e-4) -> None:
+        self.c = int(n_channels)
+        self.min_rows, self.memory_rows = float(min_rows), float(memory_rows)
+        self.crit = float(stats.chi2.isf(alpha, self.HOURS - 1))
+        self._mean = np.zeros((self.HOURS, self.c))
+        self._w = np.zeros((self.HOURS, self.c))
+        self.version = 0
+
+    def add(self, hour: int, means: np.ndarray, weights: np.ndarray, frozen: np.ndarray) -> None:
+        """One block in ``hour``: per channel its mean, weight and frozen flag."""
+        w = np.where(frozen | ~(weights > 0), 0.0, weights)
+        new = np.minimum(self._w[hour] + w, self.memory_rows)
+        step = np.where(new > 0, w / np.where(new > 0, new, 1.0), 0.0)
+        self._mean[hour] += step * (np.nan_to_num(means) - self._mean[hour])
+        self._w[hour] = new
+        self.version += 1
+
+    def add_many(self, hours: np.ndarray, means: np.ndarray, weights: np.ndarray, frozen: np.ndarray) -> None:
+        """Several blocks (``[n, channel]``) with their hours."""
+        for i in np.flatnonzero(hours >= 0):  # block by block: the same arithmetic however rows are batched
+            self.add(int(hours[i]), means[i], weights[i], frozen[i])
+
+    def centred(self, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(s_h - s_bar)`` per hour and channel (zero where not used), and the use mask per channel."""
+        full = (self._w >= self.min_rows).all(axis=0)
+        if not full.any():
+            return np.zeros_like(self._mean), full
+        pi = self._w / np.maximum(self._w.sum(axis=0), 1.0)
+        centre = (pi * self._mean).sum(axis=0)
+        dev = self._mean - centre
+        chi2 = (dev**2 / (np.maximum(lr, 1e-12) / np.maximum(self._w, 1.0))).sum(axis=0)
+        use = full & (chi2 > self.crit)
+        return np.where(use, dev, 0.0), use
+
+    def centred_with_noise(self, lr: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The centred profile and its estimation variance per hour (``lr / rows``), or ``(None, None)``
+        when no channel uses it."""
+        dev, use = self.centred(lr)
+        if not use.any():
+            return None, None
+        return dev, np.where(use, lr / np.maximum(self._w, 1.0), 0.0)
+
+    def adjustment(self, rows_per_hour: np.ndarray, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For a window with ``rows_per_hour`` rows in each hour: the seasonal part of its mean per
+        channel, and the variance the profile's own estimation error adds."""
+        dev, use = self.centred(lr)
+        share = rows_per_hour / max(float(rows_per_hour.sum()), 1.0)
+        adj = np.einsum("h,hc->c", share, dev)
+        noise = np.where(use, (share[:, None] ** 2 * lr / np.maximum(self._w, 1.0)).sum(axis=0), 0.0)
+        return adj, noise

@@ -1,0 +1,97 @@
+"""The state a :class:`stream.monitoring.drift.DriftMonitor` holds, declared once for all its parts.
+
+The monitor is assembled from parts in their own modules, each a class adding methods
+over this state: the window tests (:mod:`stream.monitoring.drift_windows`), the
+per-feature state machine (:mod:`stream.monitoring.drift_states`), the sequential
+detectors (:mod:`stream.monitoring.drift_sequential`) and row ingestion
+(:mod:`stream.monitoring.drift_ingest`). :class:`MonitorCore` only declares the
+attributes they share (set in ``DriftMonitor.__init__``), so each part type-checks alone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stream.monitoring.calibration import Calibration, DriftSettings
+from stream.monitoring.cusum import Cusum
+from stream.monitoring.dependence import DependenceTracker, SeasonalProfile
+from stream.monitoring.profile import ReferenceArrays, ReferenceProfile
+
+if TYPE_CHECKING:
+    from stream.monitoring.drift_event import DriftEvent
+
+__all__ = ["MonitorCore"]
+
+
+class MonitorCore:
+    """Attributes of a drift monitor (see :class:`stream.monitoring.drift.DriftMonitor`)."""
+
+    # the reference and the settings
+    profile: ReferenceProfile
+    settings: DriftSettings
+    calibration: Calibration
+    model_name: str | None
+    model_version: str | None
+    ref: ReferenceArrays
+    _num: list[str]
+    _cat: list[str]
+    _names: list[str]
+    _mv: bool
+    _edges: list[np.ndarray]
+    _k: int
+    _kc: int
+    _scores: np.ndarray
+    _cat_maps: list[dict[Any, int]]
+    _cat_other: list[int]
+    _pairs: tuple[np.ndarray, np.ndarray]
+    _rho: np.ndarray
+    # score channels: reference means, per-row variances and sizes, their slices and owners
+    _uref: np.ndarray
+    _sl: dict[str, slice]
+    _owner: np.ndarray
+    _m: np.ndarray
+    _theta: np.ndarray
+    _g0: np.ndarray
+    # windows, running totals and their ring
+    _wblocks: list[int]
+    _sblocks: list[int]
+    _resolve_w: int
+    _ring_len: int
+    _tot: dict[str, np.ndarray]
+    _ring: dict[str, np.ndarray]
+    _blocks: int
+    rows_seen: int
+    _buf_num: np.ndarray
+    _buf_cat: np.ndarray
+    _buf_ts: np.ndarray
+    _buf_len: int
+    # the stream's dependence and seasonal estimates
+    tracker: DependenceTracker
+    seasonal: SeasonalProfile | None
+    _ready: bool
+    _cusum_ready: bool
+    _season_dev: np.ndarray | None
+    _season_var: np.ndarray | None
+    _lr: np.ndarray
+    _slow: np.ndarray
+    # per-feature drift states and the latest statistics per window
+    _reset_at: dict[str, int]
+    _open: dict[str, bool]
+    _open_arr: np.ndarray
+    _calm: dict[str, int]
+    _last: dict[int, dict[str, Any]]
+    _open_features: dict[str, list[str]]
+    # sequential detectors: the CUSUM over batches of blocks and the optional river score detector
+    _cusum: Cusum | None
+    _cus_mask: np.ndarray
+    _cus_sum: np.ndarray
+    _cus_w: np.ndarray
+    _cus_hours: np.ndarray
+    _cus_nblk: int
+    _score_j: int
+    _detector: Any
+
+    if TYPE_CHECKING:
+        def _process(self, num: np.ndarray, cat: np.ndarray, ts: np.ndarray, start: int) -> list[DriftEvent]: ...

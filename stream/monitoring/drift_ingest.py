@@ -1,0 +1,94 @@
+"""The drift monitor's row ingestion: rows (one, or many as columns) into whole blocks.
+
+Numeric values go in as floats (``None`` as NaN), categories as their reference slot
+codes; rows gather in a buffer of ``block_size`` rows, and every whole block goes on to
+``DriftMonitor._process``. One row at a time and columns give the same blocks, so the
+same events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from itertools import repeat
+from typing import Any
+
+import numpy as np
+
+from stream.monitoring.drift_event import DriftEvent
+from stream.monitoring.drift_sequential import SequentialDetectors
+from stream.monitoring.profile import is_missing
+
+__all__ = ["RowIngest"]
+
+
+class RowIngest(SequentialDetectors):
+    """``update`` / ``update_batch`` of a drift monitor: rows into block-sized buffers."""
+
+    def _code(self, j: int, v: Any) -> int:
+        if is_missing(v):
+            return self._kc
+        key = v if isinstance(v, str) else str(v)
+        return self._cat_maps[j].get(key, self._cat_other[j])
+
+    def update(self, row: Mapping[str, float | int | str | None], ts: float | None = None) -> list[DriftEvent]:
+        """Add one row (``ts``: its event time in seconds, for the daily profile); return the events that fired."""
+        i = self._buf_len
+        for j, name in enumerate(self._num):
+            v = row.get(name)
+            self._buf_num[i, j] = np.nan if v is None else float(v)
+        for j, name in enumerate(self._cat):
+            self._buf_cat[i, j] = self._code(j, row.get(name))
+        self._buf_ts[i] = np.nan if ts is None else float(ts)
+        self._buf_len += 1
+        self.rows_seen += 1
+        if self._buf_len < self.settings.block_size:
+            return []
+        self._buf_len = 0
+        return self._process(self._buf_num, self._buf_cat, self._buf_ts, self.rows_seen - self.settings.block_size)
+
+    def update_batch(self, columns: Mapping[str, np.ndarray | list[Any]], ts: np.ndarray | None = None) -> list[DriftEvent]:
+        """Add many rows given as columns (``ts``: event times in seconds); same events as :meth:`update`."""
+        n = len(next(iter(columns.values()))) if columns else 0
+        if n == 0:
+            return []
+        num = np.empty((n, len(self._num)))
+        for j, name in enumerate(self._num):
+            col = columns.get(name)
+            num[:, j] = np.nan if col is None else np.asarray(col, dtype=float)
+        cat = np.empty((n, len(self._cat)), dtype=np.int64)
+        for j, name in enumerate(self._cat):
+            col = columns.get(name)
+            if col is None:
+                cat[:, j] = self._kc
+                continue
+            # fast path: dict look-up; anything not found (unseen, NaN, non-str) takes the slow path
+            codes = np.fromiter(map(self._cat_maps[j].get, col, repeat(-1)), np.int64, n)
+            for i in np.flatnonzero(codes < 0):
+                codes[i] = self._code(j, col[i])
+            cat[:, j] = codes
+        t = np.full(n, np.nan) if ts is None else np.asarray(ts, dtype=float)
+        return self._ingest(num, cat, t)
+
+    def _ingest(self, num: np.ndarray, cat: np.ndarray, ts: np.ndarray) -> list[DriftEvent]:
+        b, n, pos, events = self.settings.block_size, num.shape[0], 0, []
+        if self._buf_len:
+            take = min(b - self._buf_len, n)
+            sl = slice(self._buf_len, self._buf_len + take)
+            self._buf_num[sl], self._buf_cat[sl], self._buf_ts[sl] = num[:take], cat[:take], ts[:take]
+            self._buf_len += take
+            pos = take
+            if self._buf_len == b:
+                self._buf_len = 0
+                events += self._process(self._buf_num, self._buf_cat, self._buf_ts, self.rows_seen + pos - b)
+        full = (n - pos) // b * b
+        if full:
+            sl = slice(pos, pos + full)
+            events += self._process(num[sl], cat[sl], ts[sl], self.rows_seen + pos)
+            pos += full
+        rest = n - pos
+        if rest:
+            self._buf_num[:rest], self._buf_cat[:rest], self._buf_ts[:rest] = num[pos:], cat[pos:], ts[pos:]
+            self._buf_len = rest
+        self.rows_seen += n
+        return events
+

@@ -1,0 +1,131 @@
+"""The drift monitor's sequential detectors, run beside the window tests.
+
+A CUSUM over batches of ``cusum_blocks`` blocks per score channel (each numeric
+feature's mid-rank, each category's share, missing rates) catches small persistent
+shifts no single window sees; an optional river detector (Page-Hinkley or ADWIN) watches
+the model score. Their alarms go through the same per-feature state machine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from stream.monitoring.cusum import Cusum, alarm_level
+from stream.monitoring.dependence import _group_sums
+from stream.monitoring.drift_event import DriftEvent, finite
+from stream.monitoring.drift_states import FeatureStates
+
+__all__ = ["SequentialDetectors"]
+
+
+class SequentialDetectors(FeatureStates):
+    """The CUSUM channels and the river score detector of a drift monitor."""
+
+    def _init_cusum(self, erl: float) -> None:
+        """CUSUM channels: each numeric feature's mid-rank (location), each category's share, missing rates."""
+        s, sl = self.settings, self._sl
+        mask = np.zeros(self._theta.size, dtype=bool)
+        for key in ("u", "miss", "cprops", "cmiss"):
+            mask[sl[key]] = True
+        mask &= self._theta > 0  # shares the reference never saw are the window tests' job
+        self._cus_mask = mask
+        rows = s.cusum_blocks * s.block_size
+        arl = erl * max(2 * int(mask.sum()), 1) / rows  # per channel and side, in batches
+        self._cusum = Cusum(self._theta.size, s.cusum_k, alarm_level(arl, s.cusum_k)) if s.cusum else None
+        self._cus_sum, self._cus_w = np.zeros(self._theta.size), np.zeros(self._theta.size)
+        self._cus_hours, self._cus_nblk = np.zeros(24), 0
+
+
+    def _cusum_segment(self, i0: int, seg: int, means: np.ndarray, weights: np.ndarray,
+                       hours: np.ndarray) -> dict[int, tuple[np.ndarray, ...]]:
+        """Sums of the batches of ``cusum_blocks`` blocks completed in this segment, by the block
+        count that completes them (the open batch carries over)."""
+        cb, sl, c0 = self.settings.cusum_blocks, slice(i0, i0 + seg), self._blocks
+        w = weights[sl]
+        contrib = np.where(w > 0, np.nan_to_num(means[sl]) * w, 0.0)
+        hot = np.zeros((seg, 24))
+        known = np.flatnonzero(hours[sl] >= 0)
+        hot[known, hours[sl][known]] = self.settings.block_size
+        pos = self._cus_nblk + np.arange(seg)
+        bid = pos // cb
+        starts = np.flatnonzero(np.r_[True, bid[1:] != bid[:-1]])
+        sums, ws = _group_sums(contrib, starts, self._cus_sum), _group_sums(w, starts, self._cus_w)
+        hrs = _group_sums(hot, starts, self._cus_hours)
+        last_block = np.r_[starts[1:], seg] - 1
+        complete = pos[last_block] % cb == cb - 1
+        out: dict[int, tuple[np.ndarray, ...]] = {}
+        for g in np.flatnonzero(complete):  # the CUSUM steps themselves run in block order (they see the state)
+            out[c0 + int(last_block[g]) + 1] = (sums[g], ws[g], hrs[g])
+        tail = len(starts) - 1
+        if complete[tail]:
+            self._cus_sum, self._cus_w, self._cus_hours, self._cus_nblk = 0.0 * sums[0], 0.0 * ws[0], 0.0 * hrs[0], 0
+        else:
+            self._cus_sum, self._cus_w, self._cus_hours = sums[tail], ws[tail], hrs[tail]
+            self._cus_nblk = int(pos[last_block[tail]] % cb) + 1
+        return out
+
+    def _cusum_step(self, sums: np.ndarray, ws: np.ndarray, hrs: np.ndarray,
+                    fired: dict[str, list[dict[str, Any]]]) -> None:
+        """One CUSUM batch, standardised with the current estimates (features in drift sit out).
+        It starts once every dependence scale has its batches: a CUSUM sums small biases, so an
+        underestimated variance during the warm-up would add up to an alarm."""
+        if not self._cusum_ready:
+            return
+        ok = ws > 0
+        m = np.where(ok, sums / np.where(ok, ws, 1.0), self._theta)
+        adj = noise = 0.0
+        if self._season_dev is not None and hrs.any():
+            share = hrs / hrs.sum()
+            adj = np.einsum("h,hc->c", share, self._season_dev)
+            noise = np.einsum("h,hc->c", share * share, self._season_var)
+        dev = m - adj - self._theta
+        var = self._lr / np.where(ok, ws, 1.0) + self._g0 / self._m + self._slow + noise
+        c = self.settings.cusum_clip  # one burst moves the statistic by a bounded step
+        z = np.clip(dev / np.sqrt(var), -c, c)
+        cus = self._cusum
+        hit = cus.step(z, dev / np.sqrt(self._g0), self._cus_mask & ~self._open_arr[self._owner] & ok)  # type: ignore[union-attr]
+        if hit.any():
+            self._fire_cusum(hit, cus.statistic(), cus.mean_shift(), cus.run, fired)  # type: ignore[union-attr]
+
+    def _fire_cusum(self, hit: np.ndarray, stat: np.ndarray, shift: np.ndarray, run: np.ndarray,
+                    fired: dict[str, list[dict[str, Any]]]) -> None:
+        """CUSUM alarms of features not in drift whose run's mean shift passes ``cusum_min_shift``."""
+        s, names = self.settings, self._names
+        for ch in np.flatnonzero(hit & (shift >= s.cusum_min_shift)):
+            name = names[self._owner[ch]]
+            if self._open[name] or self._blocks - self._reset_at[name] < self._wblocks[0]:
+                continue
+            fired.setdefault(name, []).append({
+                "feature": name, "test": "cusum", "statistic": finite(stat[ch]), "threshold": finite(self._cusum.h),  # type: ignore[union-attr]
+                "p_value": None, "effect_metric": "mean_shift_sd", "effect_size": finite(shift[ch]),
+                "effect_threshold": s.cusum_min_shift, "window": int(run[ch]) * s.cusum_blocks * s.block_size,
+                "n": int(run[ch]) * s.cusum_blocks * s.block_size, "reference": "profile",
+                "n_reference": int(self._m[ch]), "design_effect": finite(self._lr[ch] / self._g0[ch]),
+                "score": self._channel_name(ch)})
+
+    def _channel_name(self, ch: int) -> str:
+        for key, part in self._sl.items():
+            if part.start <= ch < part.stop:
+                if key == "cprops":
+                    j, slot = divmod(ch - part.start, self._kc)
+                    cats = self.profile.categorical[self._cat[j]].categories
+                    return f"share:{cats[slot]}" if slot < len(cats) else "share:__other__"
+                return {"u": "location", "miss": "missing", "cmiss": "missing"}.get(key, key)
+        return "?"
+
+
+    def _run_detector(self, scores: np.ndarray, start: int) -> list[DriftEvent]:
+        out = []
+        for i, v in enumerate(scores.tolist()):
+            if v != v:  # NaN: missing score
+                continue
+            self._detector.update(v)
+            if self._detector.drift_detected:
+                adwin = self.settings.score_detector == "adwin"  # ADWIN: mean after the cut; PH: the value
+                ev = {"feature": self.settings.score_feature, "test": self.settings.score_detector, "window": None,
+                      "statistic": float(self._detector.estimation if adwin else v), "reference": "stream",
+                      "threshold": float(self._detector.delta if adwin else self._detector.threshold)}
+                out.append(self._event(start + i, "score_drift", (self.settings.score_feature,), (ev,)))
+        return out

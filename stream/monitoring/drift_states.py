@@ -1,0 +1,143 @@
+"""The drift monitor's per-feature state machine: when a drift opens, what it reports, when it closes.
+
+A feature (or the numeric pairs' joint state, ``MULTIVARIATE``) opens when one of its
+tests passes its critical value *and* its effect size its enter level, on a window it has
+been out of drift for; the evidence of every such test goes into the event. It closes
+(``drift_resolved``) after ``resolve_patience`` calm checks in a row of its resolve window.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import special
+
+from stream.monitoring.drift_event import MULTIVARIATE, DriftEvent, finite
+from stream.monitoring.drift_windows import WindowTests
+
+__all__ = ["FeatureStates"]
+
+
+class FeatureStates(WindowTests):
+    """Opening and closing of per-feature drift states over the window tests' statistics."""
+
+    def _groups(self) -> list[tuple[str, list[str], int]]:
+        out = [("num", self._num, 0), ("cat", self._cat, len(self._num))]
+        return out + ([("mv", [f"{self._num[i]}|{self._num[j]}" for i, j in zip(*self._pairs, strict=True)], -1)]
+                      if self._mv else [])
+
+    def _fire(self, w: int, last: dict[str, Any], fired: dict[str, list[dict[str, Any]]]) -> None:
+        for group, names, _off in self._groups():
+            st = last[group]
+            if not names or not st:
+                continue
+            crit = self.crit(w, group, st)
+            owners = [MULTIVARIATE] * len(names) if group == "mv" else names
+            valid = np.array([self._blocks - self._reset_at[o] >= self._wblocks[w] and not self._open[o] for o in owners])
+            sig = {t: (st[t] > crit[t]) & valid for t in crit}
+            if not any(m.any() for m in sig.values()):
+                continue
+            eff = self.effects(w, group)
+            for t, m in sig.items():
+                metric, thr = self.gate(group, t)
+                for j in np.flatnonzero(m & (eff[metric] >= thr)):
+                    fired.setdefault(owners[j], []).append(self._evidence(w, group, t, j, names[j], st, crit, eff))
+
+    def _evidence(self, w: int, group: str, test: str, j: int, name: str, st: dict[str, Any],
+                  crit: dict[str, np.ndarray], eff: dict[str, np.ndarray]) -> dict[str, Any]:
+        metric, thr = self.gate(group, test)
+        stat, c = float(st[test][j]), float(crit[test][j])
+        n_key = "n_rows" if test == "missing" else "n"
+        ev = {"feature": name, "test": test, "statistic": finite(stat), "threshold": finite(c),
+              "alpha": self.calibration.alpha_pair[w] if group == "mv" else self.calibration.alpha_feature[name][w],
+              "p_value": self.p_value(group, test, stat, st, j), "effect_metric": metric,
+              "effect_size": finite(eff[metric][j]), "effect_threshold": thr, "window": self.settings.windows[w],
+              "n": int(st[n_key][j]), "reference": "profile", "n_reference": int(self._n_reference(group, test, j)),
+              "design_effect": finite(st["design_effect"][j])}
+        if group == "mv":
+            i1, i2 = self._pairs[0][j], self._pairs[1][j]
+            ev.update(r=finite(self._last[w]["r"][i1, i2]), r_reference=finite(self._rho[i1, i2]))
+        elif metric != "psi" and test != "missing":
+            ev["psi"] = finite(eff["psi"][j])
+        return ev
+
+    def _n_reference(self, group: str, test: str, j: int) -> float:
+        if group == "mv":
+            return float(self.ref.corr_n[self._pairs[0][j], self._pairs[1][j]])
+        counts, miss = ((self.ref.num_counts, self.ref.num_missing) if group == "num"
+                        else (self.ref.cat_counts, self.ref.cat_missing))
+        return float(counts[j].sum() + (miss[j] if test == "missing" else 0))
+
+
+    def _calm_window(self, name: str) -> int:
+        """The window that decides whether ``name``'s drift is over: ``resolve_window``, or the
+        shortest longer one with enough effectively independent rows."""
+        group, j = self._locate(name)
+        for w in range(self._resolve_w, len(self.settings.windows)):
+            st = self._last.get(w, {}).get(group)
+            if st and (group == "mv" or not st["thin"][j]):
+                return w
+        return len(self.settings.windows) - 1
+
+    def _locate(self, name: str) -> tuple[str, int]:
+        if name == MULTIVARIATE:
+            return "mv", 0
+        return ("num", self._num.index(name)) if name in self.profile.numeric else ("cat", self._cat.index(name))
+
+    def _calm_now(self, name: str, w: int) -> bool:
+        leave = self.settings.leave_p
+        group, j = self._locate(name)
+        st = self._last.get(w, {}).get(group)
+        if not st:
+            return False
+        if group == "mv":
+            return bool(np.all(2.0 * special.ndtr(-st["correlation"]) > leave))
+        if st["thin"][j]:
+            return False
+        tests = ("ks", "mannwhitney", "chi2", "missing") if group == "num" else ("chi2", "missing")
+        return all(self.p_value(group, t, float(st[t][j]), st, j) > leave for t in tests)
+
+    def _transition(self, index: int, fired: dict[str, list[dict[str, Any]]]) -> list[DriftEvent]:
+        opened: dict[str, list[str]] = {}
+        evidence: dict[str, list[dict[str, Any]]] = {}
+        all_names = self._names + [MULTIVARIATE]
+        for name in all_names:
+            if name in fired and not self._open[name]:
+                self._set_open(name, True)
+                kind = ("multivariate_drift" if name == MULTIVARIATE else
+                        "score_drift" if name == self.settings.score_feature else "data_drift")
+                feats = ([f for f in dict.fromkeys(p for e in fired[name] for p in e["feature"].split("|"))]
+                         if name == MULTIVARIATE else [name])
+                opened.setdefault(kind, []).extend(feats)
+                self._open_features[name] = feats
+                evidence.setdefault(kind, []).extend(fired[name])
+        closed = []
+        for name in all_names:
+            if not self._open[name] or name in fired:
+                continue
+            rw = self._calm_window(name)
+            if self._blocks % self._sblocks[rw] or self._blocks < self._wblocks[rw] or not self.tracker.ready():
+                continue
+            self._calm[name] = self._calm[name] + 1 if self._calm_now(name, rw) else 0
+            if self._calm[name] >= self.settings.resolve_patience:
+                self._set_open(name, False)
+                self._reset_at[name] = self._blocks
+                closed.append(name)
+        events = [self._event(index, kind, tuple(opened[kind]), tuple(evidence[kind]))
+                  for kind in ("data_drift", "score_drift", "multivariate_drift") if kind in opened]
+        if closed and self.settings.emit_resolved:
+            names = tuple(dict.fromkeys(f for n in closed for f in self._open_features.pop(n, [n])))
+            events.append(self._event(index, "drift_resolved", names, ()))
+        return events
+
+    def _set_open(self, name: str, state: bool) -> None:
+        self._open[name], self._calm[name] = state, 0
+        j = (self._names + [MULTIVARIATE]).index(name)
+        self._open_arr[j] = state
+        if self._cusum is not None:  # its CUSUM starts afresh
+            self._cusum.reset(self._owner == j)
+
+    def _event(self, index: int, kind: str, feats: tuple[str, ...], ev: tuple[dict[str, Any], ...]) -> DriftEvent:
+        return DriftEvent(index, kind, feats, ev, self.model_name, self.model_version)
+

@@ -1,0 +1,229 @@
+"""The drift monitor's window tests: every feature's window against the reference, studentised.
+
+:class:`WindowTests` turns the sufficient statistics of a window (from the ring of
+running totals) into studentised Mann-Whitney, KS, chi-square (Rao-Scott), missing-rate
+and correlation statistics at many check points at once, with their critical values
+(:mod:`stream.monitoring.calibration`), effect sizes, effect gates and p-values. The
+helpers convert a statistic with few effective rows behind its variance into the
+normal or chi-square value of the same p-value.
+
+>>> round(float(_z_equivalent(np.array(2.0), np.array(1e7))), 3)
+2.0
+>>> float(_chi2_equivalent(np.array(0.0), np.array(3), np.array(100.0)))
+0.0
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import special, stats
+
+from stream.monitoring import drift_stats as ds
+from stream.monitoring.drift_core import MonitorCore
+
+__all__ = ["WindowTests"]
+
+
+def _chi2_equivalent(x2: np.ndarray, dof: np.ndarray, df: np.ndarray) -> np.ndarray:
+    """A studentised chi-square with ``df`` effective rows behind its variances, as the chi-square
+    value of the same p-value: ``X2 / dof`` is referred to F(dof, df)."""
+    dof = np.maximum(dof, 1)
+    with np.errstate(all="ignore"):
+        p = special.fdtrc(dof, df, x2 / dof)
+        return np.where(p < 1.0, special.chdtri(dof, np.maximum(p, 1e-300)), 0.0)
+
+
+def _cell_df(neff: np.ndarray, present: np.ndarray, p: np.ndarray, design: np.ndarray, used: np.ndarray) -> np.ndarray:
+    """Degrees of freedom behind a chi-square: the effective rows, but at most twice the smallest
+    bin's effective expected count (a bin filled by two bursts is far from normal)."""
+    cell = np.where(used & (p > 0), present[..., None] * p / np.maximum(design, 1.0), np.inf).min(axis=-1)
+    return np.minimum(neff, 2.0 * cell)
+
+
+def _z_equivalent(t: np.ndarray, df: np.ndarray) -> np.ndarray:
+    """|t| with ``df`` effective rows as the |z| of the same two-sided p-value."""
+    with np.errstate(all="ignore"):
+        z = -special.ndtri(special.stdtr(np.clip(df, 1.0, 1e7), -np.abs(t)))
+    return np.where(z == z, np.minimum(z, 1e308), 0.0)
+
+
+
+class WindowTests(MonitorCore):
+    """Window sums, studentised tests, critical values, effect sizes and p-values of a drift monitor."""
+
+    def window_sums(self, nblocks: int, at: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Sufficient statistics of the ``nblocks`` blocks ending at block count ``at`` (an array of
+        counts: a leading axis; default: now), with their hour-of-day row histogram."""
+        end = np.asarray(self._blocks if at is None else at)
+        now, past = end % self._ring_len, (end - nblocks) % self._ring_len
+        return {key: ring[now] - ring[past] for key, ring in self._ring.items()}
+
+    def _test_window(self, w: int, at: np.ndarray) -> dict[str, Any]:
+        """Studentised statistics of window ``w`` against the reference at block counts ``at``
+        (leading axis), per feature and test."""
+        win = self.window_sums(self._wblocks[w], at)
+        means, weights = ds.channel_means(win["num"], win["cat"], win["corr"] if self._mv else None,
+                                          self._uref, self._rho, self._pairs)
+        adj = noise = 0.0
+        if self._season_dev is not None:
+            share = win["hours"] / np.maximum(win["hours"].sum(axis=-1, keepdims=True), 1.0)
+            # einsum, not BLAS: tiny products, and BLAS threads stall on a busy machine
+            adj = np.einsum("lh,hc->lc", share, self._season_dev)
+            noise = np.einsum("lh,hc->lc", share * share, self._season_var)
+        delta = np.nan_to_num(means - adj - self._theta)
+        sl, fn, fc, k, kc, L = self._sl, len(self._num), len(self._cat), self._k, self._kc, len(at)
+        r = None
+        if self._mv:
+            r = ds.correlation_from_sums(win["corr"][:, 0], win["corr"][:, 1], win["corr"][:, 2], win["corr"][:, 3])
+            delta[:, sl["psi"]] = r[:, self._pairs[0], self._pairs[1]] - self._rho[self._pairs]
+        n = np.maximum(weights, 1e-12)
+        design = self._lr / self._g0
+        extra = self._slow + noise  # [L, C] or [C]
+        var = self._lr / n + self._g0 / self._m + extra
+        out: dict[str, Any] = {"sums": win, "r": r, "num": {}, "cat": {}, "mv": {}}
+        min_eff = self.settings.min_effective_rows
+
+        def z(key: str, df: np.ndarray) -> np.ndarray:
+            return np.where(df < min_eff, 0.0, _z_equivalent(delta[:, sl[key]] / np.sqrt(var[:, sl[key]]), df))
+
+        if fn:
+            p = self._theta[sl["props"]].reshape(fn, k)
+            counts = win["num"][:, :, :k]
+            present = counts.sum(axis=-1)
+            used = (p > 0) | (counts > 0)
+            dp, dc = design[sl["props"]].reshape(fn, k), design[sl["cum"]].reshape(fn, k - 1)
+            # the feature's design effect: its location score's, or the bins' median if larger (a max over
+            # 20 noisy per-bin estimates would make every short window look thin)
+            d_feat = np.maximum(design[sl["u"]], np.median(dp, axis=-1))
+            neff = present / d_feat
+            x2 = self._rao_scott(delta[:, sl["props"]].reshape(L, fn, k), p, dp, used, present, sl["props"], noise)
+            # KS as Weiss (1978): the unweighted largest cumulative difference, rows scaled by the
+            # cumulative indicators' (variance-weighted) design effect; unweighted, so the tails do
+            # not weigh more (a burst of one entity lands in them)
+            dcum = delta[:, sl["cum"]].reshape(L, fn, k - 1)
+            slow_c = np.broadcast_to(extra, (L, extra.shape[-1]))[:, sl["cum"]].reshape(L, fn, k - 1)
+            g0c = self._g0[sl["cum"]].reshape(fn, k - 1)
+            d_ks = np.maximum((g0c * dc).sum(axis=-1) / np.maximum(g0c.sum(axis=-1), 1e-12), 1.0)
+            den = np.sqrt(d_ks[:, None] / np.maximum(present, 1.0)[..., None]
+                          + 1.0 / self._m[sl["cum"]].reshape(fn, k - 1) + 4.0 * slow_c)
+            ks = (np.abs(dcum) / den).max(axis=-1, initial=0.0)
+            thin = (neff < min_eff) | (present == 0)
+            out["num"] = {"thin": thin, "ks": np.where(thin, 0.0, ks), "mannwhitney": np.where(thin, 0.0, z("u", neff)),
+                          "chi2": np.where(thin, 0.0, _chi2_equivalent(x2, used.sum(axis=-1) - 1,
+                                                                        _cell_df(neff, present, p, dp, used))),
+                          "dof": np.maximum(used.sum(axis=-1) - 1, 0),
+                          "missing": z("miss", weights[:, sl["miss"]] / design[sl["miss"]]),
+                          "n": present, "n_rows": present + win["num"][:, :, k],
+                          "design_effect": np.broadcast_to(d_feat, (L, fn)),
+                          "slow_sd": np.broadcast_to(np.sqrt(self._slow[sl["u"]] / self._g0[sl["u"]]), (L, fn))}
+        if fc:
+            p = self._theta[sl["cprops"]].reshape(fc, kc)
+            counts = win["cat"][:, :, :kc]
+            present = counts.sum(axis=-1)
+            used = (p > 0) | (counts > 0)
+            dp = design[sl["cprops"]].reshape(fc, kc)
+            gp = np.where(used, self._g0[sl["cprops"]].reshape(fc, kc), 0.0)
+            d_feat = np.maximum((gp * dp).sum(axis=-1) / np.maximum(gp.sum(axis=-1), 1e-12), 1.0)
+            neff = present / d_feat
+            x2 = self._rao_scott(delta[:, sl["cprops"]].reshape(L, fc, kc), p, dp, used, present, sl["cprops"], noise)
+            thin = (neff < min_eff) | (present == 0)
+            slow_rel = (self._slow[sl["cprops"]].reshape(fc, kc) * p).sum(axis=-1) / np.maximum(
+                (self._g0[sl["cprops"]].reshape(fc, kc) * p).sum(axis=-1), 1e-12)
+            chi2 = _chi2_equivalent(x2, used.sum(axis=-1) - 1, _cell_df(neff, present, p, dp, used))
+            out["cat"] = {"thin": thin, "chi2": np.where(thin, 0.0, chi2),
+                          "dof": np.maximum(used.sum(axis=-1) - 1, 0),
+                          "missing": z("cmiss", weights[:, sl["cmiss"]] / design[sl["cmiss"]]), "n": present,
+                          "n_rows": present + win["cat"][:, :, kc], "design_effect": np.broadcast_to(d_feat, (L, fc)),
+                          "slow_sd": np.broadcast_to(np.sqrt(slow_rel), (L, fc))}
+        if self._mv:
+            out["mv"] = {"correlation": z("psi", weights[:, sl["psi"]] / design[sl["psi"]]),
+                         "correlation_change": np.abs(delta[:, sl["psi"]]),
+                         "design_effect": np.broadcast_to(design[sl["psi"]], (L, sl["psi"].stop - sl["psi"].start)),
+                         "n": weights[:, sl["psi"]]}
+        return out
+
+    def _rao_scott(self, delta: np.ndarray, p: np.ndarray, design: np.ndarray, used: np.ndarray,
+                   present: np.ndarray, sl: slice, noise: Any) -> np.ndarray:
+        """Pearson chi-square of the bin (category) shares with each share's variance from its own
+        design effect, at least the variance-weighted mean design effect of the feature (first-order
+        Rao-Scott; a rare bin's few clusters do not make it count more). Leading axis: check points."""
+        g0 = self._g0[sl].reshape(p.shape)
+        w = np.where(used, g0, 0.0)
+        mean_d = (w * design).sum(axis=-1) / np.maximum(w.sum(axis=-1), 1e-12)
+        d = np.maximum(design, mean_d[..., None])
+        extra = (self._slow[sl] + (noise[:, sl] if np.ndim(noise) else 0.0)).reshape((-1,) + p.shape)
+        var = g0 * (d / np.maximum(present, 1.0)[..., None] + 1.0 / self._m[sl].reshape(p.shape)) + extra
+        return np.where(used, delta**2 / var * (1 - p).clip(0.5), 0.0).sum(axis=-1)
+
+    def crit(self, w: int, group: str, st: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Critical value of every test of ``group`` in window ``w``."""
+        cal = self.calibration
+        if group == "mv":
+            return {"correlation": np.full(st["correlation"].shape, cal.corr_crit[w])}
+        off, n = (0, len(self._num)) if group == "num" else (len(self._num), len(self._cat))
+        out = {"ks": cal.ks_crit[w], "mannwhitney": cal.z_crit[w, off : off + n]} if group == "num" else {}
+        out["chi2"] = cal.chi2_crit[w, off + np.arange(n), st["dof"]]
+        out["missing"] = cal.z_crit[w, off : off + n]
+        return out
+
+    def effects(self, w: int, group: str) -> dict[str, np.ndarray]:
+        """Effect sizes of window ``w`` (computed on demand, cached with the window's statistics)."""
+        last = self._last[w]
+        if "effects" not in last[group]:
+            win, k, kc = last["sums"], self._k, self._kc
+            if group == "num":
+                c = win["num"][:, :k].astype(float)
+                bm = np.where(c > 0, win["sum"] / np.maximum(c, 1.0), self.ref.num_bin_means)
+                e = {"psi": ds.psi(self.ref.num_counts, c),
+                     "wasserstein": ds.binned_wasserstein(self.ref.num_bin_means, self.ref.num_counts, bm, c) / self.ref.std}
+                miss = ds.missing_stats(win["num"][:, k], c.sum(axis=1), self.ref.num_missing, self.ref.num_counts.sum(axis=1))
+            elif group == "cat":
+                c = win["cat"][:, :kc].astype(float)
+                e = {"jensen_shannon": ds.js_distance(self.ref.cat_counts, c), "psi": ds.psi(self.ref.cat_counts, c)}
+                miss = ds.missing_stats(win["cat"][:, kc], c.sum(axis=1), self.ref.cat_missing, self.ref.cat_counts.sum(axis=1))
+            else:
+                return {"correlation_change": last["mv"]["correlation_change"]}
+            e["missing_change"] = miss["missing_change"]
+            last[group]["effects"] = e
+        return last[group]["effects"]
+
+    def gate(self, group: str, test: str) -> tuple[str, float]:
+        """The effect size gating ``test`` and its enter level."""
+        s = self.settings
+        if group == "mv":
+            return "correlation_change", s.correlation_threshold
+        if test == "missing":
+            return "missing_change", s.missing_threshold
+        if group == "cat":
+            return "jensen_shannon", s.js_threshold
+        return ("psi", s.psi_threshold) if test == "chi2" else ("wasserstein", s.wasserstein_threshold)
+
+
+    def p_value(self, group: str, test: str, stat: float, st: dict[str, Any], j: int) -> float:
+        """p-value of a studentised statistic (KS: Bonferroni over the bins' cumulative differences)."""
+        if test == "chi2":
+            return ds.chi2_pvalue(stat, int(st["dof"][j]))
+        if test == "ks":
+            return float(stats.kstwobign.sf(stat))
+        return float(2.0 * special.ndtr(-abs(stat)))
+
+
+    def _any_significant(self, w: int, st: dict[str, Any]) -> np.ndarray:
+        """Per check point: does any test pass its critical value (before effect gates and state)?"""
+        cal, fn = self.calibration, len(self._num)
+        hit = np.zeros(len(next(iter(st["sums"].values()))), dtype=bool)
+        if st["num"]:
+            g = st["num"]
+            hit |= (g["ks"] > cal.ks_crit[w]).any(axis=-1) | (g["mannwhitney"] > cal.z_crit[w, :fn]).any(axis=-1)
+            hit |= (g["missing"] > cal.z_crit[w, :fn]).any(axis=-1)
+            hit |= (g["chi2"] > cal.chi2_crit[w, np.arange(fn), g["dof"]]).any(axis=-1)
+        if st["cat"]:
+            g, fc = st["cat"], len(self._cat)
+            hit |= (g["missing"] > cal.z_crit[w, fn:]).any(axis=-1)
+            hit |= (g["chi2"] > cal.chi2_crit[w, fn + np.arange(fc), g["dof"]]).any(axis=-1)
+        if st["mv"]:
+            hit |= (st["mv"]["correlation"] > cal.corr_crit[w]).any(axis=-1)
+        return hit
+

@@ -1,0 +1,163 @@
+"""Per-feature reference summaries of a profile: one numeric or categorical feature's training values.
+
+:func:`numeric_reference` keeps quantile bin edges with their counts and bin means, mean,
+standard deviation, a seeded subsample and serial-dependence factors;
+:func:`categorical_reference` keeps the frequent categories with their counts (rare ones
+pooled into "other"). :func:`infer_kind` tells the two apart when the caller does not.
+
+>>> infer_kind("c", ["a", None, "b"]), infer_kind("x", [1, 2.5, None])
+('categorical', 'numeric')
+>>> categorical_reference("c", ["a", "b", "a", None], max_categories=50, min_share=0.0).categories
+['a', 'b']
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from numbers import Number
+from typing import Any
+
+import numpy as np
+
+from stream.errors import ProfileError
+from stream.monitoring.profile_scores import bin_normal_scores, dispersion_factors
+
+__all__ = [
+    "CATEGORICAL",
+    "NUMERIC",
+    "CategoricalReference",
+    "NumericReference",
+    "categorical_reference",
+    "infer_kind",
+    "is_missing",
+    "numeric_reference",
+]
+
+NUMERIC = "numeric"
+CATEGORICAL = "categorical"
+
+
+@dataclass(frozen=True)
+class NumericReference:
+    """Reference summary of one numeric feature."""
+
+    n: int  # non-missing values
+    n_missing: int
+    mean: float
+    std: float
+    edges: list[float]  # sorted, unique; bin j holds [edges[j-1], edges[j])
+    counts: list[int]  # len(edges) + 1
+    bin_means: list[float]  # len(edges) + 1
+    sample: list[float] = field(default_factory=list)  # seeded subsample, for evidence
+    dispersion: list[list[float]] = field(default_factory=list)  # [[block, phi], ...], see dispersion_factors
+
+
+@dataclass(frozen=True)
+class CategoricalReference:
+    """Reference summary of one categorical feature."""
+
+    n: int
+    n_missing: int
+    categories: list[str]  # frequent categories, most frequent first
+    counts: list[int]  # per category
+    other_count: int  # reference rows of rare categories pooled into "other"
+    dispersion: list[list[float]] = field(default_factory=list)
+
+
+def is_missing(value: Any) -> bool:
+    """``None`` and float NaN are missing values."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def infer_kind(name: str, values: Sequence[Any] | np.ndarray) -> str:
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
+        return NUMERIC
+    if isinstance(values, np.ndarray) and values.dtype.kind in "US":
+        return CATEGORICAL
+    kinds = set()
+    for v in values:
+        if is_missing(v):
+            continue
+        if isinstance(v, str):
+            kinds.add(CATEGORICAL)
+        elif isinstance(v, Number | np.number):
+            kinds.add(NUMERIC)
+        else:
+            raise ProfileError(f"feature {name!r}: unsupported value type {type(v).__name__}")
+    if len(kinds) > 1:
+        raise ProfileError(f"feature {name!r} mixes numbers and strings")
+    return kinds.pop() if kinds else NUMERIC
+
+
+def numeric_reference(
+    name: str, values: Sequence[Any] | np.ndarray, n_bins: int, sample_size: int, rng: np.random.Generator
+) -> NumericReference:
+    try:
+        x = np.asarray(values, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ProfileError(f"feature {name!r} is not numeric: {exc}") from exc
+    present = x[~np.isnan(x)]
+    n_missing = int(x.size - present.size)
+    if present.size == 0:
+        return NumericReference(0, n_missing, 0.0, 0.0, [], [0], [0.0], [])
+    edges = np.unique(np.quantile(present, np.linspace(0.0, 1.0, n_bins + 1)[1:-1]))
+    if edges.size < n_bins - 1:
+        # discrete feature (tied quantiles): values below the reference minimum or
+        # above its maximum get bins of their own, empty in the reference, so a
+        # constant or discrete feature leaving its range is seen by the bin tests.
+        # Not for continuous features: there the outer quantile bins already move,
+        # and empty outer bins would make the chi-square test fire on single
+        # extreme values.
+        edges = np.unique(np.concatenate([[present.min()], edges, [np.nextafter(present.max(), np.inf)]]))
+    bins = np.searchsorted(edges, present, side="right")
+    counts = np.bincount(bins, minlength=edges.size + 1)
+    sums = np.bincount(bins, weights=present, minlength=edges.size + 1)
+    lo = np.concatenate([[min(edges[0], present.min())], edges])
+    hi = np.concatenate([edges, [present.max()]])
+    hi = np.minimum(hi, present.max())
+    means = np.where(counts > 0, sums / np.maximum(counts, 1), 0.5 * (lo + hi))
+    codes = np.where(np.isnan(x), edges.size + 1, np.searchsorted(edges, x, side="right"))
+    scores = bin_normal_scores(counts)
+    if present.size > sample_size:
+        sample = np.sort(rng.choice(present, size=sample_size, replace=False))
+    else:
+        sample = np.sort(present)
+    return NumericReference(
+        n=int(present.size),
+        n_missing=n_missing,
+        mean=float(present.mean()),
+        std=float(present.std()),
+        edges=[float(e) for e in edges],
+        counts=[int(c) for c in counts],
+        bin_means=[float(m) for m in means],
+        sample=[float(s) for s in sample],
+        dispersion=dispersion_factors(
+            codes, edges.size + 2, np.where(codes <= edges.size, scores[np.minimum(codes, edges.size)], 0.0)),
+    )
+
+
+def categorical_reference(
+    name: str, values: Sequence[Any] | np.ndarray, max_categories: int, min_share: float
+) -> CategoricalReference:
+    tally: dict[str, int] = {}
+    n_missing = 0
+    for v in values:
+        if is_missing(v):
+            n_missing += 1
+            continue
+        key = v if isinstance(v, str) else str(v)
+        tally[key] = tally.get(key, 0) + 1
+    n = sum(tally.values())
+    ranked = sorted(tally.items(), key=lambda kv: (-kv[1], kv[0]))
+    keep = [(k, c) for k, c in ranked[:max_categories] if c >= min_share * n]
+    other = n - sum(c for _, c in keep)
+    index = {k: i for i, (k, _) in enumerate(keep)}
+    codes = np.fromiter((len(keep) + 1 if is_missing(v) else index.get(v if isinstance(v, str) else str(v), len(keep))
+                         for v in values), np.int64)
+    return CategoricalReference(
+        n=n, n_missing=n_missing, categories=[k for k, _ in keep], counts=[c for _, c in keep], other_count=other,
+        dispersion=dispersion_factors(codes, len(keep) + 2),
+    )
+

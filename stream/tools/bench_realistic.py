@@ -1,0 +1,198 @@
+"""The realistic half of ``make bench-drift``: stationary but dependent traffic, and drifts inside it.
+
+Streams come from :func:`stream.examples.traffic.generate` (``mlstream simulate --scenario ...``);
+the reference is an i.i.d. sample of the same process (a training set), so on the stationary
+streams every alarm is false. Per stream and detector: drift *openings* per 100,000 events and
+the share of events during which some feature is in an open drift state (mlstream's events;
+for the windowed baseline the share of windows that alarm; river's detectors raise point alarms
+only). Inside the mixed stream three drifts start at ``CHANGE``: a 0.5 sd mean shift of ``x``,
+category ``d`` 10 % -> 25 % and the error rate 10 % -> 20 %; per detector the delay and, for
+mlstream, the share of events with the drifted feature in drift before and after the change.
+The error rate goes through :class:`stream.monitoring.labels.PerformanceMonitor` with the
+holdout's 10 % as its reference, as the worker gives it from the model card.
+
+Examples
+--------
+>>> r = run_task(("stationary", "heavy_tailed", "mlstream", 0, 20_000))
+>>> r["openings"], r["events"]
+(0, 20000)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from stream.examples.traffic import FEATURES, generate
+from stream.monitoring import drift_stats as ds
+from stream.monitoring.drift import DriftMonitor
+from stream.monitoring.labels import PerformanceMonitor
+from stream.monitoring.profile import ReferenceProfile
+
+__all__ = ["DRIFT_FEATURE", "REALISTIC", "run_task", "tasks"]
+
+REALISTIC = ("seasonal", "autocorrelated", "bursty", "heavy_tailed", "mixed")
+DRIFT_FEATURE = {"mean_shift": "x", "category_share": "c", "error_rate": "error_rate"}
+CHANGE = 100_000
+AFTER = 50_000
+REF_ROWS = 20_000
+WINDOW = 1000
+ERROR_REF = 0.10
+DETECTORS = ("mlstream", "ADWIN", "KSWIN", "PageHinkley", "windowed-KS/chi2")
+
+
+def tasks(quick: bool, seed: int, n_stat: int) -> list[tuple[str, str, str, int, int]]:
+    """``(kind, stream, detector, seed, events)`` for every cell of the realistic tables."""
+    out = []
+    for scn in REALISTIC:
+        for det in DETECTORS:
+            out.append(("stationary", scn, det, seed, min(n_stat, 40_000) if det == "KSWIN" else n_stat))
+    for drift in DRIFT_FEATURE:
+        for det in DETECTORS:
+            if det == "KSWIN" or (det in ("ADWIN", "PageHinkley") and drift == "category_share"):
+                continue
+            for r in range(1 if quick else 2):
+                out.append(("inside", drift, det, seed + r, CHANGE + AFTER))
+    return out
+
+
+def _open_share(events: list[Any], n: int, feature: str | None = None) -> tuple[float, float, list[int]]:
+    """Share of events with some feature (or ``feature``) in an open drift state, before and after
+    ``CHANGE`` (before only, for a stationary stream), and the openings' indexes."""
+    inside = np.zeros(n + 1, dtype=np.int64)
+    open_at: dict[str, int] = {}
+    openings = []
+    for e in events:
+        feats = [f for f in e.features if feature is None or f == feature]
+        for f in feats:
+            if e.kind == "drift_resolved":
+                if f in open_at:
+                    inside[open_at.pop(f)] += 1
+                    inside[e.index] -= 1
+            elif f not in open_at:
+                open_at[f] = e.index
+                openings.append(e.index)
+    for start in open_at.values():
+        inside[start] += 1
+        inside[n] -= 1
+    busy = np.cumsum(inside)[:n] > 0
+    cut = min(CHANGE, n)
+    after = float(busy[cut:].mean()) if n > cut else 0.0
+    return float(busy[:cut].mean()), after, openings
+
+
+def _mlstream(cols: dict[str, Any], ref: dict[str, Any], n: int, feature: str | None) -> dict[str, Any]:
+    mon = DriftMonitor(ReferenceProfile.from_columns({k: ref[k] for k in FEATURES}, FEATURES, seed=0))
+    events = []
+    for s in range(0, n, 10_000):
+        events += mon.update_batch({k: cols[k][s : s + 10_000] for k in FEATURES}, ts=cols["ts"][s : s + 10_000])
+    before, after, openings = _open_share(events, n, feature)
+    return {"openings": len(openings), "open_share": before, "open_share_after": after, "alarms": openings}
+
+
+def _labels(err: np.ndarray) -> list[int]:
+    pm = PerformanceMonitor(reference_loss=ERROR_REF, reference_size=REF_ROWS)
+    out = []
+    for s in range(0, err.size, 5000):
+        e = err[s : s + 5000]
+        out += [ev.index for ev in pm.update(1.0 - e, np.ones_like(e)) if ev.kind == "concept_drift"]
+    return out
+
+
+def _river(det: str, values: np.ndarray) -> list[int]:
+    from river import drift
+
+    d = {"ADWIN": drift.ADWIN, "KSWIN": drift.KSWIN, "PageHinkley": drift.PageHinkley}[det]()
+    out = []
+    for i, v in enumerate(values.tolist()):
+        d.update(v)
+        if d.drift_detected:
+            out.append(i)
+    return out
+
+
+def _windowed(cols: dict[str, Any], ref: dict[str, Any], n: int, only: str | None) -> tuple[list[int], float]:
+    """Tumbling windows of ``WINDOW`` events, KS (numeric) / chi-square (categorical) at p < 0.05."""
+    alarms, windows = [], 0
+    cats = sorted(set(ref["c"]) | set(cols["c"]))
+    code = {c: i for i, c in enumerate(cats)}
+    rc = np.bincount([code[v] for v in ref["c"]], minlength=len(cats))
+    cc = np.array([code[v] for v in cols["c"]])
+    for s in range(0, n - WINDOW + 1, WINDOW):
+        windows += 1
+        ps = []
+        if only in (None, "x"):
+            ps += [ds.ks_2samp(cols[k][s : s + WINDOW], ref[k])[1] for k in ("x", "y", "amount")]
+        if only in (None, "c"):
+            stat, dof = ds.chi2_homogeneity(np.bincount(cc[s : s + WINDOW], minlength=len(cats)), rc)
+            ps.append(ds.chi2_pvalue(float(stat), int(dof)))
+        if only == "error_rate":
+            k = int(cols["error"][s : s + WINDOW].sum())
+            stat, dof = ds.chi2_homogeneity(np.array([k, WINDOW - k]), np.array([ERROR_REF, 1 - ERROR_REF]) * REF_ROWS)
+            ps.append(ds.chi2_pvalue(float(stat), int(dof)) if k > ERROR_REF * WINDOW else 1.0)
+        if min(ps) < 0.05:
+            alarms.append(s + WINDOW - 1)
+    return alarms, windows
+
+
+def run_task(task: tuple[str, str, str, int, int]) -> dict[str, Any]:
+    """One cell: openings / share in drift (stationary), or delay and alarm rates (inside)."""
+    kind, name, det, seed, n = task
+    scenario, drift = (name, None) if kind == "stationary" else ("mixed", name)
+    cols = generate(scenario, n, seed=seed, drift=drift, drift_at=CHANGE if drift else None)
+    ref = generate(scenario, REF_ROWS, seed=seed + 10_000, iid=True)
+    feature = DRIFT_FEATURE.get(drift or "", None)
+    res: dict[str, Any] = {"kind": kind, "stream": name, "detector": det, "seed": seed, "events": n}
+    if det == "mlstream" and feature == "error_rate":
+        alarms = _labels(cols["error"])
+        res.update(openings=len(alarms), alarms=alarms)
+    elif det == "mlstream":
+        res.update(_mlstream(cols, ref, n, feature if kind == "inside" else None))
+        alarms = res["alarms"]
+    elif det == "windowed-KS/chi2":
+        alarms, windows = _windowed(cols, ref, n, feature)
+        res.update(openings=len(alarms), alarms=alarms, open_share=len([a for a in alarms if a < CHANGE]) /
+                   max(min(windows, CHANGE // WINDOW), 1))
+    else:
+        alarms = _river(det, cols["error"] if feature == "error_rate" else cols["x"])
+        res.update(openings=len(alarms), alarms=alarms)
+    if kind == "inside":
+        after = [a - CHANGE for a in alarms if a >= CHANGE]
+        res.update(delay=after[0] if after else None, false_before=sum(a < CHANGE for a in alarms),
+                   alarms_after=len(after))
+    res.pop("alarms", None)
+    return res
+
+
+def monitor_throughput(rows: int = 200_000, batch: int = 2_000, seed: int = 0) -> dict[str, float]:
+    """Rows per second of :meth:`DriftMonitor.update_batch` on the demo (payments) domain's monitored
+    columns plus a score, in micro-batches of ``batch`` rows, on one core (no Kafka, no decoding).
+
+    Runs with one BLAS thread (as a worker should: tiny products, and BLAS threads spin on a busy
+    machine) when threadpoolctl is installed."""
+    import time
+
+    from stream.examples.payments import DOMAIN
+    from stream.training.train import simulated
+
+    n = 60_000
+    data = simulated(n, seed)
+    X = DOMAIN.offline_features(data.events)
+    cols = DOMAIN.monitored_columns(DOMAIN.columns(data.events), X)
+    cols["score"] = 1.0 / (1.0 + np.exp(-np.nan_to_num(cols["amount_zscore"])))
+    kinds = {**DOMAIN.features.monitored, "score": "numeric"}
+    half = n // 2
+    profile = ReferenceProfile.from_columns({k: v[:half] for k, v in cols.items()}, kinds, seed=0)
+    live = {k: v[half:] for k, v in cols.items()}
+    ts = np.asarray([e["ts"] for e in data.events[half:]], dtype=float)
+    mon = DriftMonitor(profile)
+    done, t0, c0 = 0, time.perf_counter(), time.process_time()
+    while done < rows:
+        s = done % (n - half - batch)
+        mon.update_batch({k: v[s : s + batch] for k, v in live.items()}, ts=ts[s : s + batch])
+        done += batch
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    # CPU time is the process's own cost; wall time also counts other processes on a shared machine
+    return {"rows": done, "seconds": round(dt, 2), "cpu_seconds": round(cpu, 2),
+            "rows_per_s": round(done / dt), "rows_per_cpu_s": round(done / cpu)}

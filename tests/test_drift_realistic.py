@@ -1,0 +1,106 @@
+"""The monitor on realistic traffic: no drift on dependent stationary streams, drifts inside them
+found, concept drift from labels with the model card's holdout as reference, the estimate's validity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from stream.examples.traffic import FEATURES, generate
+from stream.monitoring.drift import DriftEvent, DriftMonitor
+from stream.monitoring.labels import EstimateValidity, PerformanceMonitor, holdout_reference
+from stream.monitoring.profile import ReferenceProfile
+
+ROOT = Path(__file__).resolve().parent.parent
+CHANGE = 100_000
+
+
+def monitor_for(scenario: str, seed: int) -> DriftMonitor:
+    ref = generate(scenario, 20_000, seed=seed + 10_000, iid=True)  # a training set: i.i.d. rows of the process
+    return DriftMonitor(ReferenceProfile.from_columns({k: ref[k] for k in FEATURES}, FEATURES))
+
+
+def feed(mon: DriftMonitor, cols: dict[str, Any], chunk: int = 20_000) -> list[DriftEvent]:
+    events: list[DriftEvent] = []
+    for s in range(0, len(cols["x"]), chunk):
+        events += mon.update_batch({k: cols[k][s : s + chunk] for k in FEATURES}, ts=cols["ts"][s : s + chunk])
+    return events
+
+
+@pytest.mark.parametrize("scenario", ["seasonal", "autocorrelated", "bursty", "heavy_tailed", "mixed"])
+def test_realistic_stationary_stream_opens_no_drift(scenario: str) -> None:
+    mon = monitor_for(scenario, seed=3)
+    events = feed(mon, generate(scenario, 200_000, seed=3))
+    assert [(e.index, e.kind, e.features) for e in events] == []  # no opening, so no open state either
+    assert not any(s["drifting"] for s in mon.snapshot().values())
+    assert mon.snapshot()["x"]["design_effect"] >= (5.0 if scenario in ("autocorrelated", "mixed") else 1.0)
+
+
+@pytest.mark.parametrize("drift, feature", [("mean_shift", "x"), ("category_share", "c")])
+def test_drift_inside_mixed_traffic_detected(drift: str, feature: str) -> None:
+    # mixed traffic measures a design effect of ~30 on these features (AR(1) 0.9 and bursts of one
+    # entity's level or category): the floor for these shifts is ~4,000-6,000 events (README)
+    mon = monitor_for("mixed", seed=5)
+    cols = generate("mixed", CHANGE + 12_000, seed=5, drift=drift, drift_at=CHANGE)
+    events = [e for e in feed(mon, cols) if e.kind != "drift_resolved"]
+    assert events, drift
+    assert events[0].features == (feature,) and CHANGE <= events[0].index < CHANGE + 8_000, events[0]
+    assert mon.snapshot()[feature]["drifting"]  # still open: the drift goes on, one event
+
+
+def test_error_rate_rise_inside_mixed_traffic_detected_from_labels() -> None:
+    err = generate("mixed", CHANGE + 10_000, seed=5, drift="error_rate", drift_at=CHANGE)["error"]
+    pm = PerformanceMonitor(reference_loss=0.10, reference_size=20_000)  # the holdout's error rate
+    events = []
+    for s in range(0, err.size, 5_000):
+        e = err[s : s + 5_000]
+        events += pm.update(1.0 - e, np.ones_like(e))  # a classifier whose errors are exactly ``err``
+    assert [e.kind for e in events] == ["concept_drift"]
+    assert CHANGE <= events[0].index < CHANGE + 5_000
+
+
+@pytest.fixture(scope="module")
+def concept_drift_scores() -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """The shipped model scoring the shipped concept-drift scenario (fraud changes signature at 20,000)."""
+    import onnxruntime as ort
+    import orjson
+
+    from stream.examples.payments import DOMAIN
+    from stream.examples.simulate import PaymentSimulator
+
+    card = json.loads((ROOT / "models" / "fraud" / "1" / "card.json").read_text())
+    sess = ort.InferenceSession((ROOT / "models" / "fraud" / "1" / "model.onnx").read_bytes(),
+                               providers=["CPUExecutionProvider"])
+    items = list(PaymentSimulator(seed=6, scenario="concept_drift", drift_at=20_000).events(30_000))
+    events = [orjson.loads(i.value) for i in items]
+    scores = sess.run([card["output"]], {"features": DOMAIN.offline_features(events).astype(np.float32)})[0][:, 1]
+    labels = np.array([i.label for i in items], dtype=float)
+    return card, scores[8_000:], labels[8_000:]  # after the entity-state warm-up
+
+
+def test_concept_drift_scenario_detected_from_labels_within_3000(concept_drift_scores: Any) -> None:
+    card, scores, labels = concept_drift_scores
+    ref = holdout_reference(card)
+    assert ref is not None and 0.005 < ref[0] < 0.03 and ref[1] == card["training"]["rows_test"]
+    pm = PerformanceMonitor(reference_loss=ref[0], reference_size=ref[1])
+    events = []
+    for s in range(0, scores.size, 500):
+        events += pm.update(scores[s : s + 500], labels[s : s + 500])
+    onset = 12_000  # event 20,000 of the stream
+    assert [e.kind for e in events] == ["concept_drift"]
+    assert onset <= events[0].index < onset + 3_000
+    assert events[0].evidence[0]["reference"] == "model card holdout"
+
+
+def test_estimate_validity_flips_when_labels_disagree(concept_drift_scores: Any) -> None:
+    _, scores, labels = concept_drift_scores
+    v = EstimateValidity(tolerance=0.05, window=2_000, min_labels=500)
+    seen = []
+    for s in range(0, scores.size, 1_000):
+        v.update(scores[s : s + 1_000], labels[s : s + 1_000])
+        seen.append(v.valid)
+    assert all(seen[:12]) and seen[-1] is False  # holds before the change, not after
