@@ -18,7 +18,13 @@ does not pay for the trainer's and the monitor's libraries (scipy, river, sklear
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import PackageNotFoundError, version as _version
 from typing import TYPE_CHECKING, Any
+
+try:
+    __version__ = _version("mlstream")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 _WHERE = {
     "CUMULATIVE": "stream.features",

@@ -192,6 +192,14 @@ def slack_message(alert: Alert) -> dict[str, Any]:
                 ("Features", ", ".join(map(str, p.get("features", [])))[:500] or "n/a")]
         lines = _evidence_lines(p.get("evidence", []))
         context = f"request {p.get('request_id', '?')} · mlstream"
+    elif alert.type == "decision":
+        model, version = p.get("model") or "?", p.get("challenger_version") or "-"
+        title = f"Challenger {model} v{version}: {p.get('decision', '?')}"
+        head = [("Model", model), ("Champion", p.get("champion_version") or "?"),
+                ("Challenger", version), ("Decision", p.get("decision", "?")),
+                ("Trained on", f"{p.get('training_window', {}).get('rows', 0)} labelled rows")]
+        lines = [f"• {r}" for r in p.get("reasons", [])][:10]
+        context = f"request {p.get('request_id', '?')} · mlstream trainer"
     elif alert.type == "rollback":
         model, version = p.get("model") or "?", p.get("model_version") or "?"
         title = f"Model {model} version {version} rolled back to {p.get('previous_version') or '?'}"
@@ -238,6 +246,8 @@ def dedup_keys(alert: Alert) -> list[tuple[str, str, str]]:
     model = str(p.get("model"))
     if alert.type in ("promotion", "rollback"):
         return [(model, str(p.get("model_version")), alert.type)]
+    if alert.type == "decision":  # one per request and outcome: a wait, then its verdict
+        return [(model, str(p.get("request_id")), f"decision:{p.get('decision')}")]
     kind = str(p.get("kind")) if alert.type == "drift" else "retrain"
     features = sorted({str(f) for f in p.get("features", [])}) or ["*"]
     return [(model, f, kind) for f in features]
@@ -347,6 +357,9 @@ class Notifier:
         ``model_version``, ``previous_version``?, ``sha256``?)."""
         return self._submit(Alert("promotion", _fields_of(update)))
 
+    def submit_decision(self, update: ModelUpdate | Mapping[str, Any]) -> bool:
+        """Queue a trainer's decision (promote, shadow, reject, wait: the model-update message)."""
+        return self._submit(Alert("decision", _fields_of(update)))
     def submit_rollback(self, info: Mapping[str, Any]) -> bool:
         """Queue a rollback: ``{"model", "model_version", "previous_version", "reason"}``."""
         return self._submit(Alert("rollback", dict(info)))

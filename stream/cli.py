@@ -195,11 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     # the `models` group: its verbs live with their logic (`add` in stream/training/register.py)
     from stream.training.register import add_verb as add_models_add
 
-    models = with_config(sub.add_parser("models", help="the model store: register outside models"))
+    models = with_config(sub.add_parser("models", help="the model store: list, show, diff, promote, roll back, register outside models"))
     models.add_argument("--store", default=None, help="model store folder (default: settings)")
     models.add_argument("--name", default=None, help="model name (default: settings)")
     verbs = models.add_subparsers(dest="verb", required=True)
     add_models_add(verbs)
+    from stream.registry_cli import add_verbs as add_registry_verbs
+
+    add_registry_verbs(verbs)  # list, show, diff, promote, rollback
 
     p = sub.add_parser("demo", help="the whole pipeline on a local broker (Apache Kafka or embedded) with simulated traffic")
     p.add_argument("--events", type=int, default=None, help="run N events, print a summary and exit")

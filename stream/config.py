@@ -85,6 +85,11 @@ class TopicSettings(Section):
     retrain: str = "mlstream.retrain-requests"
     changelog: str = "mlstream.entity-state-changelog"
     model_updates: str = "mlstream.model-updates"
+    # Labelled examples (model inputs as scored, joined with their delayed label) that the
+    # trainer learns from; bounded by time and size retention.
+    labelled_examples: str = "mlstream.labelled-examples"
+    labelled_examples_retention_ms: int = Field(default=7 * 86_400_000, ge=60_000)
+    labelled_examples_retention_bytes: int = Field(default=1 << 30, ge=1 << 20)
     partitions: int = Field(default=4, ge=1)
     replication_factor: int = Field(default=1, ge=1)
 
@@ -191,14 +196,40 @@ class MonitorSettings(Section):
 
 
 class TrainerSettings(Section):
-    # Where challengers learn from: a JSONL file of labelled events, or "simulated:<scenario>"
-    # (the demo's payments, as they look after that scenario's change).
-    data: str = "simulated:none"
-    events: int = Field(default=40_000, ge=1_000)
-    warmup: int = Field(default=8_000, ge=0)
-    # A challenger is promoted when its holdout log loss (classifiers) or MAE (regression) is
-    # at most the champion's times (1 + this), on the same recent rows.
+    # Where challengers learn from. None (default): the labelled-examples topic, i.e. the
+    # stream's own scored events and their delayed labels. A JSONL file of labelled events
+    # is the bootstrap option (as `mlstream train --data`).
+    data: str | None = None
+    warmup: int = Field(default=8_000, ge=0)  # leading events of a JSONL file that only build state
+    # The newest labelled examples read per request, and how they are split (event-time order):
+    # the newest holdout_rows judge champion and challenger; up to max_train_rows before them train.
+    max_rows: int = Field(default=60_000, ge=1_000, le=5_000_000)
+    holdout_rows: int = Field(default=5_000, ge=100)
+    max_train_rows: int = Field(default=30_000, ge=100)
+    min_train_rows: int = Field(default=1_000, ge=100)
+    # "onset": train only on examples from the drift onset named in the request (when it names
+    # one; else as "recent"), waiting until min_train_rows of them are labelled
+    window: Literal["recent", "onset"] = "onset"
+    read_timeout_s: float = Field(default=60.0, gt=0)
+    # Promotion evidence: holdout size, paired bootstrap of the per-row loss difference
+    # (log loss for classifiers, absolute error for regression), guardrails.
+    min_holdout: int = Field(default=2_000, ge=1)
+    min_positives: int = Field(default=30, ge=0)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    bootstrap: int = Field(default=1_000, ge=100, le=100_000)
+    # Promoted when the interval's upper bound of (challenger - champion) is below
+    # tolerance * champion loss: 0 asks for a challenger shown better.
     tolerance: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_calibration_error: float = Field(default=0.05, gt=0.0, le=1.0)
+    max_latency_ratio: float = Field(default=3.0, ge=1.0)
+    # A challenger that passes is first a shadow, scored beside the champion, until it has been
+    # at least as good on this many live labelled events; 0 promotes it at once.
+    shadow_labels: int = Field(default=0, ge=0)
+    # A request without enough labels waits: retried this often, given up after max_wait_s.
+    retry_interval_s: float = Field(default=30.0, gt=0)
+    max_wait_s: float = Field(default=6 * 3_600.0, gt=0)
+    max_waiting: int = Field(default=100, ge=1)
+    seed: int = 0
 
 
 class AlertSettings(Section):

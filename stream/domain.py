@@ -7,6 +7,7 @@ Point ``MLSTREAM_DOMAIN`` at ``package.module:NAME`` to use your own; see README
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,8 +19,27 @@ from stream.schema import Schema
 
 
 @dataclass(frozen=True)
+class Fitted:
+    """A trained model as the scorer loads it: ONNX bytes whose one input is the float32
+    feature matrix, the name of the output to read, and a short description for the card."""
+
+    onnx: bytes
+    output: str
+    estimator: str
+
+
+# (domain, X, y, seed) -> Fitted; see stream.training.train.default_fit
+FitHook = Callable[["Domain", np.ndarray, np.ndarray, int], Fitted]
+
+
+@dataclass(frozen=True)
 class Domain:
-    """Schema + features + label. ``task`` decides how scores and labels are compared."""
+    """Schema + features + label. ``task`` decides how scores and labels are compared.
+
+    ``fit`` is the model family the trainer retrains: a function ``(domain, X, y, seed) ->``
+    :class:`Fitted`. Default (None): scaled logistic regression (classification) or ridge
+    (regression), exported with skl2onnx.
+    """
 
     name: str
     schema: Schema
@@ -28,6 +48,7 @@ class Domain:
     label_field: str = "label"
     # Operating threshold for binary classifiers (precision/recall, alerts).
     threshold: float = 0.5
+    fit: FitHook | None = None
     # (name, kind, column of X) per monitored column, derived once rather than per batch
     _monitored: tuple[tuple[str, str, int], ...] = field(init=False, repr=False, compare=False)
 

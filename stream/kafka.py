@@ -136,18 +136,31 @@ def all_topics(settings: Settings) -> dict[str, int]:
     t = settings.topics
     same = t.partitions  # changelog, predictions and features are co-partitioned with events
     return {t.events: same, t.labels: same, t.predictions: same, t.dead_letter: same,
-            t.features: same, t.changelog: same, t.drift: 1, t.retrain: 1, t.model_updates: 1}
+            t.features: same, t.changelog: same, t.drift: 1, t.retrain: 1, t.model_updates: 1,
+            t.labelled_examples: 1}
 
 
-async def ensure_topics(settings: Settings) -> None:
-    """Create missing topics (idempotent). On a managed cluster, pre-create them instead."""
+def topic_configs(settings: Settings, name: str) -> dict[str, str]:
+    """Per-topic configuration: compacted changelog, bounded labelled examples."""
+    t = settings.topics
+    if name == t.changelog:
+        return {"cleanup.policy": "compact"}
+    if name == t.labelled_examples:
+        return {"cleanup.policy": "delete", "retention.ms": str(t.labelled_examples_retention_ms),
+                "retention.bytes": str(t.labelled_examples_retention_bytes)}
+    return {}
+
+
+async def ensure_topics(settings: Settings, extra: dict[str, int] | None = None) -> None:
+    """Create missing topics (idempotent), and ``extra`` ones (name: partitions). On a managed
+    cluster, pre-create them instead."""
     admin = AIOKafkaAdminClient(**client_options(settings.kafka))
     await start_client(admin, settings.kafka.bootstrap_servers)
     try:
         existing = set(await admin.list_topics())
         wanted = [NewTopic(name, n, settings.topics.replication_factor,
-                           topic_configs={"cleanup.policy": "compact"} if name == settings.topics.changelog else {})
-                  for name, n in all_topics(settings).items() if name not in existing]
+                           topic_configs=topic_configs(settings, name))
+                  for name, n in {**all_topics(settings), **(extra or {})}.items() if name not in existing]
         if wanted:
             try:
                 await admin.create_topics(wanted)

@@ -54,6 +54,7 @@ stream.errors.MessageError: malformed Label: Expected `bool | float`, got `str` 
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping, Sequence, Sized
 from typing import Annotated, Any, Final, Literal, TypeVar
 
@@ -71,8 +72,10 @@ __all__ = [
     "DriftEvent",
     "FeatureBatch",
     "Label",
+    "LabelledExample",
     "Message",
     "MessageError",
+    "ModelInputs",
     "ModelUpdate",
     "Prediction",
     "RetrainRequest",
@@ -209,6 +212,29 @@ _OURS = frozenset({REASON_HEADER, MESSAGE_HEADER, SOURCE_TOPIC_HEADER, SOURCE_PA
                    SOURCE_OFFSET_HEADER, ERROR_CLASS_HEADER})
 
 
+class ModelInputs(msgspec.Struct, kw_only=True):
+    """The model input matrix exactly as scored: little-endian float32 bytes, base64.
+
+    >>> ModelInputs.from_array(np.array([[1.5, -2.0]], np.float32)).to_array().tolist()
+    [[1.5, -2.0]]
+    """
+
+    dtype: Literal["float32"] = "float32"
+    shape: list[int]
+    b64: str
+
+    @classmethod
+    def from_array(cls, X: np.ndarray) -> ModelInputs:
+        X = np.ascontiguousarray(X, dtype="<f4")
+        return cls(shape=list(X.shape), b64=base64.b64encode(X.tobytes()).decode())
+
+    def to_array(self) -> np.ndarray:
+        X = np.frombuffer(base64.b64decode(self.b64), dtype="<f4")
+        if len(self.shape) != 2 or X.size != self.shape[0] * self.shape[1]:
+            raise ValueError(f"inputs of {X.size} values do not fill shape {self.shape}")
+        return X.reshape(self.shape)
+
+
 # A cell's type is checked where the column becomes an array (monitor_columns): checking it
 # here as well costs a third more decode time for the same verdict.
 _Cell = Annotated[Any, msgspec.Meta(extra_json_schema={"type": ["number", "string", "null"]})]
@@ -251,9 +277,14 @@ class FeatureBatch(msgspec.Struct, kw_only=True):
         description="event time (the domain's time field) per row; the monitor merges partitions in this order")]
     scores: list[float | None]
     columns: dict[str, _Column]
+    inputs: Annotated[ModelInputs | None, msgspec.Meta(
+        description="the model input rows as scored; joined with labels they become labelled examples")] = None
 
     def __post_init__(self) -> None:
         n = len(self.event_ids)
+        # (from_arrays passes the inputs as the dict orjson encodes: checked there)
+        if isinstance(self.inputs, ModelInputs) and self.inputs.shape and self.inputs.shape[0] != n:
+            raise ValueError(f"{n} event ids but {self.inputs.shape[0]} input rows")
         lengths: list[tuple[str, Sized]] = [("ingest times", self.ingest_ts_ms),
                                             ("event times", self.event_ts), ("scores", self.scores)]
         for name, col in [*lengths, *self.columns.items()]:
@@ -263,14 +294,16 @@ class FeatureBatch(msgspec.Struct, kw_only=True):
     @classmethod
     def from_arrays(cls, *, partition: int, model: str, model_version: str, event_ids: list[str],
                     ingest_ts_ms: np.ndarray, event_ts: np.ndarray, scores: np.ndarray,
-                    columns: Mapping[str, Any]) -> FeatureBatch:
+                    columns: Mapping[str, Any], inputs: np.ndarray | None = None) -> FeatureBatch:
         """The scorer's constructor: numpy columns ride through to :func:`encode` unconverted."""
         cols = {k: v if isinstance(v, np.ndarray) and v.dtype.kind == "f" else list(v)
                 for k, v in columns.items()}
-        arrays: Any = (ingest_ts_ms, event_ts, scores, cols)  # encoded by orjson, numpy and all
+        # encoded by orjson, numpy and all (and the inputs as the plain dict orjson writes)
+        arrays: Any = (ingest_ts_ms, event_ts, scores, cols,
+                       None if inputs is None else msgspec.structs.asdict(ModelInputs.from_array(inputs)))
         return cls(partition=partition, model=model, model_version=model_version,
                    event_ids=event_ids, ingest_ts_ms=arrays[0], event_ts=arrays[1],
-                   scores=arrays[2], columns=arrays[3])
+                   scores=arrays[2], columns=arrays[3], inputs=arrays[4])
 
     def monitor_columns(self, kinds: Mapping[str, str]) -> dict[str, Any]:
         """The columns the monitor tests (``kinds`` from the reference profile), score included:
@@ -318,6 +351,8 @@ class DriftEvent(msgspec.Struct, kw_only=True):
     model: str | None
     model_version: str | None
     detected_at: float
+    onset_event_ts: Annotated[float | None, msgspec.Meta(
+        description="event time the drift is in force from, when the monitor can date it")] = None
 
 
 class RetrainRequest(msgspec.Struct, kw_only=True):
@@ -333,6 +368,34 @@ class RetrainRequest(msgspec.Struct, kw_only=True):
     drift_index: int | None
     requested_at: float
     cooldown_s: float
+    onset_event_ts: Annotated[float | None, msgspec.Meta(
+        description="event time the drift is in force from (the trainer's onset window starts here)")] = None
+
+
+class LabelledExample(msgspec.Struct, kw_only=True):
+    """A scored event joined with its delayed label (topic ``mlstream.labelled-examples``,
+    keyed by event id), written by the monitor's label join, read by the trainer.
+
+    Examples
+    --------
+    >>> ex = LabelledExample(event_id="e1", event_ts=60.0, model="fraud", model_version="3",
+    ...                      inputs=[1.0, 0.0], categories={"channel": "web"}, score=0.25, label=1.0,
+    ...                      labelled_at=99.0)
+    >>> decode(encode(ex), LabelledExample).model_version
+    '3'
+    """
+
+    schema_version: Literal[1] = 1
+    event_id: str
+    event_ts: float
+    model: str
+    model_version: Annotated[str, msgspec.Meta(description="the version that scored the event")]
+    inputs: Annotated[list[float], msgspec.Meta(description="the model input row exactly as scored")]
+    categories: Annotated[dict[str, str | None], msgspec.Meta(
+        description="raw values of the monitored categorical fields (for the challenger's reference profile)")] = {}
+    score: float | None
+    label: float
+    labelled_at: float
 
 
 class ModelUpdate(msgspec.Struct, kw_only=True):
@@ -352,7 +415,7 @@ class ModelUpdate(msgspec.Struct, kw_only=True):
     request_id: str | None = None
     model: str | None
     model_version: str | None = None
-    decision: Annotated[str, msgspec.Meta(examples=["promote", "reject", "wait", "failed"])]
+    decision: Annotated[str, msgspec.Meta(examples=["promote", "shadow", "reject", "wait", "expired", "failed", "rollback"])]
     promoted: bool = False
     reason: str = ""
     reasons: list[str] = []
@@ -362,6 +425,10 @@ class ModelUpdate(msgspec.Struct, kw_only=True):
     sha256: str | None = None
     metrics: dict[str, dict[str, float | None]] = {}  # per compared role; NaN travels as null
     decided_at: float | None = None
+    primary_metric: str | None = None  # log_loss or mae: the one the decision compares
+    examples: int | None = None  # labelled examples read for the decision
+    training_window: dict[str, Any] = {}  # rows, labels_positive, event_ts range, offsets, scored_by
+    holdout_window: dict[str, Any] = {}
 
 
 # -- the codec ---------------------------------------------------------------------------------
@@ -381,7 +448,10 @@ _decoders: dict[type, msgspec.json.Decoder[Any]] = {}
 def encode(record: msgspec.Struct) -> bytes:
     """The record's JSON bytes (NaN and infinities become null)."""
     if type(record) is FeatureBatch:  # numpy columns: orjson writes them without tolist()
-        return orjson.dumps(msgspec.structs.asdict(record), option=orjson.OPT_SERIALIZE_NUMPY)
+        fields = msgspec.structs.asdict(record)
+        if fields["inputs"] is None:  # the bytes of a batch without inputs stay as they were
+            del fields["inputs"]
+        return orjson.dumps(fields, option=orjson.OPT_SERIALIZE_NUMPY)
     return _encoder.encode(record)
 
 

@@ -18,6 +18,7 @@ from stream.http import Health
 PREFIX = "mlstream"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
+DELAY_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3_600.0, 4 * 3_600.0, 86_400.0, 7 * 86_400.0)
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 20)) + (1.0,)
 # Fixed label sets. Their series are created at zero up front, so a dashboard or an alert
 # rule sees "none yet" as 0 rather than as a missing series.
@@ -52,6 +53,9 @@ class Metrics:
     retrain_requests: Counter
     monitor_rows: Counter
     labels: Counter
+    label_coverage: Gauge
+    label_delay: Histogram
+    labelled_examples: Counter
     alert_deliveries: Counter
     worker_info: Gauge
     # readiness of the roles running in this process, served on /ready (not a Prometheus metric)
@@ -105,6 +109,15 @@ class Metrics:
             monitor_rows=Counter(name("monitor_rows"), "Rows (predictions) seen by the drift monitor.",
                                  registry=r),
             labels=Counter(name("labels"), "Delayed labels by join outcome.", ["outcome"], registry=r),
+            label_coverage=Gauge(name("label_coverage_ratio"),
+                                 "Predictions joined with their label / predictions seen by the monitor.",
+                                 registry=r),
+            label_delay=Histogram(name("label_delay_seconds"),
+                                  "From a prediction reaching the monitor to its label joining it.",
+                                  buckets=DELAY_BUCKETS, registry=r),
+            labelled_examples=Counter(name("labelled_examples"),
+                                      "Labelled examples (inputs as scored + label) written for the trainer.",
+                                      registry=r),
             alert_deliveries=Counter(name("alert_deliveries"), "Alert deliveries by channel and outcome.",
                                      ["channel", "outcome"], registry=r),
             worker_info=Gauge(name("worker_info"), "A running worker and its role (value 1).",

@@ -1,8 +1,9 @@
-"""The model store: versioned ONNX files with their model cards, and which version is current.
+"""The model store: versioned ONNX files with their model cards, states and which version is current.
 
-Layout: ``<store>/<name>/<version>/model.onnx`` + ``card.json``, and ``<store>/<name>/CURRENT``
-naming the promoted version. A card records the sha256 of its ONNX file; the store refuses a
-file that does not match.
+Layout: ``<store>/<name>/<version>/model.onnx`` + ``card.json``, ``<store>/<name>/CURRENT``
+naming the serving version, and ``<store>/<name>/REGISTRY.json`` with every version's state
+(candidate, shadow, champion, retired, rejected) and the history of transitions. A card records
+the sha256 of its ONNX file; the store refuses a file that does not match.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,11 @@ from stream.errors import ModelLoadError
 
 CARD_FILE = "card.json"
 MODEL_FILE = "model.onnx"
+REGISTRY_FILE = "REGISTRY.json"
+STATES = ("candidate", "shadow", "champion", "retired", "rejected")
+# versions a missing CURRENT may fall back to; None is a version from before states existed
+SERVABLE = ("champion", "retired", None)
+MAX_HISTORY = 1_000  # transitions kept per model
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,8 @@ class ModelStore:
         return sorted((p.name for p in base.iterdir() if (p / CARD_FILE).is_file()), key=_version_key)
 
     def current_version(self, name: str) -> str:
+        """The version ``CURRENT`` names; without it the newest champion, or the newest version
+        that has served (never a rejected, candidate or shadow one)."""
         pointer = self.root / name / "CURRENT"
         if pointer.is_file():
             return pointer.read_text().strip()
@@ -78,7 +87,13 @@ class ModelStore:
         if not versions:
             raise ModelLoadError(self.root / name, f"no model named {name!r} in the store "
                                  "(run `mlstream train`)")
-        return versions[-1]
+        states = self._registry(name)["states"]
+        for wanted in (("champion",), SERVABLE):
+            servable = [v for v in versions if states.get(v) in wanted]
+            if servable:
+                return servable[-1]
+        raise ModelLoadError(self.root / name, f"no servable version of {name!r}: every version "
+                             "is a candidate, shadow or rejected (promote one with `mlstream models promote`)")
 
     def load(self, name: str, version: str | None = None) -> tuple[ModelCard, bytes]:
         """The card and the verified ONNX bytes of a version (default: the current one)."""
@@ -102,26 +117,86 @@ class ModelStore:
                                  f"{card.sha256[:12]}…; refusing to load")
         return card, blob
 
-    def save(self, card: dict[str, Any], model: bytes, *, promote: bool = True) -> Path:
-        """Write a new version (card sha256 filled in) and optionally make it current."""
+    def save(self, card: dict[str, Any], model: bytes, *, promote: bool = True,
+             reason: str = "trained") -> Path:
+        """Write a new version (card sha256 filled in) as a candidate, and optionally make it current."""
         folder = self.root / card["name"] / str(card["version"])
         folder.mkdir(parents=True, exist_ok=True)
         card = {**card, "sha256": hashlib.sha256(model).hexdigest()}
         _write_atomic(folder / MODEL_FILE, model)
         _write_atomic(folder / CARD_FILE, (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())
+        self.set_state(card["name"], str(card["version"]), "candidate", reason)
         if promote:
-            self.promote(card["name"], str(card["version"]))
+            self.promote(card["name"], str(card["version"]), reason=reason)
         return folder
 
-    def promote(self, name: str, version: str) -> None:
-        """Make ``version`` current, after the checks a worker runs when it loads a model
-        (checksum, ONNX input and output, a finite warm-up inference): never point CURRENT at
-        a version that would be refused or would serve invalid scores."""
+    def promote(self, name: str, version: str, *, reason: str = "promoted",
+                previous_to: str = "retired") -> None:
+        """Make ``version`` the champion (the previous one is retired, or ``previous_to``), after
+        the checks a worker runs when it loads a model (checksum, ONNX input and output, a finite
+        warm-up inference): never point CURRENT at a version that would be refused or would
+        serve invalid scores."""
         from stream.scoring.model import check_model  # onnxruntime only when promoting
 
         card, blob = self.load(name, version)
         check_model(card, blob, self.root / name / version)
+        try:
+            previous: str | None = self.current_version(name)
+        except ModelLoadError:
+            previous = None
         _write_atomic(self.root / name / "CURRENT", f"{version}\n".encode())
+        if previous is not None and previous != version:
+            self.set_state(name, previous, previous_to,
+                           f"replaced by {version}" if previous_to == "retired" else reason)
+        self.set_state(name, version, "champion", reason)
+
+    # -- states and history ------------------------------------------------------------
+    def state(self, name: str, version: str) -> str | None:
+        """A version's state; None for a version stored before states were recorded."""
+        return self._registry(name)["states"].get(version)
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """Transitions, oldest first: ``{"version", "from", "to", "reason", "at"}``."""
+        return list(self._registry(name)["history"])
+
+    def set_state(self, name: str, version: str, state: str, reason: str = "") -> None:
+        if state not in STATES:
+            raise ValueError(f"unknown model state {state!r}; one of {STATES}")
+        if version not in self.versions(name):
+            raise ModelLoadError(self.root / name / version, "no such version")
+        reg = self._registry(name)
+        before = reg["states"].get(version)
+        if before == state:
+            return
+        reg["states"][version] = state
+        reg["history"].append({"version": version, "from": before, "to": state,
+                               "reason": reason, "at": round(time.time(), 3)})
+        del reg["history"][:-MAX_HISTORY]
+        _write_atomic(self.root / name / REGISTRY_FILE,
+                      (json.dumps(reg, indent=2, sort_keys=True) + "\n").encode())
+
+    def rollback(self, name: str, *, reason: str = "rolled back") -> str:
+        """Reject the current champion and serve again the champion before it; returns that version."""
+        current = self.current_version(name)
+        for step in reversed(self.history(name)):  # the champion ``current`` replaced
+            v = step["version"]
+            if step["to"] == "retired" and step["reason"] == f"replaced by {current}" \
+                    and self.state(name, v) == "retired":
+                self.promote(name, v, reason=reason, previous_to="rejected")
+                return v
+        raise ModelLoadError(self.root / name, f"no earlier champion of {name!r} to roll back to")
+
+    def _registry(self, name: str) -> dict[str, Any]:
+        path = self.root / name / REGISTRY_FILE
+        try:
+            reg = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {"states": {}, "history": []}
+        except json.JSONDecodeError as exc:
+            raise ModelLoadError(path, f"registry is not JSON: {exc}") from None
+        reg.setdefault("states", {})
+        reg.setdefault("history", [])
+        return reg
 
 
 def _version_key(version: str) -> tuple[int, ...] | tuple[float, str]:

@@ -59,6 +59,9 @@ def test_the_stack_has_every_part():
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
     assert "replicas" in services["worker"]["deploy"] and "container_name" not in services["worker"]
     assert services["worker"]["command"] == ["mlstream", "worker"]
+    # the trainer closes the loop; its promotions reach the scorers' model store
+    assert services["trainer"]["command"] == ["mlstream", "trainer"]
+    assert set(services["trainer"]["volumes"]) & set(services["worker"]["volumes"])
 
 
 def test_kafka_is_the_version_the_tests_run_on_with_its_data_on_the_volume():
@@ -133,13 +136,13 @@ def test_grafana_gets_the_provisioning_and_the_dashboards():
     assert ds["url"] == "http://prometheus:9090"
 
 
-@pytest.mark.parametrize("service", ["worker", "simulator"])
+@pytest.mark.parametrize("service", ["worker", "trainer", "simulator"])
 def test_the_commands_and_environment_are_valid_for_mlstream(service, monkeypatch):
     from stream.config import load_settings
 
     svc = compose()["services"][service]
     args = build_parser().parse_args(svc["command"][1:])
-    assert args.command in {"worker", "simulate"}
+    assert args.command in {"worker", "trainer", "simulate"}
     for key, value in svc["environment"].items():
         monkeypatch.setenv(key, interpolate(str(value)))
     s = load_settings()

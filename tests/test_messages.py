@@ -17,6 +17,7 @@ from stream.messages import (
     DriftEvent,
     FeatureBatch,
     Label,
+    LabelledExample,
     ModelUpdate,
     Prediction,
     RetrainRequest,
@@ -63,7 +64,11 @@ def samples() -> dict[str, object]:
                                           drift_index=5, requested_at=1.0, cooldown_s=3600.0),
         "model-update": ModelUpdate(request_id="0" * 32, model="fraud", model_version="2", decision="promote",
                                     promoted=True, champion_version="1", challenger_version="2",
-                                    metrics={"challenger": {"auc": np.float64(0.9)}}),
+                                    metrics={"challenger": {"auc": np.float64(0.9)}},
+                                    training_window={"rows": 3_000, "event_ts": [1.0, 2.0]}),
+        "labelled-example": LabelledExample(event_id="e1", event_ts=60.0, model="fraud", model_version="1",
+                                            inputs=[1.5, 0.0], categories={"channel": "web"}, score=0.2,
+                                            label=1.0, labelled_at=61.0),
     }
 
 

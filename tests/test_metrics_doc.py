@@ -15,10 +15,22 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 ROW = re.compile(r"^\|\s*`(mlstream_\w+)`\s*\|\s*(\w+)\s*\|\s*([^|]*)\|", re.M)
 
 
-def documented() -> dict[str, tuple[str, set[str]]]:
+def documented(trainer: bool = False) -> dict[str, tuple[str, set[str]]]:
+    """The worker table, or (``trainer``) the trainer's ``mlstream_trainer_*`` table."""
     rows = ROW.findall(DOC.read_text())
     assert len(rows) == len({r[0] for r in rows}), "a metric is documented twice"
-    return {name: (kind, set(re.findall(r"`(\w+)`", labels))) for name, kind, labels in rows}
+    return {name: (kind, set(re.findall(r"`(\w+)`", labels))) for name, kind, labels in rows
+            if name.startswith("mlstream_trainer_") == trainer}
+
+
+def test_documented_trainer_metrics_equal_the_exported_ones():
+    from stream.training.trainer import TrainerMetrics
+
+    got = {k: v for k, v in exported(TrainerMetrics().registry).items() if k.startswith("mlstream_trainer_")}
+    doc = documented(trainer=True)
+    assert sorted(doc) == sorted(got)
+    for name, (kind, labels) in got.items():
+        assert doc[name][0] == kind and labels <= doc[name][1], name
 
 
 def exported(registry: CollectorRegistry) -> dict[str, tuple[str, set[str]]]:

@@ -1,89 +1,140 @@
-"""The loop closes: a retraining request gets one answer, a checked challenger is promoted,
-and a repeat of the request is not answered twice."""
+"""The trainer learns from the labelled-examples topic: a request without enough labels waits
+and is decided later, a challenger not shown better is rejected with its reason, a repeat is
+not answered twice, and every decision is on the model-updates topic and in the metrics."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
-import pytest
+import numpy as np
+import orjson
 
-from stream.kafka import ensure_topics, make_producer, start_client
-from stream.messages import DriftEvent, ModelUpdate, decode, encode
+from stream.examples.payments import DOMAIN
+from stream.examples.simulate import WARMUP_EVENTS, PaymentSimulator
+from stream.kafka import ensure_topics, make_producer, send_messages, start_client
+from stream.messages import DriftEvent, Message, ModelUpdate, decode, encode
+from stream.monitoring.examples import ScoredRows, labelled_example
 from stream.monitoring.retrain import RetrainPolicy
 from stream.registry import ModelStore
-from stream.training.trainer import run_trainer
+from stream.tools.tally import wait_until
+from stream.training.trainer import TrainerMetrics, run_trainer
 from tests.helpers import read_topic
 
-pytestmark = pytest.mark.parametrize("broker_kind", ["kafka"])
+
+def labelled_examples(n: int, start: int, seed: int = 5) -> list[Message]:
+    """Examples as the monitor writes them: features after a warm-up, the shipped model's version."""
+    sim = PaymentSimulator(seed=seed)
+    items = list(sim.events(WARMUP_EVENTS + start + n))
+    events = [orjson.loads(i.value) for i in items]
+    X = DOMAIN.offline_features(events)[WARMUP_EVENTS + start:]
+    events = events[WARMUP_EVENTS + start:]
+    labels = [i.label for i in items[WARMUP_EVENTS + start:]]
+    cols = DOMAIN.columns(events)
+    rows = ScoredRows("fraud", "1", [e["event_id"] for e in events], X,
+                      np.array([e["ts"] for e in events]),
+                      {c: list(cols[c]) for c, k in DOMAIN.features.monitored.items() if k == "categorical"})
+    return [Message(None, encode(labelled_example((rows, i), 0.5, float(labels[i]), 0.0))) for i in range(n)]
 
 
-async def test_a_retraining_request_is_answered_once_with_a_promoted_challenger(make_settings, model_store):
-    settings = make_settings(trainer={"data": "simulated:concept_drift", "events": 16_000})
-    await ensure_topics(settings)
-    stop = asyncio.Event()
-    trainer = asyncio.create_task(run_trainer(settings, stop))
+async def send(settings, topic: str, messages: list[Message]) -> None:
+    producer = make_producer(settings)
+    await start_client(producer, settings.kafka.bootstrap_servers)
     try:
-        drift = DriftEvent(index=1, kind="data_drift", features=["log_amount"], evidence=[],
-                           model="fraud", model_version="1", detected_at=7_200.0)
-        first = RetrainPolicy(3_600).request(drift, now=7_200.0)
-        other = RetrainPolicy(3_600).request(drift, now=99_000.0)
-        assert first is not None and other is not None
-        producer = make_producer(settings)
-        await start_client(producer, settings.kafka.bootstrap_servers)
-        for request in (first, first, other):  # the repeat must not be answered
-            await producer.send_and_wait(settings.topics.retrain, encode(request),
-                                         key=request.request_id.encode())
+        for lo in range(0, len(messages), 2_000):
+            await asyncio.gather(*await send_messages(producer, topic, 0, messages[lo:lo + 2_000]))
+    finally:
         await producer.stop()
 
-        updates: list = []
 
-        async def two_answers() -> bool:
-            updates[:] = [decode(r.value, ModelUpdate)
-                          for r in await read_topic(settings, settings.topics.model_updates)]
-            return len(updates) >= 2
+async def updates(settings) -> list[dict]:
+    return [orjson.loads(r.value) for r in await read_topic(settings, settings.topics.model_updates)]
 
-        deadline = asyncio.get_running_loop().time() + 120
-        while not await two_answers() and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.5)  # re-reading the topic until the answers are there
-        assert [u.request_id for u in updates] == [first.request_id, other.request_id]
-        answer = updates[0]
-        assert answer.promoted is True and answer.decision == "promote", answer.reason
-        assert answer.champion_version == "1" and answer.challenger_version == "2"
-        assert answer.model == "fraud" and answer.model_version == "2"
-        assert answer.metrics["challenger"]["log_loss"] <= answer.metrics["champion"]["log_loss"]
-        assert ModelStore(model_store).current_version("fraud") in ("2", "3")
+
+async def test_too_few_labels_wait_then_a_challenger_not_shown_better_is_rejected(make_settings, model_store):
+    settings = make_settings(trainer={"min_holdout": 2_000, "holdout_rows": 2_500, "min_train_rows": 2_000,
+                                      "retry_interval_s": 1.0, "bootstrap": 300})
+    await ensure_topics(settings)
+    await send(settings, settings.topics.labelled_examples, labelled_examples(1_500, 0))
+    metrics = TrainerMetrics()
+    stop = asyncio.Event()
+    trainer = asyncio.create_task(run_trainer(settings, stop, metrics=metrics))
+    try:
+        drift = DriftEvent(index=1, kind="data_drift", features=["log_amount"], evidence=[], model="fraud",
+                           model_version="1", detected_at=7_200.0)
+        request = RetrainPolicy(3_600).request(drift, now=7_200.0)
+        await send(settings, settings.topics.retrain, [Message(request.request_id.encode(), encode(request))] * 2)
+        got: list[dict] = []
+
+        async def decided(n: int) -> bool:
+            got[:] = await updates(settings)
+            return len(got) >= n
+
+        assert await wait_until(lambda: metrics.decisions.labels("fraud", "wait")._value.get() >= 1, 120)
+        assert await decided(1)
+        wait = got[0]
+        assert wait["decision"] == "wait" and wait["challenger_version"] is None
+        assert any("labelled rows" in r and "needed" in r for r in wait["reasons"]), wait["reasons"]
+        # the labels come in; the waiting request is retried and decided
+        await send(settings, settings.topics.labelled_examples, labelled_examples(6_000, 1_500))
+        assert await wait_until(lambda: metrics.decisions.labels("fraud", "reject")._value.get() >= 1, 180)
+        assert await decided(2)
+        verdict = got[-1]
+        assert verdict["request_id"] == request.request_id and verdict["decision"] == "reject"
+        assert verdict["promoted"] is False and verdict["challenger_version"] == "2"
+        assert verdict["training_window"]["rows"] >= 2_000 and verdict["holdout_window"]["rows"] == 2_500
+        # the holdout is newer than every training row (time-ordered, unseen in training)
+        assert verdict["training_window"]["event_ts"][1] < verdict["holdout_window"]["event_ts"][0]
+        assert verdict["reasons"][0].startswith("log loss ")
+        assert any("not shown better" in r or "calibration" in r for r in verdict["reasons"][1:]), verdict["reasons"]
+        diff = verdict["metrics"]["difference"]
+        assert diff["ci_low"] <= diff["mean"] <= diff["ci_high"]
+        store = ModelStore(model_store)
+        assert store.state("fraud", "2") == "rejected" and store.current_version("fraud") == "1"
+        card, _ = store.load("fraud", "2")
+        lineage = card.data["lineage"]
+        assert lineage["parent_version"] == "1" and lineage["request_id"] == request.request_id
+        assert lineage["training_window"]["offsets"]["0"][0] >= 0 and lineage["mlstream_version"]
+        assert metrics.requests.labels("duplicate")._value.get() == 1
+        assert metrics.registry.get_sample_value("mlstream_trainer_training_rows", {"model": "fraud"}) >= 2_000
     finally:
         stop.set()
         await asyncio.wait_for(trainer, 60)
 
 
-async def test_a_failing_or_malformed_request_is_answered_as_failed_and_the_trainer_goes_on(make_settings):
-    import uuid
+def test_the_trainer_never_imports_the_simulator():
+    code = ("import sys, stream.training.trainer, stream.training.challenge; "
+            "sys.exit(any(m.startswith('stream.examples.simulate') for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
-    # the domain's feature function raises on some training events: training fails
-    settings = make_settings(domain="tests.poison_domain:DOMAIN", trainer={"events": 2_000, "warmup": 0},
-                             topics={"model_updates": f"updates-{uuid.uuid4().hex[:8]}"})
+
+async def test_a_failing_or_malformed_request_is_answered_as_failed_and_the_trainer_goes_on(make_settings, tmp_path):
+    # the bootstrap file through a domain whose feature function raises on some events
+    data = tmp_path / "labelled.jsonl"
+    with data.open("wb") as fh:
+        for item in PaymentSimulator(seed=3).events(2_000):
+            fh.write(orjson.dumps({**orjson.loads(item.value), "label": item.label}) + b"\n")
+    settings = make_settings(domain="tests.poison_domain:DOMAIN", trainer={"data": str(data), "warmup": 0})
     await ensure_topics(settings)
     stop = asyncio.Event()
     trainer = asyncio.create_task(run_trainer(settings, stop))
     try:
-        drift = DriftEvent(index=1, kind="data_drift", features=["log_amount"], evidence=[],
-                           model="fraud", model_version="1", detected_at=7_200.0)
+        drift = DriftEvent(index=1, kind="data_drift", features=["log_amount"], evidence=[], model="fraud",
+                           model_version="1", detected_at=7_200.0)
         request = RetrainPolicy(3_600).request(drift, now=7_200.0)
-        assert request is not None
-        producer = make_producer(settings)
-        await start_client(producer, settings.kafka.bootstrap_servers)
-        for value in (b"\x00 not a request", encode(request)):
-            await producer.send_and_wait(settings.topics.retrain, value)
-        await producer.stop()
+        await send(settings, settings.topics.retrain, [Message(None, b"\x00 not a request"),
+                                                       Message(request.request_id.encode(), encode(request))])
+        got: list = []
 
-        updates: list = []
+        async def two() -> bool:
+            got[:] = [decode(r.value, ModelUpdate) for r in await read_topic(settings, settings.topics.model_updates)]
+            return len(got) >= 2
+
         deadline = asyncio.get_running_loop().time() + 120
-        while len(updates) < 2 and asyncio.get_running_loop().time() < deadline:
+        while not await two() and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.5)  # re-reading the topic until the answers are there
-            updates[:] = [decode(r.value, ModelUpdate)
-                          for r in await read_topic(settings, settings.topics.model_updates)]
-        malformed, failed = updates
+        malformed, failed = got
         assert malformed.request_id is None and malformed.decision == "failed" and not malformed.promoted
         assert malformed.reason.startswith("malformed request: MessageError"), malformed.reason
         assert failed.request_id == request.request_id and failed.decision == "failed"

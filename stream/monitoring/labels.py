@@ -32,7 +32,7 @@ Examples
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,11 +62,14 @@ class LabelJoiner:
         if ttl_s <= 0 or max_pending < 1:
             raise ValueError("ttl_s must be > 0 and max_pending >= 1")
         self.ttl_s, self.max_pending = float(ttl_s), int(max_pending)
-        self._pending: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._pending: OrderedDict[str, tuple[float, float, Any]] = OrderedDict()
+        # seconds from prediction to label of the joins since the caller last cleared it
+        self.delays: deque[float] = deque(maxlen=100_000)
         self._gone: OrderedDict[str, None] = OrderedDict()
         # labels that came before their prediction (a lagging scorer): they wait, bounded too
         self._early: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self.matched = self.late = self.unmatched = self.expired = self.evicted = 0
+        self.predictions = 0  # registered, for coverage (labelled / scored)
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -77,19 +80,30 @@ class LabelJoiner:
             self._gone.popitem(last=False)
 
     def add_predictions(
-        self, event_ids: Sequence[str], scores: np.ndarray | Sequence[float], ts: float
+        self, event_ids: Sequence[str], scores: np.ndarray | Sequence[float], ts: float,
+        tags: Sequence[Any] | None = None, joined: list[Any] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Register predictions made at time ``ts`` (seconds); return the ``(scores, labels)``
-        of those whose label was already waiting."""
+        of those whose label was already waiting.
+
+        ``tags`` (one per prediction, e.g. the model version and inputs behind it) ride along
+        with the prediction; the tags of the predictions joined now are appended to ``joined``,
+        in the order of the returned arrays."""
         self.expire(ts)
+        self.predictions += len(event_ids)
         got_s, got_y = [], []
-        for eid, score in zip(event_ids, np.asarray(scores, dtype=float).tolist(), strict=True):
+        tag_list = list(tags) if tags is not None else None
+        for i, (eid, score) in enumerate(zip(event_ids, np.asarray(scores, dtype=float).tolist(), strict=True)):
+            tag = tag_list[i] if tag_list is not None else None
             early = self._early.pop(eid, None) if self._early else None
             if early is not None:
                 got_s.append(score)
                 got_y.append(early[0])
+                if joined is not None:
+                    joined.append(tag)
+                self.delays.append(0.0)  # the label was there first
                 continue
-            self._pending[eid] = (score, float(ts))
+            self._pending[eid] = (score, float(ts), tag)
             self._pending.move_to_end(eid)
         self.matched += len(got_s)
         while len(self._pending) > self.max_pending:
@@ -99,9 +113,11 @@ class LabelJoiner:
         return np.asarray(got_s, dtype=float), np.asarray(got_y, dtype=float)
 
     def add_labels(
-        self, event_ids: Sequence[str], labels: np.ndarray | Sequence[float], ts: float
+        self, event_ids: Sequence[str], labels: np.ndarray | Sequence[float], ts: float,
+        joined: list[Any] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Join labels arriving at time ``ts``; return the matched ``(scores, labels)``."""
+        """Join labels arriving at time ``ts``; return the matched ``(scores, labels)`` (and
+        append their predictions' tags to ``joined``)."""
         self.expire(ts)
         scores, truth = [], []
         for eid, label in zip(event_ids, np.asarray(labels, dtype=float).tolist(), strict=True):
@@ -109,6 +125,9 @@ class LabelJoiner:
             if hit is not None:
                 scores.append(hit[0])
                 truth.append(label)
+                self.delays.append(max(0.0, ts - hit[1]))
+                if joined is not None:
+                    joined.append(hit[2])
             elif eid in self._gone:
                 self.late += 1
             else:  # no prediction yet: wait for it (unmatched if it never comes)
@@ -128,7 +147,7 @@ class LabelJoiner:
             self._early.popitem(last=False)
             self.unmatched += 1
         while self._pending:
-            eid, (_, t) = next(iter(self._pending.items()))
+            eid, (_, t, _) = next(iter(self._pending.items()))
             if t >= limit:
                 break
             self._pending.popitem(last=False)
@@ -139,12 +158,28 @@ class LabelJoiner:
 
     def pending_scores(self) -> np.ndarray:
         """Scores of the predictions still waiting for a label (for :func:`estimate_performance`)."""
-        return np.fromiter((score for score, _ in self._pending.values()), float, len(self._pending))
+        return np.fromiter((p[0] for p in self._pending.values()), float, len(self._pending))
 
     def counters(self) -> dict[str, int]:
         return {"matched": self.matched, "late": self.late, "unmatched": self.unmatched,
                 "expired": self.expired, "evicted": self.evicted, "pending": len(self._pending),
                 "waiting_labels": len(self._early)}
+
+
+def change_point(loss: np.ndarray) -> int:
+    """Index where the mean of ``loss`` most likely rose: the CUSUM estimate, argmax of
+    ``S_k - k/n S_n`` (less drawn to the ends than the least-squares split on sparse errors).
+
+    >>> change_point(np.r_[np.zeros(300), np.ones(100)] * 0.5 + np.tile([0, 0.1], 200))
+    300
+    """
+    loss = np.asarray(loss, dtype=np.float64)
+    n = len(loss)
+    if n < 2:
+        return 0
+    c = np.cumsum(loss)
+    k = np.arange(1, n)
+    return int(k[np.argmax(k / n * c[-1] - c[:-1])])  # a rise: the partial sum lags most there
 
 
 def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -333,6 +368,7 @@ class PerformanceMonitor:
         self.z_crit = [float(-special.ndtri(a)) for a in self.alpha]
         size = max(self.window, self.windows[-1])
         self._scores = np.zeros(size)
+        self._times = np.full(size, np.nan)  # event times, when the caller knows them
         self._labels = np.zeros(size)
         self._loss = np.zeros(size)
         self.n = 0  # labelled events seen
@@ -357,8 +393,12 @@ class PerformanceMonitor:
             return ((scores >= self.threshold) != (labels > 0.5)).astype(float)
         return np.abs(scores - labels)
 
-    def update(self, scores: np.ndarray | Sequence[float], labels: np.ndarray | Sequence[float]) -> list[DriftEvent]:
-        """Add labelled events; return ``concept_drift`` (and ``drift_resolved``) events."""
+    def update(self, scores: np.ndarray | Sequence[float], labels: np.ndarray | Sequence[float],
+               event_ts: np.ndarray | Sequence[float] | None = None) -> list[DriftEvent]:
+        """Add labelled events; return ``concept_drift`` (and ``drift_resolved``) events.
+
+        With ``event_ts``, a concept drift's evidence dates its onset (``change_event_ts``)."""
+        times = np.full(len(scores), np.nan) if event_ts is None else np.asarray(event_ts, dtype=float)
         scores = np.asarray(scores, dtype=float)
         labels = np.asarray(labels, dtype=float)
         loss = self._losses(scores, labels)
@@ -375,15 +415,17 @@ class PerformanceMonitor:
                 nxt = min((self._since_reset // st + 1) * st for st in self.steps)
                 take = min(nxt - self._since_reset, total - pos)
                 self._since_reset += take
-            self._store(scores[pos : pos + take], labels[pos : pos + take], loss[pos : pos + take])
+            self._store(scores[pos : pos + take], labels[pos : pos + take], loss[pos : pos + take],
+                        times[pos : pos + take])
             pos += take
             if self._ref_n >= self.reference_size and take and any(self._since_reset % st == 0 for st in self.steps):
                 events += self._check()
         return events
 
-    def _store(self, scores: np.ndarray, labels: np.ndarray, loss: np.ndarray) -> None:
+    def _store(self, scores: np.ndarray, labels: np.ndarray, loss: np.ndarray, times: np.ndarray) -> None:
         idx = (self.n + np.arange(loss.size)) % self._loss.size
         self._scores[idx], self._labels[idx], self._loss[idx] = scores, labels, loss
+        self._times[idx] = times
         self.n += loss.size
         for v in loss.tolist():  # blocks of the dependence tracker (frozen while a drift is open)
             self._block_sum += v
@@ -392,6 +434,16 @@ class PerformanceMonitor:
                 self.tracker.add(np.array([self._block_sum / self.BLOCK]), np.array([float(self.BLOCK)]),
                                  np.array([self.drifting]))
                 self._block_sum, self._block_n = 0.0, 0
+
+    def _change_event_ts(self, w: int) -> float | None:
+        end = self.n % self._loss.size
+        idx = np.arange(end - w, end) % self._loss.size
+        times, loss = self._times[idx], self._loss[idx]
+        known = ~np.isnan(times)
+        if known.sum() < 2:
+            return None
+        order = np.argsort(times[known], kind="stable")
+        return float(times[known][order][change_point(loss[known][order])])
 
     def _window(self, w: int) -> np.ndarray:
         end = self.n % self._loss.size
@@ -434,6 +486,12 @@ class PerformanceMonitor:
         index = self.n - 1
         if fired:
             self.drifting, self._calm = True, 0
+            # when the loss most likely rose, in event time, within the largest window that
+            # fired (labels join out of event order; the trainer's onset window starts there)
+            onset = self._change_event_ts(max(f["window"] for f in fired))
+            for f in fired:
+                if onset is not None:
+                    f["change_event_ts"] = onset
             return [DriftEvent(index, "concept_drift", (fired[0]["feature"],), tuple(fired),
                                self.model_name, self.model_version)]
         mid = self.windows[len(self.windows) // 2]

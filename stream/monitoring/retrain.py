@@ -59,6 +59,7 @@ class RetrainPolicy:
             features=features,
             evidence=list(drift.evidence),
             drift_index=drift.index,
+            onset_event_ts=drift.onset_event_ts,
             requested_at=now,
             cooldown_s=self.cooldown_s,
         )

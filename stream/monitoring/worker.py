@@ -45,6 +45,7 @@ from stream.messages import (
     decode,
     encode,
 )
+from stream.monitoring.examples import ScoredRows, labelled_example
 from stream.metrics import Metrics
 from stream.monitoring.drift import DriftMonitor
 from stream.monitoring.labels import (
@@ -67,6 +68,8 @@ EVENT_TS = "__event_ts"  # event times, for the monitor's daily profile
 class ModelMonitor:
     """Drift tests and performance for one model version (pure, no Kafka)."""
 
+    ONSET_ROWS = 100_000  # event times kept to date a data drift's onset (a release can be large)
+
     def __init__(self, card: dict[str, Any], settings: Settings):
         self.name, self.version = str(card["name"]), str(card["version"])
         self.task = str(card.get("task", "classification"))
@@ -87,6 +90,8 @@ class ModelMonitor:
         self.estimate_validity = EstimateValidity(p.estimate_tolerance, p.estimate_window,
                                                   min(p.estimate_min_labels, p.estimate_window))
         self.warmup_left = m.warmup_rows
+        # event times of the rows tested, to date a data drift's onset
+        self.row_times = RecentTimes(self.ONSET_ROWS)
         self._estimate_rows = p.estimate_rows
         self._recent = np.full(p.estimate_rows, np.nan)
         self._recent_at = 0
@@ -105,20 +110,68 @@ class ModelMonitor:
             cols = {k: v[self.warmup_left:] for k, v in cols.items()}
             ts = None if ts is None else ts[self.warmup_left:]
             self.warmup_left = 0
+        self.row_times.add(ts if ts is not None else np.full(len(cols[SCORE_COLUMN]), np.nan))
         return self.drift.update_batch(cols, ts=ts)
 
-    def on_labels(self, scores: np.ndarray, labels: np.ndarray) -> list[Any]:
+    def on_labels(self, scores: np.ndarray, labels: np.ndarray,
+                  event_ts: np.ndarray | None = None) -> list[Any]:
         if not len(scores):
             return []
         if self.task == "classification":
             self.estimate_validity.update(scores, labels)
-        return self.performance.update(scores, labels)
+        return self.performance.update(scores, labels, event_ts)
+
+    def onset_event_ts(self, drift: dict[str, Any]) -> float | None:
+        """Event time the drift is in force from (the trainer's "onset" window starts there).
+
+        Concept drift: the change point the performance monitor found in the loss
+        (``change_event_ts`` in its evidence). Other drift: the start of the largest window that fired."""
+        evidence = drift.get("evidence", [])
+        windows = [int(e["window"]) for e in evidence if e.get("window")]
+        index = drift.get("index")
+        if not windows or not isinstance(index, int):
+            return None
+        if drift.get("kind") == "concept_drift":
+            changes = [float(e["change_event_ts"]) for e in evidence if e.get("change_event_ts") is not None]
+            return min(changes) if changes else None
+        return self.row_times.at(max(0, index + 1 - max(windows)))  # index is the window's last row
 
     def estimated_performance(self) -> dict[str, float]:
         if self.task != "classification":
             return {}
         recent = self._recent[~np.isnan(self._recent)]
         return estimate_performance(recent, self.threshold) if len(recent) else {}
+
+
+class RecentTimes:
+    """The last ``size`` event times, by the count of rows added (a drift event's index).
+
+    >>> t = RecentTimes(3); t.add(np.array([1.0, 2.0, 3.0, 4.0])); t.at(2), t.at(0), t.at(9)
+    (3.0, 2.0, 4.0)
+    """
+
+    def __init__(self, size: int):
+        self._ts = np.full(size, np.nan)
+        self._n = 0
+
+    def add(self, ts: np.ndarray) -> None:
+        ts = np.asarray(ts, dtype=np.float64)
+        kept = ts[-len(self._ts):]
+        idx = (self._n + len(ts) - len(kept) + np.arange(len(kept))) % len(self._ts)
+        self._ts[idx] = kept
+        self._n += len(ts)
+
+    @property
+    def n(self) -> int:
+        return self._n
+
+    def at(self, i: int) -> float | None:
+        """The time of the ``i``-th row ever added, or the oldest kept if it is gone."""
+        if self._n == 0:
+            return None
+        i = min(max(i, self._n - len(self._ts), 0), self._n - 1)
+        value = self._ts[i % len(self._ts)]
+        return float(value) if value == value else None
 
 
 def merge_slices(slices: list[tuple[np.ndarray, dict[str, Any]]]) -> dict[str, Any]:
@@ -152,7 +205,10 @@ class MonitorWorker:
         metrics.registry.register(_DriftCollector(self))
         self.notifier = Notifier(settings.alerts, metrics)
         self.merger = PartitionMerger(idle_s=2.0, max_rows=200_000)
-        self._early_matches: list[tuple[ModelMonitor, np.ndarray, np.ndarray]] = []
+        self._early_matches: list[tuple[np.ndarray, np.ndarray, list[Any]]] = []
+        # labelled examples to write (drained by run) and the version each model serves now
+        self.examples_out: list[Message] = []
+        self.serving: dict[str, tuple[int, str]] = {}  # model -> (newest ingest ms, version)
         self.drift_events = 0
         self.retrain_requests = 0
         self.errors = ErrorPolicy.from_settings(settings, metrics)
@@ -252,7 +308,7 @@ class MonitorWorker:
         self.hold({tp: recs for tp, recs in batches.items() if tp.topic == s.topics.features},
                   time.monotonic())
         released, offsets = self.merger.release(time.monotonic())
-        if not released and not labels and not self._early_matches and not self._dead:
+        if not released and not labels and not self._early_matches and not self._dead and not self.examples_out:
             return bool(batches)
         drift, retrain = self.handle(released, [r for recs in labels.values() for r in recs],
                                      time.time())
@@ -264,6 +320,10 @@ class MonitorWorker:
             futures += await send_messages(producer, s.topics.drift, 0, drift)
         if retrain:
             futures += await send_messages(producer, s.topics.retrain, 0, retrain)
+        examples, self.examples_out = self.examples_out, []
+        if examples:  # labelled examples, for the trainer
+            futures += await send_messages(producer, s.topics.labelled_examples, 0, examples)
+            self.metrics.labelled_examples.inc(len(examples))
         if futures:
             try:
                 await within(asyncio.gather(*futures), deadline, "produce acknowledgements")
@@ -296,6 +356,9 @@ class MonitorWorker:
             return ts, {}, None
         cols = batch.monitor_columns(mon.kinds)
         cols[EVENT_IDS] = batch.event_ids
+        X = batch.inputs.to_array() if batch.inputs is not None else None
+        if X is not None and len(X) != len(ts):
+            raise ValueError(f"{len(X)} input rows for {len(ts)} events")
         cols[EVENT_TS] = ts  # event times ride along: the monitor's daily profile reads them
         # rows timed in the future (or not at all) would hold the event-time merge back for good
         bad = ~(ts <= time.time() + self.settings.scoring.max_future_s)
@@ -306,11 +369,18 @@ class MonitorWorker:
             ts = ts[keep]
             cols = {k: (v[keep] if isinstance(v, np.ndarray) else [x for x, k_ in zip(v, keep) if k_])
                     for k, v in cols.items()}
+            X = X[keep] if X is not None else None
+        # the version serving now scored the newest events (partitions lag apart)
+        newest = max(batch.ingest_ts_ms, default=0)
+        if newest >= self.serving.get(mon.name, (0, ""))[0]:
+            self.serving[mon.name] = (newest, mon.version)
+        tags = self._scored_rows(mon, cols, ts, X)
         # the label join needs no ordering: predictions join it on arrival
+        joined: list[Any] = []
         early = self.joiner.add_predictions(cols[EVENT_IDS], np.asarray(cols[SCORE_COLUMN], dtype=np.float64),
-                                            time.time())
+                                            time.time(), tags=tags, joined=joined)
         if len(early[0]):
-            self._early_matches.append((mon, *early))
+            self._early_matches.append((*early, joined))
         return ts, cols, mon
 
     def _dead_letter(self, rec: Any, exc: Exception) -> None:
@@ -345,14 +415,14 @@ class MonitorWorker:
                 label_values.append(parsed[1])
             elif exc is not None:
                 self._dead_letter(rec, exc)
-        if label_ids:
-            scores, truth = self.joiner.add_labels(label_ids, np.asarray(label_values), now)
-            newest = next(reversed(self.monitors.values()), None)
-            if newest is not None:
-                events += [(ev, newest) for ev in newest.on_labels(scores, truth)]
-        for mon, scores, truth in self._early_matches:  # labels that waited for their prediction
-            events += [(ev, mon) for ev in mon.on_labels(scores, truth)]
+        matches = self._early_matches  # labels that waited for their prediction, then new ones
         self._early_matches = []
+        if label_ids:
+            joined: list[Any] = []
+            matches.append((*self.joiner.add_labels(label_ids, np.asarray(label_values), now,
+                                                    joined=joined), joined))
+        for scores, truth, tags in matches:
+            events += self._credit(scores, truth, tags, now)
         self.joiner.expire(now)
         self._count_labels()
         drift: list[Message] = []
@@ -361,7 +431,40 @@ class MonitorWorker:
             self._publish(ev, mon, now, drift, retrain)
         return drift, retrain
 
+    def _scored_rows(self, mon: "ModelMonitor", cols: dict[str, Any], ts: np.ndarray,
+                     X: np.ndarray | None) -> list[Any] | None:
+        """Tags pointing each prediction at its model inputs, when the batch carries them."""
+        if X is None:
+            return None
+        cats = {k: list(v) for k, v in cols.items() if k != EVENT_IDS and mon.kinds.get(k) == "categorical"}
+        rows = ScoredRows(mon.name, mon.version, list(cols[EVENT_IDS]), X, ts, cats)
+        return [(rows, i) for i in range(len(X))]
+
+    def _credit(self, scores: np.ndarray, truth: np.ndarray, tags: list[Any], now: float) -> list[Any]:
+        """Joined labels go to the version that made each prediction, and become examples."""
+        events: list[Any] = []
+        if not len(scores):
+            return events
+        keys = [(t[0].model, t[0].version) if t is not None else None for t in tags]
+        for key in dict.fromkeys(keys):
+            mon = self.monitor_for(*key) if key is not None else next(reversed(self.monitors.values()), None)
+            if mon is not None:
+                mask = np.fromiter((k == key for k in keys), bool, len(keys))
+                ts = np.array([t[0].event_ts[t[1]] for t, m in zip(tags, mask) if m]) if key is not None else None
+                events += [(ev, mon) for ev in mon.on_labels(scores[mask], truth[mask], ts)]
+        for tag, score, label in zip(tags, scores.tolist(), truth.tolist()):
+            if tag is not None:
+                self.examples_out.append(Message(tag[0].event_ids[tag[1]].encode(),
+                                                 encode(labelled_example(tag, score, label, now))))
+        return events
+
     def _count_labels(self) -> None:
+        if self.joiner.delays:
+            for delay in self.joiner.delays:
+                self.metrics.label_delay.observe(delay)
+            self.joiner.delays.clear()
+        if self.joiner.predictions:
+            self.metrics.label_coverage.set(self.joiner.matched / self.joiner.predictions)
         counts = self.joiner.counters()
         for outcome, before in self._label_counts.items():
             now = counts.get(outcome, 0)
@@ -372,8 +475,8 @@ class MonitorWorker:
     def _publish(self, ev: Any, mon: ModelMonitor, now: float, out: list[Message],
                  retrain: list[Message]) -> None:
         # the performance monitor's events carry no model: the monitor that made them knows it
-        drift = DriftEvent(**{**ev.to_dict(), "model": mon.name, "model_version": mon.version},
-                           detected_at=now)
+        fields = {**ev.to_dict(), "model": mon.name, "model_version": mon.version}
+        drift = DriftEvent(**fields, detected_at=now, onset_event_ts=mon.onset_event_ts(fields))
         out.append(Message(None, encode(drift)))
         self.notifier.submit_drift(drift)
         self.metrics.drift_events.labels(drift.kind).inc()
@@ -489,7 +592,9 @@ class _DriftCollector(Collector):
                             summary.add_metric([mon.name, mon.version, feature, stat, source], value)
                     for cat, value in (part.get("share") or {}).items():
                         shares.add_metric([mon.name, mon.version, feature, cat, source], float(value))
-            for metric, value in mon.performance.snapshot().items():
+            # a retired version's labels still join for a while; its performance is not exported
+            serving = self.worker.serving.get(mon.name, (0, None))[1] == mon.version
+            for metric, value in mon.performance.snapshot().items() if serving else ():
                 if isinstance(value, (int, float)) and value == value:
                     perf.add_metric([mon.name, mon.version, metric], float(value))
             for metric, value in mon.estimated_performance().items():

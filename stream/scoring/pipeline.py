@@ -195,7 +195,7 @@ class BatchScorer:
                 part.features = encode(FeatureBatch.from_arrays(
                     partition=p.partition, model=name, model_version=version, event_ids=ids,
                     ingest_ts_ms=np.asarray(ingest), event_ts=cols[self.domain.features.time_field],
-                    scores=s, columns=monitored))
+                    scores=s, columns=monitored, inputs=X))
             self.metrics.observe_scores(name, s)
             self.metrics.end_to_end_latency.observe(max(0.0, now - min(ingest) / 1000.0))
             out.valid += n

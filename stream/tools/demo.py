@@ -31,6 +31,9 @@ from stream.tools.tally import Tally, follow, wait_until
 from stream.tools.traffic import produce
 
 
+VERDICT_WAIT_S = 120.0  # how long the demo waits for the trainer's answer after the traffic
+
+
 @dataclass(frozen=True)
 class DemoOptions:
     events: int | None = None
@@ -131,8 +134,9 @@ async def run_demo(opts: DemoOptions, workdir: Path) -> dict[str, Any] | None:
         procs = [start_worker(settings, port, log_file=workdir / f"worker-{i}.log")
                  for i, port in enumerate(ports)]
         if opts.trainer:
+            # the trainer learns only from the stream's labelled examples: no oracle
             procs.append(start_worker(settings, 0, log_file=workdir / "trainer.log", command="trainer",
-                                      extra_env={"MLSTREAM_TRAINER__DATA": f"simulated:{opts.scenario}"}))
+                                      extra_env={"MLSTREAM_TRAINER__RETRY_INTERVAL_S": "5"}))
         stop = asyncio.Event()
         tally = Tally()
         follower = asyncio.create_task(follow(settings, tally, stop, track_ids=opts.events is not None))
@@ -185,8 +189,24 @@ async def run_demo(opts: DemoOptions, workdir: Path) -> dict[str, Any] | None:
             if opts.scenario != "none":  # drift messages trail the last predictions
                 await wait_until(lambda: tally.retrain_requests > 0, 10.0)
             first = tally.first_prediction_at - began_wall if tally.first_prediction_at else None
-            return {"broker": broker_name(broker), "broker_startup_s": round(broker_startup_s, 1),
-                    **summary(tally, n, time.monotonic() - began, first)}
+            result = {"broker": broker_name(broker), "broker_startup_s": round(broker_startup_s, 1),
+                      **summary(tally, n, time.monotonic() - began, first)}
+            if opts.trainer and opts.scenario != "none" and tally.retrain_requests:
+                from stream.tools.timeline import final_decision, loop_timeline
+
+                # the trainer answers after the traffic: wait for its verdict, then send as many
+                # events again for the promoted model to be judged on
+                verdict = await final_decision(settings, timeout_s=min(opts.timeout_s, VERDICT_WAIT_S))
+                if verdict is not None and verdict.promoted:
+                    await produce(settings, sim, n, rate=opts.rate, stop=stop, start=n)
+                    await wait_until(lambda: tally.accounted >= 2 * n, opts.timeout_s)
+                    result.update(events=2 * n, predictions=tally.predictions,
+                                  dead_lettered=tally.dead_lettered,
+                                  duplicate_predictions=tally.duplicate_predictions,
+                                  model_versions=dict(sorted(tally.model_versions.items())))
+                await asyncio.sleep(3.0)  # the last labels' examples trail the predictions
+                result["timeline"] = await loop_timeline(settings, drift_at, WARMUP_EVENTS)
+            return result
         finally:
             stop.set()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -219,4 +239,11 @@ def print_summary(result: dict[str, Any], as_json: bool) -> None:
         return
     print()
     for key, value in result.items():
-        print(f"{key:>22}: {value}")
+        if key != "timeline":
+            print(f"{key:>22}: {value}")
+    timeline = result.get("timeline")
+    if timeline:
+        print("\nretraining loop (the trainer learned only from the stream):")
+        for key, value in timeline.items():
+            for item in value if key == "decisions" else [value]:
+                print(f"{key:>22}: {json.dumps(item)}")

@@ -24,6 +24,7 @@ from stream.messages import (
     DriftEvent,
     FeatureBatch,
     Label,
+    LabelledExample,
     ModelUpdate,
     Prediction,
     RetrainRequest,
@@ -53,9 +54,13 @@ SCHEMAS: dict[str, tuple[type, str, str | None]] = {
                         "request_id is deterministic (model, version, reason, features, cooldown "
                         "period), so repeats can be de-duplicated; at most one request per model "
                         "version per cooldown."),
+    "labelled-example": (LabelledExample, "Labelled example (topic `mlstream.labelled-examples`, keyed by event_id)",
+                         "A scored event's model inputs exactly as scored, joined with its delayed label "
+                         "by the monitor; the trainer learns from these. Bounded by time and size retention."),
     "model-update": (ModelUpdate, "Model update (topic `mlstream.model-updates`, keyed by request_id)",
-                     "The trainer's decision on a retraining request (promote, reject, wait, failed) "
-                     "with the compared versions and their holdout metrics."),
+                     "The trainer's decision on a retraining request (promote, shadow, reject, wait, "
+                     "expired, failed) with the compared versions, the paired-bootstrap holdout "
+                     "metrics, the reasons and the training and holdout windows."),
 }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from stream.domain import Domain
+from stream.domain import Domain, Fitted
 from stream.errors import ValidationError
 from stream.messages import SCORE_COLUMN
 from stream.monitoring.profile import ReferenceProfile
@@ -55,7 +55,10 @@ def simulated(n: int, seed: int) -> TrainingData:
     return TrainingData(events, np.asarray(labels))
 
 
-def _fit(domain: Domain, X: np.ndarray, y: np.ndarray, seed: int) -> Any:
+def default_fit(domain: Domain, X: np.ndarray, y: np.ndarray, seed: int) -> Fitted:
+    """Scaled logistic regression (classification) or ridge (regression), as ONNX."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -64,19 +67,28 @@ def _fit(domain: Domain, X: np.ndarray, y: np.ndarray, seed: int) -> Any:
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1_000, random_state=seed))
     else:
         model = make_pipeline(StandardScaler(), Ridge(alpha=1.0))
-    return model.fit(X, y)
-
-
-def _to_onnx(domain: Domain, model: Any) -> tuple[bytes, str]:
-    from skl2onnx import to_onnx
-    from skl2onnx.common.data_types import FloatTensorType
-
+    model.fit(X, y)
     width = len(domain.features.columns)
     options = {id(model.steps[-1][1]): {"zipmap": False}} if domain.task == "classification" else None
     onx = to_onnx(model, initial_types=[("features", FloatTensorType([None, width]))],
                   options=options, target_opset=17)
     output = "probabilities" if domain.task == "classification" else "variable"
-    return onx.SerializeToString(), output
+    return Fitted(onx.SerializeToString(), output, " -> ".join(type(s).__name__ for _, s in model.steps))
+
+
+def fit_model(domain: Domain, X: np.ndarray, y: np.ndarray, seed: int = 0) -> Fitted:
+    """The domain's model family (its ``fit`` hook), else :func:`default_fit`."""
+    if domain.task == "classification" and len(np.unique(y)) < 2:
+        raise ValueError(f"training rows hold one class only ({len(y)} rows)")
+    return (domain.fit or default_fit)(domain, np.asarray(X, dtype=np.float32), y, seed)
+
+
+def onnx_scores(domain: Domain, fitted: Fitted, X: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(fitted.onnx, providers=["CPUExecutionProvider"])
+    out = session.run([fitted.output], {session.get_inputs()[0].name: np.asarray(X, np.float32)})[0]
+    return np.asarray(out[:, 1] if domain.task == "classification" else out.reshape(-1), np.float64)
 
 
 def _metrics(domain: Domain, y: np.ndarray, score: np.ndarray) -> dict[str, float]:
@@ -98,27 +110,39 @@ def _metrics(domain: Domain, y: np.ndarray, score: np.ndarray) -> dict[str, floa
 def train(domain: Domain, data: TrainingData, store: ModelStore, *, name: str,
           version: str | None = None, seed: int = 0, warmup: int = 0,
           test_fraction: float = 0.3, promote: bool = True) -> dict[str, Any]:
-    """Train, export, profile and store a model; returns its card.
+    """Train, export, profile and store a model from labelled events (the bootstrap path,
+    ``mlstream train --data``); returns its card.
 
     The first ``warmup`` events only build entity state (as a scorer's history would); the
-    rest is split in time order into training and test rows. The reference profile is the
-    test rows' monitored features and scores: what the monitor should see while nothing drifts.
+    rest is split in time order into training and test rows.
     """
-    import onnxruntime as ort
-
     X_all = domain.offline_features(data.events)
     X, y = X_all[warmup:], data.labels[warmup:]
     if len(X) < 100:
         raise ValueError(f"need at least 100 training rows after warm-up, got {len(X)}")
     split = int(len(X) * (1 - test_fraction))
-    model = _fit(domain, X[:split], y[:split], seed)
-    blob, output = _to_onnx(domain, model)
-    session = ort.InferenceSession(blob, providers=["CPUExecutionProvider"])
-    out = session.run([output], {"features": X[split:]})[0]
-    score = out[:, 1] if domain.task == "classification" else out.reshape(-1)
     cols = domain.columns(data.events[warmup + split:])
-    monitored = domain.monitored_columns(cols, X[split:])
-    monitored[SCORE_COLUMN] = score.astype(np.float64)
+    lineage = {"source": "events", "warmup": warmup}
+    return train_arrays(domain, X[:split], y[:split], X[split:], y[split:], cols, store, name=name,
+                        version=version, seed=seed, lineage=lineage, promote=promote)
+
+
+def train_arrays(domain: Domain, X: np.ndarray, y: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
+                 test_columns: dict[str, Any], store: ModelStore, *, name: str,
+                 version: str | None = None, seed: int = 0, lineage: dict[str, Any] | None = None,
+                 promote: bool = False, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Fit the domain's model family on feature rows, store it with its card; returns the card.
+
+    The reference profile is the test rows' monitored features and scores: what the monitor
+    should see while nothing drifts. ``test_columns`` gives the raw values of the monitored
+    categorical fields for those rows (numeric ones come from ``X_test``).
+    """
+    from stream import __version__
+
+    fitted = fit_model(domain, X, y, seed)
+    score = onnx_scores(domain, fitted, X_test)
+    monitored = domain.monitored_columns(test_columns, X_test)
+    monitored[SCORE_COLUMN] = score
     kinds = {**domain.features.monitored, SCORE_COLUMN: "numeric"}
     profile = ReferenceProfile.from_columns(monitored, kinds, seed=seed)
     version = version or _next_version(store, name)
@@ -130,16 +154,24 @@ def train(domain: Domain, data: TrainingData, store: ModelStore, *, name: str,
         "threshold": domain.threshold,
         "features": domain.features.columns,
         "input": {"name": "features", "dtype": "float32", "shape": [None, X.shape[1]]},
-        "output": output,
+        "output": fitted.output,
         "training": {
-            "seed": seed, "rows_train": split, "rows_test": len(X) - split, "warmup": warmup,
-            "metrics": _metrics(domain, y[split:], score),
-            "estimator": " -> ".join(type(s).__name__ for _, s in model.steps),
+            "seed": seed, "rows_train": int(len(X)), "rows_test": int(len(X_test)),
+            "metrics": _metrics(domain, y_test, score), "estimator": fitted.estimator,
+            **({"labels_positive": int((y > 0.5).sum())} if domain.task == "classification" else {}),
         },
+        "lineage": {"created_at": _utc_now(), "mlstream_version": __version__, **(lineage or {})},
         "reference_profile": profile.to_dict(),
+        **(extra or {}),
     }
-    store.save(card, blob, promote=promote)
+    store.save(card, fitted.onnx, promote=promote)
     return card
+
+
+def _utc_now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def holdout_metrics(domain: Domain, predict: Any, data: TrainingData, *, warmup: int = 0,

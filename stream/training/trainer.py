@@ -1,10 +1,13 @@
-"""The trainer closes the loop: a retraining request in, a checked challenger, maybe a promotion.
+"""The trainer closes the loop: a retraining request in, a challenger fitted on the stream's own
+labelled examples, judged against the champion, and a decision out.
 
-It is a faust app (an agent on the retrain topic and a changelog-backed table of requests
-already answered), because this is control-plane traffic, a few messages a day, where faust's
-per-event cost does not matter and its durable tables do the de-duplication for us. Training runs
-in a thread so the agent keeps heart-beating. A promotion flips the model store's ``CURRENT``,
-which every scorer picks up between two batches.
+It is a faust app (an agent on the retrain topic and a changelog-backed table of requests and
+their state), because this is control-plane traffic, a few messages a day, where faust's
+per-event cost does not matter and its durable tables do the de-duplication for us. Training
+runs in a thread so the agent keeps heart-beating. Every decision (promote, shadow, reject,
+wait) is published on the model-updates topic, counted in the trainer's metrics and sent to
+Slack. A request that waits for labels is retried every ``retry_interval_s`` until it gets a
+verdict or ``max_wait_s`` passes.
 """
 
 from __future__ import annotations
@@ -12,82 +15,118 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import faust
 import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from stream.alerts import Notifier
 from stream.config import Settings
 from stream.domain import Domain, load_domain
 from stream.error_policy import ErrorPolicy
+from stream.kafka import ensure_topics
 from stream.messages import ModelUpdate, RetrainRequest, decode, encode
-from stream.metrics import Metrics
+from stream.metrics import ALERT_CHANNELS, ALERT_OUTCOMES, LATENCY_BUCKETS, Metrics
 from stream.registry import ModelStore
-from stream.scoring.model import load_model
-from stream.training.train import TrainingData, holdout_metrics, read_jsonl, train
+from stream.training.challenge import challenge, examples_from_file
+from stream.training.labelled import LabelledExamples, read_examples
 
 log = logging.getLogger(__name__)
+DECISIONS = ("promote", "shadow", "reject", "wait", "expired", "failed")
+REQUEST_OUTCOMES = ("answered", "duplicate", "malformed")
+FINAL = ("promote", "shadow", "reject", "expired", "failed")
 
 
-def training_data(settings: Settings, domain: Domain) -> TrainingData:
-    source = settings.trainer.data
-    if source.startswith("simulated:"):
-        from stream.examples.simulate import PaymentSimulator
+class TrainerMetrics:
+    """The trainer's Prometheus metrics (``docs/metrics.md``, trainer section)."""
 
-        scenario = source.split(":", 1)[1]
-        # the world as it is now: the scenario's change already in force from the first event
-        sim = PaymentSimulator(seed=1_000, scenario=scenario, drift_at=0)
-        events, labels = [], []
-        for item in sim.events(settings.trainer.events):
-            events.append(orjson.loads(item.value))
-            labels.append(float(item.label or 0))
-        import numpy as np
+    def __init__(self, registry: CollectorRegistry | None = None):
+        r = self.registry = registry if registry is not None else CollectorRegistry()
+        self.requests = Counter("mlstream_trainer_requests", "Retraining requests received, by outcome.",
+                                ["outcome"], registry=r)
+        self.decisions = Counter("mlstream_trainer_decisions", "Decisions published, by model and decision.",
+                                 ["model", "decision"], registry=r)
+        self.training_rows = Gauge("mlstream_trainer_training_rows",
+                                   "Labelled rows the latest challenger was trained on.", ["model"], registry=r)
+        self.holdout_loss = Gauge("mlstream_trainer_holdout_loss",
+                                  "Primary loss on the latest holdout (log loss or MAE), champion and challenger.",
+                                  ["model", "role"], registry=r)
+        self.waiting = Gauge("mlstream_trainer_waiting_requests", "Requests waiting for more labels.",
+                             registry=r)
+        self.duration = Histogram("mlstream_trainer_duration_seconds",
+                                  "Time to answer a request (read examples, fit, judge).",
+                                  buckets=LATENCY_BUCKETS + (60.0, 120.0, 300.0), registry=r)
+        # the notifier counts deliveries here, as the workers do
+        self.alert_deliveries = Counter("mlstream_alert_deliveries", "Alert deliveries by channel and outcome.",
+                                        ["channel", "outcome"], registry=r)
+        for outcome in REQUEST_OUTCOMES:
+            self.requests.labels(outcome)
+        for channel in ALERT_CHANNELS:
+            for outcome in ALERT_OUTCOMES:
+                self.alert_deliveries.labels(channel, outcome)
 
-        return TrainingData(events, np.asarray(labels))
-    return read_jsonl(Path(source), domain)
-
-
-def challenge(settings: Settings, request: RetrainRequest) -> ModelUpdate:
-    """Train a challenger for a request, compare it with the champion on the same recent
-    holdout, promote it if it is at least as good. Returns the model-update message."""
-    domain = load_domain(settings.domain)
-    store = ModelStore(settings.model_store)
-    name = settings.model_name
-    champion = load_model(store, name, domain.features.columns)
-    data = training_data(settings, domain)
-    warmup = settings.trainer.warmup
-    card = train(domain, data, store, name=name, warmup=warmup, promote=False)
-    challenger = load_model(store, name, domain.features.columns, card["version"])  # checks it
-    ours = holdout_metrics(domain, challenger.predict, data, warmup=warmup)
-    theirs = holdout_metrics(domain, champion.predict, data, warmup=warmup)
-    tol = settings.trainer.tolerance
-    if domain.task == "classification":
-        # log loss, a proper scoring rule: it sees a champion whose ranking still holds but whose
-        # probabilities no longer do (what a shift does first, and what CBPE relies on)
-        better = ours["log_loss"] <= theirs["log_loss"] * (1 + tol)
-        why = (f"holdout log loss {ours['log_loss']:.4f} vs champion {theirs['log_loss']:.4f} "
-               f"(AUC {ours['auc']:.4f} vs {theirs['auc']:.4f})")
-    else:
-        better = ours["mae"] <= theirs["mae"] * (1 + tol)
-        why = f"holdout MAE {ours['mae']:.4f} vs champion {theirs['mae']:.4f}"
-    if better:
-        store.promote(name, card["version"])
-    log.info("challenger %s version %s %s: %s", name, card["version"],
-             "promoted" if better else "rejected", why)
-    metrics: dict[str, dict[str, float | None]] = {"challenger": {k: v for k, v in ours.items()},
-                                                   "champion": {k: v for k, v in theirs.items()}}
-    return ModelUpdate(
-        request_id=request.request_id, model=name,
-        model_version=card["version"] if better else champion.version,
-        decision="promote" if better else "reject", promoted=better, reason=why, reasons=[why],
-        champion_version=champion.version, challenger_version=card["version"],
-        previous_version=champion.version, metrics=metrics,
-        decided_at=time.time(),
-    )
+    def record(self, update: ModelUpdate) -> None:
+        model = str(update.model)
+        self.decisions.labels(model, update.decision).inc()
+        rows = update.training_window.get("rows")
+        if rows and update.challenger_version:
+            self.training_rows.labels(model).set(rows)
+        if update.primary_metric and "difference" in update.metrics:
+            for role in ("champion", "challenger"):
+                value = update.metrics[role].get(update.primary_metric)
+                if value is not None:
+                    self.holdout_loss.labels(model, role).set(value)
 
 
-def build_trainer(settings: Settings) -> faust.App:
+class Trainer:
+    """Answers requests; the faust app only feeds it (see :func:`build_trainer`)."""
+
+    def __init__(self, settings: Settings, metrics: TrainerMetrics, notifier: Notifier):
+        self.settings = settings
+        # whatever a request makes training raise is answered "failed"; the trainer goes on
+        self.policy = ErrorPolicy.from_settings(settings, Metrics.create())
+        self.metrics = metrics
+        self.notifier = notifier
+        self.domain: Domain = load_domain(settings.domain)
+        self.store = ModelStore(settings.model_store)
+        self._lock = asyncio.Lock()  # one request at a time: each may promote
+
+    async def examples(self) -> LabelledExamples:
+        t = self.settings.trainer
+        if t.data:  # the bootstrap option: a file of labelled events
+            return await asyncio.to_thread(examples_from_file, self.domain, t.data, t.warmup)
+        return await read_examples(self.settings, t.max_rows)
+
+    async def _challenge(self, request: RetrainRequest) -> ModelUpdate:
+        examples = await self.examples()
+        return await asyncio.to_thread(challenge, self.settings, self.domain, self.store, request, examples)
+
+    async def answer(self, request: RetrainRequest, first_seen: float) -> ModelUpdate:
+        """The decision for a request (published by the caller)."""
+        async with self._lock:
+            t0 = time.perf_counter()
+            result, exc = await self.policy.call_async(
+                "trainer", f"request {request.request_id}", self._challenge, request)
+            if result is None:
+                why = f"failed: {self.policy.describe(exc or ValueError())}"
+                update = ModelUpdate(request_id=request.request_id, model=self.settings.model_name,
+                                     model_version=request.model_version, decision="failed",
+                                     reasons=[why], reason=why, decided_at=time.time())
+            else:
+                update = result
+            if update.decision == "wait" and time.time() - first_seen > self.settings.trainer.max_wait_s:
+                update.decision = "expired"
+                update.reasons = [*update.reasons, "gave up waiting for labels after "
+                                  f"{self.settings.trainer.max_wait_s:.0f}s"]
+                update.reason = "; ".join(update.reasons)
+            self.metrics.duration.observe(time.perf_counter() - t0)
+            self.metrics.record(update)
+            self.notifier.submit_decision(update)
+            return update
+
+
+def build_trainer(settings: Settings, trainer: Trainer) -> faust.App:
     """The faust app; ``await app.start()`` / ``await app.stop()`` run it in the current loop."""
     t = settings.topics
     app = faust.App(
@@ -104,34 +143,78 @@ def build_trainer(settings: Settings) -> faust.App:
         broker_heartbeat_interval=1.0,
         broker_session_timeout=settings.kafka.session_timeout_ms / 1000,
     )
-    requests = app.topic(t.retrain, value_serializer="raw", partitions=1)
+    # waiting requests come back through a topic of the trainer's own: a faust table changes
+    # only inside stream iteration
+    retry_topic = retry_topic_name(settings)
+    requests = app.topic(t.retrain, retry_topic, value_serializer="raw", partitions=1)
+    retries = app.topic(retry_topic, value_serializer="raw", partitions=1, internal=True)
     updates = app.topic(t.model_updates, value_serializer="raw", partitions=1)
+    # request id -> {"state": decision, "request": ..., "first_seen": ...} (JSON)
     answered = app.Table("answered-requests", default=str, partitions=1)
 
-    policy = ErrorPolicy.from_settings(settings, Metrics.create())
+    async def settle(request: RetrainRequest, first_seen: float) -> None:
+        rid = request.request_id
+        update = await trainer.answer(request, first_seen)
+        answered[rid] = orjson.dumps({"state": update.decision, "request": orjson.Fragment(encode(request)),
+                                      "first_seen": first_seen}).decode()
+        await updates.send(key=rid.encode(), value=encode(update))
+        trainer.metrics.waiting.set(sum(1 for v in answered.values() if _state(v) == "wait"))
 
     @app.agent(requests)
     async def answer(stream: faust.StreamT[bytes]) -> None:
         async for value in stream:
-            request, exc = policy.call("trainer", "a retraining request", decode, value, RetrainRequest)
-            if request is None:  # answered, so whoever sent it is not left waiting
+            retry = value.startswith(RETRY_PREFIX)
+            raw = value[len(RETRY_PREFIX):] if retry else value
+            parsed, exc = trainer.policy.call("trainer", "a retraining request", _parse, raw, retry)
+            if parsed is None:  # answered, so whoever sent it is not left waiting
+                trainer.metrics.requests.labels("malformed").inc()
                 await updates.send(key=None, value=encode(ModelUpdate(
                     model=settings.model_name, decision="failed", decided_at=time.time(),
-                    reason=f"malformed request: {policy.describe(exc or ValueError())}")))
+                    reason=f"malformed request: {trainer.policy.describe(exc or ValueError())}")))
                 continue
+            request, first_seen = parsed
             request_id = request.request_id
-            if answered[request_id]:
-                continue  # a repeat: same drift, already answered
-            result, exc = await policy.call_async("trainer", f"request {request_id}",
-                                                  asyncio.to_thread, challenge, settings, request)
-            update = result if result is not None else ModelUpdate(
-                request_id=request_id, model=settings.model_name, model_version=request.model_version,
-                decision="failed", reason=f"failed: {policy.describe(exc or ValueError())}",
-                decided_at=time.time())
-            answered[request_id] = "promoted" if update.promoted else "rejected"
-            await updates.send(key=request_id.encode(), value=encode(update))
+            state = _state(answered[request_id])
+            if retry:
+                if state == "wait":
+                    await settle(request, first_seen)
+                continue
+            if state is not None:  # a repeat: same drift, already answered or waiting
+                trainer.metrics.requests.labels("duplicate").inc()
+                continue
+            trainer.metrics.requests.labels("answered").inc()
+            await settle(request, time.time())
+
+    @app.timer(settings.trainer.retry_interval_s)
+    async def retry_waiting() -> None:
+        waiting = [(rid, v) for rid, v in list(answered.items()) if _state(v) == "wait"]
+        for rid, value in waiting[: settings.trainer.max_waiting]:
+            entry = orjson.loads(value)
+            await retries.send(key=rid.encode(), value=RETRY_PREFIX + orjson.dumps(
+                {"request": entry["request"], "first_seen": entry["first_seen"]}))
 
     return app
+
+
+RETRY_PREFIX = b"retry:"  # a waiting request coming back: the stored request and when it came
+
+
+def _parse(raw: bytes, retry: bool) -> tuple[RetrainRequest, float]:
+    if not retry:
+        return decode(raw, RetrainRequest), time.time()
+    entry = orjson.loads(raw)
+    return decode(orjson.dumps(entry["request"]), RetrainRequest), float(entry["first_seen"])
+
+
+def retry_topic_name(settings: Settings) -> str:
+    return f"{settings.app_id}-trainer-retries"
+
+
+def _state(value: str) -> str | None:
+    try:
+        return str(orjson.loads(value)["state"]) if value else None
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
 
 
 def _credentials(settings: Settings) -> Any:
@@ -150,10 +233,23 @@ def _credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(ssl_context)
 
 
-async def run_trainer(settings: Settings, stop: asyncio.Event) -> None:
-    app = build_trainer(settings)
+async def run_trainer(settings: Settings, stop: asyncio.Event, *,
+                      metrics: TrainerMetrics | None = None) -> None:
+    """Run the trainer (and its /metrics endpoint on ``metrics_port``) until ``stop`` is set."""
+    metrics = metrics or TrainerMetrics()
+    await ensure_topics(settings, extra={retry_topic_name(settings): 1})
+    server, _ = start_http_server(settings.metrics_port, settings.metrics_host, registry=metrics.registry)
+    log.info("trainer metrics on http://%s:%s/metrics", settings.metrics_host, server.server_port)
+    notifier = Notifier(settings.alerts, metrics)  # type: ignore[arg-type]  # counts alert_deliveries
+    app = build_trainer(settings, Trainer(settings, metrics, notifier))
+    await notifier.start()
     await app.start()
     try:
         await stop.wait()
     finally:
-        await app.stop()
+        try:
+            await app.stop()
+            await notifier.stop()
+        finally:
+            server.shutdown()
+            server.server_close()

@@ -1,0 +1,48 @@
+"""Labelled examples: a scored event's model inputs, exactly as scored, joined with its label.
+
+The scorer's feature batch carries the input rows (:class:`stream.messages.ModelInputs`);
+the monitor's label join tags each prediction with a :class:`ScoredRows` reference and, when the
+label comes, writes one labelled example per event to the labelled-examples topic, which the
+trainer reads. The version in the example is the one that scored the event, so performance is
+credited to it.
+
+Examples
+--------
+>>> rows = ScoredRows("fraud", "3", ["e1"], np.array([[1.0, 0.0]], np.float32), np.array([60.0]),
+...                   {"channel": ["web"]})
+>>> ex = labelled_example((rows, 0), 0.25, 1.0, labelled_at=99.0)
+>>> ex.model_version, ex.inputs, ex.categories, ex.label
+('3', [1.0, 0.0], {'channel': 'web'}, 1.0)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from stream.messages import LabelledExample
+
+
+@dataclass(frozen=True)
+class ScoredRows:
+    """The rows of one feature batch, shared by the pending predictions that point into it."""
+
+    model: str
+    version: str
+    event_ids: list[str]
+    X: np.ndarray
+    event_ts: np.ndarray
+    categories: dict[str, list[Any]]
+
+
+def labelled_example(tag: tuple[ScoredRows, int], score: float, label: float,
+                     labelled_at: float) -> LabelledExample:
+    rows, i = tag
+    return LabelledExample(
+        event_id=rows.event_ids[i], event_ts=float(rows.event_ts[i]), model=rows.model,
+        model_version=rows.version,
+        inputs=rows.X[i].astype(np.float64).tolist(),  # float32 -> float64 is exact
+        categories={k: None if v[i] is None else str(v[i]) for k, v in rows.categories.items()},
+        score=float(score), label=float(label), labelled_at=labelled_at)

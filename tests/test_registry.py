@@ -1,0 +1,71 @@
+"""The registry operators drive: states, history, rollback, and `mlstream models`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stream.cli import main
+from stream.errors import ModelLoadError
+from stream.registry import ModelStore
+
+
+def _copy_version(store: ModelStore, version: str, *, promote: bool, **lineage: object) -> None:
+    card, blob = store.load("fraud", "1")
+    store.save({**card.data, "version": version, "lineage": {"parent_version": "1", **lineage}},
+               blob, promote=promote)
+
+
+def test_states_history_and_rollback(model_store):
+    store = ModelStore(model_store)
+    assert store.current_version("fraud") == "1" and store.state("fraud", "1") is None
+    _copy_version(store, "2", promote=False)
+    assert store.state("fraud", "2") == "candidate" and store.current_version("fraud") == "1"
+    store.promote("fraud", "2", reason="holdout")
+    assert (store.state("fraud", "1"), store.state("fraud", "2")) == ("retired", "champion")
+    assert store.rollback("fraud", reason="guard: live log loss worse") == "1"
+    assert store.current_version("fraud") == "1"
+    assert store.state("fraud", "2") == "rejected"
+    assert [(h["version"], h["from"], h["to"]) for h in store.history("fraud")] == [
+        ("2", None, "candidate"), ("1", None, "retired"), ("2", "candidate", "champion"),
+        ("2", "champion", "rejected"), ("1", "retired", "champion")]
+    with pytest.raises(ModelLoadError, match="no earlier champion"):
+        store.rollback("fraud")
+
+
+def test_a_missing_current_never_serves_a_rejected_or_unproven_version(model_store):
+    store = ModelStore(model_store)
+    _copy_version(store, "2", promote=True)
+    _copy_version(store, "3", promote=False)  # a candidate, never promoted
+    store.rollback("fraud")                   # 2 rejected, 1 champion again
+    (model_store / "fraud" / "CURRENT").unlink()
+    assert store.current_version("fraud") == "1"
+    store.set_state("fraud", "1", "rejected", "test")
+    with pytest.raises(ModelLoadError, match="no servable version"):
+        store.current_version("fraud")
+
+
+def test_models_commands(model_store, capsys):
+    store = ModelStore(model_store)
+    _copy_version(store, "2", promote=False, request_id="r-1", created_at="2026-12-01T08:00:00+00:00")
+    base = ["models", "--store", str(model_store)]
+    assert main([*base, "promote", "2", "--reason", "checked by hand"]) == 0
+    assert "champion 1 -> 2" in capsys.readouterr().out
+    assert main([*base, "list"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].split() == ["VERSION", "STATE", "PARENT", "ROWS", "CREATED", "HOLDOUT"]
+    assert rows[1].split()[:3] == ["1", "retired", "-"]
+    assert rows[2].split()[:4] == ["*", "2", "champion", "1"]
+    assert main([*base, "show", "2"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["state"] == "champion" and shown["card"]["lineage"]["request_id"] == "r-1"
+    assert "reference_profile" not in shown["card"]
+    assert [h["reason"] for h in shown["history"]] == ["trained", "checked by hand"]
+    assert main([*base, "diff", "1", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert 'version: "1" -> "2"' in lines and 'state: "retired" -> "champion"' in lines
+    assert main([*base, "rollback"]) == 0
+    assert "rolled back 2 -> 1" in capsys.readouterr().out
+    assert main([*base, "promote", "9"]) == 2
+    assert "error" in capsys.readouterr().err
