@@ -24,7 +24,11 @@ SCENARIOS = {
     "concept_drift": "fraud moves to a new signature the model has not seen (only labels show it)",
 }
 
-START_TS = 1_750_000_000.0
+# Simulated time starts in 2001 and runs at SECONDS_PER_EVENT: 13 million events (close to two
+# hours of the demo at 2,000/s) before it reaches the wall clock, where the scorer's future-time
+# bound would refuse it. The start is a whole number of weeks before the original 1.75e9, so
+# weekday and hour of day, and with them every feature and the shipped model, are unchanged.
+START_TS = 1_750_000_000.0 - 1_240 * 7 * 86_400.0
 BLOCK = 5_000
 # Simulated event time runs ahead of the wall clock so that a short demo covers days: with
 # 250 users a user pays about every 4 hours. State starts empty, so the first WARMUP_EVENTS
