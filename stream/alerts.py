@@ -25,7 +25,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -133,7 +133,7 @@ def _num(value: Any) -> str:
 
 def _when(ts: Any) -> str:
     try:
-        return datetime.fromtimestamp(float(ts), tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return datetime.fromtimestamp(float(ts), tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     except (TypeError, ValueError, OverflowError, OSError):
         return "n/a"
 
@@ -410,7 +410,7 @@ class Notifier:
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._queue.join(), deadline)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -450,7 +450,7 @@ class Notifier:
                 result = await channel.send(alert)
             except asyncio.CancelledError:
                 raise
-            except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 result = Attempt(None, error=type(exc).__name__)
             status = result.status
             if status is not None and 200 <= status < 300:

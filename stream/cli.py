@@ -67,8 +67,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from stream.domain import load_domain
-    from stream.registry import ModelStore
     from stream.examples.simulate import WARMUP_EVENTS
+    from stream.registry import ModelStore
     from stream.training.train import read_jsonl, simulated, train
 
     settings = _settings(args)

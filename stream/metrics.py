@@ -62,7 +62,7 @@ class Metrics:
     health: Health = field(default_factory=Health)
 
     @classmethod
-    def create(cls, registry: CollectorRegistry | None = None, prefix: str = PREFIX) -> "Metrics":
+    def create(cls, registry: CollectorRegistry | None = None, prefix: str = PREFIX) -> Metrics:
         r = registry if registry is not None else CollectorRegistry()
 
         def name(n: str) -> str:

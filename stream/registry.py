@@ -40,7 +40,7 @@ class ModelCard:
     data: dict[str, Any]  # the whole card as stored
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], path: object = "card") -> "ModelCard":
+    def from_dict(cls, d: dict[str, Any], path: object = "card") -> ModelCard:
         try:
             return cls(name=str(d["name"]), version=str(d["version"]), sha256=str(d["sha256"]),
                        features=tuple(d["features"]), task=str(d["task"]), output=str(d["output"]),

@@ -189,7 +189,6 @@ class DependenceTracker:
     def _scale_estimate(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(long-run variance per row, number of usable differences) at scale ``i``."""
         if self._cache[i] is None:
-            n = min(int(self._count[i]), self.history)
             h = self._series(i)
             d = np.diff(h, axis=0)
             good = ~np.isnan(d)
@@ -242,7 +241,7 @@ class DependenceTracker:
         lr = g0.astype(float).copy()
         slow = np.zeros(self.c)
         best = None
-        for i, s in enumerate(self.scales):
+        for i in range(len(self.scales)):
             if self._count[i] < self.min_batches:
                 continue
             est, nd = self._scale_estimate(i)

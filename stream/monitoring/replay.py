@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         features = list(profile.features)
         keep = features + ([args.time_field] if args.time_field else [])
         rows = ({k: row.get(k) for k in keep} for row in _read_jsonl(args.file))
-        out: IO[str] | None = open(args.output, "w", encoding="utf-8") if args.output else None  # noqa: SIM115
+        out: IO[str] | None = open(args.output, "w", encoding="utf-8") if args.output else None
         events: list[DriftEvent] = []
         try:
             for event in replay_rows(monitor, rows, args.time_field):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 log = logging.getLogger(__name__)

@@ -142,7 +142,7 @@ def run_task(task: tuple[str, str, str, int, int]) -> dict[str, Any]:
     scenario, drift = (name, None) if kind == "stationary" else ("mixed", name)
     cols = generate(scenario, n, seed=seed, drift=drift, drift_at=CHANGE if drift else None)
     ref = generate(scenario, REF_ROWS, seed=seed + 10_000, iid=True)
-    feature = DRIFT_FEATURE.get(drift or "", None)
+    feature = DRIFT_FEATURE.get(drift or "")
     res: dict[str, Any] = {"kind": kind, "stream": name, "detector": det, "seed": seed, "events": n}
     if det == "mlstream" and feature == "error_rate":
         alarms = _labels(cols["error"])

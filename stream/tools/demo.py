@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
+from stream.config import Settings
+from stream.examples.simulate import WARMUP_EVENTS, PaymentSimulator
+from stream.kafka import ensure_topics
 from stream.tools.broker import free_port
 from stream.tools.kafka_server import broker_name, open_broker
-from stream.config import Settings
-from stream.kafka import ensure_topics
-from stream.examples.simulate import WARMUP_EVENTS, PaymentSimulator
 from stream.tools.tally import Tally, follow, wait_until
 from stream.tools.traffic import produce
 

@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 
 from stream.config import Settings
-from stream.kafka import make_producer, start_client
 from stream.examples.simulate import PaymentSimulator, label_record
+from stream.kafka import make_producer, start_client
 
 
 async def produce(settings: Settings, sim: PaymentSimulator, n: int | None, *, rate: float,

@@ -40,7 +40,7 @@ def read_reference(path: Path | str, domain: Domain) -> tuple[list[dict[str, Any
     events: list[dict[str, Any]] = []
     labels: list[float | None] = []
     try:
-        fh = Path(path).open("rb")  # noqa: SIM115 (closed by the with below; open errors get one line)
+        fh = Path(path).open("rb")
     except OSError as exc:
         raise RegistrationError(path, f"cannot read reference data: {exc.strerror}") from None
     with fh:
