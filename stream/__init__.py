@@ -18,7 +18,8 @@ does not pay for the trainer's and the monitor's libraries (scipy, river, sklear
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 from typing import TYPE_CHECKING, Any
 
 try:

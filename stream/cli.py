@@ -195,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     # the `models` group: its verbs live with their logic (`add` in stream/training/register.py)
     from stream.training.register import add_verb as add_models_add
 
-    models = with_config(sub.add_parser("models", help="the model store: list, show, diff, promote, roll back, register outside models"))
+    models = with_config(sub.add_parser(
+        "models", help="the model store: list, show, diff, promote, roll back, register outside models"))
     models.add_argument("--store", default=None, help="model store folder (default: settings)")
     models.add_argument("--name", default=None, help="model name (default: settings)")
     verbs = models.add_subparsers(dest="verb", required=True)

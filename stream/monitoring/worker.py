@@ -45,9 +45,9 @@ from stream.messages import (
     decode,
     encode,
 )
-from stream.monitoring.examples import ScoredRows, labelled_example
 from stream.metrics import Metrics
 from stream.monitoring.drift import DriftMonitor
+from stream.monitoring.examples import ScoredRows, labelled_example
 from stream.monitoring.labels import (
     EstimateValidity,
     LabelJoiner,
@@ -431,7 +431,7 @@ class MonitorWorker:
             self._publish(ev, mon, now, drift, retrain)
         return drift, retrain
 
-    def _scored_rows(self, mon: "ModelMonitor", cols: dict[str, Any], ts: np.ndarray,
+    def _scored_rows(self, mon: ModelMonitor, cols: dict[str, Any], ts: np.ndarray,
                      X: np.ndarray | None) -> list[Any] | None:
         """Tags pointing each prediction at its model inputs, when the batch carries them."""
         if X is None:

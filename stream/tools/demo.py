@@ -30,7 +30,6 @@ from stream.tools.kafka_server import broker_name, open_broker
 from stream.tools.tally import Tally, follow, wait_until
 from stream.tools.traffic import produce
 
-
 VERDICT_WAIT_S = 120.0  # how long the demo waits for the trainer's answer after the traffic
 
 

@@ -33,7 +33,7 @@ def _index(event_id: str) -> int:
 
 
 def _event_of(ts: float | None) -> int | None:
-    return None if ts is None else int(round((ts - START_TS) / SECONDS_PER_EVENT))
+    return None if ts is None else round((ts - START_TS) / SECONDS_PER_EVENT)
 
 
 def _perf(rows: list[LabelledExample]) -> dict[str, float | int]:

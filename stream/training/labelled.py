@@ -54,7 +54,7 @@ class LabelledExamples:
         return len(self.event_ids)
 
     @classmethod
-    def from_records(cls, records: list[LabelledExample], offsets: list[tuple[int, int]]) -> "LabelledExamples":
+    def from_records(cls, records: list[LabelledExample], offsets: list[tuple[int, int]]) -> LabelledExamples:
         order = sorted(range(len(records)), key=lambda i: (records[i].event_ts, i))
         recs = [records[i] for i in order]
         names = sorted({k for r in recs for k in r.categories})
@@ -106,7 +106,7 @@ def describe_window(ex: LabelledExamples, idx: np.ndarray) -> dict[str, Any]:
         o = ex.offsets[idx][ex.offsets[idx, 0] == p, 1]
         offsets[str(p)] = [int(o.min()), int(o.max())]
     y = ex.y[idx]
-    return {"rows": int(len(idx)), "labels_positive": int((y > 0.5).sum()),
+    return {"rows": len(idx), "labels_positive": int((y > 0.5).sum()),
             "event_ts": [float(ex.event_ts[idx].min()), float(ex.event_ts[idx].max())],
             "offsets": offsets, "scored_by": sorted(set(ex.versions[i] for i in idx.tolist()))}
 

@@ -26,7 +26,6 @@ Examples
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -107,7 +106,7 @@ def calibration_error(y: np.ndarray, score: np.ndarray, bins: int = 10) -> float
 
 def summary(task: str, y: np.ndarray, score: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """The holdout metrics every decision reports."""
-    out: dict[str, float] = {"rows": int(len(y))}
+    out: dict[str, float] = {"rows": len(y)}
     losses = row_losses(task, y, score)
     if task == "classification":
         from stream.monitoring.labels import _auc

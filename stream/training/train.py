@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,7 @@ def train_arrays(domain: Domain, X: np.ndarray, y: np.ndarray, X_test: np.ndarra
         "input": {"name": "features", "dtype": "float32", "shape": [None, X.shape[1]]},
         "output": fitted.output,
         "training": {
-            "seed": seed, "rows_train": int(len(X)), "rows_test": int(len(X_test)),
+            "seed": seed, "rows_train": len(X), "rows_test": len(X_test),
             "metrics": _metrics(domain, y_test, score), "estimator": fitted.estimator,
             **({"labels_positive": int((y > 0.5).sum())} if domain.task == "classification" else {}),
         },
@@ -169,9 +170,9 @@ def train_arrays(domain: Domain, X: np.ndarray, y: np.ndarray, X_test: np.ndarra
 
 
 def _utc_now() -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def holdout_metrics(domain: Domain, predict: Any, data: TrainingData, *, warmup: int = 0,
