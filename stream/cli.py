@@ -67,9 +67,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from stream.domain import load_domain
-    from stream.examples.simulate import WARMUP_EVENTS
+    from stream.examples.simulate import WARMUP_EVENTS, simulated
     from stream.registry import ModelStore
-    from stream.training.train import read_jsonl, simulated, train
+    from stream.training.train import read_jsonl, train
 
     settings = _settings(args)
     domain = load_domain(settings.domain)
@@ -134,7 +134,7 @@ def cmd_replay(argv: list[str]) -> int:
 
 
 def cmd_report(argv: list[str]) -> int:
-    from stream.monitoring.report import main as report_main
+    from stream.reporting.report import main as report_main
 
     return report_main(argv)
 

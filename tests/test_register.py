@@ -17,7 +17,7 @@ from stream.cli import main
 from stream.examples.payments import DOMAIN
 from stream.registry import ModelStore
 from stream.scoring.model import load_model
-from stream.training.train import simulated
+from stream.examples.simulate import simulated
 
 WARMUP = 1_000
 COLUMNS = DOMAIN.features.columns

@@ -12,8 +12,8 @@ import pytest
 
 from stream.examples.payments import DOMAIN
 from stream.examples.simulate import WARMUP_EVENTS, PaymentSimulator
-from stream.monitoring.report import main, report_from_topics
-from stream.monitoring.report_html import write_report
+from stream.reporting.report import main, report_from_topics
+from stream.reporting.report_html import write_report
 from stream.registry import ModelStore
 from stream.scoring.model import load_model
 from tests.browser import chromium, open_page

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
 
 from stream.examples.payments import CHANNELS, COUNTRIES, MERCHANT_CATEGORIES
 from stream.messages import Label, encode
+
+if TYPE_CHECKING:
+    from stream.training.train import TrainingData
 
 SCENARIOS = {
     "none": "stationary traffic",
@@ -163,3 +167,14 @@ _BAD_EVENTS = (_not_json, _missing, _nan, _negative, _wrong_type, _unknown)
 
 def label_record(event_id: str, label: int, ts: float) -> bytes:
     return encode(Label(event_id=event_id, label=label, ts=ts))
+
+
+def simulated(n: int, seed: int) -> TrainingData:
+    """``n`` labelled payments as training data (the demo's bootstrap model; tests)."""
+    from stream.training.train import TrainingData
+
+    events, labels = [], []
+    for item in PaymentSimulator(seed=seed).events(n):
+        events.append(orjson.loads(item.value))
+        labels.append(float(item.label or 0))
+    return TrainingData(events, np.asarray(labels))

@@ -49,7 +49,7 @@ from typing import IO, Any
 from stream.errors import ProfileError, ReplayError
 from stream.monitoring.drift import DriftEvent, DriftMonitor, DriftSettings
 from stream.monitoring.profile import ReferenceProfile
-from stream.monitoring.report_data import opened_on
+from stream.reporting.report_data import opened_on
 
 __all__ = ["load_columns", "main", "replay_rows"]
 

@@ -174,7 +174,7 @@ def monitor_throughput(rows: int = 200_000, batch: int = 2_000, seed: int = 0) -
     import time
 
     from stream.examples.payments import DOMAIN
-    from stream.training.train import simulated
+    from stream.examples.simulate import simulated
 
     n = 60_000
     data = simulated(n, seed)

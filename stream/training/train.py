@@ -45,17 +45,6 @@ def read_jsonl(path: Path | str, domain: Domain) -> TrainingData:
     return TrainingData(events, np.asarray(labels))
 
 
-def simulated(n: int, seed: int) -> TrainingData:
-    from stream.examples.simulate import PaymentSimulator
-
-    sim = PaymentSimulator(seed=seed)
-    events, labels = [], []
-    for item in sim.events(n):
-        events.append(orjson.loads(item.value))
-        labels.append(float(item.label or 0))
-    return TrainingData(events, np.asarray(labels))
-
-
 def default_fit(domain: Domain, X: np.ndarray, y: np.ndarray, seed: int) -> Fitted:
     """Scaled logistic regression (classification) or ridge (regression), as ONNX."""
     from skl2onnx import to_onnx

@@ -5,7 +5,7 @@ The rows (feature columns and scores, as the monitor sees them) go through the s
 gives, per feature, the test statistic closest to its critical value and that test's effect
 size, both as a ratio to their thresholds (a drift opens when both pass 1). Labelled
 performance is computed on windows of labelled rows, estimated performance (CBPE) on windows
-of scores. :mod:`stream.monitoring.report_html` draws it.
+of scores. :mod:`stream.reporting.report_html` draws it.
 
 Examples
 --------

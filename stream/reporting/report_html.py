@@ -1,13 +1,13 @@
 """The drift report as one self-contained HTML file (plotly.js inlined: it opens offline).
 
 Figures are built here as plain plotly.js figure dicts (``data`` + ``layout``) from a
-:class:`~stream.monitoring.report_data.ReportData`; the page only loops ``Plotly.newPlot`` over
+:class:`~stream.reporting.report_data.ReportData`; the page only loops ``Plotly.newPlot`` over
 them. plotly.js comes from the ``plotly`` wheel (``mlstream[report]``), which bundles a
 maintained, versioned ``plotly.min.js``: no CDN and no network at view time.
 
 Examples
 --------
->>> from stream.monitoring.report_data import ReportData
+>>> from stream.reporting.report_data import ReportData
 >>> data = ReportData(title="t", rows=0, model={}, settings={"windows": [500], "recent_rows": 500},
 ...                   features={}, distributions={}, series={}, events=[])
 >>> [f["id"] for f in figures(data)]
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from stream.errors import StreamError
-from stream.monitoring.report_data import OPENING_KINDS, ReportData, opened_on
+from stream.reporting.report_data import OPENING_KINDS, ReportData, opened_on
 
 REF, CUR, RECENT, ALERT = "#7f8c8d", "#1f77b4", "#ff7f0e", "#d62728"
 _BASE = {"margin": {"l": 55, "r": 20, "t": 40, "b": 30}, "height": 260, "legend": {"orientation": "h", "y": -0.12},

@@ -10,7 +10,7 @@ Usage::
 From a file, each line is a flat JSON object of monitored feature values and ``score``
 (what ``mlstream replay`` reads); a ``label`` field (``--label-field``) adds labelled
 performance. Or each line is a raw event, as on the events topic: then the domain's features and
-the model's scores are computed first (:mod:`stream.monitoring.report_raw`), with the ONNX file
+the model's scores are computed first (:mod:`stream.reporting.report_raw`), with the ONNX file
 beside the card. Live, the report reads the deployment's topics up to their current end, bounded
 by ``--max-rows`` feature rows and ``--timeout`` seconds: feature batches (features, scores,
 event ids), labels (joined on ``event_id``), drift events, retraining requests and model
@@ -34,9 +34,9 @@ from stream.messages import SCORE_COLUMN, DriftEvent, FeatureBatch, Label, Model
 from stream.monitoring.drift import DriftSettings
 from stream.monitoring.profile import ReferenceProfile
 from stream.monitoring.replay import _profile, load_columns, restrict_to_present
-from stream.monitoring.report_data import ReportData, build_report
-from stream.monitoring.report_html import summary_lines, write_report
-from stream.monitoring.report_raw import first_row, looks_raw, rows_from_events
+from stream.reporting.report_data import ReportData, build_report
+from stream.reporting.report_html import summary_lines, write_report
+from stream.reporting.report_raw import first_row, looks_raw, rows_from_events
 
 __all__ = ["main", "report_from_file", "report_from_topics"]
 
