@@ -7,12 +7,16 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stream.errors import StreamError
 from stream.logs import configure_logging
 
+if TYPE_CHECKING:
+    from stream.config import Settings
 
-def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+
+def _settings(args: argparse.Namespace) -> Settings:
     from stream.config import load_settings
 
     return load_settings(getattr(args, "config", None))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -141,11 +141,16 @@ def _drift_config() -> type[BaseModel]:
             raise ValueError(str(exc)) from None
         return self
 
-    return create_model("DriftConfig", __config__=ConfigDict(frozen=True, extra="forbid"),
+    # pydantic's create_model stubs reject field definitions built at runtime
+    return create_model("DriftConfig", __config__=ConfigDict(frozen=True, extra="forbid"),  # type: ignore[call-overload]
                         __validators__={"check": model_validator(mode="after")(_check)}, **fields)
 
 
-DriftConfig = _drift_config()
+if TYPE_CHECKING:
+    class DriftConfig(BaseModel):
+        """What type checkers see: the real class is built from ``DriftSettings`` at import."""
+else:
+    DriftConfig = _drift_config()
 
 
 class PerformanceSettings(Section):
@@ -178,7 +183,7 @@ class MonitorSettings(Section):
     # river's PageHinkley or ADWIN on the score, beside the calibrated tests. Off by default:
     # their false-alarm rate is not calibrated (see `make bench-drift`).
     score_detector: Literal["page_hinkley", "adwin"] | None = None
-    drift: DriftConfig = DriftConfig()  # type: ignore[valid-type]
+    drift: DriftConfig = DriftConfig()
     performance: PerformanceSettings = PerformanceSettings()
     # Beside a scorer (worker --role all) the monitor runs in a process of its own, so the
     # scorer never shares an interpreter lock or an event loop with it; "thread" keeps it in

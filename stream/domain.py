@@ -59,9 +59,10 @@ class Domain:
         fields = set(self.schema.field_names())
         if self.features.time_field not in fields:
             raise DomainError(f"feature time field {self.features.time_field!r} not in schema")
-        for spec in (*self.features.one_hot, *self.features.indexed, *self.features.rolling):
-            if spec.field not in fields:
-                raise DomainError(f"feature field {spec.field!r} not in schema {self.schema.name!r}")
+        fs = self.features
+        for used in (*(s.field for s in fs.one_hot), *(s.field for s in fs.indexed), *(s.field for s in fs.rolling)):
+            if used not in fields:
+                raise DomainError(f"feature field {used!r} not in schema {self.schema.name!r}")
 
     def columns(self, events: list[dict[str, Any]]) -> dict[str, np.ndarray]:
         return to_columns(events, {f.name: f.kind for f in self.schema.fields})

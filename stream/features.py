@@ -256,14 +256,14 @@ class FeatureSet:
             at += 1
         if self.rolling:
             ts = np.asarray(cols[self.time_field], dtype=np.float64)
-            for spec, offset in zip(self.rolling, self._offsets):
-                width = spec._width
-                values = np.asarray(cols[spec.field], dtype=np.float64)
-                out[:, at : at + width] = _rolling(spec, values, ts, entity_rows, state, offset)
+            for roll, offset in zip(self.rolling, self._offsets):
+                width = roll._width
+                values = np.asarray(cols[roll.field], dtype=np.float64)
+                out[:, at : at + width] = _rolling(roll, values, ts, entity_rows, state, offset)
                 at += width
         return out
 
-    def compute_offline(self, cols: Columns, entity_keys: Sequence[Any]) -> np.ndarray:
+    def compute_offline(self, cols: Columns, entity_keys: Sequence[Any] | np.ndarray) -> np.ndarray:
         """Training-side entry point: the same :meth:`compute` on a fresh in-memory state."""
         index: dict[Any, int] = {}
         rows = np.fromiter((index.setdefault(k, len(index)) for k in entity_keys), np.int64,

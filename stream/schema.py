@@ -181,8 +181,7 @@ class Schema:
         slow = np.ones(n, dtype=bool)
         slow[fast] = False
         slow[np.asarray(fast, dtype=np.int64)[flagged]] = True
-        for i in np.flatnonzero(slow):
-            i = int(i)
+        for i in np.flatnonzero(slow).tolist():  # plain ints, the keys of ``errors``
             if i in errors:
                 valid[i] = False
                 continue

@@ -107,6 +107,7 @@ def generate(scenario: str, n: int, seed: int = 0, *, iid: bool = False, drift: 
     # heavy entities are one fixed population (their levels and categories), like users
     pop = np.random.default_rng([population_seed, 11])
     ent_level, ent_cat = pop.normal(0.0, entity_sd, (n_entities, 2)), pop.choice(len(CATS), n_entities, p=P_CATS)
+    ts: np.ndarray
     if iid:
         ts = START_TS + rng.random(n) * 28 * DAY
     else:

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 from scipy import stats
@@ -333,7 +334,7 @@ class SeasonalProfile:
 
     def centred(self, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(s_h - s_bar)`` per hour and channel (zero where not used), and the use mask per channel."""
-        full = (self._w >= self.min_rows).all(axis=0)
+        full = cast(np.ndarray, (self._w >= self.min_rows).all(axis=0))  # _w is 2-D: one flag per channel
         if not full.any():
             return np.zeros_like(self._mean), full
         pi = self._w / np.maximum(self._w.sum(axis=0), 1.0)

@@ -39,7 +39,7 @@ class SequentialDetectors(FeatureStates):
 
 
     def _cusum_segment(self, i0: int, seg: int, means: np.ndarray, weights: np.ndarray,
-                       hours: np.ndarray) -> dict[int, tuple[np.ndarray, ...]]:
+                       hours: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Sums of the batches of ``cusum_blocks`` blocks completed in this segment, by the block
         count that completes them (the open batch carries over)."""
         cb, sl, c0 = self.settings.cusum_blocks, slice(i0, i0 + seg), self._blocks
@@ -55,7 +55,7 @@ class SequentialDetectors(FeatureStates):
         hrs = _group_sums(hot, starts, self._cus_hours)
         last_block = np.r_[starts[1:], seg] - 1
         complete = pos[last_block] % cb == cb - 1
-        out: dict[int, tuple[np.ndarray, ...]] = {}
+        out: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         for g in np.flatnonzero(complete):  # the CUSUM steps themselves run in block order (they see the state)
             out[c0 + int(last_block[g]) + 1] = (sums[g], ws[g], hrs[g])
         tail = len(starts) - 1
@@ -77,6 +77,7 @@ class SequentialDetectors(FeatureStates):
         m = np.where(ok, sums / np.where(ok, ws, 1.0), self._theta)
         adj = noise = 0.0
         if self._season_dev is not None and hrs.any():
+            assert self._season_var is not None  # set together with _season_dev
             share = hrs / hrs.sum()
             adj = np.einsum("h,hc->c", share, self._season_dev)
             noise = np.einsum("h,hc->c", share * share, self._season_var)
@@ -103,7 +104,7 @@ class SequentialDetectors(FeatureStates):
                 "effect_threshold": s.cusum_min_shift, "window": int(run[ch]) * s.cusum_blocks * s.block_size,
                 "n": int(run[ch]) * s.cusum_blocks * s.block_size, "reference": "profile",
                 "n_reference": int(self._m[ch]), "design_effect": finite(self._lr[ch] / self._g0[ch]),
-                "score": self._channel_name(ch)})
+                "score": self._channel_name(int(ch))})
 
     def _channel_name(self, ch: int) -> str:
         for key, part in self._sl.items():

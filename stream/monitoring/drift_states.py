@@ -42,7 +42,7 @@ class FeatureStates(WindowTests):
             for t, m in sig.items():
                 metric, thr = self.gate(group, t)
                 for j in np.flatnonzero(m & (eff[metric] >= thr)):
-                    fired.setdefault(owners[j], []).append(self._evidence(w, group, t, j, names[j], st, crit, eff))
+                    fired.setdefault(owners[j], []).append(self._evidence(w, group, t, int(j), names[j], st, crit, eff))
 
     def _evidence(self, w: int, group: str, test: str, j: int, name: str, st: dict[str, Any],
                   crit: dict[str, np.ndarray], eff: dict[str, np.ndarray]) -> dict[str, Any]:

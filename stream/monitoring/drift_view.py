@@ -78,7 +78,7 @@ def _quantiles(counts: np.ndarray, lo: np.ndarray, hi: np.ndarray, qs: tuple[flo
     cum = np.cumsum(counts) / total
     out = []
     for q in qs:
-        b = int(min(np.searchsorted(cum, q), counts.size - 1))
+        b = min(int(np.searchsorted(cum, q)), counts.size - 1)
         below = cum[b - 1] if b else 0.0
         frac = (q - below) / max(cum[b] - below, 1e-12)
         out.append(float(lo[b] + min(max(frac, 0.0), 1.0) * (hi[b] - lo[b])))
@@ -99,7 +99,7 @@ def summary(mon: DriftMonitor) -> dict[str, dict[str, Any]]:
         hi = np.concatenate([edges, [2 * means[nbins - 1] - edges[-1]] if edges.size else [means[0]]])
         rc = ref.num_counts[j, :nbins]
         r_rows = rc.sum() + ref.num_missing[j]
-        reference = {"mean": float(ref.mean[j]), "std": float(ref.std[j]),
+        reference: dict[str, Any] = {"mean": float(ref.mean[j]), "std": float(ref.std[j]),
                      "quantiles": dict(zip(map(str, qs), _quantiles(rc, lo, hi, qs), strict=True)),
                      "missing_rate": float(ref.num_missing[j] / max(r_rows, 1.0))}
         current: dict[str, Any] = {"rows": 0}

@@ -68,6 +68,7 @@ class WindowTests(MonitorCore):
                                           self._uref, self._rho, self._pairs)
         adj = noise = 0.0
         if self._season_dev is not None:
+            assert self._season_var is not None  # set together with _season_dev
             share = win["hours"] / np.maximum(win["hours"].sum(axis=-1, keepdims=True), 1.0)
             # einsum, not BLAS: tiny products, and BLAS threads stall on a busy machine
             adj = np.einsum("lh,hc->lc", share, self._season_dev)

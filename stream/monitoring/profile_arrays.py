@@ -74,10 +74,10 @@ def reference_arrays(profile: ReferenceProfile) -> ReferenceArrays:
     kc = max([len(r.categories) + 1 for r in cat] + [1])
     ccounts = np.zeros((len(cat), kc))
     codes: list[dict[Any, int]] = []
-    for j, r in enumerate(cat):
-        ccounts[j, : len(r.counts)] = r.counts
-        ccounts[j, len(r.counts)] = r.other_count
-        codes.append({**{c: i for i, c in enumerate(r.categories)}, None: kc})
+    for j, ref in enumerate(cat):
+        ccounts[j, : len(ref.counts)] = ref.counts
+        ccounts[j, len(ref.counts)] = ref.other_count
+        codes.append({**{c: i for i, c in enumerate(ref.categories)}, None: kc})
     return ReferenceArrays(
         edges=edges, k=k, num_counts=counts, num_bin_means=means,
         num_missing=np.array([r.n_missing for r in num], dtype=float),

@@ -506,7 +506,7 @@ def _parse_label(rec: Any) -> tuple[str, float]:
     return label.event_id, value
 
 
-class _ForgetRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
+class _ForgetRevoked(ConsumerRebalanceListener):
     """Held feature batches of a revoked partition belong to its new owner."""
 
     def __init__(self, merger: PartitionMerger, topic: str, metrics: Metrics, consumer: Any = None,

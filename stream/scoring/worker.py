@@ -427,7 +427,7 @@ class _StartOver(Exception):
     """The broker lost its data and the topics were recreated: read them with a new consumer."""
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, worker: ScoringWorker):
         self.worker = worker
 

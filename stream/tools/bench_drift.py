@@ -176,9 +176,11 @@ def _alarms_mlstream(cols: dict[str, Any], ref: dict[str, Any] | None, kind: str
 
 
 def _alarms_river(detector: str, values: np.ndarray, limit: int | None) -> list[int]:
-    from river import drift
+    from river import base, drift
 
-    det = {"ADWIN": drift.ADWIN, "KSWIN": drift.KSWIN, "PageHinkley": drift.PageHinkley}[detector]()
+    make: dict[str, Callable[[], base.DriftDetector]] = {
+        "ADWIN": drift.ADWIN, "KSWIN": drift.KSWIN, "PageHinkley": drift.PageHinkley}
+    det = make[detector]()
     out = []
     vals = values[:limit] if limit else values
     for i, v in enumerate(vals.tolist()):
@@ -270,8 +272,8 @@ def run(quick: bool = False, seed: int = 0, workers: int | None = None, repeats:
                 continue
             n = n_stat if stationary else None
             limit = kswin_limit if det == "KSWIN" and stationary else None
-            runs = 1 if stationary or det == "KSWIN" else repeats
-            tasks += [(name, det, seed + r, n, limit) for r in range(runs)]
+            n_runs = 1 if stationary or det == "KSWIN" else repeats
+            tasks += [(name, det, seed + r, n, limit) for r in range(n_runs)]
     tasks += [(name, CALIBRATION, seed, n_stat, None) for name, spec in STREAMS.items() if spec["kind"] == "stationary"]
     tasks.sort(key=lambda t: (t[1] != "KSWIN", t[0]))  # longest first
     real = br.tasks(quick, seed, n_stat)
@@ -287,7 +289,7 @@ def run(quick: bool = False, seed: int = 0, workers: int | None = None, repeats:
         realistic = [br.run_task(t) for t in real]
     throughput = br.monitor_throughput(rows=50_000 if quick else 200_000)
     runs_of: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    cal = {"expected_run_length": CALIBRATION_ERL, "rows": 0, "false_alarms": 0}
+    cal: dict[str, float] = {"expected_run_length": CALIBRATION_ERL, "rows": 0, "false_alarms": 0}
     for name, det, res in results:
         if det == CALIBRATION:
             cal["rows"] += res["events"]

@@ -20,6 +20,7 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -101,9 +102,11 @@ def _labels(err: np.ndarray) -> list[int]:
 
 
 def _river(det: str, values: np.ndarray) -> list[int]:
-    from river import drift
+    from river import base, drift
 
-    d = {"ADWIN": drift.ADWIN, "KSWIN": drift.KSWIN, "PageHinkley": drift.PageHinkley}[det]()
+    make: dict[str, Callable[[], base.DriftDetector]] = {
+        "ADWIN": drift.ADWIN, "KSWIN": drift.KSWIN, "PageHinkley": drift.PageHinkley}
+    d = make[det]()
     out = []
     for i, v in enumerate(values.tolist()):
         d.update(v)

@@ -177,6 +177,7 @@ async def run_demo(opts: DemoOptions, workdir: Path) -> dict[str, Any] | None:
                     print("\nstopping: workers, then the broker", flush=True)
                 return None
             producer.result()  # re-raise a producer failure
+            assert n is not None  # without an event count the traffic runs until Ctrl-C (returned above)
             ok = await wait_until(lambda: tally.accounted >= n or any(p.poll() is not None for p in procs),
                                   opts.timeout_s)
             dead = [p for p in procs if p.poll() is not None]

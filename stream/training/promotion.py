@@ -142,8 +142,8 @@ def decide(policy: PromotionPolicy, task: str, y: np.ndarray, *, champion: np.nd
     short = shortfall(policy, task, y)
     if short:
         return Decision("wait", short, metrics)
-    metrics["champion"] = summary(task, y, champion, threshold)
-    metrics["challenger"] = summary(task, y, challenger, threshold)
+    champ, chall = summary(task, y, champion, threshold), summary(task, y, challenger, threshold)
+    metrics["champion"], metrics["challenger"] = dict(champ), dict(chall)
     diff = row_losses(task, y, challenger) - row_losses(task, y, champion)
     mean, lo, hi = paired_bootstrap(diff, n=policy.bootstrap, confidence=policy.confidence,
                                     seed=policy.seed)
@@ -161,7 +161,7 @@ def decide(policy: PromotionPolicy, task: str, y: np.ndarray, *, champion: np.nd
     if not ok:
         reasons.append(f"not shown better: the interval's upper bound {hi:+.4f} is not below {margin:+.4f}")
     if task == "classification":
-        ece = metrics["challenger"]["calibration_error"]
+        ece = chall["calibration_error"]
         if ece > policy.max_calibration_error:
             ok = False
             reasons.append(f"calibration error {ece:.4f} above {policy.max_calibration_error}")
