@@ -59,6 +59,8 @@ demo: $(STAMP)
 
 test: $(STAMP) $(KAFKA_STAMP)
 	bash scripts/install-system-deps.sh
+	$(BIN)/ruff check stream
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 	$(MAKE) test-alt-python
 
