@@ -13,7 +13,7 @@ from stream.metrics import Metrics
 from stream.monitoring.ordering import PartitionMerger
 
 
-class ForgetRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
+class ForgetRevoked(ConsumerRebalanceListener):
     """Held feature batches of a revoked partition belong to its new owner."""
 
     def __init__(self, merger: PartitionMerger, topic: str, metrics: Metrics, consumer: Any = None,
