@@ -2,8 +2,9 @@
 requests out. It runs beside the scorers in its own consumer group (``<app_id>-monitor``), so
 monitoring never slows scoring; several monitor workers split the partitions between them.
 
-The drift logic itself is pure (:mod:`stream.monitoring.drift`, :mod:`stream.monitoring.labels`); this module only
+The drift logic itself is pure (:mod:`stream.monitoring.model_monitor`); this module only
 decodes messages, keeps one monitor per model version, and publishes what they return.
+Its Prometheus export is :mod:`stream.monitoring.exporter`.
 """
 
 from __future__ import annotations
@@ -11,13 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from aiokafka import ConsumerRebalanceListener, TopicPartition
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from aiokafka import TopicPartition
 
 from stream.alerts import Notifier
 from stream.config import Settings
@@ -34,160 +32,28 @@ from stream.kafka import (
     stop_quietly,
     within,
 )
-from stream.messages import (
-    SCORE_COLUMN,
-    DeadLetter,
-    DriftEvent,
-    FeatureBatch,
-    Label,
-    Message,
-    ModelUpdate,
-    decode,
-    encode,
-)
+from stream.messages import SCORE_COLUMN, DeadLetter, DriftEvent, FeatureBatch, Message, ModelUpdate, decode, encode
 from stream.metrics import Metrics
-from stream.monitoring.drift import DriftMonitor
 from stream.monitoring.examples import ScoredRows, labelled_example
-from stream.monitoring.labels import (
-    EstimateValidity,
-    LabelJoiner,
-    PerformanceMonitor,
-    estimate_performance,
-    holdout_reference,
+from stream.monitoring.exporter import DriftCollector
+from stream.monitoring.labels import LabelJoiner
+from stream.monitoring.model_monitor import (  # re-exported: callers import them from here
+    EVENT_IDS,
+    EVENT_TS,
+    ModelMonitor,
+    RecentTimes,
+    merge_and_test,
+    merge_slices,
+    parse_label,
 )
 from stream.monitoring.ordering import PartitionMerger
-from stream.monitoring.profile import ReferenceProfile
+from stream.monitoring.rebalance import ForgetRevoked
 from stream.monitoring.retrain import RetrainPolicy
 from stream.registry import ModelStore
 
+__all__ = ["EVENT_IDS", "EVENT_TS", "ModelMonitor", "MonitorWorker", "RecentTimes", "merge_slices"]
+
 log = logging.getLogger(__name__)
-EVENT_IDS = "__event_ids"  # rides along with the monitored columns through the merger
-EVENT_TS = "__event_ts"  # event times, for the monitor's daily profile
-
-
-class ModelMonitor:
-    """Drift tests and performance for one model version (pure, no Kafka)."""
-
-    ONSET_ROWS = 100_000  # event times kept to date a data drift's onset (a release can be large)
-
-    def __init__(self, card: dict[str, Any], settings: Settings):
-        self.name, self.version = str(card["name"]), str(card["version"])
-        self.task = str(card.get("task", "classification"))
-        self.threshold = float(card.get("threshold", 0.5))
-        self.profile = ReferenceProfile.from_dict(card["reference_profile"])
-        self.kinds = dict(self.profile.features)
-        m, p = settings.monitor, settings.monitor.performance
-        self.drift = DriftMonitor(self.profile, m.drift_settings(), model_name=self.name, model_version=self.version)
-        # the reference error rate is the model card's holdout, not the first live labels
-        holdout = holdout_reference(card)
-        self.performance = PerformanceMonitor(
-            task=self.task, threshold=self.threshold, window=p.window, windows=p.windows,
-            checks_per_window=p.checks_per_window, expected_run_length=m.expected_run_length,
-            reference_size=holdout[1] if holdout else p.reference_size,
-            reference_loss=holdout[0] if holdout else None, min_increase=p.min_increase,
-            min_relative_increase=p.min_relative_increase, leave_ratio=p.leave_ratio,
-            model_name=self.name, model_version=self.version)
-        self.estimate_validity = EstimateValidity(p.estimate_tolerance, p.estimate_window,
-                                                  min(p.estimate_min_labels, p.estimate_window))
-        self.warmup_left = m.warmup_rows
-        # event times of the rows tested, to date a data drift's onset
-        self.row_times = RecentTimes(self.ONSET_ROWS)
-        self._estimate_rows = p.estimate_rows
-        self._recent = np.full(p.estimate_rows, np.nan)
-        self._recent_at = 0
-
-    def on_features(self, cols: dict[str, Any], ts: np.ndarray | None = None) -> list[Any]:
-        scores = np.asarray(cols[SCORE_COLUMN])
-        rows = self._estimate_rows
-        idx = (self._recent_at + np.arange(len(scores))) % rows
-        self._recent[idx[-rows:]] = scores[-rows:]
-        self._recent_at += len(scores)
-        n = len(scores)
-        if self.warmup_left >= n:
-            self.warmup_left -= n
-            return []
-        if self.warmup_left:
-            cols = {k: v[self.warmup_left:] for k, v in cols.items()}
-            ts = None if ts is None else ts[self.warmup_left:]
-            self.warmup_left = 0
-        self.row_times.add(ts if ts is not None else np.full(len(cols[SCORE_COLUMN]), np.nan))
-        return self.drift.update_batch(cols, ts=ts)
-
-    def on_labels(self, scores: np.ndarray, labels: np.ndarray,
-                  event_ts: np.ndarray | None = None) -> list[Any]:
-        if not len(scores):
-            return []
-        if self.task == "classification":
-            self.estimate_validity.update(scores, labels)
-        return self.performance.update(scores, labels, event_ts)
-
-    def onset_event_ts(self, drift: dict[str, Any]) -> float | None:
-        """Event time the drift is in force from (the trainer's "onset" window starts there).
-
-        Concept drift: the change point the performance monitor found in the loss
-        (``change_event_ts`` in its evidence). Other drift: the start of the largest window that fired."""
-        evidence = drift.get("evidence", [])
-        windows = [int(e["window"]) for e in evidence if e.get("window")]
-        index = drift.get("index")
-        if not windows or not isinstance(index, int):
-            return None
-        if drift.get("kind") == "concept_drift":
-            changes = [float(e["change_event_ts"]) for e in evidence if e.get("change_event_ts") is not None]
-            return min(changes) if changes else None
-        return self.row_times.at(max(0, index + 1 - max(windows)))  # index is the window's last row
-
-    def estimated_performance(self) -> dict[str, float]:
-        if self.task != "classification":
-            return {}
-        recent = self._recent[~np.isnan(self._recent)]
-        return estimate_performance(recent, self.threshold) if len(recent) else {}
-
-
-class RecentTimes:
-    """The last ``size`` event times, by the count of rows added (a drift event's index).
-
-    >>> t = RecentTimes(3); t.add(np.array([1.0, 2.0, 3.0, 4.0])); t.at(2), t.at(0), t.at(9)
-    (3.0, 2.0, 4.0)
-    """
-
-    def __init__(self, size: int):
-        self._ts = np.full(size, np.nan)
-        self._n = 0
-
-    def add(self, ts: np.ndarray) -> None:
-        ts = np.asarray(ts, dtype=np.float64)
-        kept = ts[-len(self._ts):]
-        idx = (self._n + len(ts) - len(kept) + np.arange(len(kept))) % len(self._ts)
-        self._ts[idx] = kept
-        self._n += len(ts)
-
-    @property
-    def n(self) -> int:
-        return self._n
-
-    def at(self, i: int) -> float | None:
-        """The time of the ``i``-th row ever added, or the oldest kept if it is gone."""
-        if self._n == 0:
-            return None
-        i = min(max(i, self._n - len(self._ts), 0), self._n - 1)
-        value = self._ts[i % len(self._ts)]
-        return float(value) if value == value else None
-
-
-def merge_slices(slices: list[tuple[np.ndarray, dict[str, Any]]]) -> dict[str, Any]:
-    """Released rows of several partitions as one set of columns, in event-time order."""
-    if len(slices) == 1:
-        return slices[0][1]
-    order = np.argsort(np.concatenate([ts for ts, _ in slices]), kind="stable")
-    merged: dict[str, Any] = {}
-    for name in slices[0][1]:
-        parts = [c[name] for _, c in slices]
-        if isinstance(parts[0], np.ndarray):
-            merged[name] = np.concatenate(parts)[order]
-        else:
-            flat = [v for p in parts for v in p]
-            merged[name] = [flat[i] for i in order]
-    return merged
 
 
 class MonitorWorker:
@@ -202,7 +68,7 @@ class MonitorWorker:
         self._label_counts = dict.fromkeys(("matched", "late", "unmatched", "expired", "evicted"), 0)
         self.policy = RetrainPolicy(settings.monitor.retrain_cooldown_s)
         self.group_id = f"{settings.app_id}-monitor"
-        metrics.registry.register(_DriftCollector(self))
+        metrics.registry.register(DriftCollector(self))
         self.notifier = Notifier(settings.alerts, metrics)
         self.merger = PartitionMerger(idle_s=2.0, max_rows=200_000)
         self._early_matches: list[tuple[np.ndarray, np.ndarray, list[Any]]] = []
@@ -245,7 +111,7 @@ class MonitorWorker:
         try:
             while not stop.is_set():
                 consumer = make_consumer(s, group_id=self.group_id, max_partition_fetch_bytes=16 * 1024 * 1024)
-                listener = _ForgetRevoked(self.merger, s.topics.features, self.metrics, consumer, from_beginning)
+                listener = ForgetRevoked(self.merger, s.topics.features, self.metrics, consumer, from_beginning)
                 consumer.subscribe([s.topics.features, s.topics.labels], listener=listener)
                 await start_client(consumer, s.kafka.bootstrap_servers)
                 self.metrics.worker_info.labels("monitor").set(1)
@@ -402,14 +268,14 @@ class MonitorWorker:
                 by_model.setdefault(f"{mon.name}:{mon.version}", (mon, []))[1].append((ts, cols))
         for mon, slices in by_model.values():
             merged, _ = self.errors.call("monitor", f"rows of {mon.name}:{mon.version}",
-                                         _merge_and_test, mon, slices)
+                                         merge_and_test, mon, slices)
             if merged is not None:
                 self.metrics.monitor_rows.inc(merged[0])
                 events += [(ev, mon) for ev in merged[1]]
         label_ids: list[str] = []
         label_values: list[float] = []
         for rec in label_records:
-            parsed, exc = self.errors.call("monitor", "a label", _parse_label, rec)
+            parsed, exc = self.errors.call("monitor", "a label", parse_label, rec)
             if parsed is not None:
                 label_ids.append(parsed[0])
                 label_values.append(parsed[1])
@@ -489,119 +355,3 @@ class MonitorWorker:
             self.metrics.retrain_requests.inc()
             self.notifier.submit_retrain(request)
             self.retrain_requests += 1
-
-
-def _merge_and_test(mon: ModelMonitor, slices: list[tuple[np.ndarray, dict[str, Any]]]) -> tuple[int, list[Any]]:
-    cols = merge_slices(slices)
-    ids = cols.pop(EVENT_IDS)
-    ts = cols.pop(EVENT_TS, None)
-    return len(ids), mon.on_features(cols, None if ts is None else np.asarray(ts, dtype=np.float64))
-
-
-def _parse_label(rec: Any) -> tuple[str, float]:
-    label = decode(rec.value, Label)
-    value = float(label.label)
-    if not np.isfinite(value):
-        raise ValueError(f"label {value} is not finite")
-    return label.event_id, value
-
-
-class _ForgetRevoked(ConsumerRebalanceListener):
-    """Held feature batches of a revoked partition belong to its new owner."""
-
-    def __init__(self, merger: PartitionMerger, topic: str, metrics: Metrics, consumer: Any = None,
-                 from_beginning: bool = False):
-        self.merger = merger
-        self.topic = topic
-        self.metrics = metrics
-        self.consumer = consumer
-        self.from_beginning = from_beginning
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        for tp in revoked:
-            self.merger.forget(tp)
-        self.metrics.health.set("monitor", False, "rebalancing")
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        if self.from_beginning and self.consumer is not None and assigned:
-            self.from_beginning = False
-            for tp in assigned:  # a plain seek: committed offsets may be old-topic positions
-                self.consumer.seek(tp, 0)
-        now = time.monotonic()
-        for tp in assigned:
-            if tp.topic == self.topic:
-                self.merger.track(tp, now)
-        self.metrics.health.set("monitor", True, f"{len(assigned)} partitions assigned")
-
-
-class _DriftCollector(Collector):
-    """Exports each monitor's per-feature drift state at scrape time."""
-
-    def __init__(self, worker: MonitorWorker):
-        self.worker = worker
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        fams = {
-            "statistic": GaugeMetricFamily("mlstream_drift_statistic", "Latest drift test statistic per feature.",
-                                           labels=["model", "version", "feature"]),
-            "effect_size": GaugeMetricFamily("mlstream_drift_effect_size", "Latest drift effect size per feature.",
-                                             labels=["model", "version", "feature"]),
-            "threshold": GaugeMetricFamily("mlstream_drift_threshold", "Calibrated alarm threshold per feature.",
-                                           labels=["model", "version", "feature"]),
-            "p_value": GaugeMetricFamily("mlstream_drift_p_value", "Latest p-value per feature (where defined).",
-                                         labels=["model", "version", "feature"]),
-            "drifting": GaugeMetricFamily("mlstream_drift_state", "1 while a feature's drift state is open.",
-                                          labels=["model", "version", "feature"]),
-            "design_effect": GaugeMetricFamily("mlstream_drift_design_effect",
-                                               "Measured design effect (long-run / i.i.d. variance) per feature.",
-                                               labels=["model", "version", "feature"]),
-        }
-        perf = GaugeMetricFamily("mlstream_model_performance", "Rolling performance from joined labels.",
-                                 labels=["model", "version", "metric"])
-        estimated = GaugeMetricFamily("mlstream_model_performance_estimated",
-                                      "Performance estimated from recent scores alone (CBPE), before labels.",
-                                      labels=["model", "version", "metric"])
-        valid = GaugeMetricFamily("mlstream_model_performance_estimate_valid",
-                                  "1 while the label-free estimate agrees with the joined labels, 0 when not.",
-                                  labels=["model", "version"])
-        warming = GaugeMetricFamily("mlstream_drift_warming_up",
-                                    "1 while the monitor still learns the stream's dependence (no test runs).",
-                                    labels=["model", "version"])
-        summary = GaugeMetricFamily("mlstream_feature_summary",
-                                    "Rolling summary statistic per feature, current window or reference.",
-                                    labels=["model", "version", "feature", "stat", "source"])
-        shares = GaugeMetricFamily("mlstream_feature_category_share",
-                                   "Share of the top reference categories (and __other__), current or reference.",
-                                   labels=["model", "version", "feature", "category", "source"])
-        for mon in list(self.worker.monitors.values()):
-            for feature, snap in mon.drift.snapshot().items():
-                for key, fam in fams.items():
-                    value = snap.get(key)
-                    if value is not None:
-                        fam.add_metric([mon.name, mon.version, feature], float(value))
-            warming.add_metric([mon.name, mon.version], float(mon.drift.warming_up))
-            if mon.estimate_validity.valid is not None:
-                valid.add_metric([mon.name, mon.version], float(mon.estimate_validity.valid))
-            for feature, summ in mon.drift.summary().items():
-                for source in ("current", "reference"):
-                    part = summ[source]
-                    stats = {k: part.get(k) for k in ("mean", "std", "missing_rate")}
-                    stats.update({f"q{q}": v for q, v in (part.get("quantiles") or {}).items()})
-                    for stat, value in stats.items():
-                        if isinstance(value, float) and value == value:
-                            summary.add_metric([mon.name, mon.version, feature, stat, source], value)
-                    for cat, value in (part.get("share") or {}).items():
-                        shares.add_metric([mon.name, mon.version, feature, cat, source], float(value))
-            # a retired version's labels still join for a while; its performance is not exported
-            serving = self.worker.serving.get(mon.name, (0, None))[1] == mon.version
-            for metric, value in mon.performance.snapshot().items() if serving else ():
-                if isinstance(value, (int, float)) and value == value:
-                    perf.add_metric([mon.name, mon.version, metric], float(value))
-            for metric, value in mon.estimated_performance().items():
-                metric = "auc" if metric == "roc_auc" else metric  # same name as the labelled one
-                if isinstance(value, (int, float)) and value == value:
-                    estimated.add_metric([mon.name, mon.version, metric], float(value))
-        yield from fams.values()
-        yield perf
-        yield estimated
-        yield from (valid, warming, summary, shares)

@@ -1,0 +1,42 @@
+"""The monitor's consumer rebalance listener: held feature batches of a revoked partition are
+dropped (they belong to the new owner), assigned ones are tracked, and after the topics were
+recreated the consumer starts them from the beginning."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+
+from stream.metrics import Metrics
+from stream.monitoring.ordering import PartitionMerger
+
+
+class ForgetRevoked(ConsumerRebalanceListener):
+    """Held feature batches of a revoked partition belong to its new owner."""
+
+    def __init__(self, merger: PartitionMerger, topic: str, metrics: Metrics, consumer: Any = None,
+                 from_beginning: bool = False):
+        self.merger = merger
+        self.topic = topic
+        self.metrics = metrics
+        self.consumer = consumer
+        self.from_beginning = from_beginning
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        for tp in revoked:
+            self.merger.forget(tp)
+        self.metrics.health.set("monitor", False, "rebalancing")
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self.from_beginning and self.consumer is not None and assigned:
+            self.from_beginning = False
+            for tp in assigned:  # a plain seek: committed offsets may be old-topic positions
+                self.consumer.seek(tp, 0)
+        now = time.monotonic()
+        for tp in assigned:
+            if tp.topic == self.topic:
+                self.merger.track(tp, now)
+        self.metrics.health.set("monitor", True, f"{len(assigned)} partitions assigned")
+
