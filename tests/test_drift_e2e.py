@@ -36,7 +36,8 @@ async def _run(make_settings, start_worker, scenario: str) -> Tally:
     tally, stop = Tally(), asyncio.Event()
     follower = asyncio.create_task(follow(settings, tally, stop))
     try:
-        sim = PaymentSimulator(seed=21, scenario=scenario, drift_at=EVENTS // 2)
+        # the monitor learns the stream's dependence from its first few thousand rows: the change comes after
+        sim = PaymentSimulator(seed=21, scenario=scenario, drift_at=WARMUP_EVENTS + 6_000)
         await produce(settings, sim, EVENTS, rate=0)
         assert await wait_until(lambda: tally.predictions >= EVENTS, 120)
         rows = lambda: worker.metrics.registry.get_sample_value("mlstream_monitor_rows_total") or 0  # noqa: E731

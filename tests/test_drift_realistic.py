@@ -104,3 +104,21 @@ def test_estimate_validity_flips_when_labels_disagree(concept_drift_scores: Any)
         v.update(scores[s : s + 1_000], labels[s : s + 1_000])
         seen.append(v.valid)
     assert all(seen[:12]) and seen[-1] is False  # holds before the change, not after
+
+
+def test_a_stream_already_drifted_when_the_monitor_starts_is_flagged_after_warm_up():
+    """A constant offset from the first row is drift, not "wander": the monitor learns the
+    stream's dependence from batch means moving against each other, not from their level."""
+    import numpy as np
+
+    from stream.monitoring.drift import DriftMonitor
+    from stream.monitoring.profile import ReferenceProfile
+
+    rng = np.random.default_rng(3)
+    ref = ReferenceProfile.from_columns({"x": rng.normal(size=20_000)})
+    mon = DriftMonitor(ref)
+    events = []
+    for _ in range(40):  # 20,000 rows, 0.5 sd above the reference from the start
+        events += mon.update_batch({"x": rng.normal(0.5, 1.0, size=500)})
+    opened = [e.index for e in events if e.kind == "data_drift"]
+    assert opened and opened[0] < 8_000, opened

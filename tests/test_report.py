@@ -128,7 +128,7 @@ async def test_report_from_a_live_deployment(make_settings, start_worker, tmp_pa
                              topics={"model_updates": f"t{tmp_path.name}.updates"})
     await ensure_topics(settings)
     worker = start_worker(settings)
-    sim = PaymentSimulator(seed=21, scenario="mean_shift", drift_at=EVENTS // 2)
+    sim = PaymentSimulator(seed=21, scenario="mean_shift", drift_at=WARMUP_EVENTS + 6_000)
     await produce(settings, sim, EVENTS, rate=0, label_delay=500)
     rows = lambda: worker.metrics.registry.get_sample_value("mlstream_monitor_rows_total") or 0
     assert await wait_until(lambda: rows() >= EVENTS, 120)

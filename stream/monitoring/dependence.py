@@ -52,6 +52,9 @@ from scipy import stats
 
 __all__ = ["DependenceTracker"]
 
+# a batch level against the reference counts as wander or dependence up to this many times the
+# batch means' spread around their own centre (a constant offset is drift, see _level)
+OWN_LEVEL_CAP = 8.0
 _MEDIAN_CHI2_1 = 0.4549  # median of chi-square(1): median((m - ref)^2) / this estimates E (m - ref)^2
 # mean of chi-square(1) below its 80 % quantile: the lower 80 % of n squared normal deviations average this
 _TRIMMED_CHI2_1 = float(stats.chi2.expect(lambda x: x, args=(1,), ub=stats.chi2.ppf(0.8, 1)) / 0.8)
@@ -224,13 +227,30 @@ class DependenceTracker:
         h = self._hist[i, order]
         return h if self._dev is None else h - np.einsum("bh,hc->bc", self._hours[i, order], self._dev)  # no BLAS
 
+    def live_mean(self) -> np.ndarray:
+        """Each score's mean over the shortest scale's history (NaN before any batch)."""
+        series = self._series(0)
+        if series.shape[0] == 0:
+            return np.full(self.c, np.nan)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.asarray(np.nanmean(series, axis=0))
+
     def _level(self, i: int, ref_mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Robust mean square of scale ``i``'s batch means around the reference, and their count."""
-        dev2 = (self._series(i) - ref_mean) ** 2
+        """Robust mean square of scale ``i``'s batch means around the reference, and their count.
+
+        Capped by ``OWN_LEVEL_CAP`` times their mean square around their own centre: wander shows
+        as batch means moving against each other, while a stream already shifted when the monitor
+        starts (or shifted during its warm-up) sits at a constant offset, which is drift to detect,
+        not wander to allow for."""
+        series = self._series(i)
+        dev2 = (series - ref_mean) ** 2
         cnt = (~np.isnan(dev2)).sum(axis=0)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             level = _nanmedian(dev2) / _MEDIAN_CHI2_1
+            own = _nanmedian((series - _nanmedian(series)) ** 2) / _MEDIAN_CHI2_1
+            level = np.fmin(level, OWN_LEVEL_CAP * own)
         return np.nan_to_num(level), cnt
 
     def estimate(self, ref_mean: np.ndarray, g0: np.ndarray, m_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -258,11 +278,16 @@ class DependenceTracker:
             return lr, self._slow_part(best, lr, ref_mean, g0, m_ref)
         # the batch means' mean square around the reference, without its top 20 % (a step during the
         # warm-up is not "dependence"; nearly as efficient as the mean, unlike the median)
-        dev2 = np.sort((self._series(0) - ref_mean) ** 2, axis=0)  # NaN last
+        series0 = self._series(0)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            own0 = _nanmedian((series0 - _nanmedian(series0)) ** 2) / _MEDIAN_CHI2_1  # see _level
+        dev2 = np.sort((series0 - ref_mean) ** 2, axis=0)  # NaN last
         cnt0 = (~np.isnan(dev2)).sum(axis=0)
         keep = np.maximum((0.8 * cnt0).astype(int), 1)
         csum = np.nancumsum(dev2, axis=0)
         lvl = np.take_along_axis(csum, (keep - 1)[None], axis=0)[0] / keep / _TRIMMED_CHI2_1
+        lvl = np.fmin(lvl, OWN_LEVEL_CAP * own0)
         rows0 = self.scales[0] * self.block_rows
         lvl_lr = (lvl - g0 / np.maximum(m_ref, 1.0)) * rows0
         diff_lr, _ = self._scale_estimate(0)

@@ -155,6 +155,7 @@ class DriftMonitor(RowIngest):
         self._season_dev: np.ndarray | None = None
         self._season_var: np.ndarray | None = None
         self._lr = self._g0.copy()
+        self._g0_live = self._g0.copy()
         self._slow = np.zeros(n_ch)
         all_names = self._names + [MULTIVARIATE]
         self._reset_at = dict.fromkeys(all_names, 0)
@@ -318,10 +319,31 @@ class DriftMonitor(RowIngest):
             dev, use = self.seasonal.centred(self.tracker.short_range(self._g0))
             self.tracker.set_seasonal(dev if use.any() else None)
         self._lr, self._slow = self.tracker.estimate(self._theta, self._g0, self._m)
+        self._g0_live = self._live_variance()
         self._slow[self._sl["psi"]] = 0.0  # the reference holds no psi level
         self._coherent_slow()
         if self.seasonal is not None:
             self._season_dev, self._season_var = self.seasonal.centred_with_noise(self._lr)
+
+    def _live_variance(self) -> np.ndarray:
+        """Per-row variance of each score as the live stream has it, for design effects.
+
+        A bin or category indicator with mean ``m`` has variance ``m (1 - m)``. When the stream
+        has moved mass into a bin the reference rarely used, the batch means of that bin vary
+        with the live ``m``, not the reference's: measured against the reference's variance the
+        move would read as a huge design effect (hundreds), thin every window and hide the very
+        drift it is (a stream drifted from the monitor's start was never flagged). Used only
+        where the live variance is clearly larger, so stationary traffic is judged as before."""
+        g0 = self._g0.copy()
+        m = self.tracker.live_mean()
+        v = m * (1.0 - m)
+        sl = self._sl
+        indicator = np.zeros(len(g0), dtype=bool)
+        for key in ("props", "cum", "miss", "cprops", "cmiss"):
+            indicator[sl[key]] = True
+        clearly = indicator & np.isfinite(v) & (v > 1.5 * g0)
+        g0[clearly] = v[clearly]
+        return g0
 
     def _coherent_slow(self) -> None:
         """A slow movement moves all bins of a feature together: give every score of a feature the same

@@ -75,6 +75,7 @@ class MonitorCore:
     _season_dev: np.ndarray | None
     _season_var: np.ndarray | None
     _lr: np.ndarray
+    _g0_live: np.ndarray
     _slow: np.ndarray
     # per-feature drift states and the latest statistics per window
     _reset_at: dict[str, int]

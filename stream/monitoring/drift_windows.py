@@ -80,7 +80,7 @@ class WindowTests(MonitorCore):
             r = ds.correlation_from_sums(win["corr"][:, 0], win["corr"][:, 1], win["corr"][:, 2], win["corr"][:, 3])
             delta[:, sl["psi"]] = r[:, self._pairs[0], self._pairs[1]] - self._rho[self._pairs]
         n = np.maximum(weights, 1e-12)
-        design = self._lr / self._g0
+        design = self._lr / self._g0_live  # against the live per-row variance (see DriftMonitor._live_variance)
         extra = self._slow + noise  # [L, C] or [C]
         var = self._lr / n + self._g0 / self._m + extra
         out: dict[str, Any] = {"sums": win, "r": r, "num": {}, "cat": {}, "mv": {}}
