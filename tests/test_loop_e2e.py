@@ -72,7 +72,10 @@ async def test_the_loop_learns_concept_drift_from_the_stream(make_settings, mode
         assert reg.get_sample_value("mlstream_labelled_examples_total") == len(examples)
         assert 0.5 < reg.get_sample_value("mlstream_label_coverage_ratio") <= 1.0
 
-        # the new champion serves; its labels are credited to it, the retired version stops exporting
+        # the new champion serves (once the scorer has swapped it in); its labels are credited to
+        # it, the retired version stops exporting
+        swapped = lambda: (reg.get_sample_value("mlstream_model_loads_total", {"outcome": "swap_ok"}) or 0) >= 1  # noqa: E731
+        assert await wait_until(swapped, 60), "the scorer never swapped in the promoted version"
         await produce(settings, sim, 4_000, rate=0, label_delay=500, start=sent)
 
         def v2_performance() -> float | None:

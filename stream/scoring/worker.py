@@ -27,6 +27,7 @@ from stream.kafka import (
     commit_or_redeliver,
     make_consumer,
     make_producer,
+    missing_topics,
     recreations,
     send_messages,
     send_records,
@@ -159,17 +160,34 @@ class ScoringWorker:
                         await self._commit_in_background()
                 if now >= next_topic_check:  # are the topics still there?
                     next_topic_check = now + self.settings.kafka.topic_check_interval_s
-                    if await check_topics(self.settings, recreate=self.create_topics) or recreations() != seen:
+                    if await self._topics_changed() or recreations() != seen:
                         raise _StartOver
                 failures = 0
             except KafkaCallError as exc:
                 failures += 1
-                if await check_topics(self.settings, recreate=self.create_topics) or recreations() != seen:
+                if await self._topics_changed() or recreations() != seen:
                     raise _StartOver from None
-                if exc.outputs_lost or failures >= 3:
+                if failures >= 3:
                     raise BrokerError(f"{exc}; stopping so that the uncommitted records are "
                                       "processed again after a restart") from None
+                if exc.outputs_lost:
+                    # what a restart would do, without one: back to the committed offsets, with
+                    # state rebuilt from the changelog (at-least-once; a broker restart is survived)
+                    log.warning("%s; rewinding to the committed offsets", exc)
+                    async with self._lock:
+                        await within(self._rewind(), self.settings.kafka.request_deadline_s, "rewind")
+                    continue
                 log.warning("%s; retrying", exc)
+
+    async def _topics_changed(self) -> bool:
+        """Were the topics lost (and recreated)? A broker that cannot be reached right now says
+        nothing about its topics: the clients reconnect by themselves, so check again later."""
+        try:
+            missing = await missing_topics(self.settings)
+        except BrokerError as exc:
+            log.warning("topic check skipped: %s", exc)
+            return False
+        return bool(missing) and await check_topics(self.settings, recreate=self.create_topics)
 
     async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:
         assert self.consumer is not None and self.producer is not None
@@ -318,6 +336,8 @@ class ScoringWorker:
         assert self.consumer is not None
         self.stores.clear()  # rebuilt from the changelog (read_committed) before the next batch
         self._dirty = {}
+        self._offsets = {}  # nothing since the last commit counts: it is read again
+        self._pending = []
         for tp in self.consumer.assignment():
             committed = await self.consumer.committed(tp)
             if committed is None:
