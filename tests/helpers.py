@@ -2,44 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any
 
 from aiokafka import TopicPartition
 
 from stream.config import Settings
 from stream.kafka import make_consumer, start_client
+from stream.tools.tally import read_all
 
 
 async def read_topic(settings: Settings, topic: str, *, max_wait_s: float = 2.0) -> list[Any]:
     """Every record currently in ``topic`` (all partitions), read up to the high watermarks."""
-    import time
-
-    consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=20)
-    await start_client(consumer, settings.kafka.bootstrap_servers)
-    try:
-        parts = consumer.partitions_for_topic(topic)
-        if parts is None:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        records: list[Any] = []
-        pending = set(tps)
-        deadline = time.monotonic() + max_wait_s + 10
-        while pending and time.monotonic() < deadline:
-            batches = await consumer.getmany(*pending, timeout_ms=100)
-            for recs in batches.values():
-                records += recs
-            for tp in list(pending):
-                hw = consumer.highwater(tp)
-                if hw is not None and await consumer.position(tp) >= hw:
-                    pending.discard(tp)
-        return records
-    finally:
-        await consumer.stop()
+    return await read_all(settings, topic, max_wait_s=max_wait_s + 10)
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:

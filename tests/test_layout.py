@@ -80,8 +80,10 @@ def test_readme_layout_names_every_module():
     assert missing == []
 
 
-# known debt, each still about one thing; to split next (a new module over the bar fails)
-OVERSIZE = {"stream/messages.py", "stream/scoring/worker.py", "stream/tools/bench_drift.py"}
+# Still about one thing each, so left whole: messages.py is the bus vocabulary (one record per
+# message and the one codec), scoring/worker.py the scorer's Kafka loop (commits, transactions,
+# swaps, rebalances). A new module over the bar fails.
+OVERSIZE = {"stream/messages.py", "stream/scoring/worker.py"}
 
 
 def test_modules_stay_small():

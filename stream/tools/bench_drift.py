@@ -300,86 +300,12 @@ def run(quick: bool = False, seed: int = 0, workers: int | None = None, repeats:
     table: dict[str, dict[str, Any]] = {name: {} for name in STREAMS}
     for (name, det), runs in runs_of.items():
         table[name][det] = _combine(runs)
-    rt = _realistic_table(realistic)
-    targets = {**_targets(table), **_realistic_targets(rt), "monitor >= 200,000 rows per CPU second (demo domain)":
+    rt = br.realistic_table(realistic)
+    targets = {**_targets(table), **br.realistic_targets(rt), "monitor >= 200,000 rows per CPU second (demo domain)":
                throughput["rows_per_cpu_s"] >= 200_000}
     return {"seed": seed, "quick": quick, "repeats": repeats, "streams": table, "summary": _summary(table),
             "calibration_check": cal, "realistic": rt, "monitor_throughput": throughput, "targets": targets,
             "elapsed_s": round(time.perf_counter() - t0, 1)}
-
-
-def _realistic_table(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stationary: per stream and detector, openings per 100k and share in drift. Inside: per drift
-    and detector, median delay, misses, false alarms before, drifted feature's share in drift before/after."""
-    stat: dict[str, dict[str, Any]] = {}
-    inside: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    for r in results:
-        if r["kind"] == "stationary":
-            stat.setdefault(r["stream"], {})[r["detector"]] = {
-                "events": r["events"], "openings": r["openings"],
-                "per_100k": round(r["openings"] / r["events"] * 1e5, 2),
-                "open_pct": None if "open_share" not in r else round(100 * r["open_share"], 3)}
-        else:
-            inside.setdefault(r["stream"], {}).setdefault(r["detector"], []).append(r)
-    ins: dict[str, dict[str, Any]] = {}
-    for drift, by_det in inside.items():
-        for det, runs in by_det.items():
-            delays = [r["delay"] if r["delay"] is not None and r["delay"] <= br.AFTER else None for r in runs]
-            hit = [d for d in delays if d is not None]
-            cell = {"runs": len(runs), "detected": len(hit), "delays": delays,
-                    "median_delay": statistics.median(hit) if hit else None,
-                    "false_before": sum(r["false_before"] for r in runs)}
-            if "open_share" in runs[0] and det == "mlstream":
-                cell["open_pct_before"] = round(100 * statistics.mean(r["open_share"] for r in runs), 3)
-                cell["open_pct_after"] = round(100 * statistics.mean(r["open_share_after"] for r in runs), 1)
-            ins.setdefault(drift, {})[det] = cell
-    return {"stationary": stat, "inside_mixed": ins}
-
-
-def _realistic_targets(rt: dict[str, Any]) -> dict[str, bool]:
-    stat = rt["stationary"]
-    ok_open = all(r["mlstream"]["per_100k"] <= 1.0 for r in stat.values())
-    ok_share = all((r["mlstream"]["open_pct"] or 0.0) <= 0.1 for r in stat.values())
-    ins = rt["inside_mixed"]
-    ok_delay = all(c["mlstream"]["detected"] == c["mlstream"]["runs"] and
-                   max(d for d in c["mlstream"]["delays"] if d is not None) <= 5000 for c in ins.values())
-    return {"realistic streams: <= 1 drift opening per 100k events": ok_open,
-            "realistic streams: some feature in drift <= 0.1% of events": ok_share,
-            "drifts inside mixed traffic detected within 5,000 events": ok_delay}
-
-
-def format_realistic(res: dict[str, Any]) -> str:
-    """The realistic tables of :func:`run`'s result."""
-    rt, w0, w = res["realistic"], 18, 22
-    lines = ["realistic stationary streams (reference: i.i.d. training sample): openings per 100k events"
-             " / % of events with some feature in drift", "stream".ljust(w0) + "".join(d.ljust(w) for d in br.DETECTORS)]
-    for name, row in rt["stationary"].items():
-        cells = []
-        for d in br.DETECTORS:
-            r = row.get(d)
-            cells.append("-" if r is None else f"{r['per_100k']:g}" + ("" if r["open_pct"] is None else f" / {r['open_pct']:g}%"))
-        lines.append(name.ljust(w0) + "".join(c.ljust(w) for c in cells))
-    lines += ["", f"drifts inside mixed traffic at event {br.CHANGE:,}: median delay (detected/runs), false alarms"
-              " before; mlstream: % of events the drifted feature is in drift before -> after",
-              "drift".ljust(w0) + "".join(d.ljust(w) for d in br.DETECTORS)]
-    for name, row in rt["inside_mixed"].items():
-        cells = []
-        for d in br.DETECTORS:
-            c = row.get(d)
-            if c is None:
-                cells.append("-")
-                continue
-            txt = ("miss" if c["median_delay"] is None else f"+{c['median_delay']:g}") + f" ({c['detected']}/{c['runs']})"
-            txt += f" {c['false_before']}FA" if c["false_before"] else ""
-            cells.append(txt)
-        lines.append(name.ljust(w0) + "".join(x.ljust(w) for x in cells))
-        m = row.get("mlstream", {})
-        if "open_pct_before" in m:
-            lines.append(" " * w0 + f"mlstream: {m['open_pct_before']:g}% -> {m['open_pct_after']:g}% of events in drift")
-    t = res["monitor_throughput"]
-    lines += ["", f"monitor throughput (demo domain, DriftMonitor.update_batch, 2,000-row batches): "
-              f"{t['rows_per_cpu_s']:,} rows per CPU second ({t['rows_per_s']:,} per wall second on this machine)"]
-    return "\n".join(lines)
 
 
 def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -472,7 +398,7 @@ def format_table(res: dict[str, Any]) -> str:
                  f"{cal['false_alarms']} false alarms in {cal['rows']:,} stationary rows (budget {cal['budget']:.0f})")
     lines.append("")
     if "realistic" in res:
-        lines += [format_realistic(res), ""]
+        lines += [br.format_realistic(res), ""]
     for target, ok in res["targets"].items():
         lines.append(f"[{'ok' if ok else 'FAIL'}] {target}")
     lines.append(f"elapsed {res['elapsed_s']} s")
