@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -59,8 +61,25 @@ async def open_page(path: Path, screenshot: Path, check: str, *, width: int = 14
             async with aiohttp.ClientSession() as http, http.ws_connect(url, max_msg_size=0) as ws:
                 await asyncio.wait_for(_drive(ws, path, screenshot, check, width, height, result), timeout_s)
         finally:
-            stop_process(proc)
+            _stop_browser(proc)
     return result
+
+
+def _stop_browser(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    """Stop chromium and every helper process it forked (renderer, GPU, crashpad), which keep
+    writing into the profile after the main process exits: the profile can only be removed once
+    the whole process group is gone."""
+    stop_process(proc)
+    deadline = time.monotonic() + timeout_s
+    sig = signal.SIGTERM
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return  # the group is empty
+        if time.monotonic() > deadline - timeout_s / 2:
+            sig = signal.SIGKILL
+        time.sleep(0.05)
 
 
 async def _drive(ws: Any, path: Path, screenshot: Path, check: str, width: int, height: int,
