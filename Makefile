@@ -50,7 +50,7 @@ test-alt-python: $(STAMP_ALT)
 	$(VENV_ALT)/bin/python -m pytest -q $(QUICK_TESTS)
 
 # Worker SIGKILLs and scaling under traffic, checked from the output topics; prints the matrix.
-# About 3 minutes; MLSTREAM_FAULTS_SCALE=0.5 halves it.
+# About 3 minutes; FAULT_SUITE_SCALE=0.5 halves it.
 test-faults: $(STAMP)
 	$(BIN)/python -m pytest -q -s -m faults tests/faults --timeout 600
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -134,6 +136,8 @@ def build_trainer(settings: Settings, trainer: Trainer) -> faust.App:
         broker=[f"kafka://{s.strip()}" for s in settings.kafka.bootstrap_servers.split(",")],
         broker_credentials=_credentials(settings),
         store="memory://",
+        # faust writes a version marker into its data dir: keep it out of the working directory
+        datadir=str(Path(tempfile.gettempdir()) / f"{settings.app_id}-trainer-data"),
         web_enabled=False,  # no listener at all: nothing to bind to 0.0.0.0
         topic_partitions=1,
         topic_replication_factor=settings.topics.replication_factor,
