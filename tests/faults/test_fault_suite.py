@@ -154,7 +154,7 @@ async def test_scale_1_2_3_2_1_then_20_rebalances(make_settings, model_store, tm
                 f"{min(stops):.1f}-{max(stops):.1f} s")
 
     verdict, notes = await _run(make_settings, model_store, tmp_path, fault_kafka, script, seed=202,
-                                seconds=600)
+                                seconds=600, env={"MLSTREAM_LOG_LEVEL": "INFO"})
     ROWS.append(verdict.row("scale 1→2→3→2→1, then 20 rebalances (SIGTERM)", notes))
     assert verdict.lost == 0 and verdict.duplicates == 0 and verdict.out_of_order == 0, verdict
     assert verdict.parity_entities == 0 and verdict.committed_ok, verdict
