@@ -64,7 +64,7 @@ def worker_env(settings: Settings, model_store: Path) -> dict[str, str]:
            "MLSTREAM_MODEL_STORE": str(model_store), "MLSTREAM_SHUTDOWN_GRACE_S": "10",
            "MLSTREAM_LOG_LEVEL": "WARNING"}
     for name in ("events", "labels", "predictions", "dead_letter", "features", "drift", "retrain",
-                 "changelog", "model_updates"):
+                 "changelog", "model_updates", "labelled_examples", "models"):
         env[f"MLSTREAM_TOPICS__{name.upper()}"] = getattr(t, name)
     return env
 
