@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from stream.config import Settings
-from stream.errors import BrokerError, MessageError, ModelLoadError
+from stream.errors import MessageError, ModelLoadError
 from stream.kafka import make_consumer, start_client, stop_quietly
 from stream.messages import ModelChunk, ModelStates, decode
 from stream.metrics import Metrics
@@ -51,7 +51,6 @@ class FeedReader:
         self.tp = TopicPartition(settings.topics.models, 0)
         self.consumer: AIOKafkaConsumer | None = None
         self._halves: dict[str, dict[str, bytes]] = {}  # version -> file -> checked bytes
-        self._waiting: ModelStates | None = None  # states naming a version not yet here
         self._refused: dict[tuple[str, str], None] = {}  # (reason, what): logged already
         self._bad_versions: dict[str, None] = {}  # versions refused (until one is written)
 
@@ -60,21 +59,23 @@ class FeedReader:
         """Read the topic to its end, then, if the local store has nothing to serve, go on
         reading until the champion arrives or ``start_timeout_s`` passes (ModelLoadError)."""
         s = self.settings
-        self.consumer = make_consumer(s, group_id=None, fetch_max_wait_ms=100,
-                                      isolation_level="read_committed")
+        self.consumer = make_consumer(s, group_id=None, fetch_max_wait_ms=100)
         await start_client(self.consumer, s.kafka.bootstrap_servers)
+        if self.consumer.partitions_for_topic(self.tp.topic) is None:
+            await self.consumer._client.force_metadata_update()
+        exists = self.consumer.partitions_for_topic(self.tp.topic) is not None
+        if not exists:
+            log.warning("the model feed's topic %s does not exist (yet): no model arrives until it is "
+                        "created", self.tp.topic)
         self.consumer.assign([self.tp])
         await self.consumer.seek_to_beginning(self.tp)
         deadline = time.monotonic() + s.model_feed.start_timeout_s
-        try:
-            end = (await asyncio.wait_for(self.consumer.end_offsets([self.tp]),
-                                          s.kafka.request_deadline_s))[self.tp]
-        except (KafkaError, TimeoutError) as exc:
-            raise BrokerError(f"cannot read the end of {self.tp.topic}: {type(exc).__name__}") from None
-        while not stop.is_set() and time.monotonic() < deadline:
-            if await self.consumer.position(self.tp) >= end and self.servable():
-                break
+        while not stop.is_set() and time.monotonic() < deadline and (exists or not self.servable()):
             await self.poll(timeout_ms=200)
+            # the high watermark of the last fetch (the embedded broker's ListOffsets is not exact)
+            end = self.consumer.highwater(self.tp)
+            if end is not None and await self.consumer.position(self.tp) >= end and self.servable():
+                break
         if not stop.is_set() and not self.servable():
             raise ModelLoadError(self.store.root / self.name, "nothing to serve in the local store, "
                                  f"and the feed {self.tp.topic} delivered no champion within "
@@ -160,9 +161,8 @@ class FeedReader:
             self._halves.pop(next(iter(self._halves)))
         if len(halves) == 2:
             del self._halves[version]
+            # no states applied here: a publish ends with its states, which come next
             self._write(version, halves[CARD_FILE], halves[MODEL_FILE])
-            if self._waiting is not None:
-                self._states(self._waiting)
 
     def _write(self, version: str, card_json: bytes, model: bytes) -> None:
         sha = hashlib.sha256(model).hexdigest()
@@ -192,8 +192,7 @@ class FeedReader:
         if states.champion is not None:
             wanted.add(states.champion)
         missing = sorted(v for v in wanted if self._held_sha(v) != states.files.get(v))
-        if missing:
-            self._waiting = states
+        if missing:  # kept as they are until states whose versions are all here
             for v in missing:
                 sha = states.files.get(v, "")
                 if v in self._bad_versions:
@@ -205,7 +204,6 @@ class FeedReader:
                             f"but its chunks are not all on the feed ({', '.join(unfinished) or 'none received'})",
                             count_key=f"{v}/{sha}")
             return
-        self._waiting = None
         reason = f"model feed: {states.reason}" if states.reason else "model feed"
         if self.store.mirror(self.name, states.champion, states.states, reason):
             log.info("model feed: %s champion %s, states %s", self.name, states.champion, states.states)
