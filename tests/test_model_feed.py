@@ -190,7 +190,7 @@ async def test_two_workers_with_separate_stores_serve_a_version_promoted_elsewhe
                                       start_new_session=True))
     try:
         events = sequenced(9_000, seed=3)
-        await produce_at(settings, events[:1_000], rate=0)
+        await produce_at(settings, events[:1_000], rate=100_000)
         seen = lambda predictions: {p["event_id"] for p in predictions}
         first = []
 
@@ -218,7 +218,7 @@ async def test_two_workers_with_separate_stores_serve_a_version_promoted_elsewhe
         served = lambda: all("version 2 (swap_ok)" in p.read_text(errors="replace")
                              for p in tmp_path.glob("worker-*.log"))
         assert await wait_until(served, 60), _tails(tmp_path)
-        await produce_at(settings, events[6_000:], rate=0)
+        await produce_at(settings, events[6_000:], rate=100_000)
         assert await _eventually(lambda: accounted(9_000), 120), _tails(tmp_path)
 
         verdict = await verify(settings, events)
