@@ -207,7 +207,8 @@ class FeedReader:
         reason = f"model feed: {states.reason}" if states.reason else "model feed"
         if self.store.mirror(self.name, states.champion, states.states, reason):
             log.info("model feed: %s champion %s, states %s", self.name, states.champion, states.states)
-            self.changed.set()
+        # even when nothing changed here: a store shared with the publisher already holds it all
+        self.changed.set()
 
     def _bad_version(self, version: str) -> None:
         self._bad_versions[version] = None
