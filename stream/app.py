@@ -84,10 +84,21 @@ async def run_worker(settings: Settings, roles: Sequence[str] = ROLES, *,
         if create_topics:
             await ensure_topics(settings)
         if "scorer" in roles:
+            from stream.scoring.feed import start_feed
             from stream.scoring.worker import ScoringWorker
 
-            tasks.append(asyncio.ensure_future(ScoringWorker(
-                settings, load_domain(settings.domain), metrics, create_topics=create_topics).run(stop)))
+            feed = await start_feed(settings, metrics, stop)  # caught up, or the champion waited for
+            if stop.is_set() and feed is not None:
+                await feed.close()
+                return
+            try:
+                scorer = ScoringWorker(settings, load_domain(settings.domain), metrics,
+                                       create_topics=create_topics, feed=feed)
+            except BaseException:
+                if feed is not None:
+                    await feed.close()
+                raise
+            tasks.append(asyncio.ensure_future(scorer.run(stop)))
         if "monitor" in roles and settings.monitor.enabled:
             from stream.monitoring.worker import MonitorWorker
 

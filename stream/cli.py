@@ -81,10 +81,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         data, warmup = read_jsonl(args.data, domain), args.warmup or 0
     else:
         data, warmup = simulated(args.events, args.seed), WARMUP_EVENTS if args.warmup is None else args.warmup
-    card = train(domain, data, ModelStore(args.store or settings.model_store),
-                 name=args.name or settings.model_name, version=args.version, seed=args.seed,
-                 warmup=warmup, promote=not args.no_promote)
+    store = ModelStore(args.store or settings.model_store)
+    card = train(domain, data, store, name=args.name or settings.model_name, version=args.version,
+                 seed=args.seed, warmup=warmup, promote=not args.no_promote)
     print(f"trained {card['name']} version {card['version']}: {json.dumps(card['training']['metrics'])}")
+    if not args.no_promote:  # scorers on other machines hear of it through the model feed
+        from stream.model_feed import publish_change
+
+        line = publish_change(settings, store, card["name"], f"trained and promoted version {card['version']}")
+        if line:
+            print(line)
     return 0
 
 

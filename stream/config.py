@@ -90,6 +90,9 @@ class TopicSettings(Section):
     labelled_examples: str = "mlstream.labelled-examples"
     labelled_examples_retention_ms: int = Field(default=7 * 86_400_000, ge=60_000)
     labelled_examples_retention_bytes: int = Field(default=1 << 30, ge=1 << 20)
+    # Models distributed to the scorers (cards, ONNX bytes in chunks, registry states): one
+    # partition, compacted (stream/model_feed.py)
+    models: str = "mlstream.models"
     partitions: int = Field(default=4, ge=1)
     replication_factor: int = Field(default=1, ge=1)
 
@@ -237,6 +240,27 @@ class TrainerSettings(Section):
     seed: int = 0
 
 
+class ModelFeedSettings(Section):
+    """How promoted models reach the scorers (``stream/model_feed.py``)."""
+
+    # "feed": scorers follow the compacted models topic and keep their local store as a cache;
+    # publishers (`mlstream models promote|rollback|add|publish`, `mlstream train`, the trainer)
+    # send every registry change there. "store": no topic; scorers poll a store shared by
+    # everyone (one machine, or a shared volume) every scoring.model_poll_interval_s.
+    mode: Literal["feed", "store"] = "feed"
+    # Largest record value on the models topic; files are chunked to fit. Keep it under the
+    # brokers' message.max.bytes (Kafka's default is 1 MiB). Larger records are refused.
+    max_message_bytes: int = Field(default=900_000, ge=4_096, le=64 << 20)
+    # A file announced larger than this is refused (bounds what a reader holds in memory).
+    max_model_bytes: int = Field(default=1 << 30, ge=1 << 16)
+    # A scorer whose local store has no servable version waits this long for the feed to
+    # deliver the champion, then exits with one line.
+    start_timeout_s: float = Field(default=120.0, gt=0)
+    # Retired versions whose files stay on the topic (the newest ones: rollback targets); the
+    # files of older retired and of rejected versions are tombstoned so compaction drops them.
+    keep_retired: int = Field(default=2, ge=0)
+
+
 class AlertSettings(Section):
     slack_webhook_url: SecretStr | None = None
     generic_webhook_url: SecretStr | None = None
@@ -283,6 +307,7 @@ class Settings(BaseSettings):
     monitor: MonitorSettings = MonitorSettings()
     alerts: AlertSettings = AlertSettings()
     trainer: TrainerSettings = TrainerSettings()
+    model_feed: ModelFeedSettings = ModelFeedSettings()
     errors: ErrorSettings = ErrorSettings()
     # SIGTERM (or Ctrl-C) stops a worker within this many seconds, whatever it is waiting on.
     shutdown_grace_s: float = Field(default=15.0, gt=0, le=600)

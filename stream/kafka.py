@@ -137,13 +137,13 @@ def all_topics(settings: Settings) -> dict[str, int]:
     same = t.partitions  # changelog, predictions and features are co-partitioned with events
     return {t.events: same, t.labels: same, t.predictions: same, t.dead_letter: same,
             t.features: same, t.changelog: same, t.drift: 1, t.retrain: 1, t.model_updates: 1,
-            t.labelled_examples: 1}
+            t.labelled_examples: 1, t.models: 1}
 
 
 def topic_configs(settings: Settings, name: str) -> dict[str, str]:
-    """Per-topic configuration: compacted changelog, bounded labelled examples."""
+    """Per-topic configuration: compacted changelog and models, bounded labelled examples."""
     t = settings.topics
-    if name == t.changelog:
+    if name in (t.changelog, t.models):
         return {"cleanup.policy": "compact"}
     if name == t.labelled_examples:
         return {"cleanup.policy": "delete", "retention.ms": str(t.labelled_examples_retention_ms),

@@ -75,7 +75,9 @@ __all__ = [
     "LabelledExample",
     "Message",
     "MessageError",
+    "ModelChunk",
     "ModelInputs",
+    "ModelStates",
     "ModelUpdate",
     "Prediction",
     "RetrainRequest",
@@ -429,6 +431,49 @@ class ModelUpdate(msgspec.Struct, kw_only=True):
     examples: int | None = None  # labelled examples read for the decision
     training_window: dict[str, Any] = {}  # rows, labels_positive, event_ts range, offsets, scored_by
     holdout_window: dict[str, Any] = {}
+
+
+ModelFile = Literal["card.json", "model.onnx"]
+_Sha256 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+
+
+class ModelChunk(msgspec.Struct, kw_only=True):
+    """One piece of one file of a model version (compacted topic ``mlstream.models``, keyed
+    ``<model>/<version>/<file>/<index>``). A file larger than a message travels as ``count``
+    chunks; each carries the whole file's size and sha256, so a reader checks the reassembled
+    bytes before it writes them (:mod:`stream.model_feed`).
+
+    >>> c = ModelChunk(model="fraud", model_version="2", file="model.onnx", index=0, count=1,
+    ...                size=3, sha256="0" * 64, data=b"abc")
+    >>> encode(c)[-14:], decode(encode(c), ModelChunk).data
+    (b'"data":"YWJj"}', b'abc')
+    """
+
+    schema_version: Literal[1] = 1
+    model: str
+    model_version: str
+    file: ModelFile
+    index: Annotated[int, msgspec.Meta(ge=0)]
+    count: Annotated[int, msgspec.Meta(ge=1, description="chunks of this file")]
+    size: Annotated[int, msgspec.Meta(ge=0, description="bytes of the whole file")]
+    sha256: Annotated[_Sha256, msgspec.Meta(description="of the whole file")]
+    data: Annotated[bytes, msgspec.Meta(description="this chunk's bytes (base64)")]
+
+
+class ModelStates(msgspec.Struct, kw_only=True):
+    """A model's registry as scorers need it (topic ``mlstream.models``, keyed ``<model>/states``):
+    the version to serve, every version's state, and the sha256 of the ONNX file of each version
+    whose files are on the topic. Published after those files, so a reader has them first."""
+
+    schema_version: Literal[1] = 1
+    model: str
+    champion: Annotated[str | None, msgspec.Meta(description="the version to serve (the store's CURRENT)")]
+    states: Annotated[dict[str, str], msgspec.Meta(
+        description="version -> candidate, shadow, champion, retired or rejected")]
+    files: Annotated[dict[str, _Sha256], msgspec.Meta(
+        description="version -> sha256 of its model.onnx, for the versions whose files are on the topic")]
+    reason: str = ""
+    published_at: float
 
 
 # -- the codec ---------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 20)) + (1.0,)
 # rule sees "none yet" as 0 rather than as a missing series.
 MODEL_LOAD_OUTCOMES = ("load_ok", "swap_ok", "swap_failed", "rolled_back")
 LABEL_OUTCOMES = ("matched", "unmatched")
+# why stream.model_feed refused a record or a version received on the models topic
+FEED_REFUSALS = ("oversized", "malformed", "checksum", "missing_chunk")
 # where a record or batch raised and was set aside by stream.error_policy
 ERROR_STAGES = ("features", "score", "monitor", "trainer")
 # stream.monitoring.drift (data, score, multivariate), stream.monitoring.labels (concept) and their resolution
@@ -57,6 +59,8 @@ class Metrics:
     label_delay: Histogram
     labelled_examples: Counter
     alert_deliveries: Counter
+    model_feed_versions: Counter
+    model_feed_refused: Counter
     worker_info: Gauge
     # readiness of the roles running in this process, served on /ready (not a Prometheus metric)
     health: Health = field(default_factory=Health)
@@ -120,6 +124,11 @@ class Metrics:
                                       registry=r),
             alert_deliveries=Counter(name("alert_deliveries"), "Alert deliveries by channel and outcome.",
                                      ["channel", "outcome"], registry=r),
+            model_feed_versions=Counter(name("model_feed_versions"),
+                                        "Model versions received from the model feed, checked and written to the local store.",
+                                        registry=r),
+            model_feed_refused=Counter(name("model_feed_refused"),
+                                       "Model feed records or versions refused, by reason.", ["reason"], registry=r),
             worker_info=Gauge(name("worker_info"), "A running worker and its role (value 1).",
                               ["role"], registry=r),
         )
@@ -127,6 +136,8 @@ class Metrics:
             m.model_loads.labels(outcome)
         for outcome in LABEL_OUTCOMES:
             m.labels.labels(outcome)
+        for reason in FEED_REFUSALS:
+            m.model_feed_refused.labels(reason)
         for stage in ERROR_STAGES:
             m.processing_errors.labels(stage)
         for kind in DRIFT_KINDS:  # increase() then sees a first event (absent -> 1 would not)

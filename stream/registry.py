@@ -186,6 +186,37 @@ class ModelStore:
                 return v
         raise ModelLoadError(self.root / name, f"no earlier champion of {name!r} to roll back to")
 
+    # -- a cache of another store (stream/model_feed.py) --------------------------------
+    def put(self, name: str, version: str, card_json: bytes, model: bytes) -> bool:
+        """Write a version received from another store, bytes as they came, state unchanged
+        (the model first: a version is listed once its card is there). False when the store
+        already holds exactly these bytes (nothing written, so file times stay)."""
+        folder = self.root / name / version
+        try:
+            if (folder / MODEL_FILE).read_bytes() == model and (folder / CARD_FILE).read_bytes() == card_json:
+                return False
+        except OSError:
+            pass
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_atomic(folder / MODEL_FILE, model)
+        _write_atomic(folder / CARD_FILE, card_json)
+        return True
+
+    def mirror(self, name: str, champion: str | None, states: dict[str, str], reason: str) -> bool:
+        """Take another store's states for the versions held here, and its champion as CURRENT
+        (when held here). True if anything changed."""
+        held = set(self.versions(name))
+        changed = False
+        for version, state in states.items():
+            if version in held and state in STATES and self.state(name, version) != state:
+                self.set_state(name, version, state, reason)
+                changed = True
+        pointer = self.root / name / "CURRENT"
+        if champion in held and (not pointer.is_file() or pointer.read_text().strip() != champion):
+            _write_atomic(pointer, f"{champion}\n".encode())
+            changed = True
+        return changed
+
     def _registry(self, name: str) -> dict[str, Any]:
         path = self.root / name / REGISTRY_FILE
         try:

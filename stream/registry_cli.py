@@ -1,7 +1,9 @@
-"""``mlstream models list|show|diff|promote|rollback``: the model registry for operators.
+"""``mlstream models list|show|diff|promote|rollback|publish``: the model registry for operators.
 
 The commands act on the model store named by the settings. A promotion or rollback made here
-flips ``CURRENT`` and records the transition, with its reason, in the store's history.
+flips ``CURRENT`` and records the transition, with its reason, in the store's history, then
+publishes the store on the model feed (``model_feed.mode`` "feed"), where every scorer hears of
+it; ``publish`` sends the store again (a failed publish, a first deployment).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import json
 from typing import Any
 
+from stream.errors import StreamError
 from stream.registry import ModelStore
 
 HIDDEN = ("reference_profile",)  # large and for machines; `show --full` prints it
@@ -30,7 +33,8 @@ def add_verbs(verbs: Any) -> None:
     pr.add_argument("--reason", default="promoted by an operator")
     rb = verbs.add_parser("rollback", help="reject the champion and serve the one before it again")
     rb.add_argument("--reason", default="rolled back by an operator")
-    for p in (ls, s, d, pr, rb):
+    pu = verbs.add_parser("publish", help="send the store's servable versions and states to the model feed")
+    for p in (ls, s, d, pr, rb, pu):
         p.set_defaults(func=run)
 
 
@@ -51,11 +55,25 @@ def run(args: argparse.Namespace) -> int:
         before = store.current_version(name)
         store.promote(name, args.version, reason=args.reason)
         print(f"{name}: champion {before} -> {args.version}")
+        _publish(settings, store, name, f"promoted {args.version}: {args.reason}")
     elif args.verb == "rollback":
         before = store.current_version(name)
         now = store.rollback(name, reason=args.reason)
         print(f"{name}: rolled back {before} -> {now} ({before} rejected)")
+        _publish(settings, store, name, f"rolled back {before} -> {now}: {args.reason}")
+    elif args.verb == "publish":
+        if settings.model_feed.mode != "feed":
+            raise StreamError("model_feed.mode is \"store\": scorers read the store itself, there is no feed")
+        _publish(settings, store, name, "published by an operator")
     return 0
+
+
+def _publish(settings: Any, store: ModelStore, name: str, what: str) -> None:
+    from stream.model_feed import publish_change  # Kafka clients only when publishing
+
+    line = publish_change(settings, store, name, what)
+    if line:
+        print(line)
 
 
 def _primary(card: dict[str, Any]) -> str:

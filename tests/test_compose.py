@@ -59,9 +59,11 @@ def test_the_stack_has_every_part():
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
     assert "replicas" in services["worker"]["deploy"] and "container_name" not in services["worker"]
     assert services["worker"]["command"] == ["mlstream", "worker"]
-    # the trainer closes the loop; its promotions reach the scorers' model store
+    # the trainer closes the loop; its promotions reach the scorers over the compacted models
+    # topic, not through a shared volume (each worker's store is a cache)
     assert services["trainer"]["command"] == ["mlstream", "trainer"]
-    assert set(services["trainer"]["volumes"]) & set(services["worker"]["volumes"])
+    assert not set(services["trainer"].get("volumes", [])) & set(services["worker"].get("volumes", []))
+    assert "one mlstream.models --config cleanup.policy=compact" in " ".join(services["kafka-init"]["command"])
 
 
 def test_kafka_is_the_version_the_tests_run_on_with_its_data_on_the_volume():

@@ -52,7 +52,7 @@ async def test_a_bad_version_put_in_current_is_refused_once_and_retried_when_the
         make_settings, start_worker, model_store):
     from stream.kafka import ensure_topics
 
-    settings = make_settings(scoring={"model_poll_interval_s": 0.1})
+    settings = make_settings(scoring={"model_poll_interval_s": 0.1}, model_feed={"mode": "store"})
     await ensure_topics(settings)
     worker = start_worker(settings, roles=("scorer",))
     m = worker.metrics.registry.get_sample_value
@@ -82,6 +82,7 @@ async def test_invalid_scores_are_dead_lettered_and_the_model_is_swapped_back_an
     with SlackStandIn() as slack:
         settings = make_settings(scoring={"model_poll_interval_s": 0.1, "invalid_score_window": 200,
                                           "max_invalid_score_share": 0.02, "max_batch_size": 100},
+                                 model_feed={"mode": "store"},  # versions written into the store by hand
                                  alerts={"slack_webhook_url": slack.url()})
         await ensure_topics(settings)
         worker = start_worker(settings, roles=("scorer",))

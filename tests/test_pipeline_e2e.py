@@ -125,6 +125,8 @@ async def test_a_promoted_model_is_swapped_in_without_losing_an_event(settings, 
 
     from stream.registry import ModelStore
 
+    # store-only mode: the worker polls the store it shares with whoever promotes
+    settings = settings.model_copy(update={"model_feed": settings.model_feed.model_copy(update={"mode": "store"})})
     worker = start_worker(settings, roles=("scorer",))
     sim = PaymentSimulator(seed=8)
     await produce(settings, sim, 1_000, rate=0)

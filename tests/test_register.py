@@ -51,7 +51,8 @@ def _write_reference(path: Path, ref, labels: bool = True) -> Path:
     return path
 
 
-def test_register_lightgbm_in_its_own_column_order(data: dict, tmp_path: Path, capsys) -> None:
+def test_register_lightgbm_in_its_own_column_order(data: dict, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("MLSTREAM_MODEL_FEED__MODE", "store")  # no broker here: nothing to publish to
     model, blob = _lightgbm(data["X_model"], data["y"])
     onnx_path = tmp_path / "lgbm.onnx"
     onnx_path.write_bytes(blob)

@@ -46,7 +46,8 @@ def test_a_missing_current_never_serves_a_rejected_or_unproven_version(model_sto
         store.current_version("fraud")
 
 
-def test_models_commands(model_store, capsys):
+def test_models_commands(model_store, capsys, monkeypatch):
+    monkeypatch.setenv("MLSTREAM_MODEL_FEED__MODE", "store")  # no broker here: test_model_feed.py publishes
     store = ModelStore(model_store)
     _copy_version(store, "2", promote=False, request_id="r-1", created_at="2026-12-01T08:00:00+00:00")
     base = ["models", "--store", str(model_store)]

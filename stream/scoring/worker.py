@@ -37,6 +37,7 @@ from stream.kafka import (
 )
 from stream.metrics import Metrics
 from stream.registry import ModelStore
+from stream.scoring.feed import FeedReader
 from stream.scoring.guard import ModelGuard
 from stream.scoring.model import Model, load_model
 from stream.scoring.pipeline import BatchOutput, BatchScorer
@@ -51,8 +52,9 @@ EVICT_EVERY_S = 60.0
 
 class ScoringWorker:
     def __init__(self, settings: Settings, domain: Domain, metrics: Metrics, *,
-                 emit_features: bool = True, create_topics: bool = True):
+                 emit_features: bool = True, create_topics: bool = True, feed: FeedReader | None = None):
         self.settings = settings
+        self.feed = feed  # the model feed, caught up (None: poll the store, model_feed.mode "store")
         self.create_topics = create_topics  # recreate topics that disappear (else stop)
         self.domain = domain
         self.metrics = metrics
@@ -100,6 +102,7 @@ class ScoringWorker:
         if exactly_once:
             self.txn = OutputTransaction(self.producer, self.group_id)
         await self.notifier.start()
+        following = asyncio.ensure_future(self.feed.follow(stop)) if self.feed is not None else None
         try:
             while not stop.is_set():
                 self.consumer = make_consumer(s, group_id=self.group_id, max_poll_interval_ms=300_000)
@@ -127,6 +130,10 @@ class ScoringWorker:
             finally:
                 self.metrics.worker_info.labels("scorer").set(0)
                 try:
+                    if following is not None and self.feed is not None:
+                        following.cancel()
+                        await asyncio.gather(following, return_exceptions=True)
+                        await self.feed.close()
                     await self.notifier.stop()
                     if self.consumer is not None:
                         await stop_quietly(self.consumer, s.kafka.request_deadline_s)
@@ -149,7 +156,11 @@ class ScoringWorker:
                     async with self._lock:
                         await self._process(batches)
                 now = time.monotonic()
-                if now >= next_model_check:
+                if self.feed is not None:  # the feed wrote a version or states to the local store
+                    if self.feed.changed.is_set():
+                        self.feed.changed.clear()
+                        await self._maybe_swap_model()
+                elif now >= next_model_check:
                     next_model_check = now + sc.model_poll_interval_s
                     await self._maybe_swap_model()
                 if now >= next_evict:

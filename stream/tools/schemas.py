@@ -25,6 +25,8 @@ from stream.messages import (
     FeatureBatch,
     Label,
     LabelledExample,
+    ModelChunk,
+    ModelStates,
     ModelUpdate,
     Prediction,
     RetrainRequest,
@@ -57,6 +59,14 @@ SCHEMAS: dict[str, tuple[type, str, str | None]] = {
     "labelled-example": (LabelledExample, "Labelled example (topic `mlstream.labelled-examples`, keyed by event_id)",
                          "A scored event's model inputs exactly as scored, joined with its delayed label "
                          "by the monitor; the trainer learns from these. Bounded by time and size retention."),
+    "model-chunk": (ModelChunk, "Model chunk (compacted topic `mlstream.models`, keyed "
+                    "`<model>/<version>/<file>/<index>`)",
+                    "One piece of a model version's card.json or model.onnx; data is base64. A file "
+                    "larger than a message travels as `count` chunks, each with the whole file's size "
+                    "and sha256; readers refuse a file whose reassembled bytes do not match."),
+    "model-states": (ModelStates, "Model states (compacted topic `mlstream.models`, keyed `<model>/states`)",
+                     "The registry as scorers need it: the champion to serve, every version's state, "
+                     "and the sha256 of the versions whose files are on the topic. Published after them."),
     "model-update": (ModelUpdate, "Model update (topic `mlstream.model-updates`, keyed by request_id)",
                      "The trainer's decision on a retraining request (promote, shadow, reject, wait, "
                      "expired, failed) with the compared versions, the paired-bootstrap holdout "

@@ -272,4 +272,10 @@ def run_add(args: argparse.Namespace) -> int:
     print(f"registered {card['name']} version {card['version']} (sha256 {card['sha256'][:12]}…, "
           f"{card['training']['rows_reference']} reference rows, {state}): "
           f"{json.dumps(card['training']['metrics'])}")
+    if args.promote:  # scorers on other machines hear of it through the model feed
+        from stream.model_feed import publish_change
+
+        line = publish_change(settings, store, card["name"], f"registered and promoted version {card['version']}")
+        if line:
+            print(line)
     return 0

@@ -6,8 +6,9 @@ their state), because this is control-plane traffic, a few messages a day, where
 per-event cost does not matter and its durable tables do the de-duplication for us. Training
 runs in a thread so the agent keeps heart-beating. Every decision (promote, shadow, reject,
 wait) is published on the model-updates topic, counted in the trainer's metrics and sent to
-Slack. A request that waits for labels is retried every ``retry_interval_s`` until it gets a
-verdict or ``max_wait_s`` passes.
+Slack; a decision that changes the store (promote, shadow, reject) is published on the model
+feed (:mod:`stream.model_feed`). A request that waits for labels is retried every
+``retry_interval_s`` until it gets a verdict or ``max_wait_s`` passes.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from stream.alerts import Notifier
 from stream.config import Settings
 from stream.domain import Domain, load_domain
 from stream.error_policy import ErrorPolicy
+from stream.errors import StreamError
 from stream.kafka import ensure_topics
 from stream.messages import ModelUpdate, RetrainRequest, decode, encode
 from stream.metrics import ALERT_CHANNELS, ALERT_OUTCOMES, LATENCY_BUCKETS, Metrics
+from stream.model_feed import publish
 from stream.registry import ModelStore
 from stream.training.challenge import challenge, examples_from_file
 from stream.training.labelled import LabelledExamples, read_examples
@@ -104,6 +107,17 @@ class Trainer:
         examples = await self.examples()
         return await asyncio.to_thread(challenge, self.settings, self.domain, self.store, request, examples)
 
+    async def publish(self, what: str) -> None:
+        """The store's new states (and servable versions) to the model feed, where the scorers
+        hear of them. A failure is logged: the decision stands, `mlstream models publish` resends."""
+        if self.settings.model_feed.mode != "feed":
+            return
+        try:
+            await publish(self.settings, self.store, self.settings.model_name, what)
+        except StreamError as exc:
+            log.error("%s: not published to %s (%s); scorers keep their model until "
+                      "`mlstream models publish` succeeds", what, self.settings.topics.models, exc)
+
     async def answer(self, request: RetrainRequest, first_seen: float) -> ModelUpdate:
         """The decision for a request (published by the caller)."""
         async with self._lock:
@@ -122,6 +136,9 @@ class Trainer:
                 update.reasons = [*update.reasons, "gave up waiting for labels after "
                                   f"{self.settings.trainer.max_wait_s:.0f}s"]
                 update.reason = "; ".join(update.reasons)
+            if update.challenger_version and update.decision in ("promote", "shadow", "reject"):
+                await self.publish(f"{update.decision} {update.challenger_version} "
+                                   f"(request {request.request_id})")
             self.metrics.duration.observe(time.perf_counter() - t0)
             self.metrics.record(update)
             self.notifier.submit_decision(update)

@@ -1,0 +1,253 @@
+"""The scorer's side of the model feed (:mod:`stream.model_feed`): follow the compacted models
+topic, write each checked version into the local store (a cache) with the registry's states,
+and tell the worker, which swaps between two batches through its usual checks.
+
+No consumer group: every scorer reads the whole topic from its beginning at start (catching up
+on whatever its local store missed), then follows it. A scorer whose local store has nothing to
+serve waits for the feed to deliver the champion, at most ``model_feed.start_timeout_s``.
+A bad record (oversized, garbled, a chunk whose file fails its sha256, a version whose chunks
+are missing) is refused, logged once and counted in ``mlstream_model_feed_refused_total``;
+the worker keeps serving what it serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import threading
+import time
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from stream.config import Settings
+from stream.errors import MessageError, ModelLoadError
+from stream.kafka import make_consumer, start_client, stop_quietly
+from stream.messages import ModelChunk, ModelStates, decode
+from stream.metrics import Metrics
+from stream.model_feed import SERVED, Assembler, Refused, parse_key, states_key
+from stream.registry import CARD_FILE, MODEL_FILE, ModelStore
+
+log = logging.getLogger(__name__)
+
+MAX_LOGGED = 1_000  # refusals remembered so that each is logged once
+MAX_HALVES = 8  # versions with one of their two files received, waiting for the other
+
+
+class FeedReader:
+    """Reads the models topic into the local store; :attr:`changed` is set when the store
+    changed in a way the worker must look at (a new champion or new states)."""
+
+    def __init__(self, settings: Settings, metrics: Metrics):
+        self.settings = settings
+        self.metrics = metrics
+        self.name = settings.model_name
+        self.store = ModelStore(settings.model_store)
+        self.assembler = Assembler(settings.model_feed.max_model_bytes)
+        self.changed = threading.Event()  # written from the thread that handles records
+        self.tp = TopicPartition(settings.topics.models, 0)
+        self.consumer: AIOKafkaConsumer | None = None
+        self._halves: dict[str, dict[str, bytes]] = {}  # version -> file -> checked bytes
+        self._refused: dict[tuple[str, str], None] = {}  # (reason, what): logged already
+        self._bad_versions: dict[str, None] = {}  # versions refused (until one is written)
+
+    # -- Kafka -------------------------------------------------------------------------
+    async def start(self, stop: asyncio.Event) -> None:
+        """Read the topic to its end, then, if the local store has nothing to serve, go on
+        reading until the champion arrives or ``start_timeout_s`` passes (ModelLoadError)."""
+        s = self.settings
+        self.consumer = make_consumer(s, group_id=None, fetch_max_wait_ms=100)
+        await start_client(self.consumer, s.kafka.bootstrap_servers)
+        if self.consumer.partitions_for_topic(self.tp.topic) is None:
+            await self.consumer._client.force_metadata_update()
+        exists = self.consumer.partitions_for_topic(self.tp.topic) is not None
+        if not exists:
+            log.warning("the model feed's topic %s does not exist (yet): no model arrives until it is "
+                        "created", self.tp.topic)
+        self.consumer.assign([self.tp])
+        await self.consumer.seek_to_beginning(self.tp)
+        deadline = time.monotonic() + s.model_feed.start_timeout_s
+        while not stop.is_set() and time.monotonic() < deadline and (exists or not self.servable()):
+            await self.poll(timeout_ms=200)
+            # the high watermark of the last fetch (the embedded broker's ListOffsets is not exact)
+            end = self.consumer.highwater(self.tp)
+            if end is not None and await self.consumer.position(self.tp) >= end and self.servable():
+                break
+        if not stop.is_set() and not self.servable():
+            raise ModelLoadError(self.store.root / self.name, "nothing to serve in the local store, "
+                                 f"and the feed {self.tp.topic} delivered no champion within "
+                                 f"{s.model_feed.start_timeout_s:g}s (MLSTREAM_MODEL_FEED__START_TIMEOUT_S); "
+                                 "publish one with `mlstream models publish` or `mlstream train`")
+        self.changed.clear()  # the worker loads what is there now
+
+    async def follow(self, stop: asyncio.Event) -> None:
+        """Read new records until ``stop``; the client reconnects by itself after broker errors."""
+        while not stop.is_set():
+            try:
+                await self.poll(timeout_ms=500)
+            except KafkaError as exc:
+                log.warning("model feed: %s; reading on", type(exc).__name__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)  # backoff, cut short by a stop
+
+    async def poll(self, timeout_ms: int) -> None:
+        assert self.consumer is not None
+        batches = await self.consumer.getmany(self.tp, timeout_ms=timeout_ms, max_records=100)
+        for records in batches.values():
+            for rec in records:
+                await asyncio.to_thread(self.handle, rec.key, rec.value)
+
+    async def close(self) -> None:
+        if self.consumer is not None:
+            await stop_quietly(self.consumer, self.settings.kafka.request_deadline_s)
+            self.consumer = None
+
+    def servable(self) -> bool:
+        try:
+            self.store.current_version(self.name)
+            return True
+        except ModelLoadError:
+            return False
+
+    # -- records (no Kafka: the tests feed these directly) -----------------------------
+    def handle(self, key: bytes | None, value: bytes | None) -> None:
+        """One record of the models topic; a refusal is counted and logged once, never raised."""
+        try:
+            self._handle(key, value)
+        except Refused as exc:
+            self.refuse(exc.reason, exc.detail)
+        except (OSError, ModelLoadError) as exc:  # the local store: a full disk, a bad registry
+            log.error("model feed: cannot write to the local store: %s", exc)
+
+    def _handle(self, key: bytes | None, value: bytes | None) -> None:
+        where = parse_key(key)
+        if value is None:  # a tombstone: compaction will drop that chunk
+            if where is not None:
+                self.assembler.drop(*where[:3])
+            return
+        limit = self.settings.model_feed.max_message_bytes
+        if len(value) > limit:
+            raise Refused("oversized", f"a record of {len(value)} bytes (key {key!r:.80}), more than "
+                          f"max_message_bytes {limit} (MLSTREAM_MODEL_FEED__MAX_MESSAGE_BYTES)")
+        try:
+            if key == states_key(self.name):
+                self._states(decode(value, ModelStates))
+            elif where is not None and where[0] == self.name:
+                chunk = decode(value, ModelChunk)
+                if (chunk.model, chunk.model_version, chunk.file, chunk.index) != where:
+                    raise Refused("malformed", f"chunk {chunk.model}/{chunk.model_version}/{chunk.file}/"
+                                  f"{chunk.index} under key {key!r:.80}")
+                self._chunk(chunk)
+            elif where is None and not (key or b"").endswith(b"/states"):
+                raise Refused("malformed", f"a record with key {key!r:.80} is neither a chunk nor states")
+        except MessageError as exc:
+            raise Refused("malformed", f"key {key!r:.80}: {exc}") from None
+
+    def _chunk(self, chunk: ModelChunk) -> None:
+        version = chunk.model_version
+        try:
+            blob = self.assembler.add(chunk)
+        except Refused as exc:
+            self._bad_version(version)
+            raise exc from None
+        if blob is None:
+            return
+        halves = self._halves.setdefault(version, {})
+        halves[chunk.file] = blob
+        while len(self._halves) > MAX_HALVES:
+            self._halves.pop(next(iter(self._halves)))
+        if len(halves) == 2:
+            del self._halves[version]
+            # no states applied here: a publish ends with its states, which come next
+            self._write(version, halves[CARD_FILE], halves[MODEL_FILE])
+
+    def _write(self, version: str, card_json: bytes, model: bytes) -> None:
+        sha = hashlib.sha256(model).hexdigest()
+        try:
+            card = json.loads(card_json)
+            ok = card["name"] == self.name and str(card["version"]) == version
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            self._bad_version(version)
+            raise Refused("malformed", f"the card of {self.name} version {version} does not name it")
+        if card.get("sha256") != sha:
+            self._bad_version(version)
+            raise Refused("checksum", f"{self.name} version {version}: the card's sha256 "
+                          f"{str(card.get('sha256'))[:12]}… is not its model's {sha[:12]}…")
+        self._bad_versions.pop(version, None)
+        if self.store.put(self.name, version, card_json, model):
+            self.metrics.model_feed_versions.inc()
+            log.info("model feed: %s version %s written to the local store %s", self.name, version,
+                     self.store.root)
+
+    def _states(self, states: ModelStates) -> None:
+        """Take the states once every version they ask to serve is here with the published bytes."""
+        if states.model != self.name:
+            return
+        wanted = {v for v, s in states.states.items() if s in SERVED}
+        if states.champion is not None:
+            wanted.add(states.champion)
+        missing = sorted(v for v in wanted if self._held_sha(v) != states.files.get(v))
+        if missing:  # kept as they are until states whose versions are all here
+            for v in missing:
+                sha = states.files.get(v, "")
+                if v in self._bad_versions:
+                    self._once("refused", v, f"keeping the current model: {self.name} version {v} "
+                               "named by the registry was refused")
+                    continue
+                unfinished = self.assembler.unfinished(self.name, v)
+                self.refuse("missing_chunk", f"{self.name} version {v} is named {states.states.get(v, 'champion')} "
+                            f"but its chunks are not all on the feed ({', '.join(unfinished) or 'none received'})",
+                            count_key=f"{v}/{sha}")
+            return
+        reason = f"model feed: {states.reason}" if states.reason else "model feed"
+        if self.store.mirror(self.name, states.champion, states.states, reason):
+            log.info("model feed: %s champion %s, states %s", self.name, states.champion, states.states)
+        # even when nothing changed here: a store shared with the publisher already holds it all
+        self.changed.set()
+
+    def _bad_version(self, version: str) -> None:
+        self._bad_versions[version] = None
+        while len(self._bad_versions) > MAX_LOGGED:
+            self._bad_versions.pop(next(iter(self._bad_versions)))
+
+    def _held_sha(self, version: str) -> str | None:
+        path = self.store.root / self.name / version
+        try:
+            return str(json.loads((path / CARD_FILE).read_text())["sha256"]) \
+                if (path / MODEL_FILE).is_file() else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def refuse(self, reason: str, detail: str, count_key: str | None = None) -> None:
+        """Count a refusal; log it once (``count_key``: count it once too)."""
+        first = self._once(reason, count_key or detail, f"model feed: refused ({reason}): {detail}; "
+                           "keeping the current model")
+        if first or count_key is None:
+            self.metrics.model_feed_refused.labels(reason).inc()
+
+    def _once(self, reason: str, what: str, message: str) -> bool:
+        if (reason, what) in self._refused:
+            return False
+        self._refused[(reason, what)] = None
+        while len(self._refused) > MAX_LOGGED:
+            self._refused.pop(next(iter(self._refused)))
+        log.error("%s", message)
+        return True
+
+
+async def start_feed(settings: Settings, metrics: Metrics, stop: asyncio.Event) -> FeedReader | None:
+    """A started reader, caught up (None in store mode: the worker polls a shared store)."""
+    if settings.model_feed.mode != "feed":
+        return None
+    feed = FeedReader(settings, metrics)
+    try:
+        await feed.start(stop)
+    except BaseException:
+        await feed.close()
+        raise
+    return feed

@@ -1,0 +1,266 @@
+"""Models reach scorers that share no filesystem: the compacted models topic (stream/model_feed.py).
+
+On the embedded broker: versions chunked small reassemble byte-identical into an empty store; a
+bad record is refused, counted and logged once while the old version keeps serving; a worker
+with an empty local store gets the champion from the feed (or exits in one line); two scorer
+processes with separate local stores both serve a version promoted from a third store, with no
+event lost or scored twice across the swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import orjson
+
+from stream.config import Settings
+from stream.examples.simulate import PaymentSimulator
+from stream.kafka import ensure_topics, make_producer, start_client
+from stream.messages import ModelChunk, decode, encode
+from stream.metrics import Metrics
+from stream.model_feed import feed_records, publish
+from stream.registry import CARD_FILE, MODEL_FILE, ModelStore
+from stream.scoring.feed import FeedReader
+from stream.tools.tally import wait_until
+from stream.tools.traffic import produce
+from tests.faults.harness import ROOT, produce_at, sequenced, verify, worker_env
+from tests.helpers import read_topic
+
+
+def source_store(model_store: Path, where: Path, *, promote: bool = True) -> ModelStore:
+    """A third store (the trainer's, an operator's) with version 2: the shipped model's bytes
+    under a new version, promoted (1 retired) unless ``promote`` is False."""
+    shutil.copytree(model_store, where)
+    store = ModelStore(where)
+    src = where / "fraud" / "1"
+    card = json.loads((src / CARD_FILE).read_text())
+    store.save({**card, "version": "2"}, (src / MODEL_FILE).read_bytes(), promote=promote, reason="test")
+    return store
+
+
+async def send_raw(settings: Settings, records: list[tuple[bytes | None, bytes | None]]) -> None:
+    producer = make_producer(settings)
+    await start_client(producer, settings.kafka.bootstrap_servers)
+    try:
+        for key, value in records:
+            await producer.send(settings.topics.models, value, key=key, partition=0)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def predictions_of(settings: Settings) -> list[dict]:
+    return [orjson.loads(r.value) for r in await read_topic(settings, settings.topics.predictions)]
+
+
+async def test_small_chunks_reassemble_byte_identical_into_an_empty_store(make_settings, model_store, tmp_path):
+    settings = make_settings(model_feed={"max_message_bytes": 4_096})
+    await ensure_topics(settings)
+    src = source_store(model_store, tmp_path / "src")
+    sent = await publish(settings, src, "fraud", "test")
+
+    records = await read_topic(settings, settings.topics.models)
+    assert len(records) == sent > 100  # a 250 kB card in 4 kB records, for each of versions 1 and 2
+    assert max(len(r.value) for r in records) <= 4_096
+    assert records[-1].key == b"fraud/states"  # the states come after the chunks they name
+
+    local = tmp_path / "local"
+    reader = FeedReader(settings.model_copy(update={"model_store": local}), Metrics.create())
+    await asyncio.wait_for(reader.start(asyncio.Event()), 60)
+    await reader.close()
+    for version in ("1", "2"):
+        for file in (CARD_FILE, MODEL_FILE):
+            assert (local / "fraud" / version / file).read_bytes() == \
+                (tmp_path / "src" / "fraud" / version / file).read_bytes(), (version, file)
+    store = ModelStore(local)
+    assert store.current_version("fraud") == "2"
+    assert (store.state("fraud", "1"), store.state("fraud", "2")) == ("retired", "champion")
+    assert reader.metrics.registry.get_sample_value("mlstream_model_feed_versions_total") == 2
+
+
+async def test_bad_records_are_refused_and_the_old_version_keeps_serving(make_settings, start_worker,
+                                                                         model_store, tmp_path):
+    settings = make_settings(model_feed={"max_message_bytes": 8_192})
+    await ensure_topics(settings)
+    worker = start_worker(settings, roles=("scorer",))
+    refused = lambda reason: worker.metrics.registry.get_sample_value(
+        "mlstream_model_feed_refused_total", {"reason": reason})
+    assert await wait_until(lambda: worker.metrics.registry.get_sample_value(
+        "mlstream_model_loads_total", {"outcome": "load_ok"}) == 1, 60)
+
+    src = source_store(model_store, tmp_path / "src")
+    good = feed_records(settings, src, "fraud", "test")
+    # version 2 with one chunk of its card altered, then states naming it champion
+    bad = []
+    for m in good:
+        value = m.value
+        if m.key == b"fraud/2/card.json/3":
+            chunk = decode(m.value, ModelChunk)
+            value = encode(msgspec.structs.replace(chunk, data=chunk.data[::-1]))
+        bad.append((m.key, value))
+    garbled = [(b"fraud/2/model.onnx/0", b"{not json"), (b"fraud/9/model.onnx/0", b"x" * 9_000)]
+    await send_raw(settings, garbled + bad)
+    assert await wait_until(lambda: refused("checksum") == 1, 30)
+    assert await wait_until(lambda: refused("malformed") == 1 and refused("oversized") == 1, 30)
+
+    # version 3 announced as champion, one of its chunks never sent
+    shutil.copytree(tmp_path / "src" / "fraud" / "2", tmp_path / "src" / "fraud" / "3")
+    card3 = json.loads((tmp_path / "src" / "fraud" / "3" / CARD_FILE).read_text())
+    (tmp_path / "src" / "fraud" / "3" / CARD_FILE).write_text(json.dumps({**card3, "version": "3"}))
+    src.promote("fraud", "3", reason="test")
+    partial = [(m.key, m.value) for m in feed_records(settings, src, "fraud", "test")
+               if m.key != b"fraud/3/card.json/5" and not m.key.startswith(b"fraud/2/")]
+    await send_raw(settings, partial)
+    assert await wait_until(lambda: refused("missing_chunk") == 1, 30)
+
+    sim = PaymentSimulator(seed=5)
+    await produce(settings, sim, 500, rate=0)
+    assert await wait_until(lambda: worker.metrics.registry.get_sample_value(
+        "mlstream_predictions_total", {"model": "fraud", "version": "1"}) == 500, 60)
+    assert {p["model_version"] for p in await predictions_of(settings)} == {"1"}
+    assert ModelStore(model_store).current_version("fraud") == "1"
+    assert worker.metrics.registry.get_sample_value("mlstream_model_loads_total", {"outcome": "swap_ok"}) == 0
+    assert (refused("checksum"), refused("missing_chunk")) == (1, 1)  # counted once each
+
+    # the good version 2 published again: served
+    src.promote("fraud", "2", reason="test")
+    await publish(settings, src, "fraud", "test")
+    assert await wait_until(lambda: worker.metrics.registry.get_sample_value(
+        "mlstream_model_loads_total", {"outcome": "swap_ok"}) == 1, 60)
+    await produce(settings, sim, 200, rate=0, start=500)
+    assert await wait_until(lambda: worker.metrics.registry.get_sample_value(
+        "mlstream_predictions_total", {"model": "fraud", "version": "2"}) == 200, 60)
+
+
+async def test_a_worker_with_an_empty_store_gets_the_champion_from_the_feed(make_settings, start_worker,
+                                                                             model_store, tmp_path):
+    local = tmp_path / "empty"
+    local.mkdir()
+    settings = make_settings(model_store=local)
+    await ensure_topics(settings)
+    worker = start_worker(settings, roles=("scorer",))
+    assert not await wait_until(lambda: worker.task.done(), 1.0)  # waiting for the feed, not failing
+    await publish(settings, ModelStore(model_store), "fraud", "first deployment")
+    assert await wait_until(lambda: worker.metrics.registry.get_sample_value(
+        "mlstream_model_loads_total", {"outcome": "load_ok"}) == 1 or worker.task.done(), 60)
+    assert not worker.task.done()
+    await produce(settings, PaymentSimulator(seed=6), 300, rate=0)
+    assert await wait_until(lambda: worker.metrics.registry.get_sample_value(
+        "mlstream_predictions_total", {"model": "fraud", "version": "1"}) == 300, 60)
+    assert (local / "fraud" / "1" / MODEL_FILE).read_bytes() == (model_store / "fraud" / "1" / MODEL_FILE).read_bytes()
+
+
+async def test_a_worker_with_an_empty_store_and_no_champion_exits_in_one_line(make_settings, tmp_path):
+    local = tmp_path / "empty"
+    local.mkdir()
+    settings = make_settings(model_store=local)
+    await ensure_topics(settings)
+    env = {**worker_env(settings, local), "MLSTREAM_MODEL_FEED__START_TIMEOUT_S": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "stream.cli", "worker", "--role", "scorer", cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 2
+    lines = err.decode().strip().splitlines()
+    assert lines[-1].startswith("mlstream: error: ") and "MLSTREAM_MODEL_FEED__START_TIMEOUT_S" in lines[-1]
+
+
+async def test_two_workers_with_separate_stores_serve_a_version_promoted_elsewhere(make_settings, model_store,
+                                                                                   tmp_path):
+    settings = make_settings()
+    await ensure_topics(settings)
+    stores = [tmp_path / "a", tmp_path / "b"]
+    for store in stores:
+        shutil.copytree(model_store, store)
+    third = source_store(model_store, tmp_path / "third", promote=False)  # version 2, a candidate
+    logs = []
+    procs = []
+    for i, store in enumerate(stores):
+        log = (tmp_path / f"worker-{i}.log").open("wb")
+        logs.append(log)
+        procs.append(subprocess.Popen([sys.executable, "-m", "stream.cli", "worker", "--role", "scorer"],  # noqa: ASYNC220
+                                      cwd=ROOT, env={**worker_env(settings, store), "MLSTREAM_LOG_LEVEL": "INFO"},
+                                      stdout=log, stderr=log,
+                                      start_new_session=True))
+    try:
+        events = sequenced(9_000, seed=3)
+        await produce_at(settings, events[:1_000], rate=100_000)
+        seen = lambda predictions: {p["event_id"] for p in predictions}
+        first = []
+
+        async def accounted(n: int) -> bool:
+            first[:] = await predictions_of(settings)
+            return len(seen(first)) >= n
+
+        assert await _eventually(lambda: accounted(1_000), 120), _tails(tmp_path)
+        # traffic flows while an operator promotes version 2 in a store no worker reads
+        traffic = asyncio.ensure_future(produce_at(settings, events[1_000:6_000], rate=1_000))
+        assert await _eventually(lambda: accounted(2_000), 60), _tails(tmp_path)  # mid-traffic
+        env = worker_env(settings, tmp_path / "third")
+        cli = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "stream.cli", "models", "promote", "2", "--reason", "by hand", cwd=ROOT,
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(cli.communicate(), 120)
+        assert cli.returncode == 0, err.decode()
+        assert "champion 1 -> 2" in out.decode() and "published fraud" in out.decode()
+        assert third.current_version("fraud") == "2"
+        swapped = lambda: all(ModelStore(s).current_version("fraud") == "2" for s in stores)
+        assert await wait_until(swapped, 60), _tails(tmp_path)
+        await traffic
+        assert await _eventually(lambda: accounted(6_000), 120), _tails(tmp_path)
+        # both workers say they serve version 2 (swapped between two batches)
+        served = lambda: all("version 2 (swap_ok)" in p.read_text(errors="replace")
+                             for p in tmp_path.glob("worker-*.log"))
+        assert await wait_until(served, 60), _tails(tmp_path)
+        await produce_at(settings, events[6_000:], rate=100_000)
+        assert await _eventually(lambda: accounted(9_000), 120), _tails(tmp_path)
+
+        verdict = await verify(settings, events)
+        assert (verdict.lost, verdict.duplicates, verdict.predicted) == (0, 0, 9_000), verdict
+        records = await read_topic(settings, settings.topics.predictions)
+        version = {orjson.loads(r.value)["event_id"]: orjson.loads(r.value)["model_version"] for r in records}
+        assert {version[e[2]] for e in events[:1_000]} == {"1"}
+        assert {version[e[2]] for e in events[6_000:]} == {"2"}  # every partition, so both workers
+        parts = {r.partition for r in records if orjson.loads(r.value)["event_id"] in {e[2] for e in events[6_000:]}}
+        assert parts == {0, 1, 2, 3}
+        for store in stores:  # each local store now caches version 2 and the states
+            assert ModelStore(store).state("fraud", "2") == "champion"
+            assert (store / "fraud" / "2" / MODEL_FILE).read_bytes() == \
+                (tmp_path / "third" / "fraud" / "2" / MODEL_FILE).read_bytes()
+        for proc in procs:
+            assert proc.poll() is None, _tails(tmp_path)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        for log in logs:
+            log.close()
+
+
+async def _eventually(check, timeout_s: float) -> bool:
+    """Re-evaluate an async condition until it holds or the deadline passes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(0.3)  # re-reading the output topic; the condition is checked each round
+    return bool(await check())
+
+
+def _tails(tmp_path: Path) -> str:
+    return "\n".join(f"--- {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:])
+                     for p in sorted(tmp_path.glob("worker-*.log")))
+
