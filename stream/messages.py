@@ -445,7 +445,8 @@ class ModelUpdate(msgspec.Struct, kw_only=True):
     request_id: str | None = None
     model: str | None
     model_version: str | None = None
-    decision: Annotated[str, msgspec.Meta(examples=["promote", "shadow", "reject", "wait", "expired", "failed", "rollback", "keep"])]
+    decision: Annotated[str, msgspec.Meta(
+        examples=["promote", "shadow", "reject", "wait", "expired", "failed", "rollback", "keep"])]
     promoted: bool = False
     reason: str = ""
     reasons: list[str] = []
