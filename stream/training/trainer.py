@@ -74,8 +74,8 @@ class TrainerMetrics:
         if rows and update.challenger_version:
             self.training_rows.labels(model).set(rows)
         if update.primary_metric and "difference" in update.metrics:
-            for role in ("champion", "challenger"):
-                value = update.metrics[role].get(update.primary_metric)
+            for role in ("champion", "challenger"):  # live verdicts: mlstream_live_labelled_loss
+                value = update.metrics.get(role, {}).get(update.primary_metric)
                 if value is not None:
                     self.holdout_loss.labels(model, role).set(value)
 
@@ -216,7 +216,10 @@ def build_trainer(settings: Settings, trainer: Trainer) -> faust.App:
     async def act(stream: faust.StreamT[bytes]) -> None:
         async for value in stream:  # the monitor's live verdicts: this trainer owns the registry
             verdict, _ = trainer.policy.call("trainer", "a shadow verdict", decode, value, ShadowVerdict)
-            update = await trainer.verdict(verdict) if verdict is not None else None
+            update = None
+            if verdict is not None:
+                update, _ = await trainer.policy.call_async("trainer", f"verdict {verdict.verdict_id}",
+                                                            trainer.verdict, verdict)
             if update is not None:
                 await updates.send(key=str(update.request_id).encode(), value=encode(update))
 
