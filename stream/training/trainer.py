@@ -148,7 +148,8 @@ class Trainer:
                 self.notifier.submit_rollback({"model": update.model, "model_version": update.previous_version,
                                                "previous_version": update.model_version,
                                                "reason": update.reason})
-            log.warning("verdict %s: %s (%s)", verdict.verdict_id, update.decision, update.reason)
+            log.log(logging.WARNING if update.decision in ("rollback", "failed") else logging.INFO,
+                    "verdict %s: %s (%s)", verdict.verdict_id, update.decision, update.reason)
             return update
 
 
