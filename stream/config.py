@@ -93,6 +93,10 @@ class TopicSettings(Section):
     # Models distributed to the scorers (cards, ONNX bytes in chunks, registry states): one
     # partition, compacted (stream/model_feed.py)
     models: str = "mlstream.models"
+    # Scores of a shadow (or, after a promotion, the previous champion) beside the champion's,
+    # partitioned like the events; never on ``predictions``. The monitor's verdicts on them.
+    shadow_predictions: str = "mlstream.shadow-predictions"
+    shadow_verdicts: str = "mlstream.shadow-verdicts"
     partitions: int = Field(default=4, ge=1)
     replication_factor: int = Field(default=1, ge=1)
 
@@ -233,6 +237,14 @@ class TrainerSettings(Section):
     # A challenger that passes is first a shadow, scored beside the champion, until it has been
     # at least as good on this many live labelled events; 0 promotes it at once.
     shadow_labels: int = Field(default=0, ge=0)
+    # The shadow is promoted when the paired bootstrap CI's upper bound of (shadow - champion)
+    # live loss is at most shadow_tolerance * champion loss ("at least as good"), else rejected.
+    shadow_tolerance: float = Field(default=0.02, ge=0.0, le=1.0)
+    # After any promotion the previous champion is scored beside the new one for this many
+    # live labelled events (0: no guard); the new one is rolled back when the CI's lower bound
+    # of (new - previous) loss is above guard_tolerance * previous loss (shown worse).
+    guard_labels: int = Field(default=2_000, ge=0)
+    guard_tolerance: float = Field(default=0.05, ge=0.0, le=1.0)
     # A request without enough labels waits: retried this often, given up after max_wait_s.
     retry_interval_s: float = Field(default=30.0, gt=0)
     max_wait_s: float = Field(default=6 * 3_600.0, gt=0)

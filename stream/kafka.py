@@ -137,7 +137,7 @@ def all_topics(settings: Settings) -> dict[str, int]:
     same = t.partitions  # changelog, predictions and features are co-partitioned with events
     return {t.events: same, t.labels: same, t.predictions: same, t.dead_letter: same,
             t.features: same, t.changelog: same, t.drift: 1, t.retrain: 1, t.model_updates: 1,
-            t.labelled_examples: 1, t.models: 1}
+            t.labelled_examples: 1, t.models: 1, t.shadow_predictions: same, t.shadow_verdicts: 1}
 
 
 def topic_configs(settings: Settings, name: str) -> dict[str, str]:

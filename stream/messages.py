@@ -81,6 +81,8 @@ __all__ = [
     "ModelUpdate",
     "Prediction",
     "RetrainRequest",
+    "ShadowPrediction",
+    "ShadowVerdict",
     "decode",
     "encode",
     "to_dict",
@@ -125,6 +127,34 @@ class Prediction(msgspec.Struct, kw_only=True, gc=False):
     ingest_ts_ms: Annotated[int, msgspec.Meta(description="Kafka timestamp of the event record")]
     scored_ts_ms: Annotated[int, msgspec.Meta(
         description="when the batch was scored; scored_ts_ms - ingest_ts_ms is the end-to-end latency")]
+
+
+class ShadowPrediction(msgspec.Struct, kw_only=True, gc=False):
+    """One event scored by a version that does not serve (topic ``mlstream.shadow-predictions``,
+    keyed and partitioned like the event): a ``shadow`` waiting for promotion, or the
+    ``previous`` champion guarding a promotion. It carries the champion's score of the same
+    feature row, so every labelled event compares the two on the same inputs. Never on
+    ``predictions``.
+
+    Examples
+    --------
+    >>> p = ShadowPrediction(event_id="e1", entity_id="c1", score=0.2, model="fraud", model_version="2",
+    ...                      role="shadow", champion_version="1", champion_score=0.25,
+    ...                      ingest_ts_ms=1, scored_ts_ms=2)
+    >>> decode(encode(p), ShadowPrediction).role
+    'shadow'
+    """
+
+    event_id: str
+    entity_id: str
+    score: float
+    model: str
+    model_version: Annotated[str, msgspec.Meta(description="the version that made this (non-serving) score")]
+    role: Literal["shadow", "previous"]
+    champion_version: Annotated[str, msgspec.Meta(description="the serving version, scored on the same row")]
+    champion_score: float
+    ingest_ts_ms: int
+    scored_ts_ms: int
 
 
 ErrorReason = Literal[DEAD_LETTER_REASONS]  # type: ignore[valid-type]  # built from the one list of codes
@@ -417,7 +447,8 @@ class ModelUpdate(msgspec.Struct, kw_only=True):
     request_id: str | None = None
     model: str | None
     model_version: str | None = None
-    decision: Annotated[str, msgspec.Meta(examples=["promote", "shadow", "reject", "wait", "expired", "failed", "rollback"])]
+    decision: Annotated[str, msgspec.Meta(
+        examples=["promote", "shadow", "reject", "wait", "expired", "failed", "rollback", "keep"])]
     promoted: bool = False
     reason: str = ""
     reasons: list[str] = []
@@ -474,6 +505,34 @@ class ModelStates(msgspec.Struct, kw_only=True):
         description="version -> sha256 of its model.onnx, for the versions whose files are on the topic")]
     reason: str = ""
     published_at: float
+
+
+class ShadowVerdict(msgspec.Struct, kw_only=True):
+    """The monitor's live comparison of a non-serving version with the champion on the same
+    labelled events (topic ``mlstream.shadow-verdicts``), acted on by the trainer: for role
+    ``shadow`` ``promote`` or ``reject``; for role ``previous`` (the guard after a promotion)
+    ``rollback`` or ``keep``. ``verdict_id`` is the same for repeats.
+
+    Examples
+    --------
+    >>> v = ShadowVerdict(verdict_id="fraud:shadow:2:1", model="fraud", role="shadow", model_version="2",
+    ...                   champion_version="1", verdict="promote", labelled=2000)
+    >>> decode(encode(v), ShadowVerdict).verdict
+    'promote'
+    """
+
+    schema_version: Literal[1] = 1
+    verdict_id: str
+    model: str
+    role: Literal["shadow", "previous"]
+    model_version: Annotated[str, msgspec.Meta(description="the compared version (shadow or previous champion)")]
+    champion_version: str
+    verdict: Literal["promote", "reject", "rollback", "keep"]
+    labelled: Annotated[int, msgspec.Meta(description="paired labelled events compared")]
+    reasons: list[str] = []
+    metrics: dict[str, dict[str, float | None]] = {}  # champion, shadow or previous, difference
+    primary_metric: str | None = None
+    decided_at: float | None = None
 
 
 # -- the codec ---------------------------------------------------------------------------------

@@ -62,6 +62,10 @@ class Metrics:
     model_feed_versions: Counter
     model_feed_refused: Counter
     worker_info: Gauge
+    shadow_predictions: Counter
+    live_loss: Gauge
+    shadow_labelled: Gauge
+    shadow_verdicts: Counter
     # readiness of the roles running in this process, served on /ready (not a Prometheus metric)
     health: Health = field(default_factory=Health)
 
@@ -131,6 +135,17 @@ class Metrics:
                                        "Model feed records or versions refused, by reason.", ["reason"], registry=r),
             worker_info=Gauge(name("worker_info"), "A running worker and its role (value 1).",
                               ["role"], registry=r),
+            shadow_predictions=Counter(name("shadow_predictions"),
+                                       "Events scored by a non-serving version (shadow or previous champion), "
+                                       "by outcome.", ["model", "version", "role", "outcome"], registry=r),
+            live_loss=Gauge(name("live_labelled_loss"),
+                            "Live labelled loss (log loss or MAE) of the versions compared on the same events.",
+                            ["model", "version", "role"], registry=r),
+            shadow_labelled=Gauge(name("shadow_labelled_events"),
+                                  "Labelled events compared so far, by compared version and role.",
+                                  ["model", "version", "role"], registry=r),
+            shadow_verdicts=Counter(name("shadow_verdicts"), "Live comparison verdicts published.",
+                                    ["model", "role", "verdict"], registry=r),
         )
         for outcome in MODEL_LOAD_OUTCOMES:
             m.model_loads.labels(outcome)

@@ -2,7 +2,8 @@
 
 Layout: ``<store>/<name>/<version>/model.onnx`` + ``card.json``, ``<store>/<name>/CURRENT``
 naming the serving version, and ``<store>/<name>/REGISTRY.json`` with every version's state
-(candidate, shadow, champion, retired, rejected) and the history of transitions. A card records
+(candidate, shadow, champion, retired, rejected), the history of transitions and the guard
+after the last promotion (the retired champion scored beside the new one until a verdict). A card records
 the sha256 of its ONNX file; the store refuses a file that does not match.
 """
 
@@ -149,6 +150,14 @@ class ModelStore:
             self.set_state(name, previous, previous_to,
                            f"replaced by {version}" if previous_to == "retired" else reason)
         self.set_state(name, version, "champion", reason)
+        # the guard after a promotion: the retired champion is scored beside the new one until
+        # the monitor's verdict (close_guard or rollback); a rollback opens no guard
+        guard = {"version": previous, "champion": version, "opened_at": round(time.time(), 3)} \
+            if previous is not None and previous != version and previous_to == "retired" else None
+        if guard is not None or previous != version:
+            reg = self._registry(name)
+            reg["guard"] = guard
+            self._write_registry(name, reg)
 
     # -- states and history ------------------------------------------------------------
     def state(self, name: str, version: str) -> str | None:
@@ -172,8 +181,41 @@ class ModelStore:
         reg["history"].append({"version": version, "from": before, "to": state,
                                "reason": reason, "at": round(time.time(), 3)})
         del reg["history"][:-MAX_HISTORY]
+        self._write_registry(name, reg)
+
+    def _write_registry(self, name: str, reg: dict[str, Any]) -> None:
         _write_atomic(self.root / name / REGISTRY_FILE,
                       (json.dumps(reg, indent=2, sort_keys=True) + "\n").encode())
+
+    # -- shadow and guard: versions scored beside the champion, never served ---------------
+    def shadow_version(self, name: str) -> str | None:
+        """The newest version in state ``shadow`` (scored beside the champion), if any."""
+        states = self._registry(name)["states"]
+        shadows = [v for v in self.versions(name) if states.get(v) == "shadow"]
+        return shadows[-1] if shadows else None
+
+    def guarded_version(self, name: str) -> str | None:
+        """The champion a promotion retired, while the guard after that promotion is open: it is
+        scored beside the current champion until the monitor's verdict (None otherwise)."""
+        reg = self._registry(name)
+        guard = reg.get("guard")
+        if not guard:
+            return None
+        try:
+            current = self.current_version(name)
+        except ModelLoadError:
+            return None
+        version = str(guard.get("version"))
+        if guard.get("champion") != current or reg["states"].get(version) != "retired":
+            return None
+        return version
+
+    def close_guard(self, name: str) -> None:
+        """The guard after the last promotion passed: the previous champion stops being scored."""
+        reg = self._registry(name)
+        if reg.get("guard"):
+            reg["guard"] = None
+            self._write_registry(name, reg)
 
     def rollback(self, name: str, *, reason: str = "rolled back") -> str:
         """Reject the current champion and serve again the champion before it; returns that version."""
@@ -222,11 +264,12 @@ class ModelStore:
         try:
             reg = json.loads(path.read_text())
         except FileNotFoundError:
-            return {"states": {}, "history": []}
+            return {"states": {}, "history": [], "guard": None}
         except json.JSONDecodeError as exc:
             raise ModelLoadError(path, f"registry is not JSON: {exc}") from None
         reg.setdefault("states", {})
         reg.setdefault("history", [])
+        reg.setdefault("guard", None)
         return reg
 
 

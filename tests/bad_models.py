@@ -84,3 +84,21 @@ def raising_model(width: int, *, raise_at: float = 10.0) -> bytes:
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+def inverted_model(blob: bytes) -> bytes:
+    """``blob`` (a classifier with a ``probabilities`` [N, 2] output) with its two class
+    probabilities swapped: valid probabilities, checks pass, and it is about as wrong as a
+    model can be (what a label flipped in a training pipeline ships)."""
+    model = onnx.load_from_string(blob)
+    graph = model.graph
+    for node in graph.node:
+        node.output[:] = ["raw_probabilities" if o == "probabilities" else o for o in node.output]
+    graph.node.extend([
+        helper.make_node("Split", ["raw_probabilities"], ["p0", "p1"], axis=1, num_outputs=2),
+        helper.make_node("Concat", ["p1", "p0"], ["probabilities"], axis=1),
+    ])
+    if not any(o.version >= 18 for o in model.opset_import if o.domain in ("", "ai.onnx")):
+        graph.node[-2].attribute.pop()  # num_outputs is opset 18; older Split infers two halves
+    onnx.checker.check_model(model)
+    return model.SerializeToString()

@@ -65,7 +65,7 @@ def make_settings(bootstrap: str, model_store: Path) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         topics = {name: f"t{run}.{name}" for name in
                   ("events", "labels", "predictions", "dead_letter", "features", "drift", "retrain", "changelog",
-                   "model_updates", "labelled_examples", "models")}
+                   "model_updates", "labelled_examples", "models", "shadow_predictions", "shadow_verdicts")}
         topics.update(overrides.pop("topics", {}))
         base: dict[str, Any] = dict(
             app_id=f"test-{run}", kafka={"bootstrap_servers": bootstrap},

@@ -23,6 +23,8 @@ from stream.messages import (
     ModelUpdate,
     Prediction,
     RetrainRequest,
+    ShadowPrediction,
+    ShadowVerdict,
     decode,
     encode,
 )
@@ -75,6 +77,13 @@ def samples() -> dict[str, object]:
         "labelled-example": LabelledExample(event_id="e1", event_ts=60.0, model="fraud", model_version="1",
                                             inputs=[1.5, 0.0], categories={"channel": "web"}, score=0.2,
                                             label=1.0, labelled_at=61.0),
+        "shadow-prediction": ShadowPrediction(event_id="e1", entity_id="c1", score=0.2, model="fraud",
+                                              model_version="2", role="shadow", champion_version="1",
+                                              champion_score=0.25, ingest_ts_ms=1, scored_ts_ms=2),
+        "shadow-verdict": ShadowVerdict(verdict_id="fraud:previous:1:2", model="fraud", role="previous",
+                                        model_version="1", champion_version="2", verdict="rollback",
+                                        labelled=1_000, reasons=["worse"], primary_metric="log_loss",
+                                        metrics={"difference": {"ci_low": np.float64(0.5)}}, decided_at=3.0),
     }
 
 

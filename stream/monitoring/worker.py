@@ -32,7 +32,17 @@ from stream.kafka import (
     stop_quietly,
     within,
 )
-from stream.messages import SCORE_COLUMN, DeadLetter, DriftEvent, FeatureBatch, Message, ModelUpdate, decode, encode
+from stream.messages import (
+    SCORE_COLUMN,
+    DeadLetter,
+    DriftEvent,
+    FeatureBatch,
+    Message,
+    ModelUpdate,
+    ShadowPrediction,
+    decode,
+    encode,
+)
 from stream.metrics import Metrics
 from stream.monitoring.examples import ScoredRows, labelled_example
 from stream.monitoring.exporter import DriftCollector
@@ -49,6 +59,7 @@ from stream.monitoring.model_monitor import (  # re-exported: callers import the
 from stream.monitoring.ordering import PartitionMerger
 from stream.monitoring.rebalance import ForgetRevoked
 from stream.monitoring.retrain import RetrainPolicy
+from stream.monitoring.shadow import ShadowComparator
 from stream.registry import ModelStore
 
 __all__ = ["EVENT_IDS", "EVENT_TS", "ModelMonitor", "MonitorWorker", "RecentTimes", "merge_slices"]
@@ -79,6 +90,15 @@ class MonitorWorker:
         self.retrain_requests = 0
         self.errors = ErrorPolicy.from_settings(settings, metrics)
         self._dead: list[tuple[int, Message]] = []  # inputs set aside, to the dead-letter topic
+        # champion against shadow / previous champion on the same labelled events
+        self.shadow = ShadowComparator(settings, metrics, self._task_of)
+
+    def _task_of(self, name: str, version: str) -> str | None:
+        try:
+            return self.store.load(name, version)[0].task
+        except ModelLoadError as exc:
+            log.error("cannot compare %s:%s: %s", name, version, exc)
+            return None
 
     def monitor_for(self, name: str, version: str) -> ModelMonitor | None:
         key = f"{name}:{version}"
@@ -112,7 +132,8 @@ class MonitorWorker:
             while not stop.is_set():
                 consumer = make_consumer(s, group_id=self.group_id, max_partition_fetch_bytes=16 * 1024 * 1024)
                 listener = ForgetRevoked(self.merger, s.topics.features, self.metrics, consumer, from_beginning)
-                consumer.subscribe([s.topics.features, s.topics.labels], listener=listener)
+                consumer.subscribe([s.topics.features, s.topics.labels, s.topics.shadow_predictions],
+                                   listener=listener)
                 await start_client(consumer, s.kafka.bootstrap_servers)
                 self.metrics.worker_info.labels("monitor").set(1)
                 if not await self._loop(consumer, producer, stop):
@@ -173,8 +194,11 @@ class MonitorWorker:
         labels = {tp: recs for tp, recs in batches.items() if tp.topic == s.topics.labels}
         self.hold({tp: recs for tp, recs in batches.items() if tp.topic == s.topics.features},
                   time.monotonic())
+        shadow = {tp: recs for tp, recs in batches.items() if tp.topic == s.topics.shadow_predictions}
+        self._shadow_predictions([r for recs in shadow.values() for r in recs])
         released, offsets = self.merger.release(time.monotonic())
-        if not released and not labels and not self._early_matches and not self._dead and not self.examples_out:
+        if not released and not labels and not self._early_matches and not self._dead and not self.examples_out \
+                and not shadow and not self.shadow.out:
             return bool(batches)
         drift, retrain = self.handle(released, [r for recs in labels.values() for r in recs],
                                      time.time())
@@ -186,6 +210,10 @@ class MonitorWorker:
             futures += await send_messages(producer, s.topics.drift, 0, drift)
         if retrain:
             futures += await send_messages(producer, s.topics.retrain, 0, retrain)
+        verdicts = self.shadow.take()
+        if verdicts:  # for the trainer, which owns the registry
+            futures += await send_messages(producer, s.topics.shadow_verdicts, 0,
+                                           [Message(v.verdict_id.encode(), encode(v)) for v in verdicts])
         examples, self.examples_out = self.examples_out, []
         if examples:  # labelled examples, for the trainer
             futures += await send_messages(producer, s.topics.labelled_examples, 0, examples)
@@ -196,7 +224,7 @@ class MonitorWorker:
             except KafkaCallError as exc:
                 exc.outputs_lost = True
                 raise
-        offsets.update({tp: recs[-1].offset + 1 for tp, recs in labels.items() if recs})
+        offsets.update({tp: recs[-1].offset + 1 for tp, recs in (labels | shadow).items() if recs})
         await commit_or_redeliver(consumer, offsets, deadline)
         return bool(batches)
 
@@ -249,6 +277,17 @@ class MonitorWorker:
             self._early_matches.append((*early, joined))
         return ts, cols, mon
 
+    def _shadow_predictions(self, records: list[Any]) -> None:
+        parsed = []
+        for rec in records:
+            p, exc = self.errors.call("monitor", "a shadow prediction", decode, rec.value, ShadowPrediction)
+            if p is not None:
+                parsed.append(p)
+            elif exc is not None:
+                self._dead_letter(rec, exc)
+        if parsed:
+            self.shadow.add(parsed, time.time())
+
     def _dead_letter(self, rec: Any, exc: Exception) -> None:
         """An input the policy set aside, to the dead-letter topic (same partition number)."""
         dl = DeadLetter(key=rec.key, value=rec.value, reason="processing_error",
@@ -284,6 +323,7 @@ class MonitorWorker:
         matches = self._early_matches  # labels that waited for their prediction, then new ones
         self._early_matches = []
         if label_ids:
+            self.shadow.add_labels(label_ids, np.asarray(label_values), now)
             joined: list[Any] = []
             matches.append((*self.joiner.add_labels(label_ids, np.asarray(label_values), now,
                                                     joined=joined), joined))

@@ -49,6 +49,12 @@ class PartitionOutput:
     touched: dict[str, int] = field(default_factory=dict)
     features: bytes | None = None
     last_offset: int = -1
+    # the predictions' rows, for versions scored beside the champion (stream.scoring.shadow):
+    # event ids, champion scores, model inputs (feature definition order), Kafka timestamps
+    event_ids: list[str] = field(default_factory=list)
+    scores: np.ndarray | None = None
+    inputs: np.ndarray | None = None
+    ingest_ms: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -58,6 +64,7 @@ class BatchOutput:
     dead_lettered: int = 0
     scored: int = 0  # rows the model scored (valid or not)
     invalid_scores: int = 0
+    model: Model | None = None  # the version that scored the batch
 
 
 def dead_letter(record: Record, reason: str, message: str, error_class: str | None = None) -> Message:
@@ -119,7 +126,7 @@ class BatchScorer:
         now = time.time() if now is None else now
         self._now = now
         model = self.model
-        out = BatchOutput(partitions={})
+        out = BatchOutput(partitions={}, model=model)
         entity_field, id_field = self.schema.entity_field, self.schema.id_field
         t0 = time.perf_counter()
         parts: list[_Part] = []
@@ -188,9 +195,10 @@ class BatchScorer:
                                   scored_ts_ms=scored_ms))
                 for i in range(n)
             ]
+            assert p.X is not None
+            X = p.X if n == n_kept else p.X[ok]
+            part.event_ids, part.scores, part.inputs, part.ingest_ms = ids, s, X, ingest
             if self.emit_features:
-                assert p.X is not None
-                X = p.X if n == n_kept else p.X[ok]
                 monitored = self.domain.monitored_columns(cols, X)
                 part.features = encode(FeatureBatch.from_arrays(
                     partition=p.partition, model=name, model_version=version, event_ids=ids,

@@ -42,6 +42,7 @@ from stream.scoring.guard import ModelGuard
 from stream.scoring.model import Model, load_model
 from stream.scoring.pipeline import BatchOutput, BatchScorer
 from stream.scoring.restore import restore_state
+from stream.scoring.shadow import ShadowScorer
 from stream.scoring.state import EntityStore, encode_states
 from stream.scoring.transactions import OutputTransaction, transactional_id
 
@@ -87,6 +88,8 @@ class ScoringWorker:
                                 max_invalid_share=settings.scoring.max_invalid_score_share,
                                 window=settings.scoring.invalid_score_window)
         self._from_beginning = False  # after the broker lost its data: read the new topics whole
+        # versions scored beside the champion, never served (shadow, previous champion)
+        self.shadows = ShadowScorer(self.store, settings, domain.features.columns, metrics)
 
     def _announce(self, model: Model, outcome: str) -> None:
         self.metrics.model_info.clear()
@@ -252,6 +255,7 @@ class ScoringWorker:
                 futures += await send_messages(self.producer, t.dead_letter, p, po.dead_letters)
             if po.features is not None:
                 futures += await send_records(self.producer, t.features, p, [None], [po.features])
+        futures += await self.shadows.send(self.producer, out)  # the champion's outputs are out first
         return futures
 
     async def flush(self) -> None:
@@ -361,6 +365,7 @@ class ScoringWorker:
         """Serve the store's current version if it passes the checks. A version refused is
         counted and logged once, and tried again only when the store changes."""
         name = self.settings.model_name
+        await self.shadows.refresh(self.scorer.model.version)
         try:
             current = self.store.current_version(name)
         except ModelLoadError:
@@ -381,6 +386,7 @@ class ScoringWorker:
             self.guard.swapped(self.scorer.model, model)
             self.scorer.swap_model(model)
         self._announce(model, "swap_ok")
+        await self.shadows.refresh(model.version)  # a promotion: the previous champion guards it
 
     def _watch_scores(self, out: BatchOutput) -> None:
         """Swap a model back when its scores are invalid on more than the configured share

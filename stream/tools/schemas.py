@@ -30,6 +30,8 @@ from stream.messages import (
     ModelUpdate,
     Prediction,
     RetrainRequest,
+    ShadowPrediction,
+    ShadowVerdict,
 )
 
 # file stem -> (record, title, description)
@@ -69,8 +71,17 @@ SCHEMAS: dict[str, tuple[type, str, str | None]] = {
                      "and the sha256 of the versions whose files are on the topic. Published after them."),
     "model-update": (ModelUpdate, "Model update (topic `mlstream.model-updates`, keyed by request_id)",
                      "The trainer's decision on a retraining request (promote, shadow, reject, wait, "
-                     "expired, failed) with the compared versions, the paired-bootstrap holdout "
-                     "metrics, the reasons and the training and holdout windows."),
+                     "expired, failed), or on a shadow verdict (promote, reject, rollback, keep), "
+                     "with the compared versions, the paired-bootstrap metrics, the reasons and "
+                     "the training and holdout windows."),
+    "shadow-prediction": (ShadowPrediction, "Shadow prediction (topic `mlstream.shadow-predictions`, "
+                          "keyed by entity)",
+                          "A score of a version that does not serve (role shadow: waiting for promotion; "
+                          "role previous: the champion before a promotion, guarding it), with the "
+                          "champion's score of the same feature row. Never on `predictions`."),
+    "shadow-verdict": (ShadowVerdict, "Shadow verdict (topic `mlstream.shadow-verdicts`, keyed by verdict_id)",
+                       "The monitor's paired comparison of a shadow (or previous champion) with the "
+                       "champion on the same live labelled events; the trainer acts on it."),
 }
 
 

@@ -29,7 +29,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-EPS = 1e-7
+# the paired arithmetic is shared with the monitor's live comparison (re-exported here)
+from stream.monitoring.comparison import EPS, paired_bootstrap, row_losses
+
+__all__ = ["EPS", "Decision", "PromotionPolicy", "decide", "paired_bootstrap", "row_losses", "shortfall", "summary"]
 
 
 @dataclass(frozen=True)
@@ -59,35 +62,6 @@ class Decision:
     # {"holdout", "champion", "challenger", "difference", "latency_ms_per_1k"}: numbers by role
     metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)
     primary_metric: str | None = None
-
-
-def row_losses(task: str, y: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Per-row log loss (classification) or absolute error (regression)."""
-    y = np.asarray(y, dtype=np.float64)
-    score = np.asarray(score, dtype=np.float64)
-    if task == "classification":
-        p = np.clip(score, EPS, 1 - EPS)
-        return -(y * np.log(p) + (1 - y) * np.log(1 - p))
-    return np.abs(y - score)
-
-
-def paired_bootstrap(diff: np.ndarray, *, n: int = 1_000, confidence: float = 0.95,
-                     seed: int = 0) -> tuple[float, float, float]:
-    """Mean of paired differences with a percentile bootstrap confidence interval.
-
-    >>> [round(v, 3) for v in paired_bootstrap(np.array([0.1, 0.2, 0.3, 0.2, 0.1, 0.3]), n=200)]
-    [0.2, 0.133, 0.267]
-    """
-    diff = np.asarray(diff, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    means = np.empty(n)
-    for start in range(0, n, 100):  # 100 resamples at a time: bounded memory on big holdouts
-        k = min(100, n - start)
-        idx = rng.integers(0, diff.size, (k, diff.size))
-        means[start : start + k] = diff[idx].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return float(diff.mean()), float(lo), float(hi)
 
 
 def calibration_error(y: np.ndarray, score: np.ndarray, bins: int = 10) -> float:

@@ -30,15 +30,16 @@ from stream.domain import Domain, load_domain
 from stream.error_policy import ErrorPolicy
 from stream.errors import StreamError
 from stream.kafka import ensure_topics
-from stream.messages import ModelUpdate, RetrainRequest, decode, encode
+from stream.messages import ModelUpdate, RetrainRequest, ShadowVerdict, decode, encode
 from stream.metrics import ALERT_CHANNELS, ALERT_OUTCOMES, LATENCY_BUCKETS, Metrics
 from stream.model_feed import publish
 from stream.registry import ModelStore
 from stream.training.challenge import challenge, examples_from_file
 from stream.training.labelled import LabelledExamples, read_examples
+from stream.training.verdicts import act_on_verdict
 
 log = logging.getLogger(__name__)
-DECISIONS = ("promote", "shadow", "reject", "wait", "expired", "failed")
+DECISIONS = ("promote", "shadow", "reject", "wait", "expired", "failed", "rollback", "keep")
 REQUEST_OUTCOMES = ("answered", "duplicate", "malformed")
 FINAL = ("promote", "shadow", "reject", "expired", "failed")
 
@@ -78,8 +79,8 @@ class TrainerMetrics:
         if rows and update.challenger_version:
             self.training_rows.labels(model).set(rows)
         if update.primary_metric and "difference" in update.metrics:
-            for role in ("champion", "challenger"):
-                value = update.metrics[role].get(update.primary_metric)
+            for role in ("champion", "challenger"):  # live verdicts: mlstream_live_labelled_loss
+                value = update.metrics.get(role, {}).get(update.primary_metric)
                 if value is not None:
                     self.holdout_loss.labels(model, role).set(value)
 
@@ -144,6 +145,32 @@ class Trainer:
             self.notifier.submit_decision(update)
             return update
 
+    async def verdict(self, verdict: ShadowVerdict) -> ModelUpdate | None:
+        """Act on the monitor's live verdict (promote, reject, rollback, keep); the decision
+        to publish, or None when the registry has moved past it."""
+        async with self._lock:
+            update, exc = await self.policy.call_async(
+                "trainer", f"verdict {verdict.verdict_id}", asyncio.to_thread, act_on_verdict,
+                self.store, verdict)
+            if update is None:
+                if exc is not None:
+                    why = f"failed: {self.policy.describe(exc)}"
+                    update = ModelUpdate(request_id=verdict.verdict_id, model=verdict.model,
+                                         model_version=verdict.champion_version, decision="failed",
+                                         challenger_version=verdict.model_version,
+                                         reasons=[why], reason=why, decided_at=time.time())
+                else:
+                    return None
+            self.metrics.record(update)
+            self.notifier.submit_decision(update)
+            if update.decision == "rollback":
+                self.notifier.submit_rollback({"model": update.model, "model_version": update.previous_version,
+                                               "previous_version": update.model_version,
+                                               "reason": update.reason})
+            log.log(logging.WARNING if update.decision in ("rollback", "failed") else logging.INFO,
+                    "verdict %s: %s (%s)", verdict.verdict_id, update.decision, update.reason)
+            return update
+
 
 def build_trainer(settings: Settings, trainer: Trainer) -> faust.App:
     """The faust app; ``await app.start()`` / ``await app.stop()`` run it in the current loop."""
@@ -170,6 +197,7 @@ def build_trainer(settings: Settings, trainer: Trainer) -> faust.App:
     requests = app.topic(t.retrain, retry_topic, value_serializer="raw", partitions=1)
     retries = app.topic(retry_topic, value_serializer="raw", partitions=1, internal=True)
     updates = app.topic(t.model_updates, value_serializer="raw", partitions=1)
+    verdicts = app.topic(t.shadow_verdicts, value_serializer="raw", partitions=1)
     # request id -> {"state": decision, "request": ..., "first_seen": ...} (JSON)
     answered = app.Table("answered-requests", default=str, partitions=1)
 
@@ -205,6 +233,17 @@ def build_trainer(settings: Settings, trainer: Trainer) -> faust.App:
                 continue
             trainer.metrics.requests.labels("answered").inc()
             await settle(request, time.time())
+
+    @app.agent(verdicts)
+    async def act(stream: faust.StreamT[bytes]) -> None:
+        async for value in stream:  # the monitor's live verdicts: this trainer owns the registry
+            verdict, _ = trainer.policy.call("trainer", "a shadow verdict", decode, value, ShadowVerdict)
+            update = None
+            if verdict is not None:
+                update, _ = await trainer.policy.call_async("trainer", f"verdict {verdict.verdict_id}",
+                                                            trainer.verdict, verdict)
+            if update is not None:
+                await updates.send(key=str(update.request_id).encode(), value=encode(update))
 
     @app.timer(settings.trainer.retry_interval_s)
     async def retry_waiting() -> None:
