@@ -503,6 +503,9 @@ class ModelStates(msgspec.Struct, kw_only=True):
         description="version -> candidate, shadow, champion, retired or rejected")]
     files: Annotated[dict[str, _Sha256], msgspec.Meta(
         description="version -> sha256 of its model.onnx, for the versions whose files are on the topic")]
+    guard: Annotated[str | None, msgspec.Meta(
+        description="the champion the last promotion retired, scored beside the new one until the "
+                    "monitor's verdict (None: no guard open)")] = None
     reason: str = ""
     published_at: float
 

@@ -173,6 +173,9 @@ def kept_versions(store: ModelStore, name: str, keep_retired: int) -> list[str]:
     keep = {v for v in versions if states[v] in SERVED} | set(retired[len(retired) - keep_retired:] if keep_retired else [])
     if current is not None:
         keep.add(current)
+    guarded = store.guarded_version(name)  # scored beside the champion: its scorers need it
+    if guarded is not None:
+        keep.add(guarded)
     return [v for v in versions if v in keep]
 
 
@@ -204,7 +207,8 @@ def feed_records(settings: Settings, store: ModelStore, name: str, reason: str =
         champion = None
     states = {v: s for v in store.versions(name) if (s := store.state(name, v)) is not None}
     out.append(Message(states_key(name), encode(ModelStates(
-        model=name, champion=champion, states=states, files=files, reason=reason,
+        model=name, champion=champion, states=states, files=files, guard=store.guarded_version(name),
+        reason=reason,
         published_at=round(time.time(), 3)))))
     return out
 

@@ -244,9 +244,10 @@ class ModelStore:
         _write_atomic(folder / CARD_FILE, card_json)
         return True
 
-    def mirror(self, name: str, champion: str | None, states: dict[str, str], reason: str) -> bool:
-        """Take another store's states for the versions held here, and its champion as CURRENT
-        (when held here). True if anything changed."""
+    def mirror(self, name: str, champion: str | None, states: dict[str, str], reason: str,
+               guard: str | None = None) -> bool:
+        """Take another store's states for the versions held here, its champion as CURRENT and
+        its open guard (when held here). True if anything changed."""
         held = set(self.versions(name))
         changed = False
         for version, state in states.items():
@@ -256,6 +257,17 @@ class ModelStore:
         pointer = self.root / name / "CURRENT"
         if champion in held and (not pointer.is_file() or pointer.read_text().strip() != champion):
             _write_atomic(pointer, f"{champion}\n".encode())
+            changed = True
+        reg = self._registry(name)
+        opened = reg.get("guard") or {}
+        if guard is None or guard not in held:
+            if opened:
+                reg["guard"] = None
+                self._write_registry(name, reg)
+                changed = True
+        elif (opened.get("version"), opened.get("champion")) != (guard, champion):
+            reg["guard"] = {"version": guard, "champion": champion, "opened_at": round(time.time(), 3)}
+            self._write_registry(name, reg)
             changed = True
         return changed
 

@@ -191,6 +191,8 @@ class FeedReader:
         wanted = {v for v, s in states.states.items() if s in SERVED}
         if states.champion is not None:
             wanted.add(states.champion)
+        if states.guard is not None:
+            wanted.add(states.guard)
         missing = sorted(v for v in wanted if self._held_sha(v) != states.files.get(v))
         if missing:  # kept as they are until states whose versions are all here
             for v in missing:
@@ -205,7 +207,7 @@ class FeedReader:
                             count_key=f"{v}/{sha}")
             return
         reason = f"model feed: {states.reason}" if states.reason else "model feed"
-        if self.store.mirror(self.name, states.champion, states.states, reason):
+        if self.store.mirror(self.name, states.champion, states.states, reason, guard=states.guard):
             log.info("model feed: %s champion %s, states %s", self.name, states.champion, states.states)
         # even when nothing changed here: a store shared with the publisher already holds it all
         self.changed.set()

@@ -161,6 +161,9 @@ class Trainer:
                                          reasons=[why], reason=why, decided_at=time.time())
                 else:
                     return None
+            if update.decision in ("promote", "reject", "rollback", "keep"):
+                await self.publish(f"live verdict {update.decision} on {verdict.model_version} "
+                                   f"({verdict.verdict_id})")
             self.metrics.record(update)
             self.notifier.submit_decision(update)
             if update.decision == "rollback":

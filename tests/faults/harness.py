@@ -106,7 +106,8 @@ def worker_env(settings: Settings, model_store: Path, **extra: str) -> dict[str,
            "MLSTREAM_SCORING__COMMIT_INTERVAL_MS": str(settings.scoring.commit_interval_ms),
            "MLSTREAM_LOG_LEVEL": "WARNING"}
     for name in ("events", "labels", "predictions", "dead_letter", "features", "drift", "retrain",
-                 "changelog", "model_updates", "labelled_examples", "models"):
+                 "changelog", "model_updates", "labelled_examples", "models", "shadow_predictions",
+                 "shadow_verdicts"):
         env[f"MLSTREAM_TOPICS__{name.upper()}"] = getattr(t, name)
     env.update(extra)
     return env
