@@ -66,6 +66,21 @@ def test_the_stack_has_every_part():
     assert "one mlstream.models --config cleanup.policy=compact" in " ".join(services["kafka-init"]["command"])
 
 
+def test_kafka_init_creates_every_topic_with_its_partitions_and_policy():
+    """What ``ensure_topics`` creates for a worker, kafka-init creates in the stack."""
+    from stream.config import Settings
+    from stream.kafka import all_topics, topic_configs
+
+    script = " ".join(compose()["services"]["kafka-init"]["command"])
+    settings = Settings()
+    for topic, partitions in all_topics(settings).items():
+        line = next((ln for ln in script.splitlines() if re.search(rf"(^|[\s\"]){re.escape(topic)}(\s|$|;)", ln)), None)
+        assert line is not None, f"kafka-init does not create {topic}"
+        assert ("one " in line or "one()" in line) == (partitions == 1), (topic, line)
+        if topic_configs(settings, topic).get("cleanup.policy") == "compact":
+            assert "cleanup.policy=compact" in line, (topic, line)
+
+
 def test_kafka_is_the_version_the_tests_run_on_with_its_data_on_the_volume():
     pinned = re.search(r"<kafka.version>([^<]+)</kafka.version>", (ROOT / "ops/kafka/pom.xml").read_text())[1]
     services = compose()["services"]

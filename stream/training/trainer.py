@@ -22,13 +22,14 @@ from typing import Any
 
 import faust
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from stream.alerts import Notifier
 from stream.config import Settings
 from stream.domain import Domain, load_domain
 from stream.error_policy import ErrorPolicy
 from stream.errors import StreamError
+from stream.http import Health, serve
 from stream.kafka import ensure_topics
 from stream.messages import ModelUpdate, RetrainRequest, ShadowVerdict, decode, encode
 from stream.metrics import ALERT_CHANNELS, ALERT_OUTCOMES, LATENCY_BUCKETS, Metrics
@@ -298,21 +299,31 @@ def _credentials(settings: Settings) -> Any:
 
 async def run_trainer(settings: Settings, stop: asyncio.Event, *,
                       metrics: TrainerMetrics | None = None) -> None:
-    """Run the trainer (and its /metrics endpoint on ``metrics_port``) until ``stop`` is set."""
+    """Run the trainer (and its /metrics, /healthz, /ready on ``metrics_port``) until ``stop``."""
     metrics = metrics or TrainerMetrics()
-    await ensure_topics(settings, extra={retry_topic_name(settings): 1})
-    server, _ = start_http_server(settings.metrics_port, settings.metrics_host, registry=metrics.registry)
-    log.info("trainer metrics on http://%s:%s/metrics", settings.metrics_host, server.server_port)
-    notifier = Notifier(settings.alerts, metrics)  # type: ignore[arg-type]  # counts alert_deliveries
-    app = build_trainer(settings, Trainer(settings, metrics, notifier))
-    await notifier.start()
-    await app.start()
+    health = Health()
+    health.register("trainer")
+    server = serve(metrics.registry, health, settings.metrics_host, settings.metrics_port)
+    log.info("trainer metrics on http://%s:%s/metrics (health: /healthz, /ready)", settings.metrics_host,
+             server.server_port)
     try:
-        await stop.wait()
-    finally:
+        await ensure_topics(settings, extra={retry_topic_name(settings): 1})
+        notifier = Notifier(settings.alerts, metrics)  # type: ignore[arg-type]  # counts alert_deliveries
+        trainer = Trainer(settings, metrics, notifier)
+        app = build_trainer(settings, trainer)
+        await notifier.start()
+        await app.start()
         try:
-            await app.stop()
-            await notifier.stop()
+            # the trainer owns the registry: scorers with empty local stores get its champion
+            await trainer.publish("trainer started")
+            health.set("trainer", True, f"answering requests on {settings.topics.retrain}")
+            await stop.wait()
         finally:
-            server.shutdown()
-            server.server_close()
+            health.set("trainer", False, "stopping")
+            try:
+                await app.stop()
+            finally:
+                await notifier.stop()
+    finally:
+        server.shutdown()
+        server.server_close()
