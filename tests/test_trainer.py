@@ -143,3 +143,38 @@ async def test_a_failing_or_malformed_request_is_answered_as_failed_and_the_trai
     finally:
         stop.set()
         await asyncio.wait_for(trainer, 60)
+
+
+async def test_the_trainer_is_ready_once_it_has_published_its_registry_for_the_scorers(make_settings, tmp_path):
+    """A fresh deployment: scorers with empty local stores get the trainer's champion."""
+    import urllib.error
+    import urllib.request
+
+    from stream.messages import ModelStates
+    from stream.model_feed import states_key
+    from stream.tools.broker import free_port
+
+    port = free_port()
+    settings = make_settings(metrics_port=port)
+    stop = asyncio.Event()
+
+    def ready() -> int | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as reply:
+                return int(reply.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            return None
+
+    task = asyncio.create_task(run_trainer(settings, stop))
+    try:
+        assert await wait_until(lambda: ready() == 200 or task.done(), 60, poll_s=0.2)
+        assert not task.done(), task.exception()
+        records = await read_topic(settings, settings.topics.models)
+        states = [decode(r.value, ModelStates) for r in records if r.key == states_key("fraud")]
+        assert states and states[-1].champion == "1" and states[-1].reason == "trainer started"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert ready() is None  # the port is closed once the trainer stopped
