@@ -119,7 +119,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     opts = DemoOptions(events=args.events, rate=args.rate, scenario=args.scenario,
                        drift_at=args.drift_at, seed=args.seed, workers=args.workers,
                        invalid_rate=args.invalid_rate, json_output=args.json, trainer=not args.no_trainer,
-                       broker=args.broker,
+                       broker=args.broker, shadow_labels=args.shadow_labels,
                        model_store=Path(args.store))
     try:
         result = asyncio.run(run_demo(opts, Path(args.workdir)))
@@ -226,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default="models")
     p.add_argument("--workdir", default=".mlstream/demo", help="worker logs and the demo's model store")
     p.add_argument("--no-trainer", action="store_true", help="do not answer retraining requests")
+    p.add_argument("--shadow-labels", type=int, default=1_000,
+                   help="live labelled events a passing challenger shadows the champion on (0: promote at once)")
     p.add_argument("--broker", choices=("auto", "kafka", "embedded"), default="auto",
                    help="Apache Kafka (needs Java and `make kafka`), the embedded broker, or auto: Kafka if present")
     p.add_argument("--json", action="store_true", help="machine-readable summary (with --events)")

@@ -47,6 +47,8 @@ class DemoOptions:
     model_store: Path = Path("models")
     json_output: bool = False
     trainer: bool = True
+    # a passing challenger first shadows the champion on this many live labelled events (0: promote at once)
+    shadow_labels: int = 1_000
     broker: str = "auto"  # kafka | embedded | auto (Apache Kafka when Java and its jars are there)
 
 
@@ -58,6 +60,7 @@ def worker_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[
         "MLSTREAM_TOPICS__PARTITIONS": str(settings.topics.partitions),
         "MLSTREAM_MONITOR__WARMUP_ROWS": str(settings.monitor.warmup_rows),
         "MLSTREAM_MONITOR__RETRAIN_COOLDOWN_S": str(settings.monitor.retrain_cooldown_s),
+        "MLSTREAM_TRAINER__SHADOW_LABELS": str(settings.trainer.shadow_labels),
     })
     env.update(extra or {})
     return env
@@ -127,6 +130,7 @@ async def run_demo(opts: DemoOptions, workdir: Path) -> dict[str, Any] | None:
             model_store=store,
             topics={"partitions": opts.partitions},
             monitor={"warmup_rows": WARMUP_EVENTS, "retrain_cooldown_s": 3_600.0},
+            trainer={"shadow_labels": opts.shadow_labels},
         )
         await ensure_topics(settings)
         ports = [free_port() for _ in range(opts.workers)]
@@ -194,16 +198,24 @@ async def run_demo(opts: DemoOptions, workdir: Path) -> dict[str, Any] | None:
             if opts.trainer and opts.scenario != "none" and tally.retrain_requests:
                 from stream.tools.timeline import final_decision, loop_timeline
 
-                # the trainer answers after the traffic: wait for its verdict, then send as many
-                # events again for the promoted model to be judged on
+                # the trainer answers after the traffic: wait for its verdict; a shadow is judged
+                # on as many events again (live labels), and a promoted model on as many more
                 verdict = await final_decision(settings, timeout_s=min(opts.timeout_s, VERDICT_WAIT_S))
+                sent_n = n
+                if verdict is not None and verdict.decision == "shadow":
+                    await produce(settings, sim, n, rate=opts.rate, stop=stop, start=sent_n)
+                    sent_n += n
+                    await wait_until(lambda: tally.accounted >= sent_n, opts.timeout_s)
+                    verdict = await final_decision(settings, timeout_s=min(opts.timeout_s, VERDICT_WAIT_S),
+                                                   after=verdict)
                 if verdict is not None and verdict.promoted:
-                    await produce(settings, sim, n, rate=opts.rate, stop=stop, start=n)
-                    await wait_until(lambda: tally.accounted >= 2 * n, opts.timeout_s)
-                    result.update(events=2 * n, predictions=tally.predictions,
-                                  dead_lettered=tally.dead_lettered,
-                                  duplicate_predictions=tally.duplicate_predictions,
-                                  model_versions=dict(sorted(tally.model_versions.items())))
+                    await produce(settings, sim, n, rate=opts.rate, stop=stop, start=sent_n)
+                    sent_n += n
+                    await wait_until(lambda: tally.accounted >= sent_n, opts.timeout_s)
+                result.update(events=sent_n, predictions=tally.predictions,
+                              dead_lettered=tally.dead_lettered,
+                              duplicate_predictions=tally.duplicate_predictions,
+                              model_versions=dict(sorted(tally.model_versions.items())))
                 await asyncio.sleep(3.0)  # the last labels' examples trail the predictions
                 result["timeline"] = await loop_timeline(settings, drift_at, WARMUP_EVENTS)
             return result

@@ -45,14 +45,19 @@ def _perf(rows: list[LabelledExample]) -> dict[str, float | int]:
             "log_loss": round(float(-np.mean(y * np.log(s) + (1 - y) * np.log(1 - s))), 4)}
 
 
-async def final_decision(settings: Settings, timeout_s: float) -> ModelUpdate | None:
-    """The trainer's first verdict (not a wait) on the model-updates topic, within ``timeout_s``."""
+async def final_decision(settings: Settings, timeout_s: float,
+                         after: ModelUpdate | None = None) -> ModelUpdate | None:
+    """The trainer's first verdict (not a wait) on the model-updates topic, or the first one
+    after ``after`` (a shadow's live verdict), within ``timeout_s``."""
     import asyncio
     import time
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for u in await _read(settings, settings.topics.model_updates, ModelUpdate):
+        updates = await _read(settings, settings.topics.model_updates, ModelUpdate)
+        if after is not None:
+            updates = [u for u in updates if (u.decided_at or 0) > (after.decided_at or 0)]
+        for u in updates:
             if u.decision not in ("wait",):
                 return u
         await asyncio.sleep(2.0)  # re-reading a control topic a few messages long
@@ -87,8 +92,12 @@ async def loop_timeline(settings: Settings, drift_at: int, warmup: int) -> dict[
             "rows_trained_on": tw.get("rows", 0),
             "trained_on_events": [_event_of(x) for x in tw.get("event_ts", [])],
             "holdout_rows": hw.get("rows", 0),
-            "holdout": {role: {k: u.metrics.get(role, {}).get(k) for k in ("log_loss", "auc")}
-                        for role in ("champion", "challenger")} if d else None,
+            # a holdout comparison (trainer) or a live one on labelled events (shadow, guard)
+            "compared_on": "holdout" if tw else f"{u.examples} live labelled events",
+            "holdout" if tw else "live": {role: {k: v for k, v in u.metrics.get(role, {}).items()
+                                                 if k in ("log_loss", "auc", "mae")}
+                                          for role in ("champion", "challenger", "shadow", "previous")
+                                          if role in u.metrics} if d else None,
             "log_loss_diff_ci": [d.get("ci_low"), d.get("ci_high")] if d else None,
             "reasons": u.reasons})
     promoted = next((u for u in updates if u.promoted), None)
