@@ -20,6 +20,7 @@ from stream.tools.broker import free_port
 from stream.tools.tally import Tally, follow, wait_until
 from stream.tools.traffic import produce
 from tests.faults.harness import Workers, worker_env
+from tests.helpers import committed_and_end, read_topic
 
 
 def _active(worker) -> float | None:
@@ -52,13 +53,14 @@ def _scrape(port: int) -> dict[str, float]:
             if s.name in ("mlstream_monitor_active", "mlstream_monitor_rows_total")}
 
 
-@pytest.mark.parametrize("broker_kind", ["kafka"])
+@pytest.mark.parametrize("broker_kind", ["embedded", "kafka"])
 async def test_one_drift_one_event_per_feature_and_one_request_across_a_failover(
         make_settings, start_worker, model_store: Path, tmp_path: Path):
     settings = make_settings(monitor={"warmup_rows": WARMUP_EVENTS})
     await ensure_topics(settings)
     ports = [free_port() for _ in range(3)]
-    env = worker_env(settings, model_store, MLSTREAM_MONITOR__WARMUP_ROWS=str(WARMUP_EVENTS))
+    env = worker_env(settings, model_store, MLSTREAM_MONITOR__WARMUP_ROWS=str(WARMUP_EVENTS),
+                     MLSTREAM_LOG_LEVEL="INFO")
     monitors = Workers(env, tmp_path, role="monitor")
     procs = {port: monitors.start(MLSTREAM_METRICS_PORT=str(port)) for port in ports}
     scorer = start_worker(settings, roles=("scorer",))
@@ -92,11 +94,24 @@ async def test_one_drift_one_event_per_feature_and_one_request_across_a_failover
         new = next(p for p, m in seen.items() if m.get("mlstream_monitor_active") == 1)
         more = WARMUP_EVENTS + 12_000  # the drift goes on: enough rows to warm up and test again
         await produce(settings, sim, more, rate=0, start=first)
-        rows = lambda: _scrape(new).get("mlstream_monitor_rows_total", 0)  # noqa: E731
+        rows = lambda: _scrape(new).get("mlstream_monitor_rows_total", 0)
         assert await wait_until(lambda: tally.predictions >= first + more and rows() >= more, 240, poll_s=0.5)
-        await wait_until(lambda: False, 3)  # give a wrongly repeated event the time to arrive
+        # every feature batch tested and committed, so every drift message of it is on the topic
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            state = await committed_and_end(settings, f"{settings.app_id}-monitor", settings.topics.features)
+            if all(committed == end for committed, end in state.values()):
+                break
+            await asyncio.sleep(1)  # polling the group's committed offsets
+        drift_records = await read_topic(settings, settings.topics.drift)
+        assert await wait_until(lambda: tally.drift_events >= len(drift_records), 30)
         print(f"failover {failover_s:.1f} s; standby tested {rows():.0f} rows; "
               f"drift events {[(d.kind, d.features) for d in tally.drift]}")
+        logs = [line for line in monitors.log_text().splitlines()
+                if "took over" in line or "open already" in line or "active," in line]
+        print("\n".join(logs))
+        # the standby read the drift back, tested the stream again, found it and kept quiet about it
+        assert any("open already" in line for line in logs)
         openings = Counter(f for d in tally.drift if d.kind != "drift_resolved" for f in d.features)
         assert "log_amount" in openings
         assert all(n == 1 for n in openings.values()), openings

@@ -10,7 +10,9 @@ member, and the rebalance that follows gives everything to a standby.
 Whom it picks, in order (every member computes the same answer from the same metadata):
 
 1. the member that is active now (it says so in its subscription metadata): a worker joining
-   or leaving the group never moves monitoring away from a live active monitor;
+   or leaving the group never moves monitoring away from a live active monitor. Each
+   assignment carries an epoch one above every epoch the members report; if two members claim
+   to be active (one was cut off from the group and came back), the later epoch keeps the role;
 2. else the member that has been waiting longest (its start time), so restarts do not flap;
 3. ties: the lowest member id.
 
@@ -36,6 +38,11 @@ splitting partitions (as before) until the last old worker is gone.
 >>> out = new.assign(Cluster(), {"a": new.metadata(["f"]), "c": late.metadata(["f"])})  # b died
 >>> [m for m, a in sorted(out.items()) if a.partitions()]
 ['c']
+>>> late.on_assignment(out["c"]); new.on_assignment(out["a"])
+>>> out = new.assign(Cluster(), {"a": new.metadata(["f"]), "b": old.metadata(["f"]),  # b was cut off
+...                              "c": late.metadata(["f"])})
+>>> old.active, old.epoch < late.epoch, [m for m, a in sorted(out.items()) if a.partitions()]
+(True, True, ['c'])
 """
 
 from __future__ import annotations
@@ -65,22 +72,29 @@ class OneActiveAssignor(AbstractPartitionAssignor):
     def __init__(self, since: float | None = None):
         self.since = time.time() if since is None else since
         self.active = False
+        self.epoch = 0  # of the latest assignment this member received
 
     def strategies(self) -> tuple[Any, ...]:
         """``partition_assignment_strategy`` for the consumer: this, else round robin (upgrades)."""
         return (self, RoundRobinPartitionAssignor)
 
     def metadata(self, topics: Iterable[str]) -> ConsumerProtocolMemberMetadata:
-        state = json.dumps({"active": self.active, "since": self.since}).encode()
+        state = json.dumps({"active": self.active, "since": self.since, "epoch": self.epoch}).encode()
         return ConsumerProtocolMemberMetadata(self.version, sorted(topics), state)
 
     @staticmethod
-    def _rank(member: str, meta: ConsumerProtocolMemberMetadata) -> tuple[int, float, str]:
+    def _state(meta: ConsumerProtocolMemberMetadata | ConsumerProtocolMemberAssignment) -> dict[str, Any]:
         try:
-            state: dict[str, Any] = json.loads(meta.user_data or b"{}")
+            state = json.loads(meta.user_data or b"{}")
         except ValueError:
-            state = {}
-        return (0 if state.get("active") else 1, float(state.get("since", float("inf"))), member)
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    def _rank(self, member: str, meta: ConsumerProtocolMemberMetadata) -> tuple[int, int, float, str]:
+        state = self._state(meta)
+        active = bool(state.get("active"))
+        return (0 if active else 1, -int(state.get("epoch", 0)) if active else 0,
+                float(state.get("since", float("inf"))), member)
 
     def assign(self, cluster: Any,
                members: Mapping[str, ConsumerProtocolMemberMetadata]) -> dict[str, ConsumerProtocolMemberAssignment]:
@@ -95,10 +109,13 @@ class OneActiveAssignor(AbstractPartitionAssignor):
             # the chosen member, or the first in the same order among those subscribed to the topic
             owner = next(m for m in order if topic in members[m].subscription)
             assignment[owner][topic] = sorted(partitions)
+        epoch = 1 + max((int(self._state(meta).get("epoch", 0)) for meta in members.values()), default=0)
         if order:
-            log.info("monitor group: %s active, %d standby", order[0], len(order) - 1)
-        return {m: ConsumerProtocolMemberAssignment(self.version, sorted(a.items()), b"")
+            log.info("monitor group: %s active, %d standby (epoch %d)", order[0], len(order) - 1, epoch)
+        data = json.dumps({"epoch": epoch}).encode()
+        return {m: ConsumerProtocolMemberAssignment(self.version, sorted(a.items()), data)
                 for m, a in assignment.items()}
 
     def on_assignment(self, assignment: ConsumerProtocolMemberAssignment) -> None:
         self.active = bool(assignment.partitions())
+        self.epoch = max(self.epoch, int(self._state(assignment).get("epoch", 0)))

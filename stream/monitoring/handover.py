@@ -100,11 +100,15 @@ async def _read_all(settings: Settings, topic: str) -> list[Any]:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
         out: list[Any] = []
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            for recs in (await consumer.getmany(*tps, timeout_ms=200, max_records=10_000)).values():
+        pending = set(tps)
+        while pending:  # up to the high watermark each fetch reports (ListOffsets is not needed)
+            for recs in (await consumer.getmany(*pending, timeout_ms=100, max_records=10_000)).values():
                 out += recs
+            for tp in list(pending):
+                hw = consumer.highwater(tp)
+                if hw is not None and await consumer.position(tp) >= hw:
+                    pending.discard(tp)
         return out
     finally:
         await stop_quietly(consumer, settings.kafka.request_deadline_s)
