@@ -62,6 +62,7 @@ class Metrics:
     model_feed_versions: Counter
     model_feed_refused: Counter
     worker_info: Gauge
+    monitor_active: Gauge
     shadow_predictions: Counter
     live_loss: Gauge
     shadow_labelled: Gauge
@@ -135,6 +136,9 @@ class Metrics:
                                        "Model feed records or versions refused, by reason.", ["reason"], registry=r),
             worker_info=Gauge(name("worker_info"), "A running worker and its role (value 1).",
                               ["role"], registry=r),
+            monitor_active=Gauge(name("monitor_active"),
+                                 "1 on the deployment's active monitor (it holds the monitor group's "
+                                 "partitions), 0 on a standby.", registry=r),
             shadow_predictions=Counter(name("shadow_predictions"),
                                        "Events scored by a non-serving version (shadow or previous champion), "
                                        "by outcome.", ["model", "version", "role", "outcome"], registry=r),

@@ -37,6 +37,16 @@ class ScoredRows:
     categories: dict[str, list[Any]]
 
 
+def scored_rows(model: str, version: str, kinds: dict[str, str], cols: dict[str, Any], event_ids: Any,
+                ts: np.ndarray, X: np.ndarray | None) -> list[Any] | None:
+    """Tags pointing each prediction of a feature batch at its model inputs, when it carries them."""
+    if X is None:
+        return None
+    cats = {k: list(v) for k, v in cols.items() if kinds.get(k) == "categorical"}
+    rows = ScoredRows(model, version, list(event_ids), X, ts, cats)
+    return [(rows, i) for i in range(len(X))]
+
+
 def labelled_example(tag: tuple[ScoredRows, int], score: float, label: float,
                      labelled_at: float) -> LabelledExample:
     rows, i = tag

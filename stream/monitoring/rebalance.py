@@ -1,10 +1,16 @@
 """The monitor's consumer rebalance listener: held feature batches of a revoked partition are
 dropped (they belong to the new owner), assigned ones are tracked, and after the topics were
-recreated the consumer starts them from the beginning."""
+recreated the consumer starts them from the beginning.
+
+The monitor group gives all its partitions to one member
+(:class:`stream.monitoring.assignor.OneActiveAssignor`): the listener reports whether this
+worker is that active monitor or a standby (``mlstream_monitor_active``, ``/ready`` detail)
+and calls ``on_role`` when that changes, before any record of the new assignment is read."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import ConsumerRebalanceListener, TopicPartition
@@ -17,8 +23,10 @@ class ForgetRevoked(ConsumerRebalanceListener):
     """Held feature batches of a revoked partition belong to its new owner."""
 
     def __init__(self, merger: PartitionMerger, topic: str, metrics: Metrics, consumer: Any = None,
-                 from_beginning: bool = False):
+                 from_beginning: bool = False, on_role: Callable[[bool], Awaitable[None]] | None = None):
         self.merger = merger
+        self.on_role = on_role
+        self.active: bool | None = None  # unknown until the first assignment
         self.topic = topic
         self.metrics = metrics
         self.consumer = consumer
@@ -38,5 +46,11 @@ class ForgetRevoked(ConsumerRebalanceListener):
         for tp in assigned:
             if tp.topic == self.topic:
                 self.merger.track(tp, now)
-        self.metrics.health.set("monitor", True, f"{len(assigned)} partitions assigned")
+        active = bool(assigned)
+        if active != self.active and self.on_role is not None:
+            await self.on_role(active)  # a takeover reads back what it needs before it publishes
+        self.active = active
+        self.metrics.monitor_active.set(int(active))
+        self.metrics.health.set("monitor", True, f"active, {len(assigned)} partitions assigned" if active
+                                else "standby: another worker monitors this deployment")
 

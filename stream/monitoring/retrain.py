@@ -40,6 +40,11 @@ class RetrainPolicy:
         text = "|".join([model, version, kind, ",".join(sorted(features)), str(period)])
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
+    def restore(self, model: str, version: str, requested_at: float) -> None:
+        """A request published before (read back from the retrain topic after a takeover)."""
+        key = (model, version)
+        self._last[key] = max(requested_at, self._last.get(key, requested_at))
+
     def request(self, drift: DriftEvent, *, now: float) -> RetrainRequest | None:
         """The request for the drift event's model version, or None within the cooldown."""
         model, version = str(drift.model), str(drift.model_version)

@@ -1,6 +1,8 @@
 """The monitoring worker: feature batches and delayed labels in, drift events and retraining
 requests out. It runs beside the scorers in its own consumer group (``<app_id>-monitor``), so
-monitoring never slows scoring; several monitor workers split the partitions between them.
+monitoring never slows scoring. That group gives every partition to one worker
+(:mod:`stream.monitoring.assignor`): one logical monitor per deployment, the others standby;
+one taking over reads the open drift states back first (:mod:`stream.monitoring.handover`).
 
 The drift logic itself is pure (:mod:`stream.monitoring.model_monitor`); this module only
 decodes messages, keeps one monitor per model version, and publishes what they return.
@@ -44,8 +46,10 @@ from stream.messages import (
     encode,
 )
 from stream.metrics import Metrics
-from stream.monitoring.examples import ScoredRows, labelled_example
+from stream.monitoring.assignor import OneActiveAssignor
+from stream.monitoring.examples import labelled_example, scored_rows
 from stream.monitoring.exporter import DriftCollector
+from stream.monitoring.handover import OpenDrifts, restore
 from stream.monitoring.labels import LabelJoiner
 from stream.monitoring.model_monitor import (  # re-exported: callers import them from here
     EVENT_IDS,
@@ -79,6 +83,7 @@ class MonitorWorker:
         self._label_counts = dict.fromkeys(("matched", "late", "unmatched", "expired", "evicted"), 0)
         self.policy = RetrainPolicy(settings.monitor.retrain_cooldown_s)
         self.group_id = f"{settings.app_id}-monitor"
+        self.assignor, self.open_drifts = OneActiveAssignor(), OpenDrifts()  # one active monitor
         metrics.registry.register(DriftCollector(self))
         self.notifier = Notifier(settings.alerts, metrics)
         self.merger = PartitionMerger(idle_s=2.0, max_rows=200_000)
@@ -130,8 +135,9 @@ class MonitorWorker:
         from_beginning = False
         try:
             while not stop.is_set():
-                consumer = make_consumer(s, group_id=self.group_id, max_partition_fetch_bytes=16 * 1024 * 1024)
-                listener = ForgetRevoked(self.merger, s.topics.features, self.metrics, consumer, from_beginning)
+                consumer = make_consumer(s, group_id=self.group_id, max_partition_fetch_bytes=16 * 1024 * 1024,
+                                         partition_assignment_strategy=self.assignor.strategies())
+                listener = ForgetRevoked(self.merger, s.topics.features, self.metrics, consumer, from_beginning, self._on_role)
                 consumer.subscribe([s.topics.features, s.topics.labels, s.topics.shadow_predictions],
                                    listener=listener)
                 await start_client(consumer, s.kafka.bootstrap_servers)
@@ -151,6 +157,11 @@ class MonitorWorker:
                     await stop_quietly(consumer, s.kafka.request_deadline_s)
             finally:
                 await producer.stop()
+
+    async def _on_role(self, active: bool) -> None:
+        if active:  # taking over: read the open drift states back first; tests start afresh either way
+            await restore(self.settings, self.open_drifts, self.policy)
+        self.monitors.clear()
 
     async def _loop(self, consumer: Any, producer: Any, stop: asyncio.Event) -> bool:
         """Poll until stopped (False) or until the topics were recreated (True)."""
@@ -268,7 +279,7 @@ class MonitorWorker:
         newest = max(batch.ingest_ts_ms, default=0)
         if newest >= self.serving.get(mon.name, (0, ""))[0]:
             self.serving[mon.name] = (newest, mon.version)
-        tags = self._scored_rows(mon, cols, ts, X)
+        tags = scored_rows(mon.name, mon.version, mon.kinds, cols, cols[EVENT_IDS], ts, X)
         # the label join needs no ordering: predictions join it on arrival
         joined: list[Any] = []
         early = self.joiner.add_predictions(cols[EVENT_IDS], np.asarray(cols[SCORE_COLUMN], dtype=np.float64),
@@ -337,15 +348,6 @@ class MonitorWorker:
             self._publish(ev, mon, now, drift, retrain)
         return drift, retrain
 
-    def _scored_rows(self, mon: ModelMonitor, cols: dict[str, Any], ts: np.ndarray,
-                     X: np.ndarray | None) -> list[Any] | None:
-        """Tags pointing each prediction at its model inputs, when the batch carries them."""
-        if X is None:
-            return None
-        cats = {k: list(v) for k, v in cols.items() if k != EVENT_IDS and mon.kinds.get(k) == "categorical"}
-        rows = ScoredRows(mon.name, mon.version, list(cols[EVENT_IDS]), X, ts, cats)
-        return [(rows, i) for i in range(len(X))]
-
     def _credit(self, scores: np.ndarray, truth: np.ndarray, tags: list[Any], now: float) -> list[Any]:
         """Joined labels go to the version that made each prediction, and become examples."""
         events: list[Any] = []
@@ -365,10 +367,9 @@ class MonitorWorker:
         return events
 
     def _count_labels(self) -> None:
-        if self.joiner.delays:
-            for delay in self.joiner.delays:
-                self.metrics.label_delay.observe(delay)
-            self.joiner.delays.clear()
+        for delay in self.joiner.delays:
+            self.metrics.label_delay.observe(delay)
+        self.joiner.delays.clear()
         if self.joiner.predictions:
             self.metrics.label_coverage.set(self.joiner.matched / self.joiner.predictions)
         counts = self.joiner.counters()
@@ -382,7 +383,9 @@ class MonitorWorker:
                  retrain: list[Message]) -> None:
         # the performance monitor's events carry no model: the monitor that made them knows it
         fields = {**ev.to_dict(), "model": mon.name, "model_version": mon.version}
-        drift = DriftEvent(**fields, detected_at=now, onset_event_ts=mon.onset_event_ts(fields))
+        drift = self.open_drifts.admit(DriftEvent(**fields, detected_at=now, onset_event_ts=mon.onset_event_ts(fields)))
+        if drift is None:  # announced before a takeover, still open
+            return
         out.append(Message(None, encode(drift)))
         self.notifier.submit_drift(drift)
         self.metrics.drift_events.labels(drift.kind).inc()

@@ -1,0 +1,123 @@
+"""One logical monitor per deployment (issue 10): three monitor workers on one app id give one
+active monitor and two standbys; a sustained drift gives one drift event per feature and one
+retraining request; the active monitor's death (SIGKILL) hands monitoring to a standby, which
+goes on without announcing the same drift again."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream.examples.simulate import WARMUP_EVENTS, PaymentSimulator
+from stream.kafka import ensure_topics
+from stream.tools.broker import free_port
+from stream.tools.tally import Tally, follow, wait_until
+from stream.tools.traffic import produce
+from tests.faults.harness import Workers, worker_env
+from tests.helpers import committed_and_end, read_topic
+
+
+def _active(worker) -> float | None:
+    return worker.metrics.registry.get_sample_value("mlstream_monitor_active")
+
+
+async def test_three_monitor_workers_have_one_active_and_a_standby_takes_over(make_settings, start_worker):
+    settings = make_settings()
+    await ensure_topics(settings)
+    workers = [start_worker(settings, roles=("monitor",)) for _ in range(3)]
+    # every worker has had an assignment (its role is known) and exactly one is active
+    assert await wait_until(lambda: all(w.metrics.health.ready()[0] for w in workers)
+                            and sum(_active(w) or 0 for w in workers) == 1, 60)
+    active = next(w for w in workers if _active(w) == 1)
+    standby = [w for w in workers if w is not active]
+    assert all(w.metrics.health.ready()[1]["monitor"].startswith("standby") for w in standby)
+    assert active.metrics.health.ready()[1]["monitor"].startswith("active")
+    # a worker leaving the group (a clean stop) hands everything to one of the others
+    await active.close()
+    assert await wait_until(lambda: sum(_active(w) or 0 for w in standby) == 1, 60)
+
+
+def _scrape(port: int) -> dict[str, float]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    return {s.name: s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+            if s.name in ("mlstream_monitor_active", "mlstream_monitor_rows_total")}
+
+
+@pytest.mark.parametrize("broker_kind", ["embedded", "kafka"])
+async def test_one_drift_one_event_per_feature_and_one_request_across_a_failover(
+        make_settings, start_worker, model_store: Path, tmp_path: Path):
+    settings = make_settings(monitor={"warmup_rows": WARMUP_EVENTS})
+    await ensure_topics(settings)
+    ports = [free_port() for _ in range(3)]
+    env = worker_env(settings, model_store, MLSTREAM_MONITOR__WARMUP_ROWS=str(WARMUP_EVENTS),
+                     MLSTREAM_LOG_LEVEL="INFO")
+    monitors = Workers(env, tmp_path, role="monitor")
+    procs = {port: monitors.start(MLSTREAM_METRICS_PORT=str(port)) for port in ports}
+    scorer = start_worker(settings, roles=("scorer",))
+    tally, stop = Tally(), asyncio.Event()
+    follower = asyncio.create_task(follow(settings, tally, stop))
+    try:
+        seen: dict[int, dict[str, float]] = {}
+
+        def poll() -> dict[int, dict[str, float]]:
+            seen.clear()
+            seen.update({p: _scrape(p) for p in ports if procs[p].poll() is None})
+            return seen
+
+        def one_active() -> bool:
+            states = [m.get("mlstream_monitor_active") for m in poll().values()]
+            return len(states) == len(seen) and None not in states and sum(states) == 1  # type: ignore[arg-type]
+
+        assert await wait_until(one_active, 90, poll_s=0.5)
+        # one sustained mean shift, after the monitor has learnt the stream
+        first = WARMUP_EVENTS + 12_000
+        sim = PaymentSimulator(seed=21, scenario="mean_shift", drift_at=WARMUP_EVENTS + 6_000)
+        await produce(settings, sim, first, rate=0)
+        assert await wait_until(lambda: tally.retrain_requests >= 1 and tally.predictions >= first, 180)
+        active = next(p for p, m in seen.items() if m.get("mlstream_monitor_active") == 1) if one_active() else None
+        assert active is not None
+        # the active monitor dies: one of the standbys takes over and goes on with the stream
+        monitors.kill(procs[active])
+        killed_at = time.monotonic()
+        assert await wait_until(one_active, 90, poll_s=0.2)
+        failover_s = time.monotonic() - killed_at
+        new = next(p for p, m in seen.items() if m.get("mlstream_monitor_active") == 1)
+        more = WARMUP_EVENTS + 12_000  # the drift goes on: enough rows to warm up and test again
+        await produce(settings, sim, more, rate=0, start=first)
+        rows = lambda: _scrape(new).get("mlstream_monitor_rows_total", 0)
+        assert await wait_until(lambda: tally.predictions >= first + more and rows() >= more, 240, poll_s=0.5)
+        # every feature batch tested and committed, so every drift message of it is on the topic
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            state = await committed_and_end(settings, f"{settings.app_id}-monitor", settings.topics.features)
+            if all(committed == end for committed, end in state.values()):
+                break
+            await asyncio.sleep(1)  # polling the group's committed offsets
+        drift_records = await read_topic(settings, settings.topics.drift)
+        assert await wait_until(lambda: tally.drift_events >= len(drift_records), 30)
+        print(f"failover {failover_s:.1f} s; standby tested {rows():.0f} rows; "
+              f"drift events {[(d.kind, d.features) for d in tally.drift]}")
+        logs = [line for line in monitors.log_text().splitlines()
+                if "took over" in line or "open already" in line or "active," in line]
+        print("\n".join(logs))
+        # the standby read the drift back, tested the stream again, found it and kept quiet about it
+        assert any("open already" in line for line in logs)
+        openings = Counter(f for d in tally.drift if d.kind != "drift_resolved" for f in d.features)
+        assert "log_amount" in openings
+        assert all(n == 1 for n in openings.values()), openings
+        assert len({r.request_id for r in tally.retrain}) == 1 and tally.retrain_requests == 1
+    finally:
+        stop.set()
+        follower.cancel()
+        await scorer.close()
+        monitors.close()
