@@ -10,6 +10,7 @@ processes that partition.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -88,6 +89,9 @@ class ScoringWorker:
                                 max_invalid_share=settings.scoring.max_invalid_score_share,
                                 window=settings.scoring.invalid_score_window)
         self._from_beginning = False  # after the broker lost its data: read the new topics whole
+        # a commit failed: no new records until one succeeds, so that what a rewind or a crash
+        # replays (and counts again in entity state) stays one commit window
+        self._hold = False
         # versions scored beside the champion, never served (shadow, previous champion)
         self.shadows = ShadowScorer(self.store, settings, domain.features.columns, metrics)
 
@@ -118,7 +122,7 @@ class ScoringWorker:
                     log.warning("the topics were recreated: reading them again with a new consumer")
                     # the broker lost its data: what was not committed is gone with it, and a
                     # new consumer reads the new topics from their committed offsets (none)
-                    self._pending, self._dirty, self._offsets = [], {}, {}
+                    self._pending, self._dirty, self._offsets, self._hold = [], {}, {}, False
                     self.stores.clear()
                     # offsets committed meanwhile may be positions in the old topics
                     self._from_beginning = True
@@ -153,6 +157,11 @@ class ScoringWorker:
         failures = 0
         while not stop.is_set():
             try:
+                if self._hold:
+                    async with self._lock:
+                        await self._commit()
+                    self._hold = False
+                    log.info("offsets committed again: processing resumes")
                 batches = await self.consumer.getmany(timeout_ms=max(sc.max_wait_ms, 1),
                                                       max_records=sc.max_batch_size)
                 if batches:
@@ -193,6 +202,9 @@ class ScoringWorker:
                         await within(self._rewind(), self.settings.kafka.request_deadline_s, "rewind")
                     continue
                 log.warning("%s; retrying", exc)
+                # a bounded backoff before the next attempt, cut short by SIGTERM
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), min(0.2 * 2 ** failures, 5.0))
 
     async def _topics_changed(self) -> bool:
         """Were the topics lost (and recreated)? A broker that cannot be reached right now says
@@ -333,6 +345,7 @@ class ScoringWorker:
         except KafkaCallError:
             for tp, o in offsets.items():  # outputs are delivered: commit them next time
                 self._offsets.setdefault(tp, o)
+            self._hold = True
             raise
 
     async def _commit_transaction(self, offsets: dict[TopicPartition, int]) -> None:
@@ -354,6 +367,7 @@ class ScoringWorker:
         self._dirty = {}
         self._offsets = {}  # nothing since the last commit counts: it is read again
         self._pending = []
+        self._hold = False
         for tp in self.consumer.assignment():
             committed = await self.consumer.committed(tp)
             if committed is None:
