@@ -40,11 +40,13 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.log_level, settings.log_format, settings.errors.log_repeat_interval_s)
 
+    from stream.app import _on_signal
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # stop, with a watchdog after the grace period
+            loop.add_signal_handler(sig, _on_signal, stop, settings.shutdown_grace_s)
         await run_trainer(settings, stop)
 
     asyncio.run(main())

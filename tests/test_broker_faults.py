@@ -134,3 +134,49 @@ def test_sigterm_stops_a_worker_within_the_grace_period_even_when_the_broker_han
         if "traffic" in locals():
             stop_process(traffic)
         broker.stop()
+
+
+def test_sigterm_stops_the_trainer_within_the_grace_period_even_when_the_broker_hangs(model_store, tmp_path):
+    import urllib.error
+    import urllib.request
+
+    from stream.tools.broker import free_port
+
+    broker = EmbeddedBroker().start()
+    assert broker.process is not None
+    port = free_port()
+    env = {**os.environ, "MLSTREAM_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap, "MLSTREAM_METRICS_PORT": str(port),
+           "MLSTREAM_MODEL_STORE": str(model_store), "MLSTREAM_SHUTDOWN_GRACE_S": "6",
+           "MLSTREAM_APP_ID": f"sigterm-trainer-{os.getpid()}"}
+    log = tmp_path / "trainer.log"
+    trainer = subprocess.Popen([sys.executable, "-m", "stream.cli", "trainer"], cwd=ROOT, env=env,
+                               stderr=log.open("w"), start_new_session=True)
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as reply:
+                return reply.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    frozen = False
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not ready() and trainer.poll() is None:
+            time.sleep(0.2)  # polling /ready
+        assert ready(), log.read_text()[-3000:]
+        os.kill(broker.process.pid, signal.SIGSTOP)  # every Kafka call now hangs
+        frozen = True
+        began = time.monotonic()
+        trainer.send_signal(signal.SIGTERM)
+        trainer.wait(timeout=30)
+        took = time.monotonic() - began
+        print(f"trainer stopped {took:.2f}s after SIGTERM, rc {trainer.returncode}")
+        assert took <= 6 + 1.5, took
+        assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+    finally:
+        if frozen:
+            os.kill(broker.process.pid, signal.SIGCONT)
+        if trainer.poll() is None:
+            stop_process(trainer)
+        broker.stop()

@@ -203,7 +203,7 @@ class ScoringWorker:
                     continue
                 log.warning("%s; retrying", exc)
                 # a bounded backoff before the next attempt, cut short by SIGTERM
-                with contextlib.suppress(asyncio.TimeoutError):
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), min(0.2 * 2 ** failures, 5.0))
 
     async def _topics_changed(self) -> bool:

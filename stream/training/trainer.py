@@ -320,8 +320,11 @@ async def run_trainer(settings: Settings, stop: asyncio.Event, *,
             await stop.wait()
         finally:
             health.set("trainer", False, "stopping")
-            try:
-                await app.stop()
+            try:  # a broker that stopped answering must not hold the process past its grace
+                await asyncio.wait_for(app.stop(), settings.shutdown_grace_s / 2)
+            except TimeoutError:
+                log.error("the trainer's Kafka clients did not close within %.0fs; leaving them",
+                          settings.shutdown_grace_s / 2)
             finally:
                 await notifier.stop()
     finally:
