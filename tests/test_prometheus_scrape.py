@@ -67,7 +67,9 @@ def panel_queries() -> list[tuple[str, str, str]]:
 async def test_every_dashboard_query_returns_data(make_settings, start_worker, model_store, tmp_path):
     exe = shutil.which("prometheus")
     assert exe, "prometheus is missing: run scripts/install-system-deps.sh"
+    # store mode: the scorer polls the store the shadow state is written to (no feed publisher here)
     settings = make_settings(monitor={"warmup_rows": 5_000}, scoring={"model_poll_interval_s": 0.2},
+                             model_feed={"mode": "store"},
                              trainer={"shadow_labels": SHADOW_LABELS, "guard_labels": 1_000, "bootstrap": 300,
                                       "min_train_rows": 1_000_000})
     await ensure_topics(settings)
@@ -136,7 +138,9 @@ async def test_every_dashboard_query_returns_data(make_settings, start_worker, m
         assert await wait_until(lambda: decided("wait"), 60), "the trainer never answered the drift's request"
         assert await wait_until(lambda: decided("promote"), 120), (
             "the shadow was never promoted: labelled events compared "
-            f"{reg.get_sample_value('mlstream_shadow_labelled_events', {'model': 'fraud', 'version': '2', 'role': 'shadow'})}")
+            f"{reg.get_sample_value('mlstream_shadow_labelled_events', {'model': 'fraud', 'version': '2', 'role': 'shadow'})}, "
+            f"shadow predictions {[(x.labels, x.value) for f in reg.collect() if f.name == 'mlstream_shadow_predictions' for x in f.samples]}, "
+            f"decisions {[(x.labels, x.value) for f in trainer_metrics.registry.collect() if f.name == 'mlstream_trainer_decisions' for x in f.samples]}")
         if trainer.done():
             trainer.result()
             raise AssertionError("the trainer stopped early")
