@@ -49,7 +49,7 @@ def quantile_shift() -> timeseries.Panel:
                                "reference standard deviations. A shape change (a tail growing) "
                                "shows here when the mean barely moves.", "short")
             .with_target(query(f'({stat("q.*", "current", by)} - {stat("q.*", "reference", by)}) '
-                               f'/ on (feature) group_left {REF_SD}', "{{feature}} {{stat}}")))
+                               f'/ on (feature) group_left() {REF_SD}', "{{feature}} {{stat}}")))
 
 
 def missing_rate() -> timeseries.Panel:
