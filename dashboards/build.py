@@ -24,7 +24,9 @@ from grafana_foundation_sdk.models.dashboard import (
     VariableSort,
 )
 
+from dashboards import lifecycle as lc
 from dashboards import panels as p
+from dashboards import summaries as su
 
 HERE = Path(__file__).resolve().parent
 DOC = HERE.parent / "docs" / "dashboards.md"
@@ -42,8 +44,9 @@ def _variables() -> list[Any]:
                 .multi(True).include_all(True).all_value(".*").sort(VariableSort.ALPHABETICAL_ASC)
                 .current(VariableOption(text="All", value="$__all")))
 
+    # instances: every scraped mlstream process (workers and the trainer), not Prometheus itself
     return [ds, from_label("model", "Model", "mlstream_model_info"),
-            from_label("instance", "Instance", "mlstream_worker_info")]
+            from_label("instance", "Instance", 'up{job=~"mlstream.*"}')]
 
 
 def _base(uid: str, title: str, description: str) -> dashboard.Dashboard:
@@ -70,19 +73,32 @@ def pipeline() -> dashboard.Dashboard:
 
 def model() -> dashboard.Dashboard:
     return (_base("mlstream-model", "mlstream / Model",
-                  "What the model does: scores, version, performance from labels and before them.")
+                  "What the model does: scores, version, performance from labels and before them; "
+                  "how versions are tried in shadow, promoted, guarded and delivered.")
+            .with_row(dashboard.Row("Serving and performance"))
             .with_panel(p.model_version()).with_panel(p.score_distribution())
             .with_panel(p.estimated_performance()).with_panel(p.performance())
+            .with_panel(p.loss()).with_panel(p.labelled_events())
             .with_panel(p.predictions_by_version()).with_panel(p.label_joins())
-            .with_panel(p.model_loads()))
+            .with_panel(p.model_loads())
+            .with_row(dashboard.Row("Lifecycle: shadow, guard, model feed"))
+            .with_panel(lc.decisions()).with_panel(lc.live_loss())
+            .with_panel(lc.comparison_progress()).with_panel(lc.shadow_scoring())
+            .with_panel(lc.model_feed()))
 
 
 def drift() -> dashboard.Dashboard:
     return (_base("mlstream-drift", "mlstream / Drift",
-                  "Per-feature drift tests: statistic against threshold, p-value, effect size, state.")
+                  "Per-feature drift tests: statistic against threshold, p-value, effect size, state; "
+                  "the rolling summaries behind them, current vs reference.")
+            .with_row(dashboard.Row("Drift tests"))
             .with_panel(p.drift_ratio()).with_panel(p.drift_state())
             .with_panel(p.drift_statistic()).with_panel(p.drift_p_value())
-            .with_panel(p.drift_effect_size()).with_panel(p.drift_events()))
+            .with_panel(p.drift_effect_size()).with_panel(p.drift_events())
+            .with_row(dashboard.Row("Rolling summaries: current window vs reference"))
+            .with_panel(su.mean_shift()).with_panel(su.spread_ratio())
+            .with_panel(su.quantile_shift()).with_panel(su.missing_rate())
+            .with_panel(su.category_shares()).with_panel(su.summary_table()))
 
 
 def alerts() -> dashboard.Dashboard:
@@ -104,10 +120,16 @@ OVERVIEWS: dict[str, str] = {
                 "then the flow of events through the scorers.",
     "model": "What the model does: which version serves, how its scores are distributed, and how "
              "well it performs, estimated from scores at once and measured once delayed labels "
-             "arrive.",
+             "arrive (ratios, and the loss in its own unit: log loss, or MAE and RMSE for "
+             "regression). The Lifecycle row follows a new version: scored in shadow beside the "
+             "champion, promoted on live labels, guarded after promotion (rolled back if worse), "
+             "and delivered to the scorers by the model feed.",
     "drift": "Per-feature drift detail: each feature's test statistic against its calibrated "
              "threshold, the p-value and effect size, and which features are in an open drift "
-             "state.",
+             "state. Below, the rolling summaries the tests compare: per feature the current "
+             "window against the reference (mean and quantile shifts in reference standard "
+             "deviations, spread ratio, missing rate, top category shares, and a table of the "
+             "raw values).",
     "alerts": "Alerting: the Prometheus alert rules that are pending or firing, and the direct "
               "Slack/webhook notifications with their delivery outcomes.",
 }

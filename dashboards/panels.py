@@ -187,23 +187,52 @@ def predictions_by_version() -> timeseries.Panel:
 
 def performance() -> timeseries.Panel:
     return per_model(default_timeseries("Performance (labelled)", "Rolling performance over the last "
-                               "labelled predictions, once delayed labels arrive and are joined.",
+                               "labelled predictions, once delayed labels arrive and are joined: "
+                               "ratios in [0, 1] (classification).",
                                "percentunit")
             .min(0).max(1)
-            .with_target(query(f'mlstream_model_performance{{metric=~"auc|precision|recall|accuracy", {BOTH}}}',
+            .with_target(query(f'mlstream_model_performance_ratio{{metric=~"auc|precision|recall|accuracy", {BOTH}}}',
                                "{{metric}} {{model}} v{{version}}")))
+
+
+def loss() -> timeseries.Panel:
+    """Log loss (classification) or MAE and RMSE (regression, in the target's unit): one query,
+    so the panel shows whichever the model's task exports."""
+    parts = [f'label_replace(mlstream_model_performance_{name}{{{BOTH}}}, "metric", "{name}", "", "")'
+             for name in ("log_loss", "mae", "rmse")]
+    return per_model(default_timeseries("Loss (labelled)", "Rolling loss on joined labels: log loss "
+                               "for a classifier; MAE and RMSE, in the target's unit, for a "
+                               "regression model. Lower is better.", "short")
+            .min(0)
+            .with_target(query(" or ".join(parts), "{{metric}} {{model}} v{{version}}")))
+
+
+def labelled_events() -> timeseries.Panel:
+    return per_model(default_timeseries("Labelled events behind the performance", "Labelled events "
+                               "the rolling performance is computed on (the window fills, then "
+                               "stays), and the label-free estimate's recent scores. Few events: "
+                               "wide error bars.", "short")
+            .with_target(query(f"max by (model, version) (mlstream_model_performance_window_events{{{BOTH}}})",
+                               "labelled, {{model}} v{{version}}"))
+            .with_target(query(f"max by (model, version) (mlstream_model_performance_estimated_window_events{{{BOTH}}})",
+                               "scores behind the estimate, {{model}} v{{version}}", ref="B")))
 
 
 def estimated_performance() -> timeseries.Panel:
     return per_model(default_timeseries("Estimated performance (before labels)",
-                               "Performance expected from the scores alone (confidence-based "
+                               "An estimate: performance expected from the scores alone (confidence-based "
                                "performance estimation: right if the model is calibrated), "
-                               "available at once, long before labels arrive. Compare with the "
-                               "labelled panel: a gap means calibration has drifted.",
+                               "available at once, long before labels arrive. Dashed: 1 while "
+                               "the estimate agrees with the joined labels, 0 when it does not "
+                               "(then do not trust it). Compare with the labelled panel.",
                                "percentunit")
             .min(0).max(1)
-            .with_target(query(f'mlstream_model_performance_estimated{{metric=~"auc|precision|recall|accuracy", {BOTH}}}',
-                               "estimated {{metric}} {{model}} v{{version}}")))
+            .with_target(query(f'mlstream_model_performance_estimated_ratio{{metric=~"auc|precision|recall|accuracy", {BOTH}}}',
+                               "estimated {{metric}} {{model}} v{{version}}"))
+            .with_target(query(f"max by (model, version) (mlstream_model_performance_estimate_valid{{{BOTH}}})",
+                               "estimate valid {{model}} v{{version}}", ref="B"))
+            .override_by_regexp("^estimate valid .*", [
+                DynamicConfigValue(id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]})]))
 
 
 def label_joins() -> timeseries.Panel:
@@ -248,10 +277,13 @@ def drift_statistic() -> timeseries.Panel:
 
 def drift_state() -> statetimeline.Panel:
     return per_model(statetimeline.Panel().title("Drift state").description(
-                "Per feature: 1 (red) while its drift state is open, 0 (green) otherwise.")
+                "Per feature: 1 (red) while its drift state is open, 0 (green) otherwise; the last "
+                "line is the label-based (concept drift) test on joined labels.")
             .datasource(DATASOURCE).height(8).span(12)
             .thresholds(red_above(1.0))
-            .with_target(query(f"max by (feature) (mlstream_drift_state{{{BOTH}}})", "{{feature}}")))
+            .with_target(query(f"max by (feature) (mlstream_drift_state{{{BOTH}}})", "{{feature}}"))
+            .with_target(query(f"max(mlstream_model_performance_drifting{{{BOTH}}})",
+                               "labels (concept drift)", ref="B")))
 
 
 def drift_p_value() -> timeseries.Panel:

@@ -4,6 +4,7 @@ provisioned data source."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -69,6 +70,12 @@ def test_every_panel_queries_the_provisioned_prometheus():
     assert uids == {"${datasource}"}
 
 
+# metrics with a model label: their panels repeat per model and narrow by $model
+PER_MODEL = ("mlstream_drift_statistic", "mlstream_drift_state", "mlstream_model_info", "mlstream_score_bucket",
+             "mlstream_model_performance", "mlstream_feature_summary", "mlstream_feature_category_share",
+             "mlstream_shadow_", "mlstream_live_labelled_loss", "mlstream_trainer_decisions_total")
+
+
 def test_panels_follow_the_model_and_instance_variables():
     """Every query is narrowed by $instance (except Prometheus' own ALERTS), every query of a
     metric with a model label by $model, and panels about a model repeat per model."""
@@ -79,8 +86,7 @@ def test_panels_follow_the_model_and_instance_variables():
             for target in panel.get("targets", []):
                 expr = target["expr"]
                 assert "$instance" in expr or expr.startswith("sum by (alertname"), expr
-                if any(m in expr for m in ("mlstream_drift_statistic", "mlstream_model_info",
-                                           "mlstream_score_bucket", "mlstream_model_performance")):
+                if any(m in expr for m in PER_MODEL):
                     assert "$model" in expr, expr
                     assert panel.get("repeat") == "model", panel["title"]
 
@@ -91,3 +97,22 @@ def test_the_dashboard_provider_points_where_compose_mounts_the_json():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     mounts = [v for v in compose["services"]["grafana"]["volumes"]]
     assert any(m.startswith("./dashboards:") and m.split(":")[1] == path for m in mounts)
+
+
+def test_each_performance_panel_keeps_to_one_unit():
+    """One gauge per unit: a percent panel reads only ratio gauges (or 0/1 flags), the loss
+    panel only losses; nothing queries the retired mixed-unit names."""
+    model = json.loads((ROOT / "dashboards" / "model.json").read_text())
+    for panel in model["panels"]:
+        exprs = [t["expr"] for t in panel.get("targets", [])]
+        for expr in exprs:
+            assert not re.search(r"mlstream_model_performance(_estimated)?\{", expr), expr
+        if panel.get("fieldConfig", {}).get("defaults", {}).get("unit") == "percentunit":
+            assert all(re.search(r"_ratio\{|_valid\{", e) for e in exprs), panel["title"]
+    titles = {p["title"]: p for p in model["panels"]}
+    assert "Loss (labelled)" in titles and "Verdicts and trainer decisions" in titles
+    drift = json.loads((ROOT / "dashboards" / "drift.json").read_text())
+    exprs = " ".join(t["expr"] for p in drift["panels"] for t in p.get("targets", []))
+    for needed in ('stat="mean"', 'stat="std"', 'stat=~"q.*"', 'stat="missing_rate"',
+                   "mlstream_feature_category_share"):
+        assert needed in exprs, needed

@@ -79,13 +79,13 @@ async def test_the_loop_learns_concept_drift_from_the_stream(make_settings, mode
         await produce(settings, sim, 4_000, rate=0, label_delay=500, start=sent)
 
         def v2_performance() -> float | None:
-            return reg.get_sample_value("mlstream_model_performance", {"model": "fraud", "version": "2", "metric": "auc"})
+            return reg.get_sample_value("mlstream_model_performance_ratio", {"model": "fraud", "version": "2", "metric": "auc"})
 
         assert await wait_until(lambda: v2_performance() is not None, 120), (
             [(s.labels, s.value) for f in reg.collect() if f.name in ("mlstream_predictions", "mlstream_model_loads")
              for s in f.samples if s.name.endswith("_total")],
-            [(s.labels, s.value) for f in reg.collect() if f.name == "mlstream_model_performance" for s in f.samples][:3])
-        assert reg.get_sample_value("mlstream_model_performance",
+            [(s.labels, s.value) for f in reg.collect() if f.name == "mlstream_model_performance_ratio" for s in f.samples][:3])
+        assert reg.get_sample_value("mlstream_model_performance_ratio",
                                     {"model": "fraud", "version": "1", "metric": "auc"}) is None
         later = [orjson.loads(r.value) for r in await read_topic(settings, settings.topics.labelled_examples)]
         assert {e["model_version"] for e in later[len(examples):]} <= {"1", "2"}

@@ -55,7 +55,7 @@ async def test_documented_metrics_equal_the_exported_ones(settings, start_worker
         if worker.task.done():
             return True  # failed: reported below
         names = {f.name for f in reg.collect() if f.samples}
-        return {"mlstream_drift_statistic", "mlstream_model_performance"} <= names and (
+        return {"mlstream_drift_statistic", "mlstream_model_performance_ratio"} <= names and (
             reg.get_sample_value("mlstream_labels_total", {"outcome": "matched"}) or 0) > 0
 
     assert await wait_until(ready, 90), (

@@ -13,6 +13,58 @@ if TYPE_CHECKING:
     from stream.monitoring.worker import MonitorWorker
 
 
+# One gauge per unit (docs/metrics.md): each key of a performance snapshot goes to the family
+# named here, with ``metric="<key>"`` in the ratio families; keys not listed are not exported.
+RATIOS = ("auc", "accuracy", "error_rate", "precision", "recall", "f1", "positive_rate")
+LABELLED = {
+    "ratio": ("mlstream_model_performance_ratio",
+              "Rolling performance on joined labels, a ratio in [0, 1], by metric "
+              "(auc, accuracy, error_rate, precision, recall)."),
+    "log_loss": ("mlstream_model_performance_log_loss", "Rolling log loss on joined labels (nats)."),
+    "mae": ("mlstream_model_performance_mae", "Rolling mean absolute error on joined labels, in the target's unit."),
+    "rmse": ("mlstream_model_performance_rmse", "Rolling root mean squared error on joined labels, in the target's unit."),
+    "window": ("mlstream_model_performance_window_events",
+               "Labelled events the rolling performance is computed on (at most the window)."),
+    "labelled": ("mlstream_model_performance_labelled_events",
+                 "Labelled events joined for this version since the monitor started."),
+    "drifting": ("mlstream_model_performance_drifting",
+                 "1 while the label-based (concept) drift test is in an open drift state, else 0."),
+}
+ESTIMATED = {
+    "ratio": ("mlstream_model_performance_estimated_ratio",
+              "An estimate: performance from recent scores alone (CBPE), before labels, a ratio in [0, 1], "
+              "by metric (auc, accuracy, precision, recall, f1, positive_rate)."),
+    "n": ("mlstream_model_performance_estimated_window_events", "Recent scores the estimate is computed on."),
+}
+
+
+def performance_families(estimated: bool = False) -> dict[str, GaugeMetricFamily]:
+    """The performance gauges, one per unit, keyed as :func:`add_performance` files them."""
+    return {key: GaugeMetricFamily(name, doc, labels=["model", "version", "metric"] if key == "ratio"
+                                   else ["model", "version"])
+            for key, (name, doc) in (ESTIMATED if estimated else LABELLED).items()}
+
+
+def add_performance(fams: dict[str, GaugeMetricFamily], labels: list[str], snapshot: dict[str, float]) -> None:
+    """File a performance snapshot (labelled or estimated) into ``fams``; NaN is left out.
+
+    >>> fams = performance_families()
+    >>> add_performance(fams, ["fraud", "1"], {"auc": 0.9, "log_loss": 0.2, "window": 50.0, "recall": float("nan")})
+    >>> [(f.name, s.labels, s.value) for f in fams.values() for s in f.samples]  # doctest: +NORMALIZE_WHITESPACE
+    [('mlstream_model_performance_ratio', {'model': 'fraud', 'version': '1', 'metric': 'auc'}, 0.9),
+     ('mlstream_model_performance_log_loss', {'model': 'fraud', 'version': '1'}, 0.2),
+     ('mlstream_model_performance_window_events', {'model': 'fraud', 'version': '1'}, 50.0)]
+    """
+    for metric, value in snapshot.items():
+        metric = "auc" if metric == "roc_auc" else metric  # the estimate's name for it
+        if not isinstance(value, (int, float)) or value != value:
+            continue
+        if metric in RATIOS and "ratio" in fams:
+            fams["ratio"].add_metric([*labels, metric], float(value))
+        elif metric in fams:
+            fams[metric].add_metric(labels, float(value))
+
+
 class DriftCollector(Collector):
     """Exports each monitor's per-feature drift state at scrape time."""
 
@@ -35,11 +87,7 @@ class DriftCollector(Collector):
                                                "Measured design effect (long-run / i.i.d. variance) per feature.",
                                                labels=["model", "version", "feature"]),
         }
-        perf = GaugeMetricFamily("mlstream_model_performance", "Rolling performance from joined labels.",
-                                 labels=["model", "version", "metric"])
-        estimated = GaugeMetricFamily("mlstream_model_performance_estimated",
-                                      "Performance estimated from recent scores alone (CBPE), before labels.",
-                                      labels=["model", "version", "metric"])
+        labelled, estimated = performance_families(), performance_families(estimated=True)
         valid = GaugeMetricFamily("mlstream_model_performance_estimate_valid",
                                   "1 while the label-free estimate agrees with the joined labels, 0 when not.",
                                   labels=["model", "version"])
@@ -73,14 +121,10 @@ class DriftCollector(Collector):
                         shares.add_metric([mon.name, mon.version, feature, cat, source], float(value))
             # a retired version's labels still join for a while; its performance is not exported
             serving = self.worker.serving.get(mon.name, (0, None))[1] == mon.version
-            for metric, value in mon.performance.snapshot().items() if serving else ():
-                if isinstance(value, (int, float)) and value == value:
-                    perf.add_metric([mon.name, mon.version, metric], float(value))
-            for metric, value in mon.estimated_performance().items():
-                metric = "auc" if metric == "roc_auc" else metric  # same name as the labelled one
-                if isinstance(value, (int, float)) and value == value:
-                    estimated.add_metric([mon.name, mon.version, metric], float(value))
+            if serving:
+                add_performance(labelled, [mon.name, mon.version], mon.performance.snapshot())
+            add_performance(estimated, [mon.name, mon.version], mon.estimated_performance())
         yield from fams.values()
-        yield perf
-        yield estimated
+        yield from labelled.values()
+        yield from estimated.values()
         yield from (valid, warming, summary, shares)
