@@ -9,7 +9,9 @@ drain them, each with a fresh consumer group:
 - ``pipeline``: the scorer with every stage on (validation, stateful features with the
   changelog, ONNX, predictions and feature batches);
 - ``all``: scorer and monitor in one process, as ``worker --role all`` runs them;
-- ``monitor``: a monitor alone, draining the feature batches the pipeline wrote.
+- ``monitor``: a monitor alone, draining the feature batches the pipeline wrote;
+- ``exactly_once`` (Apache Kafka only): the pipeline with ``processing_guarantee=exactly_once``,
+  each commit interval's outputs and offsets in one transaction: the cost of the guarantee.
 
 Rates run from the first record fetched to the last one acknowledged, so group joins are not
 counted; the scorer's start-up (group join -> first prediction) is measured on the way. Then a
@@ -43,7 +45,7 @@ from stream.kafka import ensure_topics, make_consumer, make_producer, send_messa
 from stream.messages import Message
 from stream.tools.kafka_server import broker_name, open_broker
 
-KINDS = ("broker", "json", "pipeline", "all", "monitor")
+KINDS = ("broker", "json", "pipeline", "all", "monitor", "exactly_once")
 MONITOR_SHARE = 0.9  # the monitor's merger holds the last rows for its idle timeout: rate over 90%
 FIXED_EVENTS = {1: 1_000, 1_000: 20_000}  # batch size -> events drained at that size
 
@@ -178,7 +180,8 @@ async def _monitor(settings: Settings, n: int) -> dict[str, Any]:
     # row counter moves in big steps and "first row seen" would be too coarse a start
     joined, deadline = None, time.monotonic() + 120
     while rows() < MONITOR_SHARE * n and not task.done() and time.monotonic() < deadline:
-        if joined is None and metrics.health.ready()[0]:
+        # (the first batch may be counted while the assignment callback still runs)
+        if joined is None and (metrics.health.ready()[0] or rows()):
             joined = time.perf_counter()
         await asyncio.sleep(0.001)  # polling in-process
     end = time.perf_counter()
@@ -246,7 +249,10 @@ def child_main(argv: list[str]) -> int:
     from stream.app import run as run_loop
 
     role, bootstrap, run, partitions, n = argv[0], argv[1], argv[2], int(argv[3]), int(argv[4])
-    result = run_loop(CHILDREN[role](bench_settings(bootstrap, run, partitions), n))
+    settings = bench_settings(bootstrap, run, partitions)
+    if role == "exactly_once":  # the same pipeline, its outputs and offsets in transactions
+        role, settings = "pipeline", settings.model_copy(update={"processing_guarantee": "exactly_once"})
+    result = run_loop(CHILDREN[role](settings, n))
     result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result), flush=True)
     return 0
@@ -286,6 +292,8 @@ def main(args: argparse.Namespace) -> int:
         for i in range(runs):
             tag = f"{i}{uuid.uuid4().hex[:4]}"
             for kind in KINDS:
+                if kind == "exactly_once" and broker_kind == "embedded":
+                    continue  # transactions need Apache Kafka
                 run = f"pipeline{tag}" if kind == "monitor" else f"{kind}{tag}"  # on the pipeline's features
                 if kind != "monitor":
                     asyncio.run(ensure_topics(bench_settings(boot, run, partitions)))
@@ -310,8 +318,11 @@ def main(args: argparse.Namespace) -> int:
         "ratio_broker_limit": round(med["pipeline"] / med["broker"], 3),
         "ratio": round(med["pipeline"] / med["json"], 3),
         "ratios_per_run": {f"{a}/{b}": [round(x["events_per_s"] / y["events_per_s"], 3) for x, y in zip(rows[a], rows[b])]
-                           for a, b in (("pipeline", "broker"), ("pipeline", "json"), ("all", "pipeline"))},
+                           for a, b in (("pipeline", "broker"), ("pipeline", "json"), ("all", "pipeline"),
+                                        ("exactly_once", "pipeline")) if rows[a] and rows[b]},
         "monitoring_cost": round(1 - med["all"] / med["pipeline"], 3),
+        "pipeline_exactly_once_events_per_s": round(med["exactly_once"]) if rows["exactly_once"] else None,
+        "exactly_once_cost": round(1 - med["exactly_once"] / med["pipeline"], 3) if rows["exactly_once"] else None,
         "monitor_rows_per_s": round(med["monitor"]),
         "startup_s": {"join_to_first_prediction": round(_median(rows["pipeline"], "startup_s"), 3),
                       "spawn_to_first_prediction": round(_median(rows["pipeline"], "spawn_to_first_s"), 3),
@@ -332,6 +343,9 @@ def main(args: argparse.Namespace) -> int:
     print(f"pipeline (all stages):                         {result['pipeline_events_per_s']:>8} events/s")
     print(f"pipeline + monitor in one process (role all):  {result['pipeline_monitored_events_per_s']:>8} events/s "
           f"(monitoring cost {result['monitoring_cost']:.1%})")
+    if result["exactly_once_cost"] is not None:
+        print(f"pipeline, exactly-once (transactions):         {result['pipeline_exactly_once_events_per_s']:>8} "
+              f"events/s (cost of the guarantee {result['exactly_once_cost']:.1%})")
     print(f"monitor alone:                                 {result['monitor_rows_per_s']:>8} rows/s")
     print(f"pipeline/broker limit {result['ratio_broker_limit']} (goal >= 0.5), pipeline/JSON loop {result['ratio']} "
           f"(goal >= 0.8); per run {result['ratios_per_run']}")
