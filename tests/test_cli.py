@@ -39,8 +39,11 @@ def test_unreachable_broker_is_one_line():
 
 
 def test_missing_model_is_one_line(tmp_path, broker):
+    """Store-only mode: an empty store is an error at once (with the model feed, the worker first
+    waits for the champion: tests/test_model_feed.py)."""
     result = mlstream("worker", env={"MLSTREAM_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
-                                     "MLSTREAM_MODEL_STORE": str(tmp_path), "MLSTREAM_METRICS_PORT": "0"})
+                                     "MLSTREAM_MODEL_STORE": str(tmp_path), "MLSTREAM_METRICS_PORT": "0",
+                                     "MLSTREAM_MODEL_FEED__MODE": "store"}, timeout=60)
     assert result.returncode == 2 and "no model named 'fraud'" in result.stderr
     assert "Traceback" not in result.stderr
 
