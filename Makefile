@@ -15,7 +15,7 @@ STAMP_ALT := $(VENV_ALT)/.installed
 QUICK_TESTS := stream tests/test_features.py tests/test_schema.py tests/test_drift.py tests/test_labels.py \
 	tests/test_profile.py tests/test_drift_stats.py tests/test_replay.py tests/test_metrics_doc.py
 
-.PHONY: env kafka demo test test-faults test-alt-python lint bench bench-drift train dashboards clean
+.PHONY: env kafka demo test test-faults test-alt-python lint bench bench-drift bench-sustained train dashboards clean
 
 lint: $(STAMP)
 	$(BIN)/ruff check stream
@@ -69,6 +69,11 @@ test: $(STAMP) $(KAFKA_STAMP)
 # make bench ARGS="--json" (or --profile /tmp/batch.prof, --runs 5, ...)
 bench: $(STAMP)
 	$(BIN)/mlstream bench $(ARGS)
+
+# 30 minutes at 2,000 events/s on Apache Kafka, a row a minute (throughput, lag, RSS, p99):
+# make bench-sustained ARGS="--events 10000000 --json" (or --minutes 5, --rate 5000, --demo, ...)
+bench-sustained: $(STAMP) $(KAFKA_STAMP)
+	$(BIN)/mlstream bench-sustained $(ARGS)
 
 bench-drift: $(STAMP)
 	$(BIN)/mlstream bench-drift

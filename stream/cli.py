@@ -157,6 +157,12 @@ def cmd_bench_drift(argv: list[str]) -> int:
     return bench_drift_main(argv)
 
 
+def cmd_bench_sustained(argv: list[str]) -> int:
+    from stream.tools.bench_sustained import main as bench_sustained_main
+
+    return bench_sustained_main(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from stream.examples.simulate import SCENARIOS
     from stream.examples.traffic import DRIFTS
@@ -256,19 +262,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("report", help="self-contained HTML drift report from a file or a live deployment "
                    "(see report --help)", add_help=False)
     sub.add_parser("bench-drift", help="drift detection benchmark (see bench-drift --help)", add_help=False)
+    sub.add_parser("bench-sustained", help="a long run at a fixed rate on Apache Kafka: throughput, lag and "
+                   "RSS over time (see bench-sustained --help)", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        # replay, report and bench-drift own their argument parsing
+        # replay, report, bench-drift and bench-sustained own their argument parsing
         if argv and argv[0] == "replay":
             return cmd_replay(argv[1:])
         if argv and argv[0] == "report":
             return cmd_report(argv[1:])
         if argv and argv[0] == "bench-drift":
             return cmd_bench_drift(argv[1:])
+        if argv and argv[0] == "bench-sustained":
+            return cmd_bench_sustained(argv[1:])
         args = build_parser().parse_args(argv)
         if getattr(args, "command", None) == "demo" and args.rate is None:
             args.rate = 5_000.0 if args.events else 2_000.0

@@ -19,7 +19,7 @@ def mlstream(*args: str, env: dict | None = None, timeout: float = 120) -> subpr
 
 
 @pytest.mark.parametrize("command", ["worker", "trainer", "simulate", "train", "demo", "bench", "replay", "bench-drift",
-                                     "report", "models", "broker"])
+                                     "bench-sustained", "report", "models", "broker"])
 def test_every_command_has_help(command):
     result = mlstream(command, "--help")
     assert result.returncode == 0 and "usage" in result.stdout.lower()
