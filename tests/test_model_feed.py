@@ -29,7 +29,7 @@ from stream.registry import CARD_FILE, MODEL_FILE, ModelStore
 from stream.scoring.feed import FeedReader
 from stream.tools.tally import wait_until
 from stream.tools.traffic import produce
-from tests.faults.harness import ROOT, produce_at, sequenced, verify, worker_env
+from tests.faults.harness import ROOT, Produced, produce_at, sequenced, verify, worker_env
 from tests.helpers import read_topic
 
 
@@ -190,7 +190,8 @@ async def test_two_workers_with_separate_stores_serve_a_version_promoted_elsewhe
                                       start_new_session=True))
     try:
         events = sequenced(9_000, seed=3)
-        await produce_at(settings, events[:1_000], rate=100_000)
+        produced = Produced()
+        await produce_at(settings, events[:1_000], 100_000, produced, idempotent=False)
         seen = lambda predictions: {p["event_id"] for p in predictions}
         first = []
 
@@ -200,7 +201,7 @@ async def test_two_workers_with_separate_stores_serve_a_version_promoted_elsewhe
 
         assert await _eventually(lambda: accounted(1_000), 120), _tails(tmp_path)
         # traffic flows while an operator promotes version 2 in a store no worker reads
-        traffic = asyncio.ensure_future(produce_at(settings, events[1_000:6_000], rate=1_000))
+        traffic = asyncio.ensure_future(produce_at(settings, events[1_000:6_000], 1_000, produced, idempotent=False))
         assert await _eventually(lambda: accounted(2_000), 60), _tails(tmp_path)  # mid-traffic
         env = worker_env(settings, tmp_path / "third")
         cli = await asyncio.create_subprocess_exec(
@@ -218,10 +219,10 @@ async def test_two_workers_with_separate_stores_serve_a_version_promoted_elsewhe
         served = lambda: all("version 2 (swap_ok)" in p.read_text(errors="replace")
                              for p in tmp_path.glob("worker-*.log"))
         assert await wait_until(served, 60), _tails(tmp_path)
-        await produce_at(settings, events[6_000:], rate=100_000)
+        await produce_at(settings, events[6_000:], 100_000, produced, idempotent=False)
         assert await _eventually(lambda: accounted(9_000), 120), _tails(tmp_path)
 
-        verdict = await verify(settings, events)
+        verdict = await verify(settings, events, produced)
         assert (verdict.lost, verdict.duplicates, verdict.predicted) == (0, 0, 9_000), verdict
         records = await read_topic(settings, settings.topics.predictions)
         version = {orjson.loads(r.value)["event_id"]: orjson.loads(r.value)["model_version"] for r in records}

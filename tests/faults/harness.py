@@ -58,11 +58,12 @@ class Produced:
 
 async def produce_at(settings: Settings, events: list[tuple[bytes, bytes, str]], rate: float,
                      produced: Produced, *, stop: asyncio.Event | None = None,
-                     poison: dict[int, list[bytes]] | None = None) -> None:
+                     poison: dict[int, list[bytes]] | None = None, idempotent: bool = True) -> None:
     """Send ``events`` in order at ``rate``/s (until ``stop``), with ``poison[i]`` before event
-    ``i``, through an idempotent producer whose requests outlive a broker restart; record what
-    was acknowledged in ``produced``."""
-    producer = make_producer(settings, enable_idempotence=True, request_timeout_ms=90_000)
+    ``i``, through an idempotent producer whose requests outlive a broker restart (the embedded
+    broker has no idempotent producers: ``idempotent=False``); record what was acknowledged in
+    ``produced``."""
+    producer = make_producer(settings, enable_idempotence=idempotent, request_timeout_ms=90_000)
     await start_client(producer, settings.kafka.bootstrap_servers)
     pending: set[asyncio.Future[Any]] = set()
 
