@@ -20,6 +20,7 @@ from stream.examples.simulate import PaymentSimulator
 from stream.kafka import ensure_topics
 from stream.messages import ShadowVerdict, decode
 from stream.metrics import Metrics
+from stream.model_feed import publish
 from stream.registry import ModelStore
 from stream.scoring.model import load_model
 from stream.scoring.pipeline import BatchScorer
@@ -233,10 +234,13 @@ async def test_a_bad_promotion_is_rolled_back_by_the_guard(make_settings, model_
         stop = asyncio.Event()
         trainer = asyncio.create_task(run_trainer(settings, stop, metrics=metrics))
         try:
+            # version 1 serves before the bad promotion (else the worker could load 2 at start)
+            assert await wait_until(lambda: worker.metrics.health.ready()[0], 60)
             sim = PaymentSimulator(seed=22)
             sent = await produce(settings, sim, 2_000, rate=0, label_delay=500)
             # valid probabilities, passes every check, and inverted: a label flipped upstream
             save_version(model_store, "2", inverted_model(v1_bytes(model_store)), promote=True)
+            await publish(settings, store, "fraud", "promoted by hand")  # what `models promote` does
             assert store.guarded_version("fraud") == "1"
             swaps = lambda n: (lambda: (reg.get_sample_value(  # noqa: E731
                 "mlstream_model_loads_total", {"outcome": "swap_ok"}) or 0) >= n)
