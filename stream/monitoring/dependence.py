@@ -64,6 +64,14 @@ def _group_sums(x: np.ndarray, starts: np.ndarray, carry: np.ndarray) -> np.ndar
     """Sums of consecutive groups of rows (starting at ``starts``), the first one on top of ``carry``,
     added one row at a time in order: bit for bit what adding block by block gives."""
     ends = np.r_[starts[1:], x.shape[0]]
+    lens = ends - starts
+    if starts.size > int(lens.max()):  # many short groups: row j of every group at once, same order
+        out = np.zeros((starts.size,) + x.shape[1:])
+        out[0] = carry
+        for j in range(int(lens.max())):
+            g = np.flatnonzero(lens > j)
+            out[g] += x[starts[g] + j]
+        return out
     out = np.empty((starts.size,) + x.shape[1:])
     for g, (a, b) in enumerate(zip(starts, ends, strict=True)):
         first = carry if g == 0 else np.zeros(x.shape[1:])

@@ -98,6 +98,28 @@ def _pick(st: dict[str, Any], i: int) -> dict[str, Any]:
     return out
 
 
+class _Picked(dict):  # type: ignore[type-arg]
+    """Check point ``i`` of ``st``, picked only when first read (most check points never are)."""
+
+    def __init__(self, st: dict[str, Any], i: int) -> None:
+        super().__init__()
+        self._src: tuple[dict[str, Any], int] | None = (st, i)
+
+    def __missing__(self, key: str) -> Any:
+        if self._src is None:
+            raise KeyError(key)
+        st, i = self._src
+        self._src = None
+        self.update(_pick(st, i))
+        return self[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+
 class DriftMonitor(RowIngest):
     """Dependence-aware multi-window drift monitor over a :class:`ReferenceProfile` (see module docstring).
 
@@ -279,18 +301,17 @@ class DriftMonitor(RowIngest):
             if self._detector is not None:
                 events += self._run_detector(num[i * b : (i + 1) * b, self._score_j], start + i * b)
             fired: dict[str, list[dict[str, Any]]] = {}
-            watching = self._open_arr.any()
             for w, (at, st, sig) in pre.items():
                 if self._blocks in at:
                     pos = at.index(self._blocks)
-                    if sig[pos] or watching:  # the state machine needs this check point's statistics
-                        self._last[w] = _pick(st, pos)
+                    self._last[w] = _Picked(st, pos)  # read by the state machine only when a state is open
+                    if sig[pos]:  # no test past its critical value: nothing can fire
                         self._fire(w, self._last[w], fired)
             if self._blocks in cus:
                 self._cusum_step(*cus[self._blocks], fired)
             events += self._transition(start + (i + 1) * b - 1, fired)
         for w, (at, st, _) in pre.items():  # the latest statistics, for snapshots
-            self._last[w] = _pick(st, len(at) - 1)
+            self._last[w] = _Picked(st, len(at) - 1)
         # the stream's structure is learned once per segment (estimates are only read at refreshes)
         sl = slice(i0, i0 + seg)
         if self.seasonal is not None:
