@@ -55,6 +55,11 @@ __all__ = ["DependenceTracker"]
 # a batch level against the reference counts as wander or dependence up to this many times the
 # batch means' spread around their own centre (a constant offset is drift, see _level)
 OWN_LEVEL_CAP = 8.0
+# during the cold start a batch level counts as dependence when it is this many standard errors beyond
+# the differences' estimate. One test per score, so an i.i.d. stream looks dependent on some score by
+# chance (design effect ~2-3 until the 800-row batches are filled); 5 instead of 3 removes that but
+# lets bursts as long as a batch through on mixed traffic (false openings measured): kept at 3
+LEVEL_Z = 3.0
 _MEDIAN_CHI2_1 = 0.4549  # median of chi-square(1): median((m - ref)^2) / this estimates E (m - ref)^2
 # mean of chi-square(1) below its 80 % quantile: the lower 80 % of n squared normal deviations average this
 _TRIMMED_CHI2_1 = float(stats.chi2.expect(lambda x: x, args=(1,), ub=stats.chi2.ppf(0.8, 1)) / 0.8)
@@ -69,8 +74,8 @@ def _group_sums(x: np.ndarray, starts: np.ndarray, carry: np.ndarray) -> np.ndar
         out = np.zeros((starts.size,) + x.shape[1:])
         out[0] = carry
         for j in range(int(lens.max())):
-            g = np.flatnonzero(lens > j)
-            out[g] += x[starts[g] + j]
+            grp = np.flatnonzero(lens > j)
+            out[grp] += x[starts[grp] + j]
         return out
     out = np.empty((starts.size,) + x.shape[1:])
     for g, (a, b) in enumerate(zip(starts, ends, strict=True)):
@@ -300,7 +305,7 @@ class DependenceTracker:
         lvl_lr = (lvl - g0 / np.maximum(m_ref, 1.0)) * rows0
         diff_lr, _ = self._scale_estimate(0)
         # used only where it clearly exceeds the differences' estimate (dependence across batches)
-        clear = lvl_lr > np.maximum(diff_lr, g0) * (1.0 + 3.0 * np.sqrt(2.0 / np.maximum(cnt0, 1)))
+        clear = lvl_lr > np.maximum(diff_lr, g0) * (1.0 + LEVEL_Z * np.sqrt(2.0 / np.maximum(cnt0, 1)))
         # a batch level beyond the differences is either dependence (shrinks with the window) or slow
         # wander (does not): unknown this early, so it counts as both until a longer scale is filled
         slow = self._slow_part(best, lr, ref_mean, g0, m_ref)

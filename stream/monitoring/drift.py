@@ -80,44 +80,12 @@ from stream.monitoring.dependence import DependenceTracker, SeasonalProfile
 from stream.monitoring.drift_event import MULTIVARIATE, DriftEvent
 from stream.monitoring.drift_ingest import RowIngest
 from stream.monitoring.drift_view import snapshot, summary
+from stream.monitoring.drift_windows import Picked
 from stream.monitoring.profile import CORRELATION_METHOD, ReferenceProfile, reference_arrays
 
 __all__ = ["DriftEvent", "DriftMonitor", "DriftSettings"]
 
 DAY_S, HOUR_S = 86_400.0, 3_600.0
-
-
-def _pick(st: dict[str, Any], i: int) -> dict[str, Any]:
-    """Check point ``i`` of statistics computed for several check points at once."""
-    out: dict[str, Any] = {}
-    for key, v in st.items():
-        if isinstance(v, dict):
-            out[key] = _pick(v, i)
-        else:
-            out[key] = None if v is None else v[i]
-    return out
-
-
-class _Picked(dict):  # type: ignore[type-arg]
-    """Check point ``i`` of ``st``, picked only when first read (most check points never are)."""
-
-    def __init__(self, st: dict[str, Any], i: int) -> None:
-        super().__init__()
-        self._src: tuple[dict[str, Any], int] | None = (st, i)
-
-    def __missing__(self, key: str) -> Any:
-        if self._src is None:
-            raise KeyError(key)
-        st, i = self._src
-        self._src = None
-        self.update(_pick(st, i))
-        return self[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
 
 
 class DriftMonitor(RowIngest):
@@ -231,7 +199,6 @@ class DriftMonitor(RowIngest):
         theta[self._sl["psi"]] = 0.0
         self._theta, self._g0 = theta, np.maximum(g0, 1e-9)  # a perfect reference correlation has no spread
 
-
     def _process(self, num: np.ndarray, cat: np.ndarray, ts: np.ndarray, start: int) -> list[DriftEvent]:
         """Reduce whole blocks to sufficient statistics, learn the stream's structure, run the due checks."""
         b, k, kc = self.settings.block_size, self._k, self._kc
@@ -292,6 +259,7 @@ class DriftMonitor(RowIngest):
                     st = self._test_window(w, np.array(at))
                     pre[w] = (at, st, self._any_significant(w, st))
         cus = self._cusum_segment(i0, seg, means, weights, hours) if self._cusum is not None else {}
+        fast = self._fast_z(slice(i0, i0 + seg), means, weights, hours)
         events: list[DriftEvent] = []
         frozen = np.empty((seg, self._owner.size), dtype=bool)
         for j in range(seg):
@@ -304,14 +272,16 @@ class DriftMonitor(RowIngest):
             for w, (at, st, sig) in pre.items():
                 if self._blocks in at:
                     pos = at.index(self._blocks)
-                    self._last[w] = _Picked(st, pos)  # read by the state machine only when a state is open
+                    self._last[w] = Picked(st, pos)  # read by the state machine only when a state is open
                     if sig[pos]:  # no test past its critical value: nothing can fire
                         self._fire(w, self._last[w], fired)
             if self._blocks in cus:
                 self._cusum_step(*cus[self._blocks], fired)
+            if fast is not None:
+                self._fast_step(fast[0][j], fast[1][j], fast[2][j], fired)
             events += self._transition(start + (i + 1) * b - 1, fired)
         for w, (at, st, _) in pre.items():  # the latest statistics, for snapshots
-            self._last[w] = _Picked(st, len(at) - 1)
+            self._last[w] = Picked(st, len(at) - 1)
         # the stream's structure is learned once per segment (estimates are only read at refreshes)
         sl = slice(i0, i0 + seg)
         if self.seasonal is not None:
@@ -343,6 +313,7 @@ class DriftMonitor(RowIngest):
         self._g0_live = self._live_variance()
         self._slow[self._sl["psi"]] = 0.0  # the reference holds no psi level
         self._coherent_slow()
+        self._fast_gate()
         if self.seasonal is not None:
             self._season_dev, self._season_var = self.seasonal.centred_with_noise(self._lr)
 

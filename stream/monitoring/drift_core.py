@@ -91,6 +91,8 @@ class MonitorCore:
     _cus_w: np.ndarray
     _cus_hours: np.ndarray
     _cus_nblk: int
+    _fast: Cusum | None
+    _fast_mask: np.ndarray
     _score_j: int
     _detector: Any
 

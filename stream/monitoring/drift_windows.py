@@ -23,7 +23,40 @@ from scipy import special
 from stream.monitoring import drift_stats as ds
 from stream.monitoring.drift_core import MonitorCore
 
-__all__ = ["WindowTests"]
+__all__ = ["Picked", "WindowTests"]
+
+
+def _pick(st: dict[str, Any], i: int) -> dict[str, Any]:
+    """Check point ``i`` of statistics computed for several check points at once."""
+    out: dict[str, Any] = {}
+    for key, v in st.items():
+        if isinstance(v, dict):
+            out[key] = _pick(v, i)
+        else:
+            out[key] = None if v is None else v[i]
+    return out
+
+
+class Picked(dict[str, Any]):
+    """Check point ``i`` of ``st``, picked only when first read (most check points never are)."""
+
+    def __init__(self, st: dict[str, Any], i: int) -> None:
+        super().__init__()
+        self._src: tuple[dict[str, Any], int] | None = (st, i)
+
+    def __missing__(self, key: str) -> Any:
+        if self._src is None:
+            raise KeyError(key)
+        st, i = self._src
+        self._src = None
+        self.update(_pick(st, i))
+        return self[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
 
 
 def _chi2_equivalent(x2: np.ndarray, dof: np.ndarray, df: np.ndarray) -> np.ndarray:
