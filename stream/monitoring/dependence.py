@@ -55,11 +55,6 @@ __all__ = ["DependenceTracker"]
 # a batch level against the reference counts as wander or dependence up to this many times the
 # batch means' spread around their own centre (a constant offset is drift, see _level)
 OWN_LEVEL_CAP = 8.0
-# during the cold start a batch level counts as dependence when it is this many standard errors beyond
-# the differences' estimate. One test per score, so an i.i.d. stream looks dependent on some score by
-# chance (design effect ~2-3 until the 800-row batches are filled); 5 instead of 3 removes that but
-# lets bursts as long as a batch through on mixed traffic (false openings measured): kept at 3
-LEVEL_Z = 3.0
 _MEDIAN_CHI2_1 = 0.4549  # median of chi-square(1): median((m - ref)^2) / this estimates E (m - ref)^2
 # mean of chi-square(1) below its 80 % quantile: the lower 80 % of n squared normal deviations average this
 _TRIMMED_CHI2_1 = float(stats.chi2.expect(lambda x: x, args=(1,), ub=stats.chi2.ppf(0.8, 1)) / 0.8)
@@ -255,7 +250,7 @@ class DependenceTracker:
         Capped by ``OWN_LEVEL_CAP`` times their mean square around their own centre: wander shows
         as batch means moving against each other, while a stream already shifted when the monitor
         starts (or shifted during its warm-up) sits at a constant offset, which is drift to detect,
-        not wander to allow for."""
+        not wander to allow for (once a whole day of event times is seen, see :meth:`_own_cap`)."""
         series = self._series(i)
         dev2 = (series - ref_mean) ** 2
         cnt = (~np.isnan(dev2)).sum(axis=0)
@@ -263,8 +258,13 @@ class DependenceTracker:
             warnings.simplefilter("ignore", RuntimeWarning)
             level = _nanmedian(dev2) / _MEDIAN_CHI2_1
             own = _nanmedian((series - _nanmedian(series)) ** 2) / _MEDIAN_CHI2_1
-            level = np.fmin(level, OWN_LEVEL_CAP * own)
+            level = np.fmin(level, self._own_cap(i) * own)
         return np.nan_to_num(level), cnt
+
+    def _own_cap(self, i: int) -> float:
+        """``OWN_LEVEL_CAP``, or none while event times show less than a day (the cycle looks like an offset)."""
+        seen = self._hours[i, : min(int(self._count[i]), self.history)].sum(axis=0) > 0
+        return OWN_LEVEL_CAP if seen.all() or not seen.any() else 1e300
 
     def estimate(self, ref_mean: np.ndarray, g0: np.ndarray, m_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(s2_lr, s2_slow)`` per channel: long-run variance per row (at least ``g0``) and slow variance.
@@ -300,12 +300,12 @@ class DependenceTracker:
         keep = np.maximum((0.8 * cnt0).astype(int), 1)
         csum = np.nancumsum(dev2, axis=0)
         lvl = np.take_along_axis(csum, (keep - 1)[None], axis=0)[0] / keep / _TRIMMED_CHI2_1
-        lvl = np.fmin(lvl, OWN_LEVEL_CAP * own0)
+        lvl = np.fmin(lvl, self._own_cap(0) * own0)
         rows0 = self.scales[0] * self.block_rows
         lvl_lr = (lvl - g0 / np.maximum(m_ref, 1.0)) * rows0
         diff_lr, _ = self._scale_estimate(0)
         # used only where it clearly exceeds the differences' estimate (dependence across batches)
-        clear = lvl_lr > np.maximum(diff_lr, g0) * (1.0 + LEVEL_Z * np.sqrt(2.0 / np.maximum(cnt0, 1)))
+        clear = lvl_lr > np.maximum(diff_lr, g0) * (1.0 + 3.0 * np.sqrt(2.0 / np.maximum(cnt0, 1)))
         # a batch level beyond the differences is either dependence (shrinks with the window) or slow
         # wander (does not): unknown this early, so it counts as both until a longer scale is filled
         slow = self._slow_part(best, lr, ref_mean, g0, m_ref)

@@ -313,9 +313,9 @@ class DriftMonitor(RowIngest):
         self._g0_live = self._live_variance()
         self._slow[self._sl["psi"]] = 0.0  # the reference holds no psi level
         self._coherent_slow()
-        self._fast_gate()
         if self.seasonal is not None:
             self._season_dev, self._season_var = self.seasonal.centred_with_noise(self._lr)
+        self._fast_gate()
 
     def _live_variance(self) -> np.ndarray:
         """Per-row variance of each score as the live stream has it, for design effects.

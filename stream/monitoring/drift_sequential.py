@@ -72,10 +72,13 @@ class SequentialDetectors(FeatureStates):
 
     def _fast_gate(self) -> None:
         """The channels the block CUSUM watches (at every refresh): nearly independent rows, no
-        wander that a block's own noise does not dwarf (a CUSUM adds up persistent biases)."""
+        wander that a block's own noise does not dwarf and no daily profile (a CUSUM adds up
+        persistent biases: those channels are the batch CUSUM's)."""
         if self._fast is not None:
             s, design = self.settings, self._lr / self._g0
             quiet = self._slow * s.block_size <= 0.25 * np.maximum(self._lr, self._g0)
+            if self._season_dev is not None:  # a daily profile in use: the profile moves within an hour
+                quiet &= ~(self._season_dev != 0).any(axis=0)
             # an indicator's block count must be near normal: 10 effective rows on either side
             rows = s.block_size / np.maximum(design, 1.0)
             normal = (np.minimum(self._theta, 1.0 - self._theta) * rows >= 10.0)
