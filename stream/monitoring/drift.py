@@ -23,7 +23,7 @@ where ``g0 / m`` is the i.i.d. reference's sampling error, ``s2_lr`` the score's
 long-run variance and ``s2_slow`` its slow stationary wander, both learned from the
 live stream (:class:`stream.monitoring.dependence.DependenceTracker`), and a daily
 profile learned from event times is taken out when the hours differ
-(:class:`stream.monitoring.dependence.SeasonalProfile`). Tests: studentised
+(:class:`stream.monitoring.seasonal.SeasonalProfile`). Tests: studentised
 Mann-Whitney and missing-rate z; KS as the largest studentised cumulative
 difference (Bonferroni over the bins); chi-square as the sum of studentised squared
 bin differences (a first-order Rao-Scott correction, one design effect per bin);
@@ -76,12 +76,13 @@ import numpy as np
 
 from stream.monitoring import drift_stats as ds
 from stream.monitoring.calibration import Calibration, DriftSettings, calibrate
-from stream.monitoring.dependence import DependenceTracker, SeasonalProfile
+from stream.monitoring.dependence import DependenceTracker
 from stream.monitoring.drift_event import MULTIVARIATE, DriftEvent
 from stream.monitoring.drift_ingest import RowIngest
 from stream.monitoring.drift_view import snapshot, summary
 from stream.monitoring.drift_windows import Picked
 from stream.monitoring.profile import CORRELATION_METHOD, ReferenceProfile, reference_arrays
+from stream.monitoring.seasonal import SeasonalProfile
 
 __all__ = ["DriftEvent", "DriftMonitor", "DriftSettings"]
 

@@ -16,8 +16,9 @@ import numpy as np
 
 from stream.monitoring.calibration import Calibration, DriftSettings
 from stream.monitoring.cusum import Cusum
-from stream.monitoring.dependence import DependenceTracker, SeasonalProfile
+from stream.monitoring.dependence import DependenceTracker
 from stream.monitoring.profile import ReferenceArrays, ReferenceProfile
+from stream.monitoring.seasonal import SeasonalProfile
 
 if TYPE_CHECKING:
     from stream.monitoring.drift_event import DriftEvent

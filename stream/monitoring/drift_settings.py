@@ -66,7 +66,7 @@ class DriftSettings:
         side). Reference value ``cusum_block_k``, block statistics clipped at twice it; it takes
         ``cusum_block_share`` of the CUSUMs' half of the false-alarm budget.
     seasonal, seasonal_min_rows, seasonal_memory_rows, seasonal_alpha
-        Learn a daily profile from event times (:class:`stream.monitoring.dependence.SeasonalProfile`):
+        Learn a daily profile from event times (:class:`stream.monitoring.seasonal.SeasonalProfile`):
         rows every hour of the day needs before it is used, rows of memory per hour, and
         the level at which hours must differ for the profile to be taken out.
     summary_window, summary_quantiles, summary_top_categories
