@@ -48,7 +48,7 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 __all__ = ["DependenceTracker"]
 
@@ -82,12 +82,13 @@ def _group_sums(x: np.ndarray, starts: np.ndarray, carry: np.ndarray) -> np.ndar
 @functools.lru_cache(maxsize=4)
 def _winsor_table(n_max: int) -> np.ndarray:
     """Per number of normal differences ``n``: the mean square with the two largest cut to the third
-    largest, over the plain one (fixed-seed simulation: every monitor divides by the same values)."""
-    rng, out = np.random.default_rng(0), np.ones(n_max + 1)
-    for n in range(4, n_max + 1):
-        a = np.sort(np.abs(rng.standard_normal((1000, n))), axis=1)
-        out[n] = float(np.mean(np.minimum(a, a[:, -3:-2]) ** 2))
-    return out
+    largest, over the plain one, from the expected order statistics of ``|z|`` (Blom-type positions;
+    within ~1-4 % of a simulation for n >= 15, on the conservative side)."""
+    n = np.arange(n_max + 1, dtype=float)
+    i = np.stack([n, n - 1, n - 2])
+    with np.errstate(all="ignore"):
+        q = special.ndtri(0.5 + 0.5 * (i - 0.5) / np.maximum(n, 1.0)) ** 2
+        return np.where(n >= 4, 1.0 - (q[0] + q[1] - 2.0 * q[2]) / np.maximum(n, 1.0), 1.0)
 
 
 def _nanmedian(a: np.ndarray) -> np.ndarray:

@@ -55,8 +55,26 @@ class SeasonalProfile:
 
     def add_many(self, hours: np.ndarray, means: np.ndarray, weights: np.ndarray, frozen: np.ndarray) -> None:
         """Several blocks (``[n, channel]``) with their hours."""
-        for i in np.flatnonzero(hours >= 0):  # block by block: the same arithmetic however rows are batched
-            self.add(int(hours[i]), means[i], weights[i], frozen[i])
+        idx = np.flatnonzero(hours >= 0)
+        if idx.size == 0:
+            return
+        h = hours[idx]
+        # the r-th block of every hour in one step: per hour the same updates in the same order as
+        # block by block (hours are independent), so the same arithmetic however rows are batched
+        order = np.argsort(h, kind="stable")
+        first = np.searchsorted(h[order], h[order], side="left")
+        rank = np.empty(idx.size, dtype=np.int64)
+        rank[order] = np.arange(idx.size) - first
+        w_all = np.where(frozen[idx] | ~(weights[idx] > 0), 0.0, weights[idx])
+        x_all = np.nan_to_num(means[idx])
+        for r in range(int(rank.max()) + 1):
+            sel = np.flatnonzero(rank == r)
+            hr, w = h[sel], w_all[sel]
+            new = np.minimum(self._w[hr] + w, self.memory_rows)
+            step = np.where(new > 0, w / np.where(new > 0, new, 1.0), 0.0)
+            self._mean[hr] += step * (x_all[sel] - self._mean[hr])
+            self._w[hr] = new
+        self.version += idx.size
 
     def centred(self, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(s_h - s_bar)`` per hour and channel (zero where not used), and the use mask per channel."""
