@@ -266,3 +266,24 @@ def test_serially_dependent_stream_calibrated_by_the_reference_order() -> None:
     shifted = np.concatenate([stream[:20_000], stream[20_000:40_000] + 1.0])
     events = DriftMonitor(prof).update_batch({"x": shifted})
     assert events[0].kind == "data_drift" and 20_000 <= events[0].index < 21_000
+
+
+def test_block_cusum_finds_a_sharp_shift_on_independent_rows_within_a_few_blocks() -> None:
+    rng = np.random.default_rng(2)
+    mon = DriftMonitor(ReferenceProfile.from_columns({"x": rng.normal(size=20_000)}))
+    x = rng.normal(size=30_000)
+    x[20_000:] += 0.5  # after the warm-up: the block CUSUM watches x (design effect ~1)
+    events = mon.update_batch({"x": x})
+    assert events[0].kind == "data_drift" and 20_000 <= events[0].index < 20_400
+    ev = events[0].evidence[0]
+    assert ev["test"] == "cusum" and ev["batch_rows"] == 100 and ev["p_value"] < ev["alpha"]
+
+
+def test_block_cusum_stays_off_on_dependent_scores() -> None:
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(4)
+    ar = lfilter([1.0], [1.0, -0.9], rng.normal(size=60_000) * np.sqrt(1 - 0.81))
+    mon = DriftMonitor(ReferenceProfile.from_columns({"x": rng.normal(size=20_000)}))
+    assert mon.update_batch({"x": ar}) == []
+    assert not mon._fast_mask.any()  # design effect ~19: neighbouring blocks are not independent

@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-__all__ = ["Cusum", "alarm_level"]
+__all__ = ["Cusum", "alarm_level", "run_length"]
 
 
 def alarm_level(arl_batches: float, k: float) -> float:
@@ -38,6 +38,17 @@ def alarm_level(arl_batches: float, k: float) -> float:
     for _ in range(50):  # fixed point of exp(2kb) = 2k^2 ARL + 2kb + 1
         b = math.log(2 * k * k * arl_batches + 2 * k * b + 1) / (2 * k)
     return max(b - 1.166, 0.5)
+
+
+def run_length(h: float, k: float) -> float:
+    """Siegmund's in-control average run length (in batches) of a one-sided CUSUM at level ``h``;
+    ``1 / run_length(statistic, k)`` serves as the per-batch p-value of a CUSUM alarm.
+
+    >>> round(run_length(alarm_level(500_000, 0.5), 0.5))
+    500000
+    """
+    b = 2.0 * k * (h + 1.166)
+    return float((math.exp(min(b, 700.0)) - b - 1.0) / (2.0 * k * k))
 
 
 class Cusum:

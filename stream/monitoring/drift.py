@@ -23,7 +23,7 @@ where ``g0 / m`` is the i.i.d. reference's sampling error, ``s2_lr`` the score's
 long-run variance and ``s2_slow`` its slow stationary wander, both learned from the
 live stream (:class:`stream.monitoring.dependence.DependenceTracker`), and a daily
 profile learned from event times is taken out when the hours differ
-(:class:`stream.monitoring.dependence.SeasonalProfile`). Tests: studentised
+(:class:`stream.monitoring.seasonal.SeasonalProfile`). Tests: studentised
 Mann-Whitney and missing-rate z; KS as the largest studentised cumulative
 difference (Bonferroni over the bins); chi-square as the sum of studentised squared
 bin differences (a first-order Rao-Scott correction, one design effect per bin);
@@ -76,26 +76,17 @@ import numpy as np
 
 from stream.monitoring import drift_stats as ds
 from stream.monitoring.calibration import Calibration, DriftSettings, calibrate
-from stream.monitoring.dependence import DependenceTracker, SeasonalProfile
+from stream.monitoring.dependence import DependenceTracker
 from stream.monitoring.drift_event import MULTIVARIATE, DriftEvent
 from stream.monitoring.drift_ingest import RowIngest
 from stream.monitoring.drift_view import snapshot, summary
+from stream.monitoring.drift_windows import Picked
 from stream.monitoring.profile import CORRELATION_METHOD, ReferenceProfile, reference_arrays
+from stream.monitoring.seasonal import SeasonalProfile
 
 __all__ = ["DriftEvent", "DriftMonitor", "DriftSettings"]
 
 DAY_S, HOUR_S = 86_400.0, 3_600.0
-
-
-def _pick(st: dict[str, Any], i: int) -> dict[str, Any]:
-    """Check point ``i`` of statistics computed for several check points at once."""
-    out: dict[str, Any] = {}
-    for key, v in st.items():
-        if isinstance(v, dict):
-            out[key] = _pick(v, i)
-        else:
-            out[key] = None if v is None else v[i]
-    return out
 
 
 class DriftMonitor(RowIngest):
@@ -209,7 +200,6 @@ class DriftMonitor(RowIngest):
         theta[self._sl["psi"]] = 0.0
         self._theta, self._g0 = theta, np.maximum(g0, 1e-9)  # a perfect reference correlation has no spread
 
-
     def _process(self, num: np.ndarray, cat: np.ndarray, ts: np.ndarray, start: int) -> list[DriftEvent]:
         """Reduce whole blocks to sufficient statistics, learn the stream's structure, run the due checks."""
         b, k, kc = self.settings.block_size, self._k, self._kc
@@ -270,6 +260,7 @@ class DriftMonitor(RowIngest):
                     st = self._test_window(w, np.array(at))
                     pre[w] = (at, st, self._any_significant(w, st))
         cus = self._cusum_segment(i0, seg, means, weights, hours) if self._cusum is not None else {}
+        fast = self._fast_z(slice(i0, i0 + seg), means, weights, hours)
         events: list[DriftEvent] = []
         frozen = np.empty((seg, self._owner.size), dtype=bool)
         for j in range(seg):
@@ -279,18 +270,19 @@ class DriftMonitor(RowIngest):
             if self._detector is not None:
                 events += self._run_detector(num[i * b : (i + 1) * b, self._score_j], start + i * b)
             fired: dict[str, list[dict[str, Any]]] = {}
-            watching = self._open_arr.any()
             for w, (at, st, sig) in pre.items():
                 if self._blocks in at:
                     pos = at.index(self._blocks)
-                    if sig[pos] or watching:  # the state machine needs this check point's statistics
-                        self._last[w] = _pick(st, pos)
+                    self._last[w] = Picked(st, pos)  # read by the state machine only when a state is open
+                    if sig[pos]:  # no test past its critical value: nothing can fire
                         self._fire(w, self._last[w], fired)
             if self._blocks in cus:
                 self._cusum_step(*cus[self._blocks], fired)
+            if fast is not None:
+                self._fast_step(fast[0][j], fast[1][j], fast[2][j], fired)
             events += self._transition(start + (i + 1) * b - 1, fired)
         for w, (at, st, _) in pre.items():  # the latest statistics, for snapshots
-            self._last[w] = _pick(st, len(at) - 1)
+            self._last[w] = Picked(st, len(at) - 1)
         # the stream's structure is learned once per segment (estimates are only read at refreshes)
         sl = slice(i0, i0 + seg)
         if self.seasonal is not None:
@@ -324,6 +316,7 @@ class DriftMonitor(RowIngest):
         self._coherent_slow()
         if self.seasonal is not None:
             self._season_dev, self._season_var = self.seasonal.centred_with_noise(self._lr)
+        self._fast_gate()
 
     def _live_variance(self) -> np.ndarray:
         """Per-row variance of each score as the live stream has it, for design effects.

@@ -16,8 +16,9 @@ import numpy as np
 
 from stream.monitoring.calibration import Calibration, DriftSettings
 from stream.monitoring.cusum import Cusum
-from stream.monitoring.dependence import DependenceTracker, SeasonalProfile
+from stream.monitoring.dependence import DependenceTracker
 from stream.monitoring.profile import ReferenceArrays, ReferenceProfile
+from stream.monitoring.seasonal import SeasonalProfile
 
 if TYPE_CHECKING:
     from stream.monitoring.drift_event import DriftEvent
@@ -91,6 +92,8 @@ class MonitorCore:
     _cus_w: np.ndarray
     _cus_hours: np.ndarray
     _cus_nblk: int
+    _fast: Cusum | None
+    _fast_mask: np.ndarray
     _score_j: int
     _detector: Any
 

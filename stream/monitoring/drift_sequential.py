@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.monitoring.cusum import Cusum, alarm_level
+from stream.monitoring.cusum import Cusum, alarm_level, run_length
 from stream.monitoring.dependence import _group_sums
 from stream.monitoring.drift_event import DriftEvent, finite
 from stream.monitoring.drift_states import FeatureStates
@@ -31,9 +31,13 @@ class SequentialDetectors(FeatureStates):
             mask[sl[key]] = True
         mask &= self._theta > 0  # shares the reference never saw are the window tests' job
         self._cus_mask = mask
-        rows = s.cusum_blocks * s.block_size
-        arl = erl * max(2 * int(mask.sum()), 1) / rows  # per channel and side, in batches
+        rows, sides = s.cusum_blocks * s.block_size, max(2 * int(mask.sum()), 1)
+        share = s.cusum_block_share if s.cusum_block else 0.0  # the block CUSUM's part of the budget
+        arl = erl / (1.0 - share) * sides / rows  # per channel and side, in batches
         self._cusum = Cusum(self._theta.size, s.cusum_k, alarm_level(arl, s.cusum_k)) if s.cusum else None
+        self._fast = Cusum(self._theta.size, s.cusum_block_k, alarm_level(
+            erl / max(share, 1e-12) * sides / s.block_size, s.cusum_block_k)) if s.cusum and s.cusum_block else None
+        self._fast_mask = np.zeros(self._theta.size, dtype=bool)
         self._cus_sum, self._cus_w = np.zeros(self._theta.size), np.zeros(self._theta.size)
         self._cus_hours, self._cus_nblk = np.zeros(24), 0
 
@@ -66,6 +70,49 @@ class SequentialDetectors(FeatureStates):
             self._cus_nblk = int(pos[last_block[tail]] % cb) + 1
         return out
 
+    def _fast_gate(self) -> None:
+        """The channels the block CUSUM watches (at every refresh): nearly independent rows, no
+        wander that a block's own noise does not dwarf and no daily profile (a CUSUM adds up
+        persistent biases: those channels are the batch CUSUM's)."""
+        if self._fast is not None:
+            s, design = self.settings, self._lr / self._g0
+            quiet = self._slow * s.block_size <= 0.25 * np.maximum(self._lr, self._g0)
+            if self._season_dev is not None:  # a daily profile in use: the profile moves within an hour
+                quiet &= ~(self._season_dev != 0).any(axis=0)
+            # an indicator's block count must be near normal: 10 effective rows on either side
+            rows = s.block_size / np.maximum(design, 1.0)
+            normal = (np.minimum(self._theta, 1.0 - self._theta) * rows >= 10.0)
+            normal[self._sl["u"]] = True
+            self._fast_mask = self._cus_mask & (design <= s.cusum_block_max_design) & quiet & normal
+
+    def _fast_z(self, sl: slice, means: np.ndarray, weights: np.ndarray,
+                hours: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Standardised block means (clipped), their deviations in score sd and validity, for the
+        block CUSUM over the blocks ``sl`` of a segment (None when it watches nothing)."""
+        if self._fast is None or not self._ready or not self._fast_mask.any():
+            return None
+        w = weights[sl]
+        ok = w > 0
+        dev = np.where(ok, np.nan_to_num(means[sl]), self._theta) - self._theta
+        noise: Any = 0.0
+        if self._season_dev is not None:
+            assert self._season_var is not None  # set together with _season_dev
+            h = hours[sl]
+            known = (h >= 0)[:, None]
+            dev = dev - np.where(known, self._season_dev[np.maximum(h, 0)], 0.0)
+            noise = np.where(known, self._season_var[np.maximum(h, 0)], 0.0)
+        var = np.maximum(self._lr, self._g0) / np.where(ok, w, 1.0) + self._g0 / self._m + self._slow + noise
+        c = 2.0 * self.settings.cusum_block_k  # one block moves the statistic by at most k
+        return np.clip(dev / np.sqrt(var), -c, c), dev / np.sqrt(self._g0), ok
+
+    def _fast_step(self, z: np.ndarray, shift: np.ndarray, ok: np.ndarray, fired: dict[str, list[dict[str, Any]]]) -> None:
+        """One block of the block CUSUM (features in drift sit out)."""
+        cus = self._fast
+        assert cus is not None  # _fast_z returned statistics
+        hit = cus.step(z, shift, self._fast_mask & ~self._open_arr[self._owner] & ok)
+        if hit.any():
+            self._fire_cusum(hit, cus, 1, fired)
+
     def _cusum_step(self, sums: np.ndarray, ws: np.ndarray, hrs: np.ndarray,
                     fired: dict[str, list[dict[str, Any]]]) -> None:
         """One CUSUM batch, standardised with the current estimates (features in drift sit out).
@@ -88,21 +135,23 @@ class SequentialDetectors(FeatureStates):
         cus = self._cusum
         hit = cus.step(z, dev / np.sqrt(self._g0), self._cus_mask & ~self._open_arr[self._owner] & ok)  # type: ignore[union-attr]
         if hit.any():
-            self._fire_cusum(hit, cus.statistic(), cus.mean_shift(), cus.run, fired)  # type: ignore[union-attr]
+            self._fire_cusum(hit, cus, self.settings.cusum_blocks, fired)  # type: ignore[arg-type]
 
-    def _fire_cusum(self, hit: np.ndarray, stat: np.ndarray, shift: np.ndarray, run: np.ndarray,
-                    fired: dict[str, list[dict[str, Any]]]) -> None:
-        """CUSUM alarms of features not in drift whose run's mean shift passes ``cusum_min_shift``."""
+    def _fire_cusum(self, hit: np.ndarray, cus: Cusum, blocks: int, fired: dict[str, list[dict[str, Any]]]) -> None:
+        """CUSUM alarms (batches of ``blocks`` blocks) of features not in drift whose run's mean
+        shift passes ``cusum_min_shift``."""
         s, names = self.settings, self._names
+        stat, shift, run, rows = cus.statistic(), cus.mean_shift(), cus.run, blocks * s.block_size
         for ch in np.flatnonzero(hit & (shift >= s.cusum_min_shift)):
             name = names[self._owner[ch]]
             if self._open[name] or self._blocks - self._reset_at[name] < self._wblocks[0]:
                 continue
             fired.setdefault(name, []).append({
-                "feature": name, "test": "cusum", "statistic": finite(stat[ch]), "threshold": finite(self._cusum.h),  # type: ignore[union-attr]
-                "p_value": None, "effect_metric": "mean_shift_sd", "effect_size": finite(shift[ch]),
-                "effect_threshold": s.cusum_min_shift, "window": int(run[ch]) * s.cusum_blocks * s.block_size,
-                "n": int(run[ch]) * s.cusum_blocks * s.block_size, "reference": "profile",
+                "feature": name, "test": "cusum", "statistic": finite(stat[ch]), "threshold": finite(cus.h),
+                "alpha": 1.0 / run_length(cus.h, cus.k), "p_value": min(1.0 / run_length(float(stat[ch]), cus.k), 1.0),
+                "effect_metric": "mean_shift_sd", "effect_size": finite(shift[ch]),
+                "effect_threshold": s.cusum_min_shift, "window": int(run[ch]) * rows,
+                "n": int(run[ch]) * rows, "batch_rows": rows, "reference": "profile",
                 "n_reference": int(self._m[ch]), "design_effect": finite(self._lr[ch] / self._g0[ch]),
                 "score": self._channel_name(int(ch))})
 

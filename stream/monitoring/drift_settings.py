@@ -57,8 +57,16 @@ class DriftSettings:
         reference value ``cusum_k`` (sd of a batch mean); an alarm also
         needs the run's mean shift to reach ``cusum_min_shift`` score sd. Windows and CUSUM
         share the false-alarm budget half and half.
+    cusum_block, cusum_block_k, cusum_block_max_design, cusum_block_share
+        A second CUSUM on single blocks, for sharp changes on traffic whose rows are nearly
+        independent: it watches a channel only while its measured design effect is at most
+        ``cusum_block_max_design`` and its slow wander adds at most a quarter to a block's
+        variance (otherwise neighbouring blocks are not independent and only the batch CUSUM
+        runs) and, for an indicator, its block count is near normal (10 effective rows on either
+        side). Reference value ``cusum_block_k``, block statistics clipped at twice it; it takes
+        ``cusum_block_share`` of the CUSUMs' half of the false-alarm budget.
     seasonal, seasonal_min_rows, seasonal_memory_rows, seasonal_alpha
-        Learn a daily profile from event times (:class:`stream.monitoring.dependence.SeasonalProfile`):
+        Learn a daily profile from event times (:class:`stream.monitoring.seasonal.SeasonalProfile`):
         rows every hour of the day needs before it is used, rows of memory per hour, and
         the level at which hours must differ for the profile to be taken out.
     summary_window, summary_quantiles, summary_top_categories
@@ -99,6 +107,10 @@ class DriftSettings:
     cusum_k: float = 1.0
     cusum_clip: float = 3.0
     cusum_min_shift: float = 0.1
+    cusum_block: bool = True
+    cusum_block_k: float = 2.0
+    cusum_block_max_design: float = 2.0
+    cusum_block_share: float = 0.1
     seasonal: bool = True
     seasonal_min_rows: int = 2000
     seasonal_memory_rows: int = 5_000_000
@@ -136,6 +148,8 @@ class DriftSettings:
             raise ValueError("need 4 <= dependence_min_batches <= dependence_history")
         if self.cusum_blocks < 1 or self.cusum_k <= 0 or self.cusum_min_shift < 0:
             raise ValueError("need cusum_blocks >= 1, cusum_k > 0, cusum_min_shift >= 0")
+        if self.cusum_block_k <= 0 or self.cusum_block_max_design < 1 or not 0 < self.cusum_block_share < 1:
+            raise ValueError("need cusum_block_k > 0, cusum_block_max_design >= 1, 0 < cusum_block_share < 1")
         if self.refresh_blocks < 1 or self.min_effective_rows < 1:
             raise ValueError("refresh_blocks and min_effective_rows must be >= 1")
         if self.summary_window < self.block_size or not all(0 < q < 1 for q in self.summary_quantiles):

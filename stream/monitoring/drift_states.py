@@ -135,8 +135,9 @@ class FeatureStates(WindowTests):
         self._open[name], self._calm[name] = state, 0
         j = (self._names + [MULTIVARIATE]).index(name)
         self._open_arr[j] = state
-        if self._cusum is not None:  # its CUSUM starts afresh
-            self._cusum.reset(self._owner == j)
+        for cus in (self._cusum, self._fast):  # its CUSUMs start afresh
+            if cus is not None:
+                cus.reset(self._owner == j)
 
     def _event(self, index: int, kind: str, feats: tuple[str, ...], ev: tuple[dict[str, Any], ...]) -> DriftEvent:
         return DriftEvent(index, kind, feats, ev, self.model_name, self.model_version)

@@ -18,21 +18,69 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 from stream.monitoring import drift_stats as ds
 from stream.monitoring.drift_core import MonitorCore
 
-__all__ = ["WindowTests"]
+__all__ = ["Picked", "WindowTests"]
 
 
-def _chi2_equivalent(x2: np.ndarray, dof: np.ndarray, df: np.ndarray) -> np.ndarray:
+def _pick(st: dict[str, Any], i: int) -> dict[str, Any]:
+    """Check point ``i`` of statistics computed for several check points at once."""
+    out: dict[str, Any] = {}
+    for key, v in st.items():
+        if isinstance(v, dict):
+            out[key] = _pick(v, i)
+        else:
+            out[key] = None if v is None else v[i]
+    return out
+
+
+class Picked(dict[str, Any]):
+    """Check point ``i`` of ``st``, picked only when first read (most check points never are)."""
+
+    def __init__(self, st: dict[str, Any], i: int) -> None:
+        super().__init__()
+        self._src: tuple[dict[str, Any], int] | None = (st, i)
+
+    def __missing__(self, key: str) -> Any:
+        if self._src is None:
+            raise KeyError(key)
+        st, i = self._src
+        self._src = None
+        self.update(_pick(st, i))
+        return self[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+
+def _chi2_equivalent(x2: np.ndarray, dof: np.ndarray, df: np.ndarray, dof_eff: Any = None) -> np.ndarray:
     """A studentised chi-square with ``df`` effective rows behind its variances, as the chi-square
-    value of the same p-value: ``X2 / dof`` is referred to F(dof, df)."""
+    value of the same p-value: ``X2 / dof_eff`` is referred to F(dof_eff, df) (``dof_eff``: the
+    Satterthwaite degrees of freedom, default ``dof``)."""
     dof = np.maximum(dof, 1)
+    de = dof if dof_eff is None else np.maximum(dof_eff, 1e-3)
     with np.errstate(all="ignore"):
-        p = special.fdtrc(dof, df, x2 / dof)
+        p = special.fdtrc(de, df, x2 / de)
         return np.where(p < 1.0, special.chdtri(dof, np.maximum(p, 1e-300)), 0.0)
+
+
+def _satterthwaite(lam: np.ndarray, dof: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Second-order Rao-Scott for ``dof`` eigenvalues, one ``lam`` and the others 1: the scale
+    ``mean (1 + a^2)`` to divide X2 by and the degrees of freedom ``dof / (1 + a^2)``.
+
+    >>> [round(float(v), 2) for v in _satterthwaite(np.array(4.6), np.array(19))]
+    [1.73, 13.04]
+    """
+    q = np.maximum(dof, 1)
+    mean = (lam + q - 1) / q
+    a2 = ((lam - mean) ** 2 + (q - 1) * (1 - mean) ** 2) / q / mean**2
+    return mean * (1 + a2), q / (1 + a2)
 
 
 def _cell_df(neff: np.ndarray, present: np.ndarray, p: np.ndarray, design: np.ndarray, used: np.ndarray) -> np.ndarray:
@@ -100,6 +148,11 @@ class WindowTests(MonitorCore):
             d_feat = np.maximum(design[sl["u"]], np.median(dp, axis=-1))
             neff = present / d_feat
             x2 = self._rao_scott(delta[:, sl["props"]].reshape(L, fn, k), p, dp, used, present, sl["props"], noise)
+            # second order: the bins move together along the location score, with its design effect
+            # (bursts of one entity's level), the other directions with the bins' mean one
+            wb = np.where(used, self._g0[sl["props"]].reshape(fn, k), 0.0)
+            dbar = np.maximum((wb * dp).sum(axis=-1) / np.maximum(wb.sum(axis=-1), 1e-12), 1.0)
+            scale, dof_eff = _satterthwaite(np.maximum(design[sl["u"]] / dbar, 1.0), used.sum(axis=-1) - 1)
             # KS as Weiss (1978): the unweighted largest cumulative difference, rows scaled by the
             # cumulative indicators' (variance-weighted) design effect; unweighted, so the tails do
             # not weigh more (a burst of one entity lands in them)
@@ -112,8 +165,8 @@ class WindowTests(MonitorCore):
             ks = (np.abs(dcum) / den).max(axis=-1, initial=0.0)
             thin = (neff < min_eff) | (present == 0)
             out["num"] = {"thin": thin, "ks": np.where(thin, 0.0, ks), "mannwhitney": np.where(thin, 0.0, z("u", neff)),
-                          "chi2": np.where(thin, 0.0, _chi2_equivalent(x2, used.sum(axis=-1) - 1,
-                                                                        _cell_df(neff, present, p, dp, used))),
+                          "chi2": np.where(thin, 0.0, _chi2_equivalent(x2 / scale, used.sum(axis=-1) - 1,
+                                                                        _cell_df(neff, present, p, dp, used), dof_eff)),
                           "dof": np.maximum(used.sum(axis=-1) - 1, 0),
                           "missing": z("miss", weights[:, sl["miss"]] / design[sl["miss"]]),
                           "n": present, "n_rows": present + win["num"][:, :, k],
@@ -204,10 +257,11 @@ class WindowTests(MonitorCore):
 
     def p_value(self, group: str, test: str, stat: float, st: dict[str, Any], j: int) -> float:
         """p-value of a studentised statistic (KS: Bonferroni over the bins' cumulative differences)."""
-        if test == "chi2":
-            return ds.chi2_pvalue(stat, int(st["dof"][j]))
+        if test == "chi2":  # scipy.special, not scipy.stats: the same functions without per-call overhead
+            dof = int(st["dof"][j])
+            return float(special.chdtrc(dof, stat)) if dof > 0 else 1.0
         if test == "ks":
-            return float(stats.kstwobign.sf(stat))
+            return float(special.kolmogorov(stat))
         return float(2.0 * special.ndtr(-abs(stat)))
 
 
