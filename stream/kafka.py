@@ -287,3 +287,34 @@ async def send_messages(producer: AIOKafkaProducer, topic: str, partition: int,
     if batch.record_count():
         futures.append(await producer.send_batch(batch, topic, partition=partition))
     return futures
+
+
+async def read_all(settings: Settings, topic: str, *, max_wait_s: float = 30.0) -> list[Any]:
+    """Every record now in ``topic`` (all partitions), read from the start up to the high
+    watermarks each fetch reports (the embedded broker's ListOffsets is not exact), within
+    ``max_wait_s``."""
+    consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=20)
+    await start_client(consumer, settings.kafka.bootstrap_servers)
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if parts is None:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: list[Any] = []
+        pending = set(tps)
+        deadline = time.monotonic() + max_wait_s
+        while pending and time.monotonic() < deadline:
+            for recs in (await consumer.getmany(*pending, timeout_ms=100, max_records=50_000)).values():
+                records += recs
+            for tp in list(pending):
+                hw = consumer.highwater(tp)
+                if hw is not None and await consumer.position(tp) >= hw:
+                    pending.discard(tp)
+        return records
+    finally:
+        await stop_quietly(consumer, settings.kafka.request_deadline_s)

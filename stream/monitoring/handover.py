@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
 
 import msgspec
-from aiokafka import TopicPartition
 
 from stream.config import Settings
 from stream.errors import BrokerError, KafkaCallError, MessageError
-from stream.kafka import make_consumer, start_client, stop_quietly, within
+from stream.kafka import read_all, within
 from stream.messages import DriftEvent, RetrainRequest, decode
 from stream.monitoring.retrain import RetrainPolicy
 
@@ -92,36 +90,15 @@ class OpenDrifts:
         return msgspec.structs.replace(ev, features=new, evidence=evidence)
 
 
-async def _read_all(settings: Settings, topic: str) -> list[Any]:
-    """Every record of a (single-partition) topic, from its start to its current end."""
-    consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=50)
-    await start_client(consumer, settings.kafka.bootstrap_servers)
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        out: list[Any] = []
-        pending = set(tps)
-        while pending:  # up to the high watermark each fetch reports (ListOffsets is not needed)
-            for recs in (await consumer.getmany(*pending, timeout_ms=100, max_records=10_000)).values():
-                out += recs
-            for tp in list(pending):
-                hw = consumer.highwater(tp)
-                if hw is not None and await consumer.position(tp) >= hw:
-                    pending.discard(tp)
-        return out
-    finally:
-        await stop_quietly(consumer, settings.kafka.request_deadline_s)
-
-
 async def restore(settings: Settings, drifts: OpenDrifts, policy: RetrainPolicy) -> None:
     """Read the drift and retrain topics into ``drifts`` and ``policy``. Bounded by the request
     deadline; on failure the monitor goes on without (a drift open at the takeover may then be
     announced a second time)."""
     deadline = settings.kafka.request_deadline_s
     try:
-        records = await within(_read_all(settings, settings.topics.drift), deadline, "reading the drift topic")
-        requests = await within(_read_all(settings, settings.topics.retrain), deadline,
+        records = await within(read_all(settings, settings.topics.drift, max_wait_s=deadline), deadline,
+                               "reading the drift topic")
+        requests = await within(read_all(settings, settings.topics.retrain, max_wait_s=deadline), deadline,
                                 "reading the retrain topic")
     except (KafkaCallError, BrokerError) as exc:
         log.warning("open drift states not restored (%s): a drift open now may be announced again", exc)

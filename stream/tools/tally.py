@@ -11,7 +11,7 @@ from aiokafka import TopicPartition
 
 from stream.config import Settings
 from stream.errors import MessageError
-from stream.kafka import make_consumer, start_client
+from stream.kafka import make_consumer, read_all, start_client  # noqa: F401  (read_all: re-exported for tools and tests)
 from stream.messages import DeadLetter, DriftEvent, Prediction, RetrainRequest, decode
 
 MAX_LATENCIES = 200_000  # bounded sample of end-to-end latencies
@@ -111,32 +111,3 @@ async def wait_until(predicate: Any, timeout_s: float, poll_s: float = 0.05) -> 
             return True
         await asyncio.sleep(poll_s)
     return bool(predicate())
-
-
-async def read_all(settings: Settings, topic: str, *, max_wait_s: float = 30.0) -> list[Any]:
-    """Every record now in ``topic`` (all partitions), read up to the high watermarks."""
-    consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=20)
-    await start_client(consumer, settings.kafka.bootstrap_servers)
-    try:
-        parts = consumer.partitions_for_topic(topic)
-        if parts is None:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        records: list[Any] = []
-        pending = set(tps)
-        deadline = time.monotonic() + max_wait_s
-        while pending and time.monotonic() < deadline:
-            for recs in (await consumer.getmany(*pending, timeout_ms=100, max_records=50_000)).values():
-                records += recs
-            for tp in list(pending):
-                hw = consumer.highwater(tp)
-                if hw is not None and await consumer.position(tp) >= hw:
-                    pending.discard(tp)
-        return records
-    finally:
-        await consumer.stop()
