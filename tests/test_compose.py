@@ -191,3 +191,15 @@ def test_each_drift_reaches_slack_once():
     assert env["MLSTREAM_ALERTS__SEND_DRIFT"] == "false"
     rules = (ROOT / "ops" / "prometheus" / "rules.yml").read_text()
     assert "MlstreamFeatureDrift" in rules
+
+
+def test_images_are_pinned_and_mlstream_does_not_run_as_root():
+    for name, svc in compose()["services"].items():
+        image = svc.get("image", "")
+        if "build" not in svc and image:
+            assert ":" in image and not image.endswith(":latest"), f"{name} uses an unpinned image {image}"
+    dockerfile = (ROOT / "Dockerfile").read_text().splitlines()
+    base = next(line for line in dockerfile if line.startswith("FROM "))
+    assert re.match(r"FROM python:3\.\d+-slim$", base), base
+    users = [line.split()[1] for line in dockerfile if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0"), users
