@@ -44,6 +44,7 @@ async def test_the_loop_learns_concept_drift_from_the_stream(make_settings, mode
             sent += 2_000
         updates = [orjson.loads(r.value) for r in await read_topic(settings, settings.topics.model_updates)]
         requests = [orjson.loads(r.value) for r in await read_topic(settings, settings.topics.retrain)]
+        assert not worker.task.done(), f"the worker stopped: {worker.task.exception()!r}"
         assert promoted(), [(r["reason"], r.get("onset_event_ts"), r["drift_index"], [e.get("window") for e in r["evidence"]],
                              (r.get("onset_event_ts", 0) - 1_750_000_000) / 60) for r in requests]
         update = updates[-1]
