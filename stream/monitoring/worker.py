@@ -159,9 +159,10 @@ class MonitorWorker:
                 await producer.stop()
 
     async def _on_role(self, active: bool) -> None:
-        if active:  # taking over: read the open drift states back first; tests start afresh either way
-            await restore(self.settings, self.open_drifts, self.policy)
-        self.monitors.clear()
+        if active:  # taking over: read the open drift states back first (never clear then: rows
+            await restore(self.settings, self.open_drifts, self.policy)  # may already be in)
+        else:  # a standby's tests would be stale when it takes over again
+            self.monitors.clear()
 
     async def _loop(self, consumer: Any, producer: Any, stop: asyncio.Event) -> bool:
         """Poll until stopped (False) or until the topics were recreated (True)."""
