@@ -159,8 +159,8 @@ class MonitorWorker:
                 await producer.stop()
 
     async def _on_role(self, active: bool) -> None:
-        if active:  # taking over: read the open drift states back first (never clear then: rows
-            await restore(self.settings, self.open_drifts, self.policy)  # may already be in)
+        if active:  # taking over: read the open drift states back (no clearing: new rows may be in)
+            await restore(self.settings, self.open_drifts, self.policy)
         else:  # a standby's tests would be stale when it takes over again
             self.monitors.clear()
 
