@@ -4,17 +4,9 @@ events (as a user's buggy feature function would)."""
 
 from __future__ import annotations
 
-import dataclasses
-
-import numpy as np
 import orjson
 
-from stream.examples.payments import DOMAIN as PAYMENTS
-from stream.features import Columns, Numeric
-
-
-class FeatureBug(RuntimeError):
-    pass
+from tests.poison_domain import raising_on
 
 
 def buggy(event_id: str) -> bool:
@@ -23,17 +15,7 @@ def buggy(event_id: str) -> bool:
     return seq.isdigit() and int(seq) % 100 == 7
 
 
-def _log_amount(c: Columns) -> np.ndarray:
-    for event_id in c["event_id"]:
-        if buggy(str(event_id)):
-            raise FeatureBug(f"cannot featurize {event_id}")
-    return np.log1p(c["amount"])
-
-
-# the payments domain, with a feature function that raises on some events
-DOMAIN = dataclasses.replace(
-    PAYMENTS, name="buggy-payments",
-    features=dataclasses.replace(PAYMENTS.features, numeric=(Numeric("log_amount", _log_amount),)))
+DOMAIN = raising_on(buggy, "buggy-payments")
 
 
 def crafted(good: dict[str, object], n: int) -> list[tuple[bytes, str]]:
