@@ -20,6 +20,9 @@ FORBIDDEN = {
     "monitoring": ("stream.scoring", "stream.training", "stream.examples", "stream.tools"),
     "training": ("stream.examples", "stream.tools"),
     "reporting": ("stream.examples", "stream.tools"),
+    # the bus vocabulary every flow shares imports none of them
+    "messages": ("stream.scoring", "stream.monitoring", "stream.training", "stream.reporting",
+                 "stream.examples", "stream.tools"),
 }
 # top-level engine modules: everything at the top except the command line, which wires tools in
 ENGINE_TOP_FORBIDDEN = ("stream.examples", "stream.tools", "stream.scoring", "stream.monitoring",
@@ -80,10 +83,9 @@ def test_readme_layout_names_every_module():
     assert missing == []
 
 
-# Still about one thing each, so left whole: messages.py is the bus vocabulary (one record per
-# message and the one codec), scoring/worker.py the scorer's Kafka loop (commits, transactions,
-# swaps, rebalances). A new module over the bar fails.
-OVERSIZE = {"stream/messages.py", "stream/scoring/worker.py"}
+# Still about one thing each, so left whole: scoring/worker.py, the scorer's Kafka loop (commits,
+# transactions, swaps, rebalances). A new module over the bar fails.
+OVERSIZE = {"stream/scoring/worker.py"}
 
 
 def test_modules_stay_small():

@@ -1,0 +1,215 @@
+"""The records of the data path: events scored (:class:`Prediction`, :class:`ShadowPrediction`),
+the monitor's input (:class:`FeatureBatch`, :class:`ModelInputs`), delayed labels
+(:class:`Label`) and the label join's output (:class:`LabelledExample`); and :class:`Message`,
+one outbound Kafka record. Encoded and decoded by :mod:`stream.messages.codec`."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sized
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+import numpy as np
+
+SCORE_COLUMN = "score"  # the model's output among the monitored columns and in reference profiles
+SCHEMA_VERSION: Final = 1
+
+Headers = list[tuple[str, bytes]]
+
+
+class Message(msgspec.Struct, frozen=True):
+    """One outbound Kafka record, as :func:`stream.kafka.send_messages` sends it."""
+
+    key: bytes | None
+    value: bytes | None  # None: a tombstone
+    headers: Headers | None = None
+    timestamp_ms: int | None = None
+
+
+class Prediction(msgspec.Struct, kw_only=True, gc=False):
+    """One scored event (topic ``predictions``, keyed by entity)."""
+
+    event_id: str
+    entity_id: str
+    score: Annotated[float, msgspec.Meta(
+        description="positive-class probability (classification) or predicted value (regression)")]
+    model: str
+    model_version: str
+    ingest_ts_ms: Annotated[int, msgspec.Meta(description="Kafka timestamp of the event record")]
+    scored_ts_ms: Annotated[int, msgspec.Meta(
+        description="when the batch was scored; scored_ts_ms - ingest_ts_ms is the end-to-end latency")]
+
+
+class ShadowPrediction(msgspec.Struct, kw_only=True, gc=False):
+    """One event scored by a version that does not serve (topic ``mlstream.shadow-predictions``,
+    keyed and partitioned like the event): a ``shadow`` waiting for promotion, or the
+    ``previous`` champion guarding a promotion. It carries the champion's score of the same
+    feature row, so every labelled event compares the two on the same inputs. Never on
+    ``predictions``.
+
+    Examples
+    --------
+    >>> from stream.messages import decode, encode
+    >>> p = ShadowPrediction(event_id="e1", entity_id="c1", score=0.2, model="fraud", model_version="2",
+    ...                      role="shadow", champion_version="1", champion_score=0.25,
+    ...                      ingest_ts_ms=1, scored_ts_ms=2)
+    >>> decode(encode(p), ShadowPrediction).role
+    'shadow'
+    """
+
+    event_id: str
+    entity_id: str
+    score: float
+    model: str
+    model_version: Annotated[str, msgspec.Meta(description="the version that made this (non-serving) score")]
+    role: Literal["shadow", "previous"]
+    champion_version: Annotated[str, msgspec.Meta(description="the serving version, scored on the same row")]
+    champion_score: float
+    ingest_ts_ms: int
+    scored_ts_ms: int
+
+
+class ModelInputs(msgspec.Struct, kw_only=True):
+    """The model input matrix exactly as scored: little-endian float32 bytes, base64.
+
+    >>> ModelInputs.from_array(np.array([[1.5, -2.0]], np.float32)).to_array().tolist()
+    [[1.5, -2.0]]
+    """
+
+    dtype: Literal["float32"] = "float32"
+    shape: list[int]
+    b64: str
+
+    @classmethod
+    def from_array(cls, X: np.ndarray) -> ModelInputs:
+        X = np.ascontiguousarray(X, dtype="<f4")
+        return cls(shape=list(X.shape), b64=base64.b64encode(X.tobytes()).decode())
+
+    def to_array(self) -> np.ndarray:
+        X = np.frombuffer(base64.b64decode(self.b64), dtype="<f4")
+        if len(self.shape) != 2 or X.size != self.shape[0] * self.shape[1]:
+            raise ValueError(f"inputs of {X.size} values do not fill shape {self.shape}")
+        return X.reshape(self.shape)
+
+
+# A cell's type is checked where the column becomes an array (monitor_columns): checking it
+# here as well costs a third more decode time for the same verdict.
+_Cell = Annotated[Any, msgspec.Meta(extra_json_schema={"type": ["number", "string", "null"]})]
+_Column = list[_Cell]
+
+
+class FeatureBatch(msgspec.Struct, kw_only=True):
+    """The monitor's input: the monitored columns of one micro-batch of one partition
+    (internal topic ``mlstream.features``). Numeric columns carry null for missing (NaN).
+
+    Built with numpy arrays by the scorer (:meth:`from_arrays`), read as lists by the monitor
+    (:meth:`monitor_columns` turns them back into arrays, null -> NaN).
+
+    Examples
+    --------
+    >>> from stream.messages import decode, encode
+    >>> import numpy as np
+    >>> fb = FeatureBatch.from_arrays(partition=0, model="fraud", model_version="1",
+    ...     event_ids=["a", "b"], ingest_ts_ms=np.array([5, 6]), event_ts=np.array([1.0, 2.0]),
+    ...     scores=np.array([0.1, 0.9]), columns={"amount": np.array([3.5, np.nan]),
+    ...                                           "country": np.array(["DE", "FR"])})
+    >>> raw = encode(fb)
+    >>> raw[raw.index(b'"scores"'):]
+    b'"scores":[0.1,0.9],"columns":{"amount":[3.5,null],"country":["DE","FR"]}}'
+    >>> cols = decode(raw, FeatureBatch).monitor_columns({"amount": "numeric", "country": "categorical",
+    ...                                                   "score": "numeric"})
+    >>> cols["amount"].tolist(), cols["country"], cols["score"].tolist()
+    ([3.5, nan], ['DE', 'FR'], [0.1, 0.9])
+    >>> decode(raw.replace(b'"b"]', b'"b","c"]'), FeatureBatch)
+    Traceback (most recent call last):
+    ...
+    stream.errors.MessageError: malformed FeatureBatch: 3 event ids but 2 ingest times
+    """
+
+    partition: int
+    model: str
+    model_version: str
+    event_ids: list[str]
+    ingest_ts_ms: list[int]
+    event_ts: Annotated[list[float | None], msgspec.Meta(
+        description="event time (the domain's time field) per row; the monitor merges partitions in this order")]
+    scores: list[float | None]
+    columns: dict[str, _Column]
+    inputs: Annotated[ModelInputs | None, msgspec.Meta(
+        description="the model input rows as scored; joined with labels they become labelled examples")] = None
+
+    def __post_init__(self) -> None:
+        n = len(self.event_ids)
+        # (from_arrays passes the inputs as the dict orjson encodes: checked there)
+        if isinstance(self.inputs, ModelInputs) and self.inputs.shape and self.inputs.shape[0] != n:
+            raise ValueError(f"{n} event ids but {self.inputs.shape[0]} input rows")
+        lengths: list[tuple[str, Sized]] = [("ingest times", self.ingest_ts_ms),
+                                            ("event times", self.event_ts), ("scores", self.scores)]
+        for name, col in [*lengths, *self.columns.items()]:
+            if len(col) != n:
+                raise ValueError(f"{n} event ids but {len(col)} {name}")
+
+    @classmethod
+    def from_arrays(cls, *, partition: int, model: str, model_version: str, event_ids: list[str],
+                    ingest_ts_ms: np.ndarray, event_ts: np.ndarray, scores: np.ndarray,
+                    columns: Mapping[str, Any], inputs: np.ndarray | None = None) -> FeatureBatch:
+        """The scorer's constructor: numpy columns ride through to :func:`encode` unconverted."""
+        cols = {k: v if isinstance(v, np.ndarray) and v.dtype.kind == "f" else list(v)
+                for k, v in columns.items()}
+        # encoded by orjson, numpy and all (and the inputs as the plain dict orjson writes)
+        arrays: Any = (ingest_ts_ms, event_ts, scores, cols,
+                       None if inputs is None else msgspec.structs.asdict(ModelInputs.from_array(inputs)))
+        return cls(partition=partition, model=model, model_version=model_version,
+                   event_ids=event_ids, ingest_ts_ms=arrays[0], event_ts=arrays[1],
+                   scores=arrays[2], columns=arrays[3], inputs=arrays[4])
+
+    def monitor_columns(self, kinds: Mapping[str, str]) -> dict[str, Any]:
+        """The columns the monitor tests (``kinds`` from the reference profile), score included:
+        numeric ones as float arrays (null -> NaN), categorical ones as lists.
+        A column the batch lacks raises ``KeyError``."""
+        out: dict[str, Any] = {}
+        for name, kind in kinds.items():
+            if name == SCORE_COLUMN:
+                out[name] = np.asarray(self.scores, dtype=np.float64)
+            elif kind == "numeric":
+                out[name] = np.array(self.columns[name], dtype=np.float64)
+            else:
+                out[name] = list(self.columns[name])
+        return out
+
+
+class Label(msgspec.Struct, kw_only=True):
+    """A delayed label (topic ``labels``), keyed like its event so it lands in its partition."""
+
+    event_id: str
+    label: Annotated[float | bool, msgspec.Meta(description="0/1 (or false/true) for classifiers, "
+                                                            "the true value for regression")]
+    ts: float | None = None
+
+
+class LabelledExample(msgspec.Struct, kw_only=True):
+    """A scored event joined with its delayed label (topic ``mlstream.labelled-examples``,
+    keyed by event id), written by the monitor's label join, read by the trainer.
+
+    Examples
+    --------
+    >>> from stream.messages import decode, encode
+    >>> ex = LabelledExample(event_id="e1", event_ts=60.0, model="fraud", model_version="3",
+    ...                      inputs=[1.0, 0.0], categories={"channel": "web"}, score=0.25, label=1.0,
+    ...                      labelled_at=99.0)
+    >>> decode(encode(ex), LabelledExample).model_version
+    '3'
+    """
+
+    schema_version: Literal[1] = 1
+    event_id: str
+    event_ts: float
+    model: str
+    model_version: Annotated[str, msgspec.Meta(description="the version that scored the event")]
+    inputs: Annotated[list[float], msgspec.Meta(description="the model input row exactly as scored")]
+    categories: Annotated[dict[str, str | None], msgspec.Meta(
+        description="raw values of the monitored categorical fields (for the challenger's reference profile)")] = {}
+    score: float | None
+    label: float
+    labelled_at: float
