@@ -2,8 +2,8 @@
 
 Scale-out is Kafka's: every worker joins the consumer group ``<app_id>-scorer`` and owns some
 partitions of the events topic. At-least-once: input offsets are committed only after every
-output of their batch (predictions, dead letters, changelog, feature batch) is acknowledged.
-On assignment a worker rebuilds each partition's entity state from the changelog before it
+output of their batch (predictions, dead letters, changelog, feature batch) is acknowledged
+(:mod:`stream.scoring.commits`). On assignment a worker rebuilds each partition's entity state from the changelog before it
 processes that partition.
 """
 
@@ -16,7 +16,6 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
 
 from stream.alerts import Notifier
 from stream.config import Settings
@@ -25,7 +24,6 @@ from stream.error_policy import ErrorPolicy
 from stream.errors import BrokerError, KafkaCallError, ModelLoadError
 from stream.kafka import (
     check_topics,
-    commit_or_redeliver,
     make_consumer,
     make_producer,
     missing_topics,
@@ -38,13 +36,14 @@ from stream.kafka import (
 )
 from stream.metrics import Metrics
 from stream.registry import ModelStore
+from stream.scoring.commits import Commits
 from stream.scoring.feed import FeedReader
 from stream.scoring.guard import ModelGuard
 from stream.scoring.model import Model, load_model
 from stream.scoring.pipeline import BatchOutput, BatchScorer
 from stream.scoring.restore import restore_state
 from stream.scoring.shadow import ShadowScorer
-from stream.scoring.state import EntityStore, encode_states
+from stream.scoring.state import EntityStore
 from stream.scoring.transactions import OutputTransaction, transactional_id
 
 log = logging.getLogger(__name__)
@@ -69,13 +68,7 @@ class ScoringWorker:
         self.group_id = f"{settings.app_id}-scorer"
         self.stores: dict[int, EntityStore] = {}
         self._lock = asyncio.Lock()
-        # since the last commit: delivery futures, entities changed, offsets reached
-        self._pending: list[asyncio.Future[Any]] = []
-        self._dirty: dict[int, dict[str, int]] = {}
-        self._offsets: dict[TopicPartition, int] = {}
-        self._batches_since_commit = 0
-        self._last_commit = time.monotonic()
-        self._committing: asyncio.Future[None] | None = None  # the commit in flight, if any
+        self.commits = Commits(settings, self.stores)  # what the next commit covers, and how
         # labelled series looked up once, not per micro-batch
         self._consumed = metrics.events_consumed.labels(settings.topics.events)
         self._produce_stage = metrics.stage_latency.labels("produce")
@@ -89,9 +82,6 @@ class ScoringWorker:
                                 max_invalid_share=settings.scoring.max_invalid_score_share,
                                 window=settings.scoring.invalid_score_window)
         self._from_beginning = False  # after the broker lost its data: read the new topics whole
-        # a commit failed: no new records until one succeeds, so that what a rewind or a crash
-        # replays (and counts again in entity state) stays one commit window
-        self._hold = False
         # versions scored beside the champion, never served (shadow, previous champion)
         self.shadows = ShadowScorer(self.store, settings, domain.features.columns, metrics)
 
@@ -108,6 +98,7 @@ class ScoringWorker:
         await start_client(self.producer, s.kafka.bootstrap_servers)
         if exactly_once:
             self.txn = OutputTransaction(self.producer, self.group_id)
+        self.commits.producer, self.commits.txn = self.producer, self.txn
         await self.notifier.start()
         following = asyncio.ensure_future(self.feed.follow(stop)) if self.feed is not None else None
         try:
@@ -122,7 +113,7 @@ class ScoringWorker:
                     log.warning("the topics were recreated: reading them again with a new consumer")
                     # the broker lost its data: what was not committed is gone with it, and a
                     # new consumer reads the new topics from their committed offsets (none)
-                    self._pending, self._dirty, self._offsets, self._hold = [], {}, {}, False
+                    self.commits.forget()
                     self.stores.clear()
                     # offsets committed meanwhile may be positions in the old topics
                     self._from_beginning = True
@@ -157,10 +148,10 @@ class ScoringWorker:
         failures = 0
         while not stop.is_set():
             try:
-                if self._hold:
+                if self.commits.hold:
                     async with self._lock:
                         await self._commit()
-                    self._hold = False
+                    self.commits.hold = False
                     log.info("offsets committed again: processing resumes")
                 batches = await self.consumer.getmany(timeout_ms=max(sc.max_wait_ms, 1),
                                                       max_records=sc.max_batch_size)
@@ -181,7 +172,7 @@ class ScoringWorker:
                         await self._evict()
                 if not batches:
                     async with self._lock:
-                        await self._commit_in_background()
+                        await self.commits.in_background(self.consumer)
                 if now >= next_topic_check:  # are the topics still there?
                     next_topic_check = now + self.settings.kafka.topic_check_interval_s
                     if await self._topics_changed() or recreations() != seen:
@@ -199,7 +190,8 @@ class ScoringWorker:
                     # state rebuilt from the changelog (at-least-once; a broker restart is survived)
                     log.warning("%s; rewinding to the committed offsets", exc)
                     async with self._lock:
-                        await within(self._rewind(), self.settings.kafka.request_deadline_s, "rewind")
+                        await within(self.commits.rewind(self.consumer), self.settings.kafka.request_deadline_s,
+                                     "rewind")
                     continue
                 log.warning("%s; retrying", exc)
                 # a bounded backoff before the next attempt, cut short by SIGTERM
@@ -232,13 +224,10 @@ class ScoringWorker:
         out = self.scorer.process(by_part, self.stores)
         self._watch_scores(out)
         t0 = time.perf_counter()
-        self._pending += await self._send(out)
+        futures = await self._send(out)
         self._produce_stage.observe(time.perf_counter() - t0)
         topic = self.settings.topics.events
-        for p, po in out.partitions.items():
-            self._dirty.setdefault(p, {}).update(po.touched)
-            self._offsets[TopicPartition(topic, p)] = po.last_offset + 1
-        self._batches_since_commit += 1
+        self.commits.record(topic, out, futures)
         self.processed += n
         for p, recs in by_part.items():
             tp = TopicPartition(topic, p)
@@ -248,10 +237,8 @@ class ScoringWorker:
                 if lag is None:
                     lag = self._lag[p] = self.metrics.consumer_lag.labels(self.group_id, topic, str(p))
                 lag.set(max(0, hw - recs[-1].offset - 1))
-        sc = self.settings.scoring
-        if (self._batches_since_commit >= sc.max_in_flight_batches
-                or time.monotonic() - self._last_commit >= sc.commit_interval_ms / 1000):
-            await self._commit_in_background()
+        if self.commits.due():
+            await self.commits.in_background(self.consumer)
 
     async def _send(self, out: BatchOutput) -> list[asyncio.Future[Any]]:
         assert self.producer is not None
@@ -276,104 +263,8 @@ class ScoringWorker:
             await self._commit()
 
     async def _commit(self) -> None:
-        """Write the changelog of entities changed since the last commit, wait for every output
-        to be acknowledged, then commit the input offsets (at-least-once).
-
-        Like Kafka Streams' record cache, an entity updated many times between commits is
-        written once, with its latest state."""
-        task, self._committing = self._committing, None
-        if task is not None:
-            await task  # offsets only move forward: the earlier commit first
-        await self._finish_commit(*await self._stage_commit())
-
-    async def _commit_in_background(self) -> None:
-        """The commit cadence without stalling the loop: a task waits for the acknowledgements
-        and commits while the next batches are scored (waiting inline cost a produce round
-        trip of latency every commit interval). One commit in flight at a time; its error is
-        raised here, at the next cadence check, as an inline commit's would be."""
-        if self.txn is not None:  # a transaction commits before the next batch writes
-            await self._commit()
-            return
-        task = self._committing
-        if task is not None:
-            if not task.done():
-                return  # the next cadence check starts the next one
-            self._committing = None
-            task.result()
-        if not (self._pending or self._dirty or self._offsets):
-            return
-        self._committing = asyncio.ensure_future(self._finish_commit(*await self._stage_commit()))
-
-    async def _stage_commit(self) -> tuple[list[asyncio.Future[Any]], dict[TopicPartition, int]]:
-        """Send the changelog and take what the next commit covers: its outputs and offsets."""
-        assert self.consumer is not None and self.producer is not None
-        futures = self._pending
-        self._pending = []
-        if self.txn is not None and any(self._dirty.values()):
-            await self.txn.ensure_open()
-        for p, touched in self._dirty.items():
-            store = self.stores.get(p)
-            if store is None or not touched:
-                continue
-            keys = [k.encode() for k in touched]
-            values = encode_states(store.matrix[list(touched.values())])
-            futures += await send_records(self.producer, self.settings.topics.changelog, p, keys, values)
-        self._dirty = {}
-        offsets = {tp: o for tp, o in self._offsets.items() if tp.partition in self.stores}
-        self._offsets = {}
-        self._batches_since_commit = 0
-        self._last_commit = time.monotonic()
-        return futures, offsets
-
-    async def _finish_commit(self, futures: list[asyncio.Future[Any]],
-                             offsets: dict[TopicPartition, int]) -> None:
         assert self.consumer is not None
-        deadline = self.settings.kafka.request_deadline_s
-        if futures:
-            try:
-                await within(asyncio.gather(*futures), deadline, "produce acknowledgements")
-            except KafkaCallError as exc:
-                exc.outputs_lost = True  # their offsets must never be committed now
-                raise
-            except KafkaError as exc:
-                raise KafkaCallError(f"produce failed: {type(exc).__name__}", outputs_lost=True) from None
-        try:
-            if self.txn is None:
-                await commit_or_redeliver(self.consumer, offsets, deadline)
-            else:
-                await within(self._commit_transaction(offsets), deadline, "transaction commit")
-        except KafkaCallError:
-            for tp, o in offsets.items():  # outputs are delivered: commit them next time
-                self._offsets.setdefault(tp, o)
-            self._hold = True
-            raise
-
-    async def _commit_transaction(self, offsets: dict[TopicPartition, int]) -> None:
-        """Exactly-once commit. If the transaction cannot commit (a rebalance took the group
-        generation, a broker error), its outputs are aborted and the worker rewinds to the
-        committed offsets with state rebuilt from the committed changelog, as a restart would."""
-        assert self.txn is not None and self.consumer is not None
-        try:
-            await self.txn.commit(offsets)
-        except KafkaError as exc:
-            log.warning("transaction aborted (%s): rewinding to the committed offsets",
-                        type(exc).__name__)
-            await self.txn.abort()
-            await self._rewind()
-
-    async def _rewind(self) -> None:
-        assert self.consumer is not None
-        self.stores.clear()  # rebuilt from the changelog (read_committed) before the next batch
-        self._dirty = {}
-        self._offsets = {}  # nothing since the last commit counts: it is read again
-        self._pending = []
-        self._hold = False
-        for tp in self.consumer.assignment():
-            committed = await self.consumer.committed(tp)
-            if committed is None:
-                await self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, committed)
+        await self.commits.commit(self.consumer)
 
     async def _maybe_swap_model(self) -> None:
         """Serve the store's current version if it passes the checks. A version refused is
@@ -435,7 +326,7 @@ class ScoringWorker:
                                               [k.encode() for k in gone], [None] * len(gone))
             self.metrics.entities.labels(str(p)).set(len(store))
         if self.txn is not None:
-            self._pending += futures
+            self.commits.pending += futures
         elif futures:
             await within(asyncio.gather(*futures), self.settings.kafka.request_deadline_s,
                          "changelog tombstones")

@@ -1,0 +1,170 @@
+"""The scorer's commit protocol: what the next commit covers, and how it is committed.
+
+At-least-once: a commit writes the changelog of the entities changed since the last one, waits
+until every output of the interval (predictions, dead letters, feature batches, shadow scores,
+changelog) is acknowledged, and only then commits the input offsets. Exactly-once: the same
+interval is one Kafka transaction (:mod:`stream.scoring.transactions`). A commit that failed
+*holds* the worker (no new records until one succeeds), so that what a rewind or a crash
+replays, and counts again in entity state, stays one commit interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from stream.config import Settings
+from stream.errors import KafkaCallError
+from stream.kafka import commit_or_redeliver, send_records, within
+from stream.scoring.pipeline import BatchOutput
+from stream.scoring.state import EntityStore, encode_states
+from stream.scoring.transactions import OutputTransaction
+
+log = logging.getLogger(__name__)
+
+
+class Commits:
+    """The outputs, changed entities and offsets since the last commit, and their commit.
+
+    ``stores`` is the worker's own dict of entity stores (a rewind clears it: state is rebuilt
+    from the changelog before the next batch). ``producer`` and ``txn`` are set when the worker
+    starts; every call that talks to the group takes the worker's current ``consumer``.
+    """
+
+    def __init__(self, settings: Settings, stores: dict[int, EntityStore]) -> None:
+        self.settings = settings
+        self.stores = stores
+        self.producer: AIOKafkaProducer | None = None
+        self.txn: OutputTransaction | None = None  # exactly-once only
+        # since the last commit: delivery futures, entities changed, offsets reached
+        self.pending: list[asyncio.Future[Any]] = []
+        self.dirty: dict[int, dict[str, int]] = {}
+        self.offsets: dict[TopicPartition, int] = {}
+        self.batches = 0
+        self.last = time.monotonic()
+        self._in_flight: asyncio.Future[None] | None = None
+        # a commit failed: no new records until one succeeds
+        self.hold = False
+
+    def record(self, topic: str, out: BatchOutput, futures: list[asyncio.Future[Any]]) -> None:
+        """A processed micro-batch: its outputs in flight, entities touched, offsets reached."""
+        self.pending += futures
+        for p, po in out.partitions.items():
+            self.dirty.setdefault(p, {}).update(po.touched)
+            self.offsets[TopicPartition(topic, p)] = po.last_offset + 1
+        self.batches += 1
+
+    def due(self) -> bool:
+        """Enough batches, or enough time, since the last commit."""
+        sc = self.settings.scoring
+        return (self.batches >= sc.max_in_flight_batches
+                or time.monotonic() - self.last >= sc.commit_interval_ms / 1000)
+
+    def forget(self) -> None:
+        """The broker lost its data: what was not committed is gone with it."""
+        self.pending, self.dirty, self.offsets, self.hold = [], {}, {}, False
+
+    async def commit(self, consumer: AIOKafkaConsumer) -> None:
+        """Write the changelog of entities changed since the last commit, wait for every output
+        to be acknowledged, then commit the input offsets (at-least-once).
+
+        Like Kafka Streams' record cache, an entity updated many times between commits is
+        written once, with its latest state."""
+        task, self._in_flight = self._in_flight, None
+        if task is not None:
+            await task  # offsets only move forward: the earlier commit first
+        await self._finish(consumer, *await self._stage())
+
+    async def in_background(self, consumer: AIOKafkaConsumer) -> None:
+        """The commit cadence without stalling the loop: a task waits for the acknowledgements
+        and commits while the next batches are scored (waiting inline cost a produce round
+        trip of latency every commit interval). One commit in flight at a time; its error is
+        raised here, at the next cadence check, as an inline commit's would be."""
+        if self.txn is not None:  # a transaction commits before the next batch writes
+            await self.commit(consumer)
+            return
+        task = self._in_flight
+        if task is not None:
+            if not task.done():
+                return  # the next cadence check starts the next one
+            self._in_flight = None
+            task.result()
+        if not (self.pending or self.dirty or self.offsets):
+            return
+        self._in_flight = asyncio.ensure_future(self._finish(consumer, *await self._stage()))
+
+    async def _stage(self) -> tuple[list[asyncio.Future[Any]], dict[TopicPartition, int]]:
+        """Send the changelog and take what the next commit covers: its outputs and offsets."""
+        assert self.producer is not None
+        futures = self.pending
+        self.pending = []
+        if self.txn is not None and any(self.dirty.values()):
+            await self.txn.ensure_open()
+        for p, touched in self.dirty.items():
+            store = self.stores.get(p)
+            if store is None or not touched:
+                continue
+            keys = [k.encode() for k in touched]
+            values = encode_states(store.matrix[list(touched.values())])
+            futures += await send_records(self.producer, self.settings.topics.changelog, p, keys, values)
+        self.dirty = {}
+        offsets = {tp: o for tp, o in self.offsets.items() if tp.partition in self.stores}
+        self.offsets = {}
+        self.batches = 0
+        self.last = time.monotonic()
+        return futures, offsets
+
+    async def _finish(self, consumer: AIOKafkaConsumer, futures: list[asyncio.Future[Any]],
+                      offsets: dict[TopicPartition, int]) -> None:
+        deadline = self.settings.kafka.request_deadline_s
+        if futures:
+            try:
+                await within(asyncio.gather(*futures), deadline, "produce acknowledgements")
+            except KafkaCallError as exc:
+                exc.outputs_lost = True  # their offsets must never be committed now
+                raise
+            except KafkaError as exc:
+                raise KafkaCallError(f"produce failed: {type(exc).__name__}", outputs_lost=True) from None
+        try:
+            if self.txn is None:
+                await commit_or_redeliver(consumer, offsets, deadline)
+            else:
+                await within(self._commit_transaction(consumer, offsets), deadline, "transaction commit")
+        except KafkaCallError:
+            for tp, o in offsets.items():  # outputs are delivered: commit them next time
+                self.offsets.setdefault(tp, o)
+            self.hold = True
+            raise
+
+    async def _commit_transaction(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        """Exactly-once commit. If the transaction cannot commit (a rebalance took the group
+        generation, a broker error), its outputs are aborted and the worker rewinds to the
+        committed offsets with state rebuilt from the committed changelog, as a restart would."""
+        assert self.txn is not None
+        try:
+            await self.txn.commit(offsets)
+        except KafkaError as exc:
+            log.warning("transaction aborted (%s): rewinding to the committed offsets",
+                        type(exc).__name__)
+            await self.txn.abort()
+            await self.rewind(consumer)
+
+    async def rewind(self, consumer: AIOKafkaConsumer) -> None:
+        """Back to the committed offsets, with state rebuilt from the changelog before the next
+        batch: what a restart would do, without one."""
+        self.stores.clear()
+        self.dirty = {}
+        self.offsets = {}  # nothing since the last commit counts: it is read again
+        self.pending = []
+        self.hold = False
+        for tp in consumer.assignment():
+            committed = await consumer.committed(tp)
+            if committed is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, committed)
