@@ -25,7 +25,9 @@ def test_short_sustained_run_reports_rows_and_verdict(tmp_path, broker_kind):
     rows = res["rows"]
     assert len(rows) == 3 and [r["minute"] for r in rows] == sorted(r["minute"] for r in rows)
     assert rows[-1]["minute"] == pytest.approx(0.35, abs=0.02)
-    assert rows[-1]["produced"] == res["events_produced"] - 10 == pytest.approx(500 * 21, rel=0.05)
+    # the last row is taken at the deadline; the producer's chunk in flight then still lands
+    assert rows[-1]["produced"] <= res["events_produced"] - 10 == pytest.approx(500 * 21, rel=0.05)
+    assert rows[-1]["produced"] == pytest.approx(res["events_produced"] - 10, abs=500)
     for r in rows:
         assert r["produced_per_s"] > 0 and r["scored_per_s"] > 0 and r["lag"] >= 0
         assert r["worker_rss_mb"] > 50 and r["broker_rss_mb"] > 50 and r["p99_ms"] >= r["p50_ms"] > 0
