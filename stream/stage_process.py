@@ -15,7 +15,7 @@ import logging
 import multiprocessing
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -142,21 +142,15 @@ async def _child_run(settings: Settings, conn: Connection, interval_s: float, cr
     metrics = Metrics.create()
     metrics.health.register("monitor")
     stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-
-    def send() -> bool:
-        try:
-            conn.send(snapshot(metrics))
-            return True
-        except (BrokenPipeError, EOFError, OSError):  # the parent is gone: stop too
-            stop.set()
-            return False
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    sender = SnapshotSender(conn, on_gone=lambda: loop.call_soon_threadsafe(stop.set))  # parent gone: stop too
 
     async def relay() -> None:
         while not stop.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_s)
-            send()
+            sender.offer(snapshot(metrics))
 
     relaying = asyncio.create_task(relay())
     try:
@@ -168,8 +162,85 @@ async def _child_run(settings: Settings, conn: Connection, interval_s: float, cr
     finally:
         stop.set()
         await relaying
-        send()  # the final counts
-        conn.close()
+        sender.offer(snapshot(metrics))  # the final counts
+        await asyncio.to_thread(sender.close, 5.0)
+
+
+class SnapshotSender:
+    """Sends the child's newest snapshot to the parent from a thread of its own.
+
+    A pipe holds 64 KiB and a snapshot is larger: sent from the monitor's loop, every send
+    waited for the parent's reader, and a reader that stopped froze the monitor for good. Here
+    the loop only drops the snapshot into one slot (a newer one replaces a snapshot not yet
+    sent: bounded) and goes on.
+
+    >>> import multiprocessing
+    >>> r, w = multiprocessing.Pipe(duplex=False)
+    >>> s = SnapshotSender(w, on_gone=lambda: None)
+    >>> for i in range(1000):   # 1,000 snapshots of 200 kB, nobody reading: no wait
+    ...     s.offer(("x" * 200_000, i))
+    >>> got = []
+    >>> def read():
+    ...     with contextlib.suppress(EOFError):
+    ...         while True:
+    ...             got.append(r.recv()[1])
+    >>> reader = threading.Thread(target=read); reader.start()
+    >>> s.close(5.0); reader.join(5.0)
+    >>> got[-1], len(got) <= 3    # the newest is sent last; the ones it replaced never were
+    (999, True)
+    """
+
+    def __init__(self, conn: Connection, on_gone: Callable[[], object]):
+        self._conn, self._on_gone = conn, on_gone
+        self._slot: Any = None
+        self._closed = False
+        self._cv = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="mlstream-monitor-sender", daemon=True)
+        self._thread.start()
+
+    def offer(self, snap: Any) -> None:
+        with self._cv:
+            self._slot = snap
+            self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while self._slot is None and not self._closed:
+                    self._cv.wait()
+                snap, self._slot = self._slot, None
+            if snap is None:  # closed, and everything offered was sent
+                return
+            try:
+                self._conn.send(snap)
+            except (BrokenPipeError, EOFError, OSError):
+                self._on_gone()
+                return
+
+    def close(self, timeout_s: float) -> None:
+        """Send what is left (within ``timeout_s``), then close the pipe."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        self._thread.join(timeout_s)
+        self._conn.close()
+
+
+def drain(receiver: Connection, relay: MetricsRelay) -> None:
+    """The parent's reader: apply every snapshot until the child closes the pipe. The pipe is
+    drained whatever a snapshot holds (one that cannot be applied is logged once per kind)."""
+    failed: set[str] = set()
+    while True:
+        try:
+            snap = receiver.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            relay.apply(*snap)
+        except Exception as exc:  # one snapshot lost, the next ones still apply
+            if type(exc).__name__ not in failed:
+                failed.add(type(exc).__name__)
+                log.error("a metrics snapshot of the monitor process was not applied: %r", exc)
 
 
 async def run_in_process(settings: Settings, metrics: Metrics, stop: asyncio.Event, *,
@@ -183,14 +254,7 @@ async def run_in_process(settings: Settings, metrics: Metrics, stop: asyncio.Eve
     sender.close()
     relay = MetricsRelay(metrics, "monitor")
 
-    def receive() -> None:
-        while True:
-            try:
-                relay.apply(*receiver.recv())
-            except (EOFError, OSError):
-                return
-
-    reader = threading.Thread(target=receive, name="mlstream-monitor-relay", daemon=True)
+    reader = threading.Thread(target=drain, args=(receiver, relay), name="mlstream-monitor-relay", daemon=True)
     reader.start()
     loop = asyncio.get_running_loop()
     exited: asyncio.Future[Any] = loop.run_in_executor(None, proc.join)

@@ -52,3 +52,24 @@ def test_a_restarted_child_counts_from_zero_again():
     second.monitor_rows.inc(30)
     relay.apply(*snapshot(second))
     assert parent.registry.get_sample_value("mlstream_monitor_rows_total") == 130
+
+
+def test_a_snapshot_that_cannot_be_applied_does_not_stop_the_reader(caplog):
+    import multiprocessing
+    import threading
+
+    from stream.stage_process import drain
+
+    parent, child = Metrics.create(), Metrics.create()
+    relay = MetricsRelay(parent, "monitor")
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    reader = threading.Thread(target=drain, args=(receiver, relay))
+    reader.start()
+    sender.send(("not", "a snapshot"))  # apply() raises on it
+    child.monitor_rows.inc(42)
+    sender.send(snapshot(child))
+    sender.close()
+    reader.join(10)
+    assert not reader.is_alive()
+    assert parent.registry.get_sample_value("mlstream_monitor_rows_total") == 42
+    assert "was not applied" in caplog.text
