@@ -245,6 +245,9 @@ class TrainerSettings(Section):
     # of (new - previous) loss is above guard_tolerance * previous loss (shown worse).
     guard_labels: int = Field(default=2_000, ge=0)
     guard_tolerance: float = Field(default=0.05, ge=0.0, le=1.0)
+    # A shadow or guard still without a live verdict after this long (too few labels, the
+    # comparison dropped) is decided without one: the shadow rejected, the guard closed. 0: never.
+    verdict_timeout_s: float = Field(default=2 * 86_400.0, ge=0)
     # A request without enough labels waits: retried this often, given up after max_wait_s.
     retry_interval_s: float = Field(default=30.0, gt=0)
     max_wait_s: float = Field(default=6 * 3_600.0, gt=0)

@@ -29,7 +29,7 @@ from stream.scoring.state import EntityStore
 from stream.tools.tally import read_all, wait_until
 from stream.tools.traffic import produce
 from stream.training.trainer import TrainerMetrics, run_trainer
-from stream.training.verdicts import act_on_verdict
+from stream.training.verdicts import act_on_verdict, decide_overdue
 from tests.bad_models import inverted_model, save_version
 from tests.slack_standin import SlackStandIn
 
@@ -81,6 +81,32 @@ def test_the_trainer_acts_on_verdicts_once_and_ignores_stale_ones(model_store):
     store.set_state("fraud", "3", "shadow")
     reject = act_on_verdict(store, _verdict("shadow", "3", "1", "reject"))
     assert reject is not None and reject.decision == "reject" and store.state("fraud", "3") == "rejected"
+
+
+def test_a_shadow_or_guard_without_a_verdict_is_decided_after_the_timeout(model_store):
+    """A comparison the monitor dropped, or too few labels: the shadow is rejected, the guard
+    closed, once ``verdict_timeout_s`` has passed since it opened; not before, not at 0."""
+    import time
+
+    store = ModelStore(model_store)
+    save_version(model_store, "2", v1_bytes(model_store), promote=False)
+    store.set_state("fraud", "2", "shadow", "passed the holdout")
+    now = time.time()
+    assert decide_overdue(store, "fraud", 3_600.0, now + 3_000) == []
+    assert decide_overdue(store, "fraud", 0.0, now + 10**6) == []  # 0: wait for ever
+    assert store.state("fraud", "2") == "shadow"
+    [reject] = decide_overdue(store, "fraud", 3_600.0, now + 3_700)
+    assert reject.decision == "reject" and reject.challenger_version == "2" and reject.model_version == "1"
+    assert store.state("fraud", "2") == "rejected" and "no live verdict within 3600s" in reject.reason
+    assert store.current_version("fraud") == "1"
+
+    save_version(model_store, "3", v1_bytes(model_store))  # promoted: the guard on 1 opens
+    assert store.guarded_version("fraud") == "1"
+    assert decide_overdue(store, "fraud", 3_600.0, time.time() + 60) == []
+    [keep] = decide_overdue(store, "fraud", 3_600.0, time.time() + 3_700)
+    assert keep.decision == "keep" and keep.previous_version == "1" and store.guarded_version("fraud") is None
+    assert store.current_version("fraud") == "3"
+    assert decide_overdue(store, "fraud", 3_600.0, time.time() + 10**6) == []  # decided once
 
 
 def test_a_shadow_that_raises_or_scores_nan_never_touches_the_champions_outputs(model_store):

@@ -37,7 +37,7 @@ from stream.model_feed import publish
 from stream.registry import ModelStore
 from stream.training.challenge import challenge, examples_from_file
 from stream.training.labelled import LabelledExamples, read_examples
-from stream.training.verdicts import act_on_verdict
+from stream.training.verdicts import act_on_verdict, decide_overdue
 
 log = logging.getLogger(__name__)
 DECISIONS = ("promote", "shadow", "reject", "wait", "expired", "failed", "rollback", "keep")
@@ -176,6 +176,22 @@ class Trainer:
             return update
 
 
+    async def overdue(self) -> list[ModelUpdate]:
+        """Decide the shadows and the guard that waited too long for a live verdict."""
+        async with self._lock:
+            updates, _ = await self.policy.call_async(
+                "trainer", "overdue verdicts", asyncio.to_thread, decide_overdue, self.store,
+                self.settings.model_name, self.settings.trainer.verdict_timeout_s, time.time())
+            for update in updates or []:
+                self.metrics.record(update)
+                self.notifier.submit_decision(update)
+                log.warning("%s version %s: %s (%s)", update.model, update.challenger_version,
+                            update.decision, update.reason)
+            if updates:
+                await self.publish(f"overdue verdicts: {', '.join(u.decision for u in updates)}")
+            return updates or []
+
+
 def build_trainer(settings: Settings, trainer: Trainer) -> faust.App:
     """The faust app; ``await app.start()`` / ``await app.stop()`` run it in the current loop."""
     t = settings.topics
@@ -248,6 +264,11 @@ def build_trainer(settings: Settings, trainer: Trainer) -> faust.App:
                                                             trainer.verdict, verdict)
             if update is not None:
                 await updates.send(key=str(update.request_id).encode(), value=encode(update))
+
+    @app.timer(settings.trainer.retry_interval_s)
+    async def decide_overdue_verdicts() -> None:
+        for update in await trainer.overdue():
+            await updates.send(key=str(update.request_id).encode(), value=encode(update))
 
     @app.timer(settings.trainer.retry_interval_s)
     async def retry_waiting() -> None:
