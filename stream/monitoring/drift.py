@@ -119,6 +119,7 @@ class DriftMonitor(RowIngest):
         self._pairs = np.triu_indices(fn, 1) if self._mv else (np.zeros(0, int), np.zeros(0, int))
         self._rho = ref.corr if self._mv else np.zeros((fn, fn))
         self._wblocks = [w // b for w in s.windows]
+        self._wblocks_arr = np.array(self._wblocks)
         self._sblocks = [st // b for st in s.steps()]
         self._resolve_w = s.windows.index(s.resolve_window)
         # with the CUSUM on, windows and CUSUM each get half of the false-alarm budget
@@ -252,13 +253,23 @@ class DriftMonitor(RowIngest):
             cum = np.cumsum(np.concatenate([self._tot[key][None], arr[i0 : i0 + seg]]), axis=0)[1:]
             self._ring[key][slots] = cum
             self._tot[key] = cum[-1].copy()
-        pre: dict[int, tuple[list[int], dict[str, Any], np.ndarray]] = {}
-        if self._ready:
+        checks: dict[int, dict[int, int]] = {}  # block count -> {window: its row in the statistics}
+        latest: dict[int, int] = {}  # window -> row of its last check point
+        st: dict[str, Any] = {}
+        sig = np.zeros(0, dtype=bool)
+        if self._ready:  # every window's check points in one pass
+            ats: list[int] = []
+            wis: list[int] = []
             for w, (nbk, step) in enumerate(zip(self._wblocks, self._sblocks, strict=True)):
-                at = [c for c in range(c0 + 1, c0 + seg + 1) if c % step == 0 and c >= nbk]
-                if at:
-                    st = self._test_window(w, np.array(at))
-                    pre[w] = (at, st, self._any_significant(w, st))
+                for c in range(c0 + 1, c0 + seg + 1):
+                    if c % step == 0 and c >= nbk:
+                        checks.setdefault(c, {})[w] = latest[w] = len(ats)
+                        ats.append(c)
+                        wis.append(w)
+            if ats:
+                wi = np.array(wis)
+                st = self._test_window(self._wblocks_arr[wi], np.array(ats))
+                sig = self._any_significant(wi, st)
         cus = self._cusum_segment(i0, seg, means, weights, hours) if self._cusum is not None else {}
         fast = self._fast_z(slice(i0, i0 + seg), means, weights, hours)
         events: list[DriftEvent] = []
@@ -270,19 +281,17 @@ class DriftMonitor(RowIngest):
             if self._detector is not None:
                 events += self._run_detector(num[i * b : (i + 1) * b, self._score_j], start + i * b)
             fired: dict[str, list[dict[str, Any]]] = {}
-            for w, (at, st, sig) in pre.items():
-                if self._blocks in at:
-                    pos = at.index(self._blocks)
-                    self._last[w] = Picked(st, pos)  # read by the state machine only when a state is open
-                    if sig[pos]:  # no test past its critical value: nothing can fire
-                        self._fire(w, self._last[w], fired)
+            for w, row in checks.get(self._blocks, {}).items():
+                self._last[w] = Picked(st, row)  # read by the state machine only when a state is open
+                if sig[row]:  # no test past its critical value: nothing can fire
+                    self._fire(w, self._last[w], fired)
             if self._blocks in cus:
                 self._cusum_step(*cus[self._blocks], fired)
             if fast is not None:
                 self._fast_step(fast[0][j], fast[1][j], fast[2][j], fired)
             events += self._transition(start + (i + 1) * b - 1, fired)
-        for w, (at, st, _) in pre.items():  # the latest statistics, for snapshots
-            self._last[w] = Picked(st, len(at) - 1)
+        for w, row in latest.items():  # the latest statistics, for snapshots
+            self._last[w] = Picked(st, row)
         # the stream's structure is learned once per segment (estimates are only read at refreshes)
         sl = slice(i0, i0 + seg)
         if self.seasonal is not None:

@@ -57,6 +57,7 @@ class MonitorCore:
     _g0: np.ndarray
     # windows, running totals and their ring
     _wblocks: list[int]
+    _wblocks_arr: np.ndarray
     _sblocks: list[int]
     _resolve_w: int
     _ring_len: int

@@ -101,17 +101,20 @@ def _z_equivalent(t: np.ndarray, df: np.ndarray) -> np.ndarray:
 class WindowTests(MonitorCore):
     """Window sums, studentised tests, critical values, effect sizes and p-values of a drift monitor."""
 
-    def window_sums(self, nblocks: int, at: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def window_sums(self, nblocks: int | np.ndarray, at: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Sufficient statistics of the ``nblocks`` blocks ending at block count ``at`` (an array of
         counts: a leading axis; default: now), with their hour-of-day row histogram."""
         end = np.asarray(self._blocks if at is None else at)
         now, past = end % self._ring_len, (end - nblocks) % self._ring_len
         return {key: ring[now] - ring[past] for key, ring in self._ring.items()}
 
-    def _test_window(self, w: int, at: np.ndarray) -> dict[str, Any]:
-        """Studentised statistics of window ``w`` against the reference at block counts ``at``
-        (leading axis), per feature and test."""
-        win = self.window_sums(self._wblocks[w], at)
+    def _test_window(self, nblocks: np.ndarray, at: np.ndarray) -> dict[str, Any]:
+        """Studentised statistics of the windows of ``nblocks`` blocks ending at block counts ``at``
+        (leading axis: one row per check point, of any window), per feature and test.
+
+        Nothing but the sums depends on the window: one pass tests every window's check points
+        of a segment (numpy's fixed cost per call dominated four passes)."""
+        win = self.window_sums(nblocks, at)
         means, weights = ds.channel_means(win["num"], win["cat"], win["corr"] if self._mv else None,
                                           self._uref, self._rho, self._pairs)
         adj = noise = 0.0
@@ -265,20 +268,21 @@ class WindowTests(MonitorCore):
         return float(2.0 * special.ndtr(-abs(stat)))
 
 
-    def _any_significant(self, w: int, st: dict[str, Any]) -> np.ndarray:
-        """Per check point: does any test pass its critical value (before effect gates and state)?"""
+    def _any_significant(self, wi: np.ndarray, st: dict[str, Any]) -> np.ndarray:
+        """Per check point (of window ``wi[row]``): does any test pass its critical value (before
+        effect gates and state)?"""
         cal, fn = self.calibration, len(self._num)
-        hit = np.zeros(len(next(iter(st["sums"].values()))), dtype=bool)
+        hit = np.zeros(len(wi), dtype=bool)
+        z_crit = cal.z_crit[wi]
         if st["num"]:
             g = st["num"]
-            hit |= (g["ks"] > cal.ks_crit[w]).any(axis=-1) | (g["mannwhitney"] > cal.z_crit[w, :fn]).any(axis=-1)
-            hit |= (g["missing"] > cal.z_crit[w, :fn]).any(axis=-1)
-            hit |= (g["chi2"] > cal.chi2_crit[w, np.arange(fn), g["dof"]]).any(axis=-1)
+            hit |= (g["ks"] > cal.ks_crit[wi]).any(axis=-1) | (g["mannwhitney"] > z_crit[:, :fn]).any(axis=-1)
+            hit |= (g["missing"] > z_crit[:, :fn]).any(axis=-1)
+            hit |= (g["chi2"] > cal.chi2_crit[wi[:, None], np.arange(fn), g["dof"]]).any(axis=-1)
         if st["cat"]:
             g, fc = st["cat"], len(self._cat)
-            hit |= (g["missing"] > cal.z_crit[w, fn:]).any(axis=-1)
-            hit |= (g["chi2"] > cal.chi2_crit[w, fn + np.arange(fc), g["dof"]]).any(axis=-1)
+            hit |= (g["missing"] > z_crit[:, fn:]).any(axis=-1)
+            hit |= (g["chi2"] > cal.chi2_crit[wi[:, None], fn + np.arange(fc), g["dof"]]).any(axis=-1)
         if st["mv"]:
-            hit |= (st["mv"]["correlation"] > cal.corr_crit[w]).any(axis=-1)
+            hit |= (st["mv"]["correlation"] > cal.corr_crit[wi][:, None]).any(axis=-1)
         return hit
-
