@@ -63,7 +63,7 @@ _TRIMMED_CHI2_1 = float(stats.chi2.expect(lambda x: x, args=(1,), ub=stats.chi2.
 def _group_sums(x: np.ndarray, starts: np.ndarray, carry: np.ndarray) -> np.ndarray:
     """Sums of consecutive groups of rows (starting at ``starts``), the first one on top of ``carry``,
     added one row at a time in order: bit for bit what adding block by block gives."""
-    ends = np.r_[starts[1:], x.shape[0]]
+    ends = np.append(starts[1:], x.shape[0])
     lens = ends - starts
     if starts.size > int(lens.max()):  # many short groups: row j of every group at once, same order
         out = np.zeros((starts.size,) + x.shape[1:])
@@ -177,28 +177,32 @@ class DependenceTracker:
         n = means.shape[0]
         if n == 0:
             return
-        contrib = np.where(weights > 0, means * weights, 0.0)
+        c = self.c
         hot = np.zeros((n, 24))
         known = np.flatnonzero(hours >= 0)
         hot[known, hours[known]] = 1.0
+        # contributions, weights and hours side by side: one pass of group sums (the same additions)
+        x = np.concatenate([np.where(weights > 0, means * weights, 0.0), weights, hot], axis=1)
         for i, s in enumerate(self.scales):
             pos = self._nblk[i] + np.arange(n)  # place of each block in the running batch sequence
             bid = pos // s
-            starts = np.flatnonzero(np.r_[True, bid[1:] != bid[:-1]])
-            sums = _group_sums(contrib, starts, self._sum[i])
-            ws = _group_sums(weights, starts, self._w[i])
-            hrs = _group_sums(hot, starts, self._hacc[i])
+            starts = np.flatnonzero(np.append(True, bid[1:] != bid[:-1]))
+            tot = _group_sums(x, starts, np.concatenate([self._sum[i], self._w[i], self._hacc[i]]))
+            sums, ws, hrs = tot[:, :c], tot[:, c : 2 * c], tot[:, 2 * c :]
             bad = np.logical_or.reduceat(frozen, starts, axis=0)
             bad[0] |= self._bad[i]
-            ends = pos[np.r_[starts[1:], n] - 1]
+            ends = pos[np.append(starts[1:], n) - 1]
             complete = ends % s == s - 1
-            for g in np.flatnonzero(complete):
-                slot = self._count[i] % self.history
-                self._hist[i, slot] = np.where((ws[g] > 0) & ~bad[g], sums[g] / np.where(ws[g] > 0, ws[g], 1), np.nan)
-                self._hours[i, slot] = hrs[g] / s
-                self._count[i] += 1
+            done = np.flatnonzero(complete)
+            if done.size:  # the completed batches' means into the history, in order
+                g = done[-self.history :]
+                slots = (self._count[i] + done.size - g.size + np.arange(g.size)) % self.history
+                wg = ws[g]
+                self._hist[i, slots] = np.where((wg > 0) & ~bad[g], sums[g] / np.where(wg > 0, wg, 1), np.nan)
+                self._hours[i, slots] = hrs[g] / s
+                self._count[i] += done.size
                 self._cache[i] = None
-                self.version += 1
+                self.version += done.size
             last = len(starts) - 1
             if complete[last]:
                 self._sum[i], self._w[i], self._bad[i], self._hacc[i], self._nblk[i] = 0.0, 0.0, False, 0.0, 0

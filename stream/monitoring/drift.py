@@ -222,9 +222,11 @@ class DriftMonitor(RowIngest):
         if self._mv:  # normal scores of the bins, as the profile's correlation (0 where missing)
             z = np.where(missing, 0.0, self._scores[np.arange(fn), np.where(missing, 0, bins)]).reshape(nb, b, fn)
             pr = (~missing).astype(float).reshape(nb, b, fn)
-            zz, pp = z[:, :, :, None], pr[:, :, None, :]  # broadcast sums: tiny products, no BLAS threads
-            corr = np.stack([(pr[:, :, :, None] * pp).sum(axis=1), (zz * pp).sum(axis=1),
-                             (zz * zz * pp).sum(axis=1), (zz * z[:, :, None, :]).sum(axis=1)], axis=1)
+            # einsum, not BLAS: tiny products, and BLAS threads stall on a busy machine; it adds the rows
+            # in order, as the broadcast sums did, at half their cost
+            corr = np.empty((nb, 4, fn, fn))
+            for q, (x, y) in enumerate(((pr, pr), (z, pr), (z * z, pr), (z, z))):
+                corr[:, q] = np.einsum("nbi,nbj->nij", x, y)
         means, weights = ds.channel_means(counts, ccounts, corr, self._uref, self._rho, self._pairs)
         mid = ts[b // 2 :: b][:nb]
         hours = np.where(np.isnan(mid), -1, (np.nan_to_num(mid) % DAY_S) // HOUR_S).astype(np.int64)

@@ -54,10 +54,13 @@ class SequentialDetectors(FeatureStates):
         hot[known, hours[sl][known]] = self.settings.block_size
         pos = self._cus_nblk + np.arange(seg)
         bid = pos // cb
-        starts = np.flatnonzero(np.r_[True, bid[1:] != bid[:-1]])
-        sums, ws = _group_sums(contrib, starts, self._cus_sum), _group_sums(w, starts, self._cus_w)
-        hrs = _group_sums(hot, starts, self._cus_hours)
-        last_block = np.r_[starts[1:], seg] - 1
+        starts = np.flatnonzero(np.append(True, bid[1:] != bid[:-1]))
+        # side by side: one pass of group sums (the same additions)
+        c = w.shape[1]
+        tot = _group_sums(np.concatenate([contrib, w, hot], axis=1), starts,
+                          np.concatenate([self._cus_sum, self._cus_w, self._cus_hours]))
+        sums, ws, hrs = tot[:, :c], tot[:, c : 2 * c], tot[:, 2 * c :]
+        last_block = np.append(starts[1:], seg) - 1
         complete = pos[last_block] % cb == cb - 1
         out: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         for g in np.flatnonzero(complete):  # the CUSUM steps themselves run in block order (they see the state)

@@ -99,6 +99,8 @@ class FeatureStates(WindowTests):
         return all(self.p_value(group, t, float(st[t][j]), st, j) > leave for t in tests)
 
     def _transition(self, index: int, fired: dict[str, list[dict[str, Any]]]) -> list[DriftEvent]:
+        if not fired and not self._open_arr.any():  # the usual block: nothing to open, nothing to close
+            return []
         opened: dict[str, list[str]] = {}
         evidence: dict[str, list[dict[str, Any]]] = {}
         all_names = self._names + [MULTIVARIATE]
