@@ -139,6 +139,7 @@ class DependenceTracker:
         self._dev: np.ndarray | None = None  # seasonal profile taken out of the batch means
         self._count = np.zeros(len(scales), dtype=np.int64)  # batches written per scale
         self._cache: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(scales)
+        self._series_cache: dict[int, np.ndarray] = {}  # per scale, dropped with _cache
         self.version = 0  # bumped whenever a batch is written (estimates may change)
         # upper-confidence factor per number of differences (chi-square with ~0.6 df per difference)
         df = np.maximum(0.6 * np.arange(self.history + 1), 1.0)
@@ -170,6 +171,7 @@ class DependenceTracker:
             self._bad[i] = False
             self._nblk[i] = 0
             self._cache[i] = None
+            self._series_cache.pop(i, None)
             self.version += 1
 
     def add_many(self, means: np.ndarray, weights: np.ndarray, frozen: np.ndarray, hours: np.ndarray) -> None:
@@ -202,6 +204,7 @@ class DependenceTracker:
                 self._hours[i, slots] = hrs[g] / s
                 self._count[i] += done.size
                 self._cache[i] = None
+                self._series_cache.pop(i, None)
                 self.version += done.size
             last = len(starts) - 1
             if complete[last]:
@@ -243,16 +246,22 @@ class DependenceTracker:
 
     def set_seasonal(self, dev: np.ndarray | None) -> None:
         """Take this hour-of-day profile (``[24, channel]``, centred) out of every batch mean."""
+        same = dev is self._dev or (dev is not None and self._dev is not None and np.array_equal(dev, self._dev))
         self._dev = dev
-        self._cache = [None] * len(self.scales)
+        if not same:  # the same profile gives the same series and estimates
+            self._cache = [None] * len(self.scales)
+            self._series_cache = {}
 
     def _series(self, i: int) -> np.ndarray:
         """Scale ``i``'s batch means in time order, deseasonalised."""
-        n = min(int(self._count[i]), self.history)
-        order = np.arange(n) if self._count[i] <= self.history else \
-            (np.arange(self.history) + int(self._count[i])) % self.history
-        h = self._hist[i, order]
-        return h if self._dev is None else h - np.einsum("bh,hc->bc", self._hours[i, order], self._dev)  # no BLAS
+        if i not in self._series_cache:  # read several times per refresh (estimates, levels, live mean)
+            n = min(int(self._count[i]), self.history)
+            order = np.arange(n) if self._count[i] <= self.history else \
+                (np.arange(self.history) + int(self._count[i])) % self.history
+            h = self._hist[i, order]
+            self._series_cache[i] = h if self._dev is None else \
+                h - np.einsum("bh,hc->bc", self._hours[i, order], self._dev)  # no BLAS
+        return self._series_cache[i]
 
     def live_mean(self) -> np.ndarray:
         """Each score's mean over the shortest scale's history (NaN before any batch)."""
