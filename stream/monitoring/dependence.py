@@ -75,7 +75,7 @@ def _group_sums(x: np.ndarray, starts: np.ndarray, carry: np.ndarray) -> np.ndar
     out = np.empty((starts.size,) + x.shape[1:])
     for g, (a, b) in enumerate(zip(starts, ends, strict=True)):
         first = carry if g == 0 else np.zeros(x.shape[1:])
-        out[g] = np.cumsum(np.concatenate([first[None], x[a:b]]), axis=0)[-1]
+        out[g] = np.add.reduce(np.concatenate([first[None], x[a:b]]), axis=0)  # along rows: in order
     return out
 
 

@@ -78,7 +78,7 @@ from stream.monitoring import drift_stats as ds
 from stream.monitoring.calibration import Calibration, DriftSettings, calibrate
 from stream.monitoring.dependence import DependenceTracker
 from stream.monitoring.drift_event import MULTIVARIATE, DriftEvent
-from stream.monitoring.drift_ingest import RowIngest
+from stream.monitoring.drift_ingest import RowIngest, comoments
 from stream.monitoring.drift_view import snapshot, summary
 from stream.monitoring.drift_windows import Picked
 from stream.monitoring.profile import CORRELATION_METHOD, ReferenceProfile, reference_arrays
@@ -221,12 +221,7 @@ class DriftMonitor(RowIngest):
         corr = None
         if self._mv:  # normal scores of the bins, as the profile's correlation (0 where missing)
             z = np.where(missing, 0.0, self._scores[np.arange(fn), np.where(missing, 0, bins)]).reshape(nb, b, fn)
-            pr = (~missing).astype(float).reshape(nb, b, fn)
-            # einsum, not BLAS: tiny products, and BLAS threads stall on a busy machine; it adds the rows
-            # in order, as the broadcast sums did, at half their cost
-            corr = np.empty((nb, 4, fn, fn))
-            for q, (x, y) in enumerate(((pr, pr), (z, pr), (z * z, pr), (z, z))):
-                corr[:, q] = np.einsum("nbi,nbj->nij", x, y)
+            corr = comoments(z, missing.reshape(nb, b, fn))
         means, weights = ds.channel_means(counts, ccounts, corr, self._uref, self._rho, self._pairs)
         mid = ts[b // 2 :: b][:nb]
         hours = np.where(np.isnan(mid), -1, (np.nan_to_num(mid) % DAY_S) // HOUR_S).astype(np.int64)

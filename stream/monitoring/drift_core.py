@@ -83,6 +83,7 @@ class MonitorCore:
     _reset_at: dict[str, int]
     _open: dict[str, bool]
     _open_arr: np.ndarray
+    _groups_cache: list[tuple[str, list[str], int]]
     _calm: dict[str, int]
     _last: dict[int, dict[str, Any]]
     _open_features: dict[str, list[str]]
@@ -95,6 +96,7 @@ class MonitorCore:
     _cus_nblk: int
     _fast: Cusum | None
     _fast_mask: np.ndarray
+    _fast_live: np.ndarray | None
     _score_j: int
     _detector: Any
 

@@ -38,6 +38,7 @@ class SequentialDetectors(FeatureStates):
         self._fast = Cusum(self._theta.size, s.cusum_block_k, alarm_level(
             erl / max(share, 1e-12) * sides / s.block_size, s.cusum_block_k)) if s.cusum and s.cusum_block else None
         self._fast_mask = np.zeros(self._theta.size, dtype=bool)
+        self._fast_live = None  # _fast_mask without the channels of open states
         self._cus_sum, self._cus_w = np.zeros(self._theta.size), np.zeros(self._theta.size)
         self._cus_hours, self._cus_nblk = np.zeros(24), 0
 
@@ -87,6 +88,7 @@ class SequentialDetectors(FeatureStates):
             normal = (np.minimum(self._theta, 1.0 - self._theta) * rows >= 10.0)
             normal[self._sl["u"]] = True
             self._fast_mask = self._cus_mask & (design <= s.cusum_block_max_design) & quiet & normal
+            self._fast_live = None
 
     def _fast_z(self, sl: slice, means: np.ndarray, weights: np.ndarray,
                 hours: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -112,7 +114,9 @@ class SequentialDetectors(FeatureStates):
         """One block of the block CUSUM (features in drift sit out)."""
         cus = self._fast
         assert cus is not None  # _fast_z returned statistics
-        hit = cus.step(z, shift, self._fast_mask & ~self._open_arr[self._owner] & ok)
+        if self._fast_live is None:  # kept until a state or the gate changes
+            self._fast_live = self._fast_mask & ~self._open_arr[self._owner]
+        hit = cus.step(z, shift, self._fast_live & ok)
         if hit.any():
             self._fire_cusum(hit, cus, 1, fired)
 

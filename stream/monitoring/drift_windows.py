@@ -98,6 +98,19 @@ def _z_equivalent(t: np.ndarray, df: np.ndarray) -> np.ndarray:
 
 
 
+def _where_kept(keep: np.ndarray, f: Any, *args: Any) -> np.ndarray:
+    """``np.where(keep, f(*args), 0.0)`` with ``f`` evaluated only where kept: the special functions
+    cost per element, and thin windows (most short ones on dependent traffic) discard theirs.
+
+    >>> _where_kept(np.array([True, False]), np.negative, np.array([1.0, 2.0])).tolist()
+    [-1.0, 0.0]
+    """
+    out = np.zeros(keep.shape)
+    if keep.any():
+        out[keep] = f(*(np.broadcast_to(a, keep.shape)[keep] for a in args))
+    return out
+
+
 class WindowTests(MonitorCore):
     """Window sums, studentised tests, critical values, effect sizes and p-values of a drift monitor."""
 
@@ -137,8 +150,9 @@ class WindowTests(MonitorCore):
         out: dict[str, Any] = {"sums": win, "r": r, "num": {}, "cat": {}, "mv": {}}
         min_eff = self.settings.min_effective_rows
 
-        def z(key: str, df: np.ndarray) -> np.ndarray:
-            return np.where(df < min_eff, 0.0, _z_equivalent(delta[:, sl[key]] / np.sqrt(var[:, sl[key]]), df))
+        def z(key: str, df: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+            keep = ~(df < min_eff) if keep is None else keep
+            return _where_kept(keep, _z_equivalent, delta[:, sl[key]] / np.sqrt(var[:, sl[key]]), df)
 
         if fn:
             p = self._theta[sl["props"]].reshape(fn, k)
@@ -167,9 +181,10 @@ class WindowTests(MonitorCore):
                           + 1.0 / self._m[sl["cum"]].reshape(fn, k - 1) + 4.0 * slow_c)
             ks = (np.abs(dcum) / den).max(axis=-1, initial=0.0)
             thin = (neff < min_eff) | (present == 0)
-            out["num"] = {"thin": thin, "ks": np.where(thin, 0.0, ks), "mannwhitney": np.where(thin, 0.0, z("u", neff)),
-                          "chi2": np.where(thin, 0.0, _chi2_equivalent(x2 / scale, used.sum(axis=-1) - 1,
-                                                                        _cell_df(neff, present, p, dp, used), dof_eff)),
+            out["num"] = {"thin": thin, "ks": np.where(thin, 0.0, ks),
+                          "mannwhitney": z("u", neff, ~thin),  # thin covers neff < min_eff
+                          "chi2": _where_kept(~thin, _chi2_equivalent, x2 / scale, used.sum(axis=-1) - 1,
+                                              _cell_df(neff, present, p, dp, used), dof_eff),
                           "dof": np.maximum(used.sum(axis=-1) - 1, 0),
                           "missing": z("miss", weights[:, sl["miss"]] / design[sl["miss"]]),
                           "n": present, "n_rows": present + win["num"][:, :, k],
