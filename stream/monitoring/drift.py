@@ -149,6 +149,7 @@ class DriftMonitor(RowIngest):
         self._lr = self._g0.copy()
         self._g0_live = self._g0.copy()
         self._slow = np.zeros(n_ch)
+        self._wconst = None
         all_names = self._names + [MULTIVARIATE]
         self._reset_at = dict.fromkeys(all_names, 0)
         self._open = dict.fromkeys(all_names, False)
@@ -323,6 +324,7 @@ class DriftMonitor(RowIngest):
         if self.seasonal is not None:
             self._season_dev, self._season_var = self.seasonal.centred_with_noise(self._lr)
         self._fast_gate()
+        self._wconst = None  # the window tests' constants follow the estimates
 
     def _live_variance(self) -> np.ndarray:
         """Per-row variance of each score as the live stream has it, for design effects.

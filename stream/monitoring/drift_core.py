@@ -79,6 +79,7 @@ class MonitorCore:
     _lr: np.ndarray
     _g0_live: np.ndarray
     _slow: np.ndarray
+    _wconst: dict[str, Any] | None
     # per-feature drift states and the latest statistics per window
     _reset_at: dict[str, int]
     _open: dict[str, bool]
