@@ -71,7 +71,7 @@ class Cusum:
         neg = self.neg - z
         neg -= self.k
         np.maximum(0.0, neg, out=neg)
-        idle = (pos == 0) & (neg == 0)
+        idle = pos + neg == 0  # both zero: neither is negative
         if active is not None:
             off = ~active
             pos[off] = neg[off] = 0.0

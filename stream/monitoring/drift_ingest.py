@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -93,7 +94,12 @@ class RowIngest(SequentialDetectors):
                 continue
             # fast path: dict look-up; anything not found (unseen, NaN, non-str) takes the slow path
             items = col.tolist() if isinstance(col, np.ndarray) else col  # a list iterates faster
-            codes = np.fromiter(map(self._cat_maps[j].get, items, repeat(-1)), np.int64, n)
+            slots = self._cat_maps[j]
+            try:  # every value a known category (the usual batch): one C-level look-up
+                found = itemgetter(*items)(slots) if n > 1 else (slots[items[0]],)  # one key: no tuple
+                codes = np.fromiter(found, np.int64, n)
+            except (KeyError, TypeError):
+                codes = np.fromiter(map(slots.get, items, repeat(-1)), np.int64, n)
             for i in np.flatnonzero(codes < 0):
                 codes[i] = self._code(j, col[i])
             cat[:, j] = codes

@@ -14,7 +14,7 @@ import numpy as np
 
 from stream.monitoring.cusum import Cusum, alarm_level, run_length
 from stream.monitoring.dependence import _group_sums
-from stream.monitoring.drift_event import DriftEvent, finite
+from stream.monitoring.drift_event import DriftEvent, finite, nan_to_num
 from stream.monitoring.drift_states import FeatureStates
 
 __all__ = ["SequentialDetectors"]
@@ -49,7 +49,7 @@ class SequentialDetectors(FeatureStates):
         count that completes them (the open batch carries over)."""
         cb, sl, c0 = self.settings.cusum_blocks, slice(i0, i0 + seg), self._blocks
         w = weights[sl]
-        contrib = np.where(w > 0, np.nan_to_num(means[sl]) * w, 0.0)
+        contrib = np.where(w > 0, nan_to_num(means[sl]) * w, 0.0)
         hot = np.zeros((seg, 24))
         known = np.flatnonzero(hours[sl] >= 0)
         hot[known, hours[sl][known]] = self.settings.block_size
@@ -98,7 +98,7 @@ class SequentialDetectors(FeatureStates):
             return None
         w = weights[sl]
         ok = w > 0
-        dev = np.where(ok, np.nan_to_num(means[sl]), self._theta) - self._theta
+        dev = np.where(ok, nan_to_num(means[sl]), self._theta) - self._theta
         noise: Any = 0.0
         if self._season_dev is not None:
             assert self._season_var is not None  # set together with _season_dev

@@ -22,6 +22,7 @@ from scipy import special
 
 from stream.monitoring import drift_stats as ds
 from stream.monitoring.drift_core import MonitorCore
+from stream.monitoring.drift_event import nan_to_num
 
 __all__ = ["Picked", "WindowTests"]
 
@@ -171,7 +172,7 @@ class WindowTests(MonitorCore):
             # einsum, not BLAS: tiny products, and BLAS threads stall on a busy machine
             adj = np.einsum("lh,hc->lc", share, self._season_dev)
             noise = np.einsum("lh,hc->lc", share * share, self._season_var)
-        delta = np.nan_to_num(means - adj - self._theta)
+        delta = nan_to_num(means - adj - self._theta)  # a fresh array: written into below
         sl, fn, fc, k, kc, L = self._sl, len(self._num), len(self._cat), self._k, self._kc, len(at)
         r = None
         if self._mv:
