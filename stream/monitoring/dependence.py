@@ -55,6 +55,7 @@ __all__ = ["DependenceTracker"]
 # a batch level against the reference counts as wander or dependence up to this many times the
 # batch means' spread around their own centre (a constant offset is drift, see _level)
 OWN_LEVEL_CAP = 8.0
+_PARTITIONS = 3  # order statistics: up to this many distinct positions by partitions, else one sort
 _MEDIAN_CHI2_1 = 0.4549  # median of chi-square(1): median((m - ref)^2) / this estimates E (m - ref)^2
 # mean of chi-square(1) below its 80 % quantile: the lower 80 % of n squared normal deviations average this
 _TRIMMED_CHI2_1 = float(stats.chi2.expect(lambda x: x, args=(1,), ub=stats.chi2.ppf(0.8, 1)) / 0.8)
@@ -92,16 +93,24 @@ def _winsor_table(n_max: int) -> np.ndarray:
 
 
 def _order_stat(a: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """Per column the ``pos[column]``-th smallest value (NaN last), as ``np.sort`` would place it; by a
-    partition (half a sort's cost) when every column wants the same position, as on a stream without gaps.
+    """Per column the ``pos[column]``-th smallest value (NaN last), as ``np.sort`` would place it; by
+    partitions (half a sort's cost) when the columns want few distinct positions, as on a stream
+    whose only gaps are the channels of a feature in drift.
 
     >>> a = np.array([[3.0, 1.0], [np.nan, 2.0], [1.0, 2.0]])
     >>> _order_stat(a, np.array([1, 1])).tolist(), _order_stat(a, np.array([0, 2])).tolist()
     ([3.0, 2.0], [1.0, 2.0])
     """
-    if pos.size and (pos == pos[0]).all():
-        return np.partition(a, int(pos[0]), axis=0)[int(pos[0])]
-    return np.take_along_axis(np.sort(a, axis=0), pos[None], axis=0)[0]
+    values = np.unique(pos)
+    if values.size > _PARTITIONS:
+        return np.take_along_axis(np.sort(a, axis=0), pos[None], axis=0)[0]
+    if values.size == 1:
+        return np.partition(a, int(values[0]), axis=0)[int(values[0])]
+    out = np.empty(a.shape[1:])
+    for v in values.tolist():
+        cols = pos == v
+        out[cols] = np.partition(a[:, cols], v, axis=0)[v]
+    return out
 
 
 def _nanmean(a: np.ndarray) -> np.ndarray:
@@ -119,17 +128,22 @@ def _nanmedian(a: np.ndarray) -> np.ndarray:
     if a.shape[0] == 0:
         return np.full(a.shape[1:], np.nan)
     cnt = (~np.isnan(a)).sum(axis=0)
-    c = int(cnt[0]) if cnt.size else 0
-    if c > 0 and (cnt == c).all():  # the same count everywhere: one partition, the lower middle below it
-        h = c // 2
-        part = np.partition(a, h, axis=0)
-        hi = part[h]
-        lo = part[:h].max(axis=0) if c % 2 == 0 else hi
-        return (lo + np.where(cnt > 1, hi, lo)) / 2
-    srt = np.sort(a, axis=0)  # NaN sort last
-    lo = np.take_along_axis(srt, np.maximum((cnt - 1) // 2, 0)[None], axis=0)[0]
-    hi = np.take_along_axis(srt, np.maximum(cnt // 2, 0)[None], axis=0)[0]
-    return np.where(cnt > 0, (lo + np.where(cnt > 1, hi, lo)) / 2, np.nan)
+    counts = np.unique(cnt)
+    if counts.size > _PARTITIONS:
+        srt = np.sort(a, axis=0)  # NaN sort last
+        lo = np.take_along_axis(srt, np.maximum((cnt - 1) // 2, 0)[None], axis=0)[0]
+        hi = np.take_along_axis(srt, np.maximum(cnt // 2, 0)[None], axis=0)[0]
+        return np.where(cnt > 0, (lo + np.where(cnt > 1, hi, lo)) / 2, np.nan)
+    out = np.full(a.shape[1:], np.nan)
+    for c in counts.tolist():  # per count: one partition at the upper middle, the lower one below it
+        if c == 0:
+            continue
+        cols = slice(None) if counts.size == 1 else cnt == c
+        part = np.partition(a[:, cols], c // 2, axis=0)
+        hi = part[c // 2]
+        lo = part[: c // 2].max(axis=0) if c % 2 == 0 else hi
+        out[cols] = (lo + hi) / 2 if c > 1 else (lo + lo) / 2
+    return out
 
 
 class DependenceTracker:
