@@ -113,6 +113,28 @@ def _where_kept(keep: np.ndarray, f: Any, *args: Any) -> np.ndarray:
     return out
 
 
+def _in_one_call(out: dict[str, Any], queue: list[tuple[str, str, np.ndarray, tuple[np.ndarray, ...]]],
+                 f: Any) -> None:
+    """``out[group][test] = _where_kept(keep, f, *args)`` for every queued ``(group, test, keep, args)``
+    (each ``[check point, n]``), by one call of ``f`` on them side by side (elementwise: the same values).
+
+    >>> out = {"a": {}, "b": {}}
+    >>> _in_one_call(out, [("a", "x", np.array([[True]]), (np.array([[1.0]]),)),
+    ...                    ("b", "y", np.array([[True, False]]), (np.array([2.0, 3.0]),))], np.negative)
+    >>> out["a"]["x"].tolist(), out["b"]["y"].tolist()
+    ([[-1.0]], [[-2.0, 0.0]])
+    """
+    if not queue:
+        return
+    keep = np.concatenate([q[2] for q in queue], axis=-1)
+    args = [np.concatenate([np.broadcast_to(q[3][i], q[2].shape) for q in queue], axis=-1)
+            for i in range(len(queue[0][3]))]
+    res = _where_kept(keep, f, *args)
+    widths = [q[2].shape[-1] for q in queue]
+    for (group, test, *_), end, width in zip(queue, np.cumsum(widths).tolist(), widths, strict=True):
+        out[group][test] = res[..., end - width : end]
+
+
 class WindowTests(MonitorCore):
     """Window sums, studentised tests, critical values, effect sizes and p-values of a drift monitor."""
 
@@ -186,9 +208,13 @@ class WindowTests(MonitorCore):
         out: dict[str, Any] = {"sums": win, "r": r, "num": {}, "cat": {}, "mv": {}}
         min_eff = self.settings.min_effective_rows
 
-        def z(key: str, df: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+        # the special functions' fixed cost per call: every z (chi-square) test of the pass in one call
+        zq: list[tuple[str, str, np.ndarray, tuple[np.ndarray, ...]]] = []
+        cq: list[tuple[str, str, np.ndarray, tuple[np.ndarray, ...]]] = []
+
+        def z(group: str, test: str, key: str, df: np.ndarray, keep: np.ndarray | None = None) -> None:
             keep = ~(df < min_eff) if keep is None else keep
-            return _where_kept(keep, _z_equivalent, delta[:, sl[key]] / np.sqrt(var[:, sl[key]]), df)
+            zq.append((group, test, keep, (delta[:, sl[key]] / np.sqrt(var[:, sl[key]]), df)))
 
         if fn:
             c = const["num"]
@@ -213,15 +239,14 @@ class WindowTests(MonitorCore):
             den = np.sqrt(c["d_ks"] / pres1 + c["inv_m_cum"] + 4.0 * slow_c)
             ks = (np.abs(dcum) / den).max(axis=-1, initial=0.0)
             thin = (neff < min_eff) | (present == 0)
-            out["num"] = {"thin": thin, "ks": np.where(thin, 0.0, ks),
-                          "mannwhitney": z("u", neff, ~thin),  # thin covers neff < min_eff
-                          "chi2": _where_kept(~thin, _chi2_equivalent, x2 / scale, dof,
-                                              _cell_df(neff, present, p, dp, used), dof_eff),
-                          "dof": np.maximum(dof, 0),
-                          "missing": z("miss", weights[:, sl["miss"]] / design[sl["miss"]]),
+            out["num"] = {"thin": thin, "ks": np.where(thin, 0.0, ks), "mannwhitney": None, "chi2": None,
+                          "dof": np.maximum(dof, 0), "missing": None,
                           "n": present, "n_rows": present + win["num"][:, :, k],
-                          "design_effect": np.broadcast_to(d_feat, (L, fn)),
-                          "slow_sd": np.broadcast_to(c["slow_sd"], (L, fn))}
+                          "design_effect": np.repeat(d_feat[None], L, axis=0),
+                          "slow_sd": np.repeat(c["slow_sd"][None], L, axis=0)}
+            z("num", "mannwhitney", "u", neff, ~thin)  # thin covers neff < min_eff
+            cq.append(("num", "chi2", ~thin, (x2 / scale, dof, _cell_df(neff, present, p, dp, used), dof_eff)))
+            z("num", "missing", "miss", weights[:, sl["miss"]] / design[sl["miss"]])
         if fc:
             c = const["cat"]
             p, dp = c["p"], c["dp"]
@@ -235,17 +260,20 @@ class WindowTests(MonitorCore):
             x2 = self._rao_scott(delta[:, sl["cprops"]].reshape(L, fc, kc), c, dp, used,
                                  np.maximum(present, 1.0)[..., None], noise)
             thin = (neff < min_eff) | (present == 0)
-            out["cat"] = {"thin": thin, "chi2": _where_kept(~thin, _chi2_equivalent, x2, dof,
-                                                            _cell_df(neff, present, p, dp, used)),
-                          "dof": np.maximum(dof, 0),
-                          "missing": z("cmiss", weights[:, sl["cmiss"]] / design[sl["cmiss"]]), "n": present,
-                          "n_rows": present + win["cat"][:, :, kc], "design_effect": np.broadcast_to(d_feat, (L, fc)),
-                          "slow_sd": np.broadcast_to(c["slow_sd"], (L, fc))}
+            out["cat"] = {"thin": thin, "chi2": None, "dof": np.maximum(dof, 0), "missing": None, "n": present,
+                          "n_rows": present + win["cat"][:, :, kc], "design_effect": d_feat,
+                          "slow_sd": np.repeat(c["slow_sd"][None], L, axis=0)}
+            # no Satterthwaite correction: the degrees of freedom themselves (as floats: the same values)
+            cq.append(("cat", "chi2", ~thin, (x2, dof, _cell_df(neff, present, p, dp, used),
+                                              np.maximum(dof, 1).astype(float))))
+            z("cat", "missing", "cmiss", weights[:, sl["cmiss"]] / design[sl["cmiss"]])
         if self._mv:
-            out["mv"] = {"correlation": z("psi", weights[:, sl["psi"]] / design[sl["psi"]]),
-                         "correlation_change": np.abs(delta[:, sl["psi"]]),
-                         "design_effect": np.broadcast_to(design[sl["psi"]], (L, sl["psi"].stop - sl["psi"].start)),
+            out["mv"] = {"correlation": None, "correlation_change": np.abs(delta[:, sl["psi"]]),
+                         "design_effect": np.repeat(design[None, sl["psi"]], L, axis=0),
                          "n": weights[:, sl["psi"]]}
+            z("mv", "correlation", "psi", weights[:, sl["psi"]] / design[sl["psi"]])
+        _in_one_call(out, zq, _z_equivalent)
+        _in_one_call(out, cq, _chi2_equivalent)
         return out
 
     @staticmethod
