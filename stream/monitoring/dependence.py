@@ -61,22 +61,35 @@ _MEDIAN_CHI2_1 = 0.4549  # median of chi-square(1): median((m - ref)^2) / this e
 _TRIMMED_CHI2_1 = float(stats.chi2.expect(lambda x: x, args=(1,), ub=stats.chi2.ppf(0.8, 1)) / 0.8)
 
 
-def _group_sums(x: np.ndarray, starts: np.ndarray, carry: np.ndarray) -> np.ndarray:
+def _groups_of(nblk: int, n: int, s: int) -> tuple[list[int], list[int], list[bool]]:
+    """Blocks ``0 .. n-1`` continuing a batch of ``nblk`` blocks, cut in batches of ``s``: each batch's
+    first and last block, and whether it completes.
+
+    >>> _groups_of(3, 6, 4)
+    ([0, 1, 5], [0, 4, 5], [True, True, False])
+    """
+    starts = [0, *range((-nblk) % s or s, n, s)]
+    lasts = [*(a - 1 for a in starts[1:]), n - 1]
+    return starts, lasts, [(nblk + e) % s == s - 1 for e in lasts]
+
+
+def _group_sums(x: np.ndarray, starts: list[int], carry: np.ndarray) -> np.ndarray:
     """Sums of consecutive groups of rows (starting at ``starts``), the first one on top of ``carry``,
     added one row at a time in order: bit for bit what adding block by block gives."""
-    ends = np.append(starts[1:], x.shape[0])
-    lens = ends - starts
-    if starts.size > int(lens.max()):  # many short groups: row j of every group at once, same order
-        out = np.zeros((starts.size,) + x.shape[1:])
+    ends = [*starts[1:], x.shape[0]]
+    lens = [b - a for a, b in zip(starts, ends, strict=True)]
+    if len(starts) > max(lens):  # many short groups: row j of every group at once, same order
+        out = np.zeros((len(starts),) + x.shape[1:])
         out[0] = carry
-        for j in range(int(lens.max())):
-            grp = np.flatnonzero(lens > j)
-            out[grp] += x[starts[grp] + j]
+        first, size = np.array(starts), np.array(lens)
+        for j in range(max(lens)):
+            grp = np.flatnonzero(size > j)
+            out[grp] += x[first[grp] + j]
         return out
-    out = np.empty((starts.size,) + x.shape[1:])
+    out = np.empty((len(starts),) + x.shape[1:])
     for g, (a, b) in enumerate(zip(starts, ends, strict=True)):
-        first = carry if g == 0 else np.zeros(x.shape[1:])
-        out[g] = np.add.reduce(np.concatenate([first[None], x[a:b]]), axis=0)  # along rows: in order
+        top = carry if g == 0 else np.zeros(x.shape[1:])
+        out[g] = np.add.reduce(np.concatenate([top[None], x[a:b]]), axis=0)  # along rows: in order
     return out
 
 
@@ -104,11 +117,9 @@ def _order_stat(a: np.ndarray, pos: np.ndarray) -> np.ndarray:
     values = np.unique(pos)
     if values.size > _PARTITIONS:
         return np.take_along_axis(np.sort(a, axis=0), pos[None], axis=0)[0]
-    if values.size == 1:
-        return np.partition(a, int(values[0]), axis=0)[int(values[0])]
     out = np.empty(a.shape[1:])
     for v in values.tolist():
-        cols = pos == v
+        cols = slice(None) if values.size == 1 else pos == v
         out[cols] = np.partition(a[:, cols], v, axis=0)[v]
     return out
 
@@ -135,14 +146,12 @@ def _nanmedian(a: np.ndarray) -> np.ndarray:
         hi = np.take_along_axis(srt, np.maximum(cnt // 2, 0)[None], axis=0)[0]
         return np.where(cnt > 0, (lo + np.where(cnt > 1, hi, lo)) / 2, np.nan)
     out = np.full(a.shape[1:], np.nan)
-    for c in counts.tolist():  # per count: one partition at the upper middle, the lower one below it
-        if c == 0:
-            continue
+    for c in counts[counts > 0].tolist():  # per count: one partition at the upper middle, the lower one below it
         cols = slice(None) if counts.size == 1 else cnt == c
         part = np.partition(a[:, cols], c // 2, axis=0)
         hi = part[c // 2]
         lo = part[: c // 2].max(axis=0) if c % 2 == 0 else hi
-        out[cols] = (lo + hi) / 2 if c > 1 else (lo + lo) / 2
+        out[cols] = (lo + hi) / 2
     return out
 
 
@@ -230,32 +239,28 @@ class DependenceTracker:
         # contributions, weights and hours side by side: one pass of group sums (the same additions)
         x = np.concatenate([np.where(weights > 0, means * weights, 0.0), weights, hot], axis=1)
         for i, s in enumerate(self.scales):
-            pos = self._nblk[i] + np.arange(n)  # place of each block in the running batch sequence
-            bid = pos // s
-            starts = np.flatnonzero(np.append(True, bid[1:] != bid[:-1]))
+            nblk = int(self._nblk[i])
+            starts, lasts, complete = _groups_of(nblk, n, s)
             tot = _group_sums(x, starts, np.concatenate([self._sum[i], self._w[i], self._hacc[i]]))
             sums, ws, hrs = tot[:, :c], tot[:, c : 2 * c], tot[:, 2 * c :]
             bad = np.logical_or.reduceat(frozen, starts, axis=0)
             bad[0] |= self._bad[i]
-            ends = pos[np.append(starts[1:], n) - 1]
-            complete = ends % s == s - 1
-            done = np.flatnonzero(complete)
-            if done.size:  # the completed batches' means into the history, in order
-                g = done[-self.history :]
-                slots = (self._count[i] + done.size - g.size + np.arange(g.size)) % self.history
+            done = [g for g, full in enumerate(complete) if full]
+            if done:  # the completed batches' means into the history, in order
+                g = np.array(done[-self.history :])
+                slots = (self._count[i] + len(done) - g.size + np.arange(g.size)) % self.history
                 wg = ws[g]
                 self._hist[i, slots] = np.where((wg > 0) & ~bad[g], sums[g] / np.where(wg > 0, wg, 1), np.nan)
                 self._hours[i, slots] = hrs[g] / s
-                self._count[i] += done.size
+                self._count[i] += len(done)
                 self._cache[i] = None
                 self._series_cache.pop(i, None)
-                self.version += done.size
-            last = len(starts) - 1
-            if complete[last]:
+                self.version += len(done)
+            if complete[-1]:
                 self._sum[i], self._w[i], self._bad[i], self._hacc[i], self._nblk[i] = 0.0, 0.0, False, 0.0, 0
             else:
-                self._sum[i], self._w[i], self._bad[i], self._hacc[i] = sums[last], ws[last], bad[last], hrs[last]
-                self._nblk[i] = ends[last] % s + 1
+                self._sum[i], self._w[i], self._bad[i], self._hacc[i] = sums[-1], ws[-1], bad[-1], hrs[-1]
+                self._nblk[i] = (nblk + lasts[-1]) % s + 1
 
     def ready(self, all_scales: bool = False) -> bool:
         """Enough batches at the shortest scale for any estimate (at every scale: ``all_scales``)."""

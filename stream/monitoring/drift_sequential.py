@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from stream.monitoring.cusum import Cusum, alarm_level, run_length
-from stream.monitoring.dependence import _group_sums
+from stream.monitoring.dependence import _group_sums, _groups_of
 from stream.monitoring.drift_event import DriftEvent, finite, nan_to_num
 from stream.monitoring.drift_states import FeatureStates
 
@@ -53,25 +53,21 @@ class SequentialDetectors(FeatureStates):
         hot = np.zeros((seg, 24))
         known = np.flatnonzero(hours[sl] >= 0)
         hot[known, hours[sl][known]] = self.settings.block_size
-        pos = self._cus_nblk + np.arange(seg)
-        bid = pos // cb
-        starts = np.flatnonzero(np.append(True, bid[1:] != bid[:-1]))
+        starts, lasts, complete = _groups_of(self._cus_nblk, seg, cb)
         # side by side: one pass of group sums (the same additions)
         c = w.shape[1]
         tot = _group_sums(np.concatenate([contrib, w, hot], axis=1), starts,
                           np.concatenate([self._cus_sum, self._cus_w, self._cus_hours]))
         sums, ws, hrs = tot[:, :c], tot[:, c : 2 * c], tot[:, 2 * c :]
-        last_block = np.append(starts[1:], seg) - 1
-        complete = pos[last_block] % cb == cb - 1
         out: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        for g in np.flatnonzero(complete):  # the CUSUM steps themselves run in block order (they see the state)
-            out[c0 + int(last_block[g]) + 1] = (sums[g], ws[g], hrs[g])
-        tail = len(starts) - 1
-        if complete[tail]:
+        for g, full in enumerate(complete):  # the CUSUM steps themselves run in block order (they see the state)
+            if full:
+                out[c0 + lasts[g] + 1] = (sums[g], ws[g], hrs[g])
+        if complete[-1]:
             self._cus_sum, self._cus_w, self._cus_hours, self._cus_nblk = 0.0 * sums[0], 0.0 * ws[0], 0.0 * hrs[0], 0
         else:
-            self._cus_sum, self._cus_w, self._cus_hours = sums[tail], ws[tail], hrs[tail]
-            self._cus_nblk = int(pos[last_block[tail]] % cb) + 1
+            self._cus_sum, self._cus_w, self._cus_hours = sums[-1], ws[-1], hrs[-1]
+            self._cus_nblk = (self._cus_nblk + lasts[-1]) % cb + 1
         return out
 
     def _fast_gate(self) -> None:

@@ -108,8 +108,7 @@ def _where_kept(keep: np.ndarray, f: Any, *args: Any) -> np.ndarray:
     """
     out = np.zeros(keep.shape)
     if keep.any():
-        out[keep] = f(*(a if a is None else (a if a.shape == keep.shape else np.broadcast_to(a, keep.shape))[keep]
-                        for a in args))
+        out[keep] = f(*((a if a.shape == keep.shape else np.broadcast_to(a, keep.shape))[keep] for a in args))
     return out
 
 
@@ -127,8 +126,8 @@ def _in_one_call(out: dict[str, Any], queue: list[tuple[str, str, np.ndarray, tu
     if not queue:
         return
     keep = np.concatenate([q[2] for q in queue], axis=-1)
-    args = [np.concatenate([np.broadcast_to(q[3][i], q[2].shape) for q in queue], axis=-1)
-            for i in range(len(queue[0][3]))]
+    args = [np.concatenate([a if a.shape == q[2].shape else np.broadcast_to(a, q[2].shape)
+                            for q in queue for a in (q[3][i],)], axis=-1) for i in range(len(queue[0][3]))]
     res = _where_kept(keep, f, *args)
     widths = [q[2].shape[-1] for q in queue]
     for (group, test, *_), end, width in zip(queue, np.cumsum(widths).tolist(), widths, strict=True):
