@@ -64,14 +64,23 @@ class Cusum:
     def step(self, z: np.ndarray, shift: np.ndarray, active: np.ndarray | None = None) -> np.ndarray:
         """One batch: ``z`` standardised deviations, ``shift`` deviations in score sd; channels not
         ``active`` stay at zero. Returns the channels whose statistic passes ``h``."""
-        pos = np.maximum(0.0, self.pos + z - self.k)
-        neg = np.maximum(0.0, self.neg - z - self.k)
-        idle = (pos == 0) & (neg == 0)
+        # in place: one step per block, and numpy's fixed cost per call is most of it
+        pos = self.pos + z
+        pos -= self.k
+        np.maximum(0.0, pos, out=pos)
+        neg = self.neg - z
+        neg -= self.k
+        np.maximum(0.0, neg, out=neg)
+        idle = pos + neg == 0  # both zero: neither is negative
         if active is not None:
-            pos, neg, idle = np.where(active, pos, 0.0), np.where(active, neg, 0.0), idle | ~active
+            off = ~active
+            pos[off] = neg[off] = 0.0
+            idle |= off
         self.pos, self.neg = pos, neg
-        self.shift_sum = np.where(idle, 0.0, self.shift_sum + shift)
-        self.run = np.where(idle, 0.0, self.run + 1)
+        self.shift_sum += shift
+        self.shift_sum[idle] = 0.0
+        self.run += 1
+        self.run[idle] = 0.0
         return np.maximum(pos, neg) > self.h
 
     def reset(self, channels: np.ndarray) -> None:

@@ -55,27 +55,41 @@ __all__ = ["DependenceTracker"]
 # a batch level against the reference counts as wander or dependence up to this many times the
 # batch means' spread around their own centre (a constant offset is drift, see _level)
 OWN_LEVEL_CAP = 8.0
+_PARTITIONS = 3  # order statistics: up to this many distinct positions by partitions, else one sort
 _MEDIAN_CHI2_1 = 0.4549  # median of chi-square(1): median((m - ref)^2) / this estimates E (m - ref)^2
 # mean of chi-square(1) below its 80 % quantile: the lower 80 % of n squared normal deviations average this
 _TRIMMED_CHI2_1 = float(stats.chi2.expect(lambda x: x, args=(1,), ub=stats.chi2.ppf(0.8, 1)) / 0.8)
 
 
-def _group_sums(x: np.ndarray, starts: np.ndarray, carry: np.ndarray) -> np.ndarray:
+def _groups_of(nblk: int, n: int, s: int) -> tuple[list[int], list[int], list[bool]]:
+    """Blocks ``0 .. n-1`` continuing a batch of ``nblk`` blocks, cut in batches of ``s``: each batch's
+    first and last block, and whether it completes.
+
+    >>> _groups_of(3, 6, 4)
+    ([0, 1, 5], [0, 4, 5], [True, True, False])
+    """
+    starts = [0, *range((-nblk) % s or s, n, s)]
+    lasts = [*(a - 1 for a in starts[1:]), n - 1]
+    return starts, lasts, [(nblk + e) % s == s - 1 for e in lasts]
+
+
+def _group_sums(x: np.ndarray, starts: list[int], carry: np.ndarray) -> np.ndarray:
     """Sums of consecutive groups of rows (starting at ``starts``), the first one on top of ``carry``,
     added one row at a time in order: bit for bit what adding block by block gives."""
-    ends = np.r_[starts[1:], x.shape[0]]
-    lens = ends - starts
-    if starts.size > int(lens.max()):  # many short groups: row j of every group at once, same order
-        out = np.zeros((starts.size,) + x.shape[1:])
+    ends = [*starts[1:], x.shape[0]]
+    lens = [b - a for a, b in zip(starts, ends, strict=True)]
+    if len(starts) > max(lens):  # many short groups: row j of every group at once, same order
+        out = np.zeros((len(starts),) + x.shape[1:])
         out[0] = carry
-        for j in range(int(lens.max())):
-            grp = np.flatnonzero(lens > j)
-            out[grp] += x[starts[grp] + j]
+        first, size = np.array(starts), np.array(lens)
+        for j in range(max(lens)):
+            grp = np.flatnonzero(size > j)
+            out[grp] += x[first[grp] + j]
         return out
-    out = np.empty((starts.size,) + x.shape[1:])
+    out = np.empty((len(starts),) + x.shape[1:])
     for g, (a, b) in enumerate(zip(starts, ends, strict=True)):
-        first = carry if g == 0 else np.zeros(x.shape[1:])
-        out[g] = np.cumsum(np.concatenate([first[None], x[a:b]]), axis=0)[-1]
+        top = carry if g == 0 else np.zeros(x.shape[1:])
+        out[g] = np.add.reduce(np.concatenate([top[None], x[a:b]]), axis=0)  # along rows: in order
     return out
 
 
@@ -91,15 +105,54 @@ def _winsor_table(n_max: int) -> np.ndarray:
         return np.where(n >= 4, 1.0 - (q[0] + q[1] - 2.0 * q[2]) / np.maximum(n, 1.0), 1.0)
 
 
+def _order_stat(a: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Per column the ``pos[column]``-th smallest value (NaN last), as ``np.sort`` would place it; by
+    partitions (half a sort's cost) when the columns want few distinct positions, as on a stream
+    whose only gaps are the channels of a feature in drift.
+
+    >>> a = np.array([[3.0, 1.0], [np.nan, 2.0], [1.0, 2.0]])
+    >>> _order_stat(a, np.array([1, 1])).tolist(), _order_stat(a, np.array([0, 2])).tolist()
+    ([3.0, 2.0], [1.0, 2.0])
+    """
+    values = np.unique(pos)
+    if values.size > _PARTITIONS:
+        return np.take_along_axis(np.sort(a, axis=0), pos[None], axis=0)[0]
+    out = np.empty(a.shape[1:])
+    for v in values.tolist():
+        cols = slice(None) if values.size == 1 else pos == v
+        out[cols] = np.partition(a[:, cols], v, axis=0)[v]
+    return out
+
+
+def _nanmean(a: np.ndarray) -> np.ndarray:
+    """Column means ignoring NaN: ``np.nanmean(a, axis=0)``'s arithmetic without its overhead."""
+    gap = np.isnan(a)
+    return np.where(gap, 0.0, a).sum(axis=0) / (~gap).sum(axis=0)
+
+
 def _nanmedian(a: np.ndarray) -> np.ndarray:
-    """Column medians ignoring NaN (NaN for an all-NaN column); faster than ``np.nanmedian``."""
+    """Column medians ignoring NaN (NaN for an all-NaN column); faster than ``np.nanmedian``.
+
+    >>> _nanmedian(np.array([[1.0, np.nan], [4.0, 2.0], [2.0, np.nan], [9.0, np.nan]])).tolist()
+    [3.0, 2.0]
+    """
     if a.shape[0] == 0:
         return np.full(a.shape[1:], np.nan)
-    srt = np.sort(a, axis=0)  # NaN sort last
     cnt = (~np.isnan(a)).sum(axis=0)
-    lo = np.take_along_axis(srt, np.maximum((cnt - 1) // 2, 0)[None], axis=0)[0]
-    hi = np.take_along_axis(srt, np.maximum(cnt // 2, 0)[None], axis=0)[0]
-    return np.where(cnt > 0, (lo + np.where(cnt > 1, hi, lo)) / 2, np.nan)
+    counts = np.unique(cnt)
+    if counts.size > _PARTITIONS:
+        srt = np.sort(a, axis=0)  # NaN sort last
+        lo = np.take_along_axis(srt, np.maximum((cnt - 1) // 2, 0)[None], axis=0)[0]
+        hi = np.take_along_axis(srt, np.maximum(cnt // 2, 0)[None], axis=0)[0]
+        return np.where(cnt > 0, (lo + np.where(cnt > 1, hi, lo)) / 2, np.nan)
+    out = np.full(a.shape[1:], np.nan)
+    for c in counts[counts > 0].tolist():  # per count: one partition at the upper middle, the lower one below it
+        cols = slice(None) if counts.size == 1 else cnt == c
+        part = np.partition(a[:, cols], c // 2, axis=0)
+        hi = part[c // 2]
+        lo = part[: c // 2].max(axis=0) if c % 2 == 0 else hi
+        out[cols] = (lo + hi) / 2
+    return out
 
 
 class DependenceTracker:
@@ -139,6 +192,7 @@ class DependenceTracker:
         self._dev: np.ndarray | None = None  # seasonal profile taken out of the batch means
         self._count = np.zeros(len(scales), dtype=np.int64)  # batches written per scale
         self._cache: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(scales)
+        self._series_cache: dict[int, np.ndarray] = {}  # per scale, dropped with _cache
         self.version = 0  # bumped whenever a batch is written (estimates may change)
         # upper-confidence factor per number of differences (chi-square with ~0.6 df per difference)
         df = np.maximum(0.6 * np.arange(self.history + 1), 1.0)
@@ -170,6 +224,7 @@ class DependenceTracker:
             self._bad[i] = False
             self._nblk[i] = 0
             self._cache[i] = None
+            self._series_cache.pop(i, None)
             self.version += 1
 
     def add_many(self, means: np.ndarray, weights: np.ndarray, frozen: np.ndarray, hours: np.ndarray) -> None:
@@ -177,34 +232,35 @@ class DependenceTracker:
         n = means.shape[0]
         if n == 0:
             return
-        contrib = np.where(weights > 0, means * weights, 0.0)
+        c = self.c
         hot = np.zeros((n, 24))
         known = np.flatnonzero(hours >= 0)
         hot[known, hours[known]] = 1.0
+        # contributions, weights and hours side by side: one pass of group sums (the same additions)
+        x = np.concatenate([np.where(weights > 0, means * weights, 0.0), weights, hot], axis=1)
         for i, s in enumerate(self.scales):
-            pos = self._nblk[i] + np.arange(n)  # place of each block in the running batch sequence
-            bid = pos // s
-            starts = np.flatnonzero(np.r_[True, bid[1:] != bid[:-1]])
-            sums = _group_sums(contrib, starts, self._sum[i])
-            ws = _group_sums(weights, starts, self._w[i])
-            hrs = _group_sums(hot, starts, self._hacc[i])
+            nblk = int(self._nblk[i])
+            starts, lasts, complete = _groups_of(nblk, n, s)
+            tot = _group_sums(x, starts, np.concatenate([self._sum[i], self._w[i], self._hacc[i]]))
+            sums, ws, hrs = tot[:, :c], tot[:, c : 2 * c], tot[:, 2 * c :]
             bad = np.logical_or.reduceat(frozen, starts, axis=0)
             bad[0] |= self._bad[i]
-            ends = pos[np.r_[starts[1:], n] - 1]
-            complete = ends % s == s - 1
-            for g in np.flatnonzero(complete):
-                slot = self._count[i] % self.history
-                self._hist[i, slot] = np.where((ws[g] > 0) & ~bad[g], sums[g] / np.where(ws[g] > 0, ws[g], 1), np.nan)
-                self._hours[i, slot] = hrs[g] / s
-                self._count[i] += 1
+            done = [g for g, full in enumerate(complete) if full]
+            if done:  # the completed batches' means into the history, in order
+                g = np.array(done[-self.history :])
+                slots = (self._count[i] + len(done) - g.size + np.arange(g.size)) % self.history
+                wg = ws[g]
+                self._hist[i, slots] = np.where((wg > 0) & ~bad[g], sums[g] / np.where(wg > 0, wg, 1), np.nan)
+                self._hours[i, slots] = hrs[g] / s
+                self._count[i] += len(done)
                 self._cache[i] = None
-                self.version += 1
-            last = len(starts) - 1
-            if complete[last]:
+                self._series_cache.pop(i, None)
+                self.version += len(done)
+            if complete[-1]:
                 self._sum[i], self._w[i], self._bad[i], self._hacc[i], self._nblk[i] = 0.0, 0.0, False, 0.0, 0
             else:
-                self._sum[i], self._w[i], self._bad[i], self._hacc[i] = sums[last], ws[last], bad[last], hrs[last]
-                self._nblk[i] = ends[last] % s + 1
+                self._sum[i], self._w[i], self._bad[i], self._hacc[i] = sums[-1], ws[-1], bad[-1], hrs[-1]
+                self._nblk[i] = (nblk + lasts[-1]) % s + 1
 
     def ready(self, all_scales: bool = False) -> bool:
         """Enough batches at the shortest scale for any estimate (at every scale: ``all_scales``)."""
@@ -225,8 +281,8 @@ class DependenceTracker:
                 # cap at a few robust sd cuts those too and understated burst-driven dependence ~2-3x)
                 ms = np.zeros(self.c)
                 if a.shape[0]:
-                    cap = np.take_along_axis(np.sort(a, axis=0), np.maximum(nd - 3, 0)[None], axis=0)[0]  # NaN last
-                    ms = np.nanmean(np.minimum(a, cap) ** 2, axis=0) / _winsor_table(self.history)[nd]
+                    cap = _order_stat(a, np.maximum(nd - 3, 0))  # NaN last
+                    ms = _nanmean(np.minimum(a, cap) ** 2) / _winsor_table(self.history)[nd]
             rows = self.scales[i] * self.block_rows
             self._cache[i] = (np.nan_to_num(ms) * rows / 2.0, nd)
         return self._cache[i]  # type: ignore[return-value]
@@ -239,16 +295,22 @@ class DependenceTracker:
 
     def set_seasonal(self, dev: np.ndarray | None) -> None:
         """Take this hour-of-day profile (``[24, channel]``, centred) out of every batch mean."""
+        same = dev is self._dev or (dev is not None and self._dev is not None and np.array_equal(dev, self._dev))
         self._dev = dev
-        self._cache = [None] * len(self.scales)
+        if not same:  # the same profile gives the same series and estimates
+            self._cache = [None] * len(self.scales)
+            self._series_cache = {}
 
     def _series(self, i: int) -> np.ndarray:
         """Scale ``i``'s batch means in time order, deseasonalised."""
-        n = min(int(self._count[i]), self.history)
-        order = np.arange(n) if self._count[i] <= self.history else \
-            (np.arange(self.history) + int(self._count[i])) % self.history
-        h = self._hist[i, order]
-        return h if self._dev is None else h - np.einsum("bh,hc->bc", self._hours[i, order], self._dev)  # no BLAS
+        if i not in self._series_cache:  # read several times per refresh (estimates, levels, live mean)
+            n = min(int(self._count[i]), self.history)
+            order = np.arange(n) if self._count[i] <= self.history else \
+                (np.arange(self.history) + int(self._count[i])) % self.history
+            h = self._hist[i, order]
+            self._series_cache[i] = h if self._dev is None else \
+                h - np.einsum("bh,hc->bc", self._hours[i, order], self._dev)  # no BLAS
+        return self._series_cache[i]
 
     def live_mean(self) -> np.ndarray:
         """Each score's mean over the shortest scale's history (NaN before any batch)."""
@@ -257,7 +319,7 @@ class DependenceTracker:
             return np.full(self.c, np.nan)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return np.asarray(np.nanmean(series, axis=0))
+            return _nanmean(series)
 
     def _level(self, i: int, ref_mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Robust mean square of scale ``i``'s batch means around the reference, and their count.

@@ -78,7 +78,7 @@ from stream.monitoring import drift_stats as ds
 from stream.monitoring.calibration import Calibration, DriftSettings, calibrate
 from stream.monitoring.dependence import DependenceTracker
 from stream.monitoring.drift_event import MULTIVARIATE, DriftEvent
-from stream.monitoring.drift_ingest import RowIngest
+from stream.monitoring.drift_ingest import RowIngest, comoments
 from stream.monitoring.drift_view import snapshot, summary
 from stream.monitoring.drift_windows import Picked
 from stream.monitoring.profile import CORRELATION_METHOD, ReferenceProfile, reference_arrays
@@ -119,6 +119,7 @@ class DriftMonitor(RowIngest):
         self._pairs = np.triu_indices(fn, 1) if self._mv else (np.zeros(0, int), np.zeros(0, int))
         self._rho = ref.corr if self._mv else np.zeros((fn, fn))
         self._wblocks = [w // b for w in s.windows]
+        self._wblocks_arr = np.array(self._wblocks)
         self._sblocks = [st // b for st in s.steps()]
         self._resolve_w = s.windows.index(s.resolve_window)
         # with the CUSUM on, windows and CUSUM each get half of the false-alarm budget
@@ -148,6 +149,7 @@ class DriftMonitor(RowIngest):
         self._lr = self._g0.copy()
         self._g0_live = self._g0.copy()
         self._slow = np.zeros(n_ch)
+        self._wconst = None
         all_names = self._names + [MULTIVARIATE]
         self._reset_at = dict.fromkeys(all_names, 0)
         self._open = dict.fromkeys(all_names, False)
@@ -220,10 +222,7 @@ class DriftMonitor(RowIngest):
         corr = None
         if self._mv:  # normal scores of the bins, as the profile's correlation (0 where missing)
             z = np.where(missing, 0.0, self._scores[np.arange(fn), np.where(missing, 0, bins)]).reshape(nb, b, fn)
-            pr = (~missing).astype(float).reshape(nb, b, fn)
-            zz, pp = z[:, :, :, None], pr[:, :, None, :]  # broadcast sums: tiny products, no BLAS threads
-            corr = np.stack([(pr[:, :, :, None] * pp).sum(axis=1), (zz * pp).sum(axis=1),
-                             (zz * zz * pp).sum(axis=1), (zz * z[:, :, None, :]).sum(axis=1)], axis=1)
+            corr = comoments(z, missing.reshape(nb, b, fn))
         means, weights = ds.channel_means(counts, ccounts, corr, self._uref, self._rho, self._pairs)
         mid = ts[b // 2 :: b][:nb]
         hours = np.where(np.isnan(mid), -1, (np.nan_to_num(mid) % DAY_S) // HOUR_S).astype(np.int64)
@@ -252,13 +251,23 @@ class DriftMonitor(RowIngest):
             cum = np.cumsum(np.concatenate([self._tot[key][None], arr[i0 : i0 + seg]]), axis=0)[1:]
             self._ring[key][slots] = cum
             self._tot[key] = cum[-1].copy()
-        pre: dict[int, tuple[list[int], dict[str, Any], np.ndarray]] = {}
-        if self._ready:
+        checks: dict[int, dict[int, int]] = {}  # block count -> {window: its row in the statistics}
+        latest: dict[int, int] = {}  # window -> row of its last check point
+        st: dict[str, Any] = {}
+        sig = np.zeros(0, dtype=bool)
+        if self._ready:  # every window's check points in one pass
+            ats: list[int] = []
+            wis: list[int] = []
             for w, (nbk, step) in enumerate(zip(self._wblocks, self._sblocks, strict=True)):
-                at = [c for c in range(c0 + 1, c0 + seg + 1) if c % step == 0 and c >= nbk]
-                if at:
-                    st = self._test_window(w, np.array(at))
-                    pre[w] = (at, st, self._any_significant(w, st))
+                for c in range(c0 + 1, c0 + seg + 1):
+                    if c % step == 0 and c >= nbk:
+                        checks.setdefault(c, {})[w] = latest[w] = len(ats)
+                        ats.append(c)
+                        wis.append(w)
+            if ats:
+                wi = np.array(wis)
+                st = self._test_window(self._wblocks_arr[wi], np.array(ats))
+                sig = self._any_significant(wi, st)
         cus = self._cusum_segment(i0, seg, means, weights, hours) if self._cusum is not None else {}
         fast = self._fast_z(slice(i0, i0 + seg), means, weights, hours)
         events: list[DriftEvent] = []
@@ -270,19 +279,17 @@ class DriftMonitor(RowIngest):
             if self._detector is not None:
                 events += self._run_detector(num[i * b : (i + 1) * b, self._score_j], start + i * b)
             fired: dict[str, list[dict[str, Any]]] = {}
-            for w, (at, st, sig) in pre.items():
-                if self._blocks in at:
-                    pos = at.index(self._blocks)
-                    self._last[w] = Picked(st, pos)  # read by the state machine only when a state is open
-                    if sig[pos]:  # no test past its critical value: nothing can fire
-                        self._fire(w, self._last[w], fired)
+            for w, row in checks.get(self._blocks, {}).items():
+                self._last[w] = Picked(st, row)  # read by the state machine only when a state is open
+                if sig[row]:  # no test past its critical value: nothing can fire
+                    self._fire(w, self._last[w], fired)
             if self._blocks in cus:
                 self._cusum_step(*cus[self._blocks], fired)
             if fast is not None:
                 self._fast_step(fast[0][j], fast[1][j], fast[2][j], fired)
             events += self._transition(start + (i + 1) * b - 1, fired)
-        for w, (at, st, _) in pre.items():  # the latest statistics, for snapshots
-            self._last[w] = Picked(st, len(at) - 1)
+        for w, row in latest.items():  # the latest statistics, for snapshots
+            self._last[w] = Picked(st, row)
         # the stream's structure is learned once per segment (estimates are only read at refreshes)
         sl = slice(i0, i0 + seg)
         if self.seasonal is not None:
@@ -317,6 +324,7 @@ class DriftMonitor(RowIngest):
         if self.seasonal is not None:
             self._season_dev, self._season_var = self.seasonal.centred_with_noise(self._lr)
         self._fast_gate()
+        self._wconst = None  # the window tests' constants follow the estimates
 
     def _live_variance(self) -> np.ndarray:
         """Per-row variance of each score as the live stream has it, for design effects.

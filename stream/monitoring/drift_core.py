@@ -57,6 +57,7 @@ class MonitorCore:
     _g0: np.ndarray
     # windows, running totals and their ring
     _wblocks: list[int]
+    _wblocks_arr: np.ndarray
     _sblocks: list[int]
     _resolve_w: int
     _ring_len: int
@@ -78,10 +79,12 @@ class MonitorCore:
     _lr: np.ndarray
     _g0_live: np.ndarray
     _slow: np.ndarray
+    _wconst: dict[str, Any] | None
     # per-feature drift states and the latest statistics per window
     _reset_at: dict[str, int]
     _open: dict[str, bool]
     _open_arr: np.ndarray
+    _groups_cache: list[tuple[str, list[str], int]]
     _calm: dict[str, int]
     _last: dict[int, dict[str, Any]]
     _open_features: dict[str, list[str]]
@@ -94,6 +97,7 @@ class MonitorCore:
     _cus_nblk: int
     _fast: Cusum | None
     _fast_mask: np.ndarray
+    _fast_live: np.ndarray | None
     _score_j: int
     _detector: Any
 

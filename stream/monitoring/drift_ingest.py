@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,37 @@ from stream.monitoring.drift_event import DriftEvent
 from stream.monitoring.drift_sequential import SequentialDetectors
 from stream.monitoring.profile import is_missing
 
-__all__ = ["RowIngest"]
+__all__ = ["RowIngest", "comoments"]
+
+
+def comoments(z: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """Per block ``[n, row, feature]``: pairwise-complete rows, sums, sums of squares and cross
+    products of the normal scores ``z`` (0 where missing), as ``[n, 4, feature, feature]``.
+
+    Every sum adds a block's rows in order (einsum, not BLAS: tiny products, and BLAS threads stall
+    on a busy machine), so any batching gives the same bits. Without a missing value the first three
+    need no products: a row count, and the column sums repeated (``x * 1.0`` is ``x``).
+
+    >>> z = np.array([[[1.0, 2.0], [3.0, 0.0]]])
+    >>> comoments(z, np.array([[[False, False], [False, True]]]))[0, :, 0].tolist()
+    [[2.0, 1.0], [4.0, 1.0], [10.0, 1.0], [10.0, 2.0]]
+    >>> z = np.random.default_rng(0).normal(size=(3, 100, 4))   # no missing value: the same bits
+    >>> fast, ones = comoments(z, np.zeros(z.shape, bool)), np.ones(z.shape)
+    >>> [bool((fast[:, q] == np.einsum("nbi,nbj->nij", x, ones)).all()) for q, x in ((1, z), (2, z * z))]
+    [True, True]
+    """
+    nb, b, fn = z.shape
+    out = np.empty((nb, 4, fn, fn))
+    if missing.any():
+        pr = (~missing).astype(float)
+        for q, (x, y) in enumerate(((pr, pr), (z, pr), (z * z, pr))):
+            out[:, q] = np.einsum("nbi,nbj->nij", x, y)
+    else:
+        out[:, 0] = float(b)
+        out[:, 1] = z.sum(axis=1)[:, :, None]
+        out[:, 2] = (z * z).sum(axis=1)[:, :, None]
+    out[:, 3] = np.einsum("nbi,nbj->nij", z, z)
+    return out
 
 
 class RowIngest(SequentialDetectors):
@@ -62,7 +93,13 @@ class RowIngest(SequentialDetectors):
                 cat[:, j] = self._kc
                 continue
             # fast path: dict look-up; anything not found (unseen, NaN, non-str) takes the slow path
-            codes = np.fromiter(map(self._cat_maps[j].get, col, repeat(-1)), np.int64, n)
+            items = col.tolist() if isinstance(col, np.ndarray) else col  # a list iterates faster
+            slots = self._cat_maps[j]
+            try:  # every value a known category (the usual batch): one C-level look-up
+                found = itemgetter(*items)(slots) if n > 1 else (slots[items[0]],)  # one key: no tuple
+                codes = np.fromiter(found, np.int64, n)
+            except (KeyError, TypeError):
+                codes = np.fromiter(map(slots.get, items, repeat(-1)), np.int64, n)
             for i in np.flatnonzero(codes < 0):
                 codes[i] = self._code(j, col[i])
             cat[:, j] = codes

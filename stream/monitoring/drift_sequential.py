@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from stream.monitoring.cusum import Cusum, alarm_level, run_length
-from stream.monitoring.dependence import _group_sums
-from stream.monitoring.drift_event import DriftEvent, finite
+from stream.monitoring.dependence import _group_sums, _groups_of
+from stream.monitoring.drift_event import DriftEvent, finite, nan_to_num
 from stream.monitoring.drift_states import FeatureStates
 
 __all__ = ["SequentialDetectors"]
@@ -38,6 +38,7 @@ class SequentialDetectors(FeatureStates):
         self._fast = Cusum(self._theta.size, s.cusum_block_k, alarm_level(
             erl / max(share, 1e-12) * sides / s.block_size, s.cusum_block_k)) if s.cusum and s.cusum_block else None
         self._fast_mask = np.zeros(self._theta.size, dtype=bool)
+        self._fast_live = None  # _fast_mask without the channels of open states
         self._cus_sum, self._cus_w = np.zeros(self._theta.size), np.zeros(self._theta.size)
         self._cus_hours, self._cus_nblk = np.zeros(24), 0
 
@@ -48,26 +49,25 @@ class SequentialDetectors(FeatureStates):
         count that completes them (the open batch carries over)."""
         cb, sl, c0 = self.settings.cusum_blocks, slice(i0, i0 + seg), self._blocks
         w = weights[sl]
-        contrib = np.where(w > 0, np.nan_to_num(means[sl]) * w, 0.0)
+        contrib = np.where(w > 0, nan_to_num(means[sl]) * w, 0.0)
         hot = np.zeros((seg, 24))
         known = np.flatnonzero(hours[sl] >= 0)
         hot[known, hours[sl][known]] = self.settings.block_size
-        pos = self._cus_nblk + np.arange(seg)
-        bid = pos // cb
-        starts = np.flatnonzero(np.r_[True, bid[1:] != bid[:-1]])
-        sums, ws = _group_sums(contrib, starts, self._cus_sum), _group_sums(w, starts, self._cus_w)
-        hrs = _group_sums(hot, starts, self._cus_hours)
-        last_block = np.r_[starts[1:], seg] - 1
-        complete = pos[last_block] % cb == cb - 1
+        starts, lasts, complete = _groups_of(self._cus_nblk, seg, cb)
+        # side by side: one pass of group sums (the same additions)
+        c = w.shape[1]
+        tot = _group_sums(np.concatenate([contrib, w, hot], axis=1), starts,
+                          np.concatenate([self._cus_sum, self._cus_w, self._cus_hours]))
+        sums, ws, hrs = tot[:, :c], tot[:, c : 2 * c], tot[:, 2 * c :]
         out: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        for g in np.flatnonzero(complete):  # the CUSUM steps themselves run in block order (they see the state)
-            out[c0 + int(last_block[g]) + 1] = (sums[g], ws[g], hrs[g])
-        tail = len(starts) - 1
-        if complete[tail]:
+        for g, full in enumerate(complete):  # the CUSUM steps themselves run in block order (they see the state)
+            if full:
+                out[c0 + lasts[g] + 1] = (sums[g], ws[g], hrs[g])
+        if complete[-1]:
             self._cus_sum, self._cus_w, self._cus_hours, self._cus_nblk = 0.0 * sums[0], 0.0 * ws[0], 0.0 * hrs[0], 0
         else:
-            self._cus_sum, self._cus_w, self._cus_hours = sums[tail], ws[tail], hrs[tail]
-            self._cus_nblk = int(pos[last_block[tail]] % cb) + 1
+            self._cus_sum, self._cus_w, self._cus_hours = sums[-1], ws[-1], hrs[-1]
+            self._cus_nblk = (self._cus_nblk + lasts[-1]) % cb + 1
         return out
 
     def _fast_gate(self) -> None:
@@ -84,6 +84,7 @@ class SequentialDetectors(FeatureStates):
             normal = (np.minimum(self._theta, 1.0 - self._theta) * rows >= 10.0)
             normal[self._sl["u"]] = True
             self._fast_mask = self._cus_mask & (design <= s.cusum_block_max_design) & quiet & normal
+            self._fast_live = None
 
     def _fast_z(self, sl: slice, means: np.ndarray, weights: np.ndarray,
                 hours: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -93,7 +94,7 @@ class SequentialDetectors(FeatureStates):
             return None
         w = weights[sl]
         ok = w > 0
-        dev = np.where(ok, np.nan_to_num(means[sl]), self._theta) - self._theta
+        dev = np.where(ok, nan_to_num(means[sl]), self._theta) - self._theta
         noise: Any = 0.0
         if self._season_dev is not None:
             assert self._season_var is not None  # set together with _season_dev
@@ -109,7 +110,9 @@ class SequentialDetectors(FeatureStates):
         """One block of the block CUSUM (features in drift sit out)."""
         cus = self._fast
         assert cus is not None  # _fast_z returned statistics
-        hit = cus.step(z, shift, self._fast_mask & ~self._open_arr[self._owner] & ok)
+        if self._fast_live is None:  # kept until a state or the gate changes
+            self._fast_live = self._fast_mask & ~self._open_arr[self._owner]
+        hit = cus.step(z, shift, self._fast_live & ok)
         if hit.any():
             self._fire_cusum(hit, cus, 1, fired)
 

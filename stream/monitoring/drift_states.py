@@ -23,9 +23,11 @@ class FeatureStates(WindowTests):
     """Opening and closing of per-feature drift states over the window tests' statistics."""
 
     def _groups(self) -> list[tuple[str, list[str], int]]:
-        out = [("num", self._num, 0), ("cat", self._cat, len(self._num))]
-        return out + ([("mv", [f"{self._num[i]}|{self._num[j]}" for i, j in zip(*self._pairs, strict=True)], -1)]
-                      if self._mv else [])
+        if not hasattr(self, "_groups_cache"):  # fixed by the profile; read at every firing check
+            out = [("num", self._num, 0), ("cat", self._cat, len(self._num))]
+            self._groups_cache = out + ([("mv", [f"{self._num[i]}|{self._num[j]}"
+                                                 for i, j in zip(*self._pairs, strict=True)], -1)] if self._mv else [])
+        return self._groups_cache
 
     def _fire(self, w: int, last: dict[str, Any], fired: dict[str, list[dict[str, Any]]]) -> None:
         for group, names, _off in self._groups():
@@ -99,10 +101,12 @@ class FeatureStates(WindowTests):
         return all(self.p_value(group, t, float(st[t][j]), st, j) > leave for t in tests)
 
     def _transition(self, index: int, fired: dict[str, list[dict[str, Any]]]) -> list[DriftEvent]:
+        if not fired and not self._open_arr.any():  # the usual block: nothing to open, nothing to close
+            return []
         opened: dict[str, list[str]] = {}
         evidence: dict[str, list[dict[str, Any]]] = {}
         all_names = self._names + [MULTIVARIATE]
-        for name in all_names:
+        for name in all_names if fired else ():
             if name in fired and not self._open[name]:
                 self._set_open(name, True)
                 kind = ("multivariate_drift" if name == MULTIVARIATE else
@@ -113,7 +117,11 @@ class FeatureStates(WindowTests):
                 self._open_features[name] = feats
                 evidence.setdefault(kind, []).extend(fired[name])
         closed = []
-        for name in all_names:
+        # no calm check is due at this block in any window a state may close on: skip the look-ups
+        rw0 = self._resolve_w
+        due = any(self._blocks % st == 0 and self._blocks >= nb
+                  for st, nb in zip(self._sblocks[rw0:], self._wblocks[rw0:], strict=True))
+        for name in all_names if due else ():
             if not self._open[name] or name in fired:
                 continue
             rw = self._calm_window(name)
@@ -135,6 +143,7 @@ class FeatureStates(WindowTests):
         self._open[name], self._calm[name] = state, 0
         j = (self._names + [MULTIVARIATE]).index(name)
         self._open_arr[j] = state
+        self._fast_live = None  # the block CUSUM's channels change with the states
         for cus in (self._cusum, self._fast):  # its CUSUMs start afresh
             if cus is not None:
                 cus.reset(self._owner == j)

@@ -22,6 +22,7 @@ from scipy import special
 
 from stream.monitoring import drift_stats as ds
 from stream.monitoring.drift_core import MonitorCore
+from stream.monitoring.drift_event import nan_to_num
 
 __all__ = ["Picked", "WindowTests"]
 
@@ -98,20 +99,91 @@ def _z_equivalent(t: np.ndarray, df: np.ndarray) -> np.ndarray:
 
 
 
+def _where_kept(keep: np.ndarray, f: Any, *args: Any) -> np.ndarray:
+    """``np.where(keep, f(*args), 0.0)`` with ``f`` evaluated only where kept: the special functions
+    cost per element, and thin windows (most short ones on dependent traffic) discard theirs.
+
+    >>> _where_kept(np.array([True, False]), np.negative, np.array([1.0, 2.0])).tolist()
+    [-1.0, 0.0]
+    """
+    out = np.zeros(keep.shape)
+    if keep.any():
+        out[keep] = f(*((a if a.shape == keep.shape else np.broadcast_to(a, keep.shape))[keep] for a in args))
+    return out
+
+
+def _in_one_call(out: dict[str, Any], queue: list[tuple[str, str, np.ndarray, tuple[np.ndarray, ...]]],
+                 f: Any) -> None:
+    """``out[group][test] = _where_kept(keep, f, *args)`` for every queued ``(group, test, keep, args)``
+    (each ``[check point, n]``), by one call of ``f`` on them side by side (elementwise: the same values).
+
+    >>> out = {"a": {}, "b": {}}
+    >>> _in_one_call(out, [("a", "x", np.array([[True]]), (np.array([[1.0]]),)),
+    ...                    ("b", "y", np.array([[True, False]]), (np.array([2.0, 3.0]),))], np.negative)
+    >>> out["a"]["x"].tolist(), out["b"]["y"].tolist()
+    ([[-1.0]], [[-2.0, 0.0]])
+    """
+    if not queue:
+        return
+    keep = np.concatenate([q[2] for q in queue], axis=-1)
+    args = [np.concatenate([a if a.shape == q[2].shape else np.broadcast_to(a, q[2].shape)
+                            for q in queue for a in (q[3][i],)], axis=-1) for i in range(len(queue[0][3]))]
+    res = _where_kept(keep, f, *args)
+    widths = [q[2].shape[-1] for q in queue]
+    for (group, test, *_), end, width in zip(queue, np.cumsum(widths).tolist(), widths, strict=True):
+        out[group][test] = res[..., end - width : end]
+
+
 class WindowTests(MonitorCore):
     """Window sums, studentised tests, critical values, effect sizes and p-values of a drift monitor."""
 
-    def window_sums(self, nblocks: int, at: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    def window_sums(self, nblocks: int | np.ndarray, at: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Sufficient statistics of the ``nblocks`` blocks ending at block count ``at`` (an array of
         counts: a leading axis; default: now), with their hour-of-day row histogram."""
         end = np.asarray(self._blocks if at is None else at)
         now, past = end % self._ring_len, (end - nblocks) % self._ring_len
         return {key: ring[now] - ring[past] for key, ring in self._ring.items()}
 
-    def _test_window(self, w: int, at: np.ndarray) -> dict[str, Any]:
-        """Studentised statistics of window ``w`` against the reference at block counts ``at``
-        (leading axis), per feature and test."""
-        win = self.window_sums(self._wblocks[w], at)
+    def _constants(self) -> dict[str, Any]:
+        """What the window tests read from the estimates alone, computed once per refresh (dropped by
+        ``DriftMonitor._estimates``): numpy's fixed cost per call is most of a test pass."""
+        if self._wconst is not None:
+            return self._wconst
+        sl, fn, fc, k, kc = self._sl, len(self._num), len(self._cat), self._k, self._kc
+        design = self._lr / self._g0_live  # against the live per-row variance (see DriftMonitor._live_variance)
+        c: dict[str, Any] = {"design": design, "g0m": self._g0 / self._m}
+        if fn:
+            p = self._theta[sl["props"]].reshape(fn, k)
+            dp, dc = design[sl["props"]].reshape(fn, k), design[sl["cum"]].reshape(fn, k - 1)
+            g0c = self._g0[sl["cum"]].reshape(fn, k - 1)
+            # the feature's design effect: its location score's, or the bins' median if larger (a max over
+            # 20 noisy per-bin estimates would make every short window look thin)
+            c["num"] = {"p": p, "p_pos": p > 0, "dp": dp, "d_u": design[sl["u"]],
+                        "d_feat": np.maximum(design[sl["u"]], np.median(dp, axis=-1)),
+                        "d_ks": np.maximum((g0c * dc).sum(axis=-1) / np.maximum(g0c.sum(axis=-1), 1e-12), 1.0)[:, None],
+                        "inv_m_cum": 1.0 / self._m[sl["cum"]].reshape(fn, k - 1),
+                        "slow_sd": np.sqrt(self._slow[sl["u"]] / self._g0[sl["u"]]), **self._rs_constants("props", p)}
+        if fc:
+            p = self._theta[sl["cprops"]].reshape(fc, kc)
+            slow_rel = (self._slow[sl["cprops"]].reshape(fc, kc) * p).sum(axis=-1) / np.maximum(
+                (self._g0[sl["cprops"]].reshape(fc, kc) * p).sum(axis=-1), 1e-12)
+            c["cat"] = {"p": p, "p_pos": p > 0, "dp": design[sl["cprops"]].reshape(fc, kc),
+                        "slow_sd": np.sqrt(slow_rel), **self._rs_constants("cprops", p)}
+        self._wconst = c
+        return c
+
+    def _rs_constants(self, key: str, p: np.ndarray) -> dict[str, Any]:
+        sl = self._sl[key]
+        return {"g0": self._g0[sl].reshape(p.shape), "inv_m": 1.0 / self._m[sl].reshape(p.shape),
+                "slow": self._slow[sl], "one_minus_p": (1 - p).clip(0.5), "sl": sl}
+
+    def _test_window(self, nblocks: np.ndarray, at: np.ndarray) -> dict[str, Any]:
+        """Studentised statistics of the windows of ``nblocks`` blocks ending at block counts ``at``
+        (leading axis: one row per check point, of any window), per feature and test.
+
+        Nothing but the sums depends on the window: one pass tests every window's check points
+        of a segment (numpy's fixed cost per call dominated four passes)."""
+        win = self.window_sums(nblocks, at)
         means, weights = ds.channel_means(win["num"], win["cat"], win["corr"] if self._mv else None,
                                           self._uref, self._rho, self._pairs)
         adj = noise = 0.0
@@ -121,95 +193,102 @@ class WindowTests(MonitorCore):
             # einsum, not BLAS: tiny products, and BLAS threads stall on a busy machine
             adj = np.einsum("lh,hc->lc", share, self._season_dev)
             noise = np.einsum("lh,hc->lc", share * share, self._season_var)
-        delta = np.nan_to_num(means - adj - self._theta)
+        delta = nan_to_num(means - adj - self._theta)  # a fresh array: written into below
         sl, fn, fc, k, kc, L = self._sl, len(self._num), len(self._cat), self._k, self._kc, len(at)
         r = None
         if self._mv:
             r = ds.correlation_from_sums(win["corr"][:, 0], win["corr"][:, 1], win["corr"][:, 2], win["corr"][:, 3])
             delta[:, sl["psi"]] = r[:, self._pairs[0], self._pairs[1]] - self._rho[self._pairs]
         n = np.maximum(weights, 1e-12)
-        design = self._lr / self._g0_live  # against the live per-row variance (see DriftMonitor._live_variance)
+        const = self._constants()
+        design = const["design"]
         extra = self._slow + noise  # [L, C] or [C]
-        var = self._lr / n + self._g0 / self._m + extra
+        var = self._lr / n + const["g0m"] + extra
         out: dict[str, Any] = {"sums": win, "r": r, "num": {}, "cat": {}, "mv": {}}
         min_eff = self.settings.min_effective_rows
 
-        def z(key: str, df: np.ndarray) -> np.ndarray:
-            return np.where(df < min_eff, 0.0, _z_equivalent(delta[:, sl[key]] / np.sqrt(var[:, sl[key]]), df))
+        # the special functions' fixed cost per call: every z (chi-square) test of the pass in one call
+        zq: list[tuple[str, str, np.ndarray, tuple[np.ndarray, ...]]] = []
+        cq: list[tuple[str, str, np.ndarray, tuple[np.ndarray, ...]]] = []
+
+        def z(group: str, test: str, key: str, df: np.ndarray, keep: np.ndarray | None = None) -> None:
+            keep = ~(df < min_eff) if keep is None else keep
+            zq.append((group, test, keep, (delta[:, sl[key]] / np.sqrt(var[:, sl[key]]), df)))
 
         if fn:
-            p = self._theta[sl["props"]].reshape(fn, k)
+            c = const["num"]
+            p, dp, d_feat = c["p"], c["dp"], c["d_feat"]
             counts = win["num"][:, :, :k]
             present = counts.sum(axis=-1)
-            used = (p > 0) | (counts > 0)
-            dp, dc = design[sl["props"]].reshape(fn, k), design[sl["cum"]].reshape(fn, k - 1)
-            # the feature's design effect: its location score's, or the bins' median if larger (a max over
-            # 20 noisy per-bin estimates would make every short window look thin)
-            d_feat = np.maximum(design[sl["u"]], np.median(dp, axis=-1))
+            pres1 = np.maximum(present, 1.0)[..., None]
+            used = c["p_pos"] | (counts > 0)
+            dof = used.sum(axis=-1) - 1
             neff = present / d_feat
-            x2 = self._rao_scott(delta[:, sl["props"]].reshape(L, fn, k), p, dp, used, present, sl["props"], noise)
+            x2 = self._rao_scott(delta[:, sl["props"]].reshape(L, fn, k), c, dp, used, pres1, noise)
             # second order: the bins move together along the location score, with its design effect
             # (bursts of one entity's level), the other directions with the bins' mean one
-            wb = np.where(used, self._g0[sl["props"]].reshape(fn, k), 0.0)
+            wb = np.where(used, c["g0"], 0.0)
             dbar = np.maximum((wb * dp).sum(axis=-1) / np.maximum(wb.sum(axis=-1), 1e-12), 1.0)
-            scale, dof_eff = _satterthwaite(np.maximum(design[sl["u"]] / dbar, 1.0), used.sum(axis=-1) - 1)
+            scale, dof_eff = _satterthwaite(np.maximum(c["d_u"] / dbar, 1.0), dof)
             # KS as Weiss (1978): the unweighted largest cumulative difference, rows scaled by the
             # cumulative indicators' (variance-weighted) design effect; unweighted, so the tails do
             # not weigh more (a burst of one entity lands in them)
             dcum = delta[:, sl["cum"]].reshape(L, fn, k - 1)
             slow_c = np.broadcast_to(extra, (L, extra.shape[-1]))[:, sl["cum"]].reshape(L, fn, k - 1)
-            g0c = self._g0[sl["cum"]].reshape(fn, k - 1)
-            d_ks = np.maximum((g0c * dc).sum(axis=-1) / np.maximum(g0c.sum(axis=-1), 1e-12), 1.0)
-            den = np.sqrt(d_ks[:, None] / np.maximum(present, 1.0)[..., None]
-                          + 1.0 / self._m[sl["cum"]].reshape(fn, k - 1) + 4.0 * slow_c)
+            den = np.sqrt(c["d_ks"] / pres1 + c["inv_m_cum"] + 4.0 * slow_c)
             ks = (np.abs(dcum) / den).max(axis=-1, initial=0.0)
             thin = (neff < min_eff) | (present == 0)
-            out["num"] = {"thin": thin, "ks": np.where(thin, 0.0, ks), "mannwhitney": np.where(thin, 0.0, z("u", neff)),
-                          "chi2": np.where(thin, 0.0, _chi2_equivalent(x2 / scale, used.sum(axis=-1) - 1,
-                                                                        _cell_df(neff, present, p, dp, used), dof_eff)),
-                          "dof": np.maximum(used.sum(axis=-1) - 1, 0),
-                          "missing": z("miss", weights[:, sl["miss"]] / design[sl["miss"]]),
+            out["num"] = {"thin": thin, "ks": np.where(thin, 0.0, ks), "mannwhitney": None, "chi2": None,
+                          "dof": np.maximum(dof, 0), "missing": None,
                           "n": present, "n_rows": present + win["num"][:, :, k],
-                          "design_effect": np.broadcast_to(d_feat, (L, fn)),
-                          "slow_sd": np.broadcast_to(np.sqrt(self._slow[sl["u"]] / self._g0[sl["u"]]), (L, fn))}
+                          "design_effect": np.repeat(d_feat[None], L, axis=0),
+                          "slow_sd": np.repeat(c["slow_sd"][None], L, axis=0)}
+            z("num", "mannwhitney", "u", neff, ~thin)  # thin covers neff < min_eff
+            cq.append(("num", "chi2", ~thin, (x2 / scale, dof, _cell_df(neff, present, p, dp, used), dof_eff)))
+            z("num", "missing", "miss", weights[:, sl["miss"]] / design[sl["miss"]])
         if fc:
-            p = self._theta[sl["cprops"]].reshape(fc, kc)
+            c = const["cat"]
+            p, dp = c["p"], c["dp"]
             counts = win["cat"][:, :, :kc]
             present = counts.sum(axis=-1)
-            used = (p > 0) | (counts > 0)
-            dp = design[sl["cprops"]].reshape(fc, kc)
-            gp = np.where(used, self._g0[sl["cprops"]].reshape(fc, kc), 0.0)
+            used = c["p_pos"] | (counts > 0)
+            dof = used.sum(axis=-1) - 1
+            gp = np.where(used, c["g0"], 0.0)
             d_feat = np.maximum((gp * dp).sum(axis=-1) / np.maximum(gp.sum(axis=-1), 1e-12), 1.0)
             neff = present / d_feat
-            x2 = self._rao_scott(delta[:, sl["cprops"]].reshape(L, fc, kc), p, dp, used, present, sl["cprops"], noise)
+            x2 = self._rao_scott(delta[:, sl["cprops"]].reshape(L, fc, kc), c, dp, used,
+                                 np.maximum(present, 1.0)[..., None], noise)
             thin = (neff < min_eff) | (present == 0)
-            slow_rel = (self._slow[sl["cprops"]].reshape(fc, kc) * p).sum(axis=-1) / np.maximum(
-                (self._g0[sl["cprops"]].reshape(fc, kc) * p).sum(axis=-1), 1e-12)
-            chi2 = _chi2_equivalent(x2, used.sum(axis=-1) - 1, _cell_df(neff, present, p, dp, used))
-            out["cat"] = {"thin": thin, "chi2": np.where(thin, 0.0, chi2),
-                          "dof": np.maximum(used.sum(axis=-1) - 1, 0),
-                          "missing": z("cmiss", weights[:, sl["cmiss"]] / design[sl["cmiss"]]), "n": present,
-                          "n_rows": present + win["cat"][:, :, kc], "design_effect": np.broadcast_to(d_feat, (L, fc)),
-                          "slow_sd": np.broadcast_to(np.sqrt(slow_rel), (L, fc))}
+            out["cat"] = {"thin": thin, "chi2": None, "dof": np.maximum(dof, 0), "missing": None, "n": present,
+                          "n_rows": present + win["cat"][:, :, kc], "design_effect": d_feat,
+                          "slow_sd": np.repeat(c["slow_sd"][None], L, axis=0)}
+            # no Satterthwaite correction: the degrees of freedom themselves (as floats: the same values)
+            cq.append(("cat", "chi2", ~thin, (x2, dof, _cell_df(neff, present, p, dp, used),
+                                              np.maximum(dof, 1).astype(float))))
+            z("cat", "missing", "cmiss", weights[:, sl["cmiss"]] / design[sl["cmiss"]])
         if self._mv:
-            out["mv"] = {"correlation": z("psi", weights[:, sl["psi"]] / design[sl["psi"]]),
-                         "correlation_change": np.abs(delta[:, sl["psi"]]),
-                         "design_effect": np.broadcast_to(design[sl["psi"]], (L, sl["psi"].stop - sl["psi"].start)),
+            out["mv"] = {"correlation": None, "correlation_change": np.abs(delta[:, sl["psi"]]),
+                         "design_effect": np.repeat(design[None, sl["psi"]], L, axis=0),
                          "n": weights[:, sl["psi"]]}
+            z("mv", "correlation", "psi", weights[:, sl["psi"]] / design[sl["psi"]])
+        _in_one_call(out, zq, _z_equivalent)
+        _in_one_call(out, cq, _chi2_equivalent)
         return out
 
-    def _rao_scott(self, delta: np.ndarray, p: np.ndarray, design: np.ndarray, used: np.ndarray,
-                   present: np.ndarray, sl: slice, noise: Any) -> np.ndarray:
+    @staticmethod
+    def _rao_scott(delta: np.ndarray, c: dict[str, Any], design: np.ndarray, used: np.ndarray,
+                   pres1: np.ndarray, noise: Any) -> np.ndarray:
         """Pearson chi-square of the bin (category) shares with each share's variance from its own
         design effect, at least the variance-weighted mean design effect of the feature (first-order
-        Rao-Scott; a rare bin's few clusters do not make it count more). Leading axis: check points."""
-        g0 = self._g0[sl].reshape(p.shape)
+        Rao-Scott; a rare bin's few clusters do not make it count more). Leading axis: check points;
+        ``c``: the group's constants, ``pres1``: rows present (at least 1)."""
+        g0 = c["g0"]
         w = np.where(used, g0, 0.0)
         mean_d = (w * design).sum(axis=-1) / np.maximum(w.sum(axis=-1), 1e-12)
         d = np.maximum(design, mean_d[..., None])
-        extra = (self._slow[sl] + (noise[:, sl] if np.ndim(noise) else 0.0)).reshape((-1,) + p.shape)
-        var = g0 * (d / np.maximum(present, 1.0)[..., None] + 1.0 / self._m[sl].reshape(p.shape)) + extra
-        return np.where(used, delta**2 / var * (1 - p).clip(0.5), 0.0).sum(axis=-1)
+        extra = (c["slow"] + (noise[:, c["sl"]] if np.ndim(noise) else 0.0)).reshape((-1,) + g0.shape)
+        var = g0 * (d / pres1 + c["inv_m"]) + extra
+        return np.where(used, delta**2 / var * c["one_minus_p"], 0.0).sum(axis=-1)
 
     def crit(self, w: int, group: str, st: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Critical value of every test of ``group`` in window ``w``."""
@@ -265,20 +344,21 @@ class WindowTests(MonitorCore):
         return float(2.0 * special.ndtr(-abs(stat)))
 
 
-    def _any_significant(self, w: int, st: dict[str, Any]) -> np.ndarray:
-        """Per check point: does any test pass its critical value (before effect gates and state)?"""
+    def _any_significant(self, wi: np.ndarray, st: dict[str, Any]) -> np.ndarray:
+        """Per check point (of window ``wi[row]``): does any test pass its critical value (before
+        effect gates and state)?"""
         cal, fn = self.calibration, len(self._num)
-        hit = np.zeros(len(next(iter(st["sums"].values()))), dtype=bool)
+        hit = np.zeros(len(wi), dtype=bool)
+        z_crit = cal.z_crit[wi]
         if st["num"]:
             g = st["num"]
-            hit |= (g["ks"] > cal.ks_crit[w]).any(axis=-1) | (g["mannwhitney"] > cal.z_crit[w, :fn]).any(axis=-1)
-            hit |= (g["missing"] > cal.z_crit[w, :fn]).any(axis=-1)
-            hit |= (g["chi2"] > cal.chi2_crit[w, np.arange(fn), g["dof"]]).any(axis=-1)
+            hit |= (g["ks"] > cal.ks_crit[wi]).any(axis=-1) | (g["mannwhitney"] > z_crit[:, :fn]).any(axis=-1)
+            hit |= (g["missing"] > z_crit[:, :fn]).any(axis=-1)
+            hit |= (g["chi2"] > cal.chi2_crit[wi[:, None], np.arange(fn), g["dof"]]).any(axis=-1)
         if st["cat"]:
             g, fc = st["cat"], len(self._cat)
-            hit |= (g["missing"] > cal.z_crit[w, fn:]).any(axis=-1)
-            hit |= (g["chi2"] > cal.chi2_crit[w, fn + np.arange(fc), g["dof"]]).any(axis=-1)
+            hit |= (g["missing"] > z_crit[:, fn:]).any(axis=-1)
+            hit |= (g["chi2"] > cal.chi2_crit[wi[:, None], fn + np.arange(fc), g["dof"]]).any(axis=-1)
         if st["mv"]:
-            hit |= (st["mv"]["correlation"] > cal.corr_crit[w]).any(axis=-1)
+            hit |= (st["mv"]["correlation"] > cal.corr_crit[wi][:, None]).any(axis=-1)
         return hit
-

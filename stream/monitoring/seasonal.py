@@ -66,7 +66,8 @@ class SeasonalProfile:
         rank = np.empty(idx.size, dtype=np.int64)
         rank[order] = np.arange(idx.size) - first
         w_all = np.where(frozen[idx] | ~(weights[idx] > 0), 0.0, weights[idx])
-        x_all = np.nan_to_num(means[idx])
+        x_all = means[idx]
+        x_all = x_all if np.isfinite(x_all).all() else np.nan_to_num(x_all)  # fancy indexing: a copy
         for r in range(int(rank.max()) + 1):
             sel = np.flatnonzero(rank == r)
             hr, w = h[sel], w_all[sel]
