@@ -166,6 +166,23 @@ class Metrics:
                 m.alert_deliveries.labels(channel, outcome)
         return m
 
+    def use_score_buckets(self, buckets: tuple[float, ...]) -> None:
+        """Replace the score histogram by one with these buckets (before any score is observed:
+        a regression model's scores are not probabilities).
+
+        >>> m = Metrics.create()
+        >>> m.use_score_buckets((10.0, 100.0))
+        >>> m.observe_scores("price", np.array([5.0, 50.0, 500.0]))
+        >>> m.registry.get_sample_value("mlstream_score_bucket", {"model": "price", "le": "100.0"})
+        2.0
+        """
+        if tuple(self.score._upper_bounds[:-1]) == tuple(buckets):
+            return
+        self.registry.unregister(self.score)
+        # frozen so that no caller rebinds a metric by accident; this is the one replacement
+        object.__setattr__(self, "score", Histogram(self.score._name, self.score._documentation, ["model"],
+                                                    buckets=buckets, registry=self.registry))
+
     def observe_scores(self, model: str, scores: Any) -> None:
         """Add a batch of scores to the score histogram in one step (not one call per score).
 
@@ -190,3 +207,26 @@ class Metrics:
             if n:
                 bucket.inc(n)
         child._sum.inc(float(values.sum()))
+
+
+def score_buckets(task: str, reference_profile: dict[str, Any] | None, most: int = 20) -> tuple[float, ...]:
+    """The score histogram's buckets: probabilities for a classifier; for a regression model
+    the quantile edges of its reference scores (the distribution it was trained to produce),
+    at most ``most`` of them, else powers of ten.
+
+    >>> score_buckets("classification", None)[:3]
+    (0.05, 0.1, 0.15)
+    >>> score_buckets("regression", {"features": [{"name": "score", "edges": [12.5, 40.0, 90.25]}]})
+    (12.5, 40.0, 90.25)
+    >>> score_buckets("regression", None)[:3]
+    (-1000000.0, -100000.0, -10000.0)
+    """
+    if task != "regression":
+        return SCORE_BUCKETS
+    for feature in (reference_profile or {}).get("features", []):
+        if feature.get("name") == "score" and feature.get("edges"):
+            edges = sorted({round(float(e), 6) for e in feature["edges"] if np.isfinite(e)})
+            step = max(1, -(-len(edges) // most))  # every step-th edge: at most ``most`` buckets
+            return tuple(edges[::step])
+    powers = [10.0 ** k for k in range(-2, 7)]
+    return tuple(sorted([-p for p in powers] + [0.0] + powers))

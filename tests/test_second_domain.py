@@ -23,7 +23,7 @@ async def test_sensor_domain_runs_end_to_end(make_settings, start_worker, tmp_pa
     settings = make_settings(domain="tests.sensor_domain:DOMAIN", model_name="power",
                              model_store=tmp_path / "store")
     await ensure_topics(settings)
-    start_worker(settings, roles=("scorer", "monitor"))
+    worker = start_worker(settings, roles=("scorer", "monitor"))
 
     live, _ = readings(500, seed=2)
     live.append({**live[0], "reading_id": "bad", "load_pct": 140.0})  # out of range
@@ -45,3 +45,12 @@ async def test_sensor_domain_runs_end_to_end(make_settings, start_worker, tmp_pa
     assert 10 < sample["score"] < 120  # a power in kW, not a probability
     dead = await read_topic(settings, settings.topics.dead_letter)
     assert [dict(r.headers)["mlstream.error.reason"] for r in dead] == [b"out_of_range"]
+
+    # the score histogram's buckets are the reference scores' quantile edges (kW), not probabilities
+    reg = worker.metrics.registry
+    buckets = sorted(float(s.labels["le"]) for f in reg.collect() if f.name == "mlstream_score"
+                     for s in f.samples if s.name == "mlstream_score_bucket" and s.labels["le"] != "+Inf")
+    assert len(buckets) >= 5 and buckets[0] > 1.0 and buckets[-1] < 500, buckets
+    assert reg.get_sample_value("mlstream_score_count", {"model": "power"}) == 500
+    below = reg.get_sample_value("mlstream_score_bucket", {"model": "power", "le": str(buckets[len(buckets) // 2])})
+    assert 100 < below < 400  # the middle edge splits the live scores roughly in half

@@ -34,7 +34,7 @@ from stream.kafka import (
     stop_quietly,
     within,
 )
-from stream.metrics import Metrics
+from stream.metrics import Metrics, score_buckets
 from stream.registry import ModelStore
 from stream.scoring.commits import Commits
 from stream.scoring.feed import FeedReader
@@ -62,6 +62,7 @@ class ScoringWorker:
         self.store = ModelStore(settings.model_store)
         model = load_model(self.store, settings.model_name, domain.features.columns)
         self._announce(model, "load_ok")
+        metrics.use_score_buckets(score_buckets(domain.task, model.card.reference_profile))
         self.policy = ErrorPolicy.from_settings(settings, metrics)
         self.scorer = BatchScorer(domain, model, metrics, emit_features=emit_features,
                                   policy=self.policy, max_future_s=settings.scoring.max_future_s)
