@@ -102,7 +102,7 @@ def end_to_end_latency() -> timeseries.Panel:
 
 def stage_latency() -> timeseries.Panel:
     return (default_timeseries("Stage latency p95", "Time per micro-batch in each stage "
-                               "(validate, features, score, serialize, produce).", "s")
+                               "(validate, features, score, serialize, produce; monitor: one monitor poll's work).", "s")
             .with_target(query("histogram_quantile(0.95, sum by (le, stage) "
                                f"(rate(mlstream_stage_duration_seconds_bucket{{{INST}}}[{RATE}])))",
                                "{{stage}}")))

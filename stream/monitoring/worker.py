@@ -76,6 +76,7 @@ class MonitorWorker:
         self.settings = settings
         self.create_topics = create_topics  # recreate topics that disappear (else stop)
         self.metrics = metrics
+        self._stage = metrics.stage_latency.labels("monitor")  # one poll's work, waits excluded
         self.store = ModelStore(settings.model_store)
         self.monitors: dict[str, ModelMonitor] = {}
         self.joiner = LabelJoiner(ttl_s=settings.monitor.label_ttl_s,
@@ -203,6 +204,7 @@ class MonitorWorker:
         s = self.settings
         deadline = s.kafka.request_deadline_s
         batches = await consumer.getmany(timeout_ms=100, max_records=500)
+        t0 = time.perf_counter()
         labels = {tp: recs for tp, recs in batches.items() if tp.topic == s.topics.labels}
         self.hold({tp: recs for tp, recs in batches.items() if tp.topic == s.topics.features},
                   time.monotonic())
@@ -214,6 +216,7 @@ class MonitorWorker:
             return bool(batches)
         drift, retrain = self.handle(released, [r for recs in labels.values() for r in recs],
                                      time.time())
+        self._stage.observe(time.perf_counter() - t0)  # decode, merge, tests, label join
         futures = []
         dead, self._dead = self._dead, []
         for partition, message in dead:
