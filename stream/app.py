@@ -65,7 +65,7 @@ async def run_worker(settings: Settings, roles: Sequence[str] = ROLES, *,
     grace = settings.shutdown_grace_s
     for sig in (signal.SIGINT, signal.SIGTERM) if handle_signals else ():
         try:
-            loop.add_signal_handler(sig, _on_signal, stop, grace)
+            loop.add_signal_handler(sig, stop_within, stop, grace)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
     server = serve(metrics.registry, metrics.health, settings.metrics_host, settings.metrics_port)
@@ -146,7 +146,7 @@ async def _wind_down(tasks: list[asyncio.Future[None]], grace_s: float) -> None:
             task.exception()  # retrieved: reported by the caller or logged by the stage
 
 
-def _on_signal(stop: asyncio.Event, grace_s: float) -> None:
+def stop_within(stop: asyncio.Event, grace_s: float) -> None:
     """First signal: stop. A watchdog thread ends the process if it is still alive after the
     grace period (an event loop blocked in a call that never returns)."""
     if stop.is_set():

@@ -40,13 +40,13 @@ def cmd_trainer(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.log_level, settings.log_format, settings.errors.log_repeat_interval_s)
 
-    from stream.app import _on_signal
+    from stream.app import stop_within
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):  # stop, with a watchdog after the grace period
-            loop.add_signal_handler(sig, _on_signal, stop, settings.shutdown_grace_s)
+            loop.add_signal_handler(sig, stop_within, stop, settings.shutdown_grace_s)
         await run_trainer(settings, stop)
 
     asyncio.run(main())

@@ -136,6 +136,7 @@ def _child_main(settings: Settings, conn: Connection, interval_s: float, create_
 
 
 async def _child_run(settings: Settings, conn: Connection, interval_s: float, create_topics: bool) -> None:
+    from stream.app import stop_within
     from stream.kafka import wait_for_broker
     from stream.monitoring.worker import MonitorWorker
 
@@ -143,8 +144,11 @@ async def _child_run(settings: Settings, conn: Connection, interval_s: float, cr
     metrics.health.register("monitor")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    sender = SnapshotSender(conn, on_gone=lambda: loop.call_soon_threadsafe(stop.set))  # parent gone: stop too
+    grace = settings.shutdown_grace_s
+    # SIGTERM, or the parent gone (SIGKILLed: nobody would terminate this orphan): stop, and
+    # exit after the grace period even if a broker that stopped answering holds the shutdown
+    loop.add_signal_handler(signal.SIGTERM, stop_within, stop, grace)
+    sender = SnapshotSender(conn, on_gone=lambda: loop.call_soon_threadsafe(stop_within, stop, grace))
 
     async def relay() -> None:
         while not stop.is_set():

@@ -180,3 +180,36 @@ def test_sigterm_stops_the_trainer_within_the_grace_period_even_when_the_broker_
         if trainer.poll() is None:
             stop_process(trainer)
         broker.stop()
+
+
+def test_a_monitor_process_whose_worker_died_stops_within_the_grace_period(make_settings):
+    """The worker SIGKILLed (nobody will terminate its monitor process) while the broker stops
+    answering: the orphan notices its parent is gone and exits within the grace period."""
+    import multiprocessing
+
+    from stream.stage_process import _child_main
+
+    broker = EmbeddedBroker().start()
+    assert broker.process is not None
+    settings = make_settings(kafka={"bootstrap_servers": broker.bootstrap, "request_deadline_s": 5},
+                             shutdown_grace_s=4)
+    asyncio.run(ensure_topics(settings))
+    ctx = multiprocessing.get_context("spawn")
+    receiver, sender = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child_main, args=(settings, sender, 0.2, False), daemon=True)
+    proc.start()
+    sender.close()
+    try:
+        assert receiver.poll(60), "the monitor process sent no snapshot"
+        receiver.recv()
+        os.kill(broker.process.pid, signal.SIGSTOP)  # every Kafka call now hangs
+        receiver.close()  # the parent is gone
+        began = time.monotonic()
+        proc.join(settings.shutdown_grace_s + 15)
+        assert not proc.is_alive(), "the orphaned monitor process is still running"
+        assert time.monotonic() - began <= settings.shutdown_grace_s + 15
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        os.kill(broker.process.pid, signal.SIGCONT)
+        broker.stop()
