@@ -173,8 +173,9 @@ async def _child_run(settings: Settings, conn: Connection, interval_s: float, cr
 class SnapshotSender:
     """Sends the child's newest snapshot to the parent from a thread of its own.
 
-    A pipe holds 64 KiB and a snapshot is larger: sent from the monitor's loop, every send
-    waited for the parent's reader, and a reader that stopped froze the monitor for good. Here
+    A pipe holds 64 KiB, less than two snapshots (36 kB for the demo domain): sent from the
+    monitor's loop, a send waited whenever the parent's reader was one snapshot behind, and a
+    reader that stopped froze the monitor for good. Here
     the loop only drops the snapshot into one slot (a newer one replaces a snapshot not yet
     sent: bounded) and goes on.
 
