@@ -18,9 +18,9 @@ drifted stretch so that events fire)."""
 from __future__ import annotations
 
 import argparse
-import os
 import cProfile
 import json
+import os
 import pstats
 import sys
 import time
@@ -35,23 +35,12 @@ try:
 except ImportError:
     pass
 
-from stream.examples.payments import DOMAIN
-from stream.examples.simulate import simulated
 from stream.monitoring.drift import DriftMonitor
-from stream.monitoring.profile import ReferenceProfile
+from stream.tools.bench_realistic import demo_monitor_input
 
 
 def setup(n: int = 60_000, seed: int = 0):
-    data = simulated(n, seed)
-    X = DOMAIN.offline_features(data.events)
-    cols = DOMAIN.monitored_columns(DOMAIN.columns(data.events), X)
-    cols["score"] = 1.0 / (1.0 + np.exp(-np.nan_to_num(cols["amount_zscore"])))
-    kinds = {**DOMAIN.features.monitored, "score": "numeric"}
-    half = n // 2
-    profile = ReferenceProfile.from_columns({k: v[:half] for k, v in cols.items()}, kinds, seed=0)
-    live = {k: v[half:] for k, v in cols.items()}
-    ts = np.asarray([e["ts"] for e in data.events[half:]], dtype=float)
-    return profile, live, ts
+    return demo_monitor_input(n, seed)  # the input make bench-drift times
 
 
 def with_missing(live, ts, seed: int = 1):

@@ -169,18 +169,12 @@ def run_task(task: tuple[str, str, str, int, int]) -> dict[str, Any]:
     return res
 
 
-def monitor_throughput(rows: int = 200_000, batch: int = 2_000, seed: int = 0) -> dict[str, float]:
-    """Rows per second of :meth:`DriftMonitor.update_batch` on the demo (payments) domain's monitored
-    columns plus a score, in micro-batches of ``batch`` rows, on one core (no Kafka, no decoding).
-
-    Runs with one BLAS thread (as a worker should: tiny products, and BLAS threads spin on a busy
-    machine) when threadpoolctl is installed."""
-    import time
-
+def demo_monitor_input(n: int = 60_000, seed: int = 0) -> tuple[ReferenceProfile, dict[str, Any], np.ndarray]:
+    """The demo (payments) domain's monitored columns plus a score for ``n`` simulated events: a
+    reference profile of the first half, and the second half's columns and event times."""
     from stream.examples.payments import DOMAIN
     from stream.examples.simulate import simulated
 
-    n = 60_000
     data = simulated(n, seed)
     X = DOMAIN.offline_features(data.events)
     cols = DOMAIN.monitored_columns(DOMAIN.columns(data.events), X)
@@ -190,10 +184,23 @@ def monitor_throughput(rows: int = 200_000, batch: int = 2_000, seed: int = 0) -
     profile = ReferenceProfile.from_columns({k: v[:half] for k, v in cols.items()}, kinds, seed=0)
     live = {k: v[half:] for k, v in cols.items()}
     ts = np.asarray([e["ts"] for e in data.events[half:]], dtype=float)
+    return profile, live, ts
+
+
+def monitor_throughput(rows: int = 200_000, batch: int = 2_000, seed: int = 0) -> dict[str, float]:
+    """Rows per second of :meth:`DriftMonitor.update_batch` on the demo (payments) domain's monitored
+    columns plus a score, in micro-batches of ``batch`` rows, on one core (no Kafka, no decoding).
+
+    Runs with one BLAS thread (as a worker should: tiny products, and BLAS threads spin on a busy
+    machine) when threadpoolctl is installed."""
+    import time
+
+    profile, live, ts = demo_monitor_input(seed=seed)
+    n = len(ts)
     mon = DriftMonitor(profile)
     done, t0, c0 = 0, time.perf_counter(), time.process_time()
     while done < rows:
-        s = done % (n - half - batch)
+        s = done % (n - batch)
         mon.update_batch({k: v[s : s + batch] for k, v in live.items()}, ts=ts[s : s + batch])
         done += batch
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
