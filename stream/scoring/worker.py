@@ -3,8 +3,8 @@
 Scale-out is Kafka's: every worker joins the consumer group ``<app_id>-scorer`` and owns some
 partitions of the events topic. At-least-once: input offsets are committed only after every
 output of their batch (predictions, dead letters, changelog, feature batch) is acknowledged
-(:mod:`stream.scoring.commits`). On assignment a worker rebuilds each partition's entity state from the changelog before it
-processes that partition.
+(:mod:`stream.scoring.commits`). On assignment a worker rebuilds each partition's entity state
+from the changelog before it processes that partition.
 """
 
 from __future__ import annotations
