@@ -125,6 +125,10 @@ class ScoringSettings(Section):
     # exactly_once only: how long the broker keeps a crashed worker's transaction open (and
     # read_committed readers wait behind it) before aborting it
     transaction_timeout_ms: int = Field(default=10_000, ge=1_000, le=900_000)
+    # Share of entities (a stable hash of entity id and challenger version) served by the
+    # challenger while it is in shadow; 0 serves nobody. Its rows on ``predictions`` carry its
+    # version; the champion is still measured on every event.
+    canary_share: float = Field(default=0.0, ge=0, le=0.5)
 
 
 def _drift_config() -> type[BaseModel]:

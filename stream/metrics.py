@@ -67,6 +67,7 @@ class Metrics:
     live_loss: Gauge
     shadow_labelled: Gauge
     shadow_verdicts: Counter
+    canary_share: Gauge
     # readiness of the roles running in this process, served on /ready (not a Prometheus metric)
     health: Health = field(default_factory=Health)
 
@@ -150,6 +151,9 @@ class Metrics:
                                   ["model", "version", "role"], registry=r),
             shadow_verdicts=Counter(name("shadow_verdicts"), "Live comparison verdicts published.",
                                     ["model", "role", "verdict"], registry=r),
+            canary_share=Gauge(name("canary_share"),
+                               "Share of entities served by the challenger in shadow (absent: no canary).",
+                               ["model", "version"], registry=r),
         )
         for outcome in MODEL_LOAD_OUTCOMES:
             m.model_loads.labels(outcome)

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import orjson
+import pytest
 
 from stream.config import Settings
 from stream.examples.payments import DOMAIN
@@ -22,6 +23,7 @@ from stream.messages import ShadowVerdict, decode
 from stream.metrics import Metrics
 from stream.model_feed import publish
 from stream.registry import ModelStore
+from stream.scoring.canary import Canary, in_canary
 from stream.scoring.model import load_model
 from stream.scoring.pipeline import BatchScorer
 from stream.scoring.shadow import ShadowScorer
@@ -151,6 +153,51 @@ def test_a_shadow_that_raises_or_scores_nan_never_touches_the_champions_outputs(
                                                      "outcome": "failed"}) == 300
 
 
+def test_a_canary_serves_a_stable_share_of_entities_with_the_challengers_scores(model_store):
+    store = ModelStore(model_store)
+    metrics = Metrics.create()
+    champion = load_model(store, "fraud", DOMAIN.features.columns)
+    save_version(model_store, "2", inverted_model(v1_bytes(model_store)), promote=False)
+    challenger = load_model(store, "fraud", DOMAIN.features.columns, "2")
+    canary = Canary(0.3)
+    scorer = BatchScorer(DOMAIN, champion, metrics, max_future_s=86_400, canary=canary)
+    events = list(PaymentSimulator(seed=4).events(600))
+    records = [SimpleNamespace(topic="events", partition=0, offset=i, key=item.key, value=item.value,
+                               timestamp=1_750_000_000_000, headers=[]) for i, item in enumerate(events)]
+
+    def run(batch):
+        out = scorer.process({0: batch}, {0: EntityStore(DOMAIN.features.state_width)}, now=1_750_000_000.0)
+        po = out.partitions[0]
+        return [orjson.loads(v) for v in po.prediction_values], po
+
+    alone, _ = run(records)  # no challenger yet: the champion serves everyone
+    assert {p["model_version"] for p in alone} == {"1"}
+    canary.follow(challenger)
+    served, po = run(records)
+    entities = [p["entity_id"] for p in served]
+    chosen = in_canary(entities, "2", 0.3)
+    assert 0.15 < chosen.mean() < 0.45
+    for p, mine, before, champion_score in zip(served, chosen.tolist(), alone, po.scores.tolist(), strict=True):
+        assert p["event_id"] == before["event_id"]
+        assert p["model_version"] == ("2" if mine else "1")
+        # the inverted challenger's score where it serves; the champion still measured on every row
+        assert p["score"] == pytest.approx(1 - champion_score if mine else champion_score, abs=1e-6)
+    assert po.scores.tolist() == [p["score"] for p in alone]  # the monitor sees the champion's scores
+    get = metrics.registry.get_sample_value
+    assert get("mlstream_predictions_total", {"model": "fraud", "version": "2"}) == chosen.sum()
+    assert get("mlstream_predictions_total", {"model": "fraud", "version": "1"}) == 2 * 600 - chosen.sum()
+
+    # a challenger that scores NaN or raises on live data: the champion serves its entities
+    for predict in (lambda X: np.full(len(X), np.nan), lambda X: 1 / 0):
+        canary.follow(SimpleNamespace(version="2", card=champion.card, predict=predict))  # type: ignore[arg-type]
+        broken, _ = run(records)
+        assert [(p["model_version"], p["score"]) for p in broken] == [("1", p["score"]) for p in alone]
+    canary.follow(None)  # rejected or promoted: nobody is served by it any more
+    assert {p["model_version"] for p in run(records)[0]} == {"1"}
+    with pytest.raises(ValueError, match="canary share"):
+        Canary(0.9)
+
+
 # -- end to end on the embedded broker ------------------------------------------------------
 
 
@@ -202,7 +249,7 @@ async def test_a_shadow_is_scored_beside_the_champion_then_promoted_on_live_labe
         sim = PaymentSimulator(seed=21)
         sent = await produce(settings, sim, 3_000, rate=0, label_delay=500)
         sent = await drive(settings, sim, sent, lambda: decisions(metrics, "promote") >= 1 or trainer.done())
-        swapped = lambda: (reg.get_sample_value("mlstream_model_loads_total", {"outcome": "swap_ok"}) or 0) >= 1  # noqa: E731
+        swapped = lambda: (reg.get_sample_value("mlstream_model_loads_total", {"outcome": "swap_ok"}) or 0) >= 1
         assert await wait_until(swapped, 30)
         # the guard after the promotion: version 1 scored beside 2 until its verdict
         sent = await drive(settings, sim, sent, lambda: decisions(metrics, "keep") >= 1 or trainer.done())
@@ -247,6 +294,42 @@ async def test_a_shadow_is_scored_beside_the_champion_then_promoted_on_live_labe
         await asyncio.wait_for(trainer, 60)
 
 
+async def test_a_canary_serves_its_entities_until_the_challenger_is_rejected(make_settings, model_store, start_worker):
+    settings = make_settings(scoring={"model_poll_interval_s": 0.2, "canary_share": 0.25},
+                             model_feed={"mode": "store"})
+    await ensure_topics(settings)
+    store = ModelStore(model_store)
+    save_version(model_store, "2", inverted_model(v1_bytes(model_store)), promote=False)
+    store.set_state("fraud", "2", "shadow", "passed the holdout")
+    worker = start_worker(settings, roles=("scorer",))
+    reg = worker.metrics.registry
+    sim = PaymentSimulator(seed=23)
+    sent = await produce(settings, sim, 2_000, rate=0)
+    share = lambda: reg.get_sample_value("mlstream_canary_share", {"model": "fraud", "version": "2"})
+    assert await wait_until(lambda: (reg.get_sample_value("mlstream_events_valid_total") or 0) >= 1_900, 60)
+    assert share() == 0.25
+    store.set_state("fraud", "2", "rejected", "worse than the champion on live labels")
+    assert await wait_until(lambda: share() is None, 30)  # the canary is off
+    tail = sent
+    sent += await produce(settings, sim, 1_000, rate=0, start=sent)
+
+    predictions = await outputs(settings, sent)
+    ids = [p["event_id"] for p in predictions]
+    assert len(ids) == len(set(ids)) == sent  # none lost, none scored twice
+    early = [p for p in predictions if int(p["event_id"].rsplit("-", 1)[1]) < tail]
+    chosen = in_canary([p["entity_id"] for p in early], "2", 0.25)
+    assert 0.1 < chosen.mean() < 0.4
+    assert [p["model_version"] for p in early] == ["2" if c else "1" for c in chosen.tolist()]
+    # the challenger is still compared on every event, canary or not
+    shadow = [orjson.loads(r.value) for r in await read_all(settings, settings.topics.shadow_predictions)]
+    assert {s["event_id"] for s in shadow} >= {p["event_id"] for p in early}
+    by_id = {p["event_id"]: p for p in early}
+    assert all(abs(by_id[s["event_id"]]["score"] - s["score"]) < 1e-9 for s in shadow
+               if s["event_id"] in by_id and by_id[s["event_id"]]["model_version"] == "2")
+    # rejected: from then on the champion serves everyone
+    assert {p["model_version"] for p in predictions if int(p["event_id"].rsplit("-", 1)[1]) >= tail} == {"1"}
+
+
 async def test_a_bad_promotion_is_rolled_back_by_the_guard(make_settings, model_store, start_worker):
     with SlackStandIn() as slack:
         settings = make_settings(trainer={"guard_labels": 1_000, "bootstrap": 300},
@@ -268,7 +351,7 @@ async def test_a_bad_promotion_is_rolled_back_by_the_guard(make_settings, model_
             save_version(model_store, "2", inverted_model(v1_bytes(model_store)), promote=True)
             await publish(settings, store, "fraud", "promoted by hand")  # what `models promote` does
             assert store.guarded_version("fraud") == "1"
-            swaps = lambda n: (lambda: (reg.get_sample_value(  # noqa: E731
+            swaps = lambda n: (lambda: (reg.get_sample_value(
                 "mlstream_model_loads_total", {"outcome": "swap_ok"}) or 0) >= n)
             assert await wait_until(swaps(1), 30)
             sent = await drive(settings, sim, sent, lambda: decisions(metrics, "rollback") >= 1 or trainer.done())

@@ -21,6 +21,7 @@ from stream.errors import ValidationError
 from stream.messages import DeadLetter, FeatureBatch, Message, Prediction, encode
 from stream.metrics import Metrics
 from stream.schema import DEAD_LETTER_REASONS
+from stream.scoring.canary import Canary
 from stream.scoring.model import Model
 from stream.scoring.state import EntityStore
 
@@ -104,8 +105,10 @@ class BatchScorer:
     MAX_RESCORE_ROUNDS = 3  # rounds of "drop the rows the model fails on, recompute features"
 
     def __init__(self, domain: Domain, model: Model, metrics: Metrics, *, emit_features: bool = True,
-                 policy: ErrorPolicy | None = None, max_future_s: float = math.inf):
+                 policy: ErrorPolicy | None = None, max_future_s: float = math.inf,
+                 canary: Canary | None = None):
         self.domain = domain
+        self.canary = canary  # a share of entities served by the challenger in shadow
         self.model = model
         self.metrics = metrics
         self.emit_features = emit_features
@@ -158,7 +161,7 @@ class BatchScorer:
         scored_ms = int(now * 1000)
         name, version = model.name, model.version
         low, high = (0.0, 1.0) if model.card.task == "classification" else (-math.inf, math.inf)
-        at = 0
+        at = canary_n = 0
         for p in parts:
             part = out.partitions[p.partition]
             for i, err in p.failed.items():
@@ -189,14 +192,21 @@ class BatchScorer:
             ids = cols[id_field].tolist()
             keys = [p.keys[i] for i in good.tolist()]
             part.prediction_keys = [k.encode() for k in keys]
-            part.prediction_values = [
-                encode(Prediction(event_id=ids[i], entity_id=keys[i], score=sl[i], model=name,
-                                  model_version=version, ingest_ts_ms=ingest[i],
-                                  scored_ts_ms=scored_ms))
-                for i in range(n)
-            ]
             assert p.X is not None
             X = p.X if n == n_kept else p.X[ok]
+            canary = self.canary.serve(keys, X, s, version) if self.canary is not None else None
+            if canary is None:
+                part.prediction_values = [
+                    encode(Prediction(event_id=ids[i], entity_id=keys[i], score=sl[i], model=name,
+                                      model_version=version, ingest_ts_ms=ingest[i],
+                                      scored_ts_ms=scored_ms))
+                    for i in range(n)
+                ]
+            else:  # the champion's scores still go to the monitor (feature batch), as a shadow's do
+                served, by_challenger = canary
+                part.prediction_values = self._canary_predictions(ids, keys, served, by_challenger, ingest,
+                                                                  scored_ms, version)
+                canary_n += int(by_challenger.sum())
             part.event_ids, part.scores, part.inputs, part.ingest_ms = ids, s, X, ingest
             if self.emit_features:
                 monitored = self.domain.monitored_columns(cols, X)
@@ -209,8 +219,21 @@ class BatchScorer:
             out.valid += n
         self._stage["serialize"].observe(time.perf_counter() - t3)
         self.metrics.events_valid.inc(out.valid)
-        self.metrics.predictions.labels(name, version).inc(out.valid)
+        self.metrics.predictions.labels(name, version).inc(out.valid - canary_n)
+        if canary_n:
+            assert self.canary is not None and self.canary.model is not None
+            self.metrics.predictions.labels(name, self.canary.model.version).inc(canary_n)
         return out
+
+    def _canary_predictions(self, ids: list[str], keys: list[str], served: np.ndarray, by_challenger: np.ndarray,
+                            ingest: list[int], scored_ms: int, champion: str) -> list[bytes]:
+        assert self.canary is not None and self.canary.model is not None
+        challenger, name = self.canary.model.version, self.model.name
+        sl, mine = served.tolist(), by_challenger.tolist()
+        return [encode(Prediction(event_id=ids[i], entity_id=keys[i], score=sl[i], model=name,
+                                  model_version=challenger if mine[i] else champion,
+                                  ingest_ts_ms=ingest[i], scored_ts_ms=scored_ms))
+                for i in range(len(ids))]
 
     def _dead_letter(self, part: PartitionOutput, out: BatchOutput, record: Record, reason: str,
                      message: str, error_class: str | None = None) -> None:

@@ -36,6 +36,7 @@ from stream.kafka import (
 )
 from stream.metrics import Metrics, score_buckets
 from stream.registry import ModelStore
+from stream.scoring.canary import Canary
 from stream.scoring.commits import Commits
 from stream.scoring.feed import FeedReader
 from stream.scoring.guard import ModelGuard
@@ -64,8 +65,10 @@ class ScoringWorker:
         self._announce(model, "load_ok")
         metrics.use_score_buckets(score_buckets(domain.task, model.card.reference_profile))
         self.policy = ErrorPolicy.from_settings(settings, metrics)
-        self.scorer = BatchScorer(domain, model, metrics, emit_features=emit_features,
-                                  policy=self.policy, max_future_s=settings.scoring.max_future_s)
+        # a share of entities served by the challenger while it is in shadow (0: none)
+        self.canary = Canary(settings.scoring.canary_share, metrics)
+        self.scorer = BatchScorer(domain, model, metrics, emit_features=emit_features, policy=self.policy,
+                                  max_future_s=settings.scoring.max_future_s, canary=self.canary)
         self.group_id = f"{settings.app_id}-scorer"
         self.stores: dict[int, EntityStore] = {}
         self._lock = asyncio.Lock()
@@ -101,6 +104,9 @@ class ScoringWorker:
             self.txn = OutputTransaction(self.producer, self.group_id)
         self.commits.producer, self.commits.txn = self.producer, self.txn
         await self.notifier.start()
+        # the shadow (and its canary) from the first batch: a restarted worker serves each entity
+        # as before it stopped
+        await self.shadows.refresh(self.scorer.model.version)
         following = asyncio.ensure_future(self.feed.follow(stop)) if self.feed is not None else None
         try:
             while not stop.is_set():
@@ -222,6 +228,7 @@ class ScoringWorker:
         n = sum(len(r) for r in by_part.values())
         self.metrics.batch_size.observe(n)
         self._consumed.inc(n)
+        self.canary.follow(self.shadows.models.get("shadow"))  # dropped or replaced since the last batch?
         out = self.scorer.process(by_part, self.stores)
         self._watch_scores(out)
         t0 = time.perf_counter()
@@ -272,6 +279,7 @@ class ScoringWorker:
         counted and logged once, and tried again only when the store changes."""
         name = self.settings.model_name
         await self.shadows.refresh(self.scorer.model.version)
+        self.canary.follow(self.shadows.models.get("shadow"))
         try:
             current = self.store.current_version(name)
         except ModelLoadError:
