@@ -19,9 +19,10 @@ from stream.config import Settings
 from stream.examples.payments import DOMAIN
 from stream.examples.simulate import PaymentSimulator
 from stream.kafka import ensure_topics
-from stream.messages import ShadowVerdict, decode
+from stream.messages import ShadowPrediction, ShadowVerdict, decode
 from stream.metrics import Metrics
 from stream.model_feed import publish
+from stream.monitoring.shadow import ShadowComparator
 from stream.registry import ModelStore
 from stream.scoring.canary import Canary, in_canary
 from stream.scoring.model import load_model
@@ -196,6 +197,21 @@ def test_a_canary_serves_a_stable_share_of_entities_with_the_challengers_scores(
     assert {p["model_version"] for p in run(records)[0]} == {"1"}
     with pytest.raises(ValueError, match="canary share"):
         Canary(0.9)
+
+
+def test_labels_that_reach_the_monitor_before_the_shadows_first_predictions_are_compared():
+    comparator = ShadowComparator(Settings(trainer={"shadow_labels": 300, "bootstrap": 100}), Metrics.create(),
+                                  task_of=lambda name, version: "classification")
+    rng = np.random.default_rng(5)
+    y = (rng.random(400) < 0.3).astype(float)
+    ids = [f"e{i}" for i in range(400)]
+    comparator.add_labels(ids[:150], y[:150], now=10.0)  # labels faster than the shadow topic
+    comparator.add_labels(ids[150:], y[150:], now=11.0)
+    comparator.add([ShadowPrediction(event_id=ids[i], entity_id="c", score=0.9 if y[i] else 0.1, model="fraud",
+                                     model_version="2", role="shadow", champion_version="1", champion_score=0.5,
+                                     ingest_ts_ms=0, scored_ts_ms=0) for i in range(400)], now=12.0)
+    [verdict] = comparator.take()
+    assert (verdict.verdict, verdict.labelled) == ("promote", 300)
 
 
 # -- end to end on the embedded broker ------------------------------------------------------

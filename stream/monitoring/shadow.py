@@ -30,7 +30,7 @@ Examples
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 MAX_COMPARISONS = 16  # open comparisons kept (the oldest dropped first)
 MAX_DONE = 1_000  # finished comparisons remembered, so late rows do not start them again
+# labels kept while no comparison runs, for a shadow whose first predictions reach the monitor
+# after their labels (labels faster than the shadow topic); whole batches, so keeping is O(1)
+IDLE_LABELS = 100_000
 
 Key = tuple[str, str, str, str]  # model, role, compared version, champion version
 
@@ -81,6 +84,8 @@ class ShadowComparator:
         self.open: OrderedDict[Key, _Pairs] = OrderedDict()
         self.done: OrderedDict[Key, None] = OrderedDict()
         self.out: list[ShadowVerdict] = []
+        self._idle: deque[tuple[Sequence[str], np.ndarray, float]] = deque()  # (ids, labels, now)
+        self._idle_n = 0
 
     def add(self, predictions: Sequence[ShadowPrediction], now: float) -> None:
         """Register shadow predictions (rows of finished comparisons are ignored)."""
@@ -95,18 +100,32 @@ class ShadowComparator:
             scores.append(p.score)
             tags.append((key, p.champion_score))
         if ids:
+            self._replay_idle()
             joined: list[Any] = []
             other, y = self.joiner.add_predictions(ids, np.asarray(scores), now, tags=tags, joined=joined)
             self._pair(other, y, joined, now)
 
     def add_labels(self, event_ids: Sequence[str], labels: np.ndarray, now: float) -> None:
-        """Join labels; ignored while no shadow prediction waits (no comparison running)."""
+        """Join labels. While no comparison runs, the newest ``IDLE_LABELS`` (within the label
+        time-to-live) are only kept, as they came, for the first shadow predictions to meet."""
         if not len(self.joiner) and not self.open:
+            self._idle.append((event_ids, labels, now))
+            self._idle_n += len(event_ids)
+            ttl = self.settings.monitor.label_ttl_s
+            while self._idle and (self._idle_n > IDLE_LABELS or self._idle[0][2] < now - ttl):
+                self._idle_n -= len(self._idle.popleft()[0])
             return
         joined: list[Any] = []
         other, y = self.joiner.add_labels(event_ids, labels, now, joined=joined)
         self._pair(other, y, joined, now)
         self.joiner.expire(now)
+
+    def _replay_idle(self) -> None:
+        """A comparison starts: the labels kept meanwhile wait in the joiner for their predictions."""
+        while self._idle:
+            ids, labels, at = self._idle.popleft()
+            self.joiner.add_labels(ids, labels, at)
+        self._idle_n = 0
 
     def take(self) -> list[ShadowVerdict]:
         """The verdicts reached since the last call."""
