@@ -111,8 +111,9 @@ class Follower:
 async def scorer_offsets(settings: Settings, consumer: Any, admin: AIOKafkaAdminClient) -> tuple[int, int]:
     """(log end, committed offset of the scorer group), summed over the events partitions."""
     tps = [TopicPartition(settings.topics.events, p) for p in range(settings.topics.partitions)]
-    ends = await asyncio.wait_for(consumer.end_offsets(tps), CALL_TIMEOUT_S)
+    # committed first: log ends only grow, so end - committed is never below 0 by the reading order
     done = await asyncio.wait_for(admin.list_consumer_group_offsets(f"{settings.app_id}-scorer"), CALL_TIMEOUT_S)
+    ends = await asyncio.wait_for(consumer.end_offsets(tps), CALL_TIMEOUT_S)
     return sum(ends.values()), sum(max(0, done[tp].offset) for tp in tps if tp in done)
 
 
