@@ -84,6 +84,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         data, warmup = simulated(args.events, args.seed), WARMUP_EVENTS if args.warmup is None else args.warmup
     store = ModelStore(args.store or settings.model_store)
+    if not args.no_promote:  # numbered and promoted on the newest published registry
+        from stream.scoring.feed import sync_store
+
+        asyncio.run(sync_store(settings, store, "train"))
     card = train(domain, data, store, name=args.name or settings.model_name, version=args.version,
                  seed=args.seed, warmup=warmup, promote=not args.no_promote)
     print(f"trained {card['name']} version {card['version']}: {json.dumps(card['training']['metrics'])}")
@@ -219,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--name", default=None, help="model name (default: settings)")
     verbs = models.add_subparsers(dest="verb", required=True)
     add_models_add(verbs)
-    from stream.registry_cli import add_verbs as add_registry_verbs
+    from stream.training.models_cli import add_verbs as add_registry_verbs
 
     add_registry_verbs(verbs)  # list, show, diff, promote, rollback
 

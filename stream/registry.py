@@ -250,11 +250,15 @@ class ModelStore:
         its open guard (when held here). True if anything changed."""
         held = set(self.versions(name))
         changed = False
+        pointer = self.root / name / "CURRENT"
+        served = pointer.read_text().strip() if pointer.is_file() else None
         for version, state in states.items():
             if version in held and state in STATES and self.state(name, version) != state:
-                self.set_state(name, version, state, reason)
+                # the champion retired by another store's promotion is recorded as a local
+                # promotion records it, so that `rollback` here finds it
+                replaced = version == served and state == "retired" and champion not in (None, version)
+                self.set_state(name, version, state, f"replaced by {champion}" if replaced else reason)
                 changed = True
-        pointer = self.root / name / "CURRENT"
         if champion in held and (not pointer.is_file() or pointer.read_text().strip() != champion):
             _write_atomic(pointer, f"{champion}\n".encode())
             changed = True

@@ -9,6 +9,7 @@ event lost or scored twice across the swap.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import shutil
@@ -29,6 +30,7 @@ from stream.registry import CARD_FILE, MODEL_FILE, ModelStore
 from stream.scoring.feed import FeedReader
 from stream.tools.tally import wait_until
 from stream.tools.traffic import produce
+from stream.training.models_cli import _change
 from tests.faults.harness import ROOT, Produced, produce_at, sequenced, verify, worker_env
 from tests.helpers import read_topic
 
@@ -265,3 +267,43 @@ def _tails(tmp_path: Path) -> str:
     return "\n".join(f"--- {p.name}\n" + "\n".join(p.read_text(errors="replace").splitlines()[-15:])
                      for p in sorted(tmp_path.glob("worker-*.log")))
 
+
+
+def test_a_change_from_a_stale_store_is_made_on_the_newest_publish(make_settings, model_store, tmp_path):
+    """Several publishers with their own stores: each change is made on the newest published
+    states, and the newest change wins (not the last publish of a stale store)."""
+    settings = make_settings()
+    asyncio.run(ensure_topics(settings))
+    trainer = source_store(model_store, tmp_path / "trainer")  # promoted 2
+    asyncio.run(publish(settings, trainer, "fraud", "trainer promoted 2"))
+    shutil.copytree(model_store, tmp_path / "laptop")
+    laptop = ModelStore(tmp_path / "laptop")  # an operator's copy from before: 1 is its champion
+
+    def newest_states() -> dict:
+        records = asyncio.run(read_topic(settings, settings.topics.models))
+        return orjson.loads([r.value for r in records if r.key == b"fraud/states"][-1])
+
+    # `mlstream models publish` from the stale copy used to send scorers back to version 1
+    _change(argparse.Namespace(verb="publish"), settings, laptop, "fraud")
+    assert newest_states()["champion"] == "2"
+    assert laptop.current_version("fraud") == "2" and laptop.state("fraud", "1") == "retired"
+
+    # the operator's rollback, made on the newest states, reaches the trainer before its next decision
+    _change(argparse.Namespace(verb="rollback", reason="by hand"), settings, laptop, "fraud")
+    assert newest_states()["champion"] == "1" and newest_states()["states"]["2"] == "rejected"
+
+    async def catch_up(store: ModelStore) -> None:
+        reader = FeedReader(settings, Metrics.create(), store)
+        try:
+            assert await reader.catch_up(30)
+        finally:
+            await reader.close()
+
+    asyncio.run(catch_up(trainer))
+    assert trainer.current_version("fraud") == "1" and trainer.state("fraud", "2") == "rejected"
+    # a change newer than every publish (its own publish failed) is kept, to be published next
+    card = json.loads((trainer.root / "fraud" / "1" / CARD_FILE).read_text())
+    trainer.save({**card, "version": "3"}, (trainer.root / "fraud" / "1" / MODEL_FILE).read_bytes(),
+                 promote=True, reason="publish failed")
+    asyncio.run(catch_up(trainer))
+    assert trainer.current_version("fraud") == "3"

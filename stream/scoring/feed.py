@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from stream.config import Settings
-from stream.errors import MessageError, ModelLoadError
+from stream.errors import MessageError, ModelLoadError, StreamError
 from stream.kafka import make_consumer, start_client, stop_quietly
 from stream.messages import ModelChunk, ModelStates, decode
 from stream.metrics import Metrics
@@ -41,11 +41,11 @@ class FeedReader:
     """Reads the models topic into the local store; :attr:`changed` is set when the store
     changed in a way the worker must look at (a new champion or new states)."""
 
-    def __init__(self, settings: Settings, metrics: Metrics):
+    def __init__(self, settings: Settings, metrics: Metrics, store: ModelStore | None = None):
         self.settings = settings
         self.metrics = metrics
         self.name = settings.model_name
-        self.store = ModelStore(settings.model_store)
+        self.store = store if store is not None else ModelStore(settings.model_store)
         self.assembler = Assembler(settings.model_feed.max_model_bytes)
         self.changed = threading.Event()  # written from the thread that handles records
         self.tp = TopicPartition(settings.topics.models, 0)
@@ -53,22 +53,63 @@ class FeedReader:
         self._halves: dict[str, dict[str, bytes]] = {}  # version -> file -> checked bytes
         self._refused: dict[tuple[str, str], None] = {}  # (reason, what): logged already
         self._bad_versions: dict[str, None] = {}  # versions refused (until one is written)
+        self._defer = False  # catching up: keep only the newest states, applied at the end
+        self._deferred: ModelStates | None = None
 
     # -- Kafka -------------------------------------------------------------------------
-    async def start(self, stop: asyncio.Event) -> None:
-        """Read the topic to its end, then, if the local store has nothing to serve, go on
-        reading until the champion arrives or ``start_timeout_s`` passes (ModelLoadError)."""
+    async def _open(self) -> bool:
+        """Assign the topic's one partition from its beginning; False if the topic is missing."""
         s = self.settings
         self.consumer = make_consumer(s, group_id=None, fetch_max_wait_ms=100)
         await start_client(self.consumer, s.kafka.bootstrap_servers)
         if self.consumer.partitions_for_topic(self.tp.topic) is None:
             await self.consumer._client.force_metadata_update()
         exists = self.consumer.partitions_for_topic(self.tp.topic) is not None
+        self.consumer.assign([self.tp])
+        await self.consumer.seek_to_beginning(self.tp)
+        return exists
+
+    async def catch_up(self, timeout_s: float) -> bool:
+        """Read what the topic holds now (from the beginning on the first call, then on from
+        where the last call stopped) into the store; False if the end was not reached within
+        ``timeout_s``. For whoever changes the registry: the change is made on the newest
+        published states, not on a store that missed them."""
+        if self.consumer is None and not await self._open():
+            return True  # no feed yet: nothing was published
+        assert self.consumer is not None
+        deadline = time.monotonic() + timeout_s
+        self._deferred, self._defer = None, True  # chunks are written as they come, states once
+        try:
+            while True:
+                await self.poll(timeout_ms=200)
+                # the high watermark of the last fetch (the embedded broker's ListOffsets is not exact)
+                end = self.consumer.highwater(self.tp)
+                if end is not None and await self.consumer.position(self.tp) >= end:
+                    break
+                if time.monotonic() >= deadline:
+                    return False
+        finally:
+            self._defer = False
+        latest = self._deferred
+        # the newest change wins: a store changed after that publish (a decision whose publish
+        # failed, or these very states already taken) keeps its own states, sent next
+        if latest is not None and latest.published_at > self.last_change():
+            self._states(latest)
+        return True
+
+    def last_change(self) -> float:
+        """When the store's registry last changed (0: never)."""
+        return max((float(h.get("at") or 0) for h in self.store.history(self.name)), default=0.0)
+
+    async def start(self, stop: asyncio.Event) -> None:
+        """Read the topic to its end, then, if the local store has nothing to serve, go on
+        reading until the champion arrives or ``start_timeout_s`` passes (ModelLoadError)."""
+        s = self.settings
+        exists = await self._open()
+        assert self.consumer is not None
         if not exists:
             log.warning("the model feed's topic %s does not exist (yet): no model arrives until it is "
                         "created", self.tp.topic)
-        self.consumer.assign([self.tp])
-        await self.consumer.seek_to_beginning(self.tp)
         deadline = time.monotonic() + s.model_feed.start_timeout_s
         while not stop.is_set() and time.monotonic() < deadline and (exists or not self.servable()):
             await self.poll(timeout_ms=200)
@@ -134,7 +175,11 @@ class FeedReader:
                           f"max_message_bytes {limit} (MLSTREAM_MODEL_FEED__MAX_MESSAGE_BYTES)")
         try:
             if key == states_key(self.name):
-                self._states(decode(value, ModelStates))
+                states = decode(value, ModelStates)
+                if self._defer:
+                    self._deferred = states if states.model == self.name else self._deferred
+                else:
+                    self._states(states)
             elif where is not None and where[0] == self.name:
                 chunk = decode(value, ModelChunk)
                 if (chunk.model, chunk.model_version, chunk.file, chunk.index) != where:
@@ -253,3 +298,28 @@ async def start_feed(settings: Settings, metrics: Metrics, stop: asyncio.Event) 
         await feed.close()
         raise
     return feed
+
+
+async def sync_store(settings: Settings, store: ModelStore, what: str) -> None:
+    """Before ``what`` changes ``store``: take the newest states published on the feed (and the
+    versions they serve), so the change is made on them and its publish does not undo another
+    publisher's newer decision. Nothing in store mode. StreamError if the feed cannot be read to
+    its end: nothing was changed."""
+    if settings.model_feed.mode != "feed":
+        return
+    reader = FeedReader(settings, Metrics.create(), store)
+    timeout_s = settings.model_feed.start_timeout_s
+    why = ""
+    try:
+        if not await asyncio.wait_for(reader.catch_up(timeout_s), timeout_s + settings.kafka.request_deadline_s):
+            why = f"not read to its end within {timeout_s:g}s"
+    except (KafkaError, TimeoutError) as exc:
+        why = type(exc).__name__
+    except StreamError as exc:  # the cluster cannot be reached
+        why = str(exc)
+    finally:
+        await reader.close()
+    if why:
+        raise StreamError(f"{what}: not done, the model feed {settings.topics.models} could not be read "
+                          f"({why}) and the store may be behind it (MLSTREAM_MODEL_FEED__MODE=store changes "
+                          "the store alone)")

@@ -22,6 +22,7 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from stream.alerts import Notifier
@@ -35,6 +36,7 @@ from stream.messages import ModelUpdate, RetrainRequest, ShadowVerdict, decode, 
 from stream.metrics import ALERT_CHANNELS, ALERT_OUTCOMES, LATENCY_BUCKETS, Metrics
 from stream.model_feed import publish
 from stream.registry import ModelStore
+from stream.scoring.feed import FeedReader
 from stream.training.challenge import challenge, examples_from_file
 from stream.training.labelled import LabelledExamples, read_examples
 from stream.training.verdicts import act_on_verdict, decide_overdue
@@ -98,6 +100,31 @@ class Trainer:
         self.domain: Domain = load_domain(settings.domain)
         self.store = ModelStore(settings.model_store)
         self._lock = asyncio.Lock()  # one request at a time: each may promote
+        # the feed read before each decision: another publisher's newer states (an operator's
+        # `mlstream models promote` from another machine) are the ones the decision changes
+        self.feed = FeedReader(settings, Metrics.create(), self.store) if settings.model_feed.mode == "feed" else None
+        self._sync_failures = 0
+
+    async def sync(self) -> None:
+        """Take the newest states published by others (newest change wins; see FeedReader.catch_up).
+        A feed that cannot be read leaves the store as it is: the decision goes on, logged."""
+        if self.feed is None:
+            return
+        timeout_s = self.settings.kafka.request_deadline_s
+        try:
+            caught_up = await asyncio.wait_for(self.feed.catch_up(timeout_s), 2 * timeout_s)
+        except (StreamError, KafkaError, TimeoutError) as exc:
+            caught_up, why = False, type(exc).__name__
+        else:
+            why = f"not read to its end within {timeout_s:g}s"
+        if caught_up:
+            self._sync_failures = 0
+            return
+        self._sync_failures += 1
+        if self._sync_failures in (1, 10, 100) or self._sync_failures % 1_000 == 0:  # bounded log
+            log.warning("model feed %s not read before a decision (%s; %d in a row): deciding on the "
+                        "trainer's store", self.settings.topics.models, why, self._sync_failures)
+        await self.feed.close()  # a fresh reader next time
 
     async def examples(self) -> LabelledExamples:
         t = self.settings.trainer
@@ -123,6 +150,7 @@ class Trainer:
     async def answer(self, request: RetrainRequest, first_seen: float) -> ModelUpdate:
         """The decision for a request (published by the caller)."""
         async with self._lock:
+            await self.sync()
             t0 = time.perf_counter()
             result, exc = await self.policy.call_async(
                 "trainer", f"request {request.request_id}", self._challenge, request)
@@ -150,6 +178,7 @@ class Trainer:
         """Act on the monitor's live verdict (promote, reject, rollback, keep); the decision
         to publish, or None when the registry has moved past it."""
         async with self._lock:
+            await self.sync()
             update, exc = await self.policy.call_async(
                 "trainer", f"verdict {verdict.verdict_id}", asyncio.to_thread, act_on_verdict,
                 self.store, verdict)
@@ -179,6 +208,7 @@ class Trainer:
     async def overdue(self) -> list[ModelUpdate]:
         """Decide the shadows and the guard that waited too long for a live verdict."""
         async with self._lock:
+            await self.sync()
             updates, _ = await self.policy.call_async(
                 "trainer", "overdue verdicts", asyncio.to_thread, decide_overdue, self.store,
                 self.settings.model_name, self.settings.trainer.verdict_timeout_s, time.time())
@@ -335,8 +365,11 @@ async def run_trainer(settings: Settings, stop: asyncio.Event, *,
         await notifier.start()
         await app.start()
         try:
-            # the trainer owns the registry: scorers with empty local stores get its champion
-            await trainer.publish("trainer started")
+            # scorers with empty local stores get the champion; a trainer whose store missed
+            # publishes made while it was down takes them first
+            async with trainer._lock:
+                await trainer.sync()
+                await trainer.publish("trainer started")
             health.set("trainer", True, f"answering requests on {settings.topics.retrain}")
             await stop.wait()
         finally:
@@ -348,6 +381,8 @@ async def run_trainer(settings: Settings, stop: asyncio.Event, *,
                           settings.shutdown_grace_s / 2)
             finally:
                 await notifier.stop()
+                if trainer.feed is not None:
+                    await trainer.feed.close()
     finally:
         server.shutdown()
         server.server_close()

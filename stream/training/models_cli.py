@@ -51,7 +51,21 @@ def run(args: argparse.Namespace) -> int:
     elif args.verb == "diff":
         for line in diff(store, name, args.a, args.b):
             print(line)
-    elif args.verb == "promote":
+    elif args.verb in ("promote", "rollback", "publish"):
+        _change(args, settings, store, name)
+    return 0
+
+
+def _change(args: argparse.Namespace, settings: Any, store: ModelStore, name: str) -> None:
+    """promote, rollback, publish: made on the newest published registry, then published."""
+    import asyncio
+
+    from stream.scoring.feed import sync_store
+
+    if args.verb == "publish" and settings.model_feed.mode != "feed":
+        raise StreamError("model_feed.mode is \"store\": scorers read the store itself, there is no feed")
+    asyncio.run(sync_store(settings, store, f"models {args.verb}"))
+    if args.verb == "promote":
         before = store.current_version(name)
         store.promote(name, args.version, reason=args.reason)
         print(f"{name}: champion {before} -> {args.version}")
@@ -61,11 +75,8 @@ def run(args: argparse.Namespace) -> int:
         now = store.rollback(name, reason=args.reason)
         print(f"{name}: rolled back {before} -> {now} ({before} rejected)")
         _publish(settings, store, name, f"rolled back {before} -> {now}: {args.reason}")
-    elif args.verb == "publish":
-        if settings.model_feed.mode != "feed":
-            raise StreamError("model_feed.mode is \"store\": scorers read the store itself, there is no feed")
+    else:
         _publish(settings, store, name, "published by an operator")
-    return 0
 
 
 def _publish(settings: Any, store: ModelStore, name: str, what: str) -> None:
