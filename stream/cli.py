@@ -87,7 +87,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not args.no_promote:  # numbered and promoted on the newest published registry
         from stream.scoring.feed import sync_store
 
-        asyncio.run(sync_store(settings, store, "train"))
+        asyncio.run(sync_store(settings, store, "train", required=False))
     card = train(domain, data, store, name=args.name or settings.model_name, version=args.version,
                  seed=args.seed, warmup=warmup, promote=not args.no_promote)
     print(f"trained {card['name']} version {card['version']}: {json.dumps(card['training']['metrics'])}")

@@ -300,11 +300,12 @@ async def start_feed(settings: Settings, metrics: Metrics, stop: asyncio.Event) 
     return feed
 
 
-async def sync_store(settings: Settings, store: ModelStore, what: str) -> None:
+async def sync_store(settings: Settings, store: ModelStore, what: str, *, required: bool = True) -> None:
     """Before ``what`` changes ``store``: take the newest states published on the feed (and the
     versions they serve), so the change is made on them and its publish does not undo another
-    publisher's newer decision. Nothing in store mode. StreamError if the feed cannot be read to
-    its end: nothing was changed."""
+    publisher's newer decision. Nothing in store mode. If the feed cannot be read to its end:
+    StreamError (nothing was changed), or a warning when not ``required`` (a bootstrap
+    ``mlstream train`` on a machine without Kafka)."""
     if settings.model_feed.mode != "feed":
         return
     reader = FeedReader(settings, Metrics.create(), store)
@@ -319,7 +320,10 @@ async def sync_store(settings: Settings, store: ModelStore, what: str) -> None:
         why = str(exc)
     finally:
         await reader.close()
-    if why:
+    if why and not required:
+        log.warning("%s: the model feed %s could not be read (%s): working on this store alone",
+                    what, settings.topics.models, why)
+    elif why:
         raise StreamError(f"{what}: not done, the model feed {settings.topics.models} could not be read "
                           f"({why}) and the store may be behind it (MLSTREAM_MODEL_FEED__MODE=store changes "
                           "the store alone)")

@@ -270,7 +270,7 @@ def run_add(args: argparse.Namespace) -> int:
 
         from stream.scoring.feed import sync_store
 
-        asyncio.run(sync_store(settings, store, "models add"))
+        asyncio.run(sync_store(settings, store, "models add", required=False))
     card = register(domain, store, args.onnx, args.reference, name=getattr(args, "name", None) or settings.model_name,
                     version=args.version, feature_order=order, input_name=args.input_name, output=args.output,
                     warmup=args.warmup, seed=args.seed, promote=args.promote)
