@@ -99,16 +99,21 @@ class ScoringWorker:
         s = self.settings
         exactly_once = s.processing_guarantee == "exactly_once"
         self.producer = make_producer(s, transactional_id=transactional_id(s.app_id) if exactly_once else None)
-        await start_client(self.producer, s.kafka.bootstrap_servers)
+        try:
+            await start_client(self.producer, s.kafka.bootstrap_servers)
+        except BaseException:  # the feed's consumer must not outlive a worker that never ran
+            if self.feed is not None:
+                await self.feed.close()
+            raise
         if exactly_once:
             self.txn = OutputTransaction(self.producer, self.group_id)
         self.commits.producer, self.commits.txn = self.producer, self.txn
         await self.notifier.start()
-        # the shadow (and its canary) from the first batch: a restarted worker serves each entity
-        # as before it stopped
-        await self.shadows.refresh(self.scorer.model.version)
         following = asyncio.ensure_future(self.feed.follow(stop)) if self.feed is not None else None
         try:
+            # the shadow (and its canary) from the first batch: a restarted worker serves each
+            # entity as before it stopped
+            await self.shadows.refresh(self.scorer.model.version)
             while not stop.is_set():
                 self.consumer = make_consumer(s, group_id=self.group_id, max_poll_interval_ms=300_000)
                 self.consumer.subscribe([s.topics.events], listener=_Rebalance(self))
