@@ -68,7 +68,8 @@ class ScoringWorker:
         # a share of entities served by the challenger while it is in shadow (0: none)
         self.canary = Canary(settings.scoring.canary_share, metrics)
         self.scorer = BatchScorer(domain, model, metrics, emit_features=emit_features, policy=self.policy,
-                                  max_future_s=settings.scoring.max_future_s, canary=self.canary)
+                                  max_future_s=settings.scoring.max_future_s,
+                                  canary=self.canary if self.canary.share > 0 else None)
         self.group_id = f"{settings.app_id}-scorer"
         self.stores: dict[int, EntityStore] = {}
         self._lock = asyncio.Lock()
