@@ -84,10 +84,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         data, warmup = simulated(args.events, args.seed), WARMUP_EVENTS if args.warmup is None else args.warmup
     store = ModelStore(args.store or settings.model_store)
-    if not args.no_promote:  # numbered and promoted on the newest published registry
-        from stream.scoring.feed import sync_store
+    from stream.scoring.feed import sync_store
 
-        asyncio.run(sync_store(settings, store, "train", required=False))
+    # numbered (and promoted) on the newest published registry; without Kafka, on this store alone
+    asyncio.run(sync_store(settings, store, "train", required=False))
     card = train(domain, data, store, name=args.name or settings.model_name, version=args.version,
                  seed=args.seed, warmup=warmup, promote=not args.no_promote)
     print(f"trained {card['name']} version {card['version']}: {json.dumps(card['training']['metrics'])}")

@@ -79,6 +79,12 @@ def states_key(name: str) -> bytes:
     return f"{name}/states".encode()
 
 
+def states_token(value: bytes) -> str:
+    """Names one published states record (each publish's differ: ``published_at``); a store
+    keeps the token of the newest it took or published (``ModelStore.feed_mark``)."""
+    return hashlib.sha256(value).hexdigest()[:16]
+
+
 def chunk_key(name: str, version: str, file: str, index: int) -> bytes:
     return f"{name}/{version}/{file}/{index}".encode()
 
@@ -229,6 +235,7 @@ async def publish(settings: Settings, store: ModelStore, name: str, reason: str 
         raise BrokerError(f"publishing {name} to {topic} failed: {type(exc).__name__}") from None
     finally:
         await producer.stop()
+    store.set_feed_mark(name, states_token(messages[-1].value or b""))  # the feed has these states now
     log.info("published %s to %s: %d records (%s)", name, topic, len(messages), reason)
     return len(messages)
 

@@ -183,9 +183,24 @@ class ModelStore:
         del reg["history"][:-MAX_HISTORY]
         self._write_registry(name, reg)
 
-    def _write_registry(self, name: str, reg: dict[str, Any]) -> None:
+    def _write_registry(self, name: str, reg: dict[str, Any], *, synced: bool = False) -> None:
+        if not synced:  # a change the model feed has not seen (until taken from it or published)
+            reg["feed"] = {**(reg.get("feed") or {}), "changed": True}
         _write_atomic(self.root / name / REGISTRY_FILE,
                       (json.dumps(reg, indent=2, sort_keys=True) + "\n").encode())
+
+    # -- the model feed's bookkeeping (stream.model_feed, stream.scoring.feed) ----------------
+    def feed_mark(self, name: str) -> tuple[str | None, bool]:
+        """(the token of the newest feed states this store took or published, whether the
+        registry changed since). A store that never met the feed: (None, True)."""
+        feed = self._registry(name).get("feed") or {}
+        return feed.get("token"), bool(feed.get("changed", True))
+
+    def set_feed_mark(self, name: str, token: str) -> None:
+        """The store now holds exactly the feed states ``token`` (taken from it, or published)."""
+        reg = self._registry(name)
+        reg["feed"] = {"token": token, "changed": False}
+        self._write_registry(name, reg, synced=True)
 
     # -- shadow and guard: versions scored beside the champion, never served ---------------
     def shadow_version(self, name: str) -> str | None:
@@ -251,12 +266,12 @@ class ModelStore:
         held = set(self.versions(name))
         changed = False
         pointer = self.root / name / "CURRENT"
-        served = pointer.read_text().strip() if pointer.is_file() else None
+        # the champion the newest promotion retired: the guard names it; else the one served here
+        retired = guard if guard is not None else (pointer.read_text().strip() if pointer.is_file() else None)
         for version, state in states.items():
             if version in held and state in STATES and self.state(name, version) != state:
-                # the champion retired by another store's promotion is recorded as a local
-                # promotion records it, so that `rollback` here finds it
-                replaced = version == served and state == "retired" and champion not in (None, version)
+                # recorded as a local promotion records it, so that `rollback` here finds it
+                replaced = version == retired and state == "retired" and champion not in (None, version)
                 self.set_state(name, version, state, f"replaced by {champion}" if replaced else reason)
                 changed = True
         if champion in held and (not pointer.is_file() or pointer.read_text().strip() != champion):

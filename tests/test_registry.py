@@ -34,6 +34,20 @@ def test_states_history_and_rollback(model_store):
         store.rollback("fraud")
 
 
+def test_a_promotion_taken_from_another_store_can_be_rolled_back_here(model_store):
+    """The model feed mirrors another store's states (3 -> 4 -> 5 there, this one still at 3):
+    rollback goes back to the champion that promotion retired (the guard names it), not to the
+    one this store happened to serve."""
+    store = ModelStore(model_store)
+    for v in ("3", "4", "5"):
+        _copy_version(store, v, promote=False)
+    store.promote("fraud", "3")
+    store.mirror("fraud", "5", {"1": "retired", "3": "retired", "4": "retired", "5": "champion"},
+                 "model feed", guard="4")
+    assert store.current_version("fraud") == "5"
+    assert store.rollback("fraud", reason="by hand") == "4"
+    assert (store.state("fraud", "4"), store.state("fraud", "5")) == ("champion", "rejected")
+
 def test_a_missing_current_never_serves_a_rejected_or_unproven_version(model_store):
     store = ModelStore(model_store)
     _copy_version(store, "2", promote=True)

@@ -28,7 +28,7 @@ from stream.errors import MessageError, ModelLoadError, StreamError
 from stream.kafka import make_consumer, start_client, stop_quietly
 from stream.messages import ModelChunk, ModelStates, decode
 from stream.metrics import Metrics
-from stream.model_feed import SERVED, Assembler, Refused, parse_key, states_key
+from stream.model_feed import SERVED, Assembler, Refused, parse_key, states_key, states_token
 from stream.registry import CARD_FILE, MODEL_FILE, ModelStore
 
 log = logging.getLogger(__name__)
@@ -54,17 +54,21 @@ class FeedReader:
         self._refused: dict[tuple[str, str], None] = {}  # (reason, what): logged already
         self._bad_versions: dict[str, None] = {}  # versions refused (until one is written)
         self._defer = False  # catching up: keep only the newest states, applied at the end
-        self._deferred: ModelStates | None = None
+        self._deferred: tuple[ModelStates, str] | None = None  # with its token
 
     # -- Kafka -------------------------------------------------------------------------
-    async def _open(self) -> bool:
-        """Assign the topic's one partition from its beginning; False if the topic is missing."""
+    async def _open(self, *, wait_for_topic: bool) -> bool:
+        """Assign the topic's one partition from its beginning; False if the topic is missing
+        (then assigned anyway only if ``wait_for_topic``, else the consumer is closed)."""
         s = self.settings
         self.consumer = make_consumer(s, group_id=None, fetch_max_wait_ms=100)
         await start_client(self.consumer, s.kafka.bootstrap_servers)
         if self.consumer.partitions_for_topic(self.tp.topic) is None:
             await self.consumer._client.force_metadata_update()
         exists = self.consumer.partitions_for_topic(self.tp.topic) is not None
+        if not exists and not wait_for_topic:  # seeking a missing topic waits a request timeout
+            await self.close()
+            return False
         self.consumer.assign([self.tp])
         await self.consumer.seek_to_beginning(self.tp)
         return exists
@@ -72,13 +76,20 @@ class FeedReader:
     async def catch_up(self, timeout_s: float) -> bool:
         """Read what the topic holds now (from the beginning on the first call, then on from
         where the last call stopped) into the store; False if the end was not reached within
-        ``timeout_s``. For whoever changes the registry: the change is made on the newest
-        published states, not on a store that missed them."""
-        if self.consumer is None and not await self._open():
+        ``timeout_s`` (the position is kept for the next call). For whoever changes the
+        registry: the change is made on the newest published states, not on a store that
+        missed them.
+
+        Chunks are written as they come; of the states, only the newest is taken, and only if
+        it is not the one this store last took or published (``ModelStore.feed_mark``): a store
+        changed since (a decision whose publish failed) keeps its change, to be published next,
+        unless someone else published meanwhile, whose states then win (logged). No clocks are
+        compared."""
+        if self.consumer is None and not await self._open(wait_for_topic=False):
             return True  # no feed yet: nothing was published
         assert self.consumer is not None
         deadline = time.monotonic() + timeout_s
-        self._deferred, self._defer = None, True  # chunks are written as they come, states once
+        self._defer = True
         try:
             while True:
                 await self.poll(timeout_ms=200)
@@ -90,22 +101,29 @@ class FeedReader:
                     return False
         finally:
             self._defer = False
-        latest = self._deferred
-        # the newest change wins: a store changed after that publish (a decision whose publish
-        # failed, or these very states already taken) keeps its own states, sent next
-        if latest is not None and latest.published_at > self.last_change():
-            self._states(latest)
+        if self._deferred is None:
+            return True
+        latest, token = self._deferred
+        self._deferred = None
+        held, changed = self.store.feed_mark(self.name)
+        if token == held:
+            return True  # the feed has not moved since this store took or published it
+        if changed:
+            log.warning("model feed: %s in %s changed since its last publish, and newer states were "
+                        "published meanwhile: taking those (champion %s)", self.name, self.store.root,
+                        latest.champion)
+        try:
+            self._states(latest, token)
+        except (OSError, ModelLoadError) as exc:  # the local store: a full disk, a bad registry
+            log.error("model feed: cannot write to the local store: %s", exc)
+            return False
         return True
-
-    def last_change(self) -> float:
-        """When the store's registry last changed (0: never)."""
-        return max((float(h.get("at") or 0) for h in self.store.history(self.name)), default=0.0)
 
     async def start(self, stop: asyncio.Event) -> None:
         """Read the topic to its end, then, if the local store has nothing to serve, go on
         reading until the champion arrives or ``start_timeout_s`` passes (ModelLoadError)."""
         s = self.settings
-        exists = await self._open()
+        exists = await self._open(wait_for_topic=True)
         assert self.consumer is not None
         if not exists:
             log.warning("the model feed's topic %s does not exist (yet): no model arrives until it is "
@@ -176,10 +194,12 @@ class FeedReader:
         try:
             if key == states_key(self.name):
                 states = decode(value, ModelStates)
+                if states.model != self.name:
+                    return
                 if self._defer:
-                    self._deferred = states if states.model == self.name else self._deferred
+                    self._deferred = (states, states_token(value))
                 else:
-                    self._states(states)
+                    self._states(states, states_token(value))
             elif where is not None and where[0] == self.name:
                 chunk = decode(value, ModelChunk)
                 if (chunk.model, chunk.model_version, chunk.file, chunk.index) != where:
@@ -229,7 +249,7 @@ class FeedReader:
             log.info("model feed: %s version %s written to the local store %s", self.name, version,
                      self.store.root)
 
-    def _states(self, states: ModelStates) -> None:
+    def _states(self, states: ModelStates, token: str) -> None:
         """Take the states once every version they ask to serve is here with the published bytes."""
         if states.model != self.name:
             return
@@ -254,6 +274,7 @@ class FeedReader:
         reason = f"model feed: {states.reason}" if states.reason else "model feed"
         if self.store.mirror(self.name, states.champion, states.states, reason, guard=states.guard):
             log.info("model feed: %s champion %s, states %s", self.name, states.champion, states.states)
+        self.store.set_feed_mark(self.name, token)
         # even when nothing changed here: a store shared with the publisher already holds it all
         self.changed.set()
 

@@ -194,7 +194,7 @@ class BatchScorer:
             part.prediction_keys = [k.encode() for k in keys]
             assert p.X is not None
             X = p.X if n == n_kept else p.X[ok]
-            canary = self.canary.serve(keys, X, s, version) if self.canary is not None else None
+            canary = self.canary.serve(keys, X, s, model) if self.canary is not None else None
             if canary is None:
                 part.prediction_values = [
                     encode(Prediction(event_id=ids[i], entity_id=keys[i], score=sl[i], model=name,

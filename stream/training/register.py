@@ -265,12 +265,12 @@ def run_add(args: argparse.Namespace) -> int:
         text = args.feature_order if "," in args.feature_order else Path(args.feature_order).read_text()
         order = [c.strip() for c in text.replace("\n", ",").split(",") if c.strip()]
     store = ModelStore(getattr(args, "store", None) or settings.model_store)
-    if args.promote:  # numbered and promoted on the newest published registry
-        import asyncio
+    import asyncio
 
-        from stream.scoring.feed import sync_store
+    from stream.scoring.feed import sync_store
 
-        asyncio.run(sync_store(settings, store, "models add", required=False))
+    # numbered (and promoted) on the newest published registry; without Kafka, on this store alone
+    asyncio.run(sync_store(settings, store, "models add", required=False))
     card = register(domain, store, args.onnx, args.reference, name=getattr(args, "name", None) or settings.model_name,
                     version=args.version, feature_order=order, input_name=args.input_name, output=args.output,
                     warmup=args.warmup, seed=args.seed, promote=args.promote)

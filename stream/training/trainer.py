@@ -105,26 +105,29 @@ class Trainer:
         self.feed = FeedReader(settings, Metrics.create(), self.store) if settings.model_feed.mode == "feed" else None
         self._sync_failures = 0
 
-    async def sync(self) -> None:
-        """Take the newest states published by others (newest change wins; see FeedReader.catch_up).
-        A feed that cannot be read leaves the store as it is: the decision goes on, logged."""
+    async def sync(self) -> bool:
+        """Take the newest states published by others (see FeedReader.catch_up); False if the
+        feed could not be read to its end (the decision goes on the trainer's store, logged)."""
         if self.feed is None:
-            return
-        timeout_s = self.settings.kafka.request_deadline_s
+            return True
+        # the first read goes through the whole topic; a timeout keeps the position for the next
+        s = self.settings
+        timeout_s = s.kafka.request_deadline_s if self.feed.consumer is not None else s.model_feed.start_timeout_s
         try:
-            caught_up = await asyncio.wait_for(self.feed.catch_up(timeout_s), 2 * timeout_s)
+            caught_up = await asyncio.wait_for(self.feed.catch_up(timeout_s), timeout_s + s.kafka.request_deadline_s)
         except (StreamError, KafkaError, TimeoutError) as exc:
             caught_up, why = False, type(exc).__name__
+            await self.feed.close()  # a broken connection: a fresh reader next time
         else:
             why = f"not read to its end within {timeout_s:g}s"
         if caught_up:
             self._sync_failures = 0
-            return
+            return True
         self._sync_failures += 1
         if self._sync_failures in (1, 10, 100) or self._sync_failures % 1_000 == 0:  # bounded log
             log.warning("model feed %s not read before a decision (%s; %d in a row): deciding on the "
-                        "trainer's store", self.settings.topics.models, why, self._sync_failures)
-        await self.feed.close()  # a fresh reader next time
+                        "trainer's store", s.topics.models, why, self._sync_failures)
+        return False
 
     async def examples(self) -> LabelledExamples:
         t = self.settings.trainer
@@ -368,8 +371,8 @@ async def run_trainer(settings: Settings, stop: asyncio.Event, *,
             # scorers with empty local stores get the champion; a trainer whose store missed
             # publishes made while it was down takes them first
             async with trainer._lock:
-                await trainer.sync()
-                await trainer.publish("trainer started")
+                if await trainer.sync():  # else its store may be behind the feed: not sent again
+                    await trainer.publish("trainer started")
             health.set("trainer", True, f"answering requests on {settings.topics.retrain}")
             await stop.wait()
         finally:
