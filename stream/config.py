@@ -49,6 +49,10 @@ class KafkaSettings(Section):
     # Short fetch long-polls keep latency low at low load (the embedded broker holds a fetch
     # for the full wait even when data is there).
     fetch_max_wait_ms: int = Field(default=50, ge=1, le=10_000)
+    # A fetch returns once this many bytes wait or fetch_max_wait_ms passes. 1 answers at once
+    # (lowest latency); more gathers larger micro-batches at low rates, so less CPU per event,
+    # for at most fetch_max_wait_ms more latency (Apache Kafka; the embedded broker always waits).
+    fetch_min_bytes: int = Field(default=1, ge=1, le=64 * 1024 * 1024)
     # Producers send as soon as the loop yields: mlstream appends whole produce batches itself,
     # so lingering only delays them (and splits a micro-batch's outputs into more requests).
     linger_ms: int = Field(default=0, ge=0, le=1_000)

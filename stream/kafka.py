@@ -64,7 +64,7 @@ def make_producer(settings: Settings, *, transactional_id: str | None = None, **
 def make_consumer(settings: Settings, *topics: str, group_id: str | None, **extra: Any) -> AIOKafkaConsumer:
     opts = dict(
         group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest",
-        fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
+        fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms, fetch_min_bytes=settings.kafka.fetch_min_bytes,
         session_timeout_ms=settings.kafka.session_timeout_ms,
         heartbeat_interval_ms=settings.kafka.heartbeat_interval_ms,
         max_partition_fetch_bytes=4 * 1024 * 1024,
