@@ -16,14 +16,13 @@ live comparison that decides the promotion sees the same evidence with or withou
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from hashlib import blake2b
 
 import numpy as np
 
 from stream.metrics import Metrics
-from stream.scoring.model import Model
+from stream.scoring.model import Model, servable
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +115,7 @@ class Canary:
                 log.warning("canary: version %s failed on a batch (%d so far), the champion served it: %s",
                             model.version, self._failures, str(exc)[:200])
             return None
-        low, high = (0.0, 1.0) if model.card.task == "classification" else (-math.inf, math.inf)
-        ok = np.isfinite(s) & (s >= low) & (s <= high)
+        ok = servable(model.card.task, s)
         served = np.zeros(len(keys), dtype=bool)
         served[rows[ok]] = True
         out = scores.astype(np.float64, copy=True)

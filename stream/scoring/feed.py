@@ -119,6 +119,17 @@ class FeedReader:
             return False
         return True
 
+    async def try_catch_up(self, timeout_s: float, deadline_s: float) -> str:
+        """:meth:`catch_up` bounded in wall time too: "" when caught up, else why not (after a
+        broken connection the reader is closed, so the next call starts afresh)."""
+        try:
+            if await asyncio.wait_for(self.catch_up(timeout_s), timeout_s + deadline_s):
+                return ""
+            return f"not read to its end within {timeout_s:g}s"
+        except (KafkaError, TimeoutError, StreamError) as exc:
+            await self.close()
+            return str(exc) if isinstance(exc, StreamError) else type(exc).__name__
+
     async def start(self, stop: asyncio.Event) -> None:
         """Read the topic to its end, then, if the local store has nothing to serve, go on
         reading until the champion arrives or ``start_timeout_s`` passes (ModelLoadError)."""
@@ -331,14 +342,8 @@ async def sync_store(settings: Settings, store: ModelStore, what: str, *, requir
         return
     reader = FeedReader(settings, Metrics.create(), store)
     timeout_s = settings.model_feed.start_timeout_s
-    why = ""
     try:
-        if not await asyncio.wait_for(reader.catch_up(timeout_s), timeout_s + settings.kafka.request_deadline_s):
-            why = f"not read to its end within {timeout_s:g}s"
-    except (KafkaError, TimeoutError) as exc:
-        why = type(exc).__name__
-    except StreamError as exc:  # the cluster cannot be reached
-        why = str(exc)
+        why = await reader.try_catch_up(timeout_s, settings.kafka.request_deadline_s)
     finally:
         await reader.close()
     if why and not required:

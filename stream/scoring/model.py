@@ -43,6 +43,20 @@ class Model:
         return out.reshape(len(X))
 
 
+def servable(task: str, scores: np.ndarray) -> np.ndarray:
+    """Which scores may be served: finite, and for a classifier probabilities in [0, 1].
+
+    >>> servable("classification", np.array([0.2, 1.5, np.nan])).tolist()
+    [True, False, False]
+    >>> servable("regression", np.array([-3.0, np.inf])).tolist()
+    [True, False]
+    """
+    ok = np.isfinite(scores)
+    if task == "classification":
+        ok &= (scores >= 0.0) & (scores <= 1.0)
+    return ok
+
+
 WARMUP_ROWS = 64
 
 
@@ -99,9 +113,7 @@ def check_model(card: ModelCard, blob: bytes, where: object) -> Model:
     if scores.shape != (len(X),):
         raise ModelLoadError(where, f"warm-up inference gave scores of shape {scores.shape}; "
                              f"expected ({len(X)},)")
-    bad = ~np.isfinite(scores)
-    if card.task == "classification":
-        bad |= (scores < 0.0) | (scores > 1.0)
+    bad = ~servable(card.task, scores)
     if bad.any():
         raise ModelLoadError(where, f"warm-up inference gave {int(bad.sum())} of {len(X)} scores "
                              f"that are not finite{' probabilities in [0, 1]' if card.task == 'classification' else ''} "

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Protocol
 
 import numpy as np
@@ -22,7 +23,7 @@ from stream.messages import DeadLetter, FeatureBatch, Message, Prediction, encod
 from stream.metrics import Metrics
 from stream.schema import DEAD_LETTER_REASONS
 from stream.scoring.canary import Canary
-from stream.scoring.model import Model
+from stream.scoring.model import Model, servable
 from stream.scoring.state import EntityStore
 
 
@@ -160,7 +161,6 @@ class BatchScorer:
 
         scored_ms = int(now * 1000)
         name, version = model.name, model.version
-        low, high = (0.0, 1.0) if model.card.task == "classification" else (-math.inf, math.inf)
         at = canary_n = 0
         for p in parts:
             part = out.partitions[p.partition]
@@ -174,7 +174,7 @@ class BatchScorer:
             # state moved for every row whose features were computed (invalid scores included:
             # the event happened, the model is what is wrong)
             part.touched = dict(zip(keys_kept, p.rows[p.keep].tolist()))
-            ok = np.isfinite(s_all) & (s_all >= low) & (s_all <= high)
+            ok = servable(model.card.task, s_all)
             for j in np.flatnonzero(~ok).tolist():
                 self._dead_letter(part, out, p.records[int(p.valid[p.keep[j]])], "invalid_score",
                                   f"model {name} version {version} scored {s_all[j]!r}")
@@ -195,18 +195,18 @@ class BatchScorer:
             assert p.X is not None
             X = p.X if n == n_kept else p.X[ok]
             canary = self.canary.serve(keys, X, s, model) if self.canary is not None else None
-            if canary is None:
-                part.prediction_values = [
-                    encode(Prediction(event_id=ids[i], entity_id=keys[i], score=sl[i], model=name,
-                                      model_version=version, ingest_ts_ms=ingest[i],
-                                      scored_ts_ms=scored_ms))
-                    for i in range(n)
-                ]
-            else:  # the champion's scores still go to the monitor (feature batch), as a shadow's do
+            versions: Iterable[str] = repeat(version)
+            if canary is not None:  # the champion's scores still go to the monitor (feature batch)
+                assert self.canary is not None and self.canary.model is not None
                 served, by_challenger = canary
-                part.prediction_values = self._canary_predictions(ids, keys, served, by_challenger, ingest,
-                                                                  scored_ms, version)
+                challenger = self.canary.model.version
+                sl, versions = served.tolist(), [challenger if m else version for m in by_challenger.tolist()]
                 canary_n += int(by_challenger.sum())
+            part.prediction_values = [
+                encode(Prediction(event_id=ids[i], entity_id=keys[i], score=sl[i], model=name,
+                                  model_version=v, ingest_ts_ms=ingest[i], scored_ts_ms=scored_ms))
+                for i, v in zip(range(n), versions)
+            ]
             part.event_ids, part.scores, part.inputs, part.ingest_ms = ids, s, X, ingest
             if self.emit_features:
                 monitored = self.domain.monitored_columns(cols, X)
@@ -224,16 +224,6 @@ class BatchScorer:
             assert self.canary is not None and self.canary.model is not None
             self.metrics.predictions.labels(name, self.canary.model.version).inc(canary_n)
         return out
-
-    def _canary_predictions(self, ids: list[str], keys: list[str], served: np.ndarray, by_challenger: np.ndarray,
-                            ingest: list[int], scored_ms: int, champion: str) -> list[bytes]:
-        assert self.canary is not None and self.canary.model is not None
-        challenger, name = self.canary.model.version, self.model.name
-        sl, mine = served.tolist(), by_challenger.tolist()
-        return [encode(Prediction(event_id=ids[i], entity_id=keys[i], score=sl[i], model=name,
-                                  model_version=challenger if mine[i] else champion,
-                                  ingest_ts_ms=ingest[i], scored_ts_ms=scored_ms))
-                for i in range(len(ids))]
 
     def _dead_letter(self, part: PartitionOutput, out: BatchOutput, record: Record, reason: str,
                      message: str, error_class: str | None = None) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from typing import Any
 
@@ -29,7 +28,7 @@ from stream.messages import ShadowPrediction, encode
 from stream.metrics import Metrics
 from stream.registry import ModelStore
 from stream.scoring.guard import ModelGuard
-from stream.scoring.model import Model, load_model
+from stream.scoring.model import Model, load_model, servable
 from stream.scoring.pipeline import BatchOutput
 
 log = logging.getLogger(__name__)
@@ -128,8 +127,7 @@ class ShadowScorer:
                     self._count(model, role, "failed", n)
                     scored, invalid = scored + n, invalid + n
                     continue
-                low, high = (0.0, 1.0) if model.card.task == "classification" else (-math.inf, math.inf)
-                ok = np.isfinite(s) & (s >= low) & (s <= high)
+                ok = servable(model.card.task, s)
                 bad = int(n - ok.sum())
                 scored, invalid = scored + n, invalid + bad
                 self._count(model, role, "invalid", bad)

@@ -22,7 +22,6 @@ from typing import Any
 
 import faust
 import orjson
-from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from stream.alerts import Notifier
@@ -113,14 +112,8 @@ class Trainer:
         # the first read goes through the whole topic; a timeout keeps the position for the next
         s = self.settings
         timeout_s = s.kafka.request_deadline_s if self.feed.consumer is not None else s.model_feed.start_timeout_s
-        try:
-            caught_up = await asyncio.wait_for(self.feed.catch_up(timeout_s), timeout_s + s.kafka.request_deadline_s)
-        except (StreamError, KafkaError, TimeoutError) as exc:
-            caught_up, why = False, type(exc).__name__
-            await self.feed.close()  # a broken connection: a fresh reader next time
-        else:
-            why = f"not read to its end within {timeout_s:g}s"
-        if caught_up:
+        why = await self.feed.try_catch_up(timeout_s, s.kafka.request_deadline_s)
+        if not why:
             self._sync_failures = 0
             return True
         self._sync_failures += 1
