@@ -180,6 +180,10 @@ class PerformanceSettings(Section):
     min_increase: float | None = Field(default=None, gt=0)
     min_relative_increase: float = Field(default=0.5, gt=0)
     leave_ratio: float = Field(default=0.5, gt=0, le=1)
+    # a classifier's miss rate (1 - recall) on the labelled positives, against the holdout recall:
+    # windows in labelled positives, and the absolute gate (recall points)
+    miss_windows: tuple[int, ...] = (20, 50, 100, 250)
+    min_miss_increase: float = Field(default=0.1, gt=0, lt=1)
     estimate_rows: int = Field(default=5_000, ge=100)  # recent scores behind the label-free estimate
     estimate_tolerance: float = Field(default=0.05, gt=0, lt=1)
     estimate_window: int = Field(default=2_000, ge=1)

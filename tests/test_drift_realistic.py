@@ -12,7 +12,7 @@ import pytest
 
 from stream.examples.traffic import FEATURES, generate
 from stream.monitoring.drift import DriftEvent, DriftMonitor
-from stream.monitoring.labels import EstimateValidity, PerformanceMonitor, holdout_reference
+from stream.monitoring.labels import EstimateValidity, PerformanceMonitor, holdout_miss_rate, holdout_reference
 from stream.monitoring.profile import ReferenceProfile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,9 +63,8 @@ def test_error_rate_rise_inside_mixed_traffic_detected_from_labels() -> None:
     assert CHANGE <= events[0].index < CHANGE + 5_000
 
 
-@pytest.fixture(scope="module")
-def concept_drift_scores() -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
-    """The shipped model scoring the shipped concept-drift scenario (fraud changes signature at 20,000)."""
+def payments_scores(scenario: str, seed: int, n: int, drift_at: int = 0) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """The shipped model scoring ``n`` events of the shipped payments simulator."""
     import onnxruntime as ort
     import orjson
 
@@ -75,10 +74,24 @@ def concept_drift_scores() -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     card = json.loads((ROOT / "models" / "fraud" / "1" / "card.json").read_text())
     sess = ort.InferenceSession((ROOT / "models" / "fraud" / "1" / "model.onnx").read_bytes(),
                                providers=["CPUExecutionProvider"])
-    items = list(PaymentSimulator(seed=6, scenario="concept_drift", drift_at=20_000).events(30_000))
+    items = list(PaymentSimulator(seed=seed, scenario=scenario, drift_at=drift_at).events(n))
     events = [orjson.loads(i.value) for i in items]
     scores = sess.run([card["output"]], {"features": DOMAIN.offline_features(events).astype(np.float32)})[0][:, 1]
-    labels = np.array([i.label for i in items], dtype=float)
+    return card, scores, np.array([i.label for i in items], dtype=float)
+
+
+def card_monitor(card: dict[str, Any], misses: bool = True) -> PerformanceMonitor:
+    """The performance monitor a worker builds from the card's holdout (error rate, miss rate)."""
+    ref, miss = holdout_reference(card), holdout_miss_rate(card)
+    assert ref is not None and miss is not None
+    return PerformanceMonitor(reference_loss=ref[0], reference_size=ref[1],
+                              reference_miss_rate=miss[0] if misses else None, reference_positives=miss[1])
+
+
+@pytest.fixture(scope="module")
+def concept_drift_scores() -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """The shipped model scoring the shipped concept-drift scenario (fraud changes signature at 20,000)."""
+    card, scores, labels = payments_scores("concept_drift", seed=6, n=30_000, drift_at=20_000)
     return card, scores[8_000:], labels[8_000:]  # after the entity-state warm-up
 
 
@@ -86,14 +99,30 @@ def test_concept_drift_scenario_detected_from_labels_within_3000(concept_drift_s
     card, scores, labels = concept_drift_scores
     ref = holdout_reference(card)
     assert ref is not None and 0.005 < ref[0] < 0.03 and ref[1] == card["training"]["rows_test"]
-    pm = PerformanceMonitor(reference_loss=ref[0], reference_size=ref[1])
-    events = []
-    for s in range(0, scores.size, 500):
-        events += pm.update(scores[s : s + 500], labels[s : s + 500])
     onset = 12_000  # event 20,000 of the stream
-    assert [e.kind for e in events] == ["concept_drift"]
-    assert onset <= events[0].index < onset + 3_000
-    assert events[0].evidence[0]["reference"] == "model card holdout"
+    found = {}
+    for misses in (False, True):
+        pm = card_monitor(card, misses)
+        events = []
+        for s in range(0, scores.size, 500):
+            events += pm.update(scores[s : s + 500], labels[s : s + 500])
+        assert [e.kind for e in events] == ["concept_drift"]
+        assert onset <= events[0].index < onset + 3_000
+        assert events[0].evidence[0]["reference"] == "model card holdout"
+        found[misses] = events[0].index
+    # the positives' miss rate (recall 0.67 -> 0) sees it from a few dozen labelled positives
+    assert found[True] <= found[False] and found[True] < onset + 1_000, found
+    assert pm.misses is not None and pm.misses.reference_mean == pytest.approx(1 - card["training"]["metrics"]["recall"])
+    assert max(c["increase"] for c in pm.misses.last_check.values()) > 0.5  # misses 0.33 -> ~1
+
+
+def test_no_concept_drift_on_the_stationary_payments_stream_cold_start_included() -> None:
+    card, scores, labels = payments_scores("none", seed=3, n=60_000)
+    pm = card_monitor(card)
+    events = []
+    for s in range(0, scores.size, 1_000):
+        events += pm.update(scores[s : s + 1_000], labels[s : s + 1_000])
+    assert events == [] and pm.misses is not None and pm.misses.n > 1_000  # ~1,800 positives tested
 
 
 def test_estimate_validity_flips_when_labels_disagree(concept_drift_scores: Any) -> None:
@@ -131,3 +160,13 @@ def test_no_opening_on_seeds_that_once_opened(scenario: str, seed: int) -> None:
     offset: these seeds opened false drifts before."""
     mon = monitor_for(scenario, seed=seed)
     assert [(e.index, e.kind, e.features) for e in feed(mon, generate(scenario, 200_000, seed=seed))] == []
+
+
+def test_bench_drift_reports_the_shipped_concept_drift_scenario() -> None:
+    from stream.tools.bench_concept import format_concept, run
+
+    res = run(seeds=1, seed=11, stationary_events=20_000)
+    both, pooled = res["rows"]["error rate + miss rate"], res["rows"]["error rate"]
+    assert res["within_target"] and both["detected"] == 1 and both["false_openings"] == 0
+    assert both["max"] <= pooled["max"]  # the miss channel only adds evidence
+    assert "error rate + miss rate" in format_concept(res)

@@ -9,29 +9,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import special
 
 from stream.monitoring.dependence import DependenceTracker
 from stream.monitoring.drift import DriftEvent
+from stream.monitoring.loss_rise import RiseTest, change_point
 from stream.monitoring.performance_estimate import _auc
 
-__all__ = ["PerformanceMonitor", "change_point", "holdout_reference"]
-
-
-def change_point(loss: np.ndarray) -> int:
-    """Index where the mean of ``loss`` most likely rose: the CUSUM estimate, argmax of
-    ``S_k - k/n S_n`` (less drawn to the ends than the least-squares split on sparse errors).
-
-    >>> change_point(np.r_[np.zeros(300), np.ones(100)] * 0.5 + np.tile([0, 0.1], 200))
-    300
-    """
-    loss = np.asarray(loss, dtype=np.float64)
-    n = len(loss)
-    if n < 2:
-        return 0
-    c = np.cumsum(loss)
-    k = np.arange(1, n)
-    return int(k[np.argmax(k / n * c[-1] - c[:-1])])  # a rise: the partial sum lags most there
+__all__ = ["PerformanceMonitor", "change_point", "holdout_miss_rate", "holdout_reference"]
 
 
 def holdout_reference(card: dict[str, Any]) -> tuple[float, int] | None:
@@ -62,6 +46,24 @@ def holdout_reference(card: dict[str, Any]) -> tuple[float, int] | None:
     return (loss, n) if n > 0 and math.isfinite(loss) else None
 
 
+def holdout_miss_rate(card: dict[str, Any]) -> tuple[float, int] | None:
+    """A classifier's holdout miss rate (1 - recall) and its number of positives, or None.
+
+    >>> card = {"training": {"rows_test": 9000, "metrics": {"recall": 0.8, "positive_rate": 0.05}}}
+    >>> holdout_miss_rate(card)
+    (0.19999999999999996, 450)
+    """
+    if card.get("task", "classification") != "classification":
+        return None
+    training = card.get("training") or {}
+    metrics = training.get("metrics") or {}
+    try:
+        miss, positives = 1.0 - float(metrics["recall"]), round(float(metrics["positive_rate"]) * int(training["rows_test"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (miss, positives) if positives > 0 and 0.0 <= miss < 1.0 else None
+
+
 class PerformanceMonitor:
     """Rolling performance and concept-drift detection on joined labels.
 
@@ -69,16 +71,27 @@ class PerformanceMonitor:
     ``(score >= threshold) != label``) or its absolute error (regression). The
     reference is the model card's holdout (``reference_loss`` on ``reference_size``
     rows, see :func:`holdout_reference`); without one, the first ``reference_size``
-    losses (a cold start the report names). Every window length in ``windows`` is
-    tested every ``window / checks_per_window`` labelled events for a *rise* of the
-    mean loss, studentised with the loss's long-run and slow variances learned from
-    the labelled stream itself (:class:`stream.monitoring.dependence.DependenceTracker`:
-    errors come in bursts and follow the day, like features), one-sided at the
-    Bonferroni level for ``expected_run_length`` labelled events between false alarms.
-    The rise must also pass both gates: ``min_increase`` (absolute: error rate points,
-    or MAE relative to the reference) and ``min_relative_increase`` (relative to the
-    reference loss). A drift opens once (``concept_drift`` event) and closes when the
-    rise in the middle window has stayed below ``leave_ratio`` times the gate for three checks.
+    losses (a cold start the report names). Each channel is a
+    :class:`stream.monitoring.loss_rise.RiseTest`: every window length in ``windows`` is
+    tested every ``window / checks_per_window`` labelled events for a *rise* of the mean
+    loss, studentised with the loss's long-run and slow variances learned from the labelled
+    stream itself (errors come in bursts and follow the day, like features), one-sided at the
+    Bonferroni level for ``expected_run_length`` labelled events between false alarms. The
+    rise must also pass both gates: ``min_increase`` (absolute: error rate points, or MAE
+    relative to the reference) and ``min_relative_increase`` (relative to the reference loss).
+
+    A classifier whose holdout recall is known (``reference_miss_rate`` on
+    ``reference_positives``, :func:`holdout_miss_rate`) has a second channel: the miss rate
+    (1 - recall) of the labelled positives, in windows of ``miss_windows`` positives, gated by
+    ``min_miss_increase`` and ``min_relative_increase``. Concept drift on rare positives (fraud
+    that changes its signature) moves the pooled error rate by a few points and the miss rate
+    by tens of points: this channel sees it from far fewer labels, and a change of the positive
+    rate alone (label shift) does not move it. The channels share the false-alarm budget half
+    and half (the miss channel's run length counted in positives at the holdout's positive rate).
+
+    A drift opens once (``concept_drift`` event, the features that fired) and closes when the
+    rise in every channel's middle window has stayed below ``leave_ratio`` times its gate for
+    three checks.
 
     Examples
     --------
@@ -89,9 +102,20 @@ class PerformanceMonitor:
     >>> scores = np.where(y != err, 0.8, 0.2)
     >>> [(e.index, e.kind) for e in pm.update(scores, y.astype(float))]
     [(4149, 'concept_drift')]
+
+    Rare positives whose recall collapses: the miss rate fires first.
+
+    >>> pm = PerformanceMonitor(reference_loss=0.012, reference_size=15_000, reference_miss_rate=0.3,
+    ...                         reference_positives=450)
+    >>> y = rng.random(30_000) < 0.03
+    >>> caught = rng.random(30_000) < np.where(np.arange(30_000) < 20_000, 0.7, 0.0)
+    >>> scores = np.where(y, np.where(caught, 0.9, 0.1), np.where(rng.random(30_000) < 0.003, 0.9, 0.1))
+    >>> [(e.index, e.kind, e.features) for e in pm.update(scores, y.astype(float))]
+    [(20549, 'concept_drift', ('miss_rate',))]
     """
 
     BLOCK = 50  # labelled events per block of the dependence tracker
+    MISS_BLOCK = 5  # labelled positives per block of the miss channel's tracker
 
     def __init__(
         self,
@@ -107,6 +131,10 @@ class PerformanceMonitor:
         min_increase: float | None = None,
         min_relative_increase: float = 0.5,
         leave_ratio: float = 0.5,
+        reference_miss_rate: float | None = None,
+        reference_positives: int = 0,
+        miss_windows: tuple[int, ...] = (20, 50, 100, 250),
+        min_miss_increase: float = 0.1,
         model_name: str | None = None,
         model_version: str | None = None,
     ) -> None:
@@ -116,36 +144,51 @@ class PerformanceMonitor:
             raise ValueError("window, windows and reference_size must be positive")
         self.task, self.threshold, self.window = task, float(threshold), int(window)
         self.windows, self.checks_per_window = tuple(sorted(windows)), int(checks_per_window)
-        self.steps = tuple(max(1, w // self.checks_per_window) for w in self.windows)
         self.expected_run_length = expected_run_length
         self.reference_size = reference_size
         self.min_increase = min_increase if min_increase is not None else (0.01 if task == "classification" else 0.1)
         self.min_relative_increase = float(min_relative_increase)
+        self.min_miss_increase = float(min_miss_increase)
         self.leave_ratio = leave_ratio
         self.model_name, self.model_version = model_name, model_version
-        self.alpha = [s / (expected_run_length * len(self.windows)) for s in self.steps]
-        self.z_crit = [float(-special.ndtri(a)) for a in self.alpha]
-        size = max(self.window, self.windows[-1])
-        self._scores = np.zeros(size)
-        self._times = np.full(size, np.nan)  # event times, when the caller knows them
-        self._labels = np.zeros(size)
-        self._loss = np.zeros(size)
-        self.n = 0  # labelled events seen
-        self._since_reset = 0
-        self._ref_n = 0
-        self._ref_sum = self._ref_sq = 0.0
+        feature = "error_rate" if task == "classification" else "mae"
+        misses = (task == "classification" and reference_miss_rate is not None and reference_positives > 0
+                  and math.isfinite(reference_miss_rate) and 0 <= reference_miss_rate < 1)
+        share = 2.0 if misses else 1.0  # Bonferroni over the channels
+        self.loss = RiseTest(feature, self.windows, self.checks_per_window, run_length=expected_run_length * share,
+                             block=self.BLOCK, relative=task == "regression", reference_size=reference_size)
+        self.steps, self.alpha, self.z_crit = self.loss.steps, self.loss.alpha, self.loss.z_crit
         self.reference_source = "first labelled events"
         if reference_loss is not None:
-            self._ref_n, self._ref_sum = reference_size, reference_loss * reference_size
             # second moment: Bernoulli for error rates; half-normal absolute errors for regression
             second = reference_loss if task == "classification" else reference_loss**2 * math.pi / 2
-            self._ref_sq = second * reference_size
+            self.loss.ref_n, self.loss.ref_sum = reference_size, reference_loss * reference_size
+            self.loss.ref_sq = second * reference_size
             self.reference_source = "model card holdout"
-        self.tracker = DependenceTracker(1, self.BLOCK, scales=(2, 8, 32), history=64, min_batches=16, confidence=0.5)
-        self._block_sum, self._block_n = 0.0, 0
+        self.misses: RiseTest | None = None
+        if misses:
+            assert reference_miss_rate is not None
+            positive_rate = reference_positives / max(reference_size, reference_positives)
+            self.misses = RiseTest("miss_rate", tuple(sorted(miss_windows)), self.checks_per_window,
+                                   run_length=expected_run_length * share * positive_rate, block=self.MISS_BLOCK)
+            self.misses.ref_n = reference_positives
+            self.misses.ref_sum = self.misses.ref_sq = reference_miss_rate * reference_positives
+        size = max(self.window, self.windows[-1])
+        self._scores = np.zeros(size)
+        self._labels = np.zeros(size)
+        self.n = 0  # labelled events seen
         self.drifting = False
         self._calm = 0
-        self.last_check: dict[int, dict[str, float]] = {}
+
+    @property
+    def tracker(self) -> DependenceTracker:
+        """The pooled loss's dependence tracker."""
+        return self.loss.tracker
+
+    @property
+    def last_check(self) -> dict[int, dict[str, float]]:
+        """The pooled loss's latest figures per window."""
+        return self.loss.last_check
 
     def _losses(self, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
         if self.task == "classification":
@@ -161,114 +204,69 @@ class PerformanceMonitor:
         scores = np.asarray(scores, dtype=float)
         labels = np.asarray(labels, dtype=float)
         loss = self._losses(scores, labels)
+        idx = (self.n + np.arange(loss.size)) % self._scores.size
+        self._scores[idx], self._labels[idx] = scores, labels
+        self.n += loss.size
         events: list[DriftEvent] = []
-        pos, total = 0, loss.size
-        while pos < total:
-            if self._ref_n < self.reference_size:  # still building the reference
-                take = min(self.reference_size - self._ref_n, total - pos)
-                seg = loss[pos : pos + take]
-                self._ref_n += take
-                self._ref_sum += float(seg.sum())
-                self._ref_sq += float((seg * seg).sum())
-            else:  # up to the next event count at which some window is checked
-                nxt = min((self._since_reset // st + 1) * st for st in self.steps)
-                take = min(nxt - self._since_reset, total - pos)
-                self._since_reset += take
-            self._store(scores[pos : pos + take], labels[pos : pos + take], loss[pos : pos + take],
-                        times[pos : pos + take])
-            pos += take
-            if self._ref_n >= self.reference_size and take and any(self._since_reset % st == 0 for st in self.steps):
-                events += self._check()
+        # the channels in step, a piece of at most the shortest check interval at a time
+        piece = self.steps[0] if self.misses is not None else max(loss.size, 1)
+        for a in range(0, loss.size, piece):
+            seg, ts = loss[a : a + piece], times[a : a + piece]
+            for _ in self.loss.feed(seg, ts, lambda: self.drifting):
+                events += self._check(self.loss, self.loss.n - 1)  # index: the newest labelled event
+            if self.misses is not None:
+                start, before = self.n - loss.size + a, self.misses.n
+                positive = np.flatnonzero(labels[a : a + piece] > 0.5)
+                for _ in self.misses.feed(seg[positive], ts[positive], lambda: self.drifting):
+                    events += self._check(self.misses, start + int(positive[self.misses.n - before - 1]))
         return events
 
-    def _store(self, scores: np.ndarray, labels: np.ndarray, loss: np.ndarray, times: np.ndarray) -> None:
-        idx = (self.n + np.arange(loss.size)) % self._loss.size
-        self._scores[idx], self._labels[idx], self._loss[idx] = scores, labels, loss
-        self._times[idx] = times
-        self.n += loss.size
-        for v in loss.tolist():  # blocks of the dependence tracker (frozen while a drift is open)
-            self._block_sum += v
-            self._block_n += 1
-            if self._block_n == self.BLOCK:
-                self.tracker.add(np.array([self._block_sum / self.BLOCK]), np.array([float(self.BLOCK)]),
-                                 np.array([self.drifting]))
-                self._block_sum, self._block_n = 0.0, 0
-
-    def _change_event_ts(self, w: int) -> float | None:
-        end = self.n % self._loss.size
-        idx = np.arange(end - w, end) % self._loss.size
-        times, loss = self._times[idx], self._loss[idx]
-        known = ~np.isnan(times)
-        if known.sum() < 2:
-            return None
-        order = np.argsort(times[known], kind="stable")
-        return float(times[known][order][change_point(loss[known][order])])
-
-    def _window(self, w: int) -> np.ndarray:
-        end = self.n % self._loss.size
-        return self._loss[end - w : end] if end >= w else np.concatenate([self._loss[end - w :], self._loss[:end]])
-
-    def _gate(self, ref_mean: float) -> float:
+    def _gate(self, test: RiseTest) -> float:
         """The smallest rise that counts: absolute and relative gates together."""
+        if test is self.misses:
+            return max(self.min_miss_increase, self.min_relative_increase * test.reference_mean)
         if self.task == "classification":
-            return max(self.min_increase, self.min_relative_increase * ref_mean)
+            return max(self.min_increase, self.min_relative_increase * test.reference_mean)
         return self.min_increase  # regression: the MAE rise is relative already
 
-    def _check(self) -> list[DriftEvent]:
-        fired: list[dict[str, Any]] = []
-        ref_mean = self._ref_sum / self._ref_n
-        g0 = max(self._ref_sq / self._ref_n - ref_mean**2, 1e-12)
-        ready = self.tracker.ready()
-        lr, slow = self.tracker.estimate(np.array([ref_mean]), np.array([g0]), np.array([float(self._ref_n)]))
-        for k, (w, step) in enumerate(zip(self.windows, self.steps, strict=True)):
-            if self._since_reset < w or self._since_reset % step:
-                continue
-            mean = float(self._window(w).mean())
-            var = float(lr[0]) / w + g0 / self._ref_n + float(slow[0])
-            stat = (mean - ref_mean) / math.sqrt(var)
-            p = float(special.ndtr(-stat))
-            if self.task == "classification":
-                increase, metric = mean - ref_mean, "error_rate_increase"
-            else:
-                increase, metric = (mean - ref_mean) / max(ref_mean, 1e-12), "mae_relative_increase"
-            gate = self._gate(ref_mean)
-            self.last_check[w] = {"loss": mean, "reference_loss": ref_mean, "increase": increase, "p_value": p,
-                                  "design_effect": float(lr[0]) / g0}
-            if ready and stat > self.z_crit[k] and increase >= gate and not self.drifting:
-                fired.append({"feature": "error_rate" if self.task == "classification" else "mae",
-                              "test": "z", "statistic": float(stat), "threshold": self.z_crit[k],
-                              "p_value": p, "alpha": self.alpha[k], "window": w,
-                              "effect_metric": metric, "effect_size": float(increase),
-                              "effect_threshold": gate, "reference": self.reference_source,
-                              "n_reference": self._ref_n, "loss": mean, "reference_loss": ref_mean,
-                              "design_effect": float(lr[0]) / g0})
-        index = self.n - 1
-        if fired:
+    def _check(self, test: RiseTest, index: int) -> list[DriftEvent]:
+        fired = test.evaluate(self._gate(test))
+        if fired and not self.drifting:
             self.drifting, self._calm = True, 0
             # when the loss most likely rose, in event time, within the largest window that
             # fired (labels join out of event order; the trainer's onset window starts there)
-            onset = self._change_event_ts(max(f["window"] for f in fired))
+            onset = test.change_event_ts(max(f["window"] for f in fired))
             for f in fired:
+                f["reference"] = self.reference_source if test is self.loss else "model card holdout"
                 if onset is not None:
                     f["change_event_ts"] = onset
-            return [DriftEvent(index, "concept_drift", (fired[0]["feature"],), tuple(fired),
+            return [DriftEvent(index, "concept_drift", (test.feature,), tuple(fired),
                                self.model_name, self.model_version)]
-        mid = self.windows[len(self.windows) // 2]
-        if self.drifting and self._since_reset >= mid and self._since_reset % self.steps[len(self.windows) // 2] == 0:
-            gate = self._gate(ref_mean)
-            calm = self.last_check.get(mid, {}).get("increase", math.inf) < self.leave_ratio * gate
-            self._calm = self._calm + 1 if calm else 0
+        if test is not self.loss:
+            return []
+        mid, step = self.windows[len(self.windows) // 2], self.steps[len(self.windows) // 2]
+        if self.drifting and test.since_reset >= mid and test.since_reset % step == 0:
+            self._calm = self._calm + 1 if all(self._calm_in(t) for t in (self.loss, self.misses) if t) else 0
             if self._calm >= 3:
-                self.drifting, self._calm, self._since_reset = False, 0, 0
-                return [DriftEvent(index, "drift_resolved", ("error_rate" if self.task == "classification" else "mae",),
-                                   (), self.model_name, self.model_version)]
+                self.drifting, self._calm = False, 0
+                for t in (self.loss, self.misses):
+                    if t is not None:
+                        t.since_reset = 0
+                return [DriftEvent(index, "drift_resolved", (self.loss.feature,), (), self.model_name,
+                                   self.model_version)]
         return []
+
+    def _calm_in(self, test: RiseTest) -> bool:
+        """Whether ``test``'s middle window has its rise below ``leave_ratio`` times its gate."""
+        mid = test.windows[len(test.windows) // 2]
+        unseen = math.inf if test is self.loss else -math.inf  # the miss channel may not have a check yet
+        return test.last_check.get(mid, {}).get("increase", unseen) < self.leave_ratio * self._gate(test)
 
     def snapshot(self) -> dict[str, float]:
         """Rolling performance over the last ``window`` labelled events (NaN where undefined)."""
         n = min(self.n, self.window)
-        end = self.n % self._loss.size
-        idx = (end - n + np.arange(n)) % self._loss.size
+        end = self.n % self._scores.size
+        idx = (end - n + np.arange(n)) % self._scores.size
         s, y = self._scores[idx], self._labels[idx]
         out: dict[str, float] = {"labelled": float(self.n), "window": float(n), "drifting": float(self.drifting)}
         if n == 0:

@@ -32,10 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from stream.monitoring.concept_drift import PerformanceMonitor, change_point, holdout_reference
+from stream.monitoring.concept_drift import PerformanceMonitor, change_point, holdout_miss_rate, holdout_reference
 from stream.monitoring.performance_estimate import EstimateValidity, _auc, estimate_performance
 
-__all__ = ["EstimateValidity", "LabelJoiner", "PerformanceMonitor", "estimate_performance", "holdout_reference"]
+__all__ = ["EstimateValidity", "LabelJoiner", "PerformanceMonitor", "estimate_performance", "holdout_miss_rate",
+           "holdout_reference"]
 __all__ += ["_auc", "change_point"]  # re-exported for callers that import them from here
 
 
