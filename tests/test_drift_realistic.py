@@ -43,12 +43,15 @@ def test_realistic_stationary_stream_opens_no_drift(scenario: str) -> None:
 @pytest.mark.parametrize("drift, feature", [("mean_shift", "x"), ("category_share", "c")])
 def test_drift_inside_mixed_traffic_detected(drift: str, feature: str) -> None:
     # mixed traffic measures a design effect of ~30 on these features (AR(1) 0.9 and bursts of one
-    # entity's level or category): the floor for these shifts is ~4,000-6,000 events (README)
+    # entity's level or category): the floor for these shifts is ~4,000-6,000 events (README); the
+    # bursts' own categories make the share's batch means heavy-tailed, so its variance is known
+    # less well and the category share takes longer (8 seeds: median 9,199 events, README)
     mon = monitor_for("mixed", seed=5)
-    cols = generate("mixed", CHANGE + 12_000, seed=5, drift=drift, drift_at=CHANGE)
+    cols = generate("mixed", CHANGE + 16_000, seed=5, drift=drift, drift_at=CHANGE)
     events = [e for e in feed(mon, cols) if e.kind != "drift_resolved"]
     assert events, drift
-    assert events[0].features == (feature,) and CHANGE <= events[0].index < CHANGE + 8_000, events[0]
+    limit = 8_000 if drift == "mean_shift" else 16_000
+    assert events[0].features == (feature,) and CHANGE <= events[0].index < CHANGE + limit, events[0]
     assert mon.snapshot()[feature]["drifting"]  # still open: the drift goes on, one event
 
 

@@ -191,7 +191,7 @@ class DependenceTracker:
         self._hacc = np.zeros((len(scales), 24))
         self._dev: np.ndarray | None = None  # seasonal profile taken out of the batch means
         self._count = np.zeros(len(scales), dtype=np.int64)  # batches written per scale
-        self._cache: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(scales)
+        self._cache: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = [None] * len(scales)
         self._series_cache: dict[int, np.ndarray] = {}  # per scale, dropped with _cache
         self.version = 0  # bumped whenever a batch is written (estimates may change)
         # upper-confidence factor per number of differences (chi-square with ~0.6 df per difference)
@@ -280,12 +280,25 @@ class DependenceTracker:
                 # touches one or two differences, while bursts of one entity make many large ones (a
                 # cap at a few robust sd cuts those too and understated burst-driven dependence ~2-3x)
                 ms = np.zeros(self.c)
+                df = nd
                 if a.shape[0]:
                     cap = _order_stat(a, np.maximum(nd - 3, 0))  # NaN last
                     ms = _nanmean(np.minimum(a, cap) ** 2) / _winsor_table(self.history)[nd]
+                    # heavy-tailed differences (bursts of one entity: most batches quiet, a few far
+                    # off) make a mean square far less certain than its count says: a variance
+                    # estimate from n values of kurtosis k has ~2n / (k - 1) degrees of freedom.
+                    a2 = a * a  # not winsorised: the tail is what makes the estimate uncertain
+                    kurt = _nanmean(a2 * a2) / np.maximum(_nanmean(a2), 1e-300) ** 2
+                    df = np.clip(np.nan_to_num(nd * np.minimum(1.0, 2.0 / np.maximum(kurt - 1.0, 1e-9)),
+                                               nan=0.0).astype(np.int64), 0, nd)
             rows = self.scales[i] * self.block_rows
-            self._cache[i] = (np.nan_to_num(ms) * rows / 2.0, nd)
-        return self._cache[i]  # type: ignore[return-value]
+            self._cache[i] = (np.nan_to_num(ms) * rows / 2.0, nd, df)
+        return self._cache[i][:2]  # type: ignore[return-value]
+
+    def _scale_df(self, i: int) -> np.ndarray:
+        """Effective number of differences behind scale ``i``'s estimate (fewer when heavy-tailed)."""
+        self._scale_estimate(i)
+        return self._cache[i][2]  # type: ignore[index]
 
     def short_range(self, g0: np.ndarray) -> np.ndarray:
         """Long-run variance from the shortest scale alone (blind to slow cycles, unlike long scales)."""
@@ -356,7 +369,7 @@ class DependenceTracker:
             if self._count[i] < self.min_batches:
                 continue
             est, nd = self._scale_estimate(i)
-            lr = np.maximum(lr, np.where(nd >= self.min_batches - 1, est * self._inflate[nd], 0.0))
+            lr = np.maximum(lr, np.where(nd >= self.min_batches - 1, est * self._inflate[self._scale_df(i)], 0.0))
             best = i
         if best is None:
             return lr, slow

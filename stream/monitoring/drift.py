@@ -181,12 +181,13 @@ class DriftMonitor(RowIngest):
                                     self._uref, self._rho, self._pairs)
         theta, m = np.nan_to_num(theta[0]), m[0].copy()
         npairs = self._pairs[0].size
-        sizes = [fn * k, fn * (k - 1), fn, fn, fc * kc, fc, npairs]
+        sizes = [fn * k, fn * (k - 1), fn, fn, fn, fc * kc, fc, npairs]
         edges = np.cumsum([0] + sizes)
         self._sl = {key: slice(int(a), int(z)) for key, a, z in
-                    zip(("props", "cum", "u", "miss", "cprops", "cmiss", "psi"), edges[:-1], edges[1:], strict=True)}
+                    zip(("props", "cum", "u", "spread", "miss", "cprops", "cmiss", "psi"), edges[:-1], edges[1:],
+                        strict=True)}
         owner = np.concatenate([np.repeat(np.arange(fn), k), np.repeat(np.arange(fn), k - 1), np.arange(fn),
-                                np.arange(fn), fn + np.repeat(np.arange(fc), kc), fn + np.arange(fc),
+                                np.arange(fn), np.arange(fn), fn + np.repeat(np.arange(fc), kc), fn + np.arange(fc),
                                 np.full(npairs, fn + fc)])
         self._owner = owner.astype(np.int64)
         m[self._sl["psi"]] = ref.corr_n[self._pairs] if npairs else m[self._sl["psi"]]
@@ -197,6 +198,8 @@ class DriftMonitor(RowIngest):
         ju = self._sl["u"]
         # a constant reference feature has no spread: floor it as a share seen in half a row
         g0[ju] = np.maximum((p * (self._uref - 0.5) ** 2).sum(axis=1), 0.25 / self._m[ju])
+        js = self._sl["spread"]
+        g0[js] = np.maximum((p * (np.abs(self._uref - 0.5) - theta[js][:, None]) ** 2).sum(axis=1), 0.25 / self._m[js])
         if npairs:
             g0[self._sl["psi"]] = (1 - self._rho[self._pairs] ** 2) ** 2
         theta[self._sl["psi"]] = 0.0
@@ -358,6 +361,7 @@ class DriftMonitor(RowIngest):
             for key, size in (("props", k), ("cum", k - 1)):
                 self._slow[sl[key]] = (np.repeat(r, size) * self._g0[sl[key]])
             self._slow[sl["u"]] = r * self._g0[sl["u"]]
+            self._slow[sl["spread"]] = r * self._g0[sl["spread"]]
         if fc:
             used = (self._theta[sl["cprops"]] > 0).reshape(fc, kc)
             r = np.where(used, rel[sl["cprops"]].reshape(fc, kc), 0.0).sum(axis=1) / np.maximum(used.sum(axis=1), 1)

@@ -91,6 +91,7 @@ class MonitorCore:
     # sequential detectors: the CUSUM over batches of blocks and the optional river score detector
     _cusum: Cusum | None
     _cus_mask: np.ndarray
+    _fast_candidates: np.ndarray
     _cus_sum: np.ndarray
     _cus_w: np.ndarray
     _cus_hours: np.ndarray

@@ -24,19 +24,24 @@ class SequentialDetectors(FeatureStates):
     """The CUSUM channels and the river score detector of a drift monitor."""
 
     def _init_cusum(self, erl: float) -> None:
-        """CUSUM channels: each numeric feature's mid-rank (location), each category's share, missing rates."""
+        """CUSUM channels: each numeric feature's mid-rank (location), each category's share, missing
+        rates; the block CUSUM also watches each numeric feature's spread ``|u - 1/2|`` (a change of
+        scale at the same location), which on dependent traffic is left to the window tests."""
         s, sl = self.settings, self._sl
         mask = np.zeros(self._theta.size, dtype=bool)
-        for key in ("u", "miss", "cprops", "cmiss"):
+        for key in ("u", "spread", "miss", "cprops", "cmiss"):
             mask[sl[key]] = True
         mask &= self._theta > 0  # shares the reference never saw are the window tests' job
+        self._fast_candidates = mask.copy()
+        mask[sl["spread"]] = False
         self._cus_mask = mask
         rows, sides = s.cusum_blocks * s.block_size, max(2 * int(mask.sum()), 1)
+        fast_sides = max(2 * int(self._fast_candidates.sum()), 1)
         share = s.cusum_block_share if s.cusum_block else 0.0  # the block CUSUM's part of the budget
         arl = erl / (1.0 - share) * sides / rows  # per channel and side, in batches
         self._cusum = Cusum(self._theta.size, s.cusum_k, alarm_level(arl, s.cusum_k)) if s.cusum else None
         self._fast = Cusum(self._theta.size, s.cusum_block_k, alarm_level(
-            erl / max(share, 1e-12) * sides / s.block_size, s.cusum_block_k)) if s.cusum and s.cusum_block else None
+            erl / max(share, 1e-12) * fast_sides / s.block_size, s.cusum_block_k)) if s.cusum and s.cusum_block else None
         self._fast_mask = np.zeros(self._theta.size, dtype=bool)
         self._fast_live = None  # _fast_mask without the channels of open states
         self._cus_sum, self._cus_w = np.zeros(self._theta.size), np.zeros(self._theta.size)
@@ -82,8 +87,8 @@ class SequentialDetectors(FeatureStates):
             # an indicator's block count must be near normal: 10 effective rows on either side
             rows = s.block_size / np.maximum(design, 1.0)
             normal = (np.minimum(self._theta, 1.0 - self._theta) * rows >= 10.0)
-            normal[self._sl["u"]] = True
-            self._fast_mask = self._cus_mask & (design <= s.cusum_block_max_design) & quiet & normal
+            normal[self._sl["u"]] = normal[self._sl["spread"]] = True
+            self._fast_mask = self._fast_candidates & (design <= s.cusum_block_max_design) & quiet & normal
             self._fast_live = None
 
     def _fast_z(self, sl: slice, means: np.ndarray, weights: np.ndarray,
@@ -165,7 +170,7 @@ class SequentialDetectors(FeatureStates):
                     j, slot = divmod(ch - part.start, self._kc)
                     cats = self.profile.categorical[self._cat[j]].categories
                     return f"share:{cats[slot]}" if slot < len(cats) else "share:__other__"
-                return {"u": "location", "miss": "missing", "cmiss": "missing"}.get(key, key)
+                return {"u": "location", "miss": "missing", "cmiss": "missing"}.get(key, key)  # spread: spread
         return "?"
 
 

@@ -351,7 +351,8 @@ def channel_means(num: np.ndarray, cat: np.ndarray, corr: np.ndarray | None, ure
     feature, slot + missing]`` counts; ``corr``: ``[..., 4, f, f]`` pairwise-complete sums
     (rows, sum, sum of squares, cross products) of the bins' normal scores, or None.
     The scores, in this order along the last axis: numeric bin indicators, cumulative bin
-    indicators (all but the last bin), mid-rank ``u`` (``uref`` per bin), missing indicator;
+    indicators (all but the last bin), mid-rank ``u`` (``uref`` per bin), spread ``|u - 1/2|``
+    (scale and shape changes at the same location), missing indicator;
     categorical slot indicators, missing indicator; per pair ``psi = zx zy - rho (zx^2 + zy^2) / 2``
     (the linearised correlation). Empty groups give NaN means with weight 0.
 
@@ -361,7 +362,7 @@ def channel_means(num: np.ndarray, cat: np.ndarray, corr: np.ndarray | None, ure
     >>> cat = np.zeros((1, 0, 2))
     >>> m, w = channel_means(num, cat, None, np.array([[0.25, 0.75]]), np.zeros((1, 1)), (np.array([], int),) * 2)
     >>> m.round(3).tolist(), w.tolist()
-    ([[0.75, 0.25, 0.75, 0.375, 0.0]], [[4.0, 4.0, 4.0, 4.0, 4.0]])
+    ([[0.75, 0.25, 0.75, 0.375, 0.25, 0.0]], [[4.0, 4.0, 4.0, 4.0, 4.0, 4.0]])
     """
     k = num.shape[-1] - 1
     lead = num.shape[:-2]
@@ -370,6 +371,7 @@ def channel_means(num: np.ndarray, cat: np.ndarray, corr: np.ndarray | None, ure
         props = num[..., :k] / present[..., None]
         cum = np.cumsum(props, axis=-1)[..., : k - 1]
         u = (props * uref).sum(axis=-1)
+        spread = (props * np.abs(uref - 0.5)).sum(axis=-1)
         rows = present + num[..., k]
         miss = num[..., k] / rows
         kc = cat.shape[-1] - 1
@@ -383,9 +385,9 @@ def channel_means(num: np.ndarray, cat: np.ndarray, corr: np.ndarray | None, ure
             psi = (corr[..., 3, iu, ju] - rho[iu, ju] / 2 * (corr[..., 2, iu, ju] + corr[..., 2, ju, iu])) / n_
         else:
             n_ = psi = np.zeros(lead + (iu.size,))
-    means = np.concatenate([props.reshape(lead + (-1,)), cum.reshape(lead + (-1,)), u, miss,
+    means = np.concatenate([props.reshape(lead + (-1,)), cum.reshape(lead + (-1,)), u, spread, miss,
                             cprops.reshape(lead + (-1,)), cmiss, psi], axis=-1)
     # np.repeat, not broadcast_to + reshape: the same values at a fraction of the call's cost
-    weights = np.concatenate([np.repeat(present, k, axis=-1), np.repeat(present, k - 1, axis=-1), present, rows,
+    weights = np.concatenate([np.repeat(present, k, axis=-1), np.repeat(present, k - 1, axis=-1), present, present, rows,
                               np.repeat(cpresent, kc, axis=-1), crows, np.asarray(n_, float)], axis=-1)
     return means, weights
