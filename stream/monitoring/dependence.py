@@ -293,12 +293,16 @@ class DependenceTracker:
                                                nan=0.0).astype(np.int64), 0, nd)
             rows = self.scales[i] * self.block_rows
             self._cache[i] = (np.nan_to_num(ms) * rows / 2.0, nd, df)
-        return self._cache[i][:2]  # type: ignore[return-value]
+        cached = self._cache[i]
+        assert cached is not None
+        return cached[0], cached[1]
 
     def _scale_df(self, i: int) -> np.ndarray:
         """Effective number of differences behind scale ``i``'s estimate (fewer when heavy-tailed)."""
         self._scale_estimate(i)
-        return self._cache[i][2]  # type: ignore[index]
+        cached = self._cache[i]
+        assert cached is not None
+        return cached[2]
 
     def short_range(self, g0: np.ndarray) -> np.ndarray:
         """Long-run variance from the shortest scale alone (blind to slow cycles, unlike long scales)."""

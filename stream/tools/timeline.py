@@ -79,6 +79,12 @@ async def loop_timeline(settings: Settings, drift_at: int, warmup: int) -> dict[
         out["detection"] = {"kind": first.kind, "features": first.features,
                             "newest_labelled_event": newest,
                             "events_after_onset": None if newest is None else newest - drift_at}
+        if first.kind == "concept_drift":
+            # the monitor's own count: its drift index is the labelled event (of that version, in
+            # join order) that fired; the wall-clock reading above takes the whole label batch
+            joined = sorted((e for e in examples if e.model_version == first.model_version),
+                            key=lambda e: (e.labelled_at, _index(e.event_id)))[: first.index + 1]
+            out["detection"]["labelled_events_after_onset"] = sum(_index(e.event_id) >= drift_at for e in joined)
     if requests:
         r = requests[0]
         out["request"] = {"id": r.request_id[:12], "reason": r.reason,
