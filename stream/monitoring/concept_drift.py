@@ -233,9 +233,11 @@ class PerformanceMonitor:
         fired = test.evaluate(self._gate(test))
         if fired and not self.drifting:
             self.drifting, self._calm = True, 0
-            # when the loss most likely rose, in event time, within the largest window that
-            # fired (labels join out of event order; the trainer's onset window starts there)
-            onset = test.change_event_ts(max(f["window"] for f in fired))
+            # when the loss most likely rose, in event time (labels join out of event order: the
+            # trainer's onset window starts there), within the longest window since the last reset:
+            # a short window that fired holds only post-onset labels of the fastest partitions
+            onset = test.change_event_ts(max(max(f["window"] for f in fired),
+                                             min(test.windows[-1], test.since_reset)))
             for f in fired:
                 f["reference"] = self.reference_source if test is self.loss else "model card holdout"
                 if onset is not None:

@@ -67,7 +67,9 @@ class EstimateValidity:
     The estimate (:func:`estimate_performance`) assumes a calibrated model: under concept drift
     it keeps reading "fine" while the model fails. So the estimate of the last ``window`` joined
     predictions is compared with their realised AUC and accuracy; ``valid`` turns False when
-    either differs by more than ``tolerance`` (None until ``min_labels`` have joined).
+    either differs by more than ``tolerance`` (None until ``min_labels`` have joined). It is
+    re-judged every ``every`` joined labels (default ``window / 20``), not on every label batch:
+    at low rates batches are a few labels each, and each judgement ranks the whole window.
 
     Examples
     --------
@@ -80,10 +82,13 @@ class EstimateValidity:
     False
     """
 
-    def __init__(self, tolerance: float = 0.05, window: int = 2000, min_labels: int = 500) -> None:
+    def __init__(self, tolerance: float = 0.05, window: int = 2000, min_labels: int = 500,
+                 every: int | None = None) -> None:
         if not 0 < tolerance < 1 or window < 1 or not 1 <= min_labels <= window:
             raise ValueError("need 0 < tolerance < 1 and 1 <= min_labels <= window")
         self.tolerance, self.window, self.min_labels = float(tolerance), int(window), int(min_labels)
+        self.every = max(1, int(every if every is not None else window // 20))
+        self._judged_at = 0  # self.n at the last judgement
         self._s = np.zeros(window)
         self._y = np.zeros(window)
         self.n = 0
@@ -98,6 +103,9 @@ class EstimateValidity:
         self.n += scores.size
         if self.n < self.min_labels or scores.size == 0:
             return
+        if self.valid is not None and self.n - self._judged_at < self.every:
+            return
+        self._judged_at = self.n
         n = min(self.n, self.window)
         s, y = self._s[:n] if self.n < self.window else self._s, self._y[:n] if self.n < self.window else self._y
         est = estimate_performance(s)
