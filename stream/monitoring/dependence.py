@@ -262,9 +262,10 @@ class DependenceTracker:
                 self._sum[i], self._w[i], self._bad[i], self._hacc[i] = sums[-1], ws[-1], bad[-1], hrs[-1]
                 self._nblk[i] = (nblk + lasts[-1]) % s + 1
 
-    def ready(self, all_scales: bool = False) -> bool:
-        """Enough batches at the shortest scale for any estimate (at every scale: ``all_scales``)."""
-        return bool(self._count[-1 if all_scales else 0] >= self.min_batches)
+    def ready(self, all_scales: bool = False, times: int = 1) -> bool:
+        """Enough batches at the shortest scale for any estimate (at every scale: ``all_scales``;
+        ``times`` the batches an estimate needs)."""
+        return bool(self._count[-1 if all_scales else 0] >= times * self.min_batches)
 
     def _scale_estimate(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(long-run variance per row, number of usable differences) at scale ``i``."""

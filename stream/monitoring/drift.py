@@ -143,7 +143,7 @@ class DriftMonitor(RowIngest):
                                          s.dependence_min_batches, s.dependence_confidence)
         self.seasonal = SeasonalProfile(n_ch, s.seasonal_min_rows, s.seasonal_memory_rows, s.seasonal_alpha) \
             if s.seasonal else None
-        self._ready = self._cusum_ready = False
+        self._ready = self._cusum_ready = self._fast_ready = False
         self._season_dev: np.ndarray | None = None
         self._season_var: np.ndarray | None = None
         self._lr = self._g0.copy()
@@ -317,6 +317,10 @@ class DriftMonitor(RowIngest):
         """Refresh the dependence, slow and seasonal estimates (every ``refresh_blocks`` blocks)."""
         self._ready = self.tracker.ready()
         self._cusum_ready = self.tracker.ready(all_scales=True)
+        # the block CUSUM adds up small biases of blocks it takes as independent: it waits for twice
+        # the history a window test needs (bursts of one entity are rare early on; still before
+        # the shorter window tests could miss what a change at 10,000 rows does)
+        self._fast_ready = self.tracker.ready(times=2)
         if self.seasonal is not None:  # the daily profile, judged on short-range noise (blind to the cycle)
             dev, use = self.seasonal.centred(self.tracker.short_range(self._g0))
             self.tracker.set_seasonal(dev if use.any() else None)

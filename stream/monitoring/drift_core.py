@@ -74,6 +74,7 @@ class MonitorCore:
     seasonal: SeasonalProfile | None
     _ready: bool
     _cusum_ready: bool
+    _fast_ready: bool
     _season_dev: np.ndarray | None
     _season_var: np.ndarray | None
     _lr: np.ndarray

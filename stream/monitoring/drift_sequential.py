@@ -95,7 +95,7 @@ class SequentialDetectors(FeatureStates):
                 hours: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """Standardised block means (clipped), their deviations in score sd and validity, for the
         block CUSUM over the blocks ``sl`` of a segment (None when it watches nothing)."""
-        if self._fast is None or not self._ready or not self._fast_mask.any():
+        if self._fast is None or not self._fast_ready or not self._fast_mask.any():
             return None
         w = weights[sl]
         ok = w > 0
