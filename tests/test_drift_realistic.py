@@ -68,19 +68,9 @@ def test_error_rate_rise_inside_mixed_traffic_detected_from_labels() -> None:
 
 def payments_scores(scenario: str, seed: int, n: int, drift_at: int = 0) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """The shipped model scoring ``n`` events of the shipped payments simulator."""
-    import onnxruntime as ort
-    import orjson
+    from stream.tools.bench_concept import shipped_model_scores
 
-    from stream.examples.payments import DOMAIN
-    from stream.examples.simulate import PaymentSimulator
-
-    card = json.loads((ROOT / "models" / "fraud" / "1" / "card.json").read_text())
-    sess = ort.InferenceSession((ROOT / "models" / "fraud" / "1" / "model.onnx").read_bytes(),
-                               providers=["CPUExecutionProvider"])
-    items = list(PaymentSimulator(seed=seed, scenario=scenario, drift_at=drift_at).events(n))
-    events = [orjson.loads(i.value) for i in items]
-    scores = sess.run([card["output"]], {"features": DOMAIN.offline_features(events).astype(np.float32)})[0][:, 1]
-    return card, scores, np.array([i.label for i in items], dtype=float)
+    return shipped_model_scores(scenario, seed, n, drift_at)
 
 
 def card_monitor(card: dict[str, Any], misses: bool = True) -> PerformanceMonitor:

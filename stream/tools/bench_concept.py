@@ -18,14 +18,16 @@ import numpy as np
 
 from stream.monitoring.labels import PerformanceMonitor, holdout_miss_rate, holdout_reference
 
-__all__ = ["TARGET", "format_concept", "run"]
+__all__ = ["TARGET", "format_concept", "run", "shipped_model_scores"]
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "fraud" / "1"
 TARGET = 3_000  # labelled events from the onset (issue 10)
 CHANNELS = {"error rate": False, "error rate + miss rate": True}
 
 
-def _scores(scenario: str, seed: int, n: int, drift_at: int) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+def shipped_model_scores(scenario: str, seed: int, n: int,
+                         drift_at: int = 0) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """The shipped fraud model's card, scores and labels on ``n`` events of the payments simulator."""
     import onnxruntime as ort
     import orjson
 
@@ -56,12 +58,12 @@ def run(seeds: int = 8, seed: int = 0, drift_at: int = 16_000, after: int = 8_00
     delays: dict[str, list[int | None]] = {name: [] for name in CHANNELS}
     false_openings: dict[str, int] = dict.fromkeys(CHANNELS, 0)
     for s in range(seed, seed + seeds):
-        card, scores, labels = _scores("concept_drift", s, drift_at + after, drift_at)
+        card, scores, labels = shipped_model_scores("concept_drift", s, drift_at + after, drift_at)
         for name, misses in CHANNELS.items():
             hits = [i - drift_at for i in _openings(card, scores, labels, misses)]
             false_openings[name] += sum(h < 0 for h in hits)
             delays[name].append(next((h for h in hits if h >= 0), None))
-        card, scores, labels = _scores("none", s, stationary_events, 0)
+        card, scores, labels = shipped_model_scores("none", s, stationary_events, 0)
         for name, misses in CHANNELS.items():
             false_openings[name] += len(_openings(card, scores, labels, misses))
     rows = {}
