@@ -14,7 +14,7 @@ Examples
 >>> x = np.concatenate([rng.normal(size=3_000), rng.normal(2.0, 1.0, size=3_000)])
 >>> data = build_report(prof, {"x": x, "score": rng.uniform(size=6_000)}, title="t")
 >>> data.rows, [(e["index"], e["kind"], e["features"]) for e in data.events]
-(6000, [(3299, 'data_drift', ['x'])])
+(6000, [(3599, 'data_drift', ['x'])])
 >>> s = data.series["x"]
 >>> max(s["significance"]) > 1 and max(s["effect"]) > 1, data.series["score"]["drifting"][-1]
 (True, False)
