@@ -287,3 +287,15 @@ def test_block_cusum_stays_off_on_dependent_scores() -> None:
     mon = DriftMonitor(ReferenceProfile.from_columns({"x": rng.normal(size=20_000)}))
     assert mon.update_batch({"x": ar}) == []
     assert not mon._fast_mask.any()  # design effect ~19: neighbouring blocks are not independent
+
+
+def test_a_doubled_variance_is_caught_by_the_spread_channel() -> None:
+    """Same location, twice the variance: the block CUSUM's spread score |u - 1/2| sees it within
+    a few hundred rows (the KS test's 8,000-row window needed ~1,600)."""
+    rng = np.random.default_rng(4)
+    mon = DriftMonitor(ReferenceProfile.from_columns({"x": rng.normal(size=20_000)}))
+    assert mon.update_batch({"x": rng.normal(size=10_000)}) == []
+    events = mon.update_batch({"x": rng.normal(0.0, 2**0.5, size=5_000)})
+    assert events and events[0].kind == "data_drift" and events[0].index < 10_000 + 1_000, events[:1]
+    assert any(ev.get("score") == "spread" for e in events[:1] for ev in e.evidence), events[0].evidence
+
