@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from stream.monitoring.dependence import DependenceTracker
 from stream.monitoring.drift import DriftEvent
 from stream.monitoring.loss_rise import RiseTest, change_point
 from stream.monitoring.performance_estimate import _auc
@@ -179,16 +178,6 @@ class PerformanceMonitor:
         self.n = 0  # labelled events seen
         self.drifting = False
         self._calm = 0
-
-    @property
-    def tracker(self) -> DependenceTracker:
-        """The pooled loss's dependence tracker."""
-        return self.loss.tracker
-
-    @property
-    def last_check(self) -> dict[int, dict[str, float]]:
-        """The pooled loss's latest figures per window."""
-        return self.loss.last_check
 
     def _losses(self, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
         if self.task == "classification":
