@@ -23,8 +23,10 @@ class ForgetRevoked(ConsumerRebalanceListener):
     """Held feature batches of a revoked partition belong to its new owner."""
 
     def __init__(self, merger: PartitionMerger, topic: str, metrics: Metrics, consumer: Any = None,
-                 from_beginning: bool = False, on_role: Callable[[bool], Awaitable[None]] | None = None):
+                 from_beginning: bool = False, on_role: Callable[[bool], Awaitable[None]] | None = None,
+                 on_revoked: Callable[[], Awaitable[None]] | None = None):
         self.merger = merger
+        self.on_revoked = on_revoked
         self.on_role = on_role
         self.active: bool | None = None  # unknown until the first assignment
         self.topic = topic
@@ -33,6 +35,8 @@ class ForgetRevoked(ConsumerRebalanceListener):
         self.from_beginning = from_beginning
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if revoked and self.on_revoked is not None:  # what is done is committed, not handed over again
+            await self.on_revoked()
         for tp in revoked:
             self.merger.forget(tp)
         self.metrics.health.set("monitor", False, "rebalancing")

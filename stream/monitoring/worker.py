@@ -96,6 +96,10 @@ class MonitorWorker:
         self.retrain_requests = 0
         self.errors = ErrorPolicy.from_settings(settings, metrics)
         self._dead: list[tuple[int, Message]] = []  # inputs set aside, to the dead-letter topic
+        # offsets whose outputs are acknowledged, committed on a cadence (see MonitorSettings)
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._committed_at = time.monotonic()
+        self._consumer: Any = None
         # champion against shadow / previous champion on the same labelled events
         self.shadow = ShadowComparator(settings, metrics, self._task_of)
 
@@ -138,15 +142,19 @@ class MonitorWorker:
             while not stop.is_set():
                 consumer = make_consumer(s, group_id=self.group_id, max_partition_fetch_bytes=16 * 1024 * 1024,
                                          partition_assignment_strategy=self.assignor.strategies())
-                listener = ForgetRevoked(self.merger, s.topics.features, self.metrics, consumer, from_beginning, self._on_role)
+                listener = ForgetRevoked(self.merger, s.topics.features, self.metrics, consumer, from_beginning,
+                                         self._on_role, on_revoked=self._commit_on_revoke)
+                self._consumer = consumer
                 consumer.subscribe([s.topics.features, s.topics.labels, s.topics.shadow_predictions],
                                    listener=listener)
                 await start_client(consumer, s.kafka.bootstrap_servers)
                 self.metrics.worker_info.labels("monitor").set(1)
                 if not await self._loop(consumer, producer, stop):
+                    await self._commit_on_revoke()  # stopping: what is done is not done again
                     break
                 # the broker lost its data: start over on the new topics with a new consumer
                 self.merger.forget_all()
+                self._uncommitted = {}
                 self._dead = []
                 from_beginning = True  # offsets committed meanwhile may be old-topic positions
                 await stop_quietly(consumer, s.kafka.request_deadline_s)
@@ -213,6 +221,8 @@ class MonitorWorker:
         released, offsets = self.merger.release(time.monotonic())
         if not released and not labels and not self._early_matches and not self._dead and not self.examples_out \
                 and not shadow and not self.shadow.out:
+            if not batches and self._uncommitted:  # idle: nothing to wait for, commit now
+                await self._commit(consumer)
             return bool(batches)
         drift, retrain = self.handle(released, [r for recs in labels.values() for r in recs],
                                      time.time())
@@ -240,8 +250,25 @@ class MonitorWorker:
                 exc.outputs_lost = True
                 raise
         offsets.update({tp: recs[-1].offset + 1 for tp, recs in (labels | shadow).items() if recs})
-        await commit_or_redeliver(consumer, offsets, deadline)
+        self._uncommitted.update(offsets)
+        if not batches or time.monotonic() - self._committed_at >= s.monitor.commit_interval_s:
+            await self._commit(consumer)
         return bool(batches)
+
+    async def _commit(self, consumer: Any) -> None:
+        """Commit the offsets whose outputs are acknowledged (at-least-once)."""
+        offsets, self._uncommitted = self._uncommitted, {}
+        self._committed_at = time.monotonic()
+        await commit_or_redeliver(consumer, offsets, self.settings.kafka.request_deadline_s)
+
+    async def _commit_on_revoke(self) -> None:
+        """Before partitions go to another worker, or on stop: commit what is done. A failure
+        only means those records are read again (at-least-once), so it is logged, not raised."""
+        if self._uncommitted and self._consumer is not None:
+            try:
+                await self._commit(self._consumer)
+            except KafkaCallError as exc:
+                log.warning("%s; those records will be processed again", exc)
 
     def hold(self, batches: dict[TopicPartition, list[Any]], now: float) -> None:
         """Decode feature batches and park their rows until the partitions are in step.
