@@ -67,6 +67,12 @@ class Domain:
     def columns(self, events: list[dict[str, Any]]) -> dict[str, np.ndarray]:
         return to_columns(events, {f.name: f.kind for f in self.schema.fields})
 
+    def event_times(self, cols: dict[str, Any]) -> np.ndarray | None:
+        """The rows' event times (epoch seconds) from the time field, when the columns hold it: a
+        reference profile built with them carries the data's daily cycle."""
+        times = cols.get(self.features.time_field)
+        return None if times is None else np.asarray(times, dtype=np.float64)
+
     def offline_features(self, events: list[dict[str, Any]]) -> np.ndarray:
         """Training-side features, from the same code the scorer runs."""
         cols = self.columns(events)

@@ -10,18 +10,22 @@ from typing import Any
 import numpy as np
 import pytest
 
+from stream.errors import ProfileError
 from stream.examples.traffic import FEATURES, generate
 from stream.monitoring.drift import DriftEvent, DriftMonitor
 from stream.monitoring.labels import EstimateValidity, PerformanceMonitor, holdout_miss_rate, holdout_reference
+from stream.errors import ProfileError
 from stream.monitoring.profile import ReferenceProfile
 
 ROOT = Path(__file__).resolve().parent.parent
 CHANGE = 100_000
 
 
-def monitor_for(scenario: str, seed: int) -> DriftMonitor:
-    ref = generate(scenario, 20_000, seed=seed + 10_000, iid=True)  # a training set: i.i.d. rows of the process
-    return DriftMonitor(ReferenceProfile.from_columns({k: ref[k] for k in FEATURES}, FEATURES))
+def monitor_for(scenario: str, seed: int, times: bool = True, **process: Any) -> DriftMonitor:
+    # a training set: i.i.d. rows of the process, with their event times (as `make bench-drift`)
+    ref = generate(scenario, 20_000, seed=seed + 10_000, iid=True, **process)
+    return DriftMonitor(ReferenceProfile.from_columns({k: ref[k] for k in FEATURES}, FEATURES,
+                                                      event_ts=ref["ts"] if times else None))
 
 
 def feed(mon: DriftMonitor, cols: dict[str, Any], chunk: int = 20_000) -> list[DriftEvent]:
@@ -38,6 +42,30 @@ def test_realistic_stationary_stream_opens_no_drift(scenario: str) -> None:
     assert [(e.index, e.kind, e.features) for e in events] == []  # no opening, so no open state either
     assert not any(s["drifting"] for s in mon.snapshot().values())
     assert mon.snapshot()["x"]["design_effect"] >= (5.0 if scenario in ("autocorrelated", "mixed") else 1.0)
+
+
+def test_a_slow_daily_cycle_is_expected_from_the_reference_event_times() -> None:
+    # a day of 50,000 events (the default is 20,000): the first hours sit 0.5 sd above the
+    # reference for longer than the warm-up. Learnt from the live stream, the cycle is known only
+    # after a day; the training set's own event times give it from the first row.
+    slow = {"events_per_day": 50_000, "season_sd": 0.7}
+    cols = generate("seasonal", 60_000, seed=204, **slow)
+    learnt = feed(monitor_for("seasonal", 204, times=False, **slow), cols)
+    assert any(e.kind == "data_drift" and e.index < 20_000 for e in learnt)  # a false alarm without them
+    mon = monitor_for("seasonal", 204, **slow)
+    assert [(e.index, e.kind, e.features) for e in feed(mon, cols)] == []
+    used = mon.seasonal.centred(mon._lr)[1][mon._sl["u"]] if mon.seasonal is not None else None
+    assert used is not None and used.tolist() == [True, False, False]  # x's cycle; y and amount have none
+
+
+def test_reference_event_times_round_trip_in_the_profile() -> None:
+    ref = generate("seasonal", 5_000, seed=1, iid=True)
+    prof = ReferenceProfile.from_columns({k: ref[k] for k in FEATURES}, FEATURES, event_ts=ref["ts"])
+    assert prof.hourly is not None and sum(map(sum, prof.hourly["c"])) == 5_000
+    back = ReferenceProfile.from_dict(json.loads(json.dumps(prof.to_dict())))
+    assert back.hourly == prof.hourly and back.subset(["x"]).hourly == {"x": prof.hourly["x"]}
+    with pytest.raises(ProfileError, match="hourly"):
+        ReferenceProfile.from_dict({**prof.to_dict(), "hourly": {"x": [[1]]}})
 
 
 @pytest.mark.parametrize("drift, feature", [("mean_shift", "x"), ("category_share", "c")])

@@ -82,6 +82,7 @@ from stream.monitoring.drift_ingest import RowIngest, comoments
 from stream.monitoring.drift_view import snapshot, summary
 from stream.monitoring.drift_windows import Picked
 from stream.monitoring.profile import CORRELATION_METHOD, ReferenceProfile, reference_arrays
+from stream.monitoring.profile_arrays import hourly_arrays
 from stream.monitoring.seasonal import SeasonalProfile
 
 __all__ = ["DriftEvent", "DriftMonitor", "DriftSettings"]
@@ -143,6 +144,10 @@ class DriftMonitor(RowIngest):
                                          s.dependence_min_batches, s.dependence_confidence)
         self.seasonal = SeasonalProfile(n_ch, s.seasonal_min_rows, s.seasonal_memory_rows, s.seasonal_alpha) \
             if s.seasonal else None
+        hourly = hourly_arrays(profile, k, kc) if self.seasonal is not None else None
+        if hourly is not None:  # the training data's daily cycle, expected from the first row
+            self.seasonal.seed(*ds.channel_means(*hourly, None, self._uref, self._rho, self._pairs),  # type: ignore[union-attr]
+                               s.seasonal_reference_min_rows)
         self._ready = self._cusum_ready = self._fast_ready = False
         self._season_dev: np.ndarray | None = None
         self._season_var: np.ndarray | None = None

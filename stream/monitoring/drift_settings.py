@@ -65,10 +65,12 @@ class DriftSettings:
         runs) and, for an indicator, its block count is near normal (10 effective rows on either
         side). Reference value ``cusum_block_k``, block statistics clipped at twice it; it takes
         ``cusum_block_share`` of the CUSUMs' half of the false-alarm budget.
-    seasonal, seasonal_min_rows, seasonal_memory_rows, seasonal_alpha
+    seasonal, seasonal_min_rows, seasonal_memory_rows, seasonal_alpha, seasonal_reference_min_rows
         Learn a daily profile from event times (:class:`stream.monitoring.seasonal.SeasonalProfile`):
         rows every hour of the day needs before it is used, rows of memory per hour, and
-        the level at which hours must differ for the profile to be taken out.
+        the level at which hours must differ for the profile to be taken out. A reference
+        profile built with event times starts it: usable from the first row when every hour
+        has ``seasonal_reference_min_rows`` reference rows.
     summary_window, summary_quantiles, summary_top_categories
         Rolling summary statistics (:func:`stream.monitoring.drift_view.summary`): rows,
         quantiles of numeric features, categories shown.
@@ -115,6 +117,7 @@ class DriftSettings:
     seasonal_min_rows: int = 2000
     seasonal_memory_rows: int = 5_000_000
     seasonal_alpha: float = 0.01
+    seasonal_reference_min_rows: int = 200
     summary_window: int = 8000
     summary_quantiles: tuple[float, ...] = (0.05, 0.5, 0.95)
     summary_top_categories: int = 5

@@ -7,7 +7,10 @@ deviation (scale for effect sizes) and a seeded subsample (evidence). Per
 categorical feature it keeps the frequent categories with their counts (rare
 ones are pooled into one "other" bucket). For all features it keeps the
 missing-value count, and for numeric ones the pairwise correlation matrix of
-their normal scores (multivariate test).
+their normal scores (multivariate test). Given the rows' event times, it also keeps
+each feature's counts per hour of the day (UTC): the daily cycle of the training
+data, which the monitor then expects from its first row instead of learning it
+from a day of live traffic (see :mod:`stream.monitoring.seasonal`).
 
 The pieces live in their own modules: per-feature summaries in
 :mod:`stream.monitoring.profile_features`, normal scores, correlations and
@@ -65,6 +68,42 @@ __all__ = [
 
 PROFILE_VERSION = 1
 CORRELATION_METHOD = "bin_normal_scores"
+HOURS = 24
+
+
+def hourly_counts(columns: Mapping[str, Sequence[Any] | np.ndarray], numeric: Mapping[str, NumericReference],
+                  categorical: Mapping[str, CategoricalReference],
+                  event_ts: Sequence[float | None] | np.ndarray) -> dict[str, list[list[int]]]:
+    """Per feature, its counts per hour of the day (UTC) in the profile's own bins or categories,
+    missing last; rows without an event time count in no hour.
+
+    >>> num = {"x": NumericReference(4, 0, 0.5, 0.5, [0.5], [2, 2], [0.0, 1.0], [])}
+    >>> rows = hourly_counts({"x": [0.0, 1.0, np.nan, 1.0]}, num, {}, [0.0, 3_600.0, 3_700.0, None])
+    >>> rows["x"][:2]
+    [[1, 0, 0], [0, 1, 1]]
+    """
+    ts = np.asarray(event_ts, dtype=float) if isinstance(event_ts, np.ndarray) else \
+        np.array([np.nan if t is None else t for t in event_ts], dtype=float)
+    known = np.isfinite(ts)
+    hour = (np.where(known, ts, 0.0) % 86_400.0 // 3_600.0).astype(np.int64)
+    out: dict[str, list[list[int]]] = {}
+    for name, ref in numeric.items():
+        x = np.asarray(columns[name], dtype=float)
+        edges = np.asarray(ref.edges, dtype=float)
+        code = np.where(np.isnan(x), edges.size + 1, np.searchsorted(edges, x, side="right"))
+        out[name] = _by_hour(hour[known], code[known], edges.size + 2)
+    for name, cref in categorical.items():
+        index = {c: i for i, c in enumerate(cref.categories)}
+        other = len(cref.categories)
+        code = np.fromiter((other + 1 if is_missing(v) else index.get(v if isinstance(v, str) else str(v), other)
+                            for v in columns[name]), np.int64)
+        out[name] = _by_hour(hour[known], code[known], other + 2)
+    return out
+
+
+def _by_hour(hour: np.ndarray, code: np.ndarray, slots: int) -> list[list[int]]:
+    counts = np.bincount(hour * slots + code, minlength=HOURS * slots).reshape(HOURS, slots)
+    return [[int(v) for v in row] for row in counts]
 
 
 @dataclass
@@ -92,6 +131,9 @@ class ReferenceProfile:
     # "bin_normal_scores" (this version); profiles written before it hold Pearson
     # correlations of raw values, which the monitor cannot compare its windows to
     correlation_method: str = CORRELATION_METHOD
+    # per feature, 24 rows (hour of day, UTC) of counts: bins then missing (numeric), categories,
+    # "other", then missing (categorical); None without event times
+    hourly: dict[str, list[list[int]]] | None = None
 
     @classmethod
     def from_columns(
@@ -104,6 +146,7 @@ class ReferenceProfile:
         max_categories: int = 50,
         min_category_share: float = 0.005,
         sample_size: int = 1000,
+        event_ts: Sequence[float | None] | np.ndarray | None = None,
     ) -> ReferenceProfile:
         """Build a profile from equally long columns.
 
@@ -123,6 +166,9 @@ class ReferenceProfile:
             Categories kept per categorical feature; the rest pool into "other".
         sample_size
             Size of the stored subsample per numeric feature.
+        event_ts
+            The rows' event times (epoch seconds; NaN or None where unknown): counts per hour
+            of the day are kept too (:attr:`hourly`).
         """
         if not columns:
             raise ProfileError("no columns")
@@ -154,13 +200,20 @@ class ReferenceProfile:
             r, n = pairwise_correlation(np.column_stack(scores))
         else:
             r, n = np.zeros((0, 0)), np.zeros((0, 0))
+        n_rows = int(lengths.pop())
+        hourly = None
+        if event_ts is not None:
+            if len(event_ts) != n_rows:
+                raise ProfileError(f"{len(event_ts)} event times for {n_rows} rows")
+            hourly = hourly_counts(columns, numeric, categorical, event_ts)
         return cls(
             features=features,
             numeric=numeric,
             categorical=categorical,
             correlation=[[float(v) for v in row] for row in r],
             correlation_n=[[int(v) for v in row] for row in n],
-            n_rows=int(lengths.pop()),
+            n_rows=n_rows,
+            hourly=hourly,
         )
 
     @property
@@ -178,13 +231,16 @@ class ReferenceProfile:
         for name, kind in self.features.items():
             body = self.numeric[name].__dict__ if kind == NUMERIC else self.categorical[name].__dict__
             feats.append({"name": name, "kind": kind, **body})
-        return {
+        out = {
             "version": PROFILE_VERSION,
             "n_rows": self.n_rows,
             "features": feats,
             "correlation": {"features": self.numeric_names, "r": self.correlation, "n": self.correlation_n,
                             "method": self.correlation_method},
         }
+        if self.hourly is not None:
+            out["hourly"] = {name: self.hourly[name] for name in self.features if name in self.hourly}
+        return out
 
     def subset(self, names: Sequence[str]) -> ReferenceProfile:
         """The profile of some of its features (correlations restricted to them), in its order.
@@ -201,7 +257,8 @@ class ReferenceProfile:
             {n: self.features[n] for n in keep}, {n: self.numeric[n] for n in num},
             {n: self.categorical[n] for n in keep if n in self.categorical},
             [[self.correlation[i][j] for j in idx] for i in idx], [[self.correlation_n[i][j] for j in idx] for i in idx],
-            self.n_rows, correlation_method=self.correlation_method)
+            self.n_rows, correlation_method=self.correlation_method,
+            hourly=None if self.hourly is None else {n: self.hourly[n] for n in keep if n in self.hourly})
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ReferenceProfile:
@@ -225,7 +282,11 @@ class ReferenceProfile:
             corr = d["correlation"]
             if list(corr["features"]) != [k for k, v in features.items() if v == NUMERIC]:
                 raise ProfileError("correlation features do not match numeric features")
+            hourly = d.get("hourly")
+            if hourly is not None and (not isinstance(hourly, dict) or set(hourly) - set(features)
+                                       or any(len(rows) != HOURS for rows in hourly.values())):
+                raise ProfileError("hourly counts: expected 24 rows per known feature")
             return cls(features, numeric, categorical, corr["r"], corr["n"], int(d["n_rows"]),
-                       correlation_method=corr.get("method", "pearson"))
+                       correlation_method=corr.get("method", "pearson"), hourly=hourly)
         except (KeyError, TypeError, AttributeError) as exc:
             raise ProfileError(f"malformed profile: {exc!r}") from exc

@@ -18,7 +18,7 @@ from stream.monitoring.profile_scores import bin_normal_scores, dispersion_for
 if TYPE_CHECKING:
     from stream.monitoring.profile import ReferenceProfile
 
-__all__ = ["ReferenceArrays", "reference_arrays"]
+__all__ = ["ReferenceArrays", "hourly_arrays", "reference_arrays"]
 
 
 @dataclass(frozen=True)
@@ -89,3 +89,22 @@ def reference_arrays(profile: ReferenceProfile) -> ReferenceArrays:
         corr_n=np.asarray(profile.correlation_n, dtype=float).reshape(len(num), len(num)),
         num_dispersion=[r.dispersion for r in num], cat_dispersion=[r.dispersion for r in cat],
     )
+
+
+def hourly_arrays(profile: ReferenceProfile, k: int, kc: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The profile's counts per hour of the day as the monitor's padded count arrays,
+    ``[24, numeric feature, k bins + missing]`` and ``[24, categorical feature, kc slots + missing]``
+    (None when the profile has no event times)."""
+    if profile.hourly is None or any(n not in profile.hourly for n in profile.features):
+        return None
+    num = np.zeros((24, len(profile.numeric_names), k + 1))
+    for j, name in enumerate(profile.numeric_names):
+        rows = np.asarray(profile.hourly[name], dtype=float)
+        num[:, j, : rows.shape[1] - 1] = rows[:, :-1]
+        num[:, j, k] = rows[:, -1]
+    cat = np.zeros((24, len(profile.categorical_names), kc + 1))
+    for j, name in enumerate(profile.categorical_names):
+        rows = np.asarray(profile.hourly[name], dtype=float)
+        cat[:, j, : rows.shape[1] - 1] = rows[:, :-1]  # categories, then "other" at its slot
+        cat[:, j, kc] = rows[:, -1]
+    return num, cat

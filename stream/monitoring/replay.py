@@ -14,6 +14,8 @@ is fed row by row to :meth:`stream.monitoring.drift.DriftMonitor.update`, the sa
 pipeline runs. stdout gets a short summary (rows, drift windows, drift openings
 per feature, or "no drift"); ``--json`` prints each drift event as one JSON line
 instead (``index`` and ``kind`` first), and ``--output`` writes them to a file.
+With ``--time-field``, event times of FILE feed the monitor's daily profile and those of
+REF.jsonl give it the training data's own daily cycle from the first row.
 Features of the card that no row of FILE holds (raw events instead of feature
 rows, say) are left out with a warning, rather than reported as "missing" drift.
 
@@ -126,13 +128,19 @@ def _profile(args: argparse.Namespace) -> tuple[ReferenceProfile, str | None, st
         if not isinstance(kinds, dict):
             raise ReplayError(f"{args.schema}: expected a JSON object of feature kinds")
     cols = load_columns(args.reference)
+    # the reference's own event times give the monitor its daily cycle from the first row
+    times = cols.get(args.time_field) if args.time_field else None
     for skip in [args.time_field, *filter(None, args.ignore.split(","))]:
         cols.pop(skip, None)
     if kinds:
         cols = {k: cols.get(k, [None] * len(next(iter(cols.values()), []))) for k in kinds}
     if not cols or not next(iter(cols.values())):
         raise ReplayError(f"{args.reference}: no reference rows")
-    return ReferenceProfile.from_columns(cols, kinds, seed=args.seed), None, None
+    try:
+        event_ts = None if times is None else [None if t is None else float(t) for t in times]
+    except (TypeError, ValueError):
+        raise ReplayError(f"{args.reference}: {args.time_field} must hold epoch seconds") from None
+    return ReferenceProfile.from_columns(cols, kinds, seed=args.seed, event_ts=event_ts), None, None
 
 
 def event_json(event: DriftEvent) -> str:

@@ -42,7 +42,22 @@ class SeasonalProfile:
         self.crit = float(stats.chi2.isf(alpha, self.HOURS - 1))
         self._mean = np.zeros((self.HOURS, self.c))
         self._w = np.zeros((self.HOURS, self.c))
+        self._known = np.zeros(self.c, dtype=bool)  # channels whose profile the reference gave
+        self._ref_share: np.ndarray | None = None  # the reference's rows per hour, as shares
         self.version = 0
+
+    def seed(self, means: np.ndarray, weights: np.ndarray, min_rows: float) -> None:
+        """Start from the reference's own hour-of-day means (``[24, channel]``, with their rows):
+        a channel whose every hour has ``min_rows`` reference rows is usable at once (still only
+        where the hours differ significantly); live blocks then add to the same means."""
+        w = np.where(np.isfinite(means) & (weights > 0), weights, 0.0)
+        self._mean = np.where(w > 0, np.nan_to_num(means), 0.0)
+        self._w = np.minimum(w, self.memory_rows)
+        self._known = cast(np.ndarray, (w >= min_rows).all(axis=0))
+        # the reference level is its traffic's mix of hours: profiles are centred on that mix, not
+        # on the live rows' (a day and a half seen counts some hours twice: a constant offset)
+        self._ref_share = w / np.maximum(w.sum(axis=0), 1.0)
+        self.version += 1
 
     def add(self, hour: int, means: np.ndarray, weights: np.ndarray, frozen: np.ndarray) -> None:
         """One block in ``hour``: per channel its mean, weight and frozen flag."""
@@ -79,10 +94,12 @@ class SeasonalProfile:
 
     def centred(self, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(s_h - s_bar)`` per hour and channel (zero where not used), and the use mask per channel."""
-        full = cast(np.ndarray, (self._w >= self.min_rows).all(axis=0))  # _w is 2-D: one flag per channel
+        full = cast(np.ndarray, (self._w >= self.min_rows).all(axis=0)) | self._known  # one flag per channel
         if not full.any():
             return np.zeros_like(self._mean), full
         pi = self._w / np.maximum(self._w.sum(axis=0), 1.0)
+        if self._ref_share is not None:
+            pi = np.where(self._known, self._ref_share, pi)
         centre = (pi * self._mean).sum(axis=0)
         dev = self._mean - centre
         chi2 = (dev**2 / (np.maximum(lr, 1e-12) / np.maximum(self._w, 1.0))).sum(axis=0)

@@ -85,7 +85,9 @@ def _open_share(events: list[Any], n: int, feature: str | None = None) -> tuple[
 
 
 def _mlstream(cols: dict[str, Any], ref: dict[str, Any], n: int, feature: str | None) -> dict[str, Any]:
-    mon = DriftMonitor(ReferenceProfile.from_columns({k: ref[k] for k in FEATURES}, FEATURES, seed=0))
+    # a training set with its event times, as production's (the daily cycle is in the profile)
+    mon = DriftMonitor(ReferenceProfile.from_columns({k: ref[k] for k in FEATURES}, FEATURES, seed=0,
+                                                     event_ts=ref["ts"]))
     events = []
     for s in range(0, n, 10_000):
         events += mon.update_batch({k: cols[k][s : s + 10_000] for k in FEATURES}, ts=cols["ts"][s : s + 10_000])

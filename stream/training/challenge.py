@@ -99,7 +99,8 @@ def challenge(settings: Settings, domain: Domain, store: ModelStore, request: Re
                "window_policy": settings.trainer.window,
                "training_window": update["training_window"], "holdout_window": update["holdout_window"]}
     card = train_arrays(domain, examples.X[train_idx], y_train, X_hold, y_hold,
-                        {k: v[hold_idx] for k, v in examples.categories.items()}, store, name=name,
+                        {**{k: v[hold_idx] for k, v in examples.categories.items()},
+                         domain.features.time_field: examples.event_ts[hold_idx]}, store, name=name,
                         seed=settings.trainer.seed, lineage=lineage, promote=False)
     version = str(card["version"])
     update["challenger_version"] = version

@@ -180,7 +180,7 @@ def register(domain: Domain, store: ModelStore, onnx_path: Path | str, reference
     monitored = domain.monitored_columns(cols, X_domain)
     monitored[SCORE_COLUMN] = score
     kinds = {**domain.features.monitored, SCORE_COLUMN: "numeric"}
-    profile = ReferenceProfile.from_columns(monitored, kinds, seed=seed)
+    profile = ReferenceProfile.from_columns(monitored, kinds, seed=seed, event_ts=domain.event_times(cols))
     meta = _producer(blob)
     version = version or _next_version(store, name)
     if version in store.versions(name):

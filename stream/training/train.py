@@ -125,7 +125,8 @@ def train_arrays(domain: Domain, X: np.ndarray, y: np.ndarray, X_test: np.ndarra
 
     The reference profile is the test rows' monitored features and scores: what the monitor
     should see while nothing drifts. ``test_columns`` gives the raw values of the monitored
-    categorical fields for those rows (numeric ones come from ``X_test``).
+    categorical fields for those rows (numeric ones come from ``X_test``) and, under the
+    domain's time field, their event times (the profile then holds the daily cycle).
     """
     from stream import __version__
 
@@ -134,7 +135,8 @@ def train_arrays(domain: Domain, X: np.ndarray, y: np.ndarray, X_test: np.ndarra
     monitored = domain.monitored_columns(test_columns, X_test)
     monitored[SCORE_COLUMN] = score
     kinds = {**domain.features.monitored, SCORE_COLUMN: "numeric"}
-    profile = ReferenceProfile.from_columns(monitored, kinds, seed=seed)
+    profile = ReferenceProfile.from_columns(monitored, kinds, seed=seed,
+                                            event_ts=domain.event_times(test_columns))
     version = version or _next_version(store, name)
     card = {
         "name": name,
