@@ -14,7 +14,6 @@ from stream.errors import ProfileError
 from stream.examples.traffic import FEATURES, generate
 from stream.monitoring.drift import DriftEvent, DriftMonitor
 from stream.monitoring.labels import EstimateValidity, PerformanceMonitor, holdout_miss_rate, holdout_reference
-from stream.errors import ProfileError
 from stream.monitoring.profile import ReferenceProfile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,10 +102,8 @@ def payments_scores(scenario: str, seed: int, n: int, drift_at: int = 0) -> tupl
 
 def card_monitor(card: dict[str, Any], misses: bool = True) -> PerformanceMonitor:
     """The performance monitor a worker builds from the card's holdout (error rate, miss rate)."""
-    ref, miss = holdout_reference(card), holdout_miss_rate(card)
-    assert ref is not None and miss is not None
-    return PerformanceMonitor(reference_loss=ref[0], reference_size=ref[1],
-                              reference_miss_rate=miss[0] if misses else None, reference_positives=miss[1])
+    assert holdout_reference(card) is not None and holdout_miss_rate(card) is not None
+    return PerformanceMonitor.from_card(card, misses=misses)
 
 
 @pytest.fixture(scope="module")

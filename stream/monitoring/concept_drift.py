@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stream.monitoring.drift import DriftEvent
 from stream.monitoring.loss_rise import RiseTest, change_point
 from stream.monitoring.performance_estimate import _auc
+
+if TYPE_CHECKING:
+    from stream.config import PerformanceSettings
 
 __all__ = ["PerformanceMonitor", "change_point", "holdout_miss_rate", "holdout_reference"]
 
@@ -115,6 +118,33 @@ class PerformanceMonitor:
 
     BLOCK = 50  # labelled events per block of the dependence tracker
     MISS_BLOCK = 5  # labelled positives per block of the miss channel's tracker
+
+    @classmethod
+    def from_card(cls, card: dict[str, Any], settings: PerformanceSettings | None = None, *,
+                  expected_run_length: int = 10_000_000, misses: bool = True) -> PerformanceMonitor:
+        """The monitor a worker runs for a model card: task and threshold from the card, the
+        holdout's error rate (and a classifier's miss rate, unless ``misses`` is off) as
+        reference, the rest from ``settings`` (``monitor.performance``; defaults when None).
+        Without holdout metrics the first ``reference_size`` labelled events are the reference."""
+        if settings is None:
+            from stream.config import PerformanceSettings
+
+            settings = PerformanceSettings()
+        p = settings
+        holdout, miss = holdout_reference(card), holdout_miss_rate(card)
+        with_misses = misses and miss is not None and holdout is not None
+        return cls(
+            task=str(card.get("task", "classification")), threshold=float(card.get("threshold", 0.5)),
+            window=p.window, windows=p.windows, checks_per_window=p.checks_per_window,
+            expected_run_length=expected_run_length,
+            reference_size=holdout[1] if holdout else p.reference_size,
+            reference_loss=holdout[0] if holdout else None, min_increase=p.min_increase,
+            min_relative_increase=p.min_relative_increase, leave_ratio=p.leave_ratio,
+            reference_miss_rate=miss[0] if with_misses and miss else None,
+            reference_positives=miss[1] if with_misses and miss else 0,
+            miss_windows=p.miss_windows, min_miss_increase=p.min_miss_increase,
+            model_name=str(card["name"]) if "name" in card else None,
+            model_version=str(card["version"]) if "version" in card else None)
 
     def __init__(
         self,

@@ -19,8 +19,6 @@ from stream.monitoring.labels import (
     EstimateValidity,
     PerformanceMonitor,
     estimate_performance,
-    holdout_miss_rate,
-    holdout_reference,
 )
 from stream.monitoring.profile import ReferenceProfile
 
@@ -42,17 +40,7 @@ class ModelMonitor:
         m, p = settings.monitor, settings.monitor.performance
         self.drift = DriftMonitor(self.profile, m.drift_settings(), model_name=self.name, model_version=self.version)
         # the reference error rate is the model card's holdout, not the first live labels
-        holdout, misses = holdout_reference(card), holdout_miss_rate(card)
-        self.performance = PerformanceMonitor(
-            task=self.task, threshold=self.threshold, window=p.window, windows=p.windows,
-            checks_per_window=p.checks_per_window, expected_run_length=m.expected_run_length,
-            reference_size=holdout[1] if holdout else p.reference_size,
-            reference_loss=holdout[0] if holdout else None, min_increase=p.min_increase,
-            min_relative_increase=p.min_relative_increase, leave_ratio=p.leave_ratio,
-            reference_miss_rate=misses[0] if misses and holdout else None,
-            reference_positives=misses[1] if misses and holdout else 0,
-            miss_windows=p.miss_windows, min_miss_increase=p.min_miss_increase,
-            model_name=self.name, model_version=self.version)
+        self.performance = PerformanceMonitor.from_card(card, p, expected_run_length=m.expected_run_length)
         self.estimate_validity = EstimateValidity(p.estimate_tolerance, p.estimate_window,
                                                   min(p.estimate_min_labels, p.estimate_window))
         self.warmup_left = m.warmup_rows

@@ -42,10 +42,9 @@ def shipped_model_scores(scenario: str, seed: int, n: int,
 
 
 def _openings(card: dict[str, Any], scores: np.ndarray, labels: np.ndarray, misses: bool) -> list[int]:
-    ref, miss = holdout_reference(card), holdout_miss_rate(card)
-    assert ref is not None and miss is not None, "the shipped card has holdout metrics"
-    pm = PerformanceMonitor(reference_loss=ref[0], reference_size=ref[1],
-                            reference_miss_rate=miss[0] if misses else None, reference_positives=miss[1])
+    assert holdout_reference(card) is not None and holdout_miss_rate(card) is not None, \
+        "the shipped card has holdout metrics"
+    pm = PerformanceMonitor.from_card(card, misses=misses)
     out: list[int] = []
     for a in range(0, scores.size, 200):  # labels arrive in small batches
         out += [e.index for e in pm.update(scores[a : a + 200], labels[a : a + 200]) if e.kind == "concept_drift"]
