@@ -43,116 +43,22 @@ Examples
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import special, stats
+from scipy import stats
+
+from stream.monitoring.batch_math import group_sums, groups_of, nanmean, nanmedian, order_stat, winsor_table
 
 __all__ = ["DependenceTracker"]
 
 # a batch level against the reference counts as wander or dependence up to this many times the
 # batch means' spread around their own centre (a constant offset is drift, see _level)
 OWN_LEVEL_CAP = 8.0
-_PARTITIONS = 3  # order statistics: up to this many distinct positions by partitions, else one sort
 _MEDIAN_CHI2_1 = 0.4549  # median of chi-square(1): median((m - ref)^2) / this estimates E (m - ref)^2
 # mean of chi-square(1) below its 80 % quantile: the lower 80 % of n squared normal deviations average this
 _TRIMMED_CHI2_1 = float(stats.chi2.expect(lambda x: x, args=(1,), ub=stats.chi2.ppf(0.8, 1)) / 0.8)
-
-
-def _groups_of(nblk: int, n: int, s: int) -> tuple[list[int], list[int], list[bool]]:
-    """Blocks ``0 .. n-1`` continuing a batch of ``nblk`` blocks, cut in batches of ``s``: each batch's
-    first and last block, and whether it completes.
-
-    >>> _groups_of(3, 6, 4)
-    ([0, 1, 5], [0, 4, 5], [True, True, False])
-    """
-    starts = [0, *range((-nblk) % s or s, n, s)]
-    lasts = [*(a - 1 for a in starts[1:]), n - 1]
-    return starts, lasts, [(nblk + e) % s == s - 1 for e in lasts]
-
-
-def _group_sums(x: np.ndarray, starts: list[int], carry: np.ndarray) -> np.ndarray:
-    """Sums of consecutive groups of rows (starting at ``starts``), the first one on top of ``carry``,
-    added one row at a time in order: bit for bit what adding block by block gives."""
-    ends = [*starts[1:], x.shape[0]]
-    lens = [b - a for a, b in zip(starts, ends, strict=True)]
-    if len(starts) > max(lens):  # many short groups: row j of every group at once, same order
-        out = np.zeros((len(starts),) + x.shape[1:])
-        out[0] = carry
-        first, size = np.array(starts), np.array(lens)
-        for j in range(max(lens)):
-            grp = np.flatnonzero(size > j)
-            out[grp] += x[first[grp] + j]
-        return out
-    out = np.empty((len(starts),) + x.shape[1:])
-    for g, (a, b) in enumerate(zip(starts, ends, strict=True)):
-        top = carry if g == 0 else np.zeros(x.shape[1:])
-        out[g] = np.add.reduce(np.concatenate([top[None], x[a:b]]), axis=0)  # along rows: in order
-    return out
-
-
-@functools.lru_cache(maxsize=4)
-def _winsor_table(n_max: int) -> np.ndarray:
-    """Per number of normal differences ``n``: the mean square with the two largest cut to the third
-    largest, over the plain one, from the expected order statistics of ``|z|`` (Blom-type positions;
-    within ~1-4 % of a simulation for n >= 15, on the conservative side)."""
-    n = np.arange(n_max + 1, dtype=float)
-    i = np.stack([n, n - 1, n - 2])
-    with np.errstate(all="ignore"):
-        q = special.ndtri(0.5 + 0.5 * (i - 0.5) / np.maximum(n, 1.0)) ** 2
-        return np.where(n >= 4, 1.0 - (q[0] + q[1] - 2.0 * q[2]) / np.maximum(n, 1.0), 1.0)
-
-
-def _order_stat(a: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """Per column the ``pos[column]``-th smallest value (NaN last), as ``np.sort`` would place it; by
-    partitions (half a sort's cost) when the columns want few distinct positions, as on a stream
-    whose only gaps are the channels of a feature in drift.
-
-    >>> a = np.array([[3.0, 1.0], [np.nan, 2.0], [1.0, 2.0]])
-    >>> _order_stat(a, np.array([1, 1])).tolist(), _order_stat(a, np.array([0, 2])).tolist()
-    ([3.0, 2.0], [1.0, 2.0])
-    """
-    values = np.unique(pos)
-    if values.size > _PARTITIONS:
-        return np.take_along_axis(np.sort(a, axis=0), pos[None], axis=0)[0]
-    out = np.empty(a.shape[1:])
-    for v in values.tolist():
-        cols = slice(None) if values.size == 1 else pos == v
-        out[cols] = np.partition(a[:, cols], v, axis=0)[v]
-    return out
-
-
-def _nanmean(a: np.ndarray) -> np.ndarray:
-    """Column means ignoring NaN: ``np.nanmean(a, axis=0)``'s arithmetic without its overhead."""
-    gap = np.isnan(a)
-    return np.where(gap, 0.0, a).sum(axis=0) / (~gap).sum(axis=0)
-
-
-def _nanmedian(a: np.ndarray) -> np.ndarray:
-    """Column medians ignoring NaN (NaN for an all-NaN column); faster than ``np.nanmedian``.
-
-    >>> _nanmedian(np.array([[1.0, np.nan], [4.0, 2.0], [2.0, np.nan], [9.0, np.nan]])).tolist()
-    [3.0, 2.0]
-    """
-    if a.shape[0] == 0:
-        return np.full(a.shape[1:], np.nan)
-    cnt = (~np.isnan(a)).sum(axis=0)
-    counts = np.unique(cnt)
-    if counts.size > _PARTITIONS:
-        srt = np.sort(a, axis=0)  # NaN sort last
-        lo = np.take_along_axis(srt, np.maximum((cnt - 1) // 2, 0)[None], axis=0)[0]
-        hi = np.take_along_axis(srt, np.maximum(cnt // 2, 0)[None], axis=0)[0]
-        return np.where(cnt > 0, (lo + np.where(cnt > 1, hi, lo)) / 2, np.nan)
-    out = np.full(a.shape[1:], np.nan)
-    for c in counts[counts > 0].tolist():  # per count: one partition at the upper middle, the lower one below it
-        cols = slice(None) if counts.size == 1 else cnt == c
-        part = np.partition(a[:, cols], c // 2, axis=0)
-        hi = part[c // 2]
-        lo = part[: c // 2].max(axis=0) if c % 2 == 0 else hi
-        out[cols] = (lo + hi) / 2
-    return out
 
 
 class DependenceTracker:
@@ -240,8 +146,8 @@ class DependenceTracker:
         x = np.concatenate([np.where(weights > 0, means * weights, 0.0), weights, hot], axis=1)
         for i, s in enumerate(self.scales):
             nblk = int(self._nblk[i])
-            starts, lasts, complete = _groups_of(nblk, n, s)
-            tot = _group_sums(x, starts, np.concatenate([self._sum[i], self._w[i], self._hacc[i]]))
+            starts, lasts, complete = groups_of(nblk, n, s)
+            tot = group_sums(x, starts, np.concatenate([self._sum[i], self._w[i], self._hacc[i]]))
             sums, ws, hrs = tot[:, :c], tot[:, c : 2 * c], tot[:, 2 * c :]
             bad = np.logical_or.reduceat(frozen, starts, axis=0)
             bad[0] |= self._bad[i]
@@ -283,13 +189,13 @@ class DependenceTracker:
                 ms = np.zeros(self.c)
                 df = nd
                 if a.shape[0]:
-                    cap = _order_stat(a, np.maximum(nd - 3, 0))  # NaN last
-                    ms = _nanmean(np.minimum(a, cap) ** 2) / _winsor_table(self.history)[nd]
+                    cap = order_stat(a, np.maximum(nd - 3, 0))  # NaN last
+                    ms = nanmean(np.minimum(a, cap) ** 2) / winsor_table(self.history)[nd]
                     # heavy-tailed differences (bursts of one entity: most batches quiet, a few far
                     # off) make a mean square far less certain than its count says: a variance
                     # estimate from n values of kurtosis k has ~2n / (k - 1) degrees of freedom.
                     a2 = a * a  # not winsorised: the tail is what makes the estimate uncertain
-                    kurt = _nanmean(a2 * a2) / np.maximum(_nanmean(a2), 1e-300) ** 2
+                    kurt = nanmean(a2 * a2) / np.maximum(nanmean(a2), 1e-300) ** 2
                     df = np.clip(np.nan_to_num(nd * np.minimum(1.0, 2.0 / np.maximum(kurt - 1.0, 1e-9)),
                                                nan=0.0).astype(np.int64), 0, nd)
             rows = self.scales[i] * self.block_rows
@@ -337,7 +243,7 @@ class DependenceTracker:
             return np.full(self.c, np.nan)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return _nanmean(series)
+            return nanmean(series)
 
     def _level(self, i: int, ref_mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Robust mean square of scale ``i``'s batch means around the reference, and their count.
@@ -351,8 +257,8 @@ class DependenceTracker:
         cnt = (~np.isnan(dev2)).sum(axis=0)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            level = _nanmedian(dev2) / _MEDIAN_CHI2_1
-            own = _nanmedian((series - _nanmedian(series)) ** 2) / _MEDIAN_CHI2_1
+            level = nanmedian(dev2) / _MEDIAN_CHI2_1
+            own = nanmedian((series - nanmedian(series)) ** 2) / _MEDIAN_CHI2_1
             level = np.fmin(level, self._own_cap(i) * own)
         return np.nan_to_num(level), cnt
 
@@ -389,7 +295,7 @@ class DependenceTracker:
         series0 = self._series(0)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            own0 = _nanmedian((series0 - _nanmedian(series0)) ** 2) / _MEDIAN_CHI2_1  # see _level
+            own0 = nanmedian((series0 - nanmedian(series0)) ** 2) / _MEDIAN_CHI2_1  # see _level
         dev2 = np.sort((series0 - ref_mean) ** 2, axis=0)  # NaN last
         cnt0 = (~np.isnan(dev2)).sum(axis=0)
         keep = np.maximum((0.8 * cnt0).astype(int), 1)

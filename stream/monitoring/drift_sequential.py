@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from stream.monitoring.batch_math import group_sums, groups_of
 from stream.monitoring.cusum import Cusum, alarm_level, run_length
-from stream.monitoring.dependence import _group_sums, _groups_of
 from stream.monitoring.drift_event import DriftEvent, finite, nan_to_num
 from stream.monitoring.drift_states import FeatureStates
 
@@ -58,10 +58,10 @@ class SequentialDetectors(FeatureStates):
         hot = np.zeros((seg, 24))
         known = np.flatnonzero(hours[sl] >= 0)
         hot[known, hours[sl][known]] = self.settings.block_size
-        starts, lasts, complete = _groups_of(self._cus_nblk, seg, cb)
+        starts, lasts, complete = groups_of(self._cus_nblk, seg, cb)
         # side by side: one pass of group sums (the same additions)
         c = w.shape[1]
-        tot = _group_sums(np.concatenate([contrib, w, hot], axis=1), starts,
+        tot = group_sums(np.concatenate([contrib, w, hot], axis=1), starts,
                           np.concatenate([self._cus_sum, self._cus_w, self._cus_hours]))
         sums, ws, hrs = tot[:, :c], tot[:, c : 2 * c], tot[:, 2 * c :]
         out: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
