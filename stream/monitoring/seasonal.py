@@ -44,6 +44,11 @@ class SeasonalProfile:
         self._w = np.zeros((self.HOURS, self.c))
         self._known = np.zeros(self.c, dtype=bool)  # channels whose profile the reference gave
         self._ref_share: np.ndarray | None = None  # the reference's rows per hour, as shares
+        # blocks per hour and visits of each hour (the days it was seen): the live traffic's mix of
+        # hours is blocks per visit, whatever part of the last day has been seen
+        self._blocks = np.zeros(self.HOURS)
+        self._visits = np.zeros(self.HOURS)
+        self._last_hour = -1
         self.version = 0
 
     def seed(self, means: np.ndarray, weights: np.ndarray, min_rows: float) -> None:
@@ -66,10 +71,21 @@ class SeasonalProfile:
         step = np.where(new > 0, w / np.where(new > 0, new, 1.0), 0.0)
         self._mean[hour] += step * (np.nan_to_num(means) - self._mean[hour])
         self._w[hour] = new
+        self._count_hours(np.array([hour]))
         self.version += 1
+
+    def _count_hours(self, hours: np.ndarray) -> None:
+        known = hours[hours >= 0]
+        if known.size == 0:
+            return
+        entered = np.flatnonzero(np.diff(np.concatenate([[self._last_hour], known])) != 0)
+        np.add.at(self._visits, known[entered], 1.0)
+        np.add.at(self._blocks, known, 1.0)
+        self._last_hour = int(known[-1])
 
     def add_many(self, hours: np.ndarray, means: np.ndarray, weights: np.ndarray, frozen: np.ndarray) -> None:
         """Several blocks (``[n, channel]``) with their hours."""
+        self._count_hours(hours)
         idx = np.flatnonzero(hours >= 0)
         if idx.size == 0:
             return
@@ -97,7 +113,10 @@ class SeasonalProfile:
         full = cast(np.ndarray, (self._w >= self.min_rows).all(axis=0)) | self._known  # one flag per channel
         if not full.any():
             return np.zeros_like(self._mean), full
-        pi = self._w / np.maximum(self._w.sum(axis=0), 1.0)
+        # centred on the traffic's mix of hours: rows per visit of each hour (a day and a half seen
+        # counts some hours twice in the rows themselves, a constant offset of the whole profile)
+        rate = self._blocks / np.maximum(self._visits, 1.0)
+        pi = np.broadcast_to((rate / max(rate.sum(), 1e-12))[:, None], self._w.shape)
         if self._ref_share is not None:
             pi = np.where(self._known, self._ref_share, pi)
         centre = (pi * self._mean).sum(axis=0)
