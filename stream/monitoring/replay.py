@@ -138,8 +138,10 @@ def _profile(args: argparse.Namespace) -> tuple[ReferenceProfile, str | None, st
         raise ReplayError(f"{args.reference}: no reference rows")
     try:
         event_ts = None if times is None else [None if t is None else float(t) for t in times]
-    except (TypeError, ValueError):
-        raise ReplayError(f"{args.reference}: {args.time_field} must hold epoch seconds") from None
+    except (TypeError, ValueError):  # the profile is still good without its daily cycle
+        print(f"replay: warning: {args.time_field} of {args.reference} is not in epoch seconds: the reference's "
+              "daily cycle is not used", file=sys.stderr)
+        event_ts = None
     return ReferenceProfile.from_columns(cols, kinds, seed=args.seed, event_ts=event_ts), None, None
 
 
