@@ -259,7 +259,11 @@ class MonitorWorker:
         """Commit the offsets whose outputs are acknowledged (at-least-once)."""
         offsets, self._uncommitted = self._uncommitted, {}
         self._committed_at = time.monotonic()
-        await commit_or_redeliver(consumer, offsets, self.settings.kafka.request_deadline_s)
+        try:
+            await commit_or_redeliver(consumer, offsets, self.settings.kafka.request_deadline_s)
+        except KafkaCallError:
+            self._uncommitted = {**offsets, **self._uncommitted}  # still to commit, unless newer ones came
+            raise
 
     async def _commit_on_revoke(self) -> None:
         """Before partitions go to another worker, or on stop: commit what is done. A failure
