@@ -159,57 +159,67 @@ class ScoringWorker:
         next_topic_check = time.monotonic() + self.settings.kafka.topic_check_interval_s
         seen = recreations()
         failures = 0
-        while not stop.is_set():
-            try:
-                if self.commits.hold:
-                    async with self._lock:
-                        await self._commit()
-                    self.commits.hold = False
-                    log.info("offsets committed again: processing resumes")
-                batches = await self.consumer.getmany(timeout_ms=max(sc.max_wait_ms, 1),
-                                                      max_records=sc.max_batch_size)
-                if batches:
-                    async with self._lock:
-                        await self._process(batches)
-                now = time.monotonic()
-                if self.feed is not None:  # the feed wrote a version or states to the local store
-                    if self.feed.changed.is_set():
-                        self.feed.changed.clear()
+        # the topic check runs beside the loop: a fresh admin connection and a metadata round trip
+        # every interval, awaited inline, held the batches behind it for its duration
+        checking: asyncio.Future[bool] | None = None
+        try:
+            while not stop.is_set():
+                try:
+                    if self.commits.hold:
+                        async with self._lock:
+                            await self._commit()
+                        self.commits.hold = False
+                        log.info("offsets committed again: processing resumes")
+                    batches = await self.consumer.getmany(timeout_ms=max(sc.max_wait_ms, 1),
+                                                          max_records=sc.max_batch_size)
+                    if batches:
+                        async with self._lock:
+                            await self._process(batches)
+                    now = time.monotonic()
+                    if self.feed is not None:  # the feed wrote a version or states to the local store
+                        if self.feed.changed.is_set():
+                            self.feed.changed.clear()
+                            await self._maybe_swap_model()
+                    elif now >= next_model_check:
+                        next_model_check = now + sc.model_poll_interval_s
                         await self._maybe_swap_model()
-                elif now >= next_model_check:
-                    next_model_check = now + sc.model_poll_interval_s
-                    await self._maybe_swap_model()
-                if now >= next_evict:
-                    next_evict = now + EVICT_EVERY_S
-                    async with self._lock:
-                        await self._evict()
-                if not batches:
-                    async with self._lock:
-                        await self.commits.in_background(self.consumer)
-                if now >= next_topic_check:  # are the topics still there?
-                    next_topic_check = now + self.settings.kafka.topic_check_interval_s
+                    if now >= next_evict:
+                        next_evict = now + EVICT_EVERY_S
+                        async with self._lock:
+                            await self._evict()
+                    if not batches:
+                        async with self._lock:
+                            await self.commits.in_background(self.consumer)
+                    if checking is not None and checking.done():  # are the topics still there?
+                        changed, checking = checking.result(), None
+                        if changed or recreations() != seen:
+                            raise _StartOver
+                    if now >= next_topic_check and checking is None:
+                        next_topic_check = now + self.settings.kafka.topic_check_interval_s
+                        checking = asyncio.ensure_future(self._topics_changed())
+                    failures = 0
+                except KafkaCallError as exc:
+                    failures += 1
                     if await self._topics_changed() or recreations() != seen:
-                        raise _StartOver
-                failures = 0
-            except KafkaCallError as exc:
-                failures += 1
-                if await self._topics_changed() or recreations() != seen:
-                    raise _StartOver from None
-                if failures >= 3:
-                    raise BrokerError(f"{exc}; stopping so that the uncommitted records are "
-                                      "processed again after a restart") from None
-                if exc.outputs_lost:
-                    # what a restart would do, without one: back to the committed offsets, with
-                    # state rebuilt from the changelog (at-least-once; a broker restart is survived)
-                    log.warning("%s; rewinding to the committed offsets", exc)
-                    async with self._lock:
-                        await within(self.commits.rewind(self.consumer), self.settings.kafka.request_deadline_s,
-                                     "rewind")
-                    continue
-                log.warning("%s; retrying", exc)
-                # a bounded backoff before the next attempt, cut short by SIGTERM
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), min(0.2 * 2 ** failures, 5.0))
+                        raise _StartOver from None
+                    if failures >= 3:
+                        raise BrokerError(f"{exc}; stopping so that the uncommitted records are "
+                                          "processed again after a restart") from None
+                    if exc.outputs_lost:
+                        # what a restart would do, without one: back to the committed offsets, with
+                        # state rebuilt from the changelog (at-least-once; a broker restart is survived)
+                        log.warning("%s; rewinding to the committed offsets", exc)
+                        async with self._lock:
+                            await within(self.commits.rewind(self.consumer), self.settings.kafka.request_deadline_s,
+                                         "rewind")
+                        continue
+                    log.warning("%s; retrying", exc)
+                    # a bounded backoff before the next attempt, cut short by SIGTERM
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), min(0.2 * 2 ** failures, 5.0))
+        finally:
+            if checking is not None:
+                checking.cancel()
 
     async def _topics_changed(self) -> bool:
         """Were the topics lost (and recreated)? A broker that cannot be reached right now says
