@@ -75,8 +75,9 @@ def test_reference_event_times_round_trip_in_the_profile() -> None:
     assert prof.hourly is not None and sum(map(sum, prof.hourly["c"])) == 5_000
     back = ReferenceProfile.from_dict(json.loads(json.dumps(prof.to_dict())))
     assert back.hourly == prof.hourly and back.subset(["x"]).hourly == {"x": prof.hourly["x"]}
-    with pytest.raises(ProfileError, match="hourly"):
-        ReferenceProfile.from_dict({**prof.to_dict(), "hourly": {"x": [[1]]}})
+    for bad in ({"x": [[1]]}, {"x": [[1]] * 24}, {"nope": prof.hourly["x"]}):
+        with pytest.raises(ProfileError, match="hourly"):
+            ReferenceProfile.from_dict({**prof.to_dict(), "hourly": bad})
 
 
 @pytest.mark.parametrize("drift, feature", [("mean_shift", "x"), ("category_share", "c")])

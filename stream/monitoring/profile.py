@@ -283,9 +283,13 @@ class ReferenceProfile:
             if list(corr["features"]) != [k for k, v in features.items() if v == NUMERIC]:
                 raise ProfileError("correlation features do not match numeric features")
             hourly = d.get("hourly")
-            if hourly is not None and (not isinstance(hourly, dict) or set(hourly) - set(features)
-                                       or any(len(rows) != HOURS for rows in hourly.values())):
-                raise ProfileError("hourly counts: expected 24 rows per known feature")
+            if hourly is not None:  # 24 rows per known feature, each as wide as its bins or categories
+                widths = {**{n: len(r.edges) + 2 for n, r in numeric.items()},
+                          **{n: len(r.categories) + 2 for n, r in categorical.items()}}
+                if not isinstance(hourly, dict) or set(hourly) - set(features) or any(
+                        len(rows) != HOURS or any(len(row) != widths[n] for row in rows) for n, rows in hourly.items()):
+                    raise ProfileError("hourly counts: expected 24 rows per known feature, one count per bin "
+                                       "or category, then missing")
             return cls(features, numeric, categorical, corr["r"], corr["n"], int(d["n_rows"]),
                        correlation_method=corr.get("method", "pearson"), hourly=hourly)
         except (KeyError, TypeError, AttributeError) as exc:
