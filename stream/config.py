@@ -210,11 +210,11 @@ class MonitorSettings(Section):
     # every relay interval.
     isolation: Literal["process", "thread"] = "process"
     relay_interval_s: float = Field(default=0.5, gt=0, le=60)
-    # The monitor commits its input offsets this often (and whenever a poll comes back empty,
-    # before a partition is revoked and on stop), after every output of them is acknowledged:
-    # a commit per poll was a third of its CPU at a few hundred events/s. A worker that dies
-    # hands at most this much input to the next one again (at-least-once).
-    commit_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # The monitor commits its input offsets after every poll (0), or at most this often (and
+    # whenever a poll comes back empty, before a partition is revoked and on stop), after every
+    # output of them is acknowledged. Longer saves CPU at low rates; a monitor that dies hands
+    # up to this much input to the standby again (at-least-once), which tests those rows twice.
+    commit_interval_s: float = Field(default=0.0, ge=0, le=60)
 
     def drift_settings(self) -> Any:
         """The ``DriftSettings`` these settings describe."""
