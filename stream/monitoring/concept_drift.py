@@ -131,8 +131,8 @@ class PerformanceMonitor:
 
             settings = PerformanceSettings()
         p = settings
-        holdout, miss = holdout_reference(card), holdout_miss_rate(card)
-        with_misses = misses and miss is not None and holdout is not None
+        holdout = holdout_reference(card)
+        miss = holdout_miss_rate(card) if misses and holdout is not None else None
         return cls(
             task=str(card.get("task", "classification")), threshold=float(card.get("threshold", 0.5)),
             window=p.window, windows=p.windows, checks_per_window=p.checks_per_window,
@@ -140,8 +140,7 @@ class PerformanceMonitor:
             reference_size=holdout[1] if holdout else p.reference_size,
             reference_loss=holdout[0] if holdout else None, min_increase=p.min_increase,
             min_relative_increase=p.min_relative_increase, leave_ratio=p.leave_ratio,
-            reference_miss_rate=miss[0] if with_misses and miss else None,
-            reference_positives=miss[1] if with_misses and miss else 0,
+            reference_miss_rate=miss[0] if miss else None, reference_positives=miss[1] if miss else 0,
             miss_windows=p.miss_windows, min_miss_increase=p.min_miss_increase,
             model_name=str(card["name"]) if "name" in card else None,
             model_version=str(card["version"]) if "version" in card else None)

@@ -47,7 +47,9 @@ from stream.monitoring.profile_features import (
     NUMERIC,
     CategoricalReference,
     NumericReference,
+    bin_codes,
     categorical_reference,
+    category_codes,
     infer_kind,
     numeric_reference,
 )
@@ -88,16 +90,11 @@ def hourly_counts(columns: Mapping[str, Sequence[Any] | np.ndarray], numeric: Ma
     hour = (np.where(known, ts, 0.0) % 86_400.0 // 3_600.0).astype(np.int64)
     out: dict[str, list[list[int]]] = {}
     for name, ref in numeric.items():
-        x = np.asarray(columns[name], dtype=float)
-        edges = np.asarray(ref.edges, dtype=float)
-        code = np.where(np.isnan(x), edges.size + 1, np.searchsorted(edges, x, side="right"))
-        out[name] = _by_hour(hour[known], code[known], edges.size + 2)
+        code = bin_codes(np.asarray(columns[name], dtype=float), np.asarray(ref.edges, dtype=float))
+        out[name] = _by_hour(hour[known], code[known], len(ref.edges) + 2)
     for name, cref in categorical.items():
-        index = {c: i for i, c in enumerate(cref.categories)}
-        other = len(cref.categories)
-        code = np.fromiter((other + 1 if is_missing(v) else index.get(v if isinstance(v, str) else str(v), other)
-                            for v in columns[name]), np.int64)
-        out[name] = _by_hour(hour[known], code[known], other + 2)
+        code = category_codes(columns[name], cref.categories)
+        out[name] = _by_hour(hour[known], code[known], len(cref.categories) + 2)
     return out
 
 

@@ -29,7 +29,9 @@ __all__ = [
     "NUMERIC",
     "CategoricalReference",
     "NumericReference",
+    "bin_codes",
     "categorical_reference",
+    "category_codes",
     "infer_kind",
     "is_missing",
     "numeric_reference",
@@ -118,7 +120,7 @@ def numeric_reference(
     hi = np.concatenate([edges, [present.max()]])
     hi = np.minimum(hi, present.max())
     means = np.where(counts > 0, sums / np.maximum(counts, 1), 0.5 * (lo + hi))
-    codes = np.where(np.isnan(x), edges.size + 1, np.searchsorted(edges, x, side="right"))
+    codes = bin_codes(x, edges)
     scores = bin_normal_scores(counts)
     if present.size > sample_size:
         sample = np.sort(rng.choice(present, size=sample_size, replace=False))
@@ -138,6 +140,28 @@ def numeric_reference(
     )
 
 
+def bin_codes(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Each value's reference bin (``len(edges) + 1`` bins), missing (NaN) as ``len(edges) + 1``.
+
+    >>> bin_codes(np.array([0.0, 1.0, np.nan]), np.array([0.5])).tolist()
+    [0, 1, 2]
+    """
+    return np.where(np.isnan(x), edges.size + 1, np.searchsorted(edges, x, side="right"))
+
+
+def category_codes(values: Sequence[Any] | np.ndarray, categories: Sequence[str]) -> np.ndarray:
+    """Each value's reference category slot: its index, ``len(categories)`` for any other
+    ("other"), ``len(categories) + 1`` for missing.
+
+    >>> category_codes(["b", "z", None, 3], ["a", "b", "3"]).tolist()
+    [1, 3, 4, 2]
+    """
+    index = {c: i for i, c in enumerate(categories)}
+    other = len(categories)
+    return np.fromiter((other + 1 if is_missing(v) else index.get(v if isinstance(v, str) else str(v), other)
+                        for v in values), np.int64)
+
+
 def categorical_reference(
     name: str, values: Sequence[Any] | np.ndarray, max_categories: int, min_share: float
 ) -> CategoricalReference:
@@ -153,9 +177,7 @@ def categorical_reference(
     ranked = sorted(tally.items(), key=lambda kv: (-kv[1], kv[0]))
     keep = [(k, c) for k, c in ranked[:max_categories] if c >= min_share * n]
     other = n - sum(c for _, c in keep)
-    index = {k: i for i, (k, _) in enumerate(keep)}
-    codes = np.fromiter((len(keep) + 1 if is_missing(v) else index.get(v if isinstance(v, str) else str(v), len(keep))
-                         for v in values), np.int64)
+    codes = category_codes(values, [k for k, _ in keep])
     return CategoricalReference(
         n=n, n_missing=n_missing, categories=[k for k, _ in keep], counts=[c for _, c in keep], other_count=other,
         dispersion=dispersion_factors(codes, len(keep) + 2),
