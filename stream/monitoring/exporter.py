@@ -10,7 +10,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from stream.monitoring.worker import MonitorWorker
+    from stream.monitoring.processor import MonitorProcessor
 
 
 # One gauge per unit (docs/metrics.md): each key of a performance snapshot goes to the family
@@ -68,7 +68,7 @@ def add_performance(fams: dict[str, GaugeMetricFamily], labels: list[str], snaps
 class DriftCollector(Collector):
     """Exports each monitor's per-feature drift state at scrape time."""
 
-    def __init__(self, worker: MonitorWorker):
+    def __init__(self, worker: MonitorProcessor):
         self.worker = worker
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
