@@ -21,7 +21,7 @@ from stream.alerts import Notifier
 from stream.config import Settings
 from stream.domain import Domain
 from stream.error_policy import ErrorPolicy
-from stream.errors import BrokerError, KafkaCallError, ModelLoadError
+from stream.errors import BrokerError, KafkaCallError
 from stream.kafka import (
     check_topics,
     make_consumer,
@@ -35,15 +35,11 @@ from stream.kafka import (
     within,
 )
 from stream.metrics import Metrics, score_buckets
-from stream.registry import ModelStore
-from stream.scoring.canary import Canary
 from stream.scoring.commits import Commits
 from stream.scoring.feed import FeedReader
-from stream.scoring.guard import ModelGuard
-from stream.scoring.model import Model, load_model
 from stream.scoring.pipeline import BatchOutput, BatchScorer
 from stream.scoring.restore import restore_state
-from stream.scoring.shadow import ShadowScorer
+from stream.scoring.serving import ModelServing
 from stream.scoring.state import EntityStore
 from stream.scoring.transactions import OutputTransaction, transactional_id
 
@@ -60,16 +56,16 @@ class ScoringWorker:
         self.create_topics = create_topics  # recreate topics that disappear (else stop)
         self.domain = domain
         self.metrics = metrics
-        self.store = ModelStore(settings.model_store)
-        model = load_model(self.store, settings.model_name, domain.features.columns)
-        self._announce(model, "load_ok")
+        self.notifier = Notifier(settings.alerts, metrics)
+        # which version serves, its guard, and the versions scored beside it (shadow, canary)
+        self.serving = ModelServing(settings, domain.features.columns, metrics, self.notifier)
+        model = self.serving.load()
         metrics.use_score_buckets(score_buckets(domain.task, model.card.reference_profile))
         self.policy = ErrorPolicy.from_settings(settings, metrics)
-        # a share of entities served by the challenger while it is in shadow (0: none)
-        self.canary = Canary(settings.scoring.canary_share, metrics)
+        canary = self.serving.canary
         self.scorer = BatchScorer(domain, model, metrics, emit_features=emit_features, policy=self.policy,
                                   max_future_s=settings.scoring.max_future_s,
-                                  canary=self.canary if self.canary.share > 0 else None)
+                                  canary=canary if canary.share > 0 else None)
         self.group_id = f"{settings.app_id}-scorer"
         self.stores: dict[int, EntityStore] = {}
         self._lock = asyncio.Lock()
@@ -82,19 +78,7 @@ class ScoringWorker:
         self.producer: AIOKafkaProducer | None = None
         self.txn: OutputTransaction | None = None  # exactly-once only
         self.processed = 0
-        self.notifier = Notifier(settings.alerts, metrics)
-        self.guard = ModelGuard(self.store, settings.model_name,
-                                max_invalid_share=settings.scoring.max_invalid_score_share,
-                                window=settings.scoring.invalid_score_window)
         self._from_beginning = False  # after the broker lost its data: read the new topics whole
-        # versions scored beside the champion, never served (shadow, previous champion)
-        self.shadows = ShadowScorer(self.store, settings, domain.features.columns, metrics)
-
-    def _announce(self, model: Model, outcome: str) -> None:
-        self.metrics.model_info.clear()
-        self.metrics.model_info.labels(model.name, model.version, model.card.sha256).set(1)
-        self.metrics.model_loads.labels(outcome).inc()
-        log.info("serving model %s version %s (%s)", model.name, model.version, outcome)
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -114,7 +98,7 @@ class ScoringWorker:
         try:
             # the shadow (and its canary) from the first batch: a restarted worker serves each
             # entity as before it stopped
-            await self.shadows.refresh(self.scorer.model.version)
+            await self.serving.shadows.refresh(self.scorer.model.version)
             while not stop.is_set():
                 self.consumer = make_consumer(s, group_id=self.group_id, max_poll_interval_ms=300_000)
                 self.consumer.subscribe([s.topics.events], listener=_Rebalance(self))
@@ -179,10 +163,10 @@ class ScoringWorker:
                     if self.feed is not None:  # the feed wrote a version or states to the local store
                         if self.feed.changed.is_set():
                             self.feed.changed.clear()
-                            await self._maybe_swap_model()
+                            await self.serving.refresh(self.scorer, self._lock)
                     elif now >= next_model_check:
                         next_model_check = now + sc.model_poll_interval_s
-                        await self._maybe_swap_model()
+                        await self.serving.refresh(self.scorer, self._lock)
                     if now >= next_evict:
                         next_evict = now + EVICT_EVERY_S
                         async with self._lock:
@@ -244,9 +228,9 @@ class ScoringWorker:
         n = sum(len(r) for r in by_part.values())
         self.metrics.batch_size.observe(n)
         self._consumed.inc(n)
-        self.canary.follow(self.shadows.models.get("shadow"))  # dropped or replaced since the last batch?
+        self.serving.canary.follow(self.serving.shadows.models.get("shadow"))  # dropped or replaced since the last batch?
         out = self.scorer.process(by_part, self.stores)
-        self._watch_scores(out)
+        self.serving.watch(self.scorer, out)
         t0 = time.perf_counter()
         futures = await self._send(out)
         self._produce_stage.observe(time.perf_counter() - t0)
@@ -278,7 +262,7 @@ class ScoringWorker:
                 futures += await send_messages(self.producer, t.dead_letter, p, po.dead_letters)
             if po.features is not None:
                 futures += await send_records(self.producer, t.features, p, [None], [po.features])
-        futures += await self.shadows.send(self.producer, out)  # the champion's outputs are out first
+        futures += await self.serving.shadows.send(self.producer, out)  # the champion's outputs are out first
         return futures
 
     async def flush(self) -> None:
@@ -289,53 +273,6 @@ class ScoringWorker:
     async def _commit(self) -> None:
         assert self.consumer is not None
         await self.commits.commit(self.consumer)
-
-    async def _maybe_swap_model(self) -> None:
-        """Serve the store's current version if it passes the checks. A version refused is
-        counted and logged once, and tried again only when the store changes."""
-        name = self.settings.model_name
-        await self.shadows.refresh(self.scorer.model.version)
-        self.canary.follow(self.shadows.models.get("shadow"))
-        try:
-            current = self.store.current_version(name)
-        except ModelLoadError:
-            return
-        if current == self.scorer.model.version or self.guard.is_refused(current):
-            return
-        state = self.guard.store_state(current)
-        try:
-            model = await asyncio.to_thread(load_model, self.store, name,
-                                            self.domain.features.columns, current)
-        except ModelLoadError as exc:
-            self.guard.refuse(current, state)
-            self.metrics.model_loads.labels("swap_failed").inc()
-            log.error("keeping model version %s, refusing version %s until the store changes: %s",
-                      self.scorer.model.version, current, exc)
-            return
-        async with self._lock:
-            self.guard.swapped(self.scorer.model, model)
-            self.scorer.swap_model(model)
-        self._announce(model, "swap_ok")
-        await self.shadows.refresh(model.version)  # a promotion: the previous champion guards it
-
-    def _watch_scores(self, out: BatchOutput) -> None:
-        """Swap a model back when its scores are invalid on more than the configured share
-        of a window of scored events (each of them was dead-lettered as invalid_score)."""
-        rollback = self.guard.watch(self.scorer.model, out.scored, out.invalid_scores)
-        if rollback is None:
-            return
-        bad = rollback.bad
-        self.notifier.submit_rollback({"model": bad.name, "model_version": bad.version,
-                                       "previous_version": rollback.to.version if rollback.to else None,
-                                       "reason": rollback.reason})
-        if rollback.to is None:
-            log.error("model %s version %s: %s; no previous version to go back to, its invalid "
-                      "scores keep going to the dead-letter topic", bad.name, bad.version, rollback.reason)
-            return
-        self.scorer.swap_model(rollback.to)
-        self._announce(rollback.to, "rolled_back")
-        log.error("model %s version %s rolled back to version %s: %s", bad.name, bad.version,
-                  rollback.to.version, rollback.reason)
 
     async def _evict(self) -> None:
         assert self.producer is not None
