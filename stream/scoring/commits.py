@@ -50,6 +50,13 @@ class Commits:
         self._in_flight: asyncio.Future[None] | None = None
         # a commit failed: no new records until one succeeds
         self.hold = False
+        # what this worker committed, per partition it still owns: a broker restarted a moment
+        # ago answers "no committed offset" while it loads the group (aiokafka reads OffsetFetch
+        # v2+'s group-level COORDINATOR_LOAD_IN_PROGRESS as that), and a rewind would replay the
+        # partition from its first record
+        self.committed: dict[TopicPartition, int] = {}
+        # outputs were lost: back to the committed offsets before any new record (retried until done)
+        self.must_rewind = False
 
     def record(self, topic: str, out: BatchOutput, futures: list[asyncio.Future[Any]]) -> None:
         """A processed micro-batch: its outputs in flight, entities touched, offsets reached."""
@@ -68,6 +75,12 @@ class Commits:
     def forget(self) -> None:
         """The broker lost its data: what was not committed is gone with it."""
         self.pending, self.dirty, self.offsets, self.hold = [], {}, {}, False
+        self.committed, self.must_rewind = {}, False
+
+    def revoked(self, partitions: set[TopicPartition]) -> None:
+        """Partitions gone to other workers: their commits from now on are not ours."""
+        for tp in partitions:
+            self.committed.pop(tp, None)
 
     async def commit(self, consumer: AIOKafkaConsumer) -> None:
         """Write the changelog of entities changed since the last commit, wait for every output
@@ -132,39 +145,54 @@ class Commits:
                 raise KafkaCallError(f"produce failed: {type(exc).__name__}", outputs_lost=True) from None
         try:
             if self.txn is None:
-                await commit_or_redeliver(consumer, offsets, deadline)
+                done = await commit_or_redeliver(consumer, offsets, deadline)
             else:
-                await within(self._commit_transaction(consumer, offsets), deadline, "transaction commit")
+                done = await within(self._commit_transaction(consumer, offsets), deadline, "transaction commit")
+            if done:
+                self.committed.update(offsets)
         except KafkaCallError:
             for tp, o in offsets.items():  # outputs are delivered: commit them next time
                 self.offsets.setdefault(tp, o)
             self.hold = True
             raise
 
-    async def _commit_transaction(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+    async def _commit_transaction(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> bool:
         """Exactly-once commit. If the transaction cannot commit (a rebalance took the group
         generation, a broker error), its outputs are aborted and the worker rewinds to the
         committed offsets with state rebuilt from the committed changelog, as a restart would."""
         assert self.txn is not None
         try:
             await self.txn.commit(offsets)
+            return True
         except KafkaError as exc:
             log.warning("transaction aborted (%s): rewinding to the committed offsets",
                         type(exc).__name__)
             await self.txn.abort()
             await self.rewind(consumer)
+            return False
+
+    def drop_uncommitted(self) -> None:
+        """Outputs were lost: nothing since the last commit counts (no commit may cover it now),
+        entity state is rebuilt from the changelog, and the consumer must go back to the committed
+        offsets (:meth:`rewind`) before it reads another record."""
+        self.must_rewind = True
+        self.stores.clear()
+        self.dirty = {}
+        self.offsets = {}
+        self.pending = []
+        self.hold = False
 
     async def rewind(self, consumer: AIOKafkaConsumer) -> None:
         """Back to the committed offsets, with state rebuilt from the changelog before the next
         batch: what a restart would do, without one."""
-        self.stores.clear()
-        self.dirty = {}
-        self.offsets = {}  # nothing since the last commit counts: it is read again
-        self.pending = []
-        self.hold = False
+        self.drop_uncommitted()
         for tp in consumer.assignment():
             committed = await consumer.committed(tp)
+            ours = self.committed.get(tp)
+            if ours is not None and (committed is None or committed < ours):
+                committed = ours  # the group's offsets not loaded yet (see __init__)
             if committed is None:
                 await consumer.seek_to_beginning(tp)
             else:
                 consumer.seek(tp, committed)
+        self.must_rewind = False

@@ -149,6 +149,10 @@ class ScoringWorker:
         try:
             while not stop.is_set():
                 try:
+                    if self.commits.must_rewind:  # a rewind the broker did not answer: first, again
+                        async with self._lock:
+                            await within(self.commits.rewind(self.consumer), self.settings.kafka.request_deadline_s,
+                                         "rewind")
                     if self.commits.hold:
                         async with self._lock:
                             await self._commit()
@@ -193,9 +197,7 @@ class ScoringWorker:
                         # what a restart would do, without one: back to the committed offsets, with
                         # state rebuilt from the changelog (at-least-once; a broker restart is survived)
                         log.warning("%s; rewinding to the committed offsets", exc)
-                        async with self._lock:
-                            await within(self.commits.rewind(self.consumer), self.settings.kafka.request_deadline_s,
-                                         "rewind")
+                        self.commits.drop_uncommitted()  # the seek: at the top of the loop, before any record
                         continue
                     log.warning("%s; retrying", exc)
                     # a bounded backoff before the next attempt, cut short by SIGTERM
@@ -302,6 +304,7 @@ class ScoringWorker:
                 log.warning("commit before giving partitions up failed: %s", exc)
             for tp in revoked:
                 self.stores.pop(tp.partition, None)
+            self.commits.revoked(revoked)
         self.metrics.health.set("scorer", False, "rebalancing")
         log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
 
