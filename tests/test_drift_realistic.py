@@ -201,3 +201,26 @@ def test_bench_drift_reports_the_shipped_concept_drift_scenario() -> None:
     assert res["within_target"] and both["detected"] == 1 and both["false_openings"] == 0
     assert both["max"] <= pooled["max"]  # the miss channel only adds evidence
     assert "error rate + miss rate" in format_concept(res)
+
+
+# Bursts of one entity's category make a share's batch means skewed (a burst jumps the share up,
+# never down): on 800-row batches the CUSUM's normal-theory alarm level was crossed by chance.
+# Parameters of two streams (of a sweep over the generator's parameters) where it was.
+SKEWED_BATCHES = [
+    ("bursty", 720776, dict(events_per_day=10_000, burst_share=0.258, n_entities=46, entity_sd=0.56,
+                            population_seed=937)),
+    ("mixed", 637223, dict(events_per_day=100_000, phi=0.854, season_sd=0.31, burst_share=0.182,
+                           n_entities=72, entity_sd=0.483, population_seed=487)),
+]
+
+
+@pytest.mark.parametrize("scenario, seed, process", SKEWED_BATCHES)
+def test_bursty_shares_run_their_cusum_on_long_batches(scenario: str, seed: int, process: dict[str, Any]) -> None:
+    ref = generate(scenario, 20_000, seed=seed + 1, iid=True, **process)
+    mon = DriftMonitor(ReferenceProfile.from_columns({k: ref[k] for k in FEATURES}, FEATURES, seed=0,
+                                                     event_ts=ref["ts"]))
+    events = feed(mon, generate(scenario, 200_000, seed=seed, **process), chunk=10_000)
+    assert [(e.index, e.kind, e.features) for e in events] == []
+    shares = mon._sl["cprops"]
+    on_long = mon._long_mask[shares][mon._cus_mask[shares]]
+    assert on_long.any()  # the category shares' design effect put them on long batches

@@ -336,6 +336,7 @@ class DriftMonitor(RowIngest):
         if self.seasonal is not None:
             self._season_dev, self._season_var = self.seasonal.centred_with_noise(self._lr)
         self._fast_gate()
+        self._cusum_gate()
         self._wconst = None  # the window tests' constants follow the estimates
 
     def _live_variance(self) -> np.ndarray:

@@ -97,6 +97,9 @@ class MonitorCore:
     _cus_w: np.ndarray
     _cus_hours: np.ndarray
     _cus_nblk: int
+    _cusum_long: Cusum | None
+    _long_mask: np.ndarray
+    _long_acc: list[Any]
     _fast: Cusum | None
     _fast_mask: np.ndarray
     _fast_live: np.ndarray | None

@@ -40,6 +40,11 @@ class SequentialDetectors(FeatureStates):
         share = s.cusum_block_share if s.cusum_block else 0.0  # the block CUSUM's part of the budget
         arl = erl / (1.0 - share) * sides / rows  # per channel and side, in batches
         self._cusum = Cusum(self._theta.size, s.cusum_k, alarm_level(arl, s.cusum_k)) if s.cusum else None
+        # channels of a large design effect: longer batches, the same false-alarm rate per row
+        long_arl = arl / s.cusum_long_batches
+        self._cusum_long = Cusum(self._theta.size, s.cusum_k, alarm_level(long_arl, s.cusum_k)) if s.cusum else None
+        self._long_mask = np.zeros(self._theta.size, dtype=bool)
+        self._long_acc = []  # the batches of the open long batch
         self._fast = Cusum(self._theta.size, s.cusum_block_k, alarm_level(
             erl / max(share, 1e-12) * fast_sides / s.block_size, s.cusum_block_k)) if s.cusum and s.cusum_block else None
         self._fast_mask = np.zeros(self._theta.size, dtype=bool)
@@ -121,13 +126,18 @@ class SequentialDetectors(FeatureStates):
         if hit.any():
             self._fire_cusum(hit, cus, 1, fired)
 
-    def _cusum_step(self, sums: np.ndarray, ws: np.ndarray, hrs: np.ndarray,
-                    fired: dict[str, list[dict[str, Any]]]) -> None:
-        """One CUSUM batch, standardised with the current estimates (features in drift sit out).
-        It starts once every dependence scale has its batches: a CUSUM sums small biases, so an
-        underestimated variance during the warm-up would add up to an alarm."""
-        if not self._cusum_ready:
-            return
+    def _cusum_gate(self) -> None:
+        """Shares whose batch CUSUM runs on long batches (at every refresh): a design effect past
+        ``cusum_long_design`` means few bursts per batch, and a burst moves a share one way only
+        (an entity's category or a missing value: up), so its batch means are skewed. A numeric
+        feature's mid-rank moves both ways with the entity's level and keeps its short batches."""
+        shares = np.zeros(self._theta.size, dtype=bool)
+        for key in ("miss", "cprops", "cmiss"):
+            shares[self._sl[key]] = True
+        self._long_mask = self._cus_mask & shares & (self._lr > self.settings.cusum_long_design * self._g0)
+
+    def _cusum_z(self, sums: np.ndarray, ws: np.ndarray, hrs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A batch's standardised deviations (clipped), deviations in score sd, and validity."""
         ok = ws > 0
         m = np.where(ok, sums / np.where(ok, ws, 1.0), self._theta)
         adj = noise = 0.0
@@ -139,11 +149,33 @@ class SequentialDetectors(FeatureStates):
         dev = m - adj - self._theta
         var = self._lr / np.where(ok, ws, 1.0) + self._g0 / self._m + self._slow + noise
         c = self.settings.cusum_clip  # one burst moves the statistic by a bounded step
-        z = np.clip(dev / np.sqrt(var), -c, c)
+        return np.clip(dev / np.sqrt(var), -c, c), dev / np.sqrt(self._g0), ok
+
+    def _cusum_step(self, sums: np.ndarray, ws: np.ndarray, hrs: np.ndarray,
+                    fired: dict[str, list[dict[str, Any]]]) -> None:
+        """One CUSUM batch, standardised with the current estimates (features in drift sit out).
+        It starts once every dependence scale has its batches: a CUSUM sums small biases, so an
+        underestimated variance during the warm-up would add up to an alarm. Channels on long
+        batches step every ``cusum_long_batches`` batches, on their sum."""
+        if not self._cusum_ready:
+            return
+        s, live = self.settings, self._cus_mask & ~self._open_arr[self._owner]
+        z, shift, ok = self._cusum_z(sums, ws, hrs)
         cus = self._cusum
-        hit = cus.step(z, dev / np.sqrt(self._g0), self._cus_mask & ~self._open_arr[self._owner] & ok)  # type: ignore[union-attr]
+        hit = cus.step(z, shift, live & ~self._long_mask & ok)  # type: ignore[union-attr]
         if hit.any():
-            self._fire_cusum(hit, cus, self.settings.cusum_blocks, fired)  # type: ignore[arg-type]
+            self._fire_cusum(hit, cus, s.cusum_blocks, fired)  # type: ignore[arg-type]
+        self._long_acc.append((sums, ws, hrs))
+        if len(self._long_acc) < s.cusum_long_batches:
+            return
+        acc, self._long_acc = self._long_acc, []
+        if not self._long_mask.any():
+            return
+        z, shift, ok = self._cusum_z(*(sum(a[i] for a in acc) for i in range(3)))
+        long = self._cusum_long
+        hit = long.step(z, shift, live & self._long_mask & ok)  # type: ignore[union-attr]
+        if hit.any():
+            self._fire_cusum(hit, long, s.cusum_blocks * s.cusum_long_batches, fired)  # type: ignore[arg-type]
 
     def _fire_cusum(self, hit: np.ndarray, cus: Cusum, blocks: int, fired: dict[str, list[dict[str, Any]]]) -> None:
         """CUSUM alarms (batches of ``blocks`` blocks) of features not in drift whose run's mean

@@ -57,6 +57,12 @@ class DriftSettings:
         reference value ``cusum_k`` (sd of a batch mean); an alarm also
         needs the run's mean shift to reach ``cusum_min_shift`` score sd. Windows and CUSUM
         share the false-alarm budget half and half.
+    cusum_long_design, cusum_long_batches
+        A share (category or missing rate) whose measured design effect passes
+        ``cusum_long_design`` runs its CUSUM on batches ``cusum_long_batches`` times longer (the
+        same false-alarm rate per row): a CUSUM's alarm level assumes near-normal batch means,
+        and a batch holding one or two bursts of one entity is not (a burst of a category jumps
+        its share up, never down).
     cusum_block, cusum_block_k, cusum_block_max_design, cusum_block_share
         A second CUSUM on single blocks, for sharp changes on traffic whose rows are nearly
         independent: it watches a channel only while its measured design effect is at most
@@ -109,6 +115,8 @@ class DriftSettings:
     cusum_k: float = 1.0
     cusum_clip: float = 3.0
     cusum_min_shift: float = 0.1
+    cusum_long_design: float = 4.0
+    cusum_long_batches: int = 4
     cusum_block: bool = True
     cusum_block_k: float = 2.0
     cusum_block_max_design: float = 2.0
@@ -151,6 +159,8 @@ class DriftSettings:
             raise ValueError("need 4 <= dependence_min_batches <= dependence_history")
         if self.cusum_blocks < 1 or self.cusum_k <= 0 or self.cusum_min_shift < 0:
             raise ValueError("need cusum_blocks >= 1, cusum_k > 0, cusum_min_shift >= 0")
+        if self.cusum_long_design < 1 or self.cusum_long_batches < 1:
+            raise ValueError("need cusum_long_design >= 1 and cusum_long_batches >= 1")
         if self.cusum_block_k <= 0 or self.cusum_block_max_design < 1 or not 0 < self.cusum_block_share < 1:
             raise ValueError("need cusum_block_k > 0, cusum_block_max_design >= 1, 0 < cusum_block_share < 1")
         if self.refresh_blocks < 1 or self.min_effective_rows < 1:

@@ -144,7 +144,7 @@ class FeatureStates(WindowTests):
         j = (self._names + [MULTIVARIATE]).index(name)
         self._open_arr[j] = state
         self._fast_live = None  # the block CUSUM's channels change with the states
-        for cus in (self._cusum, self._fast):  # its CUSUMs start afresh
+        for cus in (self._cusum, self._cusum_long, self._fast):  # its CUSUMs start afresh
             if cus is not None:
                 cus.reset(self._owner == j)
 
