@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stream.monitoring.drift_event import MULTIVARIATE
+
 if TYPE_CHECKING:
     from stream.monitoring.drift import DriftMonitor
 
@@ -38,8 +40,6 @@ TESTS = {"num": ("ks", "mannwhitney", "chi2", "missing"), "cat": ("chi2", "missi
 
 def snapshot(mon: DriftMonitor) -> dict[str, dict[str, Any]]:
     """Latest statistics per feature and ``"multivariate"`` (see module docstring)."""
-    from stream.monitoring.drift import MULTIVARIATE
-
     out: dict[str, dict[str, Any]] = {}
     for group, names, _ in mon._groups():
         keys = [MULTIVARIATE] if group == "mv" else names

@@ -4,13 +4,20 @@ thresholds and summaries, and the performance (joined and estimated) of each mod
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from stream.monitoring.processor import MonitorProcessor
+    from stream.monitoring.model_monitor import ModelMonitor
+
+
+class MonitoredModels(Protocol):
+    """What the export reads at scrape time (a :class:`stream.monitoring.processor.MonitorProcessor`)."""
+
+    monitors: dict[str, ModelMonitor]  # "<model>:<version>" -> its monitor
+    serving: dict[str, tuple[int, str]]  # model -> (newest ingest ms, the version serving it)
 
 
 # One gauge per unit (docs/metrics.md): each key of a performance snapshot goes to the family
@@ -68,7 +75,7 @@ def add_performance(fams: dict[str, GaugeMetricFamily], labels: list[str], snaps
 class DriftCollector(Collector):
     """Exports each monitor's per-feature drift state at scrape time."""
 
-    def __init__(self, worker: MonitorProcessor):
+    def __init__(self, worker: MonitoredModels):
         self.worker = worker
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
