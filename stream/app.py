@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -48,6 +49,23 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(main)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)
+
+
+def tune_gc(young_threshold: int) -> None:
+    """Fewer cyclic garbage collections in a long-running worker: a young collection every
+    ``young_threshold`` allocations (0: Python's default), and the objects alive at start-up
+    frozen out of every collection. Reference cycles are rare on the data path; their memory
+    waits at most one young period.
+
+    >>> import gc
+    >>> before = gc.get_threshold()
+    >>> tune_gc(50_000); gc.get_threshold()[0]
+    50000
+    >>> gc.unfreeze(); gc.set_threshold(*before)
+    """
+    if young_threshold > 0:
+        gc.freeze()
+        gc.set_threshold(young_threshold, 20, 100)
 
 
 async def run_worker(settings: Settings, roles: Sequence[str] = ROLES, *,

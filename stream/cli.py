@@ -23,11 +23,12 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from stream.app import ROLES, run, run_worker
+    from stream.app import ROLES, run, run_worker, tune_gc
 
     settings = _settings(args)
     configure_logging(settings.log_level, settings.log_format, settings.errors.log_repeat_interval_s)
     roles = ROLES if args.role == "all" else (args.role,)
+    tune_gc(settings.gc_young_threshold)
     run(run_worker(settings, roles))
     return 0
 

@@ -348,6 +348,11 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # "json": one JSON object per line (for log shippers); "text": human-readable lines
     log_format: Literal["text", "json"] = "text"
+    # Allocations between two young collections of Python's cyclic garbage collector (Python's
+    # default: 700; 0 keeps it). A worker allocates a few objects per event and the monitor keeps
+    # up to max_pending_labels predictions waiting for labels: at 700 the collector took ~20 % of
+    # the monitor's CPU. What exists when the worker starts (modules, models) is frozen out of it.
+    gc_young_threshold: int = Field(default=50_000, ge=0)
 
     @classmethod
     def settings_customise_sources(

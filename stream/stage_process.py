@@ -127,11 +127,12 @@ class MetricsRelay(Collector):
 
 def _child_main(settings: Settings, conn: Connection, interval_s: float, create_topics: bool) -> None:
     """The child: a monitor worker on its own loop, sending snapshots until it stops."""
-    from stream.app import run
+    from stream.app import run, tune_gc
     from stream.logs import configure_logging
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop (SIGTERM)
     configure_logging(settings.log_level, settings.log_format)
+    tune_gc(settings.gc_young_threshold)
     run(_child_run(settings, conn, interval_s, create_topics))
 
 

@@ -246,11 +246,13 @@ CHILDREN = {
 
 def child_main(argv: list[str]) -> int:
     from stream.app import run as run_loop
+    from stream.app import tune_gc
 
     role, bootstrap, run, partitions, n = argv[0], argv[1], argv[2], int(argv[3]), int(argv[4])
     settings = bench_settings(bootstrap, run, partitions)
     if role == "exactly_once":  # the same pipeline, its outputs and offsets in transactions
         role, settings = "pipeline", settings.model_copy(update={"processing_guarantee": "exactly_once"})
+    tune_gc(settings.gc_young_threshold)  # every drain (ceilings too) as a worker process runs
     result = run_loop(CHILDREN[role](settings, n))
     result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result), flush=True)
