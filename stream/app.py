@@ -52,8 +52,8 @@ def run(main: Coroutine[Any, Any, T]) -> T:
 
 
 def tune_gc(young_threshold: int) -> None:
-    """Fewer cyclic garbage collections in a long-running worker: a young collection every
-    ``young_threshold`` allocations (0: Python's default), and the objects alive at start-up
+    """Fewer cyclic garbage collections in a long-running monitor process: a young collection
+    every ``young_threshold`` allocations (0: Python's default), and the objects alive at start-up
     frozen out of every collection. Reference cycles are rare on the data path; their memory
     waits at most one young period.
 

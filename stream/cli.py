@@ -28,7 +28,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.log_level, settings.log_format, settings.errors.log_repeat_interval_s)
     roles = ROLES if args.role == "all" else (args.role,)
-    tune_gc(settings.gc_young_threshold)
+    if roles == ("monitor",):  # with the scorer, the monitor runs in a child process tuned there
+        tune_gc(settings.gc_young_threshold)
     run(run_worker(settings, roles))
     return 0
 

@@ -348,10 +348,11 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # "json": one JSON object per line (for log shippers); "text": human-readable lines
     log_format: Literal["text", "json"] = "text"
-    # Allocations between two young collections of Python's cyclic garbage collector (Python's
-    # default: 700; 0 keeps it). A worker allocates a few objects per event and the monitor keeps
-    # up to max_pending_labels predictions waiting for labels: at 700 the collector took ~20 % of
-    # the monitor's CPU. What exists when the worker starts (modules, models) is frozen out of it.
+    # Allocations between two young collections of Python's cyclic garbage collector in a monitor
+    # process (Python's default: 700; 0 keeps it). The monitor keeps up to max_pending_labels
+    # predictions waiting for labels, long-lived objects every collection walked: at 700 the
+    # collector took ~20 % of its CPU. What exists when it starts is frozen out of collections.
+    # Scorer processes keep Python's default (no gain measured there, and latency matters).
     gc_young_threshold: int = Field(default=50_000, ge=0)
 
     @classmethod

@@ -252,7 +252,8 @@ def child_main(argv: list[str]) -> int:
     settings = bench_settings(bootstrap, run, partitions)
     if role == "exactly_once":  # the same pipeline, its outputs and offsets in transactions
         role, settings = "pipeline", settings.model_copy(update={"processing_guarantee": "exactly_once"})
-    tune_gc(settings.gc_young_threshold)  # every drain (ceilings too) as a worker process runs
+    if role == "monitor":  # as a monitor process runs (stream.app.tune_gc)
+        tune_gc(settings.gc_young_threshold)
     result = run_loop(CHILDREN[role](settings, n))
     result["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(result), flush=True)
