@@ -193,11 +193,18 @@ async def outputs(settings: Settings) -> tuple[list[Any], list[Any]]:
 
 
 async def wait_accounted(settings: Settings, produced: Produced, timeout_s: float,
-                         workers: Workers | None = None) -> float | None:
+                         workers: Workers | None = None, restarts: int = 0) -> float | None:
     """Wait until every acknowledged event is predicted or dead-lettered; seconds it took after
-    the last send (None: not within ``timeout_s``, or every worker exited)."""
+    the last send (None: not within ``timeout_s``, or every worker exited). A worker that exited
+    is started again at most ``restarts`` times, as a supervisor would (a worker stops on a
+    broker failure that outlasts its retries, so that a restart processes its records again)."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and (workers is None or workers.live()):
+    while time.monotonic() < deadline:
+        if workers is not None and not workers.live():
+            if restarts <= 0:
+                break
+            restarts -= 1
+            workers.start()
         predictions, dead = await outputs(settings)
         seen = {_event_id(r.value) for r in predictions} | {_event_id(r.value) for r in dead}
         if produced.ids <= seen and len(dead) >= sum(produced.poison.values()):
