@@ -99,6 +99,7 @@ class MonitorCore:
     _cus_nblk: int
     _cusum_long: Cusum | None
     _long_mask: np.ndarray
+    _shares: np.ndarray
     _long_acc: list[Any]
     _fast: Cusum | None
     _fast_mask: np.ndarray

@@ -44,6 +44,9 @@ class SequentialDetectors(FeatureStates):
         long_arl = arl / s.cusum_long_batches
         self._cusum_long = Cusum(self._theta.size, s.cusum_k, alarm_level(long_arl, s.cusum_k)) if s.cusum else None
         self._long_mask = np.zeros(self._theta.size, dtype=bool)
+        self._shares = np.zeros(self._theta.size, dtype=bool)  # category shares and missing rates
+        for key in ("miss", "cprops", "cmiss"):
+            self._shares[sl[key]] = True
         self._long_acc = []  # the batches of the open long batch
         self._fast = Cusum(self._theta.size, s.cusum_block_k, alarm_level(
             erl / max(share, 1e-12) * fast_sides / s.block_size, s.cusum_block_k)) if s.cusum and s.cusum_block else None
@@ -131,10 +134,7 @@ class SequentialDetectors(FeatureStates):
         ``cusum_long_design`` means few bursts per batch, and a burst moves a share one way only
         (an entity's category or a missing value: up), so its batch means are skewed. A numeric
         feature's mid-rank moves both ways with the entity's level and keeps its short batches."""
-        shares = np.zeros(self._theta.size, dtype=bool)
-        for key in ("miss", "cprops", "cmiss"):
-            shares[self._sl[key]] = True
-        self._long_mask = self._cus_mask & shares & (self._lr > self.settings.cusum_long_design * self._g0)
+        self._long_mask = self._cus_mask & self._shares & (self._lr > self.settings.cusum_long_design * self._g0)
 
     def _cusum_z(self, sums: np.ndarray, ws: np.ndarray, hrs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A batch's standardised deviations (clipped), deviations in score sd, and validity."""
