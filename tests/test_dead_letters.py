@@ -81,3 +81,41 @@ def test_an_onnx_call_that_raises_dead_letters_only_the_rows_it_fails_on_and_mov
     DOMAIN.features.compute(cols, rows, offline.matrix)
     for user in ("u0", "u1", "u2"):
         assert np.allclose(store.matrix[store.rows[user]], offline.matrix[offline.rows[user]])
+
+
+def test_a_batch_of_several_partitions_is_scored_as_one_and_each_keeps_its_own_state(model_store):
+    """Partitions share one feature pass and one ONNX call: a row the model fails on in one
+    partition is dead-lettered there, every other event is predicted in its own partition, in
+    offset order, and each partition's store ends as if it had been scored alone."""
+    import numpy as np
+
+    from tests.bad_models import raising_model, save_version
+
+    save_version(model_store, "2", raising_model(len(DOMAIN.features.columns)))
+    model = load_model(ModelStore(model_store), "fraud", DOMAIN.features.columns)
+    scorer = BatchScorer(DOMAIN, model, Metrics.create(), max_future_s=86_400)
+    # the same user ids in both partitions are different entities there (state is per partition)
+    events = {p: [{**GOOD, "event_id": f"p{p}e{i}", "user_id": f"u{i % 2}", "ts": 1_750_000_000.0 + 60 * i,
+                   "amount": 900_000.0 if (p, i) == (1, 3) else 10.0 + i + 100 * p} for i in range(6)]
+              for p in (0, 1, 2)}
+    batch = {p: [SimpleNamespace(topic="events", partition=p, offset=10 * p + i, key=e["user_id"].encode(),
+                                 value=orjson.dumps(e), timestamp=1_750_000_000_000, headers=[])
+                 for i, e in enumerate(evs)] for p, evs in events.items()}
+    batch[2][1].value = b"{oops"
+    stores = {p: EntityStore(DOMAIN.features.state_width) for p in events}
+    out = scorer.process(batch, stores, now=1_750_001_000.0)
+
+    reasons = {p: [(int(dict(d.headers)["mlstream.source.offset"]), dict(d.headers)["mlstream.error.reason"])
+                   for d in out.partitions[p].dead_letters] for p in events}
+    assert reasons == {0: [], 1: [(13, b"processing_error")], 2: [(21, b"not_json")]}
+    predicted = {p: [orjson.loads(v)["event_id"] for v in out.partitions[p].prediction_values] for p in events}
+    assert predicted == {0: [f"p0e{i}" for i in range(6)], 1: [f"p1e{i}" for i in (0, 1, 2, 4, 5)],
+                         2: [f"p2e{i}" for i in (0, 2, 3, 4, 5)]}
+    assert [out.partitions[p].last_offset for p in events] == [5, 15, 25]
+    for p, kept in ((0, range(6)), (1, (0, 1, 2, 4, 5)), (2, (0, 2, 3, 4, 5))):
+        alone = EntityStore(DOMAIN.features.state_width)
+        cols = DOMAIN.columns([events[p][i] for i in kept])
+        DOMAIN.features.compute(cols, alone.rows_for(cols["user_id"].tolist()), alone.matrix)
+        assert set(stores[p].rows) == {"u0", "u1"} == set(out.partitions[p].touched)
+        for user in ("u0", "u1"):
+            assert np.allclose(stores[p].matrix[stores[p].rows[user]], alone.matrix[alone.rows[user]])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -79,19 +80,33 @@ def dead_letter(record: Record, reason: str, message: str, error_class: str | No
 
 
 @dataclass
-class _Part:
-    """One partition's valid events while a batch is being scored."""
+class _Frame:
+    """A micro-batch's valid events while it is scored: every partition's in one set of columns.
 
-    partition: int
-    records: Sequence[Record]
+    Rows run partition by partition (``spans``), each partition's in offset order. The entity
+    state rows the batch touches are gathered from the partitions' stores into ``state`` (one
+    row per entity) and put back after scoring, so features take one pass whatever the number
+    of partitions: at a few events per partition, a pass per partition cost ~470 µs each.
+    """
+
+    records: list[Record]  # the batch's records, partition by partition
     valid: np.ndarray  # positions in ``records``
     cols: dict[str, np.ndarray]
     keys: list[str]
-    rows: np.ndarray  # entity state rows, parallel to ``valid``
-    snapshot: np.ndarray  # those rows' state before this batch
-    failed: dict[int, Exception] = field(default_factory=dict)  # position in valid -> why
+    spans: list[tuple[int, int, int]]  # (partition, first row, row after its last)
+    store_rows: np.ndarray  # each row's entity row in its partition's store
+    rows: np.ndarray  # each row's entity row in ``state``
+    state: np.ndarray
+    snapshot: np.ndarray  # ``state`` before this batch
+    gathered: list[tuple[int, np.ndarray, int]]  # (partition, store rows, where they start in state)
+    failed: dict[int, Exception] = field(default_factory=dict)  # row -> why
     keep: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    moved: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))  # state moved
     X: np.ndarray | None = None
+
+    def owner(self, row: int) -> int:
+        """The partition of a row."""
+        return next(p for p, _, stop in self.spans if row < stop)
 
 
 class BatchScorer:
@@ -131,99 +146,144 @@ class BatchScorer:
         self._now = now
         model = self.model
         out = BatchOutput(partitions={}, model=model)
-        entity_field, id_field = self.schema.entity_field, self.schema.id_field
         t0 = time.perf_counter()
-        parts: list[_Part] = []
-        for partition, records in batches.items():
+        records: list[Record] = []
+        ends: list[tuple[int, int]] = []  # (partition, end of its records)
+        for partition, recs in batches.items():
             part = out.partitions.setdefault(partition, PartitionOutput())
-            if records:
-                part.last_offset = records[-1].offset
-            parsed = self.schema.parse_batch([r.value or b"" for r in records])
-            errors = dict(parsed.errors)
-            valid, cols = self._time_bounds(parsed.valid, parsed.columns, errors, now)
+            if recs:
+                part.last_offset = recs[-1].offset
+                records.extend(recs)
+                ends.append((partition, len(records)))
+        frame = self._frame(records, ends, stores, out, now)
+        t1 = time.perf_counter()
+        self._stage["validate"].observe(t1 - t0)
+        if frame is None:
+            return out
+
+        scores = self._features_and_scores(frame, model)
+        for p, rows, at in frame.gathered:  # the batch's entity state back into its stores
+            stores[p].matrix[rows] = frame.state[at : at + len(rows)]
+        t3 = time.perf_counter()
+        self._stage["score"].observe(t3 - t1)
+        self._outputs(frame, scores, model, stores, out, now)
+        self._stage["serialize"].observe(time.perf_counter() - t3)
+        return out
+
+    def _frame(self, records: list[Record], ends: list[tuple[int, int]], stores: Mapping[int, EntityStore],
+               out: BatchOutput, now: float) -> _Frame | None:
+        """Parse and validate every record at once (invalid ones dead-lettered), look up the valid
+        events' entities in their partitions' stores and gather their state rows."""
+        parsed = self.schema.parse_batch([r.value or b"" for r in records])
+        errors = dict(parsed.errors)
+        valid, cols = self._time_bounds(parsed.valid, parsed.columns, errors, now)
+        if errors:
+            cuts = [end for _, end in ends]
             for i in sorted(errors):
                 exc = errors[i]
                 message = "tombstone (null value)" if records[i].value is None else str(exc)
-                self._dead_letter(part, out, records[i], exc.reason, message)
-            if len(valid):
+                owner = ends[bisect_right(cuts, i)][0]
+                self._dead_letter(out.partitions[owner], out, records[i], exc.reason, message)
+        if not len(valid):
+            return None
+        keys = cols[self.schema.entity_field].tolist()
+        # valid rows before each partition's end: valid positions are in record order
+        stops = np.searchsorted(valid, [end for _, end in ends]).tolist()
+        spans, gathered, blocks, store_rows, rows = [], [], [], [], []
+        start = at = 0
+        for (partition, _), stop in zip(ends, stops):
+            if stop > start:
                 store = stores[partition]
-                keys = cols[entity_field].tolist()
-                rows = store.rows_for(keys)
-                parts.append(_Part(partition, records, valid, cols, keys, rows, store.matrix[rows].copy()))
-        t1 = time.perf_counter()
-        self._stage["validate"].observe(t1 - t0)
-        if not parts:
-            return out
+                mine = store.rows_for(keys[start:stop])
+                # one state row per entity: its events of the batch apply in order to that row
+                uniq, inverse = np.unique(mine, return_inverse=True)
+                blocks.append(store.matrix[uniq])  # fancy indexing copies
+                gathered.append((partition, uniq, at))
+                store_rows.append(mine)
+                rows.append(inverse.reshape(-1) + at)
+                spans.append((partition, start, stop))
+                at += len(uniq)
+            start = stop
+        state = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+        one = len(spans) == 1
+        return _Frame(records, valid, cols, keys, spans,
+                      store_rows[0] if one else np.concatenate(store_rows), rows[0] if one else np.concatenate(rows),
+                      state, state.copy(), gathered)
 
-        scores = self._features_and_scores(parts, stores, model)
-        t3 = time.perf_counter()
-        self._stage["score"].observe(t3 - t1)
-
-        scored_ms = int(now * 1000)
+    def _outputs(self, frame: _Frame, scores: np.ndarray, model: Model, stores: Mapping[int, EntityStore],
+                 out: BatchOutput, now: float) -> None:
+        """Dead letters, predictions, the changelog's entities and the monitor's feature batch,
+        per partition, from the frame's scores (one per row of ``frame.keep``)."""
         name, version = model.name, model.version
-        at = canary_n = 0
-        for p in parts:
-            part = out.partitions[p.partition]
-            for i, err in p.failed.items():
-                self._dead_letter(part, out, p.records[int(p.valid[i])], "processing_error",
-                                  self.policy.describe(err), type(err).__name__)
-            n_kept = len(p.keep)
-            s_all = scores[at : at + n_kept]
-            at += n_kept
-            keys_kept = [p.keys[i] for i in p.keep.tolist()]
+        records, valid, keep = frame.records, frame.valid, frame.keep
+        for i, err in frame.failed.items():
+            self._dead_letter(out.partitions[frame.owner(i)], out, records[int(valid[i])], "processing_error",
+                              self.policy.describe(err), type(err).__name__)
+        ok = servable(model.card.task, scores)
+        for j in np.flatnonzero(~ok).tolist():
+            row = int(keep[j])
+            self._dead_letter(out.partitions[frame.owner(row)], out, records[int(valid[row])], "invalid_score",
+                              f"model {name} version {version} scored {scores[j]!r}")
+        out.invalid_scores += int((~ok).sum())
+        out.scored += len(keep)
+        everything = bool(ok.all())
+        good = keep if everything else keep[ok]
+        s = scores if everything else scores[ok]
+        X = frame.X if frame.X is not None else np.empty((0, len(self.domain.features.columns)), np.float32)
+        if not everything:
+            X = X[ok]
+        keys = [frame.keys[i] for i in good.tolist()]
+        cols = frame.cols if len(good) == len(valid) else {k: v[good] for k, v in frame.cols.items()}
+        ingest = [records[i].timestamp for i in valid[good].tolist()]
+        ids = cols[self.schema.id_field].tolist()
+        sl: list[float] = s.tolist()
+        versions: list[str] | None = None
+        canary_n = 0
+        canary = self.canary.serve(keys, X, s, model) if self.canary is not None and len(good) else None
+        if canary is not None:  # the champion's scores still go to the monitor (feature batch)
+            assert self.canary is not None and self.canary.model is not None
+            served, by_challenger = canary
+            challenger = self.canary.model.version
+            sl, versions = served.tolist(), [challenger if m else version for m in by_challenger.tolist()]
+            canary_n = int(by_challenger.sum())
+        monitored = self.domain.monitored_columns(cols, X) if self.emit_features and len(good) else {}
+        event_ts = cols[self.domain.features.time_field]
+        scored_ms = int(now * 1000)
+        moved, store_rows = frame.moved, frame.store_rows
+        bounds = [b for _, a, z in frame.spans for b in (a, z)]
+        kept_at, moved_at, good_at = (np.searchsorted(x, bounds).tolist() for x in (keep, moved, good))
+        for k, (p, _, _) in enumerate(frame.spans):
+            part = out.partitions[p]
             # state moved for every row whose features were computed (invalid scores included:
             # the event happened, the model is what is wrong)
-            part.touched = dict(zip(keys_kept, p.rows[p.keep].tolist()))
-            ok = servable(model.card.task, s_all)
-            for j in np.flatnonzero(~ok).tolist():
-                self._dead_letter(part, out, p.records[int(p.valid[p.keep[j]])], "invalid_score",
-                                  f"model {name} version {version} scored {s_all[j]!r}")
-            out.invalid_scores += int((~ok).sum())
-            out.scored += n_kept
-            if not ok.any():
+            stores[p].touch(store_rows[moved[moved_at[2 * k] : moved_at[2 * k + 1]]], now)
+            mine = keep[kept_at[2 * k] : kept_at[2 * k + 1]].tolist()
+            part.touched = dict(zip([frame.keys[i] for i in mine], store_rows[mine].tolist()))
+            a, z = good_at[2 * k], good_at[2 * k + 1]
+            if a == z:
                 continue
-            good = p.keep[ok] if not ok.all() else p.keep
-            s = s_all[ok] if not ok.all() else s_all
-            sl = s.tolist()
-            n = len(good)
-            cols = p.cols if n == len(p.valid) else {k: v[good] for k, v in p.cols.items()}
-            rec_index = p.valid[good].tolist()
-            ingest = [p.records[i].timestamp for i in rec_index]
-            ids = cols[id_field].tolist()
-            keys = [p.keys[i] for i in good.tolist()]
-            part.prediction_keys = [k.encode() for k in keys]
-            assert p.X is not None
-            X = p.X if n == n_kept else p.X[ok]
-            canary = self.canary.serve(keys, X, s, model) if self.canary is not None else None
-            versions: Iterable[str] = repeat(version)
-            if canary is not None:  # the champion's scores still go to the monitor (feature batch)
-                assert self.canary is not None and self.canary.model is not None
-                served, by_challenger = canary
-                challenger = self.canary.model.version
-                sl, versions = served.tolist(), [challenger if m else version for m in by_challenger.tolist()]
-                canary_n += int(by_challenger.sum())
+            part.prediction_keys = [key.encode() for key in keys[a:z]]
+            vs: Iterable[str] = repeat(version) if versions is None else versions[a:z]
             part.prediction_values = [
                 encode(Prediction(event_id=ids[i], entity_id=keys[i], score=sl[i], model=name,
                                   model_version=v, ingest_ts_ms=ingest[i], scored_ts_ms=scored_ms))
-                for i, v in zip(range(n), versions)
+                for i, v in zip(range(a, z), vs)
             ]
-            part.event_ids, part.scores, part.inputs, part.ingest_ms = ids, s, X, ingest
+            part.event_ids, part.scores, part.inputs, part.ingest_ms = ids[a:z], s[a:z], X[a:z], ingest[a:z]
             if self.emit_features:
-                monitored = self.domain.monitored_columns(cols, X)
                 part.features = encode(FeatureBatch.from_arrays(
-                    partition=p.partition, model=name, model_version=version, event_ids=ids,
-                    ingest_ts_ms=np.asarray(ingest), event_ts=cols[self.domain.features.time_field],
-                    scores=s, columns=monitored, inputs=X))
+                    partition=p, model=name, model_version=version, event_ids=part.event_ids,
+                    ingest_ts_ms=np.asarray(part.ingest_ms), event_ts=event_ts[a:z], scores=part.scores,
+                    columns={c: v[a:z] for c, v in monitored.items()}, inputs=part.inputs))
+            self.metrics.end_to_end_latency.observe(max(0.0, now - min(part.ingest_ms) / 1000.0))
+            out.valid += z - a
+        if len(good):
             self.metrics.observe_scores(name, s)
-            self.metrics.end_to_end_latency.observe(max(0.0, now - min(ingest) / 1000.0))
-            out.valid += n
-        self._stage["serialize"].observe(time.perf_counter() - t3)
         self.metrics.events_valid.inc(out.valid)
         self.metrics.predictions.labels(name, version).inc(out.valid - canary_n)
         if canary_n:
             assert self.canary is not None and self.canary.model is not None
             self.metrics.predictions.labels(name, self.canary.model.version).inc(canary_n)
-        return out
 
     def _dead_letter(self, part: PartitionOutput, out: BatchOutput, record: Record, reason: str,
                      message: str, error_class: str | None = None) -> None:
@@ -250,73 +310,59 @@ class BatchScorer:
         keep = ~late
         return valid[keep], {k: v[keep] for k, v in cols.items()}
 
-    def _features_and_scores(self, parts: list[_Part], stores: Mapping[int, EntityStore],
-                             model: Model) -> np.ndarray:
-        """Features of every partition, then one ONNX call; rows that raise are set aside.
+    def _features_and_scores(self, frame: _Frame, model: Model) -> np.ndarray:
+        """Features of the whole frame, then one ONNX call; rows that raise are set aside.
 
-        If the model raises, the rows it fails on are found, the partitions' state is put back
-        and their features recomputed without those rows, so a failed event never moves state.
+        If the model raises, the rows it fails on are found, the frame's state is put back and
+        the features recomputed without those rows, so a failed event never moves state.
         """
         t0 = time.perf_counter()
-        for p in parts:
-            self._features(p, stores[p.partition])
+        self._features(frame)
         self._stage["features"].observe(time.perf_counter() - t0)
         for round_ in range(self.MAX_RESCORE_ROUNDS):
-            X = np.concatenate([p.X for p in parts if p.X is not None and len(p.X)]) \
-                if any(p.X is not None and len(p.X) for p in parts) else np.empty((0, 0), np.float32)
-            if not len(X):
+            X = frame.X
+            if X is None or not len(X):
                 return np.empty(0)
+
             def predict(idx: np.ndarray, X: np.ndarray = X) -> np.ndarray:
                 return model.predict(X[idx])
 
             ok, failed = self.policy.split(np.arange(len(X)), predict, stage="score")
             scores = np.full(len(X), np.nan)
-            for idx, s in ok:
-                scores[idx] = s
+            for idx, sc in ok:
+                scores[idx] = sc
             if not failed:
                 return scores
-            last = round_ == self.MAX_RESCORE_ROUNDS - 1
-            at = 0
-            for p in parts:
-                n = len(p.keep)
-                mine = [i - at for i in failed if at <= i < at + n]
-                for j in mine:
-                    p.failed[int(p.keep[j])] = failed[at + j]
-                at += n
-                if not mine:
-                    continue
-                if last:  # stop recomputing: drop the failed rows, their state stays moved
-                    keep = np.ones(n, dtype=bool)
-                    keep[mine] = False
-                    p.keep = p.keep[keep]
-                    p.X = p.X[keep] if p.X is not None else None
-                    continue
-                store = stores[p.partition]
-                store.matrix[p.rows] = p.snapshot
-                self._features(p, store)
-            if last:
-                return np.delete(scores, list(failed))
+            for j, exc in failed.items():
+                frame.failed[int(frame.keep[j])] = exc
+            if round_ == self.MAX_RESCORE_ROUNDS - 1:  # stop recomputing: drop the failed rows, their state stays moved
+                kept = np.ones(len(X), dtype=bool)
+                kept[list(failed)] = False
+                frame.keep, frame.X = frame.keep[kept], X[kept]
+                return scores[kept]
+            frame.state[:] = frame.snapshot
+            self._features(frame)
         raise AssertionError("unreachable")
 
-    def _features(self, p: _Part, store: EntityStore) -> None:
-        """Features of the partition's valid rows except ``p.failed``, through the policy."""
-        todo = np.setdiff1d(np.arange(len(p.valid)), np.fromiter(p.failed, np.int64, len(p.failed)))
-        compute = self.domain.features.compute
+    def _features(self, frame: _Frame) -> None:
+        """Features of the frame's rows except ``frame.failed``, through the policy."""
+        n = len(frame.valid)
+        todo = np.setdiff1d(np.arange(n), np.fromiter(frame.failed, np.int64, len(frame.failed))) \
+            if frame.failed else np.arange(n)
+        compute, state = self.domain.features.compute, frame.state
 
         def attempt(idx: np.ndarray) -> np.ndarray:
-            whole = len(idx) == len(p.valid)
-            cols = p.cols if whole else {k: v[idx] for k, v in p.cols.items()}
-            rows = p.rows if whole else p.rows[idx]
-            before = store.matrix[rows]  # fancy indexing copies
+            whole = len(idx) == n
+            cols = frame.cols if whole else {k: v[idx] for k, v in frame.cols.items()}
+            rows = frame.rows if whole else frame.rows[idx]
+            before = state[rows]  # fancy indexing copies
             try:
-                return compute(cols, rows, store.matrix)
+                return compute(cols, rows, state)
             except BaseException:
-                store.matrix[rows] = before  # leave no trace: the rows are retried or set aside
+                state[rows] = before  # leave no trace: the rows are retried or set aside
                 raise
 
         ok, failed = self.policy.split(todo, attempt, stage="features")
-        p.failed.update(failed)
-        p.keep = index_runs(ok)
-        p.X = np.concatenate([x for _, x in ok]) if len(ok) > 1 else (ok[0][1] if ok else None)
-        if ok:
-            store.touch(p.rows[p.keep], self._now)
+        frame.failed.update(failed)
+        frame.keep = frame.moved = index_runs(ok)
+        frame.X = np.concatenate([x for _, x in ok]) if len(ok) > 1 else (ok[0][1] if ok else None)
