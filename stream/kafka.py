@@ -123,6 +123,13 @@ async def stop_quietly(consumer: AIOKafkaConsumer, deadline_s: float) -> None:
         await asyncio.wait_for(consumer.stop(), deadline_s)
     except (TimeoutError, KafkaError) as exc:
         log.warning("consumer did not close cleanly: %s", type(exc).__name__)
+    except asyncio.CancelledError:
+        # aiokafka's fetcher cancels a fetch task sleeping out a retry backoff and awaits it, so
+        # stop() raises the cancellation while the broker is down; ours, if we are cancelled, goes on
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.warning("consumer did not close cleanly: a fetch it cancelled raised")
 
 
 async def _close_quietly(client: Any) -> None:

@@ -182,6 +182,16 @@ class Commits:
         self.pending = []
         self.hold = False
 
+    def abandon(self) -> None:
+        """The consumer is being replaced: everything uncommitted is dropped (:meth:`drop_uncommitted`)
+        and a commit still in flight is cancelled, as a restart would lose it (its records are read
+        again: duplicates, never a loss). The new consumer starts at the committed offsets."""
+        task, self._in_flight = self._in_flight, None
+        if task is not None and not task.done():
+            task.cancel()
+        self.drop_uncommitted()
+        self.must_rewind = False
+
     async def rewind(self, consumer: AIOKafkaConsumer) -> None:
         """Back to the committed offsets, with state rebuilt from the changelog before the next
         batch: what a restart would do, without one."""

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 
 from stream.alerts import Notifier
 from stream.config import Settings
@@ -32,6 +33,7 @@ from stream.kafka import (
     send_records,
     start_client,
     stop_quietly,
+    wait_for_broker,
     within,
 )
 from stream.metrics import Metrics, score_buckets
@@ -79,6 +81,7 @@ class ScoringWorker:
         self.txn: OutputTransaction | None = None  # exactly-once only
         self.processed = 0
         self._from_beginning = False  # after the broker lost its data: read the new topics whole
+        self._rejoin_offsets: dict[TopicPartition, int] = {}  # what we committed, kept over a rejoin
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -106,6 +109,9 @@ class ScoringWorker:
                 self.metrics.worker_info.labels("scorer").set(1)
                 try:
                     await self._loop(stop)
+                except _Rejoin as exc:
+                    await self._rejoin(str(exc), stop)
+                    continue
                 except _StartOver:
                     log.warning("the topics were recreated: reading them again with a new consumer")
                     # the broker lost its data: what was not committed is gone with it, and a
@@ -191,8 +197,10 @@ class ScoringWorker:
                     if await self._topics_changed() or recreations() != seen:
                         raise _StartOver from None
                     if failures >= 3:
-                        raise BrokerError(f"{exc}; stopping so that the uncommitted records are "
-                                          "processed again after a restart") from None
+                        if self.txn is not None:  # a restarted worker's producer fences this one's transaction
+                            raise BrokerError(f"{exc}; stopping so that the uncommitted records are "
+                                              "processed again after a restart") from None
+                        raise _Rejoin(str(exc)) from None
                     if exc.outputs_lost:
                         # what a restart would do, without one: back to the committed offsets, with
                         # state rebuilt from the changelog (at-least-once; a broker restart is survived)
@@ -206,6 +214,26 @@ class ScoringWorker:
         finally:
             if checking is not None:
                 checking.cancel()
+
+    async def _rejoin(self, why: str, stop: asyncio.Event) -> None:
+        """The broker stayed unusable for three request deadlines: do what a restart would, in
+        process. Uncommitted work is dropped (its records are read again), the consumer leaves,
+        and once the broker answers a new one joins the group, with state rebuilt from the
+        changelog. Offsets this worker committed are kept: a broker that restarted a moment ago
+        may answer "no committed offset" while it loads the group (see ``Commits.committed``)."""
+        log.warning("%s; the broker was unusable for three request deadlines: dropping the uncommitted "
+                    "records (they are read again) and joining the group again, as a restart would", why)
+        self.metrics.health.set("scorer", False, "broker unusable: joining the group again")
+        self._rejoin_offsets = dict(self.commits.committed)
+        self.commits.abandon()
+        assert self.consumer is not None
+        await stop_quietly(self.consumer, self.settings.kafka.request_deadline_s)
+        while not stop.is_set():
+            try:
+                await wait_for_broker(self.settings, stop)
+                return
+            except BrokerError as exc:  # a worker that ran before has the right address: keep waiting
+                log.warning("%s; still waiting", exc)
 
     async def _topics_changed(self) -> bool:
         """Were the topics lost (and recreated)? A broker that cannot be reached right now says
@@ -313,6 +341,8 @@ class ScoringWorker:
             self._from_beginning = False
             for tp in assigned:  # a plain seek: committed offsets may be old-topic positions
                 self.consumer.seek(tp, 0)
+        if self._rejoin_offsets and self.consumer is not None:
+            await self._resume_at_ours(assigned)
         async with self._lock:
             new = sorted(tp.partition for tp in assigned if tp.partition not in self.stores)
             if new:
@@ -322,6 +352,22 @@ class ScoringWorker:
         log.info("partitions assigned: %s (state restored for %s)",
                  sorted(tp.partition for tp in assigned), new)
 
+    async def _resume_at_ours(self, assigned: set[TopicPartition]) -> None:
+        """After a rejoin: where the broker's committed offset is missing or behind what this
+        worker committed (the group not loaded yet), start at ours, not at the first record."""
+        assert self.consumer is not None
+        for tp in assigned:
+            ours = self._rejoin_offsets.pop(tp, None)
+            if ours is None:
+                continue
+            try:
+                theirs = await within(self.consumer.committed(tp), self.settings.kafka.request_deadline_s,
+                                      "committed offset")
+            except (KafkaCallError, KafkaError):  # unanswered: ours is what we know
+                theirs = None
+            if theirs is None or theirs < ours:
+                self.consumer.seek(tp, ours)
+
     async def _restore(self, partitions: list[int]) -> None:
         restored = await restore_state(self.settings, self.domain.features.state_width, partitions,
                                        self.settings.scoring.max_entities_per_partition)
@@ -329,6 +375,10 @@ class ScoringWorker:
             self.stores[p] = store
             self.metrics.entities.labels(str(p)).set(len(store))
         self.metrics.state_restored.inc(sum(s.restored for s in restored.values()))
+
+
+class _Rejoin(Exception):
+    """The broker stayed unusable for three request deadlines: a new consumer, as after a restart."""
 
 
 class _StartOver(Exception):
