@@ -57,6 +57,8 @@ class Commits:
         self.committed: dict[TopicPartition, int] = {}
         # outputs were lost: back to the committed offsets before any new record (retried until done)
         self.must_rewind = False
+        # what we had committed when the consumer was abandoned, per partition the new one may get
+        self.resuming: dict[TopicPartition, int] = {}
 
     def record(self, topic: str, out: BatchOutput, futures: list[asyncio.Future[Any]]) -> None:
         """A processed micro-batch: its outputs in flight, entities touched, offsets reached."""
@@ -75,7 +77,7 @@ class Commits:
     def forget(self) -> None:
         """The broker lost its data: what was not committed is gone with it."""
         self.pending, self.dirty, self.offsets, self.hold = [], {}, {}, False
-        self.committed, self.must_rewind = {}, False
+        self.committed, self.must_rewind, self.resuming = {}, False, {}
 
     def revoked(self, partitions: set[TopicPartition]) -> None:
         """Partitions gone to other workers: their commits from now on are not ours."""
@@ -191,18 +193,42 @@ class Commits:
             task.cancel()
         self.drop_uncommitted()
         self.must_rewind = False
+        self.resuming = dict(self.committed)  # for the new consumer's assignment (:meth:`resume`)
+
+    async def resume(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
+        """After :meth:`abandon`, as partitions are assigned to the new consumer: where the broker's
+        committed offset is missing or behind ours (the group not loaded yet), start at ours."""
+        for tp in assigned:
+            ours = self.resuming.pop(tp, None)
+            if ours is None:
+                continue
+            try:
+                theirs = await within(consumer.committed(tp), self.settings.kafka.request_deadline_s,
+                                      "committed offset")
+            except (KafkaCallError, KafkaError):  # unanswered: ours is what we know
+                theirs = None
+            at = resume_offset(theirs, ours)
+            if at != theirs:
+                consumer.seek(tp, at)
 
     async def rewind(self, consumer: AIOKafkaConsumer) -> None:
         """Back to the committed offsets, with state rebuilt from the changelog before the next
         batch: what a restart would do, without one."""
         self.drop_uncommitted()
         for tp in consumer.assignment():
-            committed = await consumer.committed(tp)
-            ours = self.committed.get(tp)
-            if ours is not None and (committed is None or committed < ours):
-                committed = ours  # the group's offsets not loaded yet (see __init__)
+            committed = resume_offset(await consumer.committed(tp), self.committed.get(tp))
             if committed is None:
                 await consumer.seek_to_beginning(tp)
             else:
                 consumer.seek(tp, committed)
         self.must_rewind = False
+
+
+def resume_offset(broker: int | None, ours: int | None) -> int | None:
+    """Where a partition resumes: the broker's committed offset, unless this worker committed
+    further (a broker loading the group answers none, see ``Commits.committed``).
+
+    >>> resume_offset(None, 7), resume_offset(9, 7), resume_offset(5, 7), resume_offset(None, None)
+    (7, 9, 7, None)
+    """
+    return ours if ours is not None and (broker is None or broker < ours) else broker

@@ -204,10 +204,8 @@ class BatchScorer:
                 spans.append((partition, start, stop))
                 at += len(uniq)
             start = stop
-        state = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
-        one = len(spans) == 1
-        return _Frame(records, valid, cols, keys, spans,
-                      store_rows[0] if one else np.concatenate(store_rows), rows[0] if one else np.concatenate(rows),
+        state = np.concatenate(blocks)
+        return _Frame(records, valid, cols, keys, spans, np.concatenate(store_rows), np.concatenate(rows),
                       state, state.copy(), gathered)
 
     def _outputs(self, frame: _Frame, scores: np.ndarray, model: Model, stores: Mapping[int, EntityStore],

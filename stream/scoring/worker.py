@@ -16,7 +16,6 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
 
 from stream.alerts import Notifier
 from stream.config import Settings
@@ -81,7 +80,6 @@ class ScoringWorker:
         self.txn: OutputTransaction | None = None  # exactly-once only
         self.processed = 0
         self._from_beginning = False  # after the broker lost its data: read the new topics whole
-        self._rejoin_offsets: dict[TopicPartition, int] = {}  # what we committed, kept over a rejoin
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -224,7 +222,6 @@ class ScoringWorker:
         log.warning("%s; the broker was unusable for three request deadlines: dropping the uncommitted "
                     "records (they are read again) and joining the group again, as a restart would", why)
         self.metrics.health.set("scorer", False, "broker unusable: joining the group again")
-        self._rejoin_offsets = dict(self.commits.committed)
         self.commits.abandon()
         assert self.consumer is not None
         await stop_quietly(self.consumer, self.settings.kafka.request_deadline_s)
@@ -341,8 +338,8 @@ class ScoringWorker:
             self._from_beginning = False
             for tp in assigned:  # a plain seek: committed offsets may be old-topic positions
                 self.consumer.seek(tp, 0)
-        if self._rejoin_offsets and self.consumer is not None:
-            await self._resume_at_ours(assigned)
+        if self.commits.resuming and self.consumer is not None:
+            await self.commits.resume(self.consumer, assigned)
         async with self._lock:
             new = sorted(tp.partition for tp in assigned if tp.partition not in self.stores)
             if new:
@@ -351,22 +348,6 @@ class ScoringWorker:
                                 f"{len(assigned)} partitions assigned, state restored")
         log.info("partitions assigned: %s (state restored for %s)",
                  sorted(tp.partition for tp in assigned), new)
-
-    async def _resume_at_ours(self, assigned: set[TopicPartition]) -> None:
-        """After a rejoin: where the broker's committed offset is missing or behind what this
-        worker committed (the group not loaded yet), start at ours, not at the first record."""
-        assert self.consumer is not None
-        for tp in assigned:
-            ours = self._rejoin_offsets.pop(tp, None)
-            if ours is None:
-                continue
-            try:
-                theirs = await within(self.consumer.committed(tp), self.settings.kafka.request_deadline_s,
-                                      "committed offset")
-            except (KafkaCallError, KafkaError):  # unanswered: ours is what we know
-                theirs = None
-            if theirs is None or theirs < ours:
-                self.consumer.seek(tp, ours)
 
     async def _restore(self, partitions: list[int]) -> None:
         restored = await restore_state(self.settings, self.domain.features.state_width, partitions,
