@@ -215,6 +215,12 @@ class MonitorSettings(Section):
     # output of them is acknowledged. Longer saves CPU at low rates; a monitor that dies hands
     # up to this much input to the standby again (at-least-once), which tests those rows twice.
     commit_interval_s: float = Field(default=0.0, ge=0, le=60)
+    # The monitor's fetches wait at the broker until this many bytes are there or this many ms
+    # have passed. Drift tests need no millisecond latency: at low rates one fetch then brings
+    # hundreds of rows instead of a few, which the fetch, the poll, the commit and the tests pay
+    # once. A drain fills the bytes at once, so throughput is unchanged.
+    fetch_min_bytes: int = Field(default=1024 * 1024, ge=1)
+    fetch_max_wait_ms: int = Field(default=500, ge=0, le=5_000)
 
     def drift_settings(self) -> Any:
         """The ``DriftSettings`` these settings describe."""

@@ -41,11 +41,94 @@ def test_join_bounded_by_max_pending() -> None:
     ids = (f"e{i}" for i in itertools.count())
     for t in range(200):
         j.add_predictions([next(ids) for _ in range(100)], np.full(100, 0.5), ts=float(t))
-        assert len(j) <= 1000 and len(j._gone) <= 1000
+        assert len(j) <= 1000 and len(j._gone) <= 2 * 1000
     assert j.evicted == 19_000
-    # the last max_pending evicted ids are remembered: their labels count as late
+    # the last max_pending evicted ids are remembered (at most twice as many): their labels count as late
     _, y = j.add_labels(["e18500", "e0", "e19999"], np.array([1.0, 1.0, 0.0]), ts=201.0)
     assert y.tolist() == [0.0] and j.late == 1 and j.counters()["waiting_labels"] == 1
+
+
+class _DictJoin:
+    """The join's meaning, one dict entry per prediction (the form it had before its rings)."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s, self.pending, self.early, self.matched, self.expired, self.gone = ttl_s, {}, {}, [], 0, set()
+
+    def expire(self, now: float) -> None:
+        for eid, (_, t, _) in list(self.pending.items()):
+            if t < now - self.ttl_s:
+                del self.pending[eid]
+                self.gone.add(eid)
+                self.expired += 1
+        self.early = {e: v for e, v in self.early.items() if v[1] >= now - self.ttl_s}
+
+    def predictions(self, ids: list[str], scores: list[float], ts: float) -> None:
+        self.expire(ts)
+        for i, (eid, s) in enumerate(zip(ids, scores)):
+            if eid in self.early:
+                self.matched.append((s, self.early.pop(eid)[0], (ids, i)))
+            else:
+                self.pending.pop(eid, None)  # scored again: the newest waits
+                self.pending[eid] = (s, ts, (ids, i))
+
+    def labels(self, ids: list[str], ys: list[float], ts: float) -> None:
+        self.expire(ts)
+        for eid, y in zip(ids, ys):
+            if eid in self.pending:
+                s, _, tag = self.pending.pop(eid)
+                self.matched.append((s, y, tag))
+            elif eid not in self.gone:
+                self.early[eid] = (y, ts)
+
+
+def test_the_ring_join_matches_a_dict_per_prediction_on_redelivery_early_labels_and_expiry() -> None:
+    rng = np.random.default_rng(7)
+    ring, ref = LabelJoiner(ttl_s=30.0, max_pending=10**6), _DictJoin(30.0)
+    matched: list[tuple[float, float, object]] = []
+    t = 0.0
+    for _ in range(400):
+        t += float(rng.exponential(1.0))
+        ids = [f"e{k}" for k in rng.integers(0, 3000, rng.integers(1, 40))]  # repeats: redeliveries
+        if rng.random() < 0.6:
+            scores = rng.random(len(ids)).round(3).tolist()
+            joined: list[object] = []
+            s, y = ring.add_predictions(ids, np.array(scores), t, tags=ids, joined=joined)
+            matched += zip(s.tolist(), y.tolist(), joined)
+            ref.predictions(ids, scores, t)
+        else:
+            ys = rng.integers(0, 2, len(ids)).astype(float).tolist()
+            joined = []
+            s, y = ring.add_labels(ids, np.array(ys), t, joined=joined)
+            matched += zip(s.tolist(), y.tolist(), joined)
+            ref.labels(ids, ys, t)
+        assert len(ring) == len(ref.pending)
+    assert matched == [(s, y, ids[i]) for s, y, (ids, i) in ref.matched]  # and each with its own tag
+    assert sorted(ring.pending_scores().tolist()) == sorted(v[0] for v in ref.pending.values())
+    assert ring.expired == ref.expired and ring.matched == len(ref.matched) > 100
+
+
+def test_the_oldest_pending_are_evicted_beyond_max_pending_whatever_was_matched_between() -> None:
+    rng = np.random.default_rng(3)
+    j = LabelJoiner(ttl_s=1e9, max_pending=100)
+    pending: dict[str, float] = {}  # insertion order: the oldest first
+    evicted, serial = 0, 0
+    for _ in range(300):
+        n = int(rng.integers(1, 60))
+        ids = [f"e{serial + k}" for k in range(n)]
+        serial += n
+        scores = rng.random(n).round(4)
+        j.add_predictions(ids, scores, 0.0)
+        pending.update(zip(ids, scores.tolist()))
+        while len(pending) > 100:
+            pending.pop(next(iter(pending)))
+            evicted += 1
+        if pending and rng.random() < 0.7:  # labels for some of them, out of order
+            hit = list(rng.choice(list(pending), size=min(len(pending), int(rng.integers(1, 40))), replace=False))
+            s, _ = j.add_labels(hit, np.ones(len(hit)), 0.0)
+            assert sorted(s.tolist()) == sorted(pending.pop(h) for h in hit)
+        assert len(j) == len(pending) and j.evicted == evicted
+        assert sorted(j.pending_scores().tolist()) == sorted(pending.values())
+    assert evicted > 1000 and j._cap <= 2 * 100
 
 
 def test_expire_returns_count() -> None:

@@ -17,6 +17,7 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +27,9 @@ from stream.messages import LabelledExample
 
 
 @dataclass(frozen=True)
-class ScoredRows:
-    """The rows of one feature batch, shared by the pending predictions that point into it."""
+class ScoredRows(Sequence[tuple["ScoredRows", int]]):
+    """The rows of one feature batch, shared by the pending predictions that point into it: as a
+    sequence, the tag of row ``i`` is ``(rows, i)``, made only for a prediction that joins."""
 
     model: str
     version: str
@@ -36,15 +38,22 @@ class ScoredRows:
     event_ts: np.ndarray
     categories: dict[str, list[Any]]
 
+    def __len__(self) -> int:
+        return len(self.X)
+
+    def __getitem__(self, i: int) -> tuple[ScoredRows, int]:  # type: ignore[override]
+        if not -len(self.X) <= i < len(self.X):
+            raise IndexError(i)
+        return self, i % len(self.X)
+
 
 def scored_rows(model: str, version: str, kinds: dict[str, str], cols: dict[str, Any], event_ids: Any,
-                ts: np.ndarray, X: np.ndarray | None) -> list[Any] | None:
+                ts: np.ndarray, X: np.ndarray | None) -> ScoredRows | None:
     """Tags pointing each prediction of a feature batch at its model inputs, when it carries them."""
     if X is None:
         return None
     cats = {k: list(v) for k, v in cols.items() if kinds.get(k) == "categorical"}
-    rows = ScoredRows(model, version, list(event_ids), X, ts, cats)
-    return [(rows, i) for i in range(len(X))]
+    return ScoredRows(model, version, list(event_ids), X, ts, cats)
 
 
 def labelled_example(tag: tuple[ScoredRows, int], score: float, label: float,

@@ -75,7 +75,9 @@ class MonitorWorker(MonitorProcessor):
         try:
             while not stop.is_set():
                 consumer = make_consumer(s, group_id=self.group_id, max_partition_fetch_bytes=16 * 1024 * 1024,
-                                         partition_assignment_strategy=self.assignor.strategies())
+                                         partition_assignment_strategy=self.assignor.strategies(),
+                                         fetch_min_bytes=s.monitor.fetch_min_bytes,
+                                         fetch_max_wait_ms=s.monitor.fetch_max_wait_ms)
                 listener = ForgetRevoked(self.merger, s.topics.features, self.metrics, consumer, from_beginning,
                                          self._on_role, on_revoked=self._commit_on_revoke)
                 self._consumer = consumer
