@@ -209,6 +209,9 @@ class MonitorSettings(Section):
     # the scorer's process on its own event loop. Its metrics reach the parent's /metrics
     # every relay interval.
     isolation: Literal["process", "thread"] = "process"
+    # That process's niceness (0-19, 0: the scorer's): on a busy machine the kernel then gives
+    # the scorer the CPU first, and the monitor, whose input waits in Kafka, catches up after.
+    nice: int = Field(default=10, ge=0, le=19)
     relay_interval_s: float = Field(default=0.5, gt=0, le=60)
     # The monitor commits its input offsets after every poll (0), or at most this often (and
     # whenever a poll comes back empty, before a partition is revoked and on stop), after every

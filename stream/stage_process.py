@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -132,6 +133,9 @@ def _child_main(settings: Settings, conn: Connection, interval_s: float, create_
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop (SIGTERM)
     configure_logging(settings.log_level, settings.log_format)
+    if settings.monitor.nice:  # the scorer beside it gets the CPU first
+        with contextlib.suppress(OSError):  # raising one's own niceness is always allowed; be sure
+            os.nice(settings.monitor.nice)
     tune_gc(settings.gc_young_threshold)
     run(_child_run(settings, conn, interval_s, create_topics))
 

@@ -73,3 +73,34 @@ def test_a_snapshot_that_cannot_be_applied_does_not_stop_the_reader(caplog):
     assert not reader.is_alive()
     assert parent.registry.get_sample_value("mlstream_monitor_rows_total") == 42
     assert "was not applied" in caplog.text
+
+
+async def test_the_monitor_process_beside_a_scorer_yields_the_cpu_to_it_and_stops_when_told():
+    import asyncio
+    import multiprocessing
+    import os
+    import time
+
+    from stream.config import Settings
+    from stream.stage_process import run_in_process
+
+    def niceness(pid: int) -> int:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[16])  # field 19 of proc(5)
+
+    # no broker: the child waits for one, which is enough to see how it runs
+    settings = Settings(kafka={"bootstrap_servers": "127.0.0.1:9", "connect_timeout_s": 120})
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_in_process(settings, Metrics.create(), stop, interval_s=0.2))
+    deadline, seen = time.monotonic() + 60, None
+    while seen is None and time.monotonic() < deadline:
+        children = [p for p in multiprocessing.active_children() if p.name == "mlstream-monitor"]
+        if children and children[0].pid and niceness(children[0].pid) == niceness(os.getpid()) + 10:
+            seen = children[0]
+        else:
+            await asyncio.sleep(0.05)  # polling the child's state
+    assert seen is not None, "no monitor process at niceness +10"
+    assert niceness(os.getpid()) != niceness(seen.pid)  # this process (the scorer's) keeps its own
+    stop.set()
+    await asyncio.wait_for(task, 60)
+    assert not seen.is_alive()
