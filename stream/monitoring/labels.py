@@ -116,14 +116,16 @@ class LabelJoiner:
             lo += b - a
         return out
 
-    def _make_room(self, m: int, distinct: int, superseded: int) -> None:
-        """Room for ``m`` more serials (``distinct`` new ids, ``superseded`` of them already
-        pending): beyond ``max_pending`` the oldest pending are evicted; a ring whose slots were
-        taken by matched predictions is compacted (the pending keep their order, under new
-        serials) or grown. It holds up to twice ``max_pending`` slots, so compacting is rare."""
-        excess = len(self._index) - superseded + distinct - self.max_pending
-        if excess > 0:
-            self.evicted += self._drop(self._after_pending(excess))
+    def _make_room(self, ids: list[str], superseded: int) -> None:
+        """Room for ``ids`` (``superseded`` of them already pending): beyond ``max_pending``
+        the oldest pending are evicted; a ring whose slots were taken by matched predictions is
+        compacted (the pending keep their order, under new serials) or grown. It holds up to
+        twice ``max_pending`` slots, so compacting is rare."""
+        m = len(ids)
+        if len(self._index) - superseded + m > self.max_pending:  # near the bound: count exactly
+            excess = len(self._index) - superseded + len(set(ids)) - self.max_pending
+            if excess > 0:
+                self.evicted += self._drop(self._after_pending(excess))
         if self._next + m - self._head > self._cap:
             want = min(2 * self.max_pending, max(1024, 2 * (len(self._index) + m)))
             self._relayout(max(want, self._cap))
@@ -141,9 +143,13 @@ class LabelJoiner:
             at = end
         return self._next
 
+    def _pending_slots(self, lo: int, hi: int) -> np.ndarray:
+        """Ring slots of the pending predictions among serials ``[lo, hi)``, in serial order."""
+        return np.concatenate([np.flatnonzero(self._alive[a:b]) + a for a, b, _ in self._spans(lo, hi)]
+                              or [np.zeros(0, dtype=np.int64)])
+
     def _relayout(self, cap: int) -> None:
-        slots = np.concatenate([np.flatnonzero(self._alive[a:b]) + a for a, b, _ in self._spans(self._head, self._next)]
-                               or [np.zeros(0, dtype=np.int64)])
+        slots = self._pending_slots(self._head, self._next)
         at = slots.tolist()
         ids, tags = [self._ids[i] for i in at], [self._tags[i] for i in at]
         score, ts, row = self._score[slots], self._ts[slots], self._row[slots]
@@ -161,19 +167,15 @@ class LabelJoiner:
 
     def _drop(self, hi: int) -> int:
         """Forget serials ``[head, hi)``; return how many of them were pending."""
-        n = 0
+        ids = [self._ids[i] for i in self._pending_slots(self._head, hi).tolist()]
+        deque(map(self._index.pop, ids), maxlen=0)  # alive <=> indexed
+        self._gone.update(ids)
         for a, b, _ in self._spans(self._head, hi):
-            alive = np.flatnonzero(self._alive[a:b]) + a
-            if len(alive):
-                ids = [self._ids[i] for i in alive.tolist()]
-                deque(map(self._index.pop, ids), maxlen=0)  # alive <=> indexed
-                self._gone.update(ids)
-                n += len(ids)
             self._alive[a:b] = False
             self._ids[a:b] = [None] * (b - a)  # the ids and tags are not kept alive
             self._tags[a:b] = [None] * (b - a)
         self._head = max(self._head, hi)
-        return n
+        return len(ids)
 
     def add_predictions(
         self, event_ids: Sequence[str], scores: np.ndarray | Sequence[float], ts: float,
@@ -228,10 +230,7 @@ class LabelJoiner:
             self._alive[np.asarray(superseded) % self._cap] = False
         m = len(ids)
         replaced = len(set(superseded))
-        if len(self._index) + m > self.max_pending:  # near the bound: count exactly
-            self._make_room(m, len(set(ids)), replaced)
-        else:
-            self._make_room(m, m, replaced)
+        self._make_room(ids, replaced)
         size = len(self._index)
         self._index.update(zip(ids, range(self._next, self._next + m)))
         for a, b, lo in self._spans(self._next, self._next + m):
