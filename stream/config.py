@@ -127,7 +127,8 @@ class ScoringSettings(Section):
     # How often a scorer looks for a newly promoted model version in the store.
     model_poll_interval_s: float = Field(default=2.0, gt=0, le=3_600)
     # exactly_once only: how long the broker keeps a crashed worker's transaction open (and
-    # read_committed readers wait behind it) before aborting it
+    # read_committed readers, its successor's state restore included, wait behind it) before
+    # aborting it
     transaction_timeout_ms: int = Field(default=10_000, ge=1_000, le=900_000)
     # Share of entities (a stable hash of entity id and challenger version) served by the
     # challenger while it is in shadow; 0 serves nobody. Its rows on ``predictions`` carry its

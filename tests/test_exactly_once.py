@@ -20,9 +20,12 @@ import pytest
 from stream.config import Settings
 from stream.examples.payments import DOMAIN
 from stream.examples.simulate import PaymentSimulator
-from stream.kafka import ensure_topics
+from stream.kafka import ensure_topics, make_producer
 from stream.registry import ModelStore
 from stream.scoring.model import load_model
+from stream.scoring.restore import restore_state
+from stream.scoring.state import encode_state
+from stream.scoring.transactions import transactional_id
 from stream.tools.tally import wait_until
 from tests.helpers import read_topic
 from tests.load import Seen, Sent, follow_outputs, send_steadily
@@ -41,6 +44,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "MLSTREAM_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         "MLSTREAM_KAFKA__SESSION_TIMEOUT_MS": str(settings.kafka.session_timeout_ms),
         "MLSTREAM_KAFKA__HEARTBEAT_INTERVAL_MS": str(settings.kafka.heartbeat_interval_ms),
+        "MLSTREAM_SCORING__TRANSACTION_TIMEOUT_MS": str(settings.scoring.transaction_timeout_ms),
         "MLSTREAM_MODEL_STORE": str(settings.model_store),
         "MLSTREAM_METRICS_PORT": "0",
         "MLSTREAM_MONITOR__ENABLED": "false",
@@ -115,3 +119,38 @@ async def test_ten_sigkills_give_no_duplicate_and_online_equals_offline(make_set
     online = {p["event_id"]: p["score"] for p in predictions}
     got = np.array([online[e["event_id"]] for e in events])
     assert np.allclose(got, offline, rtol=1e-6, atol=1e-9)
+
+
+async def test_state_restored_behind_a_crashed_workers_open_transaction_has_what_a_later_owner_committed(
+        make_settings, bootstrap):
+    """Worker A dies inside a transaction; B takes its partition over and commits; B dies too and
+    C restores while A's transaction is still open. The last stable offset stops at A's open
+    transaction, but B's committed state lies past it: C must wait for the broker to abort A's
+    transaction and read B's state, not restore the state from before B (which replays B's
+    events against old state: online != offline)."""
+    settings = make_settings(processing_guarantee="exactly_once", scoring={"transaction_timeout_ms": 2_000})
+    await ensure_topics(settings)
+    topic, width = settings.topics.changelog, DOMAIN.features.state_width
+    state = {n: np.full(width, float(n)) for n in (1, 2, 3)}
+    a = make_producer(settings, transactional_id=transactional_id(settings.app_id, "a"))
+    b = make_producer(settings, transactional_id=transactional_id(settings.app_id, "b"))
+    await a.start()
+    await b.start()
+    try:
+        await a.begin_transaction()
+        await a.send_and_wait(topic, encode_state(state[1]), key=b"u1", partition=0)
+        await a.commit_transaction()
+        await a.begin_transaction()  # A "crashes" here: this transaction is never ended by A
+        await a.send_and_wait(topic, encode_state(state[2]), key=b"u1", partition=0)
+        await b.begin_transaction()
+        await b.send_and_wait(topic, encode_state(state[3]), key=b"u1", partition=0)
+        await b.send_and_wait(topic, encode_state(state[3]), key=b"u2", partition=0)
+        await b.commit_transaction()
+
+        stores = await restore_state(settings, width, [0], max_entities=100)
+    finally:
+        await b.stop()
+        await a.stop()
+    store = stores[0]
+    assert sorted(store.rows) == ["u1", "u2"]
+    assert store.matrix[store.rows["u1"]].tolist() == state[3].tolist()

@@ -3,6 +3,7 @@ restart, rebalance): each changelog partition read up to its end, bounded in tim
 
 from __future__ import annotations
 
+import logging
 import time
 
 from aiokafka import TopicPartition
@@ -12,10 +13,13 @@ from stream.errors import KafkaCallError
 from stream.kafka import make_consumer, start_client
 from stream.scoring.state import EntityStore, decode_state
 
+log = logging.getLogger(__name__)
+
 
 async def restore_state(settings: Settings, width: int, partitions: list[int],
                         max_entities: int) -> dict[int, EntityStore]:
-    """Rebuild entity state by reading each changelog partition up to its high watermark.
+    """Rebuild entity state by reading each changelog partition up to its high watermark
+    (exactly-once: with every transaction before it decided, committed or aborted).
 
     The high watermark comes from fetch responses (not ListOffsets), which is right on Apache
     Kafka and on the embedded broker, whose ListOffsets is wrong for multi-record batches.
@@ -25,17 +29,27 @@ async def restore_state(settings: Settings, width: int, partitions: list[int],
     stores = {p: EntityStore(width, max_entities=max_entities) for p in partitions}
     consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=50)
     await start_client(consumer, settings.kafka.bootstrap_servers)
+    # exactly-once: a crashed worker's open transaction is aborted by the broker only after the
+    # transaction timeout (plus the broker's check interval), and until then nothing past it is
+    # readable: the wait for it is allowed on top of the usual deadline
+    patience = settings.kafka.request_deadline_s
+    if exactly_once:
+        patience += 2 * settings.scoring.transaction_timeout_ms / 1000
     try:
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         pending = set(tps)
+        waiting: set[TopicPartition] = set()
         now = time.time()
         progress = time.monotonic()
         while pending:
-            if time.monotonic() - progress > settings.kafka.request_deadline_s:
-                raise KafkaCallError(f"restoring state from {topic} made no progress for "
-                                     f"{settings.kafka.request_deadline_s:g}s (MLSTREAM_KAFKA__REQUEST_DEADLINE_S)")
+            if time.monotonic() - progress > patience:
+                behind = sorted(tp.partition for tp in waiting)
+                raise KafkaCallError(
+                    f"restoring state from {topic} made no progress for {patience:g}s"
+                    + (f"; a transaction on partitions {behind} stayed open" if behind else "")
+                    + " (MLSTREAM_KAFKA__REQUEST_DEADLINE_S, MLSTREAM_SCORING__TRANSACTION_TIMEOUT_MS)")
             batches = await consumer.getmany(*pending, timeout_ms=200, max_records=50_000)
             if batches:
                 progress = time.monotonic()
@@ -46,11 +60,19 @@ async def restore_state(settings: Settings, width: int, partitions: list[int],
                     store.put(key, decode_state(rec.value or b"", width), now)
                 store.restored += len(records)
             for tp in list(pending):
-                # exactly-once: up to the last stable offset, since records past it belong to
-                # a transaction that never commits (its worker crashed) or is not ours to read
-                hw = consumer.last_stable_offset(tp) if exactly_once else consumer.highwater(tp)
-                if hw is not None and await consumer.position(tp) >= hw:
-                    pending.discard(tp)
+                position, end = await consumer.position(tp), consumer.highwater(tp)
+                if end is None or position < end:
+                    continue
+                if exactly_once and (consumer.last_stable_offset(tp) or 0) < end:
+                    # the last stable offset stops at an open transaction: a crashed worker's,
+                    # with a later owner's committed state possibly past it (restoring up to it
+                    # would replay the later owner's events against older state)
+                    if tp not in waiting:
+                        waiting.add(tp)
+                        log.info("restoring %s[%d]: waiting for an open transaction (a stopped "
+                                 "worker's) to be aborted", topic, tp.partition)
+                    continue
+                pending.discard(tp)
     finally:
         await consumer.stop()
     return stores

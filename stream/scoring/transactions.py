@@ -12,7 +12,8 @@ As in Kafka Streams' ``exactly_once_v2``, each worker process has one transactio
 aiokafka commits offsets in a transaction with the group id only (no generation fencing), so a
 worker that lost its partitions aborts its open transaction at once on revocation; a crashed
 worker's open transaction is aborted by the broker after ``scoring.transaction_timeout_ms``,
-which is how long read_committed readers may wait behind it.
+which is how long read_committed readers may wait behind it, its successor's state restore
+included (:mod:`stream.scoring.restore`).
 """
 
 from __future__ import annotations

@@ -92,6 +92,9 @@ def server_properties(node_id: int, port: int, controller_port: int, voters: str
         "offsets.topic.replication.factor": rf, "offsets.topic.num.partitions": 4,
         "transaction.state.log.replication.factor": rf, "transaction.state.log.min.isr": min_isr,
         "transaction.state.log.num.partitions": 4,
+        # a crashed exactly-once worker's open transaction is aborted ~1 s after its timeout, not
+        # up to 10 s after: its successor's restore waits for that (stream.scoring.restore)
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms": 1000,
         "share.coordinator.state.topic.replication.factor": rf,
         "share.coordinator.state.topic.min.isr": min_isr,
         "group.initial.rebalance.delay.ms": 0,
