@@ -168,9 +168,10 @@ class Verdict:
     bad_scores: int = 0  # predictions whose score is not a finite probability
     parity_entities: int | None = None  # entities with a score != the offline one (None: not checked)
     committed_ok: bool | None = None  # committed offset == log end on every partition
+    committed_off: str = ""  # the partitions where it is not: "p<n> committed/end"
 
     def row(self, name: str, extra: str = "") -> str:
-        ok = "n/a" if self.committed_ok is None else ("yes" if self.committed_ok else "NO")
+        ok = "n/a" if self.committed_ok is None else ("yes" if self.committed_ok else f"NO ({self.committed_off})")
         parity = "n/a" if self.parity_entities is None else str(self.parity_entities)
         return (f"| {name} | {self.sent} | {self.predicted} | {self.dead_lettered} | {self.lost} | "
                 f"{self.duplicates} | {self.out_of_order} | {parity} | {ok} | {extra} |")
@@ -277,14 +278,25 @@ def _parity(events: list[tuple[bytes, bytes, str]], scored: set[str], scores: di
                 if not any(abs(got - want) <= 1e-6 * max(1.0, abs(want)) for got in scores[row["event_id"]])})
 
 
-async def committed_equals_end(settings: Settings) -> bool:
+async def committed_equals_end(settings: Settings) -> tuple[bool, str]:
+    """Is the group's committed offset the log end on every partition? With the partitions that
+    differ (``p<n> committed/end``) when not. A broker loading the group answers "none" for a
+    moment (aiokafka reads COORDINATOR_LOAD_IN_PROGRESS so): asked again, for up to 20 s."""
     ends: dict[int, int] = {}
     for rec in await read_topic(settings, settings.topics.events):
         ends[rec.partition] = max(ends.get(rec.partition, 0), rec.offset + 1)
     consumer = make_consumer(settings, group_id=f"{settings.app_id}-scorer")
     await start_client(consumer, settings.kafka.bootstrap_servers)
     try:
-        return all([await consumer.committed(TopicPartition(settings.topics.events, p)) == end
-                    for p, end in ends.items()])
+        committed: dict[int, int | None] = {}
+        for p in ends:
+            committed[p] = await consumer.committed(TopicPartition(settings.topics.events, p))
+            for _ in range(40):  # bounded: 20 s
+                if committed[p] is not None:
+                    break
+                await asyncio.sleep(0.5)  # the group loading; asked again
+                committed[p] = await consumer.committed(TopicPartition(settings.topics.events, p))
+        off = [f"p{p} {committed[p]}/{end}" for p, end in sorted(ends.items()) if committed[p] != end]
+        return not off, ", ".join(off)
     finally:
         await consumer.stop()

@@ -105,6 +105,9 @@ async def _run(make_settings, model_store: Path, tmp_path: Path, server: KafkaSe
         if stays_up:
             assert workers.started == initial_workers and len(workers.live()) == initial_workers, \
                 f"a worker exited\n{workers.log_text()[-3000:]}"
+        failed_commits = sum(workers.log_text().count(w) for w in ("offsets not committed", "commit at shutdown failed"))
+        if failed_commits:
+            notes += f"; {failed_commits} offset commit(s) refused by the group"
         rejoins = workers.log_text().count("joining the group again")
         if rejoins:
             notes += f"; the worker joined the group again in process {rejoins} time(s)"
@@ -114,7 +117,7 @@ async def _run(make_settings, model_store: Path, tmp_path: Path, server: KafkaSe
             workers.terminate(proc)
         verdict = await verify(settings, events, produced, expected_poison=expected_poison,
                                parity_store=model_store if parity else None)
-        verdict.committed_ok = await committed_equals_end(settings)
+        verdict.committed_ok, verdict.committed_off = await committed_equals_end(settings)
         return verdict, f"{notes}; all accounted {took:.1f} s after the last send"
     finally:
         stop.set()
