@@ -154,3 +154,43 @@ async def test_state_restored_behind_a_crashed_workers_open_transaction_has_what
     store = stores[0]
     assert sorted(store.rows) == ["u1", "u2"]
     assert store.matrix[store.rows["u1"]].tolist() == state[3].tolist()
+
+
+async def test_a_restore_longer_than_the_session_timeout_goes_on_in_the_loop_without_a_rebalance(
+        make_settings, bootstrap, start_worker, caplog):
+    """The group's heartbeats stop during an assignment callback: a scorer whose restore waits
+    there for a crashed worker's open transaction (here ~9 s, past the 6 s session timeout) lost
+    its membership and made the group rebalance. Past half the session timeout the restore goes
+    on in the processing loop: not ready meanwhile, then every event scored once, no rebalance."""
+    import logging
+
+    from stream.tools.traffic import produce
+
+    caplog.set_level(logging.INFO)
+    settings = make_settings(processing_guarantee="exactly_once",
+                             kafka={"bootstrap_servers": bootstrap, "session_timeout_ms": 6_000, "heartbeat_interval_ms": 1_000},
+                             scoring={"transaction_timeout_ms": 8_000}, monitor={"enabled": False})
+    await ensure_topics(settings)
+    crashed = make_producer(settings, transactional_id=transactional_id(settings.app_id, "crashed"))
+    await crashed.start()
+    try:
+        await crashed.begin_transaction()  # never ended: the broker aborts it after 8 s
+        for p in range(settings.topics.partitions):
+            await crashed.send_and_wait(settings.topics.changelog, encode_state(np.zeros(DOMAIN.features.state_width)),
+                                        key=b"u-crashed", partition=p)
+        worker = start_worker(settings, ("scorer",))
+        assert await wait_until(lambda: "goes on in the processing loop" in caplog.text, 30), caplog.text[-2000:]
+        assert worker.metrics.health.ready()[0] is False  # restoring: not ready
+        await produce(settings, PaymentSimulator(seed=5), 200, rate=0)
+        assert await wait_until(lambda: worker.metrics.health.ready()[0], 60), caplog.text[-2000:]
+        predictions: list[object] = []
+        for _ in range(30):  # bounded: the predictions, re-read until all 200 are there
+            predictions = await read_topic(settings, settings.topics.predictions)
+            if len(predictions) >= 200:
+                break
+            await asyncio.sleep(1.0)
+    finally:
+        await crashed.stop()
+    ids = collections.Counter(orjson.loads(r.value)["event_id"] for r in predictions)  # type: ignore[attr-defined]
+    assert len(ids) == 200 and max(ids.values()) == 1
+    assert "not recognized" not in caplog.text and "re-joining" not in caplog.text.lower()

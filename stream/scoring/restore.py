@@ -61,18 +61,17 @@ async def restore_state(settings: Settings, width: int, partitions: list[int],
                 store.restored += len(records)
             for tp in list(pending):
                 position, end = await consumer.position(tp), consumer.highwater(tp)
-                if end is None or position < end:
-                    continue
-                if exactly_once and (consumer.last_stable_offset(tp) or 0) < end:
-                    # the last stable offset stops at an open transaction: a crashed worker's,
-                    # with a later owner's committed state possibly past it (restoring up to it
-                    # would replay the later owner's events against older state)
-                    if tp not in waiting:
-                        waiting.add(tp)
-                        log.info("restoring %s[%d]: waiting for an open transaction (a stopped "
-                                 "worker's) to be aborted", topic, tp.partition)
-                    continue
-                pending.discard(tp)
+                if end is not None and position >= end:
+                    pending.discard(tp)
+                elif (exactly_once and end is not None and tp not in waiting
+                      and (consumer.last_stable_offset(tp) or 0) <= position):
+                    # read_committed stops at the last stable offset, the start of an open
+                    # transaction: a crashed worker's, with a later owner's committed state
+                    # possibly past it (restoring up to it would replay the later owner's events
+                    # against older state). Reading on once the broker has aborted it.
+                    waiting.add(tp)
+                    log.info("restoring %s[%d]: waiting for an open transaction (a stopped "
+                             "worker's) to be aborted", topic, tp.partition)
     finally:
         await consumer.stop()
     return stores

@@ -80,6 +80,7 @@ class ScoringWorker:
         self.txn: OutputTransaction | None = None  # exactly-once only
         self.processed = 0
         self._from_beginning = False  # after the broker lost its data: read the new topics whole
+        self._restoring = False  # an assignment's restore left to the loop (see on_assigned)
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -157,6 +158,9 @@ class ScoringWorker:
                         async with self._lock:
                             await within(self.commits.rewind(self.consumer), self.settings.kafka.request_deadline_s,
                                          "rewind")
+                    if self._restoring:
+                        async with self._lock:
+                            await self._restore_assigned()
                     if self.commits.hold:
                         async with self._lock:
                             await self._commit()
@@ -340,14 +344,40 @@ class ScoringWorker:
                 self.consumer.seek(tp, 0)
         if self.commits.resuming and self.consumer is not None:
             await self.commits.resume(self.consumer, assigned)
+        # the group's heartbeats stop while this callback runs: a restore longer than the session
+        # timeout (a big changelog, or exactly-once waiting for a crashed worker's transaction)
+        # would cost this member its assignment and the group a rebalance, so past half of it
+        # the restore goes on in the processing loop, before any record of those partitions
+        budget = self.settings.kafka.session_timeout_ms / 2000
         async with self._lock:
             new = sorted(tp.partition for tp in assigned if tp.partition not in self.stores)
+            self._restoring = False
             if new:
-                await self._restore(new)
+                try:
+                    await asyncio.wait_for(self._restore(new), budget)
+                except TimeoutError:
+                    self._restoring = True
+        if self._restoring:
+            self.metrics.health.set("scorer", False, f"restoring the state of partitions {new}")
+            log.info("partitions assigned: %s (restoring the state of %s takes more than %gs: it goes on "
+                     "in the processing loop)", sorted(tp.partition for tp in assigned), new, budget)
+            return
         self.metrics.health.set("scorer", True, f"model {self.scorer.model.version}, "
                                 f"{len(assigned)} partitions assigned, state restored")
         log.info("partitions assigned: %s (state restored for %s)",
                  sorted(tp.partition for tp in assigned), new)
+
+    async def _restore_assigned(self) -> None:
+        """The restore an assignment callback left to the loop (see :meth:`on_assigned`)."""
+        assert self.consumer is not None
+        assigned = self.consumer.assignment()
+        new = sorted({tp.partition for tp in assigned} - set(self.stores))
+        if new:
+            await self._restore(new)
+        self._restoring = False
+        self.metrics.health.set("scorer", True, f"model {self.scorer.model.version}, "
+                                f"{len(assigned)} partitions assigned, state restored")
+        log.info("state restored for %s", new)
 
     async def _restore(self, partitions: list[int]) -> None:
         restored = await restore_state(self.settings, self.domain.features.state_width, partitions,
