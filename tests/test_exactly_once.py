@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import numpy as np
 import orjson
@@ -183,7 +184,7 @@ async def test_a_restore_longer_than_the_session_timeout_goes_on_in_the_loop_wit
         assert worker.metrics.health.ready()[0] is False  # restoring: not ready
         await produce(settings, PaymentSimulator(seed=5), 200, rate=0)
         assert await wait_until(lambda: worker.metrics.health.ready()[0], 60), caplog.text[-2000:]
-        predictions: list[object] = []
+        predictions: list[Any] = []
         for _ in range(30):  # bounded: the predictions, re-read until all 200 are there
             predictions = await read_topic(settings, settings.topics.predictions)
             if len(predictions) >= 200:
@@ -191,6 +192,6 @@ async def test_a_restore_longer_than_the_session_timeout_goes_on_in_the_loop_wit
             await asyncio.sleep(1.0)
     finally:
         await crashed.stop()
-    ids = collections.Counter(orjson.loads(r.value)["event_id"] for r in predictions)  # type: ignore[attr-defined]
+    ids = collections.Counter(orjson.loads(r.value)["event_id"] for r in predictions)
     assert len(ids) == 200 and max(ids.values()) == 1
     assert "not recognized" not in caplog.text and "re-joining" not in caplog.text.lower()

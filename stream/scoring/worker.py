@@ -362,10 +362,7 @@ class ScoringWorker:
             log.info("partitions assigned: %s (restoring the state of %s takes more than %gs: it goes on "
                      "in the processing loop)", sorted(tp.partition for tp in assigned), new, budget)
             return
-        self.metrics.health.set("scorer", True, f"model {self.scorer.model.version}, "
-                                f"{len(assigned)} partitions assigned, state restored")
-        log.info("partitions assigned: %s (state restored for %s)",
-                 sorted(tp.partition for tp in assigned), new)
+        self._ready(assigned, new)
 
     async def _restore_assigned(self) -> None:
         """The restore an assignment callback left to the loop (see :meth:`on_assigned`)."""
@@ -375,9 +372,13 @@ class ScoringWorker:
         if new:
             await self._restore(new)
         self._restoring = False
+        self._ready(assigned, new)
+
+    def _ready(self, assigned: set[TopicPartition], restored: list[int]) -> None:
         self.metrics.health.set("scorer", True, f"model {self.scorer.model.version}, "
                                 f"{len(assigned)} partitions assigned, state restored")
-        log.info("state restored for %s", new)
+        log.info("partitions assigned: %s (state restored for %s)",
+                 sorted(tp.partition for tp in assigned), restored)
 
     async def _restore(self, partitions: list[int]) -> None:
         restored = await restore_state(self.settings, self.domain.features.state_width, partitions,
