@@ -88,6 +88,9 @@ class TopicSettings(Section):
     drift: str = "mlstream.drift"
     retrain: str = "mlstream.retrain-requests"
     changelog: str = "mlstream.entity-state-changelog"
+    # A changelog record stays uncompacted this long: a restore as of the committed offset skips
+    # a crashed worker's uncommitted records and needs the ones they would have compacted away
+    changelog_min_compaction_lag_ms: int = Field(default=600_000, ge=0)
     model_updates: str = "mlstream.model-updates"
     # Labelled examples (model inputs as scored, joined with their delayed label) that the
     # trainer learns from; bounded by time and size retention.

@@ -150,7 +150,9 @@ def all_topics(settings: Settings) -> dict[str, int]:
 def topic_configs(settings: Settings, name: str) -> dict[str, str]:
     """Per-topic configuration: compacted changelog and models, bounded labelled examples."""
     t = settings.topics
-    if name in (t.changelog, t.models):
+    if name == t.changelog:
+        return {"cleanup.policy": "compact", "min.compaction.lag.ms": str(t.changelog_min_compaction_lag_ms)}
+    if name == t.models:
         return {"cleanup.policy": "compact"}
     if name == t.labelled_examples:
         return {"cleanup.policy": "delete", "retention.ms": str(t.labelled_examples_retention_ms),

@@ -120,16 +120,18 @@ class Commits:
         self.pending = []
         if self.txn is not None and any(self.dirty.values()):
             await self.txn.ensure_open()
+        offsets = {tp: o for tp, o in self.offsets.items() if tp.partition in self.stores}
+        self.offsets = {}
+        upto = {tp.partition: o for tp, o in offsets.items()}
         for p, touched in self.dirty.items():
             store = self.stores.get(p)
             if store is None or not touched:
                 continue
             keys = [k.encode() for k in touched]
-            values = encode_states(store.matrix[list(touched.values())])
+            # as of the offsets this commit covers: a restore from an older commit skips them
+            values = encode_states(store.matrix[list(touched.values())], upto.get(p))
             futures += await send_records(self.producer, self.settings.topics.changelog, p, keys, values)
         self.dirty = {}
-        offsets = {tp: o for tp, o in self.offsets.items() if tp.partition in self.stores}
-        self.offsets = {}
         self.batches = 0
         self.last = time.monotonic()
         return futures, offsets
@@ -210,6 +212,26 @@ class Commits:
             at = resume_offset(theirs, ours)
             if at != theirs:
                 consumer.seek(tp, at)
+
+    async def resume_offsets(self, consumer: AIOKafkaConsumer, partitions: list[int]) -> dict[int, int | None]:
+        """Where processing of each partition resumes, as of which its state is restored: the
+        committed offset (see :func:`resume_offset`); with none, the log start (the consumer reads
+        from the earliest record); ``None`` if the broker does not answer (every changelog record
+        applies, and the worker rebuilds state if the first record turns out to be behind it)."""
+        topic, deadline = self.settings.topics.events, self.settings.kafka.request_deadline_s
+        upto: dict[int, int | None] = {}
+        try:
+            for p in partitions:
+                tp = TopicPartition(topic, p)
+                upto[p] = resume_offset(await within(consumer.committed(tp), deadline, "committed offset"),
+                                        self.committed.get(tp))
+                if upto[p] is None:
+                    start = await within(consumer.beginning_offsets([tp]), deadline, "log start")
+                    upto[p] = start.get(tp)
+        except (KafkaCallError, KafkaError) as exc:
+            log.warning("where partitions %s resume is unknown (%s): their state is restored whole",
+                        [p for p in partitions if p not in upto], exc)
+        return upto
 
     async def rewind(self, consumer: AIOKafkaConsumer) -> None:
         """Back to the committed offsets, with state rebuilt from the changelog before the next

@@ -1,5 +1,6 @@
 """Entity state rebuilt from the changelog when a scorer is assigned a partition (start,
-restart, rebalance): each changelog partition read up to its end, bounded in time."""
+restart, rebalance) or goes back to its committed offsets: each changelog partition read up to
+its end, bounded in time, applying the records as of the input offset processing resumes from."""
 
 from __future__ import annotations
 
@@ -11,15 +12,20 @@ from aiokafka import TopicPartition
 from stream.config import Settings
 from stream.errors import KafkaCallError
 from stream.kafka import make_consumer, start_client
-from stream.scoring.state import EntityStore, decode_state
+from stream.scoring.state import EntityStore, decode_changelog
 
 log = logging.getLogger(__name__)
 
 
-async def restore_state(settings: Settings, width: int, partitions: list[int],
-                        max_entities: int) -> dict[int, EntityStore]:
+async def restore_state(settings: Settings, width: int, partitions: list[int], max_entities: int,
+                        upto: dict[int, int | None] | None = None) -> dict[int, EntityStore]:
     """Rebuild entity state by reading each changelog partition up to its high watermark
     (exactly-once: with every transaction before it decided, committed or aborted).
+
+    ``upto`` is, per partition, the input offset processing resumes from (its committed offset):
+    a record whose state is as of a later offset is skipped, as its events will be processed
+    again (at-least-once: a crash after the changelog's acknowledgement, before the offset
+    commit). Missing or ``None``: every record applies.
 
     The high watermark comes from fetch responses (not ListOffsets), which is right on Apache
     Kafka and on the embedded broker, whose ListOffsets is wrong for multi-record batches.
@@ -27,6 +33,8 @@ async def restore_state(settings: Settings, width: int, partitions: list[int],
     topic = settings.topics.changelog
     exactly_once = settings.processing_guarantee == "exactly_once"
     stores = {p: EntityStore(width, max_entities=max_entities) for p in partitions}
+    limits = {p: (upto or {}).get(p) for p in partitions}
+    skipped = dict.fromkeys(partitions, 0)
     consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=50)
     await start_client(consumer, settings.kafka.bootstrap_servers)
     # exactly-once: a crashed worker's open transaction is aborted by the broker only after the
@@ -54,11 +62,14 @@ async def restore_state(settings: Settings, width: int, partitions: list[int],
             if batches:
                 progress = time.monotonic()
             for tp, records in batches.items():
-                store = stores[tp.partition]
+                store, limit = stores[tp.partition], limits[tp.partition]
                 for rec in records:
-                    key = rec.key.decode() if rec.key else ""
-                    store.put(key, decode_state(rec.value or b"", width), now)
-                store.restored += len(records)
+                    as_of, row = decode_changelog(rec.value or b"", width)
+                    if limit is not None and as_of is not None and as_of > limit:
+                        skipped[tp.partition] += 1  # ahead of the committed offset: replayed
+                        continue
+                    store.put(rec.key.decode() if rec.key else "", row, now)
+                    store.restored += 1
             for tp in list(pending):
                 position, end = await consumer.position(tp), consumer.highwater(tp)
                 if end is not None and position >= end:
@@ -74,4 +85,9 @@ async def restore_state(settings: Settings, width: int, partitions: list[int],
                              "worker's) to be aborted", topic, tp.partition)
     finally:
         await consumer.stop()
+    for p, store in stores.items():
+        store.position = limits[p]
+        if skipped[p]:
+            log.info("restoring %s[%d]: %d records ahead of input offset %d skipped (their events are "
+                     "processed again)", topic, p, skipped[p], limits[p])
     return stores

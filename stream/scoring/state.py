@@ -4,37 +4,64 @@ Like a Kafka Streams state store: every batch writes the new state of each entit
 to a changelog topic (key = entity, same partition number as the input), and a worker that is
 assigned a partition rebuilds its store by reading that changelog partition to its end before
 processing. On Apache Kafka the changelog is compacted, so recovery reads one record per entity.
+
+Each record says which input offset its state is as of (the end of the commit interval that
+wrote it). A restore applies only records as of the offset processing resumes from, so state
+and input offsets agree even when a crash came between the changelog's acknowledgement and the
+offset commit: the events replayed then count once, not twice (at-least-once outputs, state as
+if exactly once).
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 
 import numpy as np
 
-# Changelog value: format version byte + float64 state. An empty value is a tombstone.
-_VERSION = 1
+# Changelog value: format version byte, then (version 2) the input offset the state is as of
+# (int64: every event before it counted, none after), then the float64 state. Version 1 (no
+# offset) is still read. An empty value is a tombstone.
+_VERSION = 2
+_UNTAGGED = 1
+_OFFSET = struct.Struct("<q")
 
 
-def encode_state(row: np.ndarray) -> bytes:
-    return bytes([_VERSION]) + np.ascontiguousarray(row, dtype="<f8").tobytes()
+def encode_state(row: np.ndarray, upto: int | None = None) -> bytes:
+    """One entity's state, as of input offset ``upto`` (``None``: untagged, version 1)."""
+    return encode_states(np.asarray(row, dtype=np.float64).reshape(1, -1), upto)[0]
 
 
-def encode_states(rows: np.ndarray) -> list[bytes]:
+def encode_states(rows: np.ndarray, upto: int | None = None) -> list[bytes]:
     """:func:`encode_state` for each row of a matrix, with one conversion for all of them."""
     width = rows.shape[1] * 8
     buf = np.ascontiguousarray(rows, dtype="<f8").tobytes()
-    prefix = bytes([_VERSION])
+    prefix = bytes([_UNTAGGED]) if upto is None else bytes([_VERSION]) + _OFFSET.pack(upto)
     return [prefix + buf[i * width : (i + 1) * width] for i in range(len(rows))]
 
 
-def decode_state(value: bytes, width: int) -> np.ndarray | None:
+def decode_changelog(value: bytes, width: int) -> tuple[int | None, np.ndarray | None]:
+    """The input offset a changelog record's state is as of (``None``: untagged) and the state
+    (``None``: a tombstone).
+
+    >>> decode_changelog(encode_state(np.array([1.5, 2.0]), upto=42), 2)
+    (42, array([1.5, 2. ]))
+    >>> decode_changelog(encode_state(np.array([1.5, 2.0])), 2), decode_changelog(b"", 2)
+    ((None, array([1.5, 2. ])), (None, None))
+    """
     if not value:
-        return None
-    if value[0] != _VERSION or len(value) != 1 + 8 * width:
-        raise ValueError(f"changelog record has format {value[0]} and {len(value)} bytes; "
-                         f"expected format {_VERSION} with {1 + 8 * width} bytes")
-    return np.frombuffer(value, dtype="<f8", offset=1).copy()
+        return None, None
+    head = 1 + _OFFSET.size if value[0] == _VERSION else 1
+    if value[0] not in (_VERSION, _UNTAGGED) or len(value) != head + 8 * width:
+        raise ValueError(f"changelog record has format {value[0]} and {len(value)} bytes; expected "
+                         f"format {_VERSION} with {1 + _OFFSET.size + 8 * width} bytes (or {_UNTAGGED} "
+                         f"with {1 + 8 * width})")
+    upto = _OFFSET.unpack_from(value, 1)[0] if head > 1 else None
+    return upto, np.frombuffer(value, dtype="<f8", offset=head).copy()
+
+
+def decode_state(value: bytes, width: int) -> np.ndarray | None:
+    return decode_changelog(value, width)[1]
 
 
 class EntityStore:
@@ -53,6 +80,8 @@ class EntityStore:
         self.last_seen = np.zeros(initial, dtype=np.float64)
         self._free: list[int] = []
         self.restored = 0  # changelog records applied at recovery
+        # the input offset of the next event to count (None: unknown): state is as of it
+        self.position: int | None = None
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -253,14 +253,22 @@ class ScoringWorker:
         by_part = {tp.partition: recs for tp, recs in batches.items() if recs and tp in assigned}
         if not by_part:
             return
-        missing = [p for p in by_part if p not in self.stores]
-        if missing:  # fetched before the assignment callback finished restoring
-            await self._restore(missing)
+        # state must be as of each partition's first record: rebuilt if missing (fetched before
+        # the assignment's restore, or dropped by a rewind) or if the consumer went back behind it
+        behind = {p: recs[0].offset for p, recs in by_part.items()
+                  if p not in self.stores or (self.stores[p].position or 0) > recs[0].offset}
+        if behind:
+            for p in sorted(set(behind) & set(self.stores)):
+                log.warning("partition %d: records from offset %d, state as of offset %s: state is rebuilt "
+                            "as of %d", p, behind[p], self.stores[p].position, behind[p])
+            await self._restore(sorted(behind), behind)
         n = sum(len(r) for r in by_part.values())
         self.metrics.batch_size.observe(n)
         self._consumed.inc(n)
         self.serving.canary.follow(self.serving.shadows.models.get("shadow"))  # dropped or replaced since the last batch?
         out = self.scorer.process(by_part, self.stores)
+        for p, po in out.partitions.items():
+            self.stores[p].position = po.last_offset + 1
         self.serving.watch(self.scorer, out)
         t0 = time.perf_counter()
         futures = await self._send(out)
@@ -338,10 +346,12 @@ class ScoringWorker:
         log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        upto: dict[int, int | None] | None = None  # the committed offsets
         if self._from_beginning and self.consumer is not None and assigned:
             self._from_beginning = False
             for tp in assigned:  # a plain seek: committed offsets may be old-topic positions
                 self.consumer.seek(tp, 0)
+            upto = {tp.partition: 0 for tp in assigned}  # and state from nothing
         if self.commits.resuming and self.consumer is not None:
             await self.commits.resume(self.consumer, assigned)
         # the group's heartbeats stop while this callback runs: a restore longer than the session
@@ -354,7 +364,7 @@ class ScoringWorker:
             self._restoring = False
             if new:
                 try:
-                    await asyncio.wait_for(self._restore(new), budget)
+                    await asyncio.wait_for(self._restore(new, upto), budget)
                 except TimeoutError:
                     self._restoring = True
         if self._restoring:
@@ -380,9 +390,14 @@ class ScoringWorker:
         log.info("partitions assigned: %s (state restored for %s)",
                  sorted(tp.partition for tp in assigned), restored)
 
-    async def _restore(self, partitions: list[int]) -> None:
+    async def _restore(self, partitions: list[int], upto: dict[int, int | None] | None = None) -> None:
+        """Rebuild the partitions' state as of ``upto`` (the input offsets processing resumes from;
+        by default the group's committed offsets, see ``Commits.resume_offsets``)."""
+        if upto is None:
+            assert self.consumer is not None
+            upto = await self.commits.resume_offsets(self.consumer, partitions)
         restored = await restore_state(self.settings, self.domain.features.state_width, partitions,
-                                       self.settings.scoring.max_entities_per_partition)
+                                       self.settings.scoring.max_entities_per_partition, upto)
         for p, store in restored.items():
             self.stores[p] = store
             self.metrics.entities.labels(str(p)).set(len(store))
