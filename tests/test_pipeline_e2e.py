@@ -226,3 +226,51 @@ async def test_events_replayed_after_a_crash_between_changelog_and_offset_commit
     wrong = [(p["event_id"], p["score"], offline[p["event_id"]]) for p in predictions
              if not np.isclose(p["score"], offline[p["event_id"]], rtol=1e-6)]
     assert wrong == []
+
+
+@ON_KAFKA
+async def test_state_is_restored_again_when_processing_starts_past_the_offset_it_was_restored_as_of(
+        settings, model_store, monkeypatch, caplog):
+    """The committed offset a restore goes by is looked up apart from the consumer's own: if the
+    consumer starts further on (a commit landed between the two), the state restored as of the
+    older offset lacks events that will not be processed again. The worker sees it at the first
+    record and restores that partition again, as of where it starts: every score stays right."""
+    import asyncio
+    import logging
+
+    from stream.metrics import Metrics
+    from stream.scoring.commits import Commits
+    from stream.scoring.worker import ScoringWorker
+    from stream.tools.tally import wait_until
+
+    caplog.set_level(logging.WARNING)
+
+    def sim() -> PaymentSimulator:
+        return PaymentSimulator(seed=9, n_users=3)
+
+    async def scorer(start: int) -> None:
+        worker = ScoringWorker(settings, DOMAIN, Metrics.create(), emit_features=False)
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(worker.run(stop))
+        try:
+            await produce(settings, sim(), 10, rate=0, start=start)
+            assert await wait_until(lambda: worker.processed >= 10 or task.done(), 60)
+            await worker.flush()
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+
+    await scorer(0)
+
+    async def looked_up_too_early(self, consumer, partitions):  # the commit of 0..9 not seen yet
+        return dict.fromkeys(partitions, 0)
+    monkeypatch.setattr(Commits, "resume_offsets", looked_up_too_early)
+    await scorer(10)
+
+    predictions = [orjson.loads(r.value) for r in await read_topic(settings, settings.topics.predictions)]
+    events = [orjson.loads(i.value) for i in sim().events(20)]
+    assert sorted(p["event_id"] for p in predictions) == sorted(e["event_id"] for e in events)
+    offline = dict(zip((e["event_id"] for e in events), load_model(ModelStore(model_store), "fraud",
+                       DOMAIN.features.columns).predict(DOMAIN.offline_features(events)), strict=True))
+    assert [p for p in predictions if not np.isclose(p["score"], offline[p["event_id"]], rtol=1e-6)] == []
+    assert "state is rebuilt" in caplog.text

@@ -35,6 +35,7 @@ async def restore_state(settings: Settings, width: int, partitions: list[int], m
     stores = {p: EntityStore(width, max_entities=max_entities) for p in partitions}
     limits = {p: (upto or {}).get(p) for p in partitions}
     skipped = dict.fromkeys(partitions, 0)
+    skipped_from: dict[int, int] = {}
     consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=50)
     await start_client(consumer, settings.kafka.bootstrap_servers)
     # exactly-once: a crashed worker's open transaction is aborted by the broker only after the
@@ -67,6 +68,7 @@ async def restore_state(settings: Settings, width: int, partitions: list[int], m
                     as_of, row = decode_changelog(rec.value or b"", width)
                     if limit is not None and as_of is not None and as_of > limit:
                         skipped[tp.partition] += 1  # ahead of the committed offset: replayed
+                        skipped_from[tp.partition] = min(as_of, skipped_from.get(tp.partition, as_of))
                         continue
                     store.put(rec.key.decode() if rec.key else "", row, now)
                     store.restored += 1
@@ -86,7 +88,7 @@ async def restore_state(settings: Settings, width: int, partitions: list[int], m
     finally:
         await consumer.stop()
     for p, store in stores.items():
-        store.position = limits[p]
+        store.position, store.skipped_from = limits[p], skipped_from.get(p)
         if skipped[p]:
             log.info("restoring %s[%d]: %d records ahead of input offset %d skipped (their events are "
                      "processed again)", topic, p, skipped[p], limits[p])

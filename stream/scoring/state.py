@@ -82,9 +82,26 @@ class EntityStore:
         self.restored = 0  # changelog records applied at recovery
         # the input offset of the next event to count (None: unknown): state is as of it
         self.position: int | None = None
+        # restored: the lowest offset a skipped changelog record was as of (processing that
+        # starts at or past it needs the state restored again, as of where it starts)
+        self.skipped_from: int | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def as_of(self, offset: int) -> bool:
+        """Can processing go on from input ``offset`` with this state? Not if the state counts
+        events at or past it (a consumer gone back), nor if the restore skipped a record as of
+        an offset at or before it (events it would have counted are not processed again).
+
+        >>> store = EntityStore(2)
+        >>> store.position, store.skipped_from = 10, 12
+        >>> store.as_of(10), store.as_of(9), store.as_of(11), store.as_of(12)
+        (True, False, True, False)
+        """
+        if self.position is not None and offset < self.position:
+            return False
+        return self.skipped_from is None or offset < self.skipped_from
 
     def rows_for(self, keys: Sequence[str]) -> np.ndarray:
         """Row index per key, allocating zeroed rows for new entities."""

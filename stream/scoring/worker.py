@@ -254,21 +254,23 @@ class ScoringWorker:
         if not by_part:
             return
         # state must be as of each partition's first record: rebuilt if missing (fetched before
-        # the assignment's restore, or dropped by a rewind) or if the consumer went back behind it
-        behind = {p: recs[0].offset for p, recs in by_part.items()
-                  if p not in self.stores or (self.stores[p].position or 0) > recs[0].offset}
-        if behind:
-            for p in sorted(set(behind) & set(self.stores)):
+        # the assignment's restore, or dropped by a rewind), if the consumer went back behind
+        # it, or if it starts past a changelog record the restore skipped (the committed offset
+        # moved between the restore's look-up and the consumer's)
+        stale = {p: recs[0].offset for p, recs in by_part.items()
+                 if p not in self.stores or not self.stores[p].as_of(recs[0].offset)}
+        if stale:
+            for p in sorted(set(stale) & set(self.stores)):
                 log.warning("partition %d: records from offset %d, state as of offset %s: state is rebuilt "
-                            "as of %d", p, behind[p], self.stores[p].position, behind[p])
-            await self._restore(sorted(behind), behind)
+                            "as of %d", p, stale[p], self.stores[p].position, stale[p])
+            await self._restore(sorted(stale), stale)
         n = sum(len(r) for r in by_part.values())
         self.metrics.batch_size.observe(n)
         self._consumed.inc(n)
         self.serving.canary.follow(self.serving.shadows.models.get("shadow"))  # dropped or replaced since the last batch?
         out = self.scorer.process(by_part, self.stores)
         for p, po in out.partitions.items():
-            self.stores[p].position = po.last_offset + 1
+            self.stores[p].position, self.stores[p].skipped_from = po.last_offset + 1, None
         self.serving.watch(self.scorer, out)
         t0 = time.perf_counter()
         futures = await self._send(out)
