@@ -11,17 +11,17 @@ from stream.examples.payments import DOMAIN
 from stream.errors import ModelLoadError
 from stream.registry import ModelStore
 from stream.scoring.model import load_model
-from stream.scoring.state import EntityStore, decode_state, encode_state, encode_states
+from stream.scoring.state import EntityStore, decode_changelog, encode_state, encode_states
 
 
 def test_state_round_trips_through_changelog_bytes():
     rows = np.random.default_rng(1).normal(size=(5, 8))
     encoded = encode_states(rows)
     assert encoded[2] == encode_state(rows[2])
-    assert np.array_equal(decode_state(encoded[2], 8), rows[2])
-    assert decode_state(b"", 8) is None  # tombstone
+    assert np.array_equal(decode_changelog(encoded[2], 8)[1], rows[2])
+    assert decode_changelog(b"", 8)[1] is None  # tombstone
     with pytest.raises(ValueError, match="expected format"):
-        decode_state(encoded[0][:-1], 8)
+        decode_changelog(encoded[0][:-1], 8)
 
 
 def test_entity_store_stays_bounded_and_reuses_rows():

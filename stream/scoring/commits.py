@@ -205,8 +205,7 @@ class Commits:
             if ours is None:
                 continue
             try:
-                theirs = await within(consumer.committed(tp), self.settings.kafka.request_deadline_s,
-                                      "committed offset")
+                theirs = await self._broker_committed(consumer, tp)
             except (KafkaCallError, KafkaError):  # unanswered: ours is what we know
                 theirs = None
             at = resume_offset(theirs, ours)
@@ -218,20 +217,23 @@ class Commits:
         committed offset (see :func:`resume_offset`); with none, the log start (the consumer reads
         from the earliest record); ``None`` if the broker does not answer (every changelog record
         applies, and the worker rebuilds state if the first record turns out to be behind it)."""
-        topic, deadline = self.settings.topics.events, self.settings.kafka.request_deadline_s
         upto: dict[int, int | None] = {}
         try:
             for p in partitions:
-                tp = TopicPartition(topic, p)
-                upto[p] = resume_offset(await within(consumer.committed(tp), deadline, "committed offset"),
-                                        self.committed.get(tp))
+                tp = TopicPartition(self.settings.topics.events, p)
+                upto[p] = resume_offset(await self._broker_committed(consumer, tp), self.committed.get(tp))
                 if upto[p] is None:
-                    start = await within(consumer.beginning_offsets([tp]), deadline, "log start")
+                    start = await within(consumer.beginning_offsets([tp]), self.settings.kafka.request_deadline_s,
+                                         "log start")
                     upto[p] = start.get(tp)
         except (KafkaCallError, KafkaError) as exc:
             log.warning("where partitions %s resume is unknown (%s): their state is restored whole",
                         [p for p in partitions if p not in upto], exc)
         return upto
+
+    async def _broker_committed(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+        """The group's committed offset as the broker answers it, within the request deadline."""
+        return await within(consumer.committed(tp), self.settings.kafka.request_deadline_s, "committed offset")
 
     async def rewind(self, consumer: AIOKafkaConsumer) -> None:
         """Back to the committed offsets, with state rebuilt from the changelog before the next

@@ -60,10 +60,6 @@ def decode_changelog(value: bytes, width: int) -> tuple[int | None, np.ndarray |
     return upto, np.frombuffer(value, dtype="<f8", offset=head).copy()
 
 
-def decode_state(value: bytes, width: int) -> np.ndarray | None:
-    return decode_changelog(value, width)[1]
-
-
 class EntityStore:
     """Entity key -> row of a float64 state matrix, for one partition.
 
