@@ -1,8 +1,9 @@
 """The scorer's commit protocol: what the next commit covers, and how it is committed.
 
-At-least-once: a commit writes the changelog of the entities changed since the last one, waits
-until every output of the interval (predictions, dead letters, feature batches, shadow scores,
-changelog) is acknowledged, and only then commits the input offsets. Exactly-once: the same
+At-least-once: a commit writes the changelog of the entities changed since the last one and the
+interval's feature batches, waits until every output of the interval (predictions, dead letters,
+feature batches, shadow scores, changelog) is acknowledged, and only then commits the input
+offsets. Exactly-once: the same
 interval is one Kafka transaction (:mod:`stream.scoring.transactions`). A commit that failed
 *holds* the worker (no new records until one succeeds), so that what a rewind or a crash
 replays, and counts again in entity state, stays one commit interval.
@@ -45,6 +46,11 @@ class Commits:
         self.pending: list[asyncio.Future[Any]] = []
         self.dirty: dict[int, dict[str, int]] = {}
         self.offsets: dict[TopicPartition, int] = {}
+        # the monitor's feature batches, sent at the commit: the monitor needs no millisecond
+        # latency, and one produce per partition per commit interval instead of one per
+        # micro-batch halves a low-rate scorer's produce work (bounded: a commit is due after
+        # ``max_in_flight_batches`` batches)
+        self.features: dict[int, list[bytes]] = {}
         self.batches = 0
         self.last = time.monotonic()
         self._in_flight: asyncio.Future[None] | None = None
@@ -65,6 +71,8 @@ class Commits:
         self.pending += futures
         for p, po in out.partitions.items():
             self.dirty.setdefault(p, {}).update(po.touched)
+            if po.features is not None:
+                self.features.setdefault(p, []).append(po.features)
             self.offsets[TopicPartition(topic, p)] = po.last_offset + 1
         self.batches += 1
 
@@ -76,7 +84,7 @@ class Commits:
 
     def forget(self) -> None:
         """The broker lost its data: what was not committed is gone with it."""
-        self.pending, self.dirty, self.offsets, self.hold = [], {}, {}, False
+        self.pending, self.dirty, self.offsets, self.features, self.hold = [], {}, {}, {}, False
         self.committed, self.must_rewind, self.resuming = {}, False, {}
 
     def revoked(self, partitions: set[TopicPartition]) -> None:
@@ -109,19 +117,25 @@ class Commits:
                 return  # the next cadence check starts the next one
             self._in_flight = None
             task.result()
-        if not (self.pending or self.dirty or self.offsets):
+        if not (self.pending or self.dirty or self.offsets or self.features):
             return
         self._in_flight = asyncio.ensure_future(self._finish(consumer, *await self._stage()))
 
     async def _stage(self) -> tuple[list[asyncio.Future[Any]], dict[TopicPartition, int]]:
-        """Send the changelog and take what the next commit covers: its outputs and offsets."""
+        """Send the feature batches and the changelog and take what the next commit covers: its
+        outputs and offsets."""
         assert self.producer is not None
         futures = self.pending
         self.pending = []
-        if self.txn is not None and any(self.dirty.values()):
+        if self.txn is not None and (any(self.dirty.values()) or self.features):
             await self.txn.ensure_open()
         offsets = {tp: o for tp, o in self.offsets.items() if tp.partition in self.stores}
         self.offsets = {}
+        for p, values in self.features.items():
+            if p in self.stores:  # (a partition lost uncommitted has its batches dropped with it)
+                futures += await send_records(self.producer, self.settings.topics.features, p,
+                                              [None] * len(values), values)
+        self.features = {}
         upto = {tp.partition: o for tp, o in offsets.items()}
         for p, touched in self.dirty.items():
             store = self.stores.get(p)
@@ -183,6 +197,7 @@ class Commits:
         self.stores.clear()
         self.dirty = {}
         self.offsets = {}
+        self.features = {}
         self.pending = []
         self.hold = False
 

@@ -301,8 +301,7 @@ class ScoringWorker:
                                               po.prediction_values)
             if po.dead_letters:
                 futures += await send_messages(self.producer, t.dead_letter, p, po.dead_letters)
-            if po.features is not None:
-                futures += await send_records(self.producer, t.features, p, [None], [po.features])
+            # (feature batches go out with the commit: Commits.record keeps them)
         futures += await self.serving.shadows.send(self.producer, out)  # the champion's outputs are out first
         return futures
 
