@@ -68,11 +68,22 @@ def tune_gc(young_threshold: int) -> None:
         gc.set_threshold(young_threshold, 20, 100)
 
 
+def freeze_startup() -> None:
+    """Objects alive once a scorer has started (modules, clients, the model) moved out of every
+    cyclic collection: a full collection of a started scorer walked ~70,000 of them, a pause of
+    ~25 ms in the middle of scoring; frozen, it takes well under a millisecond. For a process
+    that runs one worker: what is frozen is never collected."""
+    gc.collect()
+    gc.freeze()
+
+
 async def run_worker(settings: Settings, roles: Sequence[str] = ROLES, *,
                      stop: asyncio.Event | None = None, metrics: Metrics | None = None,
                      create_topics: bool = True, handle_signals: bool = True,
-                     on_metrics_port: Callable[[int], None] | None = None) -> None:
+                     on_metrics_port: Callable[[int], None] | None = None,
+                     freeze: bool = False) -> None:
     """Run until ``stop`` is set or SIGINT/SIGTERM; any stage failing stops the others.
+    ``freeze``: :func:`freeze_startup` once the scorer is built (a worker process of its own).
 
     Once stopping, the stages get ``shutdown_grace_s`` to commit and close; whatever they
     still wait on then (a broker that stopped answering) is cancelled. With ``handle_signals``
@@ -116,6 +127,8 @@ async def run_worker(settings: Settings, roles: Sequence[str] = ROLES, *,
                 if feed is not None:
                     await feed.close()
                 raise
+            if freeze:
+                freeze_startup()
             tasks.append(asyncio.ensure_future(scorer.run(stop)))
         if "monitor" in roles and settings.monitor.enabled:
             from stream.monitoring.worker import MonitorWorker

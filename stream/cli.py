@@ -30,7 +30,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     roles = ROLES if args.role == "all" else (args.role,)
     if roles == ("monitor",):  # with the scorer, the monitor runs in a child process tuned there
         tune_gc(settings.gc_young_threshold)
-    run(run_worker(settings, roles))
+    run(run_worker(settings, roles, freeze=True))
     return 0
 
 
