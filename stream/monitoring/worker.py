@@ -157,6 +157,8 @@ class MonitorWorker(MonitorProcessor):
         released, offsets = self.merger.release(time.monotonic())
         if not released and not labels and not self._early_matches and not self._dead and not self.examples_out \
                 and not shadow and not self.shadow.out:
+            if batches:  # feature batches decoded and held: monitor work too
+                self._stage.observe(time.perf_counter() - t0)
             if not batches and self._uncommitted:  # idle: nothing to wait for, commit now
                 await self._commit(consumer)
             return bool(batches)
