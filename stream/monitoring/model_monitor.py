@@ -12,7 +12,6 @@ onset. Also the helpers the monitor worker uses to merge released rows and read 
 from __future__ import annotations
 
 from itertools import chain
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -146,9 +145,10 @@ def merge_slices(slices: list[tuple[np.ndarray, dict[str, Any]]], skip: tuple[st
         parts = [c[name] for _, c in slices]
         if isinstance(parts[0], np.ndarray):
             merged[name] = np.concatenate(parts)[order]
-        else:  # (itemgetter: half the time of a list comprehension on 100,000 strings)
-            flat = list(chain.from_iterable(parts))
-            merged[name] = list(itemgetter(*order.tolist())(flat)) if len(order) > 1 else [flat[i] for i in order]
+        else:  # strings: reordered as an object array (a third of the time of a list comprehension)
+            flat = np.empty(len(order), dtype=object)
+            flat[:] = list(chain.from_iterable(parts))
+            merged[name] = flat[order].tolist()
     return merged
 
 
@@ -156,7 +156,7 @@ def merge_and_test(mon: ModelMonitor, slices: list[tuple[np.ndarray, dict[str, A
     # (the event ids are not tested: the label join took them as the batches were decoded)
     cols = merge_slices(slices, skip=(EVENT_IDS,))
     ts = cols.pop(EVENT_TS, None)
-    n = sum(len(ts) for ts, _ in slices)
+    n = sum(len(times) for times, _ in slices)
     return n, mon.on_features(cols, None if ts is None else np.asarray(ts, dtype=np.float64))
 
 

@@ -159,7 +159,7 @@ class MonitorWorker(MonitorProcessor):
                 and not shadow and not self.shadow.out:
             if batches:  # feature batches decoded and held: monitor work too
                 self._stage.observe(time.perf_counter() - t0)
-            if not batches and self._uncommitted:  # idle: nothing to wait for, commit now
+            elif self._uncommitted:  # idle: nothing to wait for, commit now
                 await self._commit(consumer)
             return bool(batches)
         drift, retrain = self.handle(released, [r for recs in labels.values() for r in recs],

@@ -1,10 +1,10 @@
 """The scorer's commit protocol: what the next commit covers, and how it is committed.
 
-At-least-once: a commit writes the changelog of the entities changed since the last one and the
-interval's feature batches, waits until every output of the interval (predictions, dead letters,
+At-least-once: a commit writes the interval's feature batches and the changelog of the entities
+changed since the last one, waits until every output of the interval (predictions, dead letters,
 feature batches, shadow scores, changelog) is acknowledged, and only then commits the input
-offsets. Exactly-once: the same
-interval is one Kafka transaction (:mod:`stream.scoring.transactions`). A commit that failed
+offsets. Exactly-once: the same interval is one Kafka transaction
+(:mod:`stream.scoring.transactions`). A commit that failed
 *holds* the worker (no new records until one succeeds), so that what a rewind or a crash
 replays, and counts again in entity state, stays one commit interval.
 """

@@ -187,8 +187,9 @@ async def _phases(settings: Settings, argv: list[str], rates: tuple[float, ...],
         # the first second after start-up runs slower (new connections and partitions, a cold
         # interpreter: in one run p50 12 ms then 7 ms, against 3 ms after): not a steady-state
         # latency, so the first rate runs WARMUP_S unmeasured first (start-up is measured apart)
-        await _produce(settings, int(rates[0] * WARMUP_S), rates[0], sent)
-        sent += int(rates[0] * WARMUP_S)
+        warmup = int(rates[0] * WARMUP_S)
+        await _produce(settings, warmup, rates[0], sent)
+        sent += warmup
         await follower.wait_for(sent, 60)
         for rate in rates:
             n = int(rate * SECONDS)
