@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import repeat
 from typing import Any, Literal
 
 import numpy as np
@@ -190,6 +191,7 @@ class FeatureSet:
     _offsets: tuple[int, ...] = field(init=False, repr=False, compare=False)
     _columns: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _one_hot_index: tuple[dict[Any, int], ...] = field(init=False, repr=False, compare=False)
+    _one_hot_rows: tuple[np.ndarray, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = [n.name for n in self.numeric]
@@ -209,6 +211,10 @@ class FeatureSet:
         object.__setattr__(self, "_columns", tuple(names))
         object.__setattr__(self, "_one_hot_index",
                            tuple({c: i for i, c in enumerate(oh.categories)} for oh in self.one_hot))
+        # row i: category i's one-hot row; the last row (all zeros): an unknown category
+        object.__setattr__(self, "_one_hot_rows",
+                           tuple(np.eye(len(oh.categories) + 1, len(oh.categories), dtype=np.float32)
+                                 for oh in self.one_hot))
 
     @property
     def columns(self) -> list[str]:
@@ -243,13 +249,11 @@ class FeatureSet:
         for spec in self.numeric:
             out[:, at] = np.asarray(spec.fn(cols), dtype=np.float64)
             at += 1
-        for oh, index in zip(self.one_hot, self._one_hot_index):
-            # one pass over the values per field, not one comparison per category
+        for oh, index, table in zip(self.one_hot, self._one_hot_index, self._one_hot_rows):
+            # one dict look-up per value, one gather of the rows: not one comparison per category
             width = len(oh.categories)
-            hot = np.fromiter((index.get(v, width) for v in cols[oh.field]), dtype=np.int64, count=n)
-            block = np.zeros((n, width + 1), dtype=np.float32)  # the last column: unknown category
-            block[np.arange(n), hot] = 1.0
-            out[:, at : at + width] = block[:, :width]
+            hot = np.fromiter(map(index.get, cols[oh.field], repeat(width)), dtype=np.int64, count=n)
+            out[:, at : at + width] = table[hot]
             at += width
         for ix in self.indexed:
             out[:, at] = ix.compute(cols)
@@ -321,12 +325,10 @@ def _rolling(spec: Rolling, x: np.ndarray, ts: np.ndarray, rows: np.ndarray,
         prior_counts, prior_sums = s[:, 4::2] * decay, s[:, 5::2] * decay
         counts, sums = prior_counts + 1.0, prior_sums + xv[:, None]
         shown_counts, shown_sums = (counts, sums) if spec.include_current else (prior_counts, prior_sums)
-        col = 0
-        for w in range(len(taus)):
-            c = shown_counts[:, w]
-            out[sel, col] = c
-            out[sel, col + 1] = np.divide(shown_sums[:, w], c, out=np.zeros_like(c), where=c > 0)
-            col += 2
+        col = 2 * len(taus)  # per window: its count, then its mean (0 with no events)
+        out[sel, 0:col:2] = shown_counts
+        out[sel, 1:col:2] = np.divide(shown_sums, shown_counts, out=np.zeros_like(shown_counts),
+                                      where=shown_counts > 0)
         if spec.since_last:
             first = spec.max_gap_s if spec.first_gap is None else spec.first_gap
             out[sel, col] = np.where(seen, gap, first)

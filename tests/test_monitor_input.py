@@ -15,6 +15,7 @@ from stream.examples.simulate import PaymentSimulator, label_record
 from stream.metrics import Metrics
 from stream.monitoring.worker import MonitorWorker
 from stream.registry import ModelStore
+from stream.scoring.feature_rows import encode_batches
 from stream.scoring.model import load_model
 from stream.scoring.pipeline import BatchScorer
 from stream.scoring.state import EntityStore
@@ -41,7 +42,8 @@ def feature_batches(model_store: Path, n: int) -> tuple[list[bytes], list[str]]:
     half = n // 2
     out = [scorer.process({0: chunk}, stores, now=1_750_000_000.0).partitions[0].features
            for chunk in (records[:half], records[half:])]
-    return [b for b in out if b is not None], [str(it.event_id) for it in items]
+    return [b for rows in out if rows is not None for b in encode_batches(0, [rows], half)], \
+        [str(it.event_id) for it in items]
 
 
 def test_bad_feature_batches_and_labels_are_counted_and_skipped(model_store: Path) -> None:

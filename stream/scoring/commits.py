@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from stream.config import Settings
 from stream.errors import KafkaCallError
 from stream.kafka import commit_or_redeliver, send_records, within
+from stream.scoring.feature_rows import FeatureRows, encode_batches
 from stream.scoring.pipeline import BatchOutput
 from stream.scoring.state import EntityStore, encode_states
 from stream.scoring.transactions import OutputTransaction
@@ -46,11 +47,12 @@ class Commits:
         self.pending: list[asyncio.Future[Any]] = []
         self.dirty: dict[int, dict[str, int]] = {}
         self.offsets: dict[TopicPartition, int] = {}
-        # the monitor's feature batches, sent at the commit: the monitor needs no millisecond
-        # latency, and one produce per partition per commit interval instead of one per
-        # micro-batch halves a low-rate scorer's produce work (bounded: a commit is due after
+        # the monitor's rows, written at the commit: the monitor needs no millisecond latency,
+        # and a partition's micro-batches merged into one feature batch per commit interval
+        # (up to ``max_batch_size`` rows) cost a low-rate scorer one encode and one produce
+        # instead of one per micro-batch (bounded: a commit is due after
         # ``max_in_flight_batches`` batches)
-        self.features: dict[int, list[bytes]] = {}
+        self.features: dict[int, list[FeatureRows]] = {}
         self.batches = 0
         self.last = time.monotonic()
         self._in_flight: asyncio.Future[None] | None = None
@@ -131,8 +133,9 @@ class Commits:
             await self.txn.ensure_open()
         offsets = {tp: o for tp, o in self.offsets.items() if tp.partition in self.stores}
         self.offsets = {}
-        for p, values in self.features.items():
+        for p, parts in self.features.items():
             if p in self.stores:  # (a partition lost uncommitted has its batches dropped with it)
+                values = encode_batches(p, parts, self.settings.scoring.max_batch_size)
                 futures += await send_records(self.producer, self.settings.topics.features, p,
                                               [None] * len(values), values)
         self.features = {}

@@ -20,10 +20,11 @@ import numpy as np
 from stream.domain import Domain
 from stream.error_policy import ErrorPolicy, index_runs
 from stream.errors import ValidationError
-from stream.messages import DeadLetter, FeatureBatch, Message, Prediction, encode
+from stream.messages import DeadLetter, Message, Prediction, encode
 from stream.metrics import Metrics
 from stream.schema import DEAD_LETTER_REASONS
 from stream.scoring.canary import Canary
+from stream.scoring.feature_rows import FeatureRows
 from stream.scoring.model import Model, servable
 from stream.scoring.state import EntityStore
 
@@ -50,7 +51,7 @@ class PartitionOutput:
     prediction_values: list[bytes] = field(default_factory=list)
     dead_letters: list[Message] = field(default_factory=list)
     touched: dict[str, int] = field(default_factory=dict)
-    features: bytes | None = None
+    features: FeatureRows | None = None  # encoded at the commit (stream.scoring.feature_rows)
     last_offset: int = -1
     # the predictions' rows, for versions scored beside the champion (stream.scoring.shadow):
     # event ids, champion scores, model inputs (feature definition order), Kafka timestamps
@@ -196,7 +197,7 @@ class BatchScorer:
                 store = stores[partition]
                 mine = store.rows_for(keys[start:stop])
                 # one state row per entity: its events of the batch apply in order to that row
-                uniq, inverse = np.unique(mine, return_inverse=True)
+                uniq, inverse = _distinct(mine)
                 blocks.append(store.matrix[uniq])  # fancy indexing copies
                 gathered.append((partition, uniq, at))
                 store_rows.append(mine)
@@ -269,13 +270,13 @@ class BatchScorer:
             ]
             part.event_ids, part.scores, part.inputs, part.ingest_ms = ids[a:z], s[a:z], X[a:z], ingest[a:z]
             if self.emit_features:
-                part.features = encode(FeatureBatch.from_arrays(
-                    partition=p, model=name, model_version=version, event_ids=part.event_ids,
-                    ingest_ts_ms=np.asarray(part.ingest_ms), event_ts=event_ts[a:z], scores=part.scores,
-                    columns={c: v[a:z] for c, v in monitored.items()}, inputs=part.inputs))
-            self.metrics.end_to_end_latency.observe(max(0.0, now - min(part.ingest_ms) / 1000.0))
+                part.features = FeatureRows(
+                    model=name, model_version=version, event_ids=part.event_ids, ingest_ts_ms=part.ingest_ms,
+                    event_ts=event_ts[a:z], scores=part.scores, columns={c: v[a:z] for c, v in monitored.items()},
+                    inputs=part.inputs)
             out.valid += z - a
-        if len(good):
+        if len(good):  # the batch's oldest event (once per batch: a histogram observation costs ~3 µs)
+            self.metrics.end_to_end_latency.observe(max(0.0, now - min(ingest) / 1000.0))
             self.metrics.observe_scores(name, s)
         self.metrics.events_valid.inc(out.valid)
         self.metrics.predictions.labels(name, version).inc(out.valid - canary_n)
@@ -364,3 +365,18 @@ class BatchScorer:
         frame.failed.update(failed)
         frame.keep = frame.moved = index_runs(ok)
         frame.X = np.concatenate([x for _, x in ok]) if len(ok) > 1 else (ok[0][1] if ok else None)
+
+
+def _distinct(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``rows``' distinct values and each row's position among them (``np.unique``'s
+    ``return_inverse``, in order of first appearance: a low-rate batch's few rows cost a tenth
+    of ``np.unique``'s time in a dict).
+
+    >>> [a.tolist() for a in _distinct(np.array([7, 3, 7, 5]))]
+    [[7, 3, 5], [0, 1, 0, 2]]
+    """
+    if len(rows) > 64:
+        return np.unique(rows, return_inverse=True)
+    first: dict[int, int] = {}
+    inverse = [first.setdefault(r, len(first)) for r in rows.tolist()]
+    return np.fromiter(first, np.int64, len(first)), np.asarray(inverse, dtype=np.int64)
