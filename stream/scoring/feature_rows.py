@@ -88,7 +88,7 @@ def _encode(partition: int, group: list[FeatureRows]) -> bytes:
             event_ts=np.concatenate([g.event_ts for g in group]),
             scores=np.concatenate([g.scores for g in group]),
             columns={c: _concat([g.columns[c] for g in group]) for c in first.columns},
-            inputs=None if first.inputs is None else np.concatenate([g.inputs for g in group]))  # type: ignore[misc]
+            inputs=None if first.inputs is None else np.concatenate([g.inputs for g in group]))
     return encode(FeatureBatch.from_arrays(
         partition=partition, model=merged.model, model_version=merged.model_version, event_ids=merged.event_ids,
         ingest_ts_ms=np.asarray(merged.ingest_ts_ms), event_ts=merged.event_ts, scores=merged.scores,
