@@ -262,6 +262,14 @@ async def commit_or_redeliver(consumer: AIOKafkaConsumer, offsets: dict[TopicPar
         raise KafkaCallError(f"offset commit failed: {type(exc).__name__}") from None
 
 
+def set_fetch_wait(consumer: AIOKafkaConsumer, wait_ms: int) -> None:
+    """Change a started consumer's fetch long-poll (``fetch_max_wait_ms``): aiokafka 0.14 (the
+    version pinned) reads it from its fetcher at every fetch request."""
+    fetcher = getattr(consumer, "_fetcher", None)
+    if fetcher is not None and hasattr(fetcher, "_fetch_max_wait_ms"):
+        fetcher._fetch_max_wait_ms = wait_ms
+
+
 async def send_records(producer: AIOKafkaProducer, topic: str, partition: int,
                        keys: Sequence[bytes | None], values: Sequence[bytes | None]) -> list[asyncio.Future[Any]]:
     """Like :func:`send_messages` for plain key/value pairs, without an object per record."""

@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError
 
 from stream.config import Settings
 from stream.errors import MessageError, ModelLoadError, StreamError
-from stream.kafka import make_consumer, start_client, stop_quietly
+from stream.kafka import make_consumer, set_fetch_wait, start_client, stop_quietly
 from stream.messages import ModelChunk, ModelStates, decode
 from stream.metrics import Metrics
 from stream.model_feed import SERVED, Assembler, Refused, parse_key, states_key, states_token
@@ -155,6 +155,8 @@ class FeedReader:
 
     async def follow(self, stop: asyncio.Event) -> None:
         """Read new records until ``stop``; the client reconnects by itself after broker errors."""
+        if self.consumer is not None:  # caught up: idle fetches wait longer (fewer requests)
+            set_fetch_wait(self.consumer, self.settings.model_feed.follow_wait_ms)
         while not stop.is_set():
             try:
                 await self.poll(timeout_ms=500)
