@@ -49,9 +49,8 @@ class KafkaSettings(Section):
     # Short fetch long-polls keep latency low at low load (the embedded broker holds a fetch
     # for the full wait even when data is there).
     fetch_max_wait_ms: int = Field(default=50, ge=1, le=10_000)
-    # A fetch returns once this many bytes wait or fetch_max_wait_ms passes. 1 answers at once
-    # (lowest latency); more gathers larger micro-batches at low rates, so less CPU per event,
-    # for at most fetch_max_wait_ms more latency (Apache Kafka; the embedded broker always waits).
+    # A fetch returns once this many bytes wait or fetch_max_wait_ms passes: 1 answers at once;
+    # more gives larger low-rate micro-batches (less CPU per event) for up to that much latency.
     fetch_min_bytes: int = Field(default=1, ge=1, le=64 * 1024 * 1024)
     # Producers send as soon as the loop yields: mlstream appends whole produce batches itself,
     # so lingering only delays them (and splits a micro-batch's outputs into more requests).
@@ -301,10 +300,7 @@ class ModelFeedSettings(Section):
     # A scorer whose local store has no servable version waits this long for the feed to
     # deliver the champion, then exits with one line.
     start_timeout_s: float = Field(default=120.0, gt=0)
-    # Once caught up, a scorer's feed reader long-polls this long per fetch: an idle reader
-    # costs a request per wait (at 100 ms, 5.6 ms of CPU per second; at 500, 2.2). Apache Kafka
-    # answers a fetch as soon as a record arrives, so a new version is not later for it.
-    follow_wait_ms: int = Field(default=500, ge=1, le=10_000)
+    follow_wait_ms: int = Field(default=500, ge=1, le=10_000)  # a caught-up feed reader's fetch long-poll
     # Retired versions whose files stay on the topic (the newest ones: rollback targets); the
     # files of older retired and of rejected versions are tombstoned so compaction drops them.
     keep_retired: int = Field(default=2, ge=0)
