@@ -262,7 +262,7 @@ class DriftMonitor(RowIngest):
         checks: dict[int, dict[int, int]] = {}  # block count -> {window: its row in the statistics}
         latest: dict[int, int] = {}  # window -> row of its last check point
         st: dict[str, Any] = {}
-        sig = np.zeros(0, dtype=bool)
+        sig = np.zeros((0, self._open_arr.size), dtype=bool)
         if self._ready:  # every window's check points in one pass
             ats: list[int] = []
             wis: list[int] = []
@@ -289,7 +289,8 @@ class DriftMonitor(RowIngest):
             fired: dict[str, list[dict[str, Any]]] = {}
             for w, row in checks.get(self._blocks, {}).items():
                 self._last[w] = Picked(st, row)  # read by the state machine only when a state is open
-                if sig[row]:  # no test past its critical value: nothing can fire
+                # no test past its critical value, or only those of states already open: nothing can fire
+                if (sig[row] & ~self._open_arr).any():
                     self._fire(w, self._last[w], fired)
             if self._blocks in cus:
                 self._cusum_step(*cus[self._blocks], fired)

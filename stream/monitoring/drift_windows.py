@@ -345,20 +345,21 @@ class WindowTests(MonitorCore):
 
 
     def _any_significant(self, wi: np.ndarray, st: dict[str, Any]) -> np.ndarray:
-        """Per check point (of window ``wi[row]``): does any test pass its critical value (before
-        effect gates and state)?"""
-        cal, fn = self.calibration, len(self._num)
-        hit = np.zeros(len(wi), dtype=bool)
+        """Per check point (of window ``wi[row]``) and per state owner (numeric features, then
+        categorical ones, then the pairs' joint state): does any of its tests pass its critical
+        value (before effect gates and state)?"""
+        cal, fn, fc = self.calibration, len(self._num), len(self._cat)
+        hit = np.zeros((len(wi), fn + fc + 1), dtype=bool)
         z_crit = cal.z_crit[wi]
         if st["num"]:
             g = st["num"]
-            hit |= (g["ks"] > cal.ks_crit[wi]).any(axis=-1) | (g["mannwhitney"] > z_crit[:, :fn]).any(axis=-1)
-            hit |= (g["missing"] > z_crit[:, :fn]).any(axis=-1)
-            hit |= (g["chi2"] > cal.chi2_crit[wi[:, None], np.arange(fn), g["dof"]]).any(axis=-1)
+            hit[:, :fn] = ((g["ks"] > cal.ks_crit[wi]) | (g["mannwhitney"] > z_crit[:, :fn])
+                           | (g["missing"] > z_crit[:, :fn])
+                           | (g["chi2"] > cal.chi2_crit[wi[:, None], np.arange(fn), g["dof"]]))
         if st["cat"]:
-            g, fc = st["cat"], len(self._cat)
-            hit |= (g["missing"] > z_crit[:, fn:]).any(axis=-1)
-            hit |= (g["chi2"] > cal.chi2_crit[wi[:, None], fn + np.arange(fc), g["dof"]]).any(axis=-1)
+            g = st["cat"]
+            hit[:, fn : fn + fc] = ((g["missing"] > z_crit[:, fn:])
+                                    | (g["chi2"] > cal.chi2_crit[wi[:, None], fn + np.arange(fc), g["dof"]]))
         if st["mv"]:
-            hit |= (st["mv"]["correlation"] > cal.corr_crit[wi][:, None]).any(axis=-1)
+            hit[:, fn + fc] = (st["mv"]["correlation"] > cal.corr_crit[wi][:, None]).any(axis=-1)
         return hit
