@@ -11,6 +11,7 @@ import orjson
 from stream.examples.payments import DOMAIN
 from stream.examples.simulate import PaymentSimulator
 from stream.kafka import make_producer, start_client
+from stream.messages import FeatureBatch, decode
 from stream.tools.tally import wait_until
 from tests.helpers import read_topic
 
@@ -50,9 +51,10 @@ async def test_future_and_millisecond_times_are_dead_lettered_and_move_no_state(
     # entity state never saw them: online features equal offline ones computed without them
     online: dict[str, dict[str, float]] = {}
     for rec in await read_topic(settings, settings.topics.features):
-        b = orjson.loads(rec.value)
-        for j, event_id in enumerate(b["event_ids"]):
-            online[event_id] = {name: col[j] for name, col in b["columns"].items()}
+        b = decode(rec.value, FeatureBatch)
+        cols = {name: b.column(name) for name in b.columns}
+        for j, event_id in enumerate(b.event_ids):
+            online[event_id] = {name: col[j] for name, col in cols.items()}
     X = DOMAIN.offline_features(events)
     columns = DOMAIN.features.columns
     for name in ("amount_secs_since_last", "amount_count_1h", "amount_mean_1d"):

@@ -100,7 +100,30 @@ def test_numpy_and_nan_become_plain_json() -> None:
     doc = json.loads(encode(samples()["drift-event"]))  # type: ignore[arg-type]
     assert doc["evidence"][0]["p_value"] is None and doc["evidence"][0]["reference"] == {"bins": [0, 1, 2]}
     fb = decode(encode(samples()["feature-batch"]), FeatureBatch)  # type: ignore[arg-type]
-    assert fb.columns["amount"] == [1.0, None, 3.0]
+    assert fb.column("amount") == [1.0, None, 3.0]
+
+
+def test_float_columns_are_packed_and_json_arrays_still_read() -> None:
+    raw = encode(samples()["feature-batch"])  # type: ignore[arg-type]
+    doc = json.loads(raw)
+    assert set(doc["columns"]["amount"]) == {"dtype", "b64"} and doc["columns"]["country"] == ["DE", "FR", "DE"]
+    doc["columns"]["amount"] = [1.0, None, 3.0]  # a scorer from before packing
+    kinds = {"amount": "numeric", "country": "categorical"}
+    for fb in (decode(raw, FeatureBatch), decode(json.dumps(doc).encode(), FeatureBatch)):
+        cols = fb.monitor_columns(kinds)
+        assert np.array_equal(cols["amount"], [1.0, np.nan, 3.0], equal_nan=True)
+        assert cols["country"] == ["DE", "FR", "DE"]
+
+
+@pytest.mark.parametrize("b64, says", [
+    ("AAAAAAAA8D8=", "3 event ids but 1 packed values of amount"),
+    ("AAAA", "a packed column of 3 bytes is not whole float64 values"),
+])
+def test_a_packed_column_of_the_wrong_size_is_refused_at_decode(b64: str, says: str) -> None:
+    doc = json.loads(encode(samples()["feature-batch"]))  # type: ignore[arg-type]
+    doc["columns"]["amount"] = {"dtype": "float64", "b64": b64}
+    with pytest.raises(MessageError, match=says):
+        decode(json.dumps(doc).encode(), FeatureBatch)
 
 
 @pytest.mark.parametrize("raw, kind, says", [

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from stream.examples.payments import DOMAIN
+from stream.messages import FeatureBatch, decode
 from stream.registry import ModelStore
 from stream.schema import REASONS
 from stream.scoring.model import load_model
@@ -93,15 +94,18 @@ async def test_online_features_equal_offline_across_a_restart(settings, start_wo
     assert len(predictions) == 4_000
     assert second.metrics.registry.get_sample_value("mlstream_state_restored_records_total") > 0
 
-    batches = [orjson.loads(r.value) for r in await read_topic(settings, settings.topics.features)]
+    records = await read_topic(settings, settings.topics.features)
+    batches = [orjson.loads(r.value) for r in records]
     schema = json.loads((Path(__file__).resolve().parent.parent / "schemas" / "feature-batch.schema.json").read_text())
     for b in batches[:20]:
         jsonschema.validate(b, schema)
     online: dict[str, dict[str, float]] = {}
-    for b in batches:
-        for j, event_id in enumerate(b["event_ids"]):
-            online.setdefault(event_id, {name: col[j] for name, col in b["columns"].items()})
-            online[event_id]["score"] = b["scores"][j]
+    for rec in records:
+        fb = decode(rec.value, FeatureBatch)
+        cols = {name: fb.column(name) for name in fb.columns}
+        for j, event_id in enumerate(fb.event_ids):
+            online.setdefault(event_id, {name: col[j] for name, col in cols.items()})
+            online[event_id]["score"] = fb.scores[j]
 
     events = [orjson.loads(i.value) for i in items]
     X = DOMAIN.offline_features(events)

@@ -22,6 +22,13 @@ def _enc_hook(obj: Any) -> Any:
     raise NotImplementedError(f"cannot encode {type(obj).__name__}")
 
 
+def _struct_fields(obj: Any) -> dict[str, Any]:
+    """A decoded batch's nested records (packed columns, inputs), for orjson."""
+    if isinstance(obj, msgspec.Struct):
+        return msgspec.structs.asdict(obj)
+    raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
 _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
 _decoders: dict[type, msgspec.json.Decoder[Any]] = {}
 
@@ -32,7 +39,7 @@ def encode(record: msgspec.Struct) -> bytes:
         fields = msgspec.structs.asdict(record)
         if fields["inputs"] is None:  # the bytes of a batch without inputs stay as they were
             del fields["inputs"]
-        return orjson.dumps(fields, option=orjson.OPT_SERIALIZE_NUMPY)
+        return orjson.dumps(fields, default=_struct_fields, option=orjson.OPT_SERIALIZE_NUMPY)
     return _encoder.encode(record)
 
 

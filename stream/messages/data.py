@@ -6,6 +6,7 @@ one outbound Kafka record. Encoded and decoded by :mod:`stream.messages.codec`."
 from __future__ import annotations
 
 import base64
+import binascii
 from collections.abc import Mapping, Sized
 from typing import Annotated, Any, Final, Literal
 
@@ -87,24 +88,70 @@ class ModelInputs(msgspec.Struct, kw_only=True):
         return cls(shape=list(X.shape), b64=base64.b64encode(X.tobytes()).decode())
 
     def to_array(self) -> np.ndarray:
-        X = np.frombuffer(base64.b64decode(self.b64), dtype="<f4")
+        X = np.frombuffer(binascii.a2b_base64(self.b64, strict_mode=True), dtype="<f4")
         if len(self.shape) != 2 or X.size != self.shape[0] * self.shape[1]:
             raise ValueError(f"inputs of {X.size} values do not fill shape {self.shape}")
         return X.reshape(self.shape)
 
 
+class PackedFloats(msgspec.Struct, kw_only=True, gc=False):
+    """A float column as little-endian float64 bytes, base64 (NaN where missing): the monitor
+    reads it with one base64 call instead of a JSON number per value (0.86 -> 0.52 µs per row of
+    the demo's batches), and it is shorter than the numbers written out.
+
+    >>> packed = PackedFloats.from_array(np.array([1.5, np.nan, -2.0, np.inf]))
+    >>> len(packed), packed.to_array().tolist()
+    (4, [1.5, nan, -2.0, nan])
+    >>> PackedFloats(b64="AAAA")
+    Traceback (most recent call last):
+    ...
+    ValueError: a packed column of 3 bytes is not whole float64 values
+    """
+
+    dtype: Literal["float64"] = "float64"
+    b64: str
+
+    def __post_init__(self) -> None:
+        if len(self.b64) % 4 or self._bytes() % 8:
+            raise ValueError(f"a packed column of {self._bytes()} bytes is not whole float64 values")
+
+    def _bytes(self) -> int:
+        return len(self.b64) // 4 * 3 - self.b64.endswith("=") - self.b64.endswith("==")
+
+    def __len__(self) -> int:
+        return self._bytes() // 8
+
+    @classmethod
+    def from_array(cls, values: np.ndarray) -> PackedFloats:
+        """Infinities become NaN (missing), as JSON numbers would become null."""
+        a = np.array(values, dtype="<f8")
+        a[np.isinf(a)] = np.nan
+        return cls(b64=base64.b64encode(a.tobytes()).decode())
+
+    def to_array(self) -> np.ndarray:
+        """A writable float64 array, infinities as NaN (binascii.Error, a ValueError, on bad base64)."""
+        # binascii takes the str as it is (base64.b64decode copies it to bytes first: twice the time)
+        a = np.frombuffer(bytearray(binascii.a2b_base64(self.b64, strict_mode=True)), dtype="<f8")
+        inf = np.isinf(a)
+        if inf.any():
+            a[inf] = np.nan
+        return a
+
+
 # A cell's type is checked where the column becomes an array (monitor_columns): checking it
 # here as well costs a third more decode time for the same verdict.
 _Cell = Annotated[Any, msgspec.Meta(extra_json_schema={"type": ["number", "string", "null"]})]
-_Column = list[_Cell]
+_Column = list[_Cell] | PackedFloats
 
 
 class FeatureBatch(msgspec.Struct, kw_only=True):
     """The monitor's input: the monitored columns of one micro-batch of one partition
-    (internal topic ``mlstream.features``). Numeric columns carry null for missing (NaN).
+    (internal topic ``mlstream.features``). Float columns are packed (:class:`PackedFloats`, NaN
+    for missing); other columns, and float columns written as JSON arrays (null for missing: a
+    scorer from before packing, or another producer), are lists.
 
-    Built with numpy arrays by the scorer (:meth:`from_arrays`), read as lists by the monitor
-    (:meth:`monitor_columns` turns them back into arrays, null -> NaN).
+    Built with numpy arrays by the scorer (:meth:`from_arrays`), read by the monitor as arrays
+    (:meth:`monitor_columns`).
 
     Examples
     --------
@@ -116,11 +163,16 @@ class FeatureBatch(msgspec.Struct, kw_only=True):
     ...                                           "country": np.array(["DE", "FR"])})
     >>> raw = encode(fb)
     >>> raw[raw.index(b'"scores"'):]
-    b'"scores":[0.1,0.9],"columns":{"amount":[3.5,null],"country":["DE","FR"]}}'
-    >>> cols = decode(raw, FeatureBatch).monitor_columns({"amount": "numeric", "country": "categorical",
-    ...                                                   "score": "numeric"})
+    b'"scores":[0.1,0.9],"columns":{"amount":{"dtype":"float64","b64":"AAAAAAAADEAAAAAAAAD4fw=="},"country":["DE","FR"]}}'
+    >>> kinds = {"amount": "numeric", "country": "categorical", "score": "numeric"}
+    >>> cols = decode(raw, FeatureBatch).monitor_columns(kinds)
     >>> cols["amount"].tolist(), cols["country"], cols["score"].tolist()
     ([3.5, nan], ['DE', 'FR'], [0.1, 0.9])
+    >>> unpacked = raw.replace(b'{"dtype":"float64","b64":"AAAAAAAADEAAAAAAAAD4fw=="}', b'[3.5,null]')
+    >>> decode(unpacked, FeatureBatch).monitor_columns(kinds)["amount"].tolist()
+    [3.5, nan]
+    >>> decode(raw, FeatureBatch).column("amount")
+    [3.5, None]
     >>> decode(raw.replace(b'"b"]', b'"b","c"]'), FeatureBatch)
     Traceback (most recent call last):
     ...
@@ -147,16 +199,19 @@ class FeatureBatch(msgspec.Struct, kw_only=True):
         lengths: list[tuple[str, Sized]] = [("ingest times", self.ingest_ts_ms),
                                             ("event times", self.event_ts), ("scores", self.scores)]
         for name, col in [*lengths, *self.columns.items()]:
-            if len(col) != n:
-                raise ValueError(f"{n} event ids but {len(col)} {name}")
+            rows = len(PackedFloats(**col)) if isinstance(col, dict) else len(col)  # (packed by from_arrays)
+            if rows != n:
+                packed = "packed values of " if isinstance(col, (dict, PackedFloats)) else ""
+                raise ValueError(f"{n} event ids but {rows} {packed}{name}")
 
     @classmethod
     def from_arrays(cls, *, partition: int, model: str, model_version: str, event_ids: list[str],
                     ingest_ts_ms: np.ndarray, event_ts: np.ndarray, scores: np.ndarray,
                     columns: Mapping[str, Any], inputs: np.ndarray | None = None) -> FeatureBatch:
-        """The scorer's constructor: numpy columns ride through to :func:`encode` unconverted."""
-        cols = {k: v if isinstance(v, np.ndarray) and v.dtype.kind == "f" else list(v)
-                for k, v in columns.items()}
+        """The scorer's constructor: float columns packed (as the plain dict orjson writes), the
+        other numpy arrays ride through to :func:`encode` unconverted."""
+        cols = {k: {"dtype": "float64", "b64": PackedFloats.from_array(v).b64}
+                if isinstance(v, np.ndarray) and v.dtype.kind == "f" else list(v) for k, v in columns.items()}
         # encoded by orjson, numpy and all (and the inputs as the plain dict orjson writes)
         arrays: Any = (ingest_ts_ms, event_ts, scores, cols,
                        None if inputs is None else msgspec.structs.asdict(ModelInputs.from_array(inputs)))
@@ -172,11 +227,23 @@ class FeatureBatch(msgspec.Struct, kw_only=True):
         for name, kind in kinds.items():
             if name == SCORE_COLUMN:
                 out[name] = np.asarray(self.scores, dtype=np.float64)
+                continue
+            col = self.columns[name]
+            if isinstance(col, PackedFloats):
+                out[name] = col.to_array() if kind == "numeric" else col.to_array().tolist()
             elif kind == "numeric":
-                out[name] = np.array(self.columns[name], dtype=np.float64)
+                out[name] = np.array(col, dtype=np.float64)
             else:
-                out[name] = list(self.columns[name])
+                out[name] = list(col)
         return out
+
+    def column(self, name: str) -> list[Any]:
+        """One column as plain values, null (None) where missing, packed or not: for readers
+        outside the monitor (the drift report, tests). ``KeyError`` if the batch lacks it."""
+        col = self.columns[name]
+        if isinstance(col, PackedFloats):
+            return [None if v != v else v for v in col.to_array().tolist()]  # NaN -> None
+        return list(col)
 
 
 class Label(msgspec.Struct, kw_only=True):

@@ -205,7 +205,7 @@ def report_from_topics(settings: Any, *, model_version: str | None, max_rows: in
         if name == SCORE_COLUMN:
             vals: list[Any] = [v for _, b in batches for v in b.scores]
         else:  # a column a batch lacks (another model version's features) reads as missing
-            vals = [v for _, b in batches for v in b.columns.get(name, [None] * len(b.event_ids))]
+            vals = [v for _, b in batches for v in (b.column(name) if name in b.columns else [None] * len(b.event_ids))]
         columns[name] = (np.array([np.nan if v is None else v for v in vals], dtype=np.float64)[order]
                          if kind == "numeric" else [vals[i] for i in order])
     label_of = {v.event_id: float(v.label) for _, v in topics[t.labels]}
