@@ -42,7 +42,9 @@ def test_each_kind_of_bad_event_has_its_reason(raw, reason):
 
 def test_batch_and_single_paths_agree_on_a_mixed_stream():
     items = list(PaymentSimulator(seed=3, invalid_rate=0.2).events(3_000))
+    renamed = {**{k: v for k, v in GOOD.items() if k != "channel"}, "chanel": "web"}  # as many fields, not the same
     raws = [i.value for i in items] + [orjson.dumps({**GOOD, "schema_version": 1})]
+    raws[10:10] = [orjson.dumps(renamed), orjson.dumps({**GOOD, "user_id": "u" * 70_000})]
     batch = SCHEMA.parse_batch(raws)
     single_valid, single_reasons = [], {}
     for i, raw in enumerate(raws):
@@ -53,6 +55,7 @@ def test_batch_and_single_paths_agree_on_a_mixed_stream():
             single_reasons[i] = exc.reason
     assert batch.valid.tolist() == single_valid
     assert {i: e.reason for i, e in batch.errors.items()} == single_reasons
+    assert 10 in single_reasons and 11 in single_reasons
     assert batch.columns["event_id"].tolist() == [orjson.loads(raws[i])["event_id"] for i in single_valid]
     assert np.array_equal(batch.columns["amount"],
                           [orjson.loads(raws[i])["amount"] for i in single_valid])
