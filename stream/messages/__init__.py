@@ -56,7 +56,7 @@ stream.errors.MessageError: malformed Label: Expected `bool | float`, got `str` 
 from __future__ import annotations
 
 from stream.errors import MessageError
-from stream.messages.codec import decode, encode, to_dict
+from stream.messages.codec import decode, encode, encode_struct, to_dict
 from stream.messages.control import (
     DriftEvent,
     ModelChunk,
@@ -113,6 +113,7 @@ __all__ = [
     "ShadowVerdict",
     "decode",
     "encode",
+    "encode_struct",
     "to_dict",
 ]
 __all__ += ["ERROR_CLASS_HEADER", "MAX_ERROR_MESSAGE", "MESSAGE_HEADER", "PRODUCER_HEADER_PREFIX",

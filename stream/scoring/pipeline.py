@@ -20,7 +20,7 @@ import numpy as np
 from stream.domain import Domain
 from stream.error_policy import ErrorPolicy, index_runs
 from stream.errors import ValidationError
-from stream.messages import DeadLetter, Message, Prediction, encode
+from stream.messages import DeadLetter, Message, Prediction, encode_struct
 from stream.metrics import Metrics
 from stream.schema import DEAD_LETTER_REASONS
 from stream.scoring.canary import Canary
@@ -261,12 +261,13 @@ class BatchScorer:
             a, z = good_at[2 * k], good_at[2 * k + 1]
             if a == z:
                 continue
-            part.prediction_keys = [key.encode() for key in keys[a:z]]
+            part.prediction_keys = list(map(str.encode, keys[a:z]))
             vs: Iterable[str] = repeat(version) if versions is None else versions[a:z]
+            enc = encode_struct  # a bound C method: no dispatch per prediction
             part.prediction_values = [
-                encode(Prediction(event_id=ids[i], entity_id=keys[i], score=sl[i], model=name,
-                                  model_version=v, ingest_ts_ms=ingest[i], scored_ts_ms=scored_ms))
-                for i, v in zip(range(a, z), vs)
+                enc(Prediction(event_id=e, entity_id=k, score=x, model=name, model_version=v, ingest_ts_ms=t,
+                               scored_ts_ms=scored_ms))
+                for e, k, x, v, t in zip(ids[a:z], keys[a:z], sl[a:z], vs, ingest[a:z])
             ]
             part.event_ids, part.scores, part.inputs, part.ingest_ms = ids[a:z], s[a:z], X[a:z], ingest[a:z]
             if self.emit_features:

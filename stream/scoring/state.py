@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from itertools import repeat
 
 import numpy as np
 
@@ -101,11 +102,11 @@ class EntityStore:
 
     def rows_for(self, keys: Sequence[str]) -> np.ndarray:
         """Row index per key, allocating zeroed rows for new entities."""
-        get = self.rows.get
-        out = [get(k, -1) for k in keys]
-        for i, r in enumerate(out):
-            if r < 0:
-                out[i] = self._allocate(keys[i])
+        out = list(map(self.rows.get, keys, repeat(-1)))
+        if -1 in out:  # (one C scan: most batches bring no new entity)
+            for i, r in enumerate(out):
+                if r < 0:
+                    out[i] = self._allocate(keys[i])
         return np.asarray(out, dtype=np.int64)
 
     def _allocate(self, key: str) -> int:
