@@ -152,13 +152,15 @@ class Schema:
         # extraction, and then the key sets are compared row by row
         fast = [i for i, e in enumerate(events) if type(e) is dict and len(e) == width
                 and (short or len(raws[i]) <= self.max_bytes)]
-        rows = [events[i] for i in fast]
+
+        def pick(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+            return {spec.name: [e[spec.name] for e in rows] for spec in self.fields}
+
         try:
-            picked = {spec.name: [e[spec.name] for e in rows] for spec in self.fields}
+            picked = pick([events[i] for i in fast])
         except KeyError:
             fast = [i for i in fast if events[i].keys() == keyset]
-            rows = [events[i] for i in fast]
-            picked = {spec.name: [e[spec.name] for e in rows] for spec in self.fields}
+            picked = pick([events[i] for i in fast])
         flagged = np.zeros(len(fast), dtype=bool)
         fast_cols: dict[str, np.ndarray] = {}
         for spec in self.fields:
