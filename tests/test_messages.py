@@ -59,7 +59,8 @@ def samples() -> dict[str, object]:
         "feature-batch": FeatureBatch.from_arrays(
             partition=1, model="fraud", model_version="1", event_ids=["a", "b", "c"],
             ingest_ts_ms=np.array([1, 2, 3]), event_ts=rng.random(3), scores=rng.random(3).astype(np.float32),
-            columns={"amount": np.array([1.0, np.nan, 3.0]), "country": np.array(["DE", "FR", "DE"], dtype=object)}),
+            columns={"amount": np.array([1.0, np.nan, 3.0]), "country": np.array(["DE", "FR", "DE"], dtype=object)},
+            entity_ids=["u1", "u2", "u1"]),
         "label": Label(event_id="e1", label=True, ts=3.0),
         "drift-event": DriftEvent(index=5, kind="data_drift", features=["amount"], evidence=EVIDENCE,
                                   model="fraud", model_version="1", detected_at=1.0),
@@ -113,6 +114,16 @@ def test_float_columns_are_packed_and_json_arrays_still_read() -> None:
         cols = fb.monitor_columns(kinds)
         assert np.array_equal(cols["amount"], [1.0, np.nan, 3.0], equal_nan=True)
         assert cols["country"] == ["DE", "FR", "DE"]
+
+
+def test_feature_batches_carry_entity_ids_and_read_without_them() -> None:
+    doc = json.loads(encode(samples()["feature-batch"]))  # type: ignore[arg-type]
+    assert doc["entity_ids"] == ["u1", "u2", "u1"]
+    assert decode(json.dumps({**doc, "entity_ids": None}).encode(), FeatureBatch).entity_ids is None
+    old = {k: v for k, v in doc.items() if k != "entity_ids"}  # a scorer from before entity ids
+    assert decode(json.dumps(old).encode(), FeatureBatch).entity_ids is None
+    with pytest.raises(MessageError, match="3 event ids but 2 entity ids"):
+        decode(json.dumps({**doc, "entity_ids": ["u1", "u2"]}).encode(), FeatureBatch)
 
 
 @pytest.mark.parametrize("b64, says", [

@@ -70,3 +70,24 @@ def test_bad_feature_batches_and_labels_are_counted_and_skipped(model_store: Pat
     assert metrics.registry.get_sample_value("mlstream_labels_total", {"outcome": "matched"}) == 3
     assert offsets[tp] == len(values)  # the bad ones are committed with the rest, never replayed
     assert drift == [] and retrain == []
+
+
+def test_the_scorers_entity_ids_reach_the_drift_monitor(model_store: Path) -> None:
+    """Feature batches carry each row's entity (the event's key): the monitor caps one entity's
+    rows in the category shares, and takes rows of a scorer that sent none as entity-less."""
+    from stream.messages import FeatureBatch, decode, encode
+
+    worker = MonitorWorker(Settings(model_store=model_store), Metrics.create())
+    (first, second), _ = feature_batches(model_store, 400)
+    fb = decode(first, FeatureBatch)
+    assert fb.entity_ids is not None and len(fb.entity_ids) == len(fb.event_ids)
+    heavy = encode(FeatureBatch(**{**{f: getattr(fb, f) for f in fb.__struct_fields__},
+                                   "entity_ids": ["one-heavy-user"] * len(fb.event_ids)}))
+    tp = TopicPartition("features", 0)
+    worker.merger.track(tp, 0.0)
+    worker.hold({tp: [Rec("features", 0, 0, None, heavy), Rec("features", 0, 1, None, second)]}, now=0.0)
+    released, _ = worker.merger.release(now=10.0)
+    worker.handle(released, [], now=10.0)
+    mon = worker.monitors["fraud:1"].drift
+    # the heavy user's rows past the first 3 of the window, plus the simulated users' own repeats
+    assert mon.entity_cap is not None and len(fb.event_ids) - 3 <= mon.entity_cap.capped < len(fb.event_ids) + 20

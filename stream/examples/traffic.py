@@ -15,9 +15,10 @@ categories, ``"d"`` holds 10 %), plus ``ts`` (seconds), ``entity`` and ``error``
 * ``seasonal``: ``x``'s mean moves +-``season_sd`` sd over 24 h, category shares and the
   error rate +-25 % (phases differ per category);
 * ``autocorrelated``: AR(1) with coefficient ``phi`` on the numeric features (marginals unchanged);
-* ``bursty``: ``burst_share`` of events come in runs of 20-200 from one heavy entity,
-  with that entity's own level of ``x`` and ``y`` (entity levels spread ``entity_sd`` sd)
-  and its own category;
+* ``bursty``: ``burst_share`` of events come in runs of 20-200 from one heavy entity
+  (``entity`` ``h0``, ``h1``, ...), with that entity's own level of ``x`` and ``y`` (entity
+  levels spread ``entity_sd`` sd) and its own category; the other events come from a million
+  users (``u...``);
 * ``heavy_tailed``: ``amount`` is Pareto (tail index 1.5);
 * ``mixed``: all of them; ``iid``: none.
 
@@ -58,6 +59,7 @@ P_CATS = np.array([0.35, 0.25, 0.2, 0.1, 0.1])
 START_TS = 1_750_000_000.0
 DAY = 86_400.0
 ERROR_RATE = 0.10
+USERS = 1_000_000
 
 
 def _ar(rng: np.random.Generator, n: int, phi: float) -> np.ndarray:
@@ -146,7 +148,10 @@ def generate(scenario: str, n: int, seed: int = 0, *, iid: bool = False, drift: 
     code = np.minimum((special.ndtr(zc)[:, None] > cum).sum(axis=1), len(CATS) - 1)
     code[in_burst] = ent_cat[who[in_burst]]
     error = (rng.random(n) < err_p).astype(float)
-    entity = np.where(in_burst, np.char.add("h", who.astype(str)), "u").tolist()
+    # ordinary events come from a large population of users, a few events each (drawn last: the
+    # other columns stay those of earlier releases)
+    user = np.char.add("u", rng.integers(0, USERS, n).astype(str))
+    entity = np.where(in_burst, np.char.add("h", who.astype(str)), user).tolist()
     return {"x": x, "y": y, "amount": amount, "c": CATS[code].tolist(), "ts": ts, "entity": entity, "error": error}
 
 

@@ -195,6 +195,8 @@ class FeatureBatch(msgspec.Struct, kw_only=True):
     columns: dict[str, _Column]
     inputs: Annotated[ModelInputs | None, msgspec.Meta(
         description="the model input rows as scored; joined with labels they become labelled examples")] = None
+    entity_ids: Annotated[list[str] | None, msgspec.Meta(
+        description="entity (message key) per row: the monitor caps one entity's weight in category shares")] = None
 
     def __post_init__(self) -> None:
         n = len(self.event_ids)
@@ -203,6 +205,8 @@ class FeatureBatch(msgspec.Struct, kw_only=True):
             raise ValueError(f"{n} event ids but {self.inputs.shape[0]} input rows")
         lengths: list[tuple[str, Sized]] = [("ingest times", self.ingest_ts_ms),
                                             ("event times", self.event_ts), ("scores", self.scores)]
+        if self.entity_ids is not None:
+            lengths.append(("entity ids", self.entity_ids))
         for name, col in [*lengths, *self.columns.items()]:
             if isinstance(col, dict):  # packed by from_arrays: n values take 4 * ceil(8n / 3) characters
                 rows = n if len(col["b64"]) == 4 * -(-8 * n // 3) else _packed_rows(col["b64"])
@@ -215,7 +219,8 @@ class FeatureBatch(msgspec.Struct, kw_only=True):
     @classmethod
     def from_arrays(cls, *, partition: int, model: str, model_version: str, event_ids: list[str],
                     ingest_ts_ms: np.ndarray, event_ts: np.ndarray, scores: np.ndarray,
-                    columns: Mapping[str, Any], inputs: np.ndarray | None = None) -> FeatureBatch:
+                    columns: Mapping[str, Any], inputs: np.ndarray | None = None,
+                    entity_ids: list[str] | None = None) -> FeatureBatch:
         """The scorer's constructor: float columns packed (as the plain dict orjson writes), the
         other numpy arrays ride through to :func:`encode` unconverted."""
         cols = {k: {"dtype": "float64", "b64": _pack(v)}
@@ -225,7 +230,7 @@ class FeatureBatch(msgspec.Struct, kw_only=True):
                        None if inputs is None else msgspec.structs.asdict(ModelInputs.from_array(inputs)))
         return cls(partition=partition, model=model, model_version=model_version,
                    event_ids=event_ids, ingest_ts_ms=arrays[0], event_ts=arrays[1],
-                   scores=arrays[2], columns=arrays[3], inputs=arrays[4])
+                   scores=arrays[2], columns=arrays[3], inputs=arrays[4], entity_ids=entity_ids)
 
     def monitor_columns(self, kinds: Mapping[str, str]) -> dict[str, Any]:
         """The columns the monitor tests (``kinds`` from the reference profile), score included:

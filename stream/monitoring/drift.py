@@ -123,13 +123,16 @@ class DriftMonitor(RowIngest):
         self._wblocks_arr = np.array(self._wblocks)
         self._sblocks = [st // b for st in s.steps()]
         self._resolve_w = s.windows.index(s.resolve_window)
-        # with the CUSUM on, windows and CUSUM each get half of the false-alarm budget
-        erl = s.expected_run_length * (2 if s.cusum else 1)
+        # the entity-balanced share test takes its part of the false-alarm budget (categorical
+        # features only); with the CUSUM on, windows and CUSUM each get half of the rest
+        e_share = s.entity_share_budget if fc and s.entity_max_rows else 0.0
+        erl = s.expected_run_length / (1.0 - e_share) * (2 if s.cusum else 1)
         self.calibration: Calibration = calibrate(
             profile, windows=s.windows, steps=s.steps(), expected_run_length=erl,
             multivariate=self._mv, max_dof=max(k, kc + 1))
         self._init_reference(fn, fc, k, kc)
         self._init_cusum(erl)
+        self._init_entity_shares(kc, e_share)
         # running totals and a ring of their past values: any window's sums in O(1)
         self._ring_len = r = self._wblocks[-1] + s.refresh_blocks + 1
         self._tot = {"num": np.zeros((fn, k + 1), np.int64), "sum": np.zeros((fn, k)), "sq": np.zeros(fn),
@@ -225,8 +228,16 @@ class DriftMonitor(RowIngest):
         val = np.where(missing, 0.0, num)
         sums = np.bincount(idx, weights=val.ravel(), minlength=nb * fn * (k + 1)).reshape(nb, fn, k + 1)[:, :, :k]
         sq = (val * val).reshape(nb, b, fn).sum(axis=1)
+        capped = cat > kc  # rows past their entity's cap come as code + kc + 1 (see update_batch)
+        has_capped = bool(capped.any())
+        if has_capped:
+            cat = np.where(capped, cat - (kc + 1), cat)  # every row counts in the reference-based tests
         cidx = ((blk[:, None] * fc + np.arange(fc)) * (kc + 1) + cat).ravel()
         ccounts = np.bincount(cidx, minlength=nb * fc * (kc + 1)).reshape(nb, fc, kc + 1)
+        ccap = None  # the entity-balanced counts, once entity ids come with the rows
+        if self._eshare is not None and self._entities_given:
+            ccap = ccounts - (np.bincount(cidx[capped.ravel()], minlength=ccounts.size).reshape(ccounts.shape)
+                              if has_capped else 0)
         corr = None
         if self._mv:  # normal scores of the bins, as the profile's correlation (0 where missing)
             z = np.where(missing, 0.0, self._scores[np.arange(fn), np.where(missing, 0, bins)]).reshape(nb, b, fn)
@@ -244,12 +255,12 @@ class DriftMonitor(RowIngest):
         while i < nb:  # segments end where the estimates are refreshed, so any batching gives the same events
             refresh = self._refresh_period()
             seg = min(nb - i, refresh - self._blocks % refresh)
-            events += self._segment(i, seg, per_block, means, weights, hours, num, start)
+            events += self._segment(i, seg, per_block, means, weights, hours, num, start, ccap)
             i += seg
         return events
 
     def _segment(self, i0: int, seg: int, per_block: dict[str, np.ndarray], means: np.ndarray, weights: np.ndarray,
-                 hours: np.ndarray, num: np.ndarray, start: int) -> list[DriftEvent]:
+                 hours: np.ndarray, num: np.ndarray, start: int, ccap: np.ndarray | None = None) -> list[DriftEvent]:
         """Blocks ``i0 .. i0+seg`` of a batch: totals, vectorised tests at every check point, then
         the state machine block by block."""
         b, c0 = self.settings.block_size, self._blocks
@@ -296,6 +307,8 @@ class DriftMonitor(RowIngest):
                 self._cusum_step(*cus[self._blocks], fired)
             if fast is not None:
                 self._fast_step(fast[0][j], fast[1][j], fast[2][j], fired)
+            if ccap is not None:
+                self._entity_step(ccap[i], fired)
             events += self._transition(start + (i + 1) * b - 1, fired)
         for w, row in latest.items():  # the latest statistics, for snapshots
             self._last[w] = Picked(st, row)

@@ -17,6 +17,7 @@ import numpy as np
 from stream.monitoring.calibration import Calibration, DriftSettings
 from stream.monitoring.cusum import Cusum
 from stream.monitoring.dependence import DependenceTracker
+from stream.monitoring.entity_shares import EntityCap, EntityShareTest
 from stream.monitoring.profile import ReferenceArrays, ReferenceProfile
 from stream.monitoring.seasonal import SeasonalProfile
 
@@ -68,6 +69,9 @@ class MonitorCore:
     _buf_num: np.ndarray
     _buf_cat: np.ndarray
     _buf_ts: np.ndarray
+    entity_cap: EntityCap | None
+    _eshare: EntityShareTest | None
+    _entities_given: bool
     _buf_len: int
     # the stream's dependence and seasonal estimates
     tracker: DependenceTracker

@@ -8,7 +8,7 @@ same events.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from itertools import repeat
 from operator import itemgetter
 from typing import Any
@@ -61,14 +61,21 @@ class RowIngest(SequentialDetectors):
         key = v if isinstance(v, str) else str(v)
         return self._cat_maps[j].get(key, self._cat_other[j])
 
-    def update(self, row: Mapping[str, float | int | str | None], ts: float | None = None) -> list[DriftEvent]:
-        """Add one row (``ts``: its event time in seconds, for the daily profile); return the events that fired."""
+    def update(self, row: Mapping[str, float | int | str | None], ts: float | None = None,
+               entity: Hashable | None = None) -> list[DriftEvent]:
+        """Add one row (``ts``: its event time in seconds, for the daily profile; ``entity``: its
+        entity id, for the cap on one entity's weight in category shares); return the events that fired."""
         i = self._buf_len
         for j, name in enumerate(self._num):
             v = row.get(name)
             self._buf_num[i, j] = np.nan if v is None else float(v)
+        # a row past its entity's cap keeps its code, shifted past the slots (taken apart in _process)
+        shift = 0
+        if entity is not None and self.entity_cap is not None:
+            self._entities_given = True
+            shift = 0 if self.entity_cap.counted([entity])[0] else self._kc + 1
         for j, name in enumerate(self._cat):
-            self._buf_cat[i, j] = self._code(j, row.get(name))
+            self._buf_cat[i, j] = self._code(j, row.get(name)) + shift
         self._buf_ts[i] = np.nan if ts is None else float(ts)
         self._buf_len += 1
         self.rows_seen += 1
@@ -77,8 +84,10 @@ class RowIngest(SequentialDetectors):
         self._buf_len = 0
         return self._process(self._buf_num, self._buf_cat, self._buf_ts, self.rows_seen - self.settings.block_size)
 
-    def update_batch(self, columns: Mapping[str, np.ndarray | list[Any]], ts: np.ndarray | None = None) -> list[DriftEvent]:
-        """Add many rows given as columns (``ts``: event times in seconds); same events as :meth:`update`."""
+    def update_batch(self, columns: Mapping[str, np.ndarray | list[Any]], ts: np.ndarray | None = None,
+                     entities: Sequence[Hashable | None] | None = None) -> list[DriftEvent]:
+        """Add many rows given as columns (``ts``: event times in seconds; ``entities``: entity ids);
+        same events as :meth:`update`."""
         n = len(next(iter(columns.values()))) if columns else 0
         if n == 0:
             return []
@@ -103,6 +112,11 @@ class RowIngest(SequentialDetectors):
             for i in np.flatnonzero(codes < 0):
                 codes[i] = self._code(j, col[i])
             cat[:, j] = codes
+        if entities is not None and self.entity_cap is not None and len(self._cat):
+            if len(entities) != n:
+                raise ValueError(f"{len(entities)} entity ids for {n} rows")
+            self._entities_given = True
+            cat[~self.entity_cap.counted(entities)] += self._kc + 1  # shifted past the slots (see _process)
         t = np.full(n, np.nan) if ts is None else np.asarray(ts, dtype=float)
         return self._ingest(num, cat, t)
 

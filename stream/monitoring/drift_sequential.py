@@ -16,6 +16,7 @@ from stream.monitoring.batch_math import group_sums, groups_of
 from stream.monitoring.cusum import Cusum, alarm_level, run_length
 from stream.monitoring.drift_event import DriftEvent, finite, nan_to_num
 from stream.monitoring.drift_states import FeatureStates
+from stream.monitoring.entity_shares import EntityCap, EntityShareTest
 
 __all__ = ["SequentialDetectors"]
 
@@ -55,6 +56,32 @@ class SequentialDetectors(FeatureStates):
         self._cus_sum, self._cus_w = np.zeros(self._theta.size), np.zeros(self._theta.size)
         self._cus_hours, self._cus_nblk = np.zeros(24), 0
 
+
+    def _init_entity_shares(self, kc: int, budget_share: float) -> None:
+        """The entity-balanced share test (categorical features, entity ids given): ``budget_share``
+        of the false-alarm budget, split over its batches and features."""
+        s, fc = self.settings, len(self._cat)
+        self.entity_cap = EntityCap(s.entity_window, s.entity_max_rows) if s.entity_max_rows else None
+        self._entities_given = False
+        self._eshare = None
+        if budget_share > 0:
+            rows = s.entity_batch_blocks * s.block_size
+            self._eshare = EntityShareTest(fc, kc, s.entity_batch_blocks, s.entity_history, s.entity_min_batches,
+                                           alpha=rows * budget_share / s.expected_run_length / fc,
+                                           js_threshold=s.js_threshold, leave_p=s.leave_p)
+
+    def _entity_step(self, counts: np.ndarray, fired: dict[str, list[dict[str, Any]]]) -> None:
+        """One block's capped category counts; alarms of features out of drift (and not just closed)."""
+        fn, fc = len(self._num), len(self._cat)
+        for j, ev in self._eshare.add_block(counts, ~self._open_arr[fn : fn + fc]):  # type: ignore[union-attr]
+            name = self._cat[j]
+            if self._open[name] or self._blocks - self._reset_at[name] < self._wblocks[0]:
+                continue
+            cats = self.profile.categorical[name].categories
+            slot = ev.pop("slot")
+            fired.setdefault(name, []).append({
+                "feature": name, **ev, "window": self.settings.entity_batch_blocks * self.settings.block_size,
+                "design_effect": None, "score": f"share:{cats[slot]}" if slot < len(cats) else "share:__other__"})
 
     def _cusum_segment(self, i0: int, seg: int, means: np.ndarray, weights: np.ndarray,
                        hours: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:

@@ -63,6 +63,15 @@ class DriftSettings:
         same false-alarm rate per row): a CUSUM's alarm level assumes near-normal batch means,
         and a batch holding one or two bursts of one entity is not (a burst of a category jumps
         its share up, never down).
+    entity_window, entity_max_rows, entity_batch_blocks, entity_history, entity_min_batches, entity_share_budget
+        Given entity ids (``update_batch(..., entities=)``), an entity-balanced share test per
+        categorical feature (:mod:`stream.monitoring.entity_shares`: a heavy entity's burst
+        repeats its own category): one entity counts at most ``entity_max_rows`` rows of every
+        ``entity_window``; each batch of ``entity_batch_blocks`` blocks is tested against the
+        batches just before it, with the noise measured on the last ``entity_history`` batches
+        (from ``entity_min_batches`` on); it takes
+        ``entity_share_budget`` of the false-alarm budget. ``entity_max_rows = 0`` turns it off.
+        The reference-based tests count every row.
     cusum_block, cusum_block_k, cusum_block_max_design, cusum_block_share
         A second CUSUM on single blocks, for sharp changes on traffic whose rows are nearly
         independent: it watches a channel only while its measured design effect is at most
@@ -117,6 +126,12 @@ class DriftSettings:
     cusum_min_shift: float = 0.1
     cusum_long_design: float = 4.0
     cusum_long_batches: int = 4
+    entity_window: int = 1_000
+    entity_max_rows: int = 3
+    entity_batch_blocks: int = 8
+    entity_history: int = 64
+    entity_min_batches: int = 16
+    entity_share_budget: float = 0.1
     cusum_block: bool = True
     cusum_block_k: float = 2.0
     cusum_block_max_design: float = 2.0
@@ -163,6 +178,10 @@ class DriftSettings:
             raise ValueError("need cusum_long_design >= 1 and cusum_long_batches >= 1")
         if self.cusum_block_k <= 0 or self.cusum_block_max_design < 1 or not 0 < self.cusum_block_share < 1:
             raise ValueError("need cusum_block_k > 0, cusum_block_max_design >= 1, 0 < cusum_block_share < 1")
+        if self.entity_window < 1 or self.entity_max_rows < 0 or self.entity_batch_blocks < 1:
+            raise ValueError("need entity_window >= 1, entity_max_rows >= 0 and entity_batch_blocks >= 1")
+        if not 3 <= self.entity_min_batches <= self.entity_history or not 0 <= self.entity_share_budget < 1:
+            raise ValueError("need 3 <= entity_min_batches <= entity_history and 0 <= entity_share_budget < 1")
         if self.refresh_blocks < 1 or self.min_effective_rows < 1:
             raise ValueError("refresh_blocks and min_effective_rows must be >= 1")
         if self.summary_window < self.block_size or not all(0 < q < 1 for q in self.summary_quantiles):

@@ -98,6 +98,8 @@ class FeatureStates(WindowTests):
         if st["thin"][j]:
             return False
         tests = ("ks", "mannwhitney", "chi2", "missing") if group == "num" else ("chi2", "missing")
+        if group == "cat" and self._eshare is not None and not self._eshare.calm(j):
+            return False  # the entity-balanced shares still away from where they were
         return all(self.p_value(group, t, float(st[t][j]), st, j) > leave for t in tests)
 
     def _transition(self, index: int, fired: dict[str, list[dict[str, Any]]]) -> list[DriftEvent]:
@@ -147,6 +149,8 @@ class FeatureStates(WindowTests):
         for cus in (self._cusum, self._cusum_long, self._fast):  # its CUSUMs start afresh
             if cus is not None:
                 cus.reset(self._owner == j)
+        if not state and self._eshare is not None and name in self._cat:  # its own level may have moved
+            self._eshare.reset(self._cat.index(name))
 
     def _event(self, index: int, kind: str, feats: tuple[str, ...], ev: tuple[dict[str, Any], ...]) -> DriftEvent:
         return DriftEvent(index, kind, feats, ev, self.model_name, self.model_version)

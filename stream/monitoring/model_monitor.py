@@ -28,6 +28,7 @@ from stream.monitoring.profile import ReferenceProfile
 
 EVENT_IDS = "__event_ids"  # rides along with the monitored columns through the merger
 EVENT_TS = "__event_ts"  # event times, for the monitor's daily profile
+ENTITY_IDS = "__entity_ids"  # entity per row (None if the scorer sent none), for the entity cap
 
 
 class ModelMonitor:
@@ -54,7 +55,8 @@ class ModelMonitor:
         self._recent = np.full(p.estimate_rows, np.nan)
         self._recent_at = 0
 
-    def on_features(self, cols: dict[str, Any], ts: np.ndarray | None = None) -> list[Any]:
+    def on_features(self, cols: dict[str, Any], ts: np.ndarray | None = None,
+                    entities: list[Any] | None = None) -> list[Any]:
         scores = np.asarray(cols[SCORE_COLUMN])
         rows = self._estimate_rows
         idx = (self._recent_at + np.arange(len(scores))) % rows
@@ -67,9 +69,10 @@ class ModelMonitor:
         if self.warmup_left:
             cols = {k: v[self.warmup_left:] for k, v in cols.items()}
             ts = None if ts is None else ts[self.warmup_left:]
+            entities = None if entities is None else entities[self.warmup_left:]
             self.warmup_left = 0
         self.row_times.add(ts if ts is not None else np.full(len(cols[SCORE_COLUMN]), np.nan))
-        return self.drift.update_batch(cols, ts=ts)
+        return self.drift.update_batch(cols, ts=ts, entities=entities)
 
     def on_labels(self, scores: np.ndarray, labels: np.ndarray,
                   event_ts: np.ndarray | None = None) -> list[Any]:
@@ -156,8 +159,11 @@ def merge_and_test(mon: ModelMonitor, slices: list[tuple[np.ndarray, dict[str, A
     # (the event ids are not tested: the label join took them as the batches were decoded)
     cols = merge_slices(slices, skip=(EVENT_IDS,))
     ts = cols.pop(EVENT_TS, None)
+    entities = cols.pop(ENTITY_IDS, None)
+    if entities is not None and entities.count(None) == len(entities):
+        entities = None  # scorers from before entity ids: no cap, and no entity-balanced test
     n = sum(len(times) for times, _ in slices)
-    return n, mon.on_features(cols, None if ts is None else np.asarray(ts, dtype=np.float64))
+    return n, mon.on_features(cols, None if ts is None else np.asarray(ts, dtype=np.float64), entities)
 
 
 def parse_label(rec: Any) -> tuple[str, float]:

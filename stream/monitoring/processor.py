@@ -35,7 +35,7 @@ from stream.monitoring.examples import labelled_example, scored_rows
 from stream.monitoring.exporter import DriftCollector
 from stream.monitoring.handover import OpenDrifts
 from stream.monitoring.labels import LabelJoiner
-from stream.monitoring.model_monitor import EVENT_IDS, EVENT_TS, ModelMonitor, merge_and_test, parse_label
+from stream.monitoring.model_monitor import ENTITY_IDS, EVENT_IDS, EVENT_TS, ModelMonitor, merge_and_test, parse_label
 from stream.monitoring.ordering import PartitionMerger
 from stream.monitoring.retrain import RetrainPolicy
 from stream.monitoring.shadow import ShadowComparator
@@ -125,6 +125,7 @@ class MonitorProcessor:
         if X is not None and len(X) != len(ts):
             raise ValueError(f"{len(X)} input rows for {len(ts)} events")
         cols[EVENT_TS] = ts  # event times ride along: the monitor's daily profile reads them
+        cols[ENTITY_IDS] = batch.entity_ids if batch.entity_ids is not None else [None] * len(ts)
         # rows timed in the future (or not at all) would hold the event-time merge back for good
         bad = ~(ts <= time.time() + self.settings.scoring.max_future_s)
         if bad.any():

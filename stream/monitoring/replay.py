@@ -15,7 +15,9 @@ pipeline runs. stdout gets a short summary (rows, drift windows, drift openings
 per feature, or "no drift"); ``--json`` prints each drift event as one JSON line
 instead (``index`` and ``kind`` first), and ``--output`` writes them to a file.
 With ``--time-field``, event times of FILE feed the monitor's daily profile and those of
-REF.jsonl give it the training data's own daily cycle from the first row.
+REF.jsonl give it the training data's own daily cycle from the first row. With
+``--entity-field``, one entity counts at most ``entity_max_rows`` rows of every
+``entity_window`` in the category shares (a heavy entity's burst repeats its own category).
 Features of the card that no row of FILE holds (raw events instead of feature
 rows, say) are left out with a warning, rather than reported as "missing" drift.
 
@@ -84,12 +86,14 @@ def load_columns(path: str) -> dict[str, list[Any]]:
     return cols
 
 
-def replay_rows(monitor: DriftMonitor, rows: Iterator[dict[str, Any]],
-                time_field: str | None = None) -> Iterator[DriftEvent]:
-    """Feed rows one by one to ``monitor`` (with their event time from ``time_field``); yield its events."""
+def replay_rows(monitor: DriftMonitor, rows: Iterator[dict[str, Any]], time_field: str | None = None,
+                entity_field: str | None = None) -> Iterator[DriftEvent]:
+    """Feed rows one by one to ``monitor`` (with their event time from ``time_field`` and entity id
+    from ``entity_field``); yield its events."""
     for row in rows:
         ts = row.pop(time_field, None) if time_field else None
-        yield from monitor.update(row, ts=None if ts is None else float(ts))
+        entity = row.pop(entity_field, None) if entity_field else None
+        yield from monitor.update(row, ts=None if ts is None else float(ts), entity=None if entity is None else str(entity))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -108,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the reference profile subsample")
     p.add_argument("--time-field", default=None,
                    help="column of event times (seconds): not a feature, feeds the monitor's daily profile")
+    p.add_argument("--entity-field", default=None,
+                   help="column of entity ids (user, merchant): not a feature; one entity's burst counts at most "
+                        "entity_max_rows rows per entity_window in the category shares")
     p.add_argument("--ignore", default="", help="comma-separated columns that are not features (ids, labels)")
     return p
 
@@ -130,7 +137,7 @@ def _profile(args: argparse.Namespace) -> tuple[ReferenceProfile, str | None, st
     cols = load_columns(args.reference)
     # the reference's own event times give the monitor its daily cycle from the first row
     times = cols.get(args.time_field) if args.time_field else None
-    for skip in [args.time_field, *filter(None, args.ignore.split(","))]:
+    for skip in [args.time_field, args.entity_field, *filter(None, args.ignore.split(","))]:
         cols.pop(skip, None)
     if kinds:
         cols = {k: cols.get(k, [None] * len(next(iter(cols.values()), []))) for k in kinds}
@@ -211,12 +218,12 @@ def main(argv: list[str] | None = None) -> int:
         settings = DriftSettings(expected_run_length=args.expected_run_length, emit_resolved=not args.no_resolved)
         monitor = DriftMonitor(profile, settings, model_name=name, model_version=version)
         features = list(profile.features)
-        keep = features + ([args.time_field] if args.time_field else [])
+        keep = features + [f for f in (args.time_field, args.entity_field) if f]
         rows = ({k: row.get(k) for k in keep} for row in _read_jsonl(args.file))
         out: IO[str] | None = open(args.output, "w", encoding="utf-8") if args.output else None
         events: list[DriftEvent] = []
         try:
-            for event in replay_rows(monitor, rows, args.time_field):
+            for event in replay_rows(monitor, rows, args.time_field, args.entity_field):
                 events.append(event)
                 line = event_json(event) + "\n"
                 if out is not None:

@@ -51,11 +51,13 @@ class FeatureRows:
     scores: np.ndarray
     columns: dict[str, Any]
     inputs: np.ndarray | None
+    entity_ids: list[str] | None = None
 
     def same_batch(self, other: FeatureRows) -> bool:
         """Can the two share one FeatureBatch (same model version, same columns)?"""
         return (self.model == other.model and self.model_version == other.model_version
-                and (self.inputs is None) == (other.inputs is None) and self.columns.keys() == other.columns.keys())
+                and (self.inputs is None) == (other.inputs is None) and self.columns.keys() == other.columns.keys()
+                and (self.entity_ids is None) == (other.entity_ids is None))
 
 
 def encode_batches(partition: int, parts: list[FeatureRows], max_rows: int) -> list[bytes]:
@@ -88,11 +90,12 @@ def _encode(partition: int, group: list[FeatureRows]) -> bytes:
             event_ts=np.concatenate([g.event_ts for g in group]),
             scores=np.concatenate([g.scores for g in group]),
             columns={c: _concat([g.columns[c] for g in group]) for c in first.columns},
-            inputs=None if first.inputs is None else np.concatenate([g.inputs for g in group]))
+            inputs=None if first.inputs is None else np.concatenate([g.inputs for g in group]),
+            entity_ids=None if first.entity_ids is None else list(chain.from_iterable(g.entity_ids or () for g in group)))
     return encode(FeatureBatch.from_arrays(
         partition=partition, model=merged.model, model_version=merged.model_version, event_ids=merged.event_ids,
         ingest_ts_ms=np.asarray(merged.ingest_ts_ms), event_ts=merged.event_ts, scores=merged.scores,
-        columns=merged.columns, inputs=merged.inputs))
+        columns=merged.columns, inputs=merged.inputs, entity_ids=merged.entity_ids))
 
 
 def _concat(pieces: list[Any]) -> Any:

@@ -274,7 +274,7 @@ class BatchScorer:
                 part.features = FeatureRows(
                     model=name, model_version=version, event_ids=part.event_ids, ingest_ts_ms=part.ingest_ms,
                     event_ts=event_ts[a:z], scores=part.scores, columns={c: v[a:z] for c, v in monitored.items()},
-                    inputs=part.inputs)
+                    inputs=part.inputs, entity_ids=keys[a:z])
             out.valid += z - a
         if len(good):  # the batch's oldest event (once per batch: a histogram observation costs ~3 µs)
             self.metrics.end_to_end_latency.observe(max(0.0, now - min(ingest) / 1000.0))

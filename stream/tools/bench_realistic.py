@@ -96,8 +96,9 @@ def _mlstream(cols: dict[str, Any], ref: dict[str, Any], n: int, feature: str | 
     mon = DriftMonitor(ReferenceProfile.from_columns({k: ref[k] for k in FEATURES}, FEATURES, seed=0,
                                                      event_ts=ref["ts"]))
     events = []
-    for s in range(0, n, 10_000):
-        events += mon.update_batch({k: cols[k][s : s + 10_000] for k in FEATURES}, ts=cols["ts"][s : s + 10_000])
+    for s in range(0, n, 10_000):  # with entity ids, as the pipeline gives them
+        events += mon.update_batch({k: cols[k][s : s + 10_000] for k in FEATURES}, ts=cols["ts"][s : s + 10_000],
+                                   entities=cols["entity"][s : s + 10_000])
     before, after, openings = _open_share(events, n, feature)
     return {"openings": len(openings), "open_share": before, "open_share_after": after, "alarms": openings}
 

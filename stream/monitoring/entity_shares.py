@@ -1,0 +1,192 @@
+"""Entity-balanced category shares: a heavy entity's burst counts as one entity, not hundreds of rows.
+
+A heavy entity (a merchant, a bot, a big customer) sends runs of events that all carry its
+own category, so a run of 200 rows is one observation of the category mix, not 200. Counted
+at full weight, such bursts make a category share vary like a sample of a few dozen rows
+(design effects of 30-50 on bursty traffic), and a change of the share among the other
+traffic takes 10,000+ rows to find. With entity ids, :class:`EntityCap` counts at most
+``max_rows`` rows of one entity per tumbling window of ``window`` rows, and
+:class:`EntityShareTest` tests batches of those capped shares.
+
+The capped shares cannot be compared with the reference profile: the reference is an
+i.i.d. training sample in which heavy entities hold their full share, and capping them
+moves every share by their categories' excess (with 10 heavy entities holding 30 % of the
+traffic, CUSUMs on capped shares against the reference opened false drifts on 15 of 16
+seeded streams). So the test is self-referenced: each batch against the few batches just
+before it, whose difference a step shows in full while the daily cycle cancels, with the
+noise of that difference measured on the feature's own history. It sees a *step* of the
+category mix within the stream, fast; a mix already different at start-up, or drifting
+slower than a few batches, stays with the reference-based tests.
+
+An id that held more than half of the previous window is not an entity but a default
+("anonymous", a constant field): it is not capped. Rows without an id (None, "") count.
+
+Examples
+--------
+>>> cap = EntityCap(window=10, max_rows=2)
+>>> cap.counted(["a", "b", "a", "a", None, "a"]).tolist()
+[True, True, True, False, True, False]
+>>> cap.counted(["a", "a", "a", "a", "a"]).tolist()   # the window's last four rows: "a" is at its cap
+[False, False, False, False, True]
+>>> cap.counted(["u"] * 10 + ["u"] * 3).tolist()[-3:]   # "u" held the whole last window: a default, not capped
+[True, True, True]
+
+A category's share jumps from 10 % to 25 % (two categories, batches of 1,000 rows):
+
+>>> rng = np.random.default_rng(0)
+>>> t = EntityShareTest(n_features=1, n_slots=2, batch_blocks=10, history=30, min_batches=10,
+...                     alpha=1e-4, js_threshold=0.05)
+>>> def block(p):   # counts of one 100-row block: [share a, share b, missing]
+...     b = rng.binomial(100, p)
+...     return np.array([[100 - b, b, 0]])
+>>> fired = [i for i in range(400) if t.add_block(block(0.10 if i < 300 else 0.25), learn=np.array([True]))]
+>>> fired[0]   # the first batch after the change
+309
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import special
+
+from stream.monitoring.drift_stats import js_distance
+
+__all__ = ["EntityCap", "EntityShareTest"]
+
+
+class EntityCap:
+    """Tumbling windows of ``window`` rows; per window, per entity, the first ``max_rows`` rows count."""
+
+    def __init__(self, window: int, max_rows: int, default_share: float = 0.5) -> None:
+        if window < 1 or max_rows < 1:
+            raise ValueError(f"window ({window}) and max_rows ({max_rows}) must be positive")
+        self.window, self.max_rows, self.default_share = int(window), int(max_rows), float(default_share)
+        self._counts: dict[Hashable, int] = {}  # ids of the open window: at most ``window`` entries
+        self._at = 0  # rows of the open window
+        self._defaults: frozenset[Hashable] = frozenset()
+        self.capped = 0  # rows left out of the category shares so far
+
+    def counted(self, entities: Sequence[Hashable | None]) -> np.ndarray:
+        """For each row (in stream order), whether it counts in the category shares."""
+        n = len(entities)
+        out = np.ones(n, dtype=bool)
+        cap, pos = self.max_rows, 0
+        while pos < n:
+            take = min(self.window - self._at, n - pos)
+            counts, defaults = self._counts, self._defaults
+            get = counts.get
+            for i, e in enumerate(entities[pos : pos + take], pos):
+                if e is None or e == "":
+                    continue
+                c = get(e, 0) + 1
+                counts[e] = c
+                if c > cap and e not in defaults:
+                    out[i] = False
+            pos += take
+            self._at += take
+            if self._at == self.window:
+                limit = self.default_share * self.window
+                self._defaults = frozenset(e for e, c in counts.items() if c > limit)
+                self._counts, self._at = {}, 0
+        self.capped += int(n - out.sum())
+        return out
+
+
+class EntityShareTest:
+    """Per categorical feature: the shares of each batch of ``batch_blocks`` blocks (capped rows
+    only) against the mean of the ``local`` batches just before it.
+
+    A step of the category mix shows in full in the first batch after it, while the daily cycle
+    and slow wander, which move neighbouring batches together, cancel. The noise is measured on
+    the feature's own history (its last ``history`` batches learned out of drift): the mean
+    square of the same difference there, at least the binomial one; the statistic ``z`` per
+    category is referred to Student t with as many degrees of freedom as differences,
+    Bonferroni over categories and sides at ``alpha`` per batch, and an alarm also needs the
+    Jensen-Shannon distance between the batch and that mean to reach ``js_threshold``. After a
+    feature's drift closes (:meth:`reset`) its history starts afresh. A change slower than a
+    few batches, or present from the start, is the reference-based tests' to find.
+    """
+
+    def __init__(self, n_features: int, n_slots: int, batch_blocks: int, history: int, min_batches: int,
+                 alpha: float, js_threshold: float, leave_p: float = 0.05, local: int = 4) -> None:
+        self.batch_blocks, self.history, self.local = batch_blocks, history, local
+        self.min_batches = max(min_batches, local + 3)
+        self.alpha, self.js_threshold, self.leave_p = alpha, js_threshold, leave_p
+        self._acc = np.zeros((n_features, n_slots + 1))  # the open batch: category slots + missing
+        self._blocks = 0
+        self._hist = np.full((n_features, history, n_slots), np.nan)  # shares of past batches (ring)
+        self._count = np.zeros(n_features, dtype=np.int64)
+        self._calm = np.ones(n_features, dtype=bool)
+
+    def calm(self, j: int) -> bool:
+        """Whether feature ``j``'s last batch is back within the spread of the history it had
+        before its drift opened (True without such a history): a drift found here, while the
+        reference-based tests cannot see it yet, stays open until its level has returned."""
+        return bool(self._calm[j])
+
+    def reset(self, j: int) -> None:
+        """Forget feature ``j``'s history (its drift closed: the stream's level may have moved)."""
+        self._hist[j] = np.nan
+        self._count[j] = 0
+        self._calm[j] = True
+
+    def add_block(self, counts: np.ndarray, learn: np.ndarray) -> list[tuple[int, dict[str, Any]]]:
+        """One block's capped counts ``[feature, slot + missing]``; at a batch's end, the features
+        whose shares moved, with their evidence. ``learn``: features whose batch joins the history."""
+        self._acc += counts
+        self._blocks += 1
+        if self._blocks < self.batch_blocks:
+            return []
+        acc, self._acc, self._blocks = self._acc, np.zeros_like(self._acc), 0
+        present = acc[:, :-1].sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            shares = acc[:, :-1] / present[:, None]
+        out = [(int(j), ev) for j in np.flatnonzero((self._count >= self.min_batches) & (present > 0))
+               if (ev := self._test(int(j), shares[j], float(present[j]))) is not None]
+        for j in np.flatnonzero(~learn & (self._count >= self.min_batches) & (present > 0)):
+            self._calm[j] = self._near_history(int(j), shares[j], float(present[j]))
+        for j in np.flatnonzero(learn & (present > 0)):
+            self._hist[j, self._count[j] % self.history] = shares[j]
+            self._count[j] += 1
+        return out
+
+    def _near_history(self, j: int, p: np.ndarray, n: float) -> bool:
+        """Every share of this batch within the history's own spread (daily cycle included) at ``leave_p``."""
+        h = min(int(self._count[j]), self.history)
+        past = self._hist[j, :h] if h < self.history else self._hist[j]
+        mu = past.mean(axis=0)
+        var = np.maximum(past.var(axis=0, ddof=1), mu * (1.0 - mu) / n)
+        used = mu * n >= 5
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = np.abs(p - mu)[used] / np.sqrt(var[used])
+        return bool(np.all(2.0 * special.stdtr(h - 1, -z) > self.leave_p))
+
+    def _test(self, j: int, p: np.ndarray, n: float) -> dict[str, Any] | None:
+        h, L = min(int(self._count[j]), self.history), self.local
+        past = self._hist[j, (self._count[j] - h + np.arange(h)) % self.history]  # oldest first
+        before = past[-L:].mean(axis=0)
+        # the same difference over the history: each batch against the mean of the L before it
+        cs = np.cumsum(np.vstack([np.zeros((1, past.shape[1])), past]), axis=0)
+        diffs = past[L:] - (cs[L:h] - cs[: h - L]) / L
+        var = np.maximum((diffs * diffs).mean(axis=0), before * (1.0 - before) / n * (1.0 + 1.0 / L))
+        used = before * n >= 5  # categories the capped traffic holds: unseen ones are the window tests' job
+        if not used.any():
+            return None
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = np.where(used, (p - before) / np.sqrt(var), 0.0)
+        dof = diffs.shape[0]
+        crit = float(special.stdtrit(dof, 1.0 - self.alpha / (2 * int(used.sum()))))
+        top = int(np.argmax(np.abs(z)))
+        if abs(z[top]) <= crit:
+            return None
+        effect = float(js_distance(before, p))
+        if effect < self.js_threshold:
+            return None
+        return {"test": "entity_share", "statistic": float(z[top]), "threshold": crit, "slot": top,
+                "p_value": float(2.0 * special.stdtr(dof, -abs(z[top]))), "alpha": self.alpha,
+                "effect_metric": "jensen_shannon", "effect_size": effect, "effect_threshold": self.js_threshold,
+                "n": int(n), "n_reference": int(L * n), "reference": "stream", "share": float(p[top]),
+                "share_before": float(before[top])}
