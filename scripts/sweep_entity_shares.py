@@ -1,0 +1,57 @@
+"""Seeded sweep of the entity-balanced category share test (README, "Entity-balanced category shares").
+
+Usage::
+
+    .venv/bin/python scripts/sweep_entity_shares.py stationary 0 8          # bursty + mixed, 200,000 events
+    .venv/bin/python scripts/sweep_entity_shares.py stationary 0 8 skewed   # 10 heavy entities, 30 % of traffic
+    .venv/bin/python scripts/sweep_entity_shares.py category_share 0 8      # the drift inside mixed traffic
+    .venv/bin/python scripts/sweep_entity_shares.py category_share 0 8 none # the same without entity ids
+
+Prints per stream: drift openings, % of events with some feature in drift, the delay after the
+change (drifts) and the first openings (row, features, test).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from stream.examples.traffic import FEATURES, generate
+from stream.monitoring.drift import DriftMonitor
+from stream.monitoring.profile import ReferenceProfile
+from stream.tools.bench_realistic import AFTER, CHANGE, DRIFT_FEATURE, REF_ROWS, _open_share
+
+PROCESSES: dict[str, dict[str, Any]] = {"default": {}, "none": {},
+                                        "skewed": {"population_seed": 3, "n_entities": 10, "burst_share": 0.3}}
+
+
+def run(scenario: str, seed: int, drift: str | None, n: int, entities: bool, **process: Any) -> tuple[Any, ...]:
+    cols = generate(scenario, n, seed=seed, drift=drift, drift_at=CHANGE if drift else None, **process)
+    ref = generate(scenario, REF_ROWS, seed=seed + 10_000, iid=True, **process)
+    mon = DriftMonitor(ReferenceProfile.from_columns({k: ref[k] for k in FEATURES}, FEATURES, seed=0,
+                                                     event_ts=ref["ts"]))
+    events = []
+    for s in range(0, n, 10_000):
+        events += mon.update_batch({k: cols[k][s : s + 10_000] for k in FEATURES}, ts=cols["ts"][s : s + 10_000],
+                                   entities=cols["entity"][s : s + 10_000] if entities else None)
+    before, _, openings = _open_share(events, n, DRIFT_FEATURE.get(drift or ""))
+    delay = next((o - CHANGE for o in openings if o >= CHANGE), None) if drift else None
+    first = [(e.index, e.features, e.evidence[0].get("test")) for e in events if e.kind != "drift_resolved"][:3]
+    return len(openings), round(100 * before, 2), delay, first
+
+
+def main(argv: list[str]) -> int:
+    mode, lo, hi = argv[0], int(argv[1]), int(argv[2])
+    variant = argv[3] if len(argv) > 3 else "default"
+    process, entities = PROCESSES[variant], variant != "none"
+    for seed in range(lo, hi):
+        if mode == "stationary":
+            for scenario in ("bursty", "mixed"):
+                print(scenario, seed, run(scenario, seed, None, 200_000, entities, **process), flush=True)
+        else:
+            print(mode, seed, run("mixed", seed, mode, CHANGE + AFTER, entities, **process), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
