@@ -119,7 +119,12 @@ class EntityShareTest:
         self._blocks = 0
         self._hist = np.full((n_features, history, n_slots), np.nan)  # shares of past batches (ring)
         self._count = np.zeros(n_features, dtype=np.int64)
+        # squared differences of each learned batch against the L before it (ring), and their sum
+        self._d2 = np.zeros((n_features, history, n_slots))
+        self._d2_sum = np.zeros((n_features, n_slots))
+        self._nd = np.zeros(n_features, dtype=np.int64)
         self._calm = np.ones(n_features, dtype=bool)
+        self._crits: dict[tuple[int, int], float] = {}
 
     def calm(self, j: int) -> bool:
         """Whether feature ``j``'s last batch is back within the spread of the history it had
@@ -130,7 +135,8 @@ class EntityShareTest:
     def reset(self, j: int) -> None:
         """Forget feature ``j``'s history (its drift closed: the stream's level may have moved)."""
         self._hist[j] = np.nan
-        self._count[j] = 0
+        self._count[j] = self._nd[j] = 0
+        self._d2[j] = self._d2_sum[j] = 0.0
         self._calm[j] = True
 
     def add_block(self, counts: np.ndarray, learn: np.ndarray) -> list[tuple[int, dict[str, Any]]]:
@@ -144,14 +150,29 @@ class EntityShareTest:
         present = acc[:, :-1].sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             shares = acc[:, :-1] / present[:, None]
-        out = [(int(j), ev) for j in np.flatnonzero((self._count >= self.min_batches) & (present > 0))
-               if (ev := self._test(int(j), shares[j], float(present[j]))) is not None]
-        for j in np.flatnonzero(~learn & (self._count >= self.min_batches) & (present > 0)):
+        seen = present > 0
+        before = self._local_mean(shares.shape[1])
+        out = self._tests(np.flatnonzero((self._count >= self.min_batches) & seen), shares, present, before)
+        for j in np.flatnonzero(~learn & (self._count >= self.min_batches) & seen):
             self._calm[j] = self._near_history(int(j), shares[j], float(present[j]))
-        for j in np.flatnonzero(learn & (present > 0)):
-            self._hist[j, self._count[j] % self.history] = shares[j]
-            self._count[j] += 1
+        js = np.flatnonzero(learn & seen)
+        if len(js):
+            diff = js[self._count[js] >= self.local]
+            if len(diff):
+                slot = self._nd[diff] % self.history
+                d2 = (shares[diff] - before[diff]) ** 2
+                self._d2_sum[diff] += d2 - self._d2[diff, slot]
+                self._d2[diff, slot] = d2
+                self._nd[diff] += 1
+            self._hist[js, self._count[js] % self.history] = shares[js]
+            self._count[js] += 1
         return out
+
+    def _local_mean(self, k: int) -> np.ndarray:
+        """Per feature, the mean shares of its last ``local`` learned batches (NaN before it has them)."""
+        idx = (self._count[:, None] - self.local + np.arange(self.local)) % self.history
+        with np.errstate(invalid="ignore"):
+            return self._hist[np.arange(len(self._count))[:, None], idx].mean(axis=1)
 
     def _near_history(self, j: int, p: np.ndarray, n: float) -> bool:
         """Every share of this batch within the history's own spread (daily cycle included) at ``leave_p``."""
@@ -164,29 +185,41 @@ class EntityShareTest:
             z = np.abs(p - mu)[used] / np.sqrt(var[used])
         return bool(np.all(2.0 * special.stdtr(h - 1, -z) > self.leave_p))
 
-    def _test(self, j: int, p: np.ndarray, n: float) -> dict[str, Any] | None:
-        h, L = min(int(self._count[j]), self.history), self.local
-        past = self._hist[j, (self._count[j] - h + np.arange(h)) % self.history]  # oldest first
-        before = past[-L:].mean(axis=0)
-        # the same difference over the history: each batch against the mean of the L before it
-        cs = np.cumsum(np.vstack([np.zeros((1, past.shape[1])), past]), axis=0)
-        diffs = past[L:] - (cs[L:h] - cs[: h - L]) / L
-        var = np.maximum((diffs * diffs).mean(axis=0), before * (1.0 - before) / n * (1.0 + 1.0 / L))
-        used = before * n >= 5  # categories the capped traffic holds: unseen ones are the window tests' job
-        if not used.any():
-            return None
+    def _tests(self, js: np.ndarray, shares: np.ndarray, present: np.ndarray,
+               before: np.ndarray) -> list[tuple[int, dict[str, Any]]]:
+        """The step test of features ``js``: this batch against ``before``, with the noise of that
+        difference measured over the history (at least the binomial one)."""
+        if not len(js):
+            return []
+        L, p, n, b = self.local, shares[js], present[js][:, None], before[js]
+        nd = np.minimum(self._nd[js], self.history)
+        var = np.maximum(self._d2_sum[js] / np.maximum(nd, 1)[:, None], b * (1.0 - b) / n * (1.0 + 1.0 / L))
+        used = b * n >= 5  # categories the capped traffic holds: unseen ones are the window tests' job
         with np.errstate(invalid="ignore", divide="ignore"):
-            z = np.where(used, (p - before) / np.sqrt(var), 0.0)
-        dof = diffs.shape[0]
-        crit = float(special.stdtrit(dof, 1.0 - self.alpha / (2 * int(used.sum()))))
-        top = int(np.argmax(np.abs(z)))
-        if abs(z[top]) <= crit:
-            return None
-        effect = float(js_distance(before, p))
-        if effect < self.js_threshold:
-            return None
-        return {"test": "entity_share", "statistic": float(z[top]), "threshold": crit, "slot": top,
-                "p_value": float(2.0 * special.stdtr(dof, -abs(z[top]))), "alpha": self.alpha,
+            z = np.where(used, (p - b) / np.sqrt(var), 0.0)
+        top = np.argmax(np.abs(z), axis=1)
+        zt = np.abs(z[np.arange(len(js)), top])
+        out = []
+        for r, n_used in enumerate(used.sum(axis=1).tolist()):
+            dof = int(nd[r])
+            if not n_used or zt[r] <= (crit := self._crit(dof, n_used)):
+                continue
+            effect = float(js_distance(b[r], p[r]))
+            if effect < self.js_threshold:
+                continue
+            t = int(top[r])
+            out.append((int(js[r]), {
+                "test": "entity_share", "statistic": float(z[r, t]), "threshold": crit, "slot": t,
+                "p_value": float(2.0 * special.stdtr(dof, -zt[r])), "alpha": self.alpha,
                 "effect_metric": "jensen_shannon", "effect_size": effect, "effect_threshold": self.js_threshold,
-                "n": int(n), "n_reference": int(L * n), "reference": "stream", "share": float(p[top]),
-                "share_before": float(before[top])}
+                "n": int(n[r, 0]), "n_reference": int(L * n[r, 0]), "reference": "stream",
+                "share": float(p[r, t]), "share_before": float(b[r, t])}))
+        return out
+
+    def _crit(self, dof: int, n_used: int) -> float:
+        """Student t critical value, Bonferroni over ``n_used`` categories and both sides (cached:
+        a few history lengths and category counts)."""
+        key = (dof, n_used)
+        if key not in self._crits:
+            self._crits[key] = float(special.stdtrit(dof, 1.0 - self.alpha / (2 * n_used)))
+        return self._crits[key]
