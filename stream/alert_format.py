@@ -43,11 +43,11 @@ def _when(ts: Any) -> str:
 
 
 def _evidence_lines(evidence: Iterable[Mapping[str, Any]]) -> list[str]:
-    """One line per feature, the strongest (statistic / threshold) first, at most ten."""
+    """One line per feature, the strongest (statistic / threshold, either sign: a share can fall) first, at most ten."""
 
     def strength(e: Mapping[str, Any]) -> float:
         try:
-            return float(e.get("statistic")) / float(e.get("threshold"))  # type: ignore[arg-type]
+            return abs(float(e.get("statistic")) / float(e.get("threshold")))  # type: ignore[arg-type]
         except (TypeError, ValueError, ZeroDivisionError):
             return 0.0
 

@@ -289,6 +289,8 @@ class DriftMonitor(RowIngest):
                 sig = self._any_significant(wi, st)
         cus = self._cusum_segment(i0, seg, means, weights, hours) if self._cusum is not None else {}
         fast = self._fast_z(slice(i0, i0 + seg), means, weights, hours)
+        # the entity-balanced batches completed in this segment, by the block that completes them
+        ent = dict(self._eshare.batches(ccap[i0 : i0 + seg])) if ccap is not None and self._eshare else {}
         events: list[DriftEvent] = []
         frozen = np.empty((seg, self._owner.size), dtype=bool)
         for j in range(seg):
@@ -307,8 +309,8 @@ class DriftMonitor(RowIngest):
                 self._cusum_step(*cus[self._blocks], fired)
             if fast is not None:
                 self._fast_step(fast[0][j], fast[1][j], fast[2][j], fired)
-            if ccap is not None:
-                self._entity_step(ccap[i], fired)
+            if j in ent:
+                self._entity_step(ent[j], fired)
             events += self._transition(start + (i + 1) * b - 1, fired)
         for w, row in latest.items():  # the latest statistics, for snapshots
             self._last[w] = Picked(st, row)

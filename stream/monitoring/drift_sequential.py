@@ -71,9 +71,9 @@ class SequentialDetectors(FeatureStates):
                                            js_threshold=s.js_threshold, leave_p=s.leave_p)
 
     def _entity_step(self, counts: np.ndarray, fired: dict[str, list[dict[str, Any]]]) -> None:
-        """One block's capped category counts; alarms of features out of drift (and not just closed)."""
+        """A whole batch's capped category counts; alarms of features out of drift (and not just closed)."""
         fn, fc = len(self._num), len(self._cat)
-        for j, ev in self._eshare.add_block(counts, ~self._open_arr[fn : fn + fc]):  # type: ignore[union-attr]
+        for j, ev in self._eshare.test_batch(counts, ~self._open_arr[fn : fn + fc]):  # type: ignore[union-attr]
             name = self._cat[j]
             if self._open[name] or self._blocks - self._reset_at[name] < self._wblocks[0]:
                 continue

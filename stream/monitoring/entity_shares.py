@@ -142,11 +142,26 @@ class EntityShareTest:
     def add_block(self, counts: np.ndarray, learn: np.ndarray) -> list[tuple[int, dict[str, Any]]]:
         """One block's capped counts ``[feature, slot + missing]``; at a batch's end, the features
         whose shares moved, with their evidence. ``learn``: features whose batch joins the history."""
-        self._acc += counts
-        self._blocks += 1
-        if self._blocks < self.batch_blocks:
-            return []
-        acc, self._acc, self._blocks = self._acc, np.zeros_like(self._acc), 0
+        done = self.batches(counts[None])
+        return self.test_batch(done[0][1], learn) if done else []
+
+    def batches(self, blocks: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """Consecutive blocks' counts ``[block, feature, slot + missing]`` -> the batches they
+        complete, as ``(index of the completing block, summed counts)``; the open batch carries over."""
+        out, nb, i = [], len(blocks), 0
+        while i < nb:
+            take = min(self.batch_blocks - self._blocks, nb - i)
+            self._acc += blocks[i : i + take].sum(axis=0)
+            self._blocks += take
+            i += take
+            if self._blocks == self.batch_blocks:
+                out.append((i - 1, self._acc))
+                self._acc, self._blocks = np.zeros_like(self._acc), 0
+        return out
+
+    def test_batch(self, acc: np.ndarray, learn: np.ndarray) -> list[tuple[int, dict[str, Any]]]:
+        """A whole batch's counts: the features whose shares moved, with their evidence; then the
+        batch joins the history of the features in ``learn``."""
         present = acc[:, :-1].sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             shares = acc[:, :-1] / present[:, None]
