@@ -106,7 +106,7 @@ class EntityShareTest:
     category is referred to Student t with as many degrees of freedom as differences,
     Bonferroni over categories and sides at ``alpha`` per batch, and an alarm also needs the
     Jensen-Shannon distance between the batch and that mean to reach ``js_threshold``. After a
-    feature's drift closes (:meth:`reset`) its history starts afresh. A change slower than a
+    feature's drift closes (:meth:`reset`) its next ``local`` batches set its level again. A change slower than a
     few batches, or present from the start, is the reference-based tests' to find.
     """
 
@@ -123,6 +123,7 @@ class EntityShareTest:
         self._d2 = np.zeros((n_features, history, n_slots))
         self._d2_sum = np.zeros((n_features, n_slots))
         self._nd = np.zeros(n_features, dtype=np.int64)
+        self._since = np.zeros(n_features, dtype=np.int64)  # batches learned since the start or a drift
         self._calm = np.ones(n_features, dtype=bool)
         self._crits: dict[tuple[int, int], float] = {}
 
@@ -133,10 +134,11 @@ class EntityShareTest:
         return bool(self._calm[j])
 
     def reset(self, j: int) -> None:
-        """Forget feature ``j``'s history (its drift closed: the stream's level may have moved)."""
-        self._hist[j] = np.nan
-        self._count[j] = self._nd[j] = 0
-        self._d2[j] = self._d2_sum[j] = 0.0
+        """Feature ``j``'s drift closed: its level may have moved within the spread it had, so its
+        next ``local`` batches only set the level again; the noise of the step, a property of the
+        traffic, is kept (testing resumes after ``local`` batches, not a whole warm-up: a false
+        alarm of another test just before a real step does not blind this one)."""
+        self._since[j] = 0
         self._calm[j] = True
 
     def add_block(self, counts: np.ndarray, learn: np.ndarray) -> list[tuple[int, dict[str, Any]]]:
@@ -167,12 +169,13 @@ class EntityShareTest:
             shares = acc[:, :-1] / present[:, None]
         seen = present > 0
         before = self._local_mean(shares.shape[1])
-        out = self._tests(np.flatnonzero((self._count >= self.min_batches) & seen), shares, present, before)
+        ready = (self._nd >= self.min_batches - self.local) & (self._since >= self.local)
+        out = self._tests(np.flatnonzero(ready & seen), shares, present, before)
         for j in np.flatnonzero(~learn & (self._count >= self.min_batches) & seen):
             self._calm[j] = self._near_history(int(j), shares[j], float(present[j]))
         js = np.flatnonzero(learn & seen)
         if len(js):
-            diff = js[self._count[js] >= self.local]
+            diff = js[self._since[js] >= self.local]
             if len(diff):
                 slot = self._nd[diff] % self.history
                 d2 = (shares[diff] - before[diff]) ** 2
@@ -181,6 +184,7 @@ class EntityShareTest:
                 self._nd[diff] += 1
             self._hist[js, self._count[js] % self.history] = shares[js]
             self._count[js] += 1
+            self._since[js] += 1
         return out
 
     def _local_mean(self, k: int) -> np.ndarray:
