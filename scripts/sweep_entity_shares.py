@@ -6,6 +6,8 @@ Usage::
     .venv/bin/python scripts/sweep_entity_shares.py stationary 0 8 skewed   # 10 heavy entities, 30 % of traffic
     .venv/bin/python scripts/sweep_entity_shares.py category_share 0 8      # the drift inside mixed traffic
     .venv/bin/python scripts/sweep_entity_shares.py category_share 0 8 none # the same without entity ids
+    .venv/bin/python scripts/sweep_entity_shares.py random 1 12             # 12 random process parameters:
+                                                                           # stationary, then the drift
 
 Prints per stream: drift openings, % of events with some feature in drift, the delay after the
 change (drifts) and the first openings (row, features, test).
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import sys
 from typing import Any
+
+import numpy as np
 
 from stream.examples.traffic import FEATURES, generate
 from stream.monitoring.drift import DriftMonitor
@@ -40,8 +44,26 @@ def run(scenario: str, seed: int, drift: str | None, n: int, entities: bool, **p
     return len(openings), round(100 * before, 2), delay, first
 
 
+def random_streams(seed: int, count: int) -> None:
+    """``count`` mixed streams with the generator's parameters drawn at random (README)."""
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        process = dict(events_per_day=int(rng.integers(10_000, 100_000)), phi=float(rng.uniform(0.8, 0.95)),
+                       season_sd=float(rng.uniform(0.3, 0.7)), burst_share=float(rng.uniform(0.1, 0.3)),
+                       n_entities=int(rng.integers(10, 80)), entity_sd=float(rng.uniform(0.3, 0.8)),
+                       population_seed=int(rng.integers(0, 1000)))
+        s = int(rng.integers(0, 10**6))
+        stationary = run("mixed", s, None, 200_000, True, **process)
+        drift = run("mixed", s, "category_share", CHANGE + AFTER, True, **process)
+        print(i, process, "stationary", stationary[:2], stationary[3][:2], "| category share delay", drift[2],
+              "openings", drift[0], flush=True)
+
+
 def main(argv: list[str]) -> int:
     mode, lo, hi = argv[0], int(argv[1]), int(argv[2])
+    if mode == "random":
+        random_streams(lo, hi)
+        return 0
     variant = argv[3] if len(argv) > 3 else "default"
     process, entities = PROCESSES[variant], variant != "none"
     for seed in range(lo, hi):
