@@ -91,3 +91,8 @@ def test_the_scorers_entity_ids_reach_the_drift_monitor(model_store: Path) -> No
     mon = worker.monitors["fraud:1"].drift
     # the heavy user's rows past the first 3 of the window, plus the simulated users' own repeats
     assert mon.entity_cap is not None and len(fb.event_ids) - 3 <= mon.entity_cap.capped < len(fb.event_ids) + 20
+    from stream.monitoring.exporter import DriftCollector
+
+    ratio = [s.value for f in DriftCollector(worker).collect() for s in f.samples
+             if s.name == "mlstream_drift_entity_capped_ratio"]
+    assert ratio == [mon.entity_cap.capped / mon.entity_cap.rows] and 0.4 < ratio[0] < 0.6  # 200 of 400 rows

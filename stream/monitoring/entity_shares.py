@@ -68,6 +68,7 @@ class EntityCap:
         self._at = 0  # rows of the open window
         self._defaults: frozenset[Hashable] = frozenset()
         self.capped = 0  # rows left out of the category shares so far
+        self.rows = 0  # rows seen so far
 
     def counted(self, entities: Sequence[Hashable | None]) -> np.ndarray:
         """For each row (in stream order), whether it counts in the category shares."""
@@ -92,6 +93,7 @@ class EntityCap:
                 self._defaults = frozenset(e for e, c in counts.items() if c > limit)
                 self._counts, self._at = {}, 0
         self.capped += int(n - out.sum())
+        self.rows += n
         return out
 
 

@@ -101,6 +101,9 @@ class DriftCollector(Collector):
         warming = GaugeMetricFamily("mlstream_drift_warming_up",
                                     "1 while the monitor still learns the stream's dependence (no test runs).",
                                     labels=["model", "version"])
+        capped = GaugeMetricFamily("mlstream_drift_entity_capped_ratio",
+                                   "Share of the rows with entity ids left out of the entity-balanced category "
+                                   "shares (past their entity's cap).", labels=["model", "version"])
         summary = GaugeMetricFamily("mlstream_feature_summary",
                                     "Rolling summary statistic per feature, current window or reference.",
                                     labels=["model", "version", "feature", "stat", "source"])
@@ -114,6 +117,9 @@ class DriftCollector(Collector):
                     if value is not None:
                         fam.add_metric([mon.name, mon.version, feature], float(value))
             warming.add_metric([mon.name, mon.version], float(mon.drift.warming_up))
+            cap = mon.drift.entity_cap
+            if cap is not None and cap.rows:
+                capped.add_metric([mon.name, mon.version], cap.capped / cap.rows)
             if mon.estimate_validity.valid is not None:
                 valid.add_metric([mon.name, mon.version], float(mon.estimate_validity.valid))
             for feature, summ in mon.drift.summary().items():
@@ -134,4 +140,4 @@ class DriftCollector(Collector):
         yield from fams.values()
         yield from labelled.values()
         yield from estimated.values()
-        yield from (valid, warming, summary, shares)
+        yield from (valid, warming, capped, summary, shares)
