@@ -165,10 +165,10 @@ class FeatureBatch(msgspec.Struct, kw_only=True):
     >>> fb = FeatureBatch.from_arrays(partition=0, model="fraud", model_version="1",
     ...     event_ids=["a", "b"], ingest_ts_ms=np.array([5, 6]), event_ts=np.array([1.0, 2.0]),
     ...     scores=np.array([0.1, 0.9]), columns={"amount": np.array([3.5, np.nan]),
-    ...                                           "country": np.array(["DE", "FR"])})
+    ...                                           "country": np.array(["DE", "FR"])}, entity_ids=["u1", "u2"])
     >>> raw = encode(fb)
     >>> raw[raw.index(b'"scores"'):]
-    b'"scores":[0.1,0.9],"columns":{"amount":{"dtype":"float64","b64":"AAAAAAAADEAAAAAAAAD4fw=="},"country":["DE","FR"]}}'
+    b'"scores":[0.1,0.9],"columns":{"amount":{"dtype":"float64","b64":"AAAAAAAADEAAAAAAAAD4fw=="},"country":["DE","FR"]},"entity_ids":["u1","u2"]}'
     >>> kinds = {"amount": "numeric", "country": "categorical", "score": "numeric"}
     >>> cols = decode(raw, FeatureBatch).monitor_columns(kinds)
     >>> cols["amount"].tolist(), cols["country"], cols["score"].tolist()
