@@ -98,7 +98,8 @@ def drift() -> dashboard.Dashboard:
             .with_row(dashboard.Row("Rolling summaries: current window vs reference"))
             .with_panel(su.mean_shift()).with_panel(su.spread_ratio())
             .with_panel(su.quantile_shift()).with_panel(su.missing_rate())
-            .with_panel(su.category_shares()).with_panel(su.summary_table()))
+            .with_panel(su.category_shares()).with_panel(su.entity_capped())
+            .with_panel(su.summary_table()))
 
 
 def alerts() -> dashboard.Dashboard:

@@ -73,6 +73,16 @@ def category_shares() -> timeseries.Panel:
             .override_by_regexp(".* reference$", DASHED))
 
 
+def entity_capped() -> timeseries.Panel:
+    return per_model(default_timeseries("Rows past their entity's cap", "Share of the rows with entity "
+                               "ids that the entity-balanced category-share test leaves out (past 3 "
+                               "rows of one entity per 1,000): high when a few heavy entities send "
+                               "most of the traffic.", "percentunit")
+            .min(0).max(1)
+            .with_target(query(f"max by (version) (mlstream_drift_entity_capped_ratio{{{BOTH}}})",
+                               "version {{version}}")))
+
+
 def summary_table() -> table.Panel:
     def target(source: str, ref: str) -> prometheus.Dataquery:
         return query(stat(".*", source, "feature, stat"), ref=ref, fmt=PromQueryFormat.TABLE).instant()
