@@ -75,13 +75,22 @@ class SequentialDetectors(FeatureStates):
         fn, fc = len(self._num), len(self._cat)
         for j, ev in self._eshare.test_batch(counts, ~self._open_arr[fn : fn + fc]):  # type: ignore[union-attr]
             name = self._cat[j]
-            if self._open[name] or self._blocks - self._reset_at[name] < self._wblocks[0]:
+            if not self._may_open(name):
                 continue
-            cats = self.profile.categorical[name].categories
             slot = ev.pop("slot")
             fired.setdefault(name, []).append({
                 "feature": name, **ev, "window": self.settings.entity_batch_blocks * self.settings.block_size,
-                "design_effect": None, "score": f"share:{cats[slot]}" if slot < len(cats) else "share:__other__"})
+                "design_effect": None, "score": self._share_name(j, slot)})
+
+    def _may_open(self, name: str) -> bool:
+        """A sequential alarm counts for a feature out of drift whose last drift closed at least
+        the shortest window ago."""
+        return not self._open[name] and self._blocks - self._reset_at[name] >= self._wblocks[0]
+
+    def _share_name(self, j: int, slot: int) -> str:
+        """The score name of categorical feature ``j``'s share ``slot`` (its reference category)."""
+        cats = self.profile.categorical[self._cat[j]].categories
+        return f"share:{cats[slot]}" if slot < len(cats) else "share:__other__"
 
     def _cusum_segment(self, i0: int, seg: int, means: np.ndarray, weights: np.ndarray,
                        hours: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -211,7 +220,7 @@ class SequentialDetectors(FeatureStates):
         stat, shift, run, rows = cus.statistic(), cus.mean_shift(), cus.run, blocks * s.block_size
         for ch in np.flatnonzero(hit & (shift >= s.cusum_min_shift)):
             name = names[self._owner[ch]]
-            if self._open[name] or self._blocks - self._reset_at[name] < self._wblocks[0]:
+            if not self._may_open(name):
                 continue
             fired.setdefault(name, []).append({
                 "feature": name, "test": "cusum", "statistic": finite(stat[ch]), "threshold": finite(cus.h),
@@ -226,9 +235,7 @@ class SequentialDetectors(FeatureStates):
         for key, part in self._sl.items():
             if part.start <= ch < part.stop:
                 if key == "cprops":
-                    j, slot = divmod(ch - part.start, self._kc)
-                    cats = self.profile.categorical[self._cat[j]].categories
-                    return f"share:{cats[slot]}" if slot < len(cats) else "share:__other__"
+                    return self._share_name(*divmod(ch - part.start, self._kc))
                 return {"u": "location", "miss": "missing", "cmiss": "missing"}.get(key, key)  # spread: spread
         return "?"
 

@@ -170,7 +170,7 @@ class EntityShareTest:
         with np.errstate(invalid="ignore", divide="ignore"):
             shares = acc[:, :-1] / present[:, None]
         seen = present > 0
-        before = self._local_mean(shares.shape[1])
+        before = self._local_mean()
         ready = (self._nd >= self.min_batches - self.local) & (self._since >= self.local)
         out = self._tests(np.flatnonzero(ready & seen), shares, present, before)
         for j in np.flatnonzero(~learn & (self._count >= self.min_batches) & seen):
@@ -189,7 +189,7 @@ class EntityShareTest:
             self._since[js] += 1
         return out
 
-    def _local_mean(self, k: int) -> np.ndarray:
+    def _local_mean(self) -> np.ndarray:
         """Per feature, the mean shares of its last ``local`` learned batches (NaN before it has them)."""
         idx = (self._count[:, None] - self.local + np.arange(self.local)) % self.history
         with np.errstate(invalid="ignore"):
@@ -198,7 +198,7 @@ class EntityShareTest:
     def _near_history(self, j: int, p: np.ndarray, n: float) -> bool:
         """Every share of this batch within the history's own spread (daily cycle included) at ``leave_p``."""
         h = min(int(self._count[j]), self.history)
-        past = self._hist[j, :h] if h < self.history else self._hist[j]
+        past = self._hist[j, :h]  # the ring's filled part (order does not matter here)
         mu = past.mean(axis=0)
         var = np.maximum(past.var(axis=0, ddof=1), mu * (1.0 - mu) / n)
         used = mu * n >= 5
