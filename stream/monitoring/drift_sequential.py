@@ -52,6 +52,13 @@ class SequentialDetectors(FeatureStates):
         self._fast = Cusum(self._theta.size, s.cusum_block_k, alarm_level(
             erl / max(share, 1e-12) * fast_sides / s.block_size, s.cusum_block_k)) if s.cusum and s.cusum_block else None
         self._fast_mask = np.zeros(self._theta.size, dtype=bool)
+        # a block moves an indicator's statistic by at most k (a skewed block count is no alarm alone);
+        # a mid-rank or its spread is a mean of bounded scores, as light-tailed as a normal one, so one
+        # block far enough out may alarm by itself (a 1 sd step after 100 rows, not 200)
+        self._fast_clip = np.full(self._theta.size, 2.0 * s.cusum_block_k)
+        if self._fast is not None:
+            for key in ("u", "spread"):
+                self._fast_clip[sl[key]] = s.cusum_block_k + self._fast.h + 1.0
         self._fast_live = None  # _fast_mask without the channels of open states
         self._cus_sum, self._cus_w = np.zeros(self._theta.size), np.zeros(self._theta.size)
         self._cus_hours, self._cus_nblk = np.zeros(24), 0
@@ -152,7 +159,7 @@ class SequentialDetectors(FeatureStates):
             dev = dev - np.where(known, self._season_dev[np.maximum(h, 0)], 0.0)
             noise = np.where(known, self._season_var[np.maximum(h, 0)], 0.0)
         var = np.maximum(self._lr, self._g0) / np.where(ok, w, 1.0) + self._g0 / self._m + self._slow + noise
-        c = 2.0 * self.settings.cusum_block_k  # one block moves the statistic by at most k
+        c = self._fast_clip
         return np.clip(dev / np.sqrt(var), -c, c), dev / np.sqrt(self._g0), ok
 
     def _fast_step(self, z: np.ndarray, shift: np.ndarray, ok: np.ndarray, fired: dict[str, list[dict[str, Any]]]) -> None:

@@ -78,7 +78,9 @@ class DriftSettings:
         ``cusum_block_max_design`` and its slow wander adds at most a quarter to a block's
         variance (otherwise neighbouring blocks are not independent and only the batch CUSUM
         runs) and, for an indicator, its block count is near normal (10 effective rows on either
-        side). Reference value ``cusum_block_k``, block statistics clipped at twice it; it takes
+        side). Reference value ``cusum_block_k``; an indicator's block statistic is clipped at twice
+        it, a mid-rank's or spread's (means of bounded scores) at ``k + h + 1``, so one block far
+        enough out alarms by itself; it takes
         ``cusum_block_share`` of the CUSUMs' half of the false-alarm budget.
     seasonal, seasonal_min_rows, seasonal_memory_rows, seasonal_alpha, seasonal_reference_min_rows
         Learn a daily profile from event times (:class:`stream.monitoring.seasonal.SeasonalProfile`):
