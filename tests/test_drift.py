@@ -235,6 +235,20 @@ def test_a_strong_step_is_found_in_the_first_block_after_it() -> None:
     assert max(delays) <= 199 and sum(d <= 99 for d in delays) >= 3, delays
 
 
+def test_a_new_category_is_judged_at_its_own_size() -> None:
+    """The shortest window's Jensen-Shannon gate also reads its newest fifth: a category the
+    reference never saw, at 5 % of the rows, passes it ~100 rows after it appears, where over the
+    whole 500-row window it still reads 1 % (before: 199-299 rows on every seed)."""
+    from stream.tools.bench_drift import _run
+
+    delays = []
+    for seed in range(6):
+        _, _, res = _run(("new category 5%", "mlstream", seed, None, None))
+        assert res["detected"] and res["false_alarms"] == 0
+        delays.append(res["delay"])
+    assert max(delays) <= 299 and sum(d <= 199 for d in delays) >= 4 and min(delays) == 99, delays
+
+
 def test_false_alarms_within_budget_on_simulated_reference(profile: ReferenceProfile) -> None:
     from stream.monitoring.calibration import simulate_reference
 

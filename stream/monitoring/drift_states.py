@@ -40,7 +40,7 @@ class FeatureStates(WindowTests):
             sig = {t: (st[t] > crit[t]) & valid for t in crit}
             if not any(m.any() for m in sig.values()):
                 continue
-            eff = self.effects(w, group)
+            eff = self.gated_effects(w, group)
             for t, m in sig.items():
                 metric, thr = self.gate(group, t)
                 for j in np.flatnonzero(m & (eff[metric] >= thr)):

@@ -150,10 +150,19 @@ class LabelJoiner:
 
     def _relayout(self, cap: int) -> None:
         slots = self._pending_slots(self._head, self._next)
-        at = slots.tolist()
-        ids, tags = [self._ids[i] for i in at], [self._tags[i] for i in at]
+        k = len(slots)
+        # every serial still pending (as while the ring grows before labels come): they keep their
+        # numbers, so the index stands, and ids and tags move in slices, not one by one
+        kept = k == self._next - self._head
+        if kept:
+            ids, tags = [], []
+            for a, b, _ in self._spans(self._head, self._next):
+                ids += self._ids[a:b]
+                tags += self._tags[a:b]
+        else:
+            at = slots.tolist()
+            ids, tags = [self._ids[i] for i in at], [self._tags[i] for i in at]
         score, ts, row = self._score[slots], self._ts[slots], self._row[slots]
-        k = len(at)
         self._cap, self._head = cap, self._next - k
         self._score, self._ts = np.empty(cap), np.empty(cap)
         self._alive, self._row = np.zeros(cap, dtype=bool), np.zeros(cap, dtype=np.int64)
@@ -163,7 +172,8 @@ class LabelJoiner:
             self._score[c:d], self._ts[c:d], self._row[c:d] = score[j:j + d - c], ts[j:j + d - c], row[j:j + d - c]
             self._ids[c:d], self._tags[c:d] = ids[j:j + d - c], tags[j:j + d - c]
             self._alive[c:d] = True
-        self._index.update(zip(ids, range(self._head, self._next)))
+        if not kept:
+            self._index.update(zip(ids, range(self._head, self._next)))
 
     def _drop(self, hi: int) -> int:
         """Forget serials ``[head, hi)``; return how many of them were pending."""
