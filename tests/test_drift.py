@@ -249,6 +249,21 @@ def test_a_new_category_is_judged_at_its_own_size() -> None:
     assert max(delays) <= 299 and sum(d <= 199 for d in delays) >= 4 and min(delays) == 99, delays
 
 
+@pytest.mark.parametrize("stream", ["category mix", "variance x2"])
+def test_block_tests_see_a_mix_and_a_scale_in_two_blocks(stream: str) -> None:
+    """A category mix spread over several categories (0.4/0.3/0.2/0.1 turned uniform) adds up in
+    the block chi-square, and a variance x2 in Klotz's spread score: on half the seeds or more both
+    are found 199 rows after the change (before: one seed in six each, 299-599 on the others)."""
+    from stream.tools.bench_drift import _run
+
+    delays = []
+    for seed in range(6):
+        _, _, res = _run((stream, "mlstream", seed, None, None))
+        assert res["detected"] and res["false_alarms"] == 0
+        delays.append(res["delay"])
+    assert sum(d <= 199 for d in delays) >= 3, delays
+
+
 def test_false_alarms_within_budget_on_simulated_reference(profile: ReferenceProfile) -> None:
     from stream.monitoring.calibration import simulate_reference
 

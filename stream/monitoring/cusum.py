@@ -54,8 +54,9 @@ def run_length(h: float, k: float) -> float:
 class Cusum:
     """Two-sided CUSUM per channel, with the run's mean shift for an effect-size gate."""
 
-    def __init__(self, n_channels: int, k: float, h: float) -> None:
+    def __init__(self, n_channels: int, k: float, h: float, *, upper_only: bool = False) -> None:
         self.k, self.h = float(k), float(h)
+        self.upper_only = upper_only  # a statistic whose low values are no evidence (a chi-square)
         self.pos = np.zeros(n_channels)
         self.neg = np.zeros(n_channels)
         self.shift_sum = np.zeros(n_channels)  # sum of (standardised-by-sd) deviations over the run
@@ -71,6 +72,8 @@ class Cusum:
         neg = self.neg - z
         neg -= self.k
         np.maximum(0.0, neg, out=neg)
+        if self.upper_only:
+            neg[:] = 0.0
         idle = pos + neg == 0  # both zero: neither is negative
         if active is not None:
             off = ~active

@@ -207,7 +207,7 @@ class DriftMonitor(RowIngest):
         # a constant reference feature has no spread: floor it as a share seen in half a row
         g0[ju] = np.maximum((p * (self._uref - 0.5) ** 2).sum(axis=1), 0.25 / self._m[ju])
         js = self._sl["spread"]
-        g0[js] = np.maximum((p * (np.abs(self._uref - 0.5) - theta[js][:, None]) ** 2).sum(axis=1), 0.25 / self._m[js])
+        g0[js] = np.maximum((p * (ds.spread_score(self._uref) - theta[js][:, None]) ** 2).sum(axis=1), 0.25 / self._m[js])
         if npairs:
             g0[self._sl["psi"]] = (1 - self._rho[self._pairs] ** 2) ** 2
         theta[self._sl["psi"]] = 0.0
@@ -308,7 +308,7 @@ class DriftMonitor(RowIngest):
             if self._blocks in cus:
                 self._cusum_step(*cus[self._blocks], fired)
             if fast is not None:
-                self._fast_step(fast[0][j], fast[1][j], fast[2][j], fired)
+                self._fast_step(fast, j, fired)
             if j in ent:
                 self._entity_step(ent[j], fired)
             events += self._transition(start + (i + 1) * b - 1, fired)

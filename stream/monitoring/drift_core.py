@@ -108,6 +108,7 @@ class MonitorCore:
     _fast: Cusum | None
     _fast_mask: np.ndarray
     _fast_live: np.ndarray | None
+    _mix: Cusum | None
     _score_j: int
     _detector: Any
 

@@ -37,7 +37,11 @@ class SequentialDetectors(FeatureStates):
         mask[sl["spread"]] = False
         self._cus_mask = mask
         rows, sides = s.cusum_blocks * s.block_size, max(2 * int(mask.sum()), 1)
-        fast_sides = max(2 * int(self._fast_candidates.sum()), 1)
+        fc, kc = len(self._cat), self._kc
+        self._mix_seen = (self._theta[sl["cprops"]] > 0).reshape(fc, kc)
+        self._mix_df = np.maximum(self._mix_seen.sum(axis=1) - 1, 1)
+        mixed = int((self._mix_seen.sum(axis=1) >= 2).sum())  # features with a mix to watch: one side each
+        fast_sides = max(2 * int(self._fast_candidates.sum()) + mixed, 1)
         share = s.cusum_block_share if s.cusum_block else 0.0  # the block CUSUM's part of the budget
         arl = erl / (1.0 - share) * sides / rows  # per channel and side, in batches
         self._cusum = Cusum(self._theta.size, s.cusum_k, alarm_level(arl, s.cusum_k)) if s.cusum else None
@@ -52,14 +56,21 @@ class SequentialDetectors(FeatureStates):
         self._fast = Cusum(self._theta.size, s.cusum_block_k, alarm_level(
             erl / max(share, 1e-12) * fast_sides / s.block_size, s.cusum_block_k)) if s.cusum and s.cusum_block else None
         self._fast_mask = np.zeros(self._theta.size, dtype=bool)
-        # a block moves an indicator's statistic by at most k (a skewed block count is no alarm alone);
-        # a mid-rank or its spread is a mean of bounded scores, as light-tailed as a normal one, so one
-        # block far enough out may alarm by itself (a 1 sd step after 100 rows, not 200)
+        # a block moves a share's or a spread's statistic by at most k (a skewed block mean is no alarm
+        # alone: a burst of one entity fills a block's tails); a mid-rank is a mean of bounded,
+        # symmetric scores, as light-tailed as a normal one, so one block far enough out may alarm by
+        # itself (a 1 sd step after 100 rows, not 200)
         self._fast_clip = np.full(self._theta.size, 2.0 * s.cusum_block_k)
         if self._fast is not None:
-            for key in ("u", "spread"):
-                self._fast_clip[sl[key]] = s.cusum_block_k + self._fast.h + 1.0
+            self._fast_clip[sl["u"]] = s.cusum_block_k + self._fast.h + 1.0
         self._fast_live = None  # _fast_mask without the channels of open states
+        # each categorical feature's mix in one block (Pearson's X^2 over the reference's categories,
+        # Wilson-Hilferty normal): a change spread over several categories adds up there, while each
+        # share's own CUSUM sees only its part (a 0.4/0.3/0.2/0.1 mix turned uniform: 199 rows, not 299-499)
+        self._mix = (Cusum(fc, s.cusum_block_k, self._fast.h, upper_only=True)
+                     if self._fast is not None and mixed else None)
+        self._mix_gate = np.zeros(fc, dtype=bool)
+        self._mix_design = np.ones(fc)
         self._cus_sum, self._cus_w = np.zeros(self._theta.size), np.zeros(self._theta.size)
         self._cus_hours, self._cus_nblk = np.zeros(24), 0
 
@@ -139,14 +150,27 @@ class SequentialDetectors(FeatureStates):
             rows = s.block_size / np.maximum(design, 1.0)
             normal = (np.minimum(self._theta, 1.0 - self._theta) * rows >= 10.0)
             normal[self._sl["u"]] = normal[self._sl["spread"]] = True
+            # a feature's spread reads the same values as its mid-rank: bursts of one entity's level
+            # show as the mid-rank's dependence and push the spread up, block after block
+            d_spread = np.maximum(design[self._sl["spread"]], design[self._sl["u"]])
+            design = design.copy()
+            design[self._sl["spread"]] = d_spread
             self._fast_mask = self._fast_candidates & (design <= s.cusum_block_max_design) & quiet & normal
             self._fast_live = None
+            if self._mix is not None:  # every category of the reference in the block regime, expecting 5 rows
+                fc, cp, seen = len(self._cat), self._sl["cprops"], self._mix_seen
+                ok = (self._fast_candidates & (design <= s.cusum_block_max_design) & quiet
+                      & (self._theta * rows >= 5.0))[cp].reshape(fc, -1)
+                self._mix_gate = (ok | ~seen).all(axis=1) & (seen.sum(axis=1) >= 2)
+                d = np.maximum(design[cp].reshape(fc, -1), 1.0)
+                self._mix_design = np.where(seen, d, 0.0).sum(axis=1) / np.maximum(seen.sum(axis=1), 1)
 
     def _fast_z(self, sl: slice, means: np.ndarray, weights: np.ndarray,
-                hours: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """Standardised block means (clipped), their deviations in score sd and validity, for the
+                hours: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any] | None:
+        """Standardised block means (clipped), their deviations in score sd and validity, and the
+        category mixes' statistics (:meth:`_mix_z`, None when no feature is watched), for the
         block CUSUM over the blocks ``sl`` of a segment (None when it watches nothing)."""
-        if self._fast is None or not self._fast_ready or not self._fast_mask.any():
+        if self._fast is None or not self._fast_ready or not (self._fast_mask.any() or self._mix_gate.any()):
             return None
         w = weights[sl]
         ok = w > 0
@@ -160,17 +184,60 @@ class SequentialDetectors(FeatureStates):
             noise = np.where(known, self._season_var[np.maximum(h, 0)], 0.0)
         var = np.maximum(self._lr, self._g0) / np.where(ok, w, 1.0) + self._g0 / self._m + self._slow + noise
         c = self._fast_clip
-        return np.clip(dev / np.sqrt(var), -c, c), dev / np.sqrt(self._g0), ok
+        mix = self._mix_z(means[sl], weights[sl]) if self._mix_gate.any() else None
+        return np.clip(dev / np.sqrt(var), -c, c), dev / np.sqrt(self._g0), ok, mix
 
-    def _fast_step(self, z: np.ndarray, shift: np.ndarray, ok: np.ndarray, fired: dict[str, list[dict[str, Any]]]) -> None:
-        """One block of the block CUSUM (features in drift sit out)."""
+    def _mix_z(self, means: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per block and categorical feature: Pearson's X^2 of the block's category mix against the
+        reference (the categories it saw), over the feature's design effect (first-order
+        Rao-Scott), as a Wilson-Hilferty normal deviate clipped at 2k (a chi-square's upper tail
+        is long); the unbiased squared effect (Cohen's w^2) for the gate; validity."""
+        cp, fc, seen, df = self._sl["cprops"], len(self._cat), self._mix_seen, self._mix_df
+        nb = means.shape[0]
+        p = np.where(seen, self._theta[cp].reshape(fc, -1), 1.0)
+        q = nan_to_num(means[:, cp]).reshape(nb, fc, -1)
+        n = weights[:, cp].reshape(nb, fc, -1)[:, :, 0]
+        x2 = n * np.where(seen, (q - p) ** 2 / p, 0.0).sum(axis=-1)
+        v = 2.0 / (9.0 * df)
+        z = (np.cbrt(x2 / self._mix_design / df) - (1.0 - v)) / np.sqrt(v)
+        c = 2.0 * self.settings.cusum_block_k
+        return np.clip(z, -c, c), (x2 - df) / np.maximum(n, 1.0), n > 0
+
+    def _fast_step(self, fast: tuple[Any, ...], j: int, fired: dict[str, list[dict[str, Any]]]) -> None:
+        """Block ``j`` of what ``_fast_z`` returned, through the block CUSUM and the category-mix
+        CUSUM (features in drift sit out)."""
         cus = self._fast
         assert cus is not None  # _fast_z returned statistics
         if self._fast_live is None:  # kept until a state or the gate changes
             self._fast_live = self._fast_mask & ~self._open_arr[self._owner]
-        hit = cus.step(z, shift, self._fast_live & ok)
+        hit = cus.step(fast[0][j], fast[1][j], self._fast_live & fast[2][j])
         if hit.any():
             self._fire_cusum(hit, cus, 1, fired)
+        if fast[3] is not None and self._mix is not None:
+            z, w2, ok = (a[j] for a in fast[3])
+            fn = len(self._num)
+            hit = self._mix.step(z, w2, self._mix_gate & ~self._open_arr[fn : fn + len(self._cat)] & ok)
+            if hit.any():
+                self._fire_mix(hit, fired)
+
+    def _fire_mix(self, hit: np.ndarray, fired: dict[str, list[dict[str, Any]]]) -> None:
+        """Category-mix alarms of features not in drift whose run's effect (Cohen's w: the root of
+        the run's mean unbiased w^2 per block) passes ``cusum_min_shift``."""
+        s, mix = self.settings, self._mix
+        assert mix is not None  # called from _fast_step with it
+        stat, run = mix.statistic(), mix.run
+        w = np.sqrt(np.maximum(mix.shift_sum / np.maximum(run, 1.0), 0.0))
+        for j in np.flatnonzero(hit & (w >= s.cusum_min_shift)):
+            name = self._cat[j]
+            if not self._may_open(name):
+                continue
+            fired.setdefault(name, []).append({
+                "feature": name, "test": "cusum", "statistic": finite(stat[j]), "threshold": finite(mix.h),
+                "alpha": 1.0 / run_length(mix.h, mix.k), "p_value": min(1.0 / run_length(float(stat[j]), mix.k), 1.0),
+                "effect_metric": "cohens_w", "effect_size": finite(w[j]), "effect_threshold": s.cusum_min_shift,
+                "window": int(run[j]) * s.block_size, "n": int(run[j]) * s.block_size, "batch_rows": s.block_size,
+                "reference": "profile", "n_reference": int(self._m[self._sl["cmiss"]][j]),
+                "design_effect": finite(self._mix_design[j]), "score": "mix"})
 
     def _cusum_gate(self) -> None:
         """Shares whose batch CUSUM runs on long batches (at every refresh): a design effect past

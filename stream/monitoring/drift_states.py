@@ -149,6 +149,8 @@ class FeatureStates(WindowTests):
         for cus in (self._cusum, self._cusum_long, self._fast):  # its CUSUMs start afresh
             if cus is not None:
                 cus.reset(self._owner == j)
+        if self._mix is not None and name in self._cat:
+            self._mix.reset(np.array([c == name for c in self._cat]))
         if not state and self._eshare is not None and name in self._cat:  # its own level may have moved
             self._eshare.reset(self._cat.index(name))
 

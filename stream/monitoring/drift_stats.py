@@ -47,6 +47,7 @@ __all__ = [
     "numeric_window_stats",
     "p_value",
     "psi",
+    "spread_score",
     "two_proportion_z",
     "wasserstein",
 ]
@@ -343,6 +344,20 @@ def p_value(test: str, statistic: float, n: float, n_ref: float, aux: float | No
     return float(2.0 * special.ndtr(-abs(statistic)))
 
 
+def spread_score(u: np.ndarray) -> np.ndarray:
+    """The spread score of reference mid-ranks ``u``: Klotz's squared normal score
+    ``ndtri(u)^2``, the most efficient rank score for a change of scale (1 under the reference,
+    whatever the feature's distribution). On 20 quantile bins a variance x2 moves its mean by
+    0.48 sd per row against 0.36 for ``|u - 1/2|`` (Ansari-Bradley), which in turn sees a
+    flatter shape at the same variance better (0.20 against 0.07 sd); shape is left to the
+    window tests. ``u`` is clipped to keep an empty bin's score finite.
+
+    >>> spread_score(np.array([0.5, 0.8413447, 0.0])).round(2).tolist()
+    [0.0, 1.0, 13.83]
+    """
+    return special.ndtri(np.clip(u, 1e-4, 1.0 - 1e-4)) ** 2
+
+
 def channel_means(num: np.ndarray, cat: np.ndarray, corr: np.ndarray | None, uref: np.ndarray, rho: np.ndarray,
                   pairs: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Window (or block) means of every per-row score the tests use, and their weights.
@@ -351,8 +366,8 @@ def channel_means(num: np.ndarray, cat: np.ndarray, corr: np.ndarray | None, ure
     feature, slot + missing]`` counts; ``corr``: ``[..., 4, f, f]`` pairwise-complete sums
     (rows, sum, sum of squares, cross products) of the bins' normal scores, or None.
     The scores, in this order along the last axis: numeric bin indicators, cumulative bin
-    indicators (all but the last bin), mid-rank ``u`` (``uref`` per bin), spread ``|u - 1/2|``
-    (scale and shape changes at the same location), missing indicator;
+    indicators (all but the last bin), mid-rank ``u`` (``uref`` per bin), spread
+    (:func:`spread_score` of ``u``: a change of scale at the same location), missing indicator;
     categorical slot indicators, missing indicator; per pair ``psi = zx zy - rho (zx^2 + zy^2) / 2``
     (the linearised correlation). Empty groups give NaN means with weight 0.
 
@@ -362,7 +377,7 @@ def channel_means(num: np.ndarray, cat: np.ndarray, corr: np.ndarray | None, ure
     >>> cat = np.zeros((1, 0, 2))
     >>> m, w = channel_means(num, cat, None, np.array([[0.25, 0.75]]), np.zeros((1, 1)), (np.array([], int),) * 2)
     >>> m.round(3).tolist(), w.tolist()
-    ([[0.75, 0.25, 0.75, 0.375, 0.25, 0.0]], [[4.0, 4.0, 4.0, 4.0, 4.0, 4.0]])
+    ([[0.75, 0.25, 0.75, 0.375, 0.455, 0.0]], [[4.0, 4.0, 4.0, 4.0, 4.0, 4.0]])
     """
     k = num.shape[-1] - 1
     lead = num.shape[:-2]
@@ -371,7 +386,7 @@ def channel_means(num: np.ndarray, cat: np.ndarray, corr: np.ndarray | None, ure
         props = num[..., :k] / present[..., None]
         cum = np.cumsum(props, axis=-1)[..., : k - 1]
         u = (props * uref).sum(axis=-1)
-        spread = (props * np.abs(uref - 0.5)).sum(axis=-1)
+        spread = (props * spread_score(uref)).sum(axis=-1)
         rows = present + num[..., k]
         miss = num[..., k] / rows
         kc = cat.shape[-1] - 1
