@@ -208,8 +208,10 @@ class FeatureBatch(msgspec.Struct, kw_only=True):
         if self.entity_ids is not None:
             lengths.append(("entity ids", self.entity_ids))
         for name, col in [*lengths, *self.columns.items()]:
-            if isinstance(col, dict):  # packed by from_arrays: n values take 4 * ceil(8n / 3) characters
-                rows = n if len(col["b64"]) == 4 * -(-8 * n // 3) else _packed_rows(col["b64"])
+            if isinstance(col, (dict, PackedFloats)):  # packed: n values take 4 * ceil(8n / 3) characters
+                # (from_arrays passes the dict orjson writes; a decoded one is whole float64 values)
+                b64 = col["b64"] if isinstance(col, dict) else col.b64
+                rows = n if len(b64) == 4 * -(-8 * n // 3) else _packed_rows(b64)
             else:
                 rows = len(col)
             if rows != n:
@@ -234,8 +236,8 @@ class FeatureBatch(msgspec.Struct, kw_only=True):
 
     def monitor_columns(self, kinds: Mapping[str, str]) -> dict[str, Any]:
         """The columns the monitor tests (``kinds`` from the reference profile), score included:
-        numeric ones as float arrays (null -> NaN), categorical ones as lists.
-        A column the batch lacks raises ``KeyError``."""
+        numeric ones as float arrays (null -> NaN), categorical ones as lists (the batch's own,
+        not copied: a copy touches every string again). A column the batch lacks raises ``KeyError``."""
         out: dict[str, Any] = {}
         for name, kind in kinds.items():
             if name == SCORE_COLUMN:
@@ -247,7 +249,7 @@ class FeatureBatch(msgspec.Struct, kw_only=True):
             elif kind == "numeric":
                 out[name] = np.array(col, dtype=np.float64)
             else:
-                out[name] = list(col)
+                out[name] = col
         return out
 
     def column(self, name: str) -> list[Any]:

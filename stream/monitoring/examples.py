@@ -52,8 +52,9 @@ def scored_rows(model: str, version: str, kinds: dict[str, str], cols: dict[str,
     """Tags pointing each prediction of a feature batch at its model inputs, when it carries them."""
     if X is None:
         return None
-    cats = {k: list(v) for k, v in cols.items() if kinds.get(k) == "categorical"}
-    return ScoredRows(model, version, list(event_ids), X, ts, cats)
+    cats = {k: list(v) for k, v in cols.items() if kinds.get(k) == "categorical"}  # the tests get the columns
+    # the ids are only read (a batch's own list is not copied: that touches every string again)
+    return ScoredRows(model, version, event_ids if type(event_ids) is list else list(event_ids), X, ts, cats)
 
 
 def labelled_example(tag: tuple[ScoredRows, int], score: float, label: float,

@@ -198,7 +198,8 @@ class LabelJoiner:
         with the prediction, read only for those that join: the tags of the predictions joined
         now are appended to ``joined``, in the order of the returned arrays."""
         self.expire(ts)
-        ids = list(event_ids)
+        # read only (the ring stores slices): a list is not copied, its strings not touched again
+        ids = event_ids if type(event_ids) is list else list(event_ids)
         values = np.asarray(scores, dtype=float).reshape(-1)
         if len(values) != len(ids):
             raise ValueError(f"{len(ids)} event ids but {len(values)} scores")

@@ -28,7 +28,9 @@ class _Held:
     pos: int = 0
 
 
-def _slice(columns: Mapping[str, Any], lo: int, hi: int) -> dict[str, Any]:
+def _slice(columns: Mapping[str, Any], lo: int, hi: int, rows: int) -> dict[str, Any]:
+    if lo == 0 and hi == rows:  # released whole (the common case): its columns as they came, uncopied
+        return dict(columns)
     return {k: v[lo:hi] for k, v in columns.items()}
 
 
@@ -103,7 +105,7 @@ class PartitionMerger:
                 if forced:
                     k = len(rest)
                 if k:
-                    out.append((rest[:k], _slice(h.columns, h.pos, h.pos + k), h.meta))
+                    out.append((rest[:k], _slice(h.columns, h.pos, h.pos + k, len(h.ts)), h.meta))
                     h.pos += k
                     self.rows -= k
                 if h.pos < len(h.ts):

@@ -140,10 +140,11 @@ class MonitorProcessor:
         newest = max(batch.ingest_ts_ms, default=0)
         if newest >= self.serving.get(mon.name, (0, ""))[0]:
             self.serving[mon.name] = (newest, mon.version)
-        tags = scored_rows(mon.name, mon.version, mon.kinds, cols, cols[EVENT_IDS], ts, X)
+        event_ids = cols.pop(EVENT_IDS)  # taken by the label join here: the drift tests never read them
+        tags = scored_rows(mon.name, mon.version, mon.kinds, cols, event_ids, ts, X)
         # the label join needs no ordering: predictions join it on arrival
         joined: list[Any] = []
-        early = self.joiner.add_predictions(cols[EVENT_IDS], np.asarray(cols[SCORE_COLUMN], dtype=np.float64),
+        early = self.joiner.add_predictions(event_ids, np.asarray(cols[SCORE_COLUMN], dtype=np.float64),
                                             time.time(), tags=tags, joined=joined)
         if len(early[0]):
             self._early_matches.append((*early, joined))
