@@ -71,17 +71,22 @@ class DriftSettings:
         batches just before it, with the noise measured on the last ``entity_history`` batches
         (from ``entity_min_batches`` on); it takes
         ``entity_share_budget`` of the false-alarm budget. ``entity_max_rows = 0`` turns it off.
-        The reference-based tests count every row.
+        The reference-based tests count every row; a share bursty enough for long batches leaves
+        the batch CUSUMs to this test (summed against the reference, the bursts' skew alone
+        opened false drifts).
     cusum_block, cusum_block_k, cusum_block_max_design, cusum_block_share
         A second CUSUM on single blocks, for sharp changes on traffic whose rows are nearly
         independent: it watches a channel only while its measured design effect is at most
         ``cusum_block_max_design`` and its slow wander adds at most a quarter to a block's
         variance (otherwise neighbouring blocks are not independent and only the batch CUSUM
         runs) and, for an indicator, its block count is near normal (10 effective rows on either
-        side). Reference value ``cusum_block_k``; an indicator's block statistic is clipped at twice
-        it, a mid-rank's or spread's (means of bounded scores) at ``k + h + 1``, so one block far
-        enough out alarms by itself; it takes
-        ``cusum_block_share`` of the CUSUMs' half of the false-alarm budget.
+        side); a spread (Klotz's squared normal score of the mid-rank) only while its mid-rank is
+        in that regime too. Reference value ``cusum_block_k``; a block statistic is clipped at
+        twice it, a mid-rank's (a mean of bounded, symmetric scores) at ``k + h + 1``, so one
+        block far enough out alarms by itself. Beside it, each categorical feature's mix of one
+        block (Pearson's X^2 over the reference's categories, Rao-Scott, Wilson-Hilferty normal;
+        every category expecting 5 effective rows) runs a one-sided CUSUM at the same level. It
+        takes ``cusum_block_share`` of the CUSUMs' half of the false-alarm budget.
     seasonal, seasonal_min_rows, seasonal_memory_rows, seasonal_alpha, seasonal_reference_min_rows
         Learn a daily profile from event times (:class:`stream.monitoring.seasonal.SeasonalProfile`):
         rows every hour of the day needs before it is used, rows of memory per hour, and
