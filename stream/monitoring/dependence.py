@@ -173,6 +173,10 @@ class DependenceTracker:
         ``times`` the batches an estimate needs)."""
         return bool(self._count[-1 if all_scales else 0] >= times * self.min_batches)
 
+    def ready_scale(self, i: int) -> bool:
+        """Scale ``i`` has the batches an estimate needs."""
+        return bool(self._count[i] >= self.min_batches)
+
     def _scale_estimate(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(long-run variance per row, number of usable differences) at scale ``i``."""
         if self._cache[i] is None:

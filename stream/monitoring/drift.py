@@ -152,6 +152,7 @@ class DriftMonitor(RowIngest):
             self.seasonal.seed(*ds.channel_means(*hourly, None, self._uref, self._rho, self._pairs),  # type: ignore[union-attr]
                                s.seasonal_reference_min_rows)
         self._ready = self._cusum_ready = self._fast_ready = False
+        self._window_known = [False] * len(s.windows)
         self._season_dev: np.ndarray | None = None
         self._season_var: np.ndarray | None = None
         self._lr = self._g0.copy()
@@ -278,6 +279,8 @@ class DriftMonitor(RowIngest):
             ats: list[int] = []
             wis: list[int] = []
             for w, (nbk, step) in enumerate(zip(self._wblocks, self._sblocks, strict=True)):
+                if not self._window_known[w]:
+                    continue
                 for c in range(c0 + 1, c0 + seg + 1):
                     if c % step == 0 and c >= nbk:
                         checks.setdefault(c, {})[w] = latest[w] = len(ats)
@@ -342,6 +345,13 @@ class DriftMonitor(RowIngest):
         # the history a window test needs (bursts of one entity are rare early on; still before
         # the shorter window tests could miss what a change at 10,000 rows does)
         self._fast_ready = self.tracker.ready(times=2)
+        # a window's variance needs the stream's dependence at lags near its length: it is tested once
+        # the dependence scale of a tenth of its rows (or the shortest) has its batches (8,000 rows:
+        # the 800-row scale, from 12,800 rows on; before, 800-row bursts read as independent there)
+        scale_rows = [sc * self.settings.block_size for sc in self.settings.dependence_scales]
+        ready = [self.tracker.ready_scale(i) for i in range(len(scale_rows))]
+        self._window_known = [ready[max([i for i, r in enumerate(scale_rows) if r <= w // 10] or [0])]
+                              for w in self.settings.windows]
         if self.seasonal is not None:  # the daily profile, judged on short-range noise (blind to the cycle)
             dev, use = self.seasonal.centred(self.tracker.short_range(self._g0))
             self.tracker.set_seasonal(dev if use.any() else None)

@@ -103,6 +103,7 @@ class MonitorCore:
     _cus_nblk: int
     _cusum_long: Cusum | None
     _long_mask: np.ndarray
+    _window_known: list[bool]
     _cus_off: np.ndarray
     _shares: np.ndarray
     _long_acc: list[Any]
