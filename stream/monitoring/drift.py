@@ -339,7 +339,13 @@ class DriftMonitor(RowIngest):
 
     def _estimates(self) -> None:
         """Refresh the dependence, slow and seasonal estimates (every ``refresh_blocks`` blocks)."""
-        self._ready = self.tracker.ready()
+        # rows in runs of one entity (entity ids given, past their cap): dependence as long as a run is
+        # not measurable from the first few runs (a design effect of 1-2 read where it is 10-40), so the
+        # window tests wait for twice the warm-up, as the block CUSUM does
+        cap = self.entity_cap
+        clustered = (cap is not None and self._entities_given and cap.capped > self.settings.entity_clustered
+                     * cap.rows)
+        self._ready = self.tracker.ready(times=2 if clustered else 1)
         self._cusum_ready = self.tracker.ready(all_scales=True)
         # the block CUSUM adds up small biases of blocks it takes as independent: it waits for twice
         # the history a window test needs (bursts of one entity are rare early on; still before
