@@ -349,8 +349,9 @@ class DriftMonitor(RowIngest):
         self._cusum_ready = self.tracker.ready(all_scales=True)
         # the block CUSUM adds up small biases of blocks it takes as independent: it waits for twice
         # the history a window test needs (bursts of one entity are rare early on; still before
-        # the shorter window tests could miss what a change at 10,000 rows does)
-        self._fast_ready = self.tracker.ready(times=2)
+        # the shorter window tests could miss what a change at 10,000 rows does), and twice that
+        # when entity ids show runs
+        self._fast_ready = self.tracker.ready(times=4 if clustered else 2)
         # a window's variance needs the stream's dependence at lags near its length: it is tested once
         # the dependence scale of a tenth of its rows (or the shortest) has its batches (8,000 rows:
         # the 800-row scale, from 12,800 rows on; before, 800-row bursts read as independent there)
