@@ -20,10 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from stream.examples.traffic import FEATURES, generate
-from stream.monitoring.drift import DriftMonitor
-from stream.monitoring.profile import ReferenceProfile
-from stream.tools.bench_realistic import AFTER, CHANGE, DRIFT_FEATURE, REF_ROWS, _open_share
+from stream.examples.traffic import generate, random_process
+from stream.tools.bench_realistic import AFTER, CHANGE, DRIFT_FEATURE, REF_ROWS, _open_share, replay_events
 
 PROCESSES: dict[str, dict[str, Any]] = {"default": {}, "none": {},
                                         "skewed": {"population_seed": 3, "n_entities": 10, "burst_share": 0.3}}
@@ -32,12 +30,7 @@ PROCESSES: dict[str, dict[str, Any]] = {"default": {}, "none": {},
 def run(scenario: str, seed: int, drift: str | None, n: int, entities: bool, **process: Any) -> tuple[Any, ...]:
     cols = generate(scenario, n, seed=seed, drift=drift, drift_at=CHANGE if drift else None, **process)
     ref = generate(scenario, REF_ROWS, seed=seed + 10_000, iid=True, **process)
-    mon = DriftMonitor(ReferenceProfile.from_columns({k: ref[k] for k in FEATURES}, FEATURES, seed=0,
-                                                     event_ts=ref["ts"]))
-    events = []
-    for s in range(0, n, 10_000):
-        events += mon.update_batch({k: cols[k][s : s + 10_000] for k in FEATURES}, ts=cols["ts"][s : s + 10_000],
-                                   entities=cols["entity"][s : s + 10_000] if entities else None)
+    events = replay_events(cols, ref, n, entities)
     before, _, openings = _open_share(events, n, DRIFT_FEATURE.get(drift or ""))
     delay = next((o - CHANGE for o in openings if o >= CHANGE), None) if drift else None
     first = [(e.index, e.features, e.evidence[0].get("test")) for e in events if e.kind != "drift_resolved"][:3]
@@ -48,10 +41,7 @@ def random_streams(seed: int, count: int) -> None:
     """``count`` mixed streams with the generator's parameters drawn at random (README)."""
     rng = np.random.default_rng(seed)
     for i in range(count):
-        process = dict(events_per_day=int(rng.integers(10_000, 100_000)), phi=float(rng.uniform(0.8, 0.95)),
-                       season_sd=float(rng.uniform(0.3, 0.7)), burst_share=float(rng.uniform(0.1, 0.3)),
-                       n_entities=int(rng.integers(10, 80)), entity_sd=float(rng.uniform(0.3, 0.8)),
-                       population_seed=int(rng.integers(0, 1000)))
+        process = random_process(rng)
         s = int(rng.integers(0, 10**6))
         stationary = run("mixed", s, None, 200_000, True, **process)
         drift = run("mixed", s, "category_share", CHANGE + AFTER, True, **process)

@@ -19,10 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from stream.examples.traffic import FEATURES, generate
-from stream.monitoring.drift import DriftMonitor
-from stream.monitoring.profile import ReferenceProfile
-from stream.tools.bench_realistic import REF_ROWS
+from stream.examples.traffic import generate, random_process
+from stream.tools.bench_realistic import REF_ROWS, replay_events
 
 SCENARIOS = ("seasonal", "autocorrelated", "bursty", "heavy_tailed", "mixed")
 EVENTS = 200_000
@@ -32,14 +30,8 @@ def run(task: tuple[str, str, int, dict[str, Any], bool]) -> tuple[str, list[tup
     label, scenario, seed, process, entities = task
     cols = generate(scenario, EVENTS, seed=seed, **process)
     ref = generate(scenario, REF_ROWS, seed=seed + 10_000, iid=True, **process)
-    mon = DriftMonitor(ReferenceProfile.from_columns({k: ref[k] for k in FEATURES}, FEATURES, seed=0,
-                                                     event_ts=ref["ts"]))
-    events = []
-    for a in range(0, EVENTS, 10_000):
-        events += mon.update_batch({k: cols[k][a : a + 10_000] for k in FEATURES}, ts=cols["ts"][a : a + 10_000],
-                                   entities=cols["entity"][a : a + 10_000] if entities else None)
     return label, [(e.index, e.features, e.evidence[0].get("test"), e.evidence[0].get("score"))
-                   for e in events if e.kind != "drift_resolved"]
+                   for e in replay_events(cols, ref, EVENTS, entities) if e.kind != "drift_resolved"]
 
 
 def tasks(mode: str, lo: int, hi: int, entities: bool) -> list[tuple[str, str, int, dict[str, Any], bool]]:
@@ -48,10 +40,7 @@ def tasks(mode: str, lo: int, hi: int, entities: bool) -> list[tuple[str, str, i
     rng = np.random.default_rng(lo)  # random: seed lo, hi streams
     out = []
     for i in range(hi):
-        process = dict(events_per_day=int(rng.integers(10_000, 100_000)), phi=float(rng.uniform(0.8, 0.95)),
-                       season_sd=float(rng.uniform(0.3, 0.7)), burst_share=float(rng.uniform(0.1, 0.3)),
-                       n_entities=int(rng.integers(10, 80)), entity_sd=float(rng.uniform(0.3, 0.8)),
-                       population_seed=int(rng.integers(0, 1000)))
+        process = random_process(rng)
         seed = int(rng.integers(0, 10**6))
         out.append((f"random {i} seed={seed} {process}", "mixed", seed, process, entities))
     return out

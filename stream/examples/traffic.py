@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DRIFTS", "FEATURES", "SCENARIOS", "generate", "write_jsonl"]
+__all__ = ["DRIFTS", "FEATURES", "SCENARIOS", "generate", "random_process", "write_jsonl"]
 
 SCENARIOS = {
     "iid": (),
@@ -153,6 +153,20 @@ def generate(scenario: str, n: int, seed: int = 0, *, iid: bool = False, drift: 
     user = np.char.add("u", rng.integers(0, USERS, n).astype(str))
     entity = np.where(in_burst, np.char.add("h", who.astype(str)), user).tolist()
     return {"x": x, "y": y, "amount": amount, "c": CATS[code].tolist(), "ts": ts, "entity": entity, "error": error}
+
+
+def random_process(rng: np.random.Generator) -> dict[str, Any]:
+    """Keyword arguments of :func:`generate` drawn over the ranges the sweeps use (events per day
+    10k-100k, AR 0.8-0.95, daily swing 0.3-0.7 sd, bursts 10-30 % from 10-80 entities of level
+    sd 0.3-0.8): a process the method was not tuned on.
+
+    >>> sorted(random_process(np.random.default_rng(0)))
+    ['burst_share', 'entity_sd', 'events_per_day', 'n_entities', 'phi', 'population_seed', 'season_sd']
+    """
+    return dict(events_per_day=int(rng.integers(10_000, 100_000)), phi=float(rng.uniform(0.8, 0.95)),
+                season_sd=float(rng.uniform(0.3, 0.7)), burst_share=float(rng.uniform(0.1, 0.3)),
+                n_entities=int(rng.integers(10, 80)), entity_sd=float(rng.uniform(0.3, 0.8)),
+                population_seed=int(rng.integers(0, 1000)))
 
 
 def write_jsonl(scenario: str, n: int, path: str | None = None, **kwargs: Any) -> int:

@@ -33,7 +33,7 @@ from stream.monitoring.drift import DriftMonitor
 from stream.monitoring.labels import PerformanceMonitor
 from stream.monitoring.profile import ReferenceProfile
 
-__all__ = ["DRIFT_FEATURE", "REALISTIC", "run_task", "tasks"]
+__all__ = ["DRIFT_FEATURE", "REALISTIC", "replay_events", "run_task", "tasks"]
 
 REALISTIC = ("seasonal", "autocorrelated", "bursty", "heavy_tailed", "mixed", "seasonal_slow_day")
 # stationary streams that are a scenario with other process parameters than the generator's own
@@ -91,14 +91,21 @@ def _open_share(events: list[Any], n: int, feature: str | None = None) -> tuple[
     return float(busy[:cut].mean()), after, openings
 
 
-def _mlstream(cols: dict[str, Any], ref: dict[str, Any], n: int, feature: str | None) -> dict[str, Any]:
-    # a training set with its event times, as production's (the daily cycle is in the profile)
+def replay_events(cols: dict[str, Any], ref: dict[str, Any], n: int, entities: bool = True) -> list[Any]:
+    """The monitor's events on the first ``n`` rows of a generated stream, its reference a
+    training set with event times, as production's (the daily cycle is in the profile), fed in
+    chunks of 10,000 with the entity ids the pipeline gives (``entities=False``: without)."""
     mon = DriftMonitor(ReferenceProfile.from_columns({k: ref[k] for k in FEATURES}, FEATURES, seed=0,
                                                      event_ts=ref["ts"]))
     events = []
-    for s in range(0, n, 10_000):  # with entity ids, as the pipeline gives them
+    for s in range(0, n, 10_000):
         events += mon.update_batch({k: cols[k][s : s + 10_000] for k in FEATURES}, ts=cols["ts"][s : s + 10_000],
-                                   entities=cols["entity"][s : s + 10_000])
+                                   entities=cols["entity"][s : s + 10_000] if entities else None)
+    return events
+
+
+def _mlstream(cols: dict[str, Any], ref: dict[str, Any], n: int, feature: str | None) -> dict[str, Any]:
+    events = replay_events(cols, ref, n)
     before, after, openings = _open_share(events, n, feature)
     return {"openings": len(openings), "open_share": before, "open_share_after": after, "alarms": openings}
 
