@@ -105,6 +105,8 @@ class MonitorCore:
     _long_mask: np.ndarray
     _window_known: list[bool]
     _cus_off: np.ndarray
+    _min_shift: np.ndarray
+    _share_shift: float
     _shares: np.ndarray
     _long_acc: list[Any]
     _fast: Cusum | None

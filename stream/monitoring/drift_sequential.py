@@ -72,6 +72,12 @@ class SequentialDetectors(FeatureStates):
                      if self._fast is not None and mixed else None)
         self._mix_gate = np.zeros(fc, dtype=bool)
         self._mix_design = np.ones(fc)
+        # the effect a CUSUM alarm needs, in score sd: a category's share (and a mix) as much as the
+        # chi-square's Jensen-Shannon gate asks of it (distance d <-> a share moved by d * sqrt(8 ln 2)
+        # of its sd, Cohen's w likewise), other scores cusum_min_shift
+        self._share_shift = s.js_threshold * float(np.sqrt(8.0 * np.log(2.0)))
+        self._min_shift = np.full(self._theta.size, s.cusum_min_shift)
+        self._min_shift[sl["cprops"]] = max(s.cusum_min_shift, self._share_shift)
         self._cus_sum, self._cus_w = np.zeros(self._theta.size), np.zeros(self._theta.size)
         self._cus_hours, self._cus_nblk = np.zeros(24), 0
 
@@ -223,19 +229,20 @@ class SequentialDetectors(FeatureStates):
 
     def _fire_mix(self, hit: np.ndarray, fired: dict[str, list[dict[str, Any]]]) -> None:
         """Category-mix alarms of features not in drift whose run's effect (Cohen's w: the root of
-        the run's mean unbiased w^2 per block) passes ``cusum_min_shift``."""
+        the run's mean unbiased w^2 per block) passes the Jensen-Shannon gate's equivalent."""
         s, mix = self.settings, self._mix
         assert mix is not None  # called from _fast_step with it
         stat, run = mix.statistic(), mix.run
         w = np.sqrt(np.maximum(mix.shift_sum / np.maximum(run, 1.0), 0.0))
-        for j in np.flatnonzero(hit & (w >= s.cusum_min_shift)):
+        gate = max(s.cusum_min_shift, self._share_shift)
+        for j in np.flatnonzero(hit & (w >= gate)):
             name = self._cat[j]
             if not self._may_open(name):
                 continue
             fired.setdefault(name, []).append({
                 "feature": name, "test": "cusum", "statistic": finite(stat[j]), "threshold": finite(mix.h),
                 "alpha": 1.0 / run_length(mix.h, mix.k), "p_value": min(1.0 / run_length(float(stat[j]), mix.k), 1.0),
-                "effect_metric": "cohens_w", "effect_size": finite(w[j]), "effect_threshold": s.cusum_min_shift,
+                "effect_metric": "cohens_w", "effect_size": finite(w[j]), "effect_threshold": gate,
                 "window": int(run[j]) * s.block_size, "n": int(run[j]) * s.block_size, "batch_rows": s.block_size,
                 "reference": "profile", "n_reference": int(self._m[self._sl["cmiss"]][j]),
                 "design_effect": finite(self._mix_design[j]), "score": "mix"})
@@ -300,10 +307,10 @@ class SequentialDetectors(FeatureStates):
 
     def _fire_cusum(self, hit: np.ndarray, cus: Cusum, blocks: int, fired: dict[str, list[dict[str, Any]]]) -> None:
         """CUSUM alarms (batches of ``blocks`` blocks) of features not in drift whose run's mean
-        shift passes ``cusum_min_shift``."""
+        shift passes its gate (``cusum_min_shift``; a category share: the Jensen-Shannon gate's equivalent)."""
         s, names = self.settings, self._names
         stat, shift, run, rows = cus.statistic(), cus.mean_shift(), cus.run, blocks * s.block_size
-        for ch in np.flatnonzero(hit & (shift >= s.cusum_min_shift)):
+        for ch in np.flatnonzero(hit & (shift >= self._min_shift)):
             name = names[self._owner[ch]]
             if not self._may_open(name):
                 continue
@@ -311,7 +318,7 @@ class SequentialDetectors(FeatureStates):
                 "feature": name, "test": "cusum", "statistic": finite(stat[ch]), "threshold": finite(cus.h),
                 "alpha": 1.0 / run_length(cus.h, cus.k), "p_value": min(1.0 / run_length(float(stat[ch]), cus.k), 1.0),
                 "effect_metric": "mean_shift_sd", "effect_size": finite(shift[ch]),
-                "effect_threshold": s.cusum_min_shift, "window": int(run[ch]) * rows,
+                "effect_threshold": float(self._min_shift[ch]), "window": int(run[ch]) * rows,
                 "n": int(run[ch]) * rows, "batch_rows": rows, "reference": "profile",
                 "n_reference": int(self._m[ch]), "design_effect": finite(self._lr[ch] / self._g0[ch]),
                 "score": self._channel_name(int(ch))})

@@ -55,7 +55,9 @@ class DriftSettings:
         blocks of each feature's mid-rank, category shares and missing rates, standardised with
         the measured variances and clipped at +-``cusum_clip`` (one burst moves it a bounded step);
         reference value ``cusum_k`` (sd of a batch mean); an alarm also
-        needs the run's mean shift to reach ``cusum_min_shift`` score sd. Windows and CUSUM
+        needs the run's mean shift to reach ``cusum_min_shift`` score sd, and a category's
+        share (or a block's mix, in Cohen's w) what the chi-square's Jensen-Shannon gate asks
+        of it (``js_threshold * sqrt(8 ln 2)`` sd: 0.24 by default). Windows and CUSUM
         share the false-alarm budget half and half.
     cusum_long_design, cusum_long_batches
         A share (category or missing rate) whose measured design effect passes
