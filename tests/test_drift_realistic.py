@@ -297,3 +297,9 @@ def test_runs_of_one_entity_hold_the_window_tests_back() -> None:
     assert with_ids.entity_cap is not None and with_ids.entity_cap.capped > 0.02 * with_ids.entity_cap.rows
     without = [e for e in feed(monitor_for("bursty", seed=8), cols, 10_000, entities=False) if e.kind == "data_drift"]
     assert [e.index for e in without][:1] == [3799]
+    # reported as a cold start (mlstream_drift_warming_up) until the tests run
+    head = {k: v[:5_000] for k, v in cols.items()}
+    held, plain = monitor_for("bursty", seed=8), monitor_for("bursty", seed=8)
+    feed(held, head, 1_000)
+    feed(plain, head, 1_000, entities=False)
+    assert held.warming_up and not plain.warming_up

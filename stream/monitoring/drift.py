@@ -153,6 +153,7 @@ class DriftMonitor(RowIngest):
                                s.seasonal_reference_min_rows)
         self._ready = self._cusum_ready = self._fast_ready = False
         self._window_known = [False] * len(s.windows)
+        self._clustered = False  # entity ids show runs of one entity (see _estimates)
         self._season_dev: np.ndarray | None = None
         self._season_var: np.ndarray | None = None
         self._lr = self._g0.copy()
@@ -334,8 +335,9 @@ class DriftMonitor(RowIngest):
     # ---------------------------------------------------------------- estimates
     @property
     def warming_up(self) -> bool:
-        """True until the stream's dependence can be estimated (no test runs before)."""
-        return not self.tracker.ready()
+        """True until the stream's dependence can be estimated (no test runs before; with runs of
+        one entity, until the window tests start at twice the warm-up)."""
+        return not self.tracker.ready(times=2 if self._clustered else 1)
 
     def _estimates(self) -> None:
         """Refresh the dependence, slow and seasonal estimates (every ``refresh_blocks`` blocks)."""
@@ -345,6 +347,7 @@ class DriftMonitor(RowIngest):
         cap = self.entity_cap
         clustered = (cap is not None and self._entities_given and cap.capped > self.settings.entity_clustered
                      * cap.rows)
+        self._clustered = clustered
         self._ready = self.tracker.ready(times=2 if clustered else 1)
         self._cusum_ready = self.tracker.ready(all_scales=True)
         # the block CUSUM adds up small biases of blocks it takes as independent: it waits for twice
