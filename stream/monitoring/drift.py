@@ -44,7 +44,8 @@ give identical events.
 
 The parts live in their own modules: the window tests (:mod:`stream.monitoring.drift_windows`),
 the per-feature state machine (:mod:`stream.monitoring.drift_states`), the CUSUM and score detector
-(:mod:`stream.monitoring.drift_sequential`), row ingestion (:mod:`stream.monitoring.drift_ingest`) and
+(:mod:`stream.monitoring.drift_sequential`), row ingestion (:mod:`stream.monitoring.drift_ingest`), what
+the monitor learns of the stream and which tests may run (:mod:`stream.monitoring.drift_estimates`) and
 the event record (:mod:`stream.monitoring.drift_event`); this module assembles them and runs a block's
 checks in order.
 
@@ -77,8 +78,9 @@ import numpy as np
 from stream.monitoring import drift_stats as ds
 from stream.monitoring.calibration import Calibration, DriftSettings, calibrate
 from stream.monitoring.dependence import DependenceTracker
+from stream.monitoring.drift_estimates import StreamEstimates
 from stream.monitoring.drift_event import MULTIVARIATE, DriftEvent
-from stream.monitoring.drift_ingest import RowIngest, comoments
+from stream.monitoring.drift_ingest import comoments
 from stream.monitoring.drift_view import snapshot, summary
 from stream.monitoring.drift_windows import Picked
 from stream.monitoring.profile import CORRELATION_METHOD, ReferenceProfile, reference_arrays
@@ -90,7 +92,7 @@ __all__ = ["DriftEvent", "DriftMonitor", "DriftSettings"]
 DAY_S, HOUR_S = 86_400.0, 3_600.0
 
 
-class DriftMonitor(RowIngest):
+class DriftMonitor(StreamEstimates):
     """Dependence-aware multi-window drift monitor over a :class:`ReferenceProfile` (see module docstring).
 
     Attributes
@@ -326,92 +328,6 @@ class DriftMonitor(RowIngest):
         if self._blocks % self._refresh_period() == 0:
             self._estimates()
         return events
-
-    def _refresh_period(self) -> int:
-        """Blocks between estimate refreshes: short while warming up, so tests start as soon as they can."""
-        s = self.settings
-        return s.refresh_blocks if self._ready else min(s.refresh_blocks, 2 * s.dependence_scales[0])
-
-    # ---------------------------------------------------------------- estimates
-    @property
-    def warming_up(self) -> bool:
-        """True until the stream's dependence can be estimated (no test runs before; with runs of
-        one entity, until the window tests start at twice the warm-up)."""
-        return not self.tracker.ready(times=2 if self._clustered else 1)
-
-    def _estimates(self) -> None:
-        """Refresh the dependence, slow and seasonal estimates (every ``refresh_blocks`` blocks)."""
-        # rows in runs of one entity (entity ids given, past their cap): dependence as long as a run is
-        # not measurable from the first few runs (a design effect of 1-2 read where it is 10-40), so the
-        # window tests wait for twice the warm-up, as the block CUSUM does
-        cap = self.entity_cap
-        clustered = (cap is not None and self._entities_given and cap.capped > self.settings.entity_clustered
-                     * cap.rows)
-        self._clustered = clustered
-        self._ready = self.tracker.ready(times=2 if clustered else 1)
-        self._cusum_ready = self.tracker.ready(all_scales=True)
-        # the block CUSUM adds up small biases of blocks it takes as independent: it waits for twice
-        # the history a window test needs (bursts of one entity are rare early on; still before
-        # the shorter window tests could miss what a change at 10,000 rows does), and twice that
-        # when entity ids show runs
-        self._fast_ready = self.tracker.ready(times=4 if clustered else 2)
-        # a window's variance needs the stream's dependence at lags near its length: it is tested once
-        # the dependence scale of a tenth of its rows (or the shortest) has its batches (8,000 rows:
-        # the 800-row scale, from 12,800 rows on; before, 800-row bursts read as independent there)
-        scale_rows = [sc * self.settings.block_size for sc in self.settings.dependence_scales]
-        ready = [self.tracker.ready_scale(i) for i in range(len(scale_rows))]
-        self._window_known = [ready[max([i for i, r in enumerate(scale_rows) if r <= w // 10] or [0])]
-                              for w in self.settings.windows]
-        if self.seasonal is not None:  # the daily profile, judged on short-range noise (blind to the cycle)
-            dev, use = self.seasonal.centred(self.tracker.short_range(self._g0))
-            self.tracker.set_seasonal(dev if use.any() else None)
-        self._lr, self._slow = self.tracker.estimate(self._theta, self._g0, self._m)
-        self._g0_live = self._live_variance()
-        self._slow[self._sl["psi"]] = 0.0  # the reference holds no psi level
-        self._coherent_slow()
-        if self.seasonal is not None:
-            self._season_dev, self._season_var = self.seasonal.centred_with_noise(self._lr)
-        self._fast_gate()
-        self._cusum_gate()
-        self._wconst = None  # the window tests' constants follow the estimates
-
-    def _live_variance(self) -> np.ndarray:
-        """Per-row variance of each score as the live stream has it, for design effects.
-
-        A bin or category indicator with mean ``m`` has variance ``m (1 - m)``. When the stream
-        has moved mass into a bin the reference rarely used, the batch means of that bin vary
-        with the live ``m``, not the reference's: measured against the reference's variance the
-        move would read as a huge design effect (hundreds), thin every window and hide the very
-        drift it is (a stream drifted from the monitor's start was never flagged). Used only
-        where the live variance is clearly larger, so stationary traffic is judged as before."""
-        g0 = self._g0.copy()
-        m = self.tracker.live_mean()
-        v = m * (1.0 - m)
-        sl = self._sl
-        indicator = np.zeros(len(g0), dtype=bool)
-        for key in ("props", "cum", "miss", "cprops", "cmiss"):
-            indicator[sl[key]] = True
-        clearly = indicator & np.isfinite(v) & (v > 1.5 * g0)
-        g0[clearly] = v[clearly]
-        return g0
-
-    def _coherent_slow(self) -> None:
-        """A slow movement moves all bins of a feature together: give every score of a feature the same
-        slow variance relative to its own variance (the larger of the mid-rank's and the bins' mean)."""
-        sl, fn, fc, k, kc = self._sl, len(self._num), len(self._cat), self._k, self._kc
-        rel = np.where(self._g0 > 0, self._slow / self._g0, 0.0)
-        if fn:
-            used = (self._theta[sl["props"]] > 0).reshape(fn, k)
-            bins = np.where(used, rel[sl["props"]].reshape(fn, k), 0.0).sum(axis=1) / np.maximum(used.sum(axis=1), 1)
-            r = np.maximum(rel[sl["u"]], bins)
-            for key, size in (("props", k), ("cum", k - 1)):
-                self._slow[sl[key]] = (np.repeat(r, size) * self._g0[sl[key]])
-            self._slow[sl["u"]] = r * self._g0[sl["u"]]
-            self._slow[sl["spread"]] = r * self._g0[sl["spread"]]
-        if fc:
-            used = (self._theta[sl["cprops"]] > 0).reshape(fc, kc)
-            r = np.where(used, rel[sl["cprops"]].reshape(fc, kc), 0.0).sum(axis=1) / np.maximum(used.sum(axis=1), 1)
-            self._slow[sl["cprops"]] = np.repeat(r, kc) * self._g0[sl["cprops"]]
 
     # ---------------------------------------------------------------- views
     def snapshot(self) -> dict[str, dict[str, Any]]:
