@@ -81,11 +81,13 @@ def report_from_file(args: argparse.Namespace) -> ReportData:
         model.update(task=card.get("task", "classification"), threshold=card.get("threshold", 0.5))
         domain = load_domain(args.domain or settings.domain)
         if looks_raw(first_row(args.events), domain):
-            columns, labels, invalid = rows_from_events(args.events, args.model_card, domain, warmup=args.warmup)
+            columns, labels, invalid, entities = rows_from_events(args.events, args.model_card, domain,
+                                                                 warmup=args.warmup)
             notes.append(f"raw events: features computed with domain {domain.name!r}, scored by the model"
                          + (f"; {invalid} events failed the schema and are left out" if invalid else "")
                          + (f"; the first {args.warmup} only build entity state" if args.warmup else ""))
-            data = build_report(profile, columns, labels=labels, model=model, title=title, settings=drift)
+            data = build_report(profile, columns, labels=labels, model=model, title=title, settings=drift,
+                                entities=entities)
             data.notes += notes
             return data
         profile = restrict_to_present(profile, args.events, f"model card {args.model_card}")
@@ -208,6 +210,9 @@ def report_from_topics(settings: Any, *, model_version: str | None, max_rows: in
             vals = [v for _, b in batches for v in (b.column(name) if name in b.columns else [None] * len(b.event_ids))]
         columns[name] = (np.array([np.nan if v is None else v for v in vals], dtype=np.float64)[order]
                          if kind == "numeric" else [vals[i] for i in order])
+    # each row's entity (the event's key), as the deployment's monitor caps and counts them
+    ents = [e for _, b in batches for e in (b.entity_ids if b.entity_ids is not None else [None] * len(b.event_ids))]
+    entities: list[Any] | None = [ents[i] for i in order] if any(e is not None for e in ents) else None
     label_of = {v.event_id: float(v.label) for _, v in topics[t.labels]}
     labels = np.array([label_of.get(str(i), np.nan) for i in ids]) if label_of else None
     s = DriftSettings(expected_run_length=settings.monitor.expected_run_length)
@@ -217,6 +222,7 @@ def report_from_topics(settings: Any, *, model_version: str | None, max_rows: in
     if skip:
         columns = {k: v[skip:] for k, v in columns.items()}
         labels = labels[skip:] if labels is not None else None
+        entities = entities[skip:] if entities is not None else None
     # wall-clock moments -> the (tested) row the monitor had reached by then
     reached = np.sort(kafka_ts[order][skip:])
 
@@ -224,7 +230,7 @@ def report_from_topics(settings: Any, *, model_version: str | None, max_rows: in
         return max(int(np.searchsorted(reached, seconds, side="right")) - 1, 0)
 
     timeline = _timeline(topics, t, row_at, [served[i] for i in order][skip:], by_index=complete)
-    data = build_report(profile, columns, labels=labels, settings=s, timeline=timeline,
+    data = build_report(profile, columns, labels=labels, settings=s, timeline=timeline, entities=entities,
                         model={"name": card.name, "version": card.version, "task": card.task,
                                "threshold": card.data.get("threshold", 0.5)},
                         title=title or f"Drift report: {card.name} on {settings.kafka.bootstrap_servers}")

@@ -157,9 +157,11 @@ def _clean(v: float) -> float | None:
 def build_report(profile: ReferenceProfile, columns: Mapping[str, Sequence[Any] | np.ndarray], *, title: str,
                  labels: np.ndarray | None = None, model: Mapping[str, Any] | None = None,
                  settings: DriftSettings | None = None, points: int = 300, timeline: Sequence[dict[str, Any]] = (),
-                 extra_events: Sequence[dict[str, Any]] = (), seed: int = 0) -> ReportData:
+                 extra_events: Sequence[dict[str, Any]] = (), seed: int = 0,
+                 entities: Sequence[Any] | None = None) -> ReportData:
     """Run the drift monitor over ``columns`` (the profile's features, in stream order) and keep
-    what the report draws; ``points`` bounds the samples per time series."""
+    what the report draws; ``points`` bounds the samples per time series; ``entities``: each
+    row's entity id, as the pipeline gives the deployment's monitor."""
     s = settings or DriftSettings()
     model = dict(model or {})
     n = len(next(iter(columns.values()))) if columns else 0
@@ -173,7 +175,8 @@ def build_report(profile: ReferenceProfile, columns: Mapping[str, Sequence[Any] 
     events: list[dict[str, Any]] = []
     for start in range(0, n, step):
         chunk: dict[str, Any] = {k: v[start : start + step] for k, v in columns.items()}
-        events += [e.to_dict() for e in mon.update_batch(chunk)]
+        ents = entities[start : start + step] if entities is not None else None
+        events += [e.to_dict() for e in mon.update_batch(chunk, entities=ents)]
         if start + step > n and (n - start) % s.block_size:
             continue  # a partial last block is not tested yet
         for name, snap in mon.snapshot().items():

@@ -41,9 +41,9 @@ def first_row(path: str) -> dict[str, Any]:
 
 
 def rows_from_events(path: str, card_path: str, domain: Domain, *,
-                     warmup: int = 0) -> tuple[dict[str, Any], np.ndarray | None, int]:
-    """Monitored columns with the score, labels (when the events carry the domain's label field)
-    and how many events failed the schema."""
+                     warmup: int = 0) -> tuple[dict[str, Any], np.ndarray | None, int, list[Any]]:
+    """Monitored columns with the score, labels (when the events carry the domain's label field),
+    how many events failed the schema, and each row's entity (the pipeline's message key)."""
     from stream.training.register import _check_input, _session, score_batch
 
     card_file = Path(card_path)
@@ -78,4 +78,5 @@ def rows_from_events(path: str, card_path: str, domain: Domain, *,
     monitored = domain.monitored_columns(domain.columns(events[warmup:]), X)
     monitored[SCORE_COLUMN] = score_batch(session, input_name, card.output, card.task, X_model, card_file)
     y = np.asarray(labels[warmup:])
-    return monitored, (None if np.isnan(y).all() else y), invalid
+    entities = [str(e[domain.schema.entity_field]) for e in events[warmup:]]
+    return monitored, (None if np.isnan(y).all() else y), invalid, entities
