@@ -155,6 +155,9 @@ class DriftMonitor(StreamEstimates):
                                s.seasonal_reference_min_rows)
         self._ready = self._cusum_ready = self._fast_ready = False
         self._window_known = [False] * len(s.windows)
+        # the dependence scale each window waits for: a tenth of its rows, or the shortest
+        scale_rows = [sc * b for sc in s.dependence_scales]
+        self._window_scale = [max([i for i, r in enumerate(scale_rows) if r <= w // 10] or [0]) for w in s.windows]
         self._clustered = False  # entity ids show runs of one entity (see _estimates)
         self._season_dev: np.ndarray | None = None
         self._season_var: np.ndarray | None = None

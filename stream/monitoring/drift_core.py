@@ -104,6 +104,7 @@ class MonitorCore:
     _cusum_long: Cusum | None
     _long_mask: np.ndarray
     _window_known: list[bool]
+    _window_scale: list[int]
     _clustered: bool
     _cus_off: np.ndarray
     _min_shift: np.ndarray

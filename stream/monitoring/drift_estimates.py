@@ -45,10 +45,7 @@ class StreamEstimates(RowIngest):
         # a window's variance needs the stream's dependence at lags near its length: it is tested once
         # the dependence scale of a tenth of its rows (or the shortest) has its batches (8,000 rows:
         # the 800-row scale, from 12,800 rows on; before, 800-row bursts read as independent there)
-        scale_rows = [sc * self.settings.block_size for sc in self.settings.dependence_scales]
-        ready = [self.tracker.ready_scale(i) for i in range(len(scale_rows))]
-        self._window_known = [ready[max([i for i, r in enumerate(scale_rows) if r <= w // 10] or [0])]
-                              for w in self.settings.windows]
+        self._window_known = [self.tracker.ready_scale(i) for i in self._window_scale]
         if self.seasonal is not None:  # the daily profile, judged on short-range noise (blind to the cycle)
             dev, use = self.seasonal.centred(self.tracker.short_range(self._g0))
             self.tracker.set_seasonal(dev if use.any() else None)

@@ -321,15 +321,23 @@ class WindowTests(MonitorCore):
         if w or group == "mv":
             return eff
         nb = max(1, int(self._wblocks[w]) // 5)
-        recent = self._effects_of(self.window_sums(nb), group, None)
-        out = dict(eff)
-        out["missing_change"] = np.maximum(eff["missing_change"], recent["missing_change"])
+        win, out = self.window_sums(nb), dict(eff)
+        out["missing_change"] = np.maximum(eff["missing_change"], self._missing_change(win, group))
         if group == "cat":
             d = np.maximum(np.asarray(self._last[w]["cat"]["design_effect"], dtype=float), 1.0)
             bias = (self._kc - 1) * d / (8.0 * nb * self.settings.block_size * np.log(2.0))
-            js = np.sqrt(np.maximum(recent["jensen_shannon"] ** 2 - bias, 0.0))
-            out["jensen_shannon"] = np.maximum(eff["jensen_shannon"], js)
+            js2 = ds.js_distance(self.ref.cat_counts, win["cat"][:, : self._kc].astype(float)) ** 2
+            out["jensen_shannon"] = np.maximum(eff["jensen_shannon"], np.sqrt(np.maximum(js2 - bias, 0.0)))
         return out
+
+    def _missing_change(self, win: dict[str, np.ndarray], group: str) -> np.ndarray:
+        """Change of each feature's missing rate in the window sums ``win`` against the reference."""
+        if group == "num":
+            k, counts, ref_miss, ref_counts = self._k, win["num"], self.ref.num_missing, self.ref.num_counts
+        else:
+            k, counts, ref_miss, ref_counts = self._kc, win["cat"], self.ref.cat_missing, self.ref.cat_counts
+        present = counts[:, :k].astype(float).sum(axis=1)
+        return ds.missing_stats(counts[:, k], present, ref_miss, ref_counts.sum(axis=1))["missing_change"]
 
     def _effects_of(self, win: dict[str, np.ndarray], group: str, last: Any) -> dict[str, np.ndarray]:
         """Effect sizes of the window sums ``win`` against the reference (``last``: the check's
@@ -340,14 +348,12 @@ class WindowTests(MonitorCore):
             bm = np.where(c > 0, win["sum"] / np.maximum(c, 1.0), self.ref.num_bin_means)
             e = {"psi": ds.psi(self.ref.num_counts, c),
                  "wasserstein": ds.binned_wasserstein(self.ref.num_bin_means, self.ref.num_counts, bm, c) / self.ref.std}
-            miss = ds.missing_stats(win["num"][:, k], c.sum(axis=1), self.ref.num_missing, self.ref.num_counts.sum(axis=1))
         elif group == "cat":
             c = win["cat"][:, :kc].astype(float)
             e = {"jensen_shannon": ds.js_distance(self.ref.cat_counts, c), "psi": ds.psi(self.ref.cat_counts, c)}
-            miss = ds.missing_stats(win["cat"][:, kc], c.sum(axis=1), self.ref.cat_missing, self.ref.cat_counts.sum(axis=1))
         else:
             return {"correlation_change": last["mv"]["correlation_change"]}
-        e["missing_change"] = miss["missing_change"]
+        e["missing_change"] = self._missing_change(win, group)
         return e
 
     def gate(self, group: str, test: str) -> tuple[str, float]:
