@@ -23,6 +23,7 @@ from stream.domain import Domain
 from stream.error_policy import ErrorPolicy
 from stream.errors import BrokerError, KafkaCallError
 from stream.kafka import (
+    FetchPacing,
     check_topics,
     make_consumer,
     make_producer,
@@ -148,6 +149,8 @@ class ScoringWorker:
         next_topic_check = time.monotonic() + self.settings.kafka.topic_check_interval_s
         seen = recreations()
         failures = 0
+        pacing = FetchPacing(self.consumer, linger_ms=sc.fetch_linger_ms,
+                             rest_wait_ms=self.settings.kafka.fetch_max_wait_ms)
         # the topic check runs beside the loop: a fresh admin connection and a metadata round trip
         # every interval, awaited inline, held the batches behind it for its duration
         checking: asyncio.Future[bool] | None = None
@@ -168,6 +171,7 @@ class ScoringWorker:
                         log.info("offsets committed again: processing resumes")
                     batches = await self.consumer.getmany(timeout_ms=max(sc.max_wait_ms, 1),
                                                           max_records=sc.max_batch_size)
+                    pacing.observe(len(batches))
                     if batches:
                         async with self._lock:
                             await self._process(batches)

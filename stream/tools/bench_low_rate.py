@@ -1,5 +1,6 @@
 """The low-rate half of ``mlstream bench``: CPU per event at a fixed 500 events/s and end-to-end
-latency at 500 and 2,000 events/s, each against its own reference measured in the same run.
+latency at 500 and 2,000 events/s (events sent one by one, evenly spaced), each against its own
+reference measured in the same run.
 
 - broker floor: no processor, a consumer reads the events topic and takes receive time minus
   the record's timestamp (the produce -> consume round trip any processor pays);
@@ -40,6 +41,9 @@ RATES = (LOW_RATE, 2_000)
 SECONDS = 6.0  # per rate phase
 PROBE = 10  # events that prove a processor is up before a phase starts
 WARMUP_S = 2.0  # seconds at the first rate before anything is measured
+# events leave one by one, evenly spaced, as many independent producers send them (sent in 50
+# groups a second, every processor's fetches came back with a whole group: 10 events at 500/s)
+CHUNK = 1
 
 
 def cpu_seconds(pid: int) -> float:
@@ -122,7 +126,7 @@ def _settings(bootstrap: str, partitions: int, name: str) -> Settings:
 async def _produce(settings: Settings, n: int, rate: float, start: int) -> None:
     from stream.tools.traffic import produce
 
-    await produce(settings, PaymentSimulator(seed=3), n, rate=rate, start=start)
+    await produce(settings, PaymentSimulator(seed=3), n, rate=rate, start=start, chunk=CHUNK)
 
 
 def _spawn(argv: list[str], settings: Settings, metrics_port: int = 0, **extra: Any) -> subprocess.Popen[bytes]:

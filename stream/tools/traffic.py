@@ -15,11 +15,12 @@ from stream.kafka import make_producer, start_client
 async def produce(settings: Settings, sim: PaymentSimulator, n: int | None, *, rate: float,
                   label_delay: int = 1_000, start: int = 0,
                   stop: asyncio.Event | None = None,
-                  on_progress: Callable[[int], None] | None = None) -> int:
+                  on_progress: Callable[[int], None] | None = None, chunk: int | None = None) -> int:
     """Produce ``n`` events (forever when None) at ``rate`` per second; returns how many.
 
     Labels go to the labels topic ``label_delay`` events after their event, keyed like it,
-    so they land in the same partition number (labels arrive late, as in production).
+    so they land in the same partition number (labels arrive late, as in production). Events
+    leave in groups of ``chunk`` (default: 50 groups per second); 1 spaces them evenly.
     """
     producer = make_producer(settings)
     await start_client(producer, settings.kafka.bootstrap_servers)
@@ -27,12 +28,13 @@ async def produce(settings: Settings, sim: PaymentSimulator, n: int | None, *, r
     pending: collections.deque[tuple[bytes, bytes]] = collections.deque()
     sent = 0
     began = time.monotonic()
-    chunk = max(1, int(rate // 50)) if rate > 0 else 1_000
+    group = max(1, int(rate // 50)) if rate > 0 else 1_000
+    chunk = min(chunk or group, group)
+    futures: list[asyncio.Future[object]] = []  # acknowledgements awaited once per group (bounded)
     try:
         index = start
         while n is None or sent < n:
             todo = chunk if n is None else min(chunk, n - sent)
-            futures = []
             for item in sim.events(todo, start=index):
                 futures.append(await producer.send(t.events, item.value, key=item.key))
                 if item.event_id is not None and item.label is not None:
@@ -40,7 +42,9 @@ async def produce(settings: Settings, sim: PaymentSimulator, n: int | None, *, r
                 while len(pending) > label_delay:
                     key, value = pending.popleft()
                     futures.append(await producer.send(t.labels, value, key=key))
-            await asyncio.gather(*futures)
+            if len(futures) >= group or (n is not None and sent + todo >= n):
+                await asyncio.gather(*futures)
+                futures = []
             index += todo
             sent += todo
             if on_progress:
