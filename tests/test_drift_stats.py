@@ -154,3 +154,23 @@ def test_binned_mannwhitney_matches_scipy(rng: np.random.Generator) -> None:
     assert auc * a.size * b.size == pytest.approx(ref.statistic)
     assert 2 * stats.norm.sf(abs(z)) == pytest.approx(ref.pvalue, rel=1e-9)
     assert z < 0  # a tends to be smaller
+
+
+def test_cold_start_level_rarely_reads_independent_rows_as_dependent() -> None:
+    """Before its longer scales fill, the tracker also reads dependence from the shortest scale's
+    batch means around the reference (bursts as long as a batch). On independent rows that reading
+    must rarely pass its margin: it turns off the block CUSUM. The margin once took the untrimmed
+    mean's noise for the trimmed mean's (sqrt(2) for 1.78 per sqrt(n)): 0.1 % of channels here."""
+    from stream.monitoring.dependence import DependenceTracker
+
+    rng = np.random.default_rng(11)
+    channels, blocks = 4_000, 64  # 32 batches of 2 blocks at the shortest scale: 6,400 rows
+    tr = DependenceTracker(channels, block_rows=100, scales=(2, 8, 32), history=128, min_batches=16)
+    g0 = np.full(channels, 1.0 / 12.0)  # a mid-rank's variance
+    means = 0.5 + rng.normal(size=(blocks, channels)) * np.sqrt(g0 / 100)
+    tr.add_many(means, np.full((blocks, channels), 100.0), np.zeros((blocks, channels), bool),
+                np.full(blocks, -1))
+    lr, _ = tr.estimate(np.full(channels, 0.5), g0, np.full(channels, 20_000.0))
+    est, _ = tr._scale_estimate(0)
+    from_differences = np.maximum(g0, est * tr._inflate[tr._scale_df(0)])
+    assert float(np.mean(lr > from_differences * (1 + 1e-9))) < 0.0005

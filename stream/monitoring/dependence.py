@@ -61,6 +61,23 @@ _MEDIAN_CHI2_1 = 0.4549  # median of chi-square(1): median((m - ref)^2) / this e
 _TRIMMED_CHI2_1 = float(stats.chi2.expect(lambda x: x, args=(1,), ub=stats.chi2.ppf(0.8, 1)) / 0.8)
 
 
+def _trimmed_rel_sd(keep: float = 0.8) -> float:
+    """Relative sd (times sqrt(n)) of that trimmed mean: its asymptotic variance is the kept values'
+    variance plus the cut share times the squared gap from the cut to their mean, over the kept share
+    (1.78, where the untrimmed mean's sqrt(2) = 1.41 had been used: a 3 sd margin was 2.4 sd).
+
+    >>> round(_trimmed_rel_sd(), 2)
+    1.78
+    """
+    q = stats.chi2.ppf(keep, 1)
+    m = stats.chi2.expect(lambda x: x, args=(1,), ub=q) / keep
+    v = stats.chi2.expect(lambda x: (x - m) ** 2, args=(1,), ub=q) / keep
+    return float(np.sqrt((v + (1 - keep) * (q - m) ** 2) / keep) / m)
+
+
+_TRIMMED_REL_SD = _trimmed_rel_sd()
+
+
 class DependenceTracker:
     """Long-run and slow-component variances of ``n_channels`` per-row scores (see module docstring).
 
@@ -310,7 +327,7 @@ class DependenceTracker:
         lvl_lr = (lvl - g0 / np.maximum(m_ref, 1.0)) * rows0
         diff_lr, _ = self._scale_estimate(0)
         # used only where it clearly exceeds the differences' estimate (dependence across batches)
-        clear = lvl_lr > np.maximum(diff_lr, g0) * (1.0 + 3.0 * np.sqrt(2.0 / np.maximum(cnt0, 1)))
+        clear = lvl_lr > np.maximum(diff_lr, g0) * (1.0 + 3.0 * _TRIMMED_REL_SD / np.sqrt(np.maximum(cnt0, 1)))
         # a batch level beyond the differences is either dependence (shrinks with the window) or slow
         # wander (does not): unknown this early, so it counts as both until a longer scale is filled
         slow = self._slow_part(best, lr, ref_mean, g0, m_ref)
