@@ -110,10 +110,8 @@ class TopicSettings(Section):
 class ScoringSettings(Section):
     max_batch_size: int = Field(default=2_000, ge=1, le=100_000)
     max_wait_ms: int = Field(default=20, ge=0, le=10_000)
-    # With events arriving one by one at a few hundred per second, the broker may hold a fetch
-    # this long for more of them (stream.kafka.FetchPacing): fewer, larger micro-batches, less
-    # CPU per event, for at most this much added latency. Bursts, high rates and a stream at
-    # rest are answered at once (kafka.fetch_max_wait_ms). 0: always answered at once.
+    # Events one by one at a few hundred/s: the broker may hold a fetch this long for more
+    # (stream.kafka.FetchPacing: larger micro-batches, less CPU per event); 0: never.
     fetch_linger_ms: int = Field(default=5, ge=0, le=1_000)
     # Offsets are committed (after the changelog of the entities changed since the last
     # commit and every output are acknowledged) this often, or after this many batches.
@@ -122,9 +120,8 @@ class ScoringSettings(Section):
     # Entities idle longer than this are evicted from state (and tombstoned in the changelog).
     state_ttl_s: float = Field(default=7 * 86_400, gt=0)
     max_entities_per_partition: int = Field(default=2_000_000, ge=1)
-    # Events timed further than this in the future (wall clock) are dead-lettered as
-    # out_of_range (a milliseconds-for-seconds time is caught too): they would move entity
-    # state and hold back the monitor's event-time merge.
+    # Events timed further than this in the future (wall clock; milliseconds-for-seconds too) are
+    # dead-lettered as out_of_range: they would move entity state and hold back the event-time merge.
     max_future_s: float = Field(default=86_400.0, ge=0)
     # A model whose scores are non-finite or out of range (classifier outside [0, 1]) on more
     # than this share of the last ``invalid_score_window`` scored events is swapped back to
@@ -133,13 +130,11 @@ class ScoringSettings(Section):
     invalid_score_window: int = Field(default=1_000, ge=1)
     # How often a scorer looks for a newly promoted model version in the store.
     model_poll_interval_s: float = Field(default=2.0, gt=0, le=3_600)
-    # exactly_once only: how long the broker keeps a crashed worker's transaction open (and
-    # read_committed readers, its successor's state restore included, wait behind it) before
-    # aborting it
+    # exactly_once only: how long the broker keeps a crashed worker's transaction open (read_committed
+    # readers, its successor's state restore included, wait behind it) before aborting it
     transaction_timeout_ms: int = Field(default=10_000, ge=1_000, le=900_000)
-    # Share of entities (a stable hash of entity id and challenger version) served by the
-    # challenger while it is in shadow; 0 serves nobody. Its rows on ``predictions`` carry its
-    # version; the champion is still measured on every event.
+    # Share of entities (a stable hash of entity id and challenger version) served by the challenger
+    # in shadow; 0: nobody. Its rows on ``predictions`` carry its version; the champion is measured on all.
     canary_share: float = Field(default=0.0, ge=0, le=0.5)
 
 
