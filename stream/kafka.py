@@ -288,7 +288,7 @@ class FetchPacing:
     >>> class Consumer:
     ...     _fetcher = Fetcher()
     >>> f = Consumer._fetcher
-    >>> pacing = FetchPacing(Consumer(), linger_ms=5, rest_wait_ms=50)
+    >>> pacing = FetchPacing(Consumer(), linger_ms=5)
     >>> for i in range(10):   # one event every 2 ms: linger
     ...     pacing.observe(1, now=i * 0.002)
     >>> f._fetch_min_bytes, f._fetch_max_wait_ms
@@ -301,18 +301,19 @@ class FetchPacing:
     1
     """
 
-    __slots__ = ("_fetcher", "_last", "_lingering", "_rate", "min_bytes", "rest_wait_ms", "window")
+    __slots__ = ("_fetcher", "_last", "_lingering", "_rate", "_rest", "min_bytes", "window")
 
-    def __init__(self, consumer: AIOKafkaConsumer, *, linger_ms: int, rest_wait_ms: int,
-                 min_bytes: int = 1024 * 1024):
+    def __init__(self, consumer: AIOKafkaConsumer, *, linger_ms: int, min_bytes: int = 1024 * 1024):
         # aiokafka 0.14 (pinned) reads both from its fetcher at every fetch request
-        fetcher = getattr(consumer, "_fetcher", None)
+        fetcher: Any = getattr(consumer, "_fetcher", None)
         ok = all(hasattr(fetcher, a) for a in ("_fetch_min_bytes", "_fetch_max_wait_ms"))
-        self._fetcher = fetcher if ok and linger_ms > 0 else None
+        # a consumer configured to batch at the broker already (fetch_min_bytes > 1) is left as set
+        self._fetcher = fetcher if ok and linger_ms > 0 and fetcher._fetch_min_bytes == 1 else None
+        self._rest = (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms) if self._fetcher else (1, 0)
         self._lingering = False
         self._last: float | None = None  # when the last poll with events returned
         self._rate = 0.0  # events per second, smoothed over polls
-        self.window, self.rest_wait_ms, self.min_bytes = linger_ms / 1000.0, rest_wait_ms, min_bytes
+        self.window, self.min_bytes = linger_ms / 1000.0, min_bytes
 
     def observe(self, records: int, now: float | None = None) -> None:
         """After each poll: the ``records`` it returned."""
@@ -334,8 +335,8 @@ class FetchPacing:
         if linger is not self._lingering:
             assert self._fetcher is not None
             self._lingering = linger
-            self._fetcher._fetch_min_bytes = self.min_bytes if linger else 1
-            self._fetcher._fetch_max_wait_ms = round(self.window * 1000) if linger else self.rest_wait_ms
+            self._fetcher._fetch_min_bytes, self._fetcher._fetch_max_wait_ms = (
+                (self.min_bytes, round(self.window * 1000)) if linger else self._rest)
 
 
 async def send_records(producer: AIOKafkaProducer, topic: str, partition: int,

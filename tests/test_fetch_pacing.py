@@ -21,8 +21,7 @@ async def test_fetches_are_held_while_events_trickle_and_answered_at_once_after_
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         fetcher = consumer._fetcher
-        pacing = FetchPacing(consumer, linger_ms=settings.scoring.fetch_linger_ms,
-                             rest_wait_ms=settings.kafka.fetch_max_wait_ms)
+        pacing = FetchPacing(consumer, linger_ms=settings.scoring.fetch_linger_ms)
         assert (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms) == (1, settings.kafka.fetch_max_wait_ms)
         seen, t = 0, 0.0
         for _ in range(40):  # polls returning one event every 2 ms: 500 events/s, one by one
@@ -44,14 +43,16 @@ async def test_fetches_are_held_while_events_trickle_and_answered_at_once_after_
         await consumer.stop()
 
 
-def test_zero_turns_pacing_off():
+def test_zero_or_a_consumer_batching_at_the_broker_turns_pacing_off():
     class Fetcher:
         _fetch_min_bytes, _fetch_max_wait_ms = 1, 50
 
     class Consumer:
         _fetcher = Fetcher()
 
-    pacing = FetchPacing(Consumer(), linger_ms=0, rest_wait_ms=50)  # type: ignore[arg-type]
-    for i in range(50):
-        pacing.observe(1, now=i * 0.002)
-    assert (Consumer._fetcher._fetch_min_bytes, Consumer._fetcher._fetch_max_wait_ms) == (1, 50)
+    for linger, min_bytes in ((0, 1), (5, 65_536)):  # off, or left to a consumer batching at the broker
+        Consumer._fetcher._fetch_min_bytes = min_bytes
+        pacing = FetchPacing(Consumer(), linger_ms=linger)  # type: ignore[arg-type]
+        for i in range(50):
+            pacing.observe(1, now=i * 0.002)
+        assert (Consumer._fetcher._fetch_min_bytes, Consumer._fetcher._fetch_max_wait_ms) == (min_bytes, 50)

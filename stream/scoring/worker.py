@@ -149,8 +149,7 @@ class ScoringWorker:
         next_topic_check = time.monotonic() + self.settings.kafka.topic_check_interval_s
         seen = recreations()
         failures = 0
-        pacing = FetchPacing(self.consumer, linger_ms=sc.fetch_linger_ms,
-                             rest_wait_ms=self.settings.kafka.fetch_max_wait_ms)
+        pacing = FetchPacing(self.consumer, linger_ms=sc.fetch_linger_ms)
         # the topic check runs beside the loop: a fresh admin connection and a metadata round trip
         # every interval, awaited inline, held the batches behind it for its duration
         checking: asyncio.Future[bool] | None = None

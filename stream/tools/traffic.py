@@ -55,6 +55,8 @@ async def produce(settings: Settings, sim: PaymentSimulator, n: int | None, *, r
                 ahead = sent / rate - (time.monotonic() - began)
                 if ahead > 0:
                     await asyncio.sleep(ahead)
+        if futures:  # stopped within a group
+            await asyncio.gather(*futures)
         while pending:  # the tail of the labels
             key, value = pending.popleft()
             await producer.send(t.labels, value, key=key)
