@@ -262,11 +262,18 @@ async def commit_or_redeliver(consumer: AIOKafkaConsumer, offsets: dict[TopicPar
         raise KafkaCallError(f"offset commit failed: {type(exc).__name__}") from None
 
 
-def set_fetch_wait(consumer: AIOKafkaConsumer, wait_ms: int) -> None:
-    """Change a started consumer's fetch long-poll (``fetch_max_wait_ms``): aiokafka 0.14 (the
-    version pinned) reads it from its fetcher at every fetch request."""
+def _fetch_settings(consumer: AIOKafkaConsumer) -> Any:
+    """A started consumer's fetcher, whose ``_fetch_min_bytes`` and ``_fetch_max_wait_ms`` aiokafka
+    0.14 (the version pinned) reads at every fetch request; None if another version has no such."""
     fetcher = getattr(consumer, "_fetcher", None)
-    if fetcher is not None and hasattr(fetcher, "_fetch_max_wait_ms"):
+    ok = all(hasattr(fetcher, a) for a in ("_fetch_min_bytes", "_fetch_max_wait_ms"))
+    return fetcher if ok else None
+
+
+def set_fetch_wait(consumer: AIOKafkaConsumer, wait_ms: int) -> None:
+    """Change a started consumer's fetch long-poll (``fetch_max_wait_ms``)."""
+    fetcher = _fetch_settings(consumer)
+    if fetcher is not None:
         fetcher._fetch_max_wait_ms = wait_ms
 
 
@@ -304,12 +311,10 @@ class FetchPacing:
     __slots__ = ("_fetcher", "_last", "_lingering", "_rate", "_rest", "min_bytes", "window")
 
     def __init__(self, consumer: AIOKafkaConsumer, *, linger_ms: int, min_bytes: int = 1024 * 1024):
-        # aiokafka 0.14 (pinned) reads both from its fetcher at every fetch request
-        fetcher: Any = getattr(consumer, "_fetcher", None)
-        ok = all(hasattr(fetcher, a) for a in ("_fetch_min_bytes", "_fetch_max_wait_ms"))
+        fetcher = _fetch_settings(consumer)
         # a consumer configured to batch at the broker already (fetch_min_bytes > 1) is left as set
-        self._fetcher = fetcher if ok and linger_ms > 0 and fetcher._fetch_min_bytes == 1 else None
-        self._rest = (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms) if self._fetcher else (1, 0)
+        self._fetcher = fetcher if fetcher is not None and linger_ms > 0 and fetcher._fetch_min_bytes == 1 else None
+        self._rest = (1, fetcher._fetch_max_wait_ms) if self._fetcher is not None else (1, 0)
         self._lingering = False
         self._last: float | None = None  # when the last poll with events returned
         self._rate = 0.0  # events per second, smoothed over polls

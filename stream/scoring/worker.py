@@ -170,7 +170,7 @@ class ScoringWorker:
                         log.info("offsets committed again: processing resumes")
                     batches = await self.consumer.getmany(timeout_ms=max(sc.max_wait_ms, 1),
                                                           max_records=sc.max_batch_size)
-                    pacing.observe(len(batches))
+                    pacing.observe(sum(map(len, batches.values())))  # events (not partitions) returned
                     if batches:
                         async with self._lock:
                             await self._process(batches)
