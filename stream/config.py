@@ -46,14 +46,12 @@ class KafkaSettings(Section):
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
     ssl_key_password: SecretStr | None = None
-    # Short fetch long-polls keep latency low at low load (the embedded broker holds a fetch
-    # for the full wait even when data is there).
+    # Short long-polls keep latency low at low load (the embedded broker holds fetches the full wait)
     fetch_max_wait_ms: int = Field(default=50, ge=1, le=10_000)
     # A fetch returns once this many bytes wait or fetch_max_wait_ms passes: 1 answers at once;
     # more gives larger low-rate micro-batches (less CPU per event) for up to that much latency.
     fetch_min_bytes: int = Field(default=1, ge=1, le=64 * 1024 * 1024)
-    # Producers send as soon as the loop yields: mlstream appends whole produce batches itself,
-    # so lingering only delays them (and splits a micro-batch's outputs into more requests).
+    # Producers send as soon as the loop yields: mlstream appends whole batches, lingering only delays
     linger_ms: int = Field(default=0, ge=0, le=1_000)
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
@@ -222,11 +220,13 @@ class MonitorSettings(Section):
     # up to this much input to the standby again (at-least-once), which tests those rows twice.
     commit_interval_s: float = Field(default=0.0, ge=0, le=60)
     # The monitor's fetches wait at the broker until this many bytes are there or this many ms
-    # have passed. Drift tests need no millisecond latency: at low rates one fetch then brings
-    # hundreds of rows instead of a few, which the fetch, the poll, the commit and the tests pay
-    # once. A drain fills the bytes at once, so throughput is unchanged.
+    # have passed: at low rates one fetch brings hundreds of rows, which the fetch, the poll, the
+    # commit and the tests pay once (drift tests need no millisecond latency).
     fetch_min_bytes: int = Field(default=1024 * 1024, ge=1)
     fetch_max_wait_ms: int = Field(default=500, ge=0, le=5_000)
+    # At most this much per partition and fetch (a larger batch still comes whole): a poll on a
+    # backlog decodes and tests a few MiB of feature batches, not all (peak memory, step time).
+    max_partition_fetch_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
 
     def drift_settings(self) -> Any:
         """The ``DriftSettings`` these settings describe."""

@@ -74,7 +74,7 @@ class MonitorWorker(MonitorProcessor):
         from_beginning = False
         try:
             while not stop.is_set():
-                consumer = make_consumer(s, group_id=self.group_id, max_partition_fetch_bytes=16 * 1024 * 1024,
+                consumer = make_consumer(s, group_id=self.group_id, max_partition_fetch_bytes=s.monitor.max_partition_fetch_bytes,
                                          partition_assignment_strategy=self.assignor.strategies(),
                                          fetch_min_bytes=s.monitor.fetch_min_bytes,
                                          fetch_max_wait_ms=s.monitor.fetch_max_wait_ms)
