@@ -148,7 +148,7 @@ class DriftSettings:
     cusum_block: bool = True
     cusum_block_k: float = 2.0
     cusum_block_max_design: float = 2.0
-    cusum_block_share: float = 0.1
+    cusum_block_share: float = 0.2
     seasonal: bool = True
     seasonal_min_rows: int = 2000
     seasonal_memory_rows: int = 5_000_000
