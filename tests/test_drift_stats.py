@@ -174,3 +174,30 @@ def test_cold_start_level_rarely_reads_independent_rows_as_dependent() -> None:
     est, _ = tr._scale_estimate(0)
     from_differences = np.maximum(g0, est * tr._inflate[tr._scale_df(0)])
     assert float(np.mean(lr > from_differences * (1 + 1e-9))) < 0.0005
+
+
+def _design_effects(means: np.ndarray, g0: float) -> np.ndarray:
+    """Each channel's long-run variance over ``g0`` from 100-row block means ``[block, channel]``."""
+    from stream.monitoring.dependence import DependenceTracker
+
+    blocks, channels = means.shape
+    tr = DependenceTracker(channels, block_rows=100, scales=(2, 8, 32), history=128, min_batches=16)
+    tr.add_many(means, np.full(means.shape, 100.0), np.zeros(means.shape, bool), np.full(blocks, -1))
+    lr, _ = tr.estimate(np.full(channels, 0.5), np.full(channels, g0), np.full(channels, 20_000.0))
+    return lr / g0
+
+
+def test_the_longest_scale_counts_only_where_it_clearly_exceeds_the_shorter_ones() -> None:
+    """After 100,000 rows the 3,200-row scale has 30 differences. Taken at its upper bound like
+    the shorter scales, its noise alone put a design effect of 20 at 38 on a tenth of the channels
+    (a 0.5 sd shift in mixed traffic then took 11,199 rows); dependence that only it sees still counts."""
+    rng = np.random.default_rng(3)
+    blocks, channels, g0 = 1_000, 2_000, 1.0 / 12.0
+    # dependence shorter than a block: D = 20 at every scale
+    d = _design_effects(0.5 + rng.normal(size=(blocks, channels)) * np.sqrt(20 * g0 / 100), g0)
+    assert np.quantile(d, 0.9) < 33 and np.mean(d < 18) < 0.03
+    # D = 5 within blocks plus a level held 3,200 rows worth 15 more: only the longest scale sees it
+    level = np.repeat(rng.normal(size=(blocks // 32 + 1, channels)), 32, axis=0)[:blocks]
+    d = _design_effects(0.5 + rng.normal(size=(blocks, channels)) * np.sqrt(5 * g0 / 100)
+                        + level * np.sqrt(15 * g0 / 3200), g0)
+    assert np.median(d) > 18

@@ -146,7 +146,8 @@ class DriftMonitor(StreamEstimates):
         self._blocks = 0
         n_ch = self._theta.size
         self.tracker = DependenceTracker(n_ch, b, s.dependence_scales, s.dependence_history,
-                                         s.dependence_min_batches, s.dependence_confidence)
+                                         s.dependence_min_batches, s.dependence_confidence,
+                                         s.dependence_scale_confidence)
         self.seasonal = SeasonalProfile(n_ch, s.seasonal_min_rows, s.seasonal_memory_rows, s.seasonal_alpha) \
             if s.seasonal else None
         hourly = hourly_arrays(profile, k, kc) if self.seasonal is not None else None

@@ -43,6 +43,9 @@ class DriftSettings:
         batch lengths in blocks, batch means kept per scale, batches a scale needs before
         it counts (the monitor is warming up until the shortest has them), and the quantile
         of the long-run variance's sampling distribution used as its upper bound.
+    dependence_scale_confidence
+        A longer batch length's estimate replaces a shorter one's only when its lower bound
+        at this one-sided level is above it (Lepski's rule).
     refresh_blocks
         The dependence, slow and seasonal estimates are refreshed every this many blocks
         (between refreshes the checks of many blocks are computed at once).
@@ -129,6 +132,7 @@ class DriftSettings:
     dependence_history: int = 128
     dependence_min_batches: int = 16
     dependence_confidence: float = 0.25
+    dependence_scale_confidence: float = 0.1
     min_effective_rows: int = 200
     refresh_blocks: int = 64
     cusum: bool = True
@@ -181,8 +185,10 @@ class DriftSettings:
             raise ValueError("need 0 < leave_p < 1, resolve_patience >= 1, checks_per_window >= 1")
         if self.score_detector not in (None, "page_hinkley", "adwin"):
             raise ValueError(f"unknown score_detector {self.score_detector!r}")
-        if not self.dependence_scales or min(self.dependence_scales) < 1 or not 0 < self.dependence_confidence < 1:
-            raise ValueError("dependence_scales must be >= 1 and 0 < dependence_confidence < 1")
+        if not self.dependence_scales or min(self.dependence_scales) < 1 or not 0 < self.dependence_confidence < 1 \
+                or not 0 < self.dependence_scale_confidence < 1:
+            raise ValueError("dependence_scales must be >= 1, 0 < dependence_confidence < 1 and "
+                             "0 < dependence_scale_confidence < 1")
         if not 4 <= self.dependence_min_batches <= self.dependence_history:
             raise ValueError("need 4 <= dependence_min_batches <= dependence_history")
         if self.cusum_blocks < 1 or self.cusum_k <= 0 or self.cusum_min_shift < 0:
