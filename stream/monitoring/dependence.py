@@ -344,17 +344,16 @@ class DependenceTracker:
         ~4,000. So it counts only where its lower bound (one-sided ``scale_confidence``) is above
         the shorter scales' estimates (Lepski's rule). The shorter ones, with 4-16x the
         differences, all count: bursts of one entity live between them."""
-        last = len(self.scales) - 1
-        upper = np.zeros(self.c)
-        point = np.zeros(self.c)
+        longest = ready[-1] if len(ready) > 1 and ready[-1] == len(self.scales) - 1 else None
+        upper, point = np.zeros(self.c), np.zeros(self.c)
         for i in ready:
             est, nd = self._scale_estimate(i)
-            df = self._scale_df(i)
+            bound = est * self._inflate[self._scale_df(i)]
             valid = nd >= self.min_batches - 1
-            if i == last and len(ready) > 1:
-                clearly = valid & (est * self._deflate[df] > point)
-                return np.where(clearly, np.maximum(upper, est * self._inflate[df]), upper)
-            upper = np.maximum(upper, np.where(valid, est * self._inflate[df], 0.0))
+            if i == longest:
+                clearly = valid & (est * self._deflate[self._scale_df(i)] > point)
+                return np.where(clearly, np.maximum(upper, bound), upper)
+            upper = np.maximum(upper, np.where(valid, bound, 0.0))
             point = np.maximum(point, np.where(valid, est, 0.0))
         return upper
 

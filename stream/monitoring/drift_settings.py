@@ -44,8 +44,8 @@ class DriftSettings:
         it counts (the monitor is warming up until the shortest has them), and the quantile
         of the long-run variance's sampling distribution used as its upper bound.
     dependence_scale_confidence
-        A longer batch length's estimate replaces a shorter one's only when its lower bound
-        at this one-sided level is above it (Lepski's rule).
+        The longest batch length's estimate counts only where its lower bound at this
+        one-sided level is above the shorter lengths' estimates (Lepski's rule).
     refresh_blocks
         The dependence, slow and seasonal estimates are refreshed every this many blocks
         (between refreshes the checks of many blocks are computed at once).
