@@ -111,10 +111,10 @@ class ScoringSettings(Section):
     # Events one by one at a few hundred/s: the broker may hold a fetch this long for more
     # (stream.kafka.FetchPacing: larger micro-batches, less CPU per event); 0: never.
     fetch_linger_ms: int = Field(default=5, ge=0, le=1_000)
-    # Offsets are committed (after the changelog of the entities changed since the last
-    # commit and every output are acknowledged) this often, or after this many batches.
+    # Offsets are committed (every output acknowledged first) this often, or once this many
+    # events wait (events, not batches: one-event batches had committed every 8 events).
     commit_interval_ms: int = Field(default=200, ge=1, le=60_000)
-    max_in_flight_batches: int = Field(default=8, ge=1, le=1_000)
+    max_uncommitted_events: int = Field(default=20_000, ge=1, le=10_000_000)
     # Entities idle longer than this are evicted from state (and tombstoned in the changelog).
     state_ttl_s: float = Field(default=7 * 86_400, gt=0)
     max_entities_per_partition: int = Field(default=2_000_000, ge=1)

@@ -63,3 +63,22 @@ def test_a_corrupt_onnx_file_is_a_clear_error(model_store):
     with pytest.raises(ModelLoadError, match="onnxruntime cannot load the model"):
         load_model(store, "fraud", DOMAIN.features.columns, "2")
     assert store.versions("fraud") == ["1", "2"]
+
+
+def test_a_commit_is_due_after_max_uncommitted_events_whatever_the_batches():
+    """The commit cadence counts events: a low-rate scorer's one-event micro-batches do not commit
+    every few events (a commit is a feature batch, a changelog write and an offset commit)."""
+    from stream.config import Settings
+    from stream.scoring.commits import Commits
+    from stream.scoring.pipeline import BatchOutput, PartitionOutput
+
+    settings = Settings(scoring={"commit_interval_ms": 60_000, "max_uncommitted_events": 100})
+    commits = Commits(settings, {})
+    one = BatchOutput(partitions={0: PartitionOutput()})
+    for _ in range(99):  # 99 one-event batches: not yet
+        commits.record("events", one, [], 1)
+    assert not commits.due()
+    commits.record("events", one, [], 1)
+    assert commits.due()
+    with pytest.raises(ValueError, match="max_in_flight_batches"):  # the old name is refused, not ignored
+        Settings(scoring={"max_in_flight_batches": 8})

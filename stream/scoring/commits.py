@@ -50,10 +50,10 @@ class Commits:
         # the monitor's rows, written at the commit: the monitor needs no millisecond latency,
         # and a partition's micro-batches merged into one feature batch per commit interval
         # (up to ``max_batch_size`` rows) cost a low-rate scorer one encode and one produce
-        # instead of one per micro-batch (bounded: a commit is due after
-        # ``max_in_flight_batches`` batches)
+        # instead of one per micro-batch (bounded: a commit is due once
+        # ``max_uncommitted_events`` events wait)
         self.features: dict[int, list[FeatureRows]] = {}
-        self.batches = 0
+        self.events = 0
         self.last = time.monotonic()
         self._in_flight: asyncio.Future[None] | None = None
         # a commit failed: no new records until one succeeds
@@ -68,20 +68,21 @@ class Commits:
         # what we had committed when the consumer was abandoned, per partition the new one may get
         self.resuming: dict[TopicPartition, int] = {}
 
-    def record(self, topic: str, out: BatchOutput, futures: list[asyncio.Future[Any]]) -> None:
-        """A processed micro-batch: its outputs in flight, entities touched, offsets reached."""
+    def record(self, topic: str, out: BatchOutput, futures: list[asyncio.Future[Any]], events: int) -> None:
+        """A processed micro-batch of ``events`` events: its outputs in flight, entities touched,
+        offsets reached."""
         self.pending += futures
         for p, po in out.partitions.items():
             self.dirty.setdefault(p, {}).update(po.touched)
             if po.features is not None:
                 self.features.setdefault(p, []).append(po.features)
             self.offsets[TopicPartition(topic, p)] = po.last_offset + 1
-        self.batches += 1
+        self.events += events
 
     def due(self) -> bool:
-        """Enough batches, or enough time, since the last commit."""
+        """Enough events, or enough time, since the last commit."""
         sc = self.settings.scoring
-        return (self.batches >= sc.max_in_flight_batches
+        return (self.events >= sc.max_uncommitted_events
                 or time.monotonic() - self.last >= sc.commit_interval_ms / 1000)
 
     def forget(self) -> None:
@@ -149,7 +150,7 @@ class Commits:
             values = encode_states(store.matrix[list(touched.values())], upto.get(p))
             futures += await send_records(self.producer, self.settings.topics.changelog, p, keys, values)
         self.dirty = {}
-        self.batches = 0
+        self.events = 0
         self.last = time.monotonic()
         return futures, offsets
 

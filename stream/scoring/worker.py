@@ -279,7 +279,7 @@ class ScoringWorker:
         futures = await self._send(out)
         self._produce_stage.observe(time.perf_counter() - t0)
         topic = self.settings.topics.events
-        self.commits.record(topic, out, futures)
+        self.commits.record(topic, out, futures, n)
         self.processed += n
         for p, recs in by_part.items():
             tp = TopicPartition(topic, p)
