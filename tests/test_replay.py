@@ -125,7 +125,7 @@ def test_replay_takes_the_daily_cycle_from_the_reference_times(tmp_path: Path, c
     schema = tmp_path / "schema.json"
     schema.write_text(json.dumps({"x": "numeric", "y": "numeric", "amount": "numeric", "c": "categorical"}))
     common = ["--schema", str(schema), "--json"]
-    assert main(["--reference", str(ref), str(live), *common]) == 0  # times dropped: the cycle looks like drift
+    assert main(["--reference", str(ref), str(live), "--time-field", "", *common]) == 0  # no times: the cycle looks like drift
     assert "data_drift" in capsys.readouterr().out
     assert main(["--reference", str(ref), str(live), "--time-field", "ts", *common]) == 0
     assert "data_drift" not in capsys.readouterr().out
@@ -151,3 +151,25 @@ def test_replay_entity_field_counts_a_burst_as_one_entity(tmp_path: Path, capsys
     assert 30_000 <= events[0]["index"] < 32_000
     assert main([*common, "--ignore", "error,entity"]) == 0  # without it: not within these 4,000 rows
     assert capsys.readouterr().out == ""
+
+
+def test_replay_guesses_the_event_time_and_the_entity_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Replayed as plain features, a clock drifts by construction (every live time is after the
+    training sample's) and an id column's "categories" are its heaviest entities: without
+    ``--time-field``/``--entity-field`` both are guessed and said, and an event id is left out."""
+    from stream.examples.traffic import write_jsonl
+
+    ref, live = tmp_path / "ref.jsonl", tmp_path / "live.jsonl"
+    write_jsonl("mixed", 20_000, str(ref), seed=10_007, iid=True)
+    write_jsonl("mixed", 30_000, str(live), seed=7)
+    for path in (ref, live):
+        _write(path, [{**r, "event_id": f"{path.stem}-{i}"} for i, r in enumerate(_read(path))])
+    assert main(["--reference", str(ref), str(live), "--ignore", "error", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""  # stationary traffic: no drift
+    assert "ts holds epoch seconds: taken as the event time" in err
+    assert "entity looks like entity ids" in err and "event_id looks like an event id" in err
+    assert main(["--reference", str(ref), str(live), "--ignore", "error", "--json",
+                 "--time-field", "", "--entity-field", ""]) == 0  # no guess: what replay did before
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert any("ts" in e["features"] for e in events if e["kind"] == "data_drift")

@@ -164,3 +164,21 @@ async def test_report_from_a_live_deployment(make_settings, start_worker, tmp_pa
     assert 5_000 <= newest.rows < 5_000 + settings.scoring.max_batch_size and "--max-rows" in newest.notes[-1]
     html = write_report(data, tmp_path / "live.html")
     await assert_renders(html, tmp_path / "live.png", min_plots=PLOTS)
+
+
+def test_report_from_rows_and_a_reference_file(tmp_path: Path, capsys) -> None:
+    """``--events`` with ``--reference`` (no model card): the report reads the rows as replay does, the
+    label left out of the features and the clock taken as the event time, not tested as a feature
+    (before, this path stopped with an AttributeError)."""
+    from stream.examples.traffic import write_jsonl
+
+    ref, live = tmp_path / "ref.jsonl", tmp_path / "live.jsonl"
+    write_jsonl("mixed", 20_000, str(ref), seed=10_003, iid=True)
+    write_jsonl("mixed", 20_000, str(live), seed=3)
+    out = tmp_path / "ref.html"
+    assert main(["--events", str(live), "--reference", str(ref), "--label-field", "error",
+                 "--output", str(out)]) == 0
+    summary = capsys.readouterr().out
+    assert "20,000 rows" in summary and "No drift detected" in summary
+    page = out.read_text()
+    assert "ts holds epoch seconds: taken as the event time" in page

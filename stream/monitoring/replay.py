@@ -18,6 +18,8 @@ With ``--time-field``, event times of FILE feed the monitor's daily profile and 
 REF.jsonl give it the training data's own daily cycle from the first row. With
 ``--entity-field``, one entity counts at most ``entity_max_rows`` rows of every
 ``entity_window`` in the category shares (a heavy entity's burst repeats its own category).
+Not given, both are guessed (:mod:`stream.monitoring.replay_columns`: a clock tested as a
+feature drifts by construction), and each guess is printed.
 Features of the card that no row of FILE holds (raw events instead of feature
 rows, say) are left out with a warning, rather than reported as "missing" drift.
 
@@ -53,6 +55,7 @@ from typing import IO, Any
 from stream.errors import ProfileError, ReplayError
 from stream.monitoring.drift import DriftEvent, DriftMonitor, DriftSettings
 from stream.monitoring.profile import ReferenceProfile
+from stream.monitoring.replay_columns import Roles, guess_roles
 from stream.reporting.report_data import opened_on
 
 __all__ = ["load_columns", "main", "replay_rows"]
@@ -111,23 +114,40 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resolved", action="store_true", help="do not emit drift_resolved events")
     p.add_argument("--seed", type=int, default=0, help="seed of the reference profile subsample")
     p.add_argument("--time-field", default=None,
-                   help="column of event times (seconds): not a feature, feeds the monitor's daily profile")
+                   help="column of event times (seconds): not a feature, feeds the monitor's daily profile "
+                        "(default: guessed, a column of epoch seconds named like a time or in order; '' for none)")
     p.add_argument("--entity-field", default=None,
                    help="column of entity ids (user, merchant): not a feature; one entity's burst counts at most "
-                        "entity_max_rows rows per entity_window in the category shares")
+                        "entity_max_rows rows per entity_window in the category shares (default: guessed, an "
+                        "id-named column whose values repeat; '' for none)")
     p.add_argument("--ignore", default="", help="comma-separated columns that are not features (ids, labels)")
     return p
 
 
-def _profile(args: argparse.Namespace) -> tuple[ReferenceProfile, str | None, str | None]:
+def _probe(path: str, rows: int = 1_000) -> list[dict[str, Any]]:
+    """The stream's first ``rows`` rows."""
+    out = []
+    for row in _read_jsonl(path):
+        out.append(row)
+        if len(out) >= rows:
+            break
+    return out
+
+
+def _profile(args: argparse.Namespace) -> tuple[ReferenceProfile, str | None, str | None, Roles]:
+    probe = _probe(args.file)
     if args.model_card:
         with open(args.model_card, encoding="utf-8") as f:
             card = json.load(f)
         if not isinstance(card, dict) or "reference_profile" not in card:
             raise ReplayError(f"{args.model_card}: no reference_profile in the model card")
         version = card.get("version")
-        return (ReferenceProfile.from_dict(card["reference_profile"]), card.get("name"),
-                None if version is None else str(version))
+        profile = ReferenceProfile.from_dict(card["reference_profile"])
+        # the card names the features: only the stream's other columns may be its time or entity
+        names = dict.fromkeys(k for r in probe for k in r if k not in profile.features)
+        others = {k: [r.get(k) for r in probe] for k in names}
+        roles = guess_roles(others, probe, time_field=args.time_field, entity_field=args.entity_field)
+        return profile, card.get("name"), None if version is None else str(version), roles
     kinds = None
     if args.schema:
         with open(args.schema, encoding="utf-8") as f:
@@ -135,9 +155,12 @@ def _profile(args: argparse.Namespace) -> tuple[ReferenceProfile, str | None, st
         if not isinstance(kinds, dict):
             raise ReplayError(f"{args.schema}: expected a JSON object of feature kinds")
     cols = load_columns(args.reference)
+    ignore = list(filter(None, args.ignore.split(",")))
+    roles = guess_roles({k: v for k, v in cols.items() if k not in ignore and k not in (kinds or {})}, probe,
+                        time_field=args.time_field, entity_field=args.entity_field)
     # the reference's own event times give the monitor its daily cycle from the first row
-    times = cols.get(args.time_field) if args.time_field else None
-    for skip in [args.time_field, args.entity_field, *filter(None, args.ignore.split(","))]:
+    times = cols.get(roles.time_field) if roles.time_field else None
+    for skip in [roles.time_field, roles.entity_field, *roles.ignored, *ignore]:
         cols.pop(skip, None)
     if kinds:
         cols = {k: cols.get(k, [None] * len(next(iter(cols.values()), []))) for k in kinds}
@@ -146,10 +169,10 @@ def _profile(args: argparse.Namespace) -> tuple[ReferenceProfile, str | None, st
     try:
         event_ts = None if times is None else [None if t is None else float(t) for t in times]
     except (TypeError, ValueError):  # the profile is still good without its daily cycle
-        print(f"replay: warning: {args.time_field} of {args.reference} is not in epoch seconds: the reference's "
+        print(f"replay: warning: {roles.time_field} of {args.reference} is not in epoch seconds: the reference's "
               "daily cycle is not used", file=sys.stderr)
         event_ts = None
-    return ReferenceProfile.from_columns(cols, kinds, seed=args.seed, event_ts=event_ts), None, None
+    return ReferenceProfile.from_columns(cols, kinds, seed=args.seed, event_ts=event_ts), None, None, roles
 
 
 def event_json(event: DriftEvent) -> str:
@@ -212,18 +235,20 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mlstream replay``; returns the process exit code."""
     args = _parser().parse_args(argv)
     try:
-        profile, name, version = _profile(args)
+        profile, name, version, roles = _profile(args)
+        for note in roles.notes:
+            print(f"replay: {note}", file=sys.stderr)
         if args.model_card:
             profile = restrict_to_present(profile, args.file, f"model card {args.model_card}")
         settings = DriftSettings(expected_run_length=args.expected_run_length, emit_resolved=not args.no_resolved)
         monitor = DriftMonitor(profile, settings, model_name=name, model_version=version)
         features = list(profile.features)
-        keep = features + [f for f in (args.time_field, args.entity_field) if f]
+        keep = features + [f for f in (roles.time_field, roles.entity_field) if f]
         rows = ({k: row.get(k) for k in keep} for row in _read_jsonl(args.file))
         out: IO[str] | None = open(args.output, "w", encoding="utf-8") if args.output else None
         events: list[DriftEvent] = []
         try:
-            for event in replay_rows(monitor, rows, args.time_field, args.entity_field):
+            for event in replay_rows(monitor, rows, roles.time_field, roles.entity_field):
                 events.append(event)
                 line = event_json(event) + "\n"
                 if out is not None:

@@ -67,11 +67,13 @@ def report_from_file(args: argparse.Namespace) -> ReportData:
         raise ReplayError("--events needs --model-card or --reference")
     from stream.config import load_settings
 
-    args.schema, args.seed = None, 0
-    profile, name, version = _profile(args)
+    # as replay reads the file: the label is not a feature, time and entity columns are guessed
+    args.schema, args.seed, args.file, args.ignore = None, 0, args.events, args.label_field
+    args.time_field = args.entity_field = None
+    profile, name, version, roles = _profile(args)
     model: dict[str, Any] = {"name": name, "version": version}
     title = args.title or f"Drift report: {Path(args.events).name}"
-    notes = []
+    notes = list(roles.notes)
     settings = load_settings(args.config)
     drift = DriftSettings(expected_run_length=settings.monitor.expected_run_length)  # as the deployment's
     if args.model_card:
@@ -98,7 +100,9 @@ def report_from_file(args: argparse.Namespace) -> ReportData:
     labels = None
     if args.label_field in cols:
         labels = np.array([np.nan if v is None else float(v) for v in cols[args.label_field]])
-    return build_report(profile, columns, labels=labels, model=model, title=title, settings=drift)
+    data = build_report(profile, columns, labels=labels, model=model, title=title, settings=drift)
+    data.notes += notes
+    return data
 
 
 async def _read(settings: Any, limits: dict[str, tuple[int, type[Any]]], deadline: float, *, rows_topic: str,

@@ -1,0 +1,117 @@
+"""Which columns of a replayed file are not features: its event time and its identifiers.
+
+Flat JSON-lines files usually carry an event time and an entity id beside the features. Tested
+as features, a clock drifts by construction (every live time comes after the training times: a
+drift opened at row ~3,000 of every stream and stayed open) and an id column's "categories" are
+its heaviest entities, whose bursts swing their shares. So ``mlstream replay``, when not told
+(``--time-field`` / ``--entity-field``; an empty value turns the guess off), takes:
+
+- as the **event time** a numeric column whose values all lie in epoch seconds (2001-2286) and
+  that is named like a time or runs in order through the stream's first rows;
+- as the **entity** the column named like an id (``user_id``, ``entity``, ``account``) with the
+  fewest distinct reference values; a column named like an event's own id (``event_id``,
+  ``id``, ``uuid``) is left out of the features.
+
+Each guess is printed, so a wrong one is seen and overridden.
+
+Examples
+--------
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> ref = {"x": rng.normal(size=200).tolist(), "ts": (1.75e9 + rng.uniform(0, 86400, 200)).tolist(),
+...        "user_id": [f"u{i}" for i in rng.integers(0, 50, 200)], "event_id": [f"e{i}" for i in range(200)],
+...        "paid": rng.integers(0, 100, 200).tolist()}
+>>> probe = [{"ts": 1.76e9 + i} for i in range(5)]
+>>> roles = guess_roles(ref, probe)
+>>> roles.time_field, roles.entity_field, roles.ignored
+('ts', 'user_id', ['event_id'])
+>>> prices = {"x": [1.0, 2.0], "price": [2e9, 3e9]}   # epoch-sized, but neither named nor ordered like a time
+>>> guess_roles(prices, [{"price": 3e9}, {"price": 2e9}]).time_field is None
+True
+>>> guess_roles(ref, probe, time_field="", entity_field="").time_field is None   # '': no guess
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Any
+
+__all__ = ["Roles", "guess_roles"]
+
+TIME_NAMES = frozenset({"ts", "timestamp", "time", "event_time", "event_ts", "event_timestamp", "created_at",
+                        "datetime"})
+EPOCH_SECONDS = (1e9, 1e10)  # 2001-09-09 .. 2286-11-20
+ID_NAMES = frozenset({"entity", "key", "user", "customer", "account", "merchant", "card", "device", "session"})
+EVENT_NAMES = ("event", "message", "msg", "record", "request", "row", "trace", "transaction", "txn")
+MIN_DISTINCT = 20  # fewer distinct values than this is a category, whatever its name
+
+
+@dataclass
+class Roles:
+    """The columns guessed (or given) as event time and entity, and id columns left out."""
+
+    time_field: str | None = None
+    entity_field: str | None = None
+    ignored: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _named_like_id(name: str) -> bool:
+    low = name.lower()
+    return low in ID_NAMES or _named_like_event_id(name) or low.endswith(("_id", "_key", "_uuid"))
+
+
+def _named_like_event_id(name: str) -> bool:
+    low = name.lower()
+    return low in ("id", "uuid") or (low.startswith(EVENT_NAMES) and low.endswith(("id", "key", "uuid")))
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _epoch_seconds(values: Sequence[Any]) -> bool:
+    present = [v for v in values if v is not None]
+    lo, hi = EPOCH_SECONDS
+    return bool(present) and all(_is_number(v) and lo <= v < hi for v in present)
+
+
+def _in_order(name: str, probe: Sequence[Mapping[str, Any]]) -> bool:
+    seen = [r[name] for r in probe if _is_number(r.get(name))]
+    return len(seen) >= 2 and all(a <= b for a, b in pairwise(seen)) and seen[-1] > seen[0]
+
+
+def guess_roles(reference: Mapping[str, Sequence[Any]], probe: Sequence[Mapping[str, Any]], *,
+                time_field: str | None = None, entity_field: str | None = None) -> Roles:
+    """Guess what was not given (``None``; ``""`` means none and no guess) from the reference's
+    columns and the stream's first rows ``probe``."""
+    roles = Roles(time_field=time_field or None, entity_field=entity_field or None)
+    if time_field is None:
+        for name, values in reference.items():
+            if _epoch_seconds(values) and (name.lower() in TIME_NAMES or _in_order(name, probe)):
+                roles.time_field = name
+                roles.notes.append(f"{name} holds epoch seconds: taken as the event time, not a feature "
+                                   "(--time-field to choose another, --time-field '' for none)")
+                break
+    ids = {}
+    for name, values in reference.items():
+        if name in (roles.time_field, roles.entity_field) or not _named_like_id(name):
+            continue
+        distinct = len({str(v) for v in values if v is not None})
+        if distinct >= MIN_DISTINCT:
+            ids[name] = distinct
+    entities = {n: d for n, d in ids.items() if not _named_like_event_id(n)}
+    if entity_field is None and entities:
+        name = min(entities, key=lambda n: (entities[n], n))  # the most repeated: users, not their cards
+        roles.entity_field = name
+        roles.notes.append(f"{name} looks like entity ids ({entities[name]:,} distinct values): taken as the "
+                           "entity, not a feature (--entity-field to choose another, --entity-field '' for none)")
+    for name in ids:
+        if _named_like_event_id(name):
+            roles.ignored.append(name)
+            roles.notes.append(f"{name} looks like an event id ({ids[name]:,} distinct values): not a feature")
+    return roles
