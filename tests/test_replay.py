@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +131,11 @@ def test_replay_takes_the_daily_cycle_from_the_reference_times(tmp_path: Path, c
     assert main(["--reference", str(ref), str(live), "--time-field", "ts", *common]) == 0
     assert "data_drift" not in capsys.readouterr().out
     rows = _read(ref)
-    _write(ref, [{**r, "ts": "2026-01-01T00:00:00Z"} for r in rows])
+    iso = {"ts": lambda t: datetime.fromtimestamp(t, timezone.utc).isoformat()}
+    _write(ref, [{**r, "ts": iso["ts"](r["ts"])} for r in rows])  # ISO 8601 times: the same cycle
+    assert main(["--reference", str(ref), str(live), "--time-field", "ts", *common]) == 0
+    assert "data_drift" not in capsys.readouterr().out
+    _write(ref, [{**r, "ts": "yesterday"} for r in rows])
     assert main(["--reference", str(ref), str(live), "--time-field", "ts", *common]) == 0
     assert "not in epoch seconds" in capsys.readouterr().err
 
@@ -167,7 +172,7 @@ def test_replay_guesses_the_event_time_and_the_entity_column(tmp_path: Path, cap
     assert main(["--reference", str(ref), str(live), "--ignore", "error", "--json"]) == 0
     out, err = capsys.readouterr()
     assert out == ""  # stationary traffic: no drift
-    assert "ts holds epoch seconds: taken as the event time" in err
+    assert "ts holds times: taken as the event time" in err
     assert "entity looks like entity ids" in err and "event_id looks like an event id" in err
     assert main(["--reference", str(ref), str(live), "--ignore", "error", "--json",
                  "--time-field", "", "--entity-field", ""]) == 0  # no guess: what replay did before

@@ -55,7 +55,7 @@ from typing import IO, Any
 from stream.errors import ProfileError, ReplayError
 from stream.monitoring.drift import DriftEvent, DriftMonitor, DriftSettings
 from stream.monitoring.profile import ReferenceProfile
-from stream.monitoring.replay_columns import Roles, guess_roles
+from stream.monitoring.replay_columns import Roles, epoch_seconds, guess_roles
 from stream.reporting.report_data import opened_on
 
 __all__ = ["load_columns", "main", "replay_rows"]
@@ -96,7 +96,8 @@ def replay_rows(monitor: DriftMonitor, rows: Iterator[dict[str, Any]], time_fiel
     for row in rows:
         ts = row.pop(time_field, None) if time_field else None
         entity = row.pop(entity_field, None) if entity_field else None
-        yield from monitor.update(row, ts=None if ts is None else float(ts), entity=None if entity is None else str(entity))
+        yield from monitor.update(row, ts=None if ts is None else epoch_seconds(ts),
+                                  entity=None if entity is None else str(entity))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -167,9 +168,9 @@ def _profile(args: argparse.Namespace) -> tuple[ReferenceProfile, str | None, st
     if not cols or not next(iter(cols.values())):
         raise ReplayError(f"{args.reference}: no reference rows")
     try:
-        event_ts = None if times is None else [None if t is None else float(t) for t in times]
+        event_ts = None if times is None else [None if t is None else epoch_seconds(t) for t in times]
     except (TypeError, ValueError):  # the profile is still good without its daily cycle
-        print(f"replay: warning: {roles.time_field} of {args.reference} is not in epoch seconds: the reference's "
+        print(f"replay: warning: {roles.time_field} of {args.reference} is not in epoch seconds or ISO 8601: the reference's "
               "daily cycle is not used", file=sys.stderr)
         event_ts = None
     return ReferenceProfile.from_columns(cols, kinds, seed=args.seed, event_ts=event_ts), None, None, roles

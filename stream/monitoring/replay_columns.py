@@ -6,8 +6,9 @@ drift opened at row ~3,000 of every stream and stayed open) and an id column's "
 its heaviest entities, whose bursts swing their shares. So ``mlstream replay``, when not told
 (``--time-field`` / ``--entity-field``; an empty value turns the guess off), takes:
 
-- as the **event time** a numeric column whose values all lie in epoch seconds (2001-2286) and
-  that is named like a time or runs in order through the stream's first rows;
+- as the **event time** a column whose values are all epoch seconds (2001-2286) or ISO 8601
+  times (``2026-01-01T09:30:00Z``; without an offset, UTC) and that is named like a time or
+  runs in order through the stream's first rows;
 - as the **entity** the column named like an id (``user_id``, ``entity``, ``account``) with the
   fewest distinct reference values; a column named like an event's own id (``event_id``,
   ``id``, ``uuid``) is left out of the features.
@@ -30,6 +31,11 @@ Examples
 True
 >>> guess_roles(ref, probe, time_field="", entity_field="").time_field is None   # '': no guess
 True
+>>> iso = [{"when": "2026-01-02T09:30:00Z"}, {"when": "2026-01-02T09:31:00"}]   # ISO 8601, in order
+>>> guess_roles({"when": ["2026-01-01T09:30:00Z", "2026-01-01T08:00:00"]}, iso).time_field
+'when'
+>>> epoch_seconds("2026-01-01T00:00:00Z"), epoch_seconds("2026-01-01 01:00:00+01:00"), epoch_seconds(1.5e9)
+(1767225600.0, 1767225600.0, 1500000000.0)
 """
 
 from __future__ import annotations
@@ -37,10 +43,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any
 
-__all__ = ["Roles", "guess_roles"]
+__all__ = ["Roles", "epoch_seconds", "guess_roles"]
 
 TIME_NAMES = frozenset({"ts", "timestamp", "time", "event_time", "event_ts", "event_timestamp", "created_at",
                         "datetime"})
@@ -74,14 +81,35 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def epoch_seconds(value: Any) -> float:
+    """An event time as epoch seconds: a number as it is, an ISO 8601 string (UTC without an
+    offset); ``ValueError`` otherwise."""
+    if isinstance(value, str):
+        t = datetime.fromisoformat(value)
+        return (t if t.tzinfo is not None else t.replace(tzinfo=UTC)).timestamp()
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a time")
+    return float(value)
+
+
+def _as_time(v: Any) -> float | None:
+    """``v`` in epoch seconds if it is a number in range or an ISO 8601 string, else None."""
+    if isinstance(v, str) and len(v) >= 10 and v[4:5] == "-":  # a date first: not any digits
+        try:
+            v = epoch_seconds(v)
+        except ValueError:
+            return None
+    lo, hi = EPOCH_SECONDS
+    return float(v) if _is_number(v) and lo <= v < hi else None
+
+
 def _epoch_seconds(values: Sequence[Any]) -> bool:
     present = [v for v in values if v is not None]
-    lo, hi = EPOCH_SECONDS
-    return bool(present) and all(_is_number(v) and lo <= v < hi for v in present)
+    return bool(present) and all(_as_time(v) is not None for v in present)
 
 
 def _in_order(name: str, probe: Sequence[Mapping[str, Any]]) -> bool:
-    seen = [r[name] for r in probe if _is_number(r.get(name))]
+    seen = [t for t in (_as_time(r.get(name)) for r in probe) if t is not None]
     return len(seen) >= 2 and all(a <= b for a, b in pairwise(seen)) and seen[-1] > seen[0]
 
 
@@ -94,7 +122,7 @@ def guess_roles(reference: Mapping[str, Sequence[Any]], probe: Sequence[Mapping[
         for name, values in reference.items():
             if _epoch_seconds(values) and (name.lower() in TIME_NAMES or _in_order(name, probe)):
                 roles.time_field = name
-                roles.notes.append(f"{name} holds epoch seconds: taken as the event time, not a feature "
+                roles.notes.append(f"{name} holds times: taken as the event time, not a feature "
                                    "(--time-field to choose another, --time-field '' for none)")
                 break
     ids = {}
