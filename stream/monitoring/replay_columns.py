@@ -20,12 +20,14 @@ Examples
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
 >>> ref = {"x": rng.normal(size=200).tolist(), "ts": (1.75e9 + rng.uniform(0, 86400, 200)).tolist(),
-...        "user_id": [f"u{i}" for i in rng.integers(0, 50, 200)], "event_id": [f"e{i}" for i in range(200)],
+...        "user_id": [f"u{i}" for i in rng.integers(0, 500, 200)], "event_id": [f"e{i}" for i in range(200)],
 ...        "paid": rng.integers(0, 100, 200).tolist()}
 >>> probe = [{"ts": 1.76e9 + i} for i in range(5)]
 >>> roles = guess_roles(ref, probe)
 >>> roles.time_field, roles.entity_field, roles.ignored
 ('ts', 'user_id', ['event_id'])
+>>> guess_roles({"merchant": [f"m{i % 30}" for i in range(1000)]}, []).entity_field is None   # 30: a category
+True
 >>> prices = {"x": [1.0, 2.0], "price": [2e9, 3e9]}   # epoch-sized, but neither named nor ordered like a time
 >>> guess_roles(prices, [{"price": 3e9}, {"price": 2e9}]).time_field is None
 True
@@ -54,7 +56,7 @@ TIME_NAMES = frozenset({"ts", "timestamp", "time", "event_time", "event_ts", "ev
 EPOCH_SECONDS = (1e9, 1e10)  # 2001-09-09 .. 2286-11-20
 ID_NAMES = frozenset({"entity", "key", "user", "customer", "account", "merchant", "card", "device", "session"})
 EVENT_NAMES = ("event", "message", "msg", "record", "request", "row", "trace", "transaction", "txn")
-MIN_DISTINCT = 20  # fewer distinct values than this is a category, whatever its name
+MIN_DISTINCT = 100  # fewer distinct values than this is a category (a merchant type), whatever its name
 
 
 @dataclass
