@@ -16,7 +16,9 @@ drain them, each with a fresh consumer group:
 Rates run from the first record fetched to the last one acknowledged, so group joins are not
 counted; the scorer's start-up (group join -> first prediction) is measured on the way. Then a
 ``fixed`` child drains with one-event batches and with 1,000-event batches: the difference is
-the fixed cost of a micro-batch. Low-rate CPU and latency against the broker floor are in
+the fixed cost of a micro-batch; beside it, the Kafka client's own floor (the leanest fetch ->
+produce loop, the same difference: :func:`stream.tools.bench_profile.client_floor`). Low-rate
+CPU and latency against the broker floor are in
 :mod:`stream.tools.bench_low_rate`.
 """
 
@@ -43,6 +45,7 @@ from stream.config import Settings
 from stream.examples.simulate import PaymentSimulator
 from stream.kafka import ensure_topics, make_consumer, make_producer, send_messages, send_records, start_client
 from stream.messages import Message
+from stream.tools.bench_profile import client_floor
 from stream.tools.kafka_server import broker_name, open_broker
 
 KINDS = ("broker", "json", "pipeline", "all", "monitor", "exactly_once")
@@ -220,6 +223,7 @@ async def _fixed(settings: Settings, n: int) -> dict[str, Any]:
         stop.set()
         await task
     out["fixed_cost_us_per_batch"] = out["cpu_us_per_event_batch_1"] - out["cpu_us_per_event_batch_1000"]
+    out["client_floor_us_per_batch"] = await client_floor(settings, min(FIXED_EVENTS[1], n // 4))
     if profile is not None:
         profile.dump_stats(os.environ["BENCH_PROFILE"])
     return out
@@ -307,7 +311,8 @@ def main(args: argparse.Namespace) -> int:
         asyncio.run(ensure_topics(bench_settings(boot, run, partitions)))
         fixed = run_child("fixed", boot, run, partitions, n,
                           **({"BENCH_PROFILE": args.profile} if args.profile else {}))
-        say(f"  fixed cost of a micro-batch: {fixed['fixed_cost_us_per_batch']:.0f} µs")
+        say(f"  fixed cost of a micro-batch: {fixed['fixed_cost_us_per_batch']:.0f} µs "
+            f"(the Kafka client's floor {fixed['client_floor_us_per_batch']:.0f} µs)")
         low = asyncio.run(low_rate(boot, partitions, say))
     med = {k: _median(v, "events_per_s") for k, v in rows.items()}
     lat = low["latency_ms"]
@@ -330,6 +335,7 @@ def main(args: argparse.Namespace) -> int:
                       "spawn_to_first_prediction": round(_median(rows["pipeline"], "spawn_to_first_s"), 3),
                       "join_to_first_prediction_with_monitor": round(_median(rows["all"], "startup_s"), 3)},
         "fixed_cost_us_per_batch": round(fixed["fixed_cost_us_per_batch"], 1),
+        "client_floor_us_per_batch": round(fixed["client_floor_us_per_batch"], 1),
         "cpu_us_per_event_batch_1": round(fixed["cpu_us_per_event_batch_1"], 1),
         "cpu_us_per_event_batch_1000": round(fixed["cpu_us_per_event_batch_1000"], 1),
         **low,
@@ -353,7 +359,8 @@ def main(args: argparse.Namespace) -> int:
           f"(goal >= 0.8); per run {result['ratios_per_run']}")
     print(f"fixed cost of a micro-batch: {result['fixed_cost_us_per_batch']} µs CPU "
           f"({result['cpu_us_per_event_batch_1']} µs for a 1-event batch, "
-          f"{result['cpu_us_per_event_batch_1000']} µs/event at 1,000)")
+          f"{result['cpu_us_per_event_batch_1000']} µs/event at 1,000); the Kafka client's own floor "
+          f"{result['client_floor_us_per_batch']} µs (fetch + produce, nothing else)")
     cpu = result["cpu_us_per_event_at_500"]
     print(f"CPU at {low['low_rate']} events/s, µs/event: " + ", ".join(f"{k} {v}" for k, v in cpu.items()))
     for rate, by in lat.items():

@@ -1,4 +1,5 @@
-"""Where a micro-batch's CPU goes: a cProfile (CPU-time timer) summed into named parts.
+"""Where a micro-batch's CPU goes: a cProfile (CPU-time timer) summed into named parts, and the
+Kafka client's own floor.
 
 Each function's own time goes to the part its file belongs to. C functions that say what they
 are (numpy, orjson, onnxruntime, sockets, epoll) are their own parts; generic built-ins
@@ -7,9 +8,14 @@ are (numpy, orjson, onnxruntime, sockets, epoll) are their own parts; generic bu
 
 from __future__ import annotations
 
+import asyncio
 import pstats
+import time
 from collections import Counter
 from typing import Any
+
+from stream.config import Settings
+from stream.kafka import make_consumer, make_producer, send_records, start_client
 
 # (substring of the file or C function name, part), first match wins
 PARTS = (
@@ -74,3 +80,35 @@ def where_it_went(path: str, batches: int) -> dict[str, float]:
     out = {k: round(v / batches * 1e6, 1) for k, v in parts.most_common()}
     out["total"] = round(sum(parts.values()) / batches * 1e6, 1)
     return out
+
+
+async def client_floor(settings: Settings, events: int, deadline_s: float = 120.0) -> float:
+    """The Kafka client's own fixed cost of a micro-batch, in CPU µs: the leanest loop there is
+    (fetch, produce the records unparsed, no wait per batch, no commit) with one-record fetches,
+    less its per-event CPU with 1,000-record ones. Every aiokafka processor pays it per batch;
+    what a micro-batch costs above it is the processor's own."""
+    per_event = {}
+    for size, n in ((1, events), (1_000, 20 * events)):
+        consumer = make_consumer(settings, settings.topics.events, group_id=f"{settings.app_id}-floor{size}")
+        producer = make_producer(settings)
+        await start_client(consumer, settings.kafka.bootstrap_servers)
+        await start_client(producer, settings.kafka.bootstrap_servers)
+        try:
+            done, cpu0, futures, end = 0, 0.0, [], time.monotonic() + deadline_s
+            while done < n and time.monotonic() < end:
+                batches = await consumer.getmany(timeout_ms=20, max_records=size)
+                if batches and not cpu0:  # from the first records: the group join is not a batch's cost
+                    cpu0 = time.process_time()
+                for tp, records in batches.items():
+                    futures += await send_records(producer, settings.topics.predictions, tp.partition,
+                                                  [r.key for r in records], [r.value for r in records])
+                    done += len(records)
+                if len(futures) >= 100:  # acknowledgements awaited now and then, as a commit would
+                    await asyncio.gather(*futures)
+                    futures = []
+            await asyncio.gather(*futures)
+            per_event[size] = (time.process_time() - cpu0) / max(done, 1) * 1e6
+        finally:
+            await consumer.stop()
+            await producer.stop()
+    return per_event[1] - per_event[1_000]
