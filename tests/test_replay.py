@@ -174,6 +174,11 @@ def test_replay_guesses_the_event_time_and_the_entity_column(tmp_path: Path, cap
     assert out == ""  # stationary traffic: no drift
     assert "ts holds times: taken as the event time" in err
     assert "entity looks like entity ids" in err and "event_id looks like an event id" in err
+    for path in (ref, live):  # the same times in epoch milliseconds
+        _write(path, [{**r, "ts": int(r["ts"] * 1000)} for r in _read(path)])
+    assert main(["--reference", str(ref), str(live), "--ignore", "error", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and "ts holds times: taken as the event time" in err
     assert main(["--reference", str(ref), str(live), "--ignore", "error", "--json",
                  "--time-field", "", "--entity-field", ""]) == 0  # no guess: what replay did before
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

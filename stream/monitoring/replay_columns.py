@@ -6,8 +6,8 @@ drift opened at row ~3,000 of every stream and stayed open) and an id column's "
 its heaviest entities, whose bursts swing their shares. So ``mlstream replay``, when not told
 (``--time-field`` / ``--entity-field``; an empty value turns the guess off), takes:
 
-- as the **event time** a column whose values are all epoch seconds (2001-2286) or ISO 8601
-  times (``2026-01-01T09:30:00Z``; without an offset, UTC) and that is named like a time or
+- as the **event time** a column whose values are all epoch seconds (2001-2286), epoch
+  milliseconds or ISO 8601 times (``2026-01-01T09:30:00Z``; without an offset, UTC) and that is named like a time or
   runs in order through the stream's first rows;
 - as the **entity** the column named like an id (``user_id``, ``entity``, ``account``) with the
   fewest distinct reference values; a column named like an event's own id (``event_id``,
@@ -38,6 +38,8 @@ True
 'when'
 >>> epoch_seconds("2026-01-01T00:00:00Z"), epoch_seconds("2026-01-01 01:00:00+01:00"), epoch_seconds(1.5e9)
 (1767225600.0, 1767225600.0, 1500000000.0)
+>>> epoch_seconds(1_500_000_000_250)   # milliseconds
+1500000000.25
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ __all__ = ["Roles", "epoch_seconds", "guess_roles"]
 TIME_NAMES = frozenset({"ts", "timestamp", "time", "event_time", "event_ts", "event_timestamp", "created_at",
                         "datetime"})
 EPOCH_SECONDS = (1e9, 1e10)  # 2001-09-09 .. 2286-11-20
+MILLISECONDS_FROM = 1e11
 ID_NAMES = frozenset({"entity", "key", "user", "customer", "account", "merchant", "card", "device", "session"})
 EVENT_NAMES = ("event", "message", "msg", "record", "request", "row", "trace", "transaction", "txn")
 MIN_DISTINCT = 100  # fewer distinct values than this is a category (a merchant type), whatever its name
@@ -84,25 +87,32 @@ def _is_number(v: Any) -> bool:
 
 
 def epoch_seconds(value: Any) -> float:
-    """An event time as epoch seconds: a number as it is, an ISO 8601 string (UTC without an
-    offset); ``ValueError`` otherwise."""
+    """An event time as epoch seconds: a number as it is (from 1e11 on, milliseconds: 1e11 seconds
+    is the year 5138), an ISO 8601 string (UTC without an offset); ``ValueError`` otherwise."""
     if isinstance(value, str):
         t = datetime.fromisoformat(value)
         return (t if t.tzinfo is not None else t.replace(tzinfo=UTC)).timestamp()
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a time")
-    return float(value)
+    v = float(value)
+    return v / 1000.0 if abs(v) >= MILLISECONDS_FROM else v
 
 
 def _as_time(v: Any) -> float | None:
-    """``v`` in epoch seconds if it is a number in range or an ISO 8601 string, else None."""
-    if isinstance(v, str) and len(v) >= 10 and v[4:5] == "-":  # a date first: not any digits
+    """``v`` in epoch seconds if it is a number in range (seconds or milliseconds) or an ISO 8601
+    string, else None."""
+    if isinstance(v, str):
+        if len(v) < 10 or v[4:5] != "-":  # a date first: not any digits
+            return None
         try:
             v = epoch_seconds(v)
         except ValueError:
             return None
+    if not _is_number(v):
+        return None
+    t = epoch_seconds(v)
     lo, hi = EPOCH_SECONDS
-    return float(v) if _is_number(v) and lo <= v < hi else None
+    return t if lo <= t < hi else None
 
 
 def _epoch_seconds(values: Sequence[Any]) -> bool:
