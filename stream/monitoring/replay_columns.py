@@ -9,6 +9,8 @@ its heaviest entities, whose bursts swing their shares. So ``mlstream replay``, 
 - as the **event time** a column whose values are all epoch seconds (2001-2286), epoch
   milliseconds or ISO 8601 times (``2026-01-01T09:30:00Z``; without an offset, UTC) and that is named like a time or
   runs in order through the stream's first rows;
+- as a **row number** (not a feature either) any other numeric column in order through the
+  stream's first rows;
 - as the **entity** the column named like an id (``user_id``, ``entity``, ``account``) with the
   fewest distinct reference values; a column named like an event's own id (``event_id``,
   ``id``, ``uuid``) is left out of the features.
@@ -28,6 +30,9 @@ Examples
 ('ts', 'user_id', ['event_id'])
 >>> guess_roles({"merchant": [f"m{i % 30}" for i in range(1000)]}, []).entity_field is None   # 30: a category
 True
+>>> counter = guess_roles({"i": list(range(500)), "x": [0.5] * 500}, [{"i": i, "x": 0.5} for i in range(500)])
+>>> counter.time_field, counter.ignored
+(None, ['i'])
 >>> prices = {"x": [1.0, 2.0], "price": [2e9, 3e9]}   # epoch-sized, but neither named nor ordered like a time
 >>> guess_roles(prices, [{"price": 3e9}, {"price": 2e9}]).time_field is None
 True
@@ -59,6 +64,7 @@ EPOCH_SECONDS = (1e9, 1e10)  # 2001-09-09 .. 2286-11-20
 MILLISECONDS_FROM = 1e11
 ID_NAMES = frozenset({"entity", "key", "user", "customer", "account", "merchant", "card", "device", "session"})
 EVENT_NAMES = ("event", "message", "msg", "record", "request", "row", "trace", "transaction", "txn")
+MIN_ORDERED = 100  # a column in order through this many rows counts up (a row number, a clock)
 MIN_DISTINCT = 100  # fewer distinct values than this is a category (a merchant type), whatever its name
 
 
@@ -125,6 +131,14 @@ def _in_order(name: str, probe: Sequence[Mapping[str, Any]]) -> bool:
     return len(seen) >= 2 and all(a <= b for a, b in pairwise(seen)) and seen[-1] > seen[0]
 
 
+def _counts_up(name: str, probe: Sequence[Mapping[str, Any]]) -> bool:
+    values = [r.get(name) for r in probe]
+    if len(values) < MIN_ORDERED or not all(map(_is_number, values)):
+        return False
+    seen: list[float] = values  # type: ignore[assignment]  # numbers, checked above
+    return all(a <= b for a, b in pairwise(seen)) and seen[-1] > seen[0]
+
+
 def guess_roles(reference: Mapping[str, Sequence[Any]], probe: Sequence[Mapping[str, Any]], *,
                 time_field: str | None = None, entity_field: str | None = None) -> Roles:
     """Guess what was not given (``None``; ``""`` means none and no guess) from the reference's
@@ -137,6 +151,11 @@ def guess_roles(reference: Mapping[str, Sequence[Any]], probe: Sequence[Mapping[
                 roles.notes.append(f"{name} holds times: taken as the event time, not a feature "
                                    "(--time-field to choose another, --time-field '' for none)")
                 break
+        for name in reference:  # a row number or another clock: no sample of a feature counts up
+            if name != roles.time_field and _counts_up(name, probe):
+                roles.ignored.append(name)
+                roles.notes.append(f"{name} counts up through the stream's first {len(probe):,} rows (a row "
+                                   "number or a clock): not a feature (--time-field '' keeps it)")
     ids = {}
     for name, values in reference.items():
         if name in (roles.time_field, roles.entity_field) or not _named_like_id(name):
