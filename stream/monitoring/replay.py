@@ -115,8 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resolved", action="store_true", help="do not emit drift_resolved events")
     p.add_argument("--seed", type=int, default=0, help="seed of the reference profile subsample")
     p.add_argument("--time-field", default=None,
-                   help="column of event times (seconds): not a feature, feeds the monitor's daily profile "
-                        "(default: guessed, a column of epoch seconds named like a time or in order; '' for none)")
+                   help="column of event times (epoch seconds or milliseconds, ISO 8601): not a feature, feeds "
+                        "the monitor's daily profile (default: guessed, a column of times named like a time or "
+                        "in order; '' for none)")
     p.add_argument("--entity-field", default=None,
                    help="column of entity ids (user, merchant): not a feature; one entity's burst counts at most "
                         "entity_max_rows rows per entity_window in the category shares (default: guessed, an "
@@ -186,14 +187,9 @@ def event_json(event: DriftEvent) -> str:
 
 def present_features(path: str, features: list[str], probe_rows: int = 1_000) -> tuple[list[str], int]:
     """The features that occur in the first ``probe_rows`` rows of ``path``, and the rows read."""
-    seen: set[str] = set()
-    n = 0
-    for row in _read_jsonl(path):
-        seen.update(k for k in row if row[k] is not None)
-        n += 1
-        if n >= probe_rows:
-            break
-    return [f for f in features if f in seen], n
+    rows = _probe(path, probe_rows)
+    seen = {k for row in rows for k, v in row.items() if v is not None}
+    return [f for f in features if f in seen], len(rows)
 
 
 def restrict_to_present(profile: ReferenceProfile, path: str, source: str) -> ReferenceProfile:

@@ -7,8 +7,8 @@ its heaviest entities, whose bursts swing their shares. So ``mlstream replay``, 
 (``--time-field`` / ``--entity-field``; an empty value turns the guess off), takes:
 
 - as the **event time** a column whose values are all epoch seconds (2001-2286), epoch
-  milliseconds or ISO 8601 times (``2026-01-01T09:30:00Z``; without an offset, UTC) and that is named like a time or
-  runs in order through the stream's first rows;
+  milliseconds or ISO 8601 times (``2026-01-01T09:30:00Z``; without an offset, UTC) and that
+  is named like a time or runs in order through the stream's first rows;
 - as a **row number** (not a feature either) any other numeric column in order through the
   stream's first rows;
 - as the **entity** the column named like an id (``user_id``, ``entity``, ``account``) with the
@@ -110,13 +110,12 @@ def _as_time(v: Any) -> float | None:
     if isinstance(v, str):
         if len(v) < 10 or v[4:5] != "-":  # a date first: not any digits
             return None
-        try:
-            v = epoch_seconds(v)
-        except ValueError:
-            return None
-    if not _is_number(v):
+    elif not _is_number(v):
         return None
-    t = epoch_seconds(v)
+    try:
+        t = epoch_seconds(v)
+    except ValueError:
+        return None
     lo, hi = EPOCH_SECONDS
     return t if lo <= t < hi else None
 
@@ -126,17 +125,18 @@ def _epoch_seconds(values: Sequence[Any]) -> bool:
     return bool(present) and all(_as_time(v) is not None for v in present)
 
 
+def _rises(values: Sequence[Any]) -> bool:
+    """Never down, and up overall (numbers)."""
+    return len(values) >= 2 and all(a <= b for a, b in pairwise(values)) and values[-1] > values[0]
+
+
 def _in_order(name: str, probe: Sequence[Mapping[str, Any]]) -> bool:
-    seen = [t for t in (_as_time(r.get(name)) for r in probe) if t is not None]
-    return len(seen) >= 2 and all(a <= b for a, b in pairwise(seen)) and seen[-1] > seen[0]
+    return _rises([t for t in (_as_time(r.get(name)) for r in probe) if t is not None])
 
 
 def _counts_up(name: str, probe: Sequence[Mapping[str, Any]]) -> bool:
     values = [r.get(name) for r in probe]
-    if len(values) < MIN_ORDERED or not all(map(_is_number, values)):
-        return False
-    seen: list[float] = values  # type: ignore[assignment]  # numbers, checked above
-    return all(a <= b for a, b in pairwise(seen)) and seen[-1] > seen[0]
+    return len(values) >= MIN_ORDERED and all(map(_is_number, values)) and _rises(values)
 
 
 def guess_roles(reference: Mapping[str, Sequence[Any]], probe: Sequence[Mapping[str, Any]], *,
