@@ -158,6 +158,15 @@ def test_replay_entity_field_counts_a_burst_as_one_entity(tmp_path: Path, capsys
     assert 30_000 <= events[0]["index"] < 32_000
     assert main([*common, "--ignore", "error,entity"]) == 0  # without it: not within these 4,000 rows
     assert capsys.readouterr().out == ""
+    for path in (ref, live):  # ids under a name no list holds: known by their values (many, repeated strings)
+        _write(path, [{("client" if k == "entity" else k): v for k, v in r.items()} for r in _read(path)])
+    assert main(["--reference", str(ref), str(live), "--ignore", "error", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "client looks like entity ids" in err
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [(e["kind"], e["features"], e["evidence"][0]["test"]) for e in events] == [
+        ("data_drift", ["c"], "entity_share")]
+    assert 30_000 <= events[0]["index"] < 32_000
 
 
 def test_replay_guesses_the_event_time_and_the_entity_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

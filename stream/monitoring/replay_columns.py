@@ -10,10 +10,13 @@ its heaviest entities, whose bursts swing their shares. So ``mlstream replay``, 
   milliseconds or ISO 8601 times (``2026-01-01T09:30:00Z``; without an offset, UTC) and that
   is named like a time or runs in order through the stream's first rows;
 - as a **row number** (not a feature either) any other numeric column in order through the
-  stream's first rows;
-- as the **entity** the column named like an id (``user_id``, ``entity``, ``account``) with the
-  fewest distinct reference values; a column named like an event's own id (``event_id``,
-  ``id``, ``uuid``) is left out of the features.
+  stream's first rows, with at least 100 distinct values there (an hour of the day in order
+  over a quiet morning stays a feature);
+- as the **entity** the column named like an id (``user_id``, ``customerId``, ``entity``,
+  ``account``) with the fewest distinct reference values, or else a column of strings too varied
+  to be categories (at least 100 distinct values, a fifth of the rows or more: ``client``,
+  ``payer``); a column named like an event's own id (``event_id``, ``id``, ``uuid``), or of
+  strings all different, is left out of the features.
 
 Each guess is printed, so a wrong one is seen and overridden.
 
@@ -30,9 +33,18 @@ Examples
 ('ts', 'user_id', ['event_id'])
 >>> guess_roles({"merchant": [f"m{i % 30}" for i in range(1000)]}, []).entity_field is None   # 30: a category
 True
+>>> unnamed = guess_roles({"country": [f"c{i % 150}" for i in range(2000)],   # 150 values of 2,000 rows: categories
+...                        "client": [f"u{i % 700}" for i in range(2000)], "trace": [f"t{i}" for i in range(2000)]}, [])
+>>> unnamed.entity_field, unnamed.ignored   # ids by their values: repeated (entities), never (events)
+('client', ['trace'])
+>>> guess_roles({"customerId": [f"u{i % 300}" for i in range(3000)]}, []).entity_field   # named (camelCase)
+'customerId'
 >>> counter = guess_roles({"i": list(range(500)), "x": [0.5] * 500}, [{"i": i, "x": 0.5} for i in range(500)])
 >>> counter.time_field, counter.ignored
 (None, ['i'])
+>>> hours = [{"hour": i // 60} for i in range(1000)]   # 17 values in order: a feature
+>>> guess_roles({"hour": list(range(24))}, hours).ignored
+[]
 >>> prices = {"x": [1.0, 2.0], "price": [2e9, 3e9]}   # epoch-sized, but neither named nor ordered like a time
 >>> guess_roles(prices, [{"price": 3e9}, {"price": 2e9}]).time_field is None
 True
@@ -50,6 +62,7 @@ True
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,10 +75,13 @@ TIME_NAMES = frozenset({"ts", "timestamp", "time", "event_time", "event_ts", "ev
                         "datetime"})
 EPOCH_SECONDS = (1e9, 1e10)  # 2001-09-09 .. 2286-11-20
 MILLISECONDS_FROM = 1e11
-ID_NAMES = frozenset({"entity", "key", "user", "customer", "account", "merchant", "card", "device", "session"})
+ID_NAMES = frozenset({"entity", "key", "user", "customer", "account", "merchant", "card", "device", "session", "client",
+                      "uid", "payer", "payee", "sender", "member", "subscriber", "player", "seller", "buyer"})
+ID_WORDS = ("id", "key", "uuid", "uid")  # a name's last word
 EVENT_NAMES = ("event", "message", "msg", "record", "request", "row", "trace", "transaction", "txn")
 MIN_ORDERED = 100  # a column in order through this many rows counts up (a row number, a clock)
 MIN_DISTINCT = 100  # fewer distinct values than this is a category (a merchant type), whatever its name
+ID_SHARE = 0.2  # strings this varied (distinct values per row) are identifiers, not categories, whatever their name
 
 
 @dataclass
@@ -78,14 +94,30 @@ class Roles:
     notes: list[str] = field(default_factory=list)
 
 
+def _words(name: str) -> list[str]:
+    """A column name's words, lower case: ``customerId``, ``customer_id``, ``Customer-ID`` -> customer, id."""
+    return [w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+", name)]
+
+
 def _named_like_id(name: str) -> bool:
-    low = name.lower()
-    return low in ID_NAMES or _named_like_event_id(name) or low.endswith(("_id", "_key", "_uuid"))
+    words = _words(name)
+    joined = "".join(words)
+    return (joined in ID_NAMES or _named_like_event_id(name) or (len(words) > 1 and words[-1] in ID_WORDS)
+            or any(joined == n + w for n in ID_NAMES for w in ID_WORDS))
 
 
 def _named_like_event_id(name: str) -> bool:
-    low = name.lower()
-    return low in ("id", "uuid") or (low.startswith(EVENT_NAMES) and low.endswith(("id", "key", "uuid")))
+    words = _words(name)
+    return "".join(words) in ("id", "uuid") or (len(words) > 1 and words[0] in EVENT_NAMES and words[-1] in ID_WORDS)
+
+
+def _identifiers(values: Sequence[Any]) -> tuple[int, bool] | None:
+    """``(distinct values, all different)`` of a column of strings too varied to be categories, else None."""
+    present = [v for v in values if v is not None]
+    if not present or not all(isinstance(v, str) for v in present):
+        return None
+    distinct = len(set(present))
+    return (distinct, distinct == len(present)) if distinct >= max(MIN_DISTINCT, ID_SHARE * len(present)) else None
 
 
 def _is_number(v: Any) -> bool:
@@ -135,8 +167,11 @@ def _in_order(name: str, probe: Sequence[Mapping[str, Any]]) -> bool:
 
 
 def _counts_up(name: str, probe: Sequence[Mapping[str, Any]]) -> bool:
+    """In order through ``probe`` and many-valued (a counter or a clock: an hour of the day or a
+    version number in order over a quiet morning is a feature), or named like a time."""
     values = [r.get(name) for r in probe]
-    return len(values) >= MIN_ORDERED and all(map(_is_number, values)) and _rises(values)
+    return (len(values) >= MIN_ORDERED and all(map(_is_number, values)) and _rises(values)
+            and (name.lower() in TIME_NAMES or len(set(values)) >= MIN_ORDERED))
 
 
 def guess_roles(reference: Mapping[str, Sequence[Any]], probe: Sequence[Mapping[str, Any]], *,
@@ -156,21 +191,25 @@ def guess_roles(reference: Mapping[str, Sequence[Any]], probe: Sequence[Mapping[
                 roles.ignored.append(name)
                 roles.notes.append(f"{name} counts up through the stream's first {len(probe):,} rows (a row "
                                    "number or a clock): not a feature (--time-field '' keeps it)")
-    ids = {}
+    ids: dict[str, tuple[int, bool, bool]] = {}  # name -> (distinct values, named like an id, an event's id)
     for name, values in reference.items():
-        if name in (roles.time_field, roles.entity_field) or not _named_like_id(name):
+        if name in (roles.time_field, roles.entity_field):
             continue
-        distinct = len({str(v) for v in values if v is not None})
-        if distinct >= MIN_DISTINCT:
-            ids[name] = distinct
-    entities = {n: d for n, d in ids.items() if not _named_like_event_id(n)}
+        if _named_like_id(name):
+            distinct = len({str(v) for v in values if v is not None})
+            if distinct >= MIN_DISTINCT:
+                ids[name] = (distinct, True, _named_like_event_id(name))
+        elif (found := _identifiers(values)) is not None:
+            ids[name] = (found[0], False, found[1])
+    entities = {n: d for n, d in ids.items() if not d[2]}
     if entity_field is None and entities:
-        name = min(entities, key=lambda n: (entities[n], n))  # the most repeated: users, not their cards
+        # named like an id first; then the most repeated: users, not their cards
+        name = min(entities, key=lambda n: (not entities[n][1], entities[n][0], n))
         roles.entity_field = name
-        roles.notes.append(f"{name} looks like entity ids ({entities[name]:,} distinct values): taken as the "
+        roles.notes.append(f"{name} looks like entity ids ({entities[name][0]:,} distinct values): taken as the "
                            "entity, not a feature (--entity-field to choose another, --entity-field '' for none)")
-    for name in ids:
-        if _named_like_event_id(name):
+    for name, (distinct, _, event) in ids.items():
+        if event:
             roles.ignored.append(name)
-            roles.notes.append(f"{name} looks like an event id ({ids[name]:,} distinct values): not a feature")
+            roles.notes.append(f"{name} looks like an event id ({distinct:,} distinct values): not a feature")
     return roles
