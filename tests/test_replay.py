@@ -88,6 +88,17 @@ def test_replay_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["--model-card", str(tmp_path / "missing.json"), str(bad)]) == 2
 
 
+def test_replay_warns_of_a_reference_too_small_to_trust(files: tuple[Path, Path], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Shares read from a few dozen rows are off by ~0.1: said before the results, not left to look like drift."""
+    ref, live = files
+    small = _write(tmp_path / "small.jsonl", _read(ref)[:40])
+    assert main(["--reference", str(small), str(live)]) == 0
+    assert "warning: the reference has 40 rows, fewer than 1,000" in capsys.readouterr().err
+    assert main(["--reference", str(ref), str(live)]) == 0  # 8,000 rows: no warning
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_replay_summary_json_and_absent_columns(files: tuple[Path, Path], tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     ref, live = files

@@ -91,6 +91,8 @@ class MonitorProcessor:
                 return None
             previous = [m.version for m in self.monitors.values() if m.name == name]
             self.monitors[key] = ModelMonitor(card.data, self.settings)
+            if (small := self.monitors[key].profile.small_warning()) is not None:
+                log.warning("model %s: %s", key, small)
             if previous:  # a new version of a model we already watch: it was promoted
                 self.notifier.submit_promotion(ModelUpdate(
                     model=name, model_version=version, decision="promote", promoted=True,

@@ -71,6 +71,9 @@ __all__ = [
 PROFILE_VERSION = 1
 CORRELATION_METHOD = "bin_normal_scores"
 HOURS = 24
+# below this many rows a profile's own sampling noise (a share read from 20 rows is off by ~0.1)
+# can read as drift and small changes go unseen: said where a profile is used (replay, the monitor)
+MIN_RELIABLE_ROWS = 1_000
 
 
 def hourly_counts(columns: Mapping[str, Sequence[Any] | np.ndarray], numeric: Mapping[str, NumericReference],
@@ -118,6 +121,13 @@ class ReferenceProfile:
     n_rows
         Number of reference rows.
     """
+
+    def small_warning(self) -> str | None:
+        """What to tell a user whose profile has fewer than ``MIN_RELIABLE_ROWS`` rows, else None."""
+        if self.n_rows >= MIN_RELIABLE_ROWS:
+            return None
+        return (f"the reference has {self.n_rows:,} rows, fewer than {MIN_RELIABLE_ROWS:,}: its own sampling noise "
+                "can read as drift and small changes go unseen")
 
     features: dict[str, str]
     numeric: dict[str, NumericReference]

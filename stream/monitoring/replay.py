@@ -235,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         profile, name, version, roles = _profile(args)
         for note in roles.notes:
             print(f"replay: {note}", file=sys.stderr)
+        if (small := profile.small_warning()) is not None:
+            print(f"replay: warning: {small}", file=sys.stderr)
         if args.model_card:
             profile = restrict_to_present(profile, args.file, f"model card {args.model_card}")
         settings = DriftSettings(expected_run_length=args.expected_run_length, emit_resolved=not args.no_resolved)
