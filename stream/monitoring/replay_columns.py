@@ -8,7 +8,8 @@ its heaviest entities, whose bursts swing their shares. So ``mlstream replay``, 
 
 - as the **event time** a column whose values are all epoch seconds (2001-2286), epoch
   milliseconds or ISO 8601 times (``2026-01-01T09:30:00Z``; without an offset, UTC) and that
-  is named like a time or runs in order through the stream's first rows;
+  is named like a time (``ts``, ``eventTime``, ``created_at``) or runs in order through the
+  stream's first rows (late events allowed: a rank correlation with the row of 0.95 or more);
 - as a **row number** (not a feature either) any other numeric column in order through the
   stream's first rows, with at least 100 distinct values there (an hour of the day in order
   over a quiet morning stays a feature);
@@ -45,6 +46,12 @@ True
 >>> hours = [{"hour": i // 60} for i in range(1000)]   # 17 values in order: a feature
 >>> guess_roles({"hour": list(range(24))}, hours).ignored
 []
+>>> late = [{"t": 1.76e9 + i + 30 * rng.random()} for i in range(0, 10_000, 10)]   # late events: not in order
+>>> guess_roles({"t": [1.75e9, 1.75e9 + 86_400]}, late).time_field   # on its trend: a clock
+'t'
+>>> signups = [{"signup_at": 1.6e9 + (i * 7919) % 1000 * 1e5, "t": 1.76e9 + i} for i in range(200)]
+>>> guess_roles({"signup_at": [1.6e9, 1.7e9], "t": [1.75e9, 1.76e9]}, signups).time_field   # the clock, not the name
+'t'
 >>> prices = {"x": [1.0, 2.0], "price": [2e9, 3e9]}   # epoch-sized, but neither named nor ordered like a time
 >>> guess_roles(prices, [{"price": 3e9}, {"price": 2e9}]).time_field is None
 True
@@ -69,16 +76,18 @@ from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any
 
+import numpy as np
+
 __all__ = ["Roles", "epoch_seconds", "guess_roles"]
 
-TIME_NAMES = frozenset({"ts", "timestamp", "time", "event_time", "event_ts", "event_timestamp", "created_at",
-                        "datetime"})
+TIME_WORDS = ("ts", "time", "timestamp", "datetime", "epoch", "at")  # a name's last word: ts, eventTime, created_at
 EPOCH_SECONDS = (1e9, 1e10)  # 2001-09-09 .. 2286-11-20
 MILLISECONDS_FROM = 1e11
 ID_NAMES = frozenset({"entity", "key", "user", "customer", "account", "merchant", "card", "device", "session", "client",
                       "uid", "payer", "payee", "sender", "member", "subscriber", "player", "seller", "buyer"})
 ID_WORDS = ("id", "key", "uuid", "uid")  # a name's last word
 EVENT_NAMES = ("event", "message", "msg", "record", "request", "row", "trace", "transaction", "txn")
+MIN_TREND = 0.95  # rank correlation with the row of a clock that late events put out of order
 MIN_ORDERED = 100  # a column in order through this many rows counts up (a row number, a clock)
 MIN_DISTINCT = 100  # fewer distinct values than this is a category (a merchant type), whatever its name
 ID_SHARE = 0.2  # strings this varied (distinct values per row) are identifiers, not categories, whatever their name
@@ -163,7 +172,22 @@ def _rises(values: Sequence[Any]) -> bool:
 
 
 def _in_order(name: str, probe: Sequence[Mapping[str, Any]]) -> bool:
-    return _rises([t for t in (_as_time(r.get(name)) for r in probe) if t is not None])
+    """In order, or nearly: late events put a clock out of order here and there, never off its trend."""
+    times = [t for t in (_as_time(r.get(name)) for r in probe) if t is not None]
+    return _rises(times) or _trend(times) >= MIN_TREND
+
+
+def _trend(values: Sequence[float]) -> float:
+    """Rank correlation of ``values`` with their position (0 with fewer than ``MIN_ORDERED``)."""
+    if len(values) < MIN_ORDERED:
+        return 0.0
+    ranks = np.argsort(np.argsort(values, kind="stable"), kind="stable").astype(float)
+    return float(np.corrcoef(ranks, np.arange(len(values)))[0, 1])
+
+
+def _named_like_time(name: str) -> bool:
+    words = _words(name)
+    return bool(words) and words[-1] in TIME_WORDS and words != ["at"]
 
 
 def _counts_up(name: str, probe: Sequence[Mapping[str, Any]]) -> bool:
@@ -171,7 +195,7 @@ def _counts_up(name: str, probe: Sequence[Mapping[str, Any]]) -> bool:
     version number in order over a quiet morning is a feature), or named like a time."""
     values = [r.get(name) for r in probe]
     return (len(values) >= MIN_ORDERED and all(map(_is_number, values)) and _rises(values)
-            and (name.lower() in TIME_NAMES or len(set(values)) >= MIN_ORDERED))
+            and (_named_like_time(name) or len(set(values)) >= MIN_ORDERED))
 
 
 def guess_roles(reference: Mapping[str, Sequence[Any]], probe: Sequence[Mapping[str, Any]], *,
@@ -180,12 +204,13 @@ def guess_roles(reference: Mapping[str, Sequence[Any]], probe: Sequence[Mapping[
     columns and the stream's first rows ``probe``."""
     roles = Roles(time_field=time_field or None, entity_field=entity_field or None)
     if time_field is None:
-        for name, values in reference.items():
-            if _epoch_seconds(values) and (name.lower() in TIME_NAMES or _in_order(name, probe)):
-                roles.time_field = name
-                roles.notes.append(f"{name} holds times: taken as the event time, not a feature "
-                                   "(--time-field to choose another, --time-field '' for none)")
-                break
+        # a clock runs in order through the stream; a name alone may be another time (a signup's)
+        times = [n for n, values in reference.items() if _epoch_seconds(values)]
+        ranked = sorted((not _in_order(n, probe), not _named_like_time(n), k) for k, n in enumerate(times))
+        if ranked and not (ranked[0][0] and ranked[0][1]):
+            roles.time_field = times[ranked[0][2]]
+            roles.notes.append(f"{roles.time_field} holds times: taken as the event time, not a feature "
+                               "(--time-field to choose another, --time-field '' for none)")
         for name in reference:  # a row number or another clock: no sample of a feature counts up
             if name != roles.time_field and _counts_up(name, probe):
                 roles.ignored.append(name)
