@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 from aiokafka import TopicPartition
 
 from stream.config import Settings
@@ -96,3 +97,35 @@ def test_the_scorers_entity_ids_reach_the_drift_monitor(model_store: Path) -> No
     ratio = [s.value for f in DriftCollector(worker).collect() for s in f.samples
              if s.name == "mlstream_drift_entity_capped_ratio"]
     assert ratio == [mon.entity_cap.capped / mon.entity_cap.rows] and 0.4 < ratio[0] < 0.6  # 200 of 400 rows
+
+
+def test_a_batchs_inputs_are_read_when_a_label_joins_and_a_broken_one_costs_only_its_examples(
+        model_store: Path) -> None:
+    """The model inputs a feature batch carries are decoded only for a row a label joins (most
+    never do): inputs of the wrong size still fail the batch at once; inputs whose base64 is broken
+    cost the labelled examples of that batch (counted), not its monitoring nor the other batches'."""
+    from stream.messages import FeatureBatch, decode, encode
+
+    metrics = Metrics.create()
+    worker = MonitorWorker(Settings(model_store=model_store), metrics)
+    (first, second), ids = feature_batches(model_store, 400)
+    fb = decode(first, FeatureBatch)
+    assert fb.inputs is not None
+    fields = {f: getattr(fb, f) for f in fb.__struct_fields__}
+    broken = encode(FeatureBatch(**{**fields, "inputs": type(fb.inputs)(shape=fb.inputs.shape,
+                                                                       b64="*" + fb.inputs.b64[1:])}))
+    short = encode(FeatureBatch(**{**fields, "inputs": type(fb.inputs)(shape=fb.inputs.shape,
+                                                                      b64=fb.inputs.b64[:-8])}))
+    tp = TopicPartition("features", 0)
+    worker.merger.track(tp, 0.0)
+    worker.hold({tp: [Rec("features", 0, i, None, v) for i, v in enumerate([broken, short, second])]}, now=0.0)
+    errors = lambda: metrics.registry.get_sample_value("mlstream_processing_errors_total", {"stage": "monitor"})
+    assert errors() == 1  # the short inputs: the batch is set aside at decode
+    labels = [label_record(ids[0], 1, 0.0), label_record(ids[1], 0, 0.0), label_record(ids[-1], 1, 0.0)]
+    released, _ = worker.merger.release(now=10.0)
+    worker.handle(released, [Rec("labels", 0, i, None, v) for i, v in enumerate(labels)], now=10.0)
+    assert metrics.registry.get_sample_value("mlstream_monitor_rows_total") == 400  # broken inputs: still monitored
+    assert metrics.registry.get_sample_value("mlstream_labels_total", {"outcome": "matched"}) == 3
+    assert errors() == 1 + 2  # the two examples of the broken batch
+    examples = [orjson.loads(m.value) for m in worker.examples_out]
+    assert [e["event_id"] for e in examples] == [ids[-1]] and len(examples[0]["inputs"]) == fb.inputs.shape[1]

@@ -93,6 +93,20 @@ class ModelInputs(msgspec.Struct, kw_only=True):
             raise ValueError(f"inputs of {X.size} values do not fill shape {self.shape}")
         return X.reshape(self.shape)
 
+    def rows(self) -> int:
+        """The matrix's rows, its size checked from the base64's length, not decoded (the monitor
+        decodes a batch's inputs only when a label joins one of its rows).
+
+        >>> ModelInputs(shape=[2, 3], b64="AAAA").rows()
+        Traceback (most recent call last):
+        ...
+        ValueError: inputs of 3 bytes do not fill shape [2, 3]
+        """
+        size = len(self.b64) // 4 * 3 - self.b64.endswith("=") - self.b64.endswith("==")
+        if len(self.shape) != 2 or len(self.b64) % 4 or size != 4 * self.shape[0] * self.shape[1]:
+            raise ValueError(f"inputs of {size} bytes do not fill shape {self.shape}")
+        return int(self.shape[0])
+
 
 def _pack(values: np.ndarray) -> str:
     """The base64 of ``values`` as little-endian float64, for :class:`PackedFloats`: the monitor

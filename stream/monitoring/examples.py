@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from stream.messages import LabelledExample
+from stream.messages import LabelledExample, ModelInputs
 
 
 @dataclass(frozen=True)
@@ -34,27 +35,32 @@ class ScoredRows(Sequence[tuple["ScoredRows", int]]):
     model: str
     version: str
     event_ids: list[str]
-    X: np.ndarray
+    inputs: np.ndarray | ModelInputs  # decoded (:attr:`X`) when a label first joins a row: most never do
     event_ts: np.ndarray
     categories: dict[str, list[Any]]
 
+    @cached_property
+    def X(self) -> np.ndarray:
+        """The model input rows (``ValueError`` if the batch's base64 is broken)."""
+        return self.inputs if isinstance(self.inputs, np.ndarray) else self.inputs.to_array()
+
     def __len__(self) -> int:
-        return len(self.X)
+        return len(self.event_ids)
 
     def __getitem__(self, i: int) -> tuple[ScoredRows, int]:  # type: ignore[override]
-        if not -len(self.X) <= i < len(self.X):
+        if not -len(self) <= i < len(self):
             raise IndexError(i)
-        return self, i % len(self.X)
+        return self, i % len(self)
 
 
 def scored_rows(model: str, version: str, kinds: dict[str, str], cols: dict[str, Any], event_ids: Any,
-                ts: np.ndarray, X: np.ndarray | None) -> ScoredRows | None:
+                ts: np.ndarray, inputs: np.ndarray | ModelInputs | None) -> ScoredRows | None:
     """Tags pointing each prediction of a feature batch at its model inputs, when it carries them."""
-    if X is None:
+    if inputs is None:
         return None
-    cats = {k: list(v) for k, v in cols.items() if kinds.get(k) == "categorical"}  # the tests get the columns
-    # the ids are only read (a batch's own list is not copied: that touches every string again)
-    return ScoredRows(model, version, event_ids if type(event_ids) is list else list(event_ids), X, ts, cats)
+    # the columns and ids are only read (not copied: a copy touches every string again)
+    cats = {k: v for k, v in cols.items() if kinds.get(k) == "categorical"}
+    return ScoredRows(model, version, event_ids if type(event_ids) is list else list(event_ids), inputs, ts, cats)
 
 
 def labelled_example(tag: tuple[ScoredRows, int], score: float, label: float,

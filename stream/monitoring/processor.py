@@ -123,9 +123,9 @@ class MonitorProcessor:
             return ts, {}, None
         cols = batch.monitor_columns(mon.kinds)
         cols[EVENT_IDS] = batch.event_ids
-        X = batch.inputs.to_array() if batch.inputs is not None else None
-        if X is not None and len(X) != len(ts):
-            raise ValueError(f"{len(X)} input rows for {len(ts)} events")
+        inputs: Any = batch.inputs  # decoded only if a label joins one of its rows
+        if inputs is not None and (n_inputs := inputs.rows()) != len(ts):
+            raise ValueError(f"{n_inputs} input rows for {len(ts)} events")
         cols[EVENT_TS] = ts  # event times ride along: the monitor's daily profile reads them
         cols[ENTITY_IDS] = batch.entity_ids if batch.entity_ids is not None else [None] * len(ts)
         # rows timed in the future (or not at all) would hold the event-time merge back for good
@@ -137,13 +137,13 @@ class MonitorProcessor:
             ts = ts[keep]
             cols = {k: (v[keep] if isinstance(v, np.ndarray) else [x for x, k_ in zip(v, keep) if k_])
                     for k, v in cols.items()}
-            X = X[keep] if X is not None else None
+            inputs = inputs.to_array()[keep] if inputs is not None else None
         # the version serving now scored the newest events (partitions lag apart)
         newest = max(batch.ingest_ts_ms, default=0)
         if newest >= self.serving.get(mon.name, (0, ""))[0]:
             self.serving[mon.name] = (newest, mon.version)
         event_ids = cols.pop(EVENT_IDS)  # taken by the label join here: the drift tests never read them
-        tags = scored_rows(mon.name, mon.version, mon.kinds, cols, event_ids, ts, X)
+        tags = scored_rows(mon.name, mon.version, mon.kinds, cols, event_ids, ts, inputs)
         # the label join needs no ordering: predictions join it on arrival
         joined: list[Any] = []
         early = self.joiner.add_predictions(event_ids, np.asarray(cols[SCORE_COLUMN], dtype=np.float64),
@@ -225,9 +225,10 @@ class MonitorProcessor:
                 ts = np.array([t[0].event_ts[t[1]] for t, m in zip(tags, mask) if m]) if key is not None else None
                 events += [(ev, mon) for ev in mon.on_labels(scores[mask], truth[mask], ts)]
         for tag, score, label in zip(tags, scores.tolist(), truth.tolist()):
-            if tag is not None:
-                self.examples_out.append(Message(tag[0].event_ids[tag[1]].encode(),
-                                                 encode(labelled_example(tag, score, label, now))))
+            if tag is not None:  # the batch's inputs are decoded here, the first time one of its rows joins
+                example, _ = self.errors.call("monitor", "a labelled example", labelled_example, tag, score, label, now)
+                if example is not None:
+                    self.examples_out.append(Message(tag[0].event_ids[tag[1]].encode(), encode(example)))
         return events
 
     def _count_labels(self) -> None:
