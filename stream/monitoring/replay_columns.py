@@ -15,8 +15,8 @@ its heaviest entities, whose bursts swing their shares. So ``mlstream replay``, 
   over a quiet morning stays a feature);
 - as the **entity** the column named like an id (``user_id``, ``customerId``, ``entity``,
   ``account``) with the fewest distinct reference values, or else a column of strings too varied
-  to be categories (at least 100 distinct values, a fifth of the rows or more: ``client``,
-  ``payer``); a column named like an event's own id (``event_id``, ``id``, ``uuid``), or of
+  to be categories (at least 1,000 distinct values, or 100 that make a fifth of the rows:
+  ``client``, ``payer``); a column named like an event's own id (``event_id``, ``id``, ``uuid``), or of
   strings all different, is left out of the features.
 
 Each guess is printed, so a wrong one is seen and overridden.
@@ -40,6 +40,8 @@ True
 ('client', ['trace'])
 >>> guess_roles({"customerId": [f"u{i % 300}" for i in range(3000)]}, []).entity_field   # named (camelCase)
 'customerId'
+>>> guess_roles({"src": [f"u{i % 2000}" for i in range(50_000)]}, []).entity_field   # 2,000 values: ids
+'src'
 >>> counter = guess_roles({"i": list(range(500)), "x": [0.5] * 500}, [{"i": i, "x": 0.5} for i in range(500)])
 >>> counter.time_field, counter.ignored
 (None, ['i'])
@@ -91,6 +93,7 @@ MIN_TREND = 0.95  # rank correlation with the row of a clock that late events pu
 MIN_ORDERED = 100  # a column in order through this many rows counts up (a row number, a clock)
 MIN_DISTINCT = 100  # fewer distinct values than this is a category (a merchant type), whatever its name
 ID_SHARE = 0.2  # strings this varied (distinct values per row) are identifiers, not categories, whatever their name
+ID_VALUES = 1_000  # or this many distinct strings (a few thousand users of a long reference)
 
 
 @dataclass
@@ -126,7 +129,8 @@ def _identifiers(values: Sequence[Any]) -> tuple[int, bool] | None:
     if not present or not all(isinstance(v, str) for v in present):
         return None
     distinct = len(set(present))
-    return (distinct, distinct == len(present)) if distinct >= max(MIN_DISTINCT, ID_SHARE * len(present)) else None
+    varied = distinct >= ID_VALUES or distinct >= max(MIN_DISTINCT, ID_SHARE * len(present))
+    return (distinct, distinct == len(present)) if varied else None
 
 
 def _is_number(v: Any) -> bool:
