@@ -102,7 +102,7 @@ class ModelInputs(msgspec.Struct, kw_only=True):
         ...
         ValueError: inputs of 3 bytes do not fill shape [2, 3]
         """
-        size = len(self.b64) // 4 * 3 - self.b64.endswith("=") - self.b64.endswith("==")
+        size = _b64_bytes(self.b64)
         if len(self.shape) != 2 or len(self.b64) % 4 or size != 4 * self.shape[0] * self.shape[1]:
             raise ValueError(f"inputs of {size} bytes do not fill shape {self.shape}")
         return int(self.shape[0])
@@ -126,9 +126,14 @@ def _pack(values: np.ndarray) -> str:
     return binascii.b2a_base64(np.asarray(values, dtype="<f8").tobytes(), newline=False).decode("ascii")
 
 
+def _b64_bytes(b64: str) -> int:
+    """How many bytes ``b64`` decodes to, read from its length and padding (not decoded)."""
+    return len(b64) // 4 * 3 - b64.endswith("=") - b64.endswith("==")
+
+
 def _packed_rows(b64: str) -> int:
     """How many float64 values ``b64`` holds; ``ValueError`` if not a whole number of them."""
-    size = len(b64) // 4 * 3 - b64.endswith("=") - b64.endswith("==")
+    size = _b64_bytes(b64)
     if len(b64) % 4 or size % 8:
         raise ValueError(f"a packed column of {size} bytes is not whole float64 values")
     return size // 8

@@ -122,13 +122,6 @@ class ReferenceProfile:
         Number of reference rows.
     """
 
-    def small_warning(self) -> str | None:
-        """What to tell a user whose profile has fewer than ``MIN_RELIABLE_ROWS`` rows, else None."""
-        if self.n_rows >= MIN_RELIABLE_ROWS:
-            return None
-        return (f"the reference has {self.n_rows:,} rows, fewer than {MIN_RELIABLE_ROWS:,}: its own sampling noise "
-                "can read as drift and small changes go unseen")
-
     features: dict[str, str]
     numeric: dict[str, NumericReference]
     categorical: dict[str, CategoricalReference]
@@ -138,6 +131,13 @@ class ReferenceProfile:
     # "bin_normal_scores" (this version); profiles written before it hold Pearson
     # correlations of raw values, which the monitor cannot compare its windows to
     correlation_method: str = CORRELATION_METHOD
+
+    def small_warning(self) -> str | None:
+        """What to tell a user whose profile has fewer than ``MIN_RELIABLE_ROWS`` rows, else None."""
+        if self.n_rows >= MIN_RELIABLE_ROWS:
+            return None
+        return (f"the reference has {self.n_rows:,} rows, fewer than {MIN_RELIABLE_ROWS:,}: its own sampling noise "
+                "can read as drift and small changes go unseen")
     # per feature, 24 rows (hour of day, UTC) of counts: bins then missing (numeric), categories,
     # "other", then missing (categorical); None without event times
     hourly: dict[str, list[list[int]]] | None = None

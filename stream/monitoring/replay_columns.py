@@ -210,9 +210,10 @@ def guess_roles(reference: Mapping[str, Sequence[Any]], probe: Sequence[Mapping[
     if time_field is None:
         # a clock runs in order through the stream; a name alone may be another time (a signup's)
         times = [n for n, values in reference.items() if _epoch_seconds(values)]
-        ranked = sorted((not _in_order(n, probe), not _named_like_time(n), k) for k, n in enumerate(times))
-        if ranked and not (ranked[0][0] and ranked[0][1]):
-            roles.time_field = times[ranked[0][2]]
+        clocks = [n for n in times if _in_order(n, probe)]
+        named = [n for n in times if _named_like_time(n)]
+        roles.time_field = next((n for n in clocks if n in named), None) or next(iter(clocks + named), None)
+        if roles.time_field is not None:
             roles.notes.append(f"{roles.time_field} holds times: taken as the event time, not a feature "
                                "(--time-field to choose another, --time-field '' for none)")
         for name in reference:  # a row number or another clock: no sample of a feature counts up
