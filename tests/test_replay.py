@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -86,6 +89,40 @@ def test_replay_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["--reference", str(bad), str(bad)]) == 2
     assert "invalid JSON" in capsys.readouterr().err
     assert main(["--model-card", str(tmp_path / "missing.json"), str(bad)]) == 2
+
+
+def _delimited(path: Path, rows: list[dict], sep: str, opener: Any = open) -> Path:
+    names = list(rows[0])
+    with opener(path, "wt", newline="") as f:
+        f.write(sep.join(names) + "\n")
+        for r in rows:
+            f.write(sep.join("" if r[k] is None else str(r[k]) for k in names) + "\n")
+    return path
+
+
+def test_replay_reads_csv_and_compressed_files_as_json_lines(files: tuple[Path, Path], tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A warehouse export (CSV, gzip) against a compressed TSV log: the same events as from JSON lines;
+    a broken CSV row or a Parquet file is a clear error, not a silent gap."""
+    ref, live = files
+    assert main(["--reference", str(ref), str(live), "--json"]) == 0
+    expected = capsys.readouterr().out.splitlines()
+    assert expected
+    ref_csv = _delimited(tmp_path / "ref.csv.gz", _read(ref), ",", gzip.open)
+    live_tsv = _delimited(tmp_path / "live.tsv.bz2", _read(live), "\t", bz2.open)
+    assert main(["--reference", str(ref_csv), str(live_tsv), "--json"]) == 0
+    assert capsys.readouterr().out.splitlines() == expected
+    plain = _delimited(tmp_path / "live.txt", _read(live), ";")  # no suffix: the header says CSV and its delimiter
+    assert main(["--reference", str(ref_csv), str(plain), "--json"]) == 0
+    assert capsys.readouterr().out.splitlines() == expected
+
+    broken = tmp_path / "broken.csv"
+    broken.write_text("x,c\n1.5,a\n2.5\n")
+    assert main(["--reference", str(ref_csv), str(broken)]) == 2
+    assert "broken.csv:3: 1 cells where the header names 2" in capsys.readouterr().err
+    (tmp_path / "rows.parquet").write_bytes(b"PAR1")
+    assert main(["--reference", str(tmp_path / "rows.parquet"), str(live)]) == 2
+    assert "a columnar file" in capsys.readouterr().err
 
 
 def test_replay_warns_of_a_reference_too_small_to_trust(files: tuple[Path, Path], tmp_path: Path,

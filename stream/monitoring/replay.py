@@ -6,7 +6,8 @@ Usage::
     mlstream replay --model-card card.json FILE.jsonl [--output OUT.jsonl] [--json]
 
 Each line of REF.jsonl and FILE.jsonl is a flat JSON object of feature values
-(numbers, strings for categories, ``null`` for missing). Feature kinds are
+(numbers, strings for categories, ``null`` for missing); CSV or TSV files with a header row
+(plain, .gz, .bz2 or .xz) are read as well (:mod:`stream.monitoring.replay_files`). Feature kinds are
 inferred from the reference or given by ``--schema`` (``{"name": "numeric" |
 "categorical"}``). With ``--model-card`` the profile is the card's
 ``reference_profile`` and only its features are read from each line. The stream
@@ -56,30 +57,18 @@ from stream.errors import ProfileError, ReplayError
 from stream.monitoring.drift import DriftEvent, DriftMonitor, DriftSettings
 from stream.monitoring.profile import ReferenceProfile
 from stream.monitoring.replay_columns import Roles, epoch_seconds, guess_roles
+from stream.monitoring.replay_files import FORMATS, read_rows
 from stream.reporting.report_data import opened_on
 
 __all__ = ["load_columns", "main", "replay_rows"]
 
 
-def _read_jsonl(path: str) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ReplayError(f"{path}:{lineno}: invalid JSON: {exc}") from exc
-            if not isinstance(row, dict):
-                raise ReplayError(f"{path}:{lineno}: expected a JSON object")
-            yield row
-
-
 def load_columns(path: str) -> dict[str, list[Any]]:
-    """Read a JSON-lines file into columns (keys in order of first appearance, None if absent)."""
+    """Read a file of rows (JSON lines or CSV: :func:`read_rows`) into columns (keys in order of
+    first appearance, None if absent)."""
     cols: dict[str, list[Any]] = {}
     n = 0
-    for row in _read_jsonl(path):
+    for row in read_rows(path):
         for key in row:
             if key not in cols:
                 cols[key] = [None] * n
@@ -102,11 +91,11 @@ def replay_rows(monitor: DriftMonitor, rows: Iterator[dict[str, Any]], time_fiel
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlstream replay",
-                                description="Replay a JSON-lines stream through the drift monitor.")
+                                description=f"Replay a recorded stream ({FORMATS}) through the drift monitor.")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--reference", help="reference data, JSON lines")
+    src.add_argument("--reference", help="reference data (training rows): JSON lines or CSV, like the stream")
     src.add_argument("--model-card", help="model card JSON with a reference_profile")
-    p.add_argument("file", help="stream to replay, JSON lines")
+    p.add_argument("file", help=f"stream to replay: {FORMATS}")
     p.add_argument("--schema", help='JSON object {"feature": "numeric" | "categorical"}')
     p.add_argument("--output", help="also write the events here (JSON lines)")
     p.add_argument("--json", action="store_true", help="print events as JSON lines instead of a summary")
@@ -129,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
 def _probe(path: str, rows: int = 1_000) -> list[dict[str, Any]]:
     """The stream's first ``rows`` rows."""
     out = []
-    for row in _read_jsonl(path):
+    for row in read_rows(path):
         out.append(row)
         if len(out) >= rows:
             break
@@ -243,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         monitor = DriftMonitor(profile, settings, model_name=name, model_version=version)
         features = list(profile.features)
         keep = features + [f for f in (roles.time_field, roles.entity_field) if f]
-        rows = ({k: row.get(k) for k in keep} for row in _read_jsonl(args.file))
+        rows = ({k: row.get(k) for k in keep} for row in read_rows(args.file))
         out: IO[str] | None = open(args.output, "w", encoding="utf-8") if args.output else None
         events: list[DriftEvent] = []
         try:

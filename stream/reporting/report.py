@@ -44,11 +44,11 @@ __all__ = ["main", "report_from_file", "report_from_topics"]
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlstream report", description="Write a self-contained HTML drift report.")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--events", help="JSON lines: raw events (as on the events topic; needs --model-card) "
+    src.add_argument("--events", help="JSON lines or CSV: raw events (as on the events topic; needs --model-card) "
                      "or monitored feature rows with scores (as replay reads)")
     src.add_argument("--live", action="store_true", help="read the deployment's topics (settings' broker)")
     p.add_argument("--model-card", help="model card JSON with a reference_profile (with --events)")
-    p.add_argument("--reference", help="reference rows, JSON lines (with --events, instead of a card)")
+    p.add_argument("--reference", help="reference rows, JSON lines or CSV (with --events, instead of a card)")
     p.add_argument("--label-field", default="label", help="label field of feature rows (with --events)")
     p.add_argument("--domain", help="package.module:NAME of raw events (default: settings domain)")
     p.add_argument("--warmup", type=int, default=0,
