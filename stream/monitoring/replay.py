@@ -11,8 +11,9 @@ Each line of REF.jsonl and FILE.jsonl is a flat JSON object of feature values
 inferred from the reference or given by ``--schema`` (``{"name": "numeric" |
 "categorical"}``). With ``--model-card`` the profile is the card's
 ``reference_profile`` and only its features are read from each line. The stream
-is fed row by row to :meth:`stream.monitoring.drift.DriftMonitor.update`, the same code the
-pipeline runs. stdout gets a short summary (rows, drift windows, drift openings
+is fed in chunks of 2,000 rows to :meth:`stream.monitoring.drift.DriftMonitor.update_batch`, the
+same code the pipeline's monitor runs on its feature batches (row by row gives the same events,
+~5x slower). stdout gets a short summary (rows, drift windows, drift openings
 per feature, or "no drift"); ``--json`` prints each drift event as one JSON line
 instead (``index`` and ``kind`` first), and ``--output`` writes them to a file.
 With ``--time-field``, event times of FILE feed the monitor's daily profile and those of
@@ -51,7 +52,10 @@ import argparse
 import json
 import sys
 from collections.abc import Iterator
+from itertools import islice
 from typing import IO, Any
+
+import numpy as np
 
 from stream.errors import ProfileError, ReplayError
 from stream.monitoring.drift import DriftEvent, DriftMonitor, DriftSettings
@@ -78,15 +82,25 @@ def load_columns(path: str) -> dict[str, list[Any]]:
     return cols
 
 
+CHUNK_ROWS = 2_000  # rows per update_batch call
+
+
 def replay_rows(monitor: DriftMonitor, rows: Iterator[dict[str, Any]], time_field: str | None = None,
-                entity_field: str | None = None) -> Iterator[DriftEvent]:
-    """Feed rows one by one to ``monitor`` (with their event time from ``time_field`` and entity id
-    from ``entity_field``); yield its events."""
-    for row in rows:
-        ts = row.pop(time_field, None) if time_field else None
-        entity = row.pop(entity_field, None) if entity_field else None
-        yield from monitor.update(row, ts=None if ts is None else epoch_seconds(ts),
-                                  entity=None if entity is None else str(entity))
+                entity_field: str | None = None, chunk: int = CHUNK_ROWS) -> Iterator[DriftEvent]:
+    """Feed rows to ``monitor`` in chunks of ``chunk`` rows as columns, as the live monitor takes
+    feature batches (with their event time from ``time_field`` and entity id from ``entity_field``);
+    yield its events. Rows or columns give the same events (:meth:`DriftMonitor.update_batch`)."""
+    features = list(monitor.profile.features)
+    while batch := list(islice(rows, chunk)):
+        cols = {f: [r.get(f) for r in batch] for f in features}
+        ts = None
+        if time_field:
+            ts = np.array([np.nan if (t := r.get(time_field)) is None else epoch_seconds(t) for r in batch])
+        entities = None
+        if entity_field:
+            ids = [None if (e := r.get(entity_field)) is None else str(e) for r in batch]
+            entities = ids if any(e is not None for e in ids) else None
+        yield from monitor.update_batch(cols, ts=ts, entities=entities)
 
 
 def _parser() -> argparse.ArgumentParser:

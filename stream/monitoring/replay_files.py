@@ -20,9 +20,9 @@ category, an id, an ISO 8601 time).
 {'user_id': 'u1', 'amount': 12.5, 'country': 'GB', 'ts': 1750000000}
 {'user_id': 'u2', 'amount': None, 'country': None, 'ts': 1750000004.5}
 >>> with open(os.path.join(d, "rows"), "w") as f:  # no suffix: the first line says JSON lines
-...     _ = f.write('{"x": 1.5}\\n\\n{"x": null}\\n')
+...     _ = f.write('{"x": 1.5}\\n\\n{"x": null}\\n{"x": NaN}\\n')
 >>> list(read_rows(os.path.join(d, "rows")))
-[{'x': 1.5}, {'x': None}]
+[{'x': 1.5}, {'x': None}, {'x': nan}]
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
+
+import orjson
 
 from stream.errors import ReplayError
 
@@ -86,11 +88,15 @@ def _non_blank(f: Iterable[str]) -> Iterator[tuple[int, str]]:
 
 
 def _json_rows(lines: Iterable[tuple[int, str]], path: str) -> Iterator[dict[str, Any]]:
+    fast = orjson.loads
     for lineno, line in lines:
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ReplayError(f"{path}:{lineno}: invalid JSON: {exc}") from exc
+            row = fast(line)
+        except orjson.JSONDecodeError:
+            try:  # Python's json also reads NaN and Infinity (json.dumps writes them)
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ReplayError(f"{path}:{lineno}: invalid JSON: {exc}") from exc
         if not isinstance(row, dict):
             raise ReplayError(f"{path}:{lineno}: expected a JSON object")
         yield row
