@@ -101,9 +101,10 @@ def _delimited(path: Path, rows: list[dict], sep: str, opener: Any = open) -> Pa
 
 
 def test_replay_reads_csv_and_compressed_files_as_json_lines(files: tuple[Path, Path], tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    """A warehouse export (CSV, gzip) against a compressed TSV log: the same events as from JSON lines;
-    a broken CSV row or a Parquet file is a clear error, not a silent gap."""
+                                                             capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warehouse export (CSV, gzip) against a compressed TSV log or a pipe: the same events as from
+    JSON lines; a broken CSV row or a Parquet file is a clear error, not a silent gap."""
     ref, live = files
     assert main(["--reference", str(ref), str(live), "--json"]) == 0
     expected = capsys.readouterr().out.splitlines()
@@ -114,6 +115,10 @@ def test_replay_reads_csv_and_compressed_files_as_json_lines(files: tuple[Path, 
     assert capsys.readouterr().out.splitlines() == expected
     plain = _delimited(tmp_path / "live.txt", _read(live), ";")  # no suffix: the header says CSV and its delimiter
     assert main(["--reference", str(ref_csv), str(plain), "--json"]) == 0
+    assert capsys.readouterr().out.splitlines() == expected
+    with live.open() as piped:  # a pipe (kafka-console-consumer ... | mlstream replay ... -): read once
+        monkeypatch.setattr("sys.stdin", piped)
+        assert main(["--reference", str(ref_csv), "-", "--json"]) == 0
     assert capsys.readouterr().out.splitlines() == expected
 
     broken = tmp_path / "broken.csv"

@@ -61,7 +61,7 @@ from stream.errors import ProfileError, ReplayError
 from stream.monitoring.drift import DriftEvent, DriftMonitor, DriftSettings
 from stream.monitoring.profile import ReferenceProfile
 from stream.monitoring.replay_columns import Roles, epoch_seconds, guess_roles
-from stream.monitoring.replay_files import FORMATS, read_rows
+from stream.monitoring.replay_files import FORMATS, RowSource, read_rows
 from stream.reporting.report_data import opened_on
 
 __all__ = ["load_columns", "main", "replay_rows"]
@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--reference", help="reference data (training rows): JSON lines or CSV, like the stream")
     src.add_argument("--model-card", help="model card JSON with a reference_profile")
-    p.add_argument("file", help=f"stream to replay: {FORMATS}")
+    p.add_argument("file", help=f"stream to replay: {FORMATS}; '-' reads standard input")
     p.add_argument("--schema", help='JSON object {"feature": "numeric" | "categorical"}')
     p.add_argument("--output", help="also write the events here (JSON lines)")
     p.add_argument("--json", action="store_true", help="print events as JSON lines instead of a summary")
@@ -129,18 +129,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _probe(path: str, rows: int = 1_000) -> list[dict[str, Any]]:
+def _probe(src: str | RowSource, rows: int = 1_000) -> list[dict[str, Any]]:
     """The stream's first ``rows`` rows."""
-    out = []
-    for row in read_rows(path):
-        out.append(row)
-        if len(out) >= rows:
-            break
-    return out
+    return (src if isinstance(src, RowSource) else RowSource(src)).head(rows)
 
 
-def _profile(args: argparse.Namespace) -> tuple[ReferenceProfile, str | None, str | None, Roles]:
-    probe = _probe(args.file)
+def _profile(args: argparse.Namespace, src: RowSource | None = None) -> tuple[ReferenceProfile, str | None, str | None, Roles]:
+    probe = _probe(args.file if src is None else src)
     if args.model_card:
         with open(args.model_card, encoding="utf-8") as f:
             card = json.load(f)
@@ -188,14 +183,14 @@ def event_json(event: DriftEvent) -> str:
     return json.dumps({**head, **dict(sorted(d.items())), "evidence": evidence})
 
 
-def present_features(path: str, features: list[str], probe_rows: int = 1_000) -> tuple[list[str], int]:
+def present_features(path: str | RowSource, features: list[str], probe_rows: int = 1_000) -> tuple[list[str], int]:
     """The features that occur in the first ``probe_rows`` rows of ``path``, and the rows read."""
     rows = _probe(path, probe_rows)
     seen = {k for row in rows for k, v in row.items() if v is not None}
     return [f for f in features if f in seen], len(rows)
 
 
-def restrict_to_present(profile: ReferenceProfile, path: str, source: str) -> ReferenceProfile:
+def restrict_to_present(profile: ReferenceProfile, path: str | RowSource, source: str) -> ReferenceProfile:
     """Leave out (with a warning) profile features absent from the stream, instead of reporting them missing."""
     features = list(profile.features)
     present, probed = present_features(path, features)
@@ -235,18 +230,19 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mlstream replay``; returns the process exit code."""
     args = _parser().parse_args(argv)
     try:
-        profile, name, version, roles = _profile(args)
+        src = RowSource(args.file)  # read once: standard input too
+        profile, name, version, roles = _profile(args, src)
         for note in roles.notes:
             print(f"replay: {note}", file=sys.stderr)
         if (small := profile.small_warning()) is not None:
             print(f"replay: warning: {small}", file=sys.stderr)
         if args.model_card:
-            profile = restrict_to_present(profile, args.file, f"model card {args.model_card}")
+            profile = restrict_to_present(profile, src, f"model card {args.model_card}")
         settings = DriftSettings(expected_run_length=args.expected_run_length, emit_resolved=not args.no_resolved)
         monitor = DriftMonitor(profile, settings, model_name=name, model_version=version)
         features = list(profile.features)
         keep = features + [f for f in (roles.time_field, roles.entity_field) if f]
-        rows = ({k: row.get(k) for k in keep} for row in read_rows(args.file))
+        rows = ({k: row.get(k) for k in keep} for row in src)
         out: IO[str] | None = open(args.output, "w", encoding="utf-8") if args.output else None
         events: list[DriftEvent] = []
         try:

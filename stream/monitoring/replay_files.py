@@ -4,7 +4,7 @@ A recorded stream is as often a warehouse export (CSV, TSV) or a rotated, compre
 file of JSON lines. The format is told by the name (``.jsonl``/``.ndjson``/``.json``,
 ``.csv``, ``.tsv``, each optionally ``.gz``, ``.bz2`` or ``.xz``), else by the first line: a JSON
 object, or a header row whose delimiter (comma, tab, semicolon, pipe) the standard library's
-sniffer finds.
+sniffer finds. ``-`` reads standard input (a pipe from ``kafka-console-consumer``, say), uncompressed.
 
 CSV cells are typed as a CSV reader of a data tool would: an empty cell, ``NA``, ``NaN``,
 ``null`` and the like are missing; a cell that reads as a number is one, except an integer with
@@ -35,6 +35,7 @@ import json
 import lzma
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
@@ -42,7 +43,7 @@ import orjson
 
 from stream.errors import ReplayError
 
-__all__ = ["FORMATS", "read_rows"]
+__all__ = ["FORMATS", "RowSource", "read_rows"]
 
 FORMATS = "JSON lines or CSV/TSV, optionally .gz, .bz2 or .xz"
 _OPENERS: dict[str, Callable[..., IO[str]]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
@@ -55,8 +56,40 @@ _NUMBER = re.compile(r"[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?)")
 _INT = re.compile(r"[+-]?\d+")
 
 
+class RowSource:
+    """A file's rows (or standard input's, ``-``) read once: the first rows may be looked at
+    before (:meth:`head`: the column guesses), then iterating gives every row from the first.
+
+    >>> import io, sys
+    >>> sys.stdin, saved = io.StringIO('{"x": 1}\\n{"x": 2}\\n{"x": 3}\\n'), sys.stdin
+    >>> src = RowSource("-")
+    >>> src.head(2), [r["x"] for r in src]
+    ([{'x': 1}, {'x': 2}], [1, 2, 3])
+    >>> sys.stdin = saved
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._rows = read_rows(path)
+        self._head: list[dict[str, Any]] = []
+
+    def __str__(self) -> str:
+        return "standard input" if self.path == "-" else self.path
+
+    def head(self, n: int) -> list[dict[str, Any]]:
+        """The first ``n`` rows (fewer if the stream has fewer)."""
+        self._head += itertools.islice(self._rows, max(n - len(self._head), 0))
+        return self._head[:n]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return itertools.chain(self._head, self._rows)
+
+
 def read_rows(path: str) -> Iterator[dict[str, Any]]:
     """The rows of ``path`` as dicts, in file order (see the module's docstring for the formats)."""
+    if path == "-":
+        yield from _rows(sys.stdin, "-", "standard input")
+        return
     name = path.lower()
     opener: Callable[..., IO[str]] = open
     for suffix, compressed in _OPENERS.items():
@@ -66,18 +99,23 @@ def read_rows(path: str) -> Iterator[dict[str, Any]]:
     if name.endswith(_COLUMNAR):
         raise ReplayError(f"{path}: a columnar file; replay reads {FORMATS} (pandas: "
                           "read_parquet(path).to_json(out, orient='records', lines=True))")
+    with opener(path, "rt", encoding="utf-8", newline="") as f:
+        yield from _rows(f, name, path)
+
+
+def _rows(f: Iterable[str], name: str, path: str) -> Iterator[dict[str, Any]]:
+    """Rows of the open text ``f``, JSON lines or CSV by ``name``'s suffix or by the first line."""
     try:
-        with opener(path, "rt", encoding="utf-8", newline="") as f:
-            lines = _non_blank(f)
-            first = next(lines, None)
-            if first is None:
-                return
-            lines = itertools.chain([first], lines)
-            if name.endswith(_JSON) or (not name.endswith(tuple(_DELIMITED)) and first[1].lstrip().startswith("{")):
-                yield from _json_rows(lines, path)
-            else:
-                yield from _csv_rows(lines, path, _DELIMITED.get(os.path.splitext(name)[1]) or _delimiter(first))
-    except (UnicodeDecodeError, EOFError, OSError, lzma.LZMAError) as exc:
+        lines = _non_blank(f)
+        first = next(lines, None)
+        if first is None:
+            return
+        lines = itertools.chain([first], lines)
+        if name.endswith(_JSON) or (not name.endswith(tuple(_DELIMITED)) and first[1].lstrip().startswith("{")):
+            yield from _json_rows(lines, path)
+        else:
+            yield from _csv_rows(lines, path, _DELIMITED.get(os.path.splitext(name)[1]) or _delimiter(first))
+    except (UnicodeDecodeError, EOFError, lzma.LZMAError, gzip.BadGzipFile, OSError) as exc:
         if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
             raise
         raise ReplayError(f"{path}: cannot be read as {FORMATS}: {exc}") from None
