@@ -26,11 +26,9 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import msgspec
-from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from stream.alert_format import (  # re-exported: the formatting used to live here
     MAX_FEATURES_SHOWN,
@@ -43,6 +41,9 @@ from stream.config import AlertSettings
 from stream.errors import AlertError
 from stream.messages import DriftEvent, ModelUpdate, RetrainRequest, to_dict
 from stream.metrics import ALERT_OUTCOMES, Metrics
+
+if TYPE_CHECKING:  # aiohttp and slack_sdk load (~0.2 s) only when a channel is configured: see start()
+    import aiohttp
 
 __all__ = ["MAX_FEATURES_SHOWN", "OUTCOMES", "Alert", "AlertError", "Attempt", "Notifier", "dedup_keys",
            "parse_retry_after", "slack_message", "webhook_body"]
@@ -129,6 +130,8 @@ class _SlackChannel:
     name = "slack"
 
     def __init__(self, url: str, session: aiohttp.ClientSession, logger: logging.Logger):
+        from slack_sdk.webhook.async_client import AsyncWebhookClient
+
         self._client = AsyncWebhookClient(url, session=session, logger=logger, retry_handlers=[])
 
     def __repr__(self) -> str:
@@ -259,6 +262,8 @@ class Notifier:
         """Open the HTTP session and start the delivery task (idempotent)."""
         if self._task is not None or not self.channels:
             return
+        import aiohttp
+
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s))
         logger = _quiet_logger(self._urls.values())
@@ -315,7 +320,7 @@ class Notifier:
                 result = await channel.send(alert)
             except asyncio.CancelledError:
                 raise
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            except (TimeoutError, _client_error(), OSError) as exc:
                 result = Attempt(None, error=type(exc).__name__)
             status = result.status
             if status is not None and 200 <= status < 300:
@@ -349,3 +354,10 @@ class Notifier:
             await asyncio.sleep(wait)  # backoff, not synchronisation
         self._count(outcome, [channel.name])
         return outcome
+
+
+def _client_error() -> type[Exception]:
+    """aiohttp's error root (loaded by then: a channel sends only after :meth:`Notifier.start`)."""
+    import aiohttp
+
+    return aiohttp.ClientError

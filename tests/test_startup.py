@@ -25,3 +25,13 @@ def test_public_api_still_imports_lazily():
     # the trainer's names load their libraries on first use, not before
     assert loaded_after("from stream import Domain, Schema, Field, FeatureSet") == []
     assert "stream.training.train" in loaded_after("from stream import train")
+
+
+def test_monitor_process_loads_no_library_it_does_not_use_at_start():
+    """A monitor process (``worker --role all`` spawns one) loaded scipy.stats and aiohttp at start:
+    ~1.5 s of CPU taken from the scorer beside it on a small machine. It needs scipy.special only,
+    and aiohttp once a Slack or webhook channel is configured."""
+    loaded = loaded_after("import sys, stream.app, stream.monitoring.worker, stream.stage_process\n"
+                          "for m in ('scipy.stats', 'aiohttp', 'slack_sdk'):\n"
+                          "    assert m not in sys.modules, m")
+    assert "scipy" in loaded and "stream.monitoring.worker" in loaded

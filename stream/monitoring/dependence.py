@@ -47,7 +47,7 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 from stream.monitoring.batch_math import group_sums, groups_of, nanmean, nanmedian, order_stat, winsor_table
 
@@ -57,25 +57,30 @@ __all__ = ["DependenceTracker"]
 # batch means' spread around their own centre (a constant offset is drift, see _level)
 OWN_LEVEL_CAP = 8.0
 _MEDIAN_CHI2_1 = 0.4549  # median of chi-square(1): median((m - ref)^2) / this estimates E (m - ref)^2
-# mean of chi-square(1) below its 80 % quantile: the lower 80 % of n squared normal deviations average this
-_TRIMMED_CHI2_1 = float(stats.chi2.expect(lambda x: x, args=(1,), ub=stats.chi2.ppf(0.8, 1)) / 0.8)
+# mean of chi-square(1) below its 80 % quantile: the lower 80 % of n squared normal deviations average
+# this; and the relative sd (times sqrt(n)) of that trimmed mean: its asymptotic variance is the kept
+# values' variance plus the cut share times the squared gap from the cut to their mean, over the kept
+# share (1.78, where the untrimmed mean's sqrt(2) = 1.41 had been used: a 3 sd margin was 2.4 sd).
+# Integrals of the chi-square density, computed once (see _chi2_ppf)
+_TRIMMED_CHI2_1 = 0.4377245949169316
+_TRIMMED_REL_SD = 1.784906256678387
 
 
-def _trimmed_rel_sd(keep: float = 0.8) -> float:
-    """Relative sd (times sqrt(n)) of that trimmed mean: its asymptotic variance is the kept values'
-    variance plus the cut share times the squared gap from the cut to their mean, over the kept share
-    (1.78, where the untrimmed mean's sqrt(2) = 1.41 had been used: a 3 sd margin was 2.4 sd).
+def _chi2_ppf(p: float, df: np.ndarray) -> np.ndarray:
+    """``scipy.stats.chi2.ppf(p, df)`` by the special function it calls: scipy.stats takes ~1 s to
+    load, a monitor process's start-up. The module's constants come from scipy.stats too:
 
-    >>> round(_trimmed_rel_sd(), 2)
-    1.78
+    >>> from scipy import stats
+    >>> df = np.array([1.0, 7.5, 76.8])
+    >>> bool((_chi2_ppf(0.25, df) == stats.chi2.ppf(0.25, df)).all())
+    True
+    >>> q = stats.chi2.ppf(0.8, 1)
+    >>> m = stats.chi2.expect(lambda x: x, args=(1,), ub=q) / 0.8
+    >>> v = stats.chi2.expect(lambda x: (x - m) ** 2, args=(1,), ub=q) / 0.8
+    >>> float(m) == _TRIMMED_CHI2_1, float(np.sqrt((v + (1 - 0.8) * (q - m) ** 2) / 0.8) / m) == _TRIMMED_REL_SD
+    (True, True)
     """
-    q = stats.chi2.ppf(keep, 1)
-    m = stats.chi2.expect(lambda x: x, args=(1,), ub=q) / keep
-    v = stats.chi2.expect(lambda x: (x - m) ** 2, args=(1,), ub=q) / keep
-    return float(np.sqrt((v + (1 - keep) * (q - m) ** 2) / keep) / m)
-
-
-_TRIMMED_REL_SD = _trimmed_rel_sd()
+    return np.asarray(2.0 * special.gammaincinv(df / 2.0, p))
 
 
 class DependenceTracker:
@@ -122,10 +127,10 @@ class DependenceTracker:
         self.version = 0  # bumped whenever a batch is written (estimates may change)
         # upper-confidence factor per number of differences (chi-square with ~0.6 df per difference)
         df = np.maximum(0.6 * np.arange(self.history + 1), 1.0)
-        self._inflate = df / stats.chi2.ppf(self.confidence, df)
+        self._inflate = df / _chi2_ppf(self.confidence, df)
         df0 = np.maximum(0.7 * np.arange(self.history + 1), 1.0)
-        self._inflate_level = df0 / stats.chi2.ppf(self.confidence, df0)
-        self._deflate = df / stats.chi2.ppf(1.0 - self.scale_confidence, df)  # lower-bound factor
+        self._inflate_level = df0 / _chi2_ppf(self.confidence, df0)
+        self._deflate = df / _chi2_ppf(1.0 - self.scale_confidence, df)  # lower-bound factor
 
     def add(self, means: np.ndarray, weights: np.ndarray, frozen: np.ndarray, hour: int = -1) -> None:
         """One block: per channel its mean score, weight (rows behind it) and whether it is frozen;

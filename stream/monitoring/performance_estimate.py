@@ -9,9 +9,29 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
 
 __all__ = ["EstimateValidity", "estimate_performance"]
+
+
+def _ranks(a: np.ndarray) -> np.ndarray:
+    """Ranks from 1, ties given their average: ``scipy.stats.rankdata``'s arithmetic (exact halves),
+    without loading scipy.stats (~1 s of a monitor process's start-up); NaN anywhere gives NaN ranks.
+
+    >>> from scipy import stats
+    >>> a = np.random.default_rng(0).integers(0, 5, 50).astype(float)
+    >>> bool((_ranks(a) == stats.rankdata(a)).all()), _ranks(np.array([0.3, np.nan])).tolist()
+    (True, [nan, nan])
+    """
+    a = np.asarray(a, dtype=float)
+    if np.isnan(a).any():
+        return np.full(a.shape, np.nan)
+    order = np.argsort(a, kind="mergesort")
+    s = a[order]
+    first = np.r_[True, s[1:] != s[:-1]]
+    dense = np.empty(a.size, dtype=np.int64)
+    dense[order] = np.cumsum(first)
+    ends = np.r_[np.flatnonzero(first), a.size]
+    return 0.5 * (ends[dense] + ends[dense - 1] + 1)
 
 
 def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -19,7 +39,7 @@ def _auc(scores: np.ndarray, labels: np.ndarray) -> float:
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     if n_pos == 0 or n_neg == 0:
         return math.nan
-    ranks = stats.rankdata(scores)
+    ranks = _ranks(scores)
     return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 

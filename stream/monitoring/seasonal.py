@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import cast
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 __all__ = ["SeasonalProfile"]
 
@@ -39,7 +39,7 @@ class SeasonalProfile:
                  alpha: float = 1e-4) -> None:
         self.c = int(n_channels)
         self.min_rows, self.memory_rows = float(min_rows), float(memory_rows)
-        self.crit = float(stats.chi2.isf(alpha, self.HOURS - 1))
+        self.crit = float(special.chdtri(self.HOURS - 1, alpha))  # scipy.stats.chi2.isf
         self._mean = np.zeros((self.HOURS, self.c))
         self._w = np.zeros((self.HOURS, self.c))
         self._known = np.zeros(self.c, dtype=bool)  # channels whose profile the reference gave
