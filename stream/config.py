@@ -213,6 +213,11 @@ class MonitorSettings(Section):
     # That process's niceness (0-19, 0: the scorer's): on a busy machine the kernel then gives
     # the scorer the CPU first, and the monitor, whose input waits in Kafka, catches up after.
     nice: int = Field(default=10, ge=0, le=19)
+    # And, on Linux, the idle scheduling policy: only CPU time nothing else wants, while its newest
+    # input is at most idle_max_behind_s old; further behind, the niced priority until within half
+    # of it (stream/cpu_priority.py). False: the nice value alone.
+    idle_priority: bool = True
+    idle_max_behind_s: float = Field(default=10.0, gt=0, le=3_600)
     relay_interval_s: float = Field(default=0.5, gt=0, le=60)
     # The monitor commits its input offsets after every poll (0), or at most this often (and
     # whenever a poll comes back empty, before a partition is revoked and on stop), after every

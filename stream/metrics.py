@@ -54,6 +54,7 @@ class Metrics:
     drift_events: Counter
     retrain_requests: Counter
     monitor_rows: Counter
+    monitor_input_age: Gauge
     labels: Counter
     label_coverage: Gauge
     label_delay: Histogram
@@ -118,6 +119,9 @@ class Metrics:
                                      registry=r),
             monitor_rows=Counter(name("monitor_rows"), "Rows (predictions) seen by the drift monitor.",
                                  registry=r),
+            monitor_input_age=Gauge(name("monitor_input_age_seconds"),
+                                    "Age of the newest feature batch the monitor's last poll fetched (0 when "
+                                    "it fetched none): how far behind the scorers it is.", registry=r),
             labels=Counter(name("labels"), "Delayed labels by join outcome.", ["outcome"], registry=r),
             label_coverage=Gauge(name("label_coverage_ratio"),
                                  "Predictions joined with their label / predictions seen by the monitor.",

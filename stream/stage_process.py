@@ -24,6 +24,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.registry import Collector
 
 from stream.config import Settings
+from stream.cpu_priority import CpuPriority
 from stream.errors import StreamError
 from stream.metrics import Metrics
 
@@ -136,11 +137,16 @@ def _child_main(settings: Settings, conn: Connection, interval_s: float, create_
     if settings.monitor.nice:  # the scorer beside it gets the CPU first
         with contextlib.suppress(OSError):  # raising one's own niceness is always allowed; be sure
             os.nice(settings.monitor.nice)
+    # before any thread starts (they inherit it) and before the imports (a second of CPU)
+    priority = CpuPriority(settings.monitor.idle_max_behind_s)
+    if settings.monitor.idle_priority and not priority.start():
+        log.info("idle CPU priority not available here: the monitor process runs at nice %d", settings.monitor.nice)
     tune_gc(settings.gc_young_threshold)
-    run(_child_run(settings, conn, interval_s, create_topics))
+    run(_child_run(settings, conn, interval_s, create_topics, priority))
 
 
-async def _child_run(settings: Settings, conn: Connection, interval_s: float, create_topics: bool) -> None:
+async def _child_run(settings: Settings, conn: Connection, interval_s: float, create_topics: bool,
+                     priority: CpuPriority | None = None) -> None:
     from stream.app import stop_within
     from stream.kafka import wait_for_broker
     from stream.monitoring.worker import MonitorWorker
@@ -155,11 +161,15 @@ async def _child_run(settings: Settings, conn: Connection, interval_s: float, cr
     loop.add_signal_handler(signal.SIGTERM, stop_within, stop, grace)
     sender = SnapshotSender(conn, on_gone=lambda: loop.call_soon_threadsafe(stop_within, stop, grace))
 
+    monitor = MonitorWorker(settings, metrics, create_topics=create_topics)
+
     async def relay() -> None:
         while not stop.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_s)
             sender.offer(snapshot(metrics))
+            if priority is not None:  # too far behind: normal priority until it catches up
+                priority.observe(monitor.input_age_s)
 
     relaying = asyncio.create_task(relay())
     try:
@@ -167,7 +177,7 @@ async def _child_run(settings: Settings, conn: Connection, interval_s: float, cr
         # process starts
         await wait_for_broker(settings, stop)
         if not stop.is_set():
-            await MonitorWorker(settings, metrics, create_topics=create_topics).run(stop)
+            await monitor.run(stop)
     finally:
         stop.set()
         await relaying

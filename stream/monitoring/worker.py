@@ -64,6 +64,8 @@ class MonitorWorker(MonitorProcessor):
         self._uncommitted: dict[TopicPartition, int] = {}
         self._committed_at = time.monotonic()
         self._consumer: Any = None
+        self.input_age_s = 0.0  # the newest fetched feature batch's age (stream.cpu_priority)
+        self._input_age = metrics.monitor_input_age
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -149,6 +151,10 @@ class MonitorWorker(MonitorProcessor):
         deadline = s.kafka.request_deadline_s
         batches = await consumer.getmany(timeout_ms=100, max_records=500)
         t0 = time.perf_counter()
+        newest = max((recs[-1].timestamp for tp, recs in batches.items() if tp.topic == s.topics.features and recs),
+                     default=None)
+        self.input_age_s = 0.0 if newest is None else max(0.0, time.time() - newest / 1000.0)
+        self._input_age.set(self.input_age_s)
         labels = {tp: recs for tp, recs in batches.items() if tp.topic == s.topics.labels}
         self.hold({tp: recs for tp, recs in batches.items() if tp.topic == s.topics.features},
                   time.monotonic())
