@@ -65,7 +65,7 @@ def pipeline() -> dashboard.Dashboard:
             .with_row(dashboard.Row("Health"))
             .with_panel(p.workers()).with_panel(p.dead_letter_ratio()).with_panel(p.entities())
             .with_row(dashboard.Row("Flow"))
-            .with_panel(p.throughput()).with_panel(p.consumer_lag())
+            .with_panel(p.throughput()).with_panel(p.consumer_lag()).with_panel(p.monitor_behind())
             .with_panel(p.end_to_end_latency()).with_panel(p.stage_latency())
             .with_panel(p.batch_size()).with_panel(p.dead_letter_rate())
             .with_panel(p.errors()))

@@ -122,6 +122,13 @@ def consumer_lag() -> timeseries.Panel:
                                "{{topic}}/{{partition}}")))
 
 
+def monitor_behind() -> timeseries.Panel:
+    return (default_timeseries("Monitor behind", "Age of the newest feature batch the drift monitor "
+                               "fetched: how far behind the scorers it tests. Beside a scorer it runs at "
+                               "idle CPU priority up to monitor.idle_max_behind_s, then at its niced one.", "s")
+            .with_target(query(f"max(mlstream_monitor_input_age_seconds{{{INST}}})", "monitor")))
+
+
 def dead_letter_rate() -> timeseries.Panel:
     return (default_timeseries("Dead letters", "Events sent to the dead-letter topic per second, "
                                "by validation reason.", "ops")
