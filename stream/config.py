@@ -14,12 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 CONFIG_ENV_VAR = "MLSTREAM_CONFIG"
 ENV_PREFIX = "MLSTREAM_"
@@ -205,17 +200,13 @@ class MonitorSettings(Section):
     score_detector: Literal["page_hinkley", "adwin"] | None = None
     drift: DriftConfig = DriftConfig()
     performance: PerformanceSettings = PerformanceSettings()
-    # Beside a scorer (worker --role all) the monitor runs in a process of its own, so the
-    # scorer never shares an interpreter lock or an event loop with it; "thread" keeps it in
-    # the scorer's process on its own event loop. Its metrics reach the parent's /metrics
-    # every relay interval.
+    # Beside a scorer (worker --role all) the monitor runs in a process of its own: no shared lock
+    # or event loop ("thread": the scorer's process, its own loop); its metrics reach the parent's
+    # /metrics every relay interval. That process's niceness (0: the scorer's) and, on Linux, the
+    # idle scheduling policy while its newest input is at most idle_max_behind_s old
+    # (stream/cpu_priority.py): the scorer gets the CPU first, the monitor catches up from Kafka.
     isolation: Literal["process", "thread"] = "process"
-    # That process's niceness (0-19, 0: the scorer's): on a busy machine the kernel then gives
-    # the scorer the CPU first, and the monitor, whose input waits in Kafka, catches up after.
     nice: int = Field(default=10, ge=0, le=19)
-    # And, on Linux, the idle scheduling policy: only CPU time nothing else wants, while its newest
-    # input is at most idle_max_behind_s old; further behind, the niced priority until within half
-    # of it (stream/cpu_priority.py). False: the nice value alone.
     idle_priority: bool = True
     idle_max_behind_s: float = Field(default=10.0, gt=0, le=3_600)
     relay_interval_s: float = Field(default=0.5, gt=0, le=60)
