@@ -309,6 +309,8 @@ class Notifier:
 
     async def _deliver(self, channel: _SlackChannel | _WebhookChannel, alert: Alert) -> str:
         """Deliver to one channel with bounded retries; returns and counts the outcome."""
+        import aiohttp  # loaded by start(), before any channel sends
+
         s = self.settings
         attempt = 0
         while True:
@@ -320,7 +322,7 @@ class Notifier:
                 result = await channel.send(alert)
             except asyncio.CancelledError:
                 raise
-            except (TimeoutError, _client_error(), OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 result = Attempt(None, error=type(exc).__name__)
             status = result.status
             if status is not None and 200 <= status < 300:
@@ -354,10 +356,3 @@ class Notifier:
             await asyncio.sleep(wait)  # backoff, not synchronisation
         self._count(outcome, [channel.name])
         return outcome
-
-
-def _client_error() -> type[Exception]:
-    """aiohttp's error root (loaded by then: a channel sends only after :meth:`Notifier.start`)."""
-    import aiohttp
-
-    return aiohttp.ClientError

@@ -115,9 +115,7 @@ def _rows(f: Iterable[str], name: str, path: str) -> Iterator[dict[str, Any]]:
             yield from _json_rows(lines, path)
         else:
             yield from _csv_rows(lines, path, _DELIMITED.get(os.path.splitext(name)[1]) or _delimiter(first))
-    except (UnicodeDecodeError, EOFError, lzma.LZMAError, gzip.BadGzipFile, OSError) as exc:
-        if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
-            raise
+    except (UnicodeDecodeError, EOFError, lzma.LZMAError, OSError) as exc:  # a corrupt or truncated file
         raise ReplayError(f"{path}: cannot be read as {FORMATS}: {exc}") from None
 
 

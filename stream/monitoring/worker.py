@@ -151,13 +151,12 @@ class MonitorWorker(MonitorProcessor):
         deadline = s.kafka.request_deadline_s
         batches = await consumer.getmany(timeout_ms=100, max_records=500)
         t0 = time.perf_counter()
-        newest = max((recs[-1].timestamp for tp, recs in batches.items() if tp.topic == s.topics.features and recs),
-                     default=None)
+        features = {tp: recs for tp, recs in batches.items() if tp.topic == s.topics.features}
+        newest = max((recs[-1].timestamp for recs in features.values() if recs), default=None)
         self.input_age_s = 0.0 if newest is None else max(0.0, time.time() - newest / 1000.0)
         self._input_age.set(self.input_age_s)
         labels = {tp: recs for tp, recs in batches.items() if tp.topic == s.topics.labels}
-        self.hold({tp: recs for tp, recs in batches.items() if tp.topic == s.topics.features},
-                  time.monotonic())
+        self.hold(features, time.monotonic())
         shadow = {tp: recs for tp, recs in batches.items() if tp.topic == s.topics.shadow_predictions}
         self._shadow_predictions([r for recs in shadow.values() for r in recs])
         released, offsets = self.merger.release(time.monotonic())
