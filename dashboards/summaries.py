@@ -74,10 +74,10 @@ def category_shares() -> timeseries.Panel:
 
 
 def entity_capped() -> timeseries.Panel:
-    return per_model(default_timeseries("Rows past their entity's cap", "Share of the rows with entity "
-                               "ids that the entity-balanced category-share test leaves out (past 3 "
-                               "rows of one entity per 1,000): high when a few heavy entities send "
-                               "most of the traffic.", "percentunit")
+    return per_model(default_timeseries("Rows past their entity's cap", "Share of the rows that the "
+                               "entity-balanced category-share test leaves out (past 3 rows of one "
+                               "entity per 1,000 or, without entity ids, past a run's cap): high when "
+                               "a few heavy entities send most of the traffic.", "percentunit")
             .min(0).max(1)
             .with_target(query(f"max by (version) (mlstream_drift_entity_capped_ratio{{{BOTH}}})",
                                "version {{version}}")))

@@ -242,8 +242,8 @@ class DriftMonitor(StreamEstimates):
             cat = np.where(capped, cat - (kc + 1), cat)  # every row counts in the reference-based tests
         cidx = ((blk[:, None] * fc + np.arange(fc)) * (kc + 1) + cat).ravel()
         ccounts = np.bincount(cidx, minlength=nb * fc * (kc + 1)).reshape(nb, fc, kc + 1)
-        ccap = None  # the entity-balanced counts, once entity ids come with the rows
-        if self._eshare is not None and self._entities_given:
+        ccap = None  # the entity-balanced counts, once capped rows (entity ids, or runs) come
+        if self._eshare is not None and self._shares_capped:
             ccap = ccounts - (np.bincount(cidx[capped.ravel()], minlength=ccounts.size).reshape(ccounts.shape)
                               if has_capped else 0)
         corr = None

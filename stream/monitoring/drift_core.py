@@ -17,7 +17,7 @@ import numpy as np
 from stream.monitoring.calibration import Calibration, DriftSettings
 from stream.monitoring.cusum import Cusum
 from stream.monitoring.dependence import DependenceTracker
-from stream.monitoring.entity_shares import EntityCap, EntityShareTest
+from stream.monitoring.entity_shares import EntityCap, EntityShareTest, RunCap
 from stream.monitoring.profile import ReferenceArrays, ReferenceProfile
 from stream.monitoring.seasonal import SeasonalProfile
 
@@ -70,8 +70,10 @@ class MonitorCore:
     _buf_cat: np.ndarray
     _buf_ts: np.ndarray
     entity_cap: EntityCap | None
+    run_cap: RunCap | None
     _eshare: EntityShareTest | None
-    _entities_given: bool
+    _shares_capped: bool
+    _ref_cat: np.ndarray  # reference counts per categorical feature: category slots, then missing
     _buf_len: int
     # the stream's dependence and seasonal estimates
     tracker: DependenceTracker
@@ -120,3 +122,4 @@ class MonitorCore:
 
     if TYPE_CHECKING:
         def _process(self, num: np.ndarray, cat: np.ndarray, ts: np.ndarray, start: int) -> list[DriftEvent]: ...
+        def capped_rows(self) -> tuple[int, int]: ...

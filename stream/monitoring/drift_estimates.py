@@ -28,12 +28,11 @@ class StreamEstimates(RowIngest):
 
     def _estimates(self) -> None:
         """Refresh the dependence, slow and seasonal estimates (every ``refresh_blocks`` blocks)."""
-        # rows in runs of one entity (entity ids given, past their cap): dependence as long as a run is
+        # rows in runs of one entity (past its cap, or a run's without ids): dependence as long as a run is
         # not measurable from the first few runs (a design effect of 1-2 read where it is 10-40), so the
         # window tests wait for twice the warm-up, as the block CUSUM does
-        cap = self.entity_cap
-        clustered = (cap is not None and self._entities_given and cap.capped > self.settings.entity_clustered
-                     * cap.rows)
+        capped, rows = self.capped_rows()
+        clustered = self._shares_capped and capped > self.settings.entity_clustered * rows
         self._clustered = clustered
         self._ready = self.tracker.ready(times=2 if clustered else 1)
         self._cusum_ready = self.tracker.ready(all_scales=True)

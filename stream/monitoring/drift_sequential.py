@@ -16,7 +16,7 @@ from stream.monitoring.batch_math import group_sums, groups_of
 from stream.monitoring.cusum import Cusum, alarm_level, run_length
 from stream.monitoring.drift_event import DriftEvent, finite, nan_to_num
 from stream.monitoring.drift_states import FeatureStates
-from stream.monitoring.entity_shares import EntityCap, EntityShareTest
+from stream.monitoring.entity_shares import EntityCap, EntityShareTest, RunCap
 
 __all__ = ["SequentialDetectors"]
 
@@ -87,13 +87,22 @@ class SequentialDetectors(FeatureStates):
         of the false-alarm budget, split over its batches and features."""
         s, fc = self.settings, len(self._cat)
         self.entity_cap = EntityCap(s.entity_window, s.entity_max_rows) if s.entity_max_rows else None
-        self._entities_given = False
+        # without entity ids, runs of one value stand for them (reference shares: categories, missing)
+        shares = self._ref_cat / np.maximum(self._ref_cat.sum(axis=1, keepdims=True), 1)
+        self.run_cap = RunCap(shares, s.entity_run_tail, max_run=s.entity_window, window=10 * s.entity_window) \
+            if s.entity_max_rows and s.entity_run_tail and fc else None
+        self._shares_capped = False  # capped shares (from entity ids, or runs) came with the rows
         self._eshare = None
         if budget_share > 0:
             rows = s.entity_batch_blocks * s.block_size
             self._eshare = EntityShareTest(fc, kc, s.entity_batch_blocks, s.entity_history, s.entity_min_batches,
                                            alpha=rows * budget_share / s.expected_run_length / fc,
                                            js_threshold=s.js_threshold, leave_p=s.leave_p)
+
+    def capped_rows(self) -> tuple[int, int]:
+        """Rows left out of the entity-balanced shares (past an entity's or a run's cap), of rows seen there."""
+        caps = [c for c in (self.entity_cap, self.run_cap) if c is not None]
+        return sum(c.capped for c in caps), sum(c.rows for c in caps)
 
     def _entity_step(self, counts: np.ndarray, fired: dict[str, list[dict[str, Any]]]) -> None:
         """A whole batch's capped category counts; alarms of features out of drift (and not just closed)."""
@@ -255,7 +264,7 @@ class SequentialDetectors(FeatureStates):
         bursty = self._cus_mask & self._shares & (self._lr > self.settings.cusum_long_design * self._g0)
         self._long_mask = bursty
         self._cus_off = np.zeros_like(bursty)
-        if self._eshare is not None and self._entities_given:
+        if self._eshare is not None and self._shares_capped:
             # given entity ids, a bursty category share's steps are the entity-balanced test's, which sees
             # them at the capped shares' noise; summed against the reference, the bursts' skew alone
             # opened false drifts (6 of 60 stationary mixed streams with random process parameters)

@@ -78,7 +78,11 @@ class DriftSettings:
         ``entity_share_budget`` of the false-alarm budget. ``entity_max_rows = 0`` turns it off.
         When more than ``entity_clustered`` of the rows are past their entity's cap (runs of one
         entity), the window tests wait for twice the warm-up: dependence as long as a run is not
-        measurable from the first few. The reference-based tests count every row; a share bursty
+        measurable from the first few. Without entity ids, runs stand for them: a run of one
+        value of a categorical feature longer than independent rows give with probability
+        ``entity_run_tail`` (from the value's reference share) counts only its first rows
+        (:class:`stream.monitoring.entity_shares.RunCap`; 0 turns this off). The reference-based
+        tests count every row; a share bursty
         enough for long batches leaves
         the batch CUSUMs to this test (summed against the reference, the bursts' skew alone
         opened false drifts).
@@ -149,6 +153,7 @@ class DriftSettings:
     entity_min_batches: int = 16
     entity_share_budget: float = 0.1
     entity_clustered: float = 0.02
+    entity_run_tail: float = 1e-4
     cusum_block: bool = True
     cusum_block_k: float = 2.0
     cusum_block_max_design: float = 2.0
@@ -201,8 +206,8 @@ class DriftSettings:
             raise ValueError("need entity_window >= 1, entity_max_rows >= 0 and entity_batch_blocks >= 1")
         if not 3 <= self.entity_min_batches <= self.entity_history or not 0 <= self.entity_share_budget < 1:
             raise ValueError("need 3 <= entity_min_batches <= entity_history and 0 <= entity_share_budget < 1")
-        if not 0 <= self.entity_clustered <= 1:
-            raise ValueError("need 0 <= entity_clustered <= 1")
+        if not 0 <= self.entity_clustered <= 1 or not 0 <= self.entity_run_tail < 1:
+            raise ValueError("need 0 <= entity_clustered <= 1 and 0 <= entity_run_tail < 1")
         if self.refresh_blocks < 1 or self.min_effective_rows < 1:
             raise ValueError("refresh_blocks and min_effective_rows must be >= 1")
         if self.summary_window < self.block_size or not all(0 < q < 1 for q in self.summary_quantiles):

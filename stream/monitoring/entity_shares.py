@@ -6,7 +6,10 @@ at full weight, such bursts make a category share vary like a sample of a few do
 (design effects of 30-50 on bursty traffic), and a change of the share among the other
 traffic takes 10,000+ rows to find. With entity ids, :class:`EntityCap` counts at most
 ``max_rows`` rows of one entity per tumbling window of ``window`` rows, and
-:class:`EntityShareTest` tests batches of those capped shares.
+:class:`EntityShareTest` tests batches of those capped shares. Without entity ids (a recorded
+file, another producer), :class:`RunCap` caps runs of one value instead: a burst is a run of its
+category far longer than independent rows give. It cannot tell a burst whose rows interleave
+with other traffic from that traffic; entity ids can.
 
 The capped shares cannot be compared with the reference profile: the reference is an
 i.i.d. training sample in which heavy entities hold their full share, and capping them
@@ -54,7 +57,7 @@ from scipy import special
 
 from stream.monitoring.drift_stats import js_distance
 
-__all__ = ["EntityCap", "EntityShareTest"]
+__all__ = ["EntityCap", "EntityShareTest", "RunCap"]
 
 
 class EntityCap:
@@ -97,6 +100,94 @@ class EntityCap:
         return out
 
 
+class RunCap:
+    """Without entity ids: per categorical feature, a run of one value longer than chance gives
+    counts only its first rows.
+
+    A heavy entity's burst shows as a long run of its category. In rows drawn independently a
+    value of share ``p`` runs past ``L`` rows with probability ``p**L``; the cap ``L`` of each
+    value is the shortest run that chance makes as rare as ``tail`` (its reference share ``p``,
+    at least ``min_run``, at most ``max_run``), so ordinary traffic is almost never capped
+    (about ``tail`` of the cells) while a burst of 20-200 rows of a 10 % category counts 4.
+    Runs continue across calls; the verdict is per cell (row and feature), in stream order.
+
+    A feature with more than ``default_share`` of its cells past their cap over the previous
+    ``window`` rows changes slowly by nature (an hour of the day in a stream in time order), not
+    through bursts: it is not capped over the next window.
+
+    Examples
+    --------
+    >>> cap = RunCap(np.array([[0.9, 0.1]]), tail=1e-4)   # one feature, a 90 % and a 10 % value
+    >>> cap.limits.tolist()
+    [[88, 4]]
+    >>> cap.capped_cells(np.array([[1], [1], [1], [1], [1], [1], [0]])).ravel().tolist()
+    [False, False, False, False, True, True, False]
+    >>> bool(cap.capped_cells(np.array([[0]] * 87)).any()), cap.capped_cells(np.array([[0]])).tolist()
+    (False, [[True]])
+    >>> cap.capped, cap.rows
+    (3, 95)
+
+    An hour of the day, 24 values in runs of 800 rows: capped in the first window only.
+
+    >>> hours = RunCap(np.full((1, 24), 1 / 24), tail=1e-4, window=2_000)
+    >>> hour = np.repeat(np.arange(24), 800)[:, None]
+    >>> [int(hours.capped_cells(hour[i : i + 2_000]).sum()) for i in range(0, 6_000, 2_000)]
+    [1991, 0, 0]
+    """
+
+    def __init__(self, shares: np.ndarray, tail: float, min_run: int = 2, max_run: int = 1_000,
+                 window: int = 10_000, default_share: float = 0.5) -> None:
+        if not 0 < tail < 1 or window < 1:
+            raise ValueError(f"tail ({tail}) must be in (0, 1) and window ({window}) positive")
+        p = np.clip(np.asarray(shares, dtype=float), 1e-12, 1 - 1e-12)
+        self.limits = np.clip(np.ceil(np.log(tail) / np.log(p)), min_run, max_run).astype(np.int64)
+        fc = self.limits.shape[0]
+        self.window, self.default_share = int(window), float(default_share)
+        self._last = np.full(fc, -1, dtype=np.int64)  # value of the open run per feature
+        self._len = np.zeros(fc, dtype=np.int64)  # its rows so far
+        self._at = 0  # rows of the open window
+        self._win = np.zeros(fc, dtype=np.int64)  # cells past their cap in the open window
+        self._slow = np.zeros(fc, dtype=bool)  # features not capped (slow by nature) in this window
+        self.capped = 0  # rows with some cell past its run's cap, so far
+        self.rows = 0
+
+    def capped_cells(self, codes: np.ndarray) -> np.ndarray:
+        """``codes[n, features]`` (value slots, as the limits'): which cells are past their run's cap."""
+        n = codes.shape[0]
+        out = np.zeros(codes.shape, dtype=bool)
+        pos = 0
+        while pos < n:
+            take = min(self.window - self._at, n - pos)
+            past = self._past_cap(codes[pos : pos + take])
+            self._win += past.sum(axis=0)
+            out[pos : pos + take] = past & ~self._slow
+            pos += take
+            self._at += take
+            if self._at == self.window:
+                self._slow = self._win > self.default_share * self.window
+                self._win[:], self._at = 0, 0
+        self.capped += int(out.any(axis=1).sum())
+        self.rows += n
+        return out
+
+    def _past_cap(self, codes: np.ndarray) -> np.ndarray:
+        n, fc = codes.shape
+        out = np.empty((n, fc), dtype=bool)
+        at = np.arange(n)
+        for j in range(fc):
+            c = codes[:, j]
+            change = np.empty(n, dtype=bool)
+            change[0] = c[0] != self._last[j]
+            np.not_equal(c[1:], c[:-1], out=change[1:])
+            starts = np.flatnonzero(change)
+            run = np.cumsum(change) - 1  # -1: rows continuing the previous call's run
+            begin = np.where(run >= 0, starts[np.maximum(run, 0)] if starts.size else 0, -self._len[j])
+            pos = at - begin  # rows of the run before this one
+            out[:, j] = pos >= self.limits[j, c]
+            self._last[j], self._len[j] = c[-1], pos[-1] + 1
+        return out
+
+
 class EntityShareTest:
     """Per categorical feature: the shares of each batch of ``batch_blocks`` blocks (capped rows
     only) against the mean of the ``local`` batches just before it.
@@ -113,8 +204,10 @@ class EntityShareTest:
     """
 
     def __init__(self, n_features: int, n_slots: int, batch_blocks: int, history: int, min_batches: int,
-                 alpha: float, js_threshold: float, leave_p: float = 0.05, local: int = 4) -> None:
-        self.batch_blocks, self.history, self.local = batch_blocks, history, local
+                 alpha: float, js_threshold: float, leave_p: float = 0.05, local: int = 4,
+                 hold_z: float = 3.0, max_jumps: float = 0.1) -> None:
+        self.batch_blocks, self.history, self.local, self.hold_z = batch_blocks, history, local, hold_z
+        self.max_jumps = max_jumps
         self.min_batches = max(min_batches, local + 3)
         self.alpha, self.js_threshold, self.leave_p = alpha, js_threshold, leave_p
         self._acc = np.zeros((n_features, n_slots + 1))  # the open batch: category slots + missing
@@ -124,7 +217,21 @@ class EntityShareTest:
         # squared differences of each learned batch against the L before it (ring), and their sum
         self._d2 = np.zeros((n_features, history, n_slots))
         self._d2_sum = np.zeros((n_features, n_slots))
+        # learned batches that moved past twice the effect gate against their local mean (ring):
+        # a feature whose mix moves by itself at this scale (an hour of the day, which fills a
+        # batch or two per hour) is not tested, since its steps are its nature (the reference-based
+        # tests, with the daily profile, watch it)
+        self._jump = np.zeros((n_features, history), dtype=bool)
+        self._pending_jump = np.zeros(n_features, dtype=bool)
         self._nd = np.zeros(n_features, dtype=np.int64)
+        # A step inside a batch moves it part of the way; learned at once, that batch raised the
+        # noise and the level the next batch is tested against, and a mid-batch step went unseen
+        # where one on a boundary was found. So a batch's squared differences join the noise once
+        # the next batch has opened no drift, and a batch past ``hold_z`` joins the level then too.
+        self._pending = np.zeros((n_features, n_slots))
+        self._has_pending = np.zeros(n_features, dtype=bool)
+        self._held = np.zeros((n_features, n_slots))
+        self._has_held = np.zeros(n_features, dtype=bool)
         self._since = np.zeros(n_features, dtype=np.int64)  # batches learned since the start or a drift
         self._calm = np.ones(n_features, dtype=bool)
         self._crits: dict[tuple[int, int], float] = {}
@@ -142,6 +249,7 @@ class EntityShareTest:
         alarm of another test just before a real step does not blind this one)."""
         self._since[j] = 0
         self._calm[j] = True
+        self._has_pending[j] = self._has_held[j] = False
 
     def add_block(self, counts: np.ndarray, learn: np.ndarray) -> list[tuple[int, dict[str, Any]]]:
         """One block's capped counts ``[feature, slot + missing]``; at a batch's end, the features
@@ -171,23 +279,41 @@ class EntityShareTest:
             shares = acc[:, :-1] / present[:, None]
         seen = present > 0
         before = self._local_mean()
-        ready = (self._nd >= self.min_batches - self.local) & (self._since >= self.local)
-        out = self._tests(np.flatnonzero(ready & seen), shares, present, before)
+        jumps = self._jump.sum(axis=1)
+        ready = ((self._nd >= self.min_batches - self.local) & (self._since >= self.local)
+                 & (jumps <= self.max_jumps * np.minimum(self._nd, self.history)))
+        out, top = self._tests(np.flatnonzero(ready & seen), shares, present, before)
         for j in np.flatnonzero(~learn & (self._count >= self.min_batches) & seen):
             self._calm[j] = self._near_history(int(j), shares[j], float(present[j]))
+        quiet = learn.copy()
+        quiet[[j for j, _ in out]] = False
+        done = np.flatnonzero(quiet & self._has_pending)  # the previous batch: noise after all
+        if len(done):
+            slot = self._nd[done] % self.history
+            self._d2_sum[done] += self._pending[done] - self._d2[done, slot]
+            self._d2[done, slot] = self._pending[done]
+            self._jump[done, slot] = self._pending_jump[done]
+            self._nd[done] += 1
+        held = np.flatnonzero(quiet & self._has_held)
+        self._learn(held, self._held[held])
+        self._has_pending[:] = self._has_held[:] = False
         js = np.flatnonzero(learn & seen)
-        if len(js):
-            diff = js[self._since[js] >= self.local]
-            if len(diff):
-                slot = self._nd[diff] % self.history
-                d2 = (shares[diff] - before[diff]) ** 2
-                self._d2_sum[diff] += d2 - self._d2[diff, slot]
-                self._d2[diff, slot] = d2
-                self._nd[diff] += 1
-            self._hist[js, self._count[js] % self.history] = shares[js]
-            self._count[js] += 1
-            self._since[js] += 1
+        diff = js[(self._since[js] >= self.local) & quiet[js]]
+        self._pending[diff] = (shares[diff] - before[diff]) ** 2
+        self._pending_jump[diff] = [js_distance(before[j], shares[j]) >= 2 * self.js_threshold for j in diff.tolist()]
+        self._has_pending[diff] = True
+        hold = js[(top[js] > self.hold_z) & quiet[js]]
+        self._held[hold] = shares[hold]
+        self._has_held[hold] = True
+        now = js[~self._has_held[js]]
+        self._learn(now, shares[now])
         return out
+
+    def _learn(self, js: np.ndarray, shares: np.ndarray) -> None:
+        """Batches' shares join the history (the level and the spread) of features ``js``."""
+        self._hist[js, self._count[js] % self.history] = shares
+        self._count[js] += 1
+        self._since[js] += 1
 
     def _local_mean(self) -> np.ndarray:
         """Per feature, the mean shares of its last ``local`` learned batches (NaN before it has them)."""
@@ -207,11 +333,13 @@ class EntityShareTest:
         return bool(np.all(2.0 * special.stdtr(h - 1, -z) > self.leave_p))
 
     def _tests(self, js: np.ndarray, shares: np.ndarray, present: np.ndarray,
-               before: np.ndarray) -> list[tuple[int, dict[str, Any]]]:
+               before: np.ndarray) -> tuple[list[tuple[int, dict[str, Any]]], np.ndarray]:
         """The step test of features ``js``: this batch against ``before``, with the noise of that
-        difference measured over the history (at least the binomial one)."""
+        difference measured over the history (at least the binomial one); and per feature the
+        largest ``|z|`` (0 where not tested)."""
+        top_z = np.zeros(len(shares))
         if not len(js):
-            return []
+            return [], top_z
         L, p, n, b = self.local, shares[js], present[js][:, None], before[js]
         nd = np.minimum(self._nd[js], self.history)
         var = np.maximum(self._d2_sum[js] / np.maximum(nd, 1)[:, None], b * (1.0 - b) / n * (1.0 + 1.0 / L))
@@ -220,6 +348,7 @@ class EntityShareTest:
             z = np.where(used, (p - b) / np.sqrt(var), 0.0)
         top = np.argmax(np.abs(z), axis=1)
         zt = np.abs(z[np.arange(len(js)), top])
+        top_z[js] = zt
         out = []
         for r, n_used in enumerate(used.sum(axis=1).tolist()):
             dof = int(nd[r])
@@ -235,7 +364,7 @@ class EntityShareTest:
                 "effect_metric": "jensen_shannon", "effect_size": effect, "effect_threshold": self.js_threshold,
                 "n": int(n[r, 0]), "n_reference": int(L * n[r, 0]), "reference": "stream",
                 "share": float(p[r, t]), "share_before": float(b[r, t])}))
-        return out
+        return out, top_z
 
     def _crit(self, dof: int, n_used: int) -> float:
         """Student t critical value, Bonferroni over ``n_used`` categories and both sides (cached:

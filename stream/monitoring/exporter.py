@@ -102,8 +102,9 @@ class DriftCollector(Collector):
                                     "1 while the monitor still learns the stream's dependence (no test runs).",
                                     labels=["model", "version"])
         capped = GaugeMetricFamily("mlstream_drift_entity_capped_ratio",
-                                   "Share of the rows with entity ids left out of the entity-balanced category "
-                                   "shares (past their entity's cap).", labels=["model", "version"])
+                                   "Share of the rows left out of the entity-balanced category shares (past their "
+                                   "entity's cap, or in a run of one category longer than chance gives).",
+                                   labels=["model", "version"])
         summary = GaugeMetricFamily("mlstream_feature_summary",
                                     "Rolling summary statistic per feature, current window or reference.",
                                     labels=["model", "version", "feature", "stat", "source"])
@@ -117,9 +118,9 @@ class DriftCollector(Collector):
                     if value is not None:
                         fam.add_metric([mon.name, mon.version, feature], float(value))
             warming.add_metric([mon.name, mon.version], float(mon.drift.warming_up))
-            cap = mon.drift.entity_cap
-            if cap is not None and cap.rows:
-                capped.add_metric([mon.name, mon.version], cap.capped / cap.rows)
+            n_capped, n_rows = mon.drift.capped_rows()
+            if n_rows:
+                capped.add_metric([mon.name, mon.version], n_capped / n_rows)
             if mon.estimate_validity.valid is not None:
                 valid.add_metric([mon.name, mon.version], float(mon.estimate_validity.valid))
             for feature, summ in mon.drift.summary().items():

@@ -124,7 +124,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--entity-field", default=None,
                    help="column of entity ids (user, merchant): not a feature; one entity's burst counts at most "
                         "entity_max_rows rows per entity_window in the category shares (default: guessed, an "
-                        "id-named column whose values repeat; '' for none)")
+                        "id-named column whose values repeat; '' for none: runs of one category far longer "
+                        "than chance stand for bursts)")
     p.add_argument("--ignore", default="", help="comma-separated columns that are not features (ids, labels)")
     return p
 
