@@ -96,6 +96,8 @@ def test_the_scorers_entity_ids_reach_the_drift_monitor(model_store: Path) -> No
 
     ratio = [s.value for f in DriftCollector(worker).collect() for s in f.samples
              if s.name == "mlstream_drift_entity_capped_ratio"]
+    # counted as the monitor's blocks are processed (400 rows: all of them)
+    assert mon.capped_rows() == (mon.entity_cap.capped, mon.entity_cap.rows) == (mon.entity_cap.capped, 400)
     assert ratio == [mon.entity_cap.capped / mon.entity_cap.rows] and 0.4 < ratio[0] < 0.6  # 200 of 400 rows
 
 

@@ -242,10 +242,11 @@ class DriftMonitor(StreamEstimates):
             cat = np.where(capped, cat - (kc + 1), cat)  # every row counts in the reference-based tests
         cidx = ((blk[:, None] * fc + np.arange(fc)) * (kc + 1) + cat).ravel()
         ccounts = np.bincount(cidx, minlength=nb * fc * (kc + 1)).reshape(nb, fc, kc + 1)
-        ccap = None  # the entity-balanced counts, once capped rows (entity ids, or runs) come
-        if self._eshare is not None and self._shares_capped:
+        ccap = None  # the entity-balanced counts (rows past their entity's or run's cap left out)
+        if self._eshare is not None:
             ccap = ccounts - (np.bincount(cidx[capped.ravel()], minlength=ccounts.size).reshape(ccounts.shape)
                               if has_capped else 0)
+        crows = capped.reshape(nb, b, fc).any(axis=2).sum(axis=1) if has_capped else None
         corr = None
         if self._mv:  # normal scores of the bins, as the profile's correlation (0 where missing)
             z = np.where(missing, 0.0, self._scores[np.arange(fn), np.where(missing, 0, bins)]).reshape(nb, b, fn)
@@ -263,12 +264,13 @@ class DriftMonitor(StreamEstimates):
         while i < nb:  # segments end where the estimates are refreshed, so any batching gives the same events
             refresh = self._refresh_period()
             seg = min(nb - i, refresh - self._blocks % refresh)
-            events += self._segment(i, seg, per_block, means, weights, hours, num, start, ccap)
+            events += self._segment(i, seg, per_block, means, weights, hours, num, start, ccap, crows)
             i += seg
         return events
 
     def _segment(self, i0: int, seg: int, per_block: dict[str, np.ndarray], means: np.ndarray, weights: np.ndarray,
-                 hours: np.ndarray, num: np.ndarray, start: int, ccap: np.ndarray | None = None) -> list[DriftEvent]:
+                 hours: np.ndarray, num: np.ndarray, start: int, ccap: np.ndarray | None = None,
+                 crows: np.ndarray | None = None) -> list[DriftEvent]:
         """Blocks ``i0 .. i0+seg`` of a batch: totals, vectorised tests at every check point, then
         the state machine block by block."""
         b, c0 = self.settings.block_size, self._blocks
@@ -300,7 +302,11 @@ class DriftMonitor(StreamEstimates):
         cus = self._cusum_segment(i0, seg, means, weights, hours) if self._cusum is not None else {}
         fast = self._fast_z(slice(i0, i0 + seg), means, weights, hours)
         # the entity-balanced batches completed in this segment, by the block that completes them
-        ent = dict(self._eshare.batches(ccap[i0 : i0 + seg])) if ccap is not None and self._eshare else {}
+        if self.entity_cap is not None or self.run_cap is not None:
+            self._capped_tally += int(crows[i0 : i0 + seg].sum()) if crows is not None else 0
+            self._rows_tally += seg * b
+        ent = dict(self._eshare.batches(ccap[i0 : i0 + seg])) \
+            if ccap is not None and self._eshare is not None and self._share_test_fed() else {}
         events: list[DriftEvent] = []
         frozen = np.empty((seg, self._owner.size), dtype=bool)
         for j in range(seg):

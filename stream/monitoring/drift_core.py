@@ -72,7 +72,10 @@ class MonitorCore:
     entity_cap: EntityCap | None
     run_cap: RunCap | None
     _eshare: EntityShareTest | None
-    _shares_capped: bool
+    _entities_given: bool
+    _runs_clustered: bool
+    _capped_tally: int
+    _rows_tally: int
     _ref_cat: np.ndarray  # reference counts per categorical feature: category slots, then missing
     _buf_len: int
     # the stream's dependence and seasonal estimates
@@ -123,3 +126,4 @@ class MonitorCore:
     if TYPE_CHECKING:
         def _process(self, num: np.ndarray, cat: np.ndarray, ts: np.ndarray, start: int) -> list[DriftEvent]: ...
         def capped_rows(self) -> tuple[int, int]: ...
+        def _share_test_fed(self) -> bool: ...

@@ -32,7 +32,11 @@ class StreamEstimates(RowIngest):
         # not measurable from the first few runs (a design effect of 1-2 read where it is 10-40), so the
         # window tests wait for twice the warm-up, as the block CUSUM does
         capped, rows = self.capped_rows()
-        clustered = self._shares_capped and capped > self.settings.entity_clustered * rows
+        clustered = capped > self.settings.entity_clustered * rows
+        # without ids, runs stand for entities in the share test once they are more than chance (for
+        # good: the test's history needs its batches in a row); on independent rows it would only
+        # repeat the reference-based tests at a tenth of a block's cost per row
+        self._runs_clustered |= clustered and self.run_cap is not None
         self._clustered = clustered
         self._ready = self.tracker.ready(times=2 if clustered else 1)
         self._cusum_ready = self.tracker.ready(all_scales=True)

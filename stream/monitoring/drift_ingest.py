@@ -72,11 +72,10 @@ class RowIngest(SequentialDetectors):
         # a row past its entity's cap keeps its code, shifted past the slots (taken apart in _process)
         shift = 0
         if entity is not None and self.entity_cap is not None:
-            self._shares_capped = True
+            self._entities_given = True
             shift = 0 if self.entity_cap.counted([entity])[0] else self._kc + 1
         codes = np.array([self._code(j, row.get(name)) for j, name in enumerate(self._cat)], dtype=np.int64)
         if entity is None and self.run_cap is not None:
-            self._shares_capped = True
             codes[self.run_cap.capped_cells(codes[None])[0]] += self._kc + 1
         self._buf_cat[i] = codes + shift
         self._buf_ts[i] = np.nan if ts is None else float(ts)
@@ -118,10 +117,9 @@ class RowIngest(SequentialDetectors):
         if entities is not None and self.entity_cap is not None and len(self._cat):
             if len(entities) != n:
                 raise ValueError(f"{len(entities)} entity ids for {n} rows")
-            self._shares_capped = True
+            self._entities_given = True
             cat[~self.entity_cap.counted(entities)] += self._kc + 1  # shifted past the slots (see _process)
         elif entities is None and self.run_cap is not None and len(self._cat):
-            self._shares_capped = True
             cat[self.run_cap.capped_cells(cat)] += self._kc + 1
         t = np.full(n, np.nan) if ts is None else np.asarray(ts, dtype=float)
         return self._ingest(num, cat, t)

@@ -91,7 +91,11 @@ class SequentialDetectors(FeatureStates):
         shares = self._ref_cat / np.maximum(self._ref_cat.sum(axis=1, keepdims=True), 1)
         self.run_cap = RunCap(shares, s.entity_run_tail, max_run=s.entity_window, window=10 * s.entity_window) \
             if s.entity_max_rows and s.entity_run_tail and fc else None
-        self._shares_capped = False  # capped shares (from entity ids, or runs) came with the rows
+        self._entities_given = False  # entity ids came with the rows
+        self._runs_clustered = False  # without ids: more rows past a run's cap than chance gives (see _estimates)
+        # rows past a cap (an entity's or a run's) and rows, counted as blocks are processed: the same
+        # at every refresh however rows were batched
+        self._capped_tally = self._rows_tally = 0
         self._eshare = None
         if budget_share > 0:
             rows = s.entity_batch_blocks * s.block_size
@@ -100,9 +104,13 @@ class SequentialDetectors(FeatureStates):
                                            js_threshold=s.js_threshold, leave_p=s.leave_p)
 
     def capped_rows(self) -> tuple[int, int]:
-        """Rows left out of the entity-balanced shares (past an entity's or a run's cap), of rows seen there."""
-        caps = [c for c in (self.entity_cap, self.run_cap) if c is not None]
-        return sum(c.capped for c in caps), sum(c.rows for c in caps)
+        """Rows left out of the entity-balanced shares (past an entity's or a run's cap), of rows
+        processed while a cap could apply."""
+        return self._capped_tally, self._rows_tally
+
+    def _share_test_fed(self) -> bool:
+        """The entity-balanced test gets capped shares: entity ids came, or runs past chance stand for them."""
+        return self._eshare is not None and (self._entities_given or self._runs_clustered)
 
     def _entity_step(self, counts: np.ndarray, fired: dict[str, list[dict[str, Any]]]) -> None:
         """A whole batch's capped category counts; alarms of features out of drift (and not just closed)."""
@@ -264,10 +272,11 @@ class SequentialDetectors(FeatureStates):
         bursty = self._cus_mask & self._shares & (self._lr > self.settings.cusum_long_design * self._g0)
         self._long_mask = bursty
         self._cus_off = np.zeros_like(bursty)
-        if self._eshare is not None and self._shares_capped:
-            # given entity ids, a bursty category share's steps are the entity-balanced test's, which sees
-            # them at the capped shares' noise; summed against the reference, the bursts' skew alone
-            # opened false drifts (6 of 60 stationary mixed streams with random process parameters)
+        if self._share_test_fed():
+            # given entity ids (or runs standing for them), a bursty category share's steps are the
+            # entity-balanced test's, which sees them at the capped shares' noise; summed against the
+            # reference, the bursts' skew alone opened false drifts (6 of 60 stationary mixed streams
+            # with random process parameters)
             self._cus_off = bursty.copy()
             self._cus_off[: self._sl["cprops"].start] = False
             self._cus_off[self._sl["cprops"].stop :] = False

@@ -124,8 +124,6 @@ class RunCap:
     [False, False, False, False, True, True, False]
     >>> bool(cap.capped_cells(np.array([[0]] * 87)).any()), cap.capped_cells(np.array([[0]])).tolist()
     (False, [[True]])
-    >>> cap.capped, cap.rows
-    (3, 95)
 
     An hour of the day, 24 values in runs of 800 rows: capped in the first window only.
 
@@ -148,8 +146,6 @@ class RunCap:
         self._at = 0  # rows of the open window
         self._win = np.zeros(fc, dtype=np.int64)  # cells past their cap in the open window
         self._slow = np.zeros(fc, dtype=bool)  # features not capped (slow by nature) in this window
-        self.capped = 0  # rows with some cell past its run's cap, so far
-        self.rows = 0
 
     def capped_cells(self, codes: np.ndarray) -> np.ndarray:
         """``codes[n, features]`` (value slots, as the limits'): which cells are past their run's cap."""
@@ -166,26 +162,20 @@ class RunCap:
             if self._at == self.window:
                 self._slow = self._win > self.default_share * self.window
                 self._win[:], self._at = 0, 0
-        self.capped += int(out.any(axis=1).sum())
-        self.rows += n
         return out
 
     def _past_cap(self, codes: np.ndarray) -> np.ndarray:
         n, fc = codes.shape
-        out = np.empty((n, fc), dtype=bool)
-        at = np.arange(n)
-        for j in range(fc):
-            c = codes[:, j]
-            change = np.empty(n, dtype=bool)
-            change[0] = c[0] != self._last[j]
-            np.not_equal(c[1:], c[:-1], out=change[1:])
-            starts = np.flatnonzero(change)
-            run = np.cumsum(change) - 1  # -1: rows continuing the previous call's run
-            begin = np.where(run >= 0, starts[np.maximum(run, 0)] if starts.size else 0, -self._len[j])
-            pos = at - begin  # rows of the run before this one
-            out[:, j] = pos >= self.limits[j, c]
-            self._last[j], self._len[j] = c[-1], pos[-1] + 1
-        return out
+        at = np.arange(n)[:, None]
+        change = np.empty((n, fc), dtype=bool)
+        np.not_equal(codes[0], self._last, out=change[0])
+        np.not_equal(codes[1:], codes[:-1], out=change[1:])
+        begin = np.where(change, at, -1)  # the row each run starts at, carried down its rows
+        np.maximum.accumulate(begin, axis=0, out=begin)
+        begin = np.where(begin >= 0, begin, -self._len)  # -1: rows continuing the previous call's run
+        pos = at - begin  # rows of the run before this one
+        self._last, self._len = codes[-1].copy(), pos[-1] + 1
+        return pos >= self.limits[np.arange(fc), codes]
 
 
 class EntityShareTest:
@@ -300,7 +290,8 @@ class EntityShareTest:
         js = np.flatnonzero(learn & seen)
         diff = js[(self._since[js] >= self.local) & quiet[js]]
         self._pending[diff] = (shares[diff] - before[diff]) ** 2
-        self._pending_jump[diff] = [js_distance(before[j], shares[j]) >= 2 * self.js_threshold for j in diff.tolist()]
+        if len(diff):
+            self._pending_jump[diff] = js_distance(before[diff], shares[diff]) >= 2 * self.js_threshold
         self._has_pending[diff] = True
         hold = js[(top[js] > self.hold_z) & quiet[js]]
         self._held[hold] = shares[hold]
