@@ -302,9 +302,6 @@ class DriftMonitor(StreamEstimates):
         cus = self._cusum_segment(i0, seg, means, weights, hours) if self._cusum is not None else {}
         fast = self._fast_z(slice(i0, i0 + seg), means, weights, hours)
         # the entity-balanced batches completed in this segment, by the block that completes them
-        if self.entity_cap is not None or self.run_cap is not None:
-            self._capped_tally += int(crows[i0 : i0 + seg].sum()) if crows is not None else 0
-            self._rows_tally += seg * b
         ent = dict(self._eshare.batches(ccap[i0 : i0 + seg])) \
             if ccap is not None and self._eshare is not None and self._share_test_fed() else {}
         events: list[DriftEvent] = []
@@ -313,17 +310,18 @@ class DriftMonitor(StreamEstimates):
             i = i0 + j
             frozen[j] = self._open_arr[self._owner]  # the state each block is learned under
             self._blocks += 1
+            held = self._count_capped(crows, i)
             if self._detector is not None:
                 events += self._run_detector(num[i * b : (i + 1) * b, self._score_j], start + i * b)
             fired: dict[str, list[dict[str, Any]]] = {}
             for w, row in checks.get(self._blocks, {}).items():
                 self._last[w] = Picked(st, row)  # read by the state machine only when a state is open
                 # no test past its critical value, or only those of states already open: nothing can fire
-                if (sig[row] & ~self._open_arr).any():
+                if not held[0] and (sig[row] & ~self._open_arr).any():
                     self._fire(w, self._last[w], fired)
             if self._blocks in cus:
                 self._cusum_step(*cus[self._blocks], fired)
-            if fast is not None:
+            if fast is not None and not held[1]:
                 self._fast_step(fast, j, fired)
             if j in ent:
                 self._entity_step(ent[j], fired)

@@ -108,6 +108,21 @@ class SequentialDetectors(FeatureStates):
         processed while a cap could apply."""
         return self._capped_tally, self._rows_tally
 
+    def _count_capped(self, crows: np.ndarray | None, i: int) -> tuple[bool, bool]:
+        """Block ``i``'s rows past a cap, counted; whether the window tests and the block CUSUM are
+        held: runs first seen after the tests started (no burst in the first rows) hold them to
+        twice their warm-up as runs seen from the start do, block by block (a burst at row 3,600 of
+        a stationary stream opened a false drift at 3,999 before the next refresh saw it)."""
+        if self.entity_cap is None and self.run_cap is None:
+            return False, False
+        s = self.settings
+        self._capped_tally += int(crows[i]) if crows is not None else 0
+        self._rows_tally += s.block_size
+        if not self._clustered and self._capped_tally > s.entity_clustered * self._rows_tally:
+            self._clustered = True
+        warm = s.dependence_min_batches * s.dependence_scales[0]  # blocks of the warm-up
+        return self._clustered and self._blocks < 2 * warm, self._clustered and self._blocks < 4 * warm
+
     def _share_test_fed(self) -> bool:
         """The entity-balanced test gets capped shares: entity ids came, or runs past chance stand for them."""
         return self._eshare is not None and (self._entities_given or self._runs_clustered)
