@@ -243,9 +243,9 @@ class DriftMonitor(StreamEstimates):
         cidx = ((blk[:, None] * fc + np.arange(fc)) * (kc + 1) + cat).ravel()
         ccounts = np.bincount(cidx, minlength=nb * fc * (kc + 1)).reshape(nb, fc, kc + 1)
         ccap = None  # the entity-balanced counts (rows past their entity's or run's cap left out)
-        if self._eshare is not None:
-            ccap = ccounts - (np.bincount(cidx[capped.ravel()], minlength=ccounts.size).reshape(ccounts.shape)
-                              if has_capped else 0)
+        if self._eshare is not None:  # read only (summed into the test's batches): no copy when nothing is capped
+            ccap = ccounts - np.bincount(cidx[capped.ravel()], minlength=ccounts.size).reshape(ccounts.shape) \
+                if has_capped else ccounts
         crows = capped.reshape(nb, b, fc).any(axis=2).sum(axis=1) if has_capped else None
         corr = None
         if self._mv:  # normal scores of the bins, as the profile's correlation (0 where missing)

@@ -30,17 +30,13 @@ class StreamEstimates(RowIngest):
         """Refresh the dependence, slow and seasonal estimates (every ``refresh_blocks`` blocks)."""
         # rows in runs of one entity (past its cap, or a run's without ids): dependence as long as a run is
         # not measurable from the first few runs (a design effect of 1-2 read where it is 10-40), so the
-        # window tests wait for twice the warm-up, as the block CUSUM does
-        capped, rows = self.capped_rows()
-        # for good once seen: a few early bursts then a quiet stretch took the share back under the
-        # bar at row 4,000 of a bursty stream, and tests that started then on a design effect of 2-3
-        # (10-27 once measured) opened a false drift at the next burst
-        clustered = self._clustered or capped > self.settings.entity_clustered * rows
+        # window tests wait for twice the warm-up, as the block CUSUM does (set block by block, see
+        # SequentialDetectors._count_capped)
+        clustered = self._clustered
         # without ids, runs stand for entities in the share test once they are more than chance (for
         # good: the test's history needs its batches in a row); on independent rows it would only
         # repeat the reference-based tests at a tenth of a block's cost per row
         self._runs_clustered |= clustered and self.run_cap is not None
-        self._clustered = clustered
         self._ready = self.tracker.ready(times=2 if clustered else 1)
         self._cusum_ready = self.tracker.ready(all_scales=True)
         # the block CUSUM adds up small biases of blocks it takes as independent: it waits for twice
