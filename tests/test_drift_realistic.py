@@ -409,3 +409,17 @@ def test_an_hour_of_the_day_feature_is_not_a_stream_of_category_steps(entities: 
     assert [(e.index, e.features) for e in events] == []
     capped, seen = mon.capped_rows()
     assert capped < 0.1 * seen  # the hour is capped in its first 10,000 rows only (without ids)
+
+
+def test_a_broken_correlation_inside_mixed_traffic_is_one_drift_until_it_comes_back() -> None:
+    """x and y (correlated 0.6, both AR(1) 0.9) lose their correlation for 15,000 events. At the
+    2,000-row window the pair has ~60 effectively independent rows, too few to test: that is no
+    sign the correlation came back (read as one, the state closed 1,200 rows after it opened and
+    opened again 8,400 later, over and over). It closes on the shortest window with enough rows."""
+    cols = generate("mixed", CHANGE + 70_000, seed=1)
+    broken = np.arange(CHANGE, CHANGE + 15_000)
+    cols["y"][broken] = np.random.default_rng(1).permutation(cols["y"][broken])
+    events = feed(monitor_for("mixed", seed=1), cols)
+    assert [(e.kind, e.features) for e in events] == [("multivariate_drift", ("x", "y")), ("drift_resolved", ("x", "y"))]
+    assert CHANGE < events[0].index < CHANGE + 8_000
+    assert CHANGE + 15_000 < events[1].index < CHANGE + 15_000 + 16_000

@@ -269,7 +269,7 @@ class WindowTests(MonitorCore):
         if self._mv:
             out["mv"] = {"correlation": None, "correlation_change": np.abs(delta[:, sl["psi"]]),
                          "design_effect": np.repeat(design[None, sl["psi"]], L, axis=0),
-                         "n": weights[:, sl["psi"]]}
+                         "n": weights[:, sl["psi"]], "thin": weights[:, sl["psi"]] / design[sl["psi"]] < min_eff}
             z("mv", "correlation", "psi", weights[:, sl["psi"]] / design[sl["psi"]])
         _in_one_call(out, zq, _z_equivalent)
         _in_one_call(out, cq, _chi2_equivalent)
