@@ -54,8 +54,11 @@ def run_length(h: float, k: float) -> float:
 class Cusum:
     """Two-sided CUSUM per channel, with the run's mean shift for an effect-size gate."""
 
-    def __init__(self, n_channels: int, k: float, h: float, *, upper_only: bool = False) -> None:
+    def __init__(self, n_channels: int, k: float, h: float, *, upper_only: bool = False,
+                 levels: np.ndarray | None = None) -> None:
         self.k, self.h = float(k), float(h)
+        # per channel (a weighted budget: some channels at a higher level than ``h``)
+        self.levels = np.full(n_channels, self.h) if levels is None else np.asarray(levels, dtype=float)
         self.upper_only = upper_only  # a statistic whose low values are no evidence (a chi-square)
         self.pos = np.zeros(n_channels)
         self.neg = np.zeros(n_channels)
@@ -84,7 +87,7 @@ class Cusum:
         self.shift_sum[idle] = 0.0
         self.run += 1
         self.run[idle] = 0.0
-        return np.maximum(pos, neg) > self.h
+        return np.maximum(pos, neg) > self.levels
 
     def reset(self, channels: np.ndarray) -> None:
         """Start ``channels`` afresh (a drift opened or closed on them)."""
