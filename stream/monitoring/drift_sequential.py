@@ -14,7 +14,7 @@ import numpy as np
 
 from stream.monitoring.batch_math import group_sums, groups_of
 from stream.monitoring.cusum import Cusum, alarm_level, run_length
-from stream.monitoring.drift_event import DriftEvent, finite, nan_to_num
+from stream.monitoring.drift_event import MULTIVARIATE, DriftEvent, finite, nan_to_num
 from stream.monitoring.drift_states import FeatureStates
 from stream.monitoring.entity_shares import EntityCap, EntityShareTest, RunCap
 
@@ -33,17 +33,21 @@ class SequentialDetectors(FeatureStates):
             mask[sl[key]] = True
         mask &= self._theta > 0  # shares the reference never saw are the window tests' job
         self._fast_candidates = mask.copy()
-        # the batch CUSUM's spreads, at a weight of their side in its budget (weighted Bonferroni):
-        # the mid-ranks' and shares' levels hardly move (inside mixed traffic a 0.5 sd mean shift
-        # took a batch more on 2 of 8 seeds when the spreads weighed as much as they do)
-        spread = np.zeros_like(mask)
-        spread[sl["spread"]] = mask[sl["spread"]]
-        w_spread = s.cusum_spread_weight
-        if w_spread == 0:
-            mask &= ~spread
+        # the batch CUSUM's second moments (spreads; the pairs' linearised correlations, mean 0
+        # under the reference) at a weight of their side in its budget (weighted Bonferroni): the
+        # mid-ranks' and shares' levels hardly move (inside mixed traffic a 0.5 sd mean shift took
+        # a batch more on 2 of 8 seeds when the spreads weighed as much as they do)
+        second = np.zeros_like(mask)
+        second[sl["spread"]] = mask[sl["spread"]]
+        second[sl["psi"]] = True
+        w2 = s.cusum_second_moment_weight
+        if w2 > 0:
+            mask |= second
+        else:
+            mask &= ~second
         self._cus_mask = mask
         rows = s.cusum_blocks * s.block_size
-        sides = max(2 * int((mask & ~spread).sum()) + w_spread * 2 * int(spread.sum()), 1)
+        sides = max(2 * int((mask & ~second).sum()) + w2 * 2 * int(second.sum()), 1)
         fc, kc = len(self._cat), self._kc
         self._mix_seen = (self._theta[sl["cprops"]] > 0).reshape(fc, kc)
         self._mix_df = np.maximum(self._mix_seen.sum(axis=1) - 1, 1)
@@ -52,8 +56,8 @@ class SequentialDetectors(FeatureStates):
         share = s.cusum_block_share if s.cusum_block else 0.0  # the block CUSUM's part of the budget
         arl = erl / (1.0 - share) * sides / rows  # per channel and side, in batches
         levels = np.full(self._theta.size, alarm_level(arl, s.cusum_k))
-        if w_spread > 0:
-            levels[spread] = alarm_level(arl / w_spread, s.cusum_k)
+        if w2 > 0:
+            levels[second] = alarm_level(arl / w2, s.cusum_k)
         self._cusum = Cusum(self._theta.size, s.cusum_k, levels[0], levels=levels) if s.cusum else None
         # channels of a large design effect: longer batches, the same false-alarm rate per row
         long_arl = arl / s.cusum_long_batches
@@ -88,6 +92,8 @@ class SequentialDetectors(FeatureStates):
         self._share_shift = s.js_threshold * float(np.sqrt(8.0 * np.log(2.0)))
         self._min_shift = np.full(self._theta.size, s.cusum_min_shift)
         self._min_shift[sl["cprops"]] = max(s.cusum_min_shift, self._share_shift)
+        # a pair's correlation as much as the correlation test's gate asks (psi's sd is 1 - rho^2)
+        self._min_shift[sl["psi"]] = np.maximum(s.cusum_min_shift, s.correlation_threshold / np.sqrt(self._g0[sl["psi"]]))
         self._cus_sum, self._cus_w = np.zeros(self._theta.size), np.zeros(self._theta.size)
         self._cus_hours, self._cus_nblk = np.zeros(24), 0
 
@@ -360,14 +366,15 @@ class SequentialDetectors(FeatureStates):
     def _fire_cusum(self, hit: np.ndarray, cus: Cusum, blocks: int, fired: dict[str, list[dict[str, Any]]]) -> None:
         """CUSUM alarms (batches of ``blocks`` blocks) of features not in drift whose run's mean
         shift passes its gate (``cusum_min_shift``; a category share: the Jensen-Shannon gate's equivalent)."""
-        s, names = self.settings, self._names
+        s, names = self.settings, self._names + [MULTIVARIATE]
         stat, shift, run, rows = cus.statistic(), cus.mean_shift(), cus.run, blocks * s.block_size
         for ch in np.flatnonzero(hit & (shift >= self._min_shift)):
             name = names[self._owner[ch]]
             if not self._may_open(name):
                 continue
             fired.setdefault(name, []).append({
-                "feature": name, "test": "cusum", "statistic": finite(stat[ch]), "threshold": finite(cus.levels[ch]),
+                "feature": self._pair_name(int(ch)) if name == MULTIVARIATE else name, "test": "cusum",
+                "statistic": finite(stat[ch]), "threshold": finite(cus.levels[ch]),
                 "alpha": 1.0 / run_length(float(cus.levels[ch]), cus.k),
                 "p_value": min(1.0 / run_length(float(stat[ch]), cus.k), 1.0),
                 "effect_metric": "mean_shift_sd", "effect_size": finite(shift[ch]),
@@ -376,12 +383,17 @@ class SequentialDetectors(FeatureStates):
                 "n_reference": int(self._m[ch]), "design_effect": finite(self._lr[ch] / self._g0[ch]),
                 "score": self._channel_name(int(ch))})
 
+    def _pair_name(self, ch: int) -> str:
+        """``"x|y"``: the numeric pair of linearised-correlation channel ``ch``."""
+        j = ch - self._sl["psi"].start
+        return f"{self._num[self._pairs[0][j]]}|{self._num[self._pairs[1][j]]}"
+
     def _channel_name(self, ch: int) -> str:
         for key, part in self._sl.items():
             if part.start <= ch < part.stop:
                 if key == "cprops":
                     return self._share_name(*divmod(ch - part.start, self._kc))
-                return {"u": "location", "miss": "missing", "cmiss": "missing"}.get(key, key)  # spread: spread
+                return {"u": "location", "miss": "missing", "cmiss": "missing", "psi": "correlation"}.get(key, key)
         return "?"
 
 

@@ -62,11 +62,12 @@ class DriftSettings:
         share (or a block's mix, in Cohen's w) what the chi-square's Jensen-Shannon gate asks
         of it (``js_threshold * sqrt(8 ln 2)`` sd: 0.24 by default). Windows and CUSUM
         share the false-alarm budget half and half.
-    cusum_spread_weight
-        Each numeric feature's spread (Klotz's squared normal score) also runs the batch CUSUM,
-        its variance at least its mid-rank's design effect's; a side of it weighs this much of
-        another channel's side in the batch CUSUM's budget (weighted Bonferroni: the mid-ranks
-        and shares keep nearly all of theirs). 0 leaves the spread to the window tests there.
+    cusum_second_moment_weight
+        Each numeric feature's spread (Klotz's squared normal score, its variance at least its
+        mid-rank's design effect's) and each numeric pair's linearised correlation also run the
+        batch CUSUM; a side of one weighs this much of another channel's side in that CUSUM's
+        budget (weighted Bonferroni: the mid-ranks and shares keep nearly all of theirs). 0
+        leaves them to the window tests on dependent traffic.
     cusum_long_design, cusum_long_batches
         A share (category or missing rate) whose measured design effect passes
         ``cusum_long_design`` runs its CUSUM on batches ``cusum_long_batches`` times longer (the
@@ -149,7 +150,7 @@ class DriftSettings:
     cusum_k: float = 1.0
     cusum_clip: float = 3.0
     cusum_min_shift: float = 0.1
-    cusum_spread_weight: float = 0.25
+    cusum_second_moment_weight: float = 0.25
     cusum_long_design: float = 4.0
     cusum_long_batches: int = 4
     entity_window: int = 1_000
@@ -202,8 +203,8 @@ class DriftSettings:
                              "0 < dependence_scale_confidence < 1")
         if not 4 <= self.dependence_min_batches <= self.dependence_history:
             raise ValueError("need 4 <= dependence_min_batches <= dependence_history")
-        if self.cusum_blocks < 1 or self.cusum_k <= 0 or self.cusum_min_shift < 0 or self.cusum_spread_weight < 0:
-            raise ValueError("need cusum_blocks >= 1, cusum_k > 0, cusum_min_shift >= 0, cusum_spread_weight >= 0")
+        if self.cusum_blocks < 1 or self.cusum_k <= 0 or self.cusum_min_shift < 0 or self.cusum_second_moment_weight < 0:
+            raise ValueError("need cusum_blocks >= 1, cusum_k > 0, cusum_min_shift >= 0, cusum_second_moment_weight >= 0")
         if self.cusum_long_design < 1 or self.cusum_long_batches < 1:
             raise ValueError("need cusum_long_design >= 1 and cusum_long_batches >= 1")
         if self.cusum_block_k <= 0 or self.cusum_block_max_design < 1 or not 0 < self.cusum_block_share < 1:
