@@ -64,9 +64,18 @@ class SeasonalProfile:
         self._ref_share = w / np.maximum(w.sum(axis=0), 1.0)
         self.version += 1
 
+    def _still_frozen(self, frozen: np.ndarray) -> np.ndarray:
+        """The frozen flags that hold: a channel whose profile has never been usable learns anyway.
+        Frozen from its first rows, a feature that opened before a day was seen (a daily cycle
+        without event times in the reference: an hour away from the daily mean) never learned the
+        cycle, and closed and opened again with it for good (7 of 10 seasonal streams at 100,000
+        events a day). Until every hour has its rows the profile takes nothing out, and it is
+        centred on the day, so a step learned into it moves every hour alike once a day is seen."""
+        return frozen & ((self._w >= self.min_rows).all(axis=0) | self._known)
+
     def add(self, hour: int, means: np.ndarray, weights: np.ndarray, frozen: np.ndarray) -> None:
         """One block in ``hour``: per channel its mean, weight and frozen flag."""
-        w = np.where(frozen | ~(weights > 0), 0.0, weights)
+        w = np.where(self._still_frozen(frozen) | ~(weights > 0), 0.0, weights)
         new = np.minimum(self._w[hour] + w, self.memory_rows)
         step = np.where(new > 0, w / np.where(new > 0, new, 1.0), 0.0)
         self._mean[hour] += step * (np.nan_to_num(means) - self._mean[hour])
@@ -96,7 +105,7 @@ class SeasonalProfile:
         first = np.searchsorted(h[order], h[order], side="left")
         rank = np.empty(idx.size, dtype=np.int64)
         rank[order] = np.arange(idx.size) - first
-        w_all = np.where(frozen[idx] | ~(weights[idx] > 0), 0.0, weights[idx])
+        w_all = np.where(self._still_frozen(frozen[idx]) | ~(weights[idx] > 0), 0.0, weights[idx])
         x_all = means[idx]
         x_all = x_all if np.isfinite(x_all).all() else np.nan_to_num(x_all)  # fancy indexing: a copy
         for r in range(int(rank.max()) + 1):
