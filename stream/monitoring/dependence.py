@@ -357,7 +357,7 @@ class DependenceTracker:
             valid = nd >= self.min_batches - 1
             if i == longest:
                 clearly = valid & (est * self._deflate[self._scale_df(i)] > point)
-                return np.where(clearly, np.maximum(upper, bound), upper)
+                return np.where(clearly, np.maximum(upper, est), upper)
             upper = np.maximum(upper, np.where(valid, bound, 0.0))
             point = np.maximum(point, np.where(valid, est, 0.0))
         return upper
