@@ -192,7 +192,11 @@ def test_replay_takes_the_daily_cycle_from_the_reference_times(tmp_path: Path, c
     assert "data_drift" not in capsys.readouterr().out
     _write(ref, [{**r, "ts": "yesterday"} for r in rows])
     assert main(["--reference", str(ref), str(live), "--time-field", "ts", *common]) == 0
-    assert "not in epoch seconds" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not in epoch seconds" in err and "the reference has no event times (ts)" in err
+    _write(ref, [{k: v for k, v in r.items() if k != "ts"} for r in rows])  # a training set without times
+    assert main(["--reference", str(ref), str(live), "--time-field", "ts", *common]) == 0
+    assert "the reference has no event times (ts): a daily cycle" in capsys.readouterr().err
 
 
 def test_replay_entity_field_counts_a_burst_as_one_entity(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -237,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"replay: {note}", file=sys.stderr)
         if (small := profile.small_warning()) is not None:
             print(f"replay: warning: {small}", file=sys.stderr)
+        if roles.time_field and profile.hourly is None:  # the first day blind to the cycle (README)
+            print(f"replay: warning: the reference has no event times ({roles.time_field}): a daily cycle in the "
+                  "rows reads as drift until a day of them is seen", file=sys.stderr)
         if args.model_card:
             profile = restrict_to_present(profile, src, f"model card {args.model_card}")
         settings = DriftSettings(expected_run_length=args.expected_run_length, emit_resolved=not args.no_resolved)
