@@ -55,10 +55,11 @@ class SequentialDetectors(FeatureStates):
         fast_sides = max(2 * int(self._fast_candidates.sum()) + mixed, 1)
         share = s.cusum_block_share if s.cusum_block else 0.0  # the block CUSUM's part of the budget
         arl = erl / (1.0 - share) * sides / rows  # per channel and side, in batches
-        levels = np.full(self._theta.size, alarm_level(arl, s.cusum_k))
+        h = alarm_level(arl, s.cusum_k)
+        levels = np.full(self._theta.size, h)
         if w2 > 0:
             levels[second] = alarm_level(arl / w2, s.cusum_k)
-        self._cusum = Cusum(self._theta.size, s.cusum_k, levels[0], levels=levels) if s.cusum else None
+        self._cusum = Cusum(self._theta.size, s.cusum_k, h, levels=levels) if s.cusum else None
         # channels of a large design effect: longer batches, the same false-alarm rate per row
         long_arl = arl / s.cusum_long_batches
         self._cusum_long = Cusum(self._theta.size, s.cusum_k, alarm_level(long_arl, s.cusum_k)) if s.cusum else None
