@@ -64,6 +64,7 @@ class SequentialDetectors(FeatureStates):
         long_arl = arl / s.cusum_long_batches
         self._cusum_long = Cusum(self._theta.size, s.cusum_k, alarm_level(long_arl, s.cusum_k)) if s.cusum else None
         self._long_mask = np.zeros(self._theta.size, dtype=bool)
+        self._cus_lr = self._g0.copy()  # the long-run variances the batch CUSUMs read (_cusum_gate)
         self._cus_off = np.zeros(self._theta.size, dtype=bool)  # channels the batch CUSUMs leave to another test
         self._shares = np.zeros(self._theta.size, dtype=bool)  # category shares and missing rates
         for key in ("miss", "cprops", "cmiss"):
@@ -304,6 +305,12 @@ class SequentialDetectors(FeatureStates):
         ``cusum_long_design`` means few bursts per batch, and a burst moves a share one way only
         (an entity's category or a missing value: up), so its batch means are skewed. A numeric
         feature's mid-rank moves both ways with the entity's level and keeps its short batches."""
+        # a spread at least its mid-rank's design effect: bursts of one entity's level push it up
+        # batch after batch, and its own estimate swings (17.5 -> 7.9 on one stationary stream, whose
+        # spread then opened a false drift); set here, with the estimates, not at every batch
+        self._cus_lr = self._lr.copy()
+        sp, u = self._sl["spread"], self._sl["u"]
+        self._cus_lr[sp] = np.maximum(self._lr[sp], self._g0[sp] * self._lr[u] / self._g0[u])
         bursty = self._cus_mask & self._shares & (self._lr > self.settings.cusum_long_design * self._g0)
         self._long_mask = bursty
         self._cus_off = np.zeros_like(bursty)
@@ -328,13 +335,7 @@ class SequentialDetectors(FeatureStates):
             adj = np.einsum("h,hc->c", share, self._season_dev)
             noise = np.einsum("h,hc->c", share * share, self._season_var)
         dev = m - adj - self._theta
-        # a spread at least its mid-rank's design effect: bursts of one entity's level push it up
-        # batch after batch, and its own estimate swings (17.5 -> 7.9 on one stationary stream, whose
-        # spread then opened a false drift)
-        lr = self._lr.copy()
-        sp, u = self._sl["spread"], self._sl["u"]
-        lr[sp] = np.maximum(lr[sp], self._g0[sp] * self._lr[u] / self._g0[u])
-        var = lr / np.where(ok, ws, 1.0) + self._g0 / self._m + self._slow + noise
+        var = self._cus_lr / np.where(ok, ws, 1.0) + self._g0 / self._m + self._slow + noise
         c = self.settings.cusum_clip  # one burst moves the statistic by a bounded step
         return np.clip(dev / np.sqrt(var), -c, c), dev / np.sqrt(self._g0), ok
 
