@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-__all__ = ["Cusum", "alarm_level", "run_length"]
+__all__ = ["Cusum", "Hold", "alarm_level", "run_length"]
 
 
 def alarm_level(arl_batches: float, k: float) -> float:
@@ -100,3 +100,53 @@ class Cusum:
     def mean_shift(self) -> np.ndarray:
         """Mean deviation over the current run, in score standard deviations."""
         return np.abs(self.shift_sum) / np.maximum(self.run, 1.0)
+
+
+class Hold:
+    """Whether an open drift's channels still show their shift: per channel a two-sided CUSUM
+    with reference value ``r``, at least ``k`` and half the effect gate, capped at ``4 r``; a
+    channel holds while its statistic is ``2 r`` or more.
+
+    A drift closes when its windows are calm, but a 2,000-row window cannot tell a drift that
+    ended from one that shrank below what 2,000 rows see (the demo's score came most of the way
+    back, closed, and its residual shift opened it again 14,000 rows later through the CUSUM).
+    Once the shift is gone (z ~ 0) the statistic falls by ``r`` a batch: released after about
+    two batches. A shift at the gate (``z >= 2 r``) keeps it at the cap, and a dip of ``2 r``
+    against a drift of ``r`` a batch is rare (``exp(-4 r^2)``, Brownian approximation).
+
+    ``z`` are a batch's standardised deviations, ``scale`` the sd of a batch mean in score sd
+    (``shift = z / scale``).
+
+    >>> hold = Hold(min_shift=np.array([0.1, 0.1]), k=1.0)
+    >>> scale, on = np.array([20.0, 20.0]), np.array([True, True])
+    >>> for _ in range(6):   # channel 0 shifted by the full gate (z = 2), channel 1 by a third of it
+    ...     hold.step(np.array([2.0, 0.67]), scale, on)
+    >>> [hold.holding(np.array([c == 0, c == 1])) for c in (0, 1)]
+    [True, False]
+    >>> states = []
+    >>> for _ in range(4):   # the shift is gone: 4 -> 3, 2, 1, 0
+    ...     hold.step(np.zeros(2), scale, on)
+    ...     states.append(hold.holding(np.array([True, False])))
+    >>> states
+    [True, True, False, False]
+    """
+
+    def __init__(self, min_shift: np.ndarray, k: float) -> None:
+        self.half = 0.5 * np.asarray(min_shift, dtype=float)
+        self.k = float(k)
+        self.pos = np.zeros(self.half.size)
+        self.neg = np.zeros(self.half.size)
+        self.ref = np.full(self.half.size, self.k)
+
+    def step(self, z: np.ndarray, scale: np.ndarray, active: np.ndarray) -> None:
+        """One batch; channels not ``active`` (of no open drift, or without rows) sit at zero."""
+        self.ref = ref = np.maximum(self.k, self.half * scale)
+        self.pos = np.where(active, np.clip(self.pos + z - ref, 0.0, 4.0 * ref), 0.0)
+        self.neg = np.where(active, np.clip(self.neg - z - ref, 0.0, 4.0 * ref), 0.0)
+
+    def holding(self, channels: np.ndarray) -> bool:
+        """Any of ``channels`` still at ``2 r`` or above."""
+        return bool((np.maximum(self.pos, self.neg)[channels] >= 2.0 * self.ref[channels]).any())
+
+    def reset(self, channels: np.ndarray) -> None:
+        self.pos[channels] = self.neg[channels] = 0.0

@@ -308,7 +308,7 @@ class DriftMonitor(StreamEstimates):
         frozen = np.empty((seg, self._owner.size), dtype=bool)
         for j in range(seg):
             i = i0 + j
-            frozen[j] = self._open_arr[self._owner]  # the state each block is learned under
+            frozen[j] = self._sitting_out()  # the state each block is learned under
             self._blocks += 1
             held = self._count_capped(crows, i)
             if self._detector is not None:

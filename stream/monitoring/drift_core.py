@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stream.monitoring.calibration import Calibration, DriftSettings
-from stream.monitoring.cusum import Cusum
+from stream.monitoring.cusum import Cusum, Hold
 from stream.monitoring.dependence import DependenceTracker
 from stream.monitoring.entity_shares import EntityCap, EntityShareTest, RunCap
 from stream.monitoring.profile import ReferenceArrays, ReferenceProfile
@@ -107,6 +107,7 @@ class MonitorCore:
     _cus_hours: np.ndarray
     _cus_nblk: int
     _cusum_long: Cusum | None
+    _hold: Hold | None  # keeps an open drift open while its batches still show the shift
     _long_mask: np.ndarray
     _window_known: list[bool]
     _window_scale: list[int]

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from stream.monitoring.batch_math import group_sums, groups_of
-from stream.monitoring.cusum import Cusum, alarm_level, run_length
+from stream.monitoring.cusum import Cusum, Hold, alarm_level, run_length
 from stream.monitoring.drift_event import MULTIVARIATE, DriftEvent, finite, nan_to_num
 from stream.monitoring.drift_states import FeatureStates
 from stream.monitoring.entity_shares import EntityCap, EntityShareTest, RunCap
@@ -96,6 +96,8 @@ class SequentialDetectors(FeatureStates):
         self._min_shift[sl["cprops"]] = max(s.cusum_min_shift, self._share_shift)
         # a pair's correlation as much as the correlation test's gate asks (psi's sd is 1 - rho^2)
         self._min_shift[sl["psi"]] = np.maximum(s.cusum_min_shift, s.correlation_threshold / np.sqrt(self._g0[sl["psi"]]))
+        # an open drift's channels keep stepping here: it closes only once they show no shift
+        self._hold = Hold(self._min_shift, s.cusum_k) if s.cusum else None
         self._cus_sum, self._cus_w = np.zeros(self._theta.size), np.zeros(self._theta.size)
         self._cus_hours, self._cus_nblk = np.zeros(24), 0
 
@@ -324,8 +326,10 @@ class SequentialDetectors(FeatureStates):
             self._cus_off[self._sl["cprops"].stop :] = False
             self._long_mask = bursty & ~self._cus_off
 
-    def _cusum_z(self, sums: np.ndarray, ws: np.ndarray, hrs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """A batch's standardised deviations (clipped), deviations in score sd, and validity."""
+    def _cusum_z(self, sums: np.ndarray, ws: np.ndarray,
+                 hrs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """A batch's standardised deviations (clipped), deviations in score sd, validity, and the
+        batch mean's sd in score sd."""
         ok = ws > 0
         m = np.where(ok, sums / np.where(ok, ws, 1.0), self._theta)
         adj = noise = 0.0
@@ -337,20 +341,35 @@ class SequentialDetectors(FeatureStates):
         dev = m - adj - self._theta
         var = self._cus_lr / np.where(ok, ws, 1.0) + self._g0 / self._m + self._slow + noise
         c = self.settings.cusum_clip  # one burst moves the statistic by a bounded step
-        return np.clip(dev / np.sqrt(var), -c, c), dev / np.sqrt(self._g0), ok
+        sd = np.sqrt(var)
+        return np.clip(dev / sd, -c, c), dev / np.sqrt(self._g0), ok, np.sqrt(self._g0) / sd
 
     def _cusum_step(self, sums: np.ndarray, ws: np.ndarray, hrs: np.ndarray,
                     fired: dict[str, list[dict[str, Any]]]) -> None:
         """One CUSUM batch, standardised with the current estimates (features in drift sit out).
         It starts once every dependence scale has its batches: a CUSUM sums small biases, so an
         underestimated variance during the warm-up would add up to an alarm. Channels on long
-        batches step every ``cusum_long_batches`` batches, on their sum."""
-        if not self._cusum_ready:
+        batches step every ``cusum_long_batches`` batches, on their sum.
+
+        The channels of open drifts step their :class:`~stream.monitoring.cusum.Hold` as soon as
+        the window tests run (a state may close from then on): an underestimated variance there
+        only keeps a drift open longer, and half the effect gate still has to show."""
+        holding = self._hold is not None and self._ready and self._open_arr.any()
+        if not (self._cusum_ready or holding):
             return
         s, live = self.settings, self._cus_mask & ~self._open_arr[self._owner] & ~self._cus_off
-        z, shift, ok = self._cusum_z(sums, ws, hrs)
+        z, shift, ok, scale = self._cusum_z(sums, ws, hrs)
+        short = self._cus_mask & ~self._long_mask & ~self._cus_off & ok
+        marg = self._pairs_in_drift()
+        if marg is not None:
+            live[self._sl["psi"]] &= ~marg
+            short[self._sl["psi"]] &= ~marg
+        if holding:
+            self._hold.step(z, scale, short & self._open_arr[self._owner])  # type: ignore[union-attr]
+        if not self._cusum_ready:
+            return
         cus = self._cusum
-        hit = cus.step(z, shift, live & ~self._long_mask & ok)  # type: ignore[union-attr]
+        hit = cus.step(z, shift, live & short)  # type: ignore[union-attr]
         if hit.any():
             self._fire_cusum(hit, cus, s.cusum_blocks, fired)  # type: ignore[arg-type]
         self._long_acc.append((sums, ws, hrs))
@@ -359,7 +378,7 @@ class SequentialDetectors(FeatureStates):
         acc, self._long_acc = self._long_acc, []
         if not self._long_mask.any():
             return
-        z, shift, ok = self._cusum_z(*(sum(a[i] for a in acc) for i in range(3)))
+        z, shift, ok, _ = self._cusum_z(*(sum(a[i] for a in acc) for i in range(3)))
         long = self._cusum_long
         hit = long.step(z, shift, live & self._long_mask & ok)  # type: ignore[union-attr]
         if hit.any():

@@ -245,7 +245,9 @@ class WindowTests(MonitorCore):
                           "slow_sd": np.repeat(c["slow_sd"][None], L, axis=0)}
             z("num", "mannwhitney", "u", neff, ~thin)  # thin covers neff < min_eff
             cq.append(("num", "chi2", ~thin, (x2 / scale, dof, _cell_df(neff, present, p, dp, used), dof_eff)))
-            z("num", "missing", "miss", weights[:, sl["miss"]] / design[sl["miss"]])
+            miss_df = weights[:, sl["miss"]] / design[sl["miss"]]
+            out["num"]["missing_thin"] = miss_df < min_eff  # no missing test: no sign of calm either
+            z("num", "missing", "miss", miss_df)
         if fc:
             c = const["cat"]
             p, dp = c["p"], c["dp"]
@@ -265,7 +267,9 @@ class WindowTests(MonitorCore):
             # no Satterthwaite correction: the degrees of freedom themselves (as floats: the same values)
             cq.append(("cat", "chi2", ~thin, (x2, dof, _cell_df(neff, present, p, dp, used),
                                               np.maximum(dof, 1).astype(float))))
-            z("cat", "missing", "cmiss", weights[:, sl["cmiss"]] / design[sl["cmiss"]])
+            miss_df = weights[:, sl["cmiss"]] / design[sl["cmiss"]]
+            out["cat"]["missing_thin"] = miss_df < min_eff
+            z("cat", "missing", "cmiss", miss_df)
         if self._mv:
             out["mv"] = {"correlation": None, "correlation_change": np.abs(delta[:, sl["psi"]]),
                          "design_effect": np.repeat(design[None, sl["psi"]], L, axis=0),
