@@ -31,7 +31,7 @@ class StreamEstimates(RowIngest):
         # rows in runs of one entity (past its cap, or a run's without ids): dependence as long as a run is
         # not measurable from the first few runs (a design effect of 1-2 read where it is 10-40), so the
         # window tests wait for twice the warm-up, as the block CUSUM does (set block by block, see
-        # SequentialDetectors._count_capped)
+        # EntityChannels._count_capped)
         clustered = self._clustered
         # without ids, runs stand for entities in the share test once they are more than chance (for
         # good: the test's history needs its batches in a row); on independent rows it would only

@@ -1,0 +1,89 @@
+"""The drift monitor's entity-balanced category shares: rows past an entity's (or, without ids,
+a run's) cap, the share test's batches and its alarms, beside the CUSUMs that share the state
+machine (:mod:`stream.monitoring.entity_shares` holds the test itself)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from stream.monitoring.drift_states import FeatureStates
+from stream.monitoring.entity_shares import EntityCap, EntityShareTest, RunCap
+
+__all__ = ["EntityChannels"]
+
+
+class EntityChannels(FeatureStates):
+    """Caps, the entity-balanced share test's batches and alarms, and what every sequential alarm
+    needs to open a state."""
+
+    def _init_entity_shares(self, kc: int, budget_share: float) -> None:
+        """The entity-balanced share test (categorical features, entity ids given): ``budget_share``
+        of the false-alarm budget, split over its batches and features."""
+        s, fc = self.settings, len(self._cat)
+        self.entity_cap = EntityCap(s.entity_window, s.entity_max_rows) if s.entity_max_rows else None
+        # without entity ids, runs of one value stand for them (reference shares: categories, missing)
+        shares = self._ref_cat / np.maximum(self._ref_cat.sum(axis=1, keepdims=True), 1)
+        self.run_cap = RunCap(shares, s.entity_run_tail, max_run=s.entity_window, window=10 * s.entity_window) \
+            if s.entity_max_rows and s.entity_run_tail and fc else None
+        self._entities_given = False  # entity ids came with the rows
+        self._runs_clustered = False  # without ids: more rows past a run's cap than chance gives (see _estimates)
+        # rows past a cap (an entity's or a run's) and rows, counted as blocks are processed: the same
+        # at every refresh however rows were batched
+        self._capped_tally = self._rows_tally = 0
+        self._eshare = None
+        if budget_share > 0:
+            rows = s.entity_batch_blocks * s.block_size
+            self._eshare = EntityShareTest(fc, kc, s.entity_batch_blocks, s.entity_history, s.entity_min_batches,
+                                           alpha=rows * budget_share / s.expected_run_length / fc,
+                                           js_threshold=s.js_threshold, leave_p=s.leave_p)
+
+    def capped_rows(self) -> tuple[int, int]:
+        """Rows left out of the entity-balanced shares (past an entity's or a run's cap), of rows
+        processed while a cap could apply."""
+        return self._capped_tally, self._rows_tally
+
+    def _count_capped(self, crows: np.ndarray | None, i: int) -> tuple[bool, bool]:
+        """Block ``i``'s rows past a cap, counted; whether the window tests and the block CUSUM are
+        held: runs first seen after the tests started (no burst in the first rows) hold them to
+        twice their warm-up as runs seen from the start do, block by block (a burst at row 3,600 of
+        a stationary stream opened a false drift at 3,999 before the next refresh saw it)."""
+        if self.entity_cap is None and self.run_cap is None:
+            return False, False
+        s = self.settings
+        self._capped_tally += int(crows[i]) if crows is not None else 0
+        self._rows_tally += s.block_size
+        # for good once seen: a few early bursts then a quiet stretch took the share back under the
+        # bar at row 4,000 of a bursty stream, and tests that started then on a design effect of 2-3
+        # (10-27 once measured) opened a false drift at the next burst
+        if not self._clustered and self._capped_tally > s.entity_clustered * self._rows_tally:
+            self._clustered = True
+        warm = s.dependence_min_batches * s.dependence_scales[0]  # blocks of the warm-up
+        return self._clustered and self._blocks < 2 * warm, self._clustered and self._blocks < 4 * warm
+
+    def _share_test_fed(self) -> bool:
+        """The entity-balanced test gets capped shares: entity ids came, or runs past chance stand for them."""
+        return self._eshare is not None and (self._entities_given or self._runs_clustered)
+
+    def _entity_step(self, counts: np.ndarray, fired: dict[str, list[dict[str, Any]]]) -> None:
+        """A whole batch's capped category counts; alarms of features out of drift (and not just closed)."""
+        fn, fc = len(self._num), len(self._cat)
+        for j, ev in self._eshare.test_batch(counts, ~self._open_arr[fn : fn + fc]):  # type: ignore[union-attr]
+            name = self._cat[j]
+            if not self._may_open(name):
+                continue
+            slot = ev.pop("slot")
+            fired.setdefault(name, []).append({
+                "feature": name, **ev, "window": self.settings.entity_batch_blocks * self.settings.block_size,
+                "design_effect": None, "score": self._share_name(j, slot)})
+
+    def _may_open(self, name: str) -> bool:
+        """A sequential alarm counts for a feature out of drift whose last drift closed at least
+        the shortest window ago."""
+        return not self._open[name] and self._blocks - self._reset_at[name] >= self._wblocks[0]
+
+    def _share_name(self, j: int, slot: int) -> str:
+        """The score name of categorical feature ``j``'s share ``slot`` (its reference category)."""
+        cats = self.profile.categorical[self._cat[j]].categories
+        return f"share:{cats[slot]}" if slot < len(cats) else "share:__other__"
