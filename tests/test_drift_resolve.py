@@ -106,3 +106,13 @@ def test_missing_values_appearing_in_a_feature_stay_one_drift() -> None:
     events = realistic_events("seasonal", 0, x_missing)
     assert [(k, f) for k, _, f in events] == [("data_drift", ("x",))], events
     assert 0 <= events[0][1] < 500
+
+
+def test_a_feature_stuck_at_one_value_is_one_drift_not_also_its_pairs() -> None:
+    def x_stuck(cols: dict[str, Any], after: np.ndarray, rng: np.random.Generator) -> None:
+        cols["x"] = np.where(after, np.nanmedian(cols["x"][~after]), cols["x"])
+
+    # a constant x has no correlation with y: before, a multivariate_drift (x, y) followed the
+    # data_drift of x 4,800 rows later, naming x a second time
+    events = realistic_events("mixed", 0, x_stuck)
+    assert [(k, f) for k, _, f in events] == [("data_drift", ("x",))], events
