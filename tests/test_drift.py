@@ -359,3 +359,17 @@ def test_a_doubled_variance_is_caught_by_the_spread_channel() -> None:
     assert events and events[0].kind == "data_drift" and events[0].index < 10_000 + 1_000, events[:1]
     assert any(ev.get("score") == "spread" for e in events[:1] for ev in e.evidence), events[0].evidence
 
+
+
+def test_shares_left_to_the_entity_balanced_test_give_their_budget_to_the_other_channels() -> None:
+    from stream.examples.traffic import generate
+    from stream.tools.bench_realistic import CHANGE, REF_ROWS, replay_events
+
+    # mixed traffic with entity ids: c's five bursty shares run the entity-balanced test, not the
+    # batch CUSUM, so their sides of its budget go to the channels that run (level 5.88 -> 5.51)
+    cols = generate("mixed", CHANGE + 8_000, seed=2, drift="mean_shift", drift_at=CHANGE)
+    events = replay_events(cols, generate("mixed", REF_ROWS, seed=10_002, iid=True), CHANGE + 8_000)
+    assert [e.features for e in events] == [("x",)]
+    cusum = [ev for ev in events[0].evidence if ev["test"] == "cusum"]
+    assert cusum and cusum[0]["threshold"] == pytest.approx(5.51, abs=0.01)
+    assert 0 < events[0].index - CHANGE < 5_000

@@ -101,6 +101,8 @@ class MonitorCore:
     # sequential detectors: the CUSUM over batches of blocks and the optional river score detector
     _cusum: Cusum | None
     _cus_mask: np.ndarray
+    _second: np.ndarray  # spreads and the pairs' correlations: a share of a side in the budget
+    _cus_erl: float  # the batch CUSUMs' false-alarm budget, in rows between alarms
     _fast_candidates: np.ndarray
     _cus_sum: np.ndarray
     _cus_w: np.ndarray

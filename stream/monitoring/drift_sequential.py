@@ -44,27 +44,21 @@ class SequentialDetectors(EntityChannels):
             mask |= second
         else:
             mask &= ~second
-        self._cus_mask = mask
-        rows = s.cusum_blocks * s.block_size
-        sides = max(2 * int((mask & ~second).sum()) + w2 * 2 * int(second.sum()), 1)
+        self._cus_mask, self._second = mask, second
         fc, kc = len(self._cat), self._kc
         self._mix_seen = (self._theta[sl["cprops"]] > 0).reshape(fc, kc)
         self._mix_df = np.maximum(self._mix_seen.sum(axis=1) - 1, 1)
         mixed = int((self._mix_seen.sum(axis=1) >= 2).sum())  # features with a mix to watch: one side each
         fast_sides = max(2 * int(self._fast_candidates.sum()) + mixed, 1)
         share = s.cusum_block_share if s.cusum_block else 0.0  # the block CUSUM's part of the budget
-        arl = erl / (1.0 - share) * sides / rows  # per channel and side, in batches
-        h = alarm_level(arl, s.cusum_k)
-        levels = np.full(self._theta.size, h)
-        if w2 > 0:
-            levels[second] = alarm_level(arl / w2, s.cusum_k)
-        self._cusum = Cusum(self._theta.size, s.cusum_k, h, levels=levels) if s.cusum else None
+        self._cus_erl = erl / (1.0 - share)
+        self._cusum = Cusum(self._theta.size, s.cusum_k, 1.0) if s.cusum else None
         # channels of a large design effect: longer batches, the same false-alarm rate per row
-        long_arl = arl / s.cusum_long_batches
-        self._cusum_long = Cusum(self._theta.size, s.cusum_k, alarm_level(long_arl, s.cusum_k)) if s.cusum else None
+        self._cusum_long = Cusum(self._theta.size, s.cusum_k, 1.0) if s.cusum else None
         self._long_mask = np.zeros(self._theta.size, dtype=bool)
         self._cus_lr = self._g0.copy()  # the long-run variances the batch CUSUMs read (_cusum_gate)
         self._cus_off = np.zeros(self._theta.size, dtype=bool)  # channels the batch CUSUMs leave to another test
+        self._set_cusum_levels()
         self._shares = np.zeros(self._theta.size, dtype=bool)  # category shares and missing rates
         for key in ("miss", "cprops", "cmiss"):
             self._shares[sl[key]] = True
@@ -243,7 +237,7 @@ class SequentialDetectors(EntityChannels):
         self._cus_lr[sp] = np.maximum(self._lr[sp], self._g0[sp] * self._lr[u] / self._g0[u])
         bursty = self._cus_mask & self._shares & (self._lr > self.settings.cusum_long_design * self._g0)
         self._long_mask = bursty
-        self._cus_off = np.zeros_like(bursty)
+        off_before, self._cus_off = self._cus_off, np.zeros_like(bursty)
         if self._share_test_fed():
             # given entity ids (or runs standing for them), a bursty category share's steps are the
             # entity-balanced test's, which sees them at the capped shares' noise; summed against the
@@ -253,6 +247,27 @@ class SequentialDetectors(EntityChannels):
             self._cus_off[: self._sl["cprops"].start] = False
             self._cus_off[self._sl["cprops"].stop :] = False
             self._long_mask = bursty & ~self._cus_off
+        if not np.array_equal(self._cus_off, off_before):
+            self._set_cusum_levels()
+
+    def _set_cusum_levels(self) -> None:
+        """The batch CUSUMs' levels from the budget's sides (per channel and side, weighted
+        Bonferroni): channels left to another test (bursty shares, to the entity-balanced test)
+        spend none of it, so their sides go to the channels that run. Mixed traffic with entity
+        ids leaves its 5 shares of c to that test: the other channels' level 5.88 -> 5.50."""
+        if self._cusum is None or self._cusum_long is None:
+            return
+        s, size = self.settings, self._theta.size
+        on, w2 = self._cus_mask & ~self._cus_off, s.cusum_second_moment_weight
+        sides = max(2 * int((on & ~self._second).sum()) + w2 * 2 * int((on & self._second).sum()), 1)
+        arl = self._cus_erl * sides / (s.cusum_blocks * s.block_size)  # per channel and side, in batches
+        h = alarm_level(arl, s.cusum_k)
+        levels = np.full(size, h)
+        if w2 > 0:
+            levels[self._second] = alarm_level(arl / w2, s.cusum_k)
+        self._cusum.h, self._cusum.levels = h, levels
+        long = alarm_level(arl / s.cusum_long_batches, s.cusum_k)
+        self._cusum_long.h, self._cusum_long.levels = long, np.full(size, long)
 
     def _cusum_z(self, sums: np.ndarray, ws: np.ndarray,
                  hrs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
