@@ -254,7 +254,7 @@ class SequentialDetectors(EntityChannels):
         """The batch CUSUMs' levels from the budget's sides (per channel and side, weighted
         Bonferroni): channels left to another test (bursty shares, to the entity-balanced test)
         spend none of it, so their sides go to the channels that run. Mixed traffic with entity
-        ids leaves its 5 shares of c to that test: the other channels' level 5.88 -> 5.50."""
+        ids leaves its 5 shares of c to that test: the other channels' level 5.88 -> 5.51."""
         if self._cusum is None or self._cusum_long is None:
             return
         s, size = self.settings, self._theta.size
