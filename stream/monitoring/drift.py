@@ -166,11 +166,13 @@ class DriftMonitor(StreamEstimates):
         self._g0_live = self._g0.copy()
         self._slow = np.zeros(n_ch)
         self._wconst = None
-        all_names = self._names + [MULTIVARIATE]
-        self._reset_at = dict.fromkeys(all_names, 0)
-        self._open = dict.fromkeys(all_names, False)
-        self._open_arr = np.zeros(len(all_names), dtype=bool)
-        self._calm = dict.fromkeys(all_names, 0)
+        # the states, in the order of their channels' owners: the features, then the joint state
+        self._states = self._names + [MULTIVARIATE]
+        self._state_index = {name: i for i, name in enumerate(self._states)}
+        self._reset_at = dict.fromkeys(self._states, 0)
+        self._open = dict.fromkeys(self._states, False)
+        self._open_arr = np.zeros(len(self._states), dtype=bool)
+        self._calm = dict.fromkeys(self._states, 0)
         self._last: dict[int, dict[str, Any]] = {}
         self._open_features: dict[str, list[str]] = {}
         self._effects = {"num": {"wasserstein": s.wasserstein_threshold, "psi": s.psi_threshold},

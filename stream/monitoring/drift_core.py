@@ -40,6 +40,8 @@ class MonitorCore:
     _num: list[str]
     _cat: list[str]
     _names: list[str]
+    _states: list[str]  # _names, then MULTIVARIATE: the owners of the channels
+    _state_index: dict[str, int]
     _mv: bool
     _edges: list[np.ndarray]
     _k: int

@@ -52,6 +52,7 @@ class SequentialDetectors(EntityChannels):
         fast_sides = max(2 * int(self._fast_candidates.sum()) + mixed, 1)
         share = s.cusum_block_share if s.cusum_block else 0.0  # the block CUSUM's part of the budget
         self._cus_erl = erl / (1.0 - share)
+        # their levels follow the channels that run (_set_cusum_levels, below and at each refresh)
         self._cusum = Cusum(self._theta.size, s.cusum_k, 1.0) if s.cusum else None
         # channels of a large design effect: longer batches, the same false-alarm rate per row
         self._cusum_long = Cusum(self._theta.size, s.cusum_k, 1.0) if s.cusum else None
@@ -297,8 +298,8 @@ class SequentialDetectors(EntityChannels):
         The channels of open drifts step their :class:`~stream.monitoring.cusum.Hold` as soon as
         the window tests run (a state may close from then on): an underestimated variance there
         only keeps a drift open longer, and half the effect gate still has to show."""
-        holding = self._hold is not None and self._ready and self._open_arr.any()
-        if not (self._cusum_ready or holding):
+        hold_on = self._hold is not None and self._ready and self._open_arr.any()
+        if not (self._cusum_ready or hold_on):
             return
         s, live = self.settings, self._cus_mask & ~self._open_arr[self._owner] & ~self._cus_off
         z, shift, ok, scale = self._cusum_z(sums, ws, hrs)
@@ -307,7 +308,7 @@ class SequentialDetectors(EntityChannels):
         if marg is not None:
             live[self._sl["psi"]] &= ~marg
             short[self._sl["psi"]] &= ~marg
-        if holding:
+        if hold_on:
             self._hold.step(z, scale, short & self._open_arr[self._owner])  # type: ignore[union-attr]
         if not self._cusum_ready:
             return
@@ -330,7 +331,7 @@ class SequentialDetectors(EntityChannels):
     def _fire_cusum(self, hit: np.ndarray, cus: Cusum, blocks: int, fired: dict[str, list[dict[str, Any]]]) -> None:
         """CUSUM alarms (batches of ``blocks`` blocks) of features not in drift whose run's mean
         shift passes its gate (``cusum_min_shift``; a category share: the Jensen-Shannon gate's equivalent)."""
-        s, names = self.settings, self._names + [MULTIVARIATE]
+        s, names = self.settings, self._states
         stat, shift, run, rows = cus.statistic(), cus.mean_shift(), cus.run, blocks * s.block_size
         for ch in np.flatnonzero(hit & (shift >= self._min_shift)):
             name = names[self._owner[ch]]

@@ -118,10 +118,6 @@ class FeatureStates(WindowTests):
             out[self._sl["psi"]] |= marg
         return out
 
-    def _index(self, name: str) -> int:
-        """``name``'s index among the states (features, then ``MULTIVARIATE``): its channels' owner."""
-        return (self._names + [MULTIVARIATE]).index(name)
-
     def _locate(self, name: str) -> tuple[str, int]:
         if name == MULTIVARIATE:
             return "mv", 0
@@ -130,7 +126,7 @@ class FeatureStates(WindowTests):
     def _calm_now(self, name: str, w: int) -> bool:
         leave = self.settings.leave_p
         group, j = self._locate(name)
-        if self._hold is not None and self._hold.holding(self._owner == self._index(name)):
+        if self._hold is not None and self._hold.holding(self._owner == self._state_index[name]):
             return False  # its batches still show the shift: a drift that shrank, not one that ended
         st = self._last.get(w, {}).get(group)
         if not st:
@@ -155,8 +151,7 @@ class FeatureStates(WindowTests):
             return []
         opened: dict[str, list[str]] = {}
         evidence: dict[str, list[dict[str, Any]]] = {}
-        all_names = self._names + [MULTIVARIATE]
-        for name in all_names if fired else ():
+        for name in self._states if fired else ():
             if name in fired and not self._open[name]:
                 self._set_open(name, True)
                 kind = ("multivariate_drift" if name == MULTIVARIATE else
@@ -171,7 +166,7 @@ class FeatureStates(WindowTests):
         rw0 = self._resolve_w
         due = any(self._blocks % st == 0 and self._blocks >= nb
                   for st, nb in zip(self._sblocks[rw0:], self._wblocks[rw0:], strict=True))
-        for name in all_names if due else ():
+        for name in self._states if due else ():
             if not self._open[name] or name in fired:
                 continue
             rw = self._calm_window(name)
@@ -191,7 +186,7 @@ class FeatureStates(WindowTests):
 
     def _set_open(self, name: str, state: bool) -> None:
         self._open[name], self._calm[name] = state, 0
-        j = self._index(name)
+        j = self._state_index[name]
         self._open_arr[j] = state
         self._fast_live = None  # the block CUSUM's channels change with the states
         for cus in (self._cusum, self._cusum_long, self._fast, self._hold):  # its CUSUMs start afresh
