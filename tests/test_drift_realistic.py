@@ -57,8 +57,36 @@ def test_a_slow_daily_cycle_is_expected_from_the_reference_event_times() -> None
     assert any(e.kind == "data_drift" and e.index < 20_000 for e in learnt)  # a false alarm without them
     mon = monitor_for("seasonal", 204, **slow)
     assert [(e.index, e.kind, e.features) for e in feed(mon, cols)] == []
-    used = mon.seasonal.centred(mon._lr)[1][mon._sl["u"]] if mon.seasonal is not None else None
+    used = mon.seasonal.centred(mon._lr, mon._g0)[1][mon._sl["u"]] if mon.seasonal is not None else None
     assert used is not None and used.tolist() == [True, False, False]  # x's cycle; y and amount have none
+
+
+def test_a_reference_daily_cycle_counts_at_the_references_own_noise_not_the_live_design_effect() -> None:
+    # a bin whose share follows the day by +-0.05, from 830 i.i.d. training rows per hour; the live
+    # stream's rows are 20x as dependent. Judged at the live design effect the cycle is noise.
+    hours = np.arange(24)
+    means = (0.5 + 0.05 * np.sin(2 * np.pi * hours / 24))[:, None]
+    sp = SeasonalProfile(1, min_rows=2_000, alpha=0.01)
+    sp.seed(means, np.full((24, 1), 830.0), min_rows=200)
+    g0, lr = np.array([0.25]), np.array([5.0])
+    assert not sp.centred(lr)[1][0]  # every row taken as live
+    dev, noise = sp.centred_with_noise(lr, g0)
+    assert dev is not None and noise is not None
+    assert np.abs(dev[:, 0] - (means[:, 0] - 0.5)).max() < 1e-3
+    assert np.allclose(noise[:, 0], 0.25 / 830)  # the reference's sampling error, not lr / rows
+    # live rows join the reference's: each counts at the live variance
+    sp.add(3, np.array([0.55]), np.array([830.0]), np.zeros(1, bool))
+    assert sp.centred_with_noise(lr, g0)[1][3, 0] == pytest.approx((830 * 0.25 + 830 * 5.0) / 1660**2)
+
+
+def test_the_first_day_of_bursty_seasonal_traffic_opens_nothing_with_a_timed_reference() -> None:
+    # hours 17-22 of the first day sit 0.3 sd above the daily mean; a profile of x's bins judged
+    # at the live design effect (~20) was left out and x's 8,000-row chi-square opened at 19,199
+    process = {"events_per_day": 68_532, "phi": 0.844, "season_sd": 0.30, "burst_share": 0.295,
+               "n_entities": 58, "entity_sd": 0.449, "population_seed": 139}
+    mon = monitor_for("mixed", 313_986, **process)
+    cols = {k: v[:40_000] for k, v in generate("mixed", 200_000, seed=313_986, **process).items()}
+    assert [(e.index, e.kind, e.features) for e in feed(mon, cols, chunk=10_000)] == []
 
 
 def test_a_daily_profile_learnt_over_a_day_and_a_half_is_centred_on_the_whole_day() -> None:

@@ -49,14 +49,14 @@ class StreamEstimates(RowIngest):
         # the 800-row scale, from 12,800 rows on; before, 800-row bursts read as independent there)
         self._window_known = [self.tracker.ready_scale(i) for i in self._window_scale]
         if self.seasonal is not None:  # the daily profile, judged on short-range noise (blind to the cycle)
-            dev, use = self.seasonal.centred(self.tracker.short_range(self._g0))
+            dev, use = self.seasonal.centred(self.tracker.short_range(self._g0), self._g0)
             self.tracker.set_seasonal(dev if use.any() else None)
         self._lr, self._slow = self.tracker.estimate(self._theta, self._g0, self._m)
         self._g0_live = self._live_variance()
         self._slow[self._sl["psi"]] = 0.0  # the reference holds no psi level
         self._coherent_slow()
         if self.seasonal is not None:
-            self._season_dev, self._season_var = self.seasonal.centred_with_noise(self._lr)
+            self._season_dev, self._season_var = self.seasonal.centred_with_noise(self._lr, self._g0)
         self._fast_gate()
         self._cusum_gate()
         self._wconst = None  # the window tests' constants follow the estimates

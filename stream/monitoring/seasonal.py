@@ -43,6 +43,7 @@ class SeasonalProfile:
         self._mean = np.zeros((self.HOURS, self.c))
         self._w = np.zeros((self.HOURS, self.c))
         self._known = np.zeros(self.c, dtype=bool)  # channels whose profile the reference gave
+        self._w_ref = np.zeros((self.HOURS, self.c))  # the reference's rows behind each hour's mean
         self._ref_share: np.ndarray | None = None  # the reference's rows per hour, as shares
         # blocks per hour and visits of each hour (the days it was seen): the live traffic's mix of
         # hours is blocks per visit, whatever part of the last day has been seen
@@ -58,6 +59,7 @@ class SeasonalProfile:
         w = np.where(np.isfinite(means) & (weights > 0), weights, 0.0)
         self._mean = np.where(w > 0, np.nan_to_num(means), 0.0)
         self._w = np.minimum(w, self.memory_rows)
+        self._w_ref = self._w.copy()
         self._known = cast(np.ndarray, (w >= min_rows).all(axis=0))
         # the reference level is its traffic's mix of hours: profiles are centred on that mix, not
         # on the live rows' (a day and a half seen counts some hours twice: a constant offset)
@@ -117,8 +119,26 @@ class SeasonalProfile:
             self._w[hr] = new
         self.version += idx.size
 
-    def centred(self, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(s_h - s_bar)`` per hour and channel (zero where not used), and the use mask per channel."""
+    def _mean_variance(self, lr: np.ndarray, g0: np.ndarray | None) -> np.ndarray:
+        """Variance of each hour's mean: ``lr`` per live row, ``g0`` per reference row.
+
+        The reference is an i.i.d. sample (a training set), as the tests take it for its overall
+        mean (``g0 / m``): its hour means carry no dependence. Judged at the live design effect
+        (10-25 on bursty, autocorrelated traffic) a reference's daily cycle read as noise: bins of
+        a feature whose mean follows the day went without their profile until a day of live rows
+        was in, and a day's first hours opened false drifts. Once an hour's weight reaches
+        ``memory_rows`` the reference's part fades: all rows count as live."""
+        live = np.maximum(lr, 1e-12)
+        w = np.maximum(self._w, 1.0)
+        if g0 is None:
+            return live / w
+        mixed = (self._w > 0) & (self._w < self.memory_rows)
+        ref = np.where(mixed, np.minimum(self._w_ref, self._w), 0.0)
+        return np.where(mixed, (ref * np.maximum(g0, 1e-12) + (w - ref) * live) / (w * w), live / w)
+
+    def centred(self, lr: np.ndarray, g0: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(s_h - s_bar)`` per hour and channel (zero where not used), and the use mask per channel;
+        ``lr`` and ``g0`` the per-row variances of live and reference rows (see :meth:`_mean_variance`)."""
         full = cast(np.ndarray, (self._w >= self.min_rows).all(axis=0)) | self._known  # one flag per channel
         if not full.any():
             return np.zeros_like(self._mean), full
@@ -130,23 +150,24 @@ class SeasonalProfile:
             pi = np.where(self._known, self._ref_share, pi)
         centre = (pi * self._mean).sum(axis=0)
         dev = self._mean - centre
-        chi2 = (dev**2 / (np.maximum(lr, 1e-12) / np.maximum(self._w, 1.0))).sum(axis=0)
+        chi2 = (dev**2 / self._mean_variance(lr, g0)).sum(axis=0)
         use = full & (chi2 > self.crit)
         return np.where(use, dev, 0.0), use
 
-    def centred_with_noise(self, lr: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The centred profile and its estimation variance per hour (``lr / rows``), or ``(None, None)``
-        when no channel uses it."""
-        dev, use = self.centred(lr)
+    def centred_with_noise(self, lr: np.ndarray, g0: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The centred profile and its estimation variance per hour (see :meth:`_mean_variance`),
+        or ``(None, None)`` when no channel uses it."""
+        dev, use = self.centred(lr, g0)
         if not use.any():
             return None, None
-        return dev, np.where(use, lr / np.maximum(self._w, 1.0), 0.0)
+        return dev, np.where(use, self._mean_variance(lr, g0), 0.0)
 
-    def adjustment(self, rows_per_hour: np.ndarray, lr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def adjustment(self, rows_per_hour: np.ndarray, lr: np.ndarray,
+                   g0: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """For a window with ``rows_per_hour`` rows in each hour: the seasonal part of its mean per
         channel, and the variance the profile's own estimation error adds."""
-        dev, use = self.centred(lr)
+        dev, use = self.centred(lr, g0)
         share = rows_per_hour / max(float(rows_per_hour.sum()), 1.0)
         adj = np.einsum("h,hc->c", share, dev)
-        noise = np.where(use, (share[:, None] ** 2 * lr / np.maximum(self._w, 1.0)).sum(axis=0), 0.0)
+        noise = np.where(use, (share[:, None] ** 2 * self._mean_variance(lr, g0)).sum(axis=0), 0.0)
         return adj, noise
