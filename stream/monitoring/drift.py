@@ -304,7 +304,7 @@ class DriftMonitor(StreamEstimates):
         cus = self._cusum_segment(i0, seg, means, weights, hours) if self._cusum is not None else {}
         fast = self._fast_z(slice(i0, i0 + seg), means, weights, hours)
         # the entity-balanced batches completed in this segment, by the block that completes them
-        ent = dict(self._eshare.batches(ccap[i0 : i0 + seg])) \
+        ent = {j: (c, h) for j, c, h in self._eshare.batches(ccap[i0 : i0 + seg], per_block["hours"][i0 : i0 + seg])} \
             if ccap is not None and self._eshare is not None and self._share_test_fed() else {}
         events: list[DriftEvent] = []
         frozen = np.empty((seg, self._owner.size), dtype=bool)
@@ -326,7 +326,7 @@ class DriftMonitor(StreamEstimates):
             if fast is not None and not held[1]:
                 self._fast_step(fast, j, fired)
             if j in ent:
-                self._entity_step(ent[j], fired)
+                self._entity_step(*ent[j], fired)
             events += self._transition(start + (i + 1) * b - 1, fired)
         for w, row in latest.items():  # the latest statistics, for snapshots
             self._last[w] = Picked(st, row)

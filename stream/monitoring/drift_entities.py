@@ -10,6 +10,7 @@ import numpy as np
 
 from stream.monitoring.drift_states import FeatureStates
 from stream.monitoring.entity_shares import EntityCap, EntityShareTest, RunCap
+from stream.monitoring.seasonal import SeasonalProfile
 
 __all__ = ["EntityChannels"]
 
@@ -33,11 +34,21 @@ class EntityChannels(FeatureStates):
         # at every refresh however rows were batched
         self._capped_tally = self._rows_tally = 0
         self._eshare = None
+        # the capped shares' own daily profile: on a slow day (10,000-20,000 events) the batches a
+        # batch is tested against span 4-10 hours, over which the cycle moves a share as much as a
+        # batch's sampling error. The profile of all rows cannot stand in: bursts of one entity's
+        # category make its hour means 5-40 times noisier than the capped traffic's
+        self._cap_season: SeasonalProfile | None = None
+        self._cap_dev: np.ndarray | None = None
+        self._cap_batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (rows per hour, counts, frozen) to learn
         if budget_share > 0:
             rows = s.entity_batch_blocks * s.block_size
             self._eshare = EntityShareTest(fc, kc, s.entity_batch_blocks, s.entity_history, s.entity_min_batches,
                                            alpha=rows * budget_share / s.expected_run_length / fc,
                                            js_threshold=s.js_threshold, leave_p=s.leave_p)
+            if s.seasonal and fc:
+                self._cap_season = SeasonalProfile(fc * kc, s.seasonal_min_rows, s.seasonal_memory_rows,
+                                                   s.seasonal_alpha)
 
     def capped_rows(self) -> tuple[int, int]:
         """Rows left out of the entity-balanced shares (past an entity's or a run's cap), of rows
@@ -66,10 +77,36 @@ class EntityChannels(FeatureStates):
         """The entity-balanced test gets capped shares: entity ids came, or runs past chance stand for them."""
         return self._eshare is not None and (self._entities_given or self._runs_clustered)
 
-    def _entity_step(self, counts: np.ndarray, fired: dict[str, list[dict[str, Any]]]) -> None:
-        """A whole batch's capped category counts; alarms of features out of drift (and not just closed)."""
+    def _refresh_cap_season(self) -> None:
+        """The batches since the last refresh into the capped shares' daily profile; the profile in
+        use, judged at twice the binomial noise (the capped rows of one entity still come a few at a
+        time)."""
+        if self._cap_season is None:
+            return
+        if self._cap_batches:
+            # a batch's shares go to each hour it spans, weighted by its rows there (at 15,000 events
+            # a day a batch is 1.3 hours: taken at its main hour only, some hours were never fed)
+            rows = np.stack([h for h, _, _ in self._cap_batches])  # [batch, 24]
+            b, hours = np.nonzero(rows)
+            part = rows[b, hours] / rows.sum(axis=1)[b]
+            counts = np.stack([c for _, c, _ in self._cap_batches]).astype(float)[b]  # [entry, feature, slot]
+            present = counts.sum(axis=2, keepdims=True)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                shares = (counts / present).reshape(len(b), -1)
+            weights = (np.broadcast_to(present, counts.shape) * part[:, None, None]).reshape(len(b), -1)
+            frozen = np.repeat(np.stack([f for _, _, f in self._cap_batches])[b], self._kc, axis=1)
+            self._cap_season.add_many(hours, shares, weights, frozen)
+            self._cap_batches = []
+        self._cap_dev = self._cap_season.centred_shares(2.0)
+
+    def _entity_step(self, counts: np.ndarray, hours: np.ndarray, fired: dict[str, list[dict[str, Any]]]) -> None:
+        """A whole batch's capped category counts and its rows per hour of the day; alarms of
+        features out of drift (and not just closed)."""
         fn, fc = len(self._num), len(self._cat)
-        for j, ev in self._eshare.test_batch(counts, ~self._open_arr[fn : fn + fc]):  # type: ignore[union-attr]
+        learn = ~self._open_arr[fn : fn + fc]
+        if self._cap_season is not None and hours.any():  # learned at the next refresh, in one call
+            self._cap_batches.append((hours.copy(), counts[:, :-1].copy(), ~learn))
+        for j, ev in self._eshare.test_batch(counts, learn, hours, self._cap_dev):  # type: ignore[union-attr]
             name = self._cat[j]
             if not self._may_open(name):
                 continue

@@ -57,6 +57,7 @@ class StreamEstimates(RowIngest):
         self._coherent_slow()
         if self.seasonal is not None:
             self._season_dev, self._season_var = self.seasonal.centred_with_noise(self._lr, self._g0)
+        self._refresh_cap_season()
         self._fast_gate()
         self._cusum_gate()
         self._wconst = None  # the window tests' constants follow the estimates

@@ -201,8 +201,10 @@ class EntityShareTest:
         self.min_batches = max(min_batches, local + 3)
         self.alpha, self.js_threshold, self.leave_p = alpha, js_threshold, leave_p
         self._acc = np.zeros((n_features, n_slots + 1))  # the open batch: category slots + missing
+        self._hacc = np.zeros(24)  # the open batch's rows per hour of the day (event time)
         self._blocks = 0
         self._hist = np.full((n_features, history, n_slots), np.nan)  # shares of past batches (ring)
+        self._hist_hours = np.zeros((n_features, history, 24))  # and their rows' hours of the day, as shares
         self._count = np.zeros(n_features, dtype=np.int64)
         # squared differences of each learned batch against the L before it (ring), and their sum
         self._d2 = np.zeros((n_features, history, n_slots))
@@ -221,6 +223,7 @@ class EntityShareTest:
         self._pending = np.zeros((n_features, n_slots))
         self._has_pending = np.zeros(n_features, dtype=bool)
         self._held = np.zeros((n_features, n_slots))
+        self._held_hours = np.zeros((n_features, 24))
         self._has_held = np.zeros(n_features, dtype=bool)
         self._since = np.zeros(n_features, dtype=np.int64)  # batches learned since the start or a drift
         self._calm = np.ones(n_features, dtype=bool)
@@ -247,28 +250,43 @@ class EntityShareTest:
         done = self.batches(counts[None])
         return self.test_batch(done[0][1], learn) if done else []
 
-    def batches(self, blocks: np.ndarray) -> list[tuple[int, np.ndarray]]:
-        """Consecutive blocks' counts ``[block, feature, slot + missing]`` -> the batches they
-        complete, as ``(index of the completing block, summed counts)``; the open batch carries over."""
+    def batches(self, blocks: np.ndarray, hours: np.ndarray | None = None) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """Consecutive blocks' counts ``[block, feature, slot + missing]`` (and rows per hour of the
+        day, ``[block, 24]``) -> the batches they complete, as ``(index of the completing block,
+        summed counts, rows per hour)``; the open batch carries over."""
         out, nb, i = [], len(blocks), 0
         while i < nb:
             take = min(self.batch_blocks - self._blocks, nb - i)
             self._acc += blocks[i : i + take].sum(axis=0)
+            if hours is not None:
+                self._hacc += hours[i : i + take].sum(axis=0)
             self._blocks += take
             i += take
             if self._blocks == self.batch_blocks:
-                out.append((i - 1, self._acc))
-                self._acc, self._blocks = np.zeros_like(self._acc), 0
+                out.append((i - 1, self._acc, self._hacc))
+                self._acc, self._hacc, self._blocks = np.zeros_like(self._acc), np.zeros(24), 0
         return out
 
-    def test_batch(self, acc: np.ndarray, learn: np.ndarray) -> list[tuple[int, dict[str, Any]]]:
+    def test_batch(self, acc: np.ndarray, learn: np.ndarray, hours: np.ndarray | None = None,
+                   daily: np.ndarray | None = None) -> list[tuple[int, dict[str, Any]]]:
         """A whole batch's counts: the features whose shares moved, with their evidence; then the
-        batch joins the history of the features in ``learn``."""
+        batch joins the history of the features in ``learn``.
+
+        ``hours``: the batch's rows per hour of the day; ``daily``: the capped shares' centred daily
+        profile (``[24, feature * slot]``). The step is then the batch's move beyond what the
+        profile expects between its hours and those of the batches before (the history keeps raw
+        shares: a profile that changes applies to both sides at once)."""
         present = acc[:, :-1].sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             shares = acc[:, :-1] / present[:, None]
+        hshare = np.zeros(24) if hours is None or not hours.any() else hours / hours.sum()
         seen = present > 0
         before = self._local_mean()
+        if daily is not None and hshare.any():  # the cycle's move from the batches before to this one
+            idx = (self._count[:, None] - self.local + np.arange(self.local)) % self.history
+            past = self._hist_hours[np.arange(len(self._count))[:, None], idx].mean(axis=1)  # [feature, 24]
+            cycle = np.einsum("fh,hfs->fs", hshare[None] - past, daily.reshape(24, *shares.shape))
+            before = np.clip(before + cycle, 0.0, 1.0)
         jumps = self._jump.sum(axis=1)
         ready = ((self._nd >= self.min_batches - self.local) & (self._since >= self.local)
                  & (jumps <= self.max_jumps * np.minimum(self._nd, self.history)))
@@ -285,7 +303,7 @@ class EntityShareTest:
             self._jump[done, slot] = self._pending_jump[done]
             self._nd[done] += 1
         held = np.flatnonzero(quiet & self._has_held)
-        self._learn(held, self._held[held])
+        self._learn(held, self._held[held], self._held_hours[held])
         self._has_pending[:] = self._has_held[:] = False
         js = np.flatnonzero(learn & seen)
         diff = js[(self._since[js] >= self.local) & quiet[js]]
@@ -295,14 +313,16 @@ class EntityShareTest:
         self._has_pending[diff] = True
         hold = js[(top[js] > self.hold_z) & quiet[js]]
         self._held[hold] = shares[hold]
+        self._held_hours[hold] = hshare
         self._has_held[hold] = True
         now = js[~self._has_held[js]]
-        self._learn(now, shares[now])
+        self._learn(now, shares[now], hshare)
         return out
 
-    def _learn(self, js: np.ndarray, shares: np.ndarray) -> None:
-        """Batches' shares join the history (the level and the spread) of features ``js``."""
+    def _learn(self, js: np.ndarray, shares: np.ndarray, hours: np.ndarray) -> None:
+        """Batches' shares (and hours of the day) join the history (the level and the spread) of features ``js``."""
         self._hist[js, self._count[js] % self.history] = shares
+        self._hist_hours[js, self._count[js] % self.history] = hours
         self._count[js] += 1
         self._since[js] += 1
 

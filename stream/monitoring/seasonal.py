@@ -154,6 +154,14 @@ class SeasonalProfile:
         use = full & (chi2 > self.crit)
         return np.where(use, dev, 0.0), use
 
+    def centred_shares(self, design: float) -> np.ndarray | None:
+        """The centred profile of share channels (indicator means ``m``), judged at ``design`` times
+        the binomial variance ``m (1 - m)`` per row; None where no channel uses it."""
+        full = (self._w > 0).any(axis=0)
+        m = np.clip((self._mean * self._w).sum(axis=0) / np.maximum(self._w.sum(axis=0), 1.0), 0.0, 1.0)
+        dev, use = self.centred(np.where(full, design * np.maximum(m * (1.0 - m), 1e-6), 1.0))
+        return dev if use.any() else None
+
     def centred_with_noise(self, lr: np.ndarray, g0: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The centred profile and its estimation variance per hour (see :meth:`_mean_variance`),
         or ``(None, None)`` when no channel uses it."""
