@@ -183,7 +183,9 @@ class EntityShareTest:
     only) against the mean of the ``local`` batches just before it.
 
     A step of the category mix shows in full in the first batch after it, while the daily cycle
-    and slow wander, which move neighbouring batches together, cancel. The noise is measured on
+    and slow wander, which move neighbouring batches together, cancel (on a slow day the cycle
+    does not: given each batch's hours and the capped shares' own daily profile, its move between
+    the batches before and this one is taken out too). The noise is measured on
     the feature's own history (its last ``history`` batches learned out of drift): the mean
     square of the same difference there, at least the binomial one; the statistic ``z`` per
     category is referred to Student t with as many degrees of freedom as differences,

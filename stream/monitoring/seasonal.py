@@ -156,7 +156,7 @@ class SeasonalProfile:
 
     def centred_shares(self, design: float) -> np.ndarray | None:
         """The centred profile of share channels (indicator means ``m``), judged at ``design`` times
-        the binomial variance ``m (1 - m)`` per row; None where no channel uses it."""
+        the binomial variance ``m (1 - m)`` per row; None when no channel uses it."""
         full = (self._w > 0).any(axis=0)
         m = np.clip((self._mean * self._w).sum(axis=0) / np.maximum(self._w.sum(axis=0), 1.0), 0.0, 1.0)
         dev, use = self.centred(np.where(full, design * np.maximum(m * (1.0 - m), 1e-6), 1.0))
