@@ -105,7 +105,7 @@ class EntityChannels(FeatureStates):
         fn, fc = len(self._num), len(self._cat)
         learn = ~self._open_arr[fn : fn + fc]
         if self._cap_season is not None and hours.any():  # learned at the next refresh, in one call
-            self._cap_batches.append((hours.copy(), counts[:, :-1].copy(), ~learn))
+            self._cap_batches.append((hours, counts[:, :-1], ~learn))  # a finished batch's arrays: not reused
         for j, ev in self._eshare.test_batch(counts, learn, hours, self._cap_dev):  # type: ignore[union-attr]
             name = self._cat[j]
             if not self._may_open(name):

@@ -283,10 +283,9 @@ class EntityShareTest:
             shares = acc[:, :-1] / present[:, None]
         hshare = np.zeros(24) if hours is None or not hours.any() else hours / hours.sum()
         seen = present > 0
-        before = self._local_mean()
+        before = self._local_mean(self._hist)
         if daily is not None and hshare.any():  # the cycle's move from the batches before to this one
-            idx = (self._count[:, None] - self.local + np.arange(self.local)) % self.history
-            past = self._hist_hours[np.arange(len(self._count))[:, None], idx].mean(axis=1)  # [feature, 24]
+            past = self._local_mean(self._hist_hours)  # [feature, 24]
             cycle = np.einsum("fh,hfs->fs", hshare[None] - past, daily.reshape(24, *shares.shape))
             before = np.clip(before + cycle, 0.0, 1.0)
         jumps = self._jump.sum(axis=1)
@@ -328,11 +327,12 @@ class EntityShareTest:
         self._count[js] += 1
         self._since[js] += 1
 
-    def _local_mean(self) -> np.ndarray:
-        """Per feature, the mean shares of its last ``local`` learned batches (NaN before it has them)."""
+    def _local_mean(self, ring: np.ndarray) -> np.ndarray:
+        """Per feature, the mean over its last ``local`` learned batches of a history ring (``_hist``:
+        their shares, NaN before it has them; ``_hist_hours``: their hours of the day)."""
         idx = (self._count[:, None] - self.local + np.arange(self.local)) % self.history
         with np.errstate(invalid="ignore"):
-            return self._hist[np.arange(len(self._count))[:, None], idx].mean(axis=1)
+            return ring[np.arange(len(self._count))[:, None], idx].mean(axis=1)
 
     def _near_history(self, j: int, p: np.ndarray, n: float) -> bool:
         """Every share of this batch within the history's own spread (daily cycle included) at ``leave_p``."""

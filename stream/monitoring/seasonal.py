@@ -132,9 +132,8 @@ class SeasonalProfile:
         w = np.maximum(self._w, 1.0)
         if g0 is None:
             return live / w
-        mixed = (self._w > 0) & (self._w < self.memory_rows)
-        ref = np.where(mixed, np.minimum(self._w_ref, self._w), 0.0)
-        return np.where(mixed, (ref * np.maximum(g0, 1e-12) + (w - ref) * live) / (w * w), live / w)
+        mixed = (self._w > 0) & (self._w < self.memory_rows)  # _w only grows from the reference's _w_ref
+        return np.where(mixed, (self._w_ref * np.maximum(g0, 1e-12) + (w - self._w_ref) * live) / (w * w), live / w)
 
     def centred(self, lr: np.ndarray, g0: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(s_h - s_bar)`` per hour and channel (zero where not used), and the use mask per channel;
