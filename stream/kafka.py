@@ -176,6 +176,8 @@ async def ensure_topics(settings: Settings, extra: dict[str, int] | None = None)
             except TopicAlreadyExistsError:
                 pass  # another worker won the race
             await _wait_for_leaders(admin, {t.name: t.num_partitions for t in wanted})
+    except KafkaError as exc:  # e.g. a node died meanwhile: one line, retried by the caller's loop
+        raise KafkaCallError(f"creating topics failed: {type(exc).__name__}") from None
     finally:
         await admin.close()
 
@@ -213,6 +215,8 @@ async def missing_topics(settings: Settings) -> list[str]:
     try:
         existing = set(await within(admin.list_topics(), settings.kafka.request_deadline_s,
                                     "listing topics"))
+    except KafkaError as exc:  # e.g. asked a node that just died, before the cluster fenced it
+        raise KafkaCallError(f"listing topics failed: {type(exc).__name__}") from None
     finally:
         await admin.close()
     return [name for name in all_topics(settings) if name not in existing]
