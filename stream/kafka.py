@@ -176,7 +176,7 @@ async def ensure_topics(settings: Settings, extra: dict[str, int] | None = None)
             except TopicAlreadyExistsError:
                 pass  # another worker won the race
             await _wait_for_leaders(admin, {t.name: t.num_partitions for t in wanted})
-    except KafkaError as exc:  # e.g. a node died meanwhile: one line, retried by the caller's loop
+    except (KafkaError, TimeoutError) as exc:  # a node died meanwhile, a controller not ready
         raise KafkaCallError(f"creating topics failed: {type(exc).__name__}") from None
     finally:
         await admin.close()
@@ -194,7 +194,7 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, partitions: dict[str, in
         if all(led.get(name, 0) >= n for name, n in partitions.items()):
             return
         if time.monotonic() > deadline:
-            raise BrokerError(f"topics have no leader after {timeout_s:.0f} s: "
+            raise KafkaCallError(f"topics have no leader after {timeout_s:.0f} s: "
                               f"{sorted(n for n in partitions if led.get(n, 0) < partitions[n])}")
         await asyncio.sleep(0.1)  # polling the cluster's metadata: there is nothing to wait on
 
@@ -231,10 +231,11 @@ def recreations() -> int:
     return _recreated[0]
 
 
-async def check_topics(settings: Settings, *, recreate: bool) -> bool:
-    """Are our topics still there? A worker that creates topics recreates missing ones
-    (True); one that does not stops with one line (BrokerError)."""
-    missing = await missing_topics(settings)
+async def check_topics(settings: Settings, *, recreate: bool, missing: list[str] | None = None) -> bool:
+    """Are our topics still there (``missing``: as just listed)? A worker that creates topics
+    recreates missing ones (True); one that does not stops with one line (BrokerError)."""
+    if missing is None:
+        missing = await missing_topics(settings)
     if not missing:
         return False
     if not recreate:
@@ -356,13 +357,13 @@ async def send_records(producer: AIOKafkaProducer, topic: str, partition: int,
     append = batch.append
     for key, value in zip(keys, values):
         if append(key=key, value=value, timestamp=None) is None:
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            futures.append(await _send_batch(producer, batch, topic, partition))
             batch = producer.create_batch()
             append = batch.append
             if append(key=key, value=value, timestamp=None) is None:
                 raise BrokerError(f"a record of {len(value or b'')} bytes does not fit a produce batch")
     if batch.record_count():
-        futures.append(await producer.send_batch(batch, topic, partition=partition))
+        futures.append(await _send_batch(producer, batch, topic, partition))
     return futures
 
 
@@ -374,14 +375,25 @@ async def send_messages(producer: AIOKafkaProducer, topic: str, partition: int,
     for m in messages:
         meta = batch.append(key=m.key, value=m.value, timestamp=m.timestamp_ms, headers=m.headers or [])
         if meta is None:
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            futures.append(await _send_batch(producer, batch, topic, partition))
             batch = producer.create_batch()
             if batch.append(key=m.key, value=m.value, timestamp=m.timestamp_ms,
                             headers=m.headers or []) is None:
                 raise BrokerError(f"a message of {len(m.value or b'')} bytes does not fit a produce batch")
     if batch.record_count():
-        futures.append(await producer.send_batch(batch, topic, partition=partition))
+        futures.append(await _send_batch(producer, batch, topic, partition))
     return futures
+
+
+async def _send_batch(producer: AIOKafkaProducer, batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:
+    """Queue one produce batch. With the partition's earlier batch still unsent (its leader
+    gone), aiokafka waits up to its request timeout and then raises: this batch is never written,
+    so what produced it must be done again (``outputs_lost``)."""
+    try:
+        return await producer.send_batch(batch, topic, partition=partition)
+    except KafkaError as exc:
+        raise KafkaCallError(f"produce to {topic}[{partition}] failed: {type(exc).__name__}",
+                             outputs_lost=True) from None
 
 
 async def read_all(settings: Settings, topic: str, *, max_wait_s: float = 30.0) -> list[Any]:

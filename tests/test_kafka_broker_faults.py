@@ -1,5 +1,6 @@
 """Broker faults on Apache Kafka, under load: a broker SIGKILLed and restarted on its data,
-and a 3-node KRaft cluster (replication factor 3, min.insync.replicas 2) losing a node.
+a 3-node KRaft cluster (replication factor 3, min.insync.replicas 2) losing a node, and an
+exactly-once worker's group and transaction coordinators' nodes dying (one coming back between).
 Every acknowledged event must come out as a prediction or a dead letter; figures are printed
 (``pytest -s``)."""
 
@@ -13,9 +14,10 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from stream.examples.simulate import PaymentSimulator
 from stream.errors import BrokerError
+from stream.examples.simulate import PaymentSimulator
 from stream.kafka import client_options, ensure_topics, missing_topics
+from stream.scoring.transactions import transactional_id
 from stream.tools.kafka_server import KafkaServer
 from stream.tools.tally import wait_until
 from tests.load import Seen, Sent, follow_outputs, send_steadily
@@ -27,7 +29,8 @@ KILL_AFTER = 2_000  # predictions seen before the fault
 FENCING_S = 6.0  # a dead node is fenced after broker.session.timeout.ms (4 s)
 
 
-async def _run_with_fault(make_settings, start_worker, server: KafkaServer, fault, **settings_kw):
+async def _run_with_fault(make_settings, start_worker, server: KafkaServer, fault, events: int = EVENTS,
+                          **settings_kw):
     """Load + worker + follower on ``server``; ``fault(settings, sent, seen)`` runs once
     KILL_AFTER predictions are out and returns its figures; returns them with the accounting."""
     settings = make_settings(kafka={"bootstrap_servers": server.bootstrap}, **settings_kw)
@@ -36,12 +39,12 @@ async def _run_with_fault(make_settings, start_worker, server: KafkaServer, faul
     sent, seen, stop = Sent(), Seen(), asyncio.Event()
     follower = asyncio.create_task(follow_outputs(settings, seen, stop))
     sim = PaymentSimulator(seed=31, invalid_rate=0.01)
-    load = asyncio.create_task(send_steadily(settings, sim, EVENTS, RATE, sent))
+    load = asyncio.create_task(send_steadily(settings, sim, events, RATE, sent))
     try:
         assert await wait_until(lambda: len(seen.ids) >= KILL_AFTER, 90), "no predictions before the fault"
         t_fault = time.monotonic()
         figures = await fault(settings, sent, seen)
-        await asyncio.wait_for(load, 240)
+        await asyncio.wait_for(load, 60 + events / RATE)
         accounted = await wait_until(lambda: seen.accounts_for(sent), 120)
         figures["longest_output_gap_s"] = round(seen.gap_after(t_fault), 1)
         figures.update(seen.summary(sent))
@@ -82,7 +85,7 @@ async def _topic_checks(settings, for_s: float) -> dict[str, list]:
             answers["ok"].append(await missing_topics(settings))
         except BrokerError as exc:
             answers["broker_error"].append(str(exc))
-        except Exception as exc:  # noqa: BLE001 - what the test is looking for
+        except Exception as exc:  # what the test looks for: any other error escaping
             answers["other"].append(repr(exc))
     return answers
 
@@ -140,3 +143,47 @@ async def test_a_three_node_cluster_losing_a_node_under_load_loses_no_event(make
     # follow and the clients finding the new leaders and group coordinator; nothing waits longer
     assert figures["longest_output_gap_s"] <= 20, figures
     assert figures["worker_alive"], figures
+
+
+async def _coordinator(settings, key: str, kind: int) -> int:
+    """The node id coordinating a group (``kind`` 0) or a transactional id (1)."""
+    admin = AIOKafkaAdminClient(**client_options(settings.kafka))
+    await admin.start()
+    try:
+        return await admin.find_coordinator(key, kind)
+    finally:
+        await admin.close()
+
+
+async def test_exactly_once_survives_its_coordinators_node_dying_coming_back_and_another_dying(
+        make_settings, start_worker, tmp_path):
+    cluster = await asyncio.to_thread(KafkaServer(nodes=3, data_dir=tmp_path / "kafka").start)
+
+    async def progress(seen: Seen, what: str) -> float:
+        t, n = time.monotonic(), len(seen.ids)
+        assert await wait_until(lambda: len(seen.ids) >= n + 2 * RATE, 60), f"no progress after {what}"
+        return round(time.monotonic() - t, 1)
+
+    async def faults(settings, sent: Sent, seen: Seen) -> dict:
+        group = await _coordinator(settings, f"{settings.app_id}-scorer", 0)
+        txn = await _coordinator(settings, transactional_id(settings.app_id), 1)
+        first = group - 1  # node ids are 1-3, in the cluster's order
+        cluster.kill(first)
+        out = {"group_coordinator": group, "txn_coordinator": txn,
+               "progress_after_first_kill_s": await progress(seen, "the group coordinator's node died")}
+        out["restart_s"] = round(await asyncio.to_thread(cluster.restart, first), 1)
+        out["progress_after_restart_s"] = await progress(seen, "it came back")
+        second = txn - 1 if txn != group else (first + 1) % 3  # then the transactions' node, if another
+        cluster.kill(second)
+        out["progress_after_second_kill_s"] = await progress(seen, "a second node died")
+        return out
+
+    try:
+        figures = await _run_with_fault(make_settings, start_worker, cluster, faults, events=24_000,
+                                        topics={"replication_factor": 3}, processing_guarantee="exactly_once")
+    finally:
+        await asyncio.to_thread(cluster.stop)
+    assert figures["lost"] == 0 and figures["send_failed"] == 0, figures
+    assert figures["duplicated"] == 0, figures  # read_committed: aborted outputs are never seen
+    assert figures["worker_alive"], figures
+

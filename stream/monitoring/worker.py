@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from stream.config import Settings
 from stream.errors import BrokerError, KafkaCallError
@@ -149,7 +150,10 @@ class MonitorWorker(MonitorProcessor):
         publish, commit. True if records came in."""
         s = self.settings
         deadline = s.kafka.request_deadline_s
-        batches = await consumer.getmany(timeout_ms=100, max_records=500)
+        try:
+            batches = await consumer.getmany(timeout_ms=100, max_records=500)
+        except KafkaError as exc:  # a group coordinator's error, handed over once: nothing lost
+            raise KafkaCallError(f"fetch failed: {type(exc).__name__}") from None
         t0 = time.perf_counter()
         features = {tp: recs for tp, recs in batches.items() if tp.topic == s.topics.features}
         newest = max((recs[-1].timestamp for recs in features.values() if recs), default=None)
@@ -192,6 +196,8 @@ class MonitorWorker(MonitorProcessor):
             except KafkaCallError as exc:
                 exc.outputs_lost = True
                 raise
+            except KafkaError as exc:
+                raise KafkaCallError(f"produce failed: {type(exc).__name__}", outputs_lost=True) from None
         offsets.update({tp: recs[-1].offset + 1 for tp, recs in (labels | shadow).items() if recs})
         self._uncommitted.update(offsets)
         if not batches or time.monotonic() - self._committed_at >= s.monitor.commit_interval_s:

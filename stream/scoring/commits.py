@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from stream.config import Settings
-from stream.errors import KafkaCallError
+from stream.errors import BrokerError, KafkaCallError
 from stream.kafka import commit_or_redeliver, send_records, within
 from stream.scoring.feature_rows import FeatureRows, encode_batches
 from stream.scoring.pipeline import BatchOutput
@@ -169,7 +169,13 @@ class Commits:
             if self.txn is None:
                 done = await commit_or_redeliver(consumer, offsets, deadline)
             else:
-                done = await within(self._commit_transaction(consumer, offsets), deadline, "transaction commit")
+                try:
+                    done = await within(self._commit_transaction(consumer, offsets), deadline, "transaction commit")
+                except KafkaCallError as exc:
+                    # the commit goes on inside the producer (aiokafka shields it): whether it lands
+                    # is unknown, and no transaction can begin before it ends
+                    raise BrokerError(f"{exc}; its outcome is unknown: stopping so that the records after the "
+                                      "last known commit are processed again after a restart") from None
             if done:
                 self.committed.update(offsets)
         except KafkaCallError:

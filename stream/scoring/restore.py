@@ -8,10 +8,11 @@ import logging
 import time
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from stream.config import Settings
-from stream.errors import KafkaCallError
-from stream.kafka import make_consumer, start_client
+from stream.errors import BrokerError, KafkaCallError
+from stream.kafka import make_consumer, start_client, stop_quietly, within
 from stream.scoring.state import EntityStore, decode_changelog
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,10 @@ async def restore_state(settings: Settings, width: int, partitions: list[int], m
     skipped = dict.fromkeys(partitions, 0)
     skipped_from: dict[int, int] = {}
     consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=50)
-    await start_client(consumer, settings.kafka.bootstrap_servers)
+    try:
+        await start_client(consumer, settings.kafka.bootstrap_servers)
+    except BrokerError as exc:  # the broker restarting: the worker's loop retries the restore
+        raise KafkaCallError(f"restoring state: {exc}") from None
     # exactly-once: a crashed worker's open transaction is aborted by the broker only after the
     # transaction timeout (plus the broker's check interval), and until then nothing past it is
     # readable: the wait for it is allowed on top of the usual deadline
@@ -73,7 +77,9 @@ async def restore_state(settings: Settings, width: int, partitions: list[int], m
                     store.put(rec.key.decode() if rec.key else "", row, now)
                     store.restored += 1
             for tp in list(pending):
-                position, end = await consumer.position(tp), consumer.highwater(tp)
+                # position() waits as long as the partition has no reachable leader
+                position = await within(consumer.position(tp), patience, "changelog position")
+                end = consumer.highwater(tp)
                 if end is not None and position >= end:
                     pending.discard(tp)
                 elif (exactly_once and end is not None and tp not in waiting
@@ -85,8 +91,11 @@ async def restore_state(settings: Settings, width: int, partitions: list[int], m
                     waiting.add(tp)
                     log.info("restoring %s[%d]: waiting for an open transaction (a stopped "
                              "worker's) to be aborted", topic, tp.partition)
+    except KafkaError as exc:  # e.g. a changelog partition's leader gone: the loop retries
+        raise KafkaCallError(f"restoring state from {topic}: {type(exc).__name__}") from None
     finally:
-        await consumer.stop()
+        # a bare stop() raises CancelledError if a fetch to a dead leader is backing off
+        await stop_quietly(consumer, settings.kafka.request_deadline_s)
     for p, store in stores.items():
         store.position, store.skipped_from = limits[p], skipped_from.get(p)
         if skipped[p]:

@@ -58,10 +58,14 @@ class OutputTransaction:
         await self.producer.commit_transaction()
         self.open = False
 
-    async def abort(self) -> None:
+    async def abort(self) -> bool:
+        """Throw the open transaction's outputs away; False if the producer could not (fenced, or
+        in a state that lets no transaction begin): only a new producer can go on then."""
         if self.open:
+            self.open = False
             try:
                 await self.producer.abort_transaction()
             except Exception as exc:  # a fenced or broken producer: the broker aborts it on timeout
                 log.warning("could not abort the open transaction: %s", type(exc).__name__)
-            self.open = False
+                return False
+        return True

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
 
 from stream.alerts import Notifier
 from stream.config import Settings
@@ -105,7 +106,17 @@ class ScoringWorker:
             while not stop.is_set():
                 self.consumer = make_consumer(s, group_id=self.group_id, max_poll_interval_ms=300_000)
                 self.consumer.subscribe([s.topics.events], listener=_Rebalance(self))
-                await start_client(self.consumer, s.kafka.bootstrap_servers)
+                try:
+                    await start_client(self.consumer, s.kafka.bootstrap_servers)
+                except BrokerError as exc:  # the broker went again after a rejoin: wait for it again
+                    log.warning("%s; waiting for the broker", exc)
+                    try:
+                        await wait_for_broker(s, stop)  # bounded by kafka.connect_timeout_s
+                    except BrokerError:
+                        if stop.is_set():
+                            break
+                        raise
+                    continue
                 self.metrics.worker_info.labels("scorer").set(1)
                 try:
                     await self._loop(stop)
@@ -168,8 +179,11 @@ class ScoringWorker:
                             await self._commit()
                         self.commits.hold = False
                         log.info("offsets committed again: processing resumes")
-                    batches = await self.consumer.getmany(timeout_ms=max(sc.max_wait_ms, 1),
-                                                          max_records=sc.max_batch_size)
+                    try:
+                        batches = await self.consumer.getmany(timeout_ms=max(sc.max_wait_ms, 1),
+                                                              max_records=sc.max_batch_size)
+                    except KafkaError as fetch_error:  # a group coordinator's error, handed over once
+                        raise KafkaCallError(f"fetch failed: {type(fetch_error).__name__}") from None
                     pacing.observe(sum(map(len, batches.values())))  # events (not partitions) returned
                     if batches:
                         async with self._lock:
@@ -197,7 +211,11 @@ class ScoringWorker:
                         next_topic_check = now + self.settings.kafka.topic_check_interval_s
                         checking = asyncio.ensure_future(self._topics_changed())
                     failures = 0
-                except KafkaCallError as exc:
+                except (KafkaCallError, KafkaError) as caught:
+                    # any other client error (a failed acknowledgement or offset lookup) may have cost
+                    # outputs: going back to the committed offsets is always safe
+                    exc = caught if isinstance(caught, KafkaCallError) else KafkaCallError(
+                        f"Kafka call failed: {type(caught).__name__}", outputs_lost=True)
                     failures += 1
                     if await self._topics_changed() or recreations() != seen:
                         raise _StartOver from None
@@ -206,6 +224,9 @@ class ScoringWorker:
                             raise BrokerError(f"{exc}; stopping so that the uncommitted records are "
                                               "processed again after a restart") from None
                         raise _Rejoin(str(exc)) from None
+                    if exc.outputs_lost and self.txn is not None and not await self._abort_transaction():
+                        raise BrokerError(f"{exc}; the open transaction could not be aborted: stopping so "
+                                          "that the uncommitted records are processed again after a restart") from None
                     if exc.outputs_lost:
                         # what a restart would do, without one: back to the committed offsets, with
                         # state rebuilt from the changelog (at-least-once; a broker restart is survived)
@@ -219,6 +240,15 @@ class ScoringWorker:
         finally:
             if checking is not None:
                 checking.cancel()
+
+    async def _abort_transaction(self) -> bool:
+        """Outputs were lost: the open transaction holds outputs of records about to be read
+        again, so it must not commit with later ones. False if it could not be aborted in time."""
+        assert self.txn is not None
+        try:
+            return await within(self.txn.abort(), self.settings.kafka.request_deadline_s, "transaction abort")
+        except KafkaCallError:
+            return False
 
     async def _rejoin(self, why: str, stop: asyncio.Event) -> None:
         """The broker stayed unusable for three request deadlines: do what a restart would, in
@@ -247,7 +277,13 @@ class ScoringWorker:
         except BrokerError as exc:
             log.warning("topic check skipped: %s", exc)
             return False
-        return bool(missing) and await check_topics(self.settings, recreate=self.create_topics)
+        if not missing:
+            return False
+        try:
+            return await check_topics(self.settings, recreate=self.create_topics, missing=missing)
+        except KafkaCallError as exc:  # a node died while they were recreated: at the next check
+            log.warning("recreating the topics failed: %s; trying again", exc)
+            return False
 
     async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:
         assert self.consumer is not None and self.producer is not None
@@ -370,6 +406,10 @@ class ScoringWorker:
                 try:
                     await asyncio.wait_for(self._restore(new, upto), budget)
                 except TimeoutError:
+                    self._restoring = True
+                except KafkaCallError as exc:  # the loop retries it, with its error handling
+                    log.warning("restoring the state of partitions %s failed (%s): the processing loop "
+                                "tries again", new, exc)
                     self._restoring = True
         if self._restoring:
             self.metrics.health.set("scorer", False, f"restoring the state of partitions {new}")

@@ -185,8 +185,8 @@ async def _wait_predicting(c: Campaign, proc: Any, timeout_s: float = 60.0) -> N
                             timeout_s, poll_s=0.2), log.read_text()[-2000:]
 
 
-@pytest.mark.parametrize("deadline_s, outage_s", [(30, 15), (20, 25), (5, 30)],
-                         ids=["outage-15s", "outage-25s-deadline-20s", "outage-30s-deadline-5s"])
+@pytest.mark.parametrize("deadline_s, outage_s", [(30, 15), (20, 25), (5, 30), (30, 50)],
+                         ids=["outage-15s", "outage-25s-deadline-20s", "outage-30s-deadline-5s", "outage-50s"])
 async def test_broker_killed_and_restarted_under_load(make_settings, model_store, tmp_path, fault_kafka,
                                                       deadline_s: int, outage_s: int):
     """A 25 s outage with a 20 s request deadline: the scorer gives up on its acknowledgements while
@@ -194,7 +194,8 @@ async def test_broker_killed_and_restarted_under_load(make_settings, model_store
     not read as none there (that replayed every partition from its first record: 9,997 duplicates
     of 21,996, in a CI run where a loaded machine made the 15 s outage last 33 s). A 30 s outage with
     a 5 s deadline leaves the broker unusable for more than three deadlines: the worker drops its
-    uncommitted work and joins the group again in process, as a restart would; it never exits."""
+    uncommitted work and joins the group again in process, as a restart would; it never exits.
+    A 50 s outage outlasts the Kafka client's own request timeout (40 s)."""
     async def script(c: Campaign) -> str:
         await asyncio.sleep(20 * SCALE)  # the fault schedule
         c.server.kill()
