@@ -25,10 +25,8 @@ from stream.error_policy import ErrorPolicy
 from stream.errors import BrokerError, KafkaCallError
 from stream.kafka import (
     FetchPacing,
-    check_topics,
     make_consumer,
     make_producer,
-    missing_topics,
     recreations,
     send_messages,
     send_records,
@@ -38,6 +36,7 @@ from stream.kafka import (
     within,
 )
 from stream.metrics import Metrics, score_buckets
+from stream.scoring.broker_faults import abort_transaction, as_call_error, topics_changed
 from stream.scoring.commits import Commits
 from stream.scoring.feed import FeedReader
 from stream.scoring.pipeline import BatchOutput, BatchScorer
@@ -212,10 +211,7 @@ class ScoringWorker:
                         checking = asyncio.ensure_future(self._topics_changed())
                     failures = 0
                 except (KafkaCallError, KafkaError) as caught:
-                    # any other client error (a failed acknowledgement or offset lookup) may have cost
-                    # outputs: going back to the committed offsets is always safe
-                    exc = caught if isinstance(caught, KafkaCallError) else KafkaCallError(
-                        f"Kafka call failed: {type(caught).__name__}", outputs_lost=True)
+                    exc = as_call_error(caught)
                     failures += 1
                     if await self._topics_changed() or recreations() != seen:
                         raise _StartOver from None
@@ -224,7 +220,8 @@ class ScoringWorker:
                             raise BrokerError(f"{exc}; stopping so that the uncommitted records are "
                                               "processed again after a restart") from None
                         raise _Rejoin(str(exc)) from None
-                    if exc.outputs_lost and self.txn is not None and not await self._abort_transaction():
+                    if exc.outputs_lost and self.txn is not None and \
+                            not await abort_transaction(self.txn, self.settings.kafka.request_deadline_s):
                         raise BrokerError(f"{exc}; the open transaction could not be aborted: stopping so "
                                           "that the uncommitted records are processed again after a restart") from None
                     if exc.outputs_lost:
@@ -240,15 +237,6 @@ class ScoringWorker:
         finally:
             if checking is not None:
                 checking.cancel()
-
-    async def _abort_transaction(self) -> bool:
-        """Outputs were lost: the open transaction holds outputs of records about to be read
-        again, so it must not commit with later ones. False if it could not be aborted in time."""
-        assert self.txn is not None
-        try:
-            return await within(self.txn.abort(), self.settings.kafka.request_deadline_s, "transaction abort")
-        except KafkaCallError:
-            return False
 
     async def _rejoin(self, why: str, stop: asyncio.Event) -> None:
         """The broker stayed unusable for three request deadlines: do what a restart would, in
@@ -270,20 +258,7 @@ class ScoringWorker:
                 log.warning("%s; still waiting", exc)
 
     async def _topics_changed(self) -> bool:
-        """Were the topics lost (and recreated)? A broker that cannot be reached right now says
-        nothing about its topics: the clients reconnect by themselves, so check again later."""
-        try:
-            missing = await missing_topics(self.settings)
-        except BrokerError as exc:
-            log.warning("topic check skipped: %s", exc)
-            return False
-        if not missing:
-            return False
-        try:
-            return await check_topics(self.settings, recreate=self.create_topics, missing=missing)
-        except KafkaCallError as exc:  # a node died while they were recreated: at the next check
-            log.warning("recreating the topics failed: %s; trying again", exc)
-            return False
+        return await topics_changed(self.settings, recreate=self.create_topics)
 
     async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:
         assert self.consumer is not None and self.producer is not None
