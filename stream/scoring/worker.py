@@ -352,7 +352,7 @@ class ScoringWorker:
         async with self._lock:
             try:
                 await self._commit()
-            except BrokerError as exc:  # the new owners process the uncommitted records again
+            except (BrokerError, KafkaError) as exc:  # the new owners process the uncommitted records again
                 log.warning("commit before giving partitions up failed: %s", exc)
             for tp in revoked:
                 self.stores.pop(tp.partition, None)
