@@ -6,6 +6,8 @@ goes on without announcing the same drift again."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
 import urllib.request
 from collections import Counter
@@ -15,12 +17,63 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.examples.simulate import WARMUP_EVENTS, PaymentSimulator
-from stream.kafka import ensure_topics
+from stream.kafka import ensure_topics, make_consumer
+from stream.monitoring.assignor import OneActiveAssignor
 from stream.tools.broker import free_port
 from stream.tools.tally import Tally, follow, wait_until
 from stream.tools.traffic import produce
 from tests.faults.harness import Workers, worker_env
 from tests.helpers import committed_and_end, read_topic
+
+
+class _Generations(logging.Handler):
+    """The generation of every group join aiokafka logs, per group."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seen: dict[str, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        m = re.search(r"Joined group '([^']+)' \(generation (\d+)\)", record.getMessage())
+        if m:
+            self.seen[m[1]] = max(self.seen.get(m[1], 0), int(m[2]))
+
+
+@pytest.mark.parametrize("broker_kind", ["kafka"])
+async def test_monitors_joining_at_once_settle_in_one_rebalance_each(make_settings):
+    """aiokafka sends one JoinGroup per assignor offered, with different protocol lists, and the
+    broker rebalances again for a member whose protocols changed: with a second assignor offered,
+    three monitors joining at once could rebalance without end (1,593 generations in 10 s)."""
+    settings = make_settings()
+    await ensure_topics(settings)
+    topics = [settings.topics.features, settings.topics.labels, settings.topics.shadow_predictions]
+    handler, logger = _Generations(), logging.getLogger("aiokafka.consumer.group_coordinator")
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO
+    try:
+        for attempt, members in enumerate([1, 3, 3, 3, 3]):
+            group = f"{settings.app_id}-monitor-{attempt}"
+            consumers = [make_consumer(settings, group_id=group,
+                                       partition_assignment_strategy=OneActiveAssignor().strategies())
+                         for _ in range(members)]
+            for c in consumers:
+                c.subscribe(topics)
+            await asyncio.gather(*(c.start() for c in consumers))
+            try:
+                # every member polls, as a monitor does, until one holds every partition
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and sorted(len(c.assignment()) > 0 for c in consumers) != \
+                        [False] * (members - 1) + [True]:
+                    await asyncio.gather(*(c.getmany(timeout_ms=100) for c in consumers))
+                for _ in range(20):  # and a while longer: a storm would go on meanwhile
+                    await asyncio.gather(*(c.getmany(timeout_ms=100) for c in consumers))
+            finally:
+                await asyncio.gather(*(c.stop() for c in consumers))
+            # each member's arrival starts at most one rebalance
+            assert handler.seen.get(group, 0) <= members, (members, handler.seen)
+    finally:
+        logger.removeHandler(handler)
+        logger.level = level
 
 
 def _active(worker) -> float | None:

@@ -252,7 +252,10 @@ async def test_a_regression_models_panels_speak_its_unit(make_settings, start_wo
 
         # the heatmap's rows are the card's kW edges, and its median is the live scores' median
         heat_expr = next(expr for dash, title, expr in panel_queries() if title == "Score distribution")
-        rows = prometheus.query_range(as_grafana(heat_expr, "power"), t0)
+        heatmap = lambda: prometheus.query_range(as_grafana(heat_expr, "power"), t0)
+        # increase() needs two scrapes of the score buckets, which the loss panel does not
+        assert await wait_until(lambda: worker.task.done() or heatmap(), 60, poll_s=1.0), "the heatmap never had rows"
+        rows = heatmap()
         edges = sorted(float(s["metric"]["le"]) for s in rows if s["metric"]["le"] != "+Inf")
         assert len(edges) >= 5 and edges[0] > 1.0 and edges[-1] < 500, edges
         preds = await read_topic(settings, settings.topics.predictions)

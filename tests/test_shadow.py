@@ -265,8 +265,12 @@ async def test_a_shadow_is_scored_beside_the_champion_then_promoted_on_live_labe
         sim = PaymentSimulator(seed=21)
         sent = await produce(settings, sim, 3_000, rate=0, label_delay=500)
         sent = await drive(settings, sim, sent, lambda: decisions(metrics, "promote") >= 1 or trainer.done())
+        assert not trainer.done(), trainer.exception()
         swapped = lambda: (reg.get_sample_value("mlstream_model_loads_total", {"outcome": "swap_ok"}) or 0) >= 1
-        assert await wait_until(swapped, 30)
+        # the scorer hears of the promotion through the model feed; where it stopped, if it did not
+        assert await wait_until(swapped, 60), (store.current_version("fraud"), sorted(
+            (x.labels["outcome"], x.value) for m in reg.collect() for x in m.samples
+            if x.name == "mlstream_model_loads_total"))
         # the guard after the promotion: version 1 scored beside 2 until its verdict
         sent = await drive(settings, sim, sent, lambda: decisions(metrics, "keep") >= 1 or trainer.done())
         tail = sent

@@ -178,3 +178,28 @@ async def test_the_trainer_is_ready_once_it_has_published_its_registry_for_the_s
         stop.set()
         await asyncio.wait_for(task, 30)
     assert ready() is None  # the port is closed once the trainer stopped
+
+
+async def test_a_trainer_whose_stream_app_crashed_stops_with_the_reason_without_secrets(make_settings):
+    """mode crashes a whole faust app when one of its tasks raises: the trainer must not idle on."""
+    import faust
+
+    from stream.error_policy import ErrorPolicy
+    from stream.errors import StreamError
+    from stream.metrics import Metrics
+    from stream.training.trainer import until_stopped_or_crashed
+
+    settings = make_settings(kafka={"sasl_password": "hunter2-secret"})
+    policy = ErrorPolicy.from_settings(settings, Metrics.create())
+    app = faust.App("crash-probe", broker="kafka://127.0.0.1:1", web_enabled=False)
+    stop = asyncio.Event()
+    watch = asyncio.create_task(until_stopped_or_crashed(app, stop, policy, poll_s=0.05))
+    assert not await wait_until(watch.done, 0.3)  # running, not crashed: it waits
+    await app.crash(RuntimeError("send failed: sasl password hunter2-secret refused"))
+    assert await wait_until(watch.done, 5)
+    err = watch.exception()
+    assert isinstance(err, StreamError) and "the trainer's stream app crashed: RuntimeError" in str(err)
+    assert "hunter2-secret" not in str(err)
+    # a stop is a stop, crashed or not
+    stop.set()
+    assert await until_stopped_or_crashed(app, stop, policy) is None

@@ -14,6 +14,7 @@ feed (:mod:`stream.model_feed`). A request that waits for labels is retried ever
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import tempfile
 import time
@@ -291,18 +292,26 @@ def build_trainer(settings: Settings, trainer: Trainer) -> faust.App:
             if update is not None:
                 await updates.send(key=str(update.request_id).encode(), value=encode(update))
 
-    @app.timer(settings.trainer.retry_interval_s)
-    async def decide_overdue_verdicts() -> None:
+    async def send_overdue() -> None:
         for update in await trainer.overdue():
             await updates.send(key=str(update.request_id).encode(), value=encode(update))
 
-    @app.timer(settings.trainer.retry_interval_s)
-    async def retry_waiting() -> None:
+    async def send_retries() -> None:
         waiting = [(rid, v) for rid, v in list(answered.items()) if _state(v) == "wait"]
         for rid, value in waiting[: settings.trainer.max_waiting]:
             entry = orjson.loads(value)
             await retries.send(key=rid.encode(), value=RETRY_PREFIX + orjson.dumps(
                 {"request": entry["request"], "first_seen": entry["first_seen"]}))
+
+    # through the error policy: a timer whose body raised (a send failing while a broker is
+    # down) would crash the whole faust app (mode crashes a service on its task's exception)
+    @app.timer(settings.trainer.retry_interval_s)
+    async def decide_overdue_verdicts() -> None:
+        await trainer.policy.call_async("trainer", "overdue verdicts", send_overdue)
+
+    @app.timer(settings.trainer.retry_interval_s)
+    async def retry_waiting() -> None:
+        await trainer.policy.call_async("trainer", "retrying waiting requests", send_retries)
 
     return app
 
@@ -344,6 +353,22 @@ def _credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(ssl_context)
 
 
+async def until_stopped_or_crashed(app: faust.App, stop: asyncio.Event, policy: ErrorPolicy,
+                                   poll_s: float = 1.0) -> None:
+    """Return on ``stop``; raise :class:`StreamError` (one secret-free line) if ``app`` crashed.
+
+    mode crashes a whole faust app when one of its tasks raises, and a crashed app answers no
+    request: the trainer must stop (and stop saying /ready), not idle until SIGTERM.
+    """
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), poll_s)
+        if app.crashed and not stop.is_set():
+            reason = app.crash_reason
+            raise StreamError("the trainer's stream app crashed: "
+                              + (policy.describe(reason) if reason else "no reason given"))
+
+
 async def run_trainer(settings: Settings, stop: asyncio.Event, *,
                       metrics: TrainerMetrics | None = None) -> None:
     """Run the trainer (and its /metrics, /healthz, /ready on ``metrics_port``) until ``stop``."""
@@ -367,7 +392,7 @@ async def run_trainer(settings: Settings, stop: asyncio.Event, *,
                 if await trainer.sync():  # else its store may be behind the feed: not sent again
                     await trainer.publish("trainer started")
             health.set("trainer", True, f"answering requests on {settings.topics.retrain}")
-            await stop.wait()
+            await until_stopped_or_crashed(app, stop, trainer.policy)
         finally:
             health.set("trainer", False, "stopping")
             try:  # a broker that stopped answering must not hold the process past its grace
