@@ -385,6 +385,18 @@ async def send_messages(producer: AIOKafkaProducer, topic: str, partition: int,
     return futures
 
 
+async def acknowledged(futures: list[asyncio.Future[Any]], deadline_s: float) -> None:
+    """Wait for produce acknowledgements. Any failure, or none within ``deadline_s``, raises
+    :class:`KafkaCallError` with ``outputs_lost``: the offsets behind them must not be committed."""
+    try:
+        await within(asyncio.gather(*futures), deadline_s, "produce acknowledgements")
+    except KafkaCallError as exc:
+        exc.outputs_lost = True
+        raise
+    except KafkaError as exc:
+        raise KafkaCallError(f"produce failed: {type(exc).__name__}", outputs_lost=True) from None
+
+
 async def _send_batch(producer: AIOKafkaProducer, batch: Any, topic: str, partition: int) -> asyncio.Future[Any]:
     """Queue one produce batch. With the partition's earlier batch still unsent (its leader
     gone), aiokafka waits up to its request timeout and then raises: this batch is never written,

@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from stream.config import Settings
 from stream.errors import BrokerError, KafkaCallError
 from stream.kafka import (
+    acknowledged,
     check_topics,
     commit_or_redeliver,
     make_consumer,
@@ -30,7 +31,6 @@ from stream.kafka import (
     send_messages,
     start_client,
     stop_quietly,
-    within,
 )
 from stream.messages import Message, encode
 from stream.metrics import Metrics
@@ -191,13 +191,7 @@ class MonitorWorker(MonitorProcessor):
             futures += await send_messages(producer, s.topics.labelled_examples, 0, examples)
             self.metrics.labelled_examples.inc(len(examples))
         if futures:
-            try:
-                await within(asyncio.gather(*futures), deadline, "produce acknowledgements")
-            except KafkaCallError as exc:
-                exc.outputs_lost = True
-                raise
-            except KafkaError as exc:
-                raise KafkaCallError(f"produce failed: {type(exc).__name__}", outputs_lost=True) from None
+            await acknowledged(futures, deadline)
         offsets.update({tp: recs[-1].offset + 1 for tp, recs in (labels | shadow).items() if recs})
         self._uncommitted.update(offsets)
         if not batches or time.monotonic() - self._committed_at >= s.monitor.commit_interval_s:

@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaError
 
 from stream.config import Settings
 from stream.errors import BrokerError, KafkaCallError
-from stream.kafka import commit_or_redeliver, send_records, within
+from stream.kafka import acknowledged, commit_or_redeliver, send_records, within
 from stream.scoring.feature_rows import FeatureRows, encode_batches
 from stream.scoring.pipeline import BatchOutput
 from stream.scoring.state import EntityStore, encode_states
@@ -158,13 +158,7 @@ class Commits:
                       offsets: dict[TopicPartition, int]) -> None:
         deadline = self.settings.kafka.request_deadline_s
         if futures:
-            try:
-                await within(asyncio.gather(*futures), deadline, "produce acknowledgements")
-            except KafkaCallError as exc:
-                exc.outputs_lost = True  # their offsets must never be committed now
-                raise
-            except KafkaError as exc:
-                raise KafkaCallError(f"produce failed: {type(exc).__name__}", outputs_lost=True) from None
+            await acknowledged(futures, deadline)  # their offsets must never be committed if lost
         try:
             if self.txn is None:
                 done = await commit_or_redeliver(consumer, offsets, deadline)

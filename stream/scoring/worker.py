@@ -208,12 +208,12 @@ class ScoringWorker:
                             raise _StartOver
                     if now >= next_topic_check and checking is None:
                         next_topic_check = now + self.settings.kafka.topic_check_interval_s
-                        checking = asyncio.ensure_future(self._topics_changed())
+                        checking = asyncio.ensure_future(topics_changed(self.settings, recreate=self.create_topics))
                     failures = 0
                 except (KafkaCallError, KafkaError) as caught:
                     exc = as_call_error(caught)
                     failures += 1
-                    if await self._topics_changed() or recreations() != seen:
+                    if await topics_changed(self.settings, recreate=self.create_topics) or recreations() != seen:
                         raise _StartOver from None
                     if failures >= 3:
                         if self.txn is not None:  # a restarted worker's producer fences this one's transaction
@@ -256,9 +256,6 @@ class ScoringWorker:
                 return
             except BrokerError as exc:  # a worker that ran before has the right address: keep waiting
                 log.warning("%s; still waiting", exc)
-
-    async def _topics_changed(self) -> bool:
-        return await topics_changed(self.settings, recreate=self.create_topics)
 
     async def _process(self, batches: dict[TopicPartition, list[Any]]) -> None:
         assert self.consumer is not None and self.producer is not None
@@ -377,19 +374,20 @@ class ScoringWorker:
         async with self._lock:
             new = sorted(tp.partition for tp in assigned if tp.partition not in self.stores)
             self._restoring = False
+            why = ""
             if new:
                 try:
                     await asyncio.wait_for(self._restore(new, upto), budget)
                 except TimeoutError:
-                    self._restoring = True
+                    why = f"takes more than {budget:g}s"
                 except KafkaCallError as exc:  # the loop retries it, with its error handling
-                    log.warning("restoring the state of partitions %s failed (%s): the processing loop "
-                                "tries again", new, exc)
-                    self._restoring = True
+                    why = f"failed ({exc})"
+                self._restoring = bool(why)
         if self._restoring:
             self.metrics.health.set("scorer", False, f"restoring the state of partitions {new}")
-            log.info("partitions assigned: %s (restoring the state of %s takes more than %gs: it goes on "
-                     "in the processing loop)", sorted(tp.partition for tp in assigned), new, budget)
+            log.log(logging.WARNING if why.startswith("failed") else logging.INFO,
+                    "partitions assigned: %s (restoring the state of %s %s: it goes on in the processing loop)",
+                    sorted(tp.partition for tp in assigned), new, why)
             return
         self._ready(assigned, new)
 
