@@ -350,14 +350,18 @@ async def test_a_canary_serves_its_entities_until_the_challenger_is_rejected(mak
     assert {p["model_version"] for p in predictions if int(p["event_id"].rsplit("-", 1)[1]) >= tail} == {"1"}
 
 
-async def test_a_bad_promotion_is_rolled_back_by_the_guard(make_settings, model_store, start_worker):
+async def test_a_bad_promotion_is_rolled_back_by_the_guard(make_settings, model_store, start_worker, tmp_path):
     with SlackStandIn() as slack:
         settings = make_settings(trainer={"guard_labels": 1_000, "bootstrap": 300},
                                  scoring={"model_poll_interval_s": 0.2},
                                  alerts={"slack_webhook_url": slack.url()})
         await ensure_topics(settings)
-        store = ModelStore(model_store)
-        worker = start_worker(settings, roles=("scorer", "monitor"))
+        store = ModelStore(model_store)  # the operator's and the trainer's
+        # the scorer keeps its own store, filled from the model feed, as in production: one
+        # shared with the trainer could take the trainer's start-up publish after the hand
+        # promotion below and lose it
+        worker = start_worker(settings.model_copy(update={"model_store": tmp_path / "scorer-store"}),
+                              roles=("scorer", "monitor"))
         reg = worker.metrics.registry
         metrics = TrainerMetrics()
         stop = asyncio.Event()

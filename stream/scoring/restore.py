@@ -36,6 +36,11 @@ async def restore_state(settings: Settings, width: int, partitions: list[int], m
     stores = {p: EntityStore(width, max_entities=max_entities) for p in partitions}
     limits = {p: (upto or {}).get(p) for p in partitions}
     skipped = dict.fromkeys(partitions, 0)
+    # per entity, the input offset of the state applied (-1: untagged): a record as of an older
+    # offset that comes later in the log was written late, by a worker paused past its session
+    # timeout that wrote its last batch after the partition had moved on; the newer state stands
+    applied: dict[int, dict[str, int]] = {p: {} for p in partitions}
+    passed_over = dict.fromkeys(partitions, 0)
     skipped_from: dict[int, int] = {}
     consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=50)
     try:
@@ -67,14 +72,23 @@ async def restore_state(settings: Settings, width: int, partitions: list[int], m
             if batches:
                 progress = time.monotonic()
             for tp, records in batches.items():
-                store, limit = stores[tp.partition], limits[tp.partition]
+                store, limit, seen = stores[tp.partition], limits[tp.partition], applied[tp.partition]
                 for rec in records:
                     as_of, row = decode_changelog(rec.value or b"", width)
                     if limit is not None and as_of is not None and as_of > limit:
                         skipped[tp.partition] += 1  # ahead of the committed offset: replayed
                         skipped_from[tp.partition] = min(as_of, skipped_from.get(tp.partition, as_of))
                         continue
-                    store.put(rec.key.decode() if rec.key else "", row, now)
+                    key = rec.key.decode() if rec.key else ""
+                    rank = -1 if as_of is None else as_of
+                    if rank < seen.get(key, -1):
+                        passed_over[tp.partition] += 1
+                        continue
+                    if row is None:  # a tombstone: whatever comes next applies
+                        seen.pop(key, None)
+                    else:
+                        seen[key] = rank
+                    store.put(key, row, now)
                     store.restored += 1
             for tp in list(pending):
                 # position() waits as long as the partition has no reachable leader
@@ -101,4 +115,7 @@ async def restore_state(settings: Settings, width: int, partitions: list[int], m
         if skipped[p]:
             log.info("restoring %s[%d]: %d records ahead of input offset %d skipped (their events are "
                      "processed again)", topic, p, skipped[p], limits[p])
+        if passed_over[p]:
+            log.warning("restoring %s[%d]: %d records older than a state already read passed over (written "
+                        "late by a worker that had lost the partition)", topic, p, passed_over[p])
     return stores

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -216,6 +217,37 @@ async def test_broker_killed_and_restarted_under_load(make_settings, model_store
     # the scorer holds new records while its commits fail: what it replays stays one window
     assert verdict.duplicates <= RATE * 2.0, verdict
     assert verdict.parity_entities == 0, verdict  # replays count once in state (restored as of the commit)
+
+
+async def test_a_worker_frozen_past_its_session_timeout_then_resumed(make_settings, model_store, tmp_path, fault_kafka):
+    """A stop-the-world pause (SIGSTOP: a VM frozen, a swap storm) three times the session timeout,
+    with a second worker beside it: the group hands the frozen worker's partitions over; when it
+    resumes it still holds fetched records and state of partitions it lost. What it writes then
+    must not undo the new owner's work: its late changelog records, as of older input offsets,
+    land after the new owner's, and the restore after the next rebalance must keep the newest
+    state (the parity check recomputes every entity's features offline)."""
+    pauses = []
+
+    async def script(c: Campaign) -> str:
+        await asyncio.sleep(10 * SCALE)  # the fault schedule
+        second = c.workers.start()
+        await _wait_predicting(c, second)
+        for _ in range(2):  # two freezes: each one a handover, a resume and a rebalance back
+            frozen = c.workers.procs[0]
+            await asyncio.sleep(5)  # both workers scoring
+            os.kill(frozen.pid, signal.SIGSTOP)
+            began = time.monotonic()
+            await asyncio.sleep(3 * 10)  # three session timeouts (10 s)
+            os.kill(frozen.pid, signal.SIGCONT)
+            pauses.append(time.monotonic() - began)
+        return f"worker SIGSTOPped {len(pauses)} times for {min(pauses):.0f} s, then resumed"
+
+    verdict, notes = await _run(make_settings, model_store, tmp_path, fault_kafka, script, seed=505,
+                                seconds=max(100 * SCALE, 90), initial_workers=1, stays_up=False,
+                                env={"MLSTREAM_LOG_LEVEL": "INFO"})
+    ROWS.append(verdict.row("worker frozen 30 s (SIGSTOP) beside another, then resumed; twice", notes))
+    assert verdict.lost == 0 and verdict.out_of_order == 0 and verdict.bad_scores == 0, verdict
+    assert verdict.parity_entities == 0 and verdict.committed_ok, verdict
 
 
 async def test_broker_absent_for_60s_at_worker_start(make_settings, model_store, tmp_path, fault_kafka):
