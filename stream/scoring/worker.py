@@ -39,6 +39,7 @@ from stream.metrics import Metrics, score_buckets
 from stream.scoring.broker_faults import abort_transaction, as_call_error, topics_changed
 from stream.scoring.commits import Commits
 from stream.scoring.feed import FeedReader
+from stream.scoring.paused import PauseGuard
 from stream.scoring.pipeline import BatchOutput, BatchScorer
 from stream.scoring.restore import restore_state
 from stream.scoring.serving import ModelServing
@@ -72,6 +73,7 @@ class ScoringWorker:
         self.stores: dict[int, EntityStore] = {}
         self._lock = asyncio.Lock()
         self.commits = Commits(settings, self.stores)  # what the next commit covers, and how
+        self.pauses = PauseGuard(settings.kafka.session_timeout_ms / 1000)  # a paused process's records
         # labelled series looked up once, not per micro-batch
         self._consumed = metrics.events_consumed.labels(settings.topics.events)
         self._produce_stage = metrics.stage_latency.labels("produce")
@@ -160,6 +162,7 @@ class ScoringWorker:
         seen = recreations()
         failures = 0
         pacing = FetchPacing(self.consumer, linger_ms=sc.fetch_linger_ms)
+        self.pauses.start()
         # the topic check runs beside the loop: a fresh admin connection and a metadata round trip
         # every interval, awaited inline, held the batches behind it for its duration
         checking: asyncio.Future[bool] | None = None
@@ -183,6 +186,9 @@ class ScoringWorker:
                                                               max_records=sc.max_batch_size)
                     except KafkaError as fetch_error:  # a group coordinator's error, handed over once
                         raise KafkaCallError(f"fetch failed: {type(fetch_error).__name__}") from None
+                    if await self.pauses.hold_back(self.consumer, batches, self.commits.committed,
+                                                   self.settings.kafka.request_deadline_s):
+                        batches = {}  # a paused process's old partitions: their new owners' now
                     pacing.observe(sum(map(len, batches.values())))  # events (not partitions) returned
                     if batches:
                         async with self._lock:
@@ -359,6 +365,8 @@ class ScoringWorker:
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         upto: dict[int, int | None] | None = None  # the committed offsets
+        if self.consumer is not None:
+            self.pauses.rebalanced(self.consumer)
         if self._from_beginning and self.consumer is not None and assigned:
             self._from_beginning = False
             for tp in assigned:  # a plain seek: committed offsets may be old-topic positions
