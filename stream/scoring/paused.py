@@ -5,9 +5,9 @@ almost surely been dropped from the group, and its partitions handed to other wo
 resumes, the consumer still holds its old assignment until the next heartbeat is refused, and
 meanwhile hands out the backlog of those partitions: scoring it duplicated events the new owners
 had already scored, and wrote changelog records behind theirs (up to about 4,000 duplicates in
-the fault suite's paused-worker scenario). So after such a stall the scorer first asks the group, with an
-offset commit of what it already committed: refused, it processes nothing until the rebalance
-(or one more session timeout) and the records go back to be fetched again.
+the fault suite's paused-worker scenario). So after such a stall the scorer first asks the
+group, with an offset commit of what it already committed: refused, it processes nothing until
+the rebalance (or one more session timeout) and the records go back to be fetched again.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 class PauseGuard:
     """Holds fetched records back after the loop stood still past the session timeout, until
-    the group confirms this member (an offset commit accepted) or a rebalance.
+    the group confirms this member (an offset commit accepted) or a rebalance. The loop asks
+    :meth:`stalled` every turn and awaits :meth:`hold_back` only when it or :attr:`until` says so.
 
     >>> clock = iter([0.0, 5.0, 20.0, 21.0]).__next__
     >>> g = PauseGuard(10.0, clock=clock)
@@ -40,7 +41,6 @@ class PauseGuard:
         self.clock = clock
         self.last = clock()
         self.until = 0.0  # records are held back until a rebalance, or this time
-        self.held = 0
 
     def start(self) -> None:
         """A new loop (or consumer) begins: nothing stood still before it."""
@@ -55,15 +55,18 @@ class PauseGuard:
     def rebalanced(self, consumer: Any) -> None:
         """A rebalance decided who owns what: fetch again whatever this member still has."""
         if self.until:
-            self.until = 0.0
-            consumer.resume(*consumer.paused())
+            self._release(consumer)
+
+    def _release(self, consumer: Any) -> None:
+        self.until = 0.0
+        consumer.resume(*consumer.paused())
 
     async def hold_back(self, consumer: Any, batches: Mapping[TopicPartition, list[Any]],
                         committed: Mapping[TopicPartition, int], deadline_s: float) -> bool:
-        """True if ``batches`` must not be processed now; they are then sought back, to be
-        fetched again by whoever owns their partitions after the rebalance."""
-        stalled = self.stalled()
-        if stalled and self.until == 0.0:
+        """After a stall (or while holding): True if ``batches`` must not be processed now; they
+        are then sought back, to be fetched again by whoever owns their partitions after the
+        rebalance."""
+        if not self.until:  # the loop just stood still: is this still a member?
             assigned = consumer.assignment()
             probe = {tp: o for tp, o in committed.items() if tp in assigned}
             try:
@@ -75,13 +78,11 @@ class PauseGuard:
                 log.warning("the scorer stood still for more than the session timeout (%gs) and the group "
                             "no longer knows it: holding records back until the rebalance", self.limit)
         if self.until and self.clock() >= self.until:  # no rebalance came: fetch again
-            self.until = 0.0
-            consumer.resume(*consumer.paused())
+            self._release(consumer)
         if not self.until or not batches:
             return False
         for tp, recs in batches.items():
             if recs:  # paused, not fetched again and again while the rebalance comes
                 consumer.seek(tp, recs[0].offset)
                 consumer.pause(tp)
-                self.held += len(recs)
         return True

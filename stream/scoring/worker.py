@@ -186,8 +186,8 @@ class ScoringWorker:
                                                               max_records=sc.max_batch_size)
                     except KafkaError as fetch_error:  # a group coordinator's error, handed over once
                         raise KafkaCallError(f"fetch failed: {type(fetch_error).__name__}") from None
-                    if await self.pauses.hold_back(self.consumer, batches, self.commits.committed,
-                                                   self.settings.kafka.request_deadline_s):
+                    if (self.pauses.stalled() or self.pauses.until) and await self.pauses.hold_back(
+                            self.consumer, batches, self.commits.committed, self.settings.kafka.request_deadline_s):
                         batches = {}  # a paused process's old partitions: their new owners' now
                     pacing.observe(sum(map(len, batches.values())))  # events (not partitions) returned
                     if batches:
@@ -382,20 +382,19 @@ class ScoringWorker:
         async with self._lock:
             new = sorted(tp.partition for tp in assigned if tp.partition not in self.stores)
             self._restoring = False
-            why = ""
+            why, level = "", logging.INFO
             if new:
                 try:
                     await asyncio.wait_for(self._restore(new, upto), budget)
                 except TimeoutError:
                     why = f"takes more than {budget:g}s"
                 except KafkaCallError as exc:  # the loop retries it, with its error handling
-                    why = f"failed ({exc})"
+                    why, level = f"failed ({exc})", logging.WARNING
                 self._restoring = bool(why)
         if self._restoring:
             self.metrics.health.set("scorer", False, f"restoring the state of partitions {new}")
-            log.log(logging.WARNING if why.startswith("failed") else logging.INFO,
-                    "partitions assigned: %s (restoring the state of %s %s: it goes on in the processing loop)",
-                    sorted(tp.partition for tp in assigned), new, why)
+            log.log(level, "partitions assigned: %s (restoring the state of %s %s: it goes on in the "
+                    "processing loop)", sorted(tp.partition for tp in assigned), new, why)
             return
         self._ready(assigned, new)
 
