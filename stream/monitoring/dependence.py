@@ -210,7 +210,7 @@ class DependenceTracker:
             d = np.diff(h, axis=0)
             good = ~np.isnan(d)
             nd = good.sum(axis=0)
-            a = np.abs(np.where(good, d, np.nan))
+            a = np.abs(d)
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 # winsorised mean square, the two largest differences cut to the third largest: a step
@@ -220,12 +220,15 @@ class DependenceTracker:
                 df = nd
                 if a.shape[0]:
                     cap = order_stat(a, np.maximum(nd - 3, 0))  # NaN last
-                    ms = nanmean(np.minimum(a, cap) ** 2) / winsor_table(self.history)[nd]
+                    # means over the usable differences (``nd`` of them, 0 elsewhere): nanmean's sums
+                    # without its passes; min(a, cap)^2 is min(a^2, cap^2) to the bit (rounding is monotone)
+                    a2 = np.where(good, a * a, 0.0)
+                    ms = np.minimum(a2, cap * cap).sum(axis=0) / nd / winsor_table(self.history)[nd]
                     # heavy-tailed differences (bursts of one entity: most batches quiet, a few far
                     # off) make a mean square far less certain than its count says: a variance
                     # estimate from n values of kurtosis k has ~2n / (k - 1) degrees of freedom.
-                    a2 = a * a  # not winsorised: the tail is what makes the estimate uncertain
-                    kurt = nanmean(a2 * a2) / np.maximum(nanmean(a2), 1e-300) ** 2
+                    # (a2 not winsorised: the tail is what makes the estimate uncertain)
+                    kurt = ((a2 * a2).sum(axis=0) / nd) / np.maximum(a2.sum(axis=0) / nd, 1e-300) ** 2
                     df = np.clip(np.nan_to_num(nd * np.minimum(1.0, 2.0 / np.maximum(kurt - 1.0, 1e-9)),
                                                nan=0.0).astype(np.int64), 0, nd)
             rows = self.scales[i] * self.block_rows
