@@ -146,7 +146,9 @@ async def test_a_failing_or_malformed_request_is_answered_as_failed_and_the_trai
 
 
 async def test_the_trainer_is_ready_once_it_has_published_its_registry_for_the_scorers(make_settings, tmp_path):
-    """A fresh deployment: scorers with empty local stores get the trainer's champion."""
+    """A fresh deployment: scorers with empty local stores get the trainer's champion. Restarted
+    with nothing new, it publishes nothing (a start-up publish landing after an operator's
+    promotion would undo it); with a change the feed missed, it publishes that."""
     import urllib.error
     import urllib.request
 
@@ -167,17 +169,31 @@ async def test_the_trainer_is_ready_once_it_has_published_its_registry_for_the_s
         except OSError:
             return None
 
-    task = asyncio.create_task(run_trainer(settings, stop))
-    try:
-        assert await wait_until(lambda: ready() == 200 or task.done(), 60, poll_s=0.2)
-        assert not task.done(), task.exception()
+    async def states() -> list[ModelStates]:
         records = await read_topic(settings, settings.topics.models)
-        states = [decode(r.value, ModelStates) for r in records if r.key == states_key("fraud")]
-        assert states and states[-1].champion == "1" and states[-1].reason == "trainer started"
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-    assert ready() is None  # the port is closed once the trainer stopped
+        return [decode(r.value, ModelStates) for r in records if r.key == states_key("fraud")]
+
+    async def run_until_ready() -> None:
+        stop.clear()
+        task = asyncio.create_task(run_trainer(settings, stop))
+        try:
+            assert await wait_until(lambda: ready() == 200 or task.done(), 60, poll_s=0.2)
+            assert not task.done(), task.exception()
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+        assert ready() is None  # the port is closed once the trainer stopped
+
+    await run_until_ready()
+    first = await states()
+    assert first and first[-1].champion == "1" and first[-1].reason == "trainer started"
+    await run_until_ready()  # the feed holds its states already: nothing to say
+    assert len(await states()) == len(first)
+    # a change the feed missed (as a decision whose publish failed leaves the store)
+    ModelStore(settings.model_store).set_state("fraud", "1", "champion", "confirmed by hand")
+    await run_until_ready()
+    after = await states()
+    assert len(after) == len(first) + 1 and after[-1].reason == "trainer started"
 
 
 async def test_a_trainer_whose_stream_app_crashed_stops_with_the_reason_without_secrets(make_settings):

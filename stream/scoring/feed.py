@@ -55,6 +55,7 @@ class FeedReader:
         self._bad_versions: dict[str, None] = {}  # versions refused (until one is written)
         self._defer = False  # catching up: keep only the newest states, applied at the end
         self._deferred: tuple[ModelStates, str] | None = None  # with its token
+        self.states_seen = False  # a states record of this model read since the topic was opened
 
     # -- Kafka -------------------------------------------------------------------------
     async def _open(self, *, wait_for_topic: bool) -> bool:
@@ -71,6 +72,7 @@ class FeedReader:
             return False
         self.consumer.assign([self.tp])
         await self.consumer.seek_to_beginning(self.tp)
+        self.states_seen = False  # read again from the beginning
         return exists
 
     async def catch_up(self, timeout_s: float) -> bool:
@@ -209,6 +211,7 @@ class FeedReader:
                 states = decode(value, ModelStates)
                 if states.model != self.name:
                     return
+                self.states_seen = True
                 if self._defer:
                     self._deferred = (states, states_token(value))
                 else:

@@ -123,6 +123,15 @@ class Trainer:
                         "trainer's store", s.topics.models, why, self._sync_failures)
         return False
 
+    def unpublished(self) -> bool:
+        """After a :meth:`sync`: does the feed lack this store's states (a change whose publish
+        failed, or a feed with none yet)? A trainer that restarts with nothing new publishes
+        nothing: a publish re-sends the whole states, and one that lands after an operator's
+        change would undo it."""
+        if self.feed is None:
+            return False
+        return self.store.feed_mark(self.settings.model_name)[1] or not self.feed.states_seen
+
     async def examples(self) -> LabelledExamples:
         t = self.settings.trainer
         if t.data:  # the bootstrap option: a file of labelled events
@@ -389,7 +398,7 @@ async def run_trainer(settings: Settings, stop: asyncio.Event, *,
             # scorers with empty local stores get the champion; a trainer whose store missed
             # publishes made while it was down takes them first
             async with trainer._lock:
-                if await trainer.sync():  # else its store may be behind the feed: not sent again
+                if await trainer.sync() and trainer.unpublished():  # else behind the feed, or on it already
                     await trainer.publish("trainer started")
             health.set("trainer", True, f"answering requests on {settings.topics.retrain}")
             await until_stopped_or_crashed(app, stop, trainer.policy)
