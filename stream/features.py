@@ -237,11 +237,14 @@ class FeatureSet:
     def new_state(self, rows: int = 0) -> np.ndarray:
         return np.zeros((rows, self.state_width), dtype=np.float64)
 
-    def compute(self, cols: Columns, entity_rows: np.ndarray, state: np.ndarray) -> np.ndarray:
+    def compute(self, cols: Columns, entity_rows: np.ndarray, state: np.ndarray,
+                codes: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """Features for a batch as a float32 matrix ``[n, len(columns)]``.
 
         ``entity_rows[i]`` is the row of ``state`` that holds event i's entity; ``state`` is
-        updated in place, in event order within each entity.
+        updated in place, in event order within each entity. ``codes``, when given, receives
+        each one-hot and ordinal field's positions in its categories (unknown: their count;
+        missing, ordinal: -1), which the drift monitor's feature batch packs.
         """
         n = len(entity_rows)
         out = np.empty((n, len(self._columns)), dtype=np.float32)
@@ -255,8 +258,12 @@ class FeatureSet:
             hot = np.fromiter(map(index.get, cols[oh.field], repeat(width)), dtype=np.int64, count=n)
             out[:, at : at + width] = table[hot]
             at += width
+            if codes is not None:
+                codes[oh.field] = hot
         for ix in self.indexed:
             out[:, at] = ix.compute(cols)
+            if codes is not None and ix.encoding == "ordinal":
+                codes[ix.field] = out[:, at].astype(np.int64)
             at += 1
         if self.rolling:
             ts = np.asarray(cols[self.time_field], dtype=np.float64)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from stream.messages import CategoryCodes
 from stream.monitoring.drift import DriftEvent, DriftMonitor, DriftSettings
 from stream.monitoring.profile import ReferenceProfile
 
@@ -132,6 +133,20 @@ def test_batch_chunks_equal_row_by_row(profile: ReferenceProfile) -> None:
     assert len(batch) >= 3
     assert [e.to_dict() for e in batch] == [e.to_dict() for e in rows]
     assert batch_mon.snapshot() == row_mon.snapshot()
+    # categories packed as the scorer's feature batches carry them (a table per batch, codes)
+    coded_mon = DriftMonitor(profile)
+    coded: list[DriftEvent] = []
+    s = 0
+    for size in sizes:
+        part = {k: v[s : s + size] for k, v in cols.items()}
+        table: dict[Any, int] = {}
+        codes = np.array([table.setdefault(v, len(table)) for v in part["c"]], dtype=np.int64)
+        coded += coded_mon.update_batch({**part, "c": CategoryCodes(codes, list(table))})
+        s += int(size)
+        if s >= len(cols["x"]):
+            break
+    assert [e.to_dict() for e in coded] == [e.to_dict() for e in batch]
+    assert coded_mon.snapshot() == batch_mon.snapshot()
 
 
 def test_hysteresis_one_event_per_drift_then_resolved(profile: ReferenceProfile) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from stream.errors import MessageError, StreamError
 from stream.messages import (
+    CategoryCodes,
     DeadLetter,
     DeadLetterHeaders,
     DriftEvent,
@@ -59,7 +60,8 @@ def samples() -> dict[str, object]:
         "feature-batch": FeatureBatch.from_arrays(
             partition=1, model="fraud", model_version="1", event_ids=["a", "b", "c"],
             ingest_ts_ms=np.array([1, 2, 3]), event_ts=rng.random(3), scores=rng.random(3).astype(np.float32),
-            columns={"amount": np.array([1.0, np.nan, 3.0]), "country": np.array(["DE", "FR", "DE"], dtype=object)},
+            columns={"amount": np.array([1.0, np.nan, 3.0]), "country": np.array(["DE", "FR", "DE"], dtype=object),
+                     "channel": CategoryCodes(np.array([0, 2, 1]), ["web", "pos", None])},
             entity_ids=["u1", "u2", "u1"]),
         "label": Label(event_id="e1", label=True, ts=3.0),
         "drift-event": DriftEvent(index=5, kind="data_drift", features=["amount"], evidence=EVIDENCE,
@@ -114,6 +116,24 @@ def test_float_columns_are_packed_and_json_arrays_still_read() -> None:
         cols = fb.monitor_columns(kinds)
         assert np.array_equal(cols["amount"], [1.0, np.nan, 3.0], equal_nan=True)
         assert cols["country"] == ["DE", "FR", "DE"]
+
+
+def test_category_columns_are_packed_as_a_table_and_codes_and_read_back_as_values() -> None:
+    raw = encode(samples()["feature-batch"])  # type: ignore[arg-type]
+    doc = json.loads(raw)
+    assert doc["columns"]["channel"]["dtype"] == "category" and doc["columns"]["channel"]["values"] == ["web", "pos", None]
+    fb = decode(raw, FeatureBatch)
+    assert fb.column("channel") == ["web", None, "pos"]
+    coded = fb.monitor_columns({"channel": "categorical"})["channel"]
+    assert isinstance(coded, CategoryCodes) and coded.tolist() == ["web", None, "pos"] and coded[1] is None
+    # a code off its table decodes (its size is right) but no column comes of it: the monitor's
+    # error policy dead-letters the batch with this reason
+    doc["columns"]["channel"]["values"] = ["web"]
+    with pytest.raises(ValueError, match="codes 3 values but has a table of 1"):
+        decode(json.dumps(doc).encode(), FeatureBatch).monitor_columns({"channel": "categorical"})
+    doc["columns"]["channel"]["b64"] = "AAAAAA=="  # one code for three rows
+    with pytest.raises(MessageError, match="3 event ids but 1 packed values of channel"):
+        decode(json.dumps(doc).encode(), FeatureBatch)
 
 
 def test_feature_batches_carry_entity_ids_and_read_without_them() -> None:

@@ -31,8 +31,9 @@ and generate the JSON Schemas, so the files cannot drift from the code; pydantic
 but costs more than the unvalidated dict did. The one place orjson stays is the feature batch's
 *encode*: its scores and times are numpy arrays, which orjson writes natively (msgspec would need
 ``tolist()`` first, ~2x slower). Its float columns are packed (:class:`PackedFloats`, float64
-bytes in base64, read with one call instead of a parse per number); arrays of numbers are still
-read. Its decode
+bytes in base64, read with one call instead of a parse per number), and so are its categorical
+ones (:class:`PackedCategories`: the batch's distinct values once, int32 codes per row); arrays
+of numbers are still read. Its decode
 checks everything but the cells of unpacked columns, which :meth:`FeatureBatch.monitor_columns`
 checks when it makes arrays of them (a typed union per cell cost +35%).
 
@@ -57,6 +58,7 @@ from __future__ import annotations
 
 from stream.errors import MessageError
 from stream.messages.codec import decode, encode, encode_struct, to_dict
+from stream.messages.columns import CategoryCodes, PackedCategories, PackedFloats
 from stream.messages.control import (
     DriftEvent,
     ModelChunk,
@@ -75,7 +77,6 @@ from stream.messages.data import (
     LabelledExample,
     Message,
     ModelInputs,
-    PackedFloats,
     Prediction,
     ShadowPrediction,
 )
@@ -94,6 +95,7 @@ from stream.messages.dead_letters import (
 
 __all__ = [
     "SCORE_COLUMN",
+    "CategoryCodes",
     "DeadLetter",
     "DeadLetterHeaders",
     "DriftEvent",
@@ -106,6 +108,7 @@ __all__ = [
     "ModelInputs",
     "ModelStates",
     "ModelUpdate",
+    "PackedCategories",
     "PackedFloats",
     "Prediction",
     "RetrainRequest",

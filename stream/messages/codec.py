@@ -25,7 +25,8 @@ def _enc_hook(obj: Any) -> Any:
 def _struct_fields(obj: Any) -> dict[str, Any]:
     """A decoded batch's nested records (packed columns, inputs), for orjson."""
     if isinstance(obj, msgspec.Struct):
-        return msgspec.structs.asdict(obj)
+        tag = obj.__struct_config__.tag  # a packed column's dtype is its tag, not a field
+        return msgspec.structs.asdict(obj) if tag is None else {"dtype": tag, **msgspec.structs.asdict(obj)}
     raise TypeError(f"cannot encode {type(obj).__name__}")
 
 

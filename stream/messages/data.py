@@ -13,6 +13,17 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 import numpy as np
 
+from stream.messages.columns import (
+    CategoryCodes,
+    Cell,
+    PackedCategories,
+    PackedFloats,
+    b64_bytes,
+    pack_codes,
+    pack_floats,
+    packed_rows,
+)
+
 SCORE_COLUMN = "score"  # the model's output among the monitored columns and in reference profiles
 SCHEMA_VERSION: Final = 1
 
@@ -102,77 +113,22 @@ class ModelInputs(msgspec.Struct, kw_only=True):
         ...
         ValueError: inputs of 3 bytes do not fill shape [2, 3]
         """
-        size = _b64_bytes(self.b64)
+        size = b64_bytes(self.b64)
         if len(self.shape) != 2 or len(self.b64) % 4 or size != 4 * self.shape[0] * self.shape[1]:
             raise ValueError(f"inputs of {size} bytes do not fill shape {self.shape}")
         return int(self.shape[0])
 
 
-def _pack(values: np.ndarray) -> str:
-    """The base64 of ``values`` as little-endian float64, for :class:`PackedFloats`: the monitor
-    reads a column with one base64 call instead of a parse and a Python float per JSON number
-    (on the pipeline's own batches, decode + columns + inputs 1.07 -> 0.79 µs per row, 312 -> 268
-    bytes). Infinities are left to the reader (checking here too cost ~2 µs a column, one string
-    per float column of each micro-batch).
-
-    >>> packed = PackedFloats(b64=_pack(np.array([1.5, np.nan, -2.0, np.inf])))
-    >>> len(packed), packed.to_array().tolist()  # read: infinities are missing, as null was
-    (4, [1.5, nan, -2.0, nan])
-    >>> PackedFloats(b64="AAAA")
-    Traceback (most recent call last):
-    ...
-    ValueError: a packed column of 3 bytes is not whole float64 values
-    """
-    return binascii.b2a_base64(np.asarray(values, dtype="<f8").tobytes(), newline=False).decode("ascii")
-
-
-def _b64_bytes(b64: str) -> int:
-    """How many bytes ``b64`` decodes to, read from its length and padding (not decoded)."""
-    return len(b64) // 4 * 3 - b64.endswith("=") - b64.endswith("==")
-
-
-def _packed_rows(b64: str) -> int:
-    """How many float64 values ``b64`` holds; ``ValueError`` if not a whole number of them."""
-    size = _b64_bytes(b64)
-    if len(b64) % 4 or size % 8:
-        raise ValueError(f"a packed column of {size} bytes is not whole float64 values")
-    return size // 8
-
-
-class PackedFloats(msgspec.Struct, kw_only=True, gc=False):
-    """A float column: its values as little-endian float64 bytes, in base64; NaN or an infinity
-    is a missing value."""
-
-    dtype: Literal["float64"] = "float64"
-    b64: str
-
-    def __post_init__(self) -> None:
-        _packed_rows(self.b64)
-
-    def __len__(self) -> int:
-        return _packed_rows(self.b64)
-
-    def to_array(self) -> np.ndarray:
-        """A writable float64 array, infinities as NaN (binascii.Error, a ValueError, on bad base64)."""
-        # binascii takes the str as it is (base64.b64decode copies it to bytes first: twice the time)
-        a = np.frombuffer(bytearray(binascii.a2b_base64(self.b64, strict_mode=True)), dtype="<f8")
-        inf = np.isinf(a)
-        if inf.any():
-            a[inf] = np.nan
-        return a
-
-
-# A cell's type is checked where the column becomes an array (monitor_columns): checking it
-# here as well costs a third more decode time for the same verdict.
-_Cell = Annotated[Any, msgspec.Meta(extra_json_schema={"type": ["number", "string", "null"]})]
-_Column = list[_Cell] | PackedFloats
+_Column = list[Cell] | PackedFloats | PackedCategories
+_WIDTHS = {"float64": 8, "category": 4}  # bytes per value of a packed column's dtype
 
 
 class FeatureBatch(msgspec.Struct, kw_only=True):
     """The monitor's input: the monitored columns of one micro-batch of one partition
     (internal topic ``mlstream.features``). Float columns are packed (:class:`PackedFloats`, NaN
-    for missing); other columns, and float columns written as JSON arrays (null for missing: a
-    scorer from before packing, or another producer), are lists.
+    for missing), and so are the categories the scorer's features code (:class:`PackedCategories`,
+    from :class:`CategoryCodes`); other columns, and columns written as JSON arrays (null for
+    missing: a scorer from before packing, or another producer), are lists.
 
     Built with numpy arrays by the scorer (:meth:`from_arrays`), read by the monitor as arrays
     (:meth:`monitor_columns`).
@@ -227,25 +183,28 @@ class FeatureBatch(msgspec.Struct, kw_only=True):
         if self.entity_ids is not None:
             lengths.append(("entity ids", self.entity_ids))
         for name, col in [*lengths, *self.columns.items()]:
-            if isinstance(col, (dict, PackedFloats)):  # packed: n values take 4 * ceil(8n / 3) characters
-                # (from_arrays passes the dict orjson writes; a decoded one is whole float64 values)
-                b64 = col["b64"] if isinstance(col, dict) else col.b64
-                rows = n if len(b64) == 4 * -(-8 * n // 3) else _packed_rows(b64)
-            else:
-                rows = len(col)
+            # packed: n values of w bytes take 4 * ceil(w n / 3) characters (from_arrays passes
+            # the dict orjson writes; a decoded one holds whole values)
+            packed = isinstance(col, (dict, PackedFloats, PackedCategories))
+            if isinstance(col, dict):
+                b64, width = col["b64"], _WIDTHS[col["dtype"]]
+            elif isinstance(col, (PackedFloats, PackedCategories)):
+                b64, width = col.b64, 8 if isinstance(col, PackedFloats) else 4
+            rows = (n if len(b64) == 4 * -(-width * n // 3) else packed_rows(b64, width)) if packed else len(col)
             if rows != n:
-                packed = "packed values of " if isinstance(col, (dict, PackedFloats)) else ""
-                raise ValueError(f"{n} event ids but {rows} {packed}{name}")
+                raise ValueError(f"{n} event ids but {rows} {'packed values of ' if packed else ''}{name}")
 
     @classmethod
     def from_arrays(cls, *, partition: int, model: str, model_version: str, event_ids: list[str],
                     ingest_ts_ms: np.ndarray, event_ts: np.ndarray, scores: np.ndarray,
                     columns: Mapping[str, Any], inputs: np.ndarray | None = None,
                     entity_ids: list[str] | None = None) -> FeatureBatch:
-        """The scorer's constructor: float columns packed (as the plain dict orjson writes), the
-        other numpy arrays ride through to :func:`encode` unconverted."""
-        cols = {k: {"dtype": "float64", "b64": _pack(v)}
-                if isinstance(v, np.ndarray) and v.dtype.kind == "f" else list(v) for k, v in columns.items()}
+        """The scorer's constructor: float columns and :class:`CategoryCodes` packed (as the plain
+        dicts orjson writes), other columns as lists; the other numpy arrays ride through to
+        :func:`encode` unconverted."""
+        cols = {k: {"dtype": "float64", "b64": pack_floats(v)} if isinstance(v, np.ndarray) and v.dtype.kind == "f"
+                else {"dtype": "category", "values": v.values, "b64": pack_codes(v.codes)}
+                if isinstance(v, CategoryCodes) else list(v) for k, v in columns.items()}
         # encoded by orjson, numpy and all (and the inputs as the plain dict orjson writes)
         arrays: Any = (ingest_ts_ms, event_ts, scores, cols,
                        None if inputs is None else msgspec.structs.asdict(ModelInputs.from_array(inputs)))
@@ -256,7 +215,8 @@ class FeatureBatch(msgspec.Struct, kw_only=True):
     def monitor_columns(self, kinds: Mapping[str, str]) -> dict[str, Any]:
         """The columns the monitor tests (``kinds`` from the reference profile), score included:
         numeric ones as float arrays (null -> NaN), categorical ones as lists (the batch's own,
-        not copied: a copy touches every string again). A column the batch lacks raises ``KeyError``."""
+        not copied: a copy touches every string again) or, packed, as :class:`CategoryCodes`.
+        A column the batch lacks raises ``KeyError``."""
         out: dict[str, Any] = {}
         for name, kind in kinds.items():
             if name == SCORE_COLUMN:
@@ -265,6 +225,9 @@ class FeatureBatch(msgspec.Struct, kw_only=True):
             col = self.columns[name]
             if isinstance(col, PackedFloats):
                 out[name] = col.to_array() if kind == "numeric" else col.to_array().tolist()
+            elif isinstance(col, PackedCategories):
+                codes = col.to_codes()
+                out[name] = np.array(codes.tolist(), dtype=np.float64) if kind == "numeric" else codes
             elif kind == "numeric":
                 out[name] = np.array(col, dtype=np.float64)
             else:
@@ -277,6 +240,8 @@ class FeatureBatch(msgspec.Struct, kw_only=True):
         col = self.columns[name]
         if isinstance(col, PackedFloats):
             return [None if v != v else v for v in col.to_array().tolist()]  # NaN -> None
+        if isinstance(col, PackedCategories):
+            return col.to_codes().tolist()
         return list(col)
 
 

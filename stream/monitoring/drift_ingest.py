@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from stream.messages.columns import CategoryCodes
 from stream.monitoring.drift_event import DriftEvent
 from stream.monitoring.drift_sequential import SequentialDetectors
 from stream.monitoring.profile import is_missing
@@ -86,10 +87,10 @@ class RowIngest(SequentialDetectors):
         self._buf_len = 0
         return self._process(self._buf_num, self._buf_cat, self._buf_ts, self.rows_seen - self.settings.block_size)
 
-    def update_batch(self, columns: Mapping[str, np.ndarray | list[Any]], ts: np.ndarray | None = None,
+    def update_batch(self, columns: Mapping[str, np.ndarray | list[Any] | CategoryCodes], ts: np.ndarray | None = None,
                      entities: Sequence[Hashable | None] | None = None) -> list[DriftEvent]:
-        """Add many rows given as columns (``ts``: event times in seconds; ``entities``: entity ids);
-        same events as :meth:`update`."""
+        """Add many rows given as columns (``ts``: event times in seconds; ``entities``: entity ids;
+        a categorical column as values or :class:`CategoryCodes`); same events as :meth:`update`."""
         n = len(next(iter(columns.values()))) if columns else 0
         if n == 0:
             return []
@@ -102,6 +103,10 @@ class RowIngest(SequentialDetectors):
             col = columns.get(name)
             if col is None:
                 cat[:, j] = self._kc
+                continue
+            if isinstance(col, CategoryCodes):  # each distinct value looked up once, as _code does
+                table = np.fromiter((self._code(j, v) for v in col.values), np.int64, len(col.values))
+                cat[:, j] = table[col.codes]
                 continue
             # fast path: dict look-up; anything not found (unseen, NaN, non-str) takes the slow path
             items = col.tolist() if isinstance(col, np.ndarray) else col  # a list iterates faster

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from stream.config import Settings
-from stream.messages import SCORE_COLUMN, Label, decode
+from stream.messages import SCORE_COLUMN, CategoryCodes, Label, decode
 from stream.monitoring.drift import DriftMonitor
 from stream.monitoring.labels import (
     EstimateValidity,
@@ -148,9 +148,11 @@ def merge_slices(slices: list[tuple[np.ndarray, dict[str, Any]]], skip: tuple[st
         parts = [c[name] for _, c in slices]
         if isinstance(parts[0], np.ndarray):
             merged[name] = np.concatenate(parts)[order]
+        elif all(isinstance(p, CategoryCodes) for p in parts):
+            merged[name] = CategoryCodes.concat(parts)[order]
         else:  # strings: reordered as an object array (a third of the time of a list comprehension)
             flat = np.empty(len(order), dtype=object)
-            flat[:] = list(chain.from_iterable(parts))
+            flat[:] = list(chain.from_iterable(p.tolist() if isinstance(p, CategoryCodes) else p for p in parts))
             merged[name] = flat[order].tolist()
     return merged
 

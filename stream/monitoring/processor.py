@@ -21,6 +21,7 @@ from stream.error_policy import ErrorPolicy
 from stream.errors import ModelLoadError
 from stream.messages import (
     SCORE_COLUMN,
+    CategoryCodes,
     DeadLetter,
     DriftEvent,
     FeatureBatch,
@@ -135,7 +136,7 @@ class MonitorProcessor:
                                "rows of a feature batch", int(bad.sum()))
             keep = ~bad
             ts = ts[keep]
-            cols = {k: (v[keep] if isinstance(v, np.ndarray) else [x for x, k_ in zip(v, keep) if k_])
+            cols = {k: (v[keep] if isinstance(v, (np.ndarray, CategoryCodes)) else [x for x, k_ in zip(v, keep) if k_])
                     for k, v in cols.items()}
             inputs = inputs.to_array()[keep] if inputs is not None else None
         # the version serving now scored the newest events (partitions lag apart)

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.messages import FeatureBatch, encode
+from stream.messages import CategoryCodes, FeatureBatch, encode
 
 __all__ = ["FeatureRows", "encode_batches"]
 
@@ -99,7 +99,10 @@ def _encode(partition: int, group: list[FeatureRows]) -> bytes:
 
 
 def _concat(pieces: list[Any]) -> Any:
-    """Arrays stay arrays (float columns are written by orjson as they are); anything else a list."""
+    """Arrays stay arrays (float columns are written by orjson as they are), coded categories
+    coded; anything else a list."""
     if all(isinstance(p, np.ndarray) for p in pieces):
         return np.concatenate(pieces)
-    return list(chain.from_iterable(pieces))
+    if all(isinstance(p, CategoryCodes) for p in pieces):
+        return CategoryCodes.concat(pieces)
+    return list(chain.from_iterable(p.tolist() if isinstance(p, CategoryCodes) else p for p in pieces))

@@ -104,6 +104,7 @@ class _Frame:
     keep: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     moved: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))  # state moved
     X: np.ndarray | None = None
+    codes: dict[str, np.ndarray] = field(default_factory=dict)  # rows as X's: see FeatureSet.compute
 
     def owner(self, row: int) -> int:
         """The partition of a row."""
@@ -229,8 +230,10 @@ class BatchScorer:
         good = keep if everything else keep[ok]
         s = scores if everything else scores[ok]
         X = frame.X if frame.X is not None else np.empty((0, len(self.domain.features.columns)), np.float32)
+        codes = frame.codes
         if not everything:
             X = X[ok]
+            codes = {k: v[ok] for k, v in codes.items()}
         keys = [frame.keys[i] for i in good.tolist()]
         cols = frame.cols if len(good) == len(valid) else {k: v[good] for k, v in frame.cols.items()}
         ingest = [records[i].timestamp for i in valid[good].tolist()]
@@ -245,7 +248,7 @@ class BatchScorer:
             challenger = self.canary.model.version
             sl, versions = served.tolist(), [challenger if m else version for m in by_challenger.tolist()]
             canary_n = int(by_challenger.sum())
-        monitored = self.domain.monitored_columns(cols, X) if self.emit_features and len(good) else {}
+        monitored = self.domain.monitored_columns(cols, X, codes) if self.emit_features and len(good) else {}
         event_ts = cols[self.domain.features.time_field]
         scored_ms = int(now * 1000)
         moved, store_rows = frame.moved, frame.store_rows
@@ -351,13 +354,14 @@ class BatchScorer:
             if frame.failed else np.arange(n)
         compute, state = self.domain.features.compute, frame.state
 
-        def attempt(idx: np.ndarray) -> np.ndarray:
+        def attempt(idx: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
             whole = len(idx) == n
             cols = frame.cols if whole else {k: v[idx] for k, v in frame.cols.items()}
             rows = frame.rows if whole else frame.rows[idx]
             before = state[rows]  # fancy indexing copies
+            codes: dict[str, np.ndarray] = {}  # the categories' codes, for the feature batch
             try:
-                return compute(cols, rows, state)
+                return compute(cols, rows, state, codes), codes
             except BaseException:
                 state[rows] = before  # leave no trace: the rows are retried or set aside
                 raise
@@ -365,7 +369,13 @@ class BatchScorer:
         ok, failed = self.policy.split(todo, attempt, stage="features")
         frame.failed.update(failed)
         frame.keep = frame.moved = index_runs(ok)
-        frame.X = np.concatenate([x for _, x in ok]) if len(ok) > 1 else (ok[0][1] if ok else None)
+        if len(ok) == 1:
+            frame.X, frame.codes = ok[0][1]
+        elif ok:
+            frame.X = np.concatenate([x for _, (x, _) in ok])
+            frame.codes = {k: np.concatenate([c[k] for _, (_, c) in ok]) for k in ok[0][1][1]}
+        else:
+            frame.X, frame.codes = None, {}
 
 
 def _distinct(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

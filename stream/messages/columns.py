@@ -1,0 +1,156 @@
+"""Packed columns of a :class:`~stream.messages.data.FeatureBatch`: floats as float64 bytes
+(:class:`PackedFloats`), categories as a table of values and int32 codes into it
+(:class:`PackedCategories`), both base64. The monitor reads a packed column with one base64
+call and numpy, not a JSON parse and a Python object per cell; a category's string is read once
+per batch, not once per row. :class:`CategoryCodes` is the decoded (and the scorer's) form of a
+categorical column.
+
+Examples
+--------
+>>> col = CategoryCodes(np.array([0, 2, 0, 1]), ["web", "pos", None])
+>>> len(col), col[1], col.tolist()
+(4, None, ['web', None, 'web', 'pos'])
+>>> col[np.array([True, False, True, True])].tolist(), col[1:].codes.tolist()
+(['web', 'web', 'pos'], [2, 0, 1])
+>>> both = CategoryCodes.concat([col[:2], CategoryCodes(np.array([0, 1]), ["app", "web"])])
+>>> both.tolist(), both.values
+(['web', None, 'app', 'web'], ['web', 'pos', None, 'app'])
+>>> packed = PackedCategories(values=col.values, b64=pack_codes(col.codes))
+>>> len(packed), packed.to_codes().tolist()
+(4, ['web', None, 'web', 'pos'])
+>>> PackedCategories(values=["web"], b64=pack_codes(np.array([0, 1]))).to_codes()
+Traceback (most recent call last):
+...
+ValueError: a packed category column codes 2 values but has a table of 1
+"""
+
+from __future__ import annotations
+
+import binascii
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import msgspec
+import numpy as np
+
+__all__ = ["CategoryCodes", "Cell", "PackedCategories", "PackedFloats", "b64_bytes", "pack_codes", "pack_floats",
+           "packed_rows"]
+
+# A cell's type is checked where the column becomes an array (FeatureBatch.monitor_columns):
+# checking it on decode as well costs a third more decode time for the same verdict.
+Cell = Annotated[Any, msgspec.Meta(extra_json_schema={"type": ["number", "string", "null"]})]
+
+
+class PackedFloats(msgspec.Struct, kw_only=True, gc=False, tag_field="dtype", tag="float64"):
+    """A float column: its values as little-endian float64 bytes, in base64; NaN or an infinity
+    is a missing value."""
+
+    b64: str
+
+    def __post_init__(self) -> None:
+        packed_rows(self.b64, 8)
+
+    def __len__(self) -> int:
+        return packed_rows(self.b64, 8)
+
+    def to_array(self) -> np.ndarray:
+        """A writable float64 array, infinities as NaN (binascii.Error, a ValueError, on bad base64)."""
+        # binascii takes the str as it is (base64.b64decode copies it to bytes first: twice the time)
+        a = np.frombuffer(bytearray(binascii.a2b_base64(self.b64, strict_mode=True)), dtype="<f8")
+        inf = np.isinf(a)
+        if inf.any():
+            a[inf] = np.nan
+        return a
+
+
+class PackedCategories(msgspec.Struct, kw_only=True, gc=False, tag_field="dtype", tag="category"):
+    """A categorical column: the distinct values of the batch (null for a missing one), and per
+    row the position of its value in that table, as little-endian int32 bytes in base64."""
+
+    values: list[Cell]
+    b64: str
+
+    def __post_init__(self) -> None:
+        packed_rows(self.b64, 4)
+
+    def __len__(self) -> int:
+        return packed_rows(self.b64, 4)
+
+    def to_codes(self) -> CategoryCodes:
+        """The column as codes into its table (``ValueError`` on bad base64 or a code off the table)."""
+        codes = np.frombuffer(binascii.a2b_base64(self.b64, strict_mode=True), dtype="<i4")
+        if len(codes) and (int(codes.min()) < 0 or int(codes.max()) >= len(self.values)):
+            raise ValueError(f"a packed category column codes {int(codes.max()) + 1} values but has a "
+                             f"table of {len(self.values)}")
+        return CategoryCodes(codes, self.values)
+
+
+class CategoryCodes:
+    """A categorical column as ``codes`` (int array) into a table of ``values``: row ``i`` holds
+    ``values[codes[i]]``. Indexing by a position gives the value; by a slice, a mask or positions,
+    another column on the same table."""
+
+    __slots__ = ("codes", "values")
+
+    def __init__(self, codes: np.ndarray, values: list[Any]):
+        self.codes, self.values = codes, values
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, (int, np.integer)):
+            return self.values[self.codes[i]]
+        return CategoryCodes(self.codes[i], self.values)
+
+    def tolist(self) -> list[Any]:
+        return [self.values[c] for c in self.codes.tolist()]
+
+    @staticmethod
+    def concat(parts: Sequence[CategoryCodes]) -> CategoryCodes:
+        """The parts one after the other, on one table: theirs merged, each value once (many
+        small parts of a low-rate scorer share their categories)."""
+        table: dict[Any, int] = {}
+        codes = [np.array([table.setdefault(v, len(table)) for v in p.values], dtype=np.int64)[p.codes]
+                 for p in parts]
+        return CategoryCodes(np.concatenate(codes) if codes else np.zeros(0, np.int64), list(table))
+
+
+def pack_floats(values: np.ndarray) -> str:
+    """The base64 of ``values`` as little-endian float64, for :class:`PackedFloats`: the monitor
+    reads a column with one base64 call instead of a parse and a Python float per JSON number
+    (on the pipeline's own batches, decode + columns + inputs 1.07 -> 0.79 µs per row, 312 -> 268
+    bytes). Infinities are left to the reader (checking here too cost ~2 µs a column, one string
+    per float column of each micro-batch).
+
+    >>> packed = PackedFloats(b64=pack_floats(np.array([1.5, np.nan, -2.0, np.inf])))
+    >>> len(packed), packed.to_array().tolist()  # read: infinities are missing, as null was
+    (4, [1.5, nan, -2.0, nan])
+    >>> PackedFloats(b64="AAAA")
+    Traceback (most recent call last):
+    ...
+    ValueError: a packed column of 3 bytes is not whole float64 values
+    """
+    return binascii.b2a_base64(np.asarray(values, dtype="<f8").tobytes(), newline=False).decode("ascii")
+
+
+def pack_codes(codes: np.ndarray) -> str:
+    """The base64 of ``codes`` as little-endian int32, for :class:`PackedCategories`."""
+    return binascii.b2a_base64(np.asarray(codes, dtype="<i4").tobytes(), newline=False).decode("ascii")
+
+
+def b64_bytes(b64: str) -> int:
+    """How many bytes ``b64`` decodes to, read from its length and padding (not decoded)."""
+    return len(b64) // 4 * 3 - b64.endswith("=") - b64.endswith("==")
+
+
+_KINDS = {8: "float64 values", 4: "int32 codes"}
+
+
+def packed_rows(b64: str, width: int) -> int:
+    """How many values of ``width`` bytes (8: float64, 4: int32) ``b64`` holds; ``ValueError``
+    if not a whole number of them."""
+    size = b64_bytes(b64)
+    if len(b64) % 4 or size % width:
+        raise ValueError(f"a packed column of {size} bytes is not whole {_KINDS[width]}")
+    return size // width
