@@ -59,6 +59,7 @@ class PartitionMerger:
         self._held: dict[Hashable, collections.deque[_Held]] = {}
         self._latest: dict[Hashable, float] = {}
         self._last_add: dict[Hashable, float] = {}
+        self._next: dict[Hashable, int] = {}  # per partition, the offset after the last message added
         self.rows = 0
 
     def track(self, part: Hashable, now: float) -> None:
@@ -73,6 +74,11 @@ class PartitionMerger:
         self.rows -= sum(len(h.ts) - h.pos for h in held or ())
         self._latest.pop(part, None)
         self._last_add.pop(part, None)
+        self._next.pop(part, None)
+
+    def next_offset(self, part: Hashable) -> int | None:
+        """The offset after the last message of ``part`` added (None: none since it was tracked)."""
+        return self._next.get(part)
 
     def forget_all(self) -> None:
         for part in list(self._held):
@@ -85,6 +91,7 @@ class PartitionMerger:
         if len(ts):
             self._latest[part] = max(float(ts.max()), self._latest.get(part, float("-inf")))
         self._last_add[part] = now
+        self._next[part] = offset + 1
         self.rows += len(ts)
 
     def release(self, now: float) -> tuple[list[tuple[np.ndarray, dict[str, Any], Any]], dict[Hashable, int]]:
