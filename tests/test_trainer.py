@@ -103,6 +103,55 @@ async def test_too_few_labels_wait_then_a_challenger_not_shown_better_is_rejecte
         await asyncio.wait_for(trainer, 60)
 
 
+async def test_an_operators_promotion_while_a_challenger_trains_is_kept(make_settings, model_store, tmp_path):
+    """An operator promotes version 5 by hand (another store, published to the model feed) while
+    the trainer fits a challenger against version 1: the decision is made on the registry as it
+    is then, so the feed still names 5, and the challenger is rejected, judged against 1 only.
+    Before, the trainer published its own states over the operator's, and 1 served again."""
+    import json
+    import shutil
+
+    from stream.messages import ModelStates
+    from stream.model_feed import publish, states_key
+    from tests import operator_domain
+
+    settings = make_settings(domain="tests.operator_domain:DOMAIN",
+                             trainer={"min_holdout": 2_000, "holdout_rows": 2_500, "min_train_rows": 2_000,
+                                      "bootstrap": 300})
+    await ensure_topics(settings)
+    await send(settings, settings.topics.labelled_examples, labelled_examples(6_000, 0))
+    # the operator's store: the shipped one and a version 5 (version 1's files, renamed), promoted
+    op_store = ModelStore(shutil.copytree(model_store, tmp_path / "operator"))
+    shutil.copytree(op_store.root / "fraud" / "1", op_store.root / "fraud" / "5")
+    card = json.loads((op_store.root / "fraud" / "5" / "card.json").read_text())
+    (op_store.root / "fraud" / "5" / "card.json").write_text(json.dumps({**card, "version": "5"}))
+    op_store.promote("fraud", "5", reason="by hand")
+    operator_domain.DURING_TRAINING.append(
+        lambda: asyncio.run(publish(settings, op_store, "fraud", "promote 5 by hand")))
+    metrics = TrainerMetrics()
+    stop = asyncio.Event()
+    trainer = asyncio.create_task(run_trainer(settings, stop, metrics=metrics))
+    try:
+        drift = DriftEvent(index=1, kind="data_drift", features=["log_amount"], evidence=[], model="fraud",
+                           model_version="1", detected_at=7_200.0)
+        request = RetrainPolicy(3_600).request(drift, now=7_200.0)
+        await send(settings, settings.topics.retrain, [Message(request.request_id.encode(), encode(request))])
+        assert await wait_until(lambda: metrics.decisions.labels("fraud", "reject")._value.get() >= 1
+                                or trainer.done(), 180)
+        assert not trainer.done(), trainer.exception()
+        assert not operator_domain.DURING_TRAINING  # the operator acted during the fit
+        decided = (await updates(settings))[-1]
+        assert decided["decision"] == "reject" and decided["champion_version"] == "1"
+        records = await read_topic(settings, settings.topics.models)
+        states = [decode(r.value, ModelStates) for r in records if r.key == states_key("fraud")]
+        assert states[-1].champion == "5" and states[-1].states.get("2") == "rejected", states[-1]
+        assert ModelStore(model_store).current_version("fraud") == "5"
+    finally:
+        operator_domain.DURING_TRAINING.clear()
+        stop.set()
+        await asyncio.wait_for(trainer, 60)
+
+
 def test_the_trainer_never_imports_the_simulator():
     code = ("import sys, stream.training.trainer, stream.training.challenge; "
             "sys.exit(any(m.startswith('stream.examples.simulate') for m in sys.modules))")

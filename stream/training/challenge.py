@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from stream.config import Settings
@@ -66,8 +67,9 @@ def _timed(model: Model, X: np.ndarray) -> tuple[np.ndarray, float]:
 def challenge(settings: Settings, domain: Domain, store: ModelStore, request: RetrainRequest,
               examples: LabelledExamples) -> ModelUpdate:
     """Train, judge and decide; returns the model-update message (``decision`` is ``promote``,
-    ``shadow``, ``reject`` or ``wait``). A promoted challenger is champion when this returns;
-    a shadow one waits for the monitor's live comparison."""
+    ``shadow``, ``reject`` or ``wait``). The challenger is in the store as a candidate when this
+    returns; :func:`apply_decision` makes the decision's change (training takes a while, and the
+    registry may change meanwhile)."""
     name = settings.model_name
     champion = load_model(store, name, domain.features.columns)
     update: dict[str, Any] = {
@@ -109,18 +111,51 @@ def challenge(settings: Settings, domain: Domain, store: ModelStore, request: Re
     ours, t_chal = _timed(challenger, X_hold)
     decision = decide(policy, domain.task, y_hold, champion=theirs,
                       challenger=ours, latency_ms=(t_champ, t_chal), threshold=domain.threshold)
-    reason = "; ".join(decision.reasons)
     if decision.outcome == "promote":
-        if settings.trainer.shadow_labels > 0:
-            store.set_state(name, version, "shadow", reason)
+        if settings.trainer.shadow_labels > 0:  # a shadow waits for the monitor's live comparison
             decision = Decision("shadow", decision.reasons, decision.metrics, decision.primary_metric)
         else:
-            store.promote(name, version, reason=reason)
             update.update(promoted=True, model_version=version, previous_version=champion.version,
                           sha256=challenger.card.sha256)
-    else:
-        store.set_state(name, version, "rejected", reason)
     return _finish(update, decision)
+
+
+def apply_decision(store: ModelStore, update: ModelUpdate) -> ModelUpdate:
+    """Make ``update``'s change to the registry: its challenger promoted, shadowing or rejected.
+    A challenger judged against a champion that no longer serves (an operator promoted or rolled
+    back while it trained) is rejected, with that reason, rather than put over a version it was
+    never compared with; the update says so.
+
+    >>> import shutil, tempfile
+    >>> shipped = Path(__file__).resolve().parents[2] / "models"
+    >>> store = ModelStore(shutil.copytree(shipped, Path(tempfile.mkdtemp()) / "models"))
+    >>> _ = shutil.copytree(store.root / "fraud" / "1", store.root / "fraud" / "9")  # a challenger's files
+    >>> u = ModelUpdate(request_id="r", model="fraud", model_version="9", champion_version="0",
+    ...                 challenger_version="9", decision="promote", promoted=True, reasons=["better"])
+    >>> out = apply_decision(store, u)   # version 1 serves, not the 0 it was compared with
+    >>> out.decision, out.promoted, out.model_version, out.reasons[-1]
+    ('reject', False, '1', 'version 1 serves now, not the champion 0 it was judged against')
+    >>> store.state("fraud", "9"), store.current_version("fraud")
+    ('rejected', '1')
+    """
+    name, version, reason = update.model, update.challenger_version, "; ".join(update.reasons)
+    if name is None or version is None or update.decision not in ("promote", "shadow", "reject"):
+        return update
+    current = store.current_version(name)
+    if update.decision != "reject" and current != update.champion_version:
+        why = f"version {current} serves now, not the champion {update.champion_version} it was judged against"
+        reasons = [*update.reasons, why]
+        store.set_state(name, version, "rejected", "; ".join(reasons))
+        log.warning("request %s: challenger %s not %s: %s", update.request_id, version,
+                    "promoted" if update.decision == "promote" else "shadowed", why)
+        return msgspec.structs.replace(update, decision="reject", promoted=False, model_version=current,
+                                       previous_version=None, sha256=None, reasons=reasons,
+                                       reason="; ".join(reasons))
+    if update.decision == "promote":
+        store.promote(name, version, reason=reason)
+    else:
+        store.set_state(name, version, update.decision if update.decision == "shadow" else "rejected", reason)
+    return update
 
 
 def _finish(update: dict[str, Any], decision: Decision) -> ModelUpdate:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import msgspec
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -37,7 +38,7 @@ from stream.metrics import ALERT_CHANNELS, ALERT_OUTCOMES, LATENCY_BUCKETS, Metr
 from stream.model_feed import publish
 from stream.registry import ModelStore
 from stream.scoring.feed import FeedReader
-from stream.training.challenge import challenge, examples_from_file
+from stream.training.challenge import apply_decision, challenge, examples_from_file
 from stream.training.labelled import LabelledExamples, read_examples
 from stream.training.verdicts import act_on_verdict, decide_overdue
 
@@ -173,8 +174,21 @@ class Trainer:
                                   f"{self.settings.trainer.max_wait_s:.0f}s"]
                 update.reason = "; ".join(update.reasons)
             if update.challenger_version and update.decision in ("promote", "shadow", "reject"):
-                await self.publish(f"{update.decision} {update.challenger_version} "
-                                   f"(request {request.request_id})")
+                # the decision changes the registry as it is now: an operator's promotion or
+                # rollback published while the challenger trained is kept, not overwritten
+                await self.sync()
+                applied, exc = await self.policy.call_async(
+                    "trainer", f"request {request.request_id}", asyncio.to_thread, apply_decision, self.store, update)
+                if applied is None:
+                    why = f"failed: {self.policy.describe(exc or ValueError())}"
+                    update = msgspec.structs.replace(update, decision="failed", promoted=False,
+                                                     model_version=update.champion_version or update.model_version,
+                                                     previous_version=None, sha256=None,
+                                                     reasons=[*update.reasons, why], reason=why)
+                else:
+                    update = applied
+                    await self.publish(f"{update.decision} {update.challenger_version} "
+                                       f"(request {request.request_id})")
             self.metrics.duration.observe(time.perf_counter() - t0)
             self.metrics.record(update)
             self.notifier.submit_decision(update)
