@@ -16,6 +16,7 @@ and calls ``on_role`` when that changes, before any record of the new assignment
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -32,7 +33,7 @@ class ForgetRevoked(ConsumerRebalanceListener):
 
     def __init__(self, merger: PartitionMerger, topic: str, metrics: Metrics, consumer: Any = None,
                  from_beginning: bool = False, on_role: Callable[[bool], Awaitable[None]] | None = None,
-                 on_revoked: Callable[[], Awaitable[None]] | None = None):
+                 on_revoked: Callable[[], Awaitable[None]] | None = None, deadline_s: float = 30.0):
         self.merger = merger
         self.on_revoked = on_revoked
         self.on_role = on_role
@@ -42,6 +43,7 @@ class ForgetRevoked(ConsumerRebalanceListener):
         self.consumer = consumer
         self.from_beginning = from_beginning
         self._revoked: set[TopicPartition] = set()  # feature partitions revoked, held until the assignment
+        self.deadline_s = deadline_s  # for the committed offsets read during an assignment
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         if revoked and self.on_revoked is not None:  # what is done is committed, not handed over again
@@ -60,9 +62,9 @@ class ForgetRevoked(ConsumerRebalanceListener):
         for tp in revoked:
             at = self.merger.next_offset(tp)
             if tp in assigned and at is not None and self.consumer is not None and not self.from_beginning:
-                try:
-                    committed = await self.consumer.committed(tp)
-                except KafkaError:  # unknown: read again from the committed offset, as before
+                try:  # bounded: the rebalance waits for this callback
+                    committed = await asyncio.wait_for(self.consumer.committed(tp), self.deadline_s)
+                except (KafkaError, TimeoutError):  # unknown: read again from the committed offset, as before
                     committed = at + 1
                 if committed is None or committed <= at:
                     self.consumer.seek(tp, at)

@@ -82,7 +82,8 @@ class MonitorWorker(MonitorProcessor):
                                          fetch_min_bytes=s.monitor.fetch_min_bytes,
                                          fetch_max_wait_ms=s.monitor.fetch_max_wait_ms)
                 listener = ForgetRevoked(self.merger, s.topics.features, self.metrics, consumer, from_beginning,
-                                         self._on_role, on_revoked=self._commit_on_revoke)
+                                         self._on_role, on_revoked=self._commit_on_revoke,
+                                         deadline_s=s.kafka.request_deadline_s)
                 self._consumer = consumer
                 consumer.subscribe([s.topics.features, s.topics.labels, s.topics.shadow_predictions],
                                    listener=listener)
