@@ -14,7 +14,7 @@ import orjson
 from stream.examples.payments import DOMAIN
 from stream.examples.simulate import WARMUP_EVENTS, PaymentSimulator
 from stream.kafka import ensure_topics, make_producer, send_messages, start_client
-from stream.messages import DriftEvent, Message, ModelUpdate, decode, encode
+from stream.messages import DriftEvent, Message, ModelUpdate, RetrainRequest, decode, encode
 from stream.monitoring.examples import ScoredRows, labelled_example
 from stream.monitoring.retrain import RetrainPolicy
 from stream.registry import ModelStore
@@ -48,6 +48,15 @@ async def send(settings, topic: str, messages: list[Message]) -> None:
         await producer.stop()
 
 
+def retrain_request() -> RetrainRequest:
+    """The request a drift of ``log_amount`` on version 1 makes."""
+    drift = DriftEvent(index=1, kind="data_drift", features=["log_amount"], evidence=[], model="fraud",
+                       model_version="1", detected_at=7_200.0)
+    request = RetrainPolicy(3_600).request(drift, now=7_200.0)
+    assert request is not None
+    return request
+
+
 async def updates(settings) -> list[dict]:
     return [orjson.loads(r.value) for r in await read_topic(settings, settings.topics.model_updates)]
 
@@ -61,9 +70,7 @@ async def test_too_few_labels_wait_then_a_challenger_not_shown_better_is_rejecte
     stop = asyncio.Event()
     trainer = asyncio.create_task(run_trainer(settings, stop, metrics=metrics))
     try:
-        drift = DriftEvent(index=1, kind="data_drift", features=["log_amount"], evidence=[], model="fraud",
-                           model_version="1", detected_at=7_200.0)
-        request = RetrainPolicy(3_600).request(drift, now=7_200.0)
+        request = retrain_request()
         await send(settings, settings.topics.retrain, [Message(request.request_id.encode(), encode(request))] * 2)
         got: list[dict] = []
 
@@ -132,9 +139,7 @@ async def test_an_operators_promotion_while_a_challenger_trains_is_kept(make_set
     stop = asyncio.Event()
     trainer = asyncio.create_task(run_trainer(settings, stop, metrics=metrics))
     try:
-        drift = DriftEvent(index=1, kind="data_drift", features=["log_amount"], evidence=[], model="fraud",
-                           model_version="1", detected_at=7_200.0)
-        request = RetrainPolicy(3_600).request(drift, now=7_200.0)
+        request = retrain_request()
         await send(settings, settings.topics.retrain, [Message(request.request_id.encode(), encode(request))])
         assert await wait_until(lambda: metrics.decisions.labels("fraud", "reject")._value.get() >= 1
                                 or trainer.done(), 180)
@@ -169,9 +174,7 @@ async def test_a_failing_or_malformed_request_is_answered_as_failed_and_the_trai
     stop = asyncio.Event()
     trainer = asyncio.create_task(run_trainer(settings, stop))
     try:
-        drift = DriftEvent(index=1, kind="data_drift", features=["log_amount"], evidence=[], model="fraud",
-                           model_version="1", detected_at=7_200.0)
-        request = RetrainPolicy(3_600).request(drift, now=7_200.0)
+        request = retrain_request()
         await send(settings, settings.topics.retrain, [Message(None, b"\x00 not a request"),
                                                        Message(request.request_id.encode(), encode(request))])
         got: list = []
