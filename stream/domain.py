@@ -52,17 +52,15 @@ class Domain:
     fit: FitHook | None = None
     # (name, kind, column of X) per monitored column, derived once rather than per batch
     _monitored: tuple[tuple[str, str, int], ...] = field(init=False, repr=False, compare=False)
-    # categorical field -> (first column of X that codes it, its categories, one-hot or not)
-    _coded: dict[str, tuple[int, tuple[str, ...], bool]] = field(init=False, repr=False, compare=False)
+    # categorical field -> the categories its features code it with (one-hot, ordinal index)
+    _coded: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index = {c: i for i, c in enumerate(self.features.columns)}
         object.__setattr__(self, "_monitored", tuple(
             (name, kind, index.get(name, -1)) for name, kind in self.features.monitored.items()))
-        coded = {ix.field: (index[ix.column], ix.categories, False)
-                 for ix in self.features.indexed if ix.encoding == "ordinal"}
-        coded.update({oh.field: (index[oh.columns[0]], oh.categories, True) for oh in self.features.one_hot
-                      if oh.categories})
+        coded = {ix.field: ix.categories for ix in self.features.indexed if ix.encoding == "ordinal"}
+        coded.update({oh.field: oh.categories for oh in self.features.one_hot})
         object.__setattr__(self, "_coded", coded)
         fields = set(self.schema.field_names())
         if self.features.time_field not in fields:
@@ -89,16 +87,15 @@ class Domain:
     def monitored_columns(self, cols: dict[str, np.ndarray], X: np.ndarray,
                           codes: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
         """The columns the drift monitor watches for one batch (score added by the caller); a
-        category the features code (one-hot, ordinal index) as :class:`CategoryCodes`, from the
-        ``codes`` :meth:`FeatureSet.compute` gave or else read from ``X``; others as they came.
+        category the features coded (``codes``, from :meth:`FeatureSet.compute`) as
+        :class:`CategoryCodes`, others as they came.
 
         >>> from stream.examples.payments import DOMAIN
         >>> cols = DOMAIN.columns([{"channel": c} for c in ("web", "fax", "pos", None, "fax")])
+        >>> codes = {"channel": np.array([DOMAIN.features.one_hot[0].categories.index(c)
+        ...                               if c in ("web", "pos") else 99 for c in cols["channel"]])}
         >>> X = np.zeros((5, len(DOMAIN.features.columns)), np.float32)
-        >>> for row, c in enumerate(cols["channel"]):
-        ...     if f"channel={c}" in DOMAIN.features.columns:
-        ...         X[row, DOMAIN.features.columns.index(f"channel={c}")] = 1.0
-        >>> coded = DOMAIN.monitored_columns(cols, X)["channel"]
+        >>> coded = DOMAIN.monitored_columns(cols, X, codes)["channel"]
         >>> coded.tolist(), coded.values[-2:]   # the unknown values of the batch, after the categories
         (['web', 'fax', 'pos', None, 'fax'], ['fax', None])
         """
@@ -107,37 +104,21 @@ class Domain:
             if kind == "numeric":  # a contiguous copy: columns of X are strided views
                 out[name] = np.ascontiguousarray(X[:, at], dtype=np.float64)
             elif codes is not None and name in codes:
-                out[name] = _category_codes(codes[name].copy(), self._coded[name][1], cols[name])
-            elif name in self._coded:
-                out[name] = _codes_from_features(X, *self._coded[name], cols[name])
+                out[name] = _category_codes(codes[name], self._coded[name], cols[name])
             else:
                 out[name] = cols[name]
         return out
 
 
-def _codes_from_features(X: np.ndarray, at: int, categories: tuple[str, ...], one_hot: bool,
-                         raw: Any) -> CategoryCodes:
-    """A categorical column as codes into its categories, read from the features that code it
-    (a one-hot block, or an ordinal index): one numpy pass, not a string per row. Values the
-    features do not know (new ones, missing ones) keep their own entries, after the categories."""
-    w = len(categories)
-    if one_hot:
-        hot = X[:, at : at + w]
-        codes = hot.argmax(axis=1)
-        codes[hot[np.arange(len(codes)), codes] == 0] = w
-    else:
-        codes = X[:, at].astype(np.int64)
-    return _category_codes(codes, categories, raw)
-
-
 def _category_codes(codes: np.ndarray, categories: tuple[str, ...], raw: Any) -> CategoryCodes:
     """``codes`` (positions in ``categories``; others out of range) as a column: a row out of
-    range keeps its own value from ``raw``, entered once after the categories (changed in place)."""
+    range keeps its own value from ``raw``, entered once after the categories."""
     w = len(categories)
     other = np.flatnonzero((codes < 0) | (codes >= w))
     values = list(categories)
     if len(other):
         extra: dict[Any, int] = {}
+        codes = codes.copy()  # the caller's, not changed
         codes[other] = [w + extra.setdefault(raw[i], len(extra)) for i in other.tolist()]
         values += list(extra)
     return CategoryCodes(codes, values)

@@ -33,8 +33,8 @@ from typing import Annotated, Any
 import msgspec
 import numpy as np
 
-__all__ = ["CategoryCodes", "Cell", "PackedCategories", "PackedFloats", "b64_bytes", "pack_codes", "pack_floats",
-           "packed_rows"]
+__all__ = ["PACKED", "CategoryCodes", "Cell", "PackedCategories", "PackedFloats", "b64_bytes", "pack_codes",
+           "pack_floats", "packed_rows"]
 
 # A cell's type is checked where the column becomes an array (FeatureBatch.monitor_columns):
 # checking it on decode as well costs a third more decode time for the same verdict.
@@ -48,10 +48,10 @@ class PackedFloats(msgspec.Struct, kw_only=True, gc=False, tag_field="dtype", ta
     b64: str
 
     def __post_init__(self) -> None:
-        packed_rows(self.b64, 8)
+        packed_rows(self.b64, "float64")
 
     def __len__(self) -> int:
-        return packed_rows(self.b64, 8)
+        return packed_rows(self.b64, "float64")
 
     def to_array(self) -> np.ndarray:
         """A writable float64 array, infinities as NaN (binascii.Error, a ValueError, on bad base64)."""
@@ -71,10 +71,10 @@ class PackedCategories(msgspec.Struct, kw_only=True, gc=False, tag_field="dtype"
     b64: str
 
     def __post_init__(self) -> None:
-        packed_rows(self.b64, 4)
+        packed_rows(self.b64, "category")
 
     def __len__(self) -> int:
-        return packed_rows(self.b64, 4)
+        return packed_rows(self.b64, "category")
 
     def to_codes(self) -> CategoryCodes:
         """The column as codes into its table (``ValueError`` on bad base64 or a code off the table)."""
@@ -144,13 +144,13 @@ def b64_bytes(b64: str) -> int:
     return len(b64) // 4 * 3 - b64.endswith("=") - b64.endswith("==")
 
 
-_KINDS = {8: "float64 values", 4: "int32 codes"}
+PACKED = {"float64": (8, "float64 values"), "category": (4, "int32 codes")}  # dtype -> bytes, what they are
 
 
-def packed_rows(b64: str, width: int) -> int:
-    """How many values of ``width`` bytes (8: float64, 4: int32) ``b64`` holds; ``ValueError``
-    if not a whole number of them."""
-    size = b64_bytes(b64)
+def packed_rows(b64: str, dtype: str) -> int:
+    """How many values of packed ``dtype`` (a :data:`PACKED` key) ``b64`` holds; ``ValueError`` if
+    not a whole number of them."""
+    size, (width, what) = b64_bytes(b64), PACKED[dtype]
     if len(b64) % 4 or size % width:
-        raise ValueError(f"a packed column of {size} bytes is not whole {_KINDS[width]}")
+        raise ValueError(f"a packed column of {size} bytes is not whole {what}")
     return size // width

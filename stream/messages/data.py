@@ -14,6 +14,7 @@ import msgspec
 import numpy as np
 
 from stream.messages.columns import (
+    PACKED,
     CategoryCodes,
     Cell,
     PackedCategories,
@@ -120,7 +121,6 @@ class ModelInputs(msgspec.Struct, kw_only=True):
 
 
 _Column = list[Cell] | PackedFloats | PackedCategories
-_WIDTHS = {"float64": 8, "category": 4}  # bytes per value of a packed column's dtype
 
 
 class FeatureBatch(msgspec.Struct, kw_only=True):
@@ -185,14 +185,19 @@ class FeatureBatch(msgspec.Struct, kw_only=True):
         for name, col in [*lengths, *self.columns.items()]:
             # packed: n values of w bytes take 4 * ceil(w n / 3) characters (from_arrays passes
             # the dict orjson writes; a decoded one holds whole values)
-            packed = isinstance(col, (dict, PackedFloats, PackedCategories))
             if isinstance(col, dict):
-                b64, width = col["b64"], _WIDTHS[col["dtype"]]
+                b64, dtype = col["b64"], col["dtype"]
             elif isinstance(col, (PackedFloats, PackedCategories)):
-                b64, width = col.b64, 8 if isinstance(col, PackedFloats) else 4
-            rows = (n if len(b64) == 4 * -(-width * n // 3) else packed_rows(b64, width)) if packed else len(col)
+                b64, dtype = col.b64, col.__struct_config__.tag
+            else:
+                b64 = dtype = None
+            if b64 is None:
+                rows = len(col)
+            else:
+                width = PACKED[dtype][0]
+                rows = n if len(b64) == 4 * -(-width * n // 3) else packed_rows(b64, dtype)
             if rows != n:
-                raise ValueError(f"{n} event ids but {rows} {'packed values of ' if packed else ''}{name}")
+                raise ValueError(f"{n} event ids but {rows} {'' if b64 is None else 'packed values of '}{name}")
 
     @classmethod
     def from_arrays(cls, *, partition: int, model: str, model_version: str, event_ids: list[str],
