@@ -195,3 +195,64 @@ async def test_a_restore_longer_than_the_session_timeout_goes_on_in_the_loop_wit
     ids = collections.Counter(orjson.loads(r.value)["event_id"] for r in predictions)
     assert len(ids) == 200 and max(ids.values()) == 1
     assert "not recognized" not in caplog.text and "re-joining" not in caplog.text.lower()
+
+
+async def test_a_scorer_frozen_past_its_session_timeout_commits_nothing_its_successor_scored(
+        make_settings, bootstrap, model_store, tmp_path):
+    """Two exactly-once scorers; one is frozen (SIGSTOP: a VM paused, a swap storm) for three
+    session timeouts inside an open transaction that outlives the pause, then resumed. The group
+    gave its partitions to the other scorer, which scored their events again from the committed
+    offsets. Woken, the frozen one must not commit its transaction: its outputs would duplicate
+    the successor's, and its offsets would move the group's back."""
+    settings = make_settings(kafka={"bootstrap_servers": bootstrap, "session_timeout_ms": 6_000,
+                                    "heartbeat_interval_ms": 1_000},
+                             processing_guarantee="exactly_once",
+                             scoring={"transaction_timeout_ms": 60_000})  # longer than the pause
+    await ensure_topics(settings)
+    sim = PaymentSimulator(seed=23, n_users=80)
+    n = 9_000
+    sent, seen, stop = Sent(), Seen(), asyncio.Event()
+    follower = asyncio.create_task(follow_outputs(settings, seen, stop))  # read_committed
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    procs = [start_scorer(settings, logs[0])]
+    load: asyncio.Task[None] | None = None
+    try:
+        assert await wait_until(lambda: "partitions assigned" in logs[0].read_text(), 60), logs[0].read_text()
+        procs.append(start_scorer(settings, logs[1]))
+        assert await wait_until(lambda: "partitions assigned" in logs[1].read_text(), 60), logs[1].read_text()
+        load = asyncio.create_task(send_steadily(settings, sim, n, RATE, sent))
+        # both score, then the first one freezes with a transaction open (it always has one under load)
+        assert await wait_until(lambda: len(seen.ids) >= 1_500, 60)
+        frozen = procs[0]
+        os.kill(frozen.pid, signal.SIGSTOP)
+        began = time.monotonic()
+        # the group gives its partitions to the other one (after one session timeout)
+        assert await wait_until(lambda: logs[1].read_text().count("partitions assigned") >= 2, 60)
+        frozen_s = time.monotonic() - began
+        os.kill(frozen.pid, signal.SIGCONT)
+        await asyncio.wait_for(load, 300)
+        accounted = await wait_until(lambda: seen.accounts_for(sent), 180)
+        summary = seen.summary(sent)
+        summary.update(frozen_s=round(frozen_s, 1))
+        print(json.dumps(summary))
+        assert accounted, (summary, logs[0].read_text()[-3000:])
+    finally:
+        if load is not None:
+            load.cancel()
+        for p in procs:
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGCONT)
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(10)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(follower, return_exceptions=True), 30)
+
+    predictions = [orjson.loads(r.value) for r in await read_topic(settings, settings.topics.predictions)]
+    counts = collections.Counter(p["event_id"] for p in predictions)
+    assert sum(c - 1 for c in counts.values()) == 0, ("duplicated predictions under exactly-once",
+                                                      logs[0].read_text()[-3000:])
+    assert set(counts) == sent.acked_ids

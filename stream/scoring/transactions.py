@@ -8,9 +8,9 @@ short never reach them, and the state a restarted worker rebuilds is exactly the
 committed input offsets: no duplicates, and online == offline features after any number of
 crashes. The cost is one transaction per commit interval (measured by ``make bench``).
 
-As in Kafka Streams' ``exactly_once_v2``, each worker process has one transactional producer.
-aiokafka commits offsets in a transaction with the group id only (no generation fencing), so a
-worker that lost its partitions aborts its open transaction at once on revocation; a crashed
+As in Kafka Streams' ``exactly_once_v2``, each worker process has one transactional producer,
+and the input offsets commit with the group generation they were read under (KIP-447, see
+:mod:`stream.scoring.txn_fence`): a worker the group dropped cannot commit its transaction. A crashed
 worker's open transaction is aborted by the broker after ``scoring.transaction_timeout_ms``,
 which is how long read_committed readers may wait behind it, its successor's state restore
 included (:mod:`stream.scoring.restore`).
@@ -22,6 +22,8 @@ import logging
 import uuid
 
 from aiokafka import AIOKafkaProducer, TopicPartition
+
+from stream.scoring.txn_fence import GroupMember, fence_offset_commits
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,10 @@ class OutputTransaction:
         self.producer = producer
         self.group_id = group_id
         self.open = False
+        # the generation the input partitions were assigned under: a commit after the group
+        # dropped this member is refused by the broker (stream/scoring/txn_fence.py)
+        self.member: GroupMember | None = None
+        fence_offset_commits(producer, lambda: self.member)
 
     async def ensure_open(self) -> None:
         if not self.open:

@@ -45,6 +45,7 @@ from stream.scoring.restore import restore_state
 from stream.scoring.serving import ModelServing
 from stream.scoring.state import EntityStore
 from stream.scoring.transactions import OutputTransaction, transactional_id
+from stream.scoring.txn_fence import membership
 
 log = logging.getLogger(__name__)
 
@@ -367,6 +368,8 @@ class ScoringWorker:
         upto: dict[int, int | None] | None = None  # the committed offsets
         if self.consumer is not None:
             self.pauses.rebalanced(self.consumer)
+            if self.txn is not None:  # its offsets commit under this generation, or not at all
+                self.txn.member = membership(self.consumer)
         if self._from_beginning and self.consumer is not None and assigned:
             self._from_beginning = False
             for tp in assigned:  # a plain seek: committed offsets may be old-topic positions
