@@ -48,12 +48,14 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from aiokafka.errors import KafkaError
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError, KafkaError, ProducerFenced, UnknownError, UnsupportedVersionError
 
 from stream.config import Settings
-from stream.errors import BrokerError, ModelLoadError, StreamError
-from stream.kafka import make_producer, start_client, within
+from stream.errors import BrokerError, KafkaCallError, ModelLoadError, StreamError
+from stream.kafka import make_consumer, make_producer, start_client, stop_quietly, within
 from stream.messages import Message, ModelChunk, ModelFile, ModelStates, encode
 from stream.registry import CARD_FILE, MODEL_FILE, ModelStore
 
@@ -63,6 +65,7 @@ FILES: tuple[ModelFile, ModelFile] = (CARD_FILE, MODEL_FILE)  # type: ignore[ass
 ENVELOPE = 1_024  # bytes of a chunk record besides its data: names, sha256, counts
 MAX_PENDING = 8  # files being reassembled at once (the oldest unfinished one is dropped)
 SERVED = ("champion", "shadow")  # states whose versions a scorer may serve
+FEED_ATTEMPTS = 3  # a change made again on the newer registry after another publisher got there first
 
 
 class Refused(StreamError):
@@ -219,25 +222,117 @@ def feed_records(settings: Settings, store: ModelStore, name: str, reason: str =
     return out
 
 
+class FeedMoved(StreamError):
+    """Nothing was published: the feed's newest states are not the ones this store's change was
+    made on (another publisher published after this store read the feed, or is publishing now).
+    The store keeps its change until its next read of the feed, which takes the newer states."""
+
+
+def feed_transactional_id(settings: Settings, name: str) -> str:
+    """One per model and app, shared by every publisher: a publish fences any other in flight.
+
+    >>> from stream.config import Settings
+    >>> feed_transactional_id(Settings(app_id="fraud-app"), "fraud")
+    'fraud-app-model-feed-fraud'
+    """
+    return f"{settings.app_id}-model-feed-{name}"
+
+
+async def newest_states_token(settings: Settings, name: str) -> str | None:
+    """The token of ``name``'s newest committed states record on the feed (None: none yet), read
+    from the partition's tail backwards in growing steps (the states close each publish)."""
+    topic = settings.topics.models
+    consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=50, isolation_level="read_committed")
+    await start_client(consumer, settings.kafka.bootstrap_servers)
+    tp = TopicPartition(topic, 0)
+    key = states_key(name)
+    try:
+        if consumer.partitions_for_topic(topic) is None:
+            await consumer._client.force_metadata_update()
+            if consumer.partitions_for_topic(topic) is None:
+                return None  # no feed yet
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]  # read_committed: the last stable offset
+        back = 16
+        while True:
+            start = max(0, end - back)
+            consumer.seek(tp, start)
+            token = None
+            while await consumer.position(tp) < end:
+                for record in (await consumer.getmany(tp, timeout_ms=200)).get(tp, []):
+                    if record.key == key and record.offset < end:
+                        token = states_token(record.value or b"")
+            if token is not None or start == 0:
+                return token
+            back *= 8
+    finally:
+        await stop_quietly(consumer, settings.kafka.request_deadline_s)
+
+
 async def publish(settings: Settings, store: ModelStore, name: str, reason: str = "") -> int:
     """Send the store's servable versions and its states to the models topic and wait for every
     acknowledgement (bounded by ``kafka.request_deadline_s``); returns the records sent.
-    :class:`BrokerError` if the cluster cannot be reached or does not acknowledge."""
+    :class:`BrokerError` if the cluster cannot be reached or does not acknowledge.
+
+    On a broker with transactions (Apache Kafka) a publish is a compare-and-set: under the
+    model's one transactional id (which fences any other publisher of it in flight), it checks
+    that the feed's newest states are still the ones this store took or published, then writes
+    its records in one transaction. Otherwise (another publisher got there first) nothing is
+    written and :class:`FeedMoved` is raised, so two publishers never both win and neither undoes
+    the other's change. Readers use ``read_committed``. The embedded broker has no transactions:
+    there the publish is plain, as two changes at the same instant may still race."""
     messages = feed_records(settings, store, name, reason)
-    producer = make_producer(settings)
-    await start_client(producer, settings.kafka.bootstrap_servers)
-    topic = settings.topics.models
+    based_on, _ = store.feed_mark(name)
+    topic, deadline = settings.topics.models, settings.kafka.request_deadline_s
+    producer = make_producer(settings, transactional_id=feed_transactional_id(settings, name))
+    fenced = True
     try:
-        futures = [await producer.send(topic, m.value, key=m.key, partition=0) for m in messages]
-        await within(asyncio.gather(*futures), settings.kafka.request_deadline_s,
-                     f"publishing {name} to {topic}")
+        await within(producer.start(), deadline, "starting the model feed's producer")
+    except (KafkaConnectionError, KafkaCallError, OSError) as exc:
+        await stop_quietly(producer, deadline)
+        raise BrokerError(f"cannot connect to Kafka at {settings.kafka.bootstrap_servers}: "
+                          f"{type(exc).__name__}") from None
+    except KafkaError as exc:  # no transactions here (the embedded broker answers UnknownError)
+        await stop_quietly(producer, deadline)
+        log.log(logging.DEBUG if isinstance(exc, (UnknownError, UnsupportedVersionError)) else logging.WARNING,
+                "model feed: no transaction for %s (%s): a plain publish, not fenced against a concurrent one",
+                feed_transactional_id(settings, name), type(exc).__name__)
+        fenced, producer = False, make_producer(settings)
+        await start_client(producer, settings.kafka.bootstrap_servers)
+    futures: list[asyncio.Future[Any]] = []
+    try:
+        if fenced:
+            newest = await within(newest_states_token(settings, name), deadline, f"reading {topic}'s newest states")
+            if newest is not None and newest != based_on:
+                raise FeedMoved(f"{name}: not published, {topic} has newer states than the store {store.root} "
+                                "(another publisher published after it read the feed); make the change again")
+            await producer.begin_transaction()
+        for m in messages:
+            futures.append(await producer.send(topic, m.value, key=m.key, partition=0))
+        await within(asyncio.gather(*futures), deadline, f"publishing {name} to {topic}")
+        if fenced:
+            await within(producer.commit_transaction(), deadline, f"committing {name}'s publish to {topic}")
+    except ProducerFenced:
+        _fenced_quietly(producer)
+        raise FeedMoved(f"{name}: not published, another publisher of it started meanwhile (its "
+                        "transaction fenced this one); make the change again") from None
     except KafkaError as exc:
         raise BrokerError(f"publishing {name} to {topic} failed: {type(exc).__name__}") from None
     finally:
-        await producer.stop()
+        for fut in futures:  # a fenced producer fails them all: their errors are the one above
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        await stop_quietly(producer, deadline)
     store.set_feed_mark(name, states_token(messages[-1].value or b""))  # the feed has these states now
     log.info("published %s to %s: %d records (%s)", name, topic, len(messages), reason)
     return len(messages)
+
+
+def _fenced_quietly(producer: Any) -> None:
+    """A fenced producer's transaction waiter holds the same error, which no one awaits: taken,
+    so it is not logged again as "never retrieved" (aiokafka's own state; best effort)."""
+    waiter = getattr(getattr(producer, "_txn_manager", None), "_transaction_waiter", None)
+    if isinstance(waiter, asyncio.Future) and waiter.done() and not waiter.cancelled():
+        waiter.exception()
 
 
 def publish_change(settings: Settings, store: ModelStore, name: str, what: str) -> str | None:
@@ -247,6 +342,8 @@ def publish_change(settings: Settings, store: ModelStore, name: str, what: str) 
         return None
     try:
         n = asyncio.run(publish(settings, store, name, what))
+    except FeedMoved:
+        raise
     except StreamError as exc:
         raise StreamError(f"{what} in {store.root}, but not published to {settings.topics.models} "
                           f"({exc}); scorers keep their model until `mlstream models publish` "

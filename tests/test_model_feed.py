@@ -15,19 +15,22 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import orjson
+import pytest
 
 from stream.config import Settings
 from stream.examples.simulate import PaymentSimulator
 from stream.kafka import ensure_topics, make_producer, start_client
 from stream.messages import ModelChunk, decode, encode
 from stream.metrics import Metrics
-from stream.model_feed import feed_records, publish
+from stream.model_feed import FeedMoved, feed_records, publish
 from stream.registry import CARD_FILE, MODEL_FILE, ModelStore
-from stream.scoring.feed import FeedReader
+from stream.scoring.feed import FeedReader, sync_store
 from stream.tools.tally import wait_until
 from stream.tools.traffic import produce
 from stream.training.models_cli import _change
@@ -307,3 +310,56 @@ def test_a_change_from_a_stale_store_is_made_on_the_newest_publish(make_settings
                  promote=True, reason="publish failed")
     asyncio.run(catch_up(trainer))
     assert trainer.current_version("fraud") == "3"
+
+
+@pytest.mark.parametrize("broker_kind", ["kafka"])
+def test_a_publish_made_on_states_the_feed_moved_past_is_refused_not_undoing_the_newer(
+        make_settings, bootstrap, model_store, tmp_path):
+    """The moment between a publisher's read of the feed and its publish: another publisher's
+    change landing there used to be overwritten by the later publish (the last one won). On
+    Apache Kafka a publish is a compare-and-set under the model's transactional id: made on
+    states the feed has moved past, it is refused (FeedMoved), and made again on the newer ones;
+    of two publishes at the same instant, one wins and the other is refused."""
+    settings = make_settings(kafka={"bootstrap_servers": bootstrap})
+    asyncio.run(ensure_topics(settings))
+    trainer = source_store(model_store, tmp_path / "trainer")  # promoted 2
+    asyncio.run(publish(settings, trainer, "fraud", "trainer promoted 2"))
+    operator = ModelStore(shutil.copytree(model_store, tmp_path / "operator"))
+    asyncio.run(sync_store(settings, operator, "test"))  # the operator's read of the feed: 2 serves
+    assert operator.current_version("fraud") == "2"
+
+    # the trainer rolls back and publishes after that read...
+    trainer.rollback("fraud", reason="worse live")
+    asyncio.run(publish(settings, trainer, "fraud", "trainer rolled back 2"))
+    # ...then the operator's promotion of 2, made on what it read, is published: refused
+    operator.promote("fraud", "2", reason="by hand")
+    with pytest.raises(FeedMoved, match="newer states"):
+        asyncio.run(publish(settings, operator, "fraud", "operator promoted 2"))
+    assert asyncio.run(newest_champion(settings)) == "1"  # the trainer's rollback stands
+
+    # the command reads the feed first: its promotion is made on the trainer's states
+    _change(argparse.Namespace(verb="promote", version="2", reason="by hand"), settings, operator, "fraud")
+    assert asyncio.run(newest_champion(settings)) == "2"
+
+    # two publishes at the same instant, made on the same states: one wins, one is refused
+    a = ModelStore(shutil.copytree(model_store, tmp_path / "a"))
+    b = ModelStore(shutil.copytree(model_store, tmp_path / "b"))
+    for store in (a, b):  # each as `mlstream models publish` would
+        asyncio.run(sync_store(settings, store, "test"))
+
+    async def both() -> list[Any]:
+        return await asyncio.gather(publish(settings, a, "fraud", "a"), publish(settings, b, "fraud", "b"),
+                                    return_exceptions=True)
+
+    outcomes = asyncio.run(both())
+    assert sorted(type(o).__name__ for o in outcomes) == ["FeedMoved", "int"], outcomes
+
+
+async def newest_champion(settings: Settings) -> str | None:
+    """The champion of the newest committed states (as scorers read them: read_committed)."""
+    reader = FeedReader(settings, Metrics.create(), ModelStore(Path(tempfile.mkdtemp()) / "store"))
+    try:
+        assert await reader.catch_up(30)
+    finally:
+        await reader.close()
+    return reader.store.current_version("fraud")

@@ -62,7 +62,9 @@ class FeedReader:
         """Assign the topic's one partition from its beginning; False if the topic is missing
         (then assigned anyway only if ``wait_for_topic``, else the consumer is closed)."""
         s = self.settings
-        self.consumer = make_consumer(s, group_id=None, fetch_max_wait_ms=100)
+        # publishes are transactions (Apache Kafka): an aborted one (fenced by a concurrent
+        # publisher) is never read
+        self.consumer = make_consumer(s, group_id=None, fetch_max_wait_ms=100, isolation_level="read_committed")
         await start_client(self.consumer, s.kafka.bootstrap_servers)
         if self.consumer.partitions_for_topic(self.tp.topic) is None:
             await self.consumer._client.force_metadata_update()

@@ -57,34 +57,39 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _change(args: argparse.Namespace, settings: Any, store: ModelStore, name: str) -> None:
-    """promote, rollback, publish: made on the newest published registry, then published."""
+    """promote, rollback, publish: made on the newest published registry, then published; made
+    again on the newer one if another publisher published in between (:class:`FeedMoved`)."""
     import asyncio
 
+    from stream.model_feed import FEED_ATTEMPTS, FeedMoved, publish_change  # Kafka clients only when publishing
     from stream.scoring.feed import sync_store
 
     if args.verb == "publish" and settings.model_feed.mode != "feed":
         raise StreamError("model_feed.mode is \"store\": scorers read the store itself, there is no feed")
-    asyncio.run(sync_store(settings, store, f"models {args.verb}"))
-    if args.verb == "promote":
-        before = store.current_version(name)
-        store.promote(name, args.version, reason=args.reason)
-        print(f"{name}: champion {before} -> {args.version}")
-        _publish(settings, store, name, f"promoted {args.version}: {args.reason}")
-    elif args.verb == "rollback":
-        before = store.current_version(name)
-        now = store.rollback(name, reason=args.reason)
-        print(f"{name}: rolled back {before} -> {now} ({before} rejected)")
-        _publish(settings, store, name, f"rolled back {before} -> {now}: {args.reason}")
-    else:
-        _publish(settings, store, name, "published by an operator")
-
-
-def _publish(settings: Any, store: ModelStore, name: str, what: str) -> None:
-    from stream.model_feed import publish_change  # Kafka clients only when publishing
-
-    line = publish_change(settings, store, name, what)
-    if line:
-        print(line)
+    for _ in range(FEED_ATTEMPTS):
+        asyncio.run(sync_store(settings, store, f"models {args.verb}"))
+        if args.verb == "promote":
+            before = store.current_version(name)
+            store.promote(name, args.version, reason=args.reason)
+            done, what = f"{name}: champion {before} -> {args.version}", f"promoted {args.version}: {args.reason}"
+        elif args.verb == "rollback":
+            before = store.current_version(name)
+            now = store.rollback(name, reason=args.reason)
+            done, what = f"{name}: rolled back {before} -> {now} ({before} rejected)", \
+                f"rolled back {before} -> {now}: {args.reason}"
+        else:
+            done, what = "", "published by an operator"
+        try:
+            line = publish_change(settings, store, name, what)
+        except FeedMoved as exc:
+            print(f"{exc}: reading the feed again")
+            continue
+        for out in (done, line):
+            if out:
+                print(out)
+        return
+    raise StreamError(f"models {args.verb}: not published, other publishers published first {FEED_ATTEMPTS} "
+                      "times; this store takes their states at its next read of the feed")
 
 
 def _primary(card: dict[str, Any]) -> str:

@@ -35,7 +35,7 @@ from stream.http import Health, serve
 from stream.kafka import ensure_topics
 from stream.messages import ModelUpdate, RetrainRequest, ShadowVerdict, decode, encode
 from stream.metrics import ALERT_CHANNELS, ALERT_OUTCOMES, LATENCY_BUCKETS, Metrics
-from stream.model_feed import publish
+from stream.model_feed import FEED_ATTEMPTS, FeedMoved, publish
 from stream.registry import ModelStore
 from stream.scoring.feed import FeedReader
 from stream.training.challenge import apply_decision, challenge, examples_from_file
@@ -143,16 +143,22 @@ class Trainer:
         examples = await self.examples()
         return await asyncio.to_thread(challenge, self.settings, self.domain, self.store, request, examples)
 
-    async def publish(self, what: str) -> None:
+    async def publish(self, what: str) -> bool:
         """The store's new states (and servable versions) to the model feed, where the scorers
-        hear of them. A failure is logged: the decision stands, `mlstream models publish` resends."""
+        hear of them. A failure is logged: the decision stands, `mlstream models publish` resends.
+        True if another publisher published first (:class:`FeedMoved`): nothing was sent, and
+        the caller decides again on the registry the next sync gives."""
         if self.settings.model_feed.mode != "feed":
-            return
+            return False
         try:
             await publish(self.settings, self.store, self.settings.model_name, what)
+        except FeedMoved as exc:
+            log.warning("%s: %s", what, exc)
+            return True
         except StreamError as exc:
             log.error("%s: not published to %s (%s); scorers keep their model until "
                       "`mlstream models publish` succeeds", what, self.settings.topics.models, exc)
+        return False
 
     async def answer(self, request: RetrainRequest, first_seen: float) -> ModelUpdate:
         """The decision for a request (published by the caller)."""
@@ -173,22 +179,23 @@ class Trainer:
                 update.reasons = [*update.reasons, "gave up waiting for labels after "
                                   f"{self.settings.trainer.max_wait_s:.0f}s"]
                 update.reason = "; ".join(update.reasons)
-            if update.challenger_version and update.decision in ("promote", "shadow", "reject"):
-                # the decision changes the registry as it is now: an operator's promotion or
-                # rollback published while the challenger trained is kept, not overwritten
+            # the decision changes the registry as it is now: an operator's promotion or rollback
+            # published while the challenger trained (or while this one published) is kept
+            decided = bool(update.challenger_version) and update.decision in ("promote", "shadow", "reject")
+            for _ in range(FEED_ATTEMPTS if decided else 0):
                 await self.sync()
                 applied, exc = await self.policy.call_async(
                     "trainer", f"request {request.request_id}", asyncio.to_thread, apply_decision, self.store, update)
                 if applied is None:
-                    why = f"failed: {self.policy.describe(exc or ValueError())}"
-                    update = msgspec.structs.replace(update, decision="failed", promoted=False,
-                                                     model_version=update.champion_version or update.model_version,
-                                                     previous_version=None, sha256=None,
-                                                     reasons=[*update.reasons, why], reason=why)
-                else:
+                    update = _failed(update, f"failed: {self.policy.describe(exc or ValueError())}")
+                    break
+                if not await self.publish(f"{applied.decision} {applied.challenger_version} "
+                                          f"(request {request.request_id})"):
                     update = applied
-                    await self.publish(f"{update.decision} {update.challenger_version} "
-                                       f"(request {request.request_id})")
+                    break
+            else:
+                if decided:
+                    update = _failed(update, f"failed: other publishers published first, {FEED_ATTEMPTS} times")
             self.metrics.duration.observe(time.perf_counter() - t0)
             self.metrics.record(update)
             self.notifier.submit_decision(update)
@@ -240,6 +247,13 @@ class Trainer:
             if updates:
                 await self.publish(f"overdue verdicts: {', '.join(u.decision for u in updates)}")
             return updates or []
+
+
+def _failed(update: ModelUpdate, why: str) -> ModelUpdate:
+    """``update``'s decision not made: the champion it was judged against stays."""
+    return msgspec.structs.replace(update, decision="failed", promoted=False,
+                                   model_version=update.champion_version or update.model_version,
+                                   previous_version=None, sha256=None, reasons=[*update.reasons, why], reason=why)
 
 
 def build_trainer(settings: Settings, trainer: Trainer) -> faust.App:
