@@ -62,6 +62,28 @@ def start_scorer(settings: Settings, log_path) -> subprocess.Popen[bytes]:
                             stderr=out, start_new_session=True)
 
 
+def stop_scorers(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each one still running (woken first: it may be frozen), SIGKILL past 30 s."""
+    for p in procs:
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGCONT)
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+
+
+async def predicted_once(settings: Settings, sent: Sent, log_tail: str = "") -> list[dict[str, Any]]:
+    """The committed predictions: exactly one per acknowledged event."""
+    predictions = [orjson.loads(r.value) for r in await read_topic(settings, settings.topics.predictions)]
+    counts = collections.Counter(p["event_id"] for p in predictions)
+    assert sum(c - 1 for c in counts.values()) == 0, ("duplicated predictions under exactly-once", log_tail)
+    assert set(counts) == sent.acked_ids
+    return predictions
+
+
 async def test_ten_sigkills_give_no_duplicate_and_online_equals_offline(make_settings, bootstrap,
                                                                          model_store, tmp_path):
     settings = make_settings(kafka={"bootstrap_servers": bootstrap, "session_timeout_ms": 6_000,
@@ -96,21 +118,11 @@ async def test_ten_sigkills_give_no_duplicate_and_online_equals_offline(make_set
         assert accounted, (summary, log_path.read_text()[-3000:])
     finally:
         load.cancel()
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(10)
+        stop_scorers(procs)
         stop.set()
         await asyncio.wait_for(asyncio.gather(follower, return_exceptions=True), 30)
 
-    predictions = [orjson.loads(r.value) for r in await read_topic(settings, settings.topics.predictions)]
-    counts = collections.Counter(p["event_id"] for p in predictions)
-    assert sum(c - 1 for c in counts.values()) == 0, "duplicated predictions under exactly-once"
-    assert set(counts) == sent.acked_ids
+    predictions = await predicted_once(settings, sent)
 
     # online == offline: each score is what the model gives on features computed offline over
     # the same events once, in order (a replayed event would have moved its entity's state)
@@ -239,20 +251,8 @@ async def test_a_scorer_frozen_past_its_session_timeout_commits_nothing_its_succ
     finally:
         if load is not None:
             load.cancel()
-        for p in procs:
-            if p.poll() is None:
-                os.kill(p.pid, signal.SIGCONT)
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(10)
+        stop_scorers(procs)
         stop.set()
         await asyncio.wait_for(asyncio.gather(follower, return_exceptions=True), 30)
 
-    predictions = [orjson.loads(r.value) for r in await read_topic(settings, settings.topics.predictions)]
-    counts = collections.Counter(p["event_id"] for p in predictions)
-    assert sum(c - 1 for c in counts.values()) == 0, ("duplicated predictions under exactly-once",
-                                                      logs[0].read_text()[-3000:])
-    assert set(counts) == sent.acked_ids
+    await predicted_once(settings, sent, logs[0].read_text()[-3000:])

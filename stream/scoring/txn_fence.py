@@ -51,12 +51,17 @@ class GroupMember:
     member_id: str
 
 
-def membership(consumer: Any) -> GroupMember | None:
-    """This consumer's current generation and member id (None before it joined a group)."""
+# no member the broker knows: its commits are refused (-1 and "" would ask for no check at all)
+NOT_A_MEMBER = GroupMember(0, "mlstream-not-a-member")
+
+
+def membership(consumer: Any) -> GroupMember:
+    """This consumer's generation and member id, read as an assignment arrives; if aiokafka
+    already reset them (a heartbeat refused meanwhile: this member is out), one the broker refuses."""
     coordinator = getattr(consumer, "_coordinator", None)
     generation = getattr(coordinator, "generation", -1)
     member_id = getattr(coordinator, "member_id", "")
-    return GroupMember(generation, member_id) if generation >= 0 and member_id else None
+    return GroupMember(generation, member_id) if generation >= 0 and member_id else NOT_A_MEMBER
 
 
 class TxnOffsetCommitResponse_v3(Response):
@@ -167,6 +172,10 @@ def _abortable(txn: Any, exc: Exception) -> None:
     for _, _, fut in txn._pending_txn_offsets:  # send_offsets_to_transaction raises it
         fut.set_exception(exc)
     txn._pending_txn_offsets.clear()
+    waiter = txn._transaction_waiter  # a commit attempted now raises it (an abort replaces the waiter)
+    if not waiter.done():
+        waiter.set_exception(exc)
+        waiter.exception()  # taken: no "never retrieved" log when only the abort follows
 
 
 @dataclass
