@@ -44,6 +44,7 @@ stream.model_feed.Refused: checksum: model.onnx of fraud version 2: reassembled 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -51,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaConnectionError, KafkaError, ProducerFenced, UnknownError, UnsupportedVersionError
+from aiokafka.errors import KafkaError, UnknownError, UnsupportedVersionError
 
 from stream.config import Settings
 from stream.errors import BrokerError, KafkaCallError, ModelLoadError, StreamError
@@ -240,7 +241,10 @@ def feed_transactional_id(settings: Settings, name: str) -> str:
 
 async def newest_states_token(settings: Settings, name: str) -> str | None:
     """The token of ``name``'s newest committed states record on the feed (None: none yet), read
-    from the partition's tail backwards in growing steps (the states close each publish)."""
+    from the partition's tail backwards in growing steps (the states close each publish). The
+    partition holds every model's feed: an open transaction of another one hides what follows it
+    from ``read_committed`` readers, so the read waits until nothing is open (bounded by the
+    caller)."""
     topic = settings.topics.models
     consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=50, isolation_level="read_committed")
     await start_client(consumer, settings.kafka.bootstrap_servers)
@@ -252,9 +256,9 @@ async def newest_states_token(settings: Settings, name: str) -> str | None:
             if consumer.partitions_for_topic(topic) is None:
                 return None  # no feed yet
         consumer.assign([tp])
-        end = (await consumer.end_offsets([tp]))[tp]  # read_committed: the last stable offset
         back = 16
         while True:
+            end = (await consumer.end_offsets([tp]))[tp]  # read_committed: the last stable offset
             start = max(0, end - back)
             consumer.seek(tp, start)
             token = None
@@ -262,11 +266,36 @@ async def newest_states_token(settings: Settings, name: str) -> str | None:
                 for record in (await consumer.getmany(tp, timeout_ms=200)).get(tp, []):
                     if record.key == key and record.offset < end:
                         token = states_token(record.value or b"")
+            high = consumer.highwater(tp)
+            if high is not None and end < high:  # a transaction still open: read again once it ends
+                await asyncio.sleep(0.05)
+                continue
             if token is not None or start == 0:
                 return token
             back *= 8
     finally:
         await stop_quietly(consumer, settings.kafka.request_deadline_s)
+
+
+async def _feed_producer(settings: Settings, name: str) -> tuple[Any, bool]:
+    """A started producer for ``name``'s feed, and whether it is transactional: under the
+    model's id, which fences any publisher of it in flight (the embedded broker has no
+    transactions: a plain one there)."""
+    deadline = settings.kafka.request_deadline_s
+    producer = make_producer(settings, transactional_id=feed_transactional_id(settings, name))
+    try:
+        await within(producer.start(), deadline, "starting the model feed's producer")
+        return producer, True
+    except (UnknownError, UnsupportedVersionError) as exc:  # the embedded broker's answer
+        await stop_quietly(producer, deadline)
+        log.debug("model feed: no transactions on this broker (%s): a plain publish", type(exc).__name__)
+    except (KafkaError, KafkaCallError, OSError) as exc:
+        await stop_quietly(producer, deadline)
+        raise BrokerError(f"cannot connect to Kafka at {settings.kafka.bootstrap_servers} (the model feed's "
+                          f"transactional producer): {type(exc).__name__}") from None
+    producer = make_producer(settings)
+    await start_client(producer, settings.kafka.bootstrap_servers)
+    return producer, False
 
 
 async def publish(settings: Settings, store: ModelStore, name: str, reason: str = "") -> int:
@@ -276,55 +305,59 @@ async def publish(settings: Settings, store: ModelStore, name: str, reason: str 
 
     On a broker with transactions (Apache Kafka) a publish is a compare-and-set: under the
     model's one transactional id (which fences any other publisher of it in flight), it checks
-    that the feed's newest states are still the ones this store took or published, then writes
-    its records in one transaction. Otherwise (another publisher got there first) nothing is
-    written and :class:`FeedMoved` is raised, so two publishers never both win and neither undoes
-    the other's change. Readers use ``read_committed``. The embedded broker has no transactions:
-    there the publish is plain, as two changes at the same instant may still race."""
+    that the feed's newest states are still the newest this store read (took, published, or
+    refused), then writes its records in one transaction. If another publisher got there first,
+    nothing is written and :class:`FeedMoved` is raised, so two publishers never both win and
+    neither undoes the other's change; fenced by one that wrote nothing, it starts over. Readers
+    use ``read_committed``. The embedded broker has no transactions: there the publish is plain,
+    and two changes at the same instant may still race."""
     messages = feed_records(settings, store, name, reason)
-    based_on, _ = store.feed_mark(name)
+    based_on, ours = store.feed_seen(name), states_token(messages[-1].value or b"")
     topic, deadline = settings.topics.models, settings.kafka.request_deadline_s
-    producer = make_producer(settings, transactional_id=feed_transactional_id(settings, name))
-    fenced = True
-    try:
-        await within(producer.start(), deadline, "starting the model feed's producer")
-    except (KafkaConnectionError, KafkaCallError, OSError) as exc:
-        await stop_quietly(producer, deadline)
-        raise BrokerError(f"cannot connect to Kafka at {settings.kafka.bootstrap_servers}: "
-                          f"{type(exc).__name__}") from None
-    except KafkaError as exc:  # no transactions here (the embedded broker answers UnknownError)
-        await stop_quietly(producer, deadline)
-        log.log(logging.DEBUG if isinstance(exc, (UnknownError, UnsupportedVersionError)) else logging.WARNING,
-                "model feed: no transaction for %s (%s): a plain publish, not fenced against a concurrent one",
-                feed_transactional_id(settings, name), type(exc).__name__)
-        fenced, producer = False, make_producer(settings)
-        await start_client(producer, settings.kafka.bootstrap_servers)
-    futures: list[asyncio.Future[Any]] = []
-    try:
-        if fenced:
-            newest = await within(newest_states_token(settings, name), deadline, f"reading {topic}'s newest states")
-            if newest is not None and newest != based_on:
-                raise FeedMoved(f"{name}: not published, {topic} has newer states than the store {store.root} "
-                                "(another publisher published after it read the feed); make the change again")
-            await producer.begin_transaction()
-        for m in messages:
-            futures.append(await producer.send(topic, m.value, key=m.key, partition=0))
-        await within(asyncio.gather(*futures), deadline, f"publishing {name} to {topic}")
-        if fenced:
-            await within(producer.commit_transaction(), deadline, f"committing {name}'s publish to {topic}")
-    except ProducerFenced:
-        _fenced_quietly(producer)
-        raise FeedMoved(f"{name}: not published, another publisher of it started meanwhile (its "
-                        "transaction fenced this one); make the change again") from None
-    except KafkaError as exc:
-        raise BrokerError(f"publishing {name} to {topic} failed: {type(exc).__name__}") from None
-    finally:
-        for fut in futures:  # a fenced producer fails them all: their errors are the one above
-            fut.add_done_callback(lambda f: f.cancelled() or f.exception())
-        await stop_quietly(producer, deadline)
-    store.set_feed_mark(name, states_token(messages[-1].value or b""))  # the feed has these states now
-    log.info("published %s to %s: %d records (%s)", name, topic, len(messages), reason)
-    return len(messages)
+    for _ in range(FEED_ATTEMPTS):
+        producer, fenced = await _feed_producer(settings, name)
+        futures: list[asyncio.Future[Any]] = []
+        unsure: Exception | None = None  # a transaction that failed: did it land?
+        try:
+            if fenced:
+                newest = await within(newest_states_token(settings, name), deadline,
+                                      f"reading {topic}'s newest states")
+                if newest is not None and newest != based_on:
+                    raise FeedMoved(f"{name}: not published, {topic} has newer states than the store {store.root} "
+                                    "(another publisher published after it read the feed); make the change again")
+                await producer.begin_transaction()
+            for m in messages:
+                futures.append(await producer.send(topic, m.value, key=m.key, partition=0))
+            await within(asyncio.gather(*futures), deadline, f"publishing {name} to {topic}")
+            if fenced:
+                await within(producer.commit_transaction(), deadline, f"committing {name}'s publish to {topic}")
+        except (KafkaError, KafkaCallError) as exc:
+            if not fenced:
+                if isinstance(exc, KafkaCallError):
+                    raise
+                raise BrokerError(f"publishing {name} to {topic} failed: {type(exc).__name__}") from None
+            # fenced by a publisher that started meanwhile (ProducerFenced; a refused commit can also
+            # come back as an error code aiokafka does not know), or a broker error: not left open
+            # (read_committed readers would wait behind it; a fenced producer cannot abort, its
+            # successor did), and whether it landed is read on the feed below
+            with contextlib.suppress(Exception):
+                await within(producer.abort_transaction(), deadline, "aborting the publish")
+            _fenced_quietly(producer)
+            unsure = exc
+        finally:
+            for fut in futures:  # a fenced producer fails them all: their errors are the one above
+                fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+            await stop_quietly(producer, deadline)
+        if unsure is not None and await within(newest_states_token(settings, name), deadline,
+                                               f"reading {topic}'s newest states") != ours:
+            log.info("model feed: publishing %s failed (%s, another publisher starting meanwhile?): "
+                     "checking again", name, type(unsure).__name__)
+            continue
+        store.set_feed_mark(name, ours)  # the feed has these states now
+        log.info("published %s to %s: %d records (%s)", name, topic, len(messages), reason)
+        return len(messages)
+    raise FeedMoved(f"{name}: not published after {FEED_ATTEMPTS} attempts (other publishers of it starting "
+                    "meanwhile, or the broker failing the transaction); make the change again")
 
 
 def _fenced_quietly(producer: Any) -> None:

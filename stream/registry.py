@@ -199,8 +199,22 @@ class ModelStore:
     def set_feed_mark(self, name: str, token: str) -> None:
         """The store now holds exactly the feed states ``token`` (taken from it, or published)."""
         reg = self._registry(name)
-        reg["feed"] = {"token": token, "changed": False}
+        reg["feed"] = {"token": token, "changed": False, "seen": token}
         self._write_registry(name, reg, synced=True)
+
+    def feed_seen(self, name: str) -> str | None:
+        """The token of the newest feed states this store read, taken or not (states whose
+        versions never fully arrived are refused): what a publish from here is made on."""
+        feed = self._registry(name).get("feed") or {}
+        return feed.get("seen", feed.get("token"))
+
+    def note_feed_seen(self, name: str, token: str) -> None:
+        """The feed's newest states ``token`` were read here but not taken."""
+        reg = self._registry(name)
+        feed = reg.get("feed") or {"token": None, "changed": True}
+        if feed.get("seen") != token:
+            reg["feed"] = {**feed, "seen": token}
+            self._write_registry(name, reg, synced=True)
 
     # -- shadow and guard: versions scored beside the champion, never served ---------------
     def shadow_version(self, name: str) -> str | None:
@@ -273,6 +287,11 @@ class ModelStore:
                 # recorded as a local promotion records it, so that `rollback` here finds it
                 replaced = version == retired and state == "retired" and champion not in (None, version)
                 self.set_state(name, version, state, f"replaced by {champion}" if replaced else reason)
+                changed = True
+        # a local decision the feed never had (its publish failed or was refused): the feed's win
+        for version in sorted(held - states.keys()):
+            if self.state(name, version) in ("champion", "shadow") and version != champion:
+                self.set_state(name, version, "candidate", f"{reason}: not in the published states")
                 changed = True
         if champion in held and (not pointer.is_file() or pointer.read_text().strip() != champion):
             _write_atomic(pointer, f"{champion}\n".encode())

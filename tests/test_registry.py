@@ -48,6 +48,24 @@ def test_a_promotion_taken_from_another_store_can_be_rolled_back_here(model_stor
     assert store.rollback("fraud", reason="by hand") == "4"
     assert (store.state("fraud", "4"), store.state("fraud", "5")) == ("champion", "rejected")
 
+def test_newer_published_states_replace_a_decision_made_only_here(model_store):
+    """A promotion whose publish was refused (another publisher got there first): the feed's
+    newer states are taken, and the version promoted only here no longer calls itself champion
+    (a later publish from this store would have sent it out as one)."""
+    store = ModelStore(model_store)
+    _copy_version(store, "2", promote=False)
+    store.set_feed_mark("fraud", "t1")
+    store.promote("fraud", "2", reason="trainer")  # its publish refused: the feed moved to t2
+    assert store.feed_mark("fraud") == ("t1", True) and store.feed_seen("fraud") == "t1"
+    store.mirror("fraud", "1", {"1": "champion"}, "model feed")
+    store.set_feed_mark("fraud", "t2")
+    assert store.current_version("fraud") == "1"
+    assert (store.state("fraud", "1"), store.state("fraud", "2")) == ("champion", "candidate")
+    # states read but refused (their versions never arrived whole): a publish is made on them
+    store.note_feed_seen("fraud", "t3")
+    assert store.feed_mark("fraud") == ("t2", False) and store.feed_seen("fraud") == "t3"
+
+
 def test_a_missing_current_never_serves_a_rejected_or_unproven_version(model_store):
     store = ModelStore(model_store)
     _copy_version(store, "2", promote=True)

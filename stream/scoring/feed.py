@@ -288,6 +288,7 @@ class FeedReader:
                 self.refuse("missing_chunk", f"{self.name} version {v} is named {states.states.get(v, 'champion')} "
                             f"but its chunks are not all on the feed ({', '.join(unfinished) or 'none received'})",
                             count_key=f"{v}/{sha}")
+            self.store.note_feed_seen(self.name, token)  # read: a publish from here may replace them
             return
         reason = f"model feed: {states.reason}" if states.reason else "model feed"
         if self.store.mirror(self.name, states.champion, states.states, reason, guard=states.guard):

@@ -66,7 +66,7 @@ def _change(args: argparse.Namespace, settings: Any, store: ModelStore, name: st
 
     if args.verb == "publish" and settings.model_feed.mode != "feed":
         raise StreamError("model_feed.mode is \"store\": scorers read the store itself, there is no feed")
-    for _ in range(FEED_ATTEMPTS):
+    for attempt in range(FEED_ATTEMPTS):
         asyncio.run(sync_store(settings, store, f"models {args.verb}"))
         if args.verb == "promote":
             before = store.current_version(name)
@@ -82,7 +82,8 @@ def _change(args: argparse.Namespace, settings: Any, store: ModelStore, name: st
         try:
             line = publish_change(settings, store, name, what)
         except FeedMoved as exc:
-            print(f"{exc}: reading the feed again")
+            if attempt + 1 < FEED_ATTEMPTS:
+                print(f"{exc}: reading the feed again")
             continue
         for out in (done, line):
             if out:

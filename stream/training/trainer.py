@@ -182,8 +182,10 @@ class Trainer:
             # the decision changes the registry as it is now: an operator's promotion or rollback
             # published while the challenger trained (or while this one published) is kept
             decided = bool(update.challenger_version) and update.decision in ("promote", "shadow", "reject")
-            for _ in range(FEED_ATTEMPTS if decided else 0):
-                await self.sync()
+            for attempt in range(FEED_ATTEMPTS if decided else 0):
+                if not await self.sync() and attempt:  # the refused attempt is still in the store
+                    update = _failed(update, "failed: the model feed could not be read again")
+                    break
                 applied, exc = await self.policy.call_async(
                     "trainer", f"request {request.request_id}", asyncio.to_thread, apply_decision, self.store, update)
                 if applied is None:
