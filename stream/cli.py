@@ -94,7 +94,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                  seed=args.seed, warmup=warmup, promote=not args.no_promote)
     print(f"trained {card['name']} version {card['version']}: {json.dumps(card['training']['metrics'])}")
     if not args.no_promote:  # scorers on other machines hear of it through the model feed
-        from stream.model_feed import publish_change
+        from stream.feed_publish import publish_change
 
         line = publish_change(settings, store, card["name"], f"trained and promoted version {card['version']}")
         if line:

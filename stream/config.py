@@ -300,6 +300,10 @@ class ModelFeedSettings(Section):
     # Retired versions whose files stay on the topic (the newest ones: rollback targets); the
     # files of older retired and of rejected versions are tombstoned so compaction drops them.
     keep_retired: int = Field(default=2, ge=0)
+    # A publish is one transaction (Apache Kafka): the broker aborts one that takes longer (a
+    # large model's chunks), and a publisher cut short holds read_committed readers that long
+    # unless the next publish fences it first.
+    transaction_timeout_ms: int = Field(default=60_000, ge=1_000, le=900_000)
 
 
 class AlertSettings(Section):

@@ -53,10 +53,11 @@ def client_options(kafka: KafkaSettings) -> dict[str, Any]:
 
 def make_producer(settings: Settings, *, transactional_id: str | None = None, **extra: Any) -> AIOKafkaProducer:
     """A producer that waits for every in-sync replica; transactional when given an id
-    (exactly-once processing, see :mod:`stream.scoring.transactions`)."""
+    (exactly-once processing, see :mod:`stream.scoring.transactions`; the model feed's publishes),
+    its transactions timed out after ``scoring.transaction_timeout_ms`` unless ``extra`` says."""
     if transactional_id is not None:
-        extra.update(transactional_id=transactional_id, enable_idempotence=True,
-                     transaction_timeout_ms=settings.scoring.transaction_timeout_ms)
+        extra = {"transaction_timeout_ms": settings.scoring.transaction_timeout_ms, **extra,
+                 "transactional_id": transactional_id, "enable_idempotence": True}
     return AIOKafkaProducer(**client_options(settings.kafka), acks="all", linger_ms=settings.kafka.linger_ms,
                             max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024, **extra)
 

@@ -2,7 +2,7 @@
 machines that share no filesystem serve what the registry promotes.
 
 Whoever changes a store in a way scorers must see (``mlstream models promote|rollback|add|publish``,
-``mlstream train``, the trainer's decisions) calls :func:`publish`: the files of the versions
+``mlstream train``, the trainer's decisions) calls :func:`stream.feed_publish.publish`: the files of the versions
 scorers may serve, chunked to fit a message, then the store's states. A scorer's reader
 (:mod:`stream.scoring.feed`) reads the topic from its beginning, reassembles and checks each
 file with :class:`Assembler` and writes it into its local store, which is only a cache.
@@ -43,20 +43,13 @@ stream.model_feed.Refused: checksum: model.onnx of fraud version 2: reassembled 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
-
-from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError, UnknownError, UnsupportedVersionError
 
 from stream.config import Settings
-from stream.errors import BrokerError, KafkaCallError, ModelLoadError, StreamError
-from stream.kafka import make_consumer, make_producer, start_client, stop_quietly, within
+from stream.errors import ModelLoadError, StreamError
 from stream.messages import Message, ModelChunk, ModelFile, ModelStates, encode
 from stream.registry import CARD_FILE, MODEL_FILE, ModelStore
 
@@ -66,7 +59,6 @@ FILES: tuple[ModelFile, ModelFile] = (CARD_FILE, MODEL_FILE)  # type: ignore[ass
 ENVELOPE = 1_024  # bytes of a chunk record besides its data: names, sha256, counts
 MAX_PENDING = 8  # files being reassembled at once (the oldest unfinished one is dropped)
 SERVED = ("champion", "shadow")  # states whose versions a scorer may serve
-FEED_ATTEMPTS = 3  # a change made again on the newer registry after another publisher got there first
 
 
 class Refused(StreamError):
@@ -190,7 +182,7 @@ def kept_versions(store: ModelStore, name: str, keep_retired: int) -> list[str]:
 
 
 def feed_records(settings: Settings, store: ModelStore, name: str, reason: str = "") -> list[Message]:
-    """What :func:`publish` sends: chunks of the kept versions, tombstones for the files of the
+    """What :func:`stream.feed_publish.publish` sends: chunks of the kept versions, tombstones for the files of the
     others, then the states (always last)."""
     max_bytes = settings.model_feed.max_message_bytes
     kept = kept_versions(store, name, settings.model_feed.keep_retired)
@@ -221,164 +213,3 @@ def feed_records(settings: Settings, store: ModelStore, name: str, reason: str =
         reason=reason,
         published_at=round(time.time(), 3)))))
     return out
-
-
-class FeedMoved(StreamError):
-    """Nothing was published: the feed's newest states are not the ones this store's change was
-    made on (another publisher published after this store read the feed, or is publishing now).
-    The store keeps its change until its next read of the feed, which takes the newer states."""
-
-
-def feed_transactional_id(settings: Settings, name: str) -> str:
-    """One per model and app, shared by every publisher: a publish fences any other in flight.
-
-    >>> from stream.config import Settings
-    >>> feed_transactional_id(Settings(app_id="fraud-app"), "fraud")
-    'fraud-app-model-feed-fraud'
-    """
-    return f"{settings.app_id}-model-feed-{name}"
-
-
-async def newest_states_token(settings: Settings, name: str) -> str | None:
-    """The token of ``name``'s newest committed states record on the feed (None: none yet), read
-    from the partition's tail backwards in growing steps (the states close each publish). The
-    partition holds every model's feed: an open transaction of another one hides what follows it
-    from ``read_committed`` readers, so the read waits until nothing is open (bounded by the
-    caller)."""
-    topic = settings.topics.models
-    consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=50, isolation_level="read_committed")
-    await start_client(consumer, settings.kafka.bootstrap_servers)
-    tp = TopicPartition(topic, 0)
-    key = states_key(name)
-    try:
-        if consumer.partitions_for_topic(topic) is None:
-            await consumer._client.force_metadata_update()
-            if consumer.partitions_for_topic(topic) is None:
-                return None  # no feed yet
-        consumer.assign([tp])
-        back = 16
-        while True:
-            end = (await consumer.end_offsets([tp]))[tp]  # read_committed: the last stable offset
-            start = max(0, end - back)
-            consumer.seek(tp, start)
-            token = None
-            while await consumer.position(tp) < end:
-                for record in (await consumer.getmany(tp, timeout_ms=200)).get(tp, []):
-                    if record.key == key and record.offset < end:
-                        token = states_token(record.value or b"")
-            high = consumer.highwater(tp)
-            if high is not None and end < high:  # a transaction still open: read again once it ends
-                await asyncio.sleep(0.05)
-                continue
-            if token is not None or start == 0:
-                return token
-            back *= 8
-    finally:
-        await stop_quietly(consumer, settings.kafka.request_deadline_s)
-
-
-async def _feed_producer(settings: Settings, name: str) -> tuple[Any, bool]:
-    """A started producer for ``name``'s feed, and whether it is transactional: under the
-    model's id, which fences any publisher of it in flight (the embedded broker has no
-    transactions: a plain one there)."""
-    deadline = settings.kafka.request_deadline_s
-    producer = make_producer(settings, transactional_id=feed_transactional_id(settings, name))
-    try:
-        await within(producer.start(), deadline, "starting the model feed's producer")
-        return producer, True
-    except (UnknownError, UnsupportedVersionError) as exc:  # the embedded broker's answer
-        await stop_quietly(producer, deadline)
-        log.debug("model feed: no transactions on this broker (%s): a plain publish", type(exc).__name__)
-    except (KafkaError, KafkaCallError, OSError) as exc:
-        await stop_quietly(producer, deadline)
-        raise BrokerError(f"cannot connect to Kafka at {settings.kafka.bootstrap_servers} (the model feed's "
-                          f"transactional producer): {type(exc).__name__}") from None
-    producer = make_producer(settings)
-    await start_client(producer, settings.kafka.bootstrap_servers)
-    return producer, False
-
-
-async def publish(settings: Settings, store: ModelStore, name: str, reason: str = "") -> int:
-    """Send the store's servable versions and its states to the models topic and wait for every
-    acknowledgement (bounded by ``kafka.request_deadline_s``); returns the records sent.
-    :class:`BrokerError` if the cluster cannot be reached or does not acknowledge.
-
-    On a broker with transactions (Apache Kafka) a publish is a compare-and-set: under the
-    model's one transactional id (which fences any other publisher of it in flight), it checks
-    that the feed's newest states are still the newest this store read (took, published, or
-    refused), then writes its records in one transaction. If another publisher got there first,
-    nothing is written and :class:`FeedMoved` is raised, so two publishers never both win and
-    neither undoes the other's change; fenced by one that wrote nothing, it starts over. Readers
-    use ``read_committed``. The embedded broker has no transactions: there the publish is plain,
-    and two changes at the same instant may still race."""
-    messages = feed_records(settings, store, name, reason)
-    based_on, ours = store.feed_seen(name), states_token(messages[-1].value or b"")
-    topic, deadline = settings.topics.models, settings.kafka.request_deadline_s
-    for _ in range(FEED_ATTEMPTS):
-        producer, fenced = await _feed_producer(settings, name)
-        futures: list[asyncio.Future[Any]] = []
-        unsure: Exception | None = None  # a transaction that failed: did it land?
-        try:
-            if fenced:
-                newest = await within(newest_states_token(settings, name), deadline,
-                                      f"reading {topic}'s newest states")
-                if newest is not None and newest != based_on:
-                    raise FeedMoved(f"{name}: not published, {topic} has newer states than the store {store.root} "
-                                    "(another publisher published after it read the feed); make the change again")
-                await producer.begin_transaction()
-            for m in messages:
-                futures.append(await producer.send(topic, m.value, key=m.key, partition=0))
-            await within(asyncio.gather(*futures), deadline, f"publishing {name} to {topic}")
-            if fenced:
-                await within(producer.commit_transaction(), deadline, f"committing {name}'s publish to {topic}")
-        except (KafkaError, KafkaCallError) as exc:
-            if not fenced:
-                if isinstance(exc, KafkaCallError):
-                    raise
-                raise BrokerError(f"publishing {name} to {topic} failed: {type(exc).__name__}") from None
-            # fenced by a publisher that started meanwhile (ProducerFenced; a refused commit can also
-            # come back as an error code aiokafka does not know), or a broker error: not left open
-            # (read_committed readers would wait behind it; a fenced producer cannot abort, its
-            # successor did), and whether it landed is read on the feed below
-            with contextlib.suppress(Exception):
-                await within(producer.abort_transaction(), deadline, "aborting the publish")
-            _fenced_quietly(producer)
-            unsure = exc
-        finally:
-            for fut in futures:  # a fenced producer fails them all: their errors are the one above
-                fut.add_done_callback(lambda f: f.cancelled() or f.exception())
-            await stop_quietly(producer, deadline)
-        if unsure is not None and await within(newest_states_token(settings, name), deadline,
-                                               f"reading {topic}'s newest states") != ours:
-            log.info("model feed: publishing %s failed (%s, another publisher starting meanwhile?): "
-                     "checking again", name, type(unsure).__name__)
-            continue
-        store.set_feed_mark(name, ours)  # the feed has these states now
-        log.info("published %s to %s: %d records (%s)", name, topic, len(messages), reason)
-        return len(messages)
-    raise FeedMoved(f"{name}: not published after {FEED_ATTEMPTS} attempts (other publishers of it starting "
-                    "meanwhile, or the broker failing the transaction); make the change again")
-
-
-def _fenced_quietly(producer: Any) -> None:
-    """A fenced producer's transaction waiter holds the same error, which no one awaits: taken,
-    so it is not logged again as "never retrieved" (aiokafka's own state; best effort)."""
-    waiter = getattr(getattr(producer, "_txn_manager", None), "_transaction_waiter", None)
-    if isinstance(waiter, asyncio.Future) and waiter.done() and not waiter.cancelled():
-        waiter.exception()
-
-
-def publish_change(settings: Settings, store: ModelStore, name: str, what: str) -> str | None:
-    """For the command line, after ``what`` changed the store: publish it (feed mode), and say so
-    in one line; None in store mode. A failure says the store changed but scorers did not hear."""
-    if settings.model_feed.mode != "feed":
-        return None
-    try:
-        n = asyncio.run(publish(settings, store, name, what))
-    except FeedMoved:
-        raise
-    except StreamError as exc:
-        raise StreamError(f"{what} in {store.root}, but not published to {settings.topics.models} "
-                          f"({exc}); scorers keep their model until `mlstream models publish` "
-                          "succeeds") from None
-    return f"published {name} to {settings.topics.models} ({n} records)"

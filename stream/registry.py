@@ -214,6 +214,7 @@ class ModelStore:
         feed = reg.get("feed") or {"token": None, "changed": True}
         if feed.get("seen") != token:
             reg["feed"] = {**feed, "seen": token}
+            (self.root / name).mkdir(parents=True, exist_ok=True)  # a reader's store may hold nothing yet
             self._write_registry(name, reg, synced=True)
 
     # -- shadow and guard: versions scored beside the champion, never served ---------------

@@ -28,7 +28,8 @@ from stream.examples.simulate import PaymentSimulator
 from stream.kafka import ensure_topics, make_producer, start_client
 from stream.messages import ModelChunk, decode, encode
 from stream.metrics import Metrics
-from stream.model_feed import FeedMoved, feed_records, publish
+from stream.feed_publish import FeedMoved, publish
+from stream.model_feed import feed_records
 from stream.registry import CARD_FILE, MODEL_FILE, ModelStore
 from stream.scoring.feed import FeedReader, sync_store
 from stream.tools.tally import wait_until

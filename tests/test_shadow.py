@@ -21,7 +21,7 @@ from stream.examples.simulate import PaymentSimulator
 from stream.kafka import ensure_topics
 from stream.messages import ShadowPrediction, ShadowVerdict, decode
 from stream.metrics import Metrics
-from stream.model_feed import publish
+from stream.feed_publish import publish
 from stream.monitoring.shadow import ShadowComparator
 from stream.registry import ModelStore
 from stream.scoring.canary import Canary, in_canary

@@ -119,7 +119,8 @@ async def test_an_operators_promotion_while_a_challenger_trains_is_kept(make_set
     import shutil
 
     from stream.messages import ModelStates
-    from stream.model_feed import publish, states_key
+    from stream.feed_publish import publish
+    from stream.model_feed import states_key
     from tests import operator_domain
 
     settings = make_settings(domain="tests.operator_domain:DOMAIN",

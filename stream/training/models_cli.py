@@ -61,7 +61,7 @@ def _change(args: argparse.Namespace, settings: Any, store: ModelStore, name: st
     again on the newer one if another publisher published in between (:class:`FeedMoved`)."""
     import asyncio
 
-    from stream.model_feed import FEED_ATTEMPTS, FeedMoved, publish_change  # Kafka clients only when publishing
+    from stream.feed_publish import FEED_ATTEMPTS, FeedMoved, publish_change  # Kafka clients only when publishing
     from stream.scoring.feed import sync_store
 
     if args.verb == "publish" and settings.model_feed.mode != "feed":

@@ -279,7 +279,7 @@ def run_add(args: argparse.Namespace) -> int:
           f"{card['training']['rows_reference']} reference rows, {state}): "
           f"{json.dumps(card['training']['metrics'])}")
     if args.promote:  # scorers on other machines hear of it through the model feed
-        from stream.model_feed import publish_change
+        from stream.feed_publish import publish_change
 
         line = publish_change(settings, store, card["name"], f"registered and promoted version {card['version']}")
         if line:

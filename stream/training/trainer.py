@@ -31,11 +31,11 @@ from stream.config import Settings
 from stream.domain import Domain, load_domain
 from stream.error_policy import ErrorPolicy
 from stream.errors import StreamError
+from stream.feed_publish import FEED_ATTEMPTS, FeedMoved, publish
 from stream.http import Health, serve
 from stream.kafka import ensure_topics
 from stream.messages import ModelUpdate, RetrainRequest, ShadowVerdict, decode, encode
 from stream.metrics import ALERT_CHANNELS, ALERT_OUTCOMES, LATENCY_BUCKETS, Metrics
-from stream.model_feed import FEED_ATTEMPTS, FeedMoved, publish
 from stream.registry import ModelStore
 from stream.scoring.feed import FeedReader
 from stream.training.challenge import apply_decision, challenge, examples_from_file

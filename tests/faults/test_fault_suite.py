@@ -24,7 +24,7 @@ import orjson
 import pytest
 
 from stream.kafka import ensure_topics
-from stream.model_feed import publish
+from stream.feed_publish import publish
 from stream.registry import ModelStore
 from stream.tools.broker import free_port
 from stream.tools.kafka_server import KafkaServer
