@@ -14,12 +14,11 @@ publish there.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError, UnknownError, UnsupportedVersionError
+from aiokafka.errors import IllegalOperation, KafkaError, UnknownError, UnsupportedVersionError
 
 from stream.config import Settings
 from stream.errors import BrokerError, KafkaCallError, StreamError
@@ -89,26 +88,31 @@ async def newest_states_token(settings: Settings, name: str) -> str | None:
         await stop_quietly(consumer, settings.kafka.request_deadline_s)
 
 
-async def _feed_producer(settings: Settings, name: str) -> tuple[Any, bool]:
+async def _feed_producer(settings: Settings, name: str, *, plain_if_unsupported: bool) -> tuple[Any, bool]:
     """A started producer for ``name``'s feed, and whether it is transactional: under the
-    model's id, which fences any publisher of it in flight (the embedded broker has no
-    transactions: a plain one there)."""
+    model's id, which fences any publisher of it in flight and settles its transaction. The
+    embedded broker has no transactions (InitProducerId: UnknownError): a plain producer there,
+    if ``plain_if_unsupported`` (a publish's first start; after that the broker did have them)."""
     deadline = settings.kafka.request_deadline_s
     producer = make_producer(settings, transactional_id=feed_transactional_id(settings, name),
                              transaction_timeout_ms=settings.model_feed.transaction_timeout_ms)
     try:
         await within(producer.start(), deadline, "starting the model feed's producer")
         return producer, True
-    except (UnknownError, UnsupportedVersionError) as exc:  # the embedded broker's answer
-        await stop_quietly(producer, deadline)
-        log.debug("model feed: no transactions on this broker (%s): a plain publish", type(exc).__name__)
     except (KafkaError, KafkaCallError, OSError) as exc:
         await stop_quietly(producer, deadline)
-        raise BrokerError(f"cannot connect to Kafka at {settings.kafka.bootstrap_servers} (the model feed's "
-                          f"transactional producer): {type(exc).__name__}") from None
+        if not (plain_if_unsupported and isinstance(exc, (UnknownError, UnsupportedVersionError))):
+            raise KafkaCallError(f"cannot start the model feed's transactional producer at "
+                                 f"{settings.kafka.bootstrap_servers}: {type(exc).__name__}") from None
+        log.info("model feed: no transactions on this broker (%s): a plain publish, not fenced against "
+                 "a concurrent one", type(exc).__name__)
     producer = make_producer(settings)
     await start_client(producer, settings.kafka.bootstrap_servers)
     return producer, False
+
+
+# what a transaction in a wrong state raises in aiokafka, besides its KafkaErrors
+_TXN_ERRORS = (KafkaError, KafkaCallError, IllegalOperation, AssertionError)
 
 
 async def publish(settings: Settings, store: ModelStore, name: str, reason: str = "") -> int:
@@ -123,49 +127,56 @@ async def publish(settings: Settings, store: ModelStore, name: str, reason: str 
     nothing is written and :class:`FeedMoved` is raised, so two publishers never both win and
     neither undoes the other's change. A transaction that failed (fenced by a publisher that
     wrote nothing, a refused commit) is settled by the next attempt's producer and its states
-    record looked up: committed, the publish is done; else it starts over. Readers use
-    ``read_committed``. The embedded broker has no transactions: there the publish is plain, and
-    two changes at the same instant may still race."""
+    record looked up: committed, the publish is done; else it starts over. After
+    ``FEED_ATTEMPTS`` failures with the feed unmoved: :class:`BrokerError` (never FeedMoved,
+    whose callers make their change again). Readers use ``read_committed``. The embedded broker
+    has no transactions: there the publish is plain, and two changes at the same instant may
+    still race."""
     messages = feed_records(settings, store, name, reason)
     based_on, ours = store.feed_seen(name), states_token(messages[-1].value or b"")
     topic, deadline = settings.topics.models, settings.kafka.request_deadline_s
     pending: int | None = None  # the offset of our states record in a transaction that failed
+    unsettled = False  # a transaction that failed and could not be aborted
     errors: list[str] = []
     done = False
     for attempt in range(FEED_ATTEMPTS + 1):
-        if attempt == FEED_ATTEMPTS and pending is None:
+        last_start = attempt == FEED_ATTEMPTS  # only to settle the last failure and look it up
+        if last_start and pending is None and not unsettled:
             break
-        producer, fenced = await _feed_producer(settings, name)  # transactional: settles the last attempt
+        producer, fenced = await _feed_producer(settings, name, plain_if_unsupported=attempt == 0)
         futures: list[asyncio.Future[Any]] = []
+        begun = False
         try:
+            unsettled = False  # this start settled it (InitProducerId ends its id's open transaction)
             if pending is not None:
                 done, pending = await _committed(settings, pending, ours), None
-                if done or attempt == FEED_ATTEMPTS:  # the last start only settled and looked it up
-                    break
+            if done or last_start:
+                break
             if fenced:
                 newest = await _within_feed(newest_states_token(settings, name), settings, "newest states")
+                if newest == ours:  # ours, committed after all (its offset was not known)
+                    done = True
+                    break
                 if newest is not None and newest != based_on:
                     raise FeedMoved(f"{name}: not published, {topic} has newer states than the store {store.root} "
                                     "(another publisher published after it read the feed); make the change again")
                 await producer.begin_transaction()
+                begun = True
             for m in messages:
                 futures.append(await producer.send(topic, m.value, key=m.key, partition=0))
             await within(asyncio.gather(*futures), deadline, f"publishing {name} to {topic}")
             if fenced:
                 await within(producer.commit_transaction(), deadline, f"committing {name}'s publish to {topic}")
+                begun = False
             done = True
             break
-        except (KafkaError, KafkaCallError) as exc:
+        except _TXN_ERRORS as exc:
             if not fenced:
                 if isinstance(exc, KafkaCallError):
                     raise
                 raise BrokerError(f"publishing {name} to {topic} failed: {type(exc).__name__}") from None
             # fenced by a publisher that started meanwhile (a refused commit may come back as an error
-            # code aiokafka does not know), or a broker error: aborted if it can be (a fenced producer
-            # cannot: its successor did), then settled and looked up by the next attempt
-            with contextlib.suppress(Exception):
-                await within(producer.abort_transaction(), deadline, "aborting the publish")
-            _fenced_quietly(producer)
+            # code aiokafka does not know), or a broker error: settled and looked up by the next attempt
             last = futures[-1] if len(futures) == len(messages) else None
             if last is not None and last.done() and not last.cancelled() and last.exception() is None:
                 pending = last.result().offset
@@ -173,6 +184,12 @@ async def publish(settings: Settings, store: ModelStore, name: str, reason: str 
             log.info("model feed: publishing %s failed (%s: another publisher starting meanwhile?): "
                      "settling it and checking again", name, type(exc).__name__)
         finally:
+            if begun:  # not left open (read_committed readers wait behind it); a fenced producer
+                try:  # cannot abort: its successor did, or the next start does
+                    await asyncio.shield(within(producer.abort_transaction(), deadline, "aborting the publish"))
+                except (Exception, asyncio.CancelledError):
+                    unsettled = True
+            _fenced_quietly(producer)
             for fut in futures:  # a fenced producer fails them all: their errors are the one above
                 fut.add_done_callback(lambda f: f.cancelled() or f.exception())
             await stop_quietly(producer, deadline)
@@ -184,11 +201,12 @@ async def publish(settings: Settings, store: ModelStore, name: str, reason: str 
 
 
 async def _within_feed(aw: Any, settings: Settings, what: str) -> Any:
-    """A read of the feed within the request deadline; a client error as the project's own."""
+    """A read of the feed within the request deadline; a client error as the project's own
+    (:class:`KafkaCallError`: a publish counts it as a failed attempt)."""
     try:
         return await within(aw, settings.kafka.request_deadline_s, f"reading {settings.topics.models}'s {what}")
     except KafkaError as exc:
-        raise BrokerError(f"reading {settings.topics.models}'s {what} failed: {type(exc).__name__}") from None
+        raise KafkaCallError(f"reading {settings.topics.models}'s {what} failed: {type(exc).__name__}") from None
 
 
 async def _committed(settings: Settings, offset: int, token: str) -> bool:
