@@ -14,7 +14,9 @@ publish there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -53,17 +55,10 @@ async def newest_states_token(settings: Settings, name: str) -> str | None:
     partition holds every model's feed: an open transaction of another one hides what follows it
     from ``read_committed`` readers, so the read waits until nothing is open (bounded by the
     caller)."""
-    topic = settings.topics.models
-    consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=50, isolation_level="read_committed")
-    await start_client(consumer, settings.kafka.bootstrap_servers)
-    tp = TopicPartition(topic, 0)
     key = states_key(name)
-    try:
-        if consumer.partitions_for_topic(topic) is None:
-            await consumer._client.force_metadata_update()
-            if consumer.partitions_for_topic(topic) is None:
-                return None  # no feed yet
-        consumer.assign([tp])
+    async with _feed_reader(settings) as (consumer, tp):
+        if consumer is None:
+            return None  # no feed yet
         back = 16
         while True:
             end = (await consumer.end_offsets([tp]))[tp]  # read_committed: the last stable offset
@@ -84,6 +79,23 @@ async def newest_states_token(settings: Settings, name: str) -> str | None:
             if token is not None or start == 0:
                 return token
             back *= 8
+
+
+@contextlib.asynccontextmanager
+async def _feed_reader(settings: Settings) -> AsyncIterator[tuple[Any, TopicPartition]]:
+    """A ``read_committed`` consumer assigned the feed's one partition (None: no topic yet)."""
+    topic = settings.topics.models
+    consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=50, isolation_level="read_committed")
+    await start_client(consumer, settings.kafka.bootstrap_servers)
+    tp = TopicPartition(topic, 0)
+    try:
+        if consumer.partitions_for_topic(topic) is None:
+            await consumer._client.force_metadata_update()
+        if consumer.partitions_for_topic(topic) is None:
+            yield None, tp
+            return
+        consumer.assign([tp])
+        yield consumer, tp
     finally:
         await stop_quietly(consumer, settings.kafka.request_deadline_s)
 
@@ -213,19 +225,15 @@ async def _committed(settings: Settings, offset: int, token: str) -> bool:
     """Did the states record a failed publish wrote at ``offset`` commit (``read_committed``
     returns it once the transaction ended; an aborted one it skips)?"""
     async def look() -> bool:
-        consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=50, isolation_level="read_committed")
-        await start_client(consumer, settings.kafka.bootstrap_servers)
-        tp = TopicPartition(settings.topics.models, 0)
-        try:
-            consumer.assign([tp])
+        async with _feed_reader(settings) as (consumer, tp):
+            if consumer is None:
+                return False
             consumer.seek(tp, offset)
             while await consumer.position(tp) <= offset:
                 for record in (await consumer.getmany(tp, timeout_ms=200)).get(tp, []):
                     if record.offset == offset:
                         return states_token(record.value or b"") == token
             return False
-        finally:
-            await stop_quietly(consumer, settings.kafka.request_deadline_s)
     return bool(await _within_feed(look(), settings, f"record at {offset}"))
 
 
