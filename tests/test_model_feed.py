@@ -312,6 +312,17 @@ def test_a_change_from_a_stale_store_is_made_on_the_newest_publish(make_settings
     asyncio.run(catch_up(trainer))
     assert trainer.current_version("fraud") == "3"
 
+    async def restart_scorer(store: ModelStore) -> None:  # its reader reads the feed from the beginning
+        reader = FeedReader(settings.model_copy(update={"model_store": store.root}), Metrics.create(), store)
+        try:
+            await asyncio.wait_for(reader.start(asyncio.Event()), 60)
+        finally:
+            await reader.close()
+
+    # a scorer sharing the trainer's store restarts: the change still waiting for its publish stays
+    asyncio.run(restart_scorer(trainer))
+    assert trainer.current_version("fraud") == "3" and trainer.state("fraud", "2") == "rejected"
+
 
 @pytest.mark.parametrize("broker_kind", ["kafka"])
 def test_a_publish_made_on_states_the_feed_moved_past_is_refused_not_undoing_the_newer(

@@ -105,6 +105,12 @@ class FeedReader:
                     return False
         finally:
             self._defer = False
+        return self._take_deferred()
+
+    def _take_deferred(self) -> bool:
+        """Take the newest states read while catching up, unless this store already took or
+        published them (then a change made here since, not yet published, is kept); False if
+        the local store could not be written."""
         if self._deferred is None:
             return True
         latest, token = self._deferred
@@ -144,12 +150,22 @@ class FeedReader:
             log.warning("the model feed's topic %s does not exist (yet): no model arrives until it is "
                         "created", self.tp.topic)
         deadline = time.monotonic() + s.model_feed.start_timeout_s
-        while not stop.is_set() and time.monotonic() < deadline and (exists or not self.servable()):
-            await self.poll(timeout_ms=200)
-            # the high watermark of the last fetch (the embedded broker's ListOffsets is not exact)
-            end = self.consumer.highwater(self.tp)
-            if end is not None and await self.consumer.position(self.tp) >= end and self.servable():
-                break
+        # up to the end, as in catch_up: only the newest states, and not over a change made in a
+        # store shared with a publisher (a trainer's decision not yet published)
+        self._defer = True
+        try:
+            while not stop.is_set() and time.monotonic() < deadline and (exists or not self.servable()):
+                await self.poll(timeout_ms=200)
+                # the high watermark of the last fetch (the embedded broker's ListOffsets is not exact)
+                end = self.consumer.highwater(self.tp)
+                if end is not None and await self.consumer.position(self.tp) >= end:
+                    self._defer = False  # read to the end: states from now on are taken as they come
+                    self._take_deferred()
+                    if self.servable():
+                        break
+        finally:
+            self._defer = False
+        self._take_deferred()  # stopped or timed out before the end: what was read is still newest
         if not stop.is_set() and not self.servable():
             raise ModelLoadError(self.store.root / self.name, "nothing to serve in the local store, "
                                  f"and the feed {self.tp.topic} delivered no champion within "
