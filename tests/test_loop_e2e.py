@@ -81,7 +81,9 @@ async def test_the_loop_learns_concept_drift_from_the_stream(make_settings, mode
         assert np.allclose(again, [e["score"] for e in v1], atol=1e-6)
         assert all(predictions[e["event_id"]]["score"] == e["score"] for e in v1)
         reg = worker.metrics.registry
-        assert reg.get_sample_value("mlstream_labelled_examples_total") == len(examples)
+        # the monitor's counters reach this registry a moment after its records reach the topic
+        counted = lambda: reg.get_sample_value("mlstream_labelled_examples_total") == len(examples)  # noqa: E731
+        assert await wait_until(counted, 30), (reg.get_sample_value("mlstream_labelled_examples_total"), len(examples))
         assert 0.5 < reg.get_sample_value("mlstream_label_coverage_ratio") <= 1.0
 
         # the new champion serves (once the scorer has swapped it in); its labels are credited to
