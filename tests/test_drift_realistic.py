@@ -508,3 +508,22 @@ def test_a_daily_cycle_without_reference_times_stops_opening_once_a_day_is_seen(
     opened = [e.index for e in feed(mon, cols) if e.kind != "drift_resolved"]
     assert opened and max(opened) < 100_000, opened
     assert not any(s["drifting"] for s in mon.snapshot().values())
+
+
+def test_features_that_follow_the_day_together_are_compared_within_the_hour() -> None:
+    """Amounts rise and fall with x over the day (x (1 +- 0.5)): across the day the training set
+    correlates them (~0.2), within the hours a window spans they are not. Windows compared with the
+    day's correlation opened false correlation drifts, 7 on 4 of 4 such mixed streams (seeds 0-3);
+    both sides now take each score less its hour's mean: none."""
+    process = {"amount_season": 0.5}
+    mon = monitor_for("mixed", seed=1, **process)
+    xi, ai = mon._num.index("x"), mon._num.index("amount")
+    assert mon.profile.correlation[xi][ai] > 0.15 and abs(mon._rho[xi, ai]) < 0.05
+    events = feed(mon, generate("mixed", 200_000, seed=1, **process))
+    assert [(e.index, e.kind, e.features) for e in events] == []
+    # a broken correlation between x and y is still found inside that traffic
+    cols = generate("mixed", CHANGE + 30_000, seed=1, **process)
+    cols["y"][CHANGE:] = np.random.default_rng(1).permutation(cols["y"][CHANGE:])
+    events = feed(monitor_for("mixed", seed=1, **process), cols)
+    assert [(e.kind, e.features) for e in events] == [("multivariate_drift", ("x", "y"))]
+    assert CHANGE < events[0].index < CHANGE + 6_000

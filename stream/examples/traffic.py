@@ -13,7 +13,9 @@ categories, ``"d"`` holds 10 %), plus ``ts`` (seconds), ``entity`` and ``error``
 (the model's 0/1 error, 10 %) which are not features. Scenarios switch phenomena on:
 
 * ``seasonal``: ``x``'s mean moves +-``season_sd`` sd over 24 h, category shares and the
-  error rate +-25 % (phases differ per category);
+  error rate +-25 % (phases differ per category); with ``amount_season`` amounts follow the day
+  too (x (1 +- amount_season), in phase with ``x``): features correlated across the day, not within
+  an hour;
 * ``autocorrelated``: AR(1) with coefficient ``phi`` on the numeric features (marginals unchanged);
 * ``bursty``: ``burst_share`` of events come in runs of 20-200 from one heavy entity
   (``entity`` ``h0``, ``h1``, ...), with that entity's own level of ``x`` and ``y`` (entity
@@ -95,7 +97,7 @@ def _bursts(rng: np.random.Generator, n: int, share: float, n_entities: int, iid
 def generate(scenario: str, n: int, seed: int = 0, *, iid: bool = False, drift: str | None = None,
              drift_at: int | None = None, events_per_day: int = 20_000, phi: float = 0.9,
              season_sd: float = 0.5, burst_share: float = 0.2, n_entities: int = 40, entity_sd: float = 0.5,
-             population_seed: int = 0) -> dict[str, Any]:
+             population_seed: int = 0, amount_season: float = 0.0) -> dict[str, Any]:
     """``n`` events of ``scenario`` (see module docstring); ``iid=True`` gives independent rows
     of the same process at random times (a training set)."""
     from scipy import special
@@ -129,6 +131,8 @@ def generate(scenario: str, n: int, seed: int = 0, *, iid: bool = False, drift: 
         x = x + season_sd * np.sin(phase)
     u = special.ndtr(za)  # amount through a copula: marginal fixed, dependence from ``za``
     amount = 10.0 * (1 - u) ** (-1 / 1.5) if "pareto" in on else np.exp(3.4 + 0.8 * za)
+    if "seasonal" in on and amount_season:
+        amount = amount * (1 + amount_season * np.sin(phase))
     # category: from a latent uniform, shares follow the day
     shares = np.broadcast_to(P_CATS, (n, len(CATS))).copy()
     if "seasonal" in on:

@@ -85,7 +85,7 @@ from stream.monitoring.drift_view import snapshot, summary
 from stream.monitoring.drift_windows import Picked
 from stream.monitoring.profile import CORRELATION_METHOD, ReferenceProfile, reference_arrays
 from stream.monitoring.profile_arrays import hourly_arrays
-from stream.monitoring.seasonal import SeasonalProfile
+from stream.monitoring.seasonal import SeasonalProfile, within_hour
 
 __all__ = ["DriftEvent", "DriftMonitor", "DriftSettings"]
 
@@ -121,6 +121,12 @@ class DriftMonitor(StreamEstimates):
         self._cat_maps, self._cat_other = ref.cat_codes, ref.cat_other
         self._pairs = np.triu_indices(fn, 1) if self._mv else (np.zeros(0, int), np.zeros(0, int))
         self._rho = ref.corr if self._mv else np.zeros((fn, fn))
+        hourly = hourly_arrays(profile, k, kc) if s.seasonal else None
+        # features that follow the day together: correlations within the hour, on both sides
+        self._within = within_hour(hourly[0], ref.num_scores, self._rho, s.seasonal_alpha) \
+            if self._mv and hourly is not None else None
+        if self._within is not None:
+            self._rho = self._within.rho
         self._wblocks = [w // b for w in s.windows]
         self._wblocks_arr = np.array(self._wblocks)
         self._sblocks = [st // b for st in s.steps()]
@@ -150,7 +156,6 @@ class DriftMonitor(StreamEstimates):
                                          s.dependence_scale_confidence)
         self.seasonal = SeasonalProfile(n_ch, s.seasonal_min_rows, s.seasonal_memory_rows, s.seasonal_alpha) \
             if s.seasonal else None
-        hourly = hourly_arrays(profile, k, kc) if self.seasonal is not None else None
         if hourly is not None:  # the training data's daily cycle, expected from the first row
             self.seasonal.seed(*ds.channel_means(*hourly, None, self._uref, self._rho, self._pairs),  # type: ignore[union-attr]
                                s.seasonal_reference_min_rows)
@@ -249,13 +254,16 @@ class DriftMonitor(StreamEstimates):
             ccap = ccounts - np.bincount(cidx[capped.ravel()], minlength=ccounts.size).reshape(ccounts.shape) \
                 if has_capped else ccounts
         crows = capped.reshape(nb, b, fc).any(axis=2).sum(axis=1) if has_capped else None
-        corr = None
-        if self._mv:  # normal scores of the bins, as the profile's correlation (0 where missing)
-            z = np.where(missing, 0.0, self._scores[np.arange(fn), np.where(missing, 0, bins)]).reshape(nb, b, fn)
-            corr = comoments(z, missing.reshape(nb, b, fn))
-        means, weights = ds.channel_means(counts, ccounts, corr, self._uref, self._rho, self._pairs)
         mid = ts[b // 2 :: b][:nb]
         hours = np.where(np.isnan(mid), -1, (np.nan_to_num(mid) % DAY_S) // HOUR_S).astype(np.int64)
+        corr = None
+        if self._mv:  # normal scores of the bins, as the profile's correlation (0 where missing)
+            z = self._scores[np.arange(fn), np.where(missing, 0, bins)].reshape(nb, b, fn)
+            if self._within is not None:  # less their hour's mean (row -1: no event time, as they are)
+                z = (z - self._within.offset[hours][:, None, :]) * self._within.scale[hours][:, None, :]
+            z = np.where(missing.reshape(nb, b, fn), 0.0, z)
+            corr = comoments(z, missing.reshape(nb, b, fn))
+        means, weights = ds.channel_means(counts, ccounts, corr, self._uref, self._rho, self._pairs)
         hour_hot = np.zeros((nb, 24))
         hour_hot[np.flatnonzero(hours >= 0), hours[hours >= 0]] = b
         per_block = {"num": counts, "sum": sums, "sq": sq, "cat": ccounts, "hours": hour_hot}

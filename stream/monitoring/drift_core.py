@@ -19,7 +19,7 @@ from stream.monitoring.cusum import Cusum, Hold
 from stream.monitoring.dependence import DependenceTracker
 from stream.monitoring.entity_shares import EntityCap, EntityShareTest, RunCap
 from stream.monitoring.profile import ReferenceArrays, ReferenceProfile
-from stream.monitoring.seasonal import SeasonalProfile
+from stream.monitoring.seasonal import SeasonalProfile, WithinHour
 
 if TYPE_CHECKING:
     from stream.monitoring.drift_event import DriftEvent
@@ -50,7 +50,8 @@ class MonitorCore:
     _cat_maps: list[dict[Any, int]]
     _cat_other: list[int]
     _pairs: tuple[np.ndarray, np.ndarray]
-    _rho: np.ndarray
+    _rho: np.ndarray  # the reference's correlations (within the hour when features follow the day)
+    _within: WithinHour | None
     # score channels: reference means, per-row variances and sizes, their slices and owners
     _uref: np.ndarray
     _sl: dict[str, slice]

@@ -3,12 +3,12 @@ means (see :mod:`stream.monitoring.dependence` for the dependence it is judged a
 
 from __future__ import annotations
 
-from typing import cast
+from typing import NamedTuple, cast
 
 import numpy as np
 from scipy import special
 
-__all__ = ["SeasonalProfile"]
+__all__ = ["SeasonalProfile", "WithinHour", "within_hour"]
 
 
 class SeasonalProfile:
@@ -178,3 +178,73 @@ class SeasonalProfile:
         adj = np.einsum("h,hc->c", share, dev)
         noise = np.where(use, (share[:, None] ** 2 * self._mean_variance(lr, g0)).sum(axis=0), 0.0)
         return adj, noise
+
+
+class WithinHour(NamedTuple):
+    """The reference's daily cycle in the numeric features' normal scores (see :func:`within_hour`).
+    Rows ``0-23`` are the hours of the day; row 24 (index -1) serves rows without an event time."""
+
+    offset: np.ndarray  # [25, feature]: each hour's mean score less the day's (0 for a flat feature)
+    scale: np.ndarray  # [25, feature]: sqrt(total / within-hour variance), to keep the scores' spread
+    rho: np.ndarray  # [feature, feature]: the correlation within an hour
+
+
+MIN_HOUR_ROWS = 30  # an hour's mean score from fewer rows is left out (a quiet night): offset 0
+
+
+def within_hour(hourly: np.ndarray, scores: np.ndarray, rho: np.ndarray, alpha: float) -> WithinHour | None:
+    """The correlation of numeric features *within* an hour of the day, from the reference's counts
+    per hour (``[24, feature, bin + missing]``), its bins' normal scores (``[feature, bin]``) and its
+    overall correlation of those scores; None when no feature's hour means differ (chi-square at
+    ``alpha`` over the hours with ``MIN_HOUR_ROWS`` rows, which must hold 95 % of the rows).
+
+    Features that follow the day together are correlated across the day (the training set's
+    ``rho``), not within the hours a window spans: a window's correlation sat ~0.2 below the
+    reference's for good on traffic whose amounts and levels both rise in the day. Scores taken
+    less their hour's mean compare like with like: the live window's correlation, of scores less
+    their hour's mean, against this within-hour correlation, from the law of total covariance
+    ``cov = within + between`` with ``between = sum_h p_h d_i(h) d_j(h)``.
+
+    >>> rng = np.random.default_rng(0)
+    >>> hour = rng.integers(0, 24, 50_000)
+    >>> season = np.sin(2 * np.pi * hour / 24)
+    >>> x, y = season + rng.normal(size=hour.size), season + rng.normal(size=hour.size)  # independent within an hour
+    >>> edges = np.quantile(np.r_[x, y], np.linspace(0, 1, 11)[1:-1])
+    >>> bins = np.stack([np.searchsorted(edges, v, side="right") for v in (x, y)], axis=1)
+    >>> hourly = np.zeros((24, 2, 11))
+    >>> np.add.at(hourly, (np.repeat(hour, 2), np.tile([0, 1], hour.size), bins.ravel()), 1)
+    >>> from scipy import special
+    >>> grid = special.ndtri((np.arange(10) + 0.5) / 10)
+    >>> z = grid[bins]
+    >>> overall = np.corrcoef(z.T)
+    >>> round(float(overall[0, 1]), 2), round(float(within_hour(hourly, np.stack([grid, grid]), overall, 0.01).rho[0, 1]), 2)
+    (0.34, 0.01)
+    """
+    k = scores.shape[1]
+    counts = hourly[:, :, :k]
+    n_h = counts.sum(axis=2)  # [24, feature]
+    rows_h = hourly.sum(axis=2)[:, 0] if hourly.shape[1] else np.zeros(24)  # every row of the hour
+    n = np.maximum(n_h.sum(axis=0), 1.0)
+    s1, s2 = (counts * scores[None]).sum(axis=2), (counts * scores[None] ** 2).sum(axis=2)
+    mean = s1.sum(axis=0) / n
+    var = s2.sum(axis=0) / n - mean**2
+    counted = n_h >= MIN_HOUR_ROWS
+    dev = np.where(counted, s1 / np.maximum(n_h, 1.0) - mean, 0.0)
+    between = (n_h * dev**2).sum(axis=0) / n
+    within = var - between
+    chi2 = (n_h * dev**2).sum(axis=0) / np.maximum(within, 1e-12)
+    dof = np.maximum(counted.sum(axis=0) - 1, 1)
+    daily = ((n_h * counted).sum(axis=0) >= 0.95 * n) & (within > 0.05 * var) & (chi2 > special.chdtri(dof, alpha))
+    if not daily.any():
+        return None
+    dev = np.where(daily, dev, 0.0)
+    within = np.where(daily, within, var)
+    p = rows_h / max(float(rows_h.sum()), 1.0)
+    cov_between = np.einsum("h,hi,hj->ij", p, dev, dev)
+    sd = np.sqrt(np.maximum(var, 1e-12))
+    rho_w = (rho * np.outer(sd, sd) - cov_between) / np.sqrt(np.outer(np.maximum(within, 1e-12), np.maximum(within, 1e-12)))
+    rho_w = np.clip(rho_w, -0.999, 0.999)
+    np.fill_diagonal(rho_w, 1.0)
+    scale = np.sqrt(np.maximum(var, 1e-12) / np.maximum(within, 1e-12))
+    return WithinHour(offset=np.vstack([dev, np.zeros(dev.shape[1])]),
+                      scale=np.vstack([np.broadcast_to(scale, dev.shape), np.ones(dev.shape[1])]), rho=rho_w)

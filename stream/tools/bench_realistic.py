@@ -1,7 +1,8 @@
 """The realistic half of ``make bench-drift``: stationary but dependent traffic, and drifts inside it.
 
 Streams come from :func:`stream.examples.traffic.generate` (``mlstream simulate --scenario ...``;
-``seasonal_slow_day`` is the seasonal scenario with a 50,000-event day, see ``PROCESS``);
+``seasonal_slow_day`` is the seasonal scenario with a 50,000-event day, ``mixed_shared_day`` the
+mixed one with amounts that follow the day with ``x``, see ``PROCESS``);
 the reference is an i.i.d. sample of the same process (a training set), so on the stationary
 streams every alarm is false. Per stream and detector: drift *openings* per 100,000 events and
 the share of events during which some feature is in an open drift state (mlstream's events;
@@ -35,12 +36,15 @@ from stream.monitoring.profile import ReferenceProfile
 
 __all__ = ["DRIFT_FEATURE", "REALISTIC", "replay_events", "run_task", "tasks"]
 
-REALISTIC = ("seasonal", "autocorrelated", "bursty", "heavy_tailed", "mixed", "seasonal_slow_day")
+REALISTIC = ("seasonal", "autocorrelated", "bursty", "heavy_tailed", "mixed", "seasonal_slow_day", "mixed_shared_day")
 # stationary streams that are a scenario with other process parameters than the generator's own
 PROCESS: dict[str, tuple[str, dict[str, Any]]] = {
     # a day of 50,000 events (20,000 by default) and a ±0.7 sd cycle: the first hours sit above the
     # reference for longer than the warm-up, so the daily cycle must come from the reference's times
     "seasonal_slow_day": ("seasonal", {"events_per_day": 50_000, "season_sd": 0.7}),
+    # amounts rise and fall with x over the day: correlated across the day (the training set's
+    # correlation), not within the hours a window spans
+    "mixed_shared_day": ("mixed", {"amount_season": 0.5}),
 }
 DRIFT_FEATURE = {"mean_shift": "x", "category_share": "c", "error_rate": "error_rate"}
 CHANGE = 100_000
