@@ -74,7 +74,7 @@ def _alarms_river(detector: str, values: np.ndarray, limit: int | None) -> list[
     from river import base, drift
 
     make: dict[str, Callable[[], base.DriftDetector]] = {
-        "ADWIN": drift.ADWIN, "KSWIN": drift.KSWIN, "PageHinkley": drift.PageHinkley}
+        "ADWIN": drift.ADWIN, "KSWIN": lambda: drift.KSWIN(seed=0), "PageHinkley": drift.PageHinkley}  # KSWIN samples: seeded
     det = make[detector]()
     out = []
     vals = values[:limit] if limit else values

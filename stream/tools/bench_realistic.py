@@ -127,7 +127,7 @@ def _river(det: str, values: np.ndarray) -> list[int]:
     from river import base, drift
 
     make: dict[str, Callable[[], base.DriftDetector]] = {
-        "ADWIN": drift.ADWIN, "KSWIN": drift.KSWIN, "PageHinkley": drift.PageHinkley}
+        "ADWIN": drift.ADWIN, "KSWIN": lambda: drift.KSWIN(seed=0), "PageHinkley": drift.PageHinkley}  # KSWIN samples: seeded
     d = make[det]()
     out = []
     for i, v in enumerate(values.tolist()):
