@@ -162,7 +162,8 @@ class WindowTests(MonitorCore):
                         "d_feat": np.maximum(design[sl["u"]], np.median(dp, axis=-1)),
                         "d_ks": np.maximum((g0c * dc).sum(axis=-1) / np.maximum(g0c.sum(axis=-1), 1e-12), 1.0)[:, None],
                         "inv_m_cum": 1.0 / self._m[sl["cum"]].reshape(fn, k - 1),
-                        "slow_sd": np.sqrt(self._slow[sl["u"]] / self._g0[sl["u"]]), **self._rs_constants("props", p)}
+                        "slow_sd": np.sqrt(self._slow[sl["u"]] / self._g0[sl["u"]]), **self._rs_constants("props", p),
+                        "empty": p == 0}
         if fc:
             p = self._theta[sl["cprops"]].reshape(fc, kc)
             slow_rel = (self._slow[sl["cprops"]].reshape(fc, kc) * p).sum(axis=-1) / np.maximum(
@@ -285,12 +286,21 @@ class WindowTests(MonitorCore):
         """Pearson chi-square of the bin (category) shares with each share's variance from its own
         design effect, at least the variance-weighted mean design effect of the feature (first-order
         Rao-Scott; a rare bin's few clusters do not make it count more). Leading axis: check points;
-        ``c``: the group's constants, ``pres1``: rows present (at least 1)."""
+        ``c``: the group's constants, ``pres1``: rows present (at least 1).
+
+        A bin the reference never filled (a discrete feature's values past the training range,
+        ``c["empty"]``) is judged as holding at least one row of the window: a count one past the
+        training set's largest is no change of distribution, but its one row in a 500-row window
+        read as a chi-square past 60 (a Poisson count whose rate follows the day: 5 false openings
+        on 6 i.i.d. streams of 200,000 rows). A feature leaving its range still adds ``c^2 / d``
+        for ``c`` such rows, and KS sees it."""
         g0 = c["g0"]
         w = np.where(used, g0, 0.0)
         mean_d = (w * design).sum(axis=-1) / np.maximum(w.sum(axis=-1), 1e-12)
         d = np.maximum(design, mean_d[..., None])
         extra = (c["slow"] + (noise[:, c["sl"]] if np.ndim(noise) else 0.0)).reshape((-1,) + g0.shape)
+        if "empty" in c:
+            g0 = np.where(c["empty"], np.maximum(g0, 1.0 / pres1), g0)
         var = g0 * (d / pres1 + c["inv_m"]) + extra
         return np.where(used, delta**2 / var * c["one_minus_p"], 0.0).sum(axis=-1)
 
