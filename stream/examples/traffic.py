@@ -15,7 +15,8 @@ categories, ``"d"`` holds 10 %), plus ``ts`` (seconds), ``entity`` and ``error``
 * ``seasonal``: ``x``'s mean moves +-``season_sd`` sd over 24 h, category shares and the
   error rate +-25 % (phases differ per category); with ``amount_season`` amounts follow the day
   too (x (1 +- amount_season), in phase with ``x``): features correlated across the day, not within
-  an hour;
+  an hour; with ``night_rate`` below 1 events arrive at that fraction of the busiest hour's rate
+  in the quietest (quiet nights: an hour's rows differ, and the reference has few night rows);
 * ``autocorrelated``: AR(1) with coefficient ``phi`` on the numeric features (marginals unchanged);
 * ``bursty``: ``burst_share`` of events come in runs of 20-200 from one heavy entity
   (``entity`` ``h0``, ``h1``, ...), with that entity's own level of ``x`` and ``y`` (entity
@@ -75,6 +76,23 @@ def _ar(rng: np.random.Generator, n: int, phi: float) -> np.ndarray:
     return signal.lfilter([1.0], [1.0, -phi], e)
 
 
+def _clock(u: np.ndarray, night_rate: float) -> np.ndarray:
+    """Seconds since the start for events evenly spread in ``u`` (seconds at the day's average
+    rate) when the rate follows the day from ``night_rate`` times the busiest hour's at midnight:
+    the inverse of the cumulative rate ``t - a DAY / (2 pi) sin(2 pi t / DAY)``.
+
+    >>> _clock(np.array([0.0, 43_200.0]), 1.0).tolist(), _clock(np.array([43_200.0]), 0.1).tolist()
+    ([0.0, 43200.0], [43200.0])
+    """
+    if night_rate >= 1.0:
+        return u
+    a = (1.0 - night_rate) / (1.0 + night_rate)
+    grid = np.linspace(0.0, DAY, 4_097)
+    cum = grid - a * DAY / (2 * np.pi) * np.sin(2 * np.pi * grid / DAY)
+    days, rest = np.divmod(u, DAY)
+    return days * DAY + np.interp(rest, cum, grid)
+
+
 def _bursts(rng: np.random.Generator, n: int, share: float, n_entities: int, iid: bool) -> np.ndarray:
     """Heavy-entity id per event (-1: ordinary traffic), in runs of 20-200 events."""
     who = np.full(n, -1)
@@ -97,7 +115,7 @@ def _bursts(rng: np.random.Generator, n: int, share: float, n_entities: int, iid
 def generate(scenario: str, n: int, seed: int = 0, *, iid: bool = False, drift: str | None = None,
              drift_at: int | None = None, events_per_day: int = 20_000, phi: float = 0.9,
              season_sd: float = 0.5, burst_share: float = 0.2, n_entities: int = 40, entity_sd: float = 0.5,
-             population_seed: int = 0, amount_season: float = 0.0) -> dict[str, Any]:
+             population_seed: int = 0, amount_season: float = 0.0, night_rate: float = 1.0) -> dict[str, Any]:
     """``n`` events of ``scenario`` (see module docstring); ``iid=True`` gives independent rows
     of the same process at random times (a training set)."""
     from scipy import special
@@ -113,9 +131,9 @@ def generate(scenario: str, n: int, seed: int = 0, *, iid: bool = False, drift: 
     ent_level, ent_cat = pop.normal(0.0, entity_sd, (n_entities, 2)), pop.choice(len(CATS), n_entities, p=P_CATS)
     ts: np.ndarray
     if iid:
-        ts = START_TS + rng.random(n) * 28 * DAY
+        ts = START_TS + _clock(rng.random(n) * 28 * DAY, night_rate)
     else:
-        ts = START_TS + np.arange(n) * (DAY / events_per_day)
+        ts = START_TS + _clock(np.arange(n) * (DAY / events_per_day), night_rate)
     phase = 2 * np.pi * ((ts - START_TS) % DAY) / DAY
     p = phi if "ar" in on and not iid else 0.0
     zx, zy, za = (_ar(rng, n, p) for _ in range(3))  # AR(1) on the numeric features only

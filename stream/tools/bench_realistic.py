@@ -2,7 +2,8 @@
 
 Streams come from :func:`stream.examples.traffic.generate` (``mlstream simulate --scenario ...``;
 ``seasonal_slow_day`` is the seasonal scenario with a 50,000-event day, ``mixed_shared_day`` the
-mixed one with amounts that follow the day with ``x``, see ``PROCESS``);
+mixed one with amounts that follow the day with ``x``, ``mixed_quiet_nights`` the mixed one with
+nights at a tenth of the day's rate, see ``PROCESS``);
 the reference is an i.i.d. sample of the same process (a training set), so on the stationary
 streams every alarm is false. Per stream and detector: drift *openings* per 100,000 events and
 the share of events during which some feature is in an open drift state (mlstream's events;
@@ -36,7 +37,8 @@ from stream.monitoring.profile import ReferenceProfile
 
 __all__ = ["DRIFT_FEATURE", "REALISTIC", "replay_events", "run_task", "tasks"]
 
-REALISTIC = ("seasonal", "autocorrelated", "bursty", "heavy_tailed", "mixed", "seasonal_slow_day", "mixed_shared_day")
+REALISTIC = ("seasonal", "autocorrelated", "bursty", "heavy_tailed", "mixed", "seasonal_slow_day", "mixed_shared_day",
+             "mixed_quiet_nights")
 # stationary streams that are a scenario with other process parameters than the generator's own
 PROCESS: dict[str, tuple[str, dict[str, Any]]] = {
     # a day of 50,000 events (20,000 by default) and a ±0.7 sd cycle: the first hours sit above the
@@ -45,6 +47,8 @@ PROCESS: dict[str, tuple[str, dict[str, Any]]] = {
     # amounts rise and fall with x over the day: correlated across the day (the training set's
     # correlation), not within the hours a window spans
     "mixed_shared_day": ("mixed", {"amount_season": 0.5}),
+    # events at a tenth of the busiest hour's rate at night: few reference rows in those hours
+    "mixed_quiet_nights": ("mixed", {"night_rate": 0.1}),
 }
 DRIFT_FEATURE = {"mean_shift": "x", "category_share": "c", "error_rate": "error_rate"}
 CHANGE = 100_000
@@ -273,7 +277,7 @@ def realistic_targets(rt: dict[str, Any]) -> dict[str, bool]:
 
 def format_realistic(res: dict[str, Any]) -> str:
     """The realistic tables of :func:`run`'s result."""
-    rt, w0, w = res["realistic"], 18, 22
+    rt, w0, w = res["realistic"], 20, 22
     lines = ["realistic stationary streams (reference: i.i.d. training sample): openings per 100k events"
              " / % of events with some feature in drift", "stream".ljust(w0) + "".join(d.ljust(w) for d in DETECTORS)]
     for name, row in rt["stationary"].items():
