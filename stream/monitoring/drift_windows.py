@@ -3,14 +3,9 @@
 :class:`WindowTests` turns the sufficient statistics of a window (from the ring of
 running totals) into studentised Mann-Whitney, KS, chi-square (Rao-Scott), missing-rate
 and correlation statistics at many check points at once, with their critical values
-(:mod:`stream.monitoring.calibration`), effect sizes, effect gates and p-values. The
-helpers convert a statistic with few effective rows behind its variance into the
-normal or chi-square value of the same p-value.
-
->>> round(float(_z_equivalent(np.array(2.0), np.array(1e7))), 3)
-2.0
->>> float(_chi2_equivalent(np.array(0.0), np.array(3), np.array(100.0)))
-0.0
+(:mod:`stream.monitoring.calibration`), effect sizes, effect gates and p-values. Statistics with few
+effective rows behind their variance are referred to their distributions by
+:mod:`stream.monitoring.window_dist`.
 """
 
 from __future__ import annotations
@@ -23,6 +18,7 @@ from scipy import special
 from stream.monitoring import drift_stats as ds
 from stream.monitoring.drift_core import MonitorCore
 from stream.monitoring.drift_event import nan_to_num
+from stream.monitoring.window_dist import binomial_skew, cell_df, chi2_equivalent, in_one_call, satterthwaite, z_equivalent
 
 __all__ = ["Picked", "WindowTests"]
 
@@ -60,80 +56,6 @@ class Picked(dict[str, Any]):
             return default
 
 
-def _chi2_equivalent(x2: np.ndarray, dof: np.ndarray, df: np.ndarray, dof_eff: Any = None) -> np.ndarray:
-    """A studentised chi-square with ``df`` effective rows behind its variances, as the chi-square
-    value of the same p-value: ``X2 / dof_eff`` is referred to F(dof_eff, df) (``dof_eff``: the
-    Satterthwaite degrees of freedom, default ``dof``)."""
-    dof = np.maximum(dof, 1)
-    de = dof if dof_eff is None else np.maximum(dof_eff, 1e-3)
-    with np.errstate(all="ignore"):
-        p = special.fdtrc(de, df, x2 / de)
-        return np.where(p < 1.0, special.chdtri(dof, np.maximum(p, 1e-300)), 0.0)
-
-
-def _satterthwaite(lam: np.ndarray, dof: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Second-order Rao-Scott for ``dof`` eigenvalues, one ``lam`` and the others 1: the scale
-    ``mean (1 + a^2)`` to divide X2 by and the degrees of freedom ``dof / (1 + a^2)``.
-
-    >>> [round(float(v), 2) for v in _satterthwaite(np.array(4.6), np.array(19))]
-    [1.73, 13.04]
-    """
-    q = np.maximum(dof, 1)
-    mean = (lam + q - 1) / q
-    a2 = ((lam - mean) ** 2 + (q - 1) * (1 - mean) ** 2) / q / mean**2
-    return mean * (1 + a2), q / (1 + a2)
-
-
-def _cell_df(neff: np.ndarray, present: np.ndarray, p: np.ndarray, design: np.ndarray, used: np.ndarray) -> np.ndarray:
-    """Degrees of freedom behind a chi-square: the effective rows, but at most twice the smallest
-    bin's effective expected count (a bin filled by two bursts is far from normal)."""
-    cell = np.where(used & (p > 0), present[..., None] * p / np.maximum(design, 1.0), np.inf).min(axis=-1)
-    return np.minimum(neff, 2.0 * cell)
-
-
-def _z_equivalent(t: np.ndarray, df: np.ndarray) -> np.ndarray:
-    """|t| with ``df`` effective rows as the |z| of the same two-sided p-value."""
-    with np.errstate(all="ignore"):
-        z = -special.ndtri(special.stdtr(np.clip(df, 1.0, 1e7), -np.abs(t)))
-    return np.where(z == z, np.minimum(z, 1e308), 0.0)
-
-
-
-def _where_kept(keep: np.ndarray, f: Any, *args: Any) -> np.ndarray:
-    """``np.where(keep, f(*args), 0.0)`` with ``f`` evaluated only where kept: the special functions
-    cost per element, and thin windows (most short ones on dependent traffic) discard theirs.
-
-    >>> _where_kept(np.array([True, False]), np.negative, np.array([1.0, 2.0])).tolist()
-    [-1.0, 0.0]
-    """
-    out = np.zeros(keep.shape)
-    if keep.any():
-        out[keep] = f(*((a if a.shape == keep.shape else np.broadcast_to(a, keep.shape))[keep] for a in args))
-    return out
-
-
-def _in_one_call(out: dict[str, Any], queue: list[tuple[str, str, np.ndarray, tuple[np.ndarray, ...]]],
-                 f: Any) -> None:
-    """``out[group][test] = _where_kept(keep, f, *args)`` for every queued ``(group, test, keep, args)``
-    (each ``[check point, n]``), by one call of ``f`` on them side by side (elementwise: the same values).
-
-    >>> out = {"a": {}, "b": {}}
-    >>> _in_one_call(out, [("a", "x", np.array([[True]]), (np.array([[1.0]]),)),
-    ...                    ("b", "y", np.array([[True, False]]), (np.array([2.0, 3.0]),))], np.negative)
-    >>> out["a"]["x"].tolist(), out["b"]["y"].tolist()
-    ([[-1.0]], [[-2.0, 0.0]])
-    """
-    if not queue:
-        return
-    keep = np.concatenate([q[2] for q in queue], axis=-1)
-    args = [np.concatenate([a if a.shape == q[2].shape else np.broadcast_to(a, q[2].shape)
-                            for q in queue for a in (q[3][i],)], axis=-1) for i in range(len(queue[0][3]))]
-    res = _where_kept(keep, f, *args)
-    widths = [q[2].shape[-1] for q in queue]
-    for (group, test, *_), end, width in zip(queue, np.cumsum(widths).tolist(), widths, strict=True):
-        out[group][test] = res[..., end - width : end]
-
-
 class WindowTests(MonitorCore):
     """Window sums, studentised tests, critical values, effect sizes and p-values of a drift monitor."""
 
@@ -151,7 +73,10 @@ class WindowTests(MonitorCore):
             return self._wconst
         sl, fn, fc, k, kc = self._sl, len(self._num), len(self._cat), self._k, self._kc
         design = self._lr / self._g0_live  # against the live per-row variance (see DriftMonitor._live_variance)
-        c: dict[str, Any] = {"design": design, "g0m": self._g0 / self._m}
+        indicator = np.zeros(self._g0.size, dtype=bool)  # shares: their variance follows their level
+        for key in ("props", "miss", "cprops", "cmiss"):
+            indicator[sl[key]] = True
+        c: dict[str, Any] = {"design": design, "g0m": self._g0 / self._m, "indicator": indicator}
         if fn:
             p = self._theta[sl["props"]].reshape(fn, k)
             dp, dc = design[sl["props"]].reshape(fn, k), design[sl["cum"]].reshape(fn, k - 1)
@@ -187,7 +112,8 @@ class WindowTests(MonitorCore):
         win = self.window_sums(nblocks, at)
         means, weights = ds.channel_means(win["num"], win["cat"], win["corr"] if self._mv else None,
                                           self._uref, self._rho, self._pairs)
-        adj = noise = 0.0
+        adj: Any = 0.0
+        noise: Any = 0.0
         if self._season_dev is not None:
             assert self._season_var is not None  # set together with _season_dev
             share = win["hours"] / np.maximum(win["hours"].sum(axis=-1, keepdims=True), 1.0)
@@ -204,7 +130,14 @@ class WindowTests(MonitorCore):
         const = self._constants()
         design = const["design"]
         extra = self._slow + noise  # [L, C] or [C]
-        var = self._lr / n + const["g0m"] + extra
+        rel: Any = 1.0
+        if self._season_dev is not None:
+            # a share the window's hours raise varies as theirs does: p_h (1 - p_h), not the day's
+            # p (1 - p) (a missing rate of 5 % +-80 % over the day read a 5.9 sd excursion, exact
+            # binomial p 7e-8, as 7.1 sd); never below the day's, quiet hours make no test keener
+            ph = np.clip(self._theta + adj, 0.0, 1.0)
+            rel = np.where(const["indicator"], np.maximum(ph * (1.0 - ph) / self._g0, 1.0), 1.0)
+        var = self._lr * rel / n + const["g0m"] + extra
         out: dict[str, Any] = {"sums": win, "r": r, "num": {}, "cat": {}, "mv": {}}
         min_eff = self.settings.min_effective_rows
 
@@ -214,7 +147,12 @@ class WindowTests(MonitorCore):
 
         def z(group: str, test: str, key: str, df: np.ndarray, keep: np.ndarray | None = None) -> None:
             keep = ~(df < min_eff) if keep is None else keep
-            zq.append((group, test, keep, (delta[:, sl[key]] / np.sqrt(var[:, sl[key]]), df)))
+            t = delta[:, sl[key]] / np.sqrt(var[:, sl[key]])
+            if key in ("miss", "cmiss"):  # a rare share's skewed tails, from its effective count
+                floor = 0.5 / self._m[sl[key]]  # as the share's variance (DriftMonitor._init_reference)
+                t = t * binomial_skew(means[:, sl[key]], np.clip(self._theta[sl[key]] + (
+                    adj[:, sl[key]] if np.ndim(adj) else 0.0), floor, 1.0 - floor), df)
+            zq.append((group, test, keep, (t, df)))
 
         if fn:
             c = const["num"]
@@ -225,12 +163,13 @@ class WindowTests(MonitorCore):
             used = c["p_pos"] | (counts > 0)
             dof = used.sum(axis=-1) - 1
             neff = present / d_feat
-            x2 = self._rao_scott(delta[:, sl["props"]].reshape(L, fn, k), c, dp, used, pres1, noise)
+            x2 = self._rao_scott(delta[:, sl["props"]].reshape(L, fn, k), c, dp, used, pres1, noise,
+                                 rel[:, sl["props"]].reshape(L, fn, k) if np.ndim(rel) else 1.0)
             # second order: the bins move together along the location score, with its design effect
             # (bursts of one entity's level), the other directions with the bins' mean one
             wb = np.where(used, c["g0"], 0.0)
             dbar = np.maximum((wb * dp).sum(axis=-1) / np.maximum(wb.sum(axis=-1), 1e-12), 1.0)
-            scale, dof_eff = _satterthwaite(np.maximum(c["d_u"] / dbar, 1.0), dof)
+            scale, dof_eff = satterthwaite(np.maximum(c["d_u"] / dbar, 1.0), dof)
             # KS as Weiss (1978): the unweighted largest cumulative difference, rows scaled by the
             # cumulative indicators' (variance-weighted) design effect; unweighted, so the tails do
             # not weigh more (a burst of one entity lands in them)
@@ -245,7 +184,7 @@ class WindowTests(MonitorCore):
                           "design_effect": np.repeat(d_feat[None], L, axis=0),
                           "slow_sd": np.repeat(c["slow_sd"][None], L, axis=0)}
             z("num", "mannwhitney", "u", neff, ~thin)  # thin covers neff < min_eff
-            cq.append(("num", "chi2", ~thin, (x2 / scale, dof, _cell_df(neff, present, p, dp, used), dof_eff)))
+            cq.append(("num", "chi2", ~thin, (x2 / scale, dof, cell_df(neff, present, p, dp, used), dof_eff)))
             miss_df = weights[:, sl["miss"]] / design[sl["miss"]]
             out["num"]["missing_thin"] = miss_df < min_eff  # no missing test: no sign of calm either
             z("num", "missing", "miss", miss_df)
@@ -260,13 +199,14 @@ class WindowTests(MonitorCore):
             d_feat = np.maximum((gp * dp).sum(axis=-1) / np.maximum(gp.sum(axis=-1), 1e-12), 1.0)
             neff = present / d_feat
             x2 = self._rao_scott(delta[:, sl["cprops"]].reshape(L, fc, kc), c, dp, used,
-                                 np.maximum(present, 1.0)[..., None], noise)
+                                 np.maximum(present, 1.0)[..., None], noise,
+                                 rel[:, sl["cprops"]].reshape(L, fc, kc) if np.ndim(rel) else 1.0)
             thin = (neff < min_eff) | (present == 0)
             out["cat"] = {"thin": thin, "chi2": None, "dof": np.maximum(dof, 0), "missing": None, "n": present,
                           "n_rows": present + win["cat"][:, :, kc], "design_effect": d_feat,
                           "slow_sd": np.repeat(c["slow_sd"][None], L, axis=0)}
             # no Satterthwaite correction: the degrees of freedom themselves (as floats: the same values)
-            cq.append(("cat", "chi2", ~thin, (x2, dof, _cell_df(neff, present, p, dp, used),
+            cq.append(("cat", "chi2", ~thin, (x2, dof, cell_df(neff, present, p, dp, used),
                                               np.maximum(dof, 1).astype(float))))
             miss_df = weights[:, sl["cmiss"]] / design[sl["cmiss"]]
             out["cat"]["missing_thin"] = miss_df < min_eff
@@ -276,17 +216,18 @@ class WindowTests(MonitorCore):
                          "design_effect": np.repeat(design[None, sl["psi"]], L, axis=0),
                          "n": weights[:, sl["psi"]], "thin": weights[:, sl["psi"]] / design[sl["psi"]] < min_eff}
             z("mv", "correlation", "psi", weights[:, sl["psi"]] / design[sl["psi"]])
-        _in_one_call(out, zq, _z_equivalent)
-        _in_one_call(out, cq, _chi2_equivalent)
+        in_one_call(out, zq, z_equivalent)
+        in_one_call(out, cq, chi2_equivalent)
         return out
 
     @staticmethod
     def _rao_scott(delta: np.ndarray, c: dict[str, Any], design: np.ndarray, used: np.ndarray,
-                   pres1: np.ndarray, noise: Any) -> np.ndarray:
+                   pres1: np.ndarray, noise: Any, rel: Any = 1.0) -> np.ndarray:
         """Pearson chi-square of the bin (category) shares with each share's variance from its own
         design effect, at least the variance-weighted mean design effect of the feature (first-order
         Rao-Scott; a rare bin's few clusters do not make it count more). Leading axis: check points;
-        ``c``: the group's constants, ``pres1``: rows present (at least 1).
+        ``c``: the group's constants, ``pres1``: rows present (at least 1), ``rel``: each share's
+        per-row variance in the window's hours relative to the day's (at least 1).
 
         A bin the reference never filled (a discrete feature's values past the training range,
         ``c["empty"]``) is judged as holding at least one row of the window: a count one past the
@@ -301,7 +242,7 @@ class WindowTests(MonitorCore):
         extra = (c["slow"] + (noise[:, c["sl"]] if np.ndim(noise) else 0.0)).reshape((-1,) + g0.shape)
         if "empty" in c:
             g0 = np.where(c["empty"], np.maximum(g0, 1.0 / pres1), g0)
-        var = g0 * (d / pres1 + c["inv_m"]) + extra
+        var = g0 * (d * rel / pres1 + c["inv_m"]) + extra
         return np.where(used, delta**2 / var * c["one_minus_p"], 0.0).sum(axis=-1)
 
     def crit(self, w: int, group: str, st: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
