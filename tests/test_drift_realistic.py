@@ -569,3 +569,47 @@ def test_quiet_nights_keep_the_reference_daily_cycle_and_a_shift_is_found() -> N
     events = feed(monitor_for("seasonal", seed=0, **process), cols)
     assert [(e.kind, e.features) for e in events] == [("data_drift", ("x",))]
     assert CHANGE < events[0].index < CHANGE + 1_000
+
+
+@pytest.mark.parametrize("times", ["shuffled", "none"])
+def test_rows_out_of_time_order_or_without_times_keep_their_correlation(times: str) -> None:
+    """The within-hour correlation's other side: scores are taken less their own row's hour mean
+    (rows out of time order are not the block's middle hour), and rows without an event time, whose
+    scores keep the day's cycle, are judged against the day's correlation. Either way the pair
+    x|amount of i.i.d. rows (amounts following the day with x) opened a false drift by row 13,199."""
+    process = {"amount_season": 0.5}
+    live = generate("mixed", 100_000, seed=1, iid=True, **process)  # i.i.d. rows at random times
+    mon = monitor_for("mixed", seed=1, **process)
+    events: list[DriftEvent] = []
+    for s in range(0, 100_000, 10_000):
+        events += mon.update_batch({k: live[k][s : s + 10_000] for k in FEATURES},
+                                   ts=live["ts"][s : s + 10_000] if times == "shuffled" else None)
+    assert [(e.index, e.kind, e.features) for e in events] == []
+
+
+def test_a_missing_rate_rise_in_its_quiet_hours_is_judged_at_the_binomial_it_is_tested_against() -> None:
+    """x is missing 12 % in the day (8-20 h) and 0.2 % at night; from row 150,000 it is missing 20 %
+    at night. The skew correction was taken at the night's 0.2 % while the z used the day's larger
+    variance, cutting a 27-sd rise of the 500-row window to 2.9 sd; at the binomial the z is tested
+    against it reads ~10 (before the skew correction 12.5)."""
+    day = 86_400.0
+    rng = np.random.default_rng(1)
+
+    def rows(n: int, ts: np.ndarray, night: float, r: np.random.Generator) -> dict[str, np.ndarray]:
+        hour = (ts % day) // 3600
+        x, y = r.normal(size=n), r.normal(size=n)
+        x[r.random(n) < np.where((hour >= 8) & (hour < 20), 0.12, night)] = np.nan
+        return {"x": x, "y": y}
+
+    ref_ts = rng.random(40_000) * 28 * day
+    kinds = {"x": "numeric", "y": "numeric"}
+    prof = ReferenceProfile.from_columns(rows(40_000, ref_ts, 0.002, rng), kinds, seed=0, event_ts=ref_ts)
+    ts = np.arange(158_000) * (day / 20_000)
+    live, after = rows(158_000, ts, 0.002, rng), rows(158_000, ts, 0.2, np.random.default_rng(2))
+    for k in live:
+        live[k][150_000:] = after[k][150_000:]
+    mon = DriftMonitor(prof, DriftSettings(cusum=False))
+    for s in range(0, 158_000, 1_000):
+        mon.update_batch({k: v[s : s + 1_000] for k, v in live.items()}, ts=ts[s : s + 1_000])
+    z = float(np.asarray(mon._last[0]["num"]["missing"])[..., 0])  # the 500-row window, x
+    assert z > 8.0 > float(mon.calibration.z_crit[0, 0])

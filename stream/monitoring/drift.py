@@ -260,9 +260,15 @@ class DriftMonitor(StreamEstimates):
         if self._mv:  # normal scores of the bins, as the profile's correlation (0 where missing)
             z = self._scores[np.arange(fn), np.where(missing, 0, bins)].reshape(nb, b, fn)
             if self._within is not None:  # less their hour's mean (row -1: no event time, as they are)
-                z = (z - self._within.offset[hours][:, None, :]) * self._within.scale[hours][:, None, :]
+                rh = np.where(np.isnan(ts[: nb * b]), -1, (np.nan_to_num(ts[: nb * b]) % DAY_S) // HOUR_S).astype(np.int64)
+                z = (z - self._within.offset[rh].reshape(nb, b, fn)) * self._within.scale[rh].reshape(nb, b, fn)
             z = np.where(missing.reshape(nb, b, fn), 0.0, z)
             corr = comoments(z, missing.reshape(nb, b, fn))
+            if self._within is not None:  # rows without event time keep the day's correlation: judged against it
+                zu = np.where((rh < 0).reshape(nb, b, 1), z, 0.0)
+                pr = (~missing.reshape(nb, b, fn)).astype(float) * (rh < 0).reshape(nb, b, 1)
+                s2 = np.einsum("nbi,nbj->nij", zu * zu, pr)
+                corr[:, 3] += (self._rho - self.ref.corr)[None] * (s2 + s2.transpose(0, 2, 1)) / 2
         means, weights = ds.channel_means(counts, ccounts, corr, self._uref, self._rho, self._pairs)
         hour_hot = np.zeros((nb, 24))
         hour_hot[np.flatnonzero(hours >= 0), hours[hours >= 0]] = b

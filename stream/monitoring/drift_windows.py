@@ -150,8 +150,10 @@ class WindowTests(MonitorCore):
             t = delta[:, sl[key]] / np.sqrt(var[:, sl[key]])
             if key in ("miss", "cmiss"):  # a rare share's skewed tails, from its effective count
                 floor = 0.5 / self._m[sl[key]]  # as the share's variance (DriftMonitor._init_reference)
-                t = t * binomial_skew(means[:, sl[key]], np.clip(self._theta[sl[key]] + (
-                    adj[:, sl[key]] if np.ndim(adj) else 0.0), floor, 1.0 - floor), df)
+                ph = np.clip(self._theta[sl[key]] + (adj[:, sl[key]] if np.ndim(adj) else 0.0), floor, 1.0 - floor)
+                pd = np.clip(self._theta[sl[key]], floor, 1.0 - floor)
+                ps = np.where(ph * (1.0 - ph) < pd * (1.0 - pd), pd, ph)  # the binomial whose variance t uses
+                t = t * binomial_skew(means[:, sl[key]] - ph + ps, ps, df)
             zq.append((group, test, keep, (t, df)))
 
         if fn:
