@@ -124,6 +124,8 @@ def generate(scenario: str, n: int, seed: int = 0, *, iid: bool = False, drift: 
         raise ValueError(f"unknown scenario {scenario!r}; choose one of {sorted(SCENARIOS)}")
     if drift is not None and drift not in DRIFTS:
         raise ValueError(f"unknown drift {drift!r}; choose one of {DRIFTS}")
+    if not 0.0 <= night_rate <= 1.0:
+        raise ValueError(f"night_rate {night_rate!r}: the quietest hour's rate over the busiest's, in [0, 1]")
     on = set(SCENARIOS[scenario])
     rng = np.random.default_rng([seed, 7])
     # heavy entities are one fixed population (their levels and categories), like users

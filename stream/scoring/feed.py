@@ -97,9 +97,7 @@ class FeedReader:
         try:
             while True:
                 await self.poll(timeout_ms=200)
-                # the high watermark of the last fetch (the embedded broker's ListOffsets is not exact)
-                end = self.consumer.highwater(self.tp)
-                if end is not None and await self.consumer.position(self.tp) >= end:
+                if await self._at_end():
                     break
                 if time.monotonic() >= deadline:
                     return False
@@ -156,16 +154,20 @@ class FeedReader:
         try:
             while not stop.is_set() and time.monotonic() < deadline and (exists or not self.servable()):
                 await self.poll(timeout_ms=200)
-                # the high watermark of the last fetch (the embedded broker's ListOffsets is not exact)
-                end = self.consumer.highwater(self.tp)
-                if end is not None and await self.consumer.position(self.tp) >= end:
+                if await self._at_end():
                     self._defer = False  # read to the end: states from now on are taken as they come
                     self._take_deferred()
                     if self.servable():
                         break
-        finally:
+        except BaseException:
             self._defer = False
-        self._take_deferred()  # stopped or timed out before the end: what was read is still newest
+            raise
+        if self._defer and not self.servable():  # stopped or timed out before the end, nothing to
+            self._defer = False  # serve: the newest states read so far
+            self._take_deferred()
+        # else, still short of the end with a model to serve: follow() takes the newest states
+        # once it reaches the end (older ones would undo newer published states, or a change
+        # waiting here for its publish)
         if not stop.is_set() and not self.servable():
             raise ModelLoadError(self.store.root / self.name, "nothing to serve in the local store, "
                                  f"and the feed {self.tp.topic} delivered no champion within "
@@ -180,10 +182,20 @@ class FeedReader:
         while not stop.is_set():
             try:
                 await self.poll(timeout_ms=500)
+                if self._defer and await self._at_end():  # start() stopped short of the end
+                    self._defer = False
+                    self._take_deferred()
             except KafkaError as exc:
                 log.warning("model feed: %s; reading on", type(exc).__name__)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)  # backoff, cut short by a stop
+
+    async def _at_end(self) -> bool:
+        """Read up to the high watermark of the last fetch (the embedded broker's ListOffsets is
+        not exact)."""
+        assert self.consumer is not None
+        end = self.consumer.highwater(self.tp)
+        return end is not None and await self.consumer.position(self.tp) >= end
 
     async def poll(self, timeout_ms: int) -> None:
         assert self.consumer is not None
