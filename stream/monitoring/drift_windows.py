@@ -235,8 +235,8 @@ class WindowTests(MonitorCore):
         ``c["empty"]``) is judged as holding at least one row of the window: a count one past the
         training set's largest is no change of distribution, but its one row in a 500-row window
         read as a chi-square past 60 (a Poisson count whose rate follows the day: 5 false openings
-        on 6 i.i.d. streams of 200,000 rows). A feature leaving its range still adds ``c^2 / d``
-        for ``c`` such rows, and KS sees it."""
+        on 6 i.i.d. streams of 200,000 rows). A feature leaving its range still adds about ``c^2 / d``
+        for ``c`` such rows (less at windows near the reference's size), and KS sees it."""
         g0 = c["g0"]
         w = np.where(used, g0, 0.0)
         mean_d = (w * design).sum(axis=-1) / np.maximum(w.sum(axis=-1), 1e-12)
