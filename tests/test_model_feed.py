@@ -90,6 +90,26 @@ async def test_small_chunks_reassemble_byte_identical_into_an_empty_store(make_s
     assert reader.metrics.registry.get_sample_value("mlstream_model_feed_versions_total") == 2
 
 
+async def test_an_empty_store_serves_the_older_champion_when_the_newest_never_arrives_whole(make_settings, model_store,
+                                                                                           tmp_path):
+    """A new scorer takes only the newest states; when they name a version whose chunks never all
+    reached the feed they are refused, and the versions that did arrive whole, with no state of
+    their own yet, serve (here version 1) instead of waiting for a version that may never come."""
+    settings = make_settings(model_feed={"start_timeout_s": 5})
+    await ensure_topics(settings)
+    src = source_store(model_store, tmp_path / "src", promote=False)  # 1 champion, 2 a candidate
+    await publish(settings, src, "fraud", "first")
+    src.promote("fraud", "2", reason="test")
+    await send_raw(settings, [(m.key, m.value) for m in feed_records(settings, src, "fraud", "test")
+                              if m.key != b"fraud/2/card.json/0"])
+    local = tmp_path / "local"
+    reader = FeedReader(settings.model_copy(update={"model_store": local}), Metrics.create())
+    await asyncio.wait_for(reader.start(asyncio.Event()), 30)
+    await reader.close()
+    assert ModelStore(local).current_version("fraud") == "1"
+    assert reader.metrics.registry.get_sample_value("mlstream_model_feed_refused_total", {"reason": "missing_chunk"}) == 1
+
+
 async def test_bad_records_are_refused_and_the_old_version_keeps_serving(make_settings, start_worker,
                                                                          model_store, tmp_path):
     settings = make_settings(model_feed={"max_message_bytes": 8_192})
