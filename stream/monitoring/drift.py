@@ -213,6 +213,9 @@ class DriftMonitor(StreamEstimates):
                                 np.arange(fn), np.arange(fn), fn + np.repeat(np.arange(fc), kc), fn + np.arange(fc),
                                 np.full(npairs, fn + fc)])
         self._owner = owner.astype(np.int64)
+        self._indicator = np.zeros(theta.size, dtype=bool)  # shares: their variance follows their level
+        for key in ("props", "miss", "cprops", "cmiss"):
+            self._indicator[self._sl[key]] = True
         m[self._sl["psi"]] = ref.corr_n[self._pairs] if npairs else m[self._sl["psi"]]
         self._m = np.maximum(m, 1.0)
         floor = 0.5 / self._m  # a share never seen in the reference: as if half a row had it

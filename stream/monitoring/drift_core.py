@@ -56,6 +56,7 @@ class MonitorCore:
     _uref: np.ndarray
     _sl: dict[str, slice]
     _owner: np.ndarray
+    _indicator: np.ndarray  # channels that are shares (bins, categories, missing)
     _m: np.ndarray
     _theta: np.ndarray
     _g0: np.ndarray

@@ -277,13 +277,17 @@ class SequentialDetectors(EntityChannels):
         ok = ws > 0
         m = np.where(ok, sums / np.where(ok, ws, 1.0), self._theta)
         adj = noise = 0.0
+        rel: Any = 1.0
         if self._season_dev is not None and hrs.any():
             assert self._season_var is not None  # set together with _season_dev
             share = hrs / hrs.sum()
             adj = np.einsum("h,hc->c", share, self._season_dev)
             noise = np.einsum("h,hc->c", share * share, self._season_var)
+            # a share its hours raise varies as theirs does (as the window tests, WindowTests._test_window)
+            ph = np.clip(self._theta + adj, 0.0, 1.0)
+            rel = np.where(self._indicator, np.maximum(ph * (1.0 - ph) / self._g0, 1.0), 1.0)
         dev = m - adj - self._theta
-        var = self._cus_lr / np.where(ok, ws, 1.0) + self._g0 / self._m + self._slow + noise
+        var = self._cus_lr * rel / np.where(ok, ws, 1.0) + self._g0 / self._m + self._slow + noise
         c = self.settings.cusum_clip  # one burst moves the statistic by a bounded step
         sd = np.sqrt(var)
         return np.clip(dev / sd, -c, c), dev / np.sqrt(self._g0), ok, np.sqrt(self._g0) / sd

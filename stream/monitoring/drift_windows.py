@@ -73,10 +73,7 @@ class WindowTests(MonitorCore):
             return self._wconst
         sl, fn, fc, k, kc = self._sl, len(self._num), len(self._cat), self._k, self._kc
         design = self._lr / self._g0_live  # against the live per-row variance (see DriftMonitor._live_variance)
-        indicator = np.zeros(self._g0.size, dtype=bool)  # shares: their variance follows their level
-        for key in ("props", "miss", "cprops", "cmiss"):
-            indicator[sl[key]] = True
-        c: dict[str, Any] = {"design": design, "g0m": self._g0 / self._m, "indicator": indicator}
+        c: dict[str, Any] = {"design": design, "g0m": self._g0 / self._m}
         if fn:
             p = self._theta[sl["props"]].reshape(fn, k)
             dp, dc = design[sl["props"]].reshape(fn, k), design[sl["cum"]].reshape(fn, k - 1)
@@ -136,7 +133,7 @@ class WindowTests(MonitorCore):
             # p (1 - p) (a missing rate of 5 % +-80 % over the day read a 5.9 sd excursion, exact
             # binomial p 7e-8, as 7.1 sd); never below the day's, quiet hours make no test keener
             ph = np.clip(self._theta + adj, 0.0, 1.0)
-            rel = np.where(const["indicator"], np.maximum(ph * (1.0 - ph) / self._g0, 1.0), 1.0)
+            rel = np.where(self._indicator, np.maximum(ph * (1.0 - ph) / self._g0, 1.0), 1.0)
         var = self._lr * rel / n + const["g0m"] + extra
         out: dict[str, Any] = {"sums": win, "r": r, "num": {}, "cat": {}, "mv": {}}
         min_eff = self.settings.min_effective_rows
