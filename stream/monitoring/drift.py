@@ -92,6 +92,11 @@ __all__ = ["DriftEvent", "DriftMonitor", "DriftSettings"]
 DAY_S, HOUR_S = 86_400.0, 3_600.0
 
 
+def _hour_of_day(ts: np.ndarray) -> np.ndarray:
+    """UTC hour of each event time (epoch seconds), -1 where unknown (NaN)."""
+    return np.where(np.isnan(ts), -1, (np.nan_to_num(ts) % DAY_S) // HOUR_S).astype(np.int64)
+
+
 class DriftMonitor(StreamEstimates):
     """Dependence-aware multi-window drift monitor over a :class:`ReferenceProfile` (see module docstring).
 
@@ -257,13 +262,12 @@ class DriftMonitor(StreamEstimates):
             ccap = ccounts - np.bincount(cidx[capped.ravel()], minlength=ccounts.size).reshape(ccounts.shape) \
                 if has_capped else ccounts
         crows = capped.reshape(nb, b, fc).any(axis=2).sum(axis=1) if has_capped else None
-        mid = ts[b // 2 :: b][:nb]
-        hours = np.where(np.isnan(mid), -1, (np.nan_to_num(mid) % DAY_S) // HOUR_S).astype(np.int64)
+        hours = _hour_of_day(ts[b // 2 :: b][:nb])  # each block's, at its middle row
         corr = None
         if self._mv:  # normal scores of the bins, as the profile's correlation (0 where missing)
             z = self._scores[np.arange(fn), np.where(missing, 0, bins)].reshape(nb, b, fn)
             if self._within is not None:  # less their hour's mean (row -1: no event time, as they are)
-                rh = np.where(np.isnan(ts[: nb * b]), -1, (np.nan_to_num(ts[: nb * b]) % DAY_S) // HOUR_S).astype(np.int64)
+                rh = _hour_of_day(ts[: nb * b])  # each row's
                 z = (z - self._within.offset[rh].reshape(nb, b, fn)) * self._within.scale[rh].reshape(nb, b, fn)
             z = np.where(missing.reshape(nb, b, fn), 0.0, z)
             corr = comoments(z, missing.reshape(nb, b, fn))

@@ -135,3 +135,9 @@ class MonitorCore:
         def capped_rows(self) -> tuple[int, int]: ...
         def _share_test_fed(self) -> bool: ...
         def _count_capped(self, crows: np.ndarray | None, i: int) -> tuple[bool, bool]: ...
+
+    def _share_variance_ratio(self, adj: np.ndarray) -> np.ndarray:
+        """Per channel, a share's per-row variance in hours that move it by ``adj`` over the day's,
+        at least 1 (quiet hours make no test keener); 1 for channels that are not shares."""
+        ph = np.clip(self._theta + adj, 0.0, 1.0)
+        return np.where(self._indicator, np.maximum(ph * (1.0 - ph) / self._g0, 1.0), 1.0)

@@ -284,8 +284,7 @@ class SequentialDetectors(EntityChannels):
             adj = np.einsum("h,hc->c", share, self._season_dev)
             noise = np.einsum("h,hc->c", share * share, self._season_var)
             # a share its hours raise varies as theirs does (as the window tests, WindowTests._test_window)
-            ph = np.clip(self._theta + adj, 0.0, 1.0)
-            rel = np.where(self._indicator, np.maximum(ph * (1.0 - ph) / self._g0, 1.0), 1.0)
+            rel = self._share_variance_ratio(adj)
         dev = m - adj - self._theta
         var = self._cus_lr * rel / np.where(ok, ws, 1.0) + self._g0 / self._m + self._slow + noise
         c = self.settings.cusum_clip  # one burst moves the statistic by a bounded step

@@ -132,8 +132,7 @@ class WindowTests(MonitorCore):
             # a share the window's hours raise varies as theirs does: p_h (1 - p_h), not the day's
             # p (1 - p) (a missing rate of 5 % +-80 % over the day read a 5.9 sd excursion, exact
             # binomial p 7e-8, as 7.1 sd); never below the day's, quiet hours make no test keener
-            ph = np.clip(self._theta + adj, 0.0, 1.0)
-            rel = np.where(self._indicator, np.maximum(ph * (1.0 - ph) / self._g0, 1.0), 1.0)
+            rel = self._share_variance_ratio(adj)
         var = self._lr * rel / n + const["g0m"] + extra
         out: dict[str, Any] = {"sums": win, "r": r, "num": {}, "cat": {}, "mv": {}}
         min_eff = self.settings.min_effective_rows
