@@ -186,7 +186,7 @@ async def test_a_monitor_frozen_past_its_session_timeout_tests_nothing_on_waking
     """The active monitor SIGSTOPped for three session timeouts: a standby takes over and tests
     the rows that came meanwhile. Woken, the frozen one still holds every partition until its
     next heartbeat is refused; it must not test (nor announce drifts from) that backlog too, as a
-    woken scorer scored its (see stream.scoring.paused): its row count stays where the freeze
+    woken scorer scored its (see stream.paused): its row count stays where the freeze
     left it."""
     import os
     import signal

@@ -26,6 +26,7 @@ from aiokafka.errors import KafkaError
 
 from stream.metrics import Metrics
 from stream.monitoring.ordering import PartitionMerger
+from stream.paused import PauseGuard
 
 
 class ForgetRevoked(ConsumerRebalanceListener):
@@ -33,8 +34,10 @@ class ForgetRevoked(ConsumerRebalanceListener):
 
     def __init__(self, merger: PartitionMerger, topic: str, metrics: Metrics, consumer: Any = None,
                  from_beginning: bool = False, on_role: Callable[[bool], Awaitable[None]] | None = None,
-                 on_revoked: Callable[[], Awaitable[None]] | None = None, deadline_s: float = 30.0):
+                 on_revoked: Callable[[], Awaitable[None]] | None = None, deadline_s: float = 30.0,
+                 pauses: PauseGuard | None = None):
         self.merger = merger
+        self.pauses = pauses  # records held back after a stall: fetched again once the group decided
         self.on_revoked = on_revoked
         self.on_role = on_role
         self.active: bool | None = None  # unknown until the first assignment
@@ -72,6 +75,8 @@ class ForgetRevoked(ConsumerRebalanceListener):
             self.merger.forget(tp)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self.pauses is not None and self.consumer is not None:
+            self.pauses.rebalanced(self.consumer)
         await self._keep(assigned)
         if self.from_beginning and self.consumer is not None and assigned:
             self.from_beginning = False

@@ -45,6 +45,7 @@ from stream.monitoring.model_monitor import (  # re-exported: callers import the
 )
 from stream.monitoring.processor import MonitorProcessor
 from stream.monitoring.rebalance import ForgetRevoked
+from stream.paused import PauseGuard
 
 __all__ = ["EVENT_IDS", "EVENT_TS", "ModelMonitor", "MonitorProcessor", "MonitorWorker", "RecentTimes",
            "merge_slices"]
@@ -63,6 +64,9 @@ class MonitorWorker(MonitorProcessor):
         self.assignor = OneActiveAssignor()  # one active monitor per deployment
         # offsets whose outputs are acknowledged, committed on a cadence (see MonitorSettings)
         self._uncommitted: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}  # accepted by the group: the stall probe
+        # woken past the session timeout: the successor's backlog is not tested a second time
+        self.pauses = PauseGuard(settings.kafka.session_timeout_ms / 1000, role="monitor")
         self._committed_at = time.monotonic()
         self._consumer: Any = None
         self.input_age_s = 0.0  # the newest fetched feature batch's age (stream.cpu_priority)
@@ -83,7 +87,7 @@ class MonitorWorker(MonitorProcessor):
                                          fetch_max_wait_ms=s.monitor.fetch_max_wait_ms)
                 listener = ForgetRevoked(self.merger, s.topics.features, self.metrics, consumer, from_beginning,
                                          self._on_role, on_revoked=self._commit_on_revoke,
-                                         deadline_s=s.kafka.request_deadline_s)
+                                         deadline_s=s.kafka.request_deadline_s, pauses=self.pauses)
                 self._consumer = consumer
                 consumer.subscribe([s.topics.features, s.topics.labels, s.topics.shadow_predictions],
                                    listener=listener)
@@ -95,6 +99,7 @@ class MonitorWorker(MonitorProcessor):
                 # the broker lost its data: start over on the new topics with a new consumer
                 self.merger.forget_all()
                 self._uncommitted = {}
+                self._committed = {}
                 self._dead = []
                 from_beginning = True  # offsets committed meanwhile may be old-topic positions
                 await stop_quietly(consumer, s.kafka.request_deadline_s)
@@ -119,6 +124,7 @@ class MonitorWorker(MonitorProcessor):
         next_check = time.monotonic() + s.kafka.topic_check_interval_s
         seen = recreations()
         failures = 0
+        self.pauses.start()
         while not stop.is_set():
             try:
                 await self._step(consumer, producer)
@@ -155,6 +161,11 @@ class MonitorWorker(MonitorProcessor):
             batches = await consumer.getmany(timeout_ms=100, max_records=500)
         except KafkaError as exc:  # a group coordinator's error, handed over once: nothing lost
             raise KafkaCallError(f"fetch failed: {type(exc).__name__}") from None
+        # stood still past the session timeout: nothing tested, released or published until the
+        # group confirms this member or the rebalance says whose the partitions are
+        if (self.pauses.stalled() or self.pauses.until) and (
+                await self.pauses.hold_back(consumer, batches, self._committed, deadline) or self.pauses.until):
+            return False
         t0 = time.perf_counter()
         features = {tp: recs for tp, recs in batches.items() if tp.topic == s.topics.features}
         newest = max((recs[-1].timestamp for recs in features.values() if recs), default=None)
@@ -204,7 +215,8 @@ class MonitorWorker(MonitorProcessor):
         offsets, self._uncommitted = self._uncommitted, {}
         self._committed_at = time.monotonic()
         try:
-            await commit_or_redeliver(consumer, offsets, self.settings.kafka.request_deadline_s)
+            if await commit_or_redeliver(consumer, offsets, self.settings.kafka.request_deadline_s):
+                self._committed.update(offsets)
         except KafkaCallError:
             self._uncommitted = {**offsets, **self._uncommitted}  # still to commit, unless newer ones came
             raise

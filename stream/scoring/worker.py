@@ -36,10 +36,10 @@ from stream.kafka import (
     within,
 )
 from stream.metrics import Metrics, score_buckets
+from stream.paused import PauseGuard
 from stream.scoring.broker_faults import abort_transaction, as_call_error, topics_changed
 from stream.scoring.commits import Commits
 from stream.scoring.feed import FeedReader
-from stream.scoring.paused import PauseGuard
 from stream.scoring.pipeline import BatchOutput, BatchScorer
 from stream.scoring.restore import restore_state
 from stream.scoring.serving import ModelServing
@@ -74,7 +74,7 @@ class ScoringWorker:
         self.stores: dict[int, EntityStore] = {}
         self._lock = asyncio.Lock()
         self.commits = Commits(settings, self.stores)  # what the next commit covers, and how
-        self.pauses = PauseGuard(settings.kafka.session_timeout_ms / 1000)  # a paused process's records
+        self.pauses = PauseGuard(settings.kafka.session_timeout_ms / 1000, role="scorer")  # a paused process's records
         # labelled series looked up once, not per micro-batch
         self._consumed = metrics.events_consumed.labels(settings.topics.events)
         self._produce_stage = metrics.stage_latency.labels("produce")

@@ -1,13 +1,15 @@
-"""A scorer that was paused (a VM frozen, SIGSTOP, a swap storm) longer than its session timeout.
+"""A worker that was paused (a VM frozen, SIGSTOP, a swap storm) longer than its session timeout.
 
-Heartbeats run in the same event loop as the scoring, so a loop that stood still that long has
+Heartbeats run in the same event loop as the work, so a loop that stood still that long has
 almost surely been dropped from the group, and its partitions handed to other workers. When it
 resumes, the consumer still holds its old assignment until the next heartbeat is refused, and
-meanwhile hands out the backlog of those partitions: scoring it duplicated events the new owners
-had already scored, and wrote changelog records behind theirs (up to about 4,000 duplicates in
-the fault suite's paused-worker scenario). So after such a stall the scorer first asks the
-group, with an offset commit of what it already committed: refused, it processes nothing until
-the rebalance (or one more session timeout) and the records go back to be fetched again.
+meanwhile hands out the backlog of those partitions. A scorer scoring it duplicated events the
+new owners had already scored, and wrote changelog records behind theirs (up to about 4,000
+duplicates in the fault suite's paused-worker scenario); a monitor tested its successor's rows a
+second time (a 16,000-row backlog in 0.1 s, once in a CI run), and could have announced their
+drifts twice. So after such a stall the loop first asks the group, with an offset commit of what
+it already committed: refused, it processes nothing until the rebalance (or one more session
+timeout) and the records go back to be fetched again. Both workers' loops use it.
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ class PauseGuard:
     (False, True, False)
     """
 
-    def __init__(self, session_timeout_s: float, *, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, session_timeout_s: float, *, role: str = "worker",
+                 clock: Callable[[], float] = time.monotonic):
         self.limit = session_timeout_s
+        self.role = role  # for the log: "scorer", "monitor"
         self.clock = clock
         self.last = clock()
         self.until = 0.0  # records are held back until a rebalance, or this time
@@ -75,8 +79,8 @@ class PauseGuard:
                 member = True
             if not member:
                 self.until = self.clock() + self.limit
-                log.warning("the scorer stood still for more than the session timeout (%gs) and the group "
-                            "no longer knows it: holding records back until the rebalance", self.limit)
+                log.warning("the %s stood still for more than the session timeout (%gs) and the group "
+                            "no longer knows it: holding records back until the rebalance", self.role, self.limit)
         if self.until and self.clock() >= self.until:  # no rebalance came: fetch again
             self._release(consumer)
         if not self.until or not batches:
