@@ -613,3 +613,38 @@ def test_a_missing_rate_rise_in_its_quiet_hours_is_judged_at_the_binomial_it_is_
         mon.update_batch({k: v[s : s + 1_000] for k, v in live.items()}, ts=ts[s : s + 1_000])
     z = float(np.asarray(mon._last[0]["num"]["missing"])[..., 0])  # the 500-row window, x
     assert z > 8.0 > float(mon.calibration.z_crit[0, 0])
+
+
+@pytest.mark.parametrize("missing", [0.5, 1.0])
+def test_a_feature_missing_in_the_hours_its_cycle_peaks_is_judged_on_its_own_rows(missing: float) -> None:
+    """x and y follow the day (1.5 sd, peaking at 6 h) and are independent within an hour; y is
+    missing in the mornings (6-12 h), half the time or always. A window's seasonal part counted
+    every row's hour, not the hours of the rows holding y: windows spanning the morning and the
+    afternoon opened false drifts of y (2 in 100,000 rows), and with y never seen in the mornings
+    the reference's cycle was not used at all. The within-hour correlation took every hour at its
+    rows, not at the pair's (0.13 at 1 sd, 0.28 at 1.5: a false x|y drift). A rise of y's level by
+    0.5 sd is still found."""
+    day = 86_400.0
+    rng = np.random.default_rng(4)
+
+    def rows(ts: np.ndarray, r: np.random.Generator, shift: float = 0.0) -> dict[str, np.ndarray]:
+        season = 1.5 * np.sin(2 * np.pi * (ts % day) / day)
+        x, y = season + r.normal(size=ts.size), season + r.normal(size=ts.size) + shift
+        hour = (ts % day) // 3600
+        y[(hour >= 6) & (hour < 12) & (r.random(ts.size) < missing)] = np.nan
+        return {"x": x, "y": y}
+
+    ref_ts = rng.random(20_000) * 28 * day
+    prof = ReferenceProfile.from_columns(rows(ref_ts, rng), {"x": "numeric", "y": "numeric"}, seed=0,
+                                         event_ts=ref_ts)
+    ts = np.arange(110_000) * (day / 20_000)
+    live, after = rows(ts, rng), rows(ts, np.random.default_rng(5), shift=0.5)
+    live["y"][100_000:] = after["y"][100_000:]
+    mon = DriftMonitor(prof)
+    assert abs(float(mon._rho[0, 1])) < 0.05  # within the hour, as made
+    events = []
+    for s in range(0, 110_000, 1_000):
+        events += mon.update_batch({k: v[s : s + 1_000] for k, v in live.items()}, ts=ts[s : s + 1_000])
+    opened = [(e.index, e.features) for e in events if e.kind != "drift_resolved"]
+    assert opened and all(i >= 100_000 for i, _ in opened), opened
+    assert opened[0][1] == ("y",) and opened[0][0] < 105_000, opened

@@ -161,9 +161,10 @@ class DriftMonitor(StreamEstimates):
                                          s.dependence_scale_confidence)
         self.seasonal = SeasonalProfile(n_ch, s.seasonal_min_rows, s.seasonal_memory_rows, s.seasonal_alpha) \
             if s.seasonal else None
+        self._presence = self._hour_presence(*hourly) if hourly is not None else None
         if hourly is not None:  # the training data's daily cycle, expected from the first row
             self.seasonal.seed(*ds.channel_means(*hourly, None, self._uref, self._rho, self._pairs),  # type: ignore[union-attr]
-                               s.seasonal_reference_min_rows)
+                               s.seasonal_reference_min_rows, self._presence)
         self._ready = self._cusum_ready = self._fast_ready = False
         self._window_known = [False] * len(s.windows)
         # the dependence scale each window waits for: a tenth of its rows, or the shortest
@@ -235,6 +236,23 @@ class DriftMonitor(StreamEstimates):
             g0[self._sl["psi"]] = (1 - self._rho[self._pairs] ** 2) ** 2
         theta[self._sl["psi"]] = 0.0
         self._theta, self._g0 = theta, np.maximum(g0, 1e-9)  # a perfect reference correlation has no spread
+
+    def _hour_presence(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray | None:
+        """Per hour and channel, the share of the reference's rows holding the channel's value
+        (present features; a pair's both), relative to the channel's busiest hour; None when no
+        feature's missing rate follows the day (every hour within 1 % of the others)."""
+        def present(c: np.ndarray) -> np.ndarray:  # [24, feature]
+            rows = c.sum(axis=2)
+            return np.where(rows > 0, 1.0 - c[:, :, -1] / np.maximum(rows, 1.0), 1.0)
+
+        fn, fc, k, kc = len(self._num), len(self._cat), self._k, self._kc
+        pn, pc = present(num), present(cat)
+        one = np.ones((24, fn + fc))
+        out = np.concatenate([np.repeat(pn, k, axis=1), np.repeat(pn, k - 1, axis=1), pn, pn, one[:, :fn],
+                              np.repeat(pc, kc, axis=1), one[:, fn:], pn[:, self._pairs[0]] * pn[:, self._pairs[1]]],
+                             axis=1)
+        out = out / np.maximum(out.max(axis=0), 1e-12)
+        return out if (out < 0.99).any() else None
 
     def _process(self, num: np.ndarray, cat: np.ndarray, ts: np.ndarray, start: int) -> list[DriftEvent]:
         """Reduce whole blocks to sufficient statistics, learn the stream's structure, run the due checks."""

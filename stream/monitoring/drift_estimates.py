@@ -50,7 +50,7 @@ class StreamEstimates(RowIngest):
         self._window_known = [self.tracker.ready_scale(i) for i in self._window_scale]
         if self.seasonal is not None:  # the daily profile, judged on short-range noise (blind to the cycle)
             dev, use = self.seasonal.centred(self.tracker.short_range(self._g0), self._g0)
-            self.tracker.set_seasonal(dev if use.any() else None)
+            self.tracker.set_seasonal(dev if use.any() else None, self._presence)
         self._lr, self._slow = self.tracker.estimate(self._theta, self._g0, self._m)
         self._g0_live = self._live_variance()
         self._slow[self._sl["psi"]] = 0.0  # the reference holds no psi level

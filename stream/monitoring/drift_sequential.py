@@ -16,6 +16,7 @@ from stream.monitoring.batch_math import group_sums, groups_of
 from stream.monitoring.cusum import Cusum, Hold, alarm_level, run_length
 from stream.monitoring.drift_entities import EntityChannels
 from stream.monitoring.drift_event import MULTIVARIATE, DriftEvent, finite, nan_to_num
+from stream.monitoring.seasonal import hour_mix
 
 __all__ = ["SequentialDetectors"]
 
@@ -276,13 +277,12 @@ class SequentialDetectors(EntityChannels):
         batch mean's sd in score sd."""
         ok = ws > 0
         m = np.where(ok, sums / np.where(ok, ws, 1.0), self._theta)
-        adj = noise = 0.0
+        adj: Any = 0.0
+        noise: Any = 0.0
         rel: Any = 1.0
         if self._season_dev is not None and hrs.any():
             assert self._season_var is not None  # set together with _season_dev
-            share = hrs / hrs.sum()
-            adj = np.einsum("h,hc->c", share, self._season_dev)
-            noise = np.einsum("h,hc->c", share * share, self._season_var)
+            adj, noise = hour_mix(hrs, self._season_dev, self._season_var, self._presence)
             # a share its hours raise varies as theirs does (as the window tests, WindowTests._test_window)
             rel = self._share_variance_ratio(adj)
         dev = m - adj - self._theta

@@ -18,6 +18,7 @@ from scipy import special
 from stream.monitoring import drift_stats as ds
 from stream.monitoring.drift_core import MonitorCore
 from stream.monitoring.drift_event import nan_to_num
+from stream.monitoring.seasonal import hour_mix
 from stream.monitoring.window_dist import binomial_skew, cell_df, chi2_equivalent, in_one_call, satterthwaite, z_equivalent
 
 __all__ = ["Picked", "WindowTests"]
@@ -113,10 +114,7 @@ class WindowTests(MonitorCore):
         noise: Any = 0.0
         if self._season_dev is not None:
             assert self._season_var is not None  # set together with _season_dev
-            share = win["hours"] / np.maximum(win["hours"].sum(axis=-1, keepdims=True), 1.0)
-            # einsum, not BLAS: tiny products, and BLAS threads stall on a busy machine
-            adj = np.einsum("lh,hc->lc", share, self._season_dev)
-            noise = np.einsum("lh,hc->lc", share * share, self._season_var)
+            adj, noise = hour_mix(win["hours"], self._season_dev, self._season_var, self._presence)
         delta = nan_to_num(means - adj - self._theta)  # a fresh array: written into below
         sl, fn, fc, k, kc, L = self._sl, len(self._num), len(self._cat), self._k, self._kc, len(at)
         r = None
