@@ -145,12 +145,16 @@ def test_a_category_step_inside_a_batch_is_found_by_the_next_batch(entities: boo
     assert at < events[0].index < CHANGE + 1_600
 
 
-def test_a_category_step_on_a_slow_day_is_found_against_the_capped_shares_own_daily_cycle() -> None:
+@pytest.mark.parametrize("slow", [{"events_per_day": 10_000}, {"events_per_day": 5_000, "night_rate": 0.1},
+                                  {"events_per_day": 5_000, "night_rate": 0.3}])
+def test_a_category_step_on_a_slow_day_is_found_against_the_capped_shares_own_daily_cycle(slow: dict[str, Any]) -> None:
     # 10,000 events a day: the four batches a batch is tested against span ten hours, over which
     # the cycle (+-25 % of each share) moves a share as much as a batch's own sampling error. Without
     # the capped shares' daily profile the step went unseen by this test, and the 8,000-row
-    # chi-square found it 21,599 rows later
-    slow = {"events_per_day": 10_000}
+    # chi-square found it 21,599 rows later. Slower days and quiet nights: the profile waited for
+    # 2,000 capped rows in every hour (20+ days at a night's 38 events an hour), and a 100-row block
+    # counted at its middle row's hour never fed some night hours at all: 21,599-27,999 rows, the
+    # chi-square's, before the profile served from 500 rows an hour, counted row by row
     cols = generate("mixed", 150_000, seed=0, drift="category_share", drift_at=CHANGE, **slow)
     events = [e for e in feed(monitor_for("mixed", seed=0, **slow), cols, chunk=10_000) if e.kind != "drift_resolved"]
     assert [(e.features, e.evidence[0]["test"]) for e in events] == [(("c",), "entity_share")]

@@ -94,7 +94,12 @@ DAY_S, HOUR_S = 86_400.0, 3_600.0
 
 def _hour_of_day(ts: np.ndarray) -> np.ndarray:
     """UTC hour of each event time (epoch seconds), -1 where unknown (NaN)."""
-    return np.where(np.isnan(ts), -1, (np.nan_to_num(ts) % DAY_S) // HOUR_S).astype(np.int64)
+    h = ts % DAY_S
+    h //= HOUR_S
+    unknown = np.isnan(h)
+    if unknown.any():
+        h[unknown] = -1.0
+    return h.astype(np.int64)
 
 
 class DriftMonitor(StreamEstimates):
@@ -162,6 +167,7 @@ class DriftMonitor(StreamEstimates):
         self.seasonal = SeasonalProfile(n_ch, s.seasonal_min_rows, s.seasonal_memory_rows, s.seasonal_alpha) \
             if s.seasonal else None
         self._presence = self._hour_presence(*hourly) if hourly is not None else None
+        self._slots: dict[int, np.ndarray] = {}
         if hourly is not None:  # the training data's daily cycle, expected from the first row
             self.seasonal.seed(*ds.channel_means(*hourly, None, self._uref, self._rho, self._pairs),  # type: ignore[union-attr]
                                s.seasonal_reference_min_rows, self._presence)
@@ -237,6 +243,15 @@ class DriftMonitor(StreamEstimates):
         theta[self._sl["psi"]] = 0.0
         self._theta, self._g0 = theta, np.maximum(g0, 1e-9)  # a perfect reference correlation has no spread
 
+    def _row_slots(self, nb: int) -> np.ndarray:
+        """``block * 24`` for each row of ``nb`` blocks (cached: the same few batch sizes recur)."""
+        got = self._slots.get(nb)
+        if got is None:
+            got = self._slots[nb] = np.arange(nb * self.settings.block_size) // self.settings.block_size * 24
+            if len(self._slots) > 8:  # bounded: batch sizes that vary keep only the newest
+                self._slots.pop(next(iter(self._slots)))
+        return got
+
     def _hour_presence(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray | None:
         """Per hour and channel, the share of the reference's rows holding the channel's value
         (present features; a pair's both), relative to the channel's busiest hour; None when no
@@ -280,12 +295,12 @@ class DriftMonitor(StreamEstimates):
             ccap = ccounts - np.bincount(cidx[capped.ravel()], minlength=ccounts.size).reshape(ccounts.shape) \
                 if has_capped else ccounts
         crows = capped.reshape(nb, b, fc).any(axis=2).sum(axis=1) if has_capped else None
-        hours = _hour_of_day(ts[b // 2 :: b][:nb])  # each block's, at its middle row
+        rh = _hour_of_day(ts[: nb * b])  # each row's
+        hours = rh[b // 2 :: b]  # each block's, at its middle row
         corr = None
         if self._mv:  # normal scores of the bins, as the profile's correlation (0 where missing)
             z = self._scores[np.arange(fn), np.where(missing, 0, bins)].reshape(nb, b, fn)
             if self._within is not None:  # less their hour's mean (row -1: no event time, as they are)
-                rh = _hour_of_day(ts[: nb * b])  # each row's
                 z = (z - self._within.offset[rh].reshape(nb, b, fn)) * self._within.scale[rh].reshape(nb, b, fn)
             z = np.where(missing.reshape(nb, b, fn), 0.0, z)
             corr = comoments(z, missing.reshape(nb, b, fn))
@@ -295,8 +310,14 @@ class DriftMonitor(StreamEstimates):
                 s2 = np.einsum("nbi,nbj->nij", zu * zu, pr)
                 corr[:, 3] += (self._rho - self.ref.corr)[None] * (s2 + s2.transpose(0, 2, 1)) / 2
         means, weights = ds.channel_means(counts, ccounts, corr, self._uref, self._rho, self._pairs)
-        hour_hot = np.zeros((nb, 24))
-        hour_hot[np.flatnonzero(hours >= 0), hours[hours >= 0]] = b
+        # each block's rows per hour of the day, row by row: a 100-row block spans hours at a quiet
+        # night (38 events an hour at 5,000 a day), and counted at its middle row's hour some hours
+        # were never fed to the capped shares' profile, which then never served
+        slot = self._row_slots(nb) + rh
+        timed = rh >= 0
+        if not timed.all():
+            slot = slot[timed]
+        hour_hot = np.bincount(slot, minlength=nb * 24).reshape(nb, 24).astype(float)
         per_block = {"num": counts, "sum": sums, "sq": sq, "cat": ccounts, "hours": hour_hot}
         if corr is not None:
             per_block["corr"] = corr

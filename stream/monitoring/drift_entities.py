@@ -47,7 +47,7 @@ class EntityChannels(FeatureStates):
                                            alpha=rows * budget_share / s.expected_run_length / fc,
                                            js_threshold=s.js_threshold, leave_p=s.leave_p)
             if s.seasonal and fc:
-                self._cap_season = SeasonalProfile(fc * kc, s.seasonal_min_rows, s.seasonal_memory_rows,
+                self._cap_season = SeasonalProfile(fc * kc, s.entity_seasonal_min_rows, s.seasonal_memory_rows,
                                                    s.seasonal_alpha)
 
     def capped_rows(self) -> tuple[int, int]:

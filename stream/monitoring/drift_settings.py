@@ -75,6 +75,7 @@ class DriftSettings:
         and a batch holding one or two bursts of one entity is not (a burst of a category jumps
         its share up, never down).
     entity_window, entity_max_rows, entity_batch_blocks, entity_history, entity_min_batches, entity_share_budget
+    entity_seasonal_min_rows
         Given entity ids (``update_batch(..., entities=)``), an entity-balanced share test per
         categorical feature (:mod:`stream.monitoring.entity_shares`: a heavy entity's burst
         repeats its own category): one entity counts at most ``entity_max_rows`` rows of every
@@ -91,7 +92,10 @@ class DriftSettings:
         tests count every row; a share bursty
         enough for long batches leaves
         the batch CUSUMs to this test (summed against the reference, the bursts' skew alone
-        opened false drifts).
+        opened false drifts). The capped shares learn their own daily profile, used once every
+        hour has ``entity_seasonal_min_rows`` capped rows (fewer than the whole traffic's
+        ``seasonal_min_rows``: capped rows are nearly independent, and a slow day with quiet
+        nights waited 20+ days for 2,000 in every hour while the cycle hid a step).
     cusum_block, cusum_block_k, cusum_block_max_design, cusum_block_share
         A second CUSUM on single blocks, for sharp changes on traffic whose rows are nearly
         independent: it watches a channel only while its measured design effect is at most
@@ -161,6 +165,7 @@ class DriftSettings:
     entity_share_budget: float = 0.1
     entity_clustered: float = 0.02
     entity_run_tail: float = 1e-4
+    entity_seasonal_min_rows: int = 500
     cusum_block: bool = True
     cusum_block_k: float = 2.0
     cusum_block_max_design: float = 2.0
@@ -215,6 +220,8 @@ class DriftSettings:
             raise ValueError("need 3 <= entity_min_batches <= entity_history and 0 <= entity_share_budget < 1")
         if not 0 <= self.entity_clustered <= 1 or not 0 <= self.entity_run_tail < 1:
             raise ValueError("need 0 <= entity_clustered <= 1 and 0 <= entity_run_tail < 1")
+        if self.entity_seasonal_min_rows < 1:
+            raise ValueError("entity_seasonal_min_rows must be >= 1")
         if self.refresh_blocks < 1 or self.min_effective_rows < 1:
             raise ValueError("refresh_blocks and min_effective_rows must be >= 1")
         if self.summary_window < self.block_size or not all(0 < q < 1 for q in self.summary_quantiles):
