@@ -652,3 +652,23 @@ def test_a_feature_missing_in_the_hours_its_cycle_peaks_is_judged_on_its_own_row
     opened = [(e.index, e.features) for e in events if e.kind != "drift_resolved"]
     assert opened and all(i >= 100_000 for i, _ in opened), opened
     assert opened[0][1] == ("y",) and opened[0][0] < 105_000, opened
+
+
+@pytest.mark.parametrize("seed, process", [
+    (624167, {"events_per_day": 45_194, "phi": 0.85, "season_sd": 0.45, "burst_share": 0.11, "n_entities": 36,
+              "entity_sd": 0.58, "population_seed": 370}),
+    (832794, {"events_per_day": 86_021, "phi": 0.8122, "season_sd": 0.6626, "burst_share": 0.1538, "n_entities": 19,
+              "entity_sd": 0.4532, "population_seed": 753}),
+])
+def test_the_first_bursts_of_heavy_entities_open_no_category_drift(seed: int, process: dict[str, Any]) -> None:
+    """Stationary bursty traffic (random process parameters, as `scripts/sweep_false_alarms.py
+    random`): the first bursts came after the warm-up, the design effect of the category's shares
+    read 1-4 from the few batches that held one (15-30 later), and a 500- or 2,000-row window opened
+    a false drift at 6,399 / 6,599 rows. The shares now vary at least as the entity runs seen make
+    them (rows per entity as a row sees it: ~20 here), from the first refresh after the runs show."""
+    cols = generate("mixed", 200_000, seed=seed, **process)
+    cols = {k: v[:30_000] for k, v in cols.items()}
+    mon = monitor_for("mixed", seed=seed, **process)
+    events = feed(mon, cols, chunk=1_000)
+    assert [(e.index, e.kind, e.features) for e in events] == []
+    assert mon.entity_cap is not None and mon.entity_cap.cluster_size > 10

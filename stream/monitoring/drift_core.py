@@ -78,6 +78,7 @@ class MonitorCore:
     _eshare: EntityShareTest | None
     _entities_given: bool
     _runs_clustered: bool
+    _clustered_estimated: bool
     _capped_tally: int
     _rows_tally: int
     _ref_cat: np.ndarray  # reference counts per categorical feature: category slots, then missing
