@@ -85,8 +85,9 @@ class PauseGuard:
             self._release(consumer)
         if not self.until or not batches:
             return False
+        assigned = consumer.assignment()  # a rebalance may have ended during the probe
         for tp, recs in batches.items():
-            if recs:  # paused, not fetched again and again while the rebalance comes
+            if recs and tp in assigned:  # paused, not fetched again and again while the rebalance comes
                 consumer.seek(tp, recs[0].offset)
                 consumer.pause(tp)
         return True

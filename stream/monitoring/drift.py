@@ -74,6 +74,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy import special
 
 from stream.monitoring import drift_stats as ds
 from stream.monitoring.calibration import Calibration, DriftSettings, calibrate
@@ -90,6 +91,7 @@ from stream.monitoring.seasonal import SeasonalProfile, within_hour
 __all__ = ["DriftEvent", "DriftMonitor", "DriftSettings"]
 
 DAY_S, HOUR_S = 86_400.0, 3_600.0
+PRESENCE_PRIOR_ROWS = 5.0  # an hour's share of rows holding a value, shrunk towards the day's by so many rows
 
 
 def _hour_of_day(ts: np.ndarray) -> np.ndarray:
@@ -255,19 +257,31 @@ class DriftMonitor(StreamEstimates):
     def _hour_presence(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray | None:
         """Per hour and channel, the share of the reference's rows holding the channel's value
         (present features; a pair's both), relative to the channel's busiest hour; None when no
-        feature's missing rate follows the day (every hour within 1 % of the others)."""
-        def present(c: np.ndarray) -> np.ndarray:  # [24, feature]
-            rows = c.sum(axis=2)
-            return np.where(rows > 0, 1.0 - c[:, :, -1] / np.maximum(rows, 1.0), 1.0)
+        feature's missing rate follows the day (chi-square over the hours at ``seasonal_alpha``:
+        missing equally in every hour, an hour's own sampling noise would only add noise). An
+        hour's share is shrunk towards the day's by ``PRESENCE_PRIOR_ROWS`` rows: a quiet hour whose
+        few reference rows happen to miss the value is not taken as absent."""
+        alpha = self.settings.seasonal_alpha
+
+        def present(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # [24, feature], [feature]
+            rows, miss = c.sum(axis=2), c[:, :, -1]
+            q = miss.sum(axis=0) / np.maximum(rows.sum(axis=0), 1.0)  # the day's missing rate
+            var = rows * q * (1.0 - q)
+            chi2 = np.where(var > 0, (miss - rows * q) ** 2 / np.maximum(var, 1e-12), 0.0).sum(axis=0)
+            dof = np.maximum((rows > 0).sum(axis=0) - 1, 1)
+            daily = (q > 0) & (chi2 > special.chdtri(dof, alpha))
+            shrunk = (rows - miss + PRESENCE_PRIOR_ROWS * (1.0 - q)) / (rows + PRESENCE_PRIOR_ROWS)
+            return np.where(daily, shrunk, 1.0), daily
 
         fn, fc, k, kc = len(self._num), len(self._cat), self._k, self._kc
-        pn, pc = present(num), present(cat)
+        (pn, dn), (pc, dc) = present(num), present(cat)
+        if not (dn.any() or dc.any()):
+            return None
         one = np.ones((24, fn + fc))
         out = np.concatenate([np.repeat(pn, k, axis=1), np.repeat(pn, k - 1, axis=1), pn, pn, one[:, :fn],
                               np.repeat(pc, kc, axis=1), one[:, fn:], pn[:, self._pairs[0]] * pn[:, self._pairs[1]]],
                              axis=1)
-        out = out / np.maximum(out.max(axis=0), 1e-12)
-        return out if (out < 0.99).any() else None
+        return out / np.maximum(out.max(axis=0), 1e-12)
 
     def _process(self, num: np.ndarray, cat: np.ndarray, ts: np.ndarray, start: int) -> list[DriftEvent]:
         """Reduce whole blocks to sufficient statistics, learn the stream's structure, run the due checks."""

@@ -17,6 +17,7 @@ import numpy as np
 from stream.monitoring.calibration import Calibration, DriftSettings
 from stream.monitoring.cusum import Cusum, Hold
 from stream.monitoring.dependence import DependenceTracker
+from stream.monitoring.entity_runs import EntityRuns
 from stream.monitoring.entity_shares import EntityCap, EntityShareTest, RunCap
 from stream.monitoring.profile import ReferenceArrays, ReferenceProfile
 from stream.monitoring.seasonal import SeasonalProfile, WithinHour
@@ -79,6 +80,9 @@ class MonitorCore:
     _entities_given: bool
     _runs_clustered: bool
     _clustered_estimated: bool
+    entity_runs: EntityRuns | None
+    _cat_chance: np.ndarray
+    _run_figures: tuple[float, np.ndarray]
     _capped_tally: int
     _rows_tally: int
     _ref_cat: np.ndarray  # reference counts per categorical feature: category slots, then missing

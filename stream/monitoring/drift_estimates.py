@@ -64,17 +64,21 @@ class StreamEstimates(RowIngest):
         self._wconst = None  # the window tests' constants follow the estimates
 
     def _burst_floor(self) -> None:
-        """Category shares vary at least as the entity runs seen make them (given entity ids, once
-        runs show): a heavy entity's burst of 20-200 rows repeats its category, so a share's design
-        effect is about the rows per entity a row sees (:attr:`EntityCap.cluster_size`, 21 at 15 %
-        of the traffic in such bursts). Measured from batch means the first bursts read 2-4 (a
-        handful of batches held one): 500-row windows opened false drifts of the category at
-        6,599 and 12,199 rows on random bursty streams, before the estimate reached 15-30."""
-        if not (self._clustered and self._entities_given and self.entity_cap is not None):
+        """Category shares vary at least as the runs of one entity seen make them (given entity
+        ids, once runs show): Kish's ``1 + (m - 1) ICC`` per feature (:mod:`stream.monitoring.entity_runs`;
+        ~20 for a category heavy entities repeat at 11-15 % of the traffic in runs of 20-200).
+        Measured from batch means the first bursts read 1-4 (a handful of batches held one):
+        500- and 2,000-row windows opened false drifts of the category at 6,399-12,399 rows on
+        random bursty streams, before that estimate reached 15-30."""
+        if self.entity_runs is None:
             return
+        size, icc = self._run_figures = self.entity_runs.at(self._blocks * self.settings.block_size,
+                                                              self._cat_chance)
+        if not (self._clustered and self._entities_given):
+            return
+        floor = 1.0 + (size - 1.0) * icc  # [feature]
         sl = self._sl["cprops"]
-        floor = self.entity_cap.cluster_size * self._g0_live[sl]
-        self._lr[sl] = np.maximum(self._lr[sl], floor)
+        self._lr[sl] = np.maximum(self._lr[sl], (self._g0_live[sl].reshape(floor.size, -1) * floor[:, None]).ravel())
 
     def _live_variance(self) -> np.ndarray:
         """Per-row variance of each score as the live stream has it, for design effects.

@@ -76,6 +76,8 @@ class RowIngest(SequentialDetectors):
             self._entities_given = True
             shift = 0 if self.entity_cap.counted([entity])[0] else self._kc + 1
         codes = np.array([self._code(j, row.get(name)) for j, name in enumerate(self._cat)], dtype=np.int64)
+        if self.entity_runs is not None:
+            self.entity_runs.add(None if entity is None else [entity], codes[None])
         if entity is None and self.run_cap is not None:
             codes[self.run_cap.capped_cells(codes[None])[0]] += self._kc + 1
         self._buf_cat[i] = codes + shift
@@ -119,9 +121,11 @@ class RowIngest(SequentialDetectors):
             for i in np.flatnonzero(codes < 0):
                 codes[i] = self._code(j, col[i])
             cat[:, j] = codes
+        if entities is not None and len(entities) != n:
+            raise ValueError(f"{len(entities)} entity ids for {n} rows")
+        if self.entity_runs is not None:
+            self.entity_runs.add(entities, cat)
         if entities is not None and self.entity_cap is not None and len(self._cat):
-            if len(entities) != n:
-                raise ValueError(f"{len(entities)} entity ids for {n} rows")
             self._entities_given = True
             cat[~self.entity_cap.counted(entities)] += self._kc + 1  # shifted past the slots (see _process)
         elif entities is None and self.run_cap is not None and len(self._cat):

@@ -72,7 +72,6 @@ class EntityCap:
         self._defaults: frozenset[Hashable] = frozenset()
         self.capped = 0  # rows left out of the category shares so far
         self.rows = 0  # rows seen so far
-        self._sq, self._closed = 0.0, 0  # sum over closed windows of each entity's rows squared; their rows
 
     def counted(self, entities: Sequence[Hashable | None]) -> np.ndarray:
         """For each row (in stream order), whether it counts in the category shares."""
@@ -94,28 +93,11 @@ class EntityCap:
             self._at += take
             if self._at == self.window:
                 limit = self.default_share * self.window
-                grouped = [c for e, c in counts.items() if e not in defaults]  # a default id groups nothing
-                self._sq += sum(c * c for c in grouped) + self.window - sum(grouped)  # the rest: one row each
-                self._closed += self.window
                 self._defaults = frozenset(e for e, c in counts.items() if c > limit)
                 self._counts, self._at = {}, 0
         self.capped += int(n - out.sum())
         self.rows += n
         return out
-
-    @property
-    def cluster_size(self) -> float:
-        """Rows per entity as a row sees it (``sum c_e^2 / rows`` over closed windows, ``c_e`` an
-        entity's rows in a window; 1 before the first window closes): the design effect of a
-        share when an entity's rows all hold one category, as a heavy entity's burst holds its
-        own (Kish's ``1 + (m - 1) ICC`` at ``ICC = 1``).
-
-        >>> cap = EntityCap(window=10, max_rows=3)
-        >>> _ = cap.counted(["h"] * 5 + list("abcde"))   # a burst of 5 and 5 single rows
-        >>> cap.cluster_size                             # (25 + 5) / 10
-        3.0
-        """
-        return self._sq / self._closed if self._closed else 1.0
 
 
 class RunCap:

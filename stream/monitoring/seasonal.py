@@ -12,7 +12,7 @@ __all__ = ["SeasonalProfile", "WithinHour", "hour_mix", "within_hour"]
 
 
 QUIET_SHARE = 0.05  # share of the reference's rows its hours below min_rows may hold together
-ABSENT = 0.01  # an hour whose rows hold a channel's value less often than this: the value is absent then
+ABSENT = 0.05  # an hour whose rows hold a channel's value less often than this: the value is absent then
 
 
 class SeasonalProfile:

@@ -229,3 +229,6 @@ class MonitorWorker(MonitorProcessor):
                 await self._commit(self._consumer)
             except KafkaCallError as exc:
                 log.warning("%s; those records will be processed again", exc)
+        # every partition is revoked (the eager protocol): given back later, another member may have
+        # committed past these, and a stall's probe must not commit them back
+        self._committed = {}
