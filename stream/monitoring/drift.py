@@ -169,7 +169,6 @@ class DriftMonitor(StreamEstimates):
         self.seasonal = SeasonalProfile(n_ch, s.seasonal_min_rows, s.seasonal_memory_rows, s.seasonal_alpha) \
             if s.seasonal else None
         self._presence = self._hour_presence(*hourly) if hourly is not None else None
-        self._slots: dict[int, np.ndarray] = {}
         if hourly is not None:  # the training data's daily cycle, expected from the first row
             self.seasonal.seed(*ds.channel_means(*hourly, None, self._uref, self._rho, self._pairs),  # type: ignore[union-attr]
                                s.seasonal_reference_min_rows, self._presence)
@@ -245,15 +244,6 @@ class DriftMonitor(StreamEstimates):
         theta[self._sl["psi"]] = 0.0
         self._theta, self._g0 = theta, np.maximum(g0, 1e-9)  # a perfect reference correlation has no spread
 
-    def _row_slots(self, nb: int) -> np.ndarray:
-        """``block * 24`` for each row of ``nb`` blocks (cached: the same few batch sizes recur)."""
-        got = self._slots.get(nb)
-        if got is None:
-            got = self._slots[nb] = np.arange(nb * self.settings.block_size) // self.settings.block_size * 24
-            if len(self._slots) > 8:  # bounded: batch sizes that vary keep only the newest
-                self._slots.pop(next(iter(self._slots)))
-        return got
-
     def _hour_presence(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray | None:
         """Per hour and channel, the share of the reference's rows holding the channel's value
         (present features; a pair's both), relative to the channel's busiest hour; None when no
@@ -327,7 +317,7 @@ class DriftMonitor(StreamEstimates):
         # each block's rows per hour of the day, row by row: a 100-row block spans hours at a quiet
         # night (38 events an hour at 5,000 a day), and counted at its middle row's hour some hours
         # were never fed to the capped shares' profile, which then never served
-        slot = self._row_slots(nb) + rh
+        slot = np.repeat(np.arange(0, nb * 24, 24), b) + rh  # block * 24 + hour, row by row
         timed = rh >= 0
         if not timed.all():
             slot = slot[timed]

@@ -27,11 +27,10 @@ class EntityChannels(FeatureStates):
         self.entity_cap = EntityCap(s.entity_window, s.entity_max_rows) if s.entity_max_rows else None
         # runs of one entity: the floor of a category share's design effect (see StreamEstimates._burst_floor)
         self.entity_runs = EntityRuns(fc, s.block_size) if self.entity_cap is not None and fc else None
-        p = self._ref_cat / np.maximum(self._ref_cat.sum(axis=1, keepdims=True), 1)
-        self._cat_chance = (p * p).sum(axis=1)  # two random rows share the category (missing included)
+        shares = self._ref_cat / np.maximum(self._ref_cat.sum(axis=1, keepdims=True), 1)  # categories, missing
+        self._cat_chance = (shares * shares).sum(axis=1)  # two random rows share the category
         self._run_figures: tuple[float, np.ndarray] = (1.0, np.zeros(fc))  # run length a row sees, ICC per feature
-        # without entity ids, runs of one value stand for them (reference shares: categories, missing)
-        shares = self._ref_cat / np.maximum(self._ref_cat.sum(axis=1, keepdims=True), 1)
+        # without entity ids, runs of one value stand for them (their reference shares)
         self.run_cap = RunCap(shares, s.entity_run_tail, max_run=s.entity_window, window=10 * s.entity_window) \
             if s.entity_max_rows and s.entity_run_tail and fc else None
         self._entities_given = False  # entity ids came with the rows

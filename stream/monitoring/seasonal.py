@@ -56,6 +56,7 @@ class SeasonalProfile:
         self._last_hour = -1
         self.version = 0
         self.presence: np.ndarray | None = None  # [24, channel]: rows with the channel's value, by hour
+        self._absent: np.ndarray | None = None
 
     def seed(self, means: np.ndarray, weights: np.ndarray, min_rows: float,
              presence: np.ndarray | None = None) -> None:
@@ -65,6 +66,7 @@ class SeasonalProfile:
         ``presence`` (``[24, channel]``, see :func:`hour_mix`): the share of each hour's rows
         that hold the channel's value; an hour where it has none does not hold a profile back."""
         self.presence = presence
+        self._absent = presence < ABSENT if presence is not None else None  # hours without the channel's value
         w = np.where(np.isfinite(means) & (weights > 0), weights, 0.0)
         self._mean = np.where(w > 0, np.nan_to_num(means), 0.0)
         self._w = np.minimum(w, self.memory_rows)
@@ -75,7 +77,7 @@ class SeasonalProfile:
         # long batches that span a night, read as dependence (design effect ~25 -> ~180 on day 3),
         # and a 0.5 sd shift was never found.
         quiet = np.where(w >= min_rows, 0.0, w).sum(axis=0) <= QUIET_SHARE * w.sum(axis=0)
-        seen = (w > 0) | (presence < ABSENT) if presence is not None else w > 0
+        seen = (w > 0) | self._absent if self._absent is not None else w > 0
         self._known = cast(np.ndarray, seen.all(axis=0) & quiet)
         # the reference level is its traffic's mix of hours: profiles are centred on that mix, not
         # on the live rows' (a day and a half seen counts some hours twice: a constant offset)
@@ -166,8 +168,8 @@ class SeasonalProfile:
             pi = np.where(self._known, self._ref_share, pi)
         centre = (pi * self._mean).sum(axis=0)
         dev = self._mean - centre
-        if self.presence is not None:  # an hour without the channel's value has no mean of it
-            dev = np.where(self.presence < ABSENT, 0.0, dev)
+        if self._absent is not None:  # an hour without the channel's value has no mean of it
+            dev = np.where(self._absent, 0.0, dev)
         chi2 = (dev**2 / self._mean_variance(lr, g0)).sum(axis=0)
         use = full & (chi2 > self.crit)
         return np.where(use, dev, 0.0), use
@@ -289,18 +291,18 @@ def within_hour(hourly: np.ndarray, scores: np.ndarray, rho: np.ndarray, alpha: 
                       scale=np.vstack([np.broadcast_to(scale, dev.shape), np.ones(dev.shape[1])]), rho=rho_w)
 
 
-def _pairs_within(n_h: np.ndarray, rows_h: np.ndarray, s1: np.ndarray, s2: np.ndarray, hourly: np.ndarray,
+def _pairs_within(n_h: np.ndarray, rows_h: np.ndarray, s1: np.ndarray, s2: np.ndarray, used: np.ndarray,
                   mean: np.ndarray, within: np.ndarray, rho: np.ndarray) -> np.ndarray:
     """Each pair's within-hour correlation from its pairwise-complete ``rho``: the pair's rows are
     those where both are present, so each hour weighs ``rows_h * present_i(h) * present_j(h)``
     (missing values independent of each other within an hour). A feature missing in some hours of
     the day (a sensor off in the mornings) otherwise moved a pair of features independent within
-    the hour to a within-hour correlation of 0.13-0.28 and opened false drifts. ``hourly`` marks
+    the hour to a within-hour correlation of 0.13-0.28 and opened false drifts. ``used`` marks
     the hour means used (daily features, hours with enough rows); other hours count at the
     feature's mean and its within-hour variance."""
     nz = np.maximum(n_h, 1.0)
-    m = np.where(hourly, s1 / nz, mean)
-    v = np.where(hourly, np.maximum(s2 / nz - (s1 / nz) ** 2, 0.0), within)
+    m = np.where(used, s1 / nz, mean)
+    v = np.where(used, np.maximum(s2 / nz - (s1 / nz) ** 2, 0.0), within)
     w = np.einsum("hi,hj->hij", n_h, n_h) / np.maximum(rows_h, 1.0)[:, None, None]
     big_w = np.maximum(w.sum(axis=0), 1e-12)
     mi = np.einsum("hij,hi->ij", w, m) / big_w  # feature i's mean over the pair's rows
