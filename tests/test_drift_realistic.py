@@ -673,3 +673,37 @@ def test_the_first_bursts_of_heavy_entities_open_no_category_drift(seed: int, pr
     assert [(e.index, e.kind, e.features) for e in events] == []
     size, icc = mon._run_figures  # the runs seen: ~20 rows a row sees, the category always the entity's
     assert size > 10 and icc[0] > 0.9, (size, icc)
+
+
+def shifted(scenario: str, seed: int, start: int, end: int | None, sd: float, n: int = 200_000) -> dict[str, Any]:
+    """A stream with ``x`` raised by ``sd`` from row ``start`` to ``end`` (None: for good)."""
+    cols = generate(scenario, n, seed=seed)
+    rows = np.arange(n)
+    cols["x"] = cols["x"] + sd * ((rows >= start) & (rows < (n if end is None else end)))
+    return cols
+
+
+@pytest.mark.parametrize("scenario, seed, start, sd", [("autocorrelated", 0, 6_000, 0.5),
+                                                       ("mixed", 1, 3_000, 1.0), ("mixed", 0, 6_000, 0.5)])
+def test_a_step_in_the_first_hours_of_persistent_traffic_is_not_learned_as_wander(
+        scenario: str, seed: int, start: int, sd: float) -> None:
+    """The reference's event times give the daily cycle: batch means sitting off the reference
+    together, with no spread of their own, are a step, not slow wander (they were counted as wander
+    up to 8 times their own spread, and these steps took 49,000-55,000 rows to find)."""
+    mon = monitor_for(scenario, seed=seed)
+    opened = [e.index for e in feed(mon, shifted(scenario, seed, start, None, sd, 80_000), chunk=10_000)
+              if e.kind == "data_drift" and "x" in e.features]
+    assert opened and opened[0] - start < 15_000, opened
+
+
+@pytest.mark.parametrize("scenario, seed, start, end", [("mixed", 1, 6_000, 50_000), ("autocorrelated", 1, 3_000, 60_000)])
+def test_a_drift_open_for_days_closes_once_and_opens_no_more(scenario: str, seed: int, start: int, end: int) -> None:
+    """A drift open past the dependence history keeps the estimates it had before the change, and
+    what the monitor learned between the change and the alarm is forgotten: one opening, one
+    closing soon after the drift ends, then nothing (the design effect had fallen to 1, or the
+    step had gone into the daily profile, and false drifts opened days later)."""
+    mon = monitor_for(scenario, seed=seed)
+    events = [(e.kind, e.index) for e in feed(mon, shifted(scenario, seed, start, end, 1.0), chunk=10_000)]
+    assert [k for k, _ in events] == ["data_drift", "drift_resolved"], events
+    assert events[0][1] - start < 20_000 and 0 < events[1][1] - end < 20_000, events
+    assert mon.snapshot()["x"]["design_effect"] > 5.0  # AR(1) 0.9: ~19

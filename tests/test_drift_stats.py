@@ -201,3 +201,30 @@ def test_the_longest_scale_counts_only_where_it_clearly_exceeds_the_shorter_ones
     d = _design_effects(0.5 + rng.normal(size=(blocks, channels)) * np.sqrt(5 * g0 / 100)
                         + level * np.sqrt(15 * g0 / 3200), g0)
     assert np.median(d) > 18
+
+
+def test_a_channel_frozen_past_its_history_keeps_its_design_effect() -> None:
+    """A drift open longer than the shortest scale's history (25,600 rows) left its channels no
+    differences there: the design effect fell from 20 to 1 (correlations of AR(1) features, once
+    the drift ended, opened false drifts at a 500-row window). Frozen, the channel keeps the
+    estimate it had; thawed, each scale it lost counts as it was until it has its batches again."""
+    from stream.monitoring.dependence import DependenceTracker
+
+    rng = np.random.default_rng(5)
+    channels, g0 = 200, 1.0 / 12.0
+    tr = DependenceTracker(channels, block_rows=100, scales=(2, 8, 32), history=128, min_batches=16)
+    ref, m = np.full(channels, 0.5), np.full(channels, 20_000.0)
+
+    def feed(blocks: int, frozen: bool) -> None:
+        means = 0.5 + rng.normal(size=(blocks, channels)) * np.sqrt(20 * g0 / 100)  # D = 20
+        tr.add_many(means, np.full(means.shape, 100.0), np.full(means.shape, frozen), np.full(blocks, -1))
+
+    feed(150, False)  # 15,000 rows: the shortest scale alone has its batches
+    before, _ = tr.estimate(ref, np.full(channels, g0), m)
+    assert np.median(before / g0) > 15
+    feed(400, True)  # 40,000 rows in drift
+    held, _ = tr.estimate(ref, np.full(channels, g0), m, hold=np.ones(channels, bool))
+    assert np.array_equal(held, before)
+    feed(20, False)  # the drift over: 2,000 rows, too few batches for any scale
+    thawed, _ = tr.estimate(ref, np.full(channels, g0), m)
+    assert np.median(thawed / g0) > 15

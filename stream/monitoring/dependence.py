@@ -24,7 +24,8 @@ batches of ``scale`` blocks, for a few scales, over a long history, and estimate
   sampling error explain, when the excess is significant (0 otherwise).
 
 Channels of a feature whose drift state is open are frozen (their batches are
-not recorded), so a drift is not learned as "dependence".
+not recorded), so a drift is not learned as "dependence"; they keep their estimates
+(see :meth:`DependenceTracker.estimate`).
 
 Examples
 --------
@@ -55,8 +56,11 @@ from stream.monitoring.seasonal import hour_mix
 __all__ = ["DependenceTracker"]
 
 # a batch level against the reference counts as wander or dependence up to this many times the
-# batch means' spread around their own centre (a constant offset is drift, see _level)
+# batch means' spread around their own centre (a constant offset is drift, see _level); with the
+# daily cycle known from the reference's own event times, only that spread: nothing is left that
+# makes batch means sit off the reference together
 OWN_LEVEL_CAP = 8.0
+KNOWN_DAY_LEVEL_CAP = 1.0
 _MEDIAN_CHI2_1 = 0.4549  # median of chi-square(1): median((m - ref)^2) / this estimates E (m - ref)^2
 # mean of chi-square(1) below its 80 % quantile: the lower 80 % of n squared normal deviations average
 # this; and the relative sd (times sqrt(n)) of that trimmed mean: its asymptotic variance is the kept
@@ -126,6 +130,11 @@ class DependenceTracker:
         self._count = np.zeros(len(scales), dtype=np.int64)  # batches written per scale
         self._cache: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = [None] * len(scales)
         self._series_cache: dict[int, np.ndarray] = {}  # per scale, dropped with _cache
+        # each channel's estimates when it was last learned from, and per scale its point estimate,
+        # upper and lower bound when that scale last had the differences it needs (NaN: never)
+        self._held = np.full((2, self.c), np.nan)
+        self._held_scales = [np.full((3, self.c), np.nan) for _ in self.scales]
+        self.daily_known = False  # the reference's own rows in every hour: no cycle to mistake for an offset
         self.version = 0  # bumped whenever a batch is written (estimates may change)
         # upper-confidence factor per number of differences (chi-square with ~0.6 df per difference)
         df = np.maximum(0.6 * np.arange(self.history + 1), 1.0)
@@ -301,23 +310,59 @@ class DependenceTracker:
         return np.nan_to_num(level), cnt
 
     def _own_cap(self, i: int) -> float:
-        """``OWN_LEVEL_CAP``, or none while event times show less than a day (the cycle looks like an offset)."""
-        seen = self._hours[i, : min(int(self._count[i]), self.history)].sum(axis=0) > 0
-        return OWN_LEVEL_CAP if seen.all() or not seen.any() else 1e300
+        """``OWN_LEVEL_CAP``; ``KNOWN_DAY_LEVEL_CAP`` when the reference's event times give the daily
+        cycle (taken out of the batch means); none while event times show less than a day and the
+        reference has none (part of the cycle looks like an offset).
 
-    def estimate(self, ref_mean: np.ndarray, g0: np.ndarray, m_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        With the day known, a step in the first hours of a persistent stream (0.5-1 sd at rows
+        0-12,000, AR(1) 0.9) sat in half the batch means when the longer scales filled and counted as
+        wander up to 8 times their own spread: found 44,000-55,000 rows late, where a step after the
+        first day takes 3,200-8,000."""
+        seen = self._hours[i, : min(int(self._count[i]), self.history)].sum(axis=0) > 0
+        if not seen.any():
+            return OWN_LEVEL_CAP
+        if self.daily_known:
+            return KNOWN_DAY_LEVEL_CAP
+        return OWN_LEVEL_CAP if seen.all() else 1e300
+
+    def estimate(self, ref_mean: np.ndarray, g0: np.ndarray, m_ref: np.ndarray,
+                 hold: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(s2_lr, s2_slow)`` per channel: long-run variance per row (at least ``g0``) and slow variance.
 
         ``ref_mean``, ``g0``, ``m_ref``: the reference mean, per-row variance and size of each score.
         Channels with ``g0 == 0`` (empty reference bins) get ``g0`` and no slow term.
+
+        ``hold``: channels frozen now (a drift open), which keep the estimates they had when it
+        opened (or those :meth:`restore_held` gives them, see :mod:`stream.monitoring.onset`).
+        Recomputed from a history that only shrinks while frozen, the estimate wandered (a design
+        effect of 15 read 11 after 30,000 rows, and the drift, long over, stayed open for good).
         """
+        hold = np.zeros(self.c, dtype=bool) if hold is None else hold
+        lr, slow = self._estimate(ref_mean, g0, m_ref, hold)
+        if self._count[0] >= self.min_batches:
+            self._held[:, ~hold] = lr[~hold], slow[~hold]
+        keep = hold & ~np.isnan(self._held[0])
+        return np.where(keep, self._held[0], lr), np.where(keep, self._held[1], slow)
+
+    def held_state(self) -> tuple[np.ndarray, ...]:
+        """Copies of the held estimates (see :meth:`estimate`), for :meth:`restore_held`."""
+        return (self._held.copy(), *(h.copy() for h in self._held_scales))
+
+    def restore_held(self, state: tuple[np.ndarray, ...], channels: np.ndarray) -> None:
+        """Put the held estimates of ``channels`` (a mask) back to a :meth:`held_state`."""
+        for now, then in zip((self._held, *self._held_scales), state, strict=True):
+            now[:, channels] = then[:, channels]
+
+    def _estimate(self, ref_mean: np.ndarray, g0: np.ndarray, m_ref: np.ndarray,
+                  hold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`estimate` from the history alone."""
         lr = g0.astype(float).copy()
         slow = np.zeros(self.c)
         ready = [i for i in range(len(self.scales)) if self._count[i] >= self.min_batches]
         if not ready:
             return lr, slow
         best = ready[-1]
-        lr = np.maximum(lr, self._selected(ready))
+        lr = np.maximum(lr, self._selected(ready, hold))
         # cold start (only the shortest scale filled): also from its batch means' level around
         # the reference. Differences miss dependence that spans neighbouring batches (bursts as
         # long as a batch), levels do not; they also count slow movements, hence only until a
@@ -347,7 +392,7 @@ class DependenceTracker:
         lr = np.maximum(lr, np.where((cnt0 >= self.min_batches) & clear, lvl_lr * self._inflate_level[cnt0], 0.0))
         return lr, slow
 
-    def _selected(self, ready: list[int]) -> np.ndarray:
+    def _selected(self, ready: list[int], hold: np.ndarray) -> np.ndarray:
         """Upper bound of the long-run variance: the largest over the shorter scales, and the
         longest scale's where it clearly exceeds them.
 
@@ -356,15 +401,27 @@ class DependenceTracker:
         effect of ~22 as 30-46, and a 0.5 sd shift in mixed traffic took 11,199 rows instead of
         ~4,000. So it counts only where its lower bound (one-sided ``scale_confidence``) is above
         the shorter scales' estimates (Lepski's rule). The shorter ones, with 4-16x the
-        differences, all count: bursts of one entity live between them."""
+        differences, all count: bursts of one entity live between them.
+
+        A scale whose differences a channel has lost (frozen past its history) counts with the
+        figures it last had, kept while ``hold`` (frozen now) is off: emptied, the shortest scale
+        gave a design effect of 1 where it had been 10-25 (correlations of AR(1) features on mixed
+        traffic: once the drift ended, the same pairs opened false drifts at a 500-row window),
+        and without it the longer ones alone read 15 as 11."""
         longest = ready[-1] if len(ready) > 1 and ready[-1] == len(self.scales) - 1 else None
         upper, point = np.zeros(self.c), np.zeros(self.c)
         for i in ready:
             est, nd = self._scale_estimate(i)
-            bound = est * self._inflate[self._scale_df(i)]
+            df = self._scale_df(i)
+            figs = np.stack([est, est * self._inflate[df], est * self._deflate[df]])
             valid = nd >= self.min_batches - 1
+            fresh = valid & ~hold
+            self._held_scales[i][:, fresh] = figs[:, fresh]
+            lost = ~valid & ~np.isnan(self._held_scales[i][0])
+            est, bound, lower = np.where(lost, self._held_scales[i], figs)
+            valid |= lost
             if i == longest:
-                clearly = valid & (est * self._deflate[self._scale_df(i)] > point)
+                clearly = valid & (lower > point)
                 return np.where(clearly, np.maximum(upper, est), upper)
             upper = np.maximum(upper, np.where(valid, bound, 0.0))
             point = np.maximum(point, np.where(valid, est, 0.0))

@@ -84,6 +84,7 @@ from stream.monitoring.drift_event import MULTIVARIATE, DriftEvent
 from stream.monitoring.drift_ingest import comoments
 from stream.monitoring.drift_view import snapshot, summary
 from stream.monitoring.drift_windows import Picked
+from stream.monitoring.onset import Checkpoints
 from stream.monitoring.profile import CORRELATION_METHOD, ReferenceProfile, reference_arrays
 from stream.monitoring.profile_arrays import hourly_arrays
 from stream.monitoring.seasonal import SeasonalProfile, within_hour
@@ -166,12 +167,15 @@ class DriftMonitor(StreamEstimates):
         self.tracker = DependenceTracker(n_ch, b, s.dependence_scales, s.dependence_history,
                                          s.dependence_min_batches, s.dependence_confidence,
                                          s.dependence_scale_confidence)
+        self.tracker.daily_known = hourly is not None and bool((hourly[0].sum(axis=2) > 0).all())
         self.seasonal = SeasonalProfile(n_ch, s.seasonal_min_rows, s.seasonal_memory_rows, s.seasonal_alpha) \
             if s.seasonal else None
         self._presence = self._hour_presence(*hourly) if hourly is not None else None
         if hourly is not None:  # the training data's daily cycle, expected from the first row
             self.seasonal.seed(*ds.channel_means(*hourly, None, self._uref, self._rho, self._pairs),  # type: ignore[union-attr]
                                s.seasonal_reference_min_rows, self._presence)
+        # checkpoints back past the longest window, to forget a drift's onset when it opens
+        self._onset = Checkpoints(-(-2 * s.windows[-1] // (s.refresh_blocks * b)) + 2)
         self._ready = self._cusum_ready = self._fast_ready = False
         self._window_known = [False] * len(s.windows)
         # the dependence scale each window waits for: a tenth of its rows, or the shortest
@@ -399,6 +403,7 @@ class DriftMonitor(StreamEstimates):
         if self.seasonal is not None:
             self.seasonal.add_many(hours[sl], means[sl], weights[sl], frozen)
         self.tracker.add_many(means[sl], weights[sl], frozen, hours[sl])
+        self._onset.settle(self.seasonal, self.tracker)
         if self._blocks % self._refresh_period() == 0:
             self._estimates()
         return events

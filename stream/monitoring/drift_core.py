@@ -19,6 +19,7 @@ from stream.monitoring.cusum import Cusum, Hold
 from stream.monitoring.dependence import DependenceTracker
 from stream.monitoring.entity_runs import EntityRuns
 from stream.monitoring.entity_shares import EntityCap, EntityShareTest, RunCap
+from stream.monitoring.onset import Checkpoints
 from stream.monitoring.profile import ReferenceArrays, ReferenceProfile
 from stream.monitoring.seasonal import SeasonalProfile, WithinHour
 
@@ -90,6 +91,7 @@ class MonitorCore:
     # the stream's dependence and seasonal estimates
     tracker: DependenceTracker
     seasonal: SeasonalProfile | None
+    _onset: Checkpoints
     _ready: bool
     _cusum_ready: bool
     _fast_ready: bool

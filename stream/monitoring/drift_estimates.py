@@ -51,7 +51,7 @@ class StreamEstimates(RowIngest):
         if self.seasonal is not None:  # the daily profile, judged on short-range noise (blind to the cycle)
             dev, use = self.seasonal.centred(self.tracker.short_range(self._g0), self._g0)
             self.tracker.set_seasonal(dev if use.any() else None, self._presence)
-        self._lr, self._slow = self.tracker.estimate(self._theta, self._g0, self._m)
+        self._lr, self._slow = self.tracker.estimate(self._theta, self._g0, self._m, self._sitting_out())
         self._g0_live = self._live_variance()
         self._burst_floor()
         self._slow[self._sl["psi"]] = 0.0  # the reference holds no psi level
@@ -62,6 +62,7 @@ class StreamEstimates(RowIngest):
         self._fast_gate()
         self._cusum_gate()
         self._wconst = None  # the window tests' constants follow the estimates
+        self._onset.take(self._blocks * self.settings.block_size, self.seasonal, self.tracker)
 
     def _burst_floor(self) -> None:
         """Category shares vary at least as the runs of one entity seen make them (given entity

@@ -154,6 +154,11 @@ class FeatureStates(WindowTests):
         for name in self._states if fired else ():
             if name in fired and not self._open[name]:
                 self._set_open(name, True)
+                # what its estimators learned since the change began: a window fires once about half
+                # its rows are past the change, or, too thin to test before, up to a window later
+                window = max((int(e.get("window") or 0) for e in fired[name]), default=0) or self.settings.windows[-1]
+                self._onset.roll_back(self._owner == self._state_index[name],
+                                      self._blocks * self.settings.block_size - 2 * window)
                 kind = ("multivariate_drift" if name == MULTIVARIATE else
                         "score_drift" if name == self.settings.score_feature else "data_drift")
                 feats = ([f for f in dict.fromkeys(p for e in fired[name] for p in e["feature"].split("|"))]

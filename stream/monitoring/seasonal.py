@@ -137,6 +137,15 @@ class SeasonalProfile:
             self._w[hr] = new
         self.version += idx.size
 
+    def state(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the hour means and weights (``[24, channel]``), for :meth:`restore`."""
+        return self._mean.copy(), self._w.copy()
+
+    def restore(self, state: tuple[np.ndarray, ...], channels: np.ndarray) -> None:
+        """Put ``channels`` (a mask) back to a :meth:`state`."""
+        self._mean[:, channels], self._w[:, channels] = state[0][:, channels], state[1][:, channels]
+        self.version += 1
+
     def _mean_variance(self, lr: np.ndarray, g0: np.ndarray | None) -> np.ndarray:
         """Variance of each hour's mean: ``lr`` per live row, ``g0`` per reference row.
 
