@@ -50,8 +50,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import special
 
-from stream.monitoring.batch_math import group_sums, groups_of, nanmean, nanmedian, order_stat, winsor_table
-from stream.monitoring.seasonal import hour_mix
+from stream.monitoring.batch_history import BatchHistory
+from stream.monitoring.batch_math import nanmedian, order_stat, winsor_table
 
 __all__ = ["DependenceTracker"]
 
@@ -88,7 +88,7 @@ def _chi2_ppf(p: float, df: np.ndarray) -> np.ndarray:
     return np.asarray(2.0 * special.gammaincinv(df / 2.0, p))
 
 
-class DependenceTracker:
+class DependenceTracker(BatchHistory):
     """Long-run and slow-component variances of ``n_channels`` per-row scores (see module docstring).
 
     Parameters
@@ -113,106 +113,19 @@ class DependenceTracker:
 
     def __init__(self, n_channels: int, block_rows: int, scales: Sequence[int] = (2, 8, 32), history: int = 128,
                  min_batches: int = 16, confidence: float = 0.25, scale_confidence: float = 0.1) -> None:
-        if not scales or min(scales) < 1 or history < 4 or not 4 <= min_batches <= history:
-            raise ValueError("need scales >= 1, history >= 4, 4 <= min_batches <= history")
-        self.c, self.block_rows = int(n_channels), int(block_rows)
-        self.scales, self.history, self.min_batches = tuple(scales), int(history), int(min_batches)
+        super().__init__(n_channels, block_rows, scales, history, min_batches)
         self.confidence, self.scale_confidence = float(confidence), float(scale_confidence)
-        self._sum = np.zeros((len(scales), self.c))  # current batch: weighted sums and weights
-        self._w = np.zeros((len(scales), self.c))
-        self._bad = np.zeros((len(scales), self.c), dtype=bool)  # a frozen block in the batch
-        self._nblk = np.zeros(len(scales), dtype=np.int64)
-        self._hist = np.full((len(scales), self.history, self.c), np.nan)
-        self._hours = np.zeros((len(scales), self.history, 24))  # hour-of-day shares of each batch
-        self._hacc = np.zeros((len(scales), 24))
-        self._dev: np.ndarray | None = None  # seasonal profile taken out of the batch means
-        self._presence: np.ndarray | None = None  # its hours' shares of rows holding each channel
-        self._count = np.zeros(len(scales), dtype=np.int64)  # batches written per scale
-        self._cache: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = [None] * len(scales)
-        self._series_cache: dict[int, np.ndarray] = {}  # per scale, dropped with _cache
         # each channel's estimates when it was last learned from, and per scale its point estimate,
         # upper and lower bound when that scale last had the differences it needs (NaN: never)
         self._held = np.full((2, self.c), np.nan)
         self._held_scales = [np.full((3, self.c), np.nan) for _ in self.scales]
         self.daily_known = False  # the reference's own rows in every hour: no cycle to mistake for an offset
-        self.version = 0  # bumped whenever a batch is written (estimates may change)
         # upper-confidence factor per number of differences (chi-square with ~0.6 df per difference)
         df = np.maximum(0.6 * np.arange(self.history + 1), 1.0)
         self._inflate = df / _chi2_ppf(self.confidence, df)
         df0 = np.maximum(0.7 * np.arange(self.history + 1), 1.0)
         self._inflate_level = df0 / _chi2_ppf(self.confidence, df0)
         self._deflate = df / _chi2_ppf(1.0 - self.scale_confidence, df)  # lower-bound factor
-
-    def add(self, means: np.ndarray, weights: np.ndarray, frozen: np.ndarray, hour: int = -1) -> None:
-        """One block: per channel its mean score, weight (rows behind it) and whether it is frozen;
-        ``hour``: its hour of day (event time), -1 if unknown."""
-        if hour >= 0:
-            self._hacc[:, hour] += 1.0
-        ok = weights > 0
-        contrib = np.where(ok, means * weights, 0.0)
-        self._sum += contrib
-        self._w += weights
-        self._bad |= frozen
-        self._nblk += 1
-        for i, s in enumerate(self.scales):
-            if self._nblk[i] < s:
-                continue
-            m = np.where((self._w[i] > 0) & ~self._bad[i], self._sum[i] / np.where(self._w[i] > 0, self._w[i], 1), np.nan)
-            self._hist[i, self._count[i] % self.history] = m
-            self._hours[i, self._count[i] % self.history] = self._hacc[i] / s
-            self._hacc[i] = 0.0
-            self._count[i] += 1
-            self._sum[i] = 0.0
-            self._w[i] = 0.0
-            self._bad[i] = False
-            self._nblk[i] = 0
-            self._cache[i] = None
-            self._series_cache.pop(i, None)
-            self.version += 1
-
-    def add_many(self, means: np.ndarray, weights: np.ndarray, frozen: np.ndarray, hours: np.ndarray) -> None:
-        """Several blocks at once (``[block, channel]``); the same batches as :meth:`add` one by one."""
-        n = means.shape[0]
-        if n == 0:
-            return
-        c = self.c
-        hot = np.zeros((n, 24))
-        known = np.flatnonzero(hours >= 0)
-        hot[known, hours[known]] = 1.0
-        # contributions, weights and hours side by side: one pass of group sums (the same additions)
-        x = np.concatenate([np.where(weights > 0, means * weights, 0.0), weights, hot], axis=1)
-        for i, s in enumerate(self.scales):
-            nblk = int(self._nblk[i])
-            starts, lasts, complete = groups_of(nblk, n, s)
-            tot = group_sums(x, starts, np.concatenate([self._sum[i], self._w[i], self._hacc[i]]))
-            sums, ws, hrs = tot[:, :c], tot[:, c : 2 * c], tot[:, 2 * c :]
-            bad = np.logical_or.reduceat(frozen, starts, axis=0)
-            bad[0] |= self._bad[i]
-            done = [g for g, full in enumerate(complete) if full]
-            if done:  # the completed batches' means into the history, in order
-                g = np.array(done[-self.history :])
-                slots = (self._count[i] + len(done) - g.size + np.arange(g.size)) % self.history
-                wg = ws[g]
-                self._hist[i, slots] = np.where((wg > 0) & ~bad[g], sums[g] / np.where(wg > 0, wg, 1), np.nan)
-                self._hours[i, slots] = hrs[g] / s
-                self._count[i] += len(done)
-                self._cache[i] = None
-                self._series_cache.pop(i, None)
-                self.version += len(done)
-            if complete[-1]:
-                self._sum[i], self._w[i], self._bad[i], self._hacc[i], self._nblk[i] = 0.0, 0.0, False, 0.0, 0
-            else:
-                self._sum[i], self._w[i], self._bad[i], self._hacc[i] = sums[-1], ws[-1], bad[-1], hrs[-1]
-                self._nblk[i] = (nblk + lasts[-1]) % s + 1
-
-    def ready(self, all_scales: bool = False, times: int = 1) -> bool:
-        """Enough batches at the shortest scale for any estimate (at every scale: ``all_scales``;
-        ``times`` the batches an estimate needs)."""
-        return bool(self._count[-1 if all_scales else 0] >= times * self.min_batches)
-
-    def ready_scale(self, i: int) -> bool:
-        """Scale ``i`` has the batches an estimate needs."""
-        return bool(self._count[i] >= self.min_batches)
 
     def _scale_estimate(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(long-run variance per row, number of usable differences) at scale ``i``."""
@@ -260,37 +173,6 @@ class DependenceTracker:
         if self._count[0] < self.min_batches:
             return g0
         return np.maximum(g0, self._scale_estimate(0)[0])
-
-    def set_seasonal(self, dev: np.ndarray | None, presence: np.ndarray | None = None) -> None:
-        """Take this hour-of-day profile (``[24, channel]``, centred) out of every batch mean, each
-        hour counted as the rows holding the channel's value do (``presence``, see
-        :func:`stream.monitoring.seasonal.hour_mix`: a feature missing in the hours its cycle
-        peaks read a design effect of ~1,400 from batches spanning those hours)."""
-        same = dev is self._dev or (dev is not None and self._dev is not None and np.array_equal(dev, self._dev))
-        self._dev, self._presence = dev, presence
-        if not same:  # the same profile gives the same series and estimates
-            self._cache = [None] * len(self.scales)
-            self._series_cache = {}
-
-    def _series(self, i: int) -> np.ndarray:
-        """Scale ``i``'s batch means in time order, deseasonalised."""
-        if i not in self._series_cache:  # read several times per refresh (estimates, levels, live mean)
-            n = min(int(self._count[i]), self.history)
-            order = np.arange(n) if self._count[i] <= self.history else \
-                (np.arange(self.history) + int(self._count[i])) % self.history
-            h = self._hist[i, order]
-            self._series_cache[i] = h if self._dev is None else \
-                h - hour_mix(self._hours[i, order], self._dev, np.zeros_like(self._dev), self._presence)[0]
-        return self._series_cache[i]
-
-    def live_mean(self) -> np.ndarray:
-        """Each score's mean over the shortest scale's history (NaN before any batch)."""
-        series = self._series(0)
-        if series.shape[0] == 0:
-            return np.full(self.c, np.nan)
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return nanmean(series)
 
     def _level(self, i: int, ref_mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Robust mean square of scale ``i``'s batch means around the reference, and their count.
