@@ -156,9 +156,9 @@ def test_hysteresis_one_event_per_drift_then_resolved(profile: ReferenceProfile)
     seq = [(e.kind, e.features) for e in events]
     assert seq == [("data_drift", ("x",)), ("drift_resolved", ("x",)), ("data_drift", ("x",))], seq
     opened, resolved, again = (e.index for e in events)
-    # resolved once the 2,000-row window is calm and the CUSUM hold released (13,999-18,399 on seeds
-    # 1-7 and 31; 13,599-15,999 when the drift's first rows inflated the design effect it decays at,
-    # 1.9 -> 5.8, see stream.monitoring.onset)
+    # resolved once the 2,000-row window is calm and the CUSUM hold released: 13,999-18,399 on seeds
+    # 1-7 and 31. The hold decays at the design effect learned before the drift (1.9 on seed 31);
+    # when the drift's first rows still counted in it (5.8), it released sooner: 13,599-15,999
     assert 5000 <= opened < 6000 and 11_000 <= resolved < 19_000 and 71_000 <= again < 72_000
 
 

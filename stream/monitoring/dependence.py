@@ -108,7 +108,7 @@ class DependenceTracker(BatchHistory):
         distribution (chi-square with ~0.6 df per difference), an upper bound that shrinks as history grows.
     scale_confidence
         The longest scale's estimate is used only where its lower bound at this one-sided level
-        is above the shorter scales' estimates (see :meth:`_selected`).
+        is above the shorter scales' estimates (see :meth:`_select_and_keep`).
     """
 
     def __init__(self, n_channels: int, block_rows: int, scales: Sequence[int] = (2, 8, 32), history: int = 128,
@@ -119,7 +119,8 @@ class DependenceTracker(BatchHistory):
         # upper and lower bound when that scale last had the differences it needs (NaN: never)
         self._held = np.full((2, self.c), np.nan)
         self._held_scales = [np.full((3, self.c), np.nan) for _ in self.scales]
-        self.daily_known = False  # the reference's own rows in every hour: no cycle to mistake for an offset
+        # channels whose daily profile the reference's event times give: no cycle to mistake for an offset
+        self.known_day: np.ndarray | None = None
         # upper-confidence factor per number of differences (chi-square with ~0.6 df per difference)
         df = np.maximum(0.6 * np.arange(self.history + 1), 1.0)
         self._inflate = df / _chi2_ppf(self.confidence, df)
@@ -177,10 +178,10 @@ class DependenceTracker(BatchHistory):
     def _level(self, i: int, ref_mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Robust mean square of scale ``i``'s batch means around the reference, and their count.
 
-        Capped by ``OWN_LEVEL_CAP`` times their mean square around their own centre: wander shows
-        as batch means moving against each other, while a stream already shifted when the monitor
-        starts (or shifted during its warm-up) sits at a constant offset, which is drift to detect,
-        not wander to allow for (once a whole day of event times is seen, see :meth:`_own_cap`)."""
+        Capped by a multiple of their mean square around their own centre (:meth:`_own_cap`):
+        wander shows as batch means moving against each other, while a stream already shifted when
+        the monitor starts (or shifted during its warm-up) sits at a constant offset, which is drift
+        to detect, not wander to allow for."""
         series = self._series(i)
         dev2 = (series - ref_mean) ** 2
         cnt = (~np.isnan(dev2)).sum(axis=0)
@@ -191,10 +192,11 @@ class DependenceTracker(BatchHistory):
             level = np.fmin(level, self._own_cap(i) * own)
         return np.nan_to_num(level), cnt
 
-    def _own_cap(self, i: int) -> float:
-        """``OWN_LEVEL_CAP``; ``KNOWN_DAY_LEVEL_CAP`` when the reference's event times give the daily
+    def _own_cap(self, i: int, margin: np.ndarray | float = 0.0) -> np.ndarray | float:
+        """Per channel, ``OWN_LEVEL_CAP``; ``KNOWN_DAY_LEVEL_CAP`` (plus ``margin``, for an estimate
+        as noisy as the spread it is capped by) where the reference's event times give the daily
         cycle (taken out of the batch means); none while event times show less than a day and the
-        reference has none (part of the cycle looks like an offset).
+        reference has no profile of the channel (part of the cycle looks like an offset).
 
         With the day known, a step in the first hours of a persistent stream (0.5-1 sd at rows
         0-12,000, AR(1) 0.9) sat in half the batch means when the longer scales filled and counted as
@@ -203,9 +205,8 @@ class DependenceTracker(BatchHistory):
         seen = self._hours[i, : min(int(self._count[i]), self.history)].sum(axis=0) > 0
         if not seen.any():
             return OWN_LEVEL_CAP
-        if self.daily_known:
-            return KNOWN_DAY_LEVEL_CAP
-        return OWN_LEVEL_CAP if seen.all() else 1e300
+        cap = OWN_LEVEL_CAP if seen.all() else 1e300
+        return cap if self.known_day is None else np.where(self.known_day, KNOWN_DAY_LEVEL_CAP + margin, cap)
 
     def estimate(self, ref_mean: np.ndarray, g0: np.ndarray, m_ref: np.ndarray,
                  hold: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -217,7 +218,7 @@ class DependenceTracker(BatchHistory):
         ``hold``: channels frozen now (a drift open), which keep the estimates they had when it
         opened (or those :meth:`restore_held` gives them, see :mod:`stream.monitoring.onset`).
         Recomputed from a history that only shrinks while frozen, the estimate wandered (a design
-        effect of 15 read 11 after 30,000 rows, and the drift, long over, stayed open for good).
+        effect of 20 read 11 after 30,000 rows, and the drift, long over, stayed open for good).
         """
         hold = np.zeros(self.c, dtype=bool) if hold is None else hold
         lr, slow = self._estimate(ref_mean, g0, m_ref, hold)
@@ -233,7 +234,8 @@ class DependenceTracker(BatchHistory):
     def restore_held(self, state: tuple[np.ndarray, ...], channels: np.ndarray) -> None:
         """Put the held estimates of ``channels`` (a mask) back to a :meth:`held_state`."""
         for now, then in zip((self._held, *self._held_scales), state, strict=True):
-            now[:, channels] = then[:, channels]
+            known = channels & ~np.isnan(then[0])  # a checkpoint from the warm-up holds no estimate yet
+            now[:, known] = then[:, known]
 
     def _estimate(self, ref_mean: np.ndarray, g0: np.ndarray, m_ref: np.ndarray,
                   hold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -244,7 +246,7 @@ class DependenceTracker(BatchHistory):
         if not ready:
             return lr, slow
         best = ready[-1]
-        lr = np.maximum(lr, self._selected(ready, hold))
+        lr = np.maximum(lr, self._select_and_keep(ready, hold))
         # cold start (only the shortest scale filled): also from its batch means' level around
         # the reference. Differences miss dependence that spans neighbouring batches (bursts as
         # long as a batch), levels do not; they also count slow movements, hence only until a
@@ -262,7 +264,9 @@ class DependenceTracker(BatchHistory):
         keep = np.maximum((0.8 * cnt0).astype(int), 1)
         csum = np.nancumsum(dev2, axis=0)
         lvl = np.take_along_axis(csum, (keep - 1)[None], axis=0)[0] / keep / _TRIMMED_CHI2_1
-        lvl = np.fmin(lvl, self._own_cap(0) * own0)
+        # a trimmed mean square capped by a median one: both noisy, so the cap 1 comes with a margin
+        # (without it the cold-start dependence read ~10 % low on independent rows)
+        lvl = np.fmin(lvl, self._own_cap(0, 3.0 * _TRIMMED_REL_SD / np.sqrt(np.maximum(cnt0, 1))) * own0)
         rows0 = self.scales[0] * self.block_rows
         lvl_lr = (lvl - g0 / np.maximum(m_ref, 1.0)) * rows0
         diff_lr, _ = self._scale_estimate(0)
@@ -274,9 +278,10 @@ class DependenceTracker(BatchHistory):
         lr = np.maximum(lr, np.where((cnt0 >= self.min_batches) & clear, lvl_lr * self._inflate_level[cnt0], 0.0))
         return lr, slow
 
-    def _selected(self, ready: list[int], hold: np.ndarray) -> np.ndarray:
+    def _select_and_keep(self, ready: list[int], hold: np.ndarray) -> np.ndarray:
         """Upper bound of the long-run variance: the largest over the shorter scales, and the
-        longest scale's where it clearly exceeds them.
+        longest scale's where it clearly exceeds them; each scale's figures kept for when it loses
+        its differences.
 
         The longest batch sees dependence the others miss, from the fewest differences (30 after
         100,000 rows): taken at its upper bound like the others, its noise alone read a design

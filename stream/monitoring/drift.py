@@ -74,7 +74,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import special
 
 from stream.monitoring import drift_stats as ds
 from stream.monitoring.calibration import Calibration, DriftSettings, calibrate
@@ -87,12 +86,11 @@ from stream.monitoring.drift_windows import Picked
 from stream.monitoring.onset import Checkpoints
 from stream.monitoring.profile import CORRELATION_METHOD, ReferenceProfile, reference_arrays
 from stream.monitoring.profile_arrays import hourly_arrays
-from stream.monitoring.seasonal import SeasonalProfile, within_hour
+from stream.monitoring.seasonal import SeasonalProfile, hour_presence, within_hour
 
 __all__ = ["DriftEvent", "DriftMonitor", "DriftSettings"]
 
 DAY_S, HOUR_S = 86_400.0, 3_600.0
-PRESENCE_PRIOR_ROWS = 5.0  # an hour's share of rows holding a value, shrunk towards the day's by so many rows
 
 
 def _hour_of_day(ts: np.ndarray) -> np.ndarray:
@@ -167,13 +165,14 @@ class DriftMonitor(StreamEstimates):
         self.tracker = DependenceTracker(n_ch, b, s.dependence_scales, s.dependence_history,
                                          s.dependence_min_batches, s.dependence_confidence,
                                          s.dependence_scale_confidence)
-        self.tracker.daily_known = hourly is not None and bool((hourly[0].sum(axis=2) > 0).all())
         self.seasonal = SeasonalProfile(n_ch, s.seasonal_min_rows, s.seasonal_memory_rows, s.seasonal_alpha) \
             if s.seasonal else None
-        self._presence = self._hour_presence(*hourly) if hourly is not None else None
+        self._presence = hour_presence(*hourly, self._k, self._kc, self._pairs, s.seasonal_alpha) \
+            if hourly is not None else None
         if hourly is not None:  # the training data's daily cycle, expected from the first row
             self.seasonal.seed(*ds.channel_means(*hourly, None, self._uref, self._rho, self._pairs),  # type: ignore[union-attr]
                                s.seasonal_reference_min_rows, self._presence)
+            self.tracker.known_day = self.seasonal.from_reference  # type: ignore[union-attr]
         # checkpoints back past the longest window, to forget a drift's onset when it opens
         self._onset = Checkpoints(-(-2 * s.windows[-1] // (s.refresh_blocks * b)) + 2)
         self._ready = self._cusum_ready = self._fast_ready = False
@@ -248,34 +247,6 @@ class DriftMonitor(StreamEstimates):
         theta[self._sl["psi"]] = 0.0
         self._theta, self._g0 = theta, np.maximum(g0, 1e-9)  # a perfect reference correlation has no spread
 
-    def _hour_presence(self, num: np.ndarray, cat: np.ndarray) -> np.ndarray | None:
-        """Per hour and channel, the share of the reference's rows holding the channel's value
-        (present features; a pair's both), relative to the channel's busiest hour; None when no
-        feature's missing rate follows the day (chi-square over the hours at ``seasonal_alpha``:
-        missing equally in every hour, an hour's own sampling noise would only add noise). An
-        hour's share is shrunk towards the day's by ``PRESENCE_PRIOR_ROWS`` rows: a quiet hour whose
-        few reference rows happen to miss the value is not taken as absent."""
-        alpha = self.settings.seasonal_alpha
-
-        def present(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # [24, feature], [feature]
-            rows, miss = c.sum(axis=2), c[:, :, -1]
-            q = miss.sum(axis=0) / np.maximum(rows.sum(axis=0), 1.0)  # the day's missing rate
-            var = rows * q * (1.0 - q)
-            chi2 = np.where(var > 0, (miss - rows * q) ** 2 / np.maximum(var, 1e-12), 0.0).sum(axis=0)
-            dof = np.maximum((rows > 0).sum(axis=0) - 1, 1)
-            daily = (q > 0) & (chi2 > special.chdtri(dof, alpha))
-            shrunk = (rows - miss + PRESENCE_PRIOR_ROWS * (1.0 - q)) / (rows + PRESENCE_PRIOR_ROWS)
-            return np.where(daily, shrunk, 1.0), daily
-
-        fn, fc, k, kc = len(self._num), len(self._cat), self._k, self._kc
-        (pn, dn), (pc, dc) = present(num), present(cat)
-        if not (dn.any() or dc.any()):
-            return None
-        one = np.ones((24, fn + fc))
-        out = np.concatenate([np.repeat(pn, k, axis=1), np.repeat(pn, k - 1, axis=1), pn, pn, one[:, :fn],
-                              np.repeat(pc, kc, axis=1), one[:, fn:], pn[:, self._pairs[0]] * pn[:, self._pairs[1]]],
-                             axis=1)
-        return out / np.maximum(out.max(axis=0), 1e-12)
 
     def _process(self, num: np.ndarray, cat: np.ndarray, ts: np.ndarray, start: int) -> list[DriftEvent]:
         """Reduce whole blocks to sufficient statistics, learn the stream's structure, run the due checks."""
@@ -399,11 +370,17 @@ class DriftMonitor(StreamEstimates):
         for w, row in latest.items():  # the latest statistics, for snapshots
             self._last[w] = Picked(st, row)
         # the stream's structure is learned once per segment (estimates are only read at refreshes)
-        sl = slice(i0, i0 + seg)
-        if self.seasonal is not None:
-            self.seasonal.add_many(hours[sl], means[sl], weights[sl], frozen)
-        self.tracker.add_many(means[sl], weights[sl], frozen, hours[sl])
-        self._onset.settle(self.seasonal, self.tracker)
+        # (a state that opened in the segment forgets its onset right after the block it opened at:
+        # what its channels learn after that, never-usable daily profiles, stays, as row by row)
+        j0 = 0
+        for j1 in [*(a - c0 for a in self._onset.due_at()), seg]:
+            sl = slice(i0 + j0, i0 + j1)
+            if j1 > j0 and self.seasonal is not None:
+                self.seasonal.add_many(hours[sl], means[sl], weights[sl], frozen[j0:j1])
+            if j1 > j0:
+                self.tracker.add_many(means[sl], weights[sl], frozen[j0:j1], hours[sl])
+            self._onset.settle(self.seasonal, self.tracker, c0 + j1)
+            j0 = max(j0, j1)
         if self._blocks % self._refresh_period() == 0:
             self._estimates()
         return events

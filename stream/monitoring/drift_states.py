@@ -151,14 +151,12 @@ class FeatureStates(WindowTests):
             return []
         opened: dict[str, list[str]] = {}
         evidence: dict[str, list[dict[str, Any]]] = {}
+        windows: dict[str, int] = {}  # the states that open: their detecting window
+        sat_out = self._sitting_out() if fired else None
         for name in self._states if fired else ():
             if name in fired and not self._open[name]:
                 self._set_open(name, True)
-                # what its estimators learned since the change began: a window fires once about half
-                # its rows are past the change, or, too thin to test before, up to a window later
-                window = max((int(e.get("window") or 0) for e in fired[name]), default=0) or self.settings.windows[-1]
-                self._onset.roll_back(self._owner == self._state_index[name],
-                                      self._blocks * self.settings.block_size - 2 * window)
+                windows[name] = max((int(e.get("window") or 0) for e in fired[name]), default=0) or self.settings.windows[-1]
                 kind = ("multivariate_drift" if name == MULTIVARIATE else
                         "score_drift" if name == self.settings.score_feature else "data_drift")
                 feats = ([f for f in dict.fromkeys(p for e in fired[name] for p in e["feature"].split("|"))]
@@ -166,6 +164,8 @@ class FeatureStates(WindowTests):
                 opened.setdefault(kind, []).extend(feats)
                 self._open_features[name] = feats
                 evidence.setdefault(kind, []).extend(fired[name])
+        if windows:
+            self._forget_onset(windows, sat_out)
         closed = []
         # no calm check is due at this block in any window a state may close on: skip the look-ups
         rw0 = self._resolve_w
@@ -188,6 +188,19 @@ class FeatureStates(WindowTests):
             names = tuple(dict.fromkeys(f for n in closed for f in self._open_features.pop(n, [n])))
             events.append(self._event(index, "drift_resolved", names, ()))
         return events
+
+    def _forget_onset(self, windows: dict[str, int], sat_out: Any) -> None:
+        """Roll back what the channels that now sit out learned since the change began (see
+        :mod:`stream.monitoring.onset`): a window fires once about half its rows are past the
+        change, or, too thin to be tested before, up to a window later; the pairs that sit out
+        with a feature that opened go back as far as the widest of those windows."""
+        newly = self._sitting_out() & ~sat_out
+        rows, rest = self._blocks * self.settings.block_size, newly.copy()
+        for name, window in windows.items():
+            own = newly & (self._owner == self._state_index[name])
+            self._onset.roll_back(own, rows - 2 * window, self._blocks)
+            rest &= ~own
+        self._onset.roll_back(rest, rows - 2 * max(windows.values()), self._blocks)
 
     def _set_open(self, name: str, state: bool) -> None:
         self._open[name], self._calm[name] = state, 0

@@ -5,9 +5,11 @@ is not learned as normal), but the rows between the change and the alarm were le
 a window's length of them (8,000 rows on persistent traffic, where the shorter windows are too
 thin to test). A step in the first day of a stream without a daily cycle went into the live
 hour-of-day profile as one (+0.2 sd in the hours after it), and once the drift ended the
-profile's fake cycle opened false drifts days later. So the estimates are checkpointed at
-every refresh and, when a feature opens, its channels go back to the last checkpoint taken
-before the detecting test's window began.
+profile's fake cycle opened false drifts days later. So the daily profile and the tracker's
+held estimates are checkpointed at every refresh and, when a feature opens, the channels that
+now sit out (its own, and the pairs it is in) go back to the last checkpoint taken before twice
+the detecting window. The tracker's batch history keeps the onset's batches (its differences
+barely move with a step), and the entity-balanced share test its levels (a step is what it tests).
 
 Examples
 --------
@@ -18,8 +20,8 @@ Examples
 >>> marks = Checkpoints(keep=4)
 >>> marks.take(1_000, sp, tr)
 >>> sp.add(5, np.array([1.0, 1.0]), np.array([100.0, 100.0]), np.zeros(2, bool))  # learned after the change
->>> marks.roll_back(np.array([True, False]), 1_500)  # channel 0 opened on a 500-row window
->>> marks.settle(sp, tr)
+>>> marks.roll_back(np.array([True, False]), 1_500, at=20)  # channel 0 opened at block 20, 500-row window
+>>> marks.settle(sp, tr, upto=20)
 >>> sp.state()[0][5].tolist()                                 # channel 0 forgot the hour, channel 1 kept it
 [0.0, 1.0]
 """
@@ -42,23 +44,28 @@ class Checkpoints:
 
     def __init__(self, keep: int) -> None:
         self._marks: deque[tuple[int, tuple[np.ndarray, ...], tuple[np.ndarray, ...]]] = deque(maxlen=max(int(keep), 1))
-        self._due: list[tuple[np.ndarray, int]] = []
+        self._due: list[tuple[np.ndarray, int, int]] = []
 
     def take(self, rows: int, seasonal: SeasonalProfile | None, tracker: DependenceTracker) -> None:
         """Checkpoint after ``rows`` rows (at an estimates refresh)."""
         self._marks.append((int(rows), seasonal.state() if seasonal is not None else (), tracker.held_state()))
 
-    def roll_back(self, channels: np.ndarray, before: int) -> None:
+    def roll_back(self, channels: np.ndarray, before: int, at: int) -> None:
         """Ask for ``channels`` (a mask) to go back to the last checkpoint at or before row
-        ``before`` (the oldest kept if none is that old), at the next :meth:`settle`."""
+        ``before`` (the oldest kept if none is that old) once block count ``at`` is learned."""
         if channels.any():
-            self._due.append((channels, int(before)))
+            self._due.append((channels, int(before), int(at)))
 
-    def settle(self, seasonal: SeasonalProfile | None, tracker: DependenceTracker) -> None:
-        """Do the roll-backs asked for, once the segment's blocks are learned: a block learned before
-        or after the state opened in the same segment goes alike, fed row by row or in batches."""
-        due, self._due = self._due, []
-        for channels, before in due if self._marks else ():
+    def due_at(self) -> list[int]:
+        """The block counts after which roll-backs are due, in order."""
+        return sorted({at for _, _, at in self._due})
+
+    def settle(self, seasonal: SeasonalProfile | None, tracker: DependenceTracker, upto: int) -> None:
+        """Do the roll-backs due once block count ``upto`` is learned: a block learned before the
+        state opened goes, one learned after stays, fed row by row or in batches."""
+        due = [d for d in self._due if d[2] <= upto]
+        self._due = [d for d in self._due if d[2] > upto]
+        for channels, before, _ in due if self._marks else ():
             older = [m for m in self._marks if m[0] <= before]
             _, season, held = older[-1] if older else self._marks[0]
             if seasonal is not None and season:

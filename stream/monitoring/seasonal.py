@@ -8,11 +8,12 @@ from typing import NamedTuple, cast
 import numpy as np
 from scipy import special
 
-__all__ = ["SeasonalProfile", "WithinHour", "hour_mix", "within_hour"]
+__all__ = ["SeasonalProfile", "WithinHour", "hour_mix", "hour_presence", "within_hour"]
 
 
 QUIET_SHARE = 0.05  # share of the reference's rows its hours below min_rows may hold together
 ABSENT = 0.05  # an hour whose rows hold a channel's value less often than this: the value is absent then
+PRESENCE_PRIOR_ROWS = 5.0  # an hour's share of rows holding a value, shrunk towards the day's by so many rows
 
 
 class SeasonalProfile:
@@ -136,6 +137,11 @@ class SeasonalProfile:
             self._mean[hr] += step * (x_all[sel] - self._mean[hr])
             self._w[hr] = new
         self.version += idx.size
+
+    @property
+    def from_reference(self) -> np.ndarray:
+        """Channels whose profile the reference's event times gave (usable from the first row)."""
+        return self._known
 
     def state(self) -> tuple[np.ndarray, np.ndarray]:
         """Copies of the hour means and weights (``[24, channel]``), for :meth:`restore`."""
@@ -323,3 +329,35 @@ def _pairs_within(n_h: np.ndarray, rows_h: np.ndarray, s1: np.ndarray, s2: np.nd
     rho_w = (rho * np.sqrt(var_i * var_i.T) - cov_between) / np.sqrt(np.maximum(wi, 1e-12) * np.maximum(wi.T, 1e-12))
     rho_w = np.where(w.sum(axis=0) > 0, rho_w, rho)
     return np.clip(rho_w, -0.999, 0.999)
+
+
+def hour_presence(num: np.ndarray, cat: np.ndarray, k: int, kc: int, pairs: tuple[np.ndarray, np.ndarray],
+                  alpha: float) -> np.ndarray | None:
+    """Per hour and channel of a drift monitor (reference counts per hour ``num``
+    ``[24, numeric feature, k bins + missing]`` and ``cat`` ``[24, categorical feature, kc slots +
+    missing]``, the numeric ``pairs``), the share of the reference's rows holding the channel's value
+    (present features; a pair's both), relative to the channel's busiest hour; None when no
+    feature's missing rate follows the day (chi-square over the hours at ``alpha``:
+    missing equally in every hour, an hour's own sampling noise would only add noise). An
+    hour's share is shrunk towards the day's by ``PRESENCE_PRIOR_ROWS`` rows: a quiet hour whose
+    few reference rows happen to miss the value is not taken as absent."""
+
+    def present(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # [24, feature], [feature]
+        rows, miss = c.sum(axis=2), c[:, :, -1]
+        q = miss.sum(axis=0) / np.maximum(rows.sum(axis=0), 1.0)  # the day's missing rate
+        var = rows * q * (1.0 - q)
+        chi2 = np.where(var > 0, (miss - rows * q) ** 2 / np.maximum(var, 1e-12), 0.0).sum(axis=0)
+        dof = np.maximum((rows > 0).sum(axis=0) - 1, 1)
+        daily = (q > 0) & (chi2 > special.chdtri(dof, alpha))
+        shrunk = (rows - miss + PRESENCE_PRIOR_ROWS * (1.0 - q)) / (rows + PRESENCE_PRIOR_ROWS)
+        return np.where(daily, shrunk, 1.0), daily
+
+    fn, fc = num.shape[1], cat.shape[1]
+    (pn, dn), (pc, dc) = present(num), present(cat)
+    if not (dn.any() or dc.any()):
+        return None
+    one = np.ones((24, fn + fc))
+    out = np.concatenate([np.repeat(pn, k, axis=1), np.repeat(pn, k - 1, axis=1), pn, pn, one[:, :fn],
+                          np.repeat(pc, kc, axis=1), one[:, fn:], pn[:, pairs[0]] * pn[:, pairs[1]]],
+                         axis=1)
+    return out / np.maximum(out.max(axis=0), 1e-12)
