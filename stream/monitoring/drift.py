@@ -374,13 +374,13 @@ class DriftMonitor(StreamEstimates):
         # what its channels learn after that, never-usable daily profiles, stays, as row by row)
         j0 = 0
         for j1 in [*(a - c0 for a in self._onset.due_at()), seg]:
-            sl = slice(i0 + j0, i0 + j1)
-            if j1 > j0 and self.seasonal is not None:
-                self.seasonal.add_many(hours[sl], means[sl], weights[sl], frozen[j0:j1])
             if j1 > j0:
+                sl = slice(i0 + j0, i0 + j1)
+                if self.seasonal is not None:
+                    self.seasonal.add_many(hours[sl], means[sl], weights[sl], frozen[j0:j1])
                 self.tracker.add_many(means[sl], weights[sl], frozen[j0:j1], hours[sl])
+                j0 = j1
             self._onset.settle(self.seasonal, self.tracker, c0 + j1)
-            j0 = max(j0, j1)
         if self._blocks % self._refresh_period() == 0:
             self._estimates()
         return events

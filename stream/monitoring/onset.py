@@ -63,6 +63,8 @@ class Checkpoints:
     def settle(self, seasonal: SeasonalProfile | None, tracker: DependenceTracker, upto: int) -> None:
         """Do the roll-backs due once block count ``upto`` is learned: a block learned before the
         state opened goes, one learned after stays, fed row by row or in batches."""
+        if not self._due:  # the usual segment: no state opened
+            return
         due = [d for d in self._due if d[2] <= upto]
         self._due = [d for d in self._due if d[2] > upto]
         for channels, before, _ in due if self._marks else ():
