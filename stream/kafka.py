@@ -23,6 +23,8 @@ from aiokafka.structs import OffsetAndMetadata
 
 from stream.config import KafkaSettings, Settings
 from stream.errors import BrokerError, KafkaCallError
+from stream.kafka_records import install as install_raw_records
+from stream.kafka_records import raw_records
 from stream.messages import Message
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,13 @@ def make_producer(settings: Settings, *, transactional_id: str | None = None, **
                             max_batch_size=512 * 1024, max_request_size=4 * 1024 * 1024, **extra)
 
 
-def make_consumer(settings: Settings, *topics: str, group_id: str | None, **extra: Any) -> AIOKafkaConsumer:
+def make_consumer(settings: Settings, *topics: str, group_id: str | None, raw: bool = False,
+                  **extra: Any) -> AIOKafkaConsumer:
+    """A consumer on the project's settings; ``raw``: its records are the decoder's own (offset,
+    key, value, timestamp, headers; no topic or partition), without an object per record
+    (:mod:`stream.kafka_records`)."""
+    if raw and install_raw_records():
+        extra.setdefault("value_deserializer", raw_records)
     opts = dict(
         group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest",
         fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms, fetch_min_bytes=settings.kafka.fetch_min_bytes,

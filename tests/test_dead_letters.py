@@ -18,8 +18,8 @@ GOOD = {"event_id": "e1", "user_id": "u1", "amount": 12.5, "merchant_category": 
 
 
 def _record(offset: int, value: bytes | None, headers=()):
-    return SimpleNamespace(topic="events", partition=0, offset=offset, key=b"u1", value=value,
-                           timestamp=1_750_000_000_000, headers=list(headers))
+    return SimpleNamespace(offset=offset, key=b"u1", value=value, timestamp=1_750_000_000_000,
+                           headers=list(headers))
 
 
 def _scorer(model_store) -> BatchScorer:
@@ -39,6 +39,35 @@ def test_a_producers_reason_header_cannot_spoof_ours(model_store):
     assert headers["producer.mlstream.source.offset"] == b"999"
     assert headers["trace-id"] == b"t1"
     assert [n for n, _ in dl.headers].count("mlstream.error.reason") == 1
+
+
+def test_records_as_the_worker_fetches_them_keep_their_headers_and_say_where_from(model_store):
+    """The worker's consumer hands out aiokafka's decoded records (no topic, no partition): its
+    dead letters name the scorer's topic and the partition they came from, and keep the
+    producer's headers."""
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+    from aiokafka.record.memory_records import MemoryRecords
+    from aiokafka.structs import TopicPartition
+
+    from stream.kafka_records import PartitionRecords, install, raw_records
+
+    builder = DefaultRecordBatchBuilder(2, 0, is_transactional=0, producer_id=-1, producer_epoch=-1,
+                                        base_sequence=-1, batch_size=1 << 20)
+    builder.append(0, timestamp=1_750_000_000_000, key=b"u1", value=orjson.dumps(GOOD), headers=[])
+    builder.append(1, timestamp=1_750_000_000_001, key=b"u1", value=b"{oops", headers=[("trace-id", b"t7")])
+    assert install()
+    fetched = list(PartitionRecords(TopicPartition("payments", 3), MemoryRecords(bytes(builder.build())), [],
+                                    0, None, raw_records, False, 0))
+    assert not hasattr(fetched[0], "partition")
+    model = load_model(ModelStore(model_store), "fraud", DOMAIN.features.columns)
+    scorer = BatchScorer(DOMAIN, model, Metrics.create(), max_future_s=86_400, source_topic="payments")
+    out = scorer.process({3: fetched}, {3: EntityStore(8)}, now=1_750_000_000.0)
+    (dl,) = out.partitions[3].dead_letters
+    headers = dict(dl.headers)
+    assert (headers["mlstream.source.topic"], headers["mlstream.source.partition"],
+            headers["mlstream.source.offset"]) == (b"payments", b"3", b"1")
+    assert (dl.value, dl.timestamp_ms, headers["trace-id"]) == (b"{oops", 1_750_000_000_001, b"t7")
+    assert out.valid == 1 and len(out.partitions[3].prediction_values) == 1
 
 
 def test_a_tombstone_is_dead_lettered_as_a_tombstone(model_store):

@@ -69,6 +69,7 @@ async def test_every_event_gets_one_prediction_or_a_dead_letter(settings, start_
         assert headers["mlstream.error.reason"].decode() in REASONS
         assert headers["mlstream.error.message"]
         assert headers["mlstream.source.topic"].decode() == settings.topics.events
+        assert int(headers["mlstream.source.partition"]) == rec.partition  # dead letters keep the partition
         assert int(headers["mlstream.source.offset"]) >= 0
     reasons = {dict(r.headers)["mlstream.error.reason"].decode() for r in dead}
     assert {"not_json", "missing_field", "not_finite", "out_of_range", "wrong_type", "unknown_field"} <= reasons

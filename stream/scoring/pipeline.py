@@ -30,10 +30,9 @@ from stream.scoring.state import EntityStore
 
 
 class Record(Protocol):
-    """The fields of a consumer record we use (aiokafka's ConsumerRecord has them)."""
+    """The fields of a consumer record we use (aiokafka's ConsumerRecord has them, and so have
+    its decoder's own records: see :mod:`stream.kafka_records`)."""
 
-    topic: str
-    partition: int
     offset: int
     key: bytes | None
     value: bytes | None
@@ -71,11 +70,12 @@ class BatchOutput:
     model: Model | None = None  # the version that scored the batch
 
 
-def dead_letter(record: Record, reason: str, message: str, error_class: str | None = None) -> Message:
+def dead_letter(record: Record, topic: str, partition: int, reason: str, message: str,
+                error_class: str | None = None) -> Message:
     """The original bytes (a tombstone stays one), with headers saying why and where from
     (mlstream's replace a producer's of the same name: :class:`stream.messages.DeadLetter`)."""
     return DeadLetter(key=record.key, value=record.value, reason=reason, message=message,
-                      source_topic=record.topic, source_partition=record.partition,
+                      source_topic=topic, source_partition=partition,
                       source_offset=record.offset, headers=list(record.headers or ()),
                       timestamp_ms=record.timestamp, error_class=error_class).to_message()
 
@@ -124,8 +124,9 @@ class BatchScorer:
 
     def __init__(self, domain: Domain, model: Model, metrics: Metrics, *, emit_features: bool = True,
                  policy: ErrorPolicy | None = None, max_future_s: float = math.inf,
-                 canary: Canary | None = None):
+                 canary: Canary | None = None, source_topic: str = "events"):
         self.domain = domain
+        self.source_topic = source_topic  # the records' topic, named in their dead letters
         self.canary = canary  # a share of entities served by the challenger in shadow
         self.model = model
         self.metrics = metrics
@@ -185,7 +186,7 @@ class BatchScorer:
                 exc = errors[i]
                 message = "tombstone (null value)" if records[i].value is None else str(exc)
                 owner = ends[bisect_right(cuts, i)][0]
-                self._dead_letter(out.partitions[owner], out, records[i], exc.reason, message)
+                self._dead_letter(owner, out, records[i], exc.reason, message)
         if not len(valid):
             return None
         keys = cols[self.schema.entity_field].tolist()
@@ -217,12 +218,12 @@ class BatchScorer:
         name, version = model.name, model.version
         records, valid, keep = frame.records, frame.valid, frame.keep
         for i, err in frame.failed.items():
-            self._dead_letter(out.partitions[frame.owner(i)], out, records[int(valid[i])], "processing_error",
+            self._dead_letter(frame.owner(i), out, records[int(valid[i])], "processing_error",
                               self.policy.describe(err), type(err).__name__)
         ok = servable(model.card.task, scores)
         for j in np.flatnonzero(~ok).tolist():
             row = int(keep[j])
-            self._dead_letter(out.partitions[frame.owner(row)], out, records[int(valid[row])], "invalid_score",
+            self._dead_letter(frame.owner(row), out, records[int(valid[row])], "invalid_score",
                               f"model {name} version {version} scored {scores[j]!r}")
         out.invalid_scores += int((~ok).sum())
         out.scored += len(keep)
@@ -288,9 +289,10 @@ class BatchScorer:
             assert self.canary is not None and self.canary.model is not None
             self.metrics.predictions.labels(name, self.canary.model.version).inc(canary_n)
 
-    def _dead_letter(self, part: PartitionOutput, out: BatchOutput, record: Record, reason: str,
+    def _dead_letter(self, partition: int, out: BatchOutput, record: Record, reason: str,
                      message: str, error_class: str | None = None) -> None:
-        part.dead_letters.append(dead_letter(record, reason, message, error_class))
+        out.partitions[partition].dead_letters.append(
+            dead_letter(record, self.source_topic, partition, reason, message, error_class))
         self._dl[reason].inc()
         out.dead_lettered += 1
 

@@ -42,7 +42,7 @@ async def restore_state(settings: Settings, width: int, partitions: list[int], m
     applied: dict[int, dict[str, int]] = {p: {} for p in partitions}
     passed_over = dict.fromkeys(partitions, 0)
     skipped_from: dict[int, int] = {}
-    consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=50)
+    consumer = make_consumer(settings, group_id=None, raw=True, fetch_max_wait_ms=50)
     try:
         await start_client(consumer, settings.kafka.bootstrap_servers)
     except BrokerError as exc:  # the broker restarting: the worker's loop retries the restore

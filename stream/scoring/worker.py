@@ -69,7 +69,8 @@ class ScoringWorker:
         canary = self.serving.canary
         self.scorer = BatchScorer(domain, model, metrics, emit_features=emit_features, policy=self.policy,
                                   max_future_s=settings.scoring.max_future_s,
-                                  canary=canary if canary.share > 0 else None)
+                                  canary=canary if canary.share > 0 else None,
+                                  source_topic=settings.topics.events)
         self.group_id = f"{settings.app_id}-scorer"
         self.stores: dict[int, EntityStore] = {}
         self._lock = asyncio.Lock()
@@ -106,7 +107,7 @@ class ScoringWorker:
             # entity as before it stopped
             await self.serving.shadows.refresh(self.scorer.model.version)
             while not stop.is_set():
-                self.consumer = make_consumer(s, group_id=self.group_id, max_poll_interval_ms=300_000)
+                self.consumer = make_consumer(s, group_id=self.group_id, raw=True, max_poll_interval_ms=300_000)
                 self.consumer.subscribe([s.topics.events], listener=_Rebalance(self))
                 try:
                     await start_client(self.consumer, s.kafka.bootstrap_servers)

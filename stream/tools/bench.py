@@ -87,7 +87,9 @@ async def preload(settings: Settings, n: int, seed: int = 1) -> None:
 async def raw_loop(settings: Settings, n: int | None, *, parse: bool,
                    stop: asyncio.Event | None = None) -> dict[str, Any]:
     """Consume -> (JSON parse and re-encode, or nothing) -> produce in batches -> commit."""
-    consumer = make_consumer(settings, settings.topics.events, group_id=f"{settings.app_id}-raw")
+    # the broker limit reads the decoder's own records (the leanest there is); the JSON loop is
+    # aiokafka's plain loop, as a user writes it
+    consumer = make_consumer(settings, settings.topics.events, group_id=f"{settings.app_id}-raw", raw=not parse)
     producer = make_producer(settings)
     await start_client(consumer, settings.kafka.bootstrap_servers)
     await start_client(producer, settings.kafka.bootstrap_servers)

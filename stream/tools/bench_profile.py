@@ -89,7 +89,8 @@ async def client_floor(settings: Settings, events: int, deadline_s: float = 120.
     what a micro-batch costs above it is the processor's own."""
     per_event = {}
     for size, n in ((1, events), (1_000, 20 * events)):
-        consumer = make_consumer(settings, settings.topics.events, group_id=f"{settings.app_id}-floor{size}")
+        consumer = make_consumer(settings, settings.topics.events, group_id=f"{settings.app_id}-floor{size}",
+                                 raw=True)
         producer = make_producer(settings)
         await start_client(consumer, settings.kafka.bootstrap_servers)
         await start_client(producer, settings.kafka.bootstrap_servers)
