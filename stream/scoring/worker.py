@@ -68,9 +68,8 @@ class ScoringWorker:
         self.policy = ErrorPolicy.from_settings(settings, metrics)
         canary = self.serving.canary
         self.scorer = BatchScorer(domain, model, metrics, emit_features=emit_features, policy=self.policy,
-                                  max_future_s=settings.scoring.max_future_s,
-                                  canary=canary if canary.share > 0 else None,
-                                  source_topic=settings.topics.events)
+                                  max_future_s=settings.scoring.max_future_s, source_topic=settings.topics.events,
+                                  canary=canary if canary.share > 0 else None)
         self.group_id = f"{settings.app_id}-scorer"
         self.stores: dict[int, EntityStore] = {}
         self._lock = asyncio.Lock()
