@@ -69,8 +69,10 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, raw: b
     """A consumer on the project's settings; ``raw``: its records are the decoder's own (offset,
     key, value, timestamp, headers; no topic or partition), without an object per record
     (:mod:`stream.kafka_records`)."""
+    if raw and ("value_deserializer" in extra or "key_deserializer" in extra):
+        raise ValueError("a raw consumer's records are the decoder's own bytes: no deserializers")
     if raw and install_raw_records():
-        extra.setdefault("value_deserializer", raw_records)
+        extra["value_deserializer"] = raw_records
     opts = dict(
         group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest",
         fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms, fetch_min_bytes=settings.kafka.fetch_min_bytes,

@@ -64,13 +64,15 @@ async def test_every_event_gets_one_prediction_or_a_dead_letter(settings, start_
     assert 0.0 <= first["score"] <= 1.0 and first["scored_ts_ms"] >= first["ingest_ts_ms"]
 
     assert sorted(r.value for r in dead) == invalid_values  # original bytes kept
+    sources = {(r.partition, r.offset): r.value for r in await read_topic(settings, settings.topics.events)}
     for rec in dead:
         headers = dict(rec.headers)
         assert headers["mlstream.error.reason"].decode() in REASONS
         assert headers["mlstream.error.message"]
         assert headers["mlstream.source.topic"].decode() == settings.topics.events
-        assert int(headers["mlstream.source.partition"]) == rec.partition  # dead letters keep the partition
-        assert int(headers["mlstream.source.offset"]) >= 0
+        # the headers point at the record it came from, on the same partition number
+        source = (int(headers["mlstream.source.partition"]), int(headers["mlstream.source.offset"]))
+        assert source[0] == rec.partition and sources[source] == rec.value
     reasons = {dict(r.headers)["mlstream.error.reason"].decode() for r in dead}
     assert {"not_json", "missing_field", "not_finite", "out_of_range", "wrong_type", "unknown_field"} <= reasons
 

@@ -181,6 +181,7 @@ class DriftMonitor(StreamEstimates):
         scale_rows = [sc * b for sc in s.dependence_scales]
         self._window_scale = [max([i for i, r in enumerate(scale_rows) if r <= w // 10] or [0]) for w in s.windows]
         self._clustered = False  # entity ids show runs of one entity (see _estimates)
+        self._next_checkpoint = 0  # block count of the next checkpoint once ready (see _estimates)
         self._season_dev: np.ndarray | None = None
         self._season_var: np.ndarray | None = None
         self._lr = self._g0.copy()

@@ -92,6 +92,7 @@ class MonitorCore:
     tracker: DependenceTracker
     seasonal: SeasonalProfile | None
     _onset: Checkpoints
+    _next_checkpoint: int
     _ready: bool
     _cusum_ready: bool
     _fast_ready: bool

@@ -48,7 +48,9 @@ class DriftSettings:
         one-sided level is above the shorter lengths' estimates (Lepski's rule).
     refresh_blocks
         The dependence, slow and seasonal estimates are refreshed every this many blocks
-        (between refreshes the checks of many blocks are computed at once).
+        (between refreshes the checks of many blocks are computed at once); more often
+        during the warm-up and, on traffic with runs of one entity, while the estimates are
+        young (see ``StreamEstimates._refresh_period``).
     min_effective_rows
         A score is tested in a window only when the window holds at least this many
         effectively independent rows (rows / design effect): a 500-row window filled by

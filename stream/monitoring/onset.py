@@ -6,7 +6,8 @@ a window's length of them (8,000 rows on persistent traffic, where the shorter w
 thin to test). A step in the first day of a stream without a daily cycle went into the live
 hour-of-day profile as one (+0.2 sd in the hours after it), and once the drift ended the
 profile's fake cycle opened false drifts days later. So the daily profile and the tracker's
-held estimates are checkpointed at every refresh and, when a feature opens, the channels that
+held estimates are checkpointed (at every refresh of the warm-up, then at the first of every
+``refresh_blocks`` blocks) and, when a feature opens, the channels that
 now sit out (its own, and the pairs it is in) go back to the last checkpoint taken before twice
 the detecting window. The tracker's batch history keeps the onset's batches (its differences
 barely move with a step), and the entity-balanced share test its levels (a step is what it tests).
