@@ -17,9 +17,10 @@ class StreamEstimates(RowIngest):
 
     def _refresh_period(self) -> int:
         """Blocks between estimate refreshes: short while warming up, so tests start as soon as they
-        can; then ``refresh_blocks``, and on traffic with runs of one entity, in its first few
-        thousand blocks, that short period doubled each time the blocks seen double, from about an
-        eighth of them (each period divides the block count where the next takes over).
+        can; then ``refresh_blocks``, and on traffic with runs of one entity, until the second
+        dependence scale has its batches (12,800 rows by default), about an eighth of the blocks
+        seen (the short period doubled each time they double: each period divides the block count
+        where the next takes over).
 
         Young estimates move with every burst they have not seen: on bursty traffic the x|y
         correlation's design effect, 8 from the first 6,400 rows, was 25 with the burst that came
@@ -31,8 +32,8 @@ class StreamEstimates(RowIngest):
         >>> from types import SimpleNamespace
         >>> from stream.monitoring.drift_settings import DriftSettings
         >>> m = dict(settings=DriftSettings(), _ready=True, _clustered_estimated=True)
-        >>> [StreamEstimates._refresh_period(SimpleNamespace(**m, _blocks=b)) for b in (32, 64, 100, 256, 512, 4_000)]
-        [4, 8, 8, 32, 64, 64]
+        >>> [StreamEstimates._refresh_period(SimpleNamespace(**m, _blocks=b)) for b in (32, 64, 100, 127, 128, 4_000)]
+        [4, 8, 8, 8, 64, 64]
         >>> m["_clustered_estimated"] = False
         >>> [StreamEstimates._refresh_period(SimpleNamespace(**m, _blocks=b)) for b in (32, 64, 100)]
         [64, 64, 64]
@@ -41,7 +42,12 @@ class StreamEstimates(RowIngest):
         short = min(s.refresh_blocks, 2 * s.dependence_scales[0])
         if not self._ready:
             return short
-        if not self._clustered_estimated:
+        # young: until the second scale has its batches (the estimate rests on a few dozen
+        # differences of the shortest until then), rounded up to where a period would double
+        young_end = 8 * short
+        while young_end < s.dependence_min_batches * s.dependence_scales[min(1, len(s.dependence_scales) - 1)]:
+            young_end *= 2
+        if not self._clustered_estimated or self._blocks >= young_end:
             return s.refresh_blocks
         doublings = max((self._blocks // (8 * short)).bit_length() - 1, 0)
         return min(s.refresh_blocks, short << doublings)
