@@ -5,11 +5,30 @@ entity ids show runs of one entity); the windows whose own lags are measured yet
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from stream.monitoring.drift_ingest import RowIngest
+from stream.monitoring.drift_settings import DriftSettings
 
 __all__ = ["StreamEstimates"]
+
+
+@functools.lru_cache(maxsize=16)
+def young_end(s: DriftSettings) -> int:
+    """Block count where young estimates end: the second dependence scale has its batches (the
+    estimate rests on a few dozen differences of the shortest until then), rounded up to where a
+    young refresh period would double (read once per segment: cached per settings).
+
+    >>> young_end(DriftSettings()), young_end(DriftSettings(dependence_scales=(3, 12, 48)))
+    (128, 192)
+    """
+    short = min(s.refresh_blocks, 2 * s.dependence_scales[0])
+    end = 8 * short
+    while end < s.dependence_min_batches * s.dependence_scales[min(1, len(s.dependence_scales) - 1)]:
+        end *= 2
+    return end
 
 
 class StreamEstimates(RowIngest):
@@ -42,12 +61,7 @@ class StreamEstimates(RowIngest):
         short = min(s.refresh_blocks, 2 * s.dependence_scales[0])
         if not self._ready:
             return short
-        # young: until the second scale has its batches (the estimate rests on a few dozen
-        # differences of the shortest until then), rounded up to where a period would double
-        young_end = 8 * short
-        while young_end < s.dependence_min_batches * s.dependence_scales[min(1, len(s.dependence_scales) - 1)]:
-            young_end *= 2
-        if not self._clustered_estimated or self._blocks >= young_end:
+        if not self._clustered_estimated or self._blocks >= young_end(s):
             return s.refresh_blocks
         doublings = max((self._blocks // (8 * short)).bit_length() - 1, 0)
         return min(s.refresh_blocks, short << doublings)
