@@ -37,7 +37,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_trainer(args: argparse.Namespace) -> int:
     import signal
 
-    from stream.training.trainer import run_trainer
+    from stream.training.trainer_app import run_trainer
 
     settings = _settings(args)
     configure_logging(settings.log_level, settings.log_format, settings.errors.log_repeat_interval_s)

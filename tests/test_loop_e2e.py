@@ -16,7 +16,8 @@ from stream.registry import ModelStore
 from stream.scoring.model import load_model
 from stream.tools.tally import wait_until
 from stream.tools.traffic import produce
-from stream.training.trainer import TrainerMetrics, run_trainer
+from stream.training.trainer import TrainerMetrics
+from stream.training.trainer_app import run_trainer
 from tests.helpers import read_topic
 
 DRIFT_AT = 8_000

@@ -33,7 +33,8 @@ from stream.kafka import ensure_topics, make_producer, start_client
 from stream.registry import ModelStore
 from stream.tools.tally import wait_until
 from stream.tools.traffic import produce
-from stream.training.trainer import TrainerMetrics, run_trainer
+from stream.training.trainer import TrainerMetrics
+from stream.training.trainer_app import run_trainer
 from tests.bad_models import save_version
 from tests.helpers import read_topic, stop_process
 from tests.sensor_domain import DOMAIN as SENSOR_DOMAIN

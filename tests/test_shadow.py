@@ -31,7 +31,8 @@ from stream.scoring.shadow import ShadowScorer
 from stream.scoring.state import EntityStore
 from stream.tools.tally import read_all, wait_until
 from stream.tools.traffic import produce
-from stream.training.trainer import TrainerMetrics, run_trainer
+from stream.training.trainer import TrainerMetrics
+from stream.training.trainer_app import run_trainer
 from stream.training.verdicts import act_on_verdict, decide_overdue
 from tests.bad_models import inverted_model, save_version
 from tests.slack_standin import SlackStandIn
@@ -269,8 +270,9 @@ async def test_a_shadow_is_scored_beside_the_champion_then_promoted_on_live_labe
         swapped = lambda: (reg.get_sample_value("mlstream_model_loads_total", {"outcome": "swap_ok"}) or 0) >= 1
         # the scorer hears of the promotion through the model feed; where it stopped, if it did not
         assert await wait_until(swapped, 60), (store.current_version("fraud"), sorted(
-            (x.labels["outcome"], x.value) for m in reg.collect() for x in m.samples
-            if x.name == "mlstream_model_loads_total"))
+            (x.name, tuple(sorted(x.labels.items())), x.value) for m in reg.collect() for x in m.samples
+            if x.name.startswith(("mlstream_model_loads", "mlstream_model_feed"))),
+            [(r.offset, r.key, len(r.value or b"")) for r in await read_all(settings, settings.topics.models)])
         # the guard after the promotion: version 1 scored beside 2 until its verdict
         sent = await drive(settings, sim, sent, lambda: decisions(metrics, "keep") >= 1 or trainer.done())
         tail = sent

@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import orjson
+import pytest
 
 from stream.examples.payments import DOMAIN
 from stream.examples.simulate import WARMUP_EVENTS, PaymentSimulator
@@ -19,7 +20,8 @@ from stream.monitoring.examples import ScoredRows, labelled_example
 from stream.monitoring.retrain import RetrainPolicy
 from stream.registry import ModelStore
 from stream.tools.tally import wait_until
-from stream.training.trainer import TrainerMetrics, run_trainer
+from stream.training.trainer import TrainerMetrics
+from stream.training.trainer_app import run_trainer
 from tests.helpers import read_topic
 
 
@@ -256,7 +258,7 @@ async def test_a_trainer_whose_stream_app_crashed_stops_with_the_reason_without_
     from stream.error_policy import ErrorPolicy
     from stream.errors import StreamError
     from stream.metrics import Metrics
-    from stream.training.trainer import until_stopped_or_crashed
+    from stream.training.trainer_app import until_stopped_or_crashed
 
     settings = make_settings(kafka={"sasl_password": "hunter2-secret"})
     policy = ErrorPolicy.from_settings(settings, Metrics.create())
@@ -272,3 +274,52 @@ async def test_a_trainer_whose_stream_app_crashed_stops_with_the_reason_without_
     # a stop is a stop, crashed or not
     stop.set()
     assert await until_stopped_or_crashed(app, stop, policy) is None
+
+
+@pytest.mark.parametrize("broker_kind", ["kafka"])
+async def test_a_publish_the_broker_refused_reaches_the_feed_without_an_operator(make_settings, broker_kind):
+    """The broker refuses the trainer's publish (its models topic takes no record that large): the
+    registry keeps the change, ``mlstream_trainer_unpublished_changes`` says so, and once the
+    broker accepts again the trainer publishes it by itself within its retry interval. Before,
+    the change waited for an operator's ``mlstream models publish`` (or a restart)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from stream.kafka import topic_configs
+    from stream.messages import ModelStates
+    from stream.model_feed import states_key
+
+    settings = make_settings(trainer={"retry_interval_s": 0.5})
+    await ensure_topics(settings)
+    models = settings.topics.models
+
+    async def set_topic(**extra: str) -> None:  # AlterConfigs replaces every dynamic config
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+        await admin.start()
+        try:
+            await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, models,
+                                                      configs={**topic_configs(settings, models), **extra})])
+        finally:
+            await admin.close()
+
+    async def states() -> list[ModelStates]:
+        return [decode(r.value, ModelStates) for r in await read_topic(settings, models) if r.key == states_key("fraud")]
+
+    await set_topic(**{"max.message.bytes": "1000"})
+    metrics = TrainerMetrics()
+    unpublished = lambda: metrics.registry.get_sample_value("mlstream_trainer_unpublished_changes", {"model": "fraud"})
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_trainer(settings, stop, metrics=metrics))
+    try:
+        # the start-up publish (the champion, for scorers with empty stores) refused
+        assert await wait_until(lambda: unpublished() == 1 or task.done(), 60)
+        assert not task.done(), task.exception()
+        assert await states() == []
+        await set_topic()  # the broker's default limit again
+        assert await wait_until(lambda: unpublished() == 0 or task.done(), 60)
+        assert not task.done(), task.exception()
+        got = await states()
+        assert [(s.champion, s.reason) for s in got] == [("1", "publishing again a change the model feed lacks")]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
