@@ -84,7 +84,7 @@ class TrainerMetrics:
 
 
 class Trainer:
-    """Answers requests; the faust app only feeds it (see :func:`build_trainer`)."""
+    """Answers requests; the faust app only feeds it (:func:`stream.training.trainer_app.build_trainer`)."""
 
     def __init__(self, settings: Settings, metrics: TrainerMetrics, notifier: Notifier):
         self.settings = settings
