@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from stream.errors import DomainError
+from stream.rolling import rolling_features
 
 Columns = Mapping[str, np.ndarray]
 """Event fields as columns: numbers as float64 arrays (NaN = missing), strings as object arrays."""
@@ -270,7 +271,7 @@ class FeatureSet:
             for roll, offset in zip(self.rolling, self._offsets):
                 width = roll._width
                 values = np.asarray(cols[roll.field], dtype=np.float64)
-                out[:, at : at + width] = _rolling(roll, values, ts, entity_rows, state, offset)
+                out[:, at : at + width] = rolling_features(roll, values, ts, entity_rows, state, offset)
                 at += width
         return out
 
@@ -280,87 +281,6 @@ class FeatureSet:
         rows = np.fromiter((index.setdefault(k, len(index)) for k in entity_keys), np.int64,
                            count=len(entity_keys))
         return self.compute(cols, rows, self.new_state(len(index)))
-
-
-def occurrence_rank(rows: np.ndarray) -> np.ndarray:
-    """For each position, how many earlier positions hold the same value (0 for the first)."""
-    order = np.argsort(rows, kind="stable")
-    sorted_rows = rows[order]
-    starts = np.r_[0, np.flatnonzero(sorted_rows[1:] != sorted_rows[:-1]) + 1]
-    group_start = np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
-    rank = np.empty(len(rows), dtype=np.int64)
-    rank[order] = np.arange(len(rows)) - group_start
-    return rank
-
-
-SMALL_BATCH = 64  # below this, checking for repeated entities in Python beats ranking them
-
-
-def _rounds(rows: np.ndarray) -> list[Any]:
-    """Selections of the batch that touch each entity at most once, in event order.
-
-    Round r takes every entity's r-th event of the batch. A small batch of distinct entities
-    (the usual low-rate case) is one round, taken whole, without ranking.
-
-    >>> _rounds(np.array([4, 2, 7]))
-    [slice(None, None, None)]
-    >>> [r.tolist() for r in _rounds(np.array([4, 2, 4]))]
-    [[0, 1], [2]]
-    """
-    if len(rows) <= SMALL_BATCH and len(set(rows.tolist())) == len(rows):
-        return [slice(None)]
-    rank = occurrence_rank(rows)
-    return [np.flatnonzero(rank == r) for r in range(int(rank.max()) + 1)]
-
-
-def _rolling(spec: Rolling, x: np.ndarray, ts: np.ndarray, rows: np.ndarray,
-             state: np.ndarray, offset: int) -> np.ndarray:
-    out = np.empty((len(x), spec._width), dtype=np.float64)
-    if len(x) == 0:
-        return out
-    taus = spec._taus
-    # Events of one entity are applied in order: each round touches each entity at most once
-    # and vectorises.
-    for sel in _rounds(rows):
-        ent = rows[sel]
-        s = state[ent, offset : offset + spec.state_width]
-        last_ts, n, mean, var = s[:, 0], s[:, 1], s[:, 2], s[:, 3]
-        xv, tv = x[sel], ts[sel]
-        seen = n > 0
-        gap = np.where(seen, np.clip(tv - last_ts, 0.0, spec.max_gap_s), spec.max_gap_s)
-        decay = np.exp(-gap[:, None] / taus[None, :])  # 1 for a CUMULATIVE (infinite) window
-        prior_counts, prior_sums = s[:, 4::2] * decay, s[:, 5::2] * decay
-        counts, sums = prior_counts + 1.0, prior_sums + xv[:, None]
-        shown_counts, shown_sums = (counts, sums) if spec.include_current else (prior_counts, prior_sums)
-        col = 2 * len(taus)  # per window: its count, then its mean (0 with no events)
-        out[sel, 0:col:2] = shown_counts
-        out[sel, 1:col:2] = np.divide(shown_sums, shown_counts, out=np.zeros_like(shown_counts),
-                                      where=shown_counts > 0)
-        if spec.since_last:
-            first = spec.max_gap_s if spec.first_gap is None else spec.first_gap
-            out[sel, col] = np.where(seen, gap, first)
-            col += 1
-        if spec.zscore:
-            # a spread estimated from a handful of events gives wild z-scores: 0 until there is
-            # enough history (min_history events)
-            std = np.sqrt(np.where(n >= max(spec.min_history, 2), var, 0.0))
-            z = np.where(std > 0, (xv - mean) / np.where(std > 0, std, 1.0), 0.0)
-            out[sel, col] = z if spec.zscore_clip is None else np.clip(z, -spec.zscore_clip, spec.zscore_clip)
-        # Exponentially weighted mean and variance over about the last ``zscore_span`` events
-        # (plain running moments until then): the z-score compares with recent behaviour and
-        # its distribution settles after a few spans, whatever the entity's age. With
-        # zscore_spread="all" the weight stays 1/n: the running mean and population variance.
-        n_new = n + 1
-        a = 1.0 / n_new if spec.zscore_spread == "all" else np.maximum(1.0 / n_new, 1.0 / spec.zscore_span)
-        delta = xv - mean
-        mean_new = mean + a * delta
-        var_new = (1.0 - a) * (var + a * delta * delta)
-        new = np.empty_like(s)
-        new[:, 0] = np.where(seen, np.maximum(last_ts, tv), tv)
-        new[:, 1], new[:, 2], new[:, 3] = n_new, mean_new, var_new
-        new[:, 4::2], new[:, 5::2] = counts, sums
-        state[ent, offset : offset + spec.state_width] = new
-    return out
 
 
 def to_columns(events: Sequence[Mapping[str, Any]], kinds: Mapping[str, str]) -> dict[str, np.ndarray]:

@@ -6,7 +6,8 @@ import math
 
 import numpy as np
 
-from stream.features import FeatureSet, Rolling, occurrence_rank
+from stream.features import FeatureSet, Rolling
+from stream.rolling import occurrence_rank
 
 
 def reference_rolling(events, taus, max_gap):
@@ -143,3 +144,36 @@ def test_a_category_index_is_monitored_as_a_category():
     assert domain.features.columns == ["channel_index"] and X[:, 0].tolist() == [0.0, 2.0, 1.0]
     assert domain.features.monitored == {"channel": "categorical"}
     assert domain.monitored_columns(domain.columns(events), X)["channel"].tolist() == ["web", "app", "pos"]
+
+
+def test_a_bursting_entity_gets_the_same_features_to_the_bit_in_any_batching():
+    """Heavy entities' runs of 20-300 events inside batches (their later events go one by one,
+    the rest in rounds) give exactly the features and state of one event at a time, with
+    missing values and out-of-order events among them."""
+    from stream.features import CUMULATIVE
+
+    rng = np.random.default_rng(11)
+    n = 4_000
+    rows = rng.integers(0, 200, n)
+    at = 0
+    while at < n:  # bursts of one heavy entity, 20 % of the traffic
+        run = int(rng.integers(20, 301))
+        rows[at:at + run] = rng.integers(200, 205)
+        at += run + int(rng.exponential(800))
+    x = rng.lognormal(3, 1, n)
+    x[rng.random(n) < 0.03] = np.nan
+    ts = 1e9 + np.cumsum(rng.exponential(20, n))
+    ts[::53] -= 500
+    for spec in (Rolling("x", windows={"1h": 3600.0, "1d": 86400.0}),
+                 Rolling("x", windows={"5m": 300.0, "all": CUMULATIVE}, include_current=False,
+                         zscore_spread="all", first_gap=-1.0, zscore_clip=None, min_history=3)):
+        fs = FeatureSet(time_field="ts", rolling=(spec,))
+        outs, states = [], []
+        for batch in (1, 700, n):
+            state = fs.new_state(205)
+            outs.append(np.concatenate([fs.compute({"x": x[i:i + batch], "ts": ts[i:i + batch]}, rows[i:i + batch],
+                                                   state) for i in range(0, n, batch)]))
+            states.append(state)
+        for got, state in zip(outs[1:], states[1:]):
+            np.testing.assert_array_equal(got, outs[0])
+            np.testing.assert_array_equal(state, states[0])
