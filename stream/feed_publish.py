@@ -111,6 +111,9 @@ async def _feed_producer(settings: Settings, name: str, *, plain_if_unsupported:
     try:
         await within(producer.start(), deadline, "starting the model feed's producer")
         return producer, True
+    except asyncio.CancelledError:  # stopping mid-start: its connections closed all the same
+        await asyncio.shield(stop_quietly(producer, deadline))
+        raise
     except (KafkaError, KafkaCallError, OSError) as exc:
         await stop_quietly(producer, deadline)
         if not (plain_if_unsupported and isinstance(exc, (UnknownError, UnsupportedVersionError))):
@@ -193,8 +196,8 @@ async def publish(settings: Settings, store: ModelStore, name: str, reason: str 
             if last is not None and last.done() and not last.cancelled() and last.exception() is None:
                 pending = last.result().offset
             errors.append(type(exc).__name__)
-            log.info("model feed: publishing %s failed (%s: another publisher starting meanwhile?): "
-                     "settling it and checking again", name, type(exc).__name__)
+            log.info("model feed: publishing %s failed (%s; a publisher that started meanwhile fences this "
+                     "one): settling it and checking again", name, type(exc).__name__)
         finally:
             if begun:  # not left open (read_committed readers wait behind it); a fenced producer
                 try:  # cannot abort: its successor did, or the next start does
