@@ -170,7 +170,7 @@ class Rolling:
         # last_ts, n, EW mean, EW variance, then (decayed count, decayed sum) per window
         return 4 + 2 * len(self.windows)
 
-    # derived once: a micro-batch of a few events must not rebuild them (see _rolling)
+    # derived once: a micro-batch of a few events must not rebuild them (see stream.rolling)
     @cached_property
     def _taus(self) -> np.ndarray:
         return np.array(list(self.windows.values()), dtype=np.float64)

@@ -196,8 +196,8 @@ async def publish(settings: Settings, store: ModelStore, name: str, reason: str 
             if last is not None and last.done() and not last.cancelled() and last.exception() is None:
                 pending = last.result().offset
             errors.append(type(exc).__name__)
-            log.info("model feed: publishing %s failed (%s; a publisher that started meanwhile fences this "
-                     "one): settling it and checking again", name, type(exc).__name__)
+            log.info("model feed: publishing %s failed (%s): settling it and checking again", name,
+                     type(exc).__name__)
         finally:
             if begun:  # not left open (read_committed readers wait behind it); a fenced producer
                 try:  # cannot abort: its successor did, or the next start does

@@ -33,11 +33,8 @@ T = TypeVar("T")
 
 def client_options(kafka: KafkaSettings) -> dict[str, Any]:
     """aiokafka keyword arguments for the cluster, including SASL/TLS. Never logged."""
-    opts: dict[str, Any] = {
-        "bootstrap_servers": kafka.bootstrap_servers,
-        "client_id": kafka.client_id,
-        "security_protocol": kafka.security_protocol,
-    }
+    opts: dict[str, Any] = {"bootstrap_servers": kafka.bootstrap_servers, "client_id": kafka.client_id,
+                            "security_protocol": kafka.security_protocol}
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
         opts["ssl_context"] = create_ssl_context(
             cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None,
@@ -91,8 +88,10 @@ async def start_client(client: AIOKafkaConsumer | AIOKafkaProducer | AIOKafkaAdm
                        servers: str) -> None:
     try:
         await client.start()
-    except (KafkaConnectionError, KafkaError, OSError) as exc:
-        await _close_quietly(client)
+    except (KafkaConnectionError, KafkaError, OSError, asyncio.CancelledError) as exc:
+        await asyncio.shield(_close_quietly(client))  # stopping mid-start too: connections closed
+        if isinstance(exc, asyncio.CancelledError):
+            raise
         raise BrokerError(f"cannot connect to Kafka at {servers}: {type(exc).__name__}") from None
 
 

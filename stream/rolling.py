@@ -8,6 +8,7 @@ events of a burst (one entity's many events in one batch) go one by one.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -117,8 +118,8 @@ def rolling_features(spec: Rolling, x: np.ndarray, ts: np.ndarray, rows: np.ndar
 
 
 def _maximum(a: float, b: float) -> float:
-    """``np.maximum`` of two floats (NaN if either is)."""
-    return a if a != a or a >= b else b
+    """``np.maximum`` of two floats: NaN if either is, the second on a tie (0.0 and -0.0)."""
+    return a if a != a or a > b else b
 
 
 def _rolling_tail(spec: Rolling, x: np.ndarray, ts: np.ndarray, rows: np.ndarray, state: np.ndarray,
@@ -136,13 +137,13 @@ def _rolling_tail(spec: Rolling, x: np.ndarray, ts: np.ndarray, rows: np.ndarray
     # round computes them
     gaps = np.empty(len(idx))
     seen = np.empty(len(idx), dtype=bool)
-    last: dict[int, tuple[float, bool]] = {}
+    last: dict[int, tuple[float, float]] = {}  # entity -> its last time and event count so far
     for k, (i, e) in enumerate(zip(idx.tolist(), rows[idx].tolist(), strict=True)):
-        lt, was = last.get(e) or (float(block[e, 0]), bool(block[e, 1] > 0))
-        tv = float(ts[i])
+        lt, n = last.get(e) or (float(block[e, 0]), float(block[e, 1]))
+        tv, was = float(ts[i]), n > 0
         gaps[k] = np.clip(tv - lt, 0.0, spec.max_gap_s) if was else spec.max_gap_s
         seen[k] = was
-        last[e] = (_maximum(lt, tv) if was else tv, True)
+        last[e] = (_maximum(lt, tv) if was else tv, n + 1)
     decays = np.exp(-gaps[:, None] / taus[None, :]).tolist()
     first = spec.max_gap_s if spec.first_gap is None else spec.first_gap
     least = max(spec.min_history, 2)
@@ -170,7 +171,8 @@ def _rolling_tail(spec: Rolling, x: np.ndarray, ts: np.ndarray, rows: np.ndarray
             z = (xv - mean) / std if std > 0 else 0.0
             row[col] = z if clip is None else min(max(z, -clip), clip)
         n_new = n + 1
-        a = 1.0 / n_new if all_events else max(1.0 / n_new, 1.0 / span)
+        inv = 1.0 / n_new if n_new else math.inf  # numpy's 1 / 0 (a corrupt count), not an exception
+        a = inv if all_events else _maximum(inv, 1.0 / span)
         delta = xv - mean
         new = [_maximum(last_ts, tv) if seen[k] else tv, n_new, mean + a * delta, (1.0 - a) * (var + a * delta * delta)]
         for j in range(w):

@@ -161,7 +161,7 @@ async def test_an_operators_promotion_while_a_challenger_trains_is_kept(make_set
 
 
 def test_the_trainer_never_imports_the_simulator():
-    code = ("import sys, stream.training.trainer, stream.training.challenge; "
+    code = ("import sys, stream.training.trainer, stream.training.trainer_app, stream.training.challenge; "
             "sys.exit(any(m.startswith('stream.examples.simulate') for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
@@ -302,8 +302,10 @@ async def test_a_publish_the_broker_refused_reaches_the_feed_without_an_operator
         finally:
             await admin.close()
 
+    committed = settings.model_copy(update={"processing_guarantee": "exactly_once"})  # read_committed
+
     async def states() -> list[ModelStates]:
-        return [decode(r.value, ModelStates) for r in await read_topic(settings, models) if r.key == states_key("fraud")]
+        return [decode(r.value, ModelStates) for r in await read_topic(committed, models) if r.key == states_key("fraud")]
 
     await set_topic(**{"max.message.bytes": "1000"})
     metrics = TrainerMetrics()
@@ -319,7 +321,7 @@ async def test_a_publish_the_broker_refused_reaches_the_feed_without_an_operator
         assert await wait_until(lambda: unpublished() == 0 or task.done(), 60)
         assert not task.done(), task.exception()
         got = await states()
-        assert [(s.champion, s.reason) for s in got] == [("1", "publishing again a change the model feed lacks")]
+        assert [(s.champion, s.reason) for s in got] == [("1", "trainer started (published again)")]
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)

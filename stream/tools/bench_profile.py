@@ -35,6 +35,7 @@ PARTS = (
     ("epoll", "event loop, futures, gather"),
     ("stream/schema.py", "validation"),
     ("stream/features.py", "features + entity state"),
+    ("stream/rolling.py", "features + entity state"),
     ("stream/scoring/state.py", "features + entity state"),
     ("onnxruntime", "ONNX predict"),
     ("stream/scoring/model.py", "ONNX predict"),

@@ -99,6 +99,8 @@ class Trainer:
         # `mlstream models promote` from another machine) are the ones the decision changes
         self.feed = FeedReader(settings, Metrics.create(), self.store) if settings.model_feed.mode == "feed" else None
         self._sync_failures = 0
+        self._publish_failures = 0  # publishes failed in a row (their log is bounded)
+        self._owed: str | None = None  # the reason of a change not yet published, for its retry
 
     async def sync(self) -> bool:
         """Take the newest states published by others (see FeedReader.catch_up); False if the
@@ -139,38 +141,45 @@ class Trainer:
 
     async def publish(self, what: str) -> bool:
         """The store's new states (and servable versions) to the model feed, where the scorers
-        hear of them. A failure is logged: the decision stands, `mlstream models publish` resends.
-        True if another publisher published first (:class:`FeedMoved`): nothing was sent, and
-        the caller decides again on the registry the next sync gives."""
+        hear of them. A failure is logged (bounded) and :meth:`republish` tries again every
+        ``retry_interval_s``: the decision stands. True if another publisher published first
+        (:class:`FeedMoved`): nothing was sent, and the caller decides again on the registry the
+        next sync gives."""
         if self.settings.model_feed.mode != "feed":
             return False
-        name = self.settings.model_name
+        name, published = self.settings.model_name, False
         try:
             await publish(self.settings, self.store, name, what)
+            published, self._owed, self._publish_failures = True, None, 0
         except FeedMoved as exc:
             log.warning("%s: %s", what, exc)
             return True
         except StreamError as exc:
-            self.metrics.unpublished.labels(name).set(1)
-            log.error("%s: not published to %s (%s); scorers keep their model until it is: tried again "
-                      "every %gs", what, self.settings.topics.models, exc, self.settings.trainer.retry_interval_s)
-            return False
-        self.metrics.unpublished.labels(name).set(0)
+            self._owed, self._publish_failures = self._owed or what, self._publish_failures + 1
+            if self._publish_failures in (1, 10, 100) or self._publish_failures % 1_000 == 0:
+                log.error("%s: not published to %s (%s; %d in a row); scorers keep their model until it is: "
+                          "tried again every %gs", what, self.settings.topics.models, exc,
+                          self._publish_failures, self.settings.trainer.retry_interval_s)
+        finally:  # whatever the failure: the alert must see it
+            self.metrics.unpublished.labels(name).set(0 if published else 1)
         return False
 
     async def republish(self) -> bool:
         """A change of the registry whose publish failed (a broker refusing or away), published
-        again, so that a decision reaches the scorers without an operator: True if published. As
-        at start, newer states of another publisher are taken first (then nothing is owed)."""
-        if self.feed is None:
+        again under its first reason, so that a decision reaches the scorers without an
+        operator: True if published. As at start, newer states of another publisher are taken
+        first (then nothing is owed). Nothing owed here: no read of the feed."""
+        name = self.settings.model_name
+        if self.feed is None or not (self.store.feed_mark(name)[1] or not self.feed.states_seen):
+            self.metrics.unpublished.labels(name).set(0)
             return False
         async with self._lock:
             if not (await self.sync() and self.unpublished()):
-                if not self.store.feed_mark(self.settings.model_name)[1]:
-                    self.metrics.unpublished.labels(self.settings.model_name).set(0)
+                if not self.store.feed_mark(name)[1]:
+                    self.metrics.unpublished.labels(name).set(0)
                 return False
-            await self.publish("publishing again a change the model feed lacks")
-            return not self.store.feed_mark(self.settings.model_name)[1]
+            await self.publish(f"{self._owed or 'a change the model feed lacked'} (published again)")
+            return not self.store.feed_mark(name)[1]
 
     async def answer(self, request: RetrainRequest, first_seen: float) -> ModelUpdate:
         """The decision for a request (published by the caller)."""
