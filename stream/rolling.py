@@ -9,12 +9,39 @@ events of a burst (one entity's many events in one batch) go one by one.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from stream.features import Rolling
+
+class Rolling(Protocol):
+    """What is read of a :class:`stream.features.Rolling` (not imported: features are defined
+    there, computed here)."""
+
+    @property
+    def max_gap_s(self) -> float: ...
+    @property
+    def include_current(self) -> bool: ...
+    @property
+    def since_last(self) -> bool: ...
+    @property
+    def first_gap(self) -> float | None: ...
+    @property
+    def zscore(self) -> bool: ...
+    @property
+    def min_history(self) -> int: ...
+    @property
+    def zscore_clip(self) -> float | None: ...
+    @property
+    def zscore_spread(self) -> str: ...
+    @property
+    def zscore_span(self) -> float: ...
+    @property
+    def state_width(self) -> int: ...
+    @property
+    def _width(self) -> int: ...
+    @property
+    def _taus(self) -> np.ndarray: ...
 
 
 def occurrence_rank(rows: np.ndarray) -> np.ndarray:
