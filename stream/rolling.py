@@ -165,7 +165,8 @@ def _rolling_tail(spec: Rolling, x: np.ndarray, ts: np.ndarray, rows: np.ndarray
     gaps = np.empty(len(idx))
     seen = np.empty(len(idx), dtype=bool)
     last: dict[int, tuple[float, float]] = {}  # entity -> its last time and event count so far
-    for k, (i, e) in enumerate(zip(idx.tolist(), rows[idx].tolist(), strict=True)):
+    events = list(zip(idx.tolist(), rows[idx].tolist(), strict=True))  # (event, its entity's row)
+    for k, (i, e) in enumerate(events):
         lt, n = last.get(e) or (float(block[e, 0]), float(block[e, 1]))
         tv, was = float(ts[i]), n > 0
         gaps[k] = np.clip(tv - lt, 0.0, spec.max_gap_s) if was else spec.max_gap_s
@@ -176,7 +177,7 @@ def _rolling_tail(spec: Rolling, x: np.ndarray, ts: np.ndarray, rows: np.ndarray
     least = max(spec.min_history, 2)
     clip, span, all_events = spec.zscore_clip, spec.zscore_span, spec.zscore_spread == "all"
     cur: dict[int, list[float]] = {}
-    for k, (i, e) in enumerate(zip(idx.tolist(), rows[idx].tolist(), strict=True)):
+    for k, (i, e) in enumerate(events):
         s = cur.get(e) or block[e].tolist()
         last_ts, n, mean, var = s[0], s[1], s[2], s[3]
         xv, tv, gap, decay = float(x[i]), float(ts[i]), float(gaps[k]), decays[k]
