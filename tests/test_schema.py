@@ -93,3 +93,61 @@ def test_allowed_values_are_dead_lettered_as_out_of_range_on_both_paths():
         1: ("out_of_range", "field 'channel' = 'fax' is not one of ['web', 'pos']"),
         2: ("out_of_range", "field 'tier' = 7 is not one of [1, 2, 3]")}
     assert parsed.columns["channel"].tolist() == ["web", "pos"]
+
+
+def test_the_typed_fast_path_gives_the_verdicts_and_values_of_one_event_at_a_time():
+    """Every kind of value in every field, mixed into batches: the batch path (msgspec's typed
+    decoding, then column checks) accepts exactly what :meth:`Schema.parse` accepts, with the
+    same values, and refuses the rest with the same reason."""
+    from stream import Field, Schema
+
+    schema = Schema("s", fields=(Field("id", "string", max_length=8), Field("user", "string"), Field("ts", "timestamp"),
+                                 Field("x", "number", min=-5, max=1e300), Field("n", "integer", min=0),
+                                 Field("c", "category", allowed=("a", "b")), Field("opt", "number", required=False)),
+                    id_field="id", entity_field="user", time_field="ts")
+    good = {"id": "e", "user": "u", "ts": 1.5, "x": 2.0, "n": 3, "c": "a", "opt": 1.0}
+    odd = [None, True, False, 0, -0.0, 1, -6, 2**31, 2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1, 2**64, 10**30, -2**63, -2**63 - 1, 1.0, 2.5,
+           1e300, 1e301, -1e-300, "", "a", "b", "z", "é" * 8, "é" * 9, "1", [], {}, [1], {"a": 1}]
+    rng = np.random.default_rng(5)
+    raws = []
+    for _ in range(3_000):
+        event = dict(good)
+        for _ in range(int(rng.integers(0, 3))):
+            field = str(rng.choice(list(good)))
+            event[field] = odd[int(rng.integers(len(odd)))]
+        if rng.random() < 0.05:
+            event.pop(str(rng.choice(list(good))))
+        if rng.random() < 0.03:
+            event["extra"] = 1
+        text = "{" + ",".join(f'"{k}":{_json(v)}' for k, v in event.items()) + "}"
+        if rng.random() < 0.02:
+            text = text.replace('"x":', '"x":1,"x":', 1)  # a repeated key: the last one counts
+        raws.append(text.encode())
+    single_valid, single_reasons, single_x, single_ids = [], {}, [], []
+    for i, raw in enumerate(raws):
+        try:
+            event = schema.parse(raw)
+        except ValidationError as exc:
+            single_reasons[i] = exc.reason
+        else:
+            single_valid.append(i)
+            single_x.append(float(event["x"]))
+            single_ids.append(event["id"])
+    assert 300 < len(single_valid) < 2_700 and len(set(single_reasons.values())) >= 4
+    for size in (3_000, 500, 17):
+        valid, reasons, xs, ids = [], {}, [], []
+        for lo in range(0, len(raws), size):
+            part = schema.parse_batch(raws[lo:lo + size])
+            valid += [lo + int(i) for i in part.valid]
+            reasons.update({lo + i: e.reason for i, e in part.errors.items()})
+            xs += part.columns["x"].tolist()
+            ids += part.columns["id"].tolist()
+        assert valid == single_valid and reasons == single_reasons
+        assert xs == single_x and ids == single_ids
+
+
+def _json(value):
+    """JSON text of ``value``, ints of any size written out as they are (orjson stops at 64 bits)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return orjson.dumps(value).decode()
