@@ -148,3 +148,27 @@ def test_a_batch_of_several_partitions_is_scored_as_one_and_each_keeps_its_own_s
         assert set(stores[p].rows) == {"u0", "u1"} == set(out.partitions[p].touched)
         for user in ("u0", "u1"):
             assert np.allclose(stores[p].matrix[stores[p].rows[user]], alone.matrix[alone.rows[user]])
+
+
+def test_a_list_in_a_field_of_allowed_values_is_dead_lettered_as_a_wrong_type(model_store):
+    """A value no set can hold (a list, an object) in a category with allowed values: that event
+    is dead-lettered with its reason and the rest of the batch is scored (the batch check once
+    raised on it out of the scorer: a crash loop on one event)."""
+    import dataclasses
+
+    from stream.examples.payments import CHANNELS
+    from stream.schema import Field
+
+    schema = dataclasses.replace(DOMAIN.schema, fields=tuple(
+        Field("channel", "category", allowed=tuple(CHANNELS)) if f.name == "channel" else f
+        for f in DOMAIN.schema.fields))
+    domain = dataclasses.replace(DOMAIN, schema=schema)
+    model = load_model(ModelStore(model_store), "fraud", domain.features.columns)
+    events = [{**GOOD, "event_id": f"e{i}", "channel": CHANNELS[i % len(CHANNELS)]} for i in range(40)]
+    events[7]["channel"], events[30]["channel"] = [], {"a": 1}
+    out = BatchScorer(domain, model, Metrics.create(), max_future_s=86_400).process(
+        {0: [_record(i, orjson.dumps(e)) for i, e in enumerate(events)]}, {0: EntityStore(8)}, now=1_750_000_000.0)
+    dead = out.partitions[0].dead_letters
+    assert [(dict(d.headers)["mlstream.source.offset"], dict(d.headers)["mlstream.error.reason"]) for d in dead] \
+        == [(b"7", b"wrong_type"), (b"30", b"wrong_type")]
+    assert out.valid == 38
