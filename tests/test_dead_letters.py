@@ -172,3 +172,33 @@ def test_a_list_in_a_field_of_allowed_values_is_dead_lettered_as_a_wrong_type(mo
     assert [(dict(d.headers)["mlstream.source.offset"], dict(d.headers)["mlstream.error.reason"]) for d in dead] \
         == [(b"7", b"wrong_type"), (b"30", b"wrong_type")]
     assert out.valid == 38
+
+
+def test_an_event_whose_validation_raises_is_dead_lettered_and_the_rest_scored(model_store):
+    """A schema whose check raises on one event (a bug, not a verdict) costs that event, dead-
+    lettered as a processing error with the exception, not the batch and not the worker."""
+    import dataclasses
+
+    from stream.schema import Schema
+
+    class Fragile(Schema):
+        def parse_batch(self, raws):
+            if any(b'"e13"' in r for r in raws):
+                raise KeyError("a bug in the check")
+            return super().parse_batch(raws)
+
+    schema = Fragile(**{f.name: getattr(DOMAIN.schema, f.name) for f in dataclasses.fields(Schema) if f.init})
+    domain = dataclasses.replace(DOMAIN, schema=schema)
+    model = load_model(ModelStore(model_store), "fraud", domain.features.columns)
+    events = [{**GOOD, "event_id": f"e{i}", "ts": GOOD["ts"] + i} for i in range(40)]
+    events[20]["amount"] = -1.0  # an ordinary verdict next to it
+    out = BatchScorer(domain, model, Metrics.create(), max_future_s=86_400).process(
+        {0: [_record(i, orjson.dumps(e)) for i, e in enumerate(events)]}, {0: EntityStore(8)}, now=1_750_000_000.0)
+    dead = {dict(d.headers)["mlstream.source.offset"]: dict(d.headers) for d in out.partitions[0].dead_letters}
+    assert sorted(dead) == [b"13", b"20"]
+    assert dead[b"13"]["mlstream.error.reason"] == b"processing_error"
+    assert b"a bug in the check" in dead[b"13"]["mlstream.error.message"]
+    assert dead[b"20"]["mlstream.error.reason"] == b"out_of_range"
+    assert out.valid == 38
+    scored = [orjson.loads(v)["event_id"] for v in out.partitions[0].prediction_values]
+    assert scored == [f"e{i}" for i in range(40) if i not in (13, 20)]

@@ -177,16 +177,16 @@ class BatchScorer:
                out: BatchOutput, now: float) -> _Frame | None:
         """Parse and validate every record at once (invalid ones dead-lettered), look up the valid
         events' entities in their partitions' stores and gather their state rows."""
-        parsed = self.schema.parse_batch([r.value or b"" for r in records])
-        errors = dict(parsed.errors)
-        valid, cols = self._time_bounds(parsed.valid, parsed.columns, errors, now)
-        if errors:
-            cuts = [end for _, end in ends]
-            for i in sorted(errors):
-                exc = errors[i]
-                message = "tombstone (null value)" if records[i].value is None else str(exc)
-                owner = ends[bisect_right(cuts, i)][0]
-                self._dead_letter(owner, out, records[i], exc.reason, message)
+        valid, cols, errors, failed = self._validate([r.value or b"" for r in records])
+        valid, cols = self._time_bounds(valid, cols, errors, now)
+        cuts = [end for _, end in ends]
+        for i in sorted(errors):
+            exc = errors[i]
+            message = "tombstone (null value)" if records[i].value is None else str(exc)
+            self._dead_letter(ends[bisect_right(cuts, i)][0], out, records[i], exc.reason, message)
+        for i, err in failed.items():
+            self._dead_letter(ends[bisect_right(cuts, i)][0], out, records[i], "processing_error",
+                              self.policy.describe(err), type(err).__name__)
         if not len(valid):
             return None
         keys = cols[self.schema.entity_field].tolist()
@@ -295,6 +295,22 @@ class BatchScorer:
             dead_letter(record, self.source_topic, partition, reason, message, error_class))
         self._dl[reason].inc()
         out.dead_lettered += 1
+
+    def _validate(self, raws: list[bytes]) -> tuple[np.ndarray, dict[str, np.ndarray],
+                                                    dict[int, ValidationError], dict[int, Exception]]:
+        """The schema's verdicts on a batch: valid positions, their columns, invalid events' reasons,
+        and the events whose validation raised (a bug in a schema, not a verdict: found by the
+        error policy's bisection, so one such event is dead-lettered, not a crash loop)."""
+        runs, failed = self.policy.split(np.arange(len(raws)), lambda part: self.schema.parse_batch(
+            raws if len(part) == len(raws) else [raws[i] for i in part.tolist()]), stage="validate")
+        if len(runs) == 1 and not failed:
+            parsed = runs[0][1]
+            return parsed.valid, parsed.columns, dict(parsed.errors), failed
+        errors = {int(part[i]): e for part, parsed in runs for i, e in parsed.errors.items()}
+        valid = np.concatenate([part[parsed.valid] for part, parsed in runs] or [np.empty(0, np.int64)])
+        kept = [parsed.columns for _, parsed in runs if len(parsed.valid)]  # (empty columns may differ in dtype)
+        cols = {k: np.concatenate([c[k] for c in kept]) for k in kept[0]} if kept else {}
+        return valid, cols, errors, failed
 
     def _time_bounds(self, valid: np.ndarray, cols: dict[str, np.ndarray],
                      errors: dict[int, ValidationError], now: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
