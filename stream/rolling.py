@@ -96,6 +96,9 @@ def rolling_features(spec: Rolling, x: np.ndarray, ts: np.ndarray, rows: np.ndar
     # Events of one entity are applied in order: each round touches each entity at most once
     # and vectorises. The last rounds hold only the entities with many events in the batch (a
     # burst): their events go one by one instead (_rolling_tail), at a fraction of a round's cost.
+    if len(x) < TAIL_ENTITIES:  # a few events (a quiet partition's batch): one by one beats even one round
+        _rolling_tail(spec, x, ts, rows, state, offset, out, np.arange(len(x)))
+        return out
     rounds = _rounds(rows)
     few = next((r for r, sel in enumerate(rounds) if not isinstance(sel, slice) and len(sel) < TAIL_ENTITIES),
                len(rounds))
@@ -149,6 +152,20 @@ def _maximum(a: float, b: float) -> float:
     return a if a != a or a > b else b
 
 
+def _clip(a: float, lo: float, hi: float) -> float:
+    """``np.clip`` of a float, to the bit and at a fraction of its cost on a scalar: NaN stays NaN
+    and a tie keeps ``a`` (-0.0 clipped at 0.0 stays -0.0).
+
+    >>> [_clip(a, 0.0, 5.0) for a in (-1.0, 2.0, 7.0, -0.0)], math.isnan(_clip(math.nan, 0.0, 5.0))
+    ([0.0, 2.0, 5.0, -0.0], True)
+    >>> all(np.array_equal(np.signbit(_clip(a, 0.0, 5.0)), np.signbit(np.clip(np.array([a]), 0.0, 5.0)[0]))
+    ...     for a in (-0.0, 0.0, -1.0, 5.0, 9.0))
+    True
+    """
+    v = lo if a < lo else a
+    return hi if v > hi else v
+
+
 def _rolling_tail(spec: Rolling, x: np.ndarray, ts: np.ndarray, rows: np.ndarray, state: np.ndarray,
                   offset: int, out: np.ndarray, idx: np.ndarray) -> None:
     """Events ``idx`` (in event order; each one's entity past its earlier events of the batch)
@@ -169,7 +186,7 @@ def _rolling_tail(spec: Rolling, x: np.ndarray, ts: np.ndarray, rows: np.ndarray
     for k, (i, e) in enumerate(events):
         lt, n = last.get(e) or (float(block[e, 0]), float(block[e, 1]))
         tv, was = float(ts[i]), n > 0
-        gaps[k] = np.clip(tv - lt, 0.0, spec.max_gap_s) if was else spec.max_gap_s
+        gaps[k] = _clip(tv - lt, 0.0, spec.max_gap_s) if was else spec.max_gap_s
         seen[k] = was
         last[e] = (_maximum(lt, tv) if was else tv, n + 1)
     decays = np.exp(-gaps[:, None] / taus[None, :]).tolist()
@@ -195,7 +212,8 @@ def _rolling_tail(spec: Rolling, x: np.ndarray, ts: np.ndarray, rows: np.ndarray
             row[col] = gap if seen[k] else first
             col += 1
         if spec.zscore:
-            std = float(np.sqrt(var if n >= least else 0.0))
+            v = var if n >= least else 0.0
+            std = math.sqrt(v) if v >= 0.0 else math.nan  # np.sqrt's NaN, not an exception
             z = (xv - mean) / std if std > 0 else 0.0
             row[col] = z if clip is None else min(max(z, -clip), clip)
         n_new = n + 1
