@@ -153,6 +153,8 @@ class Rolling:
             raise DomainError(f"{self.field}: zscore_spread must be 'recent' or 'all', not {self.zscore_spread!r}")
         if any(not (w > 0) for w in self.windows.values()):
             raise DomainError(f"{self.field}: window lengths must be positive seconds (or CUMULATIVE)")
+        if not self.max_gap_s > 0:  # NaN too: every gap is clipped to it
+            raise DomainError(f"{self.field}: max_gap_s must be positive seconds, not {self.max_gap_s!r}")
 
     @property
     def columns(self) -> list[str]:

@@ -1,9 +1,12 @@
 """Per-entity rolling aggregates (:class:`~stream.features.Rolling`) computed for a batch, each
 entity's events applied in event order: the same features and state, to the bit, however the
-events are batched (scoring's micro-batches, training's one pass).
+events are batched (scoring's micro-batches, training's one pass). One exception: where two NaNs
+meet (a missing value in a window that never forgets), numpy keeps the first one's sign bit and
+Python floats the second's; no one reads a NaN's sign (JSON writes null, a model any NaN as missing).
 
 Most events go in rounds, each a vectorised step over entities seen at most once in it; the
-events of a burst (one entity's many events in one batch) go one by one.
+events of a burst (one entity's many events in one batch), and those of a batch too small to
+fill a round worth its numpy calls, go one by one.
 """
 
 from __future__ import annotations

@@ -174,31 +174,41 @@ def test_a_list_in_a_field_of_allowed_values_is_dead_lettered_as_a_wrong_type(mo
     assert out.valid == 38
 
 
-def test_an_event_whose_validation_raises_is_dead_lettered_and_the_rest_scored(model_store):
+def test_an_event_whose_validation_raises_is_dead_lettered_and_the_rest_scored(model_store, caplog):
     """A schema whose check raises on one event (a bug, not a verdict) costs that event, dead-
-    lettered as a processing error with the exception, not the batch and not the worker."""
+    lettered as a processing error with the exception, not the batch and not the worker; a check
+    that raises on large batches only is said in the log, and every event still gets its verdict."""
     import dataclasses
 
-    from stream.schema import Schema
+    from stream.schema import SMALL_BATCH, Schema
 
     class Fragile(Schema):
         def parse_batch(self, raws):
-            if any(b'"e13"' in r for r in raws):
+            if any(b'"e13"' in r for r in raws) and (self.name == "always" or len(raws) > SMALL_BATCH):
                 raise KeyError("a bug in the check")
             return super().parse_batch(raws)
 
-    schema = Fragile(**{f.name: getattr(DOMAIN.schema, f.name) for f in dataclasses.fields(Schema) if f.init})
-    domain = dataclasses.replace(DOMAIN, schema=schema)
-    model = load_model(ModelStore(model_store), "fraud", domain.features.columns)
     events = [{**GOOD, "event_id": f"e{i}", "ts": GOOD["ts"] + i} for i in range(40)]
     events[20]["amount"] = -1.0  # an ordinary verdict next to it
-    out = BatchScorer(domain, model, Metrics.create(), max_future_s=86_400).process(
-        {0: [_record(i, orjson.dumps(e)) for i, e in enumerate(events)]}, {0: EntityStore(8)}, now=1_750_000_000.0)
-    dead = {dict(d.headers)["mlstream.source.offset"]: dict(d.headers) for d in out.partitions[0].dead_letters}
-    assert sorted(dead) == [b"13", b"20"]
-    assert dead[b"13"]["mlstream.error.reason"] == b"processing_error"
-    assert b"a bug in the check" in dead[b"13"]["mlstream.error.message"]
-    assert dead[b"20"]["mlstream.error.reason"] == b"out_of_range"
-    assert out.valid == 38
-    scored = [orjson.loads(v)["event_id"] for v in out.partitions[0].prediction_values]
-    assert scored == [f"e{i}" for i in range(40) if i not in (13, 20)]
+    records = [_record(i, orjson.dumps(e)) for i, e in enumerate(events)]
+    for name, lost in (("always", [13]), ("large batches", [])):
+        fields = {f.name: getattr(DOMAIN.schema, f.name) for f in dataclasses.fields(Schema) if f.init}
+        domain = dataclasses.replace(DOMAIN, schema=Fragile(**{**fields, "name": name}))
+        model = load_model(ModelStore(model_store), "fraud", domain.features.columns)
+        metrics = Metrics.create()
+        caplog.clear()
+        out = BatchScorer(domain, model, metrics, max_future_s=86_400).process(
+            {0: list(records)}, {0: EntityStore(8)}, now=1_750_000_000.0)
+        dead = [dict(d.headers) for d in out.partitions[0].dead_letters]
+        assert [d["mlstream.source.offset"] for d in dead] == sorted(str(i).encode() for i in [*lost, 20])
+        by_offset = {d["mlstream.source.offset"]: d for d in dead}
+        assert by_offset[b"20"]["mlstream.error.reason"] == b"out_of_range"
+        if lost:
+            assert by_offset[b"13"]["mlstream.error.reason"] == b"processing_error"
+            assert by_offset[b"13"]["mlstream.error.class"] == b"KeyError"
+            assert b"a bug in the check" in by_offset[b"13"]["mlstream.error.message"]
+        assert metrics.registry.get_sample_value("mlstream_processing_errors_total", {"stage": "validate"}) \
+            == (1.0 if lost else None)
+        assert "validate: a batch raised (KeyError: 'a bug in the check'); validated in parts" in caplog.text
+        scored = [orjson.loads(v)["event_id"] for v in out.partitions[0].prediction_values]
+        assert scored == [f"e{i}" for i in range(40) if i not in (*lost, 20)]

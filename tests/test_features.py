@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from stream.features import FeatureSet, Rolling
 from stream.rolling import occurrence_rank
@@ -177,3 +178,13 @@ def test_a_bursting_entity_gets_the_same_features_to_the_bit_in_any_batching():
         for got, state in zip(outs[1:], states[1:]):  # bits: NaN's and zero's signs included
             np.testing.assert_array_equal(got.view(np.uint32), outs[0].view(np.uint32))
             np.testing.assert_array_equal(state.view(np.uint64), states[0].view(np.uint64))
+
+
+def test_a_rolling_spec_refuses_a_max_gap_that_is_not_a_positive_number():
+    from stream.errors import DomainError
+    from stream.features import Rolling
+
+    for bad in (float("nan"), 0.0, -1.0):
+        with pytest.raises(DomainError, match="max_gap_s must be positive seconds"):
+            Rolling("amount", windows={"1h": 3_600.0}, max_gap_s=bad)
+    assert Rolling("amount", windows={"1h": 3_600.0}, max_gap_s=float("inf")).max_gap_s == float("inf")

@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from stream.examples.payments import SCHEMA
-from stream.errors import ValidationError
+from stream.errors import DomainError, ValidationError
 from stream.examples.simulate import PaymentSimulator
 
 GOOD = {"event_id": "e1", "user_id": "u1", "amount": 12.5, "merchant_category": "fuel",
@@ -106,7 +106,7 @@ def test_the_typed_fast_path_gives_the_verdicts_and_values_of_one_event_at_a_tim
                                  Field("c", "category", allowed=("a", "b")), Field("opt", "number", required=False)),
                     id_field="id", entity_field="user", time_field="ts")
     good = {"id": "e", "user": "u", "ts": 1.5, "x": 2.0, "n": 3, "c": "a", "opt": 1.0}
-    odd = [None, True, False, 0, -0.0, 1, -6, 2**31, 2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1, 2**64, 10**30, -2**63, -2**63 - 1, 1.0, 2.5,
+    odd = [None, True, False, 0, -0.0, 1, -6, 2**31, 2**53 + 1, 2**63 - 1, 2**63, 2**64 - 1, 2**64, 10**30, 2 * 10**308, -2**63, -2**63 - 1, 1.0, 2.5,
            1e300, 1e301, -1e-300, "", "a", "b", "z", "é" * 8, "é" * 9, "1", [], {}, [1], {"a": 1}]
     rng = np.random.default_rng(5)
     raws = []
@@ -123,27 +123,31 @@ def test_the_typed_fast_path_gives_the_verdicts_and_values_of_one_event_at_a_tim
         if rng.random() < 0.02:
             text = text.replace('"x":', '"x":1,"x":', 1)  # a repeated key: the last one counts
         raws.append(text.encode())
-    single_valid, single_reasons, single_x, single_ids = [], {}, [], []
+    single_valid, single_reasons, single_cols = [], {}, {k: [] for k in good}
     for i, raw in enumerate(raws):
         try:
             event = schema.parse(raw)
         except ValidationError as exc:
-            single_reasons[i] = exc.reason
+            single_reasons[i] = (exc.reason, str(exc))
         else:
             single_valid.append(i)
-            single_x.append(float(event["x"]))
-            single_ids.append(event["id"])
-    assert 300 < len(single_valid) < 2_700 and len(set(single_reasons.values())) >= 4
+            for k in good:
+                single_cols[k].append(event.get(k))
+    assert 300 < len(single_valid) < 2_700 and len({r for r, _ in single_reasons.values()}) >= 4
     for size in (3_000, 500, 17):
-        valid, reasons, xs, ids = [], {}, [], []
+        valid, reasons, cols = [], {}, {k: [] for k in good}
         for lo in range(0, len(raws), size):
             part = schema.parse_batch(raws[lo:lo + size])
             valid += [lo + int(i) for i in part.valid]
-            reasons.update({lo + i: e.reason for i, e in part.errors.items()})
-            xs += part.columns["x"].tolist()
-            ids += part.columns["id"].tolist()
+            reasons.update({lo + i: (e.reason, str(e)) for i, e in part.errors.items()})
+            for k in good:
+                cols[k] += part.columns[k].tolist()
         assert valid == single_valid and reasons == single_reasons
-        assert xs == single_x and ids == single_ids
+        for k in ("id", "user", "c"):
+            assert cols[k] == single_cols[k]
+        for k in ("ts", "x", "n", "opt"):  # to the bit (the sign of zero too); a missing value is NaN
+            expected = np.array([np.nan if v is None else v for v in single_cols[k]], dtype=np.float64)
+            assert np.array_equal(np.array(cols[k], dtype=np.float64).view(np.int64), expected.view(np.int64)), k
 
 
 def _json(value):
@@ -151,3 +155,17 @@ def _json(value):
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return orjson.dumps(value).decode()
+
+
+def test_a_field_declared_with_a_list_of_allowed_values_checks_large_batches_too():
+    from stream import Field, Schema
+
+    schema = Schema("s", fields=(Field("id", "string"), Field("user", "string"), Field("ts", "timestamp"),
+                                 Field("c", "category", allowed=["a", "b"])),  # a list, not a tuple
+                    id_field="id", entity_field="user", time_field="ts")
+    raws = [orjson.dumps({"id": str(i), "user": "u", "ts": i, "c": "ab"[i % 2] if i % 7 else "z"}) for i in range(40)]
+    parsed = schema.parse_batch(raws)
+    assert parsed.valid.tolist() == [i for i in range(40) if i % 7]
+    assert {e.reason for e in parsed.errors.values()} == {"out_of_range"}
+    with pytest.raises(DomainError, match="max_length must be a positive integer"):
+        Field("c", "category", max_length=3.0)

@@ -7,6 +7,7 @@ here: :mod:`stream.scoring.worker` feeds it consumer records and sends what it r
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from bisect import bisect_right
@@ -27,6 +28,8 @@ from stream.scoring.canary import Canary
 from stream.scoring.feature_rows import FeatureRows
 from stream.scoring.model import Model, servable
 from stream.scoring.state import EntityStore
+
+log = logging.getLogger(__name__)
 
 
 class Record(Protocol):
@@ -180,13 +183,15 @@ class BatchScorer:
         valid, cols, errors, failed = self._validate([r.value or b"" for r in records])
         valid, cols = self._time_bounds(valid, cols, errors, now)
         cuts = [end for _, end in ends]
-        for i in sorted(errors):
-            exc = errors[i]
-            message = "tombstone (null value)" if records[i].value is None else str(exc)
-            self._dead_letter(ends[bisect_right(cuts, i)][0], out, records[i], exc.reason, message)
-        for i, err in failed.items():
-            self._dead_letter(ends[bisect_right(cuts, i)][0], out, records[i], "processing_error",
-                              self.policy.describe(err), type(err).__name__)
+        for i in sorted({*errors, *failed}):  # in offset order
+            owner = ends[bisect_right(cuts, i)][0]
+            if i in failed:
+                err = failed[i]
+                self._dead_letter(owner, out, records[i], "processing_error", self.policy.describe(err),
+                                  type(err).__name__)
+            else:
+                message = "tombstone (null value)" if records[i].value is None else str(errors[i])
+                self._dead_letter(owner, out, records[i], errors[i].reason, message)
         if not len(valid):
             return None
         keys = cols[self.schema.entity_field].tolist()
@@ -301,11 +306,14 @@ class BatchScorer:
         """The schema's verdicts on a batch: valid positions, their columns, invalid events' reasons,
         and the events whose validation raised (a bug in a schema, not a verdict: found by the
         error policy's bisection, so one such event is dead-lettered, not a crash loop)."""
+        try:
+            parsed = self.schema.parse_batch(raws)
+            return parsed.valid, parsed.columns, dict(parsed.errors), {}
+        except Exception as exc:  # see ErrorPolicy.split; said even if every part passes (a check
+            # failing on large batches only would otherwise cost a bisection per batch, unseen)
+            log.warning("validate: a batch raised (%s); validated in parts", self.policy.describe(exc))
         runs, failed = self.policy.split(np.arange(len(raws)), lambda part: self.schema.parse_batch(
-            raws if len(part) == len(raws) else [raws[i] for i in part.tolist()]), stage="validate")
-        if len(runs) == 1 and not failed:
-            parsed = runs[0][1]
-            return parsed.valid, parsed.columns, dict(parsed.errors), failed
+            [raws[i] for i in part.tolist()]), stage="validate")
         errors = {int(part[i]): e for part, parsed in runs for i, e in parsed.errors.items()}
         valid = np.concatenate([part[parsed.valid] for part, parsed in runs] or [np.empty(0, np.int64)])
         kept = [parsed.columns for _, parsed in runs if len(parsed.valid)]  # (empty columns may differ in dtype)
