@@ -310,7 +310,8 @@ def _typed_decoder(fields: tuple[Field, ...]) -> msgspec.json.Decoder[Any]:
     """
     def typed(spec: Field) -> Any:
         if spec.kind in ("string", "category"):
-            return Annotated[str, msgspec.Meta(min_length=1, max_length=spec.max_length)]
+            # (a bound past any string there can be: msgspec takes int64 bounds only)
+            return Annotated[str, msgspec.Meta(min_length=1, max_length=min(spec.max_length, 2**62))]
         # an integer past 64 bits (msgspec reads ~4,300 digits; orjson makes it a float, ``parse`` a
         # wrong type or not finite): refused here, judged there
         return Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)] if spec.kind == "integer" else float
