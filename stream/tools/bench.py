@@ -45,10 +45,12 @@ from stream.config import Settings
 from stream.examples.simulate import PaymentSimulator
 from stream.kafka import ensure_topics, make_consumer, make_producer, send_messages, send_records, start_client
 from stream.messages import Message
+from stream.tools import bench_bursty
+from stream.tools.bench_bursty import Bursts
 from stream.tools.bench_profile import client_floor
 from stream.tools.kafka_server import broker_name, open_broker
 
-KINDS = ("broker", "json", "pipeline", "all", "monitor", "exactly_once")
+KINDS = ("broker", "json", "pipeline", "bursty", "all", "monitor", "exactly_once")
 MONITOR_SHARE = 0.9  # the monitor's merger holds the last rows for its idle timeout: rate over 90%
 FIXED_EVENTS = {1: 1_000, 1_000: 20_000}  # batch size -> events drained at that size
 
@@ -66,7 +68,7 @@ def bench_settings(bootstrap: str, run: str, partitions: int, events_topic: str 
     )
 
 
-async def preload(settings: Settings, n: int, seed: int = 1) -> None:
+async def preload(settings: Settings, n: int, seed: int = 1, bursts: Bursts | None = None) -> None:
     producer = make_producer(settings)
     await start_client(producer, settings.kafka.bootstrap_servers)
     parts = sorted(await producer.partitions_for(settings.topics.events))
@@ -74,7 +76,8 @@ async def preload(settings: Settings, n: int, seed: int = 1) -> None:
     sim = PaymentSimulator(seed=seed)
     for lo in range(0, n, 10_000):  # in chunks: memory stays flat whatever n is
         by_part: dict[int, list[Message]] = {p: [] for p in parts}
-        for item in sim.events(min(10_000, n - lo), start=lo):
+        items = sim.events(min(10_000, n - lo), start=lo)
+        for item in bursts.apply(items) if bursts is not None else items:
             by_part[partitioner(item.key, parts, parts)].append(Message(item.key, item.value))
         futures = []
         for p, msgs in by_part.items():
@@ -268,6 +271,8 @@ def child_main(argv: list[str]) -> int:
     settings = bench_settings(bootstrap, run, partitions)
     if role == "exactly_once":  # the same pipeline, its outputs and offsets in transactions
         role, settings = "pipeline", settings.model_copy(update={"processing_guarantee": "exactly_once"})
+    if role == "bursty":  # the same pipeline on bursty traffic
+        role, settings = "pipeline", bench_settings(bootstrap, run, partitions, events_topic=bench_bursty.TOPIC)
     if role == "monitor":  # as a monitor process runs (stream.app.tune_gc)
         tune_gc(settings.gc_young_threshold)
     result = run_loop(CHILDREN[role](settings, n))
@@ -306,6 +311,9 @@ def main(args: argparse.Namespace) -> int:
         say(f"broker: {broker_kind} on {boot}")
         asyncio.run(ensure_topics(bench_settings(boot, "base", partitions)))
         asyncio.run(preload(bench_settings(boot, "base", partitions), n))
+        bursty = bench_settings(boot, "base", partitions, events_topic=bench_bursty.TOPIC)
+        asyncio.run(ensure_topics(bursty))
+        asyncio.run(preload(bursty, n, bursts=Bursts(seed=2)))
         say(f"pre-loaded {n} events; {runs} runs")
         for i in range(runs):
             tag = f"{i}{uuid.uuid4().hex[:4]}"
@@ -338,7 +346,9 @@ def main(args: argparse.Namespace) -> int:
         "ratio": round(med["pipeline"] / med["json"], 3),
         "ratios_per_run": {f"{a}/{b}": [round(x["events_per_s"] / y["events_per_s"], 3) for x, y in zip(rows[a], rows[b])]
                            for a, b in (("pipeline", "broker"), ("pipeline", "json"), ("all", "pipeline"),
-                                        ("exactly_once", "pipeline")) if rows[a] and rows[b]},
+                                        ("exactly_once", "pipeline"), ("bursty", "pipeline")) if rows[a] and rows[b]},
+        "pipeline_bursty_events_per_s": round(med["bursty"]),
+        "bursty_vs_demo_traffic": round(med["bursty"] / med["pipeline"], 3),
         "monitoring_cost": round(1 - med["all"] / med["pipeline"], 3),
         "pipeline_exactly_once_events_per_s": round(med["exactly_once"]) if rows["exactly_once"] else None,
         "exactly_once_cost": round(1 - med["exactly_once"] / med["pipeline"], 3) if rows["exactly_once"] else None,
@@ -362,6 +372,8 @@ def main(args: argparse.Namespace) -> int:
     print(f"broker limit (raw bytes in -> out, batched):   {result['broker_limit_events_per_s']:>8} events/s")
     print(f"JSON loop (consume -> parse -> produce):       {result['ceiling_events_per_s']:>8} events/s")
     print(f"pipeline (all stages):                         {result['pipeline_events_per_s']:>8} events/s")
+    print(f"pipeline on bursty traffic (20 % in runs):    {result['pipeline_bursty_events_per_s']:>8} events/s "
+          f"({result['bursty_vs_demo_traffic']} of the demo's traffic)")
     print(f"pipeline + monitor in one process (role all):  {result['pipeline_monitored_events_per_s']:>8} events/s "
           f"(monitoring cost {result['monitoring_cost']:.1%})")
     if result["exactly_once_cost"] is not None:
