@@ -148,7 +148,7 @@ class Schema:
         # rows holding exactly the schema's fields, of the right types and string lengths, are
         # decoded by msgspec straight into typed tuples (C, ~2x orjson's dicts then type checks);
         # any other row fails it and goes through :meth:`parse` for its verdict and reason
-        decode, astuple = self._row_decoder().decode, msgspec.structs.astuple
+        decode, astuple = _typed_decoder(self.fields).decode, msgspec.structs.astuple
         short = max(map(len, raws)) <= self.max_bytes
         fast: list[int] = []
         rows: list[Any] = []
@@ -203,9 +203,6 @@ class Schema:
                                for i in index.tolist()], self._kinds)
         return ParsedBatch(index, cols, errors)
 
-    def _row_decoder(self) -> msgspec.json.Decoder[Any]:
-        return _typed_decoder(self.fields)
-
     def _parse_rows(self, raws: Sequence[bytes]) -> ParsedBatch:
         """A few events: row by row costs less than a numpy pass per field. A row holding
         exactly the schema's fields, each plainly valid (:func:`_accepts`), is taken as it is;
@@ -232,20 +229,6 @@ class Schema:
             except ValidationError as exc:
                 errors[i] = exc
         return ParsedBatch(np.asarray(valid, dtype=np.int64), to_columns(events, self._kinds), errors)
-
-    def _error(self, raw: bytes) -> ValidationError:
-        try:
-            self.parse(raw)
-        except ValidationError as exc:
-            return exc
-        raise AssertionError("unreachable: the row failed to decode")
-
-    def _validate_decoded(self, raw: bytes, event: Any) -> None:
-        if len(raw) > self.max_bytes:
-            raise ValidationError("too_large", f"event is {len(raw)} bytes, limit {self.max_bytes}")
-        if not isinstance(event, dict):
-            raise ValidationError("not_object", f"expected a JSON object, got {type(event).__name__}")
-        self.validate(event)
 
     def parse(self, raw: bytes) -> dict[str, Any]:
         """Decode and validate one event, raising :class:`ValidationError`."""

@@ -46,7 +46,6 @@ from stream.examples.simulate import PaymentSimulator
 from stream.kafka import ensure_topics, make_consumer, make_producer, send_messages, send_records, start_client
 from stream.messages import Message
 from stream.tools import bench_bursty
-from stream.tools.bench_bursty import Bursts
 from stream.tools.bench_profile import client_floor
 from stream.tools.kafka_server import broker_name, open_broker
 
@@ -68,7 +67,7 @@ def bench_settings(bootstrap: str, run: str, partitions: int, events_topic: str 
     )
 
 
-async def preload(settings: Settings, n: int, seed: int = 1, bursts: Bursts | None = None) -> None:
+async def preload(settings: Settings, n: int, seed: int = 1, bursts: bench_bursty.Bursts | None = None) -> None:
     producer = make_producer(settings)
     await start_client(producer, settings.kafka.bootstrap_servers)
     parts = sorted(await producer.partitions_for(settings.topics.events))
@@ -313,7 +312,7 @@ def main(args: argparse.Namespace) -> int:
         asyncio.run(preload(bench_settings(boot, "base", partitions), n))
         bursty = bench_settings(boot, "base", partitions, events_topic=bench_bursty.TOPIC)
         asyncio.run(ensure_topics(bursty))
-        asyncio.run(preload(bursty, n, bursts=Bursts(seed=2)))
+        asyncio.run(preload(bursty, n, bursts=bench_bursty.Bursts(seed=2)))
         say(f"pre-loaded {n} events; {runs} runs")
         for i in range(runs):
             tag = f"{i}{uuid.uuid4().hex[:4]}"
