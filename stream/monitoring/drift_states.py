@@ -45,13 +45,12 @@ class FeatureStates(WindowTests):
                 continue
             eff = self.gated_effects(w, group)
             for t, m in sig.items():
-                metric, thr = self.gate(group, t)
-                for j in np.flatnonzero(m & (eff[metric] >= thr)):
+                for j in np.flatnonzero(m & self.passes_gate(group, t, eff)):
                     fired.setdefault(owners[j], []).append(self._evidence(w, group, t, int(j), names[j], st, crit, eff))
 
     def _evidence(self, w: int, group: str, test: str, j: int, name: str, st: dict[str, Any],
                   crit: dict[str, np.ndarray], eff: dict[str, np.ndarray]) -> dict[str, Any]:
-        metric, thr = self.gate(group, test)
+        metric, thr = self.gate_of(group, test, eff, j)
         stat, c = float(st[test][j]), float(crit[test][j])
         n_key = "n_rows" if test == "missing" else "n"
         ev = {"feature": name, "test": test, "statistic": finite(stat), "threshold": finite(c),

@@ -318,6 +318,27 @@ class WindowTests(MonitorCore):
             return "jensen_shannon", s.js_threshold
         return ("psi", s.psi_threshold) if test == "chi2" else ("wasserstein", s.wasserstein_threshold)
 
+    def passes_gate(self, group: str, test: str, eff: dict[str, np.ndarray]) -> np.ndarray:
+        """Which features' effect sizes reach ``test``'s enter level. A numeric chi-square (the
+        distribution's shape) passes on PSI or on the Wasserstein distance: a change of shape at the
+        same mean and variance moves mass inside the bins' range more than it moves their shares
+        (two modes at -0.8 and 0.8 sd for one normal: PSI 0.06 but W1 0.10), and KS, gated by W1,
+        sees it only in windows of 8,000+ rows (a maximal CDF gap of 0.046). Either distance at its
+        level is a change a user set out to hear about."""
+        metric, thr = self.gate(group, test)
+        ok = eff[metric] >= thr
+        if group == "num" and test == "chi2":
+            ok |= eff["wasserstein"] >= self.settings.wasserstein_threshold
+        return ok
+
+    def gate_of(self, group: str, test: str, eff: dict[str, np.ndarray], j: int) -> tuple[str, float]:
+        """The effect size and level reported for feature ``j``'s alarm: the test's own gate, or the
+        Wasserstein distance where only it passed (see :meth:`passes_gate`)."""
+        metric, thr = self.gate(group, test)
+        if group == "num" and test == "chi2" and eff[metric][j] < thr:
+            return "wasserstein", self.settings.wasserstein_threshold
+        return metric, thr
+
 
     def p_value(self, group: str, test: str, stat: float, st: dict[str, Any], j: int) -> float:
         """p-value of a studentised statistic (KS: Bonferroni over the bins' cumulative differences)."""
