@@ -27,7 +27,7 @@ class DriftSettings:
     wasserstein_threshold, psi_threshold, js_threshold, missing_threshold, correlation_threshold
         Enter levels of the effect sizes. Each test is gated by its own: KS and
         Mann-Whitney by the Wasserstein distance (normalised by the reference
-        standard deviation), numeric chi-square by PSI, categorical chi-square
+        standard deviation), numeric chi-square by PSI or that distance, categorical chi-square
         by the Jensen-Shannon distance, the missing-rate test by the absolute
         change of the rate, the correlation test by the change of the correlation.
     leave_p

@@ -63,7 +63,7 @@ def snapshot(mon: DriftMonitor) -> dict[str, dict[str, Any]]:
                     v, c = float(st[t][j]), float(crit[t][j])
                     if c > 0 and v / c > ratio:
                         ratio = v / c
-                        metric, _ = mon.gate(group, t)
+                        metric, _ = mon.gate_of(group, t, eff, j)
                         best.update(statistic=v, threshold=c, test=t, window=mon.settings.windows[w],
                                     effect_metric=metric, effect_size=float(eff[metric][j]),
                                     p_value=mon.p_value(group, t, v, st, j), design_effect=view["design_effect"])

@@ -59,8 +59,8 @@ def _shape(z: np.ndarray, shape: str) -> np.ndarray:
     Monotone, so the rank correlation with ``y`` is kept: only the marginal
     distribution of ``x`` changes. ``uniform``: PSI 0.16, W1 0.15; ``skewed``
     (standardised lognormal, sigma 0.5): PSI 0.47, W1 0.24; ``bimodal``
-    (0.5 N(-0.8, 0.6^2) + 0.5 N(0.8, 0.6^2)): PSI 0.06, W1 0.10, below the
-    default effect-size thresholds on purpose.
+    (0.5 N(-0.8, 0.6^2) + 0.5 N(0.8, 0.6^2)): PSI 0.06, W1 0.10, below or at the
+    default effect-size thresholds on purpose (not a target).
     """
     u = special.ndtr(z)
     if shape == "uniform":
