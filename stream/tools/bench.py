@@ -49,6 +49,7 @@ from stream.kafka import ensure_topics, make_consumer, make_producer, send_messa
 from stream.messages import Message
 from stream.tools import bench_bursty
 from stream.tools.bench_profile import client_floor
+from stream.tools.bench_ratios import counter_total, median_of, paired_ratios
 from stream.tools.kafka_server import broker_name, open_broker
 
 KINDS = ("broker", "json", "pipeline", "bursty", "all", "monitor", "exactly_once")
@@ -287,21 +288,6 @@ def child_main(argv: list[str]) -> int:
     return 0
 
 
-def counter_total(counter: Any) -> float:
-    """A label-less counter's value, read from its own samples (cheap enough to poll).
-
-    >>> from prometheus_client import CollectorRegistry, Counter
-    >>> c = Counter("rows", "Rows.", registry=CollectorRegistry())
-    >>> c.inc(3)
-    >>> counter_total(c)
-    3.0
-    """
-    samples = [s for m in counter.collect() for s in m.samples if s.name.endswith("_total")]
-    if len(samples) != 1 or samples[0].labels:
-        raise ValueError(f"not a label-less counter: {counter!r}")
-    return float(samples[0].value)
-
-
 def run_child(role: str, bootstrap: str, run: str, partitions: int, n: int, timeout: float = 300,
               **env: str) -> dict[str, Any]:
     proc = subprocess.run([sys.executable, "-m", "stream.tools.bench", role, bootstrap, run, str(partitions), str(n)],
@@ -312,28 +298,6 @@ def run_child(role: str, bootstrap: str, run: str, partitions: int, n: int, time
         tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
         raise RuntimeError(f"bench child {role} failed with code {proc.returncode}: {tail[0][:300]}")
     return dict(json.loads(proc.stdout.decode().strip().splitlines()[-1]))
-
-
-def paired_ratios(rows: dict[str, list[dict[str, Any]]]) -> dict[str, list[float]]:
-    """Per run, the ratio of two drains of that run (minutes apart, so the machine's swing between
-    runs cancels); the bench reports their median. The ratio of each drain's median over the runs
-    mixed runs: one slow pipeline run read a monitoring cost of 0.46 where the runs' own were
-    0.09, 0.58 and 0.06.
-
-    >>> rows = {"pipeline": [{"events_per_s": 50.0}, {"events_per_s": 80.0}], "broker": [{"events_per_s": 100.0}] * 2,
-    ...         "json": [], "all": [], "exactly_once": [], "bursty": []}
-    >>> paired_ratios(rows)
-    {'pipeline/broker': [0.5, 0.8]}
-    """
-    pairs = (("pipeline", "broker"), ("pipeline", "json"), ("all", "pipeline"), ("exactly_once", "pipeline"),
-             ("bursty", "pipeline"))
-    return {f"{a}/{b}": [round(x["events_per_s"] / y["events_per_s"], 3) for x, y in zip(rows[a], rows[b])]
-            for a, b in pairs if rows[a] and rows[b]}
-
-
-def _median(rows: list[dict[str, Any]], key: str) -> float:
-    values = [r[key] for r in rows if r.get(key) is not None]
-    return float(statistics.median(values)) if values else 0.0
 
 
 def main(args: argparse.Namespace) -> int:
@@ -378,7 +342,7 @@ def main(args: argparse.Namespace) -> int:
         say(f"  fixed cost of a micro-batch: {fixed['fixed_cost_us_per_batch']:.0f} µs "
             f"(the Kafka client's floor {fixed['client_floor_us_per_batch']:.0f} µs)")
         low = asyncio.run(low_rate(boot, partitions, say))
-    med = {k: _median(v, "events_per_s") for k, v in rows.items()}
+    med = {k: median_of(v, "events_per_s") for k, v in rows.items()}
     per_run = paired_ratios(rows)
     ratio = {k: round(statistics.median(v), 3) for k, v in per_run.items()}
     lat = low["latency_ms"]
@@ -397,10 +361,10 @@ def main(args: argparse.Namespace) -> int:
         "pipeline_exactly_once_events_per_s": round(med["exactly_once"]) if rows["exactly_once"] else None,
         "exactly_once_cost": round(1 - ratio["exactly_once/pipeline"], 3) if rows["exactly_once"] else None,
         "monitor_rows_per_s": round(med["monitor"]),
-        "monitor_rows_per_cpu_s": round(_median(rows["monitor"], "rows_per_cpu_s")),
-        "startup_s": {"join_to_first_prediction": round(_median(rows["pipeline"], "startup_s"), 3),
-                      "spawn_to_first_prediction": round(_median(rows["pipeline"], "spawn_to_first_s"), 3),
-                      "join_to_first_prediction_with_monitor": round(_median(rows["all"], "startup_s"), 3)},
+        "monitor_rows_per_cpu_s": round(median_of(rows["monitor"], "rows_per_cpu_s")),
+        "startup_s": {"join_to_first_prediction": round(median_of(rows["pipeline"], "startup_s"), 3),
+                      "spawn_to_first_prediction": round(median_of(rows["pipeline"], "spawn_to_first_s"), 3),
+                      "join_to_first_prediction_with_monitor": round(median_of(rows["all"], "startup_s"), 3)},
         "fixed_cost_us_per_batch": round(fixed["fixed_cost_us_per_batch"], 1),
         "client_floor_us_per_batch": round(fixed["client_floor_us_per_batch"], 1),
         "cpu_us_per_event_batch_1": round(fixed["cpu_us_per_event_batch_1"], 1),
