@@ -327,19 +327,23 @@ class WindowTests(MonitorCore):
         70 % past it reads ~0.08 and ~0.105); and a change of shape at the same mean and variance
         can move mass within the bins more than their shares (two modes at -0.8 and +0.8 sd for
         one normal: PSI 0.06, W1 0.10), where KS, gated by W1, sees a CDF gap of 0.046."""
-        metric, thr = self.gate(group, test)
+        (metric, thr), other = self.gate(group, test), self._other_gate(group, test)
         ok = eff[metric] >= thr
-        if group == "num" and test == "chi2":
-            ok |= eff["wasserstein"] >= self.settings.wasserstein_threshold
+        if other is not None:
+            ok |= eff[other[0]] >= other[1]
         return ok
 
     def gate_of(self, group: str, test: str, eff: dict[str, np.ndarray], j: int) -> tuple[str, float]:
         """The effect size and level reported for feature ``j``'s alarm: the test's own gate, or the
-        Wasserstein distance where only it passed (see :meth:`passes_gate`)."""
-        metric, thr = self.gate(group, test)
-        if group == "num" and test == "chi2" and not eff[metric][j] >= thr:  # NaN fails, as in passes_gate
-            return "wasserstein", self.settings.wasserstein_threshold
+        other one where only it passed (see :meth:`passes_gate`)."""
+        (metric, thr), other = self.gate(group, test), self._other_gate(group, test)
+        if other is not None and not eff[metric][j] >= thr:  # NaN fails, as in passes_gate
+            return other
         return metric, thr
+
+    def _other_gate(self, group: str, test: str) -> tuple[str, float] | None:
+        """The second effect size a test may pass on: the Wasserstein distance for a numeric chi-square."""
+        return ("wasserstein", self.settings.wasserstein_threshold) if (group, test) == ("num", "chi2") else None
 
 
     def p_value(self, group: str, test: str, stat: float, st: dict[str, Any], j: int) -> float:
