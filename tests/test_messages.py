@@ -149,6 +149,7 @@ def test_feature_batches_carry_entity_ids_and_read_without_them() -> None:
 @pytest.mark.parametrize("b64, says", [
     ("AAAAAAAA8D8=", "3 event ids but 1 packed values of amount"),
     ("AAAA", "a packed column of 3 bytes is not whole float64 values"),
+    ("AAA*AAAAAAAA", r"Invalid base64 encoded string - at `\$.columns\[...\].b64`"),  # read as it is parsed
 ])
 def test_a_packed_column_of_the_wrong_size_is_refused_at_decode(b64: str, says: str) -> None:
     doc = json.loads(encode(samples()["feature-batch"]))  # type: ignore[arg-type]

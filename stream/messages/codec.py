@@ -24,9 +24,9 @@ def _enc_hook(obj: Any) -> Any:
 
 def _struct_fields(obj: Any) -> dict[str, Any]:
     """A decoded batch's nested records (packed columns, inputs), for orjson."""
-    if isinstance(obj, msgspec.Struct):
-        tag = obj.__struct_config__.tag  # a packed column's dtype is its tag, not a field
-        return msgspec.structs.asdict(obj) if tag is None else {"dtype": tag, **msgspec.structs.asdict(obj)}
+    if isinstance(obj, msgspec.Struct):  # as on the wire: a packed column's dtype tag, its bytes in base64
+        out: dict[str, Any] = msgspec.to_builtins(obj)
+        return out
     raise TypeError(f"cannot encode {type(obj).__name__}")
 
 

@@ -184,20 +184,16 @@ class FeatureBatch(msgspec.Struct, kw_only=True):
             lengths.append(("entity ids", self.entity_ids))
         for name, col in [*lengths, *self.columns.items()]:
             # packed: n values of w bytes take 4 * ceil(w n / 3) characters (from_arrays passes
-            # the dict orjson writes; a decoded one holds whole values)
+            # the dict orjson writes; a decoded one holds whole values, as bytes)
+            packed = isinstance(col, (dict, PackedFloats, PackedCategories))
             if isinstance(col, dict):
                 b64, dtype = col["b64"], col["dtype"]
-            elif isinstance(col, (PackedFloats, PackedCategories)):
-                b64, dtype = col.b64, col.__struct_config__.tag
-            else:
-                b64 = dtype = None
-            if b64 is None:
-                rows = len(col)
-            else:
                 width = PACKED[dtype][0]
                 rows = n if len(b64) == 4 * -(-width * n // 3) else packed_rows(b64, dtype)
+            else:
+                rows = len(col)
             if rows != n:
-                raise ValueError(f"{n} event ids but {rows} {'' if b64 is None else 'packed values of '}{name}")
+                raise ValueError(f"{n} event ids but {rows} {'packed values of ' if packed else ''}{name}")
 
     @classmethod
     def from_arrays(cls, *, partition: int, model: str, model_version: str, event_ids: list[str],

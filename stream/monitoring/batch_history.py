@@ -143,7 +143,7 @@ class BatchHistory:
                 (np.arange(self.history) + int(self._count[i])) % self.history
             h = self._hist[i, order]
             self._series_cache[i] = h if self._dev is None else \
-                h - hour_mix(self._hours[i, order], self._dev, np.zeros_like(self._dev), self._presence)[0]
+                h - hour_mix(self._hours[i, order], self._dev, None, self._presence)[0]
         return self._series_cache[i]
 
     def live_mean(self) -> np.ndarray:

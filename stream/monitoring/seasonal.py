@@ -210,14 +210,16 @@ class SeasonalProfile:
         """For a window with ``rows_per_hour`` rows in each hour: the seasonal part of its mean per
         channel, and the variance the profile's own estimation error adds."""
         dev, use = self.centred(lr, g0)
-        return hour_mix(rows_per_hour, dev, np.where(use, self._mean_variance(lr, g0), 0.0), self.presence)
+        adj, noise = hour_mix(rows_per_hour, dev, np.where(use, self._mean_variance(lr, g0), 0.0), self.presence)
+        return adj, np.asarray(noise)
 
 
-def hour_mix(hours: np.ndarray, dev: np.ndarray, var: np.ndarray,
-             presence: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def hour_mix(hours: np.ndarray, dev: np.ndarray, var: np.ndarray | None,
+             presence: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | float]:
     """The seasonal part of windows' means per channel and the variance its estimation adds, for
     windows holding ``hours`` rows in each hour (``[..., 24]``), the centred profile ``dev`` and
-    its variance ``var`` (``[24, channel]``).
+    its variance ``var`` (``[24, channel]``; None: the part alone, the variance read as 0.0: the
+    batch means' history is deseasonalised at every refresh, and the variance was half the cost).
 
     A channel's mean is over the rows holding its value: with ``presence`` (the share of each
     hour's rows that do) its hours count as its rows do. A feature missing half the time in the
@@ -234,9 +236,12 @@ def hour_mix(hours: np.ndarray, dev: np.ndarray, var: np.ndarray,
     if presence is None:
         share = hours / np.maximum(hours.sum(axis=-1, keepdims=True), 1.0)
         # einsum, not BLAS: tiny products, and BLAS threads stall on a busy machine
-        return np.einsum("...h,hc->...c", share, dev), np.einsum("...h,hc->...c", share * share, var)
+        adj = np.einsum("...h,hc->...c", share, dev)
+        return adj, 0.0 if var is None else np.einsum("...h,hc->...c", share * share, var)
     den = np.maximum(np.einsum("...h,hc->...c", hours, presence), 1e-12)
     adj = np.einsum("...h,hc->...c", hours, presence * dev) / den
+    if var is None:
+        return adj, 0.0
     return adj, np.einsum("...h,hc->...c", hours * hours, presence * presence * var) / (den * den)
 
 
