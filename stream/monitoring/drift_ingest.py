@@ -8,6 +8,7 @@ same events.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Mapping, Sequence
 from itertools import repeat
 from operator import itemgetter
@@ -69,7 +70,8 @@ class RowIngest(SequentialDetectors):
         i = self._buf_len
         for j, name in enumerate(self._num):
             v = row.get(name)
-            self._buf_num[i, j] = np.nan if v is None else float(v)
+            x = np.nan if v is None else float(v)
+            self._buf_num[i, j] = x if math.isfinite(x) else np.nan  # an infinity is missing, as packed
         # a row past its entity's cap keeps its code, shifted past the slots (taken apart in _process)
         shift = 0
         if entity is not None and self.entity_cap is not None:
@@ -100,6 +102,9 @@ class RowIngest(SequentialDetectors):
         for j, name in enumerate(self._num):
             col = columns.get(name)
             num[:, j] = np.nan if col is None else np.asarray(col, dtype=float)
+        infinite = np.isinf(num)
+        if infinite.any():  # a missing value, as a packed column reads it (the sums would hold it for good)
+            num[infinite] = np.nan
         cat = np.empty((n, len(self._cat)), dtype=np.int64)
         for j, name in enumerate(self._cat):
             col = columns.get(name)

@@ -203,7 +203,7 @@ class ReferenceProfile:
             for k in names:
                 x = np.asarray(columns[k], dtype=float)
                 bins = np.searchsorted(np.asarray(numeric[k].edges), x, side="right")
-                scores.append(np.where(np.isnan(x), np.nan, bin_normal_scores(numeric[k].counts)[bins]))
+                scores.append(np.where(np.isfinite(x), bin_normal_scores(numeric[k].counts)[bins], np.nan))
             r, n = pairwise_correlation(np.column_stack(scores))
         else:
             r, n = np.zeros((0, 0)), np.zeros((0, 0))

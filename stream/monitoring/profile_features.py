@@ -100,7 +100,7 @@ def numeric_reference(
         x = np.asarray(values, dtype=float)
     except (TypeError, ValueError) as exc:
         raise ProfileError(f"feature {name!r} is not numeric: {exc}") from exc
-    present = x[~np.isnan(x)]
+    present = x[np.isfinite(x)]  # an infinity is a missing value, as the monitor reads it
     n_missing = int(x.size - present.size)
     if present.size == 0:
         return NumericReference(0, n_missing, 0.0, 0.0, [], [0], [0.0], [])
@@ -141,12 +141,12 @@ def numeric_reference(
 
 
 def bin_codes(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Each value's reference bin (``len(edges) + 1`` bins), missing (NaN) as ``len(edges) + 1``.
+    """Each value's reference bin (``len(edges) + 1`` bins), missing (NaN or an infinity) as ``len(edges) + 1``.
 
-    >>> bin_codes(np.array([0.0, 1.0, np.nan]), np.array([0.5])).tolist()
-    [0, 1, 2]
+    >>> bin_codes(np.array([0.0, 1.0, np.nan, np.inf]), np.array([0.5])).tolist()
+    [0, 1, 2, 2]
     """
-    return np.where(np.isnan(x), edges.size + 1, np.searchsorted(edges, x, side="right"))
+    return np.where(np.isfinite(x), np.searchsorted(edges, x, side="right"), edges.size + 1)
 
 
 def category_codes(values: Sequence[Any] | np.ndarray, categories: Sequence[str]) -> np.ndarray:
