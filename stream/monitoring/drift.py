@@ -140,7 +140,9 @@ class DriftMonitor(StreamEstimates):
         # window's digits for good, so the sums see values within a million reference sd of its mean
         self._value_lo, self._value_hi = ref.mean - VALUE_REACH * ref.std, ref.mean + VALUE_REACH * ref.std
         k, kc, b = ref.k, ref.kc, s.block_size
-        self._scores = ref.num_scores
+        # the bins' normal scores flat, a zero for the missing bin: a row's score in one take
+        self._score_table = np.concatenate([ref.num_scores, np.zeros((len(ref.edges), 1))], axis=1).ravel()
+        self._score_at = np.arange(len(ref.edges)) * (ref.k + 1)
         self._cat_maps, self._cat_other = ref.cat_codes, ref.cat_other
         self._pairs = np.triu_indices(fn, 1) if self._mv else (np.zeros(0, int), np.zeros(0, int))
         self._rho = ref.corr if self._mv else np.zeros((fn, fn))
@@ -294,10 +296,10 @@ class DriftMonitor(StreamEstimates):
         hours = rh[b // 2 :: b]  # each block's, at its middle row
         corr = None
         if self._mv:  # normal scores of the bins, as the profile's correlation (0 where missing)
-            z = self._scores[np.arange(fn), np.where(missing, 0, bins)].reshape(nb, b, fn)
+            z = self._score_table.take(bins + self._score_at).reshape(nb, b, fn)
             if self._within is not None:  # less their hour's mean (row -1: no event time, as they are)
                 z = (z - self._within.offset[rh].reshape(nb, b, fn)) * self._within.scale[rh].reshape(nb, b, fn)
-            z = np.where(missing.reshape(nb, b, fn), 0.0, z)
+                z = np.where(missing.reshape(nb, b, fn), 0.0, z)
             corr = comoments(z, missing.reshape(nb, b, fn))
             if self._within is not None:  # rows without event time keep the day's correlation: judged against it
                 zu = np.where((rh < 0).reshape(nb, b, 1), z, 0.0)
