@@ -441,3 +441,30 @@ def test_an_infinite_or_absurd_value_leaves_the_monitor_whole() -> None:
     assert np.isfinite(mon.snapshot()["x"]["windows"][2000]["wasserstein"])
     opened = [e.index for e in events if e.kind == "data_drift" and "x" in e.features]
     assert len(opened) == 1 and 40_000 <= opened[0] < 41_000
+
+
+def test_odd_rows_are_refused_or_read_as_update_reads_them() -> None:
+    """Columns of different lengths are refused (a longer one had been cut to the first's); a
+    category cell that cannot be a key (a JSON object) is "other", as ``update`` files it (it had
+    raised TypeError and cost the whole release); an event time a hair before midnight is hour 23
+    (-1e-13 % 86,400 is 86,400.0: hour 24 had raised IndexError)."""
+    rng = np.random.default_rng(0)
+    ts = 1.75e9 + np.arange(20_000) * 4.0
+    prof = ReferenceProfile.from_columns({"x": rng.normal(size=20_000), "c": rng.choice(["a", "b"], 20_000)},
+                                         {"x": "numeric", "c": "categorical"}, seed=0, event_ts=ts)
+    mon = DriftMonitor(prof)
+    with pytest.raises(ValueError, match=r"columns of different lengths \[3, 4\]"):
+        mon.update_batch({"x": np.zeros(3), "c": ["a", "b", "a", "b"]})
+    with pytest.raises(ValueError, match="different lengths"):
+        mon.update_batch({"x": np.zeros(3), "c": ["a", "b", "a"]}, ts=ts[:4])
+    assert mon.rows_seen == 0
+    cells = ["a", {"k": 1}, "b", ["l"]] * 500
+    t = ts[:2_000].copy()
+    t[[50, 1_999]] = -1e-13  # a block's hour (its middle row) and a batch's last row
+    assert mon.update_batch({"x": rng.normal(size=2_000), "c": cells}, ts=t) == []
+    row = DriftMonitor(prof)
+    for i in range(2_000):
+        row.update({"x": 0.0, "c": cells[i]}, ts=float(t[i]))
+    assert mon.rows_seen == row.rows_seen == 2_000
+    assert np.array_equal(mon._tot["cat"], row._tot["cat"]) and np.array_equal(mon._tot["hours"], row._tot["hours"])
+    assert mon._tot["hours"][23] > 0 and mon._tot["hours"].sum() == 2_000

@@ -240,3 +240,17 @@ def test_chunking_does_not_change_events() -> None:
         if i >= s.size:
             break
     assert len(whole) == 3 and parts == whole
+
+
+def test_a_regressions_loss_test_survives_a_missing_score_and_an_absurd_label() -> None:
+    """Without a holdout error, the reference comes from the first labels: a null score (NaN) and
+    a label of 1e160 among them had made it NaN for good, or raised OverflowError at every check."""
+    rng = np.random.default_rng(4)
+    y = rng.normal(size=8000)
+    scores = y + rng.normal(size=8000) * np.where(np.arange(8000) < 4000, 1.0, 1.5)
+    scores[10] = np.nan
+    y[20] = 1e160
+    pm = PerformanceMonitor(task="regression")
+    events = [e for s in range(0, 8000, 500) for e in pm.update(scores[s : s + 500], y[s : s + 500])]
+    assert np.isfinite(pm.loss.reference_mean) and pm.loss.last_check
+    assert all(np.isfinite(v["p_value"]) for v in pm.loss.last_check.values())

@@ -131,3 +131,21 @@ def test_a_batchs_inputs_are_read_when_a_label_joins_and_a_broken_one_costs_only
     assert errors() == 1 + 2  # the two examples of the broken batch
     examples = [orjson.loads(m.value) for m in worker.examples_out]
     assert [e["event_id"] for e in examples] == [ids[-1]] and len(examples[0]["inputs"]) == fb.inputs.shape[1]
+
+
+def test_an_ingest_time_from_the_future_does_not_pin_the_serving_version(model_store: Path) -> None:
+    """The version serving now is the one that scored the newest ingest time; one batch stamped in
+    the far future (no broker gives it) had held that place for good, so the labelled performance of
+    every later version went unexported."""
+    from stream.messages import FeatureBatch, decode, encode
+
+    worker = MonitorWorker(Settings(model_store=model_store), Metrics.create())
+    (first, second), _ = feature_batches(model_store, 400)
+    fb = decode(first, FeatureBatch)
+    future = encode(FeatureBatch(**{**{f: getattr(fb, f) for f in fb.__struct_fields__},
+                                    "ingest_ts_ms": [9_000_000_000_000_000_000] * len(fb.event_ids)}))
+    tp = TopicPartition("features", 0)
+    worker.merger.track(tp, 0.0)
+    worker.hold({tp: [Rec("features", 0, 0, None, future), Rec("features", 0, 1, None, second)]}, now=0.0)
+    newest, version = worker.serving["fraud"]
+    assert version == "1" and newest == max(decode(second, FeatureBatch).ingest_ts_ms)

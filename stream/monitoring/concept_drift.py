@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 __all__ = ["PerformanceMonitor", "change_point", "holdout_miss_rate", "holdout_reference"]
 
+MAX_LOSS = 1e100  # a regression's absolute error counts at most this (its square stays finite)
+
 
 def holdout_reference(card: dict[str, Any]) -> tuple[float, int] | None:
     """Reference loss and its sample size from a model card's holdout metrics, or None.
@@ -211,7 +213,8 @@ class PerformanceMonitor:
     def _losses(self, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
         if self.task == "classification":
             return ((scores >= self.threshold) != (labels > 0.5)).astype(float)
-        return np.abs(scores - labels)
+        # an absurd label (1e160 passes as a number) must not overflow the squared sums
+        return np.minimum(np.abs(scores - labels), MAX_LOSS)
 
     def update(self, scores: np.ndarray | Sequence[float], labels: np.ndarray | Sequence[float],
                event_ts: np.ndarray | Sequence[float] | None = None) -> list[DriftEvent]:
@@ -221,6 +224,13 @@ class PerformanceMonitor:
         times = np.full(len(scores), np.nan) if event_ts is None else np.asarray(event_ts, dtype=float)
         scores = np.asarray(scores, dtype=float)
         labels = np.asarray(labels, dtype=float)
+        known = np.isfinite(scores) & np.isfinite(labels)
+        if not known.all():  # a prediction without a score (null) has no loss: the reference would keep a NaN
+            scores = np.compress(known, scores)
+            labels = np.compress(known, labels)
+            times = np.compress(known, times)
+        if not len(scores):
+            return []
         loss = self._losses(scores, labels)
         idx = (self.n + np.arange(loss.size)) % self._scores.size
         self._scores[idx], self._labels[idx] = scores, labels

@@ -89,6 +89,7 @@ from stream.monitoring.profile_arrays import hourly_arrays
 from stream.monitoring.seasonal import SeasonalProfile, hour_presence, within_hour
 
 VALUE_REACH = 1e6  # reference sd from its mean: the farthest a value counts in the sums (see __init__)
+MAX_VALUE = 1e100  # and in any case at most this far from 0
 
 __all__ = ["DriftEvent", "DriftMonitor", "DriftSettings"]
 
@@ -99,6 +100,7 @@ def _hour_of_day(ts: np.ndarray) -> np.ndarray:
     """UTC hour of each event time (epoch seconds), -1 where unknown (NaN)."""
     h = ts % DAY_S
     h //= HOUR_S
+    np.minimum(h, 23.0, out=h)  # a time a hair before midnight (-1e-13 % 86,400 is 86,400.0) is hour 23
     unknown = np.isnan(h)
     if unknown.any():
         h[unknown] = -1.0
@@ -137,8 +139,12 @@ class DriftMonitor(StreamEstimates):
             self._edge_rows[: e.size, j] = e
         # values go into running totals (a window's sums are differences of two): one absurd value
         # (1e300, or 1e20 on a feature of unit scale) would overflow them or cancel every later
-        # window's digits for good, so the sums see values within a million reference sd of its mean
-        self._value_lo, self._value_hi = ref.mean - VALUE_REACH * ref.std, ref.mean + VALUE_REACH * ref.std
+        # window's digits for good, so the sums see values within a million reference sd of its
+        # mean, and within 1e100 (squares stay finite whatever the reference holds)
+        reach = VALUE_REACH * np.nan_to_num(ref.std, nan=1.0, posinf=MAX_VALUE)
+        centre = np.nan_to_num(ref.mean, nan=0.0, posinf=MAX_VALUE, neginf=-MAX_VALUE)
+        self._value_lo = np.clip(centre - reach, -MAX_VALUE, MAX_VALUE)
+        self._value_hi = np.clip(centre + reach, -MAX_VALUE, MAX_VALUE)
         k, kc, b = ref.k, ref.kc, s.block_size
         # the bins' normal scores flat, a zero for the missing bin: a row's score in one take
         self._score_table = np.concatenate([ref.num_scores, np.zeros((len(ref.edges), 1))], axis=1).ravel()

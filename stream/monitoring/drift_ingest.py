@@ -98,6 +98,10 @@ class RowIngest(SequentialDetectors):
         n = len(next(iter(columns.values()))) if columns else 0
         if n == 0:
             return []
+        # every column (and the times) the same length: a longer one was cut to the first's
+        lengths = {len(c) for c in columns.values()} | ({len(ts)} if ts is not None else set())
+        if len(lengths) > 1:
+            raise ValueError(f"columns of different lengths {sorted(lengths)} (and times): one row each")
         num = np.empty((n, len(self._num)))
         for j, name in enumerate(self._num):
             col = columns.get(name)
@@ -122,7 +126,10 @@ class RowIngest(SequentialDetectors):
                 found = itemgetter(*items)(slots) if n > 1 else (slots[items[0]],)  # one key: no tuple
                 codes = np.fromiter(found, np.int64, n)
             except (KeyError, TypeError):
-                codes = np.fromiter(map(slots.get, items, repeat(-1)), np.int64, n)
+                try:
+                    codes = np.fromiter(map(slots.get, items, repeat(-1)), np.int64, n)
+                except TypeError:  # an unhashable value (a JSON object): "other", as update() files it
+                    codes = np.fromiter((self._code(j, v) for v in items), np.int64, n)
             for i in np.flatnonzero(codes < 0):
                 codes[i] = self._code(j, col[i])
             cat[:, j] = codes

@@ -133,7 +133,7 @@ class RiseTest:
             return []
         fired: list[dict[str, Any]] = []
         ref_mean = self.reference_mean
-        g0 = max(self.ref_sq / self.ref_n - ref_mean**2, 1e-12)
+        g0 = max(self.ref_sq / self.ref_n - ref_mean * ref_mean, 1e-12)  # (``**`` raises on overflow)
         ready = self.tracker.ready()
         lr, slow = self.tracker.estimate(np.array([ref_mean]), np.array([g0]), np.array([float(self.ref_n)]))
         for k, w in enumerate(self.windows):

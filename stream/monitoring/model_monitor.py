@@ -71,8 +71,10 @@ class ModelMonitor:
             ts = None if ts is None else ts[self.warmup_left:]
             entities = None if entities is None else entities[self.warmup_left:]
             self.warmup_left = 0
+        events = self.drift.update_batch(cols, ts=ts, entities=entities)
+        # once tested: rows refused (a ValueError) must not move the onset dates of the rows after them
         self.row_times.add(ts if ts is not None else np.full(len(cols[SCORE_COLUMN]), np.nan))
-        return self.drift.update_batch(cols, ts=ts, entities=entities)
+        return events
 
     def on_labels(self, scores: np.ndarray, labels: np.ndarray,
                   event_ts: np.ndarray | None = None) -> list[Any]:

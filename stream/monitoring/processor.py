@@ -140,7 +140,9 @@ class MonitorProcessor:
                     for k, v in cols.items()}
             inputs = inputs.to_array()[keep] if inputs is not None else None
         # the version serving now scored the newest events (partitions lag apart)
-        newest = max(batch.ingest_ts_ms, default=0)
+        # (an ingest time from the future, which no broker gives, would pin the version for good)
+        ingest = np.asarray(batch.ingest_ts_ms, dtype=np.float64)
+        newest = int(ingest[ingest <= 1000.0 * (time.time() + self.settings.scoring.max_future_s)].max(initial=0.0))
         if newest >= self.serving.get(mon.name, (0, ""))[0]:
             self.serving[mon.name] = (newest, mon.version)
         event_ids = cols.pop(EVENT_IDS)  # taken by the label join here: the drift tests never read them
@@ -224,7 +226,10 @@ class MonitorProcessor:
             if mon is not None:
                 mask = np.fromiter((k == key for k in keys), bool, len(keys))
                 ts = np.array([t[0].event_ts[t[1]] for t, m in zip(tags, mask) if m]) if key is not None else None
-                events += [(ev, mon) for ev in mon.on_labels(scores[mask], truth[mask], ts)]
+                # under the error policy: labels a monitor cannot take are counted, never a crash loop
+                got, _ = self.errors.call("monitor", f"labels of {mon.name}:{mon.version}",
+                                          mon.on_labels, scores[mask], truth[mask], ts)
+                events += [(ev, mon) for ev in got or []]
         for tag, score, label in zip(tags, scores.tolist(), truth.tolist()):
             if tag is not None:  # the batch's inputs are decoded here, the first time one of its rows joins
                 example, _ = self.errors.call("monitor", "a labelled example", labelled_example, tag, score, label, now)

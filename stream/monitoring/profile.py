@@ -90,7 +90,7 @@ def hourly_counts(columns: Mapping[str, Sequence[Any] | np.ndarray], numeric: Ma
     ts = np.asarray(event_ts, dtype=float) if isinstance(event_ts, np.ndarray) else \
         np.array([np.nan if t is None else t for t in event_ts], dtype=float)
     known = np.isfinite(ts)
-    hour = (np.where(known, ts, 0.0) % 86_400.0 // 3_600.0).astype(np.int64)
+    hour = np.minimum(np.where(known, ts, 0.0) % 86_400.0 // 3_600.0, 23).astype(np.int64)  # see _hour_of_day
     out: dict[str, list[list[int]]] = {}
     for name, ref in numeric.items():
         code = bin_codes(np.asarray(columns[name], dtype=float), np.asarray(ref.edges, dtype=float))

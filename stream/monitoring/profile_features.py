@@ -122,6 +122,11 @@ def numeric_reference(
     means = np.where(counts > 0, sums / np.maximum(counts, 1), 0.5 * (lo + hi))
     codes = bin_codes(x, edges)
     scores = bin_normal_scores(counts)
+    scale = float(np.abs(present).max())
+    if scale > 1e100:  # scaled first where the squares would overflow (one 1e160 made the sd inf)
+        mean, std = float((present / scale).mean() * scale), float((present / scale).std() * scale)
+    else:
+        mean, std = float(present.mean()), float(present.std())
     if present.size > sample_size:
         sample = np.sort(rng.choice(present, size=sample_size, replace=False))
     else:
@@ -129,8 +134,8 @@ def numeric_reference(
     return NumericReference(
         n=int(present.size),
         n_missing=n_missing,
-        mean=float(present.mean()),
-        std=float(present.std()),
+        mean=mean,
+        std=std,
         edges=[float(e) for e in edges],
         counts=[int(c) for c in counts],
         bin_means=[float(m) for m in means],
