@@ -251,6 +251,9 @@ def test_a_regressions_loss_test_survives_a_missing_score_and_an_absurd_label() 
     scores[10] = np.nan
     y[20] = 1e160
     pm = PerformanceMonitor(task="regression")
-    events = [e for s in range(0, 8000, 500) for e in pm.update(scores[s : s + 500], y[s : s + 500])]
+    for s in range(0, 8000, 500):
+        pm.update(scores[s : s + 500], y[s : s + 500])
+    # (the absurd label still dominates a reference made of 2,000 live labels: the rise is not
+    # seen, see README "No value breaks it"; a model card's holdout error avoids it)
     assert np.isfinite(pm.loss.reference_mean) and pm.loss.last_check
     assert all(np.isfinite(v["p_value"]) for v in pm.loss.last_check.values())

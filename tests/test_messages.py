@@ -185,3 +185,13 @@ def test_a_dead_letter_keeps_the_original_bytes_and_headers() -> None:
     back = DeadLetter.from_kafka(m.key, m.value, m.headers or [], m.timestamp_ms)
     assert (back.reason, back.source_partition, back.source_offset, back.headers) == ("too_large", 2, 10,
                                                                                        [("trace", b"t1")])
+
+
+def test_a_category_table_value_that_cannot_be_a_key_reads_as_its_text() -> None:
+    """A JSON object in a packed column's table (a producer's bug) is read as its text, as the
+    monitor files any such value; merging two batches' tables had raised TypeError."""
+    doc = json.loads(encode(samples()["feature-batch"]))  # type: ignore[arg-type]
+    doc["columns"]["channel"]["values"] = ["web", {"k": 1}, None]
+    coded = decode(json.dumps(doc).encode(), FeatureBatch).monitor_columns({"channel": "categorical"})["channel"]
+    both = CategoryCodes.concat([coded, coded])
+    assert both.tolist() == ["web", None, "{'k': 1}"] * 2

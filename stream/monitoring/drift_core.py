@@ -46,9 +46,13 @@ class MonitorCore:
     _state_index: dict[str, int]
     _mv: bool
     _edges: list[np.ndarray]
+    _edge_rows: np.ndarray  # [edge, feature], NaN past a feature's own: bins as counts of edges
     _k: int
     _kc: int
-    _scores: np.ndarray
+    _score_table: np.ndarray  # the bins' normal scores flat, a zero for the missing bin
+    _score_at: np.ndarray
+    _value_lo: np.ndarray  # the reach of a value in the running sums
+    _value_hi: np.ndarray
     _cat_maps: list[dict[Any, int]]
     _cat_other: list[int]
     _pairs: tuple[np.ndarray, np.ndarray]

@@ -1,9 +1,9 @@
 """The drift monitor's row ingestion: rows (one, or many as columns) into whole blocks.
 
-Numeric values go in as floats (``None`` as NaN), categories as their reference slot
-codes; rows gather in a buffer of ``block_size`` rows, and every whole block goes on to
-``DriftMonitor._process``. One row at a time and columns give the same blocks, so the
-same events.
+Numeric values go in as floats (``None`` and infinities as NaN: missing), categories as their
+reference slot codes (a value that cannot be a key as "other"); rows gather in a buffer of
+``block_size`` rows, and every whole block goes on to ``DriftMonitor._process``. One row at a
+time and columns give the same blocks, so the same events.
 """
 
 from __future__ import annotations
@@ -96,12 +96,13 @@ class RowIngest(SequentialDetectors):
         """Add many rows given as columns (``ts``: event times in seconds; ``entities``: entity ids;
         a categorical column as values or :class:`CategoryCodes`); same events as :meth:`update`."""
         n = len(next(iter(columns.values()))) if columns else 0
-        if n == 0:
-            return []
         # every column (and the times) the same length: a longer one was cut to the first's
         lengths = {len(c) for c in columns.values()} | ({len(ts)} if ts is not None else set())
         if len(lengths) > 1:
-            raise ValueError(f"columns of different lengths {sorted(lengths)} (and times): one row each")
+            raise ValueError(f"columns {'and times ' if ts is not None else ''}of different lengths "
+                             f"{sorted(lengths)}: one value per row")
+        if n == 0:
+            return []
         num = np.empty((n, len(self._num)))
         for j, name in enumerate(self._num):
             col = columns.get(name)

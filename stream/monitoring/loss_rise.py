@@ -133,7 +133,8 @@ class RiseTest:
             return []
         fired: list[dict[str, Any]] = []
         ref_mean = self.reference_mean
-        g0 = max(self.ref_sq / self.ref_n - ref_mean * ref_mean, 1e-12)  # (``**`` raises on overflow)
+        # (losses are at most 1e100; a holdout error past 1e150 would make ``**`` raise)
+        g0 = max(self.ref_sq / self.ref_n - (ref_mean**2 if abs(ref_mean) < 1e150 else math.inf), 1e-12)
         ready = self.tracker.ready()
         lr, slow = self.tracker.estimate(np.array([ref_mean]), np.array([g0]), np.array([float(self.ref_n)]))
         for k, w in enumerate(self.windows):
