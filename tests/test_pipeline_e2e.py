@@ -97,7 +97,18 @@ async def test_online_features_equal_offline_across_a_restart(settings, start_wo
     assert len(predictions) == 4_000
     assert second.metrics.registry.get_sample_value("mlstream_state_restored_records_total") > 0
 
-    records = await read_topic(settings, settings.topics.features)
+    # feature batches go out with the commit after their predictions (once per commit interval):
+    # wait until every event's row is there
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + 60.0
+    while True:
+        records = await read_topic(settings, settings.topics.features)
+        seen = {eid for r in records for eid in decode(r.value, FeatureBatch).event_ids}
+        if len(seen) >= len(items) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)  # re-reading the topic; the condition is checked each round
     batches = [orjson.loads(r.value) for r in records]
     schema = json.loads((Path(__file__).resolve().parent.parent / "schemas" / "feature-batch.schema.json").read_text())
     for b in batches[:20]:
