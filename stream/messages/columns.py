@@ -50,10 +50,10 @@ class PackedFloats(msgspec.Struct, kw_only=True, gc=False, tag_field="dtype", ta
     data: bytes = msgspec.field(name="b64")
 
     def __post_init__(self) -> None:
-        whole_values(self.data, "float64")
+        whole_values(len(self.data), "float64")
 
     def __len__(self) -> int:
-        return len(self.data) // 8
+        return len(self.data) // PACKED["float64"][0]
 
     def to_array(self) -> np.ndarray:
         """A writable float64 array, infinities as NaN."""
@@ -72,10 +72,10 @@ class PackedCategories(msgspec.Struct, kw_only=True, gc=False, tag_field="dtype"
     data: bytes = msgspec.field(name="b64")
 
     def __post_init__(self) -> None:
-        whole_values(self.data, "category")
+        whole_values(len(self.data), "category")
 
     def __len__(self) -> int:
-        return len(self.data) // 4
+        return len(self.data) // PACKED["category"][0]
 
     def to_codes(self) -> CategoryCodes:
         """The column as codes into its table (``ValueError`` on a code off the table)."""
@@ -166,16 +166,13 @@ PACKED = {"float64": (8, "float64 values"), "category": (4, "int32 codes")}  # d
 def packed_rows(b64: str, dtype: str) -> int:
     """How many values of packed ``dtype`` (a :data:`PACKED` key) ``b64`` holds; ``ValueError`` if
     not a whole number of them."""
-    size, (width, what) = b64_bytes(b64), PACKED[dtype]
-    if len(b64) % 4 or size % width:
+    return whole_values(b64_bytes(b64), dtype, broken=len(b64) % 4 != 0)
+
+
+def whole_values(size: int, dtype: str, broken: bool = False) -> int:
+    """How many values of packed ``dtype`` (a :data:`PACKED` key) ``size`` bytes hold; ``ValueError``
+    if not a whole number of them (or ``broken``: base64 whose length is not a multiple of 4)."""
+    width, what = PACKED[dtype]
+    if broken or size % width:
         raise ValueError(f"a packed column of {size} bytes is not whole {what}")
     return size // width
-
-
-def whole_values(data: bytes, dtype: str) -> int:
-    """How many values of packed ``dtype`` (a :data:`PACKED` key) ``data`` holds; ``ValueError`` if
-    not a whole number of them."""
-    width, what = PACKED[dtype]
-    if len(data) % width:
-        raise ValueError(f"a packed column of {len(data)} bytes is not whole {what}")
-    return len(data) // width
