@@ -95,13 +95,15 @@ async def test_malformed_feature_batches_and_labels_never_stop_the_monitor(setti
     bad_batches = [b"\xff garbage", orjson.dumps({"model": "fraud"}), orjson.dumps(unequal)]
     await _send(settings, settings.topics.features, bad_batches + [orjson.dumps(future)])
     bad_labels = [b"{", orjson.dumps({"event_id": "e31-1"}), orjson.dumps({"event_id": "e31-2", "label": "yes"}),
-                  b"{\"event_id\": \"e31-3\", \"label\": 1e999}"]
+                  b"{\"event_id\": \"e31-3\", \"label\": 1e999}",
+                  # the model is a classifier: a label is 0 or 1
+                  orjson.dumps({"event_id": "e31-4", "label": 2}), orjson.dumps({"event_id": "e31-5", "label": -1})]
     await _send(settings, settings.topics.labels, bad_labels)
     await produce(settings, sim, 1_000, rate=0, start=2_000)
 
     assert await wait_until(lambda: m("mlstream_monitor_rows_total") == 3_000, 60)
-    # three undecodable batches, the future batch's rows and four bad labels
-    expected = 3 + len(real["event_ids"]) + 4
+    # three undecodable batches, the future batch's rows and six bad labels
+    expected = 3 + len(real["event_ids"]) + len(bad_labels)
     assert await wait_until(lambda: m("mlstream_processing_errors_total", {"stage": "monitor"}) == expected, 20)
     assert not worker.task.done()
 
@@ -111,9 +113,11 @@ async def test_malformed_feature_batches_and_labels_never_stop_the_monitor(setti
 
     deadline = time.monotonic() + 20
     dead = await dead_letters()
-    while len(dead) < 7 and time.monotonic() < deadline:
+    while len(dead) < 3 + len(bad_labels) and time.monotonic() < deadline:
         await asyncio.sleep(0.2)  # re-reading the topic; the condition is checked each round
         dead = await dead_letters()
     sources = sorted(dict(r.headers)["mlstream.source.topic"].decode() for r in dead)
-    assert sources == sorted([settings.topics.features] * 3 + [settings.topics.labels] * 4)
+    assert sources == sorted([settings.topics.features] * 3 + [settings.topics.labels] * len(bad_labels))
     assert sorted(r.value for r in dead) == sorted(bad_batches + bad_labels)
+    why = {r.value: dict(r.headers)["mlstream.error.message"].decode() for r in dead}
+    assert "label 2.0 of event 'e31-4' is not 0 or 1" in why[bad_labels[-2]], why[bad_labels[-2]]

@@ -170,10 +170,24 @@ def merge_and_test(mon: ModelMonitor, slices: list[tuple[np.ndarray, dict[str, A
     return n, mon.on_features(cols, None if ts is None else np.asarray(ts, dtype=np.float64), entities)
 
 
-def parse_label(rec: Any) -> tuple[str, float]:
+def parse_label(rec: Any, binary: bool = False) -> tuple[str, float]:
+    """``(event id, label)`` of a label record; ValueError for a label no monitor can use (not
+    finite, or not 0 or 1 for a classifier: ``binary``).
+
+    >>> class Rec: value = b'{"event_id": "e1", "label": 2}'
+    >>> parse_label(Rec())
+    ('e1', 2.0)
+    >>> parse_label(Rec(), binary=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: label 2.0 of event 'e1' is not 0 or 1 (false or true): the model is a classifier
+    """
     label = decode(rec.value, Label)
     value = float(label.label)
     if not np.isfinite(value):
         raise ValueError(f"label {value} is not finite")
+    if binary and value != 0.0 and value != 1.0:
+        raise ValueError(f"label {value} of event {label.event_id!r:.80} is not 0 or 1 (false or true): "
+                         "the model is a classifier")
     return label.event_id, value
 

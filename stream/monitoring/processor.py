@@ -71,6 +71,7 @@ class MonitorProcessor:
         self._dead: list[tuple[int, Message]] = []  # inputs set aside, to the dead-letter topic
         # champion against shadow / previous champion on the same labelled events
         self.shadow = ShadowComparator(settings, metrics, self._task_of)
+        self._tasks: dict[tuple[str, str], str | None] = {}  # (model, version) -> task, before a monitor
 
     def _task_of(self, name: str, version: str) -> str | None:
         try:
@@ -78,6 +79,21 @@ class MonitorProcessor:
         except ModelLoadError as exc:
             log.error("cannot compare %s:%s: %s", name, version, exc)
             return None
+
+    def _label_task(self) -> str | None:
+        """The task of the model this app serves (a classifier's labels must be 0 or 1): that
+        of its newest monitored version, else of its current card (None: no model yet)."""
+        name = self.settings.model_name
+        for mon in reversed(self.monitors.values()):
+            if mon.name == name:
+                return mon.task
+        try:
+            version = self.store.current_version(name)
+        except ModelLoadError:
+            return None
+        if (name, version) not in self._tasks:  # a card is read once, not at every batch of labels
+            self._tasks = {(name, version): self._task_of(name, version)}
+        return self._tasks[(name, version)]
 
     def monitor_for(self, name: str, version: str) -> ModelMonitor | None:
         key = f"{name}:{version}"
@@ -191,8 +207,9 @@ class MonitorProcessor:
                 events += [(ev, mon) for ev in merged[1]]
         label_ids: list[str] = []
         label_values: list[float] = []
+        binary = bool(label_records) and self._label_task() == "classification"
         for rec in label_records:
-            parsed, exc = self.errors.call("monitor", "a label", parse_label, rec)
+            parsed, exc = self.errors.call("monitor", "a label", parse_label, rec, binary)
             if parsed is not None:
                 label_ids.append(parsed[0])
                 label_values.append(parsed[1])
