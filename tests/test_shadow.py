@@ -18,10 +18,10 @@ import pytest
 from stream.config import Settings
 from stream.examples.payments import DOMAIN
 from stream.examples.simulate import PaymentSimulator
+from stream.feed_publish import publish
 from stream.kafka import ensure_topics
 from stream.messages import ShadowPrediction, ShadowVerdict, decode
 from stream.metrics import Metrics
-from stream.feed_publish import publish
 from stream.monitoring.shadow import ShadowComparator
 from stream.registry import ModelStore
 from stream.scoring.canary import Canary, in_canary
@@ -269,10 +269,15 @@ async def test_a_shadow_is_scored_beside_the_champion_then_promoted_on_live_labe
         assert not trainer.done(), trainer.exception()
         swapped = lambda: (reg.get_sample_value("mlstream_model_loads_total", {"outcome": "swap_ok"}) or 0) >= 1
         # the scorer hears of the promotion through the model feed; where it stopped, if it did not
-        assert await wait_until(swapped, 60), (store.current_version("fraud"), sorted(
-            (x.name, tuple(sorted(x.labels.items())), x.value) for m in reg.collect() for x in m.samples
-            if x.name.startswith(("mlstream_model_loads", "mlstream_model_feed"))),
-            [(r.offset, r.key, len(r.value or b"")) for r in await read_all(settings, settings.topics.models)])
+        if not await wait_until(swapped, 60):  # where it stopped, in full (a string is not cut short)
+            counted = sorted((x.name, sorted(x.labels.items()), x.value) for m in reg.collect() for x in m.samples
+                             if x.name.startswith(("mlstream_model_", "mlstream_shadow_"))
+                             and not x.name.endswith("_created") and x.value)
+            feed = [(r.offset, r.key, len(r.value or b"")) for r in await read_all(settings, settings.topics.models)]
+            registry = model_store / "fraud" / "REGISTRY.json"
+            pytest.fail(f"no swap to version 2 within 60 s: current {store.current_version('fraud')}, "
+                        f"registry {registry.read_text() if registry.is_file() else '-'}, metrics {counted}, "
+                        f"models topic {feed}", pytrace=False)
         # the guard after the promotion: version 1 scored beside 2 until its verdict
         sent = await drive(settings, sim, sent, lambda: decisions(metrics, "keep") >= 1 or trainer.done())
         tail = sent
