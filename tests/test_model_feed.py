@@ -29,7 +29,7 @@ from stream.kafka import ensure_topics, make_producer, start_client
 from stream.messages import ModelChunk, decode, encode
 from stream.metrics import Metrics
 from stream.feed_publish import FeedMoved, publish
-from stream.model_feed import feed_records
+from stream.model_feed import feed_records, states_token
 from stream.registry import CARD_FILE, MODEL_FILE, ModelStore
 from stream.scoring.feed import FeedReader, sync_store
 from stream.tools.tally import wait_until
@@ -88,6 +88,34 @@ async def test_small_chunks_reassemble_byte_identical_into_an_empty_store(make_s
     assert store.current_version("fraud") == "2"
     assert (store.state("fraud", "1"), store.state("fraud", "2")) == ("retired", "champion")
     assert reader.metrics.registry.get_sample_value("mlstream_model_feed_versions_total") == 2
+
+
+def test_states_this_store_already_holds_never_undo_a_decision_awaiting_its_publish(model_store, tmp_path):
+    """A scorer sharing its store with the trainer (one machine, as in the tests and the demo)
+    read states again that the store had published itself, between the trainer's promotion and
+    its publish: mirrored back, they put the old champion back, the publish then sent that, and
+    the promotion never reached a scorer. No broker: the records go straight to the reader."""
+    settings = Settings(model_store=tmp_path / "shared")
+    store = source_store(model_store, tmp_path / "shared", promote=False)  # 1 champion, 2 a candidate
+    store.set_state("fraud", "2", "shadow", "passed the holdout")
+    published = feed_records(settings, store, "fraud", "trainer started")
+    store.set_feed_mark("fraud", states_token(published[-1].value))  # what a publish does once acknowledged
+    reader = FeedReader(settings, Metrics.create(), store)
+    for m in published:
+        reader.handle(m.key, m.value)
+    assert store.current_version("fraud") == "1" and store.state("fraud", "2") == "shadow"
+
+    store.promote("fraud", "2", reason="live shadow comparison")  # the trainer's decision...
+    reader.changed.clear()
+    reader.handle(published[-1].key, published[-1].value)  # ...and a late read of the states before it
+    assert store.current_version("fraud") == "2" and store.guarded_version("fraud") == "1"
+    assert reader.changed.is_set()  # the worker still looks at the store
+    assert feed_records(settings, store, "fraud")[-1].value != published[-1].value  # the publish sends 2
+
+    # states published by another store are taken as they come
+    other = source_store(model_store, tmp_path / "other", promote=False)
+    reader.handle(b"fraud/states", feed_records(settings, other, "fraud", "an operator")[-1].value)
+    assert store.current_version("fraud") == "1" and store.state("fraud", "2") == "candidate"
 
 
 async def test_an_empty_store_serves_the_older_champion_when_the_newest_never_arrives_whole(make_settings, model_store,

@@ -56,6 +56,7 @@ class FeedReader:
         self._defer = False  # catching up: keep only the newest states, applied at the end
         self._deferred: tuple[ModelStates, str] | None = None  # with its token
         self.states_seen = False  # a states record of this model read since the topic was opened
+        self._next_offset = 0  # the offset after the last record read
 
     # -- Kafka -------------------------------------------------------------------------
     async def _open(self, *, wait_for_topic: bool) -> bool:
@@ -75,6 +76,7 @@ class FeedReader:
         self.consumer.assign([self.tp])
         await self.consumer.seek_to_beginning(self.tp)
         self.states_seen = False  # read again from the beginning
+        self._next_offset = 0
         return exists
 
     async def catch_up(self, timeout_s: float) -> bool:
@@ -202,6 +204,9 @@ class FeedReader:
         batches = await self.consumer.getmany(self.tp, timeout_ms=timeout_ms, max_records=100)
         for records in batches.values():
             for rec in records:
+                if rec.offset < self._next_offset:  # read again from further back (the client reset
+                    self._defer = True  # its position): as at start, only the newest states, at the end
+                self._next_offset = rec.offset + 1
                 await asyncio.to_thread(self.handle, rec.key, rec.value)
 
     async def close(self) -> None:
@@ -242,10 +247,13 @@ class FeedReader:
                 if states.model != self.name:
                     return
                 self.states_seen = True
+                token = states_token(value)
                 if self._defer:
-                    self._deferred = (states, states_token(value))
-                else:
-                    self._states(states, states_token(value))
+                    self._deferred = (states, token)
+                elif token != self.store.feed_mark(self.name)[0]:
+                    self._states(states, token)
+                else:  # this store took or published these states already: a change made here
+                    self.changed.set()  # since (a decision waiting for its publish) is not undone
             elif where is not None and where[0] == self.name:
                 chunk = decode(value, ModelChunk)
                 if (chunk.model, chunk.model_version, chunk.file, chunk.index) != where:
