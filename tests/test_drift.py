@@ -378,15 +378,15 @@ def test_a_doubled_variance_is_caught_by_the_spread_channel() -> None:
 
 
 @pytest.mark.parametrize(("shape", "seed", "within"), [("uniform", 3, 1_600), ("uniform", 4, 1_600),
-                                                     ("bimodal", 3, 3_000)])
-def test_a_change_of_shape_passes_the_chi_square_on_the_wasserstein_distance(shape: str, seed: int,
-                                                                             within: int) -> None:
-    """A change of shape at the same mean and variance, after a 30,000-row warm-up: the 2,000-row
-    chi-square opens it on the Wasserstein distance while PSI is still below its gate. A window
-    partly past a change reads PSI (a divergence) at about the square of that part, W1 at the
-    part itself; gated by PSI alone these opened 400 rows later on the uniform shape (1,999 and
-    1,599 rows) and on KS in the 8,000-row window on the two modes (8,399 rows; its W1 0.10, at
-    the gate, PSI 0.06)."""
+                                                     ("bimodal", 3, 3_000), ("bimodal", 0, 8_000)])
+def test_a_change_of_shape_passes_the_chi_square_on_psi_or_the_wasserstein_distance(shape: str, seed: int,
+                                                                                  within: int) -> None:
+    """A change of shape at the same mean and variance, after a 30,000-row warm-up, opens on the
+    chi-square (or KS) once its effect passes either gate. A window partly past a change reads PSI
+    (a divergence) at about the square of that part, W1 at the part itself; gated by PSI alone these
+    opened 400 rows later on the uniform shape (1,999 and 1,599 rows). The two modes (PSI 0.06,
+    W1 0.10 in full) sat at the old gates of 0.1: on seed 0 the 2,000-row windows that passed them
+    were never significant, and the drift opened after 13,999 rows; at 0.07, 6,799."""
     from stream.tools.bench_drift_streams import _shape
 
     rng = np.random.default_rng(seed)
@@ -396,8 +396,9 @@ def test_a_change_of_shape_passes_the_chi_square_on_the_wasserstein_distance(sha
     events = [e for e in run(mon, {"x": x}, chunk=1_000) if e.kind != "drift_resolved"]
     assert events and warm <= events[0].index < warm + within, events[:1]
     ev = events[0].evidence[0]
-    assert (ev["test"], ev["window"], ev["effect_metric"]) == ("chi2", 2_000, "wasserstein"), ev
-    assert ev["effect_size"] >= ev["effect_threshold"] == 0.1 and ev["psi"] < 0.1, ev
+    assert ev["test"] in ("chi2", "ks") and ev["window"] in (2_000, 8_000), ev
+    assert ev["effect_size"] >= ev["effect_threshold"] == 0.07, ev
+    assert ev["effect_metric"] == "psi" or ev["psi"] < 0.07, ev  # W1 passes before PSI does
 
 
 def test_shares_left_to_the_entity_balanced_test_give_their_budget_to_the_other_channels() -> None:

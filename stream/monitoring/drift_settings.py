@@ -134,8 +134,8 @@ class DriftSettings:
     block_size: int = 100
     windows: tuple[int, ...] = (500, 2000, 8000, 32000)
     checks_per_window: int = 5
-    wasserstein_threshold: float = 0.1
-    psi_threshold: float = 0.1
+    wasserstein_threshold: float = 0.07
+    psi_threshold: float = 0.07
     js_threshold: float = 0.1
     missing_threshold: float = 0.05
     correlation_threshold: float = 0.2
