@@ -242,18 +242,23 @@ def test_chunking_does_not_change_events() -> None:
     assert len(whole) == 3 and parts == whole
 
 
-def test_a_regressions_loss_test_survives_a_missing_score_and_an_absurd_label() -> None:
+@pytest.mark.parametrize("holdout", [None, 0.8])
+def test_a_regressions_loss_test_survives_a_missing_score_and_an_absurd_label(holdout: float | None) -> None:
     """Without a holdout error, the reference comes from the first labels: a null score (NaN) and
-    a label of 1e160 among them had made it NaN for good, or raised OverflowError at every check."""
+    a label of 1e160 among them had made it NaN for good, or raised OverflowError at every check;
+    then, finite, the absurd label still made the reference's mean ~1e156, and the error's rise
+    from event 4,000 was never seen. An absurd label after the reference made one window's mean
+    huge. Errors count at most LOSS_CAP times the reference's typical one."""
     rng = np.random.default_rng(4)
     y = rng.normal(size=8000)
     scores = y + rng.normal(size=8000) * np.where(np.arange(8000) < 4000, 1.0, 1.5)
     scores[10] = np.nan
-    y[20] = 1e160
-    pm = PerformanceMonitor(task="regression")
+    y[20] = y[3000] = 1e160
+    pm = PerformanceMonitor(task="regression", reference_loss=holdout, reference_size=2000)
+    events = []
     for s in range(0, 8000, 500):
-        pm.update(scores[s : s + 500], y[s : s + 500])
-    # (the absurd label still dominates a reference made of 2,000 live labels: the rise is not
-    # seen, see README "No value breaks it"; a model card's holdout error avoids it)
+        events += pm.update(scores[s : s + 500], y[s : s + 500])
     assert np.isfinite(pm.loss.reference_mean) and pm.loss.last_check
     assert all(np.isfinite(v["p_value"]) for v in pm.loss.last_check.values())
+    assert 0.7 < pm.loss.reference_mean < 0.95, pm.loss.reference_mean  # a N(0, 1) error's MAE: 0.8
+    assert [e.kind for e in events] == ["concept_drift"] and 4_000 <= events[0].index < 6_000, events

@@ -20,6 +20,12 @@ if TYPE_CHECKING:
 __all__ = ["PerformanceMonitor", "change_point", "holdout_miss_rate", "holdout_reference"]
 
 MAX_LOSS = 1e100  # a regression's absolute error counts at most this (its square stays finite)
+# ... and at most this many times the reference's typical error (the 90th percentile of the first
+# labels' errors, or twice the holdout MAE: about 16 sd of a normal error either way), so that one
+# absurd label (a unit slip, 1e90) cannot make the reference's mean, its variance (at 100 times,
+# one label in 2,000 multiplied the reference variance by 13: no rise was significant) or a
+# 200-label window's mean what it likes; a rise of the errors' bulk is what the test is for
+LOSS_CAP = 10.0
 
 
 def holdout_reference(card: dict[str, Any]) -> tuple[float, int] | None:
@@ -195,6 +201,10 @@ class PerformanceMonitor:
             self.loss.ref_n, self.loss.ref_sum = reference_size, reference_loss * reference_size
             self.loss.ref_sq = second * reference_size
             self.reference_source = "model card holdout"
+        # a regression's loss cap: from the holdout, or once the first labels are in (they wait for it)
+        self._cap: float | None = math.inf if task == "classification" else (
+            LOSS_CAP * 2.0 * reference_loss if reference_loss else None)
+        self._waiting: list[tuple[np.ndarray, np.ndarray]] = []
         self.misses: RiseTest | None = None
         if misses:
             assert reference_miss_rate is not None
@@ -236,6 +246,8 @@ class PerformanceMonitor:
         self._scores[idx], self._labels[idx] = scores, labels
         self.n += loss.size
         events: list[DriftEvent] = []
+        if self.task == "regression":
+            loss, times = self._capped(loss, times)
         # the channels in step, a piece of at most the shortest check interval at a time
         piece = self.steps[0] if self.misses is not None else max(loss.size, 1)
         for a in range(0, loss.size, piece):
@@ -248,6 +260,20 @@ class PerformanceMonitor:
                 for _ in self.misses.feed(seg[positive], ts[positive], lambda: self.drifting):
                     events += self._check(self.misses, start + int(positive[self.misses.n - before - 1]))
         return events
+
+    def _capped(self, loss: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A regression's errors at most :data:`LOSS_CAP` times the reference's typical one. Without
+        a holdout the first ``reference_size`` errors wait (nothing is tested before them anyway)
+        until their 90th percentile sets the cap (a perfect model's 0: no cap)."""
+        if self._cap is None:
+            self._waiting.append((loss, times))
+            if sum(len(w) for w, _ in self._waiting) < self.reference_size:
+                return loss[:0], times[:0]
+            loss, times = (np.concatenate(parts) for parts in zip(*self._waiting))
+            self._waiting = []
+            q = float(np.quantile(loss[: self.reference_size], 0.9))
+            self._cap = LOSS_CAP * q if q > 0 else MAX_LOSS
+        return np.minimum(loss, self._cap), times
 
     def _gate(self, test: RiseTest) -> float:
         """The smallest rise that counts: absolute and relative gates together."""
