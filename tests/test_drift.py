@@ -444,6 +444,20 @@ def test_an_infinite_or_absurd_value_leaves_the_monitor_whole() -> None:
     assert len(opened) == 1 and 40_000 <= opened[0] < 41_000
 
 
+def test_an_int_past_a_floats_range_reads_as_an_infinity() -> None:
+    """Python's ints have no range: 10**400 in a row, a column, an event time or a reference column
+    raised OverflowError (NumPy cannot make it a float), which cost the whole batch. It reads as an
+    infinity of its sign, which the monitor counts as missing."""
+    rng = np.random.default_rng(0)
+    ref = [float(v) for v in rng.normal(size=2_000)] + [10**400, -(10**400)]
+    prof = ReferenceProfile.from_columns({"x": ref}, {"x": "numeric"}, seed=0)
+    assert prof.numeric["x"].n_missing == 2
+    mon = DriftMonitor(prof)
+    assert mon.update({"x": 10**400}, ts=10**400) == []
+    assert mon.update_batch({"x": [1.0, -(10**400)] * 50}, ts=[1.75e9, 10**400] * 50) == []
+    assert mon.rows_seen == 101 and mon.summary()["x"]["current"]["missing_rate"] >= 0.5
+
+
 def test_odd_rows_are_refused_or_read_as_update_reads_them() -> None:
     """Columns of different lengths are refused (a longer one had been cut to the first's); a
     category cell that cannot be a key (a JSON object) is "other", as ``update`` files it (it had

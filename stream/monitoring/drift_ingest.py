@@ -20,6 +20,7 @@ from stream.messages.columns import CategoryCodes
 from stream.monitoring.drift_event import DriftEvent
 from stream.monitoring.drift_sequential import SequentialDetectors
 from stream.monitoring.profile import is_missing
+from stream.monitoring.profile_features import floats, to_float
 
 __all__ = ["RowIngest", "comoments"]
 
@@ -70,7 +71,7 @@ class RowIngest(SequentialDetectors):
         i = self._buf_len
         for j, name in enumerate(self._num):
             v = row.get(name)
-            x = np.nan if v is None else float(v)
+            x = np.nan if v is None else to_float(v)
             self._buf_num[i, j] = x if math.isfinite(x) else np.nan  # an infinity is missing, as packed
         # a row past its entity's cap keeps its code, shifted past the slots (taken apart in _process)
         shift = 0
@@ -83,7 +84,8 @@ class RowIngest(SequentialDetectors):
         if entity is None and self.run_cap is not None:
             codes[self.run_cap.capped_cells(codes[None])[0]] += self._kc + 1
         self._buf_cat[i] = codes + shift
-        self._buf_ts[i] = np.nan if ts is None else float(ts)
+        t = np.nan if ts is None else to_float(ts)
+        self._buf_ts[i] = t if math.isfinite(t) else np.nan
         self._buf_len += 1
         self.rows_seen += 1
         if self._buf_len < self.settings.block_size:
@@ -106,7 +108,7 @@ class RowIngest(SequentialDetectors):
         num = np.empty((n, len(self._num)))
         for j, name in enumerate(self._num):
             col = columns.get(name)
-            num[:, j] = np.nan if col is None else np.asarray(col, dtype=float)
+            num[:, j] = np.nan if col is None else floats(col)
         infinite = np.isinf(num)
         if infinite.any():  # a missing value, as a packed column reads it (the sums would hold it for good)
             num[infinite] = np.nan
@@ -143,7 +145,9 @@ class RowIngest(SequentialDetectors):
             cat[~self.entity_cap.counted(entities)] += self._kc + 1  # shifted past the slots (see _process)
         elif entities is None and self.run_cap is not None and len(self._cat):
             cat[self.run_cap.capped_cells(cat)] += self._kc + 1
-        t = np.full(n, np.nan) if ts is None else np.asarray(ts, dtype=float)
+        t = np.full(n, np.nan) if ts is None else floats(ts)
+        if ts is not None and np.isinf(t).any():  # an infinite time is no time (as NaN, not an hour)
+            t[np.isinf(t)] = np.nan
         return self._ingest(num, cat, t)
 
     def _ingest(self, num: np.ndarray, cat: np.ndarray, ts: np.ndarray) -> list[DriftEvent]:

@@ -50,6 +50,7 @@ from stream.monitoring.profile_features import (
     bin_codes,
     categorical_reference,
     category_codes,
+    floats,
     infer_kind,
     numeric_reference,
 )
@@ -88,12 +89,12 @@ def hourly_counts(columns: Mapping[str, Sequence[Any] | np.ndarray], numeric: Ma
     [[1, 0, 0], [0, 1, 1]]
     """
     ts = np.asarray(event_ts, dtype=float) if isinstance(event_ts, np.ndarray) else \
-        np.array([np.nan if t is None else t for t in event_ts], dtype=float)
+        floats([np.nan if t is None else t for t in event_ts])
     known = np.isfinite(ts)
     hour = np.minimum(np.where(known, ts, 0.0) % 86_400.0 // 3_600.0, 23).astype(np.int64)  # see _hour_of_day
     out: dict[str, list[list[int]]] = {}
     for name, ref in numeric.items():
-        code = bin_codes(np.asarray(columns[name], dtype=float), np.asarray(ref.edges, dtype=float))
+        code = bin_codes(floats(columns[name]), np.asarray(ref.edges, dtype=float))
         out[name] = _by_hour(hour[known], code[known], len(ref.edges) + 2)
     for name, cref in categorical.items():
         code = category_codes(columns[name], cref.categories)
@@ -201,7 +202,7 @@ class ReferenceProfile:
         if names:
             scores = []
             for k in names:
-                x = np.asarray(columns[k], dtype=float)
+                x = floats(columns[k])
                 bins = np.searchsorted(np.asarray(numeric[k].edges), x, side="right")
                 scores.append(np.where(np.isfinite(x), bin_normal_scores(numeric[k].counts)[bins], np.nan))
             r, n = pairwise_correlation(np.column_stack(scores))
