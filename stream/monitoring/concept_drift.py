@@ -121,7 +121,7 @@ class PerformanceMonitor:
     >>> caught = rng.random(30_000) < np.where(np.arange(30_000) < 20_000, 0.7, 0.0)
     >>> scores = np.where(y, np.where(caught, 0.9, 0.1), np.where(rng.random(30_000) < 0.003, 0.9, 0.1))
     >>> [(e.index, e.kind, e.features) for e in pm.update(scores, y.astype(float))]
-    [(20549, 'concept_drift', ('miss_rate',))]
+    [(20638, 'concept_drift', ('miss_rate',))]
     """
 
     BLOCK = 50  # labelled events per block of the dependence tracker
@@ -192,7 +192,8 @@ class PerformanceMonitor:
                   and math.isfinite(reference_miss_rate) and 0 <= reference_miss_rate < 1)
         share = 2.0 if misses else 1.0  # Bonferroni over the channels
         self.loss = RiseTest(feature, self.windows, self.checks_per_window, run_length=expected_run_length * share,
-                             block=self.BLOCK, relative=task == "regression", reference_size=reference_size)
+                             block=self.BLOCK, relative=task == "regression", reference_size=reference_size,
+                             binary=task == "classification")
         self.steps, self.alpha, self.z_crit = self.loss.steps, self.loss.alpha, self.loss.z_crit
         self.reference_source = "first labelled events"
         if reference_loss is not None:
@@ -210,7 +211,8 @@ class PerformanceMonitor:
             assert reference_miss_rate is not None
             positive_rate = reference_positives / max(reference_size, reference_positives)
             self.misses = RiseTest("miss_rate", tuple(sorted(miss_windows)), self.checks_per_window,
-                                   run_length=expected_run_length * share * positive_rate, block=self.MISS_BLOCK)
+                                   run_length=expected_run_length * share * positive_rate, block=self.MISS_BLOCK,
+                                   binary=True)
             self.misses.ref_n = reference_positives
             self.misses.ref_sum = self.misses.ref_sq = reference_miss_rate * reference_positives
         size = max(self.window, self.windows[-1])
