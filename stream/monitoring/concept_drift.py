@@ -202,9 +202,8 @@ class PerformanceMonitor:
             self.loss.ref_n, self.loss.ref_sum = reference_size, reference_loss * reference_size
             self.loss.ref_sq = second * reference_size
             self.reference_source = "model card holdout"
-        # a regression's loss cap: from the holdout, or once the first labels are in (they wait for it)
-        self._cap: float | None = math.inf if task == "classification" else (
-            LOSS_CAP * 2.0 * reference_loss if reference_loss else None)
+        # a regression's loss cap (_capped): from the holdout, or once the first labels are in
+        self._cap: float | None = LOSS_CAP * 2.0 * reference_loss if reference_loss else None
         self._waiting: list[tuple[np.ndarray, np.ndarray]] = []
         self.misses: RiseTest | None = None
         if misses:

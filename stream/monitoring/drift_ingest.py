@@ -146,8 +146,9 @@ class RowIngest(SequentialDetectors):
         elif entities is None and self.run_cap is not None and len(self._cat):
             cat[self.run_cap.capped_cells(cat)] += self._kc + 1
         t = np.full(n, np.nan) if ts is None else floats(ts)
-        if ts is not None and np.isinf(t).any():  # an infinite time is no time (as NaN, not an hour)
-            t[np.isinf(t)] = np.nan
+        endless = np.isinf(t)
+        if endless.any():  # an infinite time is no time (as NaN, not an hour)
+            t[endless] = np.nan
         return self._ingest(num, cat, t)
 
     def _ingest(self, num: np.ndarray, cat: np.ndarray, ts: np.ndarray) -> list[DriftEvent]:
