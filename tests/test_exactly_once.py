@@ -256,3 +256,53 @@ async def test_a_scorer_frozen_past_its_session_timeout_commits_nothing_its_succ
         await asyncio.wait_for(asyncio.gather(follower, return_exceptions=True), 30)
 
     await predicted_once(settings, sent, logs[0].read_text()[-3000:])
+
+
+async def test_a_successor_starts_after_the_offsets_of_a_transaction_its_dropped_owner_still_commits(
+        make_settings, bootstrap, start_worker, caplog):
+    """A transaction commits its input offsets in two steps: ``TxnOffsetCommit`` puts them in the
+    transaction, ``EndTxn`` commits it. An owner dropped between the two (frozen, then woken)
+    still commits. Its successor must wait for that transaction to be decided and start at its
+    offsets, not at the ones committed before: else both predict the same events (18 duplicated
+    in one CI run of the frozen-scorer test above)."""
+    import logging
+
+    from aiokafka import TopicPartition
+
+    from stream.scoring.txn_fence import fence_offset_commits
+    from stream.tools.traffic import produce
+
+    caplog.set_level(logging.INFO)
+    settings = make_settings(processing_guarantee="exactly_once", kafka={"bootstrap_servers": bootstrap},
+                             scoring={"transaction_timeout_ms": 60_000}, monitor={"enabled": False})
+    await ensure_topics(settings)
+    await produce(settings, PaymentSimulator(seed=29), 400, rate=0)
+    events = await read_topic(settings, settings.topics.events)
+    per_partition = collections.Counter(r.partition for r in events)
+    done = {p: n // 2 for p, n in per_partition.items()}  # what the dropped owner scored
+    owners = {orjson.loads(r.value)["event_id"] for r in events if r.offset < done[r.partition]}
+    theirs = {orjson.loads(r.value)["event_id"] for r in events} - owners
+    owner = make_producer(settings, transactional_id=transactional_id(settings.app_id, "owner"))
+    fence_offset_commits(owner, lambda: None)  # an owner outside the group: no generation check
+    await owner.start()
+    try:
+        await owner.begin_transaction()
+        await owner.send_offsets_to_transaction(
+            {TopicPartition(settings.topics.events, p): n for p, n in done.items()}, f"{settings.app_id}-scorer")
+        # the owner is frozen here, before EndTxn; its successor joins
+        start_worker(settings, ("scorer",))
+        assert await wait_until(lambda: "partitions assigned" in caplog.text
+                                or "waits for an open transaction" in caplog.text, 60), caplog.text[-2000:]
+        await owner.commit_transaction()  # woken, it commits
+    finally:
+        await owner.stop()
+    predicted: collections.Counter[str] = collections.Counter()
+    for _ in range(60):  # bounded: re-read until every event past the owner's offsets is predicted
+        predicted = collections.Counter(orjson.loads(r.value)["event_id"]
+                                        for r in await read_topic(settings, settings.topics.predictions))
+        if theirs <= set(predicted):
+            break
+        await asyncio.sleep(1.0)
+    assert theirs <= set(predicted), caplog.text[-2000:]
+    assert not owners & set(predicted), f"{len(owners & set(predicted))} of the owner's events predicted again"
+    assert max(predicted.values()) == 1

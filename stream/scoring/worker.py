@@ -43,6 +43,7 @@ from stream.scoring.feed import FeedReader
 from stream.scoring.pipeline import BatchOutput, BatchScorer
 from stream.scoring.restore import restore_state
 from stream.scoring.serving import ModelServing
+from stream.scoring.stable_offsets import read_stable_offsets
 from stream.scoring.state import EntityStore
 from stream.scoring.transactions import OutputTransaction, transactional_id
 from stream.scoring.txn_fence import membership
@@ -107,7 +108,6 @@ class ScoringWorker:
             await self.serving.shadows.refresh(self.scorer.model.version)
             while not stop.is_set():
                 self.consumer = make_consumer(s, group_id=self.group_id, raw=True, max_poll_interval_ms=300_000)
-                self.consumer.subscribe([s.topics.events], listener=_Rebalance(self))
                 try:
                     await start_client(self.consumer, s.kafka.bootstrap_servers)
                 except BrokerError as exc:  # the broker went again after a rejoin: wait for it again
@@ -119,6 +119,9 @@ class ScoringWorker:
                             break
                         raise
                     continue
+                if exactly_once:  # before the first assignment reads committed offsets
+                    read_stable_offsets(self.consumer)
+                self.consumer.subscribe([s.topics.events], listener=_Rebalance(self))
                 self.metrics.worker_info.labels("scorer").set(1)
                 try:
                     await self._loop(stop)
