@@ -139,6 +139,14 @@ def committed_rows(resp: Any) -> list[tuple[TopicPartition, int, str, int]]:
     return rows
 
 
+def subscribe(consumer: Any, topics: list[str], listener: Any, *, stable: bool) -> None:
+    """Subscribe a started consumer (its first assignment reads committed offsets); ``stable``
+    (exactly-once): as stable offsets."""
+    if stable:
+        read_stable_offsets(consumer)
+    consumer.subscribe(topics, listener=listener)
+
+
 def read_stable_offsets(consumer: Any) -> None:
     """Make ``consumer`` (started, with a group, not yet subscribed: its first assignment reads
     committed offsets) read them as stable: the position it starts an assigned partition at,

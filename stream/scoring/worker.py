@@ -43,7 +43,7 @@ from stream.scoring.feed import FeedReader
 from stream.scoring.pipeline import BatchOutput, BatchScorer
 from stream.scoring.restore import restore_state
 from stream.scoring.serving import ModelServing
-from stream.scoring.stable_offsets import read_stable_offsets
+from stream.scoring.stable_offsets import subscribe
 from stream.scoring.state import EntityStore
 from stream.scoring.transactions import OutputTransaction, transactional_id
 from stream.scoring.txn_fence import membership
@@ -103,8 +103,7 @@ class ScoringWorker:
         await self.notifier.start()
         following = asyncio.ensure_future(self.feed.follow(stop)) if self.feed is not None else None
         try:
-            # the shadow (and its canary) from the first batch: a restarted worker serves each
-            # entity as before it stopped
+            # the shadow (and its canary) from the first batch: a restarted worker serves each entity as before it stopped
             await self.serving.shadows.refresh(self.scorer.model.version)
             while not stop.is_set():
                 self.consumer = make_consumer(s, group_id=self.group_id, raw=True, max_poll_interval_ms=300_000)
@@ -119,9 +118,7 @@ class ScoringWorker:
                             break
                         raise
                     continue
-                if exactly_once:  # before the first assignment reads committed offsets
-                    read_stable_offsets(self.consumer)
-                self.consumer.subscribe([s.topics.events], listener=_Rebalance(self))
+                subscribe(self.consumer, [s.topics.events], _Rebalance(self), stable=exactly_once)
                 self.metrics.worker_info.labels("scorer").set(1)
                 try:
                     await self._loop(stop)
