@@ -1,6 +1,7 @@
 """Exactly-once on Apache Kafka: a scorer SIGKILLed ten times under load, restarted each time,
 gives every event exactly one committed prediction, and every score equals the offline one (the
-entity state saw each event once). Figures are printed (``pytest -s``)."""
+entity state saw each event once); so do rebalances, a frozen scorer and a transaction still
+committing when its partitions move. Figures are printed (``pytest -s``)."""
 
 from __future__ import annotations
 
@@ -306,3 +307,46 @@ async def test_a_successor_starts_after_the_offsets_of_a_transaction_its_dropped
     assert theirs <= set(predicted), caplog.text[-2000:]
     assert not owners & set(predicted), f"{len(owners & set(predicted))} of the owner's events predicted again"
     assert max(predicted.values()) == 1
+
+
+async def test_rebalances_under_load_give_each_event_one_committed_prediction(make_settings, bootstrap, model_store,
+                                                                              tmp_path):
+    """Scorers stopped (SIGTERM) and started again beside each other under load: every stop and
+    every start moves partitions. The old owner commits its last transaction as it gives them up;
+    the coordinator writes that commit's marker a moment after ``EndTxn`` answers, and a new owner
+    that read the offsets in between (aiokafka's ``OffsetFetch`` has no ``require_stable``) started
+    before them and scored their events again."""
+    settings = make_settings(kafka={"bootstrap_servers": bootstrap, "session_timeout_ms": 6_000,
+                                    "heartbeat_interval_ms": 1_000},
+                             processing_guarantee="exactly_once", scoring={"transaction_timeout_ms": 10_000})
+    await ensure_topics(settings)
+    sim = PaymentSimulator(seed=31, n_users=80)
+    n = 12_000
+    sent, seen, stop = Sent(), Seen(), asyncio.Event()
+    follower = asyncio.create_task(follow_outputs(settings, seen, stop))  # read_committed
+    logs = [tmp_path / f"{i}.log" for i in range(8)]
+    procs = [start_scorer(settings, logs[0]), start_scorer(settings, logs[1])]
+    load: asyncio.Task[None] | None = None
+    try:
+        for log_path in logs[:2]:
+            assert await wait_until(lambda p=log_path: "partitions assigned" in p.read_text(), 60), log_path.read_text()
+        load = asyncio.create_task(send_steadily(settings, sim, n, RATE, sent))
+        for i in range(2, len(logs)):  # the older one stops, a new one starts: two rebalances each
+            assert await wait_until(lambda b=len(seen.ids): len(seen.ids) >= b + 600, 60)
+            oldest = procs[i - 2]
+            oldest.send_signal(signal.SIGTERM)
+            oldest.wait(30)
+            procs.append(start_scorer(settings, logs[i]))
+            assert await wait_until(lambda p=logs[i]: "partitions assigned" in p.read_text(), 60), logs[i].read_text()
+        await asyncio.wait_for(load, 300)
+        accounted = await wait_until(lambda: seen.accounts_for(sent), 180)
+        summary = seen.summary(sent)
+        print(json.dumps(summary))
+        assert accounted, summary
+    finally:
+        if load is not None:
+            load.cancel()
+        stop_scorers(procs)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(follower, return_exceptions=True), 30)
+    await predicted_once(settings, sent)
