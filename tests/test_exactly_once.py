@@ -76,6 +76,17 @@ def stop_scorers(procs: list[subprocess.Popen[bytes]]) -> None:
                 p.wait(10)
 
 
+async def wind_down(load: asyncio.Task[None] | None, procs: list[subprocess.Popen[bytes]], stop: asyncio.Event,
+                    follower: asyncio.Task[None]) -> None:
+    """The end of a load test, whatever happened: no more sends, the scorers stopped, then the
+    follower of their outputs."""
+    if load is not None:
+        load.cancel()
+    stop_scorers(procs)
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(follower, return_exceptions=True), 30)
+
+
 async def predicted_once(settings: Settings, sent: Sent, log_tail: str = "") -> list[dict[str, Any]]:
     """The committed predictions: exactly one per acknowledged event."""
     predictions = [orjson.loads(r.value) for r in await read_topic(settings, settings.topics.predictions)]
@@ -118,10 +129,7 @@ async def test_ten_sigkills_give_no_duplicate_and_online_equals_offline(make_set
         print(json.dumps(summary))
         assert accounted, (summary, log_path.read_text()[-3000:])
     finally:
-        load.cancel()
-        stop_scorers(procs)
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(follower, return_exceptions=True), 30)
+        await wind_down(load, procs, stop, follower)
 
     predictions = await predicted_once(settings, sent)
 
@@ -250,11 +258,7 @@ async def test_a_scorer_frozen_past_its_session_timeout_commits_nothing_its_succ
         print(json.dumps(summary))
         assert accounted, (summary, logs[0].read_text()[-3000:])
     finally:
-        if load is not None:
-            load.cancel()
-        stop_scorers(procs)
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(follower, return_exceptions=True), 30)
+        await wind_down(load, procs, stop, follower)
 
     await predicted_once(settings, sent, logs[0].read_text()[-3000:])
 
@@ -285,6 +289,8 @@ async def test_a_successor_starts_after_the_offsets_of_a_transaction_its_dropped
     theirs = {orjson.loads(r.value)["event_id"] for r in events} - owners
     owner = make_producer(settings, transactional_id=transactional_id(settings.app_id, "owner"))
     fence_offset_commits(owner, lambda: None)  # an owner outside the group: no generation check
+    seen, stop = Seen(), asyncio.Event()
+    follower = asyncio.create_task(follow_outputs(settings, seen, stop))  # read_committed
     await owner.start()
     try:
         await owner.begin_transaction()
@@ -295,16 +301,13 @@ async def test_a_successor_starts_after_the_offsets_of_a_transaction_its_dropped
         assert await wait_until(lambda: "partitions assigned" in caplog.text
                                 or "waits for an open transaction" in caplog.text, 60), caplog.text[-2000:]
         await owner.commit_transaction()  # woken, it commits
+        # every event past the owner's offsets predicted (in partition order: after any of the owner's)
+        assert await wait_until(lambda: theirs <= seen.ids.keys(), 60), caplog.text[-2000:]
     finally:
         await owner.stop()
-    predicted: collections.Counter[str] = collections.Counter()
-    for _ in range(60):  # bounded: re-read until every event past the owner's offsets is predicted
-        predicted = collections.Counter(orjson.loads(r.value)["event_id"]
-                                        for r in await read_topic(settings, settings.topics.predictions))
-        if theirs <= set(predicted):
-            break
-        await asyncio.sleep(1.0)
-    assert theirs <= set(predicted), caplog.text[-2000:]
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(follower, return_exceptions=True), 30)
+    predicted = seen.ids
     assert not owners & set(predicted), f"{len(owners & set(predicted))} of the owner's events predicted again"
     assert max(predicted.values()) == 1
 
@@ -332,7 +335,8 @@ async def test_rebalances_under_load_give_each_event_one_committed_prediction(ma
             assert await wait_until(lambda p=log_path: "partitions assigned" in p.read_text(), 60), log_path.read_text()
         load = asyncio.create_task(send_steadily(settings, sim, n, RATE, sent))
         for i in range(2, len(logs)):  # the older one stops, a new one starts: two rebalances each
-            assert await wait_until(lambda b=len(seen.ids): len(seen.ids) >= b + 600, 60)
+            before = len(seen.ids)
+            assert await wait_until(lambda b=before: len(seen.ids) >= b + 600, 60)
             oldest = procs[i - 2]
             oldest.send_signal(signal.SIGTERM)
             oldest.wait(30)
@@ -344,9 +348,5 @@ async def test_rebalances_under_load_give_each_event_one_committed_prediction(ma
         print(json.dumps(summary))
         assert accounted, summary
     finally:
-        if load is not None:
-            load.cancel()
-        stop_scorers(procs)
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(follower, return_exceptions=True), 30)
+        await wind_down(load, procs, stop, follower)
     await predicted_once(settings, sent)

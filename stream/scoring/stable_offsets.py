@@ -129,7 +129,8 @@ def committed_rows(resp: Any) -> list[tuple[TopicPartition, int, str, int]]:
     group_error = getattr(resp, "error_code", 0)
     if group_error:
         rows.append((TopicPartition("", -1), -1, "", group_error))
-    for topic, partitions in ((t[0], t[1]) for t in resp.topics):
+    for t in resp.topics:
+        topic, partitions = t[0], t[1]
         for p in partitions:
             if resp.API_VERSION >= 7:
                 partition, offset, _, metadata, code = p[:5]
