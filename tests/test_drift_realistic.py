@@ -386,7 +386,7 @@ def test_a_long_window_waits_for_the_dependence_at_its_lags() -> None:
     mon = monitor_for("mixed", seed=17)
     events = feed(mon, generate("mixed", 200_000, seed=17), chunk=10_000)
     assert [(e.index, e.kind, e.features) for e in events] == []
-    assert mon._window_known == [True, True, True, True]
+    assert mon._window_known == [True] * len(mon.settings.windows)
 
 
 def test_runs_of_one_entity_hold_the_window_tests_back() -> None:
@@ -502,11 +502,12 @@ def test_a_variance_change_inside_mixed_traffic_is_found_by_the_spread_cusum(see
     assert events[0].evidence[0]["test"] == "cusum" and events[0].evidence[0]["score"] == "spread"
 
 
-@pytest.mark.parametrize("seed", [0, 5])
+@pytest.mark.parametrize("seed", [0, 7])
 def test_a_broken_correlation_inside_mixed_traffic_is_found_by_the_batch_cusum(seed: int) -> None:
     """The pair's linearised correlation runs the batch CUSUM too: x and y lose their 0.6
-    correlation for good at event 100,000 and the joint state opens after 3,199-4,799 rows on
-    seeds 0-7 (median 3,599); the window test alone took 3,999-10,399 (10,399 on these two)."""
+    correlation for good at event 100,000 and the joint state opens after 2,399-3,199 rows on
+    seeds 0-7 (median 3,199; on seed 5 the 4,000-row window's correlation test comes first, at
+    2,399); the window tests alone took 3,999-10,399 (10,399 on seed 0)."""
     cols = generate("mixed", CHANGE + 30_000, seed=seed)
     broken = np.arange(CHANGE, CHANGE + 30_000)
     cols["y"][broken] = np.random.default_rng(seed).permutation(cols["y"][broken])

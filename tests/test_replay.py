@@ -147,7 +147,7 @@ def test_replay_summary_json_and_absent_columns(files: tuple[Path, Path], tmp_pa
     # default: a human summary naming the drifted features
     assert main(["--reference", str(ref), str(live)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("35,000 rows replayed; drift windows 500, 2000, 8000, 32000 rows")
+    assert out[0].startswith("35,000 rows replayed; drift windows 500, 2000, 4000, 8000, 32000 rows")
     assert any(line.startswith("drift on x: opened") for line in out) and any("drift on c" in line for line in out)
     # --json: one event per line, index and kind first
     assert main(["--reference", str(ref), str(live), "--json"]) == 0

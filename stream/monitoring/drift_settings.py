@@ -132,7 +132,7 @@ class DriftSettings:
 
     expected_run_length: int = 10_000_000
     block_size: int = 100
-    windows: tuple[int, ...] = (500, 2000, 8000, 32000)
+    windows: tuple[int, ...] = (500, 2000, 4000, 8000, 32000)
     checks_per_window: int = 5
     wasserstein_threshold: float = 0.07
     psi_threshold: float = 0.07

@@ -39,7 +39,7 @@ Examples
 ...         _ = f.write(json.dumps({"x": float(v)}) + "\\n")
 >>> main(["--reference", os.path.join(d, "ref.jsonl"), os.path.join(d, "live.jsonl"),
 ...       "--output", os.path.join(d, "out.jsonl")])
-5,000 rows replayed; drift windows 500, 2000, 8000, 32000 rows, tested every 100, 400, 1600, 6400 rows
+5,000 rows replayed; drift windows 500, 2000, 4000, 8000, 32000 rows, tested every 100, 400, 800, 1600, 6400 rows
 drift on x: opened 1× (row 3599)
 0
 >>> [(e["index"], e["kind"], e["features"]) for e in map(json.loads, open(os.path.join(d, "out.jsonl")))]
