@@ -51,10 +51,17 @@ def cell_df(neff: np.ndarray, present: np.ndarray, p: np.ndarray, design: np.nda
 
 
 def z_equivalent(t: np.ndarray, df: np.ndarray) -> np.ndarray:
-    """|t| with ``df`` effective rows as the |z| of the same two-sided p-value."""
+    """|t| with ``df`` effective rows as the |z| of the same two-sided p-value, the p-value floored
+    at 1e-300 as the chi-square's (:func:`chi2_equivalent`): past it the tail underflowed to 0 and
+    the statistic read 1e308, which the drift report drew as a line off every scale (its path
+    unreadable by the browser).
+
+    >>> [round(float(z), 1) for z in z_equivalent(np.array([3.0, 1e6, np.nan]), np.array([1e7, 1e7, 9.0]))]
+    [3.0, 37.0, 0.0]
+    """
     with np.errstate(all="ignore"):
-        z = -special.ndtri(special.stdtr(np.clip(df, 1.0, 1e7), -np.abs(t)))
-    return np.where(z == z, np.minimum(z, 1e308), 0.0)
+        z = -special.ndtri(np.maximum(special.stdtr(np.clip(df, 1.0, 1e7), -np.abs(t)), 1e-300))
+    return np.where(z == z, z, 0.0)
 
 
 
