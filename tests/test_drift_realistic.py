@@ -79,6 +79,48 @@ def test_a_reference_daily_cycle_counts_at_the_references_own_noise_not_the_live
     assert sp.centred_with_noise(lr, g0)[1][3, 0] == pytest.approx((830 * 0.25 + 830 * 5.0) / 1660**2)
 
 
+def test_once_the_design_effect_is_known_a_live_row_weighs_one_over_it_in_an_hours_mean() -> None:
+    # the same hour as above: 830 reference rows, then 830 live rows of design effect 20
+    sp = SeasonalProfile(1, min_rows=2_000, alpha=0.01)
+    sp.seed(np.full((24, 1), 0.5), np.full((24, 1), 830.0), min_rows=200)
+    g0, lr = np.array([0.25]), np.array([5.0])
+    sp.add(3, np.array([0.6]), np.array([830.0]), np.zeros(1, bool))
+    before = sp._combined(sp._design(lr, g0))[0][3, 0]
+    sp.settled = True
+    mean = sp._combined(sp._design(lr, g0))[0][3, 0]
+    assert before == pytest.approx(0.55) and mean == pytest.approx((830 * 0.5 + 41.5 * 0.6) / 871.5)
+    # inverse-variance weights: the hour's mean is known to g0 / (830 + 830 / 20), not the row-weighted (830 g0 + 830 lr) / 1660^2
+    assert sp._mean_variance(lr, g0)[3, 0] == pytest.approx(0.25 / 871.5)
+
+
+# stationary mixed streams with random process parameters (`scripts/sweep_false_alarms.py random 1 150`,
+# `random 5 150`) on which the batch CUSUM of x's location opened a false drift at rows 90,399, 171,199
+# and 133,599: x follows the day, and every batch of an hour shares that hour's profile error
+FAST_DAYS = [
+    (dict(events_per_day=73_412, phi=0.8745851226319139, season_sd=0.3391682244584513, burst_share=0.20264751101374087,
+          n_entities=25, entity_sd=0.6955039286601339, population_seed=479), 998_558),
+    (dict(events_per_day=82_084, phi=0.9229538274190262, season_sd=0.6731481464483894, burst_share=0.13244295273931753,
+          n_entities=54, entity_sd=0.7110075968279128, population_seed=868), 775_849),
+    (dict(events_per_day=44_278, phi=0.8896995706325986, season_sd=0.5918314496510899, burst_share=0.2049481217606593,
+          n_entities=44, entity_sd=0.5815191101781858, population_seed=618), 491_783),
+]
+
+
+@pytest.mark.parametrize("process, seed", FAST_DAYS)
+def test_an_hours_profile_error_is_one_bias_for_all_its_batches(process: dict[str, Any], seed: int) -> None:
+    """Live rows weigh 1 / D in the daily profile once D is known (a day of AR(1) 0.9 traffic had
+    made an hour's mean four times noisier than the reference's alone), and the batch CUSUM counts
+    the profile's error once per batch of the hour's visit (3-4 batches an hour at 70,000-80,000
+    events a day, which it adds up)."""
+    ref = generate("mixed", 20_000, seed=seed + 10_000, iid=True, **process)
+    mon = DriftMonitor(ReferenceProfile.from_columns({k: ref[k] for k in FEATURES}, FEATURES, seed=0,
+                                                     event_ts=ref["ts"]))
+    events = feed(mon, generate("mixed", 200_000, seed=seed, **process), chunk=10_000)
+    assert [(e.index, e.kind, e.features) for e in events] == []
+    assert mon.seasonal is not None and mon.seasonal.settled
+    assert mon._visit_rows.max() > 2 * mon.settings.cusum_blocks * mon.settings.block_size  # several batches an hour
+
+
 def test_the_first_day_of_bursty_seasonal_traffic_opens_nothing_with_a_timed_reference() -> None:
     # hours 17-22 of the first day sit 0.3 sd above the daily mean; a profile of x's bins judged
     # at the live design effect (~20) was left out and x's 8,000-row chi-square opened at 19,199

@@ -206,6 +206,7 @@ class DriftMonitor(StreamEstimates):
         self._next_checkpoint = 0  # block count of the next checkpoint once ready (see _estimates)
         self._season_dev: np.ndarray | None = None
         self._season_var: np.ndarray | None = None
+        self._visit_rows = np.zeros(24)  # live rows per visit of each hour (SeasonalProfile.visit_blocks)
         self._lr = self._g0.copy()
         self._g0_live = self._g0.copy()
         self._slow = np.zeros(n_ch)

@@ -102,6 +102,7 @@ class MonitorCore:
     _fast_ready: bool
     _season_dev: np.ndarray | None
     _season_var: np.ndarray | None
+    _visit_rows: np.ndarray  # [24]: live rows per visit of each hour of the day
     _presence: np.ndarray | None  # [24, channel]: share of an hour's rows holding the channel's value
     _lr: np.ndarray
     _g0_live: np.ndarray

@@ -100,6 +100,7 @@ class StreamEstimates(RowIngest):
         # the 800-row scale, from 12,800 rows on; before, 800-row bursts read as independent there)
         self._window_known = [self.tracker.ready_scale(i) for i in self._window_scale]
         if self.seasonal is not None:  # the daily profile, judged on short-range noise (blind to the cycle)
+            self.seasonal.settled = self._cusum_ready  # live rows weigh 1 / D once every scale has its batches
             dev, use = self.seasonal.centred(self.tracker.short_range(self._g0), self._g0)
             self.tracker.set_seasonal(dev if use.any() else None, self._presence)
         self._lr, self._slow = self.tracker.estimate(self._theta, self._g0, self._m, self._sitting_out())
@@ -109,6 +110,7 @@ class StreamEstimates(RowIngest):
         self._coherent_slow()
         if self.seasonal is not None:
             self._season_dev, self._season_var = self.seasonal.centred_with_noise(self._lr, self._g0)
+            self._visit_rows = self.seasonal.visit_blocks() * s.block_size
         self._refresh_cap_season()
         self._fast_gate()
         self._cusum_gate()
