@@ -96,7 +96,7 @@ class SeasonalProfile:
         cycle, and closed and opened again with it for good (7 of 10 seasonal streams at 100,000
         events a day). Until every hour has its rows the profile takes nothing out, and it is
         centred on the day, so a step learned into it moves every hour alike once a day is seen."""
-        return frozen & ((self._w_ref + self._w >= self.min_rows).all(axis=0) | self._known)
+        return frozen & (self._filled() | self._known)
 
     def add(self, hour: int, means: np.ndarray, weights: np.ndarray, frozen: np.ndarray) -> None:
         """One block in ``hour``: per channel its mean, weight and frozen flag."""
@@ -156,6 +156,10 @@ class SeasonalProfile:
         self._mean[:, channels], self._w[:, channels] = state[0][:, channels], state[1][:, channels]
         self.version += 1
 
+    def _filled(self) -> np.ndarray:
+        """Per channel: every hour has ``min_rows`` rows, reference and live."""
+        return cast(np.ndarray, (self._w_ref + self._w >= self.min_rows).all(axis=0))
+
     def _design(self, lr: np.ndarray, g0: np.ndarray | None) -> np.ndarray | float:
         """The live rows' design effect ``lr / g0`` (at least 1), once :attr:`settled`; 1 before
         (or without ``g0``): the young estimates are upper bounds from a few dozen batches, and
@@ -187,21 +191,20 @@ class SeasonalProfile:
         was in, and a day's first hours opened false drifts."""
         live = np.maximum(lr, 1e-12)
         d = self._design(lr, g0)
-        _, total = self._combined(d)
+        total = self._w_ref + self._w / d  # the weight behind each hour's mean (as _combined's)
         ref = self._w_ref * (live if g0 is None else np.maximum(g0, 1e-12))
         return np.where(total > 0, (ref + self._w / (d * d) * live) / np.maximum(total, 1e-12) ** 2, live)
 
     def centred(self, lr: np.ndarray, g0: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(s_h - s_bar)`` per hour and channel (zero where not used), and the use mask per channel;
         ``lr`` and ``g0`` the per-row variances of live and reference rows (see :meth:`_mean_variance`)."""
-        full = cast(np.ndarray, (self._w_ref + self._w >= self.min_rows).all(axis=0)) | self._known  # one flag per channel
+        full = self._filled() | self._known  # one flag per channel
         if not full.any():
             return np.zeros_like(self._mean), full
         mean, _ = self._combined(self._design(lr, g0))
         # centred on the traffic's mix of hours: rows per visit of each hour (a day and a half seen
         # counts some hours twice in the rows themselves, a constant offset of the whole profile)
-        rate = self._blocks / np.maximum(self._visits, 1.0)
-        mix = rate[:, None] * (self.presence if self.presence is not None else 1.0)  # the channel's own rows
+        mix = self.visit_blocks()[:, None] * (self.presence if self.presence is not None else 1.0)  # the channel's own rows
         pi = np.broadcast_to(mix / np.maximum(mix.sum(axis=0), 1e-12), self._w.shape)
         if self._ref_share is not None:
             pi = np.where(self._known, self._ref_share, pi)
