@@ -69,6 +69,9 @@ _MEDIAN_CHI2_1 = 0.4549  # median of chi-square(1): median((m - ref)^2) / this e
 # Integrals of the chi-square density, computed once (see _chi2_ppf)
 _TRIMMED_CHI2_1 = 0.4377245949169316
 _TRIMMED_REL_SD = 1.784906256678387
+# a skewness of batch means counts past this many of its standard errors, shrunk by them: on
+# independent rows it is ~0 and a test's tails stay the normal's
+SKEW_MARGIN = 2.0
 
 
 def _chi2_ppf(p: float, df: np.ndarray) -> np.ndarray:
@@ -174,6 +177,35 @@ class DependenceTracker(BatchHistory):
         if self._count[0] < self.min_batches:
             return g0
         return np.maximum(g0, self._scale_estimate(0)[0])
+
+    def skewness(self, channels: slice = slice(None)) -> np.ndarray:
+        """Per scale and channel (``[scale, channel]``, of ``channels``), the skewness of the batch means, shrunk
+        towards 0 by ``SKEW_MARGIN`` standard errors (0 at a scale short of ``min_batches``
+        batches): bursts of one entity make some scores' batch means skewed (see
+        :func:`stream.monitoring.window_dist.skewed_z`), which no variance tells.
+
+        >>> rng = np.random.default_rng(1)
+        >>> tr = DependenceTracker(2, block_rows=10, scales=(1,), history=400)
+        >>> for _ in range(400):
+        ...     tr.add(np.array([rng.normal(), rng.gamma(1.0)]), np.array([10.0, 10.0]), np.zeros(2, bool))
+        >>> [round(float(g), 1) for g in tr.skewness()[0]]   # a normal's (0) and an exponential's (2, less 2 se)
+        [0.0, 1.8]
+        """
+        out = np.zeros((len(self.scales), len(range(self.c)[channels])))
+        for i in range(len(self.scales)):
+            if self._count[i] < self.min_batches or not out.shape[1]:
+                continue
+            s = self._series(i)[:, channels]
+            ok = ~np.isnan(s)
+            n = ok.sum(axis=0)
+            nn = np.maximum(n, 1)
+            d = np.where(ok, s - np.where(ok, s, 0.0).sum(axis=0) / nn, 0.0)
+            m2, m3 = (d * d).sum(axis=0) / nn, (d * d * d).sum(axis=0) / nn
+            g = m3 / np.maximum(m2**1.5, 1e-300)  # a constant channel: 0
+            nf = np.maximum(n, 4).astype(float)
+            se = np.sqrt(6.0 * nf * (nf - 1) / ((nf - 2) * (nf + 1) * (nf + 3)))
+            out[i] = np.where(n >= self.min_batches, np.sign(g) * np.maximum(np.abs(g) - SKEW_MARGIN * se, 0.0), 0.0) + 0.0
+        return out
 
     def _level(self, i: int, ref_mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Robust mean square of scale ``i``'s batch means around the reference, and their count.

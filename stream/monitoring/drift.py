@@ -210,6 +210,7 @@ class DriftMonitor(StreamEstimates):
         self._lr = self._g0.copy()
         self._g0_live = self._g0.copy()
         self._slow = np.zeros(n_ch)
+        self._psi_skew = np.zeros((len(s.dependence_scales), self._sl["psi"].stop - self._sl["psi"].start))
         self._wconst = None
         # the states, in the order of their channels' owners: the features, then the joint state
         self._states = self._names + [MULTIVARIATE]

@@ -107,6 +107,7 @@ class MonitorCore:
     _lr: np.ndarray
     _g0_live: np.ndarray
     _slow: np.ndarray
+    _psi_skew: np.ndarray  # [dependence scale, pair]: skewness of the correlations' batch means
     _wconst: dict[str, Any] | None
     # per-feature drift states and the latest statistics per window
     _reset_at: dict[str, int]

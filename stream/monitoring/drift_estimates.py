@@ -104,6 +104,7 @@ class StreamEstimates(RowIngest):
             dev, use = self.seasonal.centred(self.tracker.short_range(self._g0), self._g0)
             self.tracker.set_seasonal(dev if use.any() else None, self._presence)
         self._lr, self._slow = self.tracker.estimate(self._theta, self._g0, self._m, self._sitting_out())
+        self._psi_skew = self.tracker.skewness(self._sl["psi"])  # the correlation tests' tails
         self._g0_live = self._live_variance()
         self._burst_floor()
         self._slow[self._sl["psi"]] = 0.0  # the reference holds no psi level

@@ -19,7 +19,15 @@ from stream.monitoring import drift_stats as ds
 from stream.monitoring.drift_core import MonitorCore
 from stream.monitoring.drift_event import nan_to_num
 from stream.monitoring.seasonal import hour_mix
-from stream.monitoring.window_dist import binomial_skew, cell_df, chi2_equivalent, in_one_call, satterthwaite, z_equivalent
+from stream.monitoring.window_dist import (
+    binomial_skew,
+    cell_df,
+    chi2_equivalent,
+    in_one_call,
+    satterthwaite,
+    skewed_z,
+    z_equivalent,
+)
 
 __all__ = ["Picked", "WindowTests"]
 
@@ -74,7 +82,8 @@ class WindowTests(MonitorCore):
             return self._wconst
         sl, fn, fc, k, kc = self._sl, len(self._num), len(self._cat), self._k, self._kc
         design = self._lr / self._g0_live  # against the live per-row variance (see DriftMonitor._live_variance)
-        c: dict[str, Any] = {"design": design, "g0m": self._g0 / self._m}
+        c: dict[str, Any] = {"design": design, "g0m": self._g0 / self._m,
+                             "psi_skew": self._window_skew(self._wblocks_arr) if self._psi_skew.any() else None}
         if fn:
             p = self._theta[sl["props"]].reshape(fn, k)
             dp, dc = design[sl["props"]].reshape(fn, k), design[sl["cum"]].reshape(fn, k - 1)
@@ -142,6 +151,8 @@ class WindowTests(MonitorCore):
         def z(group: str, test: str, key: str, df: np.ndarray, keep: np.ndarray | None = None) -> None:
             keep = ~(df < min_eff) if keep is None else keep
             t = delta[:, sl[key]] / np.sqrt(var[:, sl[key]])
+            if key == "psi" and const["psi_skew"] is not None:  # per window, the pairs' skewness
+                t = skewed_z(t, const["psi_skew"][np.searchsorted(self._wblocks_arr, nblocks)])
             if key in ("miss", "cmiss"):  # a rare share's skewed tails, from its effective count
                 floor = 0.5 / self._m[sl[key]]  # as the share's variance (DriftMonitor._init_reference)
                 ph = np.clip(self._theta[sl[key]] + (adj[:, sl[key]] if np.ndim(adj) else 0.0), floor, 1.0 - floor)
@@ -215,6 +226,18 @@ class WindowTests(MonitorCore):
         in_one_call(out, zq, z_equivalent)
         in_one_call(out, cq, chi2_equivalent)
         return out
+
+    def _window_skew(self, nblocks: np.ndarray) -> np.ndarray:
+        """``[check point, pair]``: the skewness of each pair's correlation in windows of ``nblocks``
+        blocks, from its batch means' (``DependenceTracker.skewness``): a mean of ``W / B`` batches
+        of ``B`` rows has ``sqrt(B / W)`` of their skewness; the largest of the scales up to the window."""
+        b = self.settings.block_size
+        rows = np.asarray(nblocks, dtype=float)[:, None] * b
+        batch = np.array(self.settings.dependence_scales, dtype=float)[None, :] * b
+        f = np.where(batch <= rows, np.sqrt(batch / rows), 0.0)  # [L, scale]
+        g = f[:, :, None] * self._psi_skew[None]
+        pick = np.abs(g).argmax(axis=1)[:, None, :]
+        return np.take_along_axis(g, pick, axis=1)[:, 0, :]
 
     @staticmethod
     def _rao_scott(delta: np.ndarray, c: dict[str, Any], design: np.ndarray, used: np.ndarray,
