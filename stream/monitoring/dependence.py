@@ -191,10 +191,8 @@ class DependenceTracker(BatchHistory):
         >>> [round(float(g), 1) for g in tr.skewness()[0]]   # a normal's (0) and an exponential's (2, less 2 se)
         [0.0, 1.8]
         """
-        out = np.zeros((len(self.scales), len(range(self.c)[channels])))
-        for i in range(len(self.scales)):
-            if self._count[i] < self.min_batches or not out.shape[1]:
-                continue
+        out = []
+        for i in range(len(self.scales)):  # a scale short of min_batches has fewer usable batches: 0
             s = self._series(i)[:, channels]
             ok = ~np.isnan(s)
             n = ok.sum(axis=0)
@@ -204,8 +202,8 @@ class DependenceTracker(BatchHistory):
             g = m3 / np.maximum(m2**1.5, 1e-300)  # a constant channel: 0
             nf = np.maximum(n, 4).astype(float)
             se = np.sqrt(6.0 * nf * (nf - 1) / ((nf - 2) * (nf + 1) * (nf + 3)))
-            out[i] = np.where(n >= self.min_batches, np.sign(g) * np.maximum(np.abs(g) - SKEW_MARGIN * se, 0.0), 0.0) + 0.0
-        return out
+            out.append(np.where(n >= self.min_batches, np.sign(g) * np.maximum(np.abs(g) - SKEW_MARGIN * se, 0.0), 0.0))
+        return np.array(out) + 0.0  # + 0.0: no -0.0 where a negative skewness shrank to nothing
 
     def _level(self, i: int, ref_mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Robust mean square of scale ``i``'s batch means around the reference, and their count.
