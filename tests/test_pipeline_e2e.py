@@ -224,8 +224,8 @@ async def test_events_replayed_after_a_crash_between_changelog_and_offset_commit
         try:
             for n, (start, committed) in enumerate(batches, 1):
                 if not committed:
-                    async def acknowledged_only(consumer, futures, offsets) -> None:
-                        await asyncio.gather(*futures)  # outputs and changelog acknowledged, no commit
+                    async def acknowledged_only(consumer, futures, writes, offsets) -> None:
+                        await worker.commits._deliver(futures, writes)  # outputs and changelog acknowledged, no commit
                     monkeypatch.setattr(worker.commits, "_finish", acknowledged_only)
                 if start >= 0:
                     await produce(settings, sim(), 10, rate=0, start=start)

@@ -29,6 +29,9 @@ from stream.scoring.transactions import OutputTransaction
 
 log = logging.getLogger(__name__)
 
+# a commit's own records: topic, partition, keys, values (feature batches, changelog)
+_Write = tuple[str, int, list[bytes | None], list[bytes]]
+
 
 class Commits:
     """The outputs, changed entities and offsets since the last commit, and their commit.
@@ -104,13 +107,15 @@ class Commits:
         task, self._in_flight = self._in_flight, None
         if task is not None:
             await task  # offsets only move forward: the earlier commit first
-        await self._finish(consumer, *await self._stage())
+        await self._finish(consumer, *self._stage())
 
     async def in_background(self, consumer: AIOKafkaConsumer) -> None:
-        """The commit cadence without stalling the loop: a task waits for the acknowledgements
-        and commits while the next batches are scored (waiting inline cost a produce round
-        trip of latency every commit interval). One commit in flight at a time; its error is
-        raised here, at the next cadence check, as an inline commit's would be."""
+        """The commit cadence without stalling the loop: a task writes the feature batches and
+        the changelog, waits for the acknowledgements and commits while the next batches are
+        scored (waiting inline cost a produce round trip of latency every commit interval, and
+        writing inline one per produce batch of feature rows: the producer queues one batch per
+        partition). One commit in flight at a time; its error is raised here, at the next
+        cadence check, as an inline commit's would be."""
         if self.txn is not None:  # a transaction commits before the next batch writes
             await self.commit(consumer)
             return
@@ -122,43 +127,40 @@ class Commits:
             task.result()
         if not (self.pending or self.dirty or self.offsets or self.features):
             return
-        self._in_flight = asyncio.ensure_future(self._finish(consumer, *await self._stage()))
+        self._in_flight = asyncio.ensure_future(self._finish(consumer, *self._stage()))
 
-    async def _stage(self) -> tuple[list[asyncio.Future[Any]], dict[TopicPartition, int]]:
-        """Send the feature batches and the changelog and take what the next commit covers: its
-        outputs and offsets."""
-        assert self.producer is not None
+    def _stage(self) -> tuple[list[asyncio.Future[Any]], list[_Write], dict[TopicPartition, int]]:
+        """Take what the next commit covers: its outputs in flight, the feature batches and the
+        changelog it writes (encoded now, so that the changelog holds the state as of its
+        offsets while the next batches change it) and its offsets."""
         futures = self.pending
         self.pending = []
-        if self.txn is not None and (any(self.dirty.values()) or self.features):
-            await self.txn.ensure_open()
         offsets = {tp: o for tp, o in self.offsets.items() if tp.partition in self.stores}
         self.offsets = {}
+        topics = self.settings.topics
+        writes: list[_Write] = []
         for p, parts in self.features.items():
             if p in self.stores:  # (a partition lost uncommitted has its batches dropped with it)
                 values = encode_batches(p, parts, self.settings.scoring.max_batch_size)
-                futures += await send_records(self.producer, self.settings.topics.features, p,
-                                              [None] * len(values), values)
+                writes.append((topics.features, p, [None] * len(values), values))
         self.features = {}
         upto = {tp.partition: o for tp, o in offsets.items()}
         for p, touched in self.dirty.items():
             store = self.stores.get(p)
             if store is None or not touched:
                 continue
-            keys = [k.encode() for k in touched]
+            keys: list[bytes | None] = [k.encode() for k in touched]
             # as of the offsets this commit covers: a restore from an older commit skips them
-            values = encode_states(store.matrix[list(touched.values())], upto.get(p))
-            futures += await send_records(self.producer, self.settings.topics.changelog, p, keys, values)
+            writes.append((topics.changelog, p, keys, encode_states(store.matrix[list(touched.values())], upto.get(p))))
         self.dirty = {}
         self.events = 0
         self.last = time.monotonic()
-        return futures, offsets
+        return futures, writes, offsets
 
-    async def _finish(self, consumer: AIOKafkaConsumer, futures: list[asyncio.Future[Any]],
+    async def _finish(self, consumer: AIOKafkaConsumer, futures: list[asyncio.Future[Any]], writes: list[_Write],
                       offsets: dict[TopicPartition, int]) -> None:
         deadline = self.settings.kafka.request_deadline_s
-        if futures:
-            await acknowledged(futures, deadline)  # their offsets must never be committed if lost
+        await self._deliver(futures, writes)
         try:
             if self.txn is None:
                 done = await commit_or_redeliver(consumer, offsets, deadline)
@@ -177,6 +179,17 @@ class Commits:
                 self.offsets.setdefault(tp, o)
             self.hold = True
             raise
+
+    async def _deliver(self, futures: list[asyncio.Future[Any]], writes: list[_Write]) -> None:
+        """Write the commit's own records and wait until every output it covers is acknowledged:
+        their offsets must never be committed if one is lost."""
+        assert self.producer is not None
+        if writes and self.txn is not None:
+            await self.txn.ensure_open()
+        for topic, p, keys, values in writes:
+            futures = futures + await send_records(self.producer, topic, p, keys, values)
+        if futures:
+            await acknowledged(futures, self.settings.kafka.request_deadline_s)
 
     async def _commit_transaction(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> bool:
         """Exactly-once commit. If the transaction cannot commit (a rebalance took the group
