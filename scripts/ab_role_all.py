@@ -42,8 +42,11 @@ def main(base: str, rounds: int) -> None:
                     env = {**os.environ, "MLSTREAM_LOG_LEVEL": "WARNING"}
                     if tree == "base":
                         env["PYTHONPATH"] = base
+                    # in the tree's own directory: the current one comes first on sys.path, and a
+                    # PYTHONPATH alone ran this tree in both columns
                     p = subprocess.run([sys.executable, "-m", "stream.tools.bench", kind, boot, run, "4", str(N)],
-                                       capture_output=True, env=env, timeout=300, check=True)
+                                       capture_output=True, env=env, timeout=300, check=True,
+                                       cwd=base if tree == "base" else None)
                     d = json.loads(p.stdout.decode().strip().splitlines()[-1])
                     res[f"{tree}-{kind}"].append(d["events"] / d["elapsed_s"])
             print(r, {k: round(v[-1]) for k, v in res.items()}, flush=True)
