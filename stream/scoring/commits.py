@@ -151,7 +151,8 @@ class Commits:
                 continue
             keys: list[bytes | None] = [k.encode() for k in touched]
             # as of the offsets this commit covers: a restore from an older commit skips them
-            writes.append((topics.changelog, p, keys, encode_states(store.matrix[list(touched.values())], upto.get(p))))
+            values = encode_states(store.matrix[list(touched.values())], upto.get(p))
+            writes.append((topics.changelog, p, keys, values))
         self.dirty = {}
         self.events = 0
         self.last = time.monotonic()
@@ -186,7 +187,7 @@ class Commits:
         assert self.producer is not None
         if writes and self.txn is not None:
             await self.txn.ensure_open()
-        for topic, p, keys, values in writes:
+        for topic, p, keys, values in writes:  # (a new list: the caller's stays what it was)
             futures = futures + await send_records(self.producer, topic, p, keys, values)
         if futures:
             await acknowledged(futures, self.settings.kafka.request_deadline_s)
