@@ -7,7 +7,9 @@ Usage::
 
 Pre-loads 100,000 events once; per round, each tree (alternating which goes first) drains them
 with each named child (default ``pipeline``) on topics of its own; prints each drain's events per
-second, then per child the medians and the paired ratios this tree / base. Each child runs in its
+second, then per child the medians and the paired ratios this tree / base, and with both
+``pipeline`` and ``all`` each tree's ``all / pipeline`` per round (one minus it is the monitoring
+cost; what ``scripts/ab_role_all.py`` printed before it was folded in here). Each child runs in its
 tree's directory (the current directory comes first on ``sys.path``: a ``PYTHONPATH`` alone would
 run this tree twice). Pairs, because two runs minutes apart swing by 20 % on a small machine.
 """
@@ -58,6 +60,11 @@ def main(base: str, rounds: int, kinds: list[str]) -> None:
         print(kind, "median events/s base", round(statistics.median(res[(kind, "base")])),
               "this", round(statistics.median(res[(kind, "this")])),
               "| this/base per round", [round(x, 2) for x in ratios], "median", round(statistics.median(ratios), 3))
+    if {"pipeline", "all"} <= set(kinds):
+        for tree in trees:
+            shares = [a / p for a, p in zip(res[("all", tree)], res[("pipeline", tree)], strict=True)]
+            print(tree, "all/pipeline per round", [round(x, 3) for x in shares],
+                  "median", round(statistics.median(shares), 3))
 
 
 if __name__ == "__main__":
