@@ -171,13 +171,14 @@ def test_bounded_state_over_long_run(profile: ReferenceProfile) -> None:
         run(mon, make(rng, 50_000, shift=0.5), chunk=10_000)
     assert mon.state_size() == size
     s = mon.settings
-    assert mon._ring_num.shape[0] == max(s.windows) // s.block_size + s.refresh_blocks + 1
+    assert mon._ring_num.shape[0] == max(s.windows) // s.block_size + s.mature_refresh_blocks + 1
     assert mon.rows_seen == 200_000
 
 
 def test_settings_validation(profile: ReferenceProfile) -> None:
     for bad in [DriftSettings(windows=(550,)), DriftSettings(windows=(2000, 500)),
-                DriftSettings(resolve_window=700), DriftSettings(score_detector="x"), DriftSettings(leave_p=0.0), DriftSettings(dependence_min_batches=1)]:
+                DriftSettings(resolve_window=700), DriftSettings(score_detector="x"), DriftSettings(leave_p=0.0), DriftSettings(dependence_min_batches=1),
+                DriftSettings(mature_refresh_blocks=96)]:
         with pytest.raises(ValueError):
             DriftMonitor(profile, bad)
     with pytest.raises(ValueError):

@@ -175,7 +175,7 @@ class DriftMonitor(StreamEstimates):
         self._init_cusum(erl)
         self._init_entity_shares(kc, e_share)
         # running totals and a ring of their past values: any window's sums in O(1)
-        self._ring_len = r = self._wblocks[-1] + s.refresh_blocks + 1
+        self._ring_len = r = self._wblocks[-1] + s.mature_refresh_blocks + 1  # a segment: at most a period
         self._tot = {"num": np.zeros((fn, k + 1), np.int64), "sum": np.zeros((fn, k)), "sq": np.zeros(fn),
                      "cat": np.zeros((fc, kc + 1), np.int64), "hours": np.zeros(24)}
         if self._mv:
@@ -398,6 +398,8 @@ class DriftMonitor(StreamEstimates):
                 self._fast_step(fast, j, fired)
             if j in ent:
                 self._entity_step(*ent[j], fired)
+            if self._blocks % self.settings.refresh_blocks == 0 and j < seg - 1:
+                self._refresh_cap_season()  # its short period: a profile usable 6,400 rows later missed a step
             events += self._transition(start + (i + 1) * b - 1, fired)
         for w, row in latest.items():  # the latest statistics, for snapshots
             self._last[w] = Picked(st, row)

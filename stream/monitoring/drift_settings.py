@@ -46,11 +46,12 @@ class DriftSettings:
     dependence_scale_confidence
         The longest batch length's estimate counts only where its lower bound at this
         one-sided level is above the shorter lengths' estimates (Lepski's rule).
-    refresh_blocks
-        The dependence, slow and seasonal estimates are refreshed every this many blocks
-        (between refreshes the checks of many blocks are computed at once); more often
+    refresh_blocks, mature_refresh_blocks
+        The dependence, slow and seasonal estimates are refreshed every ``refresh_blocks``
+        blocks (between refreshes the checks of many blocks are computed at once); more often
         during the warm-up and, on traffic with runs of one entity, while the estimates are
-        young (see ``StreamEstimates._refresh_period``).
+        young; every ``mature_refresh_blocks`` (a multiple of it) once every dependence scale
+        can have its batches (see ``StreamEstimates._refresh_period``).
     min_effective_rows
         A score is tested in a window only when the window holds at least this many
         effectively independent rows (rows / design effect): a 500-row window filled by
@@ -151,6 +152,7 @@ class DriftSettings:
     dependence_scale_confidence: float = 0.1
     min_effective_rows: int = 200
     refresh_blocks: int = 64
+    mature_refresh_blocks: int = 128
     cusum: bool = True
     cusum_blocks: int = 8
     cusum_k: float = 1.0
@@ -226,5 +228,7 @@ class DriftSettings:
             raise ValueError("entity_seasonal_min_rows must be >= 1")
         if self.refresh_blocks < 1 or self.min_effective_rows < 1:
             raise ValueError("refresh_blocks and min_effective_rows must be >= 1")
+        if self.mature_refresh_blocks % self.refresh_blocks:
+            raise ValueError("mature_refresh_blocks must be a multiple of refresh_blocks")
         if self.summary_window < self.block_size or not all(0 < q < 1 for q in self.summary_quantiles):
             raise ValueError("summary_window must be >= block_size and quantiles in (0, 1)")
