@@ -178,7 +178,7 @@ def test_bounded_state_over_long_run(profile: ReferenceProfile) -> None:
 def test_settings_validation(profile: ReferenceProfile) -> None:
     for bad in [DriftSettings(windows=(550,)), DriftSettings(windows=(2000, 500)),
                 DriftSettings(resolve_window=700), DriftSettings(score_detector="x"), DriftSettings(leave_p=0.0), DriftSettings(dependence_min_batches=1),
-                DriftSettings(mature_refresh_blocks=96)]:
+                DriftSettings(mature_refresh_blocks=96), DriftSettings(mature_refresh_blocks=0)]:
         with pytest.raises(ValueError):
             DriftMonitor(profile, bad)
     with pytest.raises(ValueError):

@@ -228,7 +228,7 @@ class DriftSettings:
             raise ValueError("entity_seasonal_min_rows must be >= 1")
         if self.refresh_blocks < 1 or self.min_effective_rows < 1:
             raise ValueError("refresh_blocks and min_effective_rows must be >= 1")
-        if self.mature_refresh_blocks % self.refresh_blocks:
+        if self.mature_refresh_blocks < self.refresh_blocks or self.mature_refresh_blocks % self.refresh_blocks:
             raise ValueError("mature_refresh_blocks must be a multiple of refresh_blocks")
         if self.summary_window < self.block_size or not all(0 < q < 1 for q in self.summary_quantiles):
             raise ValueError("summary_window must be >= block_size and quantiles in (0, 1)")
