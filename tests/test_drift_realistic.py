@@ -487,6 +487,22 @@ def test_runs_of_one_entity_hold_the_window_tests_back() -> None:
     assert held.warming_up and runs.warming_up and not plain.warming_up
 
 
+def test_the_capped_shares_profile_keeps_its_period_however_rows_are_batched() -> None:
+    """Past 51,200 rows the estimates are refreshed every 12,800 rows and the capped shares' daily
+    profile still every 6,400: in the middle of a segment, or at the end of a batch that ends
+    there (fed 6,400 rows at a time, every other such refresh was skipped, the profile was late,
+    and the step of the slow-day test above was found 20,000 rows later)."""
+    slow = {"events_per_day": 5_000, "night_rate": 0.1}
+    cols = generate("mixed", 120_000, seed=0, drift="category_share", drift_at=CHANGE, **slow)
+    runs = []
+    for chunk in (6_400, 10_000):
+        mon = monitor_for("mixed", seed=0, **slow)
+        runs.append(([e.to_dict() for e in feed(mon, cols, chunk=chunk)], mon._cap_dev))
+    (a, dev_a), (b, dev_b) = runs
+    assert a == b and [e["features"] for e in a] == [["c"]] and CHANGE < a[0]["index"] < CHANGE + 2_000
+    assert dev_a is not None and np.array_equal(dev_a, dev_b, equal_nan=True)
+
+
 def test_runs_stand_for_entity_ids_the_same_row_by_row_and_in_batches() -> None:
     """Without entity ids, a run of one category continues across calls: rows one by one and
     batches of any size cap the same cells and give the same events (here the step of category
