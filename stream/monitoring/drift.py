@@ -346,7 +346,7 @@ class DriftMonitor(StreamEstimates):
                  crows: np.ndarray | None = None) -> list[DriftEvent]:
         """Blocks ``i0 .. i0+seg`` of a batch: totals, vectorised tests at every check point, then
         the state machine block by block."""
-        b, c0, b_refresh = self.settings.block_size, self._blocks, self.settings.refresh_blocks
+        b, c0, short = self.settings.block_size, self._blocks, self.settings.refresh_blocks
         slots = (c0 + 1 + np.arange(seg)) % self._ring_len
         for key, arr in per_block.items():
             # cumsum from the running total: the same additions in the same order however rows are batched
@@ -398,8 +398,10 @@ class DriftMonitor(StreamEstimates):
                 self._fast_step(fast, j, fired)
             if j in ent:
                 self._entity_step(*ent[j], fired)
-            if self._blocks % b_refresh == 0 and self._blocks % self._refresh_period():  # no refresh here:
-                self._refresh_cap_season()  # its short period still (a profile usable 6,400 rows later missed a step)
+            # the capped shares' profile keeps the short period where no refresh comes (mature
+            # estimates: a profile usable 6,400 rows later missed a step)
+            if self._blocks % short == 0 and self._blocks % self._refresh_period():
+                self._refresh_cap_season()
             events += self._transition(start + (i + 1) * b - 1, fired)
         for w, row in latest.items():  # the latest statistics, for snapshots
             self._last[w] = Picked(st, row)

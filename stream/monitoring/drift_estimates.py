@@ -62,9 +62,9 @@ class StreamEstimates(RowIngest):
         rows at row 10,000 took 299-399 rows instead of 199 on three seeds of six).
 
         Once every dependence scale can have its batches (51,200 rows by default) the estimates
-        rest on hundreds of differences and a refresh moves them little: the period doubles to
-        ``mature_refresh_blocks``: the monitor's CPU per row 0.86x (a refresh and a segment's
-        fixed costs are paid half as often). Not from the start: the i.i.d. streams of make
+        rest on hundreds of differences and a refresh moves them little: the period becomes
+        ``mature_refresh_blocks`` (128 by default: the monitor's CPU per row 0.86x, a refresh and
+        a segment's fixed costs paid half as often). Not from the start: the i.i.d. streams of make
         bench-drift change at 10,000 rows, and a period of 128 there took a 0.5 sd step 399-499
         rows instead of 99-299. The capped shares' daily profile keeps the short period (see
         ``DriftMonitor._segment``).
