@@ -280,3 +280,27 @@ def test_a_rare_error_rate_is_tested_on_its_count_not_a_normal_approximation() -
     for a in range(0, err.size, 200):
         events += [e for e in pm.update(1.0 - err[a : a + 200], np.ones(200)) if e.kind == "concept_drift"]
     assert len(events) == 1 and 480_000 <= events[0].index < 482_000, [(e.index, e.evidence[0]) for e in events]
+
+
+def test_predictions_scored_again_within_and_across_batches_keep_the_newest_while_the_oldest_are_evicted() -> None:
+    rng = np.random.default_rng(11)
+    j = LabelJoiner(ttl_s=1e9, max_pending=200)
+    pending: dict[str, float] = {}  # id -> its newest prediction's score, the oldest first
+    evicted = 0
+    for _ in range(400):
+        ids = [f"e{k}" for k in rng.integers(0, 600, rng.integers(1, 80))]  # repeats, in a batch too
+        scores = rng.random(len(ids)).round(4)
+        j.add_predictions(ids, scores, 0.0)
+        for eid, s in zip(ids, scores.tolist()):
+            pending.pop(eid, None)
+            pending[eid] = s
+        while len(pending) > 200:
+            pending.pop(next(iter(pending)))
+            evicted += 1
+        if rng.random() < 0.5:  # labels for some of those waiting: each joins its newest score
+            hit = list(rng.choice(list(pending), size=min(len(pending), int(rng.integers(1, 30))), replace=False))
+            s, _ = j.add_labels(hit, np.ones(len(hit)), 0.0)
+            assert sorted(s.tolist()) == sorted(pending.pop(h) for h in hit)
+        assert len(j) == len(pending) and j.evicted == evicted
+        assert sorted(j.pending_scores().tolist()) == sorted(pending.values())
+    assert evicted > 1000 and j.matched > 1000

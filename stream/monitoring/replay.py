@@ -237,7 +237,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"replay: {note}", file=sys.stderr)
         if (small := profile.small_warning()) is not None:
             print(f"replay: warning: {small}", file=sys.stderr)
-        if roles.time_field and profile.hourly is None:  # the first day blind to the cycle (README)
+        if not roles.time_field:  # README, "What it cannot see": a long day's swings latch as drift
+            print("replay: note: no event times (name their field with --time-field): a daily cycle in the "
+                  "rows cannot be told from drift", file=sys.stderr)
+        elif profile.hourly is None:  # the first day blind to the cycle (README)
             print(f"replay: warning: the reference has no event times ({roles.time_field}): a daily cycle in the "
                   "rows reads as drift until a day of them is seen", file=sys.stderr)
         if args.model_card:
