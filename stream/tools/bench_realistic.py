@@ -106,15 +106,18 @@ def _open_share(events: list[Any], n: int, feature: str | None = None) -> tuple[
     return float(busy[:cut].mean()), after, openings
 
 
-def replay_events(cols: dict[str, Any], ref: dict[str, Any], n: int, entities: bool = True) -> list[Any]:
+def replay_events(cols: dict[str, Any], ref: dict[str, Any], n: int, entities: bool = True,
+                  times: bool = True) -> list[Any]:
     """The monitor's events on the first ``n`` rows of a generated stream, its reference a
     training set with event times, as production's (the daily cycle is in the profile), fed in
-    chunks of 10,000 with the entity ids the pipeline gives (``entities=False``: without)."""
+    chunks of 10,000 with the entity ids the pipeline gives (``entities=False``: without;
+    ``times=False``: no event times in the reference or the stream, as a file without them)."""
     mon = DriftMonitor(ReferenceProfile.from_columns({k: ref[k] for k in FEATURES}, FEATURES, seed=0,
-                                                     event_ts=ref["ts"]))
+                                                     event_ts=ref["ts"] if times else None))
     events = []
     for s in range(0, n, 10_000):
-        events += mon.update_batch({k: cols[k][s : s + 10_000] for k in FEATURES}, ts=cols["ts"][s : s + 10_000],
+        events += mon.update_batch({k: cols[k][s : s + 10_000] for k in FEATURES},
+                                   ts=cols["ts"][s : s + 10_000] if times else None,
                                    entities=cols["entity"][s : s + 10_000] if entities else None)
     return events
 
