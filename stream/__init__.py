@@ -41,7 +41,7 @@ _WHERE = {
     "Schema": "stream.schema",
     "Settings": "stream.config",
     "TrainingData": "stream.training.train",
-    "load_settings": "stream.config",
+    "load_settings": "stream.config_load",
     "train": "stream.training.train",
 }
 
@@ -51,7 +51,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from stream.config import Settings, load_settings
+    from stream.config import Settings
+    from stream.config_load import load_settings
     from stream.domain import Domain
     from stream.features import CUMULATIVE, CategoryIndex, FeatureSet, Numeric, OneHot, Rolling
     from stream.monitoring.profile import ReferenceProfile

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    from stream.config import load_settings
+    from stream.config_load import load_settings
 
     return load_settings(getattr(args, "config", None))
 

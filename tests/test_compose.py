@@ -155,7 +155,7 @@ def test_grafana_gets_the_provisioning_and_the_dashboards():
 
 @pytest.mark.parametrize("service", ["worker", "trainer", "simulator"])
 def test_the_commands_and_environment_are_valid_for_mlstream(service, monkeypatch):
-    from stream.config import load_settings
+    from stream.config_load import load_settings
 
     svc = compose()["services"][service]
     args = build_parser().parse_args(svc["command"][1:])

@@ -1,14 +1,15 @@
 """The scorer's fetch pacing on a real consumer: events one by one at a few hundred per second make
 the broker hold fetches (larger micro-batches), a burst or a pause makes it answer at once again, and
 the consumer keeps reading every event through the switches. (The policy itself: the doctest of
-stream.kafka.FetchPacing; its CPU effect: ``make bench``, cpu_vs_raw_loop_at_500.)"""
+stream.kafka_pacing.FetchPacing; its CPU effect: ``make bench``, cpu_vs_raw_loop_at_500.)"""
 
 from __future__ import annotations
 
 from aiokafka import TopicPartition
 
 from stream.examples.simulate import PaymentSimulator
-from stream.kafka import FetchPacing, make_consumer, start_client
+from stream.kafka import make_consumer, start_client
+from stream.kafka_pacing import FetchPacing
 from stream.tools.traffic import produce
 
 

@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
 def report_from_file(args: argparse.Namespace) -> ReportData:
     if not (args.model_card or args.reference):
         raise ReplayError("--events needs --model-card or --reference")
-    from stream.config import load_settings
+    from stream.config_load import load_settings
 
     # as replay reads the file: the label is not a feature, time and entity columns are guessed
     args.schema, args.seed, args.file, args.ignore = None, 0, args.events, args.label_field
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.live:
-            from stream.config import load_settings
+            from stream.config_load import load_settings
 
             settings = load_settings(args.config)
             data = report_from_topics(settings, model_version=args.model_version, max_rows=args.max_rows,

@@ -25,7 +25,8 @@ from aiokafka.errors import KafkaError
 
 from stream.config import Settings
 from stream.errors import MessageError, ModelLoadError, StreamError
-from stream.kafka import make_consumer, set_fetch_wait, start_client, stop_quietly
+from stream.kafka import make_consumer, start_client, stop_quietly
+from stream.kafka_pacing import set_fetch_wait
 from stream.messages import ModelChunk, ModelStates, decode
 from stream.metrics import Metrics
 from stream.model_feed import SERVED, Assembler, Refused, parse_key, states_key, states_token

@@ -24,7 +24,6 @@ from stream.domain import Domain
 from stream.error_policy import ErrorPolicy
 from stream.errors import BrokerError, KafkaCallError
 from stream.kafka import (
-    FetchPacing,
     make_consumer,
     make_producer,
     recreations,
@@ -35,6 +34,7 @@ from stream.kafka import (
     wait_for_broker,
     within,
 )
+from stream.kafka_pacing import FetchPacing
 from stream.metrics import Metrics, score_buckets
 from stream.paused import PauseGuard
 from stream.scoring.broker_faults import abort_transaction, as_call_error, topics_changed

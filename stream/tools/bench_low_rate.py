@@ -248,7 +248,7 @@ async def low_rate(bootstrap: str, partitions: int, say: Callable[[str], None]) 
 
 # -- child processes (settings from the environment, as a worker reads them) ---------------------
 async def _floor_child(n: int) -> dict[str, Any]:
-    from stream.config import load_settings
+    from stream.config_load import load_settings
 
     settings = load_settings()
     consumer = await _assigned_consumer(settings, settings.topics.events, from_end=True)
@@ -267,7 +267,7 @@ async def _floor_child(n: int) -> dict[str, Any]:
 
 
 async def _raw_child() -> dict[str, Any]:
-    from stream.config import load_settings
+    from stream.config_load import load_settings
     from stream.tools.bench import raw_loop
 
     stop = asyncio.Event()

@@ -39,7 +39,7 @@ def add_verbs(verbs: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stream.config import load_settings
+    from stream.config_load import load_settings
 
     settings = load_settings(getattr(args, "config", None))
     store = ModelStore(getattr(args, "store", None) or settings.model_store)

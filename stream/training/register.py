@@ -254,7 +254,7 @@ def add_verb(verbs: Any) -> None:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    from stream.config import load_settings
+    from stream.config_load import load_settings
     from stream.domain import load_domain
 
     settings = load_settings(getattr(args, "config", None))
