@@ -4,7 +4,7 @@ Scale-out is Kafka's: every worker joins the consumer group ``<app_id>-scorer`` 
 partitions of the events topic. At-least-once: input offsets are committed only after every
 output of their batch (predictions, dead letters, changelog, feature batch) is acknowledged
 (:mod:`stream.scoring.commits`). On assignment a worker rebuilds each partition's entity state
-from the changelog before it processes that partition.
+from the changelog before it processes that partition (:mod:`stream.scoring.rebalance`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from stream.alerts import Notifier
@@ -41,19 +41,18 @@ from stream.scoring.broker_faults import abort_transaction, as_call_error, topic
 from stream.scoring.commits import Commits
 from stream.scoring.feed import FeedReader
 from stream.scoring.pipeline import BatchOutput, BatchScorer
-from stream.scoring.restore import restore_state
+from stream.scoring.rebalance import PartitionAssignment, RebalanceListener
 from stream.scoring.serving import ModelServing
 from stream.scoring.stable_offsets import subscribe
 from stream.scoring.state import EntityStore
 from stream.scoring.transactions import OutputTransaction, transactional_id
-from stream.scoring.txn_fence import membership
 
 log = logging.getLogger(__name__)
 
 EVICT_EVERY_S = 60.0
 
 
-class ScoringWorker:
+class ScoringWorker(PartitionAssignment):
     def __init__(self, settings: Settings, domain: Domain, metrics: Metrics, *,
                  emit_features: bool = True, create_topics: bool = True, feed: FeedReader | None = None):
         self.settings = settings
@@ -118,7 +117,7 @@ class ScoringWorker:
                             break
                         raise
                     continue
-                subscribe(self.consumer, [s.topics.events], _Rebalance(self), stable=exactly_once)
+                subscribe(self.consumer, [s.topics.events], RebalanceListener(self), stable=exactly_once)
                 self.metrics.worker_info.labels("scorer").set(1)
                 try:
                     await self._loop(stop)
@@ -328,10 +327,6 @@ class ScoringWorker:
         async with self._lock:
             await self._commit()
 
-    async def _commit(self) -> None:
-        assert self.consumer is not None
-        await self.commits.commit(self.consumer)
-
     async def _evict(self) -> None:
         assert self.producer is not None
         await self._commit()  # the changelog must hold every dirty row before rows are reused
@@ -351,100 +346,9 @@ class ScoringWorker:
             await within(asyncio.gather(*futures), self.settings.kafka.request_deadline_s,
                          "changelog tombstones")
 
-    # -- rebalancing -------------------------------------------------------------------
-    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        async with self._lock:
-            try:
-                await self._commit()
-            except (BrokerError, KafkaError) as exc:  # the new owners process the uncommitted records again
-                log.warning("commit before giving partitions up failed: %s", exc)
-            for tp in revoked:
-                self.stores.pop(tp.partition, None)
-            self.commits.revoked(revoked)
-        self.metrics.health.set("scorer", False, "rebalancing")
-        log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
-
-    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
-        upto: dict[int, int | None] | None = None  # the committed offsets
-        if self.consumer is not None:
-            self.pauses.rebalanced(self.consumer)
-            if self.txn is not None:  # its offsets commit under this generation, or not at all
-                self.txn.member = membership(self.consumer)
-        if self._from_beginning and self.consumer is not None and assigned:
-            self._from_beginning = False
-            for tp in assigned:  # a plain seek: committed offsets may be old-topic positions
-                self.consumer.seek(tp, 0)
-            upto = {tp.partition: 0 for tp in assigned}  # and state from nothing
-        if self.commits.resuming and self.consumer is not None:
-            await self.commits.resume(self.consumer, assigned)
-        # the group's heartbeats stop while this callback runs: a restore longer than the session
-        # timeout (a big changelog, or exactly-once waiting for a crashed worker's transaction)
-        # would cost this member its assignment and the group a rebalance, so past half of it
-        # the restore goes on in the processing loop, before any record of those partitions
-        budget = self.settings.kafka.session_timeout_ms / 2000
-        async with self._lock:
-            new = sorted(tp.partition for tp in assigned if tp.partition not in self.stores)
-            self._restoring = False
-            why, level = "", logging.INFO
-            if new:
-                try:
-                    await asyncio.wait_for(self._restore(new, upto), budget)
-                except TimeoutError:
-                    why = f"takes more than {budget:g}s"
-                except KafkaCallError as exc:  # the loop retries it, with its error handling
-                    why, level = f"failed ({exc})", logging.WARNING
-                self._restoring = bool(why)
-        if self._restoring:
-            self.metrics.health.set("scorer", False, f"restoring the state of partitions {new}")
-            log.log(level, "partitions assigned: %s (restoring the state of %s %s: it goes on in the "
-                    "processing loop)", sorted(tp.partition for tp in assigned), new, why)
-            return
-        self._ready(assigned, new)
-
-    async def _restore_assigned(self) -> None:
-        """The restore an assignment callback left to the loop (see :meth:`on_assigned`)."""
-        assert self.consumer is not None
-        assigned = self.consumer.assignment()
-        new = sorted({tp.partition for tp in assigned} - set(self.stores))
-        if new:
-            await self._restore(new)
-        self._restoring = False
-        self._ready(assigned, new)
-
-    def _ready(self, assigned: set[TopicPartition], restored: list[int]) -> None:
-        self.metrics.health.set("scorer", True, f"model {self.scorer.model.version}, "
-                                f"{len(assigned)} partitions assigned, state restored")
-        log.info("partitions assigned: %s (state restored for %s)",
-                 sorted(tp.partition for tp in assigned), restored)
-
-    async def _restore(self, partitions: list[int], upto: dict[int, int | None] | None = None) -> None:
-        """Rebuild the partitions' state as of ``upto`` (the input offsets processing resumes from;
-        by default the group's committed offsets, see ``Commits.resume_offsets``)."""
-        if upto is None:
-            assert self.consumer is not None
-            upto = await self.commits.resume_offsets(self.consumer, partitions)
-        restored = await restore_state(self.settings, self.domain.features.state_width, partitions,
-                                       self.settings.scoring.max_entities_per_partition, upto)
-        for p, store in restored.items():
-            self.stores[p] = store
-            self.metrics.entities.labels(str(p)).set(len(store))
-        self.metrics.state_restored.inc(sum(s.restored for s in restored.values()))
-
-
 class _Rejoin(Exception):
     """The broker stayed unusable for three request deadlines: a new consumer, as after a restart."""
 
 
 class _StartOver(Exception):
     """The broker lost its data and the topics were recreated: read them with a new consumer."""
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, worker: ScoringWorker):
-        self.worker = worker
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.worker.on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self.worker.on_assigned(assigned)
