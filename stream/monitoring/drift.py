@@ -42,12 +42,12 @@ scale has ``dependence_min_batches`` batches the monitor is *warming up*: no tes
 :meth:`DriftMonitor.update` (one row) and :meth:`DriftMonitor.update_batch` (vectorised)
 give identical events.
 
-The parts live in their own modules: the window tests (:mod:`stream.monitoring.drift_windows`),
-the per-feature state machine (:mod:`stream.monitoring.drift_states`), the CUSUM and score detector
-(:mod:`stream.monitoring.drift_sequential`), row ingestion (:mod:`stream.monitoring.drift_ingest`), what
-the monitor learns of the stream and which tests may run (:mod:`stream.monitoring.drift_estimates`) and
-the event record (:mod:`stream.monitoring.drift_event`); this module assembles them and runs a block's
-checks in order.
+The parts live in their own modules: score channels (:mod:`stream.monitoring.drift_channels`), window
+tests (:mod:`stream.monitoring.drift_windows`), the per-feature state machine (:mod:`stream.monitoring.drift_states`),
+the CUSUM and score detector (:mod:`stream.monitoring.drift_sequential`), row ingestion
+(:mod:`stream.monitoring.drift_ingest`), what the monitor learns of the stream and which tests may run
+(:mod:`stream.monitoring.drift_estimates`) and the event record (:mod:`stream.monitoring.drift_event`);
+this module assembles them and runs a block's checks in order.
 
 Examples
 --------
@@ -78,6 +78,7 @@ import numpy as np
 from stream.monitoring import drift_stats as ds
 from stream.monitoring.calibration import Calibration, DriftSettings, calibrate
 from stream.monitoring.dependence import DependenceTracker
+from stream.monitoring.drift_channels import reference_channels
 from stream.monitoring.drift_estimates import StreamEstimates
 from stream.monitoring.drift_event import MULTIVARIATE, DriftEvent
 from stream.monitoring.drift_ingest import comoments
@@ -171,7 +172,9 @@ class DriftMonitor(StreamEstimates):
         self.calibration: Calibration = calibrate(
             profile, windows=s.windows, steps=s.steps(), expected_run_length=erl,
             multivariate=self._mv, max_dof=max(k, kc + 1))
-        self._init_reference(fn, fc, k, kc)
+        ch = reference_channels(ref, fn, fc, self._rho, self._pairs)
+        self._ref_num, self._ref_cat, self._uref, self._sl = ch.ref_num, ch.ref_cat, ch.uref, ch.sl
+        self._owner, self._indicator, self._theta, self._g0, self._m = ch.owner, ch.indicator, ch.theta, ch.g0, ch.m
         self._init_cusum(erl)
         self._init_entity_shares(kc, e_share)
         # running totals and a ring of their past values: any window's sums in O(1)
@@ -233,45 +236,6 @@ class DriftMonitor(StreamEstimates):
             from river import drift as rdrift
 
             self._detector = rdrift.PageHinkley() if s.score_detector == "page_hinkley" else rdrift.ADWIN()
-
-    def _init_reference(self, fn: int, fc: int, k: int, kc: int) -> None:
-        """Reference mean ``theta``, per-row variance ``g0`` and size ``m`` of every score channel."""
-        ref = self.ref
-        self._ref_num = np.concatenate([ref.num_counts, ref.num_missing[:, None]], axis=1)
-        self._ref_cat = np.concatenate([ref.cat_counts, ref.cat_missing[:, None]], axis=1)
-        p = ref.num_counts / np.maximum(ref.num_counts.sum(axis=1, keepdims=True), 1.0)
-        self._uref = np.cumsum(p, axis=1) - p / 2
-        theta, m = ds.channel_means(self._ref_num[None].astype(float), self._ref_cat[None].astype(float), None,
-                                    self._uref, self._rho, self._pairs)
-        theta, m = np.nan_to_num(theta[0]), m[0].copy()
-        npairs = self._pairs[0].size
-        sizes = [fn * k, fn * (k - 1), fn, fn, fn, fc * kc, fc, npairs]
-        edges = np.cumsum([0] + sizes)
-        self._sl = {key: slice(int(a), int(z)) for key, a, z in
-                    zip(("props", "cum", "u", "spread", "miss", "cprops", "cmiss", "psi"), edges[:-1], edges[1:],
-                        strict=True)}
-        owner = np.concatenate([np.repeat(np.arange(fn), k), np.repeat(np.arange(fn), k - 1), np.arange(fn),
-                                np.arange(fn), np.arange(fn), fn + np.repeat(np.arange(fc), kc), fn + np.arange(fc),
-                                np.full(npairs, fn + fc)])
-        self._owner = owner.astype(np.int64)
-        self._indicator = np.zeros(theta.size, dtype=bool)  # shares: their variance follows their level
-        for key in ("props", "miss", "cprops", "cmiss"):
-            self._indicator[self._sl[key]] = True
-        m[self._sl["psi"]] = ref.corr_n[self._pairs] if npairs else m[self._sl["psi"]]
-        self._m = np.maximum(m, 1.0)
-        floor = 0.5 / self._m  # a share never seen in the reference: as if half a row had it
-        pp = np.clip(theta, floor, 1 - floor)
-        g0 = pp * (1 - pp)
-        ju = self._sl["u"]
-        # a constant reference feature has no spread: floor it as a share seen in half a row
-        g0[ju] = np.maximum((p * (self._uref - 0.5) ** 2).sum(axis=1), 0.25 / self._m[ju])
-        js = self._sl["spread"]
-        g0[js] = np.maximum((p * (ds.spread_score(self._uref) - theta[js][:, None]) ** 2).sum(axis=1), 0.25 / self._m[js])
-        if npairs:
-            g0[self._sl["psi"]] = (1 - self._rho[self._pairs] ** 2) ** 2
-        theta[self._sl["psi"]] = 0.0
-        self._theta, self._g0 = theta, np.maximum(g0, 1e-9)  # a perfect reference correlation has no spread
-
 
     def _process(self, num: np.ndarray, cat: np.ndarray, ts: np.ndarray, start: int) -> list[DriftEvent]:
         """Reduce whole blocks to sufficient statistics, learn the stream's structure, run the due checks."""

@@ -154,7 +154,7 @@ class WindowTests(MonitorCore):
             if key == "psi" and const["psi_skew"] is not None:  # per window, the pairs' skewness
                 t = skewed_z(t, const["psi_skew"][np.searchsorted(self._wblocks_arr, nblocks)])
             if key in ("miss", "cmiss"):  # a rare share's skewed tails, from its effective count
-                floor = 0.5 / self._m[sl[key]]  # as the share's variance (DriftMonitor._init_reference)
+                floor = 0.5 / self._m[sl[key]]  # as the share's variance (drift_channels.reference_channels)
                 ph = np.clip(self._theta[sl[key]] + (adj[:, sl[key]] if np.ndim(adj) else 0.0), floor, 1.0 - floor)
                 pd = np.clip(self._theta[sl[key]], floor, 1.0 - floor)
                 ps = np.where(ph * (1.0 - ph) < pd * (1.0 - pd), pd, ph)  # the binomial whose variance t uses
