@@ -70,7 +70,7 @@ def test_a_commit_is_due_after_max_uncommitted_events_whatever_the_batches():
     every few events (a commit is a feature batch, a changelog write and an offset commit)."""
     from stream.config import Settings
     from stream.scoring.commits import Commits
-    from stream.scoring.pipeline import BatchOutput, PartitionOutput
+    from stream.scoring.batch_output import BatchOutput, PartitionOutput
 
     settings = Settings(scoring={"commit_interval_ms": 60_000, "max_uncommitted_events": 100})
     commits = Commits(settings, {})

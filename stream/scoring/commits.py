@@ -22,8 +22,8 @@ from aiokafka.errors import KafkaError
 from stream.config import Settings
 from stream.errors import BrokerError, KafkaCallError
 from stream.kafka import acknowledged, commit_or_redeliver, send_records, within
+from stream.scoring.batch_output import BatchOutput
 from stream.scoring.feature_rows import FeatureRows, encode_batches
-from stream.scoring.pipeline import BatchOutput
 from stream.scoring.state import EntityStore, encode_states
 from stream.scoring.transactions import OutputTransaction
 

@@ -18,10 +18,11 @@ from stream.config import Settings
 from stream.errors import ModelLoadError
 from stream.metrics import Metrics
 from stream.registry import ModelStore
+from stream.scoring.batch_output import BatchOutput
 from stream.scoring.canary import Canary
 from stream.scoring.guard import ModelGuard
 from stream.scoring.model import Model, load_model
-from stream.scoring.pipeline import BatchOutput, BatchScorer
+from stream.scoring.pipeline import BatchScorer
 from stream.scoring.shadow import ShadowScorer
 
 log = logging.getLogger(__name__)

@@ -27,9 +27,9 @@ from stream.kafka import send_records
 from stream.messages import ShadowPrediction, encode
 from stream.metrics import Metrics
 from stream.registry import ModelStore
+from stream.scoring.batch_output import BatchOutput
 from stream.scoring.guard import ModelGuard
 from stream.scoring.model import Model, load_model, servable
-from stream.scoring.pipeline import BatchOutput
 
 log = logging.getLogger(__name__)
 

@@ -37,10 +37,11 @@ from stream.kafka import (
 from stream.kafka_pacing import FetchPacing
 from stream.metrics import Metrics, score_buckets
 from stream.paused import PauseGuard
+from stream.scoring.batch_output import BatchOutput
 from stream.scoring.broker_faults import abort_transaction, as_call_error, topics_changed
 from stream.scoring.commits import Commits
 from stream.scoring.feed import FeedReader
-from stream.scoring.pipeline import BatchOutput, BatchScorer
+from stream.scoring.pipeline import BatchScorer
 from stream.scoring.rebalance import PartitionAssignment, RebalanceListener
 from stream.scoring.serving import ModelServing
 from stream.scoring.stable_offsets import subscribe
