@@ -31,7 +31,6 @@ import asyncio
 import cProfile
 import json
 import os
-import pstats
 import resource
 import statistics
 import subprocess
@@ -48,8 +47,8 @@ from stream.examples.simulate import PaymentSimulator
 from stream.kafka import ensure_topics, make_consumer, make_producer, send_messages, send_records, start_client
 from stream.messages import Message
 from stream.tools import bench_bursty
-from stream.tools.bench_profile import client_floor
-from stream.tools.bench_ratios import counter_total, median_of, paired_ratios
+from stream.tools.bench_profile import client_floor, profile_shares
+from stream.tools.bench_ratios import counter_total, median_of, paired_ratios, print_table
 from stream.tools.kafka_server import broker_name, open_broker
 
 KINDS = ("broker", "json", "pipeline", "bursty", "all", "monitor", "exactly_once")
@@ -345,7 +344,6 @@ def main(args: argparse.Namespace) -> int:
     med = {k: median_of(v, "events_per_s") for k, v in rows.items()}
     per_run = paired_ratios(rows)
     ratio = {k: round(statistics.median(v), 3) for k, v in per_run.items()}
-    lat = low["latency_ms"]
     result = {
         "broker": broker_kind, "events": n, "runs": runs, "partitions": partitions,
         "broker_limit_events_per_s": round(med["broker"]),
@@ -370,55 +368,15 @@ def main(args: argparse.Namespace) -> int:
         "cpu_us_per_event_batch_1": round(fixed["cpu_us_per_event_batch_1"], 1),
         "cpu_us_per_event_batch_1000": round(fixed["cpu_us_per_event_batch_1000"], 1),
         **low,
-        **({"fixed_cost_profile_pct": _shares(args.profile, fixed.get("profiled_batches", 0))} if args.profile else {}),
+        **({"fixed_cost_profile_pct": profile_shares(args.profile, fixed.get("profiled_batches", 0))} if args.profile else {}),
         "peak_rss_mb": round(max(r["peak_rss_mb"] for v in rows.values() for r in v), 1),
         "bench_seconds": round(time.perf_counter() - began),
     }
     if args.json:
         print(json.dumps(result, sort_keys=True))
         return 0
-    print(f"broker limit (raw bytes in -> out, batched):   {result['broker_limit_events_per_s']:>8} events/s")
-    print(f"JSON loop (consume -> parse -> produce):       {result['ceiling_events_per_s']:>8} events/s")
-    print(f"pipeline (all stages):                         {result['pipeline_events_per_s']:>8} events/s")
-    print(f"pipeline on bursty traffic (20 % in runs):    {result['pipeline_bursty_events_per_s']:>8} events/s "
-          f"({result['bursty_vs_demo_traffic']} of the demo's traffic)")
-    print(f"pipeline + monitor in one process (role all):  {result['pipeline_monitored_events_per_s']:>8} events/s "
-          f"(monitoring cost {result['monitoring_cost']:.1%})")
-    if result["exactly_once_cost"] is not None:
-        print(f"pipeline, exactly-once (transactions):         {result['pipeline_exactly_once_events_per_s']:>8} "
-              f"events/s (cost of the guarantee {result['exactly_once_cost']:.1%})")
-    print(f"monitor alone:                                 {result['monitor_rows_per_s']:>8} rows/s of processing, "
-          f"{result['monitor_rows_per_cpu_s']} rows per CPU second of its process")
-    print(f"pipeline/broker limit {result['ratio_broker_limit']} (goal >= 0.5), pipeline/JSON loop {result['ratio']} "
-          f"(goal >= 0.8); per run {result['ratios_per_run']}")
-    print(f"fixed cost of a micro-batch: {result['fixed_cost_us_per_batch']} µs CPU "
-          f"({result['cpu_us_per_event_batch_1']} µs for a 1-event batch, "
-          f"{result['cpu_us_per_event_batch_1000']} µs/event at 1,000); the Kafka client's own floor "
-          f"{result['client_floor_us_per_batch']} µs (fetch + produce, nothing else)")
-    cpu = result["cpu_us_per_event_at_500"]
-    print(f"CPU at {low['low_rate']} events/s, µs/event: " + ", ".join(f"{k} {v}" for k, v in cpu.items()))
-    for rate, by in lat.items():
-        print(f"latency at {rate} events/s, p50/p99 ms: " + ", ".join(f"{k} {v['p50']}/{v['p99']}" for k, v in by.items()))
-    print(f"p99 at 2000/s vs broker floor: {result['p99_vs_floor_at_2000']}x (goal <= 2)")
-    print(f"start-up: group join -> first prediction {result['startup_s']['join_to_first_prediction']} s "
-          f"(with monitor {result['startup_s']['join_to_first_prediction_with_monitor']} s)")
-    print(f"peak RSS: {result['peak_rss_mb']} MB; bench took {result['bench_seconds']} s")
-    if args.profile:
-        print(f"\nwhere a one-event batch's CPU goes (% of its profiled CPU; cProfile in {args.profile}):")
-        for part, pct in result["fixed_cost_profile_pct"].items():
-            print(f"  {pct:5.1f}%  {part}")
-        pstats.Stats(args.profile).sort_stats("tottime").print_stats(20)
+    print_table(result, args.profile)
     return 0
-
-
-def _shares(path: str, batches: int) -> dict[str, float]:
-    """Each part's share of a profiled one-event batch, in %: the profiler slows every call,
-    so shares are what a profile tells reliably, not absolute times."""
-    from stream.tools.bench_profile import where_it_went
-
-    parts = where_it_went(path, max(batches, 1))
-    total = parts.pop("total") or 1.0
-    return {k: round(100 * v / total, 1) for k, v in parts.items()}
 
 
 if __name__ == "__main__":

@@ -114,3 +114,11 @@ async def client_floor(settings: Settings, events: int, deadline_s: float = 120.
             await consumer.stop()
             await producer.stop()
     return per_event[1] - per_event[1_000]
+
+
+def profile_shares(path: str, batches: int) -> dict[str, float]:
+    """Each part's share of a profiled one-event batch, in %: the profiler slows every call,
+    so shares are what a profile tells reliably, not absolute times."""
+    parts = where_it_went(path, max(batches, 1))
+    total = parts.pop("total") or 1.0
+    return {k: round(100 * v / total, 1) for k, v in parts.items()}
