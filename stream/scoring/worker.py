@@ -85,7 +85,7 @@ class ScoringWorker(PartitionAssignment):
         self.txn: OutputTransaction | None = None  # exactly-once only
         self.processed = 0
         self._from_beginning = False  # after the broker lost its data: read the new topics whole
-        self._restoring = False  # an assignment's restore left to the loop (see on_assigned)
+        self._restoring = False  # an assignment's restore left to the loop (see PartitionAssignment.on_assigned)
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
