@@ -3,7 +3,8 @@
 Values come, highest priority first, from keyword arguments, environment variables
 (``MLSTREAM_`` prefix, ``__`` between nested names, e.g. ``MLSTREAM_KAFKA__BOOTSTRAP_SERVERS``),
 a TOML file named by ``MLSTREAM_CONFIG`` (or ``--config`` on the command line), then defaults.
-Secrets are ``SecretStr`` so they never print in reprs, logs or errors.
+Secrets are ``SecretStr`` so they never print in reprs, logs or errors. A process reads them with
+:func:`stream.config_load.load_settings` (a bad or unknown setting is one line, never its value).
 """
 
 from __future__ import annotations
