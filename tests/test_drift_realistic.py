@@ -16,6 +16,7 @@ from stream.monitoring.drift import DriftEvent, DriftMonitor, DriftSettings
 from stream.monitoring.labels import EstimateValidity, PerformanceMonitor, holdout_miss_rate, holdout_reference
 from stream.monitoring.profile import ReferenceProfile
 from stream.monitoring.seasonal import SeasonalProfile
+from stream.tools.bench_realistic import REF_ROWS, replay_events
 
 ROOT = Path(__file__).resolve().parent.parent
 CHANGE = 100_000
@@ -837,3 +838,29 @@ def test_a_drift_opening_forgets_its_onset_the_same_row_by_row_and_in_batches() 
     assert by_batch.snapshot() == by_row.snapshot()
     assert by_batch.seasonal is not None and by_row.seasonal is not None
     assert all(np.array_equal(a, b) for a, b in zip(by_batch.seasonal.state(), by_row.seasonal.state(), strict=True))
+
+
+@pytest.mark.parametrize("process, seed", [
+    # a night batch with half its rows capped away: its binomial noise, at the history's
+    # overdispersion, is larger than the history's mean square (a 5.6-sd share step at 151,199)
+    (dict(events_per_day=22_409, phi=0.9161996202385598, season_sd=0.6164535792691221,
+          burst_share=0.25185370010791597, n_entities=78, entity_sd=0.5984938652618782, population_seed=341,
+          night_rate=0.1), 917_692),
+    # the capped shares' own profile not yet filled at night (a day in): a batch at the end of a quiet
+    # stretch against batches hours before it read the day's move as a step (5.6 sd at 44,799)
+    (dict(events_per_day=42_533, phi=0.8190222122536003, season_sd=0.6225395738825428,
+          burst_share=0.26625022172705626, n_entities=62, entity_sd=0.3889128917835529, population_seed=161,
+          night_rate=0.1), 626_947),
+    # the training data's quiet hour 14 held 143 rows, its share 2.6 sd off the cycle: taken hour by
+    # hour as the cycle (this stand-in's first version), it opened a drift at 149,599 that stayed open
+    (dict(events_per_day=149_696, phi=0.8635344501370401, season_sd=0.6836214245162742,
+          burst_share=0.23909532663304345, n_entities=35, entity_sd=0.4538877999404939, population_seed=949,
+          night_rate=0.1), 26_484),
+])
+def test_quiet_nights_open_no_entity_share_drift(process: dict[str, Any], seed: int) -> None:
+    """Quiet nights (a tenth of the busiest hour's rate): batches of the capped shares hold fewer rows
+    and span hours, and the capped shares' own daily profile takes days to fill (streams of
+    ``scripts/sweep_false_alarms.py``'s process that opened false drifts)."""
+    cols = generate("mixed", 200_000, seed=seed, **process)
+    ref = generate("mixed", REF_ROWS, seed=seed + 10_000, iid=True, **process)
+    assert [(e.index, e.kind, e.features) for e in replay_events(cols, ref, 200_000)] == []

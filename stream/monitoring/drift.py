@@ -195,8 +195,9 @@ class DriftMonitor(StreamEstimates):
         self._presence = hour_presence(*hourly, self._k, self._kc, self._pairs, s.seasonal_alpha) \
             if hourly is not None else None
         if hourly is not None:  # the training data's daily cycle, expected from the first row
-            self.seasonal.seed(*ds.channel_means(*hourly, None, self._uref, self._rho, self._pairs),  # type: ignore[union-attr]
-                               s.seasonal_reference_min_rows, self._presence)
+            means = ds.channel_means(*hourly, None, self._uref, self._rho, self._pairs)
+            self.seasonal.seed(*means, s.seasonal_reference_min_rows, self._presence)  # type: ignore[union-attr]
+            self._seed_share_cycle(*means)
             self.tracker.known_day = self.seasonal.from_reference  # type: ignore[union-attr]
         # checkpoints back past the longest window, to forget a drift's onset when it opens
         self._onset = Checkpoints(-(-2 * s.windows[-1] // (s.refresh_blocks * b)) + 2)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from stream.monitoring.drift_states import FeatureStates
 from stream.monitoring.entity_runs import EntityRuns
@@ -46,6 +47,7 @@ class EntityChannels(FeatureStates):
         # category make its hour means 5-40 times noisier than the capped traffic's
         self._cap_season: SeasonalProfile | None = None
         self._cap_dev: np.ndarray | None = None
+        self._ref_cycle: np.ndarray | None = None  # the training data's (see _seed_share_cycle)
         self._cap_batches: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (rows per hour, counts, frozen) to learn
         if budget_share > 0:
             rows = s.entity_batch_blocks * s.block_size
@@ -117,7 +119,7 @@ class EntityChannels(FeatureStates):
         learn = ~self._open_arr[fn : fn + fc]
         if self._cap_season is not None and hours.any():  # learned at the next refresh, in one call
             self._cap_batches.append((hours, counts[:, :-1], ~learn))  # a finished batch's arrays: not reused
-        for j, ev in self._eshare.test_batch(counts, learn, hours, self._cap_dev):  # type: ignore[union-attr]
+        for j, ev in self._eshare.test_batch(counts, learn, hours, self._share_cycle()):  # type: ignore[union-attr]
             name = self._cat[j]
             if not self._may_open(name):
                 continue
@@ -125,6 +127,40 @@ class EntityChannels(FeatureStates):
             fired.setdefault(name, []).append({
                 "feature": name, **ev, "window": self.settings.entity_batch_blocks * self.settings.block_size,
                 "design_effect": None, "score": self._share_name(j, slot)})
+
+    def _share_cycle(self) -> np.ndarray | None:
+        """The capped shares' centred daily profile ``[24, feature * slot]``; until it is usable (every
+        hour seen ``entity_seasonal_min_rows`` times: with quiet nights, days), the training data's
+        (:meth:`_seed_share_cycle`). A batch tested against batches hours before it, on a slow
+        afternoon or at the end of a quiet night, read a share moving with the day as a 5-sd step."""
+        return self._cap_dev if self._cap_dev is not None else self._ref_cycle
+
+    def _seed_share_cycle(self, means: np.ndarray, weights: np.ndarray) -> None:
+        """The category shares' centred daily profile of the training data, from its channel means
+        and rows per hour (``[24, channel]``), as two daily harmonics fitted by weighted least
+        squares: a quiet hour holds a few hundred training rows, and its own share, 2.6 sd off the
+        cycle, moved a batch's expected share by 0.14 (a false drift). Not the live profile: bursts
+        of one entity's category make its hour means 5-40 times noisier than the capped traffic's.
+        The training data's bursts are spread over the day, so its cycle is flatter than the capped
+        traffic's, and stands in only until that one is usable."""
+        fn, fc, k, kc = len(self._num), len(self._cat), self._k, self._kc
+        cut = slice(fn * (2 * k + 2), fn * (2 * k + 2) + fc * kc)  # past the numeric channels (drift_stats.channel_means)
+        m, w = np.nan_to_num(means[:, cut]), weights[:, cut]
+        if not fc or (w > 0).sum(axis=0).min() < 12:  # too few hours for a cycle
+            return
+        t = 2 * np.pi * (np.arange(24) + 0.5) / 24
+        X = np.stack([np.ones(24), np.cos(t), np.sin(t), np.cos(2 * t), np.sin(2 * t)], axis=1)
+        fit = np.empty_like(m)
+        for c in range(m.shape[1]):
+            r = np.sqrt(w[:, c])
+            fit[:, c] = X @ np.linalg.lstsq(X * r[:, None], m[:, c] * r, rcond=None)[0]
+        pi = w / np.maximum(w.sum(axis=0), 1e-12)
+        centre = (pi * fit).sum(axis=0)
+        dev = fit - centre
+        # a channel whose harmonics the rows cannot tell from a flat day keeps none (chi-square, 4 dof)
+        chi2 = (w * dev**2).sum(axis=0) / np.maximum(centre * (1.0 - centre), 1e-12)
+        dev[:, chi2 <= stats.chi2.isf(self.settings.seasonal_alpha, 4)] = 0.0
+        self._ref_cycle = dev if np.abs(dev).max() > 0 else None
 
     def _may_open(self, name: str) -> bool:
         """A sequential alarm counts for a feature out of drift whose last drift closed at least

@@ -187,7 +187,8 @@ class EntityShareTest:
     does not: given each batch's hours and the capped shares' own daily profile, its move between
     the batches before and this one is taken out too). The noise is measured on
     the feature's own history (its last ``history`` batches learned out of drift): the mean
-    square of the same difference there, at least the binomial one; the statistic ``z`` per
+    square of the same difference there, at least this batch's binomial one times the history's
+    overdispersion (each past difference over its own binomial variance); the statistic ``z`` per
     category is referred to Student t with as many degrees of freedom as differences,
     Bonferroni over categories and sides at ``alpha`` per batch, and an alarm also needs the
     Jensen-Shannon distance between the batch and that mean to reach ``js_threshold``. After a
@@ -211,6 +212,10 @@ class EntityShareTest:
         # squared differences of each learned batch against the L before it (ring), and their sum
         self._d2 = np.zeros((n_features, history, n_slots))
         self._d2_sum = np.zeros((n_features, n_slots))
+        # and the same over their binomial variance (ring, sum): the overdispersion, which a batch
+        # with fewer capped rows (a night hour, a burst capped away) has in its own binomial noise
+        self._r2 = np.zeros((n_features, history, n_slots))
+        self._r2_sum = np.zeros((n_features, n_slots))
         # learned batches that moved past twice the effect gate against their local mean (ring):
         # a feature whose mix moves by itself at this scale (an hour of the day, which fills a
         # batch or two per hour) is not tested, since its steps are its nature (the reference-based
@@ -223,6 +228,7 @@ class EntityShareTest:
         # where one on a boundary was found. So a batch's squared differences join the noise once
         # the next batch has opened no drift, and a batch past ``hold_z`` joins the level then too.
         self._pending = np.zeros((n_features, n_slots))
+        self._pending_r = np.ones((n_features, n_slots))
         self._has_pending = np.zeros(n_features, dtype=bool)
         self._held = np.zeros((n_features, n_slots))
         self._held_hours = np.zeros((n_features, 24))
@@ -301,6 +307,8 @@ class EntityShareTest:
             slot = self._nd[done] % self.history
             self._d2_sum[done] += self._pending[done] - self._d2[done, slot]
             self._d2[done, slot] = self._pending[done]
+            self._r2_sum[done] += self._pending_r[done] - self._r2[done, slot]
+            self._r2[done, slot] = self._pending_r[done]
             self._jump[done, slot] = self._pending_jump[done]
             self._nd[done] += 1
         held = np.flatnonzero(quiet & self._has_held)
@@ -309,6 +317,7 @@ class EntityShareTest:
         js = np.flatnonzero(learn & seen)
         diff = js[(self._since[js] >= self.local) & quiet[js]]
         self._pending[diff] = (shares[diff] - before[diff]) ** 2
+        self._pending_r[diff] = self._over_binomial(self._pending[diff], before[diff], present[diff])
         if len(diff):
             self._pending_jump[diff] = js_distance(before[diff], shares[diff]) >= 2 * self.js_threshold
         self._has_pending[diff] = True
@@ -326,6 +335,13 @@ class EntityShareTest:
         self._hist_hours[js, self._count[js] % self.history] = hours
         self._count[js] += 1
         self._since[js] += 1
+
+    def _over_binomial(self, d2: np.ndarray, before: np.ndarray, present: np.ndarray) -> np.ndarray:
+        """Squared differences over their binomial variance (1 where a category is too thin to say)."""
+        binomial = before * (1.0 - before) / present[:, None] * (1.0 + 1.0 / self.local)
+        thin = ~(before * present[:, None] >= 5)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(thin, 1.0, d2 / np.where(thin, 1.0, binomial))
 
     def _local_mean(self, ring: np.ndarray) -> np.ndarray:
         """Per feature, the mean over its last ``local`` learned batches of a history ring (``_hist``:
@@ -355,7 +371,12 @@ class EntityShareTest:
             return [], top_z
         L, p, n, b = self.local, shares[js], present[js][:, None], before[js]
         nd = np.minimum(self._nd[js], self.history)
-        var = np.maximum(self._d2_sum[js] / np.maximum(nd, 1)[:, None], b * (1.0 - b) / n * (1.0 + 1.0 / L))
+        # the difference's noise: the history's mean square, and at least the binomial one of this
+        # batch's rows times the overdispersion measured on the history (a batch of few rows is
+        # noisier than the history's mean: a half-capped night batch opened false drifts)
+        binomial = b * (1.0 - b) / n * (1.0 + 1.0 / L)
+        disp = np.maximum(self._r2_sum[js] / np.maximum(nd, 1)[:, None], 1.0)
+        var = np.maximum(self._d2_sum[js] / np.maximum(nd, 1)[:, None], disp * binomial)
         used = b * n >= 5  # categories the capped traffic holds: unseen ones are the window tests' job
         with np.errstate(invalid="ignore", divide="ignore"):
             z = np.where(used, (p - b) / np.sqrt(var), 0.0)
