@@ -143,15 +143,15 @@ class EntityChannels(FeatureStates):
         of one entity's category make its hour means 5-40 times noisier than the capped traffic's.
         The training data's bursts are spread over the day, so its cycle is flatter than the capped
         traffic's, and stands in only until that one is usable."""
+        if self._cap_season is None:  # no share test, or daily profiles turned off
+            return
         fn, fc, k, kc = len(self._num), len(self._cat), self._k, self._kc
         cut = slice(fn * (2 * k + 2), fn * (2 * k + 2) + fc * kc)  # past the numeric channels (drift_stats.channel_means)
         m, w = np.nan_to_num(means[:, cut]), weights[:, cut]
-        if not fc or (w > 0).sum(axis=0).min() < 12:  # too few hours for a cycle
-            return
         t = 2 * np.pi * (np.arange(24) + 0.5) / 24
         X = np.stack([np.ones(24), np.cos(t), np.sin(t), np.cos(2 * t), np.sin(2 * t)], axis=1)
-        fit = np.empty_like(m)
-        for c in range(m.shape[1]):
+        fit = np.zeros_like(m)
+        for c in np.flatnonzero((w > 0).sum(axis=0) >= 12):  # hours enough for a cycle
             r = np.sqrt(w[:, c])
             fit[:, c] = X @ np.linalg.lstsq(X * r[:, None], m[:, c] * r, rcond=None)[0]
         pi = w / np.maximum(w.sum(axis=0), 1e-12)
