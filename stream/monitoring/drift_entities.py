@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 from stream.monitoring.drift_states import FeatureStates
 from stream.monitoring.entity_runs import EntityRuns
@@ -159,7 +159,7 @@ class EntityChannels(FeatureStates):
         dev = fit - centre
         # a channel whose harmonics the rows cannot tell from a flat day keeps none (chi-square, 4 dof)
         chi2 = (w * dev**2).sum(axis=0) / np.maximum(centre * (1.0 - centre), 1e-12)
-        dev[:, chi2 <= stats.chi2.isf(self.settings.seasonal_alpha, 4)] = 0.0
+        dev[:, chi2 <= special.chdtri(4, self.settings.seasonal_alpha)] = 0.0  # not scipy.stats: slow to import
         self._ref_cycle = dev if np.abs(dev).max() > 0 else None
 
     def _may_open(self, name: str) -> bool:
