@@ -145,8 +145,7 @@ class EntityChannels(FeatureStates):
         traffic's, and stands in only until that one is usable."""
         if self._cap_season is None:  # no share test, or daily profiles turned off
             return
-        fn, fc, k, kc = len(self._num), len(self._cat), self._k, self._kc
-        cut = slice(fn * (2 * k + 2), fn * (2 * k + 2) + fc * kc)  # past the numeric channels (drift_stats.channel_means)
+        cut = self._sl["cprops"]  # the category slot channels, feature by feature
         m, w = np.nan_to_num(means[:, cut]), weights[:, cut]
         t = 2 * np.pi * (np.arange(24) + 0.5) / 24
         X = np.stack([np.ones(24), np.cos(t), np.sin(t), np.cos(2 * t), np.sin(2 * t)], axis=1)

@@ -336,9 +336,14 @@ class EntityShareTest:
         self._count[js] += 1
         self._since[js] += 1
 
+    def _binomial(self, before: np.ndarray, present: np.ndarray) -> np.ndarray:
+        """The binomial variance of a batch's shares (``present`` rows per feature) less the mean
+        of the ``local`` batches before it, had they as many rows."""
+        return before * (1.0 - before) / present * (1.0 + 1.0 / self.local)
+
     def _over_binomial(self, d2: np.ndarray, before: np.ndarray, present: np.ndarray) -> np.ndarray:
         """Squared differences over their binomial variance (1 where a category is too thin to say)."""
-        binomial = before * (1.0 - before) / present[:, None] * (1.0 + 1.0 / self.local)
+        binomial = self._binomial(before, present[:, None])
         thin = ~(before * present[:, None] >= 5)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(thin, 1.0, d2 / np.where(thin, 1.0, binomial))
@@ -374,7 +379,7 @@ class EntityShareTest:
         # the difference's noise: the history's mean square, and at least the binomial one of this
         # batch's rows times the overdispersion measured on the history (a batch of few rows is
         # noisier than the history's mean: a half-capped night batch opened false drifts)
-        binomial = b * (1.0 - b) / n * (1.0 + 1.0 / L)
+        binomial = self._binomial(b, n)
         disp = np.maximum(self._r2_sum[js] / np.maximum(nd, 1)[:, None], 1.0)
         var = np.maximum(self._d2_sum[js] / np.maximum(nd, 1)[:, None], disp * binomial)
         used = b * n >= 5  # categories the capped traffic holds: unseen ones are the window tests' job
